@@ -1,0 +1,42 @@
+//! Turns the configured sources into DataFusion catalogs and schemas:
+//! source `s` with catalog `c` and schema `n` becomes `c.n.<table>`.
+
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::prelude::SessionContext;
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::files::FilesSchema;
+use crate::ConnectorError;
+
+/// Registers every source on `ctx`. Returns warnings about sources that are
+/// partly unavailable (they are registered anyway, and fail per table).
+pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) -> Result<Vec<String>, ConnectorError> {
+    let mut warnings = vec![];
+    let runtime = ctx.runtime_env();
+    let config = ctx.copied_config();
+    for source in sources {
+        let (catalog_name, schema_name) = (source.catalog_name(), source.schema_name());
+        let qualified = format!("{catalog_name}.{schema_name}");
+        let catalog: Arc<dyn CatalogProvider> = match ctx.catalog(catalog_name) {
+            Some(c) => c,
+            None => {
+                let c: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
+                ctx.register_catalog(catalog_name, c.clone());
+                c
+            }
+        };
+        if catalog.schema(schema_name).is_some() {
+            return Err(ConnectorError::Source {
+                source_name: source.name.clone(),
+                message: format!("schema {qualified} is already defined by another source"),
+            });
+        }
+        let SourceKind::Files(files) = &source.kind;
+        let (schema, mut w) = FilesSchema::discover(qualified, files, runtime.clone(), config.clone()).await?;
+        warnings.append(&mut w);
+        catalog.register_schema(schema_name, Arc::new(schema))?;
+    }
+    Ok(warnings)
+}

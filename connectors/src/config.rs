@@ -1,0 +1,207 @@
+//! The `[[source]]` sections of the Quiver configuration file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::env::EnvString;
+
+/// Catalog name used when a source does not name one.
+pub const DEFAULT_CATALOG: &str = "quiver";
+
+/// One data source, mounted as the schema `catalog.schema`.
+// No `deny_unknown_fields` here: serde does not support it with `flatten`; the
+// kind-specific structs deny unknown keys instead, which covers every key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceConfig {
+    /// Unique source name; the default schema name.
+    pub name: String,
+    /// Catalog the schema is mounted in (default `quiver`).
+    #[serde(default)]
+    pub catalog: Option<String>,
+    /// Schema name (default: the source name).
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(flatten)]
+    pub kind: SourceKind,
+}
+
+impl SourceConfig {
+    /// Makes relative local paths absolute against `base` (the config file's folder),
+    /// so the same config means the same files wherever it is read from.
+    pub fn resolve_relative_paths(&mut self, base: &std::path::Path) {
+        let SourceKind::Files(files) = &mut self.kind;
+        let absolute = |loc: &str| -> String {
+            if url::Url::parse(loc).is_ok() || std::path::Path::new(loc).is_absolute() {
+                loc.to_string()
+            } else {
+                let joined = base.join(loc.trim_start_matches("./"));
+                let mut s = joined.to_string_lossy().into_owned();
+                if loc.ends_with('/') && !s.ends_with('/') {
+                    s.push('/');
+                }
+                s
+            }
+        };
+        if let Some(loc) = &files.location {
+            files.location = Some(absolute(loc));
+        } else {
+            for table in &mut files.tables {
+                table.location = absolute(&table.location);
+            }
+        }
+    }
+
+    pub fn catalog_name(&self) -> &str {
+        self.catalog.as_deref().unwrap_or(DEFAULT_CATALOG)
+    }
+    pub fn schema_name(&self) -> &str {
+        self.schema.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// What kind of source it is, with its kind-specific settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Parquet, CSV, JSON or Arrow files on local disk or an object store.
+    Files(FilesSource),
+}
+
+/// A folder of tables: every sub-folder (or file) under `location` is one table,
+/// plus any tables listed explicitly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSource {
+    /// A local path (relative paths are resolved against the config file's folder)
+    /// or a URL such as `s3://bucket/prefix/`.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Default format of the tables.
+    #[serde(default)]
+    pub format: FileFormat,
+    /// CSV options for CSV tables that do not set their own.
+    #[serde(default)]
+    pub csv: CsvOptions,
+    /// Object-store options (S3: endpoint, region, access_key_id, secret_access_key,
+    /// session_token, allow_http, virtual_hosted_style_request). Values may use `${ENV}`.
+    #[serde(default)]
+    pub options: BTreeMap<String, EnvString>,
+    /// Tables declared one by one (in addition to those discovered under `location`).
+    #[serde(default, rename = "table")]
+    pub tables: Vec<FileTable>,
+}
+
+/// One explicitly declared table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTable {
+    pub name: String,
+    /// A folder or a single file; relative to the source location when that is set,
+    /// otherwise to the config file's folder.
+    pub location: String,
+    #[serde(default)]
+    pub format: Option<FileFormat>,
+    #[serde(default)]
+    pub csv: Option<CsvOptions>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    #[default]
+    Parquet,
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+    /// Arrow IPC file format.
+    Arrow,
+}
+
+impl FileFormat {
+    /// The file extension tables of this format are listed with.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => ".parquet",
+            FileFormat::Csv => ".csv",
+            FileFormat::Json => ".json",
+            FileFormat::Arrow => ".arrow",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// A single ASCII character.
+    #[serde(default = "comma")]
+    pub delimiter: char,
+    /// Extension of the files (default `.csv`), e.g. `.tbl` or `.csv.gz`.
+    #[serde(default)]
+    pub extension: Option<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self { header: true, delimiter: ',', extension: None }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn comma() -> char {
+    ','
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        source: Vec<SourceConfig>,
+    }
+
+    #[test]
+    fn parses_a_files_source() {
+        let doc: Doc = toml::from_str(
+            r#"
+            [[source]]
+            name = "tpch"
+            kind = "files"
+            location = "./data"
+            format = "parquet"
+            [[source.table]]
+            name = "events"
+            location = "ev/"
+            format = "csv"
+            csv = { header = false, delimiter = "|" }
+            "#,
+        )
+        .expect("parses");
+        let s = &doc.source[0];
+        assert_eq!((s.catalog_name(), s.schema_name()), ("quiver", "tpch"));
+        let SourceKind::Files(f) = &s.kind;
+        assert_eq!(f.tables[0].format, Some(FileFormat::Csv));
+        assert_eq!(f.tables[0].csv.as_ref().map(|c| c.delimiter), Some('|'));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = toml::from_str::<Doc>("[[source]]\nname = \"a\"\nkind = \"files\"\nlocaton = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("locaton"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn unknown_kind_is_refused() {
+        let err = toml::from_str::<Doc>("[[source]]\nname = \"a\"\nkind = \"oracle\"\n").unwrap_err().to_string();
+        assert!(err.contains("oracle"), "{err}");
+    }
+}

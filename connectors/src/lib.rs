@@ -1,0 +1,23 @@
+//! Quiver's data sources: configuration of the virtual schema and one module per
+//! source kind, each exposed to DataFusion as catalogs, schemas and `TableProvider`s.
+
+pub mod catalog;
+pub mod config;
+pub mod env;
+pub mod files;
+pub mod object_stores;
+
+pub use catalog::register_sources;
+pub use config::{FileFormat, SourceConfig, SourceKind};
+pub use object_stores::register_object_stores;
+
+/// Errors of source configuration and discovery.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("source '{source_name}': {message}")]
+    Source { source_name: String, message: String },
+    #[error("source '{source_name}': invalid location '{location}': {message}")]
+    Location { source_name: String, location: String, message: String },
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}

@@ -1,0 +1,275 @@
+//! The Quiver configuration file: server, workers and sources in one TOML document.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use quiver_connectors::env::EnvString;
+use quiver_connectors::SourceConfig;
+use serde::Deserialize;
+
+/// Errors reading the configuration; each names the file and, from the TOML
+/// parser, the key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QuiverConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub workers: WorkersConfig,
+    #[serde(default)]
+    pub source: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Flight SQL endpoint for clients.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Catalog and schema that unqualified table names resolve in.
+    #[serde(default)]
+    pub default_catalog: Option<String>,
+    #[serde(default)]
+    pub default_schema: Option<String>,
+    /// Username/password authentication; off when absent.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// TLS for the client endpoint; off when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// DataFusion's target partitions: how many fragments a scan is split into.
+    /// Default: 2 per worker.
+    #[serde(default)]
+    pub target_partitions: Option<usize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            default_catalog: None,
+            default_schema: None,
+            auth: None,
+            tls: None,
+            target_partitions: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// user name -> password (use `${ENV}` references).
+    pub users: BTreeMap<String, EnvString>,
+    /// Lifetime of bearer tokens issued by the handshake, in seconds.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerMode {
+    /// Workers run inside the coordinator process, as Flight servers on loopback.
+    #[default]
+    Embedded,
+    /// Workers are `quiver worker` processes at fixed addresses.
+    Static,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    #[serde(default)]
+    pub mode: WorkerMode,
+    /// Number of embedded workers.
+    #[serde(default = "default_worker_count")]
+    pub count: usize,
+    /// Addresses of static workers, e.g. `http://10.0.0.5:50061`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Memory limit of one fragment, e.g. "2GiB" or "512MiB".
+    #[serde(default = "default_fragment_memory")]
+    pub fragment_memory_limit: ByteSize,
+    /// Seconds between health checks.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_secs: f64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            mode: WorkerMode::Embedded,
+            count: default_worker_count(),
+            addresses: vec![],
+            fragment_memory_limit: default_fragment_memory(),
+            health_interval_secs: default_health_interval(),
+        }
+    }
+}
+
+/// A size in bytes written as a number or as "512MiB", "2GiB", "100MB".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let (num, unit) = (s[..split].trim(), s[split..].trim());
+        let n: f64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
+        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            "tib" | "t" => 1 << 40,
+            _ => return Err(format!("unknown size unit '{unit}' in '{s}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB)")),
+        };
+        if !(n.is_finite() && n >= 0.0) {
+            return Err(format!("invalid size '{s}'"));
+        }
+        Ok(ByteSize((n * mult as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+fn default_token_ttl() -> u64 {
+    12 * 3600
+}
+fn default_worker_count() -> usize {
+    2
+}
+fn default_fragment_memory() -> ByteSize {
+    ByteSize(2 << 30)
+}
+fn default_health_interval() -> f64 {
+    1.0
+}
+
+impl QuiverConfig {
+    /// Reads and validates a config file; relative source paths resolve against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = std::fs::canonicalize(if base.as_os_str().is_empty() { Path::new(".") } else { &base })
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, &base).map_err(|message| ConfigError::Invalid { path: path.into(), message })
+    }
+
+    /// Parses a config document; `base` is the folder relative paths resolve against.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut config: QuiverConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        for source in &mut config.source {
+            source.resolve_relative_paths(base);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for s in &self.source {
+            if !names.insert(&s.name) {
+                return Err(format!("source '{}' is defined twice", s.name));
+            }
+        }
+        match self.workers.mode {
+            WorkerMode::Embedded if self.workers.count == 0 => {
+                Err("workers.count must be at least 1 in embedded mode".into())
+            }
+            WorkerMode::Static if self.workers.addresses.is_empty() => {
+                Err("workers.addresses must list at least one worker in static mode".into())
+            }
+            _ if self.workers.health_interval_secs <= 0.0 => Err("workers.health_interval_secs must be positive".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let c = QuiverConfig::parse("", Path::new("/tmp")).expect("parses");
+        assert_eq!(c.workers.mode, WorkerMode::Embedded);
+        assert_eq!(c.workers.count, 2);
+        assert_eq!(c.server.listen.port(), 50051);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let err = QuiverConfig::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", Path::new("/")).unwrap_err();
+        assert!(err.contains("lisen") && err.contains("line 3"), "{err}");
+        let err = QuiverConfig::parse("[workers]\nfragment_memory_limit = \"3 parsecs\"\n", Path::new("/")).unwrap_err();
+        assert!(err.contains("parsecs") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn relative_locations_resolve_against_the_config_folder() {
+        let c = QuiverConfig::parse(
+            "[[source]]\nname = \"f\"\nkind = \"files\"\nlocation = \"./data\"\n",
+            Path::new("/etc/quiver"),
+        )
+        .expect("parses");
+        let quiver_connectors::SourceKind::Files(f) = &c.source[0].kind;
+        assert_eq!(f.location.as_deref(), Some("/etc/quiver/data"));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("2GiB"), Ok(ByteSize(2 << 30)));
+        assert_eq!(ByteSize::parse("512 MiB"), Ok(ByteSize(512 << 20)));
+        assert_eq!(ByteSize::parse("100MB"), Ok(ByteSize(100_000_000)));
+        assert_eq!(ByteSize::parse("42"), Ok(ByteSize(42)));
+        assert!(ByteSize::parse("-1GiB").is_err());
+        assert!(ByteSize::parse("GiB").is_err());
+    }
+
+    #[test]
+    fn duplicate_sources_and_empty_pools_are_refused() {
+        let two = "[[source]]\nname = \"a\"\nkind = \"files\"\n[[source]]\nname = \"a\"\nkind = \"files\"\n";
+        assert!(QuiverConfig::parse(two, Path::new("/")).unwrap_err().contains("defined twice"));
+        let err = QuiverConfig::parse("[workers]\nmode = \"static\"\n", Path::new("/")).unwrap_err();
+        assert!(err.contains("workers.addresses"), "{err}");
+    }
+}

@@ -1,0 +1,129 @@
+//! The physical optimizer rule that wraps worker-safe subtrees in [`RemoteFragmentExec`].
+
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::{plan_err, Result};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan};
+use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use quiver_proto::QuiverCodec;
+
+use super::RemoteFragmentExec;
+use crate::pool::{Worker, WorkerPool};
+
+/// Runs last among the physical optimizer rules.
+#[derive(Debug)]
+pub struct DistributeFragments {
+    pool: Arc<WorkerPool>,
+    codec: QuiverCodec,
+}
+
+impl DistributeFragments {
+    pub fn new(pool: Arc<WorkerPool>, codec: QuiverCodec) -> Self {
+        Self { pool, codec }
+    }
+}
+
+impl PhysicalOptimizerRule for DistributeFragments {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        if !contains_file_scan(&plan) {
+            return Ok(plan);
+        }
+        let workers = self.pool.healthy();
+        if workers.is_empty() {
+            return plan_err!(
+                "no healthy workers: {} configured, none answers its health check",
+                self.pool.all().len()
+            );
+        }
+        let mut assigner = Assigner { pool: &self.pool, codec: &self.codec, workers, next_fragment: 0, next_worker: 0 };
+        assigner.rewrite(plan)
+    }
+
+    fn name(&self) -> &str {
+        "quiver_distribute_fragments"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+struct Assigner<'a> {
+    pool: &'a Arc<WorkerPool>,
+    codec: &'a QuiverCodec,
+    workers: Vec<Arc<Worker>>,
+    next_fragment: u32,
+    next_worker: usize,
+}
+
+impl Assigner<'_> {
+    /// Top-down: the highest worker-safe subtree with a file scan becomes one fragment.
+    fn rewrite(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        if is_worker_safe(&plan) && contains_file_scan(&plan) {
+            if let Some(fragment) = self.fragment(&plan) {
+                return Ok(fragment);
+            }
+        }
+        let children = plan.children();
+        if children.is_empty() {
+            return Ok(plan);
+        }
+        let new_children = children.into_iter().map(|c| self.rewrite(c.clone())).collect::<Result<Vec<_>>>()?;
+        replace_children_if_necessary(plan, new_children)
+    }
+
+    fn fragment(&mut self, plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+        let bytes = match physical_plan_to_bytes_with_extension_codec(plan.clone(), self.codec) {
+            Ok(b) => b,
+            Err(e) => {
+                // Whatever cannot be serialized runs on the coordinator instead.
+                tracing::debug!(node = plan.name(), error = %e, "subtree stays on the coordinator");
+                return None;
+            }
+        };
+        let partitions = plan.properties().partitioning.partition_count();
+        let assignment = (0..partitions)
+            .map(|_| {
+                let w = self.workers[self.next_worker % self.workers.len()].clone();
+                self.next_worker += 1;
+                w
+            })
+            .collect();
+        let id = self.next_fragment;
+        self.next_fragment += 1;
+        Some(Arc::new(RemoteFragmentExec::new(id, plan.clone(), bytes, assignment, self.pool.clone())))
+    }
+}
+
+/// True for nodes that compute each output partition from the same input partition only.
+fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let node = plan.as_ref();
+    let passes_through = node.is::<FilterExec>()
+        || node.is::<ProjectionExec>()
+        || node.is::<LocalLimitExec>()
+        || node.downcast_ref::<SortExec>().is_some_and(|s| s.preserve_partitioning())
+        || node.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial);
+    if passes_through {
+        return plan.children().into_iter().all(is_worker_safe);
+    }
+    is_file_scan(plan)
+}
+
+fn is_file_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.as_ref()
+        .downcast_ref::<DataSourceExec>()
+        .is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_some())
+}
+
+fn contains_file_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    is_file_scan(plan) || plan.children().into_iter().any(contains_file_scan)
+}

@@ -1,0 +1,105 @@
+//! The query engine: one DataFusion session state over the virtual schema, with
+//! the distribution rule installed; a fresh session (id = query id) per query.
+
+use std::sync::Arc;
+
+use datafusion::catalog::MemoryCatalogProvider;
+use datafusion::common::ParamValues;
+use datafusion::error::Result;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use quiver_connectors::config::DEFAULT_CATALOG;
+use quiver_proto::QuiverCodec;
+
+use crate::config::QuiverConfig;
+use crate::distributed::DistributeFragments;
+use crate::pool::WorkerPool;
+
+pub struct QueryEngine {
+    base: SessionState,
+}
+
+/// A query's own session; its id is the query id in logs and on workers.
+pub struct QuerySession {
+    pub id: String,
+    ctx: SessionContext,
+}
+
+impl QueryEngine {
+    /// Registers the configured sources and returns the engine and any warnings about them.
+    pub async fn new(
+        config: &QuiverConfig,
+        pool: Arc<WorkerPool>,
+        codec: QuiverCodec,
+    ) -> std::result::Result<(Self, Vec<String>), quiver_connectors::ConnectorError> {
+        let first = config.source.first();
+        let catalog = config
+            .server
+            .default_catalog
+            .clone()
+            .or_else(|| first.map(|s| s.catalog_name().to_string()))
+            .unwrap_or_else(|| DEFAULT_CATALOG.to_string());
+        let schema = config
+            .server
+            .default_schema
+            .clone()
+            .or_else(|| first.map(|s| s.schema_name().to_string()))
+            .unwrap_or_else(|| "public".to_string());
+        let partitions = config.server.target_partitions.unwrap_or_else(|| (pool.all().len() * 2).max(2));
+        let session_config = SessionConfig::new()
+            .with_default_catalog_and_schema(&catalog, &schema)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_target_partitions(partitions);
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec)))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        quiver_connectors::register_object_stores(&ctx.runtime_env(), &config.source)?;
+        let warnings = quiver_connectors::register_sources(&ctx, &config.source).await?;
+        if ctx.catalog(&catalog).is_none() {
+            ctx.register_catalog(&catalog, Arc::new(MemoryCatalogProvider::new()));
+        }
+        Ok((Self { base: ctx.state() }, warnings))
+    }
+
+    /// A new session for one query.
+    pub fn session(&self) -> QuerySession {
+        let id = uuid::Uuid::new_v4().to_string();
+        let state = SessionStateBuilder::new_from_existing(self.base.clone()).with_session_id(id.clone()).build();
+        QuerySession { id, ctx: SessionContext::new_with_state(state) }
+    }
+
+    /// The shared context, for metadata calls.
+    pub fn metadata_context(&self) -> SessionContext {
+        SessionContext::new_with_state(self.base.clone())
+    }
+}
+
+impl QuerySession {
+    /// Parses and plans a read-only statement: queries, EXPLAIN, SHOW. DDL, DML and
+    /// session-changing statements are refused, since sessions share one catalog.
+    pub async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)?;
+        Ok(plan)
+    }
+
+    /// Binds positional parameters (`$1`, `$2`, ...).
+    pub fn bind(&self, plan: LogicalPlan, params: ParamValues) -> Result<LogicalPlan> {
+        plan.with_param_values(params)
+    }
+
+    /// Plans physically (fragments are assigned to workers here) and starts streaming.
+    pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        DataFrame::new(self.ctx.state(), plan).execute_stream().await
+    }
+}

@@ -1,0 +1,164 @@
+//! Answers to the metadata calls BI tools make: catalogs, schemas, tables (with
+//! their Arrow schemas), table types, SqlInfo and XDBC type info.
+
+use std::sync::Arc;
+
+use arrow_flight::sql::metadata::{
+    GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo,
+    XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo,
+    SqlSupportedTransaction, XdbcDataType,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::TableType;
+use datafusion::prelude::SessionContext;
+use tonic::Status;
+
+pub fn sql_info() -> Result<SqlInfoData, Status> {
+    let mut b = SqlInfoDataBuilder::new();
+    b.append(SqlInfo::FlightSqlServerName, "Quiver");
+    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    b.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    b.append(SqlInfo::FlightSqlServerReadOnly, true);
+    b.append(SqlInfo::FlightSqlServerSql, true);
+    b.append(SqlInfo::FlightSqlServerSubstrait, false);
+    b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);
+    b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    b.append(SqlInfo::SqlDdlCatalog, false);
+    b.append(SqlInfo::SqlDdlSchema, false);
+    b.append(SqlInfo::SqlDdlTable, false);
+    b.build().map_err(|e| Status::internal(format!("cannot build SqlInfo: {e}")))
+}
+
+pub fn xdbc_type_info() -> Result<XdbcTypeInfoData, Status> {
+    let mut b = XdbcTypeInfoDataBuilder::new();
+    let types = [
+        ("BOOLEAN", XdbcDataType::XdbcBit, None),
+        ("SMALLINT", XdbcDataType::XdbcSmallint, Some(5)),
+        ("INTEGER", XdbcDataType::XdbcInteger, Some(10)),
+        ("BIGINT", XdbcDataType::XdbcBigint, Some(19)),
+        ("REAL", XdbcDataType::XdbcReal, Some(7)),
+        ("DOUBLE", XdbcDataType::XdbcDouble, Some(15)),
+        ("DECIMAL", XdbcDataType::XdbcDecimal, Some(38)),
+        ("VARCHAR", XdbcDataType::XdbcVarchar, None),
+        ("VARBINARY", XdbcDataType::XdbcVarbinary, None),
+        ("DATE", XdbcDataType::XdbcDate, None),
+        ("TIME", XdbcDataType::XdbcTime, None),
+        ("TIMESTAMP", XdbcDataType::XdbcTimestamp, None),
+    ];
+    for (name, data_type, precision) in types {
+        let text = matches!(data_type, XdbcDataType::XdbcVarchar);
+        b.append(XdbcTypeInfo {
+            type_name: name.into(),
+            data_type,
+            column_size: precision,
+            literal_prefix: text.then(|| "'".into()),
+            literal_suffix: text.then(|| "'".into()),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: text,
+            searchable: Searchable::Full,
+            unsigned_attribute: precision.map(|_| false),
+            fixed_prec_scale: matches!(data_type, XdbcDataType::XdbcDecimal),
+            auto_increment: None,
+            local_type_name: Some(name.into()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: data_type,
+            datetime_subcode: None,
+            num_prec_radix: precision.map(|_| 10),
+            interval_precision: None,
+        });
+    }
+    b.build().map_err(|e| Status::internal(format!("cannot build XDBC type info: {e}")))
+}
+
+pub fn catalogs(ctx: &SessionContext, query: CommandGetCatalogs) -> Result<RecordBatch, Status> {
+    let mut b = query.into_builder();
+    let mut names = ctx.catalog_names();
+    names.sort();
+    for name in names {
+        b.append(name);
+    }
+    b.build().map_err(arrow_status)
+}
+
+pub fn catalogs_schema() -> SchemaRef {
+    GetCatalogsBuilder::new().schema()
+}
+
+pub fn db_schemas(ctx: &SessionContext, query: CommandGetDbSchemas) -> Result<RecordBatch, Status> {
+    let mut b: GetDbSchemasBuilder = query.into_builder();
+    for (catalog, schema) in schema_pairs(ctx) {
+        b.append(catalog, schema);
+    }
+    b.build().map_err(arrow_status)
+}
+
+pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> Result<RecordBatch, Status> {
+    let catalog_filter = query.catalog.clone();
+    let mut b: GetTablesBuilder = query.into_builder();
+    let include_schema = b.include_schema();
+    let empty = Schema::empty();
+    for (catalog, schema) in schema_pairs(ctx) {
+        if catalog_filter.as_ref().is_some_and(|c| c != &catalog) {
+            continue;
+        }
+        let Some(provider) = ctx.catalog(&catalog).and_then(|c| c.schema(&schema)) else { continue };
+        let mut names = provider.table_names();
+        names.sort();
+        for name in names {
+            // A table that cannot be resolved (missing folder, bad file) is left out of
+            // the listing with a warning; queries on it still report the reason.
+            let table = match provider.table(&name).await {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(table = %format!("{catalog}.{schema}.{name}"), error = %e, "table left out of GetTables");
+                    continue;
+                }
+            };
+            let kind = match table.table_type() {
+                TableType::Base => "TABLE",
+                TableType::View => "VIEW",
+                TableType::Temporary => "LOCAL TEMPORARY",
+            };
+            let table_schema = if include_schema { table.schema() } else { Arc::new(empty.clone()) };
+            b.append(&catalog, &schema, &name, kind, &table_schema).map_err(arrow_status)?;
+        }
+    }
+    b.build().map_err(arrow_status)
+}
+
+/// Schema of the (always empty) GetPrimaryKeys answer: sources declare no keys yet.
+pub fn primary_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {
+    let mut pairs = vec![];
+    for catalog in ctx.catalog_names() {
+        if let Some(c) = ctx.catalog(&catalog) {
+            for schema in c.schema_names() {
+                pairs.push((catalog.clone(), schema));
+            }
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+fn arrow_status(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("cannot build metadata: {e}"))
+}

@@ -1,0 +1,438 @@
+//! The client endpoint: an Arrow Flight SQL service over the query engine.
+
+mod auth;
+mod handles;
+mod metadata;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
+    Ticket,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use futures::{stream, Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use quiver_worker::status::from_datafusion;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use auth::{Authenticator, User};
+use handles::{decode_params, encode_params, QueryHandle};
+
+use crate::engine::{QueryEngine, QuerySession};
+
+type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
+
+pub struct QuiverFlightSql {
+    engine: Arc<QueryEngine>,
+    auth: Option<Authenticator>,
+    /// Prepared statement id -> its bound parameter row, for clients that keep
+    /// using the original handle after binding.
+    prepared: Mutex<HashMap<String, Vec<u8>>>,
+    sql_info: SqlInfoData,
+    xdbc: XdbcTypeInfoData,
+}
+
+impl QuiverFlightSql {
+    pub fn new(engine: Arc<QueryEngine>, auth: Option<Authenticator>) -> Result<Self, Status> {
+        Ok(Self {
+            engine,
+            auth,
+            prepared: Mutex::default(),
+            sql_info: metadata::sql_info()?,
+            xdbc: metadata::xdbc_type_info()?,
+        })
+    }
+
+    /// Plans a handle's SQL with its parameters bound, if any.
+    async fn plan(&self, session: &QuerySession, handle: &QueryHandle) -> Result<LogicalPlan, Status> {
+        let plan = session.plan(&handle.sql).await.map_err(|e| from_datafusion(&e))?;
+        let params = if handle.params.is_empty() && !handle.id.is_empty() {
+            self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.get(&handle.id).cloned()
+        } else {
+            Some(handle.params.clone()).filter(|p| !p.is_empty())
+        };
+        let Some(params) = params else { return Ok(plan) };
+        let expected = parameter_types(&plan)?;
+        let values = decode_params(&params, &expected)?;
+        session.bind(plan, values).map_err(|e| from_datafusion(&e))
+    }
+
+    async fn flight_info(&self, handle: &QueryHandle, ticket: Ticket, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+        let session = self.engine.session();
+        let plan = self.plan(&session, handle).await?;
+        let schema = flight_schema(plan.schema().as_arrow());
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+            .with_descriptor(descriptor);
+        Ok(info)
+    }
+
+    /// Plans and runs a query, streaming its batches to the client as they come.
+    async fn run(&self, handle: QueryHandle, user: Option<String>) -> Result<Response<DoGetStream>, Status> {
+        let session = self.engine.session();
+        let span = tracing::info_span!("query", id = %session.id, user = user.as_deref().unwrap_or("-"));
+        let _enter = span.enter();
+        tracing::debug!(sql = %handle.sql, "query starts");
+        let started = Instant::now();
+        let plan = self.plan(&session, &handle).await?;
+        let batches = session.execute(plan).await.map_err(|e| {
+            tracing::info!(error = %e, "query failed");
+            from_datafusion(&e)
+        })?;
+        drop(_enter);
+        Ok(Response::new(encode(logged(batches, session.id.clone(), started))))
+    }
+
+    fn batch_response(batch: Result<RecordBatch, Status>) -> Result<Response<DoGetStream>, Status> {
+        let batch = batch?;
+        let schema = batch.schema();
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(stream::once(async { Ok(batch) }))
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Counts rows and logs the end of a query (or its failure, or its cancellation).
+fn logged(
+    batches: SendableRecordBatchStream,
+    query: String,
+    started: Instant,
+) -> impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
+    struct Tally {
+        query: String,
+        started: Instant,
+        rows: usize,
+        done: bool,
+    }
+    impl Drop for Tally {
+        fn drop(&mut self) {
+            let elapsed_ms = self.started.elapsed().as_millis() as u64;
+            if self.done {
+                tracing::info!(query = %self.query, rows = self.rows, elapsed_ms, "query finished");
+            } else {
+                tracing::info!(query = %self.query, rows = self.rows, elapsed_ms, "query stopped before its end");
+            }
+        }
+    }
+    let tally = Tally { query, started, rows: 0, done: false };
+    stream::unfold((batches, tally), |(mut s, mut tally)| async move {
+        match s.next().await {
+            Some(Ok(b)) => {
+                tally.rows += b.num_rows();
+                Some((Ok(b), (s, tally)))
+            }
+            Some(Err(e)) => {
+                tracing::info!(query = %tally.query, error = %e, "query failed");
+                Some((Err(e), (s, tally)))
+            }
+            None => {
+                tally.done = true;
+                drop(tally);
+                None
+            }
+        }
+    })
+}
+
+fn encode(batches: impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static) -> DoGetStream {
+    let flight = FlightDataEncoderBuilder::new()
+        .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))))
+        .map_err(Status::from);
+    Box::pin(flight)
+}
+
+/// The schema clients receive: dictionaries are sent hydrated, so FlightInfo says so too.
+fn flight_schema(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type(value.as_ref().clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+/// The inferred type of each positional parameter `$1..$n` (None where unknown).
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Status> {
+    let types = plan.get_parameter_types().map_err(|e| from_datafusion(&e))?;
+    let mut positional: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(name, t)| name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).map(|n| (n, t)))
+        .collect();
+    positional.sort_by_key(|(n, _)| *n);
+    let len = positional.last().map(|(n, _)| *n).unwrap_or(0);
+    let mut out = vec![None; len];
+    for (n, t) in positional {
+        if n >= 1 {
+            out[n - 1] = t;
+        }
+    }
+    Ok(out)
+}
+
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(format!("cannot encode schema: {e}")))?;
+    Ok(bytes)
+}
+
+fn metadata_info(schema: &SchemaRef, command: impl ProstMessageExt, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+    let ticket = Ticket::new(command.as_any().encode_to_vec());
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+fn user_of<T>(request: &Request<T>) -> Option<String> {
+    request.extensions().get::<User>().map(|u| u.0.clone())
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for QuiverFlightSql {
+    type FlightService = QuiverFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
+        let token = match &self.auth {
+            None => String::new(),
+            Some(auth) => {
+                let user = user_of(&request).ok_or_else(|| Status::unauthenticated("handshake needs Basic credentials"))?;
+                auth.issue(&user)?
+            }
+        };
+        let reply = HandshakeResponse { protocol_version: 0, payload: token.clone().into() };
+        let mut response: Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>> =
+            Response::new(Box::pin(stream::iter([Ok(reply)])));
+        if !token.is_empty() {
+            let value = MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| Status::internal("cannot encode token"))?;
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = QueryHandle { id: String::new(), sql: query.query, params: vec![] };
+        let ticket = TicketStatementQuery { statement_handle: handle.to_bytes() };
+        let ticket = Ticket::new(ticket.as_any().encode_to_vec());
+        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner()).await?))
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = QueryHandle::from_bytes(&cmd.prepared_statement_handle)?;
+        let ticket = Ticket::new(cmd.as_any().encode_to_vec());
+        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner()).await?))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.run(QueryHandle::from_bytes(&ticket.statement_handle)?, user_of(&request)).await
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.run(QueryHandle::from_bytes(&query.prepared_statement_handle)?, user_of(&request)).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let session = self.engine.session();
+        let plan = session.plan(&query.query).await.map_err(|e| from_datafusion(&e))?;
+        let parameters: Vec<Field> = parameter_types(&plan)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| Field::new(format!("${}", i + 1), t.unwrap_or(DataType::Null), true))
+            .collect();
+        let id = uuid::Uuid::new_v4().to_string();
+        self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.insert(id.clone(), vec![]);
+        let handle = QueryHandle { id, sql: query.query, params: vec![] };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.to_bytes(),
+            dataset_schema: schema_bytes(&flight_schema(plan.schema().as_arrow()))?,
+            parameter_schema: schema_bytes(&Schema::new(parameters))?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let mut handle = QueryHandle::from_bytes(&query.prepared_statement_handle)?;
+        let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
+        )
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("cannot read parameters: {e}")))?;
+        let batch = match batches.as_slice() {
+            [b] => b,
+            [] => return Err(Status::invalid_argument("no parameters were sent")),
+            _ => return Err(Status::invalid_argument("parameters must come as one batch of one row")),
+        };
+        handle.params = encode_params(batch)?;
+        if !handle.id.is_empty() {
+            let mut prepared = self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?;
+            if let Some(slot) = prepared.get_mut(&handle.id) {
+                *slot = handle.params.clone();
+            }
+        }
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(handle.to_bytes()) })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        let handle = QueryHandle::from_bytes(&query.prepared_statement_handle)?;
+        self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.remove(&handle.id);
+        Ok(())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&metadata::catalogs_schema(), query, request.into_inner())
+    }
+
+    async fn do_get_catalogs(&self, query: CommandGetCatalogs, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(metadata::catalogs(&self.engine.metadata_context(), query))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_schemas(&self, query: CommandGetDbSchemas, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(metadata::db_schemas(&self.engine.metadata_context(), query))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_tables(&self, query: CommandGetTables, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(metadata::tables(&self.engine.metadata_context(), query).await)
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_table_types(&self, query: CommandGetTableTypes, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        for t in ["LOCAL TEMPORARY", "TABLE", "VIEW"] {
+            b.append(t);
+        }
+        Self::batch_response(b.build().map_err(|e| Status::internal(e.to_string())))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&self.sql_info.schema(), query, request.into_inner())
+    }
+
+    async fn do_get_sql_info(&self, query: CommandGetSqlInfo, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(query.into_builder(&self.sql_info).build().map_err(|e| Status::internal(e.to_string())))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&self.xdbc.schema(), query, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(query.into_builder(&self.xdbc).build().map_err(|e| Status::internal(e.to_string())))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&metadata::primary_keys_schema(), query, request.into_inner())
+    }
+
+    async fn do_get_primary_keys(&self, _: CommandGetPrimaryKeys, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(Ok(RecordBatch::new_empty(metadata::primary_keys_schema())))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

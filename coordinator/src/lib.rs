@@ -1,0 +1,13 @@
+//! The Quiver coordinator: Flight SQL endpoint, planning over the virtual schema,
+//! distribution of fragments to workers, and the worker pool.
+
+pub mod config;
+pub mod distributed;
+pub mod engine;
+pub mod flight_sql;
+pub mod pool;
+pub mod server;
+pub mod tpch;
+
+pub use config::QuiverConfig;
+pub use server::{start, CoordinatorError, RunningCoordinator};

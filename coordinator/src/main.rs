@@ -1,0 +1,122 @@
+//! `quiver`: serve the coordinator, run a worker, or query a server.
+
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "quiver", version, about = "Quiver: one SQL query over many data sources")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator. Without --config: a demo over generated TPC-H data with 2 embedded workers.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Where the demo keeps its generated data.
+        #[arg(long, default_value = "quiver-data")]
+        data_dir: PathBuf,
+        /// TPC-H scale factor of the demo data.
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+        /// Overrides server.listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run SQL against a Quiver server: one query, or an interactive shell without one.
+    Sql(cli::sql::SqlArgs),
+    /// Run a worker that executes fragments for a coordinator (`workers.mode = "static"`).
+    Worker {
+        #[arg(long, default_value = "0.0.0.0:50061")]
+        listen: SocketAddr,
+        /// The coordinator's config file, for the object stores of its sources.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Name shown in stats and logs (default: the listen address).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Generate TPC-H data as Parquet (one folder per table).
+    GenTpch {
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
+        command => {
+            init_logging();
+            runtime.block_on(run_server(command))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run_server(command: Command) -> Result<()> {
+    match command {
+        Command::Serve { config, data_dir, scale, listen } => {
+            let mut config = match config {
+                Some(path) => quiver_coordinator::QuiverConfig::load(&path)?,
+                None => cli::demo::config(&data_dir, scale)?,
+            };
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            let running = quiver_coordinator::start(config).await?;
+            let scheme = if running.tls { "grpc+tls" } else { "grpc" };
+            // Machine-readable readiness line: scripts and tests wait for it.
+            println!("quiver: Flight SQL listening on {scheme}://{}", running.addr);
+            running.serve_until_signal().await?;
+        }
+        Command::Worker { listen, config, id } => {
+            let sources = match config {
+                Some(path) => quiver_coordinator::QuiverConfig::load(&path)?.source,
+                None => vec![],
+            };
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            let options = quiver_worker::WorkerOptions {
+                id: id.unwrap_or_else(|| addr.to_string()),
+                sources,
+                ..Default::default()
+            };
+            let service = quiver_worker::WorkerService::new(options, quiver_proto::QuiverCodec::new())?;
+            println!("quiver: worker listening on http://{addr}");
+            quiver_worker::serve(listener, service, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        }
+        Command::GenTpch { scale, out } => {
+            let started = std::time::Instant::now();
+            let made = tokio::task::spawn_blocking(move || quiver_coordinator::tpch::ensure(&out, scale)).await??;
+            if made {
+                eprintln!("generated TPC-H scale {scale} in {:.1}s", started.elapsed().as_secs_f64());
+            } else {
+                eprintln!("TPC-H data already present");
+            }
+        }
+        Command::Sql(_) => unreachable!("handled in main"),
+    }
+    Ok(())
+}

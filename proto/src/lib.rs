@@ -1,0 +1,28 @@
+//! Wire messages shared by the coordinator and the workers, and the
+//! datafusion-proto codec that carries Quiver's own plan nodes.
+//!
+//! The messages are declared with `prost` derives instead of generated from a
+//! `.proto` file: that keeps `protoc`/`protox` out of the build, and the field
+//! numbers below are the contract (documented in `fragment.proto` for non-Rust peers).
+
+mod codec;
+mod messages;
+
+pub use codec::{NodeCodec, QuiverCodec};
+pub use messages::{FragmentTicket, WorkerStats};
+
+/// Name of the worker's health action.
+pub const ACTION_HEALTH: &str = "health";
+/// Name of the worker's load-statistics action.
+pub const ACTION_STATS: &str = "stats";
+
+/// Errors decoding Quiver wire messages.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("malformed {what}: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+}

@@ -1,0 +1,83 @@
+//! Protobuf messages exchanged between coordinator and workers.
+
+use prost::Message;
+
+use crate::ProtoError;
+
+/// The Flight ticket of one fragment: one partition of a serialized physical plan.
+#[derive(Clone, PartialEq, Message)]
+pub struct FragmentTicket {
+    /// Query id, for logs and cancellation.
+    #[prost(string, tag = "1")]
+    pub query_id: String,
+    /// Fragment id, unique within the query.
+    #[prost(uint32, tag = "2")]
+    pub fragment_id: u32,
+    /// Which output partition of `plan` this fragment produces.
+    #[prost(uint32, tag = "3")]
+    pub partition: u32,
+    /// A datafusion-proto `PhysicalPlanNode`, encoded with [`crate::QuiverCodec`].
+    #[prost(bytes = "vec", tag = "4")]
+    pub plan: Vec<u8>,
+    /// Memory limit for this fragment in bytes; 0 means the worker's default.
+    #[prost(uint64, tag = "5")]
+    pub memory_limit: u64,
+}
+
+/// Load statistics a worker reports through the `stats` action.
+#[derive(Clone, PartialEq, Message)]
+pub struct WorkerStats {
+    #[prost(string, tag = "1")]
+    pub worker_id: String,
+    #[prost(uint32, tag = "2")]
+    pub running_fragments: u32,
+    #[prost(uint64, tag = "3")]
+    pub completed_fragments: u64,
+    #[prost(uint64, tag = "4")]
+    pub failed_fragments: u64,
+    #[prost(uint64, tag = "5")]
+    pub rows_sent: u64,
+    #[prost(uint64, tag = "6")]
+    pub bytes_sent: u64,
+    #[prost(uint64, tag = "7")]
+    pub memory_reserved: u64,
+}
+
+impl FragmentTicket {
+    pub fn encode_to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    pub fn decode_from(buf: &[u8]) -> Result<Self, ProtoError> {
+        Self::decode(buf).map_err(|source| ProtoError::Decode { what: "fragment ticket", source })
+    }
+}
+
+impl WorkerStats {
+    pub fn decode_from(buf: &[u8]) -> Result<Self, ProtoError> {
+        Self::decode(buf).map_err(|source| ProtoError::Decode { what: "worker stats", source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_round_trips() {
+        let t = FragmentTicket {
+            query_id: "q1".into(),
+            fragment_id: 3,
+            partition: 7,
+            plan: vec![1, 2, 3],
+            memory_limit: 1 << 30,
+        };
+        assert_eq!(FragmentTicket::decode_from(&t.encode_to_bytes()).ok(), Some(t));
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        let err = FragmentTicket::decode_from(&[0xff, 0xff, 0xff]).unwrap_err();
+        assert!(err.to_string().contains("malformed fragment ticket"), "{err}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Harness for Quiver's end-to-end tests: real `quiver` processes, real Flight SQL
+//! clients, and single-node DataFusion as the reference.
+
+pub mod compare;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+/// The workspace's `target/<profile>` folder, found from this test executable.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test-binary>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// The `quiver` binary built from this workspace.
+pub fn quiver_bin() -> PathBuf {
+    let bin = target_dir().join("quiver");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` before the tests", bin.display());
+    bin
+}
+
+/// TPC-H scale 0.1, generated once by `quiver gen-tpch` and shared by all tests.
+pub fn tpch_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    DIR.get_or_init(|| {
+        let _guard = LOCK.lock();
+        let dir = target_dir().join("quiver-test-data").join("tpch-sf0.1");
+        let status = Command::new(quiver_bin())
+            .args(["gen-tpch", "--scale", "0.1", "--out"])
+            .arg(&dir)
+            .status()
+            .expect("run quiver gen-tpch");
+        assert!(status.success(), "quiver gen-tpch failed");
+        dir
+    })
+    .clone()
+}
+
+/// A child process killed when dropped.
+pub struct Process {
+    pub child: Child,
+    /// The address the process printed when ready.
+    pub addr: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Process {
+    /// Sends SIGKILL and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `quiver` with `args` and waits for the line `<marker> <scheme>://<addr>`.
+fn spawn_ready(args: &[&str], marker: &str, envs: &[(&str, &str)], dir: Option<tempfile::TempDir>) -> Result<Process> {
+    let mut cmd = Command::new(quiver_bin());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    if std::env::var_os("QUIVER_LOG").is_none() {
+        cmd.env("QUIVER_LOG", "warn");
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().context("spawn quiver")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if let Some(rest) = line.trim().strip_prefix(&marker) {
+                let addr = rest.trim().split("://").nth(1).unwrap_or_default().to_string();
+                let _ = tx.send(addr);
+            }
+            line.clear();
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(addr) => Ok(Process { child, addr, _dir: dir }),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            bail!("quiver {args:?} did not become ready (exit status {status:?})")
+        }
+    }
+}
+
+/// Starts a coordinator with `config` (TOML; `server.listen` is forced to a free port).
+pub fn start_coordinator(config: &str) -> Result<Process> {
+    start_coordinator_with_env(config, &[])
+}
+
+pub fn start_coordinator_with_env(config: &str, envs: &[(&str, &str)]) -> Result<Process> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("quiver.toml");
+    std::fs::write(&path, config)?;
+    let path = path.to_string_lossy().into_owned();
+    spawn_ready(
+        &["serve", "--config", &path, "--listen", "127.0.0.1:0"],
+        "quiver: Flight SQL listening on",
+        envs,
+        Some(dir),
+    )
+}
+
+/// Starts a `quiver worker` process on a free loopback port.
+pub fn start_worker(id: &str) -> Result<Process> {
+    spawn_ready(&["worker", "--listen", "127.0.0.1:0", "--id", id], "quiver: worker listening on", &[], None)
+}
+
+/// The `[[source]]` section mounting the TPC-H folder as `quiver.tpch`.
+pub fn tpch_source() -> String {
+    format!(
+        "[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\nformat = \"parquet\"\n",
+        tpch_dir().to_string_lossy()
+    )
+}
+
+/// A Flight SQL client connected to `addr` (host:port).
+pub async fn client(addr: &str) -> Result<FlightSqlServiceClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    Ok(FlightSqlServiceClient::new(channel))
+}
+
+/// Runs `sql` through GetFlightInfo + DoGet and collects the batches.
+pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>> {
+    let info = client.execute(sql.to_string(), None).await?;
+    let mut out = vec![];
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.ok_or_else(|| anyhow!("endpoint without ticket"))?;
+        let batches: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
+        out.extend(batches);
+    }
+    Ok(out)
+}
+
+/// Runs `sql` and returns the error message, failing if the query succeeds.
+pub async fn query_error(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> String {
+    match query(client, sql).await {
+        Ok(b) => panic!("query {sql:?} should fail, returned {} rows", b.iter().map(|b| b.num_rows()).sum::<usize>()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Total number of rows.
+pub fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// The TPC-H query text `q{n}.sql` from tests/tpch.
+pub fn tpch_query(n: usize) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tpch").join(format!("q{n}.sql"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Single-node DataFusion over the same Parquet folders: the reference answers.
+pub async fn reference_context() -> Result<datafusion::prelude::SessionContext> {
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let ctx = SessionContext::new();
+    let dir = tpch_dir();
+    for table in ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"] {
+        let path = format!("{}/{table}/", dir.display());
+        ctx.register_parquet(table, &path, ParquetReadOptions::default()).await?;
+    }
+    Ok(ctx)
+}

@@ -1,0 +1,162 @@
+//! The Flight SQL endpoint with the Rust client: metadata, prepared statements,
+//! errors that name the problem, and authentication.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, SqlInfo};
+use futures::TryStreamExt;
+use quiver_tests::*;
+
+async fn fetch(client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>, info: arrow_flight::FlightInfo) -> anyhow::Result<Vec<RecordBatch>> {
+    let mut out = vec![];
+    for ep in info.endpoint {
+        let ticket = ep.ticket.ok_or_else(|| anyhow::anyhow!("no ticket"))?;
+        out.extend(client.do_get(ticket).await?.try_collect::<Vec<_>>().await?);
+    }
+    Ok(out)
+}
+
+fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    let mut out = vec![];
+    for b in batches {
+        let col = b.column_by_name(column).unwrap_or_else(|| panic!("column {column}"));
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("cast to text");
+        let col = col.as_any().downcast_ref::<StringArray>().expect("strings");
+        out.extend((0..col.len()).map(|i| col.value(i).to_string()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_calls_describe_the_virtual_schema() -> anyhow::Result<()> {
+    let server = start_coordinator(&tpch_source())?;
+    let mut c = client(&server.addr).await?;
+
+    let info = c.get_catalogs().await?;
+    assert!(strings(&fetch(&mut c, info).await?, "catalog_name").contains(&"quiver".to_string()));
+
+    let info = c.get_db_schemas(CommandGetDbSchemas { catalog: Some("quiver".into()), db_schema_filter_pattern: None }).await?;
+    assert!(strings(&fetch(&mut c, info).await?, "db_schema_name").contains(&"tpch".to_string()));
+
+    let info = c
+        .get_tables(CommandGetTables {
+            catalog: Some("quiver".into()),
+            db_schema_filter_pattern: Some("tpch".into()),
+            table_name_filter_pattern: Some("n%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await?;
+    let tables = fetch(&mut c, info).await?;
+    assert_eq!(strings(&tables, "table_name"), vec!["nation".to_string()]);
+    // The table's Arrow schema travels as IPC bytes: decode and look for a column.
+    let schema_col = tables[0].column_by_name("table_schema").expect("table_schema column");
+    let bytes = schema_col.as_any().downcast_ref::<arrow::array::BinaryArray>().expect("binary").value(0);
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(bytes)?;
+    assert!(schema.field_with_name("n_name").is_ok(), "{schema:?}");
+
+    let info = c.get_table_types().await?;
+    assert!(strings(&fetch(&mut c, info).await?, "table_type").contains(&"TABLE".to_string()));
+
+    let info = c.get_sql_info(vec![SqlInfo::FlightSqlServerName]).await?;
+    assert_eq!(row_count(&fetch(&mut c, info).await?), 1);
+
+    let info = c.get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None }).await?;
+    assert!(row_count(&fetch(&mut c, info).await?) >= 5);
+
+    let info = c
+        .get_primary_keys(CommandGetPrimaryKeys { catalog: None, db_schema: None, table: "nation".into() })
+        .await?;
+    assert_eq!(row_count(&fetch(&mut c, info).await?), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statement_with_a_parameter() -> anyhow::Result<()> {
+    let server = start_coordinator(&tpch_source())?;
+    let mut c = client(&server.addr).await?;
+    let mut stmt = c.prepare("SELECT n_name FROM quiver.tpch.nation WHERE n_nationkey = $1".into(), None).await?;
+    assert_eq!(stmt.parameter_schema()?.fields().len(), 1);
+    for (key, name) in [(7i64, "GERMANY"), (24, "UNITED STATES")] {
+        let params = RecordBatch::try_from_iter(vec![("$1", Arc::new(Int64Array::from(vec![key])) as _)])?;
+        stmt.set_parameters(params)?;
+        let info = stmt.execute().await?;
+        let rows = fetch(&mut c, info).await?;
+        assert_eq!(strings(&rows, "n_name"), vec![name.to_string()]);
+    }
+    stmt.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sql_gets_a_clear_error_and_the_connection_keeps_working() -> anyhow::Result<()> {
+    let server = start_coordinator(&tpch_source())?;
+    let mut c = client(&server.addr).await?;
+    let check = "SELECT count(*) FROM quiver.tpch.region";
+
+    let err = query_error(&mut c, "SELEC * FROM nation").await;
+    assert!(err.contains("SELEC") && err.contains("Line: 1, Column: 1"), "syntax error should show the position: {err}");
+    assert_eq!(row_count(&query(&mut c, check).await?), 1);
+
+    let err = query_error(&mut c, "SELECT * FROM quiver.tpch.no_such_table").await;
+    assert!(err.contains("no_such_table") && err.contains("not found"), "{err}");
+    assert_eq!(row_count(&query(&mut c, check).await?), 1);
+
+    let err = query_error(&mut c, "SELECT n_nope FROM quiver.tpch.nation").await;
+    assert!(err.contains("n_nope"), "{err}");
+    assert_eq!(row_count(&query(&mut c, check).await?), 1);
+
+    let err = query_error(&mut c, "CREATE TABLE t (a INT)").await;
+    assert!(err.to_lowercase().contains("ddl"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_folder_and_corrupt_file_are_named() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let corrupt = data.path().join("corrupt");
+    std::fs::create_dir(&corrupt)?;
+    std::fs::write(corrupt.join("part-0.parquet"), b"this is not a parquet file at all")?;
+    let missing = data.path().join("gone");
+    let config = format!(
+        "{}\n[[source]]\nname = \"broken\"\nkind = \"files\"\n[[source.table]]\nname = \"ghost\"\nlocation = {:?}\n[[source.table]]\nname = \"corrupt\"\nlocation = {:?}\n",
+        tpch_source(),
+        format!("{}/", missing.display()),
+        format!("{}/", corrupt.display()),
+    );
+    let server = start_coordinator(&config)?;
+    let mut c = client(&server.addr).await?;
+
+    let err = query_error(&mut c, "SELECT * FROM quiver.broken.ghost").await;
+    assert!(err.contains("does not exist") && err.contains(&missing.display().to_string()), "{err}");
+    let err = query_error(&mut c, "SELECT * FROM quiver.broken.corrupt").await;
+    assert!(err.contains("quiver.broken.corrupt") && err.to_lowercase().contains("parquet"), "{err}");
+
+    let rows = query(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?;
+    assert_eq!(row_count(&rows), 1);
+    // The healthy schema is still listed by the metadata calls.
+    let info = c.get_catalogs().await?;
+    assert!(!fetch(&mut c, info).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_login_issues_a_token() -> anyhow::Result<()> {
+    let config = format!("[server.auth]\nusers = {{ analyst = \"${{QUIVER_TEST_PW}}\" }}\n{}", tpch_source());
+    let server = start_coordinator_with_env(&config, &[("QUIVER_TEST_PW", "correct horse")])?;
+    let mut c = client(&server.addr).await?;
+
+    let err = query_error(&mut c, "SELECT 1").await;
+    assert!(err.contains("authentication required"), "{err}");
+
+    let err = c.handshake("analyst", "wrong").await.expect_err("wrong password must fail");
+    assert!(err.to_string().contains("invalid username or password"), "{err}");
+
+    c.handshake("analyst", "correct horse").await?;
+    let rows = query(&mut c, "SELECT count(*) AS n FROM quiver.tpch.region").await?;
+    let n = rows[0].column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0));
+    assert_eq!(n, Some(5));
+    Ok(())
+}

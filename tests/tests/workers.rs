@@ -1,0 +1,95 @@
+//! Static pool of `quiver worker` processes: fragments run on them, and a killed
+//! worker is planned around.
+
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::Action;
+use quiver_tests::compare::assert_same_rows;
+use quiver_tests::*;
+
+/// Fragments a worker has completed, from its `stats` action.
+async fn completed_fragments(addr: &str) -> anyhow::Result<u64> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let mut c = FlightServiceClient::new(channel);
+    let mut stream = c.do_action(Action { r#type: "stats".into(), body: Default::default() }).await?.into_inner();
+    let body = stream.message().await?.ok_or_else(|| anyhow::anyhow!("no stats"))?.body;
+    // WorkerStats field 3 (completed_fragments) is a varint; decode the message by hand
+    // to keep this test independent of Quiver's crates.
+    let mut i = 0;
+    while i < body.len() {
+        let tag = body[i];
+        i += 1;
+        let (field, wire) = (tag >> 3, tag & 7);
+        let mut value: u64 = 0;
+        let mut shift = 0;
+        match wire {
+            0 => loop {
+                let b = body[i];
+                i += 1;
+                value |= ((b & 0x7f) as u64) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            },
+            2 => {
+                let len = body[i] as usize;
+                i += 1 + len;
+                continue;
+            }
+            _ => anyhow::bail!("unexpected wire type {wire}"),
+        }
+        if field == 3 {
+            return Ok(value);
+        }
+    }
+    Ok(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_run_on_worker_processes_and_a_dead_worker_is_avoided() -> anyhow::Result<()> {
+    let mut w1 = start_worker("w1")?;
+    let w2 = start_worker("w2")?;
+    let config = format!(
+        "[workers]\nmode = \"static\"\naddresses = [{:?}, {:?}]\nhealth_interval_secs = 0.5\n{}",
+        w1.addr,
+        w2.addr,
+        tpch_source()
+    );
+    let server = start_coordinator(&config)?;
+    let mut c = client(&server.addr).await?;
+    let reference = reference_context().await?;
+    let sql = tpch_query(1);
+    let expected = reference.sql(&sql).await?.collect().await?;
+
+    assert_same_rows(&query(&mut c, &sql).await?, &expected, false, "q1 on two workers");
+    assert!(completed_fragments(&w1.addr).await? > 0, "w1 ran no fragment");
+    assert!(completed_fragments(&w2.addr).await? > 0, "w2 ran no fragment");
+
+    // Killed right before a query: the coordinator may not have noticed yet, so the
+    // fragments assigned to w1 must move to w2 when w1 refuses the connection.
+    w1.kill();
+    let before = completed_fragments(&w2.addr).await?;
+    assert_same_rows(&query(&mut c, &sql).await?, &expected, false, "q1 after w1 died");
+    assert!(completed_fragments(&w2.addr).await? > before);
+
+    // Once the health check has seen it, plans no longer mention w1.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let plan = arrow::util::pretty::pretty_format_batches(&query(&mut c, &format!("EXPLAIN {sql}")).await?)?.to_string();
+    assert!(plan.contains("@worker-2") && !plan.contains("@worker-1"), "{plan}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_live_worker_is_a_clear_error() -> anyhow::Result<()> {
+    let mut w = start_worker("lonely")?;
+    let config = format!("[workers]\nmode = \"static\"\naddresses = [{:?}]\n{}", w.addr, tpch_source());
+    let server = start_coordinator(&config)?;
+    let mut c = client(&server.addr).await?;
+    w.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let err = query_error(&mut c, "SELECT count(*) FROM quiver.tpch.lineitem").await;
+    assert!(err.contains("no healthy workers"), "{err}");
+    // Queries that need no worker still run.
+    assert_eq!(row_count(&query(&mut c, "SELECT 1").await?), 1);
+    Ok(())
+}

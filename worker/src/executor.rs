@@ -1,0 +1,116 @@
+//! Decoding and running fragments.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
+use quiver_connectors::SourceConfig;
+use quiver_proto::{FragmentTicket, QuiverCodec, WorkerStats};
+
+/// What a worker needs to know to run fragments.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Shown in stats and logs.
+    pub id: String,
+    /// Sources from the shared config: their object stores are registered so file
+    /// fragments can read `s3://` locations.
+    pub sources: Vec<SourceConfig>,
+    /// Memory limit of a fragment whose ticket sets none.
+    pub default_memory_limit: usize,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self { id: "worker".into(), sources: vec![], default_memory_limit: 2 << 30 }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub running: AtomicU32,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub rows: AtomicU64,
+    pub bytes: AtomicU64,
+    pub memory_reserved: AtomicU64,
+}
+
+/// Runs fragments; shared by all requests of one worker.
+pub struct FragmentExecutor {
+    pub(crate) options: WorkerOptions,
+    /// Shared object stores; each fragment gets its own memory pool on top.
+    base_runtime: Arc<RuntimeEnv>,
+    codec: QuiverCodec,
+    pub(crate) counters: Counters,
+}
+
+/// A decoded fragment ready to stream, with the memory pool it runs in.
+pub(crate) struct RunningFragment {
+    pub stream: SendableRecordBatchStream,
+    pub pool: Arc<dyn MemoryPool>,
+}
+
+impl FragmentExecutor {
+    pub fn new(options: WorkerOptions, codec: QuiverCodec) -> Result<Self> {
+        let base_runtime = RuntimeEnvBuilder::new().build_arc()?;
+        quiver_connectors::register_object_stores(&base_runtime, &options.sources)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Self { options, base_runtime, codec, counters: Counters::default() })
+    }
+
+    fn task_context(&self, ticket: &FragmentTicket) -> Result<Arc<TaskContext>> {
+        let limit = match ticket.memory_limit {
+            0 => self.options.default_memory_limit,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(self.base_runtime.object_store_registry.clone())
+            .with_memory_limit(limit, 1.0)
+            .build_arc()?;
+        let state = SessionStateBuilder::new()
+            .with_session_id(ticket.query_id.clone())
+            .with_config(SessionConfig::new())
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        Ok(state.task_ctx())
+    }
+
+    /// Decodes the ticket's plan and starts its partition.
+    pub(crate) fn start(&self, ticket: &FragmentTicket) -> Result<RunningFragment> {
+        let ctx = self.task_context(ticket)?;
+        let plan: Arc<dyn ExecutionPlan> =
+            physical_plan_from_bytes_with_extension_codec(&ticket.plan, &ctx, &self.codec)?;
+        let partitions = plan.properties().partitioning.partition_count();
+        let partition = ticket.partition as usize;
+        if partition >= partitions {
+            return Err(DataFusionError::Plan(format!(
+                "fragment {} asks for partition {partition} of a plan with {partitions}",
+                ticket.fragment_id
+            )));
+        }
+        let pool = ctx.runtime_env().memory_pool.clone();
+        let stream = plan.execute(partition, ctx)?;
+        Ok(RunningFragment { stream, pool })
+    }
+
+    pub fn stats(&self) -> WorkerStats {
+        let c = &self.counters;
+        WorkerStats {
+            worker_id: self.options.id.clone(),
+            running_fragments: c.running.load(Ordering::Relaxed),
+            completed_fragments: c.completed.load(Ordering::Relaxed),
+            failed_fragments: c.failed.load(Ordering::Relaxed),
+            rows_sent: c.rows.load(Ordering::Relaxed),
+            bytes_sent: c.bytes.load(Ordering::Relaxed),
+            memory_reserved: c.memory_reserved.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The Quiver worker: an Arrow Flight server that executes plan fragments.
+//!
+//! `do_get(ticket)` decodes a [`quiver_proto::FragmentTicket`], runs one partition
+//! of its DataFusion physical plan under a memory limit and streams the batches.
+//! `do_action("health")` and `do_action("stats")` let the coordinator's pool watch it.
+
+mod executor;
+mod service;
+pub mod status;
+
+pub use executor::{FragmentExecutor, WorkerOptions};
+pub use service::{serve, WorkerService};
+
+/// Errors starting a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("worker transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Connector(#[from] quiver_connectors::ConnectorError),
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}

@@ -1,0 +1,199 @@
+//! The worker's Flight service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use quiver_proto::{FragmentTicket, QuiverCodec, ACTION_HEALTH, ACTION_STATS};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::executor::{FragmentExecutor, WorkerOptions};
+use crate::status::from_datafusion;
+use crate::WorkerError;
+
+/// Largest gRPC message accepted or sent: plans of tables with many files are big.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The Flight service of one worker.
+#[derive(Clone)]
+pub struct WorkerService {
+    executor: Arc<FragmentExecutor>,
+}
+
+impl WorkerService {
+    pub fn new(options: WorkerOptions, codec: QuiverCodec) -> Result<Self, WorkerError> {
+        Ok(Self { executor: Arc::new(FragmentExecutor::new(options, codec)?) })
+    }
+
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+/// Serves a worker on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    service: WorkerService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), WorkerError> {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Decrements the running count when a fragment's stream ends or is dropped
+/// (a cancelled query drops it), and records how it ended.
+struct FragmentGuard {
+    executor: Arc<FragmentExecutor>,
+    failed: bool,
+    finished: bool,
+}
+
+impl Drop for FragmentGuard {
+    fn drop(&mut self) {
+        let c = &self.executor.counters;
+        c.running.fetch_sub(1, Ordering::Relaxed);
+        if self.failed {
+            c.failed.fetch_add(1, Ordering::Relaxed);
+        } else if self.finished {
+            c.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FlightService for WorkerService {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+    type DoExchangeStream = Stream<FlightData>;
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = FragmentTicket::decode_from(&request.get_ref().ticket)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let span = tracing::info_span!("fragment", query = %ticket.query_id, fragment = ticket.fragment_id, partition = ticket.partition, worker = %self.executor.options.id);
+        let executor = self.executor.clone();
+        executor.counters.running.fetch_add(1, Ordering::Relaxed);
+        let mut guard = FragmentGuard { executor: executor.clone(), failed: false, finished: false };
+        let running = match span.in_scope(|| executor.start(&ticket)) {
+            Ok(r) => r,
+            Err(e) => {
+                guard.failed = true;
+                tracing::warn!(parent: &span, error = %e, "fragment failed to start");
+                return Err(from_datafusion(&e));
+            }
+        };
+        tracing::debug!(parent: &span, "fragment started");
+        let schema = running.stream.schema();
+        let pool = running.pool;
+        let counters_src = executor.clone();
+        let batches = running.stream.map_ok(move |batch| {
+            let c = &counters_src.counters;
+            c.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            c.bytes.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+            c.memory_reserved.store(pool.reserved() as u64, Ordering::Relaxed);
+            batch
+        });
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))));
+        // The guard travels with the stream: it sees the end, an error, or a drop (cancel).
+        let out = stream::unfold((encoded, guard, span), |(mut s, mut guard, span)| async move {
+            match s.next().await {
+                Some(Ok(data)) => Some((Ok(data), (s, guard, span))),
+                Some(Err(e)) => {
+                    guard.failed = true;
+                    let status: Status = e.into();
+                    tracing::warn!(parent: &span, error = %status.message(), "fragment failed");
+                    Some((Err(status), (s, guard, span)))
+                }
+                None => {
+                    guard.finished = true;
+                    drop(guard);
+                    tracing::debug!(parent: &span, "fragment finished");
+                    None
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        let body = match action.r#type.as_str() {
+            ACTION_HEALTH => Bytes::from_static(b"ok"),
+            ACTION_STATS => Bytes::from(self.executor.stats().encode_to_vec()),
+            other => return Err(Status::invalid_argument(format!("unknown worker action '{other}'"))),
+        };
+        let result: BoxStream<'static, Result<arrow_flight::Result, Status>> =
+            stream::once(async move { Ok(arrow_flight::Result { body }) }).boxed();
+        Ok(Response::new(result))
+    }
+
+    async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = [
+            (ACTION_HEALTH, "answers 'ok' while the worker serves"),
+            (ACTION_STATS, "WorkerStats protobuf: running fragments, rows and bytes sent"),
+        ]
+        .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
+        Ok(Response::new(Box::pin(stream::iter(actions))))
+    }
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("workers take no handshake"))
+    }
+
+    async fn list_flights(&self, _: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("workers list no flights"))
+    }
+
+    async fn get_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
+    }
+
+    async fn poll_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
+    }
+
+    async fn get_schema(&self, _: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
+    }
+
+    async fn do_put(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("workers accept no uploads"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("workers do not exchange"))
+    }
+}
