@@ -74,9 +74,14 @@ impl FragmentExecutor {
             .with_object_store_registry(self.base_runtime.object_store_registry.clone())
             .with_memory_limit(limit, 1.0)
             .build_arc()?;
+        let mut config = SessionConfig::new();
+        // A fragment is one partition of a plan whose siblings run elsewhere: it must
+        // read exactly its own file group, never steal work from partitions that
+        // do not exist in this process.
+        config.options_mut().execution.enable_file_stream_work_stealing = false;
         let state = SessionStateBuilder::new()
             .with_session_id(ticket.query_id.clone())
-            .with_config(SessionConfig::new())
+            .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .build();
@@ -96,6 +101,7 @@ impl FragmentExecutor {
                 ticket.fragment_id
             )));
         }
+        tracing::trace!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "decoded fragment");
         let pool = ctx.runtime_env().memory_pool.clone();
         let stream = plan.execute(partition, ctx)?;
         Ok(RunningFragment { stream, pool })

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::common::{plan_err, Result};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
@@ -104,9 +106,13 @@ impl Assigner<'_> {
     }
 }
 
-/// True for nodes that compute each output partition from the same input partition only.
+/// True for nodes that compute each output partition from the same input partition
+/// only, with expressions that need nothing from the rest of the plan.
 fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let node = plan.as_ref();
+    if !expressions_are_self_contained(plan) {
+        return false;
+    }
     let passes_through = node.is::<FilterExec>()
         || node.is::<ProjectionExec>()
         || node.is::<LocalLimitExec>()
@@ -116,6 +122,22 @@ fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
         return plan.children().into_iter().all(is_worker_safe);
     }
     is_file_scan(plan)
+}
+
+/// A scalar subquery's value is computed by an enclosing node on the coordinator,
+/// so an expression that reads it cannot run on a worker.
+fn expressions_are_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut contained = true;
+    let _ = plan.apply_expressions(&mut |expr| {
+        expr.apply(|e| {
+            if e.is::<ScalarSubqueryExpr>() {
+                contained = false;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+    });
+    contained
 }
 
 fn is_file_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
