@@ -55,14 +55,23 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match cli.command {
-        Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
-        command => {
-            init_logging();
-            runtime.block_on(run_server(command))
+    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+        |runtime| match cli.command {
+            Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
+            command => {
+                init_logging();
+                runtime.block_on(run_server(command))
+            }
+        },
+    );
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line, no backtrace: this is for people.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

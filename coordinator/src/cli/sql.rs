@@ -101,7 +101,7 @@ fn print_result(batches: &[RecordBatch], started: Instant) -> Result<()> {
     if !batches.is_empty() {
         println!("{}", pretty_format_batches(batches)?);
     }
-    eprintln!("{rows} row{} in {:.3}s", if rows == 1 { "" } else { "s" }, started.elapsed().as_secs_f64());
+    println!("({rows} row{} in {:.3}s)", if rows == 1 { "" } else { "s" }, started.elapsed().as_secs_f64());
     Ok(())
 }
 

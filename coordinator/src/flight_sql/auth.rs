@@ -6,7 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::prelude::{Engine, BASE64_STANDARD};
+use base64::alphabet::STANDARD;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+
+const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 use quiver_connectors::env::EnvString;
 use tonic::{Request, Status};
 
@@ -48,7 +56,8 @@ impl Authenticator {
 
     fn check_password(&self, encoded: &str) -> Result<String, Status> {
         let invalid = || Status::unauthenticated("invalid username or password");
-        let decoded = BASE64_STANDARD.decode(encoded.trim()).map_err(|_| invalid())?;
+        // Clients differ on padding (Go's Flight client sends none).
+        let decoded = BASE64_LENIENT.decode(encoded.trim()).map_err(|_| invalid())?;
         let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
         let (user, password) = decoded.split_once(':').ok_or_else(invalid)?;
         match self.users.get(user) {
@@ -98,6 +107,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::prelude::BASE64_STANDARD;
 
     fn auth() -> Authenticator {
         let users = BTreeMap::from([("ann".to_string(), EnvString::new("s3cret"))]);
@@ -118,6 +128,9 @@ mod tests {
         let token = a.issue("ann").expect("token");
         assert!(a.check(request(&format!("Bearer {token}"))).is_ok());
         assert!(a.check(request("Bearer nope")).is_err());
+        // Unpadded base64, as Go clients send it.
+        let unpadded = BASE64_STANDARD.encode("ann:s3cret").trim_end_matches('=').to_string();
+        assert!(a.check(request(&format!("Basic {unpadded}"))).is_ok());
     }
 
     #[test]

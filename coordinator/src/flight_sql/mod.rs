@@ -69,8 +69,10 @@ impl QuiverFlightSql {
         let params = if handle.params.is_empty() && !handle.id.is_empty() {
             self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.get(&handle.id).cloned()
         } else {
-            Some(handle.params.clone()).filter(|p| !p.is_empty())
+            Some(handle.params.clone())
         };
+        // An empty row means "nothing bound yet".
+        let params = params.filter(|p| !p.is_empty());
         let Some(params) = params else { return Ok(plan) };
         let expected = parameter_types(&plan)?;
         let values = decode_params(&params, &expected)?;
