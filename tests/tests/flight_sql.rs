@@ -160,3 +160,44 @@ async fn password_login_issues_a_token() -> anyhow::Result<()> {
     assert_eq!(n, Some(5));
     Ok(())
 }
+
+/// Creates a CA and a server certificate for 127.0.0.1 with the openssl CLI.
+fn make_certs(dir: &std::path::Path) -> anyhow::Result<()> {
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output()?;
+        anyhow::ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n")?;
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=quiver-test-ca", "-days", "2"])?;
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])?;
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"])?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_endpoint_serves_queries() -> anyhow::Result<()> {
+    let certs = tempfile::tempdir()?;
+    make_certs(certs.path())?;
+    let config = format!(
+        "[server.tls]\ncert = {:?}\nkey = {:?}\n{}",
+        certs.path().join("server.crt").display().to_string(),
+        certs.path().join("server.key").display().to_string(),
+        tpch_source()
+    );
+    let server = start_coordinator(&config)?;
+    let ca = std::fs::read(certs.path().join("ca.crt"))?;
+    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", server.addr))?
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    let mut c = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    assert_eq!(row_count(&query(&mut c, "SELECT * FROM quiver.tpch.region").await?), 5);
+
+    // A plaintext client is turned away rather than served in the clear.
+    if let Ok(mut plain) = client(&server.addr).await {
+        assert!(query(&mut plain, "SELECT 1").await.is_err());
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -118,7 +118,10 @@ impl FlightService for WorkerService {
             c.memory_reserved.store(pool.reserved() as u64, Ordering::Relaxed);
             batch
         });
+        // Dictionaries travel as dictionaries: the coordinator's plan expects the
+        // exact types the fragment produces (e.g. hive partition columns).
         let encoded = FlightDataEncoderBuilder::new()
+            .with_dictionary_handling(DictionaryHandling::Resend)
             .with_schema(schema)
             .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))));
         // The guard travels with the stream: it sees the end, an error, or a drop (cancel).

@@ -1,0 +1,186 @@
+//! TPC-H through Quiver (Flight SQL, embedded workers) against single-node
+//! DataFusion and DuckDB (from PyPI, if installed in target/venv), in one run.
+//!
+//! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
+//!
+//! Prints a Markdown report (per-query times and ratios, totals, and the rate at
+//! which `SELECT * FROM lineitem` streams to a Flight client).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::TryStreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+struct Args {
+    scale: f64,
+    iterations: usize,
+    workers: usize,
+    data_dir: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data") };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
+        match a.as_str() {
+            "--scale" => args.scale = value()?.parse()?,
+            "--iterations" => args.iterations = value()?.parse()?,
+            "--workers" => args.workers = value()?.parse()?,
+            "--data-dir" => args.data_dir = PathBuf::from(value()?),
+            "--bench" => {}
+            other => return Err(anyhow!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn queries() -> Result<Vec<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("tpch");
+    (1..=22).map(|n| std::fs::read_to_string(dir.join(format!("q{n}.sql"))).context("read query")).collect()
+}
+
+async fn quiver_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>> {
+    let info = client.execute(sql.to_string(), None).await?;
+    let mut out = vec![];
+    for ep in info.endpoint {
+        let ticket = ep.ticket.ok_or_else(|| anyhow!("no ticket"))?;
+        out.extend(client.do_get(ticket).await?.try_collect::<Vec<_>>().await?);
+    }
+    Ok(out)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// DuckDB timings from scripts/bench_duckdb.py, when DuckDB is installed.
+fn duckdb_times(dir: &Path, iterations: usize) -> Option<Vec<f64>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("target").join("venv").join("bin").join("python");
+    let out = Command::new(python)
+        .arg(root.join("scripts").join("bench_duckdb.py"))
+        .arg(dir)
+        .arg(iterations.to_string())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("DuckDB baseline skipped: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        return None;
+    }
+    serde_json::from_slice::<Vec<f64>>(&out.stdout).ok()
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let dir = args.data_dir.join(format!("tpch-sf{}", args.scale));
+    let started = Instant::now();
+    if quiver_coordinator::tpch::ensure(&dir, args.scale)? {
+        eprintln!("generated TPC-H SF{} in {:.1}s", args.scale, started.elapsed().as_secs_f64());
+    }
+    let dir = std::fs::canonicalize(&dir)?;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[workers]\ncount = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+        args.workers,
+        dir.display().to_string()
+    );
+    let config = quiver_coordinator::QuiverConfig::parse(&config, &dir).map_err(|e| anyhow!(e))?;
+    let server = quiver_coordinator::start(config).await?;
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    let mut client = FlightSqlServiceClient::new(channel);
+
+    let reference = SessionContext::new();
+    for t in quiver_coordinator::tpch::TABLES {
+        reference.register_parquet(t, format!("{}/{t}/", dir.display()), ParquetReadOptions::default()).await?;
+    }
+
+    let queries = queries()?;
+    let mut rows = vec![];
+    for (i, sql) in queries.iter().enumerate() {
+        // One warm-up run each, so both read from the page cache.
+        let q = quiver_query(&mut client, sql).await.with_context(|| format!("q{}", i + 1))?;
+        let d = reference.sql(sql).await?.collect().await?;
+        let (qn, dn): (usize, usize) = (q.iter().map(|b| b.num_rows()).sum(), d.iter().map(|b| b.num_rows()).sum());
+        if qn != dn {
+            return Err(anyhow!("q{}: Quiver returned {qn} rows, DataFusion {dn}", i + 1));
+        }
+        let (mut tq, mut td) = (vec![], vec![]);
+        for _ in 0..args.iterations {
+            let t = Instant::now();
+            quiver_query(&mut client, sql).await?;
+            tq.push(t.elapsed());
+            let t = Instant::now();
+            reference.sql(sql).await?.collect().await?;
+            td.push(t.elapsed());
+        }
+        rows.push((median(tq), median(td)));
+        eprintln!("q{:<2} quiver {:>8.1} ms  datafusion {:>8.1} ms", i + 1, rows[i].0.as_secs_f64() * 1e3, rows[i].1.as_secs_f64() * 1e3);
+    }
+
+    // Streaming a whole table to a Flight client.
+    let mut stream_runs = vec![];
+    let mut stream_bytes = 0usize;
+    let mut stream_rows = 0usize;
+    for _ in 0..args.iterations {
+        let t = Instant::now();
+        let info = client.execute("SELECT * FROM lineitem".into(), None).await?;
+        let (mut bytes, mut n) = (0, 0);
+        for ep in info.endpoint {
+            let mut s = client.do_get(ep.ticket.ok_or_else(|| anyhow!("no ticket"))?).await?;
+            while let Some(b) = s.try_next().await? {
+                bytes += b.get_array_memory_size();
+                n += b.num_rows();
+            }
+        }
+        stream_runs.push(t.elapsed());
+        (stream_bytes, stream_rows) = (bytes, n);
+    }
+    let stream = median(stream_runs);
+    let duck = duckdb_times(&dir, args.iterations);
+
+    println!("### TPC-H SF{} — Quiver ({} embedded workers) vs single-node DataFusion{}\n", args.scale, args.workers, if duck.is_some() { " and DuckDB" } else { "" });
+    println!("Median of {} runs after one warm-up, same process, same machine ({} cores).\n", args.iterations, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let duck_head = if duck.is_some() { " DuckDB ms | Quiver/DuckDB |" } else { "" };
+    let duck_rule = if duck.is_some() { "---:|---:|" } else { "" };
+    println!("| query | Quiver ms | DataFusion ms | Quiver/DataFusion |{duck_head}");
+    println!("|---|---:|---:|---:|{duck_rule}");
+    let (mut sq, mut sd, mut sk) = (0.0, 0.0, 0.0);
+    for (i, (q, d)) in rows.iter().enumerate() {
+        let (q, d) = (q.as_secs_f64() * 1e3, d.as_secs_f64() * 1e3);
+        sq += q;
+        sd += d;
+        let extra = match &duck {
+            Some(k) => {
+                let k = k[i] * 1e3;
+                sk += k;
+                format!(" {k:.1} | {:.2}× |", q / k)
+            }
+            None => String::new(),
+        };
+        println!("| q{} | {q:.1} | {d:.1} | {:.2}× |{extra}", i + 1, q / d);
+    }
+    let extra = if duck.is_some() { format!(" **{sk:.1}** | **{:.2}×** |", sq / sk) } else { String::new() };
+    println!("| **total** | **{sq:.1}** | **{sd:.1}** | **{:.2}×** |{extra}", sq / sd);
+    let secs = stream.as_secs_f64();
+    println!(
+        "\n`SELECT * FROM lineitem` streamed to a Flight SQL client: {stream_rows} rows, {:.2} GB of Arrow data in {secs:.2} s = **{:.2} GB/s**, {:.1} M rows/s.",
+        stream_bytes as f64 / 1e9,
+        stream_bytes as f64 / 1e9 / secs,
+        stream_rows as f64 / 1e6 / secs
+    );
+    server.shutdown().await?;
+    Ok(())
+}
