@@ -1,0 +1,114 @@
+//! A file source on an S3-compatible store: moto's S3 server (from PyPI, in
+//! target/venv) on loopback, credentials from `${ENV}` references.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, Int64Array};
+use arrow::record_batch::RecordBatch;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use quiver_tests::*;
+
+struct Moto(std::process::Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn start_moto(port: u16) -> Moto {
+    let bin = std::env::var_os("QUIVER_TEST_MOTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("..").join("venv").join("bin").join("moto_server"));
+    assert!(bin.exists(), "{} is missing: run scripts/setup-python.sh first", bin.display());
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let moto = Moto(child);
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return moto;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("moto_server did not start on port {port}");
+}
+
+/// moto accepts an unsigned bucket creation.
+fn create_bucket(port: u16, bucket: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect moto");
+    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("send");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
+}
+
+fn parquet_bytes(values: Vec<i64>) -> Vec<u8> {
+    let batch = RecordBatch::try_from_iter(vec![("v", Arc::new(Int64Array::from(values)) as ArrayRef)]).expect("batch");
+    let mut buf = vec![];
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_on_an_s3_compatible_store() -> anyhow::Result<()> {
+    let port = free_port();
+    let _moto = start_moto(port);
+    create_bucket(port, "lake");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let store = AmazonS3Builder::new()
+        .with_bucket_name("lake")
+        .with_endpoint(&endpoint)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_allow_http(true)
+        .build()?;
+    for (path, values) in [
+        ("warehouse/facts/day=1/a.parquet", vec![1, 2, 3]),
+        ("warehouse/facts/day=2/b.parquet", vec![10, 20]),
+        ("warehouse/dims/d.parquet", vec![7]),
+    ] {
+        store.put(&ObjectPath::from(path), PutPayload::from(parquet_bytes(values))).await?;
+    }
+
+    let config = format!(
+        r#"
+[[source]]
+name = "s3lake"
+kind = "files"
+location = "s3://lake/warehouse/"
+[source.options]
+endpoint = "{endpoint}"
+region = "us-east-1"
+access_key_id = "${{TEST_S3_KEY}}"
+secret_access_key = "${{TEST_S3_SECRET}}"
+allow_http = "true"
+"#
+    );
+    let server = start_coordinator_with_env(&config, &[("TEST_S3_KEY", "test"), ("TEST_S3_SECRET", "test")])?;
+    let mut c = client(&server.addr).await?;
+    let rows = query(&mut c, "SELECT day, sum(v) FROM quiver.s3lake.facts GROUP BY day ORDER BY day").await?;
+    let text = arrow::util::pretty::pretty_format_batches(&rows)?.to_string();
+    assert!(text.contains("| 1   | 6 ") && text.contains("| 2   | 30 "), "{text}");
+    let rows = query(&mut c, "SELECT v FROM quiver.s3lake.dims").await?;
+    assert_eq!(row_count(&rows), 1);
+    Ok(())
+}
