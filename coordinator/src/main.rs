@@ -111,10 +111,7 @@ async fn run_server(command: Command) -> Result<()> {
             };
             let service = quiver_worker::WorkerService::new(options, quiver_proto::QuiverCodec::new())?;
             println!("quiver: worker listening on http://{addr}");
-            quiver_worker::serve(listener, service, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+            quiver_worker::serve(listener, service, quiver_coordinator::server::shutdown_signal()).await?;
         }
         Command::GenTpch { scale, out } => {
             let started = std::time::Instant::now();

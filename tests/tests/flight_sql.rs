@@ -201,3 +201,16 @@ async fn tls_endpoint_serves_queries() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragment_memory_limit_is_enforced_with_a_clear_error() -> anyhow::Result<()> {
+    // 64 KiB cannot hold a per-partition sort of lineitem, even spilling.
+    let config = format!("[workers]\nfragment_memory_limit = \"64KiB\"\n{}", tpch_source());
+    let server = start_coordinator(&config)?;
+    let mut c = client(&server.addr).await?;
+    let err = query_error(&mut c, "SELECT l_comment FROM quiver.tpch.lineitem ORDER BY l_comment").await;
+    assert!(err.contains("Resources exhausted"), "{err}");
+    // The worker survived and serves the next query.
+    assert_eq!(row_count(&query(&mut c, "SELECT sum(l_quantity) FROM quiver.tpch.lineitem").await?), 1);
+    Ok(())
+}
