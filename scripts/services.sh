@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs (when missing) and starts the database servers the tests use: PostgreSQL and
+# MariaDB from Debian's packages, each as a private instance of this checkout, listening
+# on 127.0.0.1 only, with its data under target/services. Safe to run any number of times.
+#
+#   PostgreSQL: 127.0.0.1:${QUIVER_PG_PORT:-54329}, database quiver, user quiver / password quiver
+#   MariaDB:    127.0.0.1:${QUIVER_MYSQL_PORT:-33069}, database quiver, user quiver / password quiver
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+state="$root/target/services"
+pg_port="${QUIVER_PG_PORT:-54329}"
+my_port="${QUIVER_MYSQL_PORT:-33069}"
+mkdir -p "$state"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+missing=()
+[ -n "$(pg_bin)" ] || missing+=(postgresql)
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} from Debian packages"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- PostgreSQL -------------------------------------------------------------
+pg="$(pg_bin)"
+pgdata="$state/pg"
+# The server refuses to run as root: run it as the postgres user when we are root.
+pg_run() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ ! -f "$pgdata/PG_VERSION" ]; then
+  mkdir -p "$pgdata"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata"
+  pg_run "$pg/initdb" -D "$pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+fi
+if ! pg_run "$pg/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+  pg_run "$pg/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w start \
+    -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $pgdata -c log_statement=all -c logging_collector=off" >/dev/null
+fi
+psql_su() { pg_run psql -h "$pgdata" -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+if [ "$(psql_su -c "select 1 from pg_roles where rolname = 'quiver'")" != 1 ]; then
+  psql_su -c "create role quiver login password 'quiver'"
+fi
+if [ "$(psql_su -c "select 1 from pg_database where datname = 'quiver'")" != 1 ]; then
+  psql_su -c "create database quiver owner quiver"
+fi
+echo "postgresql ready on 127.0.0.1:$pg_port (log: $pgdata/server.log)"
+
+# --- MariaDB ----------------------------------------------------------------
+mydata="$state/mariadb"
+mysock="$mydata/mysqld.sock"
+mariadbd_bin="$(command -v mariadbd || echo /usr/sbin/mariadbd)"
+my_user_args=()
+[ "$(id -u)" = 0 ] && my_user_args=(--user=mysql)
+if [ ! -d "$mydata/mysql" ]; then
+  mkdir -p "$mydata"
+  [ "$(id -u)" = 0 ] && chown mysql:mysql "$mydata"
+  mariadb-install-db --datadir="$mydata" "${my_user_args[@]}" --auth-root-authentication-method=socket \
+    --skip-test-db >/dev/null
+fi
+if ! mariadb-admin --socket="$mysock" ping >/dev/null 2>&1; then
+  nohup "$mariadbd_bin" --no-defaults --datadir="$mydata" "${my_user_args[@]}" --port="$my_port" \
+    --bind-address=127.0.0.1 --socket="$mysock" --pid-file="$mydata/mariadbd.pid" \
+    --general-log=1 --general-log-file="$mydata/general.log" --log-error="$mydata/error.log" >/dev/null 2>&1 &
+  for _ in $(seq 1 100); do
+    mariadb-admin --socket="$mysock" ping >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+fi
+mariadb --socket="$mysock" -u root -e "
+  CREATE DATABASE IF NOT EXISTS quiver;
+  CREATE USER IF NOT EXISTS 'quiver'@'127.0.0.1' IDENTIFIED BY 'quiver';
+  CREATE USER IF NOT EXISTS 'quiver'@'localhost' IDENTIFIED BY 'quiver';
+  GRANT ALL ON quiver.* TO 'quiver'@'127.0.0.1';
+  GRANT ALL ON quiver.* TO 'quiver'@'localhost';"
+echo "mariadb ready on 127.0.0.1:$my_port (log: $mydata/general.log)"
