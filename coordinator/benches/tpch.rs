@@ -22,11 +22,13 @@ struct Args {
     iterations: usize,
     workers: usize,
     data_dir: PathBuf,
+    /// Only these queries (1-based); all when empty.
+    only: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data") };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data"), only: vec![] };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -35,6 +37,9 @@ fn parse_args() -> Result<Args> {
             "--iterations" => args.iterations = value()?.parse()?,
             "--workers" => args.workers = value()?.parse()?,
             "--data-dir" => args.data_dir = PathBuf::from(value()?),
+            "--queries" => {
+                args.only = value()?.split(',').map(|q| q.trim().trim_start_matches('q').parse()).collect::<Result<_, _>>()?
+            }
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }
@@ -110,6 +115,10 @@ async fn run(args: Args) -> Result<()> {
     let queries = queries()?;
     let mut rows = vec![];
     for (i, sql) in queries.iter().enumerate() {
+        if !args.only.is_empty() && !args.only.contains(&(i + 1)) {
+            rows.push((Duration::ZERO, Duration::ZERO));
+            continue;
+        }
         // One warm-up run each, so both read from the page cache.
         let q = quiver_query(&mut client, sql).await.with_context(|| format!("q{}", i + 1))?;
         let d = reference.sql(sql).await?.collect().await?;
@@ -130,6 +139,10 @@ async fn run(args: Args) -> Result<()> {
         eprintln!("q{:<2} quiver {:>8.1} ms  datafusion {:>8.1} ms", i + 1, rows[i].0.as_secs_f64() * 1e3, rows[i].1.as_secs_f64() * 1e3);
     }
 
+    if !args.only.is_empty() {
+        server.shutdown().await?;
+        return Ok(());
+    }
     // Streaming a whole table to a Flight client.
     let mut stream_runs = vec![];
     let mut stream_bytes = 0usize;

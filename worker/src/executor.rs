@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
@@ -47,6 +47,7 @@ pub struct FragmentExecutor {
     pub(crate) options: WorkerOptions,
     /// Shared object stores; each fragment gets its own memory pool on top.
     base_runtime: Arc<RuntimeEnv>,
+    state: SessionState,
     codec: QuiverCodec,
     pub(crate) counters: Counters,
 }
@@ -62,9 +63,21 @@ impl FragmentExecutor {
         let base_runtime = RuntimeEnvBuilder::new().build_arc()?;
         quiver_connectors::register_object_stores(&base_runtime, &options.sources)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Self { options, base_runtime, codec, counters: Counters::default() })
+        let mut config = SessionConfig::new();
+        // A fragment is one partition of a plan whose siblings run elsewhere: it must
+        // read exactly its own file group, never steal work from partitions that
+        // do not exist in this process.
+        config.options_mut().execution.enable_file_stream_work_stealing = false;
+        // Built once: registering every function per fragment would cost milliseconds.
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(base_runtime.clone())
+            .with_default_features()
+            .build();
+        Ok(Self { options, base_runtime, state, codec, counters: Counters::default() })
     }
 
+    /// A task context with the fragment's own memory pool over the shared state.
     fn task_context(&self, ticket: &FragmentTicket) -> Result<Arc<TaskContext>> {
         let limit = match ticket.memory_limit {
             0 => self.options.default_memory_limit,
@@ -74,18 +87,9 @@ impl FragmentExecutor {
             .with_object_store_registry(self.base_runtime.object_store_registry.clone())
             .with_memory_limit(limit, 1.0)
             .build_arc()?;
-        let mut config = SessionConfig::new();
-        // A fragment is one partition of a plan whose siblings run elsewhere: it must
-        // read exactly its own file group, never steal work from partitions that
-        // do not exist in this process.
-        config.options_mut().execution.enable_file_stream_work_stealing = false;
-        let state = SessionStateBuilder::new()
-            .with_session_id(ticket.query_id.clone())
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .build();
-        Ok(state.task_ctx())
+        let task = Arc::try_unwrap(self.state.task_ctx())
+            .map_err(|_| DataFusionError::Internal("task context is shared".into()))?;
+        Ok(Arc::new(task.with_runtime(runtime).with_task_id(ticket.query_id.clone())))
     }
 
     /// Decodes the ticket's plan and starts its partition.

@@ -4,6 +4,7 @@
 //! of its DataFusion physical plan under a memory limit and streams the batches.
 //! `do_action("health")` and `do_action("stats")` let the coordinator's pool watch it.
 
+pub mod batches;
 mod executor;
 mod service;
 pub mod status;

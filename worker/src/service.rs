@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::batches::compact_views;
 use crate::executor::{FragmentExecutor, WorkerOptions};
+use datafusion::error::DataFusionError;
 use crate::status::from_datafusion;
 use crate::WorkerError;
 
@@ -111,17 +113,22 @@ impl FlightService for WorkerService {
         let schema = running.stream.schema();
         let pool = running.pool;
         let counters_src = executor.clone();
-        let batches = running.stream.map_ok(move |batch| {
+        let batches = running.stream.and_then(move |batch| {
             let c = &counters_src.counters;
-            c.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-            c.bytes.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+            let batch = compact_views(batch).map_err(DataFusionError::from);
+            if let Ok(batch) = &batch {
+                c.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                c.bytes.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+            }
             c.memory_reserved.store(pool.reserved() as u64, Ordering::Relaxed);
-            batch
+            futures::future::ready(batch)
         });
         // Dictionaries travel as dictionaries: the coordinator's plan expects the
         // exact types the fragment produces (e.g. hive partition columns).
         let encoded = FlightDataEncoderBuilder::new()
             .with_dictionary_handling(DictionaryHandling::Resend)
+            // Batches go whole: slicing a view array would resend its buffers per slice.
+            .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
             .with_schema(schema)
             .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))));
         // The guard travels with the stream: it sees the end, an error, or a drop (cancel).

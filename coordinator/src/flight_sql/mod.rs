@@ -161,23 +161,48 @@ fn logged(
 }
 
 fn encode(batches: impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static) -> DoGetStream {
+    let batches = batches.and_then(|b| futures::future::ready(to_client_types(b)));
     let flight = FlightDataEncoderBuilder::new()
         .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))))
         .map_err(Status::from);
     Box::pin(flight)
 }
 
-/// The schema clients receive: dictionaries are sent hydrated, so FlightInfo says so too.
+/// The type a client receives for `t`: dictionaries hydrated, and string/binary
+/// views as plain strings/binaries, which every Flight SQL client (JDBC, older
+/// pyarrow) reads and which IPC sends compactly.
+fn client_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Dictionary(_, value) => client_type(value),
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+/// The schema clients receive; FlightInfo and the stream agree on it.
 fn flight_schema(schema: &Schema) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| match f.data_type() {
-            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type(value.as_ref().clone()),
-            _ => f.as_ref().clone(),
-        })
+        .map(|f| f.as_ref().clone().with_data_type(client_type(f.data_type())))
         .collect();
     Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+/// Casts a result batch to the client types of [`flight_schema`].
+fn to_client_types(batch: RecordBatch) -> datafusion::error::Result<RecordBatch> {
+    if batch.schema().fields().iter().all(|f| client_type(f.data_type()) == *f.data_type()) {
+        return Ok(batch);
+    }
+    let schema = Arc::new(flight_schema(batch.schema_ref()));
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// The inferred type of each positional parameter `$1..$n` (None where unknown).
