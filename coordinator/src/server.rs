@@ -123,7 +123,7 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
     let router = builder.add_service(service);
     let task = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(quiver_worker::nodelay(TcpListenerStream::new(listener)), async {
                 let _ = stopped.await;
             })
             .await

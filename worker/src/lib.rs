@@ -10,7 +10,7 @@ mod service;
 pub mod status;
 
 pub use executor::{FragmentExecutor, WorkerOptions};
-pub use service::{serve, WorkerService};
+pub use service::{nodelay, serve, WorkerService};
 
 /// Errors starting a worker.
 #[derive(Debug, thiserror::Error)]

@@ -57,9 +57,21 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), shutdown)
         .await?;
     Ok(())
+}
+
+/// Accepted connections without Nagle's algorithm. tonic's own `tcp_nodelay` applies
+/// only to listeners it binds itself; with Nagle on, every small gRPC message waits
+/// for a delayed ACK (~40 ms).
+pub fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    incoming.map_ok(|stream| {
+        let _ = stream.set_nodelay(true);
+        stream
+    })
 }
 
 /// Decrements the running count when a fragment's stream ends or is dropped

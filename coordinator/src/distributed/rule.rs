@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::Partitioning;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::common::{plan_err, Result};
 use datafusion::datasource::physical_plan::FileScanConfig;
@@ -46,6 +48,7 @@ impl PhysicalOptimizerRule for DistributeFragments {
                 self.pool.all().len()
             );
         }
+        let plan = sink_filters_below_round_robin(plan)?;
         let mut assigner = Assigner { pool: &self.pool, codec: &self.codec, workers, next_fragment: 0, next_worker: 0 };
         assigner.rewrite(plan)
     }
@@ -122,6 +125,28 @@ fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
         return plan.children().into_iter().all(is_worker_safe);
     }
     is_file_scan(plan)
+}
+
+/// DataFusion spreads a single-partition scan with a round-robin repartition and
+/// filters *above* it, so the filter would run on the coordinator after the whole
+/// table crossed the network. Filtering commutes with round-robin distribution:
+/// move filters and projections under it, into the fragment.
+fn sink_filters_below_round_robin(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let movable = node.as_ref().is::<FilterExec>() || node.as_ref().is::<ProjectionExec>();
+        let Some(child) = node.children().first().map(|c| Arc::clone(c)) else { return Ok(Transformed::no(node)) };
+        let Some(repartition) = child.as_ref().downcast_ref::<RepartitionExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Partitioning::RoundRobinBatch(n) = repartition.partitioning() else { return Ok(Transformed::no(node)) };
+        if !movable || repartition.preserve_order() {
+            return Ok(Transformed::no(node));
+        }
+        let (n, input) = (*n, repartition.input().clone());
+        let sunk = replace_children_if_necessary(node.clone(), vec![input])?;
+        Ok(Transformed::yes(Arc::new(RepartitionExec::try_new(sunk, Partitioning::RoundRobinBatch(n))?)))
+    })
+    .map(|t| t.data)
 }
 
 /// A scalar subquery's value is computed by an enclosing node on the coordinator,
