@@ -19,11 +19,11 @@ for table in ["nation", "region", "part", "supplier", "partsupp", "customer", "o
 times = []
 for n in range(1, 23):
     sql = (queries / f"q{n}.sql").read_text()
-    con.execute(sql).fetch_arrow_table()  # warm-up
+    con.sql(sql).to_arrow_table()  # warm-up
     runs = []
     for _ in range(iterations):
         t = time.perf_counter()
-        con.execute(sql).fetch_arrow_table()
+        con.sql(sql).to_arrow_table()
         runs.append(time.perf_counter() - t)
     times.append(statistics.median(runs))
 print(json.dumps(times))

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -22,13 +23,15 @@ struct Args {
     iterations: usize,
     workers: usize,
     data_dir: PathBuf,
+    /// server.target_partitions, when set.
+    partitions: Option<usize>,
     /// Only these queries (1-based); all when empty.
     only: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data"), only: vec![] };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data"), only: vec![], partitions: None };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -37,6 +40,7 @@ fn parse_args() -> Result<Args> {
             "--iterations" => args.iterations = value()?.parse()?,
             "--workers" => args.workers = value()?.parse()?,
             "--data-dir" => args.data_dir = PathBuf::from(value()?),
+            "--partitions" => args.partitions = Some(value()?.parse()?),
             "--queries" => {
                 args.only = value()?.split(',').map(|q| q.trim().trim_start_matches('q').parse()).collect::<Result<_, _>>()?
             }
@@ -98,7 +102,8 @@ async fn run(args: Args) -> Result<()> {
     }
     let dir = std::fs::canonicalize(&dir)?;
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[workers]\ncount = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}[workers]\ncount = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+        args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
         args.workers,
         dir.display().to_string()
     );
@@ -154,7 +159,8 @@ async fn run(args: Args) -> Result<()> {
         for ep in info.endpoint {
             let mut s = client.do_get(ep.ticket.ok_or_else(|| anyhow!("no ticket"))?).await?;
             while let Some(b) = s.try_next().await? {
-                bytes += b.get_array_memory_size();
+                // Bytes of the values themselves (sliced buffers counted once, not whole).
+                bytes += b.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum::<usize>();
                 n += b.num_rows();
             }
         }
