@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider};
 use datafusion::prelude::SessionContext;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::files::FilesSchema;
+use crate::postgres::PostgresSchema;
 use crate::ConnectorError;
 
 /// Registers every source on `ctx`. Returns warnings about sources that are
@@ -33,10 +34,19 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
                 message: format!("schema {qualified} is already defined by another source"),
             });
         }
-        let SourceKind::Files(files) = &source.kind;
-        let (schema, mut w) = FilesSchema::discover(qualified, files, runtime.clone(), config.clone()).await?;
-        warnings.append(&mut w);
-        catalog.register_schema(schema_name, Arc::new(schema))?;
+        let schema: Arc<dyn SchemaProvider> = match &source.kind {
+            SourceKind::Files(files) => {
+                let (schema, mut w) = FilesSchema::discover(qualified, files, runtime.clone(), config.clone()).await?;
+                warnings.append(&mut w);
+                Arc::new(schema)
+            }
+            SourceKind::Postgres(pg) => {
+                let (schema, mut w) = PostgresSchema::connect(&source.name, qualified, pg).await?;
+                warnings.append(&mut w);
+                Arc::new(schema)
+            }
+        };
+        catalog.register_schema(schema_name, schema)?;
     }
     Ok(warnings)
 }

@@ -30,7 +30,7 @@ impl SourceConfig {
     /// Makes relative local paths absolute against `base` (the config file's folder),
     /// so the same config means the same files wherever it is read from.
     pub fn resolve_relative_paths(&mut self, base: &std::path::Path) {
-        let SourceKind::Files(files) = &mut self.kind;
+        let SourceKind::Files(files) = &mut self.kind else { return };
         let absolute = |loc: &str| -> String {
             if url::Url::parse(loc).is_ok() || std::path::Path::new(loc).is_absolute() {
                 loc.to_string()
@@ -66,6 +66,40 @@ impl SourceConfig {
 pub enum SourceKind {
     /// Parquet, CSV, JSON or Arrow files on local disk or an object store.
     Files(FilesSource),
+    /// One schema of a PostgreSQL database.
+    Postgres(PostgresSource),
+}
+
+/// A PostgreSQL schema mounted as a Quiver schema. Queries touching only tables of
+/// the same database are pushed down to it as one SQL statement.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    /// `postgres://user:${PASSWORD}@host:port/db` (or key=value form).
+    pub url: EnvString,
+    /// The PostgreSQL schema whose tables and views are mounted.
+    #[serde(default = "public")]
+    pub remote_schema: String,
+    #[serde(default = "pool_size")]
+    pub pool_size: usize,
+    #[serde(default = "connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Server-side limit of one pushed-down statement; 0 = none.
+    #[serde(default = "statement_timeout")]
+    pub statement_timeout_secs: u64,
+}
+
+fn public() -> String {
+    "public".into()
+}
+fn pool_size() -> usize {
+    8
+}
+fn connect_timeout() -> u64 {
+    5
+}
+fn statement_timeout() -> u64 {
+    300
 }
 
 /// A folder of tables: every sub-folder (or file) under `location` is one table,
@@ -185,7 +219,7 @@ mod tests {
         .expect("parses");
         let s = &doc.source[0];
         assert_eq!((s.catalog_name(), s.schema_name()), ("quiver", "tpch"));
-        let SourceKind::Files(f) = &s.kind;
+        let SourceKind::Files(f) = &s.kind else { panic!("files source expected") };
         assert_eq!(f.tables[0].format, Some(FileFormat::Csv));
         assert_eq!(f.tables[0].csv.as_ref().map(|c| c.delimiter), Some('|'));
     }

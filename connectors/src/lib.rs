@@ -6,6 +6,7 @@ pub mod config;
 pub mod env;
 pub mod files;
 pub mod object_stores;
+pub mod postgres;
 
 pub use catalog::register_sources;
 pub use config::{FileFormat, SourceConfig, SourceKind};

@@ -18,7 +18,7 @@ use crate::ConnectorError;
 /// Local files need nothing: DataFusion always has `file://`.
 pub fn register_object_stores(runtime: &RuntimeEnv, sources: &[SourceConfig]) -> Result<(), ConnectorError> {
     for source in sources {
-        let SourceKind::Files(files) = &source.kind;
+        let SourceKind::Files(files) = &source.kind else { continue };
         let locations = files.location.iter().chain(files.tables.iter().map(|t| &t.location));
         for location in locations {
             let Ok(url) = Url::parse(location) else { continue };

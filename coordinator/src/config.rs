@@ -251,7 +251,7 @@ mod tests {
             Path::new("/etc/quiver"),
         )
         .expect("parses");
-        let quiver_connectors::SourceKind::Files(f) = &c.source[0].kind;
+        let quiver_connectors::SourceKind::Files(f) = &c.source[0].kind else { panic!("files source expected") };
         assert_eq!(f.location.as_deref(), Some("/etc/quiver/data"));
     }
 

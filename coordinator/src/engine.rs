@@ -9,6 +9,8 @@ use datafusion::error::Result;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
+use datafusion_federation::{FederatedQueryPlanner, FederationOptimizerRule};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use quiver_connectors::config::DEFAULT_CATALOG;
 use quiver_proto::QuiverCodec;
@@ -56,6 +58,8 @@ impl QueryEngine {
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()
+            .with_optimizer_rules(optimizer_rules())
+            .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
             .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec)))
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -78,6 +82,16 @@ impl QueryEngine {
     pub fn metadata_context(&self) -> SessionContext {
         SessionContext::new_with_state(self.base.clone())
     }
+}
+
+/// DataFusion's logical rules with federation inserted right after filter pushdown:
+/// subplans that live in one SQL source become one statement there, and in joins
+/// across sources each side already carries its own filters when it is cut out.
+fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    let mut rules = Optimizer::new().rules;
+    let at = rules.iter().position(|r| r.name() == "push_down_filter").map(|i| i + 1).unwrap_or(rules.len());
+    rules.insert(at, Arc::new(FederationOptimizerRule::new()));
+    rules
 }
 
 impl QuerySession {
