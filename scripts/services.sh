@@ -11,6 +11,7 @@ state="$root/target/services"
 pg_port="${QUIVER_PG_PORT:-54329}"
 my_port="${QUIVER_MYSQL_PORT:-33069}"
 mkdir -p "$state"
+action="${1:-start}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -29,6 +30,11 @@ pg="$(pg_bin)"
 pgdata="$state/pg"
 # The server refuses to run as root: run it as the postgres user when we are root.
 pg_run() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# `services.sh stop-postgres` stops the test instance (the fault tests use it).
+if [ "$action" = stop-postgres ]; then
+  pg_run "$pg/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null
+  exit 0
+fi
 if [ ! -f "$pgdata/PG_VERSION" ]; then
   mkdir -p "$pgdata"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata"

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
+scripts/services.sh
 # One build for the whole workspace, so features unify and nothing builds twice;
 # the end-to-end tests start the `quiver` binary this produces.
 cargo build --workspace --bins --tests --locked

@@ -183,3 +183,41 @@ pub async fn reference_context() -> Result<datafusion::prelude::SessionContext> 
     }
     Ok(ctx)
 }
+
+/// The PostgreSQL test instance started by scripts/services.sh.
+pub mod pg {
+    use std::process::Command;
+
+    pub const PORT: &str = "54329";
+    pub const URL: &str = "postgres://quiver:${QUIVER_TEST_PG_PASSWORD}@127.0.0.1:54329/quiver";
+    pub const PASSWORD: &str = "quiver";
+
+    /// Runs SQL with psql as the test user; panics with psql's message on failure.
+    pub fn psql(sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", PORT, "-U", "quiver", "-d", "quiver", "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .expect("run psql (scripts/services.sh installs PostgreSQL)");
+        assert!(out.status.success(), "psql failed: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server's statement log (log_statement = all).
+    pub fn log() -> String {
+        let path = super::target_dir().join("..").join("services").join("pg").join("server.log");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    /// Runs scripts/services.sh with `arg` (start, or stop-postgres).
+    pub fn services(arg: &str) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts").join("services.sh");
+        let status = Command::new("bash").arg(script).arg(arg).status().expect("run services.sh");
+        assert!(status.success(), "services.sh {arg} failed");
+    }
+
+    /// The `[[source]]` section mounting PostgreSQL's `schema` as `quiver.<name>`.
+    pub fn source(name: &str, schema: &str) -> String {
+        format!("[[source]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{URL}\"\nremote_schema = \"{schema}\"\n")
+    }
+}

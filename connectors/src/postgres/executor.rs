@@ -50,17 +50,23 @@ impl SQLExecutor for PostgresExecutor {
     fn execute(&self, query: &str, schema: SchemaRef, _filters: &[Arc<dyn PhysicalExpr>]) -> Result<SendableRecordBatchStream> {
         let pool = self.pool.clone();
         let query = query.to_string();
-        let err = {
-            let source = self.source.clone();
-            move |what: &str, e: &dyn std::fmt::Display| {
-                DataFusionError::External(format!("source '{source}' (postgres): {what}: {e}").into())
+        let source = self.source.clone();
+        let err = move |what: &str, e: &dyn std::fmt::Display| {
+            DataFusionError::External(format!("source '{source}' (postgres): {what}: {e}").into())
+        };
+        let pg_err = {
+            let err = err.clone();
+            move |what: &str, e: &tokio_postgres::Error| match e.as_db_error() {
+                // The server's own message ("relation ... does not exist", ...).
+                Some(db) => err(what, &format!("{} ({})", db.message(), db.code().code())),
+                None => err(what, e),
             }
         };
         tracing::debug!(source = %self.source, sql = %query, "pushing down");
         let open = async move {
             let client = pool.get().await.map_err(|e| err("cannot connect", &e))?;
             // Prepare only to learn the result types, which binary COPY does not carry.
-            let statement = client.prepare(&query).await.map_err(|e| err("query failed", &e))?;
+            let statement = client.prepare(&query).await.map_err(|e| pg_err("query failed", &e))?;
             let mut kinds = vec![];
             let mut casts = vec![];
             for (i, c) in statement.columns().iter().enumerate() {
@@ -91,14 +97,14 @@ impl SQLExecutor for PostgresExecutor {
             let wire_schema = Arc::new(Schema::new(
                 kinds.iter().zip(&aliases).map(|(k, a)| Field::new(a, k.arrow_type(), true)).collect::<Vec<_>>(),
             ));
-            let rows = client.copy_out(copy.as_str()).await.map_err(|e| err("query failed", &e))?;
+            let rows = client.copy_out(copy.as_str()).await.map_err(|e| pg_err("query failed", &e))?;
             let decoder = CopyDecoder::new(wire_schema, kinds, BATCH_ROWS);
             // The pooled client travels with the stream, so the connection stays
             // checked out until the last row is read.
             let batches = stream::unfold(
                 (Box::pin(rows), decoder, client, Vec::new().into_iter(), false),
                 move |(mut rows, mut decoder, client, mut ready, done)| {
-                    let err = err.clone();
+                    let (err, pg_err) = (err.clone(), pg_err.clone());
                     async move {
                         loop {
                             if let Some(b) = ready.next() {
@@ -113,7 +119,7 @@ impl SQLExecutor for PostgresExecutor {
                                     Err(e) => return Some((Err(err("bad COPY data", &e)), (rows, decoder, client, ready, true))),
                                 },
                                 Some(Err(e)) => {
-                                    return Some((Err(err("query failed", &e)), (rows, decoder, client, ready, true)))
+                                    return Some((Err(pg_err("query failed", &e)), (rows, decoder, client, ready, true)))
                                 }
                                 None => match decoder.finish() {
                                     Ok(last) => {

@@ -1,0 +1,185 @@
+//! PostgreSQL as a source, against the real server scripts/services.sh starts:
+//! type mapping, pushdown read back from the server's statement log, hostile
+//! identifiers and literals, joins with files, and the server going away.
+
+use arrow::util::pretty::pretty_format_batches;
+use quiver_tests::pg::{self, psql};
+use quiver_tests::*;
+
+const ENV: [(&str, &str); 1] = [("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD)];
+
+/// One test at a time: the fault test stops the shared server.
+static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    SERVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn text(batches: &[arrow::record_batch::RecordBatch]) -> String {
+    pretty_format_batches(batches).map(|t| t.to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mapped_type_round_trips_with_nulls() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        "DROP SCHEMA IF EXISTS t_types CASCADE; CREATE SCHEMA t_types;
+         CREATE TYPE t_types.mood AS ENUM ('sad', 'happy');
+         CREATE TABLE t_types.all_types (
+           id int4, i2 int2, i8 int8, f4 float4, f8 float8, n numeric(12,3), nu numeric,
+           t text, vc varchar(10), c char(3), b bool, by bytea, d date, tm time, ts timestamp,
+           tz timestamptz, iv interval, u uuid, j json, jb jsonb, m t_types.mood, arr int4[], tarr text[],
+           pt point);
+         INSERT INTO t_types.all_types VALUES
+           (1, -2, 9000000000, 1.5, -2.25, 12345.678, 0.000123, 'héllo', 'v', 'ab', true, '\\xdeadbeef',
+            '2024-02-29', '13:14:15.5', '2001-02-03 04:05:06.789', '2001-02-03 04:05:06+03', '1 mon 2 days 00:00:03',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"a\": [1, 2]}', '{\"b\": null}', 'happy', '{1,NULL,3}', '{x,y}',
+            '(1.5,2)'),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, NULL, NULL, NULL);",
+    );
+    let server = start_coordinator_with_env(&pg::source("pgt", "t_types"), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let rows = query(
+        &mut c,
+        "SELECT id, i2, i8, f4, f8, n, nu, t, vc, c, b, by, d, tm, ts, tz, iv, u, j, jb, m, arr, tarr, pt
+         FROM quiver.pgt.all_types ORDER BY id",
+    )
+    .await?;
+    let schema = rows[0].schema();
+    let types: Vec<String> = schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+    for expected in [
+        "i2:Int16", "i8:Int64", "f4:Float32", "f8:Float64", "n:Decimal128(12, 3)", "nu:Float64", "t:Utf8", "b:Boolean",
+        "by:Binary", "d:Date32", "tm:Time64(µs)", "ts:Timestamp(µs)", "u:Utf8", "jb:Utf8", "m:Utf8", "pt:Utf8",
+    ] {
+        assert!(types.iter().any(|t| t == expected), "missing {expected} in {types:?}");
+    }
+    let out = text(&rows);
+    for value in [
+        "-2", "9000000000", "1.5", "-2.25", "12345.678", "0.000123", "héllo", "ab ", "true", "deadbeef",
+        "2024-02-29", "13:14:15.500", "2001-02-03T04:05:06.789", "2001-02-03T01:05:06Z", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "{\"a\": [1, 2]}", "{\"b\": null}", "happy", "[1, , 3]", "[x, y]", "(1.5,2)",
+    ] {
+        assert!(out.contains(value), "missing {value:?} in\n{out}");
+    }
+    // Row 2 is all NULLs but its id.
+    let nulls: usize = rows.iter().flat_map(|b| b.columns().iter().skip(1).map(|c| c.null_count())).sum();
+    assert_eq!(nulls, 23, "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_aggregates_and_joins_reach_postgres() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        "DROP SCHEMA IF EXISTS t_push CASCADE; CREATE SCHEMA t_push;
+         CREATE TABLE t_push.cust (id int primary key, name text);
+         CREATE TABLE t_push.sales (id int, cust int, amount int);
+         INSERT INTO t_push.cust SELECT g, 'c' || g FROM generate_series(1, 50) g;
+         INSERT INTO t_push.sales SELECT g, 1 + g % 50, g FROM generate_series(1, 20000) g;",
+    );
+    let server = start_coordinator_with_env(&pg::source("shop", "t_push"), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let marker = "quiver_pushdown_marker";
+    let rows = query(
+        &mut c,
+        &format!(
+            "SELECT c.name, count(*) AS n, sum(s.amount) AS total FROM quiver.shop.sales s JOIN quiver.shop.cust c ON s.cust = c.id
+             WHERE s.amount > 19900 AND c.name <> '{marker}' GROUP BY c.name ORDER BY c.name"
+        ),
+    )
+    .await?;
+    // 100 sales pass the filter, 2 per customer.
+    assert_eq!(row_count(&rows), 50);
+    let log = pg::log();
+    let statement = log.lines().rev().find(|l| l.contains(marker) && l.contains("COPY")).unwrap_or_else(|| panic!("no pushed statement in the log"));
+    for part in ["JOIN", "\"t_push\".\"cust\"", "> 19900", "GROUP BY", "count("] {
+        assert!(statement.contains(part), "{part} not pushed down: {statement}");
+    }
+
+    // Only the filtered rows come back: a LIMIT and a filter on one table.
+    let rows = query(&mut c, "SELECT id FROM quiver.shop.sales WHERE amount BETWEEN 10 AND 19 ORDER BY id LIMIT 5").await?;
+    assert_eq!(row_count(&rows), 5);
+    let log = pg::log();
+    let statement = log.lines().rev().find(|l| l.contains("BETWEEN 10 AND 19") || l.contains(">= 10")).unwrap_or_default();
+    assert!(statement.contains("LIMIT 5"), "limit not pushed: {statement}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_literals_cannot_inject() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        r#"DROP SCHEMA IF EXISTS t_evil CASCADE; CREATE SCHEMA t_evil;
+           CREATE TABLE t_evil."we""ird; DROP TABLE x;--" ("co'l\" int, "v;al" text);
+           INSERT INTO t_evil."we""ird; DROP TABLE x;--" VALUES (1, 'a''b;c\d'), (2, 'plain');
+           CREATE TABLE t_evil.canary (id int); INSERT INTO t_evil.canary VALUES (1);"#,
+    );
+    let server = start_coordinator_with_env(&pg::source("evil", "t_evil"), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let rows = query(
+        &mut c,
+        r#"SELECT "co'l\" FROM quiver.evil."we""ird; DROP TABLE x;--" WHERE "v;al" = 'a''b;c\d'"#,
+    )
+    .await?;
+    assert_eq!(row_count(&rows), 1, "{}", text(&rows));
+    // A literal that would end the statement if it were pasted unescaped; compared
+    // with a column so it cannot be folded away before it reaches PostgreSQL.
+    let sql = r#"SELECT id FROM quiver.evil.canary WHERE id = 1 OR CAST(id AS VARCHAR) = '''; DROP TABLE t_evil.canary; --'"#;
+    let rows = query(&mut c, sql).await?;
+    assert_eq!(row_count(&rows), 1);
+    assert!(pg::log().contains("'''; DROP TABLE t_evil.canary; --'"), "the literal should reach PostgreSQL escaped");
+    assert_eq!(psql("SELECT count(*) FROM t_evil.canary").trim(), "1", "canary table must survive");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_postgres_with_parquet() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        "DROP SCHEMA IF EXISTS t_mix CASCADE; CREATE SCHEMA t_mix;
+         CREATE TABLE t_mix.nation_notes (nationkey int, note text);
+         INSERT INTO t_mix.nation_notes VALUES (7, 'beer'), (6, 'wine'), (24, 'baseball');",
+    );
+    let config = format!("{}{}", tpch_source(), pg::source("notes", "t_mix"));
+    let server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let rows = query(
+        &mut c,
+        "SELECT n.n_name, x.note FROM quiver.tpch.nation n JOIN quiver.notes.nation_notes x ON x.nationkey = n.n_nationkey
+         WHERE x.note <> 'wine' ORDER BY n.n_name",
+    )
+    .await?;
+    let out = text(&rows);
+    assert!(out.contains("GERMANY") && out.contains("beer") && out.contains("UNITED STATES"), "{out}");
+    assert!(!out.contains("FRANCE"), "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_is_named_and_recovers() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql("DROP SCHEMA IF EXISTS t_fault CASCADE; CREATE SCHEMA t_fault; CREATE TABLE t_fault.v (x int); INSERT INTO t_fault.v VALUES (42);");
+    let config = format!("{}{}", tpch_source(), pg::source("flaky", "t_fault"));
+    let server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+    assert_eq!(row_count(&query(&mut c, "SELECT x FROM quiver.flaky.v").await?), 1);
+
+    pg::services("stop-postgres");
+    let err = query_error(&mut c, "SELECT x FROM quiver.flaky.v").await;
+    pg::services("start");
+    assert!(err.contains("source 'flaky' (postgres)"), "{err}");
+
+    // Files kept working, and PostgreSQL works again without restarting Quiver.
+    assert_eq!(row_count(&query(&mut c, "SELECT * FROM quiver.tpch.region").await?), 5);
+    let mut ok = false;
+    for _ in 0..20 {
+        if query(&mut c, "SELECT x FROM quiver.flaky.v").await.map(|r| row_count(&r)) .ok() == Some(1) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(ok, "queries on PostgreSQL did not recover");
+    Ok(())
+}
