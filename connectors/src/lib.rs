@@ -7,6 +7,7 @@ pub mod env;
 pub mod files;
 pub mod object_stores;
 pub mod postgres;
+pub mod sql_fixups;
 
 pub use catalog::register_sources;
 pub use config::{FileFormat, SourceConfig, SourceKind};

@@ -84,13 +84,16 @@ impl QueryEngine {
     }
 }
 
-/// DataFusion's logical rules with federation where datafusion-federation puts it,
-/// after subqueries are decorrelated: subplans that live in one SQL source become
-/// one statement there. (Later, after filter pushdown, the unparser mis-qualifies
-/// pushed filters under table aliases; see docs/federation.md.)
+/// DataFusion's logical rules with federation inserted right after filter pushdown:
+/// subplans that live in one SQL source become one statement there, by then with
+/// comma joins turned into equi-joins and each source's own filters attached. At
+/// datafusion-federation's default place (before pushdown) a join across sources
+/// sends each side unfiltered, and tables of one database that are joined through
+/// a subquery reach it as a cross join. The unparser needs two repairs at this
+/// place; see `quiver_connectors::sql_fixups`.
 fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     let mut rules = Optimizer::new().rules;
-    let at = rules.iter().position(|r| r.name() == "scalar_subquery_to_join").map(|i| i + 1).unwrap_or(rules.len());
+    let at = rules.iter().position(|r| r.name() == "push_down_filter").map(|i| i + 1).unwrap_or(rules.len());
     rules.insert(at, Arc::new(FederationOptimizerRule::new()));
     rules
 }

@@ -9,7 +9,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
 use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
-use datafusion_federation::sql::SQLExecutor;
+use datafusion_federation::sql::{AstAnalyzer, SQLExecutor};
 use deadpool_postgres::Pool;
 use futures::{stream, StreamExt, TryStreamExt};
 
@@ -45,6 +45,10 @@ impl SQLExecutor for PostgresExecutor {
 
     fn dialect(&self) -> Arc<dyn Dialect> {
         Arc::new(PostgreSqlDialect {})
+    }
+
+    fn ast_analyzer(&self) -> Option<AstAnalyzer> {
+        Some(Box::new(crate::sql_fixups::requalify_aliased_columns))
     }
 
     fn execute(&self, query: &str, schema: SchemaRef, _filters: &[Arc<dyn PhysicalExpr>]) -> Result<SendableRecordBatchStream> {

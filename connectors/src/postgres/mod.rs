@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::common::TableReference;
-use datafusion_federation::sql::{RemoteTableRef, SQLFederationProvider, SQLTableSource};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion_federation::sql::{LogicalOptimizer, SQLFederationProvider, SQLTable, SQLTableSource};
 use datafusion_federation::FederatedTableProviderAdaptor;
 use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::NoTls;
@@ -103,6 +104,29 @@ impl PostgresSchema {
     }
 }
 
+/// A PostgreSQL table as federation sees it: its remote name, its schema, and the
+/// plan repairs applied before its subplan is unparsed.
+#[derive(Debug)]
+struct PgTable {
+    reference: TableReference,
+    schema: SchemaRef,
+}
+
+impl SQLTable for PgTable {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn table_reference(&self) -> TableReference {
+        self.reference.clone()
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
+        Some(Box::new(crate::sql_fixups::pull_filters_above_semi_joins))
+    }
+}
+
 #[async_trait]
 impl SchemaProvider for PostgresSchema {
     fn table_names(&self) -> Vec<String> {
@@ -119,8 +143,11 @@ impl SchemaProvider for PostgresSchema {
             }
         }
         let Some(table) = table else { return Ok(None) };
-        let remote = RemoteTableRef::from(TableReference::partial(self.remote_schema.as_str(), table.name.as_str()));
-        let source = SQLTableSource::new_with_schema(self.provider.clone(), remote, table.schema.clone());
+        let table = PgTable {
+            reference: TableReference::partial(self.remote_schema.as_str(), table.name.as_str()),
+            schema: table.schema.clone(),
+        };
+        let source = SQLTableSource::new_with_table(self.provider.clone(), Arc::new(table));
         Ok(Some(Arc::new(FederatedTableProviderAdaptor::new(Arc::new(source)))))
     }
 

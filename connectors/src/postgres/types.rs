@@ -28,8 +28,11 @@ pub enum PgKind {
     Decimal { precision: u8, scale: i8 },
     /// `numeric` without a precision (or one above 38): read as float64.
     NumericAny,
-    /// text, varchar, char, name, json, enums: the binary form is the UTF-8 text.
+    /// text, varchar, name, json, enums: the binary form is the UTF-8 text.
     Text,
+    /// char(n): text padded with spaces, which are dropped as PostgreSQL's own
+    /// cast to text does (bpchar comparisons ignore them too).
+    Bpchar,
     /// jsonb: a version byte, then the text.
     Jsonb,
     Bytea,
@@ -55,7 +58,8 @@ impl PgKind {
             Type::FLOAT4 => PgKind::Float4,
             Type::FLOAT8 => PgKind::Float8,
             Type::NUMERIC => numeric_kind(typmod),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON => PgKind::Text,
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::JSON => PgKind::Text,
+            Type::BPCHAR => PgKind::Bpchar,
             Type::JSONB => PgKind::Jsonb,
             Type::BYTEA => PgKind::Bytea,
             Type::DATE => PgKind::Date,
@@ -86,7 +90,7 @@ impl PgKind {
             PgKind::Float4 => DataType::Float32,
             PgKind::Float8 | PgKind::NumericAny => DataType::Float64,
             PgKind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-            PgKind::Text | PgKind::Jsonb | PgKind::Uuid => DataType::Utf8,
+            PgKind::Text | PgKind::Bpchar | PgKind::Jsonb | PgKind::Uuid => DataType::Utf8,
             PgKind::Bytea => DataType::Binary,
             PgKind::Date => DataType::Date32,
             PgKind::Time => DataType::Time64(TimeUnit::Microsecond),
@@ -163,6 +167,7 @@ pub fn append(builder: &mut dyn ArrayBuilder, kind: &PgKind, raw: Option<&[u8]>)
             put!(Decimal128Builder, |r: &[u8]| numeric_to_i128(r, scale))
         }
         PgKind::Text => put!(StringBuilder, utf8),
+        PgKind::Bpchar => put!(StringBuilder, unpadded),
         PgKind::Jsonb => put!(StringBuilder, jsonb_text),
         PgKind::Uuid => put!(StringBuilder, |r: &[u8]| take::<16>(r, "uuid").map(format_uuid)),
         PgKind::Bytea => put!(BinaryBuilder, bytes),
@@ -220,6 +225,10 @@ fn append_array(values: &mut dyn ArrayBuilder, elem: &PgKind, raw: &[u8]) -> Dec
         }
     }
     Ok(())
+}
+
+fn unpadded(raw: &[u8]) -> DecodeResult<&str> {
+    utf8(raw).map(|s| s.trim_end_matches(' '))
 }
 
 fn jsonb_text(raw: &[u8]) -> DecodeResult<&str> {
