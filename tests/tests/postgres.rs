@@ -153,6 +153,10 @@ async fn joins_postgres_with_parquet() -> anyhow::Result<()> {
     let out = text(&rows);
     assert!(out.contains("GERMANY") && out.contains("beer") && out.contains("UNITED STATES"), "{out}");
     assert!(!out.contains("FRANCE"), "{out}");
+    // The PostgreSQL side of the join got its own filter.
+    let log = pg::log();
+    let statement = log.lines().rev().find(|l| l.contains("nation_notes") && l.contains("COPY")).unwrap_or_default();
+    assert!(statement.contains("<> 'wine'"), "filter not pushed to PostgreSQL: {statement}");
     Ok(())
 }
 
