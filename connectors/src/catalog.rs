@@ -8,7 +8,6 @@ use datafusion::prelude::SessionContext;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::files::FilesSchema;
-use crate::postgres::PostgresSchema;
 use crate::ConnectorError;
 
 /// Registers every source on `ctx`. Returns warnings about sources that are
@@ -41,7 +40,7 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
                 Arc::new(schema)
             }
             SourceKind::Postgres(pg) => {
-                let (schema, mut w) = PostgresSchema::connect(&source.name, qualified, pg).await?;
+                let (schema, mut w) = crate::postgres::schema(&source.name, qualified, pg).await?;
                 warnings.append(&mut w);
                 Arc::new(schema)
             }

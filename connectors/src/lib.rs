@@ -7,6 +7,7 @@ pub mod env;
 pub mod files;
 pub mod object_stores;
 pub mod postgres;
+pub mod remote_schema;
 pub mod sql_fixups;
 
 pub use catalog::register_sources;

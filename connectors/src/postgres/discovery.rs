@@ -8,12 +8,6 @@ use tokio_postgres::types::Type;
 
 use super::types::PgKind;
 
-#[derive(Debug, Clone)]
-pub struct RemoteTable {
-    pub name: String,
-    pub schema: SchemaRef,
-}
-
 const COLUMNS: &str = "
 SELECT c.relname::text, a.attname::text, a.atttypid, a.atttypmod, t.typtype::text
 FROM pg_catalog.pg_class c
@@ -26,7 +20,7 @@ ORDER BY c.relname, a.attnum";
 
 /// Every table and view of `schema` with its Arrow schema. Columns of types Quiver
 /// cannot decode are typed as text (they are read as text).
-pub async fn tables(client: &tokio_postgres::Client, schema: &str) -> Result<BTreeMap<String, RemoteTable>, tokio_postgres::Error> {
+pub async fn tables(client: &tokio_postgres::Client, schema: &str) -> Result<BTreeMap<String, SchemaRef>, tokio_postgres::Error> {
     let rows = client.query(COLUMNS, &[&schema]).await?;
     let mut columns: BTreeMap<String, Vec<Field>> = BTreeMap::new();
     for row in rows {
@@ -46,8 +40,5 @@ pub async fn tables(client: &tokio_postgres::Client, schema: &str) -> Result<BTr
         };
         columns.entry(table).or_default().push(Field::new(column, data_type, true));
     }
-    Ok(columns
-        .into_iter()
-        .map(|(name, fields)| (name.clone(), RemoteTable { name, schema: Arc::new(Schema::new(fields)) }))
-        .collect())
+    Ok(columns.into_iter().map(|(name, fields)| (name, Arc::new(Schema::new(fields)) as SchemaRef)).collect())
 }

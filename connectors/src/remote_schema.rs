@@ -1,0 +1,122 @@
+//! The schema of a SQL database source (PostgreSQL, MySQL): tables discovered from
+//! the server's catalog, each exposed to datafusion-federation so that subplans
+//! over one database are pushed down to it as one statement.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::TableReference;
+use datafusion::error::{DataFusionError, Result};
+use datafusion_federation::sql::{LogicalOptimizer, SQLFederationProvider, SQLTable, SQLTableSource};
+use datafusion_federation::FederatedTableProviderAdaptor;
+
+/// Rediscovery after an unknown table name is asked for happens at most this often.
+const REDISCOVER_AFTER: Duration = Duration::from_secs(5);
+
+/// Lists the tables of one remote schema with their Arrow schemas.
+#[async_trait]
+pub trait Discovery: Send + Sync {
+    async fn tables(&self) -> std::result::Result<BTreeMap<String, SchemaRef>, String>;
+}
+
+pub struct RemoteSchema {
+    qualified: String,
+    kind: &'static str,
+    remote_schema: String,
+    provider: Arc<SQLFederationProvider>,
+    discovery: Box<dyn Discovery>,
+    tables: RwLock<(BTreeMap<String, SchemaRef>, Option<Instant>)>,
+}
+
+impl std::fmt::Debug for RemoteSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSchema").field("schema", &self.qualified).field("kind", &self.kind).finish()
+    }
+}
+
+impl RemoteSchema {
+    /// Discovers the tables now. An unreachable server is a warning, not an error:
+    /// the schema starts empty and is discovered again when a table is asked for.
+    pub async fn new(
+        qualified: String,
+        kind: &'static str,
+        remote_schema: String,
+        provider: Arc<SQLFederationProvider>,
+        discovery: Box<dyn Discovery>,
+    ) -> (Self, Vec<String>) {
+        let schema = Self { qualified, kind, remote_schema, provider, discovery, tables: RwLock::new((BTreeMap::new(), None)) };
+        let mut warnings = vec![];
+        if let Err(e) = schema.rediscover().await {
+            warnings.push(format!("{e}; tables will be discovered when the server answers"));
+        }
+        (schema, warnings)
+    }
+
+    async fn rediscover(&self) -> Result<()> {
+        let found = self.discovery.tables().await.map_err(|e| self.error(e))?;
+        let mut tables = self.tables.write().map_err(|_| self.error("lock poisoned".into()))?;
+        *tables = (found, Some(Instant::now()));
+        Ok(())
+    }
+
+    fn error(&self, message: String) -> DataFusionError {
+        DataFusionError::External(format!("schema {} ({}): {message}", self.qualified, self.kind).into())
+    }
+
+    fn lookup(&self, name: &str) -> Option<SchemaRef> {
+        self.tables.read().ok().and_then(|t| t.0.get(name).cloned())
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for RemoteSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.read().map(|t| t.0.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let mut schema = self.lookup(name);
+        if schema.is_none() {
+            let stale = self.tables.read().map(|t| t.1.is_none_or(|at| at.elapsed() > REDISCOVER_AFTER)).unwrap_or(true);
+            if stale {
+                self.rediscover().await?;
+                schema = self.lookup(name);
+            }
+        }
+        let Some(schema) = schema else { return Ok(None) };
+        let table = RepairedTable { reference: TableReference::partial(self.remote_schema.as_str(), name), schema };
+        let source = SQLTableSource::new_with_table(self.provider.clone(), Arc::new(table));
+        Ok(Some(Arc::new(FederatedTableProviderAdaptor::new(Arc::new(source)))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.lookup(name).is_some()
+    }
+}
+
+/// A remote table as federation sees it: its remote name, its schema, and the plan
+/// repairs applied before a subplan over it is unparsed.
+#[derive(Debug)]
+struct RepairedTable {
+    reference: TableReference,
+    schema: SchemaRef,
+}
+
+impl SQLTable for RepairedTable {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn table_reference(&self) -> TableReference {
+        self.reference.clone()
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
+        Some(Box::new(crate::sql_fixups::pull_filters_above_semi_joins))
+    }
+}
