@@ -44,6 +44,11 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
                 warnings.append(&mut w);
                 Arc::new(schema)
             }
+            SourceKind::Mysql(my) => {
+                let (schema, mut w) = crate::mysql::schema(&source.name, qualified, my).await?;
+                warnings.append(&mut w);
+                Arc::new(schema)
+            }
         };
         catalog.register_schema(schema_name, schema)?;
     }

@@ -68,6 +68,22 @@ pub enum SourceKind {
     Files(FilesSource),
     /// One schema of a PostgreSQL database.
     Postgres(PostgresSource),
+    /// One MySQL or MariaDB database.
+    Mysql(MySqlSource),
+}
+
+/// A MySQL/MariaDB database mounted as a Quiver schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MySqlSource {
+    /// `mysql://user:${PASSWORD}@host:port/database`.
+    pub url: EnvString,
+    #[serde(default = "pool_size")]
+    pub pool_size: usize,
+    /// MariaDB's `max_statement_time` for pushed-down statements; 0 = none
+    /// (set 0 for MySQL, which names that limit differently).
+    #[serde(default = "statement_timeout")]
+    pub statement_timeout_secs: u64,
 }
 
 /// A PostgreSQL schema mounted as a Quiver schema. Queries touching only tables of

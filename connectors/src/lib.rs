@@ -6,6 +6,7 @@ pub mod config;
 pub mod env;
 pub mod files;
 pub mod object_stores;
+pub mod mysql;
 pub mod postgres;
 pub mod remote_schema;
 pub mod sql_fixups;

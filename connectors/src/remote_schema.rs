@@ -120,3 +120,24 @@ impl SQLTable for RepairedTable {
         Some(Box::new(crate::sql_fixups::pull_filters_above_semi_joins))
     }
 }
+
+/// Casts a batch decoded from the database's own types to the schema the plan
+/// expects (e.g. PostgreSQL's numeric average into DataFusion's float64).
+pub fn cast_to(batch: datafusion::arrow::array::RecordBatch, target: &SchemaRef) -> Result<datafusion::arrow::array::RecordBatch> {
+    use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+    if batch.num_columns() != target.fields().len() {
+        return Err(DataFusionError::Execution(format!(
+            "pushed-down query returned {} columns, expected {}",
+            batch.num_columns(),
+            target.fields().len()
+        )));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(target.fields())
+        .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(target.clone(), columns, &options)?)
+}

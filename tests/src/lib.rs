@@ -221,3 +221,33 @@ pub mod pg {
         format!("[[source]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{URL}\"\nremote_schema = \"{schema}\"\n")
     }
 }
+
+/// The MariaDB test instance started by scripts/services.sh.
+pub mod my {
+    use std::process::Command;
+
+    pub const URL: &str = "mysql://quiver:${QUIVER_TEST_MY_PASSWORD}@127.0.0.1:33069/quiver";
+    pub const PASSWORD: &str = "quiver";
+
+    /// Runs SQL with the mariadb client as the test user; panics with its message on failure.
+    pub fn sql(statements: &str) -> String {
+        let out = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-P", "33069", "-u", "quiver", "-D", "quiver", "-N", "-B", "-e", statements])
+            .env("MYSQL_PWD", PASSWORD)
+            .output()
+            .expect("run mariadb (scripts/services.sh installs MariaDB)");
+        assert!(out.status.success(), "mariadb failed: {}\n{statements}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server's general query log.
+    pub fn log() -> String {
+        let path = super::target_dir().join("..").join("services").join("mariadb").join("general.log");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    /// The `[[source]]` section mounting the test database as `quiver.<name>`.
+    pub fn source(name: &str) -> String {
+        format!("[[source]]\nname = \"{name}\"\nkind = \"mysql\"\nurl = \"{URL}\"\n")
+    }
+}

@@ -144,7 +144,7 @@ impl SQLExecutor for PostgresExecutor {
         let target = schema.clone();
         let stream = stream::once(open).try_flatten().and_then(move |batch| {
             let target = target.clone();
-            async move { cast_to(batch, &target) }
+            async move { crate::remote_schema::cast_to(batch, &target) }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
@@ -156,24 +156,4 @@ impl SQLExecutor for PostgresExecutor {
     async fn get_table_schema(&self, table: &str) -> Result<SchemaRef> {
         Err(self.error("schema lookup", format!("no schema known for {table}")))
     }
-}
-
-/// Casts a batch decoded from PostgreSQL's types to the schema the plan expects
-/// (e.g. PostgreSQL's numeric average into DataFusion's float64).
-fn cast_to(batch: datafusion::arrow::array::RecordBatch, target: &SchemaRef) -> Result<datafusion::arrow::array::RecordBatch> {
-    if batch.num_columns() != target.fields().len() {
-        return Err(DataFusionError::Execution(format!(
-            "pushed-down query returned {} columns, expected {}",
-            batch.num_columns(),
-            target.fields().len()
-        )));
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(target.fields())
-        .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(datafusion::arrow::array::RecordBatch::try_new_with_options(target.clone(), columns, &options)?)
 }

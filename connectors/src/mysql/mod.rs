@@ -1,0 +1,88 @@
+//! MySQL and MariaDB sources: one database mounted as one Quiver schema, with the
+//! same discovery and federation pushdown as PostgreSQL (MySQL dialect).
+
+mod executor;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion_federation::sql::SQLFederationProvider;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+
+use crate::config::MySqlSource;
+use crate::remote_schema::{Discovery, RemoteSchema};
+use crate::ConnectorError;
+pub use executor::MySqlExecutor;
+
+pub async fn schema(source: &str, qualified: String, cfg: &MySqlSource) -> Result<(RemoteSchema, Vec<String>), ConnectorError> {
+    let bad = |message: String| ConnectorError::Source { source_name: source.to_string(), message };
+    let opts = Opts::from_url(cfg.url.expose()).map_err(|e| bad(format!("invalid url: {e}")))?;
+    let database = opts.db_name().map(str::to_string).ok_or_else(|| bad("the url must name a database".into()))?;
+    let context = format!("mysql://{}:{}/{database}", opts.ip_or_hostname(), opts.tcp_port());
+    let constraints = PoolConstraints::new(0, cfg.pool_size.max(1)).ok_or_else(|| bad("invalid pool_size".into()))?;
+    let opts = OptsBuilder::from_opts(opts)
+        .pool_opts(PoolOpts::default().with_constraints(constraints))
+        // MariaDB's per-statement limit; MySQL rejects this variable, so set 0 there.
+        .init(if cfg.statement_timeout_secs > 0 {
+            vec![format!("SET SESSION max_statement_time = {}", cfg.statement_timeout_secs)]
+        } else {
+            vec![]
+        });
+    let pool = Pool::new(opts);
+    let executor = MySqlExecutor { source: source.to_string(), context, pool: pool.clone() };
+    let provider = Arc::new(SQLFederationProvider::new(Arc::new(executor)));
+    let discovery = MyDiscovery { pool, database: database.clone() };
+    Ok(RemoteSchema::new(qualified, "mysql", database, provider, Box::new(discovery)).await)
+}
+
+struct MyDiscovery {
+    pool: Pool,
+    database: String,
+}
+
+const COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE
+  FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION";
+
+#[async_trait]
+impl Discovery for MyDiscovery {
+    async fn tables(&self) -> Result<BTreeMap<String, SchemaRef>, String> {
+        let mut conn = self.pool.get_conn().await.map_err(|e| format!("cannot connect: {e}"))?;
+        type Col = (String, String, String, String, Option<u64>, Option<u64>);
+        let rows: Vec<Col> = conn.exec(COLUMNS, (self.database.as_str(),)).await.map_err(|e| format!("discovery failed: {e}"))?;
+        let mut tables: BTreeMap<String, Vec<Field>> = BTreeMap::new();
+        for (table, column, data_type, column_type, precision, scale) in rows {
+            let t = arrow_type(&data_type, &column_type, precision, scale);
+            tables.entry(table).or_default().push(Field::new(column, t, true));
+        }
+        Ok(tables.into_iter().map(|(t, f)| (t, Arc::new(Schema::new(f)) as SchemaRef)).collect())
+    }
+}
+
+/// The Arrow type of a column from information_schema (README lists the mapping).
+pub fn arrow_type(data_type: &str, column_type: &str, precision: Option<u64>, scale: Option<u64>) -> DataType {
+    let unsigned = column_type.contains("unsigned");
+    match data_type.to_ascii_lowercase().as_str() {
+        "tinyint" if column_type.starts_with("tinyint(1)") => DataType::Boolean,
+        "tinyint" => if unsigned { DataType::UInt8 } else { DataType::Int8 },
+        "smallint" => if unsigned { DataType::UInt16 } else { DataType::Int16 },
+        "mediumint" | "int" | "integer" => if unsigned { DataType::UInt32 } else { DataType::Int32 },
+        "bigint" => if unsigned { DataType::UInt64 } else { DataType::Int64 },
+        "year" => DataType::Int16,
+        "bit" => DataType::Binary,
+        "float" => DataType::Float32,
+        "double" | "real" => DataType::Float64,
+        "decimal" | "numeric" => match (precision, scale) {
+            (Some(p), Some(s)) if p <= 38 => DataType::Decimal128(p as u8, s as i8),
+            _ => DataType::Float64,
+        },
+        "date" => DataType::Date32,
+        "datetime" | "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "time" => DataType::Time64(TimeUnit::Microsecond),
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "geometry" => DataType::Binary,
+        _ => DataType::Utf8,
+    }
+}

@@ -1,0 +1,40 @@
+//! MariaDB as a source, against the real server scripts/services.sh starts.
+
+use arrow::util::pretty::pretty_format_batches;
+use quiver_tests::my;
+use quiver_tests::*;
+
+const ENV: [(&str, &str); 1] = [("QUIVER_TEST_MY_PASSWORD", my::PASSWORD)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_types_round_trip_and_pushdown() -> anyhow::Result<()> {
+    my::sql(
+        "DROP TABLE IF EXISTS t_types; CREATE TABLE t_types (id int, ti tinyint, b tinyint(1), si smallint unsigned,
+           bi bigint, f float, d double, dc decimal(10,3), vc varchar(20), tx text, bl blob, dt date, dtm datetime(6),
+           tm time, yr year, js json, en enum('a','b'));
+         INSERT INTO t_types VALUES (1, -5, 1, 65000, -9000000000, 1.5, -2.25, 1234.567, 'héllo', 'it''s; \\\\ fine',
+           0xDEADBEEF, '2024-02-29', '2001-02-03 04:05:06.789', '13:14:15', 2024, '{\"a\": 1}', 'b'),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+    );
+    let server = start_coordinator_with_env(&my::source("maria"), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let rows = query(&mut c, "SELECT * FROM quiver.maria.t_types ORDER BY id").await?;
+    let types: Vec<String> = rows[0].schema().fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+    for expected in ["ti:Int8", "b:Boolean", "si:UInt16", "bi:Int64", "f:Float32", "d:Float64", "dc:Decimal128(10, 3)", "vc:Utf8", "bl:Binary", "dt:Date32", "tm:Time64(µs)"] {
+        assert!(types.iter().any(|t| t == expected), "missing {expected} in {types:?}");
+    }
+    let out = pretty_format_batches(&rows)?.to_string();
+    for value in ["-5", "true", "65000", "-9000000000", "1234.567", "héllo", "it's; \\ fine", "deadbeef", "2024-02-29", "2001-02-03T04:05:06.789", "13:14:15", "2024", "{\"a\": 1}", "| b "] {
+        assert!(out.contains(value), "missing {value:?} in\n{out}");
+    }
+    let nulls: usize = rows.iter().flat_map(|b| b.columns().iter().skip(1).map(|c| c.null_count())).sum();
+    assert_eq!(nulls, 16, "{out}");
+
+    // Filter and aggregate reach MariaDB (its general log records every statement).
+    let rows = query(&mut c, "SELECT count(*) AS n FROM quiver.maria.t_types WHERE dc > 1000 AND vc <> 'quiver_my_marker'").await?;
+    assert_eq!(row_count(&rows), 1);
+    let log = my::log();
+    let statement = log.lines().rev().find(|l| l.contains("quiver_my_marker")).unwrap_or_default();
+    assert!(statement.contains("count(") && statement.contains("> 1000"), "not pushed down: {statement}");
+    Ok(())
+}
