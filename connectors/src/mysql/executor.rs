@@ -65,8 +65,9 @@ impl SQLExecutor for MySqlExecutor {
                 let mut builders: Vec<_> = kinds.iter().map(|k| k.builder(BATCH_ROWS)).collect();
                 let mut rows = 0;
                 while let Some(row) = result.next().await.map_err(|e| err("query failed", &e))? {
-                    for (i, value) in row.unwrap().iter().enumerate() {
+                    for (i, value) in row.unwrap_raw().iter().enumerate() {
                         if let (Some(b), Some(k)) = (builders.get_mut(i), kinds.get(i)) {
+                            let value = value.as_ref().unwrap_or(&mysql_async::Value::NULL);
                             append(b.as_mut(), k, value).map_err(|e| err(&format!("column {i}"), &e))?;
                         }
                     }
