@@ -1,0 +1,142 @@
+//! SQL-source benchmarks against the PostgreSQL instance of scripts/services.sh:
+//! a fully pushed-down aggregate through Quiver vs `psql` running the same SQL,
+//! and a full scan into Arrow vs ConnectorX (from PyPI, in target/venv), in one run.
+//!
+//! scripts/services.sh && target/venv/bin/pip install -r scripts/bench-requirements.txt
+//! cargo bench -p quiver-coordinator --bench sources -- [--rows-agg 1000000] [--rows-scan 6000000]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tonic::transport::Endpoint;
+
+const PG: [&str; 8] = ["-h", "127.0.0.1", "-p", "54329", "-U", "quiver", "-d", "quiver"];
+
+fn psql(sql: &str) -> Result<Duration> {
+    let t = Instant::now();
+    let out = Command::new("psql").args(PG).args(["-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql]).env("PGPASSWORD", "quiver").output()?;
+    anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(t.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> Result<()> {
+    let (agg_rows, scan_rows) = (arg("--rows-agg", 1_000_000), arg("--rows-scan", 6_000_000));
+    // Tables are rebuilt only when their size changed.
+    for (table, rows, ddl) in [
+        ("bench_agg", agg_rows, "id bigint, g int, v float8"),
+        ("bench_scan", scan_rows, "id bigint, qty int, price numeric(15,2), ship date, comment text"),
+    ] {
+        let have = Command::new("psql").args(PG).args(["-qtA", "-c", &format!("SELECT count(*) FROM {table}")]).env("PGPASSWORD", "quiver").output()?;
+        if String::from_utf8_lossy(&have.stdout).trim() != rows.to_string() {
+            eprintln!("loading {rows} rows into {table}...");
+            let fill = if table == "bench_agg" {
+                format!("INSERT INTO {table} SELECT g, g % 100, g * 0.5 FROM generate_series(1, {rows}) g")
+            } else {
+                format!("INSERT INTO {table} SELECT g, g % 50, (g % 100000) / 100.0, date '1995-01-01' + (g % 2000), md5(g::text) FROM generate_series(1, {rows}) g")
+            };
+            psql(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({ddl}); {fill}; VACUUM ANALYZE {table}"))?;
+        }
+    }
+
+    let config = "[server]\nlisten = \"127.0.0.1:0\"\n[[source]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"postgres://quiver:quiver@127.0.0.1:54329/quiver\"\nstatement_timeout_secs = 0\n";
+    let config = quiver_coordinator::QuiverConfig::parse(config, Path::new("/")).map_err(|e| anyhow!(e))?;
+    let server = quiver_coordinator::start(config).await?;
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    let client = FlightSqlServiceClient::new(channel);
+    let run = |sql: String| {
+        let mut client = client.clone();
+        async move {
+            let t = Instant::now();
+            let info = client.execute(sql, None).await?;
+            let mut rows = 0;
+            for ep in info.endpoint {
+                let mut s = client.do_get(ep.ticket.context("ticket")?).await?;
+                while let Some(b) = s.try_next().await? {
+                    rows += b.num_rows();
+                }
+            }
+            Ok::<_, anyhow::Error>((t.elapsed(), rows))
+        }
+    };
+
+    let agg = "SELECT g, count(*) AS n, sum(v) AS s FROM bench_agg WHERE id % 2 = 0 GROUP BY g";
+    let (mut tq, mut tp) = (vec![], vec![]);
+    for i in 0..6 {
+        let (d, rows) = run(format!("{} ", agg.replace("bench_agg", "quiver.pg.bench_agg"))).await?;
+        anyhow::ensure!(rows == 100, "aggregate returned {rows} groups");
+        let p = psql(agg)?;
+        if i > 0 {
+            tq.push(d);
+            tp.push(p);
+        }
+    }
+    let (q, p) = (median(tq), median(tp));
+
+    let mut scans = vec![];
+    let mut scanned = 0;
+    for i in 0..4 {
+        let (d, rows) = run("SELECT * FROM quiver.pg.bench_scan".into()).await?;
+        scanned = rows;
+        if i > 0 {
+            scans.push(d);
+        }
+    }
+    let scan = median(scans);
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cx = Command::new(root.join("target/venv/bin/python"))
+        .args(["-c", "import connectorx as cx, time, statistics as st\nruns=[]\nfor i in range(4):\n    t=time.perf_counter(); tb=cx.read_sql('postgresql://quiver:quiver@127.0.0.1:54329/quiver', 'SELECT * FROM bench_scan', return_type='arrow'); runs.append(time.perf_counter()-t)\nprint(tb.num_rows, st.median(runs[1:]))"])
+        .output();
+    let cx = match cx {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let mut parts = text.split_whitespace();
+            let rows: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let secs: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+            Some(rows / secs)
+        }
+        Ok(o) => {
+            eprintln!("ConnectorX skipped: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            None
+        }
+        Err(e) => {
+            eprintln!("ConnectorX skipped: {e}");
+            None
+        }
+    };
+
+    println!("### PostgreSQL sources ({} cores)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("| measurement | Quiver | baseline | ratio |\n|---|---:|---:|---:|");
+    println!(
+        "| pushed-down aggregate over {agg_rows} rows (median of 5) | {:.1} ms | psql {:.1} ms | {:.2}× |",
+        q.as_secs_f64() * 1e3,
+        p.as_secs_f64() * 1e3,
+        q.as_secs_f64() / p.as_secs_f64()
+    );
+    let rate = scanned as f64 / scan.as_secs_f64();
+    match cx {
+        Some(cx) => println!("| full scan of {scanned} rows into Arrow, 1 partition (median of 3) | {:.2} M rows/s | ConnectorX {:.2} M rows/s | {:.2}× |", rate / 1e6, cx / 1e6, rate / cx),
+        None => println!("| full scan of {scanned} rows into Arrow, 1 partition (median of 3) | {:.2} M rows/s | — | — |", rate / 1e6),
+    }
+    server.shutdown().await?;
+    Ok(())
+}
