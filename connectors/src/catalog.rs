@@ -8,12 +8,21 @@ use datafusion::prelude::SessionContext;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::files::FilesSchema;
+use crate::remote_schema::RemoteSchema;
 use crate::ConnectorError;
 
-/// Registers every source on `ctx`. Returns warnings about sources that are
-/// partly unavailable (they are registered anyway, and fail per table).
-pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) -> Result<Vec<String>, ConnectorError> {
-    let mut warnings = vec![];
+/// What registering the sources produced.
+#[derive(Default)]
+pub struct Registered {
+    /// Sources that are partly unavailable (registered anyway; they fail per table).
+    pub warnings: Vec<String>,
+    /// Schemas of SQL databases, whose table lists can be refreshed.
+    pub remote: Vec<Arc<RemoteSchema>>,
+}
+
+/// Registers every source on `ctx`.
+pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) -> Result<Registered, ConnectorError> {
+    let (mut warnings, mut remote) = (vec![], vec![]);
     let runtime = ctx.runtime_env();
     let config = ctx.copied_config();
     for source in sources {
@@ -42,15 +51,19 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
             SourceKind::Postgres(pg) => {
                 let (schema, mut w) = crate::postgres::schema(&source.name, qualified, pg).await?;
                 warnings.append(&mut w);
-                Arc::new(schema)
+                let schema = Arc::new(schema);
+                remote.push(schema.clone());
+                schema
             }
             SourceKind::Mysql(my) => {
                 let (schema, mut w) = crate::mysql::schema(&source.name, qualified, my).await?;
                 warnings.append(&mut w);
-                Arc::new(schema)
+                let schema = Arc::new(schema);
+                remote.push(schema.clone());
+                schema
             }
         };
         catalog.register_schema(schema_name, schema)?;
     }
-    Ok(warnings)
+    Ok(Registered { warnings, remote })
 }

@@ -84,6 +84,9 @@ pub struct MySqlSource {
     /// (set 0 for MySQL, which names that limit differently).
     #[serde(default = "statement_timeout")]
     pub statement_timeout_secs: u64,
+    /// The cached table list is rediscovered when older than this.
+    #[serde(default = "refresh")]
+    pub refresh_secs: u64,
 }
 
 /// A PostgreSQL schema mounted as a Quiver schema. Queries touching only tables of
@@ -103,6 +106,9 @@ pub struct PostgresSource {
     /// Server-side limit of one pushed-down statement; 0 = none.
     #[serde(default = "statement_timeout")]
     pub statement_timeout_secs: u64,
+    /// The cached table list is rediscovered when older than this.
+    #[serde(default = "refresh")]
+    pub refresh_secs: u64,
 }
 
 fn public() -> String {
@@ -115,6 +121,9 @@ fn connect_timeout() -> u64 {
     5
 }
 fn statement_timeout() -> u64 {
+    300
+}
+fn refresh() -> u64 {
     300
 }
 

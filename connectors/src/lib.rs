@@ -11,7 +11,7 @@ pub mod postgres;
 pub mod remote_schema;
 pub mod sql_fixups;
 
-pub use catalog::register_sources;
+pub use catalog::{register_sources, Registered};
 pub use config::{FileFormat, SourceConfig, SourceKind};
 pub use object_stores::register_object_stores;
 

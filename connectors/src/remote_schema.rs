@@ -25,6 +25,8 @@ pub trait Discovery: Send + Sync {
 
 pub struct RemoteSchema {
     qualified: String,
+    /// Tables are rediscovered when the cached list is older than this.
+    ttl: Duration,
     kind: &'static str,
     remote_schema: String,
     provider: Arc<SQLFederationProvider>,
@@ -47,13 +49,26 @@ impl RemoteSchema {
         remote_schema: String,
         provider: Arc<SQLFederationProvider>,
         discovery: Box<dyn Discovery>,
+        ttl: Duration,
     ) -> (Self, Vec<String>) {
-        let schema = Self { qualified, kind, remote_schema, provider, discovery, tables: RwLock::new((BTreeMap::new(), None)) };
+        let schema =
+            Self { qualified, ttl, kind, remote_schema, provider, discovery, tables: RwLock::new((BTreeMap::new(), None)) };
         let mut warnings = vec![];
         if let Err(e) = schema.rediscover().await {
             warnings.push(format!("{e}; tables will be discovered when the server answers"));
         }
         (schema, warnings)
+    }
+
+    /// `catalog.schema` of this source.
+    pub fn name(&self) -> &str {
+        &self.qualified
+    }
+
+    /// Discovers the tables again now (the REFRESH statement and action); returns how many.
+    pub async fn refresh(&self) -> Result<usize> {
+        self.rediscover().await?;
+        Ok(self.table_names().len())
     }
 
     async fn rediscover(&self) -> Result<()> {
@@ -79,6 +94,14 @@ impl SchemaProvider for RemoteSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let expired = self.tables.read().map(|t| t.1.is_some_and(|at| at.elapsed() > self.ttl)).unwrap_or(false);
+        if expired {
+            // A failed refresh keeps serving the cached tables; the query itself will
+            // report an unreachable server.
+            if let Err(e) = self.rediscover().await {
+                tracing::warn!(schema = %self.qualified, error = %e, "table list refresh failed");
+            }
+        }
         let mut schema = self.lookup(name);
         if schema.is_none() {
             let stale = self.tables.read().map(|t| t.1.is_none_or(|at| at.elapsed() > REDISCOVER_AFTER)).unwrap_or(true);

@@ -13,6 +13,7 @@ use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion_federation::{FederatedQueryPlanner, FederationOptimizerRule};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use quiver_connectors::config::DEFAULT_CATALOG;
+use quiver_connectors::remote_schema::RemoteSchema;
 use quiver_proto::QuiverCodec;
 
 use crate::config::QuiverConfig;
@@ -21,6 +22,8 @@ use crate::pool::WorkerPool;
 
 pub struct QueryEngine {
     base: SessionState,
+    /// SQL-database schemas, for REFRESH.
+    remote: Vec<Arc<RemoteSchema>>,
 }
 
 /// A query's own session; its id is the query id in logs and on workers.
@@ -64,11 +67,11 @@ impl QueryEngine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         quiver_connectors::register_object_stores(&ctx.runtime_env(), &config.source)?;
-        let warnings = quiver_connectors::register_sources(&ctx, &config.source).await?;
+        let registered = quiver_connectors::register_sources(&ctx, &config.source).await?;
         if ctx.catalog(&catalog).is_none() {
             ctx.register_catalog(&catalog, Arc::new(MemoryCatalogProvider::new()));
         }
-        Ok((Self { base: ctx.state() }, warnings))
+        Ok((Self { base: ctx.state(), remote: registered.remote }, registered.warnings))
     }
 
     /// A new session for one query.
@@ -76,6 +79,23 @@ impl QueryEngine {
         let id = uuid::Uuid::new_v4().to_string();
         let state = SessionStateBuilder::new_from_existing(self.base.clone()).with_session_id(id.clone()).build();
         QuerySession { id, ctx: SessionContext::new_with_state(state) }
+    }
+
+    /// Rediscovers the tables of every SQL-database schema, or of the one named
+    /// (`catalog.schema` or just `schema`). Returns each schema with its table count.
+    pub async fn refresh(&self, only: Option<&str>) -> Result<Vec<(String, usize)>> {
+        let mut out = vec![];
+        for schema in &self.remote {
+            let name = schema.name();
+            let matches = only.is_none_or(|o| o == name || name.rsplit('.').next() == Some(o));
+            if matches {
+                out.push((name.to_string(), schema.refresh().await?));
+            }
+        }
+        if let (Some(o), true) = (only, out.is_empty()) {
+            return Err(datafusion::error::DataFusionError::Plan(format!("no database schema named '{o}' to refresh")));
+        }
+        Ok(out)
     }
 
     /// The shared context, for metadata calls.

@@ -187,3 +187,28 @@ async fn postgres_going_away_is_named_and_recovers() -> anyhow::Result<()> {
     assert!(ok, "queries on PostgreSQL did not recover");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_picks_up_new_tables() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql("DROP SCHEMA IF EXISTS t_fresh CASCADE; CREATE SCHEMA t_fresh; CREATE TABLE t_fresh.a (x int);");
+    let server = start_coordinator_with_env(&pg::source("fresh", "t_fresh"), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let listed = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'fresh' ORDER BY 1";
+    assert_eq!(row_count(&query(&mut c, listed).await?), 1);
+
+    psql("CREATE TABLE t_fresh.b (y text); CREATE TABLE t_fresh.c (z date);");
+    let out = text(&query(&mut c, "REFRESH fresh").await?);
+    assert!(out.contains("quiver.fresh") && out.contains("| 3 "), "{out}");
+    assert_eq!(row_count(&query(&mut c, listed).await?), 3);
+
+    // The same through the Flight action.
+    psql("DROP TABLE t_fresh.c;");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    let mut flight = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+    let action = arrow_flight::Action { r#type: "refresh".into(), body: "quiver.fresh".into() };
+    let mut results = flight.do_action(action).await?.into_inner();
+    let body = results.message().await?.map(|r| String::from_utf8_lossy(&r.body).into_owned()).unwrap_or_default();
+    assert_eq!(body, "quiver.fresh: 2 tables");
+    Ok(())
+}

@@ -36,7 +36,7 @@ pub async fn schema(source: &str, qualified: String, cfg: &MySqlSource) -> Resul
     let executor = MySqlExecutor { source: source.to_string(), context, pool: pool.clone() };
     let provider = Arc::new(SQLFederationProvider::new(Arc::new(executor)));
     let discovery = MyDiscovery { pool, database: database.clone() };
-    Ok(RemoteSchema::new(qualified, "mysql", database, provider, Box::new(discovery)).await)
+    Ok(RemoteSchema::new(qualified, "mysql", database, provider, Box::new(discovery), std::time::Duration::from_secs(cfg.refresh_secs)).await)
 }
 
 struct MyDiscovery {

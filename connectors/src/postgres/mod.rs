@@ -46,7 +46,7 @@ pub async fn schema(source: &str, qualified: String, cfg: &PostgresSource) -> Re
     let executor = PostgresExecutor { source: source.to_string(), context, pool: pool.clone() };
     let provider = Arc::new(SQLFederationProvider::new(Arc::new(executor)));
     let discovery = PgDiscovery { pool, schema: cfg.remote_schema.clone() };
-    Ok(RemoteSchema::new(qualified, "postgres", cfg.remote_schema.clone(), provider, Box::new(discovery)).await)
+    Ok(RemoteSchema::new(qualified, "postgres", cfg.remote_schema.clone(), provider, Box::new(discovery), std::time::Duration::from_secs(cfg.refresh_secs)).await)
 }
 
 struct PgDiscovery {

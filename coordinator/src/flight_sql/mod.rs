@@ -42,6 +42,9 @@ use crate::engine::{QueryEngine, QuerySession};
 
 type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
 
+/// Flight action that rediscovers the tables of SQL-database sources.
+pub const ACTION_REFRESH: &str = "refresh";
+
 pub struct QuiverFlightSql {
     engine: Arc<QueryEngine>,
     auth: Option<Authenticator>,
@@ -80,9 +83,14 @@ impl QuiverFlightSql {
     }
 
     async fn flight_info(&self, handle: &QueryHandle, ticket: Ticket, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
-        let session = self.engine.session();
-        let plan = self.plan(&session, handle).await?;
-        let schema = flight_schema(plan.schema().as_arrow());
+        let schema = match refresh_statement(&handle.sql) {
+            Some(_) => refresh_schema(),
+            None => {
+                let session = self.engine.session();
+                let plan = self.plan(&session, handle).await?;
+                flight_schema(plan.schema().as_arrow())
+            }
+        };
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
@@ -93,6 +101,9 @@ impl QuiverFlightSql {
 
     /// Plans and runs a query, streaming its batches to the client as they come.
     async fn run(&self, handle: QueryHandle, user: Option<String>) -> Result<Response<DoGetStream>, Status> {
+        if let Some(target) = refresh_statement(&handle.sql) {
+            return Self::batch_response(self.refresh(target.as_deref()).await);
+        }
         let session = self.engine.session();
         let span = tracing::info_span!("query", id = %session.id, user = user.as_deref().unwrap_or("-"));
         let _enter = span.enter();
@@ -105,6 +116,16 @@ impl QuiverFlightSql {
         })?;
         drop(_enter);
         Ok(Response::new(encode(logged(batches, session.id.clone(), started))))
+    }
+
+    /// Rediscovers database tables; one row per schema refreshed.
+    async fn refresh(&self, target: Option<&str>) -> Result<RecordBatch, Status> {
+        let refreshed = self.engine.refresh(target).await.map_err(|e| from_datafusion(&e))?;
+        tracing::info!(?refreshed, "table lists refreshed");
+        let names = datafusion::arrow::array::StringArray::from_iter_values(refreshed.iter().map(|(n, _)| n.as_str()));
+        let counts = datafusion::arrow::array::Int64Array::from_iter_values(refreshed.iter().map(|(_, c)| *c as i64));
+        RecordBatch::try_new(Arc::new(refresh_schema()), vec![Arc::new(names), Arc::new(counts)])
+            .map_err(|e| Status::internal(e.to_string()))
     }
 
     fn batch_response(batch: Result<RecordBatch, Status>) -> Result<Response<DoGetStream>, Status> {
@@ -203,6 +224,24 @@ fn to_client_types(batch: RecordBatch) -> datafusion::error::Result<RecordBatch>
         .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `REFRESH` or `REFRESH <schema>`: rediscover the tables of SQL-database sources.
+/// Returns the optional schema name, or None when the statement is something else.
+fn refresh_statement(sql: &str) -> Option<Option<String>> {
+    let mut words = sql.trim().trim_end_matches(';').split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("refresh") {
+        return None;
+    }
+    let target = words.next().map(|w| w.trim_matches('"').to_string());
+    match words.next() {
+        Some(_) => None,
+        None => Some(target),
+    }
+}
+
+fn refresh_schema() -> Schema {
+    Schema::new(vec![Field::new("schema_name", DataType::Utf8, false), Field::new("tables", DataType::Int64, false)])
 }
 
 /// The inferred type of each positional parameter `$1..$n` (None where unknown).
@@ -461,5 +500,45 @@ impl FlightSqlService for QuiverFlightSql {
         Self::batch_response(Ok(RecordBatch::new_empty(metadata::primary_keys_schema())))
     }
 
+    async fn do_action_fallback(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != ACTION_REFRESH {
+            return Err(Status::invalid_argument(format!("unknown action '{}'", action.r#type)));
+        }
+        let target = String::from_utf8(action.body.to_vec()).map_err(|_| Status::invalid_argument("schema name is not UTF-8"))?;
+        let target = Some(target.trim()).filter(|t| !t.is_empty());
+        let refreshed = self.engine.refresh(target).await.map_err(|e| from_datafusion(&e))?;
+        let results: Vec<Result<arrow_flight::Result, Status>> = refreshed
+            .into_iter()
+            .map(|(name, tables)| Ok(arrow_flight::Result { body: format!("{name}: {tables} tables").into() }))
+            .collect();
+        Ok(Response::new(Box::pin(stream::iter(results))))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
+        Some(vec![Ok(arrow_flight::ActionType {
+            r#type: ACTION_REFRESH.into(),
+            description: "Rediscover the tables of SQL-database sources; body: optional schema name".into(),
+        })])
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refresh_statement;
+
+    #[test]
+    fn refresh_statements() {
+        assert_eq!(refresh_statement("REFRESH"), Some(None));
+        assert_eq!(refresh_statement(" refresh quiver.pg ; "), Some(Some("quiver.pg".into())));
+        assert_eq!(refresh_statement("refresh \"crm\""), Some(Some("crm".into())));
+        assert_eq!(refresh_statement("SELECT 1"), None);
+        assert_eq!(refresh_statement("refresh a b"), None);
+        assert_eq!(refresh_statement(""), None);
+    }
 }
