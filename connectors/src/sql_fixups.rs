@@ -1,5 +1,12 @@
 //! Repairs to the SQL that DataFusion's unparser writes for pushed-down subplans.
 //!
+//! String literals: sqlparser prints a literal's `'` doubled *unless* it follows a
+//! backslash or another quote, so the value `\' OR 1=1 OR '` would print as
+//! `'\' OR 1=1 OR ''` and change the query. Every literal holding a quote or a
+//! backslash is rewritten as `CONCAT` of pieces that print unambiguously
+//! (PostgreSQL reads `'\'` as one backslash with standard_conforming_strings, the
+//! default; MySQL sessions are put in NO_BACKSLASH_ESCAPES mode).
+//!
 //! When a filter has been pushed below a table alias, the unparser writes
 //! `FROM "s"."t" AS "o" WHERE ("t"."x" > 1)`: the column is qualified with the table's
 //! name, which the alias hides, and the database rejects the statement. This pass
@@ -14,7 +21,10 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::{Filter, Join, JoinType, LogicalPlan};
 
 use datafusion::error::Result;
-use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectNamePart, Statement, TableFactor, Visit, VisitMut, Visitor, VisitorMut};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Statement, TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
+};
 
 #[derive(Default)]
 struct Tables {
@@ -60,6 +70,63 @@ impl VisitorMut for Requalify {
     }
 }
 
+struct SafeLiterals;
+
+impl VisitorMut for SafeLiterals {
+    type Break = ();
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Value(v) = expr {
+            if let Value::SingleQuotedString(s) = &v.value {
+                if s.contains(['\'', '\\']) {
+                    *expr = concat_of_safe_pieces(s);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `CONCAT('ab', '''', 'c', '\')` for `ab'c\`: each piece is plain text, one quote,
+/// or one backslash, and each prints exactly as it reads.
+fn concat_of_safe_pieces(s: &str) -> Expr {
+    let mut pieces: Vec<String> = vec![];
+    let mut plain = String::new();
+    for c in s.chars() {
+        if c == '\'' || c == '\\' {
+            if !plain.is_empty() {
+                pieces.push(std::mem::take(&mut plain));
+            }
+            pieces.push(c.to_string());
+        } else {
+            plain.push(c);
+        }
+    }
+    if !plain.is_empty() {
+        pieces.push(plain);
+    }
+    let args = pieces
+        .into_iter()
+        .map(|p| FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::SingleQuotedString(p)))))
+        .collect();
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new("CONCAT")]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList { duplicate_treatment: None, args, clauses: vec![] }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// Every repair of the unparsed statement, for a source executor's AST analyzer.
+pub fn repair_statement(statement: Statement) -> Result<Statement> {
+    let mut statement = requalify_aliased_columns(statement)?;
+    let _ = VisitMut::visit(&mut statement, &mut SafeLiterals);
+    Ok(statement)
+}
+
 /// Requalifies `table.column` as `alias.column` where the table only appears aliased once.
 pub fn requalify_aliased_columns(mut statement: Statement) -> Result<Statement> {
     let mut tables = Tables::default();
@@ -93,6 +160,31 @@ mod tests {
             fix(r#"SELECT "c"."name" FROM "s"."cust" AS "c" JOIN "s"."ord" AS "o" ON "c"."id" = "o"."cid" WHERE ("ord"."amount" > 100)"#),
             r#"SELECT "c"."name" FROM "s"."cust" AS "c" JOIN "s"."ord" AS "o" ON "c"."id" = "o"."cid" WHERE ("o"."amount" > 100)"#
         );
+    }
+
+    #[test]
+    fn literals_with_quotes_and_backslashes_print_as_they_read() {
+        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 1 FROM t WHERE a = 'x'").expect("parse").remove(0);
+        let _ = VisitMut::visit(&mut statement, &mut SetLiteral(r"\' OR 1=1 OR '".into()));
+        let sql = repair_statement(statement).expect("repair").to_string();
+        assert_eq!(sql, r"SELECT 1 FROM t WHERE a = CONCAT('\', '''', ' OR 1=1 OR ', '''')");
+        let plain = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 'plain text'").expect("parse").remove(0);
+        assert_eq!(repair_statement(plain).expect("repair").to_string(), "SELECT 'plain text'");
+    }
+
+    /// Puts a raw value into the string literals, as the unparser would hold it.
+    struct SetLiteral(String);
+
+    impl VisitorMut for SetLiteral {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Value(v) = expr {
+                if let Value::SingleQuotedString(s) = &mut v.value {
+                    *s = self.0.clone();
+                }
+            }
+            ControlFlow::Continue(())
+        }
     }
 
     #[test]

@@ -38,3 +38,26 @@ async fn mariadb_types_round_trip_and_pushdown() -> anyhow::Result<()> {
     assert!(statement.contains("count(") && statement.contains("> 1000"), "not pushed down: {statement}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_hostile_names_and_literals_cannot_inject() -> anyhow::Result<()> {
+    my::sql(
+        r#"DROP TABLE IF EXISTS `we``ird; DROP TABLE canary;--`; DROP TABLE IF EXISTS canary;
+           CREATE TABLE `we``ird; DROP TABLE canary;--` (`co'l\` int, `v;al` text);
+           INSERT INTO `we``ird; DROP TABLE canary;--` VALUES (1, 'a''b;c\\d'), (2, 'plain');
+           CREATE TABLE canary (id int); INSERT INTO canary VALUES (1);"#,
+    );
+    let server = start_coordinator_with_env(&my::source("evil"), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let rows = query(&mut c, r#"SELECT "co'l\" FROM quiver.evil."we`ird; DROP TABLE canary;--" WHERE "v;al" = 'a''b;c\d'"#).await?;
+    assert_eq!(row_count(&rows), 1);
+    let bypass = r#"SELECT "v;al" FROM quiver.evil."we`ird; DROP TABLE canary;--" WHERE "v;al" = '\'' OR 1=1 OR '''"#;
+    assert_eq!(row_count(&query(&mut c, bypass).await?), 0, "the filter was bypassed");
+    // In MySQL's default mode a backslash escapes the next quote: a literal ending in
+    // a backslash must not end the string early.
+    let sql = r#"SELECT id FROM quiver.evil.canary WHERE id = 1 OR CAST(id AS VARCHAR) = '\'' OR ''; DROP TABLE canary; -- '"#;
+    let rows = query(&mut c, sql).await?;
+    assert_eq!(row_count(&rows), 1);
+    assert_eq!(my::sql("SELECT count(*) FROM canary").trim(), "1", "canary table must survive");
+    Ok(())
+}

@@ -123,6 +123,10 @@ async fn hostile_names_and_literals_cannot_inject() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(row_count(&rows), 1, "{}", text(&rows));
+    // A value whose quote follows a backslash: printed naively it would close the
+    // string and turn the rest into `OR 1=1`, returning every row.
+    let bypass = r#"SELECT "v;al" FROM quiver.evil."we""ird; DROP TABLE x;--" WHERE "v;al" = '\'' OR 1=1 OR '''"#;
+    assert_eq!(row_count(&query(&mut c, bypass).await?), 0, "the filter was bypassed");
     // A literal that would end the statement if it were pasted unescaped; compared
     // with a column so it cannot be folded away before it reaches PostgreSQL.
     let sql = r#"SELECT id FROM quiver.evil.canary WHERE id = 1 OR CAST(id AS VARCHAR) = '''; DROP TABLE t_evil.canary; --'"#;

@@ -41,7 +41,7 @@ impl SQLExecutor for MySqlExecutor {
     }
 
     fn ast_analyzer(&self) -> Option<AstAnalyzer> {
-        Some(Box::new(crate::sql_fixups::requalify_aliased_columns))
+        Some(Box::new(crate::sql_fixups::repair_statement))
     }
 
     fn execute(&self, query: &str, schema: SchemaRef, _filters: &[Arc<dyn PhysicalExpr>]) -> Result<SendableRecordBatchStream> {

@@ -26,17 +26,26 @@ pub async fn schema(source: &str, qualified: String, cfg: &MySqlSource) -> Resul
     let constraints = PoolConstraints::new(0, cfg.pool_size.max(1)).ok_or_else(|| bad("invalid pool_size".into()))?;
     let opts = OptsBuilder::from_opts(opts)
         .pool_opts(PoolOpts::default().with_constraints(constraints))
-        // MariaDB's per-statement limit; MySQL rejects this variable, so set 0 there.
-        .init(if cfg.statement_timeout_secs > 0 {
-            vec![format!("SET SESSION max_statement_time = {}", cfg.statement_timeout_secs)]
-        } else {
-            vec![]
-        });
+        // `setup`, not `init`: it runs again after the pool resets a connection.
+        .setup(session_setup(cfg.statement_timeout_secs));
     let pool = Pool::new(opts);
     let executor = MySqlExecutor { source: source.to_string(), context, pool: pool.clone() };
     let provider = Arc::new(SQLFederationProvider::new(Arc::new(executor)));
     let discovery = MyDiscovery { pool, database: database.clone() };
     Ok(RemoteSchema::new(qualified, "mysql", database, provider, Box::new(discovery), std::time::Duration::from_secs(cfg.refresh_secs)).await)
+}
+
+/// Statements every pooled connection runs first.
+fn session_setup(statement_timeout_secs: u64) -> Vec<String> {
+    // The unparser escapes quotes by doubling them, as standard SQL does. In MySQL's
+    // default mode a backslash also escapes, so a literal ending in `\` would end the
+    // string early (and `\d` would read as `d`): make backslash an ordinary character.
+    let mut setup = vec!["SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_BACKSLASH_ESCAPES')".to_string()];
+    if statement_timeout_secs > 0 {
+        // MariaDB's per-statement limit; MySQL rejects this variable, so set 0 there.
+        setup.push(format!("SET SESSION max_statement_time = {statement_timeout_secs}"));
+    }
+    setup
 }
 
 struct MyDiscovery {
