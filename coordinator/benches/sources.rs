@@ -53,7 +53,9 @@ async fn run() -> Result<()> {
             } else {
                 format!("INSERT INTO {table} SELECT g, g % 50, (g % 100000) / 100.0, date '1995-01-01' + (g % 2000), md5(g::text) FROM generate_series(1, {rows}) g")
             };
-            psql(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({ddl}); {fill}; VACUUM ANALYZE {table}"))?;
+            psql(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({ddl}); {fill}"))?;
+            // VACUUM cannot share psql -c's implicit transaction.
+            psql(&format!("VACUUM ANALYZE {table}"))?;
         }
     }
 
@@ -82,7 +84,7 @@ async fn run() -> Result<()> {
     let (mut tq, mut tp) = (vec![], vec![]);
     for i in 0..6 {
         let (d, rows) = run(format!("{} ", agg.replace("bench_agg", "quiver.pg.bench_agg"))).await?;
-        anyhow::ensure!(rows == 100, "aggregate returned {rows} groups");
+        anyhow::ensure!(rows == 50, "aggregate returned {rows} groups, expected the 50 even ones");
         let p = psql(agg)?;
         if i > 0 {
             tq.push(d);
