@@ -49,21 +49,28 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
                 Arc::new(schema)
             }
             SourceKind::Postgres(pg) => {
-                let (schema, mut w) = crate::postgres::schema(&source.name, qualified, pg).await?;
-                warnings.append(&mut w);
-                let schema = Arc::new(schema);
-                remote.push(schema.clone());
-                schema
+                let (schema, w) = crate::postgres::schema(&source.name, qualified, pg).await?;
+                keep_remote(schema, w, &mut warnings, &mut remote)
             }
             SourceKind::Mysql(my) => {
-                let (schema, mut w) = crate::mysql::schema(&source.name, qualified, my).await?;
-                warnings.append(&mut w);
-                let schema = Arc::new(schema);
-                remote.push(schema.clone());
-                schema
+                let (schema, w) = crate::mysql::schema(&source.name, qualified, my).await?;
+                keep_remote(schema, w, &mut warnings, &mut remote)
             }
         };
         catalog.register_schema(schema_name, schema)?;
     }
     Ok(Registered { warnings, remote })
+}
+
+/// Records a database schema for REFRESH and returns it for registration.
+fn keep_remote(
+    schema: RemoteSchema,
+    mut new_warnings: Vec<String>,
+    warnings: &mut Vec<String>,
+    remote: &mut Vec<Arc<RemoteSchema>>,
+) -> Arc<dyn SchemaProvider> {
+    warnings.append(&mut new_warnings);
+    let schema = Arc::new(schema);
+    remote.push(schema.clone());
+    schema
 }
