@@ -169,8 +169,14 @@ async fn open_fragment(
     }))
 }
 
+/// A connection failure (the worker is gone), as opposed to an error the worker returned.
 fn is_unreachable(status: &tonic::Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Unknown if status.message().contains("transport") || status.message().contains("connect") || status.code() == Code::Unavailable)
+    match status.code() {
+        Code::Unavailable => true,
+        // tonic reports some connection failures as Unknown with a transport message.
+        Code::Unknown => status.message().contains("transport") || status.message().contains("connect"),
+        _ => false,
+    }
 }
 
 /// A worker's error, keeping its gRPC status so the client sees the original message and code.
