@@ -34,6 +34,7 @@ use prost::Message;
 use quiver_worker::status::from_datafusion;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 pub use auth::{Authenticator, User};
 use handles::{decode_params, encode_params, QueryHandle};
@@ -106,15 +107,17 @@ impl QuiverFlightSql {
         }
         let session = self.engine.session();
         let span = tracing::info_span!("query", id = %session.id, user = user.as_deref().unwrap_or("-"));
-        let _enter = span.enter();
-        tracing::debug!(sql = %handle.sql, "query starts");
         let started = Instant::now();
-        let plan = self.plan(&session, &handle).await?;
-        let batches = session.execute(plan).await.map_err(|e| {
-            tracing::info!(error = %e, "query failed");
-            from_datafusion(&e)
-        })?;
-        drop(_enter);
+        let start = async {
+            tracing::debug!(sql = %handle.sql, "query starts");
+            let plan = self.plan(&session, &handle).await?;
+            session.execute(plan).await.map_err(|e| {
+                tracing::info!(error = %e, "query failed");
+                from_datafusion(&e)
+            })
+        };
+        // Instrumented rather than entered: an entered span must not live across awaits.
+        let batches = start.instrument(span).await?;
         Ok(Response::new(encode(logged(batches, session.id.clone(), started))))
     }
 
