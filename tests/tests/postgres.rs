@@ -97,6 +97,12 @@ async fn filters_aggregates_and_joins_reach_postgres() -> anyhow::Result<()> {
         assert!(statement.contains(part), "{part} not pushed down: {statement}");
     }
 
+    // Rows that crossed from PostgreSQL = the filtered count (100 of 20000), as the
+    // scan node's own metrics show.
+    let analyzed = query(&mut c, "EXPLAIN ANALYZE SELECT id FROM quiver.shop.sales WHERE amount > 19900").await?;
+    let plan = pretty_format_batches(&analyzed)?.to_string();
+    assert!(plan.contains("SchemaCastScanExec, metrics=[output_rows=100,"), "{plan}");
+
     // Only the filtered rows come back: a LIMIT and a filter on one table.
     let rows = query(&mut c, "SELECT id FROM quiver.shop.sales WHERE amount BETWEEN 10 AND 19 ORDER BY id LIMIT 5").await?;
     assert_eq!(row_count(&rows), 5);
