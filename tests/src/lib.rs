@@ -209,6 +209,11 @@ pub mod pg {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 
+    /// The most recent pushed-down statement (Quiver reads through COPY) containing `needle`.
+    pub fn last_copy(needle: &str) -> String {
+        log().lines().rev().find(|l| l.contains(needle) && l.contains("COPY")).unwrap_or_default().to_string()
+    }
+
     /// Runs scripts/services.sh with `arg` (start, or stop-postgres).
     pub fn services(arg: &str) {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts").join("services.sh");

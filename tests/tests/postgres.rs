@@ -91,8 +91,8 @@ async fn filters_aggregates_and_joins_reach_postgres() -> anyhow::Result<()> {
     .await?;
     // 100 sales pass the filter, 2 per customer.
     assert_eq!(row_count(&rows), 50);
-    let log = pg::log();
-    let statement = log.lines().rev().find(|l| l.contains(marker) && l.contains("COPY")).unwrap_or_else(|| panic!("no pushed statement in the log"));
+    let statement = pg::last_copy(marker);
+    assert!(!statement.is_empty(), "no pushed statement in the log");
     for part in ["JOIN", "\"t_push\".\"cust\"", "> 19900", "GROUP BY", "count("] {
         assert!(statement.contains(part), "{part} not pushed down: {statement}");
     }
@@ -138,8 +138,7 @@ async fn hostile_names_and_literals_cannot_inject() -> anyhow::Result<()> {
     let sql = r#"SELECT id FROM quiver.evil.canary WHERE id = 1 OR CAST(id AS VARCHAR) = '''; DROP TABLE t_evil.canary; --'"#;
     let rows = query(&mut c, sql).await?;
     assert_eq!(row_count(&rows), 1);
-    let log = pg::log();
-    let statement = log.lines().rev().find(|l| l.contains("\"t_evil\".\"canary\"") && l.contains("COPY")).unwrap_or_default();
+    let statement = pg::last_copy("\"t_evil\".\"canary\"");
     assert!(statement.contains("CONCAT('''', '; DROP TABLE t_evil.canary; --')"), "literal not split safely: {statement}");
     assert_eq!(psql("SELECT count(*) FROM t_evil.canary").trim(), "1", "canary table must survive");
     Ok(())
@@ -166,8 +165,7 @@ async fn joins_postgres_with_parquet() -> anyhow::Result<()> {
     assert!(out.contains("GERMANY") && out.contains("beer") && out.contains("UNITED STATES"), "{out}");
     assert!(!out.contains("FRANCE"), "{out}");
     // The PostgreSQL side of the join got its own filter.
-    let log = pg::log();
-    let statement = log.lines().rev().find(|l| l.contains("nation_notes") && l.contains("COPY")).unwrap_or_default();
+    let statement = pg::last_copy("nation_notes");
     assert!(statement.contains("<> 'wine'"), "filter not pushed to PostgreSQL: {statement}");
     Ok(())
 }
