@@ -3,7 +3,8 @@
 # MariaDB from Debian's packages, each as a private instance of this checkout, listening
 # on 127.0.0.1 only, with its data under target/services. Safe to run any number of times.
 #
-#   PostgreSQL: 127.0.0.1:${QUIVER_PG_PORT:-54329}, database quiver, user quiver / password quiver
+#   PostgreSQL: 127.0.0.1:${QUIVER_PG_PORT:-54329}, database quiver, user quiver / password quiver,
+#               TLS with a certificate signed by target/services/pg/ca.crt
 #   MariaDB:    127.0.0.1:${QUIVER_MYSQL_PORT:-33069}, database quiver, user quiver / password quiver
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -40,9 +41,31 @@ if [ ! -f "$pgdata/PG_VERSION" ]; then
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata"
   pg_run "$pg/initdb" -D "$pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
 fi
+# TLS: a test CA (ca.crt, which the TLS tests trust) and a server certificate it signed
+# for localhost and 127.0.0.1.
+certs_made=0
+if [ ! -f "$pgdata/ca.crt" ]; then
+  tls_tmp="$(mktemp -d)"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Quiver test CA" \
+    -keyout "$tls_tmp/ca.key" -out "$tls_tmp/ca.crt" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$tls_tmp/server.key" -out "$tls_tmp/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$tls_tmp/ext"
+  openssl x509 -req -in "$tls_tmp/server.csr" -CA "$tls_tmp/ca.crt" -CAkey "$tls_tmp/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$tls_tmp/ext" -out "$tls_tmp/server.crt" >/dev/null 2>&1
+  cp "$tls_tmp/server.crt" "$tls_tmp/server.key" "$pgdata/"
+  chmod 600 "$pgdata/server.key"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata/server.key" "$pgdata/server.crt"
+  cp "$tls_tmp/ca.crt" "$pgdata/ca.crt"
+  rm -rf "$tls_tmp"
+  certs_made=1
+fi
+pg_opts="-p $pg_port -c listen_addresses=127.0.0.1 -k $pgdata -c log_statement=all -c logging_collector=off"
+pg_opts="$pg_opts -c ssl=on -c ssl_cert_file=$pgdata/server.crt -c ssl_key_file=$pgdata/server.key"
 if ! pg_run "$pg/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
-  pg_run "$pg/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w start \
-    -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $pgdata -c log_statement=all -c logging_collector=off" >/dev/null
+  pg_run "$pg/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w start -o "$pg_opts" >/dev/null
+elif [ "$certs_made" = 1 ]; then
+  pg_run "$pg/pg_ctl" -D "$pgdata" reload >/dev/null   # new certificates
 fi
 psql_su() { pg_run psql -h "$pgdata" -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
 if [ "$(psql_su -c "select 1 from pg_roles where rolname = 'quiver'")" != 1 ]; then
@@ -50,6 +73,10 @@ if [ "$(psql_su -c "select 1 from pg_roles where rolname = 'quiver'")" != 1 ]; t
 fi
 if [ "$(psql_su -c "select 1 from pg_database where datname = 'quiver'")" != 1 ]; then
   psql_su -c "create database quiver owner quiver"
+fi
+# An instance started by an older version of this script runs without TLS: restart it.
+if [ "$(psql_su -c 'show ssl')" != on ]; then
+  pg_run "$pg/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -m fast -w restart -o "$pg_opts" >/dev/null
 fi
 echo "postgresql ready on 127.0.0.1:$pg_port (log: $pgdata/server.log)"
 

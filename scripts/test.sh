@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and end-to-end tests against real processes.
-# Installs what the tests need first (Python Flight SQL clients into target/venv).
+# Installs what the tests need first (Python Flight SQL clients into target/venv, PostgreSQL
+# and MariaDB). The Docker tests need a running Docker engine; they build their images
+# FROM scratch out of the test build (docker/build-images.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
@@ -9,3 +11,5 @@ scripts/services.sh
 # the end-to-end tests start the `quiver` binary this produces.
 cargo build --workspace --bins --tests --locked
 cargo test --workspace --locked -- --test-threads 2
+# The Helm chart: helm lint + template, rendered objects validated against Kubernetes' schemas.
+scripts/check-helm.sh

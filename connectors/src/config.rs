@@ -109,8 +109,26 @@ pub struct PostgresSource {
     /// The cached table list is rediscovered when older than this.
     #[serde(default = "refresh")]
     pub refresh_secs: u64,
+    /// PEM file of the certificate authorities that signed the server's certificate.
+    /// Setting it turns TLS on (and required); `sslmode=require` in the URL without
+    /// it verifies against the system's roots. The host name is always verified.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// A plain scan of a large table is split into this many page ranges, read in
+    /// parallel by the workers; 1 turns splitting off.
+    #[serde(default = "scan_partitions")]
+    pub scan_partitions: usize,
+    /// Tables smaller than this (MiB on disk) are read by one statement.
+    #[serde(default = "partition_min_mb")]
+    pub partition_min_mb: u64,
 }
 
+fn scan_partitions() -> usize {
+    4
+}
+fn partition_min_mb() -> u64 {
+    64
+}
 fn public() -> String {
     "public".into()
 }

@@ -8,12 +8,15 @@ pub mod files;
 pub mod object_stores;
 pub mod mysql;
 pub mod postgres;
+pub mod pushdown;
 pub mod remote_schema;
+pub mod source_scan;
 pub mod sql_fixups;
 
 pub use catalog::{register_sources, Registered};
 pub use config::{FileFormat, SourceConfig, SourceKind};
 pub use object_stores::register_object_stores;
+pub use source_scan::{SourceScanCodec, SourceScanExec};
 
 /// Errors of source configuration and discovery.
 #[derive(Debug, thiserror::Error)]
@@ -24,4 +27,20 @@ pub enum ConnectorError {
     Location { source_name: String, location: String, message: String },
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+/// An error with its causes, `outer: inner: innermost`: connection pools wrap the
+/// reason (a refused connection, a certificate the server sent) as a source.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -27,6 +27,10 @@ pub struct QuiverConfig {
     pub workers: WorkersConfig,
     #[serde(default)]
     pub source: Vec<SourceConfig>,
+    /// The document as written (with `${VAR}` unexpanded): Docker workers get it,
+    /// so they connect to the same sources.
+    #[serde(skip)]
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,12 +54,16 @@ pub struct ServerConfig {
     /// Default: 2 per worker.
     #[serde(default)]
     pub target_partitions: Option<usize>,
+    /// Prometheus metrics over HTTP (`GET /metrics`); off when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            metrics_listen: None,
             default_catalog: None,
             default_schema: None,
             auth: None,
@@ -92,6 +100,11 @@ pub enum WorkerMode {
     Embedded,
     /// Workers are `quiver worker` processes at fixed addresses.
     Static,
+    /// Workers are containers this coordinator starts, scales and removes through
+    /// the Docker API.
+    Docker,
+    /// Workers are the addresses a DNS name resolves to (a Kubernetes headless Service).
+    Dns,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +124,80 @@ pub struct WorkersConfig {
     /// Seconds between health checks.
     #[serde(default = "default_health_interval")]
     pub health_interval_secs: f64,
+    // Docker mode: the worker containers and how the autoscaler sizes them.
+    /// Image of the worker containers (built by docker/build-images.sh).
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Fewest and most worker containers.
+    #[serde(default = "default_min_workers")]
+    pub min: usize,
+    #[serde(default = "default_max_workers")]
+    pub max: usize,
+    /// CPU limit of one container (Docker's --cpus); 0 = none.
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// Memory limit of one container; absent = none.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Label `quiver.cluster=<cluster>` on every container and network this
+    /// coordinator creates; leftovers with the label are removed at start.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// Docker network of the workers; default `quiver-<cluster>`, created and removed
+    /// by the coordinator. Name an existing network (e.g. Compose's) to join it instead.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Bind mounts and named volumes for the workers, as `source:target[:ro]`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Scale up when the running fragments per worker reach this.
+    #[serde(default = "default_busy_fragments")]
+    pub busy_fragments: u32,
+    /// A worker idle this long is retired (down to `min`).
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
+    /// Least time between two scaling decisions.
+    #[serde(default = "default_cooldown_secs")]
+    pub cooldown_secs: u64,
+    /// A new container must answer its health check within this time.
+    #[serde(default = "default_start_timeout_secs")]
+    pub start_timeout_secs: u64,
+    /// DNS mode: every address `service` resolves to is a worker on `port`.
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default = "default_worker_port")]
+    pub port: u16,
+}
+
+fn default_image() -> String {
+    format!("quiver-worker:{}", env!("CARGO_PKG_VERSION"))
+}
+fn default_min_workers() -> usize {
+    1
+}
+fn default_max_workers() -> usize {
+    4
+}
+fn default_cpus() -> f64 {
+    1.0
+}
+fn default_cluster() -> String {
+    "default".into()
+}
+fn default_busy_fragments() -> u32 {
+    4
+}
+fn default_idle_secs() -> u64 {
+    60
+}
+fn default_cooldown_secs() -> u64 {
+    10
+}
+fn default_start_timeout_secs() -> u64 {
+    30
+}
+fn default_worker_port() -> u16 {
+    50061
 }
 
 impl Default for WorkersConfig {
@@ -121,6 +208,20 @@ impl Default for WorkersConfig {
             addresses: vec![],
             fragment_memory_limit: default_fragment_memory(),
             health_interval_secs: default_health_interval(),
+            image: default_image(),
+            min: default_min_workers(),
+            max: default_max_workers(),
+            cpus: default_cpus(),
+            memory: None,
+            cluster: default_cluster(),
+            network: None,
+            volumes: vec![],
+            busy_fragments: default_busy_fragments(),
+            idle_secs: default_idle_secs(),
+            cooldown_secs: default_cooldown_secs(),
+            start_timeout_secs: default_start_timeout_secs(),
+            service: None,
+            port: default_worker_port(),
         }
     }
 }
@@ -201,6 +302,7 @@ impl QuiverConfig {
             source.resolve_relative_paths(base);
         }
         config.validate()?;
+        config.text = Some(text.to_string());
         Ok(config)
     }
 
@@ -217,6 +319,12 @@ impl QuiverConfig {
             }
             WorkerMode::Static if self.workers.addresses.is_empty() => {
                 Err("workers.addresses must list at least one worker in static mode".into())
+            }
+            WorkerMode::Docker if self.workers.min == 0 || self.workers.max < self.workers.min => {
+                Err("workers.min must be at least 1 and workers.max at least workers.min in docker mode".into())
+            }
+            WorkerMode::Dns if self.workers.service.is_none() => {
+                Err("workers.service (a DNS name) is required in dns mode".into())
             }
             _ if self.workers.health_interval_secs <= 0.0 => Err("workers.health_interval_secs must be positive".into()),
             _ => Ok(()),

@@ -24,6 +24,10 @@ pub struct QueryEngine {
     base: SessionState,
     /// SQL-database schemas, for REFRESH.
     remote: Vec<Arc<RemoteSchema>>,
+    pool: Arc<WorkerPool>,
+    /// `server.target_partitions`; absent = 2 per healthy worker at planning time,
+    /// so a pool that grows spreads the next query wider.
+    fixed_partitions: Option<usize>,
 }
 
 /// A query's own session; its id is the query id in logs and on workers.
@@ -68,16 +72,32 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         quiver_connectors::register_object_stores(&ctx.runtime_env(), &config.source)?;
         let registered = quiver_connectors::register_sources(&ctx, &config.source).await?;
-        if ctx.catalog(&catalog).is_none() {
-            ctx.register_catalog(&catalog, Arc::new(MemoryCatalogProvider::new()));
+        let default_catalog = match ctx.catalog(&catalog) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(MemoryCatalogProvider::new());
+                ctx.register_catalog(&catalog, c.clone());
+                c
+            }
+        };
+        if default_catalog.schema(crate::system::SCHEMA).is_some() {
+            return Err(quiver_connectors::ConnectorError::Source {
+                source_name: crate::system::SCHEMA.into(),
+                message: format!("the schema name {catalog}.system is reserved for Quiver's system tables"),
+            });
         }
-        Ok((Self { base: ctx.state(), remote: registered.remote }, registered.warnings))
+        default_catalog.register_schema(crate::system::SCHEMA, Arc::new(crate::system::SystemSchema::new(pool.clone())))?;
+        let fixed_partitions = config.server.target_partitions;
+        Ok((Self { base: ctx.state(), remote: registered.remote, pool, fixed_partitions }, registered.warnings))
     }
 
     /// A new session for one query.
     pub fn session(&self) -> QuerySession {
+        crate::metrics::Counters::add(&self.pool.counters().queries, 1);
         let id = uuid::Uuid::new_v4().to_string();
-        let state = SessionStateBuilder::new_from_existing(self.base.clone()).with_session_id(id.clone()).build();
+        let partitions = self.fixed_partitions.unwrap_or_else(|| (self.pool.healthy().len() * 2).max(2));
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone()).with_session_id(id.clone()).build();
+        state.config_mut().options_mut().execution.target_partitions = partitions;
         QuerySession { id, ctx: SessionContext::new_with_state(state) }
     }
 
@@ -96,6 +116,10 @@ impl QueryEngine {
             return Err(datafusion::error::DataFusionError::Plan(format!("no database schema named '{o}' to refresh")));
         }
         Ok(out)
+    }
+
+    pub fn pool(&self) -> &Arc<WorkerPool> {
+        &self.pool
     }
 
     /// The shared context, for metadata calls.

@@ -5,8 +5,10 @@ pub mod config;
 pub mod distributed;
 pub mod engine;
 pub mod flight_sql;
+pub mod metrics;
 pub mod pool;
 pub mod server;
+pub mod system;
 pub mod tpch;
 
 pub use config::QuiverConfig;

@@ -35,11 +35,21 @@ enum Command {
     },
     /// Run SQL against a Quiver server: one query, or an interactive shell without one.
     Sql(cli::sql::SqlArgs),
+    /// List a coordinator's workers, show its scaling decisions, or set the number of workers.
+    Workers(cli::workers::WorkersArgs),
+    /// Exit 0 when the worker or coordinator at --addr answers (container health checks).
+    Health {
+        #[arg(long, default_value = "127.0.0.1:50061")]
+        addr: String,
+        #[arg(long, default_value_t = 3.0)]
+        timeout_secs: f64,
+    },
     /// Run a worker that executes fragments for a coordinator (`workers.mode = "static"`).
     Worker {
         #[arg(long, default_value = "0.0.0.0:50061")]
         listen: SocketAddr,
-        /// The coordinator's config file, for the object stores of its sources.
+        /// The coordinator's config file: its sources' object stores and database connections.
+        /// Without it, the document in QUIVER_CONFIG_TOML if set (Docker workers get it there).
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Name shown in stats and logs (default: the listen address).
@@ -60,6 +70,10 @@ fn main() -> std::process::ExitCode {
     let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
         |runtime| match cli.command {
             Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
+            Command::Workers(args) => runtime.block_on(cli::workers::run(args)),
+            Command::Health { addr, timeout_secs } => {
+                runtime.block_on(cli::workers::health(&addr, std::time::Duration::from_secs_f64(timeout_secs)))
+            }
             command => {
                 init_logging();
                 runtime.block_on(run_server(command))
@@ -98,18 +112,22 @@ async fn run_server(command: Command) -> Result<()> {
             running.serve_until_signal().await?;
         }
         Command::Worker { listen, config, id } => {
-            let sources = match config {
-                Some(path) => quiver_coordinator::QuiverConfig::load(&path)?.source,
-                None => vec![],
+            let sources = match (config, std::env::var("QUIVER_CONFIG_TOML")) {
+                (Some(path), _) => quiver_coordinator::QuiverConfig::load(&path)?.source,
+                (None, Ok(text)) => quiver_coordinator::QuiverConfig::parse(&text, std::path::Path::new("/"))
+                    .map_err(|e| anyhow::anyhow!("invalid QUIVER_CONFIG_TOML: {e}"))?
+                    .source,
+                (None, Err(_)) => vec![],
             };
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
+            let codec = quiver_coordinator::server::quiver_codec(&sources);
             let options = quiver_worker::WorkerOptions {
                 id: id.unwrap_or_else(|| addr.to_string()),
                 sources,
                 ..Default::default()
             };
-            let service = quiver_worker::WorkerService::new(options, quiver_proto::QuiverCodec::new())?;
+            let service = quiver_worker::WorkerService::new(options, codec)?;
             println!("quiver: worker listening on http://{addr}");
             quiver_worker::serve(listener, service, quiver_coordinator::server::shutdown_signal()).await?;
         }
@@ -122,7 +140,7 @@ async fn run_server(command: Command) -> Result<()> {
                 eprintln!("TPC-H data already present");
             }
         }
-        Command::Sql(_) => unreachable!("handled in main"),
+        Command::Sql(_) | Command::Workers(_) | Command::Health { .. } => unreachable!("handled in main"),
     }
     Ok(())
 }

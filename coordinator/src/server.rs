@@ -53,7 +53,7 @@ impl RunningCoordinator {
     pub async fn shutdown(self) -> Result<(), tonic::transport::Error> {
         let _ = self.stop.send(());
         let result = self.task.await.unwrap_or(Ok(()));
-        self.pool.shutdown();
+        self.pool.shutdown().await;
         result
     }
 }
@@ -80,10 +80,16 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The plan codec of coordinator and workers: Quiver's own nodes, with database
+/// scans resolved against the sources of `sources`.
+pub fn quiver_codec(sources: &[quiver_connectors::SourceConfig]) -> QuiverCodec {
+    QuiverCodec::new().with_node(Arc::new(quiver_connectors::SourceScanCodec::new(sources.to_vec())))
+}
+
 /// Starts workers, registers sources and begins serving Flight SQL.
 pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, CoordinatorError> {
-    let codec = QuiverCodec::new();
-    let pool = WorkerPool::start(&config.workers, &config.source, codec.clone()).await?;
+    let codec = quiver_codec(&config.source);
+    let pool = WorkerPool::start(&config.workers, &config.source, codec.clone(), config.text.as_deref()).await?;
     pool.spawn_health_loop(Duration::from_secs_f64(config.workers.health_interval_secs));
     let healthy = pool.healthy().len();
     tracing::info!(workers = pool.all().len(), healthy, mode = ?config.workers.mode, "worker pool ready");
@@ -106,6 +112,12 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
         None => Ok(req),
     });
 
+    if let Some(addr) = config.server.metrics_listen {
+        let bound = crate::metrics::serve(addr, pool.clone())
+            .await
+            .map_err(|source| CoordinatorError::Listen { addr, source })?;
+        tracing::info!(%bound, "Prometheus metrics at /metrics");
+    }
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen).await.map_err(|source| CoordinatorError::Listen { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| CoordinatorError::Listen { addr: listen, source })?;

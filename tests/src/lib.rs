@@ -56,6 +56,21 @@ pub struct Process {
 }
 
 impl Process {
+    /// Sends SIGTERM and waits up to `within` for a clean exit (then SIGKILL).
+    /// Returns whether it exited on its own.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        false
+    }
+
     /// Sends SIGKILL and waits.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -101,7 +101,8 @@ async fn filters_aggregates_and_joins_reach_postgres() -> anyhow::Result<()> {
     // scan node's own metrics show.
     let analyzed = query(&mut c, "EXPLAIN ANALYZE SELECT id FROM quiver.shop.sales WHERE amount > 19900").await?;
     let plan = pretty_format_batches(&analyzed)?.to_string();
-    assert!(plan.contains("SchemaCastScanExec, metrics=[output_rows=100,"), "{plan}");
+    let scan = plan.lines().find(|l| l.contains("SourceScanExec")).unwrap_or_default();
+    assert!(scan.contains("metrics=[output_rows=100,"), "{plan}");
 
     // Only the filtered rows come back: a LIMIT and a filter on one table.
     let rows = query(&mut c, "SELECT id FROM quiver.shop.sales WHERE amount BETWEEN 10 AND 19 ORDER BY id LIMIT 5").await?;
@@ -220,5 +221,92 @@ async fn refresh_picks_up_new_tables() -> anyhow::Result<()> {
     let mut results = flight.do_action(action).await?.into_inner();
     let body = results.message().await?.map(|r| String::from_utf8_lossy(&r.body).into_owned()).unwrap_or_default();
     assert_eq!(body, "quiver.fresh: 2 tables");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_table_is_read_as_page_ranges_by_several_workers() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        "DROP SCHEMA IF EXISTS t_big CASCADE; CREATE SCHEMA t_big;
+         CREATE TABLE t_big.events (id bigint, payload text);
+         INSERT INTO t_big.events SELECT g, repeat('x', 40) || g FROM generate_series(1, 200000) g;",
+    );
+    let size_mb: f64 = psql("SELECT pg_relation_size('t_big.events') / 1048576.0").trim().parse()?;
+    assert!(size_mb > 8.0, "table too small to split: {size_mb} MiB");
+    let config = format!(
+        "[workers]\ncount = 2\n{}scan_partitions = 4\npartition_min_mb = 8\n",
+        pg::source("big", "t_big")
+    );
+    let server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let sql = "SELECT id FROM quiver.big.events WHERE id % 7 = 3";
+
+    let plan = text(&query(&mut c, &format!("EXPLAIN {sql}")).await?);
+    assert!(plan.contains("SourceScanExec: source=big partitions=4"), "{plan}");
+    assert!(plan.contains("RemoteFragmentExec"), "ranges should run on workers:\n{plan}");
+    assert!(plan.contains("@embedded-1") && plan.contains("@embedded-2"), "{plan}");
+
+    // Every row exactly once: same count and sum as PostgreSQL's own.
+    let rows = query(&mut c, sql).await?;
+    let (mut count, mut sum) = (0i64, 0i64);
+    for batch in &rows {
+        let ids = batch.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().expect("bigint ids");
+        count += ids.len() as i64;
+        sum += ids.iter().flatten().sum::<i64>();
+    }
+    let expected = psql("SELECT count(*) || ',' || sum(id) FROM t_big.events WHERE id % 7 = 3");
+    assert_eq!(format!("{count},{sum}"), expected.trim());
+
+    // Four statements reached the server, each with its own page range.
+    let log = pg::log();
+    let ranges: Vec<&str> = log.lines().filter(|l| l.contains("COPY") && l.contains("% 7) = 3") && l.contains("ctid")).collect();
+    assert!(ranges.len() >= 4, "{ranges:#?}");
+    let last4 = &ranges[ranges.len() - 4..];
+    assert_eq!(last4.iter().filter(|l| l.contains("ctid >=") && l.contains("ctid <")).count(), 2, "{last4:#?}");
+
+    // An aggregate over the same table is one pushed-down statement, not split.
+    let total = query(&mut c, "SELECT count(*) FROM quiver.big.events").await?;
+    assert!(text(&total).contains("| 200000 "), "{}", text(&total));
+    let plan = text(&query(&mut c, "EXPLAIN SELECT count(*) FROM quiver.big.events").await?);
+    assert!(!plan.contains("partitions="), "{plan}");
+    psql("DROP SCHEMA t_big CASCADE");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_are_encrypted_and_verified() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        "DROP SCHEMA IF EXISTS t_tls CASCADE; CREATE SCHEMA t_tls;
+         CREATE VIEW t_tls.me AS SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid();",
+    );
+    let ca = target_dir().join("..").join("services").join("pg").join("ca.crt").canonicalize()?;
+    let tls_source = |name: &str, ca: &std::path::Path| {
+        pg::source(name, "t_tls").replace("/quiver\"\n", "/quiver?sslmode=require\"\n")
+            + &format!("tls_ca_file = \"{}\"\n", ca.display())
+    };
+    let server = start_coordinator_with_env(&tls_source("tls", &ca), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let rows = text(&query(&mut c, "SELECT ssl, version FROM quiver.tls.me").await?);
+    assert!(rows.contains("true") && rows.contains("TLSv1."), "{rows}");
+
+    // A certificate signed by someone else is refused, and the error says why.
+    let dir = tempfile::tempdir()?;
+    let other = dir.path().join("other.crt");
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    assert!(status.success());
+    let server = start_coordinator_with_env(&tls_source("tls", &other), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let err = query_error(&mut c, "SELECT ssl FROM quiver.tls.me").await;
+    assert!(err.contains("postgres") && err.to_lowercase().contains("certificate"), "{err}");
+    psql("DROP SCHEMA t_tls CASCADE");
     Ok(())
 }

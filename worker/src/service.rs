@@ -22,6 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::batches::compact_views;
+use datafusion::arrow::record_batch::RecordBatch;
 use crate::executor::{FragmentExecutor, WorkerOptions};
 use datafusion::error::DataFusionError;
 use crate::status::from_datafusion;
@@ -113,28 +114,52 @@ impl FlightService for WorkerService {
         let executor = self.executor.clone();
         executor.counters.running.fetch_add(1, Ordering::Relaxed);
         let mut guard = FragmentGuard { executor: executor.clone(), failed: false, finished: false };
-        let running = match span.in_scope(|| executor.start(&ticket)) {
-            Ok(r) => r,
-            Err(e) => {
+        // The fragment starts and runs on the compute runtime; its batches come over a
+        // small channel, so a slow client slows the fragment down, and a dropped
+        // response drops the channel and stops it.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(2);
+        let task_span = span.clone();
+        let runner = executor.clone();
+        crate::compute::handle().spawn(async move {
+            let running = match task_span.in_scope(|| runner.start(&ticket)) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let (mut stream, pool) = (running.stream, running.pool);
+            if started_tx.send(Ok(stream.schema())).is_err() {
+                return;
+            }
+            let c = &runner.counters;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.and_then(|b| compact_views(b).map_err(DataFusionError::from));
+                if let Ok(b) = &batch {
+                    c.rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    c.bytes.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
+                }
+                c.memory_reserved.store(pool.reserved() as u64, Ordering::Relaxed);
+                if batch_tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let schema = match started_rx.await {
+            Ok(Ok(schema)) => schema,
+            Ok(Err(e)) => {
                 guard.failed = true;
                 tracing::warn!(parent: &span, error = %e, "fragment failed to start");
                 return Err(from_datafusion(&e));
             }
+            Err(_) => {
+                guard.failed = true;
+                return Err(Status::internal("the fragment task ended before it started"));
+            }
         };
         tracing::debug!(parent: &span, "fragment started");
-        let schema = running.stream.schema();
-        let pool = running.pool;
-        let counters_src = executor.clone();
-        let batches = running.stream.and_then(move |batch| {
-            let c = &counters_src.counters;
-            let batch = compact_views(batch).map_err(DataFusionError::from);
-            if let Ok(batch) = &batch {
-                c.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                c.bytes.fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
-            }
-            c.memory_reserved.store(pool.reserved() as u64, Ordering::Relaxed);
-            futures::future::ready(batch)
-        });
+        let batches = tokio_stream::wrappers::ReceiverStream::new(batch_rx);
         // Dictionaries travel as dictionaries: the coordinator's plan expects the
         // exact types the fragment produces (e.g. hive partition columns).
         let encoded = FlightDataEncoderBuilder::new()

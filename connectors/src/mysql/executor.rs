@@ -23,6 +23,7 @@ const BATCH_ROWS: usize = 8192;
 pub struct MySqlExecutor {
     pub(crate) source: String,
     pub(crate) context: String,
+    pub(crate) database: String,
     pub(crate) pool: Pool,
 }
 
@@ -56,7 +57,7 @@ impl SQLExecutor for MySqlExecutor {
                 DataFusionError::External(format!("source '{source}' (mysql): {what}: {e}").into())
             };
             let run = async {
-                let mut conn = pool.get_conn().await.map_err(|e| err("cannot connect", &e))?;
+                let mut conn = pool.get_conn().await.map_err(|e| err("cannot connect", &crate::error_chain(&e)))?;
                 let mut result = conn.exec_iter(query.as_str(), ()).await.map_err(|e| err("query failed", &e))?;
                 let kinds: Vec<MyKind> = result.columns_ref().iter().map(MyKind::of).collect();
                 let wire = Arc::new(Schema::new(

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion_federation::sql::SQLFederationProvider;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
@@ -19,6 +18,15 @@ use crate::ConnectorError;
 pub use executor::MySqlExecutor;
 
 pub async fn schema(source: &str, qualified: String, cfg: &MySqlSource) -> Result<(RemoteSchema, Vec<String>), ConnectorError> {
+    let (executor, pool) = executor(source, cfg)?;
+    let database = executor.database.clone();
+    let provider = crate::pushdown::provider(Arc::new(executor), None);
+    let discovery = MyDiscovery { pool, database: database.clone() };
+    Ok(RemoteSchema::new(qualified, "mysql", database, provider, Box::new(discovery), std::time::Duration::from_secs(cfg.refresh_secs)).await)
+}
+
+/// The connection pool of one source and the executor that runs statements on it.
+pub fn executor(source: &str, cfg: &MySqlSource) -> Result<(MySqlExecutor, Pool), ConnectorError> {
     let bad = |message: String| ConnectorError::Source { source_name: source.to_string(), message };
     let opts = Opts::from_url(cfg.url.expose()).map_err(|e| bad(format!("invalid url: {e}")))?;
     let database = opts.db_name().map(str::to_string).ok_or_else(|| bad("the url must name a database".into()))?;
@@ -29,10 +37,7 @@ pub async fn schema(source: &str, qualified: String, cfg: &MySqlSource) -> Resul
         // `setup`, not `init`: it runs again after the pool resets a connection.
         .setup(session_setup(cfg.statement_timeout_secs));
     let pool = Pool::new(opts);
-    let executor = MySqlExecutor { source: source.to_string(), context, pool: pool.clone() };
-    let provider = Arc::new(SQLFederationProvider::new(Arc::new(executor)));
-    let discovery = MyDiscovery { pool, database: database.clone() };
-    Ok(RemoteSchema::new(qualified, "mysql", database, provider, Box::new(discovery), std::time::Duration::from_secs(cfg.refresh_secs)).await)
+    Ok((MySqlExecutor { source: source.to_string(), context, database, pool: pool.clone() }, pool))
 }
 
 /// Statements every pooled connection runs first.
@@ -59,7 +64,7 @@ const COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, N
 #[async_trait]
 impl Discovery for MyDiscovery {
     async fn tables(&self) -> Result<BTreeMap<String, SchemaRef>, String> {
-        let mut conn = self.pool.get_conn().await.map_err(|e| format!("cannot connect: {e}"))?;
+        let mut conn = self.pool.get_conn().await.map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
         type Col = (String, String, String, String, Option<u64>, Option<u64>);
         let rows: Vec<Col> = conn.exec(COLUMNS, (self.database.as_str(),)).await.map_err(|e| format!("discovery failed: {e}"))?;
         let mut tables: BTreeMap<String, Vec<Field>> = BTreeMap::new();

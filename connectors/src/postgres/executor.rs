@@ -68,7 +68,7 @@ impl SQLExecutor for PostgresExecutor {
         };
         tracing::debug!(source = %self.source, sql = %query, "pushing down");
         let open = async move {
-            let client = pool.get().await.map_err(|e| err("cannot connect", &e))?;
+            let client = pool.get().await.map_err(|e| err("cannot connect", &crate::error_chain(&e)))?;
             // Prepare only to learn the result types, which binary COPY does not carry.
             let statement = client.prepare(&query).await.map_err(|e| pg_err("query failed", &e))?;
             let mut kinds = vec![];

@@ -8,6 +8,7 @@
 mod copy;
 mod discovery;
 mod executor;
+mod partitions;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion_federation::sql::SQLFederationProvider;
 use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::NoTls;
 
@@ -27,6 +27,20 @@ pub use executor::PostgresExecutor;
 
 /// Builds the pool and the schema of one PostgreSQL source.
 pub async fn schema(source: &str, qualified: String, cfg: &PostgresSource) -> Result<(RemoteSchema, Vec<String>), ConnectorError> {
+    let (executor, pool) = executor(source, cfg)?;
+    let partitioner = partitions::PageRanges {
+        pool: pool.clone(),
+        partitions: cfg.scan_partitions,
+        min_bytes: cfg.partition_min_mb.saturating_mul(1 << 20),
+    };
+    let provider = crate::pushdown::provider(Arc::new(executor), Some(Arc::new(partitioner)));
+    let discovery = PgDiscovery { pool, schema: cfg.remote_schema.clone() };
+    let ttl = Duration::from_secs(cfg.refresh_secs);
+    Ok(RemoteSchema::new(qualified, "postgres", cfg.remote_schema.clone(), provider, Box::new(discovery), ttl).await)
+}
+
+/// The connection pool of one source and the executor that runs statements on it.
+pub fn executor(source: &str, cfg: &PostgresSource) -> Result<(PostgresExecutor, Pool), ConnectorError> {
     let bad = |message: String| ConnectorError::Source { source_name: source.to_string(), message };
     let mut pg: tokio_postgres::Config = cfg.url.expose().parse().map_err(|e| bad(format!("invalid url: {e}")))?;
     pg.connect_timeout(Duration::from_secs(cfg.connect_timeout_secs));
@@ -36,17 +50,54 @@ pub async fn schema(source: &str, qualified: String, cfg: &PostgresSource) -> Re
     }
     // Same host, port and database: same compute context, so joins push down together.
     let context = format!("postgres://{:?}:{:?}/{}", pg.get_hosts(), pg.get_ports(), pg.get_dbname().unwrap_or_default());
-    let pool = Pool::builder(Manager::new(pg, NoTls))
+    let manager = match tls(cfg, &mut pg).map_err(bad)? {
+        Some(tls) => Manager::new(pg, tls),
+        None => Manager::new(pg, NoTls),
+    };
+    let pool = Pool::builder(manager)
         .max_size(cfg.pool_size.max(1))
         .wait_timeout(Some(Duration::from_secs(cfg.connect_timeout_secs.max(1) * 2)))
         .create_timeout(Some(Duration::from_secs(cfg.connect_timeout_secs.max(1))))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| bad(format!("cannot create connection pool: {e}")))?;
-    let executor = PostgresExecutor { source: source.to_string(), context, pool: pool.clone() };
-    let provider = Arc::new(SQLFederationProvider::new(Arc::new(executor)));
-    let discovery = PgDiscovery { pool, schema: cfg.remote_schema.clone() };
-    Ok(RemoteSchema::new(qualified, "postgres", cfg.remote_schema.clone(), provider, Box::new(discovery), std::time::Duration::from_secs(cfg.refresh_secs)).await)
+    Ok((PostgresExecutor { source: source.to_string(), context, pool: pool.clone() }, pool))
+}
+
+/// The TLS connector when the source asks for TLS: a CA file in the config, or
+/// `sslmode=require` in the URL. Without either, connections are plaintext as before.
+fn tls(cfg: &PostgresSource, pg: &mut tokio_postgres::Config) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use tokio_postgres::config::SslMode;
+    let mut roots = rustls::RootCertStore::empty();
+    match &cfg.tls_ca_file {
+        Some(path) => {
+            pg.ssl_mode(SslMode::Require);
+            let unreadable = |e: &dyn std::fmt::Display| format!("tls_ca_file {}: {e}", path.display());
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+                roots.add(cert.map_err(|e| unreadable(&e))?).map_err(|e| unreadable(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(unreadable(&"no certificate in the file"));
+            }
+        }
+        None if pg.get_ssl_mode() == SslMode::Require => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err("sslmode=require but the system has no CA certificates; set tls_ca_file".into());
+            }
+        }
+        None => return Ok(None),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
 }
 
 struct PgDiscovery {
@@ -57,7 +108,7 @@ struct PgDiscovery {
 #[async_trait]
 impl Discovery for PgDiscovery {
     async fn tables(&self) -> Result<BTreeMap<String, SchemaRef>, String> {
-        let client = self.pool.get().await.map_err(|e| format!("cannot connect: {e}"))?;
+        let client = self.pool.get().await.map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
         discovery::tables(&client, &self.schema).await.map_err(|e| format!("discovery failed: {e}"))
     }
 }

@@ -13,6 +13,15 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
+    #[command(flatten)]
+    pub connection: ConnectArgs,
+    /// The query; without it, an interactive shell starts.
+    query: Option<String>,
+}
+
+/// How to reach and log in to a Quiver server.
+#[derive(clap::Args)]
+pub struct ConnectArgs {
     /// Server address: host:port, grpc://host:port or grpc+tls://host:port.
     #[arg(long, default_value = "127.0.0.1:50051", env = "QUIVER_HOST")]
     host: String,
@@ -24,19 +33,17 @@ pub struct SqlArgs {
     /// PEM file of the CA that signed the server's certificate (TLS).
     #[arg(long)]
     tls_ca: Option<PathBuf>,
-    /// The query; without it, an interactive shell starts.
-    query: Option<String>,
 }
 
 pub async fn run(args: SqlArgs) -> Result<()> {
-    let mut client = connect(&args).await?;
+    let mut client = connect(&args.connection).await?;
     match &args.query {
         Some(q) => run_one(&mut client, q).await,
         None => repl(&mut client).await,
     }
 }
 
-async fn connect(args: &SqlArgs) -> Result<FlightSqlServiceClient<Channel>> {
+pub async fn connect(args: &ConnectArgs) -> Result<FlightSqlServiceClient<Channel>> {
     let (tls, address) = normalize(&args.host);
     let mut endpoint = Endpoint::from_shared(address.clone()).with_context(|| format!("invalid host '{}'", args.host))?;
     if tls {
@@ -83,7 +90,7 @@ pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> R
 }
 
 /// The server's message without the transport's wrapping.
-fn flight_error(e: arrow_flight::error::FlightError) -> anyhow::Error {
+pub fn flight_error(e: arrow_flight::error::FlightError) -> anyhow::Error {
     match e {
         arrow_flight::error::FlightError::Tonic(status) => anyhow::anyhow!("{}", status.message()),
         other => anyhow::anyhow!("{other}"),
@@ -96,7 +103,7 @@ async fn run_one(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Res
     print_result(&batches, started)
 }
 
-fn print_result(batches: &[RecordBatch], started: Instant) -> Result<()> {
+pub fn print_result(batches: &[RecordBatch], started: Instant) -> Result<()> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if !batches.is_empty() {
         println!("{}", pretty_format_batches(batches)?);

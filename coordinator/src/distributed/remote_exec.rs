@@ -8,6 +8,8 @@ use arrow_flight::error::FlightError;
 use arrow_flight::Ticket;
 use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{internal_err, Result};
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -20,7 +22,8 @@ use futures::{StreamExt, TryStreamExt};
 use quiver_proto::FragmentTicket;
 use tonic::Code;
 
-use crate::pool::{Worker, WorkerPool};
+use crate::metrics::Counters;
+use crate::pool::{RunningFragment, Worker, WorkerPool};
 
 /// Runs each partition of `fragment` on a worker. The fragment is kept as this
 /// node's child only so `EXPLAIN` shows what the workers run; it never executes here.
@@ -117,8 +120,27 @@ impl ExecutionPlan for RemoteFragmentExec {
         let candidates = self.candidates(partition);
         let schema = self.schema();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let open = open_fragment(candidates, Bytes::from(prost::Message::encode_to_vec(&ticket)), schema.clone());
-        let stream = futures::stream::once(open).try_flatten().inspect_ok(move |b| baseline.record_output(b.num_rows()));
+        let pool = self.pool.clone();
+        let attempts = Attempts {
+            pool: self.pool.clone(),
+            candidates: candidates.into(),
+            ticket: Bytes::from(prost::Message::encode_to_vec(&ticket)),
+            schema: schema.clone(),
+            current: None,
+            yielded: false,
+            last_error: None,
+        };
+        let stream = futures::stream::unfold(Some(attempts), |state| async move {
+            let mut attempts = state?;
+            let item = attempts.next().await?;
+            // After an error the stream ends.
+            let next = item.is_ok().then_some(attempts);
+            Some((item, next))
+        })
+        .inspect_ok(move |b| {
+            baseline.record_output(b.num_rows());
+            Counters::add(&pool.counters().rows_from_workers, b.num_rows() as u64);
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 
@@ -127,54 +149,88 @@ impl ExecutionPlan for RemoteFragmentExec {
     }
 }
 
-/// Starts the fragment on the first candidate that accepts it. A worker that cannot
-/// be reached is marked unhealthy and the next one is tried; nothing has been
-/// read from it yet, so the retry cannot duplicate rows.
-async fn open_fragment(
-    candidates: Vec<Arc<Worker>>,
+type FlightBatches = futures::stream::BoxStream<'static, std::result::Result<RecordBatch, FlightError>>;
+
+/// Runs one partition on the first candidate that can, moving on to the next one
+/// while the worker is unreachable, or dies, before any batch has come back:
+/// nothing has been passed on yet, so the retry cannot duplicate rows.
+struct Attempts {
+    pool: Arc<WorkerPool>,
+    candidates: std::collections::VecDeque<Arc<Worker>>,
     ticket: Bytes,
-    schema: datafusion::arrow::datatypes::SchemaRef,
-) -> Result<impl futures::Stream<Item = Result<datafusion::arrow::record_batch::RecordBatch>>> {
-    let mut last_error = None;
-    for worker in candidates {
-        let mut client = worker.client();
-        match client.do_get(Ticket { ticket: ticket.clone() }).await {
-            Ok(response) => {
-                let guard = worker.track_fragment();
-                let worker_id = worker.id.clone();
-                let schema = schema.clone();
-                let flight = FlightRecordBatchStream::new_from_flight_data(
-                    response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
-                );
-                return Ok(flight.map(move |item| {
-                    let _running = &guard;
-                    match item {
-                        // Normalize metadata so batches match the plan's schema exactly.
-                        Ok(batch) => batch.with_schema(schema.clone()).map_err(DataFusionError::from),
-                        Err(e) => Err(worker_error(&worker_id, e)),
-                    }
-                }));
+    schema: SchemaRef,
+    current: Option<(FlightBatches, Arc<Worker>, RunningFragment)>,
+    yielded: bool,
+    last_error: Option<String>,
+}
+
+impl Attempts {
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            let Some((batches, worker, _running)) = &mut self.current else {
+                match self.open().await {
+                    Ok(()) => continue,
+                    Err(e) => return Some(Err(e)),
+                }
+            };
+            match batches.next().await {
+                None => return None,
+                Some(Ok(batch)) => {
+                    self.yielded = true;
+                    // Normalize metadata so batches match the plan's schema exactly.
+                    return Some(batch.with_schema(self.schema.clone()).map_err(DataFusionError::from));
+                }
+                Some(Err(FlightError::Tonic(status))) if !self.yielded && is_unreachable(&status) => {
+                    tracing::warn!(worker = %worker.id, error = %status.message(), "worker lost before its first batch; trying another");
+                    worker.set_healthy(false);
+                    Counters::add(&self.pool.counters().fragment_retries, 1);
+                    self.last_error = Some(status.message().to_string());
+                    self.current = None;
+                }
+                Some(Err(e)) => return Some(Err(worker_error(&worker.id, e))),
             }
-            Err(status) if is_unreachable(&status) => {
-                tracing::warn!(worker = %worker.id, error = %status.message(), "worker unreachable; trying another");
-                worker.set_healthy(false);
-                last_error = Some(status);
-            }
-            Err(status) => return Err(worker_error(&worker.id, FlightError::Tonic(Box::new(status)))),
         }
     }
-    Err(DataFusionError::Execution(match last_error {
-        Some(s) => format!("no worker could run the fragment; last error: {}", s.message()),
-        None => "no healthy worker to run the fragment".to_string(),
-    }))
+
+    /// Starts the fragment on the next candidate that accepts it.
+    async fn open(&mut self) -> Result<()> {
+        while let Some(worker) = self.candidates.pop_front() {
+            let mut client = worker.client();
+            match client.do_get(Ticket { ticket: self.ticket.clone() }).await {
+                Ok(response) => {
+                    let running = worker.track_fragment();
+                    Counters::add(&self.pool.counters().fragments, 1);
+                    let batches = FlightRecordBatchStream::new_from_flight_data(
+                        response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
+                    );
+                    self.current = Some((batches.boxed(), worker, running));
+                    return Ok(());
+                }
+                Err(status) if is_unreachable(&status) => {
+                    tracing::warn!(worker = %worker.id, error = %status.message(), "worker unreachable; trying another");
+                    worker.set_healthy(false);
+                    Counters::add(&self.pool.counters().fragment_retries, 1);
+                    self.last_error = Some(status.message().to_string());
+                }
+                Err(status) => return Err(worker_error(&worker.id, FlightError::Tonic(Box::new(status)))),
+            }
+        }
+        Err(DataFusionError::Execution(match &self.last_error {
+            Some(e) => format!("no worker could run the fragment; last error: {e}"),
+            None => "no healthy worker to run the fragment".to_string(),
+        }))
+    }
 }
 
 /// A connection failure (the worker is gone), as opposed to an error the worker returned.
 fn is_unreachable(status: &tonic::Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
-        // tonic reports some connection failures as Unknown with a transport message.
-        Code::Unknown => status.message().contains("transport") || status.message().contains("connect"),
+        // tonic reports connections that failed or broke (a killed worker) as Unknown
+        // or Internal, with the transport's message.
+        Code::Unknown | Code::Internal => ["transport", "connect", "h2 protocol", "broken pipe", "reset", "error reading a body"]
+            .iter()
+            .any(|m| status.message().contains(m)),
         _ => false,
     }
 }

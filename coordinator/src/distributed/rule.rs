@@ -18,6 +18,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan};
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use quiver_connectors::SourceScanExec;
 use quiver_proto::QuiverCodec;
 
 use super::RemoteFragmentExec;
@@ -38,7 +39,7 @@ impl DistributeFragments {
 
 impl PhysicalOptimizerRule for DistributeFragments {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        if !contains_file_scan(&plan) {
+        if !contains_scan(&plan) {
             return Ok(plan);
         }
         let workers = self.pool.healthy();
@@ -71,9 +72,9 @@ struct Assigner<'a> {
 }
 
 impl Assigner<'_> {
-    /// Top-down: the highest worker-safe subtree with a file scan becomes one fragment.
+    /// Top-down: the highest worker-safe subtree with a scan becomes one fragment.
     fn rewrite(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        if is_worker_safe(&plan) && contains_file_scan(&plan) {
+        if is_worker_safe(&plan) && contains_scan(&plan) {
             if let Some(fragment) = self.fragment(&plan) {
                 return Ok(fragment);
             }
@@ -124,7 +125,7 @@ fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
     if passes_through {
         return plan.children().into_iter().all(is_worker_safe);
     }
-    is_file_scan(plan)
+    is_scan(plan)
 }
 
 /// DataFusion spreads a single-partition scan with a round-robin repartition and
@@ -165,12 +166,15 @@ fn expressions_are_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
     contained
 }
 
-fn is_file_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.as_ref()
-        .downcast_ref::<DataSourceExec>()
-        .is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_some())
+/// Leaves whose partitions workers read: file groups, and the range partitions of a
+/// database table. A single-statement database read stays on the coordinator,
+/// where its result is needed anyway; a worker would only add a hop.
+fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let node = plan.as_ref();
+    node.downcast_ref::<DataSourceExec>().is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_some())
+        || node.downcast_ref::<SourceScanExec>().is_some_and(|s| s.statements().len() > 1)
 }
 
-fn contains_file_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    is_file_scan(plan) || plan.children().into_iter().any(contains_file_scan)
+fn contains_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    is_scan(plan) || plan.children().into_iter().any(contains_scan)
 }

@@ -45,6 +45,8 @@ type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
 
 /// Flight action that rediscovers the tables of SQL-database sources.
 pub const ACTION_REFRESH: &str = "refresh";
+/// Flight action that pins the worker pool's size (body: a number, or "auto").
+pub const ACTION_SCALE: &str = "scale";
 
 pub struct QuiverFlightSql {
     engine: Arc<QueryEngine>,
@@ -508,10 +510,30 @@ impl FlightSqlService for QuiverFlightSql {
         request: Request<arrow_flight::Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let action = request.into_inner();
-        if action.r#type != ACTION_REFRESH {
-            return Err(Status::invalid_argument(format!("unknown action '{}'", action.r#type)));
+        let body = String::from_utf8(action.body.to_vec()).map_err(|_| Status::invalid_argument("action body is not UTF-8"))?;
+        let one = |text: String| -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+            Ok(Response::new(Box::pin(stream::iter([Ok(arrow_flight::Result { body: text.into() })]))))
+        };
+        match action.r#type.as_str() {
+            ACTION_REFRESH => {}
+            quiver_proto::ACTION_HEALTH => return one("ok".into()),
+            ACTION_SCALE => {
+                let size = match body.trim() {
+                    "auto" => None,
+                    n => Some(n.parse::<usize>().map_err(|_| {
+                        Status::invalid_argument(format!("scale takes a worker count or 'auto', not '{n}'"))
+                    })?),
+                };
+                self.engine.pool().set_target(size).map_err(|e| Status::failed_precondition(e.to_string()))?;
+                tracing::info!(?size, "worker pool size set on request");
+                return one(match size {
+                    Some(n) => format!("scaling to {n} workers"),
+                    None => "the autoscaler sizes the pool".into(),
+                });
+            }
+            other => return Err(Status::invalid_argument(format!("unknown action '{other}'"))),
         }
-        let target = String::from_utf8(action.body.to_vec()).map_err(|_| Status::invalid_argument("schema name is not UTF-8"))?;
+        let target = body;
         let target = Some(target.trim()).filter(|t| !t.is_empty());
         let refreshed = self.engine.refresh(target).await.map_err(|e| from_datafusion(&e))?;
         let results: Vec<Result<arrow_flight::Result, Status>> = refreshed
@@ -522,10 +544,17 @@ impl FlightSqlService for QuiverFlightSql {
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
-        Some(vec![Ok(arrow_flight::ActionType {
-            r#type: ACTION_REFRESH.into(),
-            description: "Rediscover the tables of SQL-database sources; body: optional schema name".into(),
-        })])
+        Some(vec![
+            Ok(arrow_flight::ActionType {
+                r#type: ACTION_REFRESH.into(),
+                description: "Rediscover the tables of SQL-database sources; body: optional schema name".into(),
+            }),
+            Ok(arrow_flight::ActionType {
+                r#type: ACTION_SCALE.into(),
+                description: "Pin the number of Docker workers; body: a count, or 'auto' for the autoscaler".into(),
+            }),
+            Ok(arrow_flight::ActionType { r#type: quiver_proto::ACTION_HEALTH.into(), description: "Answers 'ok'".into() }),
+        ])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -43,6 +43,9 @@ impl WorkerPool {
             loop {
                 tick.tick().await;
                 let Some(pool) = weak.upgrade() else { break };
+                if let super::Provisioner::Dns(dns) = &pool.provisioner {
+                    dns.sync(&pool).await;
+                }
                 pool.check_health().await;
             }
         });

@@ -2,15 +2,21 @@
 //!
 //! Workers come from a provisioner chosen by `workers.mode` (`embedded`: Flight
 //! servers inside this process on loopback ports; `static`: addresses from the
-//! config). A health loop asks every worker's `health` action and takes the ones
-//! that do not answer out of planning until they answer again.
+//! config; `docker`: containers started and scaled by the autoscaler; `dns`: the
+//! addresses a name resolves to). A health loop asks every worker's `health`
+//! action and takes the ones that do not answer out of planning until they answer
+//! again.
 
+mod autoscaler;
+mod dns;
+mod docker;
 mod embedded;
+mod events;
 mod health;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use quiver_connectors::SourceConfig;
@@ -20,6 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::{WorkerMode, WorkersConfig};
 
 pub use embedded::EmbeddedWorkers;
+pub use events::ScalingEvent;
 
 /// Largest gRPC message exchanged with workers.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -30,6 +37,44 @@ pub enum PoolError {
     Address { address: String, message: String },
     #[error("cannot start embedded worker: {0}")]
     Embedded(#[from] quiver_worker::WorkerError),
+    #[error("{0}")]
+    Docker(String),
+    #[error("{0}")]
+    Scale(String),
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WorkerState {
+    /// Started, not yet answering its health check: not planned on.
+    Starting = 0,
+    /// Answers its health check: planned on.
+    Ready = 1,
+    /// Stopped answering: not planned on until it answers again (or is replaced).
+    Unhealthy = 2,
+    /// Being retired: runs what it has, gets nothing new.
+    Draining = 3,
+}
+
+impl WorkerState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Starting,
+            1 => Self::Ready,
+            2 => Self::Unhealthy,
+            _ => Self::Draining,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Unhealthy => "unhealthy",
+            Self::Draining => "draining",
+        }
+    }
 }
 
 /// One worker as the coordinator sees it.
@@ -38,9 +83,13 @@ pub struct Worker {
     pub id: String,
     pub address: String,
     client: FlightServiceClient<Channel>,
-    healthy: AtomicBool,
+    state: AtomicU8,
+    /// When the state last changed.
+    since: std::sync::Mutex<Instant>,
     /// Fragments this coordinator is currently reading from the worker.
     running: AtomicU32,
+    /// When `running` last dropped to zero (or the worker was added).
+    idle_since: std::sync::Mutex<Instant>,
 }
 
 impl Worker {
@@ -52,7 +101,16 @@ impl Worker {
         let client = FlightServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Self { id, address, client, healthy: AtomicBool::new(false), running: AtomicU32::new(0) })
+        let now = Instant::now();
+        Ok(Self {
+            id,
+            address,
+            client,
+            state: AtomicU8::new(WorkerState::Starting as u8),
+            since: std::sync::Mutex::new(now),
+            running: AtomicU32::new(0),
+            idle_since: std::sync::Mutex::new(now),
+        })
     }
 
     /// A client for one call; clones share the connection.
@@ -61,18 +119,58 @@ impl Worker {
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.state() == WorkerState::Ready
     }
 
-    pub fn set_healthy(&self, healthy: bool) {
-        let was = self.healthy.swap(healthy, Ordering::Relaxed);
-        if was != healthy {
-            if healthy {
-                tracing::info!(worker = %self.id, address = %self.address, "worker is healthy");
-            } else {
-                tracing::warn!(worker = %self.id, address = %self.address, "worker is unreachable; not planning on it");
+    pub fn state(&self) -> WorkerState {
+        WorkerState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// How long the worker has been in its current state.
+    pub fn in_state_for(&self) -> Duration {
+        self.since.lock().map(|s| s.elapsed()).unwrap_or_default()
+    }
+
+    /// How long the worker has run no fragment (zero while it runs one).
+    pub fn idle_for(&self) -> Duration {
+        if self.running_fragments() > 0 {
+            return Duration::ZERO;
+        }
+        self.idle_since.lock().map(|s| s.elapsed()).unwrap_or_default()
+    }
+
+    fn set_state(&self, state: WorkerState) -> bool {
+        let was = WorkerState::from_u8(self.state.swap(state as u8, Ordering::Relaxed));
+        if was != state {
+            if let Ok(mut since) = self.since.lock() {
+                *since = Instant::now();
             }
         }
+        was != state
+    }
+
+    /// Records a health check. A draining worker stays draining.
+    pub fn set_healthy(&self, healthy: bool) {
+        let state = self.state();
+        if state == WorkerState::Draining {
+            return;
+        }
+        let next = match (state, healthy) {
+            (_, true) => WorkerState::Ready,
+            (WorkerState::Starting, false) => WorkerState::Starting,
+            (_, false) => WorkerState::Unhealthy,
+        };
+        if self.set_state(next) {
+            match next {
+                WorkerState::Ready => tracing::info!(worker = %self.id, address = %self.address, "worker is healthy"),
+                _ => tracing::warn!(worker = %self.id, address = %self.address, "worker is unreachable; not planning on it"),
+            }
+        }
+    }
+
+    /// Takes the worker out of planning for good; it finishes what it runs.
+    pub fn start_draining(&self) {
+        self.set_state(WorkerState::Draining);
     }
 
     pub fn running_fragments(&self) -> u32 {
@@ -91,15 +189,33 @@ pub struct RunningFragment(Arc<Worker>);
 
 impl Drop for RunningFragment {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        if self.0.running.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if let Ok(mut idle) = self.0.idle_since.lock() {
+                *idle = Instant::now();
+            }
+        }
     }
+}
+
+/// How workers come and go.
+enum Provisioner {
+    Embedded(EmbeddedWorkers),
+    Static,
+    Docker(Arc<docker::DockerWorkers>),
+    Dns(dns::DnsWorkers),
 }
 
 /// All workers known to the coordinator.
 pub struct WorkerPool {
     workers: RwLock<Vec<Arc<Worker>>>,
-    embedded: Option<EmbeddedWorkers>,
+    provisioner: Provisioner,
+    config: WorkersConfig,
     fragment_memory_limit: u64,
+    /// Scaling decisions, newest last, and their counts.
+    pub(crate) events: events::EventLog,
+    /// A size set by `quiver workers scale N`; None lets the autoscaler decide.
+    target: std::sync::Mutex<Option<usize>>,
+    counters: crate::metrics::Counters,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -109,21 +225,22 @@ impl std::fmt::Debug for WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts (embedded) or connects to (static) the configured workers and runs one
-    /// health round, so the first query is planned on workers that answer.
+    /// Starts (embedded, docker) or connects to (static, dns) the configured workers
+    /// and runs one health round, so the first query is planned on workers that answer.
     pub async fn start(
         config: &WorkersConfig,
         sources: &[SourceConfig],
         codec: QuiverCodec,
+        config_text: Option<&str>,
     ) -> Result<Arc<Self>, PoolError> {
-        let (workers, embedded) = match config.mode {
+        let (workers, provisioner) = match config.mode {
             WorkerMode::Embedded => {
                 let embedded = EmbeddedWorkers::start(config.count, sources, codec).await?;
                 let workers = embedded
                     .addresses()
                     .map(|(id, addr)| Worker::connect_lazy(id, addr))
                     .collect::<Result<Vec<_>, _>>()?;
-                (workers, Some(embedded))
+                (workers, Provisioner::Embedded(embedded))
             }
             WorkerMode::Static => {
                 let workers = config
@@ -132,14 +249,40 @@ impl WorkerPool {
                     .enumerate()
                     .map(|(i, a)| Worker::connect_lazy(format!("worker-{}", i + 1), normalize_address(a)))
                     .collect::<Result<Vec<_>, _>>()?;
-                (workers, None)
+                (workers, Provisioner::Static)
+            }
+            WorkerMode::Docker => {
+                (vec![], Provisioner::Docker(Arc::new(docker::DockerWorkers::connect(config, config_text).await?)))
+            }
+            WorkerMode::Dns => {
+                let service = config.service.clone().unwrap_or_default();
+                (vec![], Provisioner::Dns(dns::DnsWorkers::new(service, config.port)))
             }
         };
         let pool = Arc::new(Self {
             workers: RwLock::new(workers.into_iter().map(Arc::new).collect()),
-            embedded,
+            provisioner,
+            config: config.clone(),
             fragment_memory_limit: config.fragment_memory_limit.0,
+            events: events::EventLog::default(),
+            target: std::sync::Mutex::new(None),
+            counters: crate::metrics::Counters::default(),
         });
+        match &pool.provisioner {
+            Provisioner::Docker(_) => {
+                let started = pool.scale_up(config.min, "minimum size at start").await;
+                if started < config.min {
+                    pool.shutdown().await;
+                    return Err(PoolError::Docker(format!(
+                        "only {started} of {} worker containers became healthy; see the log for why",
+                        config.min
+                    )));
+                }
+                autoscaler::spawn(&pool);
+            }
+            Provisioner::Dns(dns) => dns.sync(&pool).await,
+            _ => {}
+        }
         pool.check_health().await;
         Ok(pool)
     }
@@ -156,14 +299,66 @@ impl WorkerPool {
         healthy
     }
 
+    /// Query, fragment and retry counts (Prometheus metrics).
+    pub fn counters(&self) -> &crate::metrics::Counters {
+        &self.counters
+    }
+
     pub fn fragment_memory_limit(&self) -> u64 {
         self.fragment_memory_limit
     }
 
-    /// Stops embedded workers.
-    pub fn shutdown(&self) {
-        if let Some(embedded) = &self.embedded {
-            embedded.shutdown();
+    pub fn mode(&self) -> WorkerMode {
+        self.config.mode
+    }
+
+    /// The container of a Docker worker.
+    pub fn container_of(&self, worker: &str) -> Option<String> {
+        match &self.provisioner {
+            Provisioner::Docker(d) => d.container_of(worker),
+            _ => None,
+        }
+    }
+
+    fn add(&self, worker: Arc<Worker>) {
+        if let Ok(mut w) = self.workers.write() {
+            w.push(worker);
+        }
+    }
+
+    fn remove(&self, id: &str) {
+        if let Ok(mut w) = self.workers.write() {
+            w.retain(|x| x.id != id);
+        }
+    }
+
+    /// Pins the pool at `size` workers (`None`: the autoscaler decides again).
+    /// Only Docker pools can change size.
+    pub fn set_target(&self, size: Option<usize>) -> Result<(), PoolError> {
+        if !matches!(self.provisioner, Provisioner::Docker(_)) {
+            return Err(PoolError::Scale(format!("a {:?} worker pool cannot be scaled; use workers.mode = \"docker\"", self.config.mode).to_lowercase()));
+        }
+        if let Some(n) = size {
+            if n < 1 || n > self.config.max {
+                return Err(PoolError::Scale(format!("size {n} is outside 1..={} (workers.max)", self.config.max)));
+            }
+        }
+        if let Ok(mut t) = self.target.lock() {
+            *t = size;
+        }
+        Ok(())
+    }
+
+    pub fn target(&self) -> Option<usize> {
+        self.target.lock().ok().and_then(|t| *t)
+    }
+
+    /// Stops embedded workers; removes Docker workers and their network.
+    pub async fn shutdown(&self) {
+        match &self.provisioner {
+            Provisioner::Embedded(embedded) => embedded.shutdown(),
+            Provisioner::Docker(docker) => docker.shutdown().await,
+            _ => {}
         }
     }
 }

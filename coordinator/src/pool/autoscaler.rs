@@ -1,0 +1,178 @@
+//! The autoscaler of a Docker pool: once a second it replaces dead workers, then
+//! sizes the pool between `min` and `max` (or at the size `quiver workers scale N`
+//! pinned): up when the running fragments per worker reach `busy_fragments`, down
+//! when a worker has been idle for `idle_secs`, never twice within `cooldown_secs`.
+//! A retired worker drains first: it gets no new fragments and is removed only
+//! when the ones it runs have finished.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+
+use super::docker::DockerWorkers;
+use super::{health, Provisioner, Worker, WorkerPool, WorkerState};
+
+const TICK: Duration = Duration::from_secs(1);
+/// How long a worker that runs fragments may leave health checks unanswered.
+const BUSY_PATIENCE: Duration = Duration::from_secs(60);
+/// A draining worker whose fragments never finish is removed after this anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+
+pub(super) fn spawn(pool: &Arc<WorkerPool>) {
+    let weak = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let mut last_change: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(TICK).await;
+            let Some(pool) = weak.upgrade() else { break };
+            pool.replace_failed().await;
+            pool.resize(&mut last_change).await;
+        }
+    });
+}
+
+impl WorkerPool {
+    fn docker(&self) -> Option<&Arc<DockerWorkers>> {
+        match &self.provisioner {
+            Provisioner::Docker(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Starts `n` workers at once and waits for each to answer its health check;
+    /// returns how many did.
+    pub(super) async fn scale_up(&self, n: usize, reason: &str) -> usize {
+        join_all((0..n).map(|_| self.start_worker(reason))).await.into_iter().filter(|ok| *ok).count()
+    }
+
+    async fn start_worker(&self, reason: &str) -> bool {
+        let Some(docker) = self.docker() else { return false };
+        let (id, address) = match docker.start_one().await {
+            Ok(started) => started,
+            Err(e) => {
+                self.events.record("start-failed", "-", &e.to_string());
+                return false;
+            }
+        };
+        let worker = match Worker::connect_lazy(id.clone(), address) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                self.events.record("start-failed", &id, &e.to_string());
+                let _ = docker.remove(&id).await;
+                return false;
+            }
+        };
+        // Listed (as starting) at once, planned on only once healthy.
+        self.add(worker.clone());
+        self.events.record("start", &id, reason);
+        let deadline = Instant::now() + Duration::from_secs(self.config.start_timeout_secs);
+        while Instant::now() < deadline {
+            if health::probe(&worker).await {
+                worker.set_healthy(true);
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.remove(&id);
+        let _ = docker.remove(&id).await;
+        self.events.record("remove", &id, &format!("no health answer within {}s", self.config.start_timeout_secs));
+        false
+    }
+
+    /// Drains the worker, then removes its container.
+    async fn retire(self: Arc<Self>, worker: Arc<Worker>, reason: String) {
+        worker.start_draining();
+        self.events.record("drain", &worker.id, &reason);
+        let started = Instant::now();
+        while worker.running_fragments() > 0 && started.elapsed() < DRAIN_LIMIT {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.remove(&worker.id);
+        if let Some(docker) = self.docker() {
+            if let Err(e) = docker.remove(&worker.id).await {
+                tracing::warn!(worker = %worker.id, error = %e, "could not remove a retired worker");
+            }
+        }
+        let left = worker.running_fragments();
+        let how = if left == 0 { "drained".to_string() } else { format!("drain limit reached with {left} fragments running") };
+        self.events.record("remove", &worker.id, &how);
+    }
+
+    /// Replaces workers whose container stopped, and workers that stopped answering
+    /// for three health rounds (a minute while they run fragments: a worker
+    /// saturated by its fragments may answer late, and replacing it would kill them).
+    async fn replace_failed(&self) {
+        let Some(docker) = self.docker() else { return };
+        let idle_patience = Duration::from_secs_f64((self.config.health_interval_secs * 3.0).max(3.0));
+        for worker in self.all() {
+            if worker.state() != WorkerState::Unhealthy {
+                continue;
+            }
+            let reason = if !docker.is_running(&worker.id).await {
+                "its container is not running".to_string()
+            } else if worker.in_state_for() > if worker.running_fragments() > 0 { BUSY_PATIENCE } else { idle_patience } {
+                format!("no health answer for {}s", worker.in_state_for().as_secs())
+            } else {
+                continue;
+            };
+            self.remove(&worker.id);
+            let _ = docker.remove(&worker.id).await;
+            self.events.record("replace", &worker.id, &reason);
+            self.start_worker(&format!("replaces {}", worker.id)).await;
+        }
+    }
+
+    /// One sizing decision.
+    async fn resize(self: &Arc<Self>, last_change: &mut Option<Instant>) {
+        let active: Vec<Arc<Worker>> = self.all().into_iter().filter(|w| w.state() != WorkerState::Draining).collect();
+        let n = active.len();
+        let (min, max) = (self.config.min, self.config.max);
+        if let Some(target) = self.target() {
+            // An explicit size is applied at once, without cooldown.
+            if n < target {
+                self.scale_up(target - n, &format!("scaled to {target} on request")).await;
+            } else if n > target {
+                self.retire_least_busy(&active, n - target, &format!("scaled to {target} on request"));
+            }
+            return;
+        }
+        if n < min {
+            self.scale_up(min - n, "below workers.min").await;
+            *last_change = Some(Instant::now());
+            return;
+        }
+        if last_change.is_some_and(|t| t.elapsed() < Duration::from_secs(self.config.cooldown_secs)) {
+            return;
+        }
+        let running: u32 = active.iter().map(|w| w.running_fragments()).sum();
+        let busy = self.config.busy_fragments.max(1);
+        if n < max && running >= busy * n as u32 {
+            let wanted = (running.div_ceil(busy) as usize).clamp(n + 1, max);
+            let reason = format!("{running} fragments running on {n} workers (busy at {busy} per worker)");
+            self.scale_up(wanted - n, &reason).await;
+            *last_change = Some(Instant::now());
+            return;
+        }
+        let idle_limit = Duration::from_secs(self.config.idle_secs);
+        if n > min {
+            let idlest = active.iter().filter(|w| w.is_healthy()).max_by_key(|w| w.idle_for());
+            if let Some(w) = idlest.filter(|w| w.idle_for() >= idle_limit) {
+                let reason = format!("idle for {}s", w.idle_for().as_secs());
+                w.start_draining();
+                tokio::spawn(self.clone().retire(w.clone(), reason));
+                *last_change = Some(Instant::now());
+            }
+        }
+    }
+
+    fn retire_least_busy(self: &Arc<Self>, active: &[Arc<Worker>], count: usize, reason: &str) {
+        let mut candidates = active.to_vec();
+        // Unhealthy and starting workers go first, then the least busy.
+        candidates.sort_by_key(|w| (w.is_healthy(), w.running_fragments()));
+        for w in candidates.into_iter().take(count) {
+            w.start_draining();
+            tokio::spawn(self.clone().retire(w, reason.to_string()));
+        }
+    }
+}

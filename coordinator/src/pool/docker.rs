@@ -1,0 +1,264 @@
+//! Worker containers through the Docker Engine API (bollard): a labelled network,
+//! containers with CPU and memory limits, leftovers of an earlier run reaped at start.
+//!
+//! Workers get the coordinator's config document in `QUIVER_CONFIG_TOML` (with its
+//! `${VAR}` references unexpanded) and the variables it references, so they reach
+//! the same sources. They are addressed by the IP Docker assigns on the network,
+//! which also spares a `FROM scratch` image any name resolution.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+
+use super::PoolError;
+use crate::config::WorkersConfig;
+
+/// Port the worker listens on inside its container.
+pub const WORKER_PORT: u16 = 50061;
+const CLUSTER_LABEL: &str = "quiver.cluster";
+const ROLE_LABEL: &str = "quiver.role";
+
+pub struct DockerWorkers {
+    docker: Docker,
+    config: WorkersConfig,
+    network: String,
+    /// False when `workers.network` names a network someone else owns.
+    owns_network: bool,
+    env: Vec<String>,
+    next: AtomicU32,
+    /// Worker id → container id.
+    containers: Mutex<HashMap<String, String>>,
+}
+
+impl DockerWorkers {
+    /// Connects to the engine, checks the image, removes containers and networks left
+    /// by an earlier coordinator of this cluster and creates the network.
+    pub async fn connect(config: &WorkersConfig, config_text: Option<&str>) -> Result<Self, PoolError> {
+        let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |e: &dyn std::fmt::Display| PoolError::Docker(format!("Docker is unreachable at {where_}: {e}"));
+        let docker = Docker::connect_with_local_defaults().map_err(|e| unreachable(&e))?;
+        docker.ping().await.map_err(|e| unreachable(&e))?;
+        let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+        if let Err(e) = docker.inspect_image(&config.image).await {
+            return Err(PoolError::Docker(format!(
+                "worker image '{}' is not available to Docker ({e}); build it with docker/build-images.sh",
+                config.image
+            )));
+        }
+        let cluster = &config.cluster;
+        let (network, owns_network) = match &config.network {
+            Some(n) => (n.clone(), false),
+            None => (format!("quiver-{cluster}"), true),
+        };
+        let env = worker_env(config_text);
+        let workers = Self {
+            docker,
+            config: config.clone(),
+            network,
+            owns_network,
+            env,
+            next: AtomicU32::new(1),
+            containers: Mutex::new(HashMap::new()),
+        };
+        let reaped = workers.reap().await?;
+        if reaped > 0 {
+            tracing::info!(cluster = %cluster, containers = reaped, "removed worker containers left by an earlier coordinator");
+        }
+        workers.ensure_network().await?;
+        Ok(workers)
+    }
+
+    fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([(CLUSTER_LABEL.to_string(), self.config.cluster.clone()), (ROLE_LABEL.to_string(), "worker".into())])
+    }
+
+    fn label_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([("label".to_string(), vec![format!("{CLUSTER_LABEL}={}", self.config.cluster)])])
+    }
+
+    /// Removes every container of this cluster; returns how many.
+    async fn reap(&self) -> Result<usize, PoolError> {
+        let options = ListContainersOptions { all: true, filters: Some(self.label_filter()), ..Default::default() };
+        let found = self.docker.list_containers(Some(options)).await.map_err(docker_error("list containers"))?;
+        for c in &found {
+            if let Some(id) = &c.id {
+                self.remove_container(id).await?;
+            }
+        }
+        Ok(found.len())
+    }
+
+    async fn ensure_network(&self) -> Result<(), PoolError> {
+        let filters = HashMap::from([("name".to_string(), vec![self.network.clone()])]);
+        let existing = self
+            .docker
+            .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
+            .await
+            .map_err(docker_error("list networks"))?;
+        // `name` filters by substring: look for the exact name.
+        if existing.iter().any(|n| n.name.as_deref() == Some(self.network.as_str())) {
+            return Ok(());
+        }
+        if !self.owns_network {
+            return Err(PoolError::Docker(format!("Docker network '{}' (workers.network) does not exist", self.network)));
+        }
+        let request = NetworkCreateRequest {
+            name: self.network.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(self.labels()),
+            ..Default::default()
+        };
+        self.docker.create_network(request).await.map_err(docker_error("create network"))?;
+        Ok(())
+    }
+
+    /// Creates and starts one worker container; returns its id and Flight address.
+    pub async fn start_one(&self) -> Result<(String, String), PoolError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("quiver-{}-worker-{n}", self.config.cluster);
+        let host_config = HostConfig {
+            nano_cpus: (self.config.cpus > 0.0).then(|| (self.config.cpus * 1e9) as i64),
+            memory: self.config.memory.map(|m| m.0 as i64),
+            network_mode: Some(self.network.clone()),
+            binds: (!self.config.volumes.is_empty()).then(|| self.config.volumes.clone()),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(self.config.image.clone()),
+            cmd: Some(
+                ["worker", "--listen", &format!("0.0.0.0:{WORKER_PORT}"), "--id", &id].iter().map(|s| s.to_string()).collect(),
+            ),
+            env: Some(self.env.clone()),
+            labels: Some(self.labels()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions { name: Some(id.clone()), ..Default::default() };
+        let created = self.docker.create_container(Some(options), body).await.map_err(docker_error("create container"))?;
+        self.containers.lock().map_err(|_| PoolError::Docker("container registry poisoned".into()))?.insert(id.clone(), created.id.clone());
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove(&id).await;
+            return Err(docker_error("start container")(e));
+        }
+        let inspected = self
+            .docker
+            .inspect_container(&created.id, None::<InspectContainerOptions>)
+            .await
+            .map_err(docker_error("inspect container"))?;
+        let ip = inspected
+            .network_settings
+            .and_then(|s| s.networks)
+            .and_then(|n| n.get(&self.network).and_then(|e| e.ip_address.clone()))
+            .filter(|ip| !ip.is_empty());
+        let Some(ip) = ip else {
+            let _ = self.remove(&id).await;
+            return Err(PoolError::Docker(format!("container {id} has no address on network {}", self.network)));
+        };
+        tracing::info!(worker = %id, container = %short(&created.id), %ip, "worker container started");
+        Ok((id, format!("http://{ip}:{WORKER_PORT}")))
+    }
+
+    /// True while the worker's container runs.
+    pub async fn is_running(&self, worker: &str) -> bool {
+        let Some(container) = self.container(worker) else { return false };
+        match self.docker.inspect_container(&container, None::<InspectContainerOptions>).await {
+            Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    fn container(&self, worker: &str) -> Option<String> {
+        self.containers.lock().ok().and_then(|c| c.get(worker).cloned())
+    }
+
+    /// Container id of a worker, for `system.workers`.
+    pub fn container_of(&self, worker: &str) -> Option<String> {
+        self.container(worker).map(|c| short(&c).to_string())
+    }
+
+    /// Removes the worker's container (killing it if it still runs).
+    pub async fn remove(&self, worker: &str) -> Result<(), PoolError> {
+        let container = self.containers.lock().ok().and_then(|mut c| c.remove(worker));
+        match container {
+            Some(c) => self.remove_container(&c).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn remove_container(&self, container: &str) -> Result<(), PoolError> {
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Already gone (removed by hand, or a race with another removal).
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(docker_error("remove container")(e)),
+        }
+    }
+
+    /// Removes every container of this cluster and the network this coordinator created.
+    pub async fn shutdown(&self) {
+        if let Ok(mut c) = self.containers.lock() {
+            c.clear();
+        }
+        if let Err(e) = self.reap().await {
+            tracing::warn!(error = %e, "could not remove every worker container");
+        }
+        if self.owns_network {
+            if let Err(e) = self.docker.remove_network(&self.network).await {
+                tracing::warn!(network = %self.network, error = %e, "could not remove the worker network");
+            }
+        }
+    }
+}
+
+fn docker_error(what: &'static str) -> impl Fn(bollard::errors::Error) -> PoolError {
+    move |e| PoolError::Docker(format!("Docker: cannot {what}: {e}"))
+}
+
+fn short(container: &str) -> &str {
+    &container[..container.len().min(12)]
+}
+
+/// The config document and every variable it references, from this process's environment.
+fn worker_env(config_text: Option<&str>) -> Vec<String> {
+    let Some(text) = config_text else { return vec![] };
+    let mut env = vec![format!("QUIVER_CONFIG_TOML={text}")];
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        rest = &rest[at + 2..];
+        let Some(end) = rest.find('}') else { break };
+        let name = &rest[..end];
+        if let Ok(value) = std::env::var(name) {
+            let entry = format!("{name}={value}");
+            if !env.contains(&entry) {
+                env.push(entry);
+            }
+        }
+        rest = &rest[end..];
+    }
+    if let Ok(filter) = std::env::var("QUIVER_LOG") {
+        env.push(format!("QUIVER_LOG={filter}"));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_get_the_config_and_the_variables_it_names() {
+        std::env::set_var("QUIVER_TEST_DOCKER_SECRET", "s3cret");
+        let env = worker_env(Some("url = \"pg://u:${QUIVER_TEST_DOCKER_SECRET}@h/db\"\nx = \"${QUIVER_TEST_UNSET_VAR}\""));
+        assert_eq!(env[0], "QUIVER_CONFIG_TOML=url = \"pg://u:${QUIVER_TEST_DOCKER_SECRET}@h/db\"\nx = \"${QUIVER_TEST_UNSET_VAR}\"");
+        assert!(env.contains(&"QUIVER_TEST_DOCKER_SECRET=s3cret".to_string()));
+        assert!(!env.iter().any(|e| e.starts_with("QUIVER_TEST_UNSET_VAR=")));
+        assert!(worker_env(None).is_empty());
+    }
+}

@@ -1,0 +1,95 @@
+//! The `system` schema: live views of the coordinator, read with plain SQL.
+//! - `system.workers`: every worker, its state and load;
+//! - `system.scaling_events`: the worker pool's decisions with their reasons.
+//!
+//! Each table is a snapshot taken when a query names it.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::error::Result;
+
+use crate::pool::WorkerPool;
+
+pub const SCHEMA: &str = "system";
+const TABLES: [&str; 2] = ["workers", "scaling_events"];
+
+#[derive(Debug)]
+pub struct SystemSchema {
+    pool: Arc<WorkerPool>,
+}
+
+impl SystemSchema {
+    pub fn new(pool: Arc<WorkerPool>) -> Self {
+        Self { pool }
+    }
+
+    fn workers(&self) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("address", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("running_fragments", DataType::Int64, false),
+            Field::new("state_secs", DataType::Float64, false),
+            Field::new("idle_secs", DataType::Float64, false),
+            Field::new("mode", DataType::Utf8, false),
+            Field::new("container", DataType::Utf8, true),
+        ]));
+        let workers = self.pool.all();
+        let mode = format!("{:?}", self.pool.mode()).to_lowercase();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(workers.iter().map(|w| w.id.as_str()))),
+            Arc::new(StringArray::from_iter_values(workers.iter().map(|w| w.address.as_str()))),
+            Arc::new(StringArray::from_iter_values(workers.iter().map(|w| w.state().as_str()))),
+            Arc::new(Int64Array::from_iter_values(workers.iter().map(|w| w.running_fragments() as i64))),
+            Arc::new(Float64Array::from_iter_values(workers.iter().map(|w| w.in_state_for().as_secs_f64()))),
+            Arc::new(Float64Array::from_iter_values(workers.iter().map(|w| w.idle_for().as_secs_f64()))),
+            Arc::new(StringArray::from_iter_values(workers.iter().map(|_| mode.as_str()))),
+            Arc::new(StringArray::from_iter(workers.iter().map(|w| self.pool.container_of(&w.id)))),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    fn scaling_events(&self) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("action", DataType::Utf8, false),
+            Field::new("worker", DataType::Utf8, false),
+            Field::new("reason", DataType::Utf8, false),
+        ]));
+        let events = self.pool.events.snapshot();
+        let millis = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values(events.iter().map(|e| millis(e.at))).with_timezone("UTC")),
+            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.action))),
+            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.worker.as_str()))),
+            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.reason.as_str()))),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let batch = match name {
+            "workers" => self.workers()?,
+            "scaling_events" => self.scaling_events()?,
+            _ => return Ok(None),
+        };
+        let schema: SchemaRef = batch.schema();
+        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}

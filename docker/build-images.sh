@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Builds the quiver-worker and quiver-coordinator images FROM scratch out of a `quiver`
+# binary built on this host, for Docker engines that cannot pull base images.
+#
+#   docker/build-images.sh             release build (cargo build --release), dynamic glibc
+#   docker/build-images.sh --debug     the debug build the tests use (target/debug/quiver)
+#   docker/build-images.sh --static    a static-pie binary (+crt-static), nothing else in the image
+#   docker/build-images.sh --binary P  any quiver binary
+#
+# A dynamic binary is copied in with exactly the shared libraries `ldd` lists (glibc,
+# libgcc_s, ...). Both images hold the same binary; they differ in the default command
+# and health check. They run as user 65532, not root. Tags: <name>:<version> and
+# <name>:latest. Prints each image's size.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+mode=release binary=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --debug) mode=debug ;;
+    --release) mode=release ;;
+    --static) mode=static ;;
+    --binary) binary="$2"; shift ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+
+if [ -z "$binary" ]; then
+  case "$mode" in
+    debug) binary="$target_dir/debug/quiver"; [ -x "$binary" ] || cargo build --workspace --locked --bin quiver ;;
+    release) binary="$target_dir/release/quiver"; cargo build --release --locked --bin quiver ;;
+    static)
+      RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu --bin quiver
+      binary="$target_dir/x86_64-unknown-linux-gnu/release/quiver" ;;
+  esac
+fi
+[ -x "$binary" ] || { echo "no quiver binary at $binary" >&2; exit 1; }
+
+context="$target_dir/images"
+rm -rf "$context"
+mkdir -p "$context/rootfs/tmp" "$context/rootfs/etc/ssl/certs" "$context/rootfs/etc/quiver"
+chmod 1777 "$context/rootfs/tmp"   # DataFusion spills here
+# Debug info is for the host; the image gets the code only.
+strip --strip-debug -o "$context/rootfs/quiver" "$binary"
+# Shared libraries, at the paths the binary's loader looks for them.
+if ldd "$binary" >/dev/null 2>&1; then
+  for lib in $(ldd "$binary" | awk '/=> \// {print $3} /^\s*\/.*ld-linux/ {print $1}'); do
+    cp -L --parents "$lib" "$context/rootfs/"
+  done
+fi
+# Roots for TLS to sources and object stores (rustls reads the system bundle).
+[ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/"
+
+image() { # name port cmd...
+  local name="$1" port="$2"; shift 2
+  local cmd; cmd="$(printf '"%s",' "$@")"
+  cat >"$context/Dockerfile.$name" <<DOCKERFILE
+FROM scratch
+COPY rootfs/ /
+USER 65532:65532
+ENV QUIVER_LOG=info
+EXPOSE $port
+HEALTHCHECK --interval=5s --timeout=4s --start-period=2s --retries=3 CMD ["/quiver", "health", "--addr", "127.0.0.1:$port"]
+ENTRYPOINT ["/quiver"]
+CMD [${cmd%,}]
+DOCKERFILE
+  docker build -q -f "$context/Dockerfile.$name" -t "$name:$version" -t "$name:latest" \
+    --label "org.opencontainers.image.version=$version" "$context" >/dev/null
+  echo "$name:$version $(docker image inspect --format '{{.Size}}' "$name:$version" | awk '{printf "%.1f MB", $1/1e6}')"
+}
+image quiver-worker 50061 worker --listen 0.0.0.0:50061
+image quiver-coordinator 50051 serve --config /etc/quiver/quiver.toml --listen 0.0.0.0:50051

@@ -1,0 +1,251 @@
+//! Docker worker pools against the real Docker engine: images built FROM scratch
+//! by docker/build-images.sh out of the test build, containers started, scaled,
+//! killed, replaced and reaped by the coordinator.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arrow::util::pretty::pretty_format_batches;
+use arrow_flight::Action;
+use quiver_tests::*;
+
+/// One Docker test at a time: they share 2 cores and the engine.
+static DOCKER: Mutex<()> = Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    DOCKER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Builds the images from the debug binary once per test run.
+fn images() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/build-images.sh");
+        let out = Command::new("bash").arg(script).arg("--binary").arg(quiver_bin()).output().expect("run build-images.sh");
+        assert!(out.status.success(), "build-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    "quiver-worker:latest"
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes whatever a test leaves behind, even when it fails.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label=quiver.cluster={}", self.0);
+        for id in docker(&["ps", "-aq", "--filter", &label]).lines() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        for id in docker(&["network", "ls", "-q", "--filter", &label]).lines() {
+            let _ = Command::new("docker").args(["network", "rm", id]).output();
+        }
+    }
+}
+
+/// Containers (ids) and networks carrying the cluster's label.
+fn leftovers(cluster: &str) -> (Vec<String>, Vec<String>) {
+    let label = format!("label=quiver.cluster={cluster}");
+    let lines = |s: String| s.lines().map(str::to_string).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+    (
+        lines(docker(&["ps", "-aq", "--no-trunc", "--filter", &label])),
+        lines(docker(&["network", "ls", "--filter", &label, "--format", "{{.Name}}"])),
+    )
+}
+
+fn cluster_name(test: &str) -> String {
+    format!("t{}-{test}", std::process::id())
+}
+
+fn config(cluster: &str, min: usize, max: usize, extra: &str) -> String {
+    let data = tpch_dir().to_string_lossy().into_owned();
+    format!(
+        "[workers]\nmode = \"docker\"\nimage = \"{}\"\nmin = {min}\nmax = {max}\ncpus = 1.0\nmemory = \"1GiB\"\n\
+         cluster = \"{cluster}\"\nvolumes = [\"{data}:{data}:ro\"]\nhealth_interval_secs = 0.5\n{extra}\n{}",
+        images(),
+        tpch_source()
+    )
+}
+
+async fn scale(c: &mut Client, size: &str) -> anyhow::Result<()> {
+    let mut answers = c.do_action(Action { r#type: "scale".into(), body: size.to_string().into_bytes().into() }).await?;
+    while answers.message().await?.is_some() {}
+    Ok(())
+}
+
+type Client = arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>;
+
+async fn scalar(c: &mut Client, sql: &str) -> anyhow::Result<String> {
+    let text = pretty_format_batches(&query(c, sql).await?)?.to_string();
+    Ok(text.lines().nth(3).unwrap_or_default().trim_matches(|ch| ch == '|' || ch == ' ').to_string())
+}
+
+/// Waits until `sql` returns `expected` (as text), for at most `within`.
+async fn wait_for(c: &mut Client, sql: &str, expected: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = scalar(c, sql).await?;
+        if got == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{sql} is {got:?}, not {expected:?} after {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let cluster = cluster_name("scale");
+    let _cleanup = Cleanup(cluster.clone());
+    let mut server = start_coordinator(&config(&cluster, 1, 3, "idle_secs = 3600"))?;
+    let mut c = client(&server.addr).await?;
+    let ready = "SELECT count(*) FROM system.workers WHERE state = 'ready'";
+    assert_eq!(scalar(&mut c, ready).await?, "1");
+
+    // Queries run the whole time; each must give the reference answer.
+    let sql = tpch_query(1);
+    let expected = pretty_format_batches(&query(&mut c, &sql).await?)?.to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (addr, stop, done, sql, expected) = (server.addr.clone(), stop.clone(), done.clone(), sql.clone(), expected.clone());
+        tokio::spawn(async move {
+            let mut c = client(&addr).await?;
+            while !stop.load(Ordering::Relaxed) {
+                let got = pretty_format_batches(&query(&mut c, &sql).await?)?.to_string();
+                anyhow::ensure!(got == expected, "wrong result while scaling:\n{got}");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    scale(&mut c, "3").await?;
+    wait_for(&mut c, ready, "3", Duration::from_secs(60)).await?;
+    let plan = pretty_format_batches(&query(&mut c, &format!("EXPLAIN {sql}")).await?)?.to_string();
+    let placed = (1..=9).filter(|n| plan.contains(&format!("@quiver-{cluster}-worker-{n}"))).count();
+    assert!(placed >= 3, "fragments should use all 3 containers:\n{plan}");
+
+    scale(&mut c, "1").await?;
+    wait_for(&mut c, "SELECT count(*) FROM system.workers", "1", Duration::from_secs(60)).await?;
+    let before = done.load(Ordering::Relaxed);
+    while done.load(Ordering::Relaxed) < before + 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await??;
+    assert!(done.load(Ordering::Relaxed) >= 3);
+
+    let events = pretty_format_batches(&query(&mut c, "SELECT action, worker, reason FROM system.scaling_events").await?)?.to_string();
+    for wanted in ["start", "drain", "remove", "scaled to 3 on request", "scaled to 1 on request", "drained"] {
+        assert!(events.contains(wanted), "{wanted} missing from\n{events}");
+    }
+    assert_eq!(leftovers(&cluster).0.len(), 1, "one container while the pool has one worker");
+
+    assert!(server.terminate(Duration::from_secs(30)), "coordinator did not stop on SIGTERM");
+    assert_eq!(leftovers(&cluster), (vec![], vec![]), "containers or network left behind");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_container_is_replaced_and_the_query_succeeds() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let cluster = cluster_name("kill");
+    let _cleanup = Cleanup(cluster.clone());
+    let mut server = start_coordinator(&format!("[server]\ntarget_partitions = 4\n{}", config(&cluster, 2, 2, "")))?;
+    let mut c = client(&server.addr).await?;
+    // Partial aggregates over an expensive filter (an edit distance per
+    // row): workers send nothing until they
+    // have read all their input, so the kill lands while fragments run.
+    let sql = "SELECT l_returnflag, count(*) AS n FROM quiver.tpch.lineitem \
+               WHERE levenshtein(l_comment || l_comment, reverse(l_comment) || l_comment) > 40 \
+               GROUP BY l_returnflag ORDER BY l_returnflag";
+    let expected = pretty_format_batches(&query(&mut c, sql).await?)?.to_string();
+
+    let victim = format!("quiver-{cluster}-worker-1");
+    let (addr, sql_owned) = (server.addr.clone(), sql.to_string());
+    let running = tokio::spawn(async move {
+        let mut c = client(&addr).await?;
+        let started = Instant::now();
+        let rows = query(&mut c, &sql_owned).await?;
+        anyhow::Ok((pretty_format_batches(&rows)?.to_string(), started.elapsed()))
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    docker(&["kill", &victim]);
+    let outcome = running.await?;
+    if outcome.is_err() {
+        eprintln!("{}", docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]));
+        eprintln!("{}", docker(&["inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", &format!("quiver-{cluster}-worker-2")]));
+        let logs = Command::new("docker").args(["logs", "--tail", "20", &format!("quiver-{cluster}-worker-2")]).output()?;
+        eprintln!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
+    }
+    let (got, took) = outcome?;
+    assert_eq!(got, expected, "query through a killed worker");
+    assert!(took > Duration::from_millis(1000), "query finished before the kill ({took:?}); make it slower");
+
+    // The pool replaces the dead container.
+    wait_for(&mut c, &format!("SELECT count(*) FROM system.workers WHERE state = 'ready' AND id <> '{victim}'"), "2", Duration::from_secs(60))
+        .await?;
+    let events = pretty_format_batches(&query(&mut c, "SELECT action, worker, reason FROM system.scaling_events").await?)?.to_string();
+    assert!(events.contains("replace") && events.contains(&victim), "{events}");
+    assert!(server.terminate(Duration::from_secs(30)));
+    assert_eq!(leftovers(&cluster), (vec![], vec![]));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_reaps_the_workers_of_a_killed_one() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let cluster = cluster_name("reap");
+    let _cleanup = Cleanup(cluster.clone());
+    let cfg = config(&cluster, 2, 2, "");
+    let mut first = start_coordinator(&cfg)?;
+    let orphans = leftovers(&cluster).0;
+    assert_eq!(orphans.len(), 2, "{orphans:?}");
+    first.kill(); // SIGKILL: no chance to clean up
+    assert_eq!(leftovers(&cluster).0, orphans, "containers outlive a killed coordinator");
+
+    let mut second = start_coordinator(&cfg)?;
+    let now = leftovers(&cluster).0;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now.iter().all(|c| !orphans.contains(c)), "orphans {orphans:?} still there: {now:?}");
+    let mut c = client(&second.addr).await?;
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
+    assert!(second.terminate(Duration::from_secs(30)));
+    assert_eq!(leftovers(&cluster), (vec![], vec![]));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_unreachable_or_image_missing_is_a_clear_start_error() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let start_error = |config: String, envs: &[(&str, &str)]| -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("quiver.toml");
+        std::fs::write(&path, config).expect("write config");
+        let out = Command::new(quiver_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .envs(envs.iter().copied())
+            .output()
+            .expect("run quiver");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cluster = cluster_name("errors");
+    let _cleanup = Cleanup(cluster.clone());
+    let err = start_error(config(&cluster, 1, 1, ""), &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    assert!(err.contains("Docker is unreachable at unix:///nonexistent/docker.sock"), "{err}");
+    let err = start_error(config(&cluster, 1, 1, "").replace("quiver-worker:latest", "quiver-worker:no-such-tag"), &[]);
+    assert!(err.contains("worker image 'quiver-worker:no-such-tag' is not available"), "{err}");
+    assert_eq!(leftovers(&cluster), (vec![], vec![]));
+    Ok(())
+}
