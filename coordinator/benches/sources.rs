@@ -23,6 +23,47 @@ fn psql(sql: &str) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
+/// Runs one statement; returns its time and row count.
+async fn timed(mut client: FlightSqlServiceClient<tonic::transport::Channel>, sql: String) -> Result<(Duration, usize)> {
+    let t = Instant::now();
+    let info = client.execute(sql, None).await?;
+    let mut rows = 0;
+    for ep in info.endpoint {
+        let mut s = client.do_get(ep.ticket.context("ticket")?).await?;
+        while let Some(b) = s.try_next().await? {
+            rows += b.num_rows();
+        }
+    }
+    Ok((t.elapsed(), rows))
+}
+
+/// ConnectorX's rate (rows/s) reading bench_scan with `parts` partitions on id;
+/// None when it is not installed.
+fn connectorx(parts: usize) -> Option<f64> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let partition = if parts > 1 { format!(", partition_on='id', partition_num={parts}") } else { String::new() };
+    let script = format!(
+        "import connectorx as cx, time, statistics as st\nruns=[]\nfor i in range(4):\n    t=time.perf_counter(); tb=cx.read_sql('postgresql://quiver:quiver@127.0.0.1:54329/quiver', 'SELECT * FROM bench_scan', return_type='arrow'{partition}); runs.append(time.perf_counter()-t)\nprint(tb.num_rows, st.median(runs[1:]))"
+    );
+    match Command::new(root.join("target/venv/bin/python")).args(["-c", &script]).output() {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let mut parts = text.split_whitespace();
+            let rows: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let secs: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+            Some(rows / secs)
+        }
+        Ok(o) => {
+            eprintln!("ConnectorX skipped: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            None
+        }
+        Err(e) => {
+            eprintln!("ConnectorX skipped: {e}");
+            None
+        }
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -64,21 +105,7 @@ async fn run() -> Result<()> {
     let server = quiver_coordinator::start(config).await?;
     let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
     let client = FlightSqlServiceClient::new(channel);
-    let run = |sql: String| {
-        let mut client = client.clone();
-        async move {
-            let t = Instant::now();
-            let info = client.execute(sql, None).await?;
-            let mut rows = 0;
-            for ep in info.endpoint {
-                let mut s = client.do_get(ep.ticket.context("ticket")?).await?;
-                while let Some(b) = s.try_next().await? {
-                    rows += b.num_rows();
-                }
-            }
-            Ok::<_, anyhow::Error>((t.elapsed(), rows))
-        }
-    };
+    let run = |sql: String| timed(client.clone(), sql);
 
     let agg = "SELECT g, count(*) AS n, sum(v) AS s FROM bench_agg WHERE id % 2 = 0 GROUP BY g";
     let (mut tq, mut tp) = (vec![], vec![]);
@@ -93,38 +120,30 @@ async fn run() -> Result<()> {
     }
     let (q, p) = (median(tq), median(tp));
 
-    let mut scans = vec![];
-    let mut scanned = 0;
-    for i in 0..4 {
-        let (d, rows) = run("SELECT * FROM quiver.pg.bench_scan".into()).await?;
-        scanned = rows;
-        if i > 0 {
-            scans.push(d);
+    // Full scans with the table split into 1, 2 and 4 page ranges (read by the 2
+    // embedded workers), against ConnectorX with as many partitions on `id`.
+    let mut scan_rates = vec![];
+    for parts in [1usize, 2, 4] {
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[workers]\ncount = 2\n[[source]]\nname = \"pg\"\nkind = \"postgres\"\n\
+             url = \"postgres://quiver:quiver@127.0.0.1:54329/quiver\"\nstatement_timeout_secs = 0\n\
+             scan_partitions = {parts}\npartition_min_mb = 1\n"
+        );
+        let config = quiver_coordinator::QuiverConfig::parse(&config, Path::new("/")).map_err(|e| anyhow!(e))?;
+        let scan_server = quiver_coordinator::start(config).await?;
+        let channel = Endpoint::from_shared(format!("http://{}", scan_server.addr))?.connect().await?;
+        let scan_client = FlightSqlServiceClient::new(channel);
+        let mut scans = vec![];
+        for i in 0..4 {
+            let (d, rows) = timed(scan_client.clone(), "SELECT * FROM quiver.pg.bench_scan".into()).await?;
+            anyhow::ensure!(rows == scan_rows, "scan with {parts} partitions returned {rows} rows");
+            if i > 0 {
+                scans.push(d);
+            }
         }
+        scan_server.shutdown().await?;
+        scan_rates.push((parts, scan_rows as f64 / median(scans).as_secs_f64(), connectorx(parts)));
     }
-    let scan = median(scans);
-
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cx = Command::new(root.join("target/venv/bin/python"))
-        .args(["-c", "import connectorx as cx, time, statistics as st\nruns=[]\nfor i in range(4):\n    t=time.perf_counter(); tb=cx.read_sql('postgresql://quiver:quiver@127.0.0.1:54329/quiver', 'SELECT * FROM bench_scan', return_type='arrow'); runs.append(time.perf_counter()-t)\nprint(tb.num_rows, st.median(runs[1:]))"])
-        .output();
-    let cx = match cx {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout).to_string();
-            let mut parts = text.split_whitespace();
-            let rows: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let secs: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-            Some(rows / secs)
-        }
-        Ok(o) => {
-            eprintln!("ConnectorX skipped: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
-            None
-        }
-        Err(e) => {
-            eprintln!("ConnectorX skipped: {e}");
-            None
-        }
-    };
 
     println!("### PostgreSQL sources ({} cores)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!("| measurement | Quiver | baseline | ratio |\n|---|---:|---:|---:|");
@@ -134,10 +153,12 @@ async fn run() -> Result<()> {
         p.as_secs_f64() * 1e3,
         q.as_secs_f64() / p.as_secs_f64()
     );
-    let rate = scanned as f64 / scan.as_secs_f64();
-    match cx {
-        Some(cx) => println!("| full scan of {scanned} rows into Arrow, 1 partition (median of 3) | {:.2} M rows/s | ConnectorX {:.2} M rows/s | {:.2}× |", rate / 1e6, cx / 1e6, rate / cx),
-        None => println!("| full scan of {scanned} rows into Arrow, 1 partition (median of 3) | {:.2} M rows/s | — | — |", rate / 1e6),
+    for (parts, rate, cx) in scan_rates {
+        let label = format!("full scan of {scan_rows} rows into Arrow, {parts} partition(s) (median of 3)");
+        match cx {
+            Some(cx) => println!("| {label} | {:.2} M rows/s | ConnectorX ({parts}) {:.2} M rows/s | {:.2}× |", rate / 1e6, cx / 1e6, rate / cx),
+            None => println!("| {label} | {:.2} M rows/s | — | — |", rate / 1e6),
+        }
     }
     server.shutdown().await?;
     Ok(())

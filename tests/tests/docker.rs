@@ -249,3 +249,36 @@ async fn docker_unreachable_or_image_missing_is_a_clear_start_error() -> anyhow:
     assert_eq!(leftovers(&cluster), (vec![], vec![]));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let cluster = cluster_name("auto");
+    let _cleanup = Cleanup(cluster.clone());
+    let cfg = config(&cluster, 1, 2, "busy_fragments = 1\ncooldown_secs = 1\nidle_secs = 3");
+    let mut server = start_coordinator(&format!("[server]\ntarget_partitions = 2\n{cfg}"))?;
+    let mut c = client(&server.addr).await?;
+    let workers = "SELECT count(*) FROM system.workers";
+    assert_eq!(scalar(&mut c, workers).await?, "1");
+
+    // Two fragments running on one worker is busy at busy_fragments = 1.
+    let addr = server.addr.clone();
+    let slow = tokio::spawn(async move {
+        let mut c = client(&addr).await?;
+        query(
+            &mut c,
+            "SELECT count(*) FROM quiver.tpch.lineitem WHERE levenshtein(l_comment || l_comment, reverse(l_comment) || l_comment) > 40",
+        )
+        .await
+    });
+    wait_for(&mut c, "SELECT count(*) FROM system.workers WHERE state = 'ready'", "2", Duration::from_secs(60)).await?;
+    slow.await??;
+    // Idle for idle_secs: back to min.
+    wait_for(&mut c, workers, "1", Duration::from_secs(60)).await?;
+    let reasons = pretty_format_batches(&query(&mut c, "SELECT action, reason FROM system.scaling_events").await?)?.to_string();
+    assert!(reasons.contains("fragments running on 1 workers (busy at 1 per worker)"), "{reasons}");
+    assert!(reasons.contains("idle for"), "{reasons}");
+    assert!(server.terminate(Duration::from_secs(30)));
+    assert_eq!(leftovers(&cluster), (vec![], vec![]));
+    Ok(())
+}

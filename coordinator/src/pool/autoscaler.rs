@@ -26,6 +26,9 @@ pub(super) fn spawn(pool: &Arc<WorkerPool>) {
         loop {
             tokio::time::sleep(TICK).await;
             let Some(pool) = weak.upgrade() else { break };
+            if pool.closing() {
+                break;
+            }
             pool.replace_failed().await;
             pool.resize(&mut last_change).await;
         }
@@ -48,6 +51,9 @@ impl WorkerPool {
 
     async fn start_worker(&self, reason: &str) -> bool {
         let Some(docker) = self.docker() else { return false };
+        if self.closing() {
+            return false;
+        }
         let (id, address) = match docker.start_one().await {
             Ok(started) => started,
             Err(e) => {
@@ -63,6 +69,11 @@ impl WorkerPool {
                 return false;
             }
         };
+        if self.closing() {
+            // Shutdown began while the container started: it is not ours to keep.
+            let _ = docker.remove(&id).await;
+            return false;
+        }
         // Listed (as starting) at once, planned on only once healthy.
         self.add(worker.clone());
         self.events.record("start", &id, reason);

@@ -195,8 +195,8 @@ impl DockerWorkers {
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match self.docker.remove_container(container, Some(options)).await {
             Ok(()) => Ok(()),
-            // Already gone (removed by hand, or a race with another removal).
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            // Already gone (removed by hand), or being removed by a concurrent call.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
             Err(e) => Err(docker_error("remove container")(e)),
         }
     }
@@ -206,8 +206,17 @@ impl DockerWorkers {
         if let Ok(mut c) = self.containers.lock() {
             c.clear();
         }
-        if let Err(e) = self.reap().await {
-            tracing::warn!(error = %e, "could not remove every worker container");
+        // A removal already in progress (a retiring worker) finishes on its own:
+        // wait for it, so that the network can go too.
+        for _ in 0..50 {
+            match self.reap().await {
+                Ok(0) => break,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove every worker container");
+                    break;
+                }
+            }
         }
         if self.owns_network {
             if let Err(e) = self.docker.remove_network(&self.network).await {

@@ -216,6 +216,8 @@ pub struct WorkerPool {
     /// A size set by `quiver workers scale N`; None lets the autoscaler decide.
     target: std::sync::Mutex<Option<usize>>,
     counters: crate::metrics::Counters,
+    /// Set by `shutdown`: the autoscaler stops and no worker is started any more.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -267,6 +269,7 @@ impl WorkerPool {
             events: events::EventLog::default(),
             target: std::sync::Mutex::new(None),
             counters: crate::metrics::Counters::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         match &pool.provisioner {
             Provisioner::Docker(_) => {
@@ -349,12 +352,17 @@ impl WorkerPool {
         Ok(())
     }
 
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
     pub fn target(&self) -> Option<usize> {
         self.target.lock().ok().and_then(|t| *t)
     }
 
     /// Stops embedded workers; removes Docker workers and their network.
     pub async fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         match &self.provisioner {
             Provisioner::Embedded(embedded) => embedded.shutdown(),
             Provisioner::Docker(docker) => docker.shutdown().await,
