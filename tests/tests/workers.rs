@@ -93,3 +93,23 @@ async fn no_live_worker_is_a_clear_error() -> anyhow::Result<()> {
     assert_eq!(row_count(&query(&mut c, "SELECT 1").await?), 1);
     Ok(())
 }
+
+/// `workers.mode = "dns"` (what the Helm chart uses): the workers are the addresses
+/// a name resolves to; here `localhost` and the port of a `quiver worker` process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_pool_finds_its_workers_by_name() -> anyhow::Result<()> {
+    let worker = start_worker("dns-worker")?;
+    let port = worker.addr.rsplit(':').next().unwrap_or_default().to_string();
+    let config = format!("[workers]\nmode = \"dns\"\nservice = \"localhost\"\nport = {port}\n{}", tpch_source());
+    let server = start_coordinator(&config)?;
+    let mut c = client(&server.addr).await?;
+    let listed = arrow::util::pretty::pretty_format_batches(
+        &query(&mut c, "SELECT id, state FROM system.workers WHERE state = 'ready'").await?,
+    )?
+    .to_string();
+    assert!(listed.contains(&format!("127.0.0.1:{port}")), "{listed}");
+    let before = completed_fragments(&worker.addr).await?;
+    assert_eq!(row_count(&query(&mut c, "SELECT * FROM quiver.tpch.nation").await?), 25);
+    assert!(completed_fragments(&worker.addr).await? > before, "the resolved worker ran no fragment");
+    Ok(())
+}
