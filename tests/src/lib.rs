@@ -119,6 +119,24 @@ fn spawn_ready(args: &[&str], marker: &str, envs: &[(&str, &str)], dir: Option<t
     }
 }
 
+/// Runs `quiver serve` with `config` when it is expected to fail at start; returns
+/// whether it exited successfully and its stderr. `env`: Some sets a variable, None removes it.
+pub fn serve_until_exit(config: &str, env: &[(&str, Option<&str>)]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut cmd = Command::new(quiver_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&path);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("run quiver");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Starts a coordinator with `config` (TOML; `server.listen` is forced to a free port).
 pub fn start_coordinator(config: &str) -> Result<Process> {
     start_coordinator_with_env(config, &[])

@@ -60,6 +60,12 @@ fn leftovers(cluster: &str) -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// SIGTERMs the coordinator, which must then leave no container or network of the cluster.
+fn stop_cleanly(mut server: Process, cluster: &str) {
+    assert!(server.terminate(Duration::from_secs(30)), "coordinator did not stop on SIGTERM");
+    assert_eq!(leftovers(cluster), (vec![], vec![]), "containers or network left behind");
+}
+
 fn cluster_name(test: &str) -> String {
     format!("t{}-{test}", std::process::id())
 }
@@ -105,7 +111,7 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     let _docker = exclusive();
     let cluster = cluster_name("scale");
     let _cleanup = Cleanup(cluster.clone());
-    let mut server = start_coordinator(&config(&cluster, 1, 3, "idle_secs = 3600"))?;
+    let server = start_coordinator(&config(&cluster, 1, 3, "idle_secs = 3600"))?;
     let mut c = client(&server.addr).await?;
     let ready = "SELECT count(*) FROM system.workers WHERE state = 'ready'";
     assert_eq!(scalar(&mut c, ready).await?, "1");
@@ -150,8 +156,7 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     }
     assert_eq!(leftovers(&cluster).0.len(), 1, "one container while the pool has one worker");
 
-    assert!(server.terminate(Duration::from_secs(30)), "coordinator did not stop on SIGTERM");
-    assert_eq!(leftovers(&cluster), (vec![], vec![]), "containers or network left behind");
+    stop_cleanly(server, &cluster);
     Ok(())
 }
 
@@ -160,7 +165,7 @@ async fn a_killed_worker_container_is_replaced_and_the_query_succeeds() -> anyho
     let _docker = exclusive();
     let cluster = cluster_name("kill");
     let _cleanup = Cleanup(cluster.clone());
-    let mut server = start_coordinator(&format!("[server]\ntarget_partitions = 4\n{}", config(&cluster, 2, 2, "")))?;
+    let server = start_coordinator(&format!("[server]\ntarget_partitions = 4\n{}", config(&cluster, 2, 2, "")))?;
     let mut c = client(&server.addr).await?;
     // Partial aggregates over an expensive filter (an edit distance per
     // row): workers send nothing until they
@@ -196,8 +201,7 @@ async fn a_killed_worker_container_is_replaced_and_the_query_succeeds() -> anyho
         .await?;
     let events = pretty_format_batches(&query(&mut c, "SELECT action, worker, reason FROM system.scaling_events").await?)?.to_string();
     assert!(events.contains("replace") && events.contains(&victim), "{events}");
-    assert!(server.terminate(Duration::from_secs(30)));
-    assert_eq!(leftovers(&cluster), (vec![], vec![]));
+    stop_cleanly(server, &cluster);
     Ok(())
 }
 
@@ -213,36 +217,27 @@ async fn a_restarted_coordinator_reaps_the_workers_of_a_killed_one() -> anyhow::
     first.kill(); // SIGKILL: no chance to clean up
     assert_eq!(leftovers(&cluster).0, orphans, "containers outlive a killed coordinator");
 
-    let mut second = start_coordinator(&cfg)?;
+    let second = start_coordinator(&cfg)?;
     let now = leftovers(&cluster).0;
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(now.iter().all(|c| !orphans.contains(c)), "orphans {orphans:?} still there: {now:?}");
     let mut c = client(&second.addr).await?;
     assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
-    assert!(second.terminate(Duration::from_secs(30)));
-    assert_eq!(leftovers(&cluster), (vec![], vec![]));
+    stop_cleanly(second, &cluster);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_unreachable_or_image_missing_is_a_clear_start_error() -> anyhow::Result<()> {
     let _docker = exclusive();
-    let start_error = |config: String, envs: &[(&str, &str)]| -> String {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("quiver.toml");
-        std::fs::write(&path, config).expect("write config");
-        let out = Command::new(quiver_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .envs(envs.iter().copied())
-            .output()
-            .expect("run quiver");
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+    let start_error = |config: String, env: &[(&str, Option<&str>)]| -> String {
+        let (ok, err) = serve_until_exit(&config, env);
+        assert!(!ok, "started despite: {config}");
+        err
     };
     let cluster = cluster_name("errors");
     let _cleanup = Cleanup(cluster.clone());
-    let err = start_error(config(&cluster, 1, 1, ""), &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let err = start_error(config(&cluster, 1, 1, ""), &[("DOCKER_HOST", Some("unix:///nonexistent/docker.sock"))]);
     assert!(err.contains("Docker is unreachable at unix:///nonexistent/docker.sock"), "{err}");
     let err = start_error(config(&cluster, 1, 1, "").replace("quiver-worker:latest", "quiver-worker:no-such-tag"), &[]);
     assert!(err.contains("worker image 'quiver-worker:no-such-tag' is not available"), "{err}");
@@ -256,7 +251,7 @@ async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyho
     let cluster = cluster_name("auto");
     let _cleanup = Cleanup(cluster.clone());
     let cfg = config(&cluster, 1, 2, "busy_fragments = 1\ncooldown_secs = 1\nidle_secs = 3");
-    let mut server = start_coordinator(&format!("[server]\ntarget_partitions = 2\n{cfg}"))?;
+    let server = start_coordinator(&format!("[server]\ntarget_partitions = 2\n{cfg}"))?;
     let mut c = client(&server.addr).await?;
     let workers = "SELECT count(*) FROM system.workers";
     assert_eq!(scalar(&mut c, workers).await?, "1");
@@ -278,7 +273,6 @@ async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyho
     let reasons = pretty_format_batches(&query(&mut c, "SELECT action, reason FROM system.scaling_events").await?)?.to_string();
     assert!(reasons.contains("fragments running on 1 workers (busy at 1 per worker)"), "{reasons}");
     assert!(reasons.contains("idle for"), "{reasons}");
-    assert!(server.terminate(Duration::from_secs(30)));
-    assert_eq!(leftovers(&cluster), (vec![], vec![]));
+    stop_cleanly(server, &cluster);
     Ok(())
 }

@@ -1,20 +1,9 @@
 //! Start-up failures are clear: the process exits and says what is wrong and where.
 
-use std::process::Command;
-
 use quiver_tests::*;
 
 fn serve_with(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bad.toml");
-    std::fs::write(&path, config).expect("write config");
-    let out = Command::new(quiver_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env_remove("QUIVER_UNSET_VARIABLE")
-        .output()
-        .expect("run quiver");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    serve_until_exit(config, &[("QUIVER_UNSET_VARIABLE", None)])
 }
 
 #[test]
