@@ -8,6 +8,16 @@ use quiver_tests::*;
 
 /// Fragments a worker has completed, from its `stats` action.
 async fn completed_fragments(addr: &str) -> anyhow::Result<u64> {
+    worker_stat(addr, 3).await
+}
+
+/// Fragments a worker is running now.
+async fn running_fragments(addr: &str) -> anyhow::Result<u64> {
+    worker_stat(addr, 2).await
+}
+
+/// One numeric field of the worker's `WorkerStats` answer.
+async fn worker_stat(addr: &str, wanted: u8) -> anyhow::Result<u64> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut c = FlightServiceClient::new(channel);
     let mut stream = c.do_action(Action { r#type: "stats".into(), body: Default::default() }).await?.into_inner();
@@ -38,7 +48,7 @@ async fn completed_fragments(addr: &str) -> anyhow::Result<u64> {
             }
             _ => anyhow::bail!("unexpected wire type {wire}"),
         }
-        if field == 3 {
+        if field == wanted {
             return Ok(value);
         }
     }
@@ -111,5 +121,37 @@ async fn a_dns_pool_finds_its_workers_by_name() -> anyhow::Result<()> {
     let before = completed_fragments(&worker.addr).await?;
     assert_eq!(row_count(&query(&mut c, "SELECT * FROM quiver.tpch.nation").await?), 25);
     assert!(completed_fragments(&worker.addr).await? > before, "the resolved worker ran no fragment");
+    Ok(())
+}
+
+/// A client that gives up on a long query leaves nothing running on the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_query_stops_its_fragments_within_two_seconds() -> anyhow::Result<()> {
+    let worker = start_worker("cancel-worker")?;
+    let config = format!("[workers]\nmode = \"static\"\naddresses = [{:?}]\n{}", worker.addr, tpch_source());
+    let server = start_coordinator(&config)?;
+    let addr = server.addr.clone();
+    let long = tokio::spawn(async move {
+        let mut c = client(&addr).await?;
+        query(
+            &mut c,
+            "SELECT count(*) FROM quiver.tpch.lineitem l1 WHERE levenshtein(l_comment || l_comment || l_comment, reverse(l_comment) || l_comment) > 40",
+        )
+        .await
+    });
+    // Wait until the fragments run, then drop the client mid-query.
+    let started = std::time::Instant::now();
+    while running_fragments(&worker.addr).await? == 0 {
+        anyhow::ensure!(started.elapsed() < std::time::Duration::from_secs(30), "the query never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    anyhow::ensure!(!long.is_finished(), "the query finished before it could be dropped; make it slower");
+    long.abort();
+    let dropped = std::time::Instant::now();
+    while running_fragments(&worker.addr).await? > 0 {
+        anyhow::ensure!(dropped.elapsed() < std::time::Duration::from_secs(2), "fragments still running 2 s after the client left");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Ok(())
 }

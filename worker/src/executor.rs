@@ -1,6 +1,6 @@
 //! Decoding and running fragments.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
@@ -92,11 +92,12 @@ impl FragmentExecutor {
         Ok(Arc::new(task.with_runtime(runtime).with_task_id(ticket.query_id.clone())))
     }
 
-    /// Decodes the ticket's plan and starts its partition.
-    pub(crate) fn start(&self, ticket: &FragmentTicket) -> Result<RunningFragment> {
+    /// Decodes the ticket's plan and starts its partition; setting `cancelled` stops it.
+    pub(crate) fn start(&self, ticket: &FragmentTicket, cancelled: Arc<AtomicBool>) -> Result<RunningFragment> {
         let ctx = self.task_context(ticket)?;
         let plan: Arc<dyn ExecutionPlan> =
             physical_plan_from_bytes_with_extension_codec(&ticket.plan, &ctx, &self.codec)?;
+        let plan = crate::cancel::cancellable(plan, cancelled)?;
         let partitions = plan.properties().partitioning.partition_count();
         let partition = ticket.partition as usize;
         if partition >= partitions {

@@ -5,6 +5,7 @@
 //! `do_action("health")` and `do_action("stats")` let the coordinator's pool watch it.
 
 pub mod batches;
+mod cancel;
 mod compute;
 mod executor;
 mod service;

@@ -77,16 +77,35 @@ pub fn nodelay(
 
 /// Decrements the running count when a fragment's stream ends or is dropped
 /// (a cancelled query drops it), and records how it ended.
+/// Counts a fragment as running while its compute task lives.
+struct RunningGuard(Arc<FragmentExecutor>);
+
+impl RunningGuard {
+    fn new(executor: Arc<FragmentExecutor>) -> Self {
+        executor.counters.running.fetch_add(1, Ordering::Relaxed);
+        Self(executor)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.counters.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts how the response stream ended: completed, failed, or dropped (neither);
+/// dropped with the response, it also stops the fragment if it still runs.
 struct FragmentGuard {
     executor: Arc<FragmentExecutor>,
     failed: bool,
     finished: bool,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for FragmentGuard {
     fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
         let c = &self.executor.counters;
-        c.running.fetch_sub(1, Ordering::Relaxed);
         if self.failed {
             c.failed.fetch_add(1, Ordering::Relaxed);
         } else if self.finished {
@@ -112,8 +131,9 @@ impl FlightService for WorkerService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let span = tracing::info_span!("fragment", query = %ticket.query_id, fragment = ticket.fragment_id, partition = ticket.partition, worker = %self.executor.options.id);
         let executor = self.executor.clone();
-        executor.counters.running.fetch_add(1, Ordering::Relaxed);
-        let mut guard = FragmentGuard { executor: executor.clone(), failed: false, finished: false };
+        let running_guard = RunningGuard::new(executor.clone());
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut guard = FragmentGuard { executor: executor.clone(), failed: false, finished: false, cancel: cancel.clone() };
         // The fragment starts and runs on the compute runtime; its batches come over a
         // small channel, so a slow client slows the fragment down, and a dropped
         // response drops the channel and stops it.
@@ -122,7 +142,8 @@ impl FlightService for WorkerService {
         let task_span = span.clone();
         let runner = executor.clone();
         crate::compute::handle().spawn(async move {
-            let running = match task_span.in_scope(|| runner.start(&ticket)) {
+            let _running = running_guard;
+            let running = match task_span.in_scope(|| runner.start(&ticket, cancel)) {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = started_tx.send(Err(e));
@@ -134,7 +155,14 @@ impl FlightService for WorkerService {
                 return;
             }
             let c = &runner.counters;
-            while let Some(batch) = stream.next().await {
+            loop {
+                // A dropped response (the query was cancelled or failed elsewhere)
+                // stops the fragment at once, even mid-computation.
+                let next = tokio::select! {
+                    _ = batch_tx.closed() => break,
+                    next = stream.next() => next,
+                };
+                let Some(batch) = next else { break };
                 let batch = batch.and_then(|b| compact_views(b).map_err(DataFusionError::from));
                 if let Ok(b) = &batch {
                     c.rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
