@@ -25,6 +25,7 @@ pub struct QueryEngine {
     /// SQL-database schemas, for REFRESH.
     remote: Vec<Arc<RemoteSchema>>,
     pool: Arc<WorkerPool>,
+    queries: Arc<crate::queries::QueryLog>,
     /// `server.target_partitions`; absent = 2 per healthy worker at planning time,
     /// so a pool that grows spreads the next query wider.
     fixed_partitions: Option<usize>,
@@ -86,9 +87,11 @@ impl QueryEngine {
                 message: format!("the schema name {catalog}.system is reserved for Quiver's system tables"),
             });
         }
-        default_catalog.register_schema(crate::system::SCHEMA, Arc::new(crate::system::SystemSchema::new(pool.clone())))?;
+        let queries = Arc::new(crate::queries::QueryLog::default());
+        let system = crate::system::SystemSchema::new(pool.clone(), queries.clone());
+        default_catalog.register_schema(crate::system::SCHEMA, Arc::new(system))?;
         let fixed_partitions = config.server.target_partitions;
-        Ok((Self { base: ctx.state(), remote: registered.remote, pool, fixed_partitions }, registered.warnings))
+        Ok((Self { base: ctx.state(), remote: registered.remote, pool, queries, fixed_partitions }, registered.warnings))
     }
 
     /// A new session for one query.
@@ -116,6 +119,11 @@ impl QueryEngine {
             return Err(datafusion::error::DataFusionError::Plan(format!("no database schema named '{o}' to refresh")));
         }
         Ok(out)
+    }
+
+    /// Queries running and recently run (`system.queries`).
+    pub fn queries(&self) -> &Arc<crate::queries::QueryLog> {
+        &self.queries
     }
 
     pub fn pool(&self) -> &Arc<WorkerPool> {

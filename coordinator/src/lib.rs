@@ -7,6 +7,7 @@ pub mod engine;
 pub mod flight_sql;
 pub mod metrics;
 pub mod pool;
+pub mod queries;
 pub mod server;
 pub mod system;
 pub mod tpch;

@@ -1,6 +1,7 @@
 //! The `system` schema: live views of the coordinator, read with plain SQL.
 //! - `system.workers`: every worker, its state and load;
-//! - `system.scaling_events`: the worker pool's decisions with their reasons.
+//! - `system.scaling_events`: the worker pool's decisions with their reasons;
+//! - `system.queries`: queries running and recently run.
 //!
 //! Each table is a snapshot taken when a query names it.
 
@@ -14,18 +15,45 @@ use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
 use crate::pool::WorkerPool;
+use crate::queries::QueryLog;
 
 pub const SCHEMA: &str = "system";
-const TABLES: [&str; 2] = ["workers", "scaling_events"];
+const TABLES: [&str; 3] = ["workers", "scaling_events", "queries"];
 
 #[derive(Debug)]
 pub struct SystemSchema {
     pool: Arc<WorkerPool>,
+    queries: Arc<QueryLog>,
 }
 
 impl SystemSchema {
-    pub fn new(pool: Arc<WorkerPool>) -> Self {
-        Self { pool }
+    pub fn new(pool: Arc<WorkerPool>, queries: Arc<QueryLog>) -> Self {
+        Self { pool, queries }
+    }
+
+    fn queries(&self) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("user", DataType::Utf8, true),
+            Field::new("sql", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("started_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("elapsed_secs", DataType::Float64, false),
+            Field::new("rows", DataType::Int64, false),
+            Field::new("error", DataType::Utf8, true),
+        ]));
+        let q = self.queries.snapshot();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.id.as_str()))),
+            Arc::new(StringArray::from_iter(q.iter().map(|r| r.user.as_deref()))),
+            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.sql.as_str()))),
+            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.state))),
+            Arc::new(TimestampMillisecondArray::from_iter_values(q.iter().map(|r| millis(r.started_at))).with_timezone("UTC")),
+            Arc::new(Float64Array::from_iter_values(q.iter().map(|r| r.elapsed()))),
+            Arc::new(Int64Array::from_iter_values(q.iter().map(|r| r.rows as i64))),
+            Arc::new(StringArray::from_iter(q.iter().map(|r| r.error.as_deref()))),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 
     fn workers(&self) -> Result<RecordBatch> {
@@ -62,7 +90,6 @@ impl SystemSchema {
             Field::new("reason", DataType::Utf8, false),
         ]));
         let events = self.pool.events.snapshot();
-        let millis = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampMillisecondArray::from_iter_values(events.iter().map(|e| millis(e.at))).with_timezone("UTC")),
             Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.action))),
@@ -71,6 +98,10 @@ impl SystemSchema {
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
+}
+
+fn millis(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[async_trait]
@@ -83,6 +114,7 @@ impl SchemaProvider for SystemSchema {
         let batch = match name {
             "workers" => self.workers()?,
             "scaling_events" => self.scaling_events()?,
+            "queries" => self.queries()?,
             _ => return Ok(None),
         };
         let schema: SchemaRef = batch.schema();

@@ -214,3 +214,22 @@ async fn fragment_memory_limit_is_enforced_with_a_clear_error() -> anyhow::Resul
     assert_eq!(row_count(&query(&mut c, "SELECT sum(l_quantity) FROM quiver.tpch.lineitem").await?), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_tables_show_queries_and_workers() -> anyhow::Result<()> {
+    let config = format!("[server]\nmetrics_listen = \"127.0.0.1:0\"\n{}", tpch_source());
+    let server = start_coordinator(&config)?;
+    let mut c = client(&server.addr).await?;
+    assert_eq!(row_count(&query(&mut c, "SELECT * FROM quiver.tpch.nation").await?), 25);
+    let err = query_error(&mut c, "SELECT no_such_column FROM quiver.tpch.nation").await;
+    assert!(err.contains("no_such_column"), "{err}");
+    let text = |b: &[RecordBatch]| arrow::util::pretty::pretty_format_batches(b).map(|t| t.to_string()).unwrap_or_default();
+    let queries = text(&query(&mut c, "SELECT state, rows, sql, error FROM system.queries ORDER BY started_at").await?);
+    let lines: Vec<&str> = queries.lines().filter(|l| l.contains("nation")).collect();
+    assert!(lines[0].contains("| finished") && lines[0].contains("| 25 "), "{queries}");
+    assert!(lines[1].contains("| failed") && lines[1].contains("no_such_column"), "{queries}");
+    assert!(queries.contains("| running") && queries.contains("system.queries"), "the asking query runs: {queries}");
+    let workers = text(&query(&mut c, "SELECT id, state, mode FROM system.workers ORDER BY id").await?);
+    assert!(workers.contains("embedded-1 | ready") && workers.contains("embedded-2 | ready"), "{workers}");
+    Ok(())
+}

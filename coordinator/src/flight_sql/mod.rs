@@ -40,6 +40,7 @@ pub use auth::{Authenticator, User};
 use handles::{decode_params, encode_params, QueryHandle};
 
 use crate::engine::{QueryEngine, QuerySession};
+use crate::queries::RunningQuery;
 
 type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
 
@@ -90,8 +91,14 @@ impl QuiverFlightSql {
             Some(_) => refresh_schema(),
             None => {
                 let session = self.engine.session();
-                let plan = self.plan(&session, handle).await?;
-                flight_schema(plan.schema().as_arrow())
+                match self.plan(&session, handle).await {
+                    Ok(plan) => flight_schema(plan.schema().as_arrow()),
+                    Err(status) => {
+                        // Most bad statements end here, before DoGet: keep them in system.queries.
+                        self.engine.queries().begin(&session.id, None, &handle.sql).failed(status.message().to_string());
+                        return Err(status);
+                    }
+                }
             }
         };
         let info = FlightInfo::new()
@@ -110,6 +117,7 @@ impl QuiverFlightSql {
         let session = self.engine.session();
         let span = tracing::info_span!("query", id = %session.id, user = user.as_deref().unwrap_or("-"));
         let started = Instant::now();
+        let mut record = self.engine.queries().begin(&session.id, user.clone(), &handle.sql);
         let start = async {
             tracing::debug!(sql = %handle.sql, "query starts");
             let plan = self.plan(&session, &handle).await?;
@@ -119,8 +127,14 @@ impl QuiverFlightSql {
             })
         };
         // Instrumented rather than entered: an entered span must not live across awaits.
-        let batches = start.instrument(span).await?;
-        Ok(Response::new(encode(logged(batches, session.id.clone(), started))))
+        let batches = match start.instrument(span).await {
+            Ok(b) => b,
+            Err(status) => {
+                record.failed(status.message().to_string());
+                return Err(status);
+            }
+        };
+        Ok(Response::new(encode(logged(batches, session.id.clone(), started, record))))
     }
 
     /// Rediscovers database tables; one row per schema refreshed.
@@ -149,12 +163,14 @@ fn logged(
     batches: SendableRecordBatchStream,
     query: String,
     started: Instant,
+    record: RunningQuery,
 ) -> impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
     struct Tally {
         query: String,
         started: Instant,
         rows: usize,
         done: bool,
+        record: RunningQuery,
     }
     impl Drop for Tally {
         fn drop(&mut self) {
@@ -166,19 +182,22 @@ fn logged(
             }
         }
     }
-    let tally = Tally { query, started, rows: 0, done: false };
+    let tally = Tally { query, started, rows: 0, done: false, record };
     stream::unfold((batches, tally), |(mut s, mut tally)| async move {
         match s.next().await {
             Some(Ok(b)) => {
                 tally.rows += b.num_rows();
+                tally.record.add_rows(b.num_rows());
                 Some((Ok(b), (s, tally)))
             }
             Some(Err(e)) => {
                 tracing::info!(query = %tally.query, error = %e, "query failed");
+                tally.record.failed(e.to_string());
                 Some((Err(e), (s, tally)))
             }
             None => {
                 tally.done = true;
+                tally.record.finished();
                 drop(tally);
                 None
             }
