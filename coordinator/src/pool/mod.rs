@@ -339,7 +339,8 @@ impl WorkerPool {
     /// Only Docker pools can change size.
     pub fn set_target(&self, size: Option<usize>) -> Result<(), PoolError> {
         if !matches!(self.provisioner, Provisioner::Docker(_)) {
-            return Err(PoolError::Scale(format!("a {:?} worker pool cannot be scaled; use workers.mode = \"docker\"", self.config.mode).to_lowercase()));
+            let mode = format!("{:?}", self.config.mode).to_lowercase();
+            return Err(PoolError::Scale(format!("this {mode} worker pool has a fixed size; only workers.mode = \"docker\" scales")));
         }
         if let Some(n) = size {
             if n < 1 || n > self.config.max {
