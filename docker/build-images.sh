@@ -43,8 +43,8 @@ context="$target_dir/images"
 rm -rf "$context"
 mkdir -p "$context/rootfs/tmp" "$context/rootfs/etc/ssl/certs" "$context/rootfs/etc/quiver"
 chmod 1777 "$context/rootfs/tmp"   # DataFusion spills here
-# Debug info is for the host; the image gets the code only.
-strip --strip-debug -o "$context/rootfs/quiver" "$binary"
+# Symbols and debug info stay on the host; the image gets the code only.
+strip --strip-all -o "$context/rootfs/quiver" "$binary"
 # Shared libraries, at the paths the binary's loader looks for them.
 if ldd "$binary" >/dev/null 2>&1; then
   for lib in $(ldd "$binary" | awk '/=> \// {print $3} /^\s*\/.*ld-linux/ {print $1}'); do
