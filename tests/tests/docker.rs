@@ -276,3 +276,65 @@ async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyho
     stop_cleanly(server, &cluster);
     Ok(())
 }
+
+/// The coordinator image, run as a container with the Docker socket mounted, starts
+/// its workers beside it and removes them when stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_in_a_container_manages_workers_through_the_socket() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    images();
+    let cluster = cluster_name("inside");
+    let _cleanup = Cleanup(cluster.clone());
+    let net = format!("quiver-{cluster}-net");
+    let coordinator = format!("quiver-{cluster}-coordinator");
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _remove = Remove(coordinator.clone());
+    docker(&["network", "create", "--label", &format!("quiver.cluster={cluster}"), &net]);
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("quiver.toml");
+    let text = format!("[server]\nlisten = \"0.0.0.0:50051\"\n{}", config(&cluster, 1, 2, &format!("network = \"{net}\"")));
+    std::fs::write(&cfg, text)?;
+    let data = tpch_dir().to_string_lossy().into_owned();
+    // Root in the container only because this engine's socket is root-only; with a
+    // docker group, `--group-add <gid>` keeps the image's non-root user.
+    docker(&[
+        "run", "-d", "--name", &coordinator, "--network", &net, "--user", "0:0",
+        "-v", "/var/run/docker.sock:/var/run/docker.sock",
+        "-v", &format!("{}:/etc/quiver/quiver.toml:ro", cfg.display()),
+        "-v", &format!("{data}:{data}:ro"),
+        "quiver-coordinator:latest",
+    ]);
+    let ip = docker(&["inspect", "-f", &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"), &coordinator]);
+    let addr = format!("{}:50051", ip.trim());
+    let started = Instant::now();
+    let mut c = loop {
+        match client(&addr).await {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                let logs = Command::new("docker").args(["logs", &coordinator]).output()?;
+                anyhow::bail!("coordinator container never served: {e}\n{}", String::from_utf8_lossy(&logs.stderr));
+            }
+        }
+    };
+    wait_for(&mut c, "SELECT count(*) FROM system.workers WHERE state = 'ready'", "1", Duration::from_secs(60)).await?;
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
+    let workers = docker(&["ps", "-q", "--filter", &format!("label=quiver.cluster={cluster}"), "--filter", "label=quiver.role=worker"]);
+    assert_eq!(workers.lines().count(), 1, "one worker container next to the coordinator");
+
+    // `docker stop` sends SIGTERM: the coordinator removes its workers before it exits.
+    docker(&["stop", "-t", "30", &coordinator]);
+    let workers = docker(&["ps", "-aq", "--filter", &format!("label=quiver.cluster={cluster}"), "--filter", "label=quiver.role=worker"]);
+    assert!(workers.trim().is_empty(), "worker containers left: {workers}");
+    let exit = docker(&["inspect", "-f", "{{.State.ExitCode}}", &coordinator]);
+    assert_eq!(exit.trim(), "0", "the coordinator's exit after SIGTERM");
+    Ok(())
+}

@@ -78,8 +78,10 @@ impl DockerWorkers {
         HashMap::from([(CLUSTER_LABEL.to_string(), self.config.cluster.clone()), (ROLE_LABEL.to_string(), "worker".into())])
     }
 
+    /// This cluster's worker containers (not, say, a coordinator container carrying the cluster label).
     fn label_filter(&self) -> HashMap<String, Vec<String>> {
-        HashMap::from([("label".to_string(), vec![format!("{CLUSTER_LABEL}={}", self.config.cluster)])])
+        let labels = vec![format!("{CLUSTER_LABEL}={}", self.config.cluster), format!("{ROLE_LABEL}=worker")];
+        HashMap::from([("label".to_string(), labels)])
     }
 
     /// Removes every container of this cluster; returns how many.
