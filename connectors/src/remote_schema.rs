@@ -17,10 +17,18 @@ use datafusion_federation::FederatedTableProviderAdaptor;
 /// Rediscovery after an unknown table name is asked for happens at most this often.
 const REDISCOVER_AFTER: Duration = Duration::from_secs(5);
 
-/// Lists the tables of one remote schema with their Arrow schemas.
+/// One discovered table or view.
+#[derive(Debug, Clone)]
+pub struct DiscoveredTable {
+    pub schema: SchemaRef,
+    /// Primary-key columns in key order; empty when there is none (views).
+    pub primary_key: Vec<String>,
+}
+
+/// Lists the tables of one remote schema with their Arrow schemas and keys.
 #[async_trait]
 pub trait Discovery: Send + Sync {
-    async fn tables(&self) -> std::result::Result<BTreeMap<String, SchemaRef>, String>;
+    async fn tables(&self) -> std::result::Result<BTreeMap<String, DiscoveredTable>, String>;
 }
 
 pub struct RemoteSchema {
@@ -31,7 +39,7 @@ pub struct RemoteSchema {
     remote_schema: String,
     provider: Arc<SQLFederationProvider>,
     discovery: Box<dyn Discovery>,
-    tables: RwLock<(BTreeMap<String, SchemaRef>, Option<Instant>)>,
+    tables: RwLock<(BTreeMap<String, DiscoveredTable>, Option<Instant>)>,
 }
 
 impl std::fmt::Debug for RemoteSchema {
@@ -83,7 +91,18 @@ impl RemoteSchema {
     }
 
     fn lookup(&self, name: &str) -> Option<SchemaRef> {
-        self.tables.read().ok().and_then(|t| t.0.get(name).cloned())
+        self.tables.read().ok().and_then(|t| t.0.get(name).map(|d| d.schema.clone()))
+    }
+
+    /// Primary keys of the cached tables (all, or the one named), as (table, columns in key order).
+    pub fn primary_keys(&self, table: Option<&str>) -> Vec<(String, Vec<String>)> {
+        let Ok(tables) = self.tables.read() else { return vec![] };
+        tables
+            .0
+            .iter()
+            .filter(|(name, d)| table.is_none_or(|t| t == name.as_str()) && !d.primary_key.is_empty())
+            .map(|(name, d)| (name.clone(), d.primary_key.clone()))
+            .collect()
     }
 }
 

@@ -121,6 +121,22 @@ impl QueryEngine {
         Ok(out)
     }
 
+    /// Primary keys of database tables named `table` (in the given catalog and schema,
+    /// if any): (catalog, schema, table, key columns in order).
+    pub fn primary_keys(&self, catalog: Option<&str>, schema: Option<&str>, table: &str) -> Vec<(String, String, String, Vec<String>)> {
+        let mut out = vec![];
+        for remote in &self.remote {
+            let Some((c, s)) = remote.name().split_once('.') else { continue };
+            if catalog.is_some_and(|x| x != c) || schema.is_some_and(|x| x != s) {
+                continue;
+            }
+            for (t, key) in remote.primary_keys(Some(table)) {
+                out.push((c.to_string(), s.to_string(), t, key));
+            }
+        }
+        out
+    }
+
     /// Queries running and recently run (`system.queries`).
     pub fn queries(&self) -> &Arc<crate::queries::QueryLog> {
         &self.queries

@@ -61,3 +61,24 @@ async fn mariadb_hostile_names_and_literals_cannot_inject() -> anyhow::Result<()
     assert_eq!(my::sql("SELECT count(*) FROM canary").trim(), "1", "canary table must survive");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_primary_keys_are_served_over_flight_sql() -> anyhow::Result<()> {
+    my::sql("DROP TABLE IF EXISTS pk_lines; CREATE TABLE pk_lines (o_id int, line int, note text, PRIMARY KEY (line, o_id));");
+    let server = start_coordinator_with_env(&my::source("mkeys"), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let command = arrow_flight::sql::CommandGetPrimaryKeys { catalog: None, db_schema: Some("mkeys".into()), table: "pk_lines".into() };
+    let info = c.get_primary_keys(command).await?;
+    let mut batches = vec![];
+    for ep in info.endpoint {
+        let stream = c.do_get(ep.ticket.ok_or_else(|| anyhow::anyhow!("no ticket"))?).await?;
+        batches.extend(futures::TryStreamExt::try_collect::<Vec<_>>(stream).await?);
+    }
+    let keys = arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    let order: Vec<&str> = keys.lines().filter(|l| l.contains("pk_lines")).collect();
+    assert_eq!(order.len(), 2, "{keys}");
+    assert!(order[0].contains("| line ") && order[0].contains("| 1 "), "{keys}");
+    assert!(order[1].contains("| o_id ") && order[1].contains("| 2 "), "{keys}");
+    my::sql("DROP TABLE pk_lines");
+    Ok(())
+}

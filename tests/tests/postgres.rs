@@ -310,3 +310,38 @@ async fn tls_connections_are_encrypted_and_verified() -> anyhow::Result<()> {
     psql("DROP SCHEMA t_tls CASCADE");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_keys_are_discovered_and_served_over_flight_sql() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        "DROP SCHEMA IF EXISTS t_pk CASCADE; CREATE SCHEMA t_pk;
+         CREATE TABLE t_pk.lines (o_id int, line int, note text, PRIMARY KEY (line, o_id));
+         CREATE VIEW t_pk.notes AS SELECT note FROM t_pk.lines;",
+    );
+    let server = start_coordinator_with_env(&pg::source("pk", "t_pk"), &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let keys = |table: &str| arrow_flight::sql::CommandGetPrimaryKeys {
+        catalog: Some("quiver".into()),
+        db_schema: Some("pk".into()),
+        table: table.into(),
+    };
+    let mut fetch = async |table: &str| -> anyhow::Result<String> {
+        let info = c.get_primary_keys(keys(table)).await?;
+        let mut batches = vec![];
+        for ep in info.endpoint {
+            let stream = c.do_get(ep.ticket.ok_or_else(|| anyhow::anyhow!("no ticket"))?).await?;
+            batches.extend(futures::TryStreamExt::try_collect::<Vec<_>>(stream).await?);
+        }
+        Ok(text(&batches))
+    };
+    let lines = fetch("lines").await?;
+    // Key order, not column order: (line, o_id).
+    assert!(lines.contains("| quiver       | pk             | lines      | line        |          | 1            |"), "{lines}");
+    assert!(lines.contains("| lines      | o_id        |          | 2            |"), "{lines}");
+    assert!(!lines.contains("note"), "{lines}");
+    let view = fetch("notes").await?;
+    assert_eq!(view.lines().filter(|l| l.contains("notes")).count(), 0, "a view has no key: {view}");
+    psql("DROP SCHEMA t_pk CASCADE");
+    Ok(())
+}

@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 use crate::config::MySqlSource;
-use crate::remote_schema::{Discovery, RemoteSchema};
+use crate::remote_schema::{DiscoveredTable, Discovery, RemoteSchema};
 use crate::ConnectorError;
 pub use executor::MySqlExecutor;
 
@@ -58,21 +58,36 @@ struct MyDiscovery {
     database: String,
 }
 
-const COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE
-  FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION";
+const COLUMNS: &str = "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.NUMERIC_PRECISION, c.NUMERIC_SCALE,
+    k.ORDINAL_POSITION
+  FROM information_schema.COLUMNS c
+  LEFT JOIN information_schema.KEY_COLUMN_USAGE k ON k.TABLE_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME
+    AND k.COLUMN_NAME = c.COLUMN_NAME AND k.CONSTRAINT_NAME = 'PRIMARY'
+  WHERE c.TABLE_SCHEMA = ? ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION";
 
 #[async_trait]
 impl Discovery for MyDiscovery {
-    async fn tables(&self) -> Result<BTreeMap<String, SchemaRef>, String> {
+    async fn tables(&self) -> Result<BTreeMap<String, DiscoveredTable>, String> {
         let mut conn = self.pool.get_conn().await.map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
-        type Col = (String, String, String, String, Option<u64>, Option<u64>);
+        type Col = (String, String, String, String, Option<u64>, Option<u64>, Option<u64>);
         let rows: Vec<Col> = conn.exec(COLUMNS, (self.database.as_str(),)).await.map_err(|e| format!("discovery failed: {e}"))?;
-        let mut tables: BTreeMap<String, Vec<Field>> = BTreeMap::new();
-        for (table, column, data_type, column_type, precision, scale) in rows {
+        let mut tables: BTreeMap<String, (Vec<Field>, Vec<(u64, String)>)> = BTreeMap::new();
+        for (table, column, data_type, column_type, precision, scale, key_position) in rows {
             let t = arrow_type(&data_type, &column_type, precision, scale);
-            tables.entry(table).or_default().push(Field::new(column, t, true));
+            let entry = tables.entry(table).or_default();
+            if let Some(p) = key_position {
+                entry.1.push((p, column.clone()));
+            }
+            entry.0.push(Field::new(column, t, true));
         }
-        Ok(tables.into_iter().map(|(t, f)| (t, Arc::new(Schema::new(f)) as SchemaRef)).collect())
+        Ok(tables
+            .into_iter()
+            .map(|(t, (fields, mut key))| {
+                key.sort();
+                let primary_key = key.into_iter().map(|(_, c)| c).collect();
+                (t, DiscoveredTable { schema: Arc::new(Schema::new(fields)) as SchemaRef, primary_key })
+            })
+            .collect())
     }
 }
 

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
 use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::NoTls;
 
@@ -107,7 +106,7 @@ struct PgDiscovery {
 
 #[async_trait]
 impl Discovery for PgDiscovery {
-    async fn tables(&self) -> Result<BTreeMap<String, SchemaRef>, String> {
+    async fn tables(&self) -> Result<BTreeMap<String, crate::remote_schema::DiscoveredTable>, String> {
         let client = self.pool.get().await.map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
         discovery::tables(&client, &self.schema).await.map_err(|e| format!("discovery failed: {e}"))
     }

@@ -11,7 +11,7 @@ use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo,
     SqlSupportedTransaction, XdbcDataType,
 };
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
@@ -144,6 +144,23 @@ pub fn primary_keys_schema() -> SchemaRef {
         Field::new("key_name", DataType::Utf8, true),
         Field::new("key_sequence", DataType::Int32, false),
     ]))
+}
+
+/// GetPrimaryKeys rows: one per key column, `key_sequence` counting from 1.
+pub fn primary_keys(keys: Vec<(String, String, String, Vec<String>)>) -> Result<RecordBatch, Status> {
+    let rows: Vec<(&str, &str, &str, &str, i32)> = keys
+        .iter()
+        .flat_map(|(c, s, t, cols)| cols.iter().enumerate().map(move |(i, col)| (c.as_str(), s.as_str(), t.as_str(), col.as_str(), i as i32 + 1)))
+        .collect();
+    let columns: Vec<datafusion::arrow::array::ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
+        Arc::new(StringArray::new_null(rows.len())),
+        Arc::new(datafusion::arrow::array::Int32Array::from_iter_values(rows.iter().map(|r| r.4))),
+    ];
+    RecordBatch::try_new(primary_keys_schema(), columns).map_err(|e| Status::internal(e.to_string()))
 }
 
 fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {

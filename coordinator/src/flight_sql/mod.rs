@@ -520,8 +520,9 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&metadata::primary_keys_schema(), query, request.into_inner())
     }
 
-    async fn do_get_primary_keys(&self, _: CommandGetPrimaryKeys, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        Self::batch_response(Ok(RecordBatch::new_empty(metadata::primary_keys_schema())))
+    async fn do_get_primary_keys(&self, query: CommandGetPrimaryKeys, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let keys = self.engine.primary_keys(query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
+        Self::batch_response(metadata::primary_keys(keys))
     }
 
     async fn do_action_fallback(
