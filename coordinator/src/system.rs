@@ -66,8 +66,12 @@ impl SystemSchema {
             Field::new("idle_secs", DataType::Float64, false),
             Field::new("mode", DataType::Utf8, false),
             Field::new("container", DataType::Utf8, true),
+            Field::new("last_decision", DataType::Utf8, true),
         ]));
         let workers = self.pool.all();
+        // The newest pool decision about each worker, "action: reason".
+        let events = self.pool.events.snapshot();
+        let last = |id: &str| events.iter().rev().find(|e| e.worker == id).map(|e| format!("{}: {}", e.action, e.reason));
         let mode = format!("{:?}", self.pool.mode()).to_lowercase();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(workers.iter().map(|w| w.id.as_str()))),
@@ -78,6 +82,7 @@ impl SystemSchema {
             Arc::new(Float64Array::from_iter_values(workers.iter().map(|w| w.idle_for().as_secs_f64()))),
             Arc::new(StringArray::from_iter_values(workers.iter().map(|_| mode.as_str()))),
             Arc::new(StringArray::from_iter(workers.iter().map(|w| self.pool.container_of(&w.id)))),
+            Arc::new(StringArray::from_iter(workers.iter().map(|w| last(&w.id)))),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

@@ -217,7 +217,9 @@ async fn fragment_memory_limit_is_enforced_with_a_clear_error() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_tables_show_queries_and_workers() -> anyhow::Result<()> {
-    let config = format!("[server]\nmetrics_listen = \"127.0.0.1:0\"\n{}", tpch_source());
+    // A free port for the metrics endpoint (bound and released: the server takes it next).
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = format!("[server]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}", tpch_source());
     let server = start_coordinator(&config)?;
     let mut c = client(&server.addr).await?;
     assert_eq!(row_count(&query(&mut c, "SELECT * FROM quiver.tpch.nation").await?), 25);
@@ -231,5 +233,20 @@ async fn system_tables_show_queries_and_workers() -> anyhow::Result<()> {
     assert!(queries.contains("| running") && queries.contains("system.queries"), "the asking query runs: {queries}");
     let workers = text(&query(&mut c, "SELECT id, state, mode FROM system.workers ORDER BY id").await?);
     assert!(workers.contains("embedded-1 | ready") && workers.contains("embedded-2 | ready"), "{workers}");
+
+    // Prometheus text at /metrics counts the queries and fragments above.
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics_port))?;
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut page = String::new();
+    http.read_to_string(&mut page)?;
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    let value = |name: &str| -> u64 {
+        page.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    };
+    assert!(value("quiver_queries_total ") >= 4, "{page}");
+    assert!(value("quiver_fragments_total ") >= 1, "{page}");
+    assert!(value("quiver_worker_rows_total ") >= 25, "{page}");
+    assert!(page.contains("quiver_workers{state=\"ready\"} 2"), "{page}");
     Ok(())
 }
