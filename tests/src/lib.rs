@@ -177,6 +177,11 @@ pub async fn client(addr: &str) -> Result<FlightSqlServiceClient<Channel>> {
 /// Runs `sql` through GetFlightInfo + DoGet and collects the batches.
 pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>> {
     let info = client.execute(sql.to_string(), None).await?;
+    fetch(client, info).await
+}
+
+/// Reads every endpoint of a FlightInfo (a query's, or a metadata call's).
+pub async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: arrow_flight::FlightInfo) -> Result<Vec<RecordBatch>> {
     let mut out = vec![];
     for endpoint in info.endpoint {
         let ticket = endpoint.ticket.ok_or_else(|| anyhow!("endpoint without ticket"))?;

@@ -6,17 +6,7 @@ use std::sync::Arc;
 use arrow::array::{Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, SqlInfo};
-use futures::TryStreamExt;
 use quiver_tests::*;
-
-async fn fetch(client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>, info: arrow_flight::FlightInfo) -> anyhow::Result<Vec<RecordBatch>> {
-    let mut out = vec![];
-    for ep in info.endpoint {
-        let ticket = ep.ticket.ok_or_else(|| anyhow::anyhow!("no ticket"))?;
-        out.extend(client.do_get(ticket).await?.try_collect::<Vec<_>>().await?);
-    }
-    Ok(out)
-}
 
 fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
     let mut out = vec![];

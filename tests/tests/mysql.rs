@@ -69,12 +69,7 @@ async fn mariadb_primary_keys_are_served_over_flight_sql() -> anyhow::Result<()>
     let mut c = client(&server.addr).await?;
     let command = arrow_flight::sql::CommandGetPrimaryKeys { catalog: None, db_schema: Some("mkeys".into()), table: "pk_lines".into() };
     let info = c.get_primary_keys(command).await?;
-    let mut batches = vec![];
-    for ep in info.endpoint {
-        let stream = c.do_get(ep.ticket.ok_or_else(|| anyhow::anyhow!("no ticket"))?).await?;
-        batches.extend(futures::TryStreamExt::try_collect::<Vec<_>>(stream).await?);
-    }
-    let keys = arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    let keys = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await?)?.to_string();
     let order: Vec<&str> = keys.lines().filter(|l| l.contains("pk_lines")).collect();
     assert_eq!(order.len(), 2, "{keys}");
     assert!(order[0].contains("| line ") && order[0].contains("| 1 "), "{keys}");

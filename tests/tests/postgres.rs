@@ -328,12 +328,7 @@ async fn primary_keys_are_discovered_and_served_over_flight_sql() -> anyhow::Res
     };
     let mut fetch = async |table: &str| -> anyhow::Result<String> {
         let info = c.get_primary_keys(keys(table)).await?;
-        let mut batches = vec![];
-        for ep in info.endpoint {
-            let stream = c.do_get(ep.ticket.ok_or_else(|| anyhow::anyhow!("no ticket"))?).await?;
-            batches.extend(futures::TryStreamExt::try_collect::<Vec<_>>(stream).await?);
-        }
-        Ok(text(&batches))
+        Ok(text(&fetch(&mut c, info).await?))
     };
     let lines = fetch("lines").await?;
     // Key order, not column order: (line, o_id).
