@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Prometheus metrics over HTTP (`GET /metrics`); off when absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// A query running longer is cancelled, with all its fragments; absent = no limit.
+    #[serde(default)]
+    pub query_timeout_secs: Option<f64>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             metrics_listen: None,
+            query_timeout_secs: None,
             default_catalog: None,
             default_schema: None,
             auth: None,
@@ -167,6 +171,31 @@ pub struct WorkersConfig {
     pub service: Option<String>,
     #[serde(default = "default_worker_port")]
     pub port: u16,
+    // Distributed execution.
+    /// Cut queries into stages that exchange rows between workers (joins and
+    /// aggregates run on workers); false = only scans run on workers.
+    #[serde(default = "default_true")]
+    pub exchanges: bool,
+    /// Most stage tasks the scheduler runs on one worker at a time.
+    #[serde(default = "default_max_fragments_per_worker")]
+    pub max_fragments_per_worker: u32,
+    /// Attempts of one stage task (its worker died, or an input was lost) before the query fails.
+    #[serde(default = "default_task_attempts")]
+    pub task_attempts: u32,
+    /// Memory of one query across all workers, e.g. "4GiB"; each task gets an even
+    /// share for the tasks that can run at once. Absent = `fragment_memory_limit` per task.
+    #[serde(default)]
+    pub query_memory_limit: Option<ByteSize>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_fragments_per_worker() -> u32 {
+    4
+}
+fn default_task_attempts() -> u32 {
+    4
 }
 
 fn default_image() -> String {
@@ -222,6 +251,10 @@ impl Default for WorkersConfig {
             start_timeout_secs: default_start_timeout_secs(),
             service: None,
             port: default_worker_port(),
+            exchanges: true,
+            max_fragments_per_worker: default_max_fragments_per_worker(),
+            task_attempts: default_task_attempts(),
+            query_memory_limit: None,
         }
     }
 }

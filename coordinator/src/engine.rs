@@ -17,7 +17,7 @@ use quiver_connectors::remote_schema::RemoteSchema;
 use quiver_proto::QuiverCodec;
 
 use crate::config::QuiverConfig;
-use crate::distributed::DistributeFragments;
+use crate::distributed::{DistributeFragments, Scheduler, SchedulerSettings};
 use crate::pool::WorkerPool;
 
 pub struct QueryEngine {
@@ -29,6 +29,8 @@ pub struct QueryEngine {
     /// `server.target_partitions`; absent = 2 per healthy worker at planning time,
     /// so a pool that grows spreads the next query wider.
     fixed_partitions: Option<usize>,
+    /// `server.query_timeout_secs`.
+    query_timeout: Option<std::time::Duration>,
 }
 
 /// A query's own session; its id is the query id in logs and on workers.
@@ -63,12 +65,27 @@ impl QueryEngine {
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(partitions);
+        let mut session_config = session_config;
+        if config.workers.exchanges {
+            // A join's dynamic filter waits until every partition of the join has
+            // built its side; a stage task runs only some of them, so it would wait forever.
+            session_config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
+        }
+        let fragments = Arc::new(crate::fragments::FragmentLog::default());
+        let scheduler = config.workers.exchanges.then(|| {
+            let settings = SchedulerSettings {
+                max_fragments_per_worker: config.workers.max_fragments_per_worker,
+                task_attempts: config.workers.task_attempts.max(1),
+                query_memory_limit: config.workers.query_memory_limit.map(|b| b.0),
+            };
+            Arc::new(Scheduler::new(pool.clone(), codec.clone(), settings, fragments.clone()))
+        });
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()
             .with_optimizer_rules(optimizer_rules())
             .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
-            .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec)))
+            .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec, scheduler)))
             .build();
         let ctx = SessionContext::new_with_state(state);
         quiver_connectors::register_object_stores(&ctx.runtime_env(), &config.source)?;
@@ -88,10 +105,16 @@ impl QueryEngine {
             });
         }
         let queries = Arc::new(crate::queries::QueryLog::default());
-        let system = crate::system::SystemSchema::new(pool.clone(), queries.clone());
+        let system = crate::system::SystemSchema::new(pool.clone(), queries.clone(), fragments);
         default_catalog.register_schema(crate::system::SCHEMA, Arc::new(system))?;
         let fixed_partitions = config.server.target_partitions;
-        Ok((Self { base: ctx.state(), remote: registered.remote, pool, queries, fixed_partitions }, registered.warnings))
+        let query_timeout = config
+            .server
+            .query_timeout_secs
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(std::time::Duration::from_secs_f64);
+        let engine = Self { base: ctx.state(), remote: registered.remote, pool, queries, fixed_partitions, query_timeout };
+        Ok((engine, registered.warnings))
     }
 
     /// A new session for one query.
@@ -140,6 +163,11 @@ impl QueryEngine {
     /// Queries running and recently run (`system.queries`).
     pub fn queries(&self) -> &Arc<crate::queries::QueryLog> {
         &self.queries
+    }
+
+    /// How long a query may run before it is cancelled.
+    pub fn query_timeout(&self) -> Option<std::time::Duration> {
+        self.query_timeout
     }
 
     pub fn pool(&self) -> &Arc<WorkerPool> {

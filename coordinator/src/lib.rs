@@ -5,6 +5,7 @@ pub mod config;
 pub mod distributed;
 pub mod engine;
 pub mod flight_sql;
+pub mod fragments;
 pub mod metrics;
 pub mod pool;
 pub mod queries;

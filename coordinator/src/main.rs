@@ -110,6 +110,8 @@ async fn run_server(command: Command) -> Result<()> {
             // Machine-readable readiness line: scripts and tests wait for it.
             println!("quiver: Flight SQL listening on {scheme}://{}", running.addr);
             running.serve_until_signal().await?;
+            // Embedded workers wrote their exchange files in this process's directory.
+            quiver_worker::exchange::store().remove_all();
         }
         Command::Worker { listen, config, id } => {
             let sources = match (config, std::env::var("QUIVER_CONFIG_TOML")) {
@@ -130,6 +132,7 @@ async fn run_server(command: Command) -> Result<()> {
             let service = quiver_worker::WorkerService::new(options, codec)?;
             println!("quiver: worker listening on http://{addr}");
             quiver_worker::serve(listener, service, quiver_coordinator::server::shutdown_signal()).await?;
+            quiver_worker::exchange::store().remove_all();
         }
         Command::GenTpch { scale, out } => {
             let started = std::time::Instant::now();

@@ -21,6 +21,10 @@ pub struct Counters {
     pub fragments: AtomicU64,
     pub fragment_retries: AtomicU64,
     pub rows_from_workers: AtomicU64,
+    pub stages: AtomicU64,
+    pub exchange_bytes: AtomicU64,
+    pub lost_outputs: AtomicU64,
+    pub query_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -40,6 +44,10 @@ pub fn render(pool: &WorkerPool) -> String {
     counter("quiver_fragments_total", "Fragments started on workers.", c.fragments.load(Ordering::Relaxed));
     counter("quiver_fragment_retries_total", "Fragments moved to another worker after theirs was lost.", c.fragment_retries.load(Ordering::Relaxed));
     counter("quiver_worker_rows_total", "Rows received from workers.", c.rows_from_workers.load(Ordering::Relaxed));
+    counter("quiver_stages_total", "Query stages run on workers.", c.stages.load(Ordering::Relaxed));
+    counter("quiver_exchange_bytes_total", "Bytes stage tasks wrote to exchanges.", c.exchange_bytes.load(Ordering::Relaxed));
+    counter("quiver_lost_outputs_total", "Stage outputs recomputed after their worker was lost.", c.lost_outputs.load(Ordering::Relaxed));
+    counter("quiver_query_timeouts_total", "Queries cancelled by server.query_timeout_secs.", c.query_timeouts.load(Ordering::Relaxed));
     let workers = pool.all();
     let _ = writeln!(out, "# HELP quiver_workers Workers by state.\n# TYPE quiver_workers gauge");
     for state in [WorkerState::Starting, WorkerState::Ready, WorkerState::Unhealthy, WorkerState::Draining] {

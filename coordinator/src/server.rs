@@ -83,7 +83,10 @@ pub async fn shutdown_signal() {
 /// The plan codec of coordinator and workers: Quiver's own nodes, with database
 /// scans resolved against the sources of `sources`.
 pub fn quiver_codec(sources: &[quiver_connectors::SourceConfig]) -> QuiverCodec {
-    QuiverCodec::new().with_node(Arc::new(quiver_connectors::SourceScanCodec::new(sources.to_vec())))
+    QuiverCodec::new()
+        .with_node(Arc::new(quiver_connectors::SourceScanCodec::new(sources.to_vec())))
+        .with_node(Arc::new(quiver_worker::exchange::ShuffleWriteCodec))
+        .with_node(Arc::new(quiver_worker::exchange::ShuffleReadCodec))
 }
 
 /// Starts workers, registers sources and begins serving Flight SQL.

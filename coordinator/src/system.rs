@@ -1,7 +1,8 @@
 //! The `system` schema: live views of the coordinator, read with plain SQL.
 //! - `system.workers`: every worker, its state and load;
 //! - `system.scaling_events`: the worker pool's decisions with their reasons;
-//! - `system.queries`: queries running and recently run.
+//! - `system.queries`: queries running and recently run;
+//! - `system.fragments`: the stage tasks of those queries: worker, attempt, rows, bytes, spill, time.
 //!
 //! Each table is a snapshot taken when a query names it.
 
@@ -15,20 +16,58 @@ use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
 use crate::pool::WorkerPool;
+use crate::fragments::FragmentLog;
 use crate::queries::QueryLog;
 
 pub const SCHEMA: &str = "system";
-const TABLES: [&str; 3] = ["workers", "scaling_events", "queries"];
+const TABLES: [&str; 4] = ["workers", "scaling_events", "queries", "fragments"];
 
 #[derive(Debug)]
 pub struct SystemSchema {
     pool: Arc<WorkerPool>,
     queries: Arc<QueryLog>,
+    fragments: Arc<FragmentLog>,
 }
 
 impl SystemSchema {
-    pub fn new(pool: Arc<WorkerPool>, queries: Arc<QueryLog>) -> Self {
-        Self { pool, queries }
+    pub fn new(pool: Arc<WorkerPool>, queries: Arc<QueryLog>, fragments: Arc<FragmentLog>) -> Self {
+        Self { pool, queries, fragments }
+    }
+
+    fn fragments(&self) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("query_id", DataType::Utf8, false),
+            Field::new("stage", DataType::Int64, false),
+            Field::new("task", DataType::Int64, false),
+            Field::new("attempt", DataType::Int64, false),
+            Field::new("worker", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("started_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("elapsed_ms", DataType::Int64, false),
+            Field::new("rows", DataType::Int64, false),
+            Field::new("bytes", DataType::Int64, false),
+            Field::new("spilled_bytes", DataType::Int64, false),
+            Field::new("error", DataType::Utf8, true),
+        ]));
+        let f = self.fragments.snapshot();
+        let int = |g: &dyn Fn(&crate::fragments::FragmentRecord) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(f.iter().map(|r| g(r) as i64)))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(f.iter().map(|r| r.query_id.as_str()))),
+            int(&|r| r.stage as u64),
+            int(&|r| r.task as u64),
+            int(&|r| r.attempt as u64),
+            Arc::new(StringArray::from_iter_values(f.iter().map(|r| r.worker.as_str()))),
+            Arc::new(StringArray::from_iter_values(f.iter().map(|r| r.state))),
+            Arc::new(TimestampMillisecondArray::from_iter_values(f.iter().map(|r| millis(r.started_at))).with_timezone("UTC")),
+            int(&|r| r.elapsed_ms()),
+            int(&|r| r.rows),
+            int(&|r| r.bytes),
+            int(&|r| r.spilled_bytes),
+            Arc::new(StringArray::from_iter(f.iter().map(|r| r.error.as_deref()))),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 
     fn queries(&self) -> Result<RecordBatch> {
@@ -120,6 +159,7 @@ impl SchemaProvider for SystemSchema {
             "workers" => self.workers()?,
             "scaling_events" => self.scaling_events()?,
             "queries" => self.queries()?,
+            "fragments" => self.fragments()?,
             _ => return Ok(None),
         };
         let schema: SchemaRef = batch.schema();

@@ -9,7 +9,7 @@ mod codec;
 mod messages;
 
 pub use codec::{NodeCodec, QuiverCodec};
-pub use messages::{FragmentTicket, WorkerStats};
+pub use messages::{FragmentStats, FragmentTicket, WorkerStats};
 
 /// Name of the worker's health action.
 pub const ACTION_HEALTH: &str = "health";

@@ -43,6 +43,26 @@ pub struct WorkerStats {
     pub memory_reserved: u64,
 }
 
+/// What a fragment cost, sent by the worker as the `app_metadata` of the last
+/// (batch-less) message of its stream.
+#[derive(Clone, PartialEq, Message)]
+pub struct FragmentStats {
+    #[prost(uint64, tag = "1")]
+    pub rows: u64,
+    #[prost(uint64, tag = "2")]
+    pub bytes: u64,
+    #[prost(uint64, tag = "3")]
+    pub spilled_bytes: u64,
+    #[prost(uint64, tag = "4")]
+    pub elapsed_ms: u64,
+}
+
+impl FragmentStats {
+    pub fn decode_from(buf: &[u8]) -> Result<Self, ProtoError> {
+        Self::decode(buf).map_err(|source| ProtoError::Decode { what: "fragment stats", source })
+    }
+}
+
 impl FragmentTicket {
     pub fn encode_to_bytes(&self) -> Vec<u8> {
         self.encode_to_vec()

@@ -294,3 +294,52 @@ pub mod my {
         format!("[[source]]\nname = \"{name}\"\nkind = \"mysql\"\nurl = \"{URL}\"\n")
     }
 }
+
+/// Fragments a worker has completed, from its `stats` action.
+pub async fn completed_fragments(addr: &str) -> Result<u64> {
+    worker_stat(addr, 3).await
+}
+
+/// Fragments a worker is running now.
+pub async fn running_fragments(addr: &str) -> Result<u64> {
+    worker_stat(addr, 2).await
+}
+
+/// One numeric field of the worker's `WorkerStats` answer.
+pub async fn worker_stat(addr: &str, wanted: u8) -> Result<u64> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let mut c = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+    let mut stream = c.do_action(arrow_flight::Action { r#type: "stats".into(), body: Default::default() }).await?.into_inner();
+    let body = stream.message().await?.ok_or_else(|| anyhow::anyhow!("no stats"))?.body;
+    // WorkerStats field 3 (completed_fragments) is a varint; decode the message by hand
+    // to keep this test independent of Quiver's crates.
+    let mut i = 0;
+    while i < body.len() {
+        let tag = body[i];
+        i += 1;
+        let (field, wire) = (tag >> 3, tag & 7);
+        let mut value: u64 = 0;
+        let mut shift = 0;
+        match wire {
+            0 => loop {
+                let b = body[i];
+                i += 1;
+                value |= ((b & 0x7f) as u64) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            },
+            2 => {
+                let len = body[i] as usize;
+                i += 1 + len;
+                continue;
+            }
+            _ => anyhow::bail!("unexpected wire type {wire}"),
+        }
+        if field == wanted {
+            return Ok(value);
+        }
+    }
+    Ok(0)
+}

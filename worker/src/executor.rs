@@ -56,6 +56,8 @@ pub struct FragmentExecutor {
 pub(crate) struct RunningFragment {
     pub stream: SendableRecordBatchStream,
     pub pool: Arc<dyn MemoryPool>,
+    /// The running plan, for its spill metrics once it ends.
+    pub plan: Arc<dyn ExecutionPlan>,
 }
 
 impl FragmentExecutor {
@@ -109,7 +111,7 @@ impl FragmentExecutor {
         tracing::trace!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "decoded fragment");
         let pool = ctx.runtime_env().memory_pool.clone();
         let stream = plan.execute(partition, ctx)?;
-        Ok(RunningFragment { stream, pool })
+        Ok(RunningFragment { stream, pool, plan })
     }
 
     pub fn stats(&self) -> WorkerStats {

@@ -6,6 +6,7 @@
 
 pub mod batches;
 mod cancel;
+pub mod exchange;
 mod compute;
 mod executor;
 mod service;

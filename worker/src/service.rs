@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use quiver_proto::{FragmentTicket, QuiverCodec, ACTION_HEALTH, ACTION_STATS};
+use quiver_proto::{FragmentStats, FragmentTicket, QuiverCodec, ACTION_HEALTH, ACTION_STATS};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -26,10 +26,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::executor::{FragmentExecutor, WorkerOptions};
 use datafusion::error::DataFusionError;
 use crate::status::from_datafusion;
+use crate::exchange::{store, ACTION_RELEASE, SHUFFLE_TICKET_PREFIX};
 use crate::WorkerError;
 
 /// Largest gRPC message accepted or sent: plans of tables with many files are big.
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The Flight service of one worker.
 #[derive(Clone)]
@@ -127,6 +128,9 @@ impl FlightService for WorkerService {
     type DoExchangeStream = Stream<FlightData>;
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        if let Some(rest) = request.get_ref().ticket.strip_prefix(SHUFFLE_TICKET_PREFIX.as_bytes()) {
+            return serve_exchange(rest);
+        }
         let ticket = FragmentTicket::decode_from(&request.get_ref().ticket)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let span = tracing::info_span!("fragment", query = %ticket.query_id, fragment = ticket.fragment_id, partition = ticket.partition, worker = %self.executor.options.id);
@@ -138,6 +142,7 @@ impl FlightService for WorkerService {
         // small channel, so a slow client slows the fragment down, and a dropped
         // response drops the channel and stops it.
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (stats_tx, stats_rx) = tokio::sync::oneshot::channel::<FragmentStats>();
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(2);
         let task_span = span.clone();
         let runner = executor.clone();
@@ -150,11 +155,13 @@ impl FlightService for WorkerService {
                     return;
                 }
             };
-            let (mut stream, pool) = (running.stream, running.pool);
+            let (mut stream, pool, plan) = (running.stream, running.pool, running.plan);
             if started_tx.send(Ok(stream.schema())).is_err() {
                 return;
             }
             let c = &runner.counters;
+            let started = std::time::Instant::now();
+            let (mut rows, mut bytes, mut complete) = (0u64, 0u64, false);
             loop {
                 // A dropped response (the query was cancelled or failed elsewhere)
                 // stops the fragment at once, even mid-computation.
@@ -162,9 +169,14 @@ impl FlightService for WorkerService {
                     _ = batch_tx.closed() => break,
                     next = stream.next() => next,
                 };
-                let Some(batch) = next else { break };
+                let Some(batch) = next else {
+                    complete = true;
+                    break;
+                };
                 let batch = batch.and_then(|b| compact_views(b).map_err(DataFusionError::from));
                 if let Ok(b) = &batch {
+                    rows += b.num_rows() as u64;
+                    bytes += b.get_array_memory_size() as u64;
                     c.rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                     c.bytes.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
                 }
@@ -172,6 +184,11 @@ impl FlightService for WorkerService {
                 if batch_tx.send(batch).await.is_err() {
                     break;
                 }
+            }
+            if complete {
+                let spilled_bytes = crate::exchange::spilled_bytes(&plan);
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                let _ = stats_tx.send(FragmentStats { rows, bytes, spilled_bytes, elapsed_ms });
             }
         });
         let schema = match started_rx.await {
@@ -195,7 +212,17 @@ impl FlightService for WorkerService {
             // Batches go whole: slicing a view array would resend its buffers per slice.
             .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
             .with_schema(schema)
-            .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))));
+            .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))))
+            // Last, a message without a batch whose app_metadata says what the fragment cost.
+            .chain(stream::once(stats_rx).filter_map(|stats| async move {
+                let stats = stats.ok()?;
+                Some(Ok(FlightData {
+                    data_header: metadata_only_header(),
+                    app_metadata: Bytes::from(stats.encode_to_vec()),
+                    ..Default::default()
+                }))
+            }))
+            .boxed();
         // The guard travels with the stream: it sees the end, an error, or a drop (cancel).
         let out = stream::unfold((encoded, guard, span), |(mut s, mut guard, span)| async move {
             match s.next().await {
@@ -222,6 +249,12 @@ impl FlightService for WorkerService {
         let body = match action.r#type.as_str() {
             ACTION_HEALTH => Bytes::from_static(b"ok"),
             ACTION_STATS => Bytes::from(self.executor.stats().encode_to_vec()),
+            ACTION_RELEASE => {
+                let query = String::from_utf8_lossy(&action.body);
+                let freed = store().release(&query);
+                tracing::debug!(query = %query, freed, "exchange files released");
+                Bytes::from(freed.to_string())
+            }
             other => return Err(Status::invalid_argument(format!("unknown worker action '{other}'"))),
         };
         let result: BoxStream<'static, Result<arrow_flight::Result, Status>> =
@@ -233,6 +266,7 @@ impl FlightService for WorkerService {
         let actions = [
             (ACTION_HEALTH, "answers 'ok' while the worker serves"),
             (ACTION_STATS, "WorkerStats protobuf: running fragments, rows and bytes sent"),
+            (ACTION_RELEASE, "deletes the exchange files of the query named in the body"),
         ]
         .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
         Ok(Response::new(Box::pin(stream::iter(actions))))
@@ -270,5 +304,59 @@ impl FlightService for WorkerService {
         _: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("workers do not exchange"))
+    }
+}
+
+/// Streams one partition of an exchange output this worker holds
+/// (`shuffle:<key>:<partition>`).
+fn serve_exchange(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status> {
+    let ticket = std::str::from_utf8(ticket).map_err(|_| Status::invalid_argument("exchange ticket is not UTF-8"))?;
+    let path = ticket
+        .rsplit_once(':')
+        .and_then(|(key, p)| store().partition_path(key, p.parse().ok()?))
+        .ok_or_else(|| Status::invalid_argument(format!("malformed exchange ticket '{ticket}'")))?;
+    let file = std::fs::File::open(&path)
+        .map_err(|e| Status::not_found(format!("exchange output {ticket} is not on this worker: {e}")))?;
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
+        .map_err(|e| Status::internal(format!("exchange output {ticket} is unreadable: {e}")))?;
+    let schema = reader.schema();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(2);
+    tokio::task::spawn_blocking(move || {
+        for batch in reader {
+            if tx.blocking_send(batch.map_err(FlightError::from)).is_err() {
+                return;
+            }
+        }
+    });
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_dictionary_handling(DictionaryHandling::Resend)
+        .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
+        .with_schema(schema)
+        .build(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .map_err(Status::from);
+    Ok(Response::new(Box::pin(encoded)))
+}
+
+/// The IPC header of a Flight message without a batch (`MessageHeader::NONE`):
+/// decoders pass its `app_metadata` on and skip it.
+fn metadata_only_header() -> Bytes {
+    use datafusion::arrow::ipc::{MessageBuilder, MessageHeader, MetadataVersion};
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let mut message = MessageBuilder::new(&mut fbb);
+    message.add_version(MetadataVersion::V5);
+    message.add_header_type(MessageHeader::NONE);
+    message.add_bodyLength(0);
+    let message = message.finish();
+    fbb.finish(message, None);
+    Bytes::copy_from_slice(fbb.finished_data())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_metadata_only_header_decodes_as_no_batch() {
+        let header = super::metadata_only_header();
+        let message = datafusion::arrow::ipc::root_as_message(&header).expect("valid IPC message");
+        assert_eq!(message.header_type(), datafusion::arrow::ipc::MessageHeader::NONE);
     }
 }

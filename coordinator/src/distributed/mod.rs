@@ -1,13 +1,24 @@
-//! Distributed execution: the planner rule that cuts fragments out of a physical
-//! plan, and the node that runs them on workers.
+//! Distributed execution.
 //!
-//! A *fragment* is a subtree that needs no data from other partitions: a file scan
-//! with the filters, projections, per-partition sorts/limits and partial
-//! aggregates above it. Each of its partitions runs on a worker; everything above
-//! (final aggregates, joins, merges) runs on the coordinator, fed by the streams.
+//! A query with exchanges (joins, grouped and global aggregates) is cut into
+//! *stages* at them (`stages.rs`); the scheduler (`scheduler.rs`) runs each
+//! stage's tasks on workers, which pass rows to the next stage through exchange
+//! files (`quiver_worker::exchange`); `query_exec.rs` ties it together and shows
+//! it in `EXPLAIN`. What is left, the root, runs as *fragments* streamed to the
+//! coordinator (`remote_exec.rs`): each is one partition of a subtree that reads
+//! scans or exchanges, and the merge above them runs on the coordinator.
+//!
+//! Plans that cannot be cut (an order-preserving exchange, a scalar subquery, a
+//! node no worker can decode) fall back to fragments over the scans only, with
+//! everything above them on the coordinator (`rule.rs`).
 
+mod query_exec;
 mod remote_exec;
 mod rule;
+mod scheduler;
+mod stages;
 
+pub use query_exec::DistributedQueryExec;
 pub use remote_exec::RemoteFragmentExec;
 pub use rule::DistributeFragments;
+pub use scheduler::{Scheduler, SchedulerSettings};

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use arrow_flight::Ticket;
 use bytes::Bytes;
@@ -19,9 +19,10 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSe
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
-use quiver_proto::FragmentTicket;
+use quiver_proto::{FragmentStats, FragmentTicket};
 use tonic::Code;
 
+use crate::fragments::{FragmentLog, LoggedAttempt};
 use crate::metrics::Counters;
 use crate::pool::{RunningFragment, Worker, WorkerPool};
 
@@ -35,6 +36,10 @@ pub struct RemoteFragmentExec {
     /// Preferred worker of each partition.
     assignment: Vec<Arc<Worker>>,
     pool: Arc<WorkerPool>,
+    /// Memory limit of each partition on its worker.
+    memory_limit: u64,
+    /// Where a query cut into stages records what each partition cost.
+    tracking: Option<Tracking>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -48,7 +53,21 @@ impl RemoteFragmentExec {
         pool: Arc<WorkerPool>,
     ) -> Self {
         let properties = fragment.properties().clone();
-        Self { id, fragment, plan_bytes, assignment, pool, properties, metrics: ExecutionPlanMetricsSet::new() }
+        let memory_limit = pool.fragment_memory_limit();
+        let metrics = ExecutionPlanMetricsSet::new();
+        Self { id, fragment, plan_bytes, assignment, pool, memory_limit, tracking: None, properties, metrics }
+    }
+
+    /// Records each partition's worker and cost in `reports` and `system.fragments` (as stage 0).
+    pub fn with_tracking(mut self, reports: FragmentReports, log: Arc<FragmentLog>) -> Self {
+        self.tracking = Some(Tracking { reports, log });
+        self
+    }
+
+    /// Runs each partition under `limit` bytes instead of `workers.fragment_memory_limit`.
+    pub fn with_memory_limit(mut self, limit: u64) -> Self {
+        self.memory_limit = limit;
+        self
     }
 
     /// Workers to try for `partition`: the assigned one, then the other healthy ones.
@@ -115,13 +134,20 @@ impl ExecutionPlan for RemoteFragmentExec {
             fragment_id: self.id,
             partition: partition as u32,
             plan: self.plan_bytes.to_vec(),
-            memory_limit: self.pool.fragment_memory_limit(),
+            memory_limit: self.memory_limit,
         };
         let candidates = self.candidates(partition);
         let schema = self.schema();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let pool = self.pool.clone();
         let attempts = Attempts {
+            query_id: context.session_id(),
+            partition,
+            tracking: self.tracking.clone(),
+            logged: None,
+            attempt: 0,
+            stats: Arc::new(std::sync::Mutex::new(None)),
+            rows: 0,
             pool: self.pool.clone(),
             candidates: candidates.into(),
             ticket: Bytes::from(prost::Message::encode_to_vec(&ticket)),
@@ -154,7 +180,32 @@ type FlightBatches = futures::stream::BoxStream<'static, std::result::Result<Rec
 /// Runs one partition on the first candidate that can, moving on to the next one
 /// while the worker is unreachable, or dies, before any batch has come back:
 /// nothing has been passed on yet, so the retry cannot duplicate rows.
+/// What a finished fragment of the root cost, for `EXPLAIN ANALYZE`.
+#[derive(Debug, Clone)]
+pub struct FragmentReport {
+    pub worker: String,
+    pub stats: FragmentStats,
+    pub attempts: u32,
+}
+
+/// One slot per partition.
+pub type FragmentReports = Arc<std::sync::Mutex<Vec<Option<FragmentReport>>>>;
+
+#[derive(Clone)]
+struct Tracking {
+    reports: FragmentReports,
+    log: Arc<FragmentLog>,
+}
+
 struct Attempts {
+    query_id: String,
+    partition: usize,
+    tracking: Option<Tracking>,
+    logged: Option<LoggedAttempt>,
+    attempt: u32,
+    /// The worker's closing statistics, once its stream sends them.
+    stats: Arc<std::sync::Mutex<Option<FragmentStats>>>,
+    rows: u64,
     pool: Arc<WorkerPool>,
     candidates: std::collections::VecDeque<Arc<Worker>>,
     ticket: Bytes,
@@ -174,9 +225,14 @@ impl Attempts {
                 }
             };
             match batches.next().await {
-                None => return None,
+                None => {
+                    let worker = worker.id.clone();
+                    self.finished(&worker);
+                    return None;
+                }
                 Some(Ok(batch)) => {
                     self.yielded = true;
+                    self.rows += batch.num_rows() as u64;
                     // Normalize metadata so batches match the plan's schema exactly.
                     return Some(batch.with_schema(self.schema.clone()).map_err(DataFusionError::from));
                 }
@@ -185,9 +241,38 @@ impl Attempts {
                     worker.set_healthy(false);
                     Counters::add(&self.pool.counters().fragment_retries, 1);
                     self.last_error = Some(status.message().to_string());
+                    if let Some(l) = self.logged.take() {
+                        l.end("retried", 0, 0, 0, self.last_error.clone());
+                    }
                     self.current = None;
                 }
-                Some(Err(e)) => return Some(Err(worker_error(&worker.id, e))),
+                Some(Err(e)) => {
+                    let err = worker_error(&worker.id, e);
+                    if let Some(l) = self.logged.take() {
+                        l.end("failed", self.rows, 0, 0, Some(err.to_string()));
+                    }
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+
+    /// The stream ended: record what it cost.
+    fn finished(&mut self, worker: &str) {
+        let stats = self.stats.lock().ok().and_then(|mut s| s.take()).unwrap_or(FragmentStats {
+            rows: self.rows,
+            bytes: 0,
+            spilled_bytes: 0,
+            elapsed_ms: 0,
+        });
+        if let Some(l) = self.logged.take() {
+            l.end("finished", stats.rows, stats.bytes, stats.spilled_bytes, None);
+        }
+        if let Some(t) = &self.tracking {
+            if let Ok(mut r) = t.reports.lock() {
+                if let Some(slot) = r.get_mut(self.partition) {
+                    *slot = Some(FragmentReport { worker: worker.to_string(), stats, attempts: self.attempt });
+                }
             }
         }
     }
@@ -200,9 +285,32 @@ impl Attempts {
                 Ok(response) => {
                     let running = worker.track_fragment();
                     Counters::add(&self.pool.counters().fragments, 1);
-                    let batches = FlightRecordBatchStream::new_from_flight_data(
-                        response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
-                    );
+                    self.attempt += 1;
+                    if let Some(t) = &self.tracking {
+                        let task = self.partition as u32;
+                        self.logged = Some(t.log.begin(&self.query_id, 0, task, self.attempt, &worker.id));
+                    }
+                    let slot = self.stats.clone();
+                    let decoded = FlightDataDecoder::new(response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))));
+                    let batches = decoded.filter_map(move |data| {
+                        let out = match data {
+                            Ok(d) => match d.payload {
+                                DecodedPayload::RecordBatch(b) => Some(Ok(b)),
+                                _ => {
+                                    if let Ok(stats) = FragmentStats::decode_from(&d.inner.app_metadata) {
+                                        if !d.inner.app_metadata.is_empty() {
+                                            if let Ok(mut s) = slot.lock() {
+                                                *s = Some(stats);
+                                            }
+                                        }
+                                    }
+                                    None
+                                }
+                            },
+                            Err(e) => Some(Err(e)),
+                        };
+                        futures::future::ready(out)
+                    });
                     self.current = Some((batches.boxed(), worker, running));
                     return Ok(());
                 }
@@ -223,7 +331,7 @@ impl Attempts {
 }
 
 /// A connection failure (the worker is gone), as opposed to an error the worker returned.
-fn is_unreachable(status: &tonic::Status) -> bool {
+pub(super) fn is_unreachable(status: &tonic::Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
         // tonic reports connections that failed or broke (a killed worker) as Unknown
@@ -236,7 +344,7 @@ fn is_unreachable(status: &tonic::Status) -> bool {
 }
 
 /// A worker's error, keeping its gRPC status so the client sees the original message and code.
-fn worker_error(worker: &str, e: FlightError) -> DataFusionError {
+pub(super) fn worker_error(worker: &str, e: FlightError) -> DataFusionError {
     match e {
         FlightError::Tonic(status) => {
             tracing::debug!(worker, error = %status.message(), "fragment failed on worker");

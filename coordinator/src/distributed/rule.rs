@@ -21,6 +21,11 @@ use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use quiver_connectors::SourceScanExec;
 use quiver_proto::QuiverCodec;
 
+use quiver_worker::exchange::ShuffleWriteExec;
+
+use super::query_exec::{reads_exchange, DistributedQueryExec};
+use super::scheduler::Scheduler;
+use super::stages;
 use super::RemoteFragmentExec;
 use crate::pool::{Worker, WorkerPool};
 
@@ -29,16 +34,52 @@ use crate::pool::{Worker, WorkerPool};
 pub struct DistributeFragments {
     pool: Arc<WorkerPool>,
     codec: QuiverCodec,
+    /// Runs queries cut into stages; without it (`workers.exchanges = false`) only
+    /// scans and what sits on them run on workers.
+    scheduler: Option<Arc<Scheduler>>,
 }
 
 impl DistributeFragments {
-    pub fn new(pool: Arc<WorkerPool>, codec: QuiverCodec) -> Self {
-        Self { pool, codec }
+    pub fn new(pool: Arc<WorkerPool>, codec: QuiverCodec, scheduler: Option<Arc<Scheduler>>) -> Self {
+        Self { pool, codec, scheduler }
+    }
+
+    /// The plan cut into stages, if it has exchanges and every stage can be sent to workers.
+    fn staged(&self, plan: &Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Option<Arc<dyn ExecutionPlan>> {
+        let scheduler = self.scheduler.as_ref()?;
+        if !all_self_contained(plan) {
+            return None;
+        }
+        let staged = match stages::cut(plan.clone(), config.execution.target_partitions) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "plan is not cut into stages");
+                return None;
+            }
+        };
+        if staged.stages.is_empty() {
+            return None;
+        }
+        for stage in &staged.stages {
+            let write: Arc<dyn ExecutionPlan> =
+                Arc::new(ShuffleWriteExec::new(stage.id, stage.plan.clone(), stage.output.clone()));
+            if let Err(e) = physical_plan_to_bytes_with_extension_codec(write, &self.codec) {
+                tracing::debug!(stage = stage.id, error = %e, "a stage cannot run on workers; distributing scans only");
+                return None;
+            }
+        }
+        match DistributedQueryExec::new(staged, scheduler.clone()) {
+            Ok(exec) => Some(Arc::new(exec)),
+            Err(e) => {
+                tracing::debug!(error = %e, "plan is not cut into stages");
+                None
+            }
+        }
     }
 }
 
 impl PhysicalOptimizerRule for DistributeFragments {
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
         if !contains_scan(&plan) {
             return Ok(plan);
         }
@@ -50,6 +91,9 @@ impl PhysicalOptimizerRule for DistributeFragments {
             );
         }
         let plan = sink_filters_below_round_robin(plan)?;
+        if let Some(staged) = self.staged(&plan, config) {
+            return Ok(staged);
+        }
         let mut assigner = Assigner { pool: &self.pool, codec: &self.codec, workers, next_fragment: 0, next_worker: 0 };
         assigner.rewrite(plan)
     }
@@ -173,6 +217,15 @@ fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let node = plan.as_ref();
     node.downcast_ref::<DataSourceExec>().is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_some())
         || node.downcast_ref::<SourceScanExec>().is_some_and(|s| s.statements().len() > 1)
+}
+
+/// True if `plan` reads a scan or an exchange: worth sending to a worker.
+pub(super) fn has_input(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    (contains_scan(plan) || reads_exchange(plan)) && all_self_contained(plan)
+}
+
+fn all_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    expressions_are_self_contained(plan) && plan.children().into_iter().all(all_self_contained)
 }
 
 fn contains_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {

@@ -134,6 +134,7 @@ impl QuiverFlightSql {
                 return Err(status);
             }
         };
+        let batches = with_deadline(batches, self.engine.query_timeout(), started, self.engine.pool().clone());
         Ok(Response::new(encode(logged(batches, session.id.clone(), started, record))))
     }
 
@@ -156,6 +157,38 @@ impl QuiverFlightSql {
             .map_err(Status::from);
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Ends the query with an error once it has run for `timeout`; dropping its stream
+/// cancels every fragment and stage task it still runs.
+fn with_deadline(
+    batches: SendableRecordBatchStream,
+    timeout: Option<std::time::Duration>,
+    started: Instant,
+    pool: Arc<crate::pool::WorkerPool>,
+) -> SendableRecordBatchStream {
+    let Some(timeout) = timeout else { return batches };
+    let schema = batches.schema();
+    let deadline = tokio::time::Instant::from_std(started + timeout);
+    let limited = stream::unfold(Some(batches), move |state| {
+        let pool = pool.clone();
+        async move {
+            let mut batches = state?;
+            tokio::select! {
+                next = batches.next() => next.map(|item| (item, Some(batches))),
+                _ = tokio::time::sleep_until(deadline) => {
+                    drop(batches);
+                    crate::metrics::Counters::add(&pool.counters().query_timeouts, 1);
+                    let message = format!(
+                        "query cancelled: it ran longer than server.query_timeout_secs ({} s)",
+                        timeout.as_secs_f64()
+                    );
+                    Some((Err(datafusion::error::DataFusionError::ResourcesExhausted(message)), None))
+                }
+            }
+        }
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, limited))
 }
 
 /// Counts rows and logs the end of a query (or its failure, or its cancellation).

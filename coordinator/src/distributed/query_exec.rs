@@ -1,0 +1,351 @@
+//! [`DistributedQueryExec`]: the root of a query cut into stages.
+//!
+//! When its first partition is executed it has the [`Scheduler`] run every
+//! stage, then points the root's exchange reads at the stages' outputs and runs
+//! the root: its merge on the coordinator, the partitions below the merge on
+//! workers as streamed fragments ([`RemoteFragmentExec`]). `EXPLAIN` shows the
+//! root and, under it, each stage with its output partitioning; after `EXPLAIN
+//! ANALYZE` each stage also lists its tasks: worker, rows, bytes, spill, time.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{internal_err, Result};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::display::{DisplayAs, DisplayFormatType};
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan, PlanProperties};
+use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, TryStreamExt};
+use quiver_worker::exchange::{ShuffleOutput, ShuffleReadExec};
+
+use super::scheduler::{QueryRun, Scheduler, StageReports};
+use super::stages::{StagePlan, StagedPlan};
+use super::remote_exec::FragmentReports;
+use super::RemoteFragmentExec;
+
+type Ready = Shared<BoxFuture<'static, std::result::Result<(Arc<dyn ExecutionPlan>, Arc<QueryRun>), Arc<DataFusionError>>>>;
+
+pub struct DistributedQueryExec {
+    root: Arc<dyn ExecutionPlan>,
+    stages: Vec<StagePlan>,
+    /// What `EXPLAIN` shows under the root: one [`StageExec`] per stage.
+    stage_nodes: Vec<Arc<dyn ExecutionPlan>>,
+    reports: HashMap<u32, StageReports>,
+    scheduler: Arc<Scheduler>,
+    planned_workers: Vec<String>,
+    ready: Mutex<Option<Ready>>,
+}
+
+impl DistributedQueryExec {
+    pub fn new(staged: StagedPlan, scheduler: Arc<Scheduler>) -> Result<Self> {
+        let mut reports = HashMap::new();
+        let mut stage_nodes = vec![];
+        // Later stages first: the tree then reads top-down like the query runs bottom-up.
+        for stage in staged.stages.iter().rev() {
+            let report: StageReports = Arc::new(Mutex::new(vec![None; stage.tasks()]));
+            reports.insert(stage.id, report.clone());
+            stage_nodes.push(Arc::new(StageExec { stage: stage.clone(), report }) as Arc<dyn ExecutionPlan>);
+        }
+        let root = mark_fragments(staged.root, &scheduler.codec)?;
+        let mut children = vec![root.clone()];
+        children.extend(stage_nodes);
+        let planned_workers = scheduler.pool.healthy().iter().map(|w| w.id.clone()).collect();
+        Ok(Self {
+            root,
+            stages: staged.stages,
+            stage_nodes: children,
+            reports,
+            scheduler,
+            planned_workers,
+            ready: Mutex::new(None),
+        })
+    }
+
+    /// Runs the stages once for all partitions; the result is the bound root.
+    fn ready(&self, query_id: String) -> Result<Ready> {
+        let mut ready = self.ready.lock().map_err(|_| DataFusionError::Internal("query state poisoned".into()))?;
+        if let Some(r) = ready.as_ref() {
+            return Ok(r.clone());
+        }
+        let run = Arc::new(QueryRun::new(query_id, &self.stages, self.reports.clone()));
+        let scheduler = self.scheduler.clone();
+        let root = self.root.clone();
+        let fut = async move {
+            scheduler.run(&run).await.map_err(Arc::new)?;
+            let bound = run.bind(&root).map_err(Arc::new)?;
+            let root = send_fragments(bound, &scheduler).map_err(Arc::new)?;
+            Ok((root, run))
+        }
+        .boxed()
+        .shared();
+        *ready = Some(fut.clone());
+        Ok(fut)
+    }
+}
+
+impl fmt::Debug for DistributedQueryExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DistributedQueryExec").field("stages", &self.stages.len()).finish()
+    }
+}
+
+impl DisplayAs for DistributedQueryExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        // The workers the scheduler may place tasks on, as planned; it picks among
+        // the healthy ones again when the query runs.
+        let workers: Vec<String> = self.planned_workers.iter().map(|w| format!("@{w}")).collect();
+        write!(f, "DistributedQueryExec: stages={}, workers=[{}]", self.stages.len(), workers.join(", "))
+    }
+}
+
+impl ExecutionPlan for DistributedQueryExec {
+    fn name(&self) -> &str {
+        "DistributedQueryExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.root.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.stage_nodes.iter().collect()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let same = children.len() == self.stage_nodes.len()
+            && children.iter().zip(&self.stage_nodes).all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            Ok(self)
+        } else {
+            internal_err!("DistributedQueryExec cannot take new children once its stages are cut")
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let ready = self.ready(context.session_id())?;
+        let schema = self.root.schema();
+        let stream = futures::stream::once(async move {
+            let (root, run) = ready.await.map_err(DataFusionError::Shared)?;
+            let stream = root.execute(partition, context)?;
+            // The run (and with it the exchange files) lives until the last stream ends.
+            Ok::<_, DataFusionError>(stream.inspect_ok(move |_| {
+                let _ = &run;
+            }))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// One stage in `EXPLAIN`; never executed.
+struct StageExec {
+    stage: StagePlan,
+    report: StageReports,
+}
+
+impl fmt::Debug for StageExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageExec").field("stage", &self.stage.id).finish()
+    }
+}
+
+impl DisplayAs for StageExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let exchange = match &self.stage.output {
+            ShuffleOutput::Hash(..) => "shuffle",
+            ShuffleOutput::Single if self.stage.tasks() > 1 => "gather",
+            ShuffleOutput::Single => "forward",
+        };
+        write!(f, "StageExec: stage={}, tasks={}, exchange={exchange}, output={}", self.stage.id, self.stage.tasks(), self.stage.output)?;
+        let Ok(report) = self.report.lock() else { return Ok(()) };
+        if report.iter().any(Option::is_some) {
+            write!(f, ", ran=[")?;
+            for (i, task) in report.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                match task {
+                    Some(t) => write!(
+                        f,
+                        "{sep}t{i}@{} rows={} bytes={} spill={} time={}ms{}",
+                        t.worker.id,
+                        t.report.rows.iter().sum::<u64>(),
+                        t.report.bytes.iter().sum::<u64>(),
+                        t.report.spilled_bytes,
+                        t.report.elapsed_ms,
+                        if t.attempts > 1 { format!(" attempts={}", t.attempts) } else { String::new() }
+                    )?,
+                    None => write!(f, "{sep}t{i} not run")?,
+                }
+            }
+            write!(f, "]")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for StageExec {
+    fn name(&self) -> &str {
+        "StageExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.stage.plan.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.stage.plan]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        internal_err!("stage {} runs through its query, not on its own", self.stage.id)
+    }
+}
+
+/// Marks the parts of the root that run on workers: below a merge, the highest
+/// subtree that reads an exchange or a scan and can be serialized. The merges
+/// above stay on the coordinator.
+fn mark_fragments(plan: Arc<dyn ExecutionPlan>, codec: &quiver_proto::QuiverCodec) -> Result<Arc<dyn ExecutionPlan>> {
+    let merge = plan.as_ref().is::<CoalescePartitionsExec>() || plan.as_ref().is::<SortPreservingMergeExec>();
+    if !merge && super::rule::has_input(&plan) && physical_plan_to_bytes_with_extension_codec(plan.clone(), codec).is_ok() {
+        let partitions = plan.properties().partitioning.partition_count();
+        let reports: FragmentReports = Arc::new(Mutex::new(vec![None; partitions]));
+        return Ok(Arc::new(WorkerFragmentsExec { input: plan, reports }));
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    if children.is_empty() {
+        return Ok(plan);
+    }
+    let children = children.into_iter().map(|c| mark_fragments(c, codec)).collect::<Result<Vec<_>>>()?;
+    replace_children_if_necessary(plan, children)
+}
+
+/// Replaces each marked part of the bound root with the fragments that run it.
+fn send_fragments(plan: Arc<dyn ExecutionPlan>, scheduler: &Scheduler) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut next = 0;
+    plan.transform_down(|node| {
+        let Some(marker) = node.as_ref().downcast_ref::<WorkerFragmentsExec>() else { return Ok(Transformed::no(node)) };
+        let input = marker.input.clone();
+        let bytes = physical_plan_to_bytes_with_extension_codec(input.clone(), &scheduler.codec)?;
+        let mut workers = scheduler.pool.healthy();
+        workers.sort_by_key(|w| w.running_fragments());
+        let partitions = input.properties().partitioning.partition_count();
+        let assignment = (0..partitions).filter_map(|p| workers.get(p % workers.len().max(1)).cloned()).collect();
+        next += 1;
+        let exec = RemoteFragmentExec::new(next, input, bytes, assignment, scheduler.pool.clone())
+            .with_memory_limit(scheduler.task_memory_limit())
+            .with_tracking(marker.reports.clone(), scheduler.log.clone());
+        Ok(Transformed::new(Arc::new(exec) as Arc<dyn ExecutionPlan>, true, TreeNodeRecursion::Jump))
+    })
+    .map(|t| t.data)
+}
+
+/// In `EXPLAIN`, the part of the root that runs on workers, one fragment per
+/// partition streamed to the coordinator; replaced by [`RemoteFragmentExec`] when
+/// the query runs. After `EXPLAIN ANALYZE` it lists each fragment's worker and cost.
+struct WorkerFragmentsExec {
+    input: Arc<dyn ExecutionPlan>,
+    reports: FragmentReports,
+}
+
+impl fmt::Debug for WorkerFragmentsExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerFragmentsExec").finish()
+    }
+}
+
+impl DisplayAs for WorkerFragmentsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let partitions = self.input.properties().partitioning.partition_count();
+        write!(f, "WorkerFragmentsExec: partitions={partitions}, streamed from workers")?;
+        let Ok(reports) = self.reports.lock() else { return Ok(()) };
+        if reports.iter().any(Option::is_some) {
+            write!(f, ", ran=[")?;
+            for (i, r) in reports.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                match r {
+                    Some(r) => write!(
+                        f,
+                        "{sep}p{i}@{} rows={} bytes={} spill={} time={}ms{}",
+                        r.worker,
+                        r.stats.rows,
+                        r.stats.bytes,
+                        r.stats.spilled_bytes,
+                        r.stats.elapsed_ms,
+                        if r.attempts > 1 { format!(" attempts={}", r.attempts) } else { String::new() }
+                    )?,
+                    None => write!(f, "{sep}p{i} not run")?,
+                }
+            }
+            write!(f, "]")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for WorkerFragmentsExec {
+    fn name(&self) -> &str {
+        "WorkerFragmentsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        match <[_; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(Self { input, reports: self.reports.clone() })),
+            Err(_) => internal_err!("WorkerFragmentsExec takes one child"),
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let _ = (partition, context);
+        internal_err!("the fragments of a distributed query ran before its stages")
+    }
+}
+
+/// True if `plan` reads an exchange anywhere.
+pub fn reads_exchange(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|n| {
+        found = n.as_ref().is::<ShuffleReadExec>();
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
+}

@@ -1,0 +1,417 @@
+//! The stage scheduler: runs a query's stages on workers in dependency order.
+//!
+//! - **Placement**: each task goes to the healthy worker with the fewest running
+//!   fragments, at most `max_fragments_per_worker` at a time (a task waits for a
+//!   slot); among equally loaded workers, the one that already holds most of the
+//!   stage's input wins, since it reads those rows from local disk.
+//! - **Retries**: a task whose worker dies, or stops answering its health checks,
+//!   is run again on another worker. A task that cannot read an input because the
+//!   producer's worker is gone makes the scheduler recompute that producer's lost
+//!   outputs, then runs again. Every task has at most `task_attempts` attempts;
+//!   after that the query fails with the last error.
+//! - **Memory**: with a per-query limit, each task gets an even share of it for
+//!   the number of tasks that can run at once, so the query never holds more;
+//!   operators spill to disk when their share runs out.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::{Action, Ticket};
+use bytes::Bytes;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{internal_err, Result};
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use quiver_proto::{FragmentTicket, QuiverCodec};
+use quiver_worker::exchange::{lost_output, LostOutput, ShuffleLocation, ShuffleReadExec, ShuffleWriteExec, TaskReport, ACTION_RELEASE};
+
+use super::remote_exec::{is_unreachable, worker_error};
+use super::stages::StagePlan;
+use crate::fragments::FragmentLog;
+use crate::metrics::Counters;
+use crate::pool::{RunningFragment, Worker, WorkerPool};
+
+/// How the scheduler places and retries tasks (from `[workers]` in the config).
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    pub max_fragments_per_worker: u32,
+    pub task_attempts: u32,
+    pub query_memory_limit: Option<u64>,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self { max_fragments_per_worker: 4, task_attempts: 4, query_memory_limit: None }
+    }
+}
+
+/// Shared by all queries of a coordinator.
+pub struct Scheduler {
+    pub(super) pool: Arc<WorkerPool>,
+    pub(super) codec: QuiverCodec,
+    settings: SchedulerSettings,
+    pub(super) log: Arc<FragmentLog>,
+}
+
+/// Where one task's output is, and what it cost.
+#[derive(Debug, Clone)]
+pub struct TaskOutput {
+    pub worker: Arc<Worker>,
+    pub report: TaskReport,
+    pub attempts: u32,
+}
+
+/// What `EXPLAIN ANALYZE` shows of each task of a stage.
+pub type StageReports = Arc<Mutex<Vec<Option<TaskOutput>>>>;
+
+/// The stages of one query while it runs. Dropping it deletes the query's
+/// exchange files on every worker that wrote some.
+pub struct QueryRun {
+    pub id: String,
+    stages: HashMap<u32, StagePlan>,
+    order: Vec<u32>,
+    outputs: Mutex<HashMap<u32, Vec<Option<TaskOutput>>>>,
+    /// One recovery at a time per stage, so concurrent readers of a lost output
+    /// recompute it once.
+    recovering: HashMap<u32, tokio::sync::Mutex<()>>,
+    reports: HashMap<u32, StageReports>,
+    writers: Mutex<HashMap<String, Arc<Worker>>>,
+}
+
+enum TaskError {
+    /// The task's own worker is gone: run it elsewhere.
+    Unreachable(String),
+    /// An input is gone: recompute it, then run again.
+    Lost(LostOutput),
+    /// The task itself failed (bad data, out of memory...): the query fails.
+    Failed(DataFusionError),
+}
+
+impl QueryRun {
+    pub fn new(id: String, stages: &[StagePlan], reports: HashMap<u32, StageReports>) -> Self {
+        Self {
+            id,
+            order: stages.iter().map(|s| s.id).collect(),
+            recovering: stages.iter().map(|s| (s.id, tokio::sync::Mutex::new(()))).collect(),
+            outputs: Mutex::new(stages.iter().map(|s| (s.id, vec![None; s.tasks()])).collect()),
+            stages: stages.iter().map(|s| (s.id, s.clone())).collect(),
+            reports,
+            writers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn outputs(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u32, Vec<Option<TaskOutput>>>>> {
+        self.outputs.lock().map_err(|_| DataFusionError::Internal("stage outputs poisoned".into()))
+    }
+
+    /// `plan` with every exchange read pointed at the current outputs of its stage.
+    pub fn bind(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        let outputs = self.outputs()?;
+        plan.clone()
+            .transform_up(|node| {
+                let Some(read) = node.as_ref().downcast_ref::<ShuffleReadExec>() else { return Ok(Transformed::no(node)) };
+                let Some(tasks) = outputs.get(&read.stage()) else {
+                    return internal_err!("stage {} is not part of this query", read.stage());
+                };
+                let locations = tasks
+                    .iter()
+                    .enumerate()
+                    .map(|(t, o)| match o {
+                        Some(o) => Ok(ShuffleLocation { address: o.worker.address.clone(), key: o.report.key.clone() }),
+                        None => internal_err!("task {t} of stage {} has no output", read.stage()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Transformed::yes(Arc::new(read.bind(locations)) as Arc<dyn ExecutionPlan>))
+            })
+            .map(|t| t.data)
+    }
+
+    fn store(&self, stage: u32, task: usize, output: TaskOutput) -> Result<()> {
+        if let Ok(mut w) = self.writers.lock() {
+            w.insert(output.worker.id.clone(), output.worker.clone());
+        }
+        if let Some(r) = self.reports.get(&stage).and_then(|r| r.lock().ok()).as_mut() {
+            if let Some(slot) = r.get_mut(task) {
+                *slot = Some(output.clone());
+            }
+        }
+        let mut outputs = self.outputs()?;
+        match outputs.get_mut(&stage).and_then(|t| t.get_mut(task)) {
+            Some(slot) => *slot = Some(output),
+            None => return internal_err!("stage {stage} has no task {task}"),
+        }
+        Ok(())
+    }
+
+    /// How many outputs of `stage`'s inputs each worker holds.
+    fn input_share(&self, stage: u32) -> HashMap<String, usize> {
+        let mut share = HashMap::new();
+        let (Some(plan), Ok(outputs)) = (self.stages.get(&stage), self.outputs.lock()) else { return share };
+        for input in &plan.inputs {
+            for o in outputs.get(input).into_iter().flatten().flatten() {
+                *share.entry(o.worker.id.clone()).or_insert(0) += 1;
+            }
+        }
+        share
+    }
+}
+
+impl Drop for QueryRun {
+    fn drop(&mut self) {
+        let workers: Vec<Arc<Worker>> = self.writers.lock().map(|w| w.values().cloned().collect()).unwrap_or_default();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let id = self.id.clone();
+        handle.spawn(async move {
+            for worker in workers {
+                let action = Action { r#type: ACTION_RELEASE.into(), body: Bytes::from(id.clone()) };
+                if let Err(e) = worker.client().do_action(action).await {
+                    tracing::debug!(worker = %worker.id, error = %e.message(), "cannot release exchange files");
+                }
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("settings", &self.settings).finish()
+    }
+}
+
+impl Scheduler {
+    pub fn new(pool: Arc<WorkerPool>, codec: QuiverCodec, settings: SchedulerSettings, log: Arc<FragmentLog>) -> Self {
+        Self { pool, codec, settings, log }
+    }
+
+    /// Runs every stage of `run`, each after the stages it reads.
+    pub async fn run(&self, run: &Arc<QueryRun>) -> Result<()> {
+        let mut done: HashSet<u32> = HashSet::new();
+        while done.len() < run.order.len() {
+            let ready: Vec<u32> = run
+                .order
+                .iter()
+                .filter(|id| !done.contains(*id))
+                .filter(|id| run.stages.get(*id).is_some_and(|s| s.inputs.iter().all(|i| done.contains(i))))
+                .copied()
+                .collect();
+            if ready.is_empty() {
+                return internal_err!("the stages of query {} depend on each other in a cycle", run.id);
+            }
+            futures::future::try_join_all(ready.iter().map(|id| self.run_stage(run, *id))).await?;
+            done.extend(ready);
+        }
+        Ok(())
+    }
+
+    async fn run_stage(&self, run: &Arc<QueryRun>, stage: u32) -> Result<()> {
+        let tasks = run.stages.get(&stage).map(|s| s.tasks()).unwrap_or(0);
+        Counters::add(&self.pool.counters().stages, 1);
+        tracing::debug!(query = %run.id, stage, tasks, "stage starts");
+        futures::future::try_join_all((0..tasks).map(|t| self.run_task(run.clone(), stage, t))).await?;
+        Ok(())
+    }
+
+    /// Runs one task until it succeeds or runs out of attempts.
+    fn run_task(&self, run: Arc<QueryRun>, stage: u32, task: usize) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let mut avoid: Vec<String> = vec![];
+            let mut last_error = String::new();
+            for attempt in 1..=self.settings.task_attempts {
+                let plan = self.encode(&run, stage)?;
+                let (worker, running) = self.place(&run, stage, &avoid, &last_error).await?;
+                let logged = self.log.begin(&run.id, stage, task as u32, attempt, &worker.id);
+                match self.execute(&run, stage, task, &worker, plan).await {
+                    Ok(report) => {
+                        drop(running);
+                        let bytes: u64 = report.bytes.iter().sum();
+                        let rows: u64 = report.rows.iter().sum();
+                        logged.end("finished", rows, bytes, report.spilled_bytes, None);
+                        Counters::add(&self.pool.counters().exchange_bytes, bytes);
+                        return run.store(stage, task, TaskOutput { worker, report, attempts: attempt });
+                    }
+                    Err(TaskError::Unreachable(message)) => {
+                        drop(running);
+                        tracing::warn!(query = %run.id, stage, task, worker = %worker.id, error = %message, "worker lost; the task runs again elsewhere");
+                        logged.end("retried", 0, 0, 0, Some(message.clone()));
+                        worker.set_healthy(false);
+                        Counters::add(&self.pool.counters().fragment_retries, 1);
+                        avoid.push(worker.id.clone());
+                        last_error = message;
+                    }
+                    Err(TaskError::Lost(lost)) => {
+                        drop(running);
+                        tracing::warn!(query = %run.id, stage, task, lost = %lost, "an input of the task is lost; recomputing it");
+                        logged.end("retried", 0, 0, 0, Some(lost.to_string()));
+                        Counters::add(&self.pool.counters().fragment_retries, 1);
+                        last_error = lost.to_string();
+                        self.recover(&run, &lost).await?;
+                    }
+                    Err(TaskError::Failed(e)) => {
+                        logged.end("failed", 0, 0, 0, Some(e.to_string()));
+                        return Err(e);
+                    }
+                }
+            }
+            Err(DataFusionError::Execution(format!(
+                "task {task} of stage {stage} failed {} times; last error: {last_error}",
+                self.settings.task_attempts
+            )))
+        }
+        .boxed()
+    }
+
+    /// Recomputes the outputs lost with `lost`: every output of its stage on the same worker.
+    async fn recover(&self, run: &Arc<QueryRun>, lost: &LostOutput) -> Result<()> {
+        let Some(lock) = run.recovering.get(&lost.stage) else {
+            return internal_err!("lost output of unknown stage {}", lost.stage);
+        };
+        let _one_at_a_time = lock.lock().await;
+        let victims: Vec<usize> = {
+            let mut outputs = run.outputs()?;
+            let Some(tasks) = outputs.get_mut(&lost.stage) else { return Ok(()) };
+            let victims: Vec<usize> = tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.as_ref().is_some_and(|o| o.report.key == lost.key || o.worker.address == lost.address))
+                .map(|(i, _)| i)
+                .collect();
+            for &v in &victims {
+                if let Some(slot) = tasks.get_mut(v) {
+                    if let Some(o) = slot.take() {
+                        // The producer's worker is gone, not just its file: plan nothing more on it.
+                        if is_unreachable(&tonic::Status::unknown(lost.cause.clone())) {
+                            o.worker.set_healthy(false);
+                        }
+                    }
+                }
+            }
+            victims
+        };
+        // Already recomputed by another reader of the same output.
+        if victims.is_empty() {
+            return Ok(());
+        }
+        Counters::add(&self.pool.counters().lost_outputs, victims.len() as u64);
+        futures::future::try_join_all(victims.into_iter().map(|t| self.run_task(run.clone(), lost.stage, t))).await?;
+        Ok(())
+    }
+
+    /// The stage's plan with its inputs bound, serialized for the workers.
+    fn encode(&self, run: &QueryRun, stage: u32) -> Result<Bytes> {
+        let Some(plan) = run.stages.get(&stage) else { return internal_err!("unknown stage {stage}") };
+        let bound = run.bind(&plan.plan)?;
+        let write: Arc<dyn ExecutionPlan> = Arc::new(ShuffleWriteExec::new(stage, bound, plan.output.clone()));
+        physical_plan_to_bytes_with_extension_codec(write, &self.codec)
+    }
+
+    /// The least-loaded healthy worker with a free slot; waits while all are full.
+    async fn place(
+        &self,
+        run: &QueryRun,
+        stage: u32,
+        avoid: &[String],
+        last_error: &str,
+    ) -> Result<(Arc<Worker>, RunningFragment)> {
+        let share = run.input_share(stage);
+        let limit = self.settings.max_fragments_per_worker.max(1);
+        loop {
+            let candidates: Vec<Arc<Worker>> =
+                self.pool.healthy().into_iter().filter(|w| !avoid.contains(&w.id)).collect();
+            if candidates.is_empty() {
+                let configured = self.pool.all().len();
+                let mut message = format!("no healthy worker left to run stage {stage} of the query ({configured} known)");
+                if !last_error.is_empty() {
+                    message.push_str(&format!("; last error: {last_error}"));
+                }
+                return Err(DataFusionError::Execution(message));
+            }
+            let best = candidates
+                .iter()
+                .filter(|w| w.running_fragments() < limit)
+                .min_by_key(|w| (w.running_fragments(), std::cmp::Reverse(share.get(&w.id).copied().unwrap_or(0))));
+            if let Some(w) = best {
+                let running = w.track_fragment();
+                return Ok((w.clone(), running));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Memory limit of one task.
+    pub(super) fn task_memory_limit(&self) -> u64 {
+        match self.settings.query_memory_limit {
+            Some(query) => {
+                let slots = (self.pool.healthy().len() as u64 * self.settings.max_fragments_per_worker as u64).max(1);
+                query / slots
+            }
+            None => self.pool.fragment_memory_limit(),
+        }
+    }
+
+    /// Runs one attempt of a task on `worker` and reads its report.
+    async fn execute(
+        &self,
+        run: &QueryRun,
+        stage: u32,
+        task: usize,
+        worker: &Arc<Worker>,
+        plan: Bytes,
+    ) -> std::result::Result<TaskReport, TaskError> {
+        let ticket = FragmentTicket {
+            query_id: run.id.clone(),
+            fragment_id: stage,
+            partition: task as u32,
+            plan: plan.to_vec(),
+            memory_limit: self.task_memory_limit(),
+        };
+        Counters::add(&self.pool.counters().fragments, 1);
+        let mut client = worker.client();
+        let call = async {
+            let response = client
+                .do_get(Ticket { ticket: Bytes::from(prost::Message::encode_to_vec(&ticket)) })
+                .await
+                .map_err(|s| classify(&worker.id, s))?;
+            let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(
+                response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
+            )
+            .map(|b| match b {
+                Ok(b) => Ok(b),
+                Err(FlightError::Tonic(s)) => Err(classify(&worker.id, *s)),
+                Err(e) => Err(TaskError::Failed(DataFusionError::External(Box::new(e)))),
+            })
+            .try_collect()
+            .await?;
+            TaskReport::from_batches(&batches).map_err(TaskError::Failed)
+        };
+        // A worker that stopped answering its health checks may never answer this
+        // call either: give up on it (dropping the call cancels the task there).
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if !worker.is_healthy() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = call => r,
+            _ = watch => Err(TaskError::Unreachable(format!("worker {} stopped answering its health checks", worker.id))),
+        }
+    }
+}
+
+fn classify(worker: &str, status: tonic::Status) -> TaskError {
+    if let Some(lost) = lost_output(status.message()) {
+        return TaskError::Lost(lost);
+    }
+    if is_unreachable(&status) {
+        return TaskError::Unreachable(status.message().to_string());
+    }
+    TaskError::Failed(worker_error(worker, FlightError::Tonic(Box::new(status))))
+}

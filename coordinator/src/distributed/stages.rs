@@ -1,0 +1,199 @@
+//! Cutting a physical plan into stages at its exchanges.
+//!
+//! DataFusion's physical plan already says where rows must move between
+//! partitions: a hash `RepartitionExec` (before a partitioned join or a final
+//! aggregate) and a `CoalescePartitionsExec` (into a broadcast build side or a
+//! global aggregate). Each of those becomes a stage boundary: the subtree below
+//! is a stage whose tasks write an exchange ([`ShuffleWriteExec`]), and the node
+//! is replaced by a [`ShuffleReadExec`] of that stage's output. Round-robin
+//! repartitions only spread work inside one process, and every task is already
+//! a process's worth of work, so they are dropped.
+//!
+//! What is left above the top boundaries is the query's *root*: its merge runs
+//! on the coordinator and the partitions under it run on workers as streamed
+//! fragments (see `query_exec.rs`).
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{plan_err, Result};
+use datafusion::common::JoinType;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan, Partitioning};
+use quiver_worker::exchange::{ShuffleOutput, ShuffleReadExec};
+
+/// One stage: `plan` runs as one task per partition; each task's rows are split by `output`.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    pub id: u32,
+    /// The stage's work, reading earlier stages through unbound `ShuffleReadExec`s.
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub output: ShuffleOutput,
+    /// Stages whose output this one reads.
+    pub inputs: Vec<u32>,
+}
+
+impl StagePlan {
+    pub fn tasks(&self) -> usize {
+        self.plan.properties().partitioning.partition_count()
+    }
+}
+
+/// A plan cut into stages; `stages` lists every stage after the ones it reads.
+#[derive(Debug)]
+pub struct StagedPlan {
+    pub root: Arc<dyn ExecutionPlan>,
+    pub stages: Vec<StagePlan>,
+}
+
+/// Cuts `plan` into stages. Fails for plans an exchange cannot carry yet (an
+/// order-preserving hash repartition); the caller then distributes the old way.
+pub fn cut(plan: Arc<dyn ExecutionPlan>, target_partitions: usize) -> Result<StagedPlan> {
+    let mut cutter = Cutter { stages: vec![], target_partitions: target_partitions.max(1) };
+    let root = cutter.coordinator_level(plan)?;
+    Ok(StagedPlan { root, stages: cutter.stages })
+}
+
+struct Cutter {
+    stages: Vec<StagePlan>,
+    /// Partitions of a shuffle the cutter adds itself.
+    target_partitions: usize,
+}
+
+/// Joins that emit build-side rows once the *whole* probe side has been seen
+/// (unmatched rows of a left/full join, semi and anti results). In DataFusion's
+/// `CollectLeft` mode that bookkeeping is shared by the partitions of one
+/// process, so it cannot span tasks on different workers.
+fn emits_build_side_at_end(join_type: &JoinType) -> bool {
+    matches!(join_type, JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark | JoinType::Full)
+}
+
+fn partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    plan.properties().partitioning.partition_count()
+}
+
+fn is_merge(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.as_ref().is::<CoalescePartitionsExec>() || plan.as_ref().is::<SortPreservingMergeExec>()
+}
+
+impl Cutter {
+    /// Nodes above every merge: they see one partition and stay on the coordinator.
+    fn coordinator_level(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        if partitions(&plan) > 1 {
+            return self.worker_level(plan);
+        }
+        let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+        if children.is_empty() {
+            return Ok(plan);
+        }
+        let merge = is_merge(&plan);
+        let children = children
+            .into_iter()
+            .map(|c| if merge { self.worker_level(c) } else { self.coordinator_level(c) })
+            .collect::<Result<Vec<_>>>()?;
+        replace_children_if_necessary(plan, children)
+    }
+
+    /// Nodes that run on workers: every exchange below becomes a stage.
+    fn worker_level(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(repartition) = plan.as_ref().downcast_ref::<RepartitionExec>() {
+            let input = self.worker_level(repartition.input().clone())?;
+            return match repartition.partitioning() {
+                Partitioning::Hash(exprs, n) => {
+                    if repartition.preserve_order() && partitions(&input) > 1 {
+                        return plan_err!("an order-preserving hash exchange is not supported");
+                    }
+                    Ok(self.stage(input, ShuffleOutput::Hash(exprs.clone(), *n)))
+                }
+                _ => Ok(input),
+            };
+        }
+        if let Some(join) = plan.as_ref().downcast_ref::<HashJoinExec>() {
+            if *join.partition_mode() == PartitionMode::CollectLeft && emits_build_side_at_end(join.join_type()) {
+                return self.partition_join(join);
+            }
+        }
+        if let Some(join) = plan.as_ref().downcast_ref::<NestedLoopJoinExec>() {
+            if emits_build_side_at_end(join.join_type()) {
+                let left = self.worker_level(join.left().clone())?;
+                let right = self.worker_level(join.right().clone())?;
+                let right = self.single(right);
+                return replace_children_if_necessary(plan, vec![left, right]);
+            }
+        }
+        let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+        if children.is_empty() {
+            return Ok(plan);
+        }
+        let children = children.into_iter().map(|c| self.worker_level(c)).collect::<Result<Vec<_>>>()?;
+        if plan.as_ref().is::<CoalescePartitionsExec>() {
+            if let [input] = children.as_slice() {
+                if partitions(input) > 1 {
+                    let read = self.stage(input.clone(), ShuffleOutput::Single);
+                    return replace_children_if_necessary(plan, vec![read]);
+                }
+            }
+        }
+        replace_children_if_necessary(plan, children)
+    }
+
+    /// `plan` as one partition: gathered into a single-output stage if it has more.
+    fn single(&mut self, plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        if partitions(&plan) > 1 {
+            self.stage(plan, ShuffleOutput::Single)
+        } else {
+            plan
+        }
+    }
+
+    /// A `CollectLeft` join whose build-side rows depend on the whole probe side:
+    /// both sides are shuffled by the join keys and it runs `Partitioned`, so each
+    /// task sees all probe rows of its keys. A null-aware anti join (`NOT IN`)
+    /// needs every row at once, so it runs as a single task.
+    fn partition_join(&mut self, join: &HashJoinExec) -> Result<Arc<dyn ExecutionPlan>> {
+        let build = match join.left().as_ref().downcast_ref::<CoalescePartitionsExec>() {
+            Some(c) if c.fetch().is_none() => c.input().clone(),
+            _ => join.left().clone(),
+        };
+        let build = self.worker_level(build)?;
+        let probe = self.worker_level(join.right().clone())?;
+        if join.null_aware {
+            let (build, probe) = (self.single(build), self.single(probe));
+            return join.builder().with_new_children(vec![build, probe])?.build_exec();
+        }
+        let n = self.target_partitions;
+        let (build_keys, probe_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+        let build = self.stage(build, ShuffleOutput::Hash(build_keys, n));
+        let probe = self.stage(probe, ShuffleOutput::Hash(probe_keys, n));
+        join.builder().with_partition_mode(PartitionMode::Partitioned).with_new_children(vec![build, probe])?.build_exec()
+    }
+
+    fn stage(&mut self, plan: Arc<dyn ExecutionPlan>, output: ShuffleOutput) -> Arc<dyn ExecutionPlan> {
+        let id = self.stages.len() as u32 + 1;
+        let partitioning = match &output {
+            ShuffleOutput::Hash(exprs, n) => Partitioning::Hash(exprs.clone(), *n),
+            ShuffleOutput::Single => Partitioning::UnknownPartitioning(1),
+        };
+        let schema = plan.schema();
+        let inputs = reads(&plan);
+        self.stages.push(StagePlan { id, plan, output, inputs });
+        Arc::new(ShuffleReadExec::new(id, schema, partitioning))
+    }
+}
+
+/// The stages `plan` reads.
+pub fn reads(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
+    let mut out = vec![];
+    let _ = plan.apply(|node| {
+        if let Some(read) = node.as_ref().downcast_ref::<ShuffleReadExec>() {
+            if !out.contains(&read.stage()) {
+                out.push(read.stage());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}

@@ -1,0 +1,126 @@
+//! The stage tasks and streamed fragments this coordinator ran, for `system.fragments`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+/// Records kept; the oldest finished ones go first.
+const KEEP: usize = 5000;
+
+#[derive(Debug, Clone)]
+pub struct FragmentRecord {
+    pub query_id: String,
+    /// Stage id; 0 for the fragments streamed to the coordinator.
+    pub stage: u32,
+    pub task: u32,
+    pub attempt: u32,
+    pub worker: String,
+    /// `running`, `finished`, `failed`, `retried` (run again elsewhere) or `cancelled`.
+    pub state: &'static str,
+    pub started_at: SystemTime,
+    started: Instant,
+    pub elapsed_ms: Option<u64>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub spilled_bytes: u64,
+    pub error: Option<String>,
+}
+
+impl FragmentRecord {
+    pub fn elapsed_ms(&self) -> u64 {
+        self.elapsed_ms.unwrap_or_else(|| self.started.elapsed().as_millis() as u64)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct FragmentLog {
+    records: Mutex<VecDeque<FragmentRecord>>,
+}
+
+/// One attempt in the log; dropped before [`LoggedAttempt::end`] (the query failed
+/// elsewhere or was cancelled), it is recorded as `cancelled`.
+#[derive(Debug)]
+pub struct LoggedAttempt {
+    log: Arc<FragmentLog>,
+    query_id: String,
+    stage: u32,
+    task: u32,
+    attempt: u32,
+    ended: bool,
+}
+
+impl LoggedAttempt {
+    pub fn end(mut self, state: &'static str, rows: u64, bytes: u64, spilled: u64, error: Option<String>) {
+        self.ended = true;
+        self.log.finish(&self, state, rows, bytes, spilled, error);
+    }
+}
+
+impl Drop for LoggedAttempt {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.log.finish(self, "cancelled", 0, 0, 0, None);
+        }
+    }
+}
+
+impl FragmentLog {
+    pub fn begin(self: &Arc<Self>, query_id: &str, stage: u32, task: u32, attempt: u32, worker: &str) -> LoggedAttempt {
+        let record = FragmentRecord {
+            query_id: query_id.to_string(),
+            stage,
+            task,
+            attempt,
+            worker: worker.to_string(),
+            state: "running",
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            elapsed_ms: None,
+            rows: 0,
+            bytes: 0,
+            spilled_bytes: 0,
+            error: None,
+        };
+        if let Ok(mut r) = self.records.lock() {
+            r.push_back(record);
+            while r.len() > KEEP {
+                match r.iter().position(|x| x.state != "running") {
+                    Some(i) => {
+                        r.remove(i);
+                    }
+                    None => break,
+                }
+            }
+        }
+        LoggedAttempt { log: self.clone(), query_id: query_id.to_string(), stage, task, attempt, ended: false }
+    }
+
+    /// Records how an attempt ended.
+    fn finish(&self, id: &LoggedAttempt, state: &'static str, rows: u64, bytes: u64, spilled: u64, error: Option<String>) {
+        if let Ok(mut r) = self.records.lock() {
+            let found = r.iter_mut().rev().find(|x| {
+                x.query_id == id.query_id && x.stage == id.stage && x.task == id.task && x.attempt == id.attempt
+            });
+            if let Some(x) = found {
+                x.state = state;
+                x.rows = rows;
+                x.bytes = bytes;
+                x.spilled_bytes = spilled;
+                x.error = error;
+                x.elapsed_ms = Some(x.started.elapsed().as_millis() as u64);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<FragmentRecord> {
+        self.records.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Attempts of `query_id` still marked running.
+    pub fn running(&self, query_id: &str) -> usize {
+        self.records
+            .lock()
+            .map(|r| r.iter().filter(|x| x.query_id == query_id && x.state == "running").count())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,275 @@
+//! [`ShuffleReadExec`]: the consuming end of an exchange.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::Ticket;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+use super::store::{store, SHUFFLE_TICKET_PREFIX};
+
+/// Where one producer task of a stage left its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShuffleLocation {
+    /// Flight address of the worker that holds it.
+    pub address: String,
+    /// Its key in that worker's exchange store.
+    pub key: String,
+}
+
+/// Reads partition `p` of a stage's output: the rows every producer task wrote
+/// for `p`. Locations are filled in by the coordinator once the stage has run.
+pub struct ShuffleReadExec {
+    stage: u32,
+    schema: SchemaRef,
+    /// Hash partitioning for a shuffle (joins above check that their sides are
+    /// co-partitioned), unknown for a single partition.
+    partitioning: Partitioning,
+    locations: Vec<ShuffleLocation>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ShuffleReadExec {
+    pub fn new(stage: u32, schema: SchemaRef, partitioning: Partitioning) -> Self {
+        Self::with_locations(stage, schema, partitioning, vec![])
+    }
+
+    pub fn with_locations(
+        stage: u32,
+        schema: SchemaRef,
+        partitioning: Partitioning,
+        locations: Vec<ShuffleLocation>,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            partitioning.clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self { stage, schema, partitioning, locations, properties, metrics: ExecutionPlanMetricsSet::new() }
+    }
+
+    pub fn stage(&self) -> u32 {
+        self.stage
+    }
+
+    pub fn partitioning(&self) -> &Partitioning {
+        &self.partitioning
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.partitioning.partition_count()
+    }
+
+    pub fn locations(&self) -> &[ShuffleLocation] {
+        &self.locations
+    }
+
+    /// The same reader, reading from `locations`.
+    pub fn bind(&self, locations: Vec<ShuffleLocation>) -> Self {
+        Self::with_locations(self.stage, self.schema.clone(), self.partitioning.clone(), locations)
+    }
+}
+
+impl fmt::Debug for ShuffleReadExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShuffleReadExec").field("stage", &self.stage).finish()
+    }
+}
+
+impl DisplayAs for ShuffleReadExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ShuffleReadExec: stage={}, partitions={}", self.stage, self.partitions())?;
+        if !self.locations.is_empty() {
+            write!(f, ", inputs={}", self.locations.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ShuffleReadExec {
+    fn name(&self) -> &str {
+        "ShuffleReadExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal("ShuffleReadExec is a leaf".into()))
+        }
+    }
+
+    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        // No locations: the stage had no tasks (an empty input), so no rows.
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let fetched = MetricBuilder::new(&self.metrics).counter("fetched_bytes", partition);
+        let streams = self.locations.iter().map(|loc| {
+            let lost = LostOutput { stage: self.stage, key: loc.key.clone(), address: loc.address.clone(), cause: String::new() };
+            open(loc, partition, self.schema.clone())
+                .map_err(move |cause| DataFusionError::External(Box::new(LostOutput { cause: cause.to_string(), ..lost.clone() })))
+                .boxed()
+        });
+        // Producers are read concurrently: a slow one does not hold up the rest.
+        let merged = futures::stream::select_all(streams).inspect_ok(move |b| {
+            baseline.record_output(b.num_rows());
+            fetched.add(b.get_array_memory_size());
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), merged)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// The batches of partition `partition` of one producer's output: from the local
+/// file when this process holds it, else from the worker that does.
+fn open(loc: &ShuffleLocation, partition: usize, schema: SchemaRef) -> BoxStream<'static, Result<RecordBatch>> {
+    match store().partition_path(&loc.key, partition).filter(|p| p.exists()) {
+        Some(path) => read_file(path, schema),
+        None => fetch(loc.clone(), partition, schema),
+    }
+}
+
+fn read_file(path: PathBuf, schema: SchemaRef) -> BoxStream<'static, Result<RecordBatch>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+    tokio::task::spawn_blocking(move || {
+        let reader = match File::open(&path).map_err(DataFusionError::from).and_then(|f| {
+            StreamReader::try_new(BufReader::new(f), None).map_err(DataFusionError::from)
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        for batch in reader {
+            let batch = batch.and_then(|b| b.with_schema(schema.clone())).map_err(DataFusionError::from);
+            if tx.blocking_send(batch).is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+fn fetch(loc: ShuffleLocation, partition: usize, schema: SchemaRef) -> BoxStream<'static, Result<RecordBatch>> {
+    let ticket = format!("{SHUFFLE_TICKET_PREFIX}{}:{partition}", loc.key);
+    futures::stream::once(async move {
+        let mut client = client(&loc.address)?;
+        let response = client
+            .do_get(Ticket { ticket: ticket.into() })
+            .await
+            .map_err(|s| DataFusionError::Execution(s.message().to_string()))?;
+        let batches = FlightRecordBatchStream::new_from_flight_data(
+            response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
+        );
+        Ok::<_, DataFusionError>(batches.map(move |b| match b {
+            Ok(b) => b.with_schema(schema.clone()).map_err(DataFusionError::from),
+            Err(FlightError::Tonic(s)) => Err(DataFusionError::Execution(s.message().to_string())),
+            Err(e) => Err(DataFusionError::Execution(e.to_string())),
+        }))
+    })
+    .try_flatten()
+    .boxed()
+}
+
+/// A client per worker address, shared by all reads of this process.
+fn client(address: &str) -> Result<FlightServiceClient<Channel>> {
+    static CLIENTS: OnceLock<Mutex<HashMap<String, FlightServiceClient<Channel>>>> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    let mut clients = clients.lock().map_err(|_| DataFusionError::Internal("exchange client cache poisoned".into()))?;
+    if let Some(c) = clients.get(address) {
+        return Ok(c.clone());
+    }
+    let endpoint = Endpoint::from_shared(address.to_string())
+        .map_err(|e| DataFusionError::Execution(format!("invalid worker address {address}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    let client = FlightServiceClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(crate::service::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::service::MAX_MESSAGE_BYTES);
+    clients.insert(address.to_string(), client.clone());
+    Ok(client)
+}
+
+/// A producer's output could not be read: its worker is gone, or it lost the files.
+/// The coordinator recognizes this error (by [`lost_output`]) and recomputes the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostOutput {
+    pub stage: u32,
+    pub key: String,
+    pub address: String,
+    pub cause: String,
+}
+
+const LOST_PREFIX: &str = "lost exchange output ";
+
+impl fmt::Display for LostOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{LOST_PREFIX}{} of stage {} on {}: {}", self.key, self.stage, self.address, self.cause)
+    }
+}
+
+impl std::error::Error for LostOutput {}
+
+/// Finds a [`LostOutput`] in an error message that crossed processes as text.
+pub fn lost_output(message: &str) -> Option<LostOutput> {
+    let rest = &message[message.find(LOST_PREFIX)? + LOST_PREFIX.len()..];
+    let (key, rest) = rest.split_once(" of stage ")?;
+    let (stage, rest) = rest.split_once(" on ")?;
+    let (address, cause) = rest.split_once(": ").unwrap_or((rest, ""));
+    Some(LostOutput { stage: stage.parse().ok()?, key: key.into(), address: address.into(), cause: cause.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_outputs_survive_being_text() {
+        let lost = LostOutput { stage: 3, key: "q/abc".into(), address: "http://10.0.0.2:50061".into(), cause: "transport error: x".into() };
+        let message = format!("Execution error: External error: {lost}");
+        assert_eq!(lost_output(&message), Some(lost));
+        assert_eq!(lost_output("Execution error: division by zero"), None);
+        assert_eq!(lost_output("lost exchange output k of stage x on y: z"), None);
+    }
+}

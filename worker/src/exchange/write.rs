@@ -1,0 +1,297 @@
+//! [`ShuffleWriteExec`]: the producing end of an exchange.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, StringArray, UInt32Array, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time};
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::StreamExt;
+
+use super::store::store;
+
+/// How a stage's rows are split into the partitions of the next stage.
+#[derive(Debug, Clone)]
+pub enum ShuffleOutput {
+    /// By the hash of these expressions, as DataFusion's hash repartitioning does.
+    Hash(Vec<Arc<dyn PhysicalExpr>>, usize),
+    /// All rows into one partition: a broadcast build side, or the input of a
+    /// final merge.
+    Single,
+}
+
+impl ShuffleOutput {
+    pub fn partitions(&self) -> usize {
+        match self {
+            Self::Hash(_, n) => *n,
+            Self::Single => 1,
+        }
+    }
+}
+
+impl fmt::Display for ShuffleOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Hash(exprs, n) => {
+                let keys: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+                write!(f, "Hash([{}], {n})", keys.join(", "))
+            }
+            Self::Single => write!(f, "Single"),
+        }
+    }
+}
+
+/// Runs one partition of its input (one task of a stage), splits the rows by
+/// `output` and writes each output partition to a file in the exchange store.
+/// Its own output is a small report: one row per output partition with the
+/// output's key, rows and bytes, and the task's spill and time.
+pub struct ShuffleWriteExec {
+    stage: u32,
+    input: Arc<dyn ExecutionPlan>,
+    output: ShuffleOutput,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ShuffleWriteExec {
+    pub fn new(stage: u32, input: Arc<dyn ExecutionPlan>, output: ShuffleOutput) -> Self {
+        let partitions = input.properties().partitioning.partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(report_schema()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self { stage, input, output, properties, metrics: ExecutionPlanMetricsSet::new() }
+    }
+
+    pub fn stage(&self) -> u32 {
+        self.stage
+    }
+
+    pub fn output(&self) -> &ShuffleOutput {
+        &self.output
+    }
+
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+}
+
+impl fmt::Debug for ShuffleWriteExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShuffleWriteExec").field("stage", &self.stage).finish()
+    }
+}
+
+impl DisplayAs for ShuffleWriteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ShuffleWriteExec: stage={}, output={}", self.stage, self.output)
+    }
+}
+
+impl ExecutionPlan for ShuffleWriteExec {
+    fn name(&self) -> &str {
+        "ShuffleWriteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        if let ShuffleOutput::Hash(exprs, _) = &self.output {
+            for e in exprs {
+                if f(e)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        match <[_; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(Self::new(self.stage, input, self.output.clone()))),
+            Err(_) => Err(DataFusionError::Internal("ShuffleWriteExec takes one child".into())),
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let query = context.task_id().unwrap_or_else(|| context.session_id());
+        let input = self.input.execute(partition, context)?;
+        let plan = self.input.clone();
+        let output = self.output.clone();
+        let written = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let report = async move {
+            let started = Instant::now();
+            let (rows, bytes, key) = write_partitions(&query, input, &output).await?;
+            written.add(rows.iter().sum::<u64>() as usize);
+            let report = TaskReport {
+                key,
+                rows,
+                bytes,
+                spilled_bytes: spilled_bytes(&plan),
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            };
+            report.to_batch()
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(report_schema(), futures::stream::once(report))))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// Writes every row of `input` to its output partition's file; returns rows and
+/// bytes per partition and the output's key.
+async fn write_partitions(
+    query: &str,
+    mut input: SendableRecordBatchStream,
+    output: &ShuffleOutput,
+) -> Result<(Vec<u64>, Vec<u64>, String)> {
+    let (key, dir) = store().new_output(query)?;
+    let n = output.partitions();
+    let schema = input.schema();
+    let paths: Vec<_> = (0..n).map(|p| dir.join(format!("{p}.arrow"))).collect();
+    // Every partition gets a file, empty ones too: a missing file then always
+    // means a lost output, never "no rows".
+    let mut writers = paths
+        .iter()
+        .map(|path| Ok(StreamWriter::try_new(BufWriter::new(File::create(path)?), &schema)?))
+        .collect::<Result<Vec<_>>>()?;
+    let mut rows = vec![0u64; n];
+    let mut partitioner = match output {
+        ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::new_hash_partitioner(exprs.clone(), *n, Time::new())?),
+        ShuffleOutput::Single => None,
+    };
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        match partitioner.as_mut() {
+            Some(partitioner) => partitioner.partition(batch, |p, part| {
+                rows[p] += part.num_rows() as u64;
+                writers[p].write(&part).map_err(DataFusionError::from)
+            })?,
+            None => {
+                rows[0] += batch.num_rows() as u64;
+                writers[0].write(&batch)?;
+            }
+        }
+    }
+    for mut writer in writers {
+        writer.finish()?;
+        writer.into_inner()?.flush()?;
+    }
+    let bytes = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).collect();
+    Ok((rows, bytes, key))
+}
+
+/// Bytes the operators of `plan` spilled to disk (sorts, aggregates, joins).
+pub(crate) fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name("spilled_bytes"))
+        .map(|v| v.as_usize() as u64)
+        .unwrap_or(0);
+    own + plan.children().into_iter().map(spilled_bytes).sum::<u64>()
+}
+
+/// What one task of a stage wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReport {
+    /// The output's key in the worker's exchange store.
+    pub key: String,
+    /// Rows and bytes of each output partition.
+    pub rows: Vec<u64>,
+    pub bytes: Vec<u64>,
+    pub spilled_bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+fn report_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("partition", DataType::UInt32, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("bytes", DataType::UInt64, false),
+        Field::new("spilled_bytes", DataType::UInt64, false),
+        Field::new("elapsed_ms", DataType::UInt64, false),
+    ]))
+}
+
+impl TaskReport {
+    fn to_batch(&self) -> Result<RecordBatch> {
+        let n = self.rows.len();
+        let columns: Vec<Arc<dyn Array>> = vec![
+            Arc::new(StringArray::from(vec![self.key.as_str(); n])),
+            Arc::new(UInt32Array::from_iter_values(0..n as u32)),
+            Arc::new(UInt64Array::from(self.rows.clone())),
+            Arc::new(UInt64Array::from(self.bytes.clone())),
+            Arc::new(UInt64Array::from(vec![self.spilled_bytes; n])),
+            Arc::new(UInt64Array::from(vec![self.elapsed_ms; n])),
+        ];
+        Ok(RecordBatch::try_new(report_schema(), columns)?)
+    }
+
+    /// Reads the report a task sent back.
+    pub fn from_batches(batches: &[RecordBatch]) -> Result<Self> {
+        let bad = |what: &str| DataFusionError::Internal(format!("malformed stage task report: {what}"));
+        let mut report = TaskReport { key: String::new(), rows: vec![], bytes: vec![], spilled_bytes: 0, elapsed_ms: 0 };
+        for batch in batches {
+            let col = |i: usize| batch.columns().get(i).ok_or_else(|| bad("missing column"));
+            let keys = col(0)?.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("key"))?;
+            let u64s = |i: usize| -> Result<&UInt64Array> {
+                col(i)?.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| bad("counts"))
+            };
+            let (rows, bytes, spilled, elapsed) = (u64s(2)?, u64s(3)?, u64s(4)?, u64s(5)?);
+            for i in 0..batch.num_rows() {
+                report.key = keys.value(i).to_string();
+                report.rows.push(rows.value(i));
+                report.bytes.push(bytes.value(i));
+                report.spilled_bytes = spilled.value(i);
+                report.elapsed_ms = elapsed.value(i);
+            }
+        }
+        if report.key.is_empty() {
+            return Err(bad("no rows"));
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip() {
+        let r = TaskReport { key: "q/o".into(), rows: vec![1, 2, 3], bytes: vec![10, 20, 30], spilled_bytes: 7, elapsed_ms: 9 };
+        let batch = r.to_batch().expect("batch");
+        assert_eq!(TaskReport::from_batches(&[batch]).expect("parse"), r);
+        assert!(TaskReport::from_batches(&[]).is_err());
+    }
+}
