@@ -230,8 +230,9 @@ impl ExecutionPlan for StageExec {
 /// subtree that reads an exchange or a scan and can be serialized. The merges
 /// above stay on the coordinator.
 fn mark_fragments(plan: Arc<dyn ExecutionPlan>, codec: &quiver_proto::QuiverCodec) -> Result<Arc<dyn ExecutionPlan>> {
-    let merge = plan.as_ref().is::<CoalescePartitionsExec>() || plan.as_ref().is::<SortPreservingMergeExec>();
-    if !merge && super::rule::has_input(&plan) && physical_plan_to_bytes_with_extension_codec(plan.clone(), codec).is_ok() {
+    // A subtree with a merge of many partitions would run them all in one fragment:
+    // the merge stays here, and the partitions under it become fragments.
+    if !has_wide_merge(&plan) && super::rule::has_input(&plan) && physical_plan_to_bytes_with_extension_codec(plan.clone(), codec).is_ok() {
         let partitions = plan.properties().partitioning.partition_count();
         let reports: FragmentReports = Arc::new(Mutex::new(vec![None; partitions]));
         return Ok(Arc::new(WorkerFragmentsExec { input: plan, reports }));
@@ -242,6 +243,12 @@ fn mark_fragments(plan: Arc<dyn ExecutionPlan>, codec: &quiver_proto::QuiverCode
     }
     let children = children.into_iter().map(|c| mark_fragments(c, codec)).collect::<Result<Vec<_>>>()?;
     replace_children_if_necessary(plan, children)
+}
+
+fn has_wide_merge(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let merge = plan.as_ref().is::<CoalescePartitionsExec>() || plan.as_ref().is::<SortPreservingMergeExec>();
+    let wide = |c: &&Arc<dyn ExecutionPlan>| c.properties().partitioning.partition_count() > 1;
+    (merge && plan.children().iter().any(wide)) || plan.children().into_iter().any(has_wide_merge)
 }
 
 /// Replaces each marked part of the bound root with the fragments that run it.
@@ -298,7 +305,8 @@ impl DisplayAs for WorkerFragmentsExec {
                         r.stats.elapsed_ms,
                         if r.attempts > 1 { format!(" attempts={}", r.attempts) } else { String::new() }
                     )?,
-                    None => write!(f, "{sep}p{i} not run")?,
+                    // Not read to its end: a LIMIT above had enough rows.
+                    None => write!(f, "{sep}p{i} unfinished")?,
                 }
             }
             write!(f, "]")?;

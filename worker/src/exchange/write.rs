@@ -212,11 +212,7 @@ async fn write_partitions(
 
 /// Bytes the operators of `plan` spilled to disk (sorts, aggregates, joins).
 pub(crate) fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    let own = plan
-        .metrics()
-        .and_then(|m| m.sum_by_name("spilled_bytes"))
-        .map(|v| v.as_usize() as u64)
-        .unwrap_or(0);
+    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0) as u64;
     own + plan.children().into_iter().map(spilled_bytes).sum::<u64>()
 }
 
