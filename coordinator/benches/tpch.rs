@@ -2,6 +2,13 @@
 //! DataFusion and DuckDB (from PyPI, if installed in target/venv), in one run.
 //!
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
+//!     [--worker-processes] [--no-exchanges]
+//!
+//! `--worker-processes`: the workers are separate `quiver worker` processes (a
+//! static pool) instead of in-process ones, so exchanges cross processes over
+//! Flight; the report then also measures shuffle throughput between them.
+//! `--no-exchanges`: `workers.exchanges = false` (joins and final aggregates on the
+//! coordinator), for comparison.
 //!
 //! Prints a Markdown report (per-query times and ratios, totals, and the rate at
 //! which `SELECT * FROM lineitem` streams to a Flight client).
@@ -27,11 +34,13 @@ struct Args {
     partitions: Option<usize>,
     /// Only these queries (1-based); all when empty.
     only: Vec<usize>,
+    worker_processes: bool,
+    exchanges: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data"), only: vec![], partitions: None };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -44,6 +53,8 @@ fn parse_args() -> Result<Args> {
             "--queries" => {
                 args.only = value()?.split(',').map(|q| q.trim().trim_start_matches('q').parse()).collect::<Result<_, _>>()?
             }
+            "--worker-processes" => args.worker_processes = true,
+            "--no-exchanges" => args.exchanges = false,
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }
@@ -101,10 +112,22 @@ async fn run(args: Args) -> Result<()> {
         eprintln!("generated TPC-H SF{} in {:.1}s", args.scale, started.elapsed().as_secs_f64());
     }
     let dir = std::fs::canonicalize(&dir)?;
+    let mut processes = WorkerProcesses(vec![]);
+    let pool = if args.worker_processes {
+        let mut addresses = vec![];
+        for i in 0..args.workers {
+            let (child, addr) = start_worker(&format!("bench-{}", i + 1))?;
+            processes.0.push(child);
+            addresses.push(format!("{addr:?}"));
+        }
+        format!("mode = \"static\"\naddresses = [{}]\n", addresses.join(", "))
+    } else {
+        format!("count = {}\n", args.workers)
+    };
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}[workers]\ncount = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}[workers]\n{pool}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
         args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
-        args.workers,
+        args.exchanges,
         dir.display().to_string()
     );
     let config = quiver_coordinator::QuiverConfig::parse(&config, &dir).map_err(|e| anyhow!(e))?;
@@ -168,9 +191,12 @@ async fn run(args: Args) -> Result<()> {
         (stream_bytes, stream_rows) = (bytes, n);
     }
     let stream = median(stream_runs);
+    let shuffle = if args.worker_processes && args.exchanges { Some(shuffle_throughput(&mut client, args.iterations).await?) } else { None };
     let duck = duckdb_times(&dir, args.iterations);
 
-    println!("### TPC-H SF{} — Quiver ({} embedded workers) vs single-node DataFusion{}\n", args.scale, args.workers, if duck.is_some() { " and DuckDB" } else { "" });
+    let kind = if args.worker_processes { "worker processes" } else { "embedded workers" };
+    let mode = if args.exchanges { "" } else { ", exchanges off" };
+    println!("### TPC-H SF{} — Quiver ({} {kind}{mode}) vs single-node DataFusion{}\n", args.scale, args.workers, if duck.is_some() { " and DuckDB" } else { "" });
     println!("Median of {} runs after one warm-up, same process, same machine ({} cores).\n", args.iterations, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     let duck_head = if duck.is_some() { " DuckDB ms | Quiver/DuckDB |" } else { "" };
     let duck_rule = if duck.is_some() { "---:|---:|" } else { "" };
@@ -200,6 +226,72 @@ async fn run(args: Args) -> Result<()> {
         stream_bytes as f64 / 1e9 / secs,
         stream_rows as f64 / 1e6 / secs
     );
+    if let Some((bytes, secs)) = shuffle {
+        println!(
+            "\nShuffle between the worker processes (`{SHUFFLE_SQL}`): {:.2} GB written to and read from exchanges in {secs:.2} s = **{:.2} GB/s** (bytes through the exchange / wall time of the query).",
+            bytes as f64 / 1e9,
+            bytes as f64 / 1e9 / secs
+        );
+    }
     server.shutdown().await?;
+    drop(processes);
     Ok(())
+}
+
+/// A grouped aggregate whose partial aggregate barely reduces (almost every comment
+/// is unique), so nearly all of lineitem's comments cross the exchange.
+const SHUFFLE_SQL: &str = "SELECT count(*) FROM (SELECT l_comment, count(*) AS n FROM lineitem GROUP BY l_comment)";
+
+/// Median wall time of SHUFFLE_SQL and the bytes its stage tasks wrote to exchanges.
+async fn shuffle_throughput(client: &mut FlightSqlServiceClient<Channel>, iterations: usize) -> Result<(u64, f64)> {
+    let mut runs = vec![];
+    for _ in 0..iterations.max(1) {
+        let t = Instant::now();
+        quiver_query(client, SHUFFLE_SQL).await?;
+        runs.push(t.elapsed());
+    }
+    let bytes_sql = "SELECT sum(f.bytes) FROM system.fragments f JOIN system.queries q ON f.query_id = q.id \
+         WHERE q.sql LIKE 'SELECT count(*) FROM (SELECT l_comment%' AND f.stage > 0 AND f.state = 'finished' \
+         GROUP BY q.id ORDER BY min(q.started_at) DESC LIMIT 1";
+    let batches = quiver_query(client, bytes_sql).await?;
+    let bytes = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
+        .ok_or_else(|| anyhow!("no exchange bytes recorded for the shuffle query"))?;
+    Ok((bytes as u64, median(runs).as_secs_f64()))
+}
+
+/// Worker processes, killed when the benchmark ends.
+struct WorkerProcesses(Vec<std::process::Child>);
+
+impl Drop for WorkerProcesses {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `quiver worker` and waits for its address.
+fn start_worker(id: &str) -> Result<(std::process::Child, String)> {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["worker", "--listen", "127.0.0.1:0", "--id", id])
+        .env("QUIVER_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("start quiver worker")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines.next() {
+        if let Some(addr) = line?.strip_prefix("quiver: worker listening on ") {
+            let addr = addr.trim().to_string();
+            // Keep draining its output so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return Ok((child, addr));
+        }
+    }
+    Err(anyhow!("quiver worker {id} exited before it listened"))
 }

@@ -81,7 +81,7 @@ impl DistributedQueryExec {
         let fut = async move {
             scheduler.run(&run).await.map_err(Arc::new)?;
             let bound = run.bind(&root).map_err(Arc::new)?;
-            let root = send_fragments(bound, &scheduler).map_err(Arc::new)?;
+            let root = send_fragments(bound, &scheduler, &run).map_err(Arc::new)?;
             Ok((root, run))
         }
         .boxed()
@@ -252,7 +252,7 @@ fn has_wide_merge(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// Replaces each marked part of the bound root with the fragments that run it.
-fn send_fragments(plan: Arc<dyn ExecutionPlan>, scheduler: &Scheduler) -> Result<Arc<dyn ExecutionPlan>> {
+fn send_fragments(plan: Arc<dyn ExecutionPlan>, scheduler: &Arc<Scheduler>, run: &Arc<QueryRun>) -> Result<Arc<dyn ExecutionPlan>> {
     let mut next = 0;
     plan.transform_down(|node| {
         let Some(marker) = node.as_ref().downcast_ref::<WorkerFragmentsExec>() else { return Ok(Transformed::no(node)) };
@@ -265,10 +265,24 @@ fn send_fragments(plan: Arc<dyn ExecutionPlan>, scheduler: &Scheduler) -> Result
         next += 1;
         let exec = RemoteFragmentExec::new(next, input, bytes, assignment, scheduler.pool.clone())
             .with_memory_limit(scheduler.task_memory_limit())
-            .with_tracking(marker.reports.clone(), scheduler.log.clone());
+            .with_tracking(marker.reports.clone(), scheduler.log.clone())
+            .with_recovery(recovery(scheduler.clone(), run.clone(), marker.input.clone()));
         Ok(Transformed::new(Arc::new(exec) as Arc<dyn ExecutionPlan>, true, TreeNodeRecursion::Jump))
     })
     .map(|t| t.data)
+}
+
+/// A fragment that lost an input has the scheduler recompute it, then runs on the new output.
+fn recovery(scheduler: Arc<Scheduler>, run: Arc<QueryRun>, fragment: Arc<dyn ExecutionPlan>) -> super::remote_exec::Recover {
+    Arc::new(move |lost| {
+        let (scheduler, run, fragment) = (scheduler.clone(), run.clone(), fragment.clone());
+        async move {
+            scheduler.recover(&run, &lost).await?;
+            let bound = run.bind(&fragment)?;
+            physical_plan_to_bytes_with_extension_codec(bound, &scheduler.codec)
+        }
+        .boxed()
+    })
 }
 
 /// In `EXPLAIN`, the part of the root that runs on workers, one fragment per

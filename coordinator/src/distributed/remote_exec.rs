@@ -20,6 +20,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 use quiver_proto::{FragmentStats, FragmentTicket};
+use quiver_worker::exchange::{lost_output, LostOutput};
 use tonic::Code;
 
 use crate::fragments::{FragmentLog, LoggedAttempt};
@@ -40,6 +41,8 @@ pub struct RemoteFragmentExec {
     memory_limit: u64,
     /// Where a query cut into stages records what each partition cost.
     tracking: Option<Tracking>,
+    /// Recomputes a lost exchange input and returns the fragment bound to the new output.
+    recover: Option<Recover>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -55,7 +58,14 @@ impl RemoteFragmentExec {
         let properties = fragment.properties().clone();
         let memory_limit = pool.fragment_memory_limit();
         let metrics = ExecutionPlanMetricsSet::new();
-        Self { id, fragment, plan_bytes, assignment, pool, memory_limit, tracking: None, properties, metrics }
+        Self { id, fragment, plan_bytes, assignment, pool, memory_limit, tracking: None, recover: None, properties, metrics }
+    }
+
+    /// Lets a partition that finds an exchange input lost, before it sent any row,
+    /// have `recover` recompute it and run again on the new output.
+    pub fn with_recovery(mut self, recover: Recover) -> Self {
+        self.recover = Some(recover);
+        self
     }
 
     /// Records each partition's worker and cost in `reports` and `system.fragments` (as stage 0).
@@ -150,7 +160,9 @@ impl ExecutionPlan for RemoteFragmentExec {
             rows: 0,
             pool: self.pool.clone(),
             candidates: candidates.into(),
-            ticket: Bytes::from(prost::Message::encode_to_vec(&ticket)),
+            ticket,
+            recover: self.recover.clone(),
+            recoveries: 0,
             schema: schema.clone(),
             current: None,
             yielded: false,
@@ -180,6 +192,12 @@ type FlightBatches = futures::stream::BoxStream<'static, std::result::Result<Rec
 /// Runs one partition on the first candidate that can, moving on to the next one
 /// while the worker is unreachable, or dies, before any batch has come back:
 /// nothing has been passed on yet, so the retry cannot duplicate rows.
+/// Recomputes a lost exchange output; returns the fragment's plan bound to its replacement.
+pub type Recover = Arc<dyn Fn(LostOutput) -> futures::future::BoxFuture<'static, Result<Bytes>> + Send + Sync>;
+
+/// Times one partition may have its inputs recomputed before the query fails.
+const MAX_RECOVERIES: u32 = 3;
+
 /// What a finished fragment of the root cost, for `EXPLAIN ANALYZE`.
 #[derive(Debug, Clone)]
 pub struct FragmentReport {
@@ -208,7 +226,9 @@ struct Attempts {
     rows: u64,
     pool: Arc<WorkerPool>,
     candidates: std::collections::VecDeque<Arc<Worker>>,
-    ticket: Bytes,
+    ticket: FragmentTicket,
+    recover: Option<Recover>,
+    recoveries: u32,
     schema: SchemaRef,
     current: Option<(FlightBatches, Arc<Worker>, RunningFragment)>,
     yielded: bool,
@@ -235,6 +255,26 @@ impl Attempts {
                     self.rows += batch.num_rows() as u64;
                     // Normalize metadata so batches match the plan's schema exactly.
                     return Some(batch.with_schema(self.schema.clone()).map_err(DataFusionError::from));
+                }
+                Some(Err(FlightError::Tonic(status))) if !self.yielded && self.recover.is_some() && lost_output(status.message()).is_some() => {
+                    let (Some(recover), Some(lost)) = (self.recover.clone(), lost_output(status.message())) else { continue };
+                    if self.recoveries >= MAX_RECOVERIES {
+                        return Some(Err(worker_error(&worker.id, FlightError::Tonic(status))));
+                    }
+                    self.recoveries += 1;
+                    tracing::warn!(worker = %worker.id, lost = %lost, "a fragment's exchange input is lost; recomputing it");
+                    Counters::add(&self.pool.counters().fragment_retries, 1);
+                    if let Some(l) = self.logged.take() {
+                        l.end("retried", 0, 0, 0, Some(lost.to_string()));
+                    }
+                    self.current = None;
+                    match recover(lost).await {
+                        Ok(plan) => {
+                            self.ticket.plan = plan.to_vec();
+                            self.candidates = self.pool.healthy().into();
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
                 Some(Err(FlightError::Tonic(status))) if !self.yielded && is_unreachable(&status) => {
                     tracing::warn!(worker = %worker.id, error = %status.message(), "worker lost before its first batch; trying another");
@@ -281,7 +321,8 @@ impl Attempts {
     async fn open(&mut self) -> Result<()> {
         while let Some(worker) = self.candidates.pop_front() {
             let mut client = worker.client();
-            match client.do_get(Ticket { ticket: self.ticket.clone() }).await {
+            let ticket = Bytes::from(prost::Message::encode_to_vec(&self.ticket));
+            match client.do_get(Ticket { ticket }).await {
                 Ok(response) => {
                     let running = worker.track_fragment();
                     Counters::add(&self.pool.counters().fragments, 1);

@@ -267,7 +267,7 @@ impl Scheduler {
     }
 
     /// Recomputes the outputs lost with `lost`: every output of its stage on the same worker.
-    async fn recover(&self, run: &Arc<QueryRun>, lost: &LostOutput) -> Result<()> {
+    pub(super) async fn recover(&self, run: &Arc<QueryRun>, lost: &LostOutput) -> Result<()> {
         let Some(lock) = run.recovering.get(&lost.stage) else {
             return internal_err!("lost output of unknown stage {}", lost.stage);
         };
