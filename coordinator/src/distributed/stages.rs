@@ -197,3 +197,72 @@ pub fn reads(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    /// Two 4-partition tables; joins are planned `Partitioned` unless said otherwise.
+    async fn plan(sql: &str, collect_left: bool) -> Arc<dyn ExecutionPlan> {
+        let mut config = SessionConfig::new().with_target_partitions(4);
+        if !collect_left {
+            config.options_mut().optimizer.hash_join_single_partition_threshold = 0;
+            config.options_mut().optimizer.hash_join_single_partition_threshold_rows = 0;
+        }
+        let ctx = SessionContext::new_with_config(config);
+        for name in ["a", "b"] {
+            let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("v", DataType::Int64, false)]));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(0..100)), Arc::new(Int64Array::from_iter_values(0..100))],
+            )
+            .expect("batch");
+            let parts = (0..4).map(|_| vec![batch.clone()]).collect();
+            ctx.register_table(name, Arc::new(MemTable::try_new(schema, parts).expect("table"))).expect("register");
+        }
+        ctx.sql(sql).await.expect("sql").create_physical_plan().await.expect("plan")
+    }
+
+    fn shuffles(staged: &StagedPlan) -> usize {
+        staged.stages.iter().filter(|s| matches!(s.output, ShuffleOutput::Hash(..))).count()
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_join_under_an_aggregate_shuffles_both_sides_and_the_groups() {
+        let plan = plan("SELECT a.v, count(*) FROM a JOIN b ON a.k = b.k GROUP BY a.v", false).await;
+        let staged = cut(plan, 4).expect("cut");
+        // Both join inputs and the partial aggregate are shuffled.
+        assert_eq!(shuffles(&staged), 3, "{staged:#?}");
+        let last = staged.stages.last().expect("stages");
+        assert_eq!(last.inputs.len(), 2, "the aggregate's stage reads both join inputs");
+        // Every stage comes after the stages it reads.
+        for (i, s) in staged.stages.iter().enumerate() {
+            assert!(s.inputs.iter().all(|input| staged.stages[..i].iter().any(|e| e.id == *input)));
+        }
+        assert!(reads(&staged.root).contains(&last.id));
+    }
+
+    #[tokio::test]
+    async fn a_small_build_side_is_gathered_once_and_broadcast() {
+        let plan = plan("SELECT count(*) FROM a JOIN b ON a.k = b.k", true).await;
+        let staged = cut(plan, 4).expect("cut");
+        let gathers = staged.stages.iter().filter(|s| matches!(s.output, ShuffleOutput::Single)).count();
+        assert!(gathers >= 1, "{staged:#?}");
+        assert_eq!(shuffles(&staged), 0, "an inner CollectLeft join needs no shuffle: {staged:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_semi_join_is_repartitioned_so_no_task_needs_the_whole_probe_side() {
+        let plan = plan("SELECT count(*) FROM a LEFT SEMI JOIN b ON a.k = b.k", true).await;
+        let staged = cut(plan, 4).expect("cut");
+        let show = |p: &Arc<dyn ExecutionPlan>| datafusion::physical_plan::displayable(p.as_ref()).indent(true).to_string();
+        let text = staged.stages.iter().map(|s| show(&s.plan)).chain([show(&staged.root)]).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("mode=Partitioned, join_type=LeftSemi"), "{text}");
+        assert!(shuffles(&staged) >= 2, "{text}");
+    }
+}
