@@ -152,6 +152,43 @@ impl ExecutionPlan for DistributedQueryExec {
     }
 }
 
+/// What `EXPLAIN ANALYZE` shows of one task or fragment.
+struct Run<'a> {
+    worker: &'a str,
+    rows: u64,
+    bytes: u64,
+    spilled: u64,
+    elapsed_ms: u64,
+    attempts: u32,
+}
+
+/// `, ran=[t0@worker-1 rows=.. bytes=.. spill=.. time=..ms, ...]`, once anything ran.
+fn write_runs<'a>(
+    f: &mut fmt::Formatter,
+    prefix: char,
+    runs: impl Iterator<Item = Option<Run<'a>>>,
+    missing: &str,
+) -> fmt::Result {
+    let runs: Vec<_> = runs.collect();
+    if runs.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    write!(f, ", ran=[")?;
+    for (i, run) in runs.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        match run {
+            Some(r) => {
+                write!(f, "{sep}{prefix}{i}@{} rows={} bytes={} spill={} time={}ms", r.worker, r.rows, r.bytes, r.spilled, r.elapsed_ms)?;
+                if r.attempts > 1 {
+                    write!(f, " attempts={}", r.attempts)?;
+                }
+            }
+            None => write!(f, "{sep}{prefix}{i} {missing}")?,
+        }
+    }
+    write!(f, "]")
+}
+
 /// One stage in `EXPLAIN`; never executed.
 struct StageExec {
     stage: StagePlan,
@@ -173,26 +210,17 @@ impl DisplayAs for StageExec {
         };
         write!(f, "StageExec: stage={}, tasks={}, exchange={exchange}, output={}", self.stage.id, self.stage.tasks(), self.stage.output)?;
         let Ok(report) = self.report.lock() else { return Ok(()) };
-        if report.iter().any(Option::is_some) {
-            write!(f, ", ran=[")?;
-            for (i, task) in report.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                match task {
-                    Some(t) => write!(
-                        f,
-                        "{sep}t{i}@{} rows={} bytes={} spill={} time={}ms{}",
-                        t.worker.id,
-                        t.report.rows.iter().sum::<u64>(),
-                        t.report.bytes.iter().sum::<u64>(),
-                        t.report.spilled_bytes,
-                        t.report.elapsed_ms,
-                        if t.attempts > 1 { format!(" attempts={}", t.attempts) } else { String::new() }
-                    )?,
-                    None => write!(f, "{sep}t{i} not run")?,
-                }
-            }
-            write!(f, "]")?;
-        }
+        let runs = report.iter().map(|t| {
+            t.as_ref().map(|t| Run {
+                worker: &t.worker.id,
+                rows: t.report.rows.iter().sum(),
+                bytes: t.report.bytes.iter().sum(),
+                spilled: t.report.spilled_bytes,
+                elapsed_ms: t.report.elapsed_ms,
+                attempts: t.attempts,
+            })
+        });
+        write_runs(f, 't', runs, "not run")?;
         Ok(())
     }
 }
@@ -304,27 +332,18 @@ impl DisplayAs for WorkerFragmentsExec {
         let partitions = self.input.properties().partitioning.partition_count();
         write!(f, "WorkerFragmentsExec: partitions={partitions}, streamed from workers")?;
         let Ok(reports) = self.reports.lock() else { return Ok(()) };
-        if reports.iter().any(Option::is_some) {
-            write!(f, ", ran=[")?;
-            for (i, r) in reports.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                match r {
-                    Some(r) => write!(
-                        f,
-                        "{sep}p{i}@{} rows={} bytes={} spill={} time={}ms{}",
-                        r.worker,
-                        r.stats.rows,
-                        r.stats.bytes,
-                        r.stats.spilled_bytes,
-                        r.stats.elapsed_ms,
-                        if r.attempts > 1 { format!(" attempts={}", r.attempts) } else { String::new() }
-                    )?,
-                    // Not read to its end: a LIMIT above had enough rows.
-                    None => write!(f, "{sep}p{i} unfinished")?,
-                }
-            }
-            write!(f, "]")?;
-        }
+        let runs = reports.iter().map(|r| {
+            r.as_ref().map(|r| Run {
+                worker: &r.worker,
+                rows: r.stats.rows,
+                bytes: r.stats.bytes,
+                spilled: r.stats.spilled_bytes,
+                elapsed_ms: r.stats.elapsed_ms,
+                attempts: r.attempts,
+            })
+        });
+        // A partition not read to its end: a LIMIT above had enough rows.
+        write_runs(f, 'p', runs, "unfinished")?;
         Ok(())
     }
 }
