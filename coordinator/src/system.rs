@@ -95,7 +95,7 @@ impl SystemSchema {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
-    fn workers(&self) -> Result<RecordBatch> {
+    async fn workers(&self) -> Result<RecordBatch> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Utf8, false),
             Field::new("address", DataType::Utf8, false),
@@ -106,8 +106,22 @@ impl SystemSchema {
             Field::new("mode", DataType::Utf8, false),
             Field::new("container", DataType::Utf8, true),
             Field::new("last_decision", DataType::Utf8, true),
+            Field::new("cpu_secs", DataType::Float64, true),
+            Field::new("memory_bytes", DataType::Int64, true),
+            Field::new("exchange_bytes", DataType::Int64, true),
         ]));
         let workers = self.pool.all();
+        // Each worker's own load figures; a worker that does not answer quickly shows NULLs.
+        let stats = futures::future::join_all(workers.iter().map(|w| async move {
+            let ask = async {
+                let action = arrow_flight::Action { r#type: quiver_proto::ACTION_STATS.into(), body: Default::default() };
+                let mut answer = w.client().do_action(action).await.ok()?.into_inner();
+                let body = answer.message().await.ok()??.body;
+                quiver_proto::WorkerStats::decode_from(&body).ok()
+            };
+            tokio::time::timeout(std::time::Duration::from_millis(500), ask).await.ok().flatten()
+        }))
+        .await;
         // The newest pool decision about each worker, "action: reason".
         let events = self.pool.events.snapshot();
         let last = |id: &str| events.iter().rev().find(|e| e.worker == id).map(|e| format!("{}: {}", e.action, e.reason));
@@ -122,6 +136,9 @@ impl SystemSchema {
             Arc::new(StringArray::from_iter_values(workers.iter().map(|_| mode.as_str()))),
             Arc::new(StringArray::from_iter(workers.iter().map(|w| self.pool.container_of(&w.id)))),
             Arc::new(StringArray::from_iter(workers.iter().map(|w| last(&w.id)))),
+            Arc::new(Float64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.cpu_seconds)))),
+            Arc::new(Int64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.rss_bytes as i64)))),
+            Arc::new(Int64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.exchange_bytes as i64)))),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -156,7 +173,7 @@ impl SchemaProvider for SystemSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let batch = match name {
-            "workers" => self.workers()?,
+            "workers" => self.workers().await?,
             "scaling_events" => self.scaling_events()?,
             "queries" => self.queries()?,
             "fragments" => self.fragments()?,

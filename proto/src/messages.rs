@@ -41,6 +41,15 @@ pub struct WorkerStats {
     pub bytes_sent: u64,
     #[prost(uint64, tag = "7")]
     pub memory_reserved: u64,
+    /// CPU time the worker process has used (user + system), in seconds.
+    #[prost(double, tag = "8")]
+    pub cpu_seconds: f64,
+    /// Resident memory of the worker process.
+    #[prost(uint64, tag = "9")]
+    pub rss_bytes: u64,
+    /// Bytes of exchange files the worker holds on disk.
+    #[prost(uint64, tag = "10")]
+    pub exchange_bytes: u64,
 }
 
 /// What a fragment cost, sent by the worker as the `app_metadata` of the last

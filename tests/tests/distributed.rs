@@ -82,6 +82,9 @@ async fn explain_shows_joins_and_aggregates_shuffled_between_workers() -> anyhow
     assert!(analyzed.contains("WorkerFragmentsExec: partitions=4, streamed from workers, ran=[p0@worker-"), "{analyzed}");
     assert!(analyzed.contains("@worker-1 rows=") && analyzed.contains("@worker-2 rows="), "{analyzed}");
     assert!(analyzed.contains(" bytes=") && analyzed.contains(" spill=") && analyzed.contains(" time="), "{analyzed}");
+    // system.workers shows each worker process's own CPU time and memory.
+    let load = query(&mut c, "SELECT count(*) FROM system.workers WHERE cpu_secs > 0 AND memory_bytes > 1000000").await?;
+    assert_eq!(single_value(&load), "2", "{}", pretty(&query(&mut c, "SELECT * FROM system.workers").await?)?);
     // system.fragments lists the same tasks.
     let tasks = query(&mut c, "SELECT count(*) FROM system.fragments WHERE state = 'finished' AND bytes > 0").await?;
     assert!(single_value(&tasks).parse::<u64>()? > 4, "{}", pretty(&tasks)?);

@@ -124,6 +124,9 @@ impl FragmentExecutor {
             rows_sent: c.rows.load(Ordering::Relaxed),
             bytes_sent: c.bytes.load(Ordering::Relaxed),
             memory_reserved: c.memory_reserved.load(Ordering::Relaxed),
+            cpu_seconds: crate::usage::cpu_seconds().unwrap_or(0.0),
+            rss_bytes: crate::usage::rss_bytes().unwrap_or(0),
+            exchange_bytes: crate::exchange::store().bytes_on_disk(),
         }
     }
 }

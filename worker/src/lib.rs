@@ -11,6 +11,7 @@ mod compute;
 mod executor;
 mod service;
 pub mod status;
+mod usage;
 
 pub use executor::{FragmentExecutor, WorkerOptions};
 pub use service::{nodelay, serve, WorkerService};
