@@ -330,9 +330,18 @@ pub async fn worker_stat(addr: &str, wanted: u8) -> Result<u64> {
                     break;
                 }
             },
+            // Skipped: length-delimited (strings), 64-bit (doubles), 32-bit.
             2 => {
                 let len = body[i] as usize;
                 i += 1 + len;
+                continue;
+            }
+            1 => {
+                i += 8;
+                continue;
+            }
+            5 => {
+                i += 4;
                 continue;
             }
             _ => anyhow::bail!("unexpected wire type {wire}"),
