@@ -22,6 +22,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use futures::StreamExt;
 
 use super::store::store;
+use crate::batches::compact_views;
 
 /// How a stage's rows are split into the partitions of the next stage.
 #[derive(Debug, Clone)]
@@ -192,13 +193,15 @@ async fn write_partitions(
             continue;
         }
         match partitioner.as_mut() {
+            // View columns are compacted first: a partition's rows still point into
+            // the whole input buffers, and IPC would write those buffers once per partition.
             Some(partitioner) => partitioner.partition(batch, |p, part| {
                 rows[p] += part.num_rows() as u64;
-                writers[p].write(&part).map_err(DataFusionError::from)
+                writers[p].write(&compact_views(part)?).map_err(DataFusionError::from)
             })?,
             None => {
                 rows[0] += batch.num_rows() as u64;
-                writers[0].write(&batch)?;
+                writers[0].write(&compact_views(batch)?)?;
             }
         }
     }
