@@ -25,7 +25,10 @@ pub fn store() -> &'static ExchangeStore {
     STORE.get_or_init(|| {
         let base = match std::env::var_os("QUIVER_EXCHANGE_DIR") {
             Some(dir) => PathBuf::from(dir),
-            None => std::env::temp_dir().join(format!("quiver-exchange-{}", std::process::id())),
+            None => {
+                remove_dead_processes_dirs(&std::env::temp_dir());
+                std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()))
+            }
         };
         ExchangeStore { base }
     })
@@ -92,6 +95,24 @@ impl ExchangeStore {
     }
 }
 
+const DIR_PREFIX: &str = "quiver-exchange-";
+
+/// Deletes the exchange directories that processes which no longer run left in
+/// `tmp` (a killed worker never removes its own).
+fn remove_dead_processes_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A query id as one safe path segment.
 fn segment(query: &str) -> String {
     let s: String = query.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
@@ -120,6 +141,19 @@ mod tests {
         for bad in ["../etc", "q/../../etc", "q/a/b", "/abs", "q/", "", "q/a b"] {
             assert_eq!(s.partition_path(bad, 0), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn directories_of_dead_processes_are_removed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dead = tmp.path().join(format!("{DIR_PREFIX}{}", u32::MAX - 1));
+        let alive = tmp.path().join(format!("{DIR_PREFIX}{}", std::process::id()));
+        let other = tmp.path().join("quiver-exchange-notapid");
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        remove_dead_processes_dirs(tmp.path());
+        assert!(!dead.exists() && alive.exists() && other.exists());
     }
 
     #[test]
