@@ -212,17 +212,8 @@ impl FlightService for WorkerService {
             // Batches go whole: slicing a view array would resend its buffers per slice.
             .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
             .with_schema(schema)
-            .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))))
-            // Last, a message without a batch whose app_metadata says what the fragment cost.
-            .chain(stream::once(stats_rx).filter_map(|stats| async move {
-                let stats = stats.ok()?;
-                Some(Ok(FlightData {
-                    data_header: metadata_only_header(),
-                    app_metadata: Bytes::from(stats.encode_to_vec()),
-                    ..Default::default()
-                }))
-            }))
-            .boxed();
+            .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))));
+        let encoded = with_closing_stats(encoded, stats_rx);
         // The guard travels with the stream: it sees the end, an error, or a drop (cancel).
         let out = stream::unfold((encoded, guard, span), |(mut s, mut guard, span)| async move {
             match s.next().await {
@@ -335,6 +326,56 @@ fn serve_exchange(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status>
         .build(tokio_stream::wrappers::ReceiverStream::new(rx))
         .map_err(Status::from);
     Ok(Response::new(Box::pin(encoded)))
+}
+
+/// Puts what the fragment cost into the `app_metadata` of its last message. The last
+/// batch is held back until the stream ends, so the statistics arrive with it: a
+/// reader that stops at the last row it needs (a merge with a LIMIT) still gets
+/// them. A fragment without batches ends with a batch-less message instead.
+fn with_closing_stats(
+    encoded: impl futures::Stream<Item = Result<FlightData, FlightError>> + Send + 'static,
+    stats: tokio::sync::oneshot::Receiver<FragmentStats>,
+) -> BoxStream<'static, Result<FlightData, FlightError>> {
+    struct State<S> {
+        encoded: S,
+        held: Option<FlightData>,
+        stats: Option<tokio::sync::oneshot::Receiver<FragmentStats>>,
+    }
+    let state = State { encoded: Box::pin(encoded), held: None, stats: Some(stats) };
+    stream::unfold(state, |mut st| async move {
+        loop {
+            match st.encoded.next().await {
+                // Only batch messages are held back; the schema goes out at once.
+                Some(Ok(data)) if !data.data_body.is_empty() => {
+                    if let Some(previous) = st.held.replace(data) {
+                        return Some((Ok(previous), st));
+                    }
+                }
+                Some(other) => {
+                    if other.is_err() {
+                        st.stats = None;
+                    }
+                    return Some((other, st));
+                }
+                None => {
+                    let stats = match st.stats.take() {
+                        Some(rx) => rx.await.ok(),
+                        None => None,
+                    };
+                    let mut last = match st.held.take() {
+                        Some(held) => held,
+                        None if stats.is_some() => FlightData { data_header: metadata_only_header(), ..Default::default() },
+                        None => return None,
+                    };
+                    if let Some(stats) = stats {
+                        last.app_metadata = Bytes::from(stats.encode_to_vec());
+                    }
+                    return Some((Ok(last), st));
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// The IPC header of a Flight message without a batch (`MessageHeader::NONE`):

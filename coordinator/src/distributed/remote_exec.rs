@@ -253,6 +253,12 @@ impl Attempts {
                 Some(Ok(batch)) => {
                     self.yielded = true;
                     self.rows += batch.num_rows() as u64;
+                    // The last batch carries the statistics: record them now, the
+                    // reader may stop here (a merge with a LIMIT).
+                    if self.stats.lock().is_ok_and(|s| s.is_some()) {
+                        let worker = worker.id.clone();
+                        self.finished(&worker);
+                    }
                     // Normalize metadata so batches match the plan's schema exactly.
                     return Some(batch.with_schema(self.schema.clone()).map_err(DataFusionError::from));
                 }
@@ -297,8 +303,11 @@ impl Attempts {
         }
     }
 
-    /// The stream ended: record what it cost.
+    /// The stream ended, or sent its statistics: record what it cost (once).
     fn finished(&mut self, worker: &str) {
+        if self.logged.is_none() && self.tracking.is_some() && self.stats.lock().is_ok_and(|s| s.is_none()) {
+            return;
+        }
         let stats = self.stats.lock().ok().and_then(|mut s| s.take()).unwrap_or(FragmentStats {
             rows: self.rows,
             bytes: 0,
@@ -335,19 +344,18 @@ impl Attempts {
                     let decoded = FlightDataDecoder::new(response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))));
                     let batches = decoded.filter_map(move |data| {
                         let out = match data {
-                            Ok(d) => match d.payload {
-                                DecodedPayload::RecordBatch(b) => Some(Ok(b)),
-                                _ => {
-                                    if let Ok(stats) = FragmentStats::decode_from(&d.inner.app_metadata) {
-                                        if !d.inner.app_metadata.is_empty() {
-                                            if let Ok(mut s) = slot.lock() {
-                                                *s = Some(stats);
-                                            }
-                                        }
+                            Ok(d) => {
+                                // The fragment's last message carries what it cost.
+                                if !d.inner.app_metadata.is_empty() {
+                                    if let (Ok(stats), Ok(mut s)) = (FragmentStats::decode_from(&d.inner.app_metadata), slot.lock()) {
+                                        *s = Some(stats);
                                     }
-                                    None
                                 }
-                            },
+                                match d.payload {
+                                    DecodedPayload::RecordBatch(b) => Some(Ok(b)),
+                                    _ => None,
+                                }
+                            }
                             Err(e) => Some(Err(e)),
                         };
                         futures::future::ready(out)
