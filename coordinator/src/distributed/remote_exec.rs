@@ -382,7 +382,9 @@ impl Attempts {
 /// A connection failure (the worker is gone), as opposed to an error the worker returned.
 pub(super) fn is_unreachable(status: &tonic::Status) -> bool {
     match status.code() {
-        Code::Unavailable => true,
+        // Nothing here cancels a call it still reads, so a cancelled stream means the
+        // worker went away mid-answer (h2 resets it with CANCEL when the process dies).
+        Code::Unavailable | Code::Cancelled => true,
         // tonic reports connections that failed or broke (a killed worker) as Unknown
         // or Internal, with the transport's message.
         Code::Unknown | Code::Internal => ["transport", "connect", "h2 protocol", "broken pipe", "reset", "error reading a body"]
