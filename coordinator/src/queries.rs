@@ -18,6 +18,8 @@ pub struct QueryRecord {
     started: Instant,
     pub elapsed_secs: Option<f64>,
     pub rows: u64,
+    /// Bytes of the Arrow batches sent to the client.
+    pub bytes: u64,
     pub error: Option<String>,
 }
 
@@ -45,6 +47,7 @@ impl QueryLog {
             started: Instant::now(),
             elapsed_secs: None,
             rows: 0,
+            bytes: 0,
             error: None,
         };
         if let Ok(mut q) = self.queries.lock() {
@@ -59,18 +62,19 @@ impl QueryLog {
                 }
             }
         }
-        RunningQuery { log: self.clone(), id: id.to_string(), rows: 0, outcome: None }
+        RunningQuery { log: self.clone(), id: id.to_string(), rows: 0, bytes: 0, outcome: None }
     }
 
     pub fn snapshot(&self) -> Vec<QueryRecord> {
         self.queries.lock().map(|q| q.iter().cloned().collect()).unwrap_or_default()
     }
 
-    fn end(&self, id: &str, state: &'static str, rows: u64, error: Option<String>) {
+    fn end(&self, id: &str, state: &'static str, rows: u64, bytes: u64, error: Option<String>) {
         if let Ok(mut q) = self.queries.lock() {
             if let Some(r) = q.iter_mut().rev().find(|r| r.id == id) {
                 r.state = state;
                 r.rows = rows;
+                r.bytes = bytes;
                 r.error = error;
                 r.elapsed_secs = Some(r.started.elapsed().as_secs_f64());
             }
@@ -83,12 +87,17 @@ pub struct RunningQuery {
     log: Arc<QueryLog>,
     id: String,
     rows: u64,
+    bytes: u64,
     outcome: Option<(&'static str, Option<String>)>,
 }
 
 impl RunningQuery {
     pub fn add_rows(&mut self, n: usize) {
         self.rows += n as u64;
+    }
+
+    pub fn add_bytes(&mut self, n: usize) {
+        self.bytes += n as u64;
     }
 
     /// The stream ended; a failure reported before stays the outcome.
@@ -104,7 +113,7 @@ impl RunningQuery {
 impl Drop for RunningQuery {
     fn drop(&mut self) {
         let (state, error) = self.outcome.take().unwrap_or(("cancelled", None));
-        self.log.end(&self.id, state, self.rows, error);
+        self.log.end(&self.id, state, self.rows, self.bytes, error);
     }
 }
 

@@ -79,6 +79,7 @@ impl SystemSchema {
             Field::new("started_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
             Field::new("elapsed_secs", DataType::Float64, false),
             Field::new("rows", DataType::Int64, false),
+            Field::new("bytes", DataType::Int64, false),
             Field::new("error", DataType::Utf8, true),
         ]));
         let q = self.queries.snapshot();
@@ -90,6 +91,7 @@ impl SystemSchema {
             Arc::new(TimestampMillisecondArray::from_iter_values(q.iter().map(|r| millis(r.started_at))).with_timezone("UTC")),
             Arc::new(Float64Array::from_iter_values(q.iter().map(|r| r.elapsed()))),
             Arc::new(Int64Array::from_iter_values(q.iter().map(|r| r.rows as i64))),
+            Arc::new(Int64Array::from_iter_values(q.iter().map(|r| r.bytes as i64))),
             Arc::new(StringArray::from_iter(q.iter().map(|r| r.error.as_deref()))),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)

@@ -221,6 +221,10 @@ async fn system_tables_show_queries_and_workers() -> anyhow::Result<()> {
     assert!(lines[0].contains("| finished") && lines[0].contains("| 25 "), "{queries}");
     assert!(lines[1].contains("| failed") && lines[1].contains("no_such_column"), "{queries}");
     assert!(queries.contains("| running") && queries.contains("system.queries"), "the asking query runs: {queries}");
+    // The finished query reports the bytes it sent.
+    let bytes = query(&mut c, "SELECT bytes FROM system.queries WHERE sql = 'SELECT * FROM quiver.tpch.nation'").await?;
+    let sent = bytes.iter().find(|b| b.num_rows() > 0).map(|b| arrow::util::display::array_value_to_string(b.column(0), 0).unwrap_or_default());
+    assert!(sent.and_then(|s| s.parse::<u64>().ok()).is_some_and(|n| n > 1000), "{}", text(&bytes));
     let workers = text(&query(&mut c, "SELECT id, state, mode FROM system.workers ORDER BY id").await?);
     assert!(workers.contains("embedded-1 | ready") && workers.contains("embedded-2 | ready"), "{workers}");
 

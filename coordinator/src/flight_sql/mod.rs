@@ -221,6 +221,7 @@ fn logged(
             Some(Ok(b)) => {
                 tally.rows += b.num_rows();
                 tally.record.add_rows(b.num_rows());
+                tally.record.add_bytes(b.get_array_memory_size());
                 Some((Ok(b), (s, tally)))
             }
             Some(Err(e)) => {
