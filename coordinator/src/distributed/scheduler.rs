@@ -213,20 +213,26 @@ impl Scheduler {
         let tasks = run.stages.get(&stage).map(|s| s.tasks()).unwrap_or(0);
         Counters::add(&self.pool.counters().stages, 1);
         tracing::debug!(query = %run.id, stage, tasks, "stage starts");
-        futures::future::try_join_all((0..tasks).map(|t| self.run_task(run.clone(), stage, t))).await?;
+        self.run_tasks(run, stage, (0..tasks).collect()).await
+    }
+
+    /// Runs `tasks` of `stage`, all with the plan serialized once.
+    async fn run_tasks(&self, run: &Arc<QueryRun>, stage: u32, tasks: Vec<usize>) -> Result<()> {
+        let plan = self.encode(run, stage)?;
+        futures::future::try_join_all(tasks.into_iter().map(|t| self.run_task(run.clone(), stage, t, plan.clone()))).await?;
         Ok(())
     }
 
     /// Runs one task until it succeeds or runs out of attempts.
-    fn run_task(&self, run: Arc<QueryRun>, stage: u32, task: usize) -> BoxFuture<'_, Result<()>> {
+    fn run_task(&self, run: Arc<QueryRun>, stage: u32, task: usize, plan: Bytes) -> BoxFuture<'_, Result<()>> {
         async move {
+            let mut plan = plan;
             let mut avoid: Vec<String> = vec![];
             let mut last_error = String::new();
             for attempt in 1..=self.settings.task_attempts {
-                let plan = self.encode(&run, stage)?;
                 let (worker, running) = self.place(&run, stage, &avoid, &last_error).await?;
                 let logged = self.log.begin(&run.id, stage, task as u32, attempt, &worker.id);
-                match self.execute(&run, stage, task, &worker, plan).await {
+                match self.execute(&run, stage, task, &worker, plan.clone()).await {
                     Ok(report) => {
                         drop(running);
                         let bytes: u64 = report.bytes.iter().sum();
@@ -251,6 +257,8 @@ impl Scheduler {
                         Counters::add(&self.pool.counters().fragment_retries, 1);
                         last_error = lost.to_string();
                         self.recover(&run, &lost).await?;
+                        // The lost input has a new location: bind the plan to it.
+                        plan = self.encode(&run, stage)?;
                     }
                     Err(TaskError::Failed(e)) => {
                         logged.end("failed", 0, 0, 0, Some(e.to_string()));
@@ -298,8 +306,7 @@ impl Scheduler {
             return Ok(());
         }
         Counters::add(&self.pool.counters().lost_outputs, victims.len() as u64);
-        futures::future::try_join_all(victims.into_iter().map(|t| self.run_task(run.clone(), lost.stage, t))).await?;
-        Ok(())
+        self.run_tasks(run, lost.stage, victims).await
     }
 
     /// The stage's plan with its inputs bound, serialized for the workers.
