@@ -60,12 +60,11 @@ impl QueryEngine {
             .or_else(|| first.map(|s| s.schema_name().to_string()))
             .unwrap_or_else(|| "public".to_string());
         let partitions = config.server.target_partitions.unwrap_or_else(|| (pool.all().len() * 2).max(2));
-        let session_config = SessionConfig::new()
+        let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(&catalog, &schema)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(partitions);
-        let mut session_config = session_config;
         if config.workers.exchanges {
             // A join's dynamic filter waits until every partition of the join has
             // built its side; a stage task runs only some of them, so it would wait forever.

@@ -36,8 +36,8 @@ type Ready = Shared<BoxFuture<'static, std::result::Result<(Arc<dyn ExecutionPla
 pub struct DistributedQueryExec {
     root: Arc<dyn ExecutionPlan>,
     stages: Vec<StagePlan>,
-    /// What `EXPLAIN` shows under the root: one [`StageExec`] per stage.
-    stage_nodes: Vec<Arc<dyn ExecutionPlan>>,
+    /// What `EXPLAIN` shows: the root, then one [`StageExec`] per stage.
+    children: Vec<Arc<dyn ExecutionPlan>>,
     reports: HashMap<u32, StageReports>,
     scheduler: Arc<Scheduler>,
     planned_workers: Vec<String>,
@@ -61,7 +61,7 @@ impl DistributedQueryExec {
         Ok(Self {
             root,
             stages: staged.stages,
-            stage_nodes: children,
+            children,
             reports,
             scheduler,
             planned_workers,
@@ -116,7 +116,7 @@ impl ExecutionPlan for DistributedQueryExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.stage_nodes.iter().collect()
+        self.children.iter().collect()
     }
 
     fn apply_expressions(
@@ -127,8 +127,8 @@ impl ExecutionPlan for DistributedQueryExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let same = children.len() == self.stage_nodes.len()
-            && children.iter().zip(&self.stage_nodes).all(|(a, b)| Arc::ptr_eq(a, b));
+        let same = children.len() == self.children.len()
+            && children.iter().zip(&self.children).all(|(a, b)| Arc::ptr_eq(a, b));
         if same {
             Ok(self)
         } else {

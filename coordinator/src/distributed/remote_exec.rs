@@ -157,6 +157,7 @@ impl ExecutionPlan for RemoteFragmentExec {
             logged: None,
             attempt: 0,
             stats: Arc::new(std::sync::Mutex::new(None)),
+            recorded: false,
             rows: 0,
             pool: self.pool.clone(),
             candidates: candidates.into(),
@@ -223,6 +224,8 @@ struct Attempts {
     attempt: u32,
     /// The worker's closing statistics, once its stream sends them.
     stats: Arc<std::sync::Mutex<Option<FragmentStats>>>,
+    /// The attempt's cost is recorded (at its last batch or at its end).
+    recorded: bool,
     rows: u64,
     pool: Arc<WorkerPool>,
     candidates: std::collections::VecDeque<Arc<Worker>>,
@@ -305,7 +308,7 @@ impl Attempts {
 
     /// The stream ended, or sent its statistics: record what it cost (once).
     fn finished(&mut self, worker: &str) {
-        if self.logged.is_none() && self.tracking.is_some() && self.stats.lock().is_ok_and(|s| s.is_none()) {
+        if std::mem::replace(&mut self.recorded, true) {
             return;
         }
         let stats = self.stats.lock().ok().and_then(|mut s| s.take()).unwrap_or(FragmentStats {
@@ -336,6 +339,7 @@ impl Attempts {
                     let running = worker.track_fragment();
                     Counters::add(&self.pool.counters().fragments, 1);
                     self.attempt += 1;
+                    self.recorded = false;
                     if let Some(t) = &self.tracking {
                         let task = self.partition as u32;
                         self.logged = Some(t.log.begin(&self.query_id, 0, task, self.attempt, &worker.id));
