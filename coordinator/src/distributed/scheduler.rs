@@ -189,24 +189,11 @@ impl Scheduler {
         Self { pool, codec, settings, log }
     }
 
-    /// Runs every stage of `run`, each after the stages it reads.
+    /// Runs every stage of `run`, each as soon as the stages it reads are done.
     pub async fn run(&self, run: &Arc<QueryRun>) -> Result<()> {
-        let mut done: HashSet<u32> = HashSet::new();
-        while done.len() < run.order.len() {
-            let ready: Vec<u32> = run
-                .order
-                .iter()
-                .filter(|id| !done.contains(*id))
-                .filter(|id| run.stages.get(*id).is_some_and(|s| s.inputs.iter().all(|i| done.contains(i))))
-                .copied()
-                .collect();
-            if ready.is_empty() {
-                return internal_err!("the stages of query {} depend on each other in a cycle", run.id);
-            }
-            futures::future::try_join_all(ready.iter().map(|id| self.run_stage(run, *id))).await?;
-            done.extend(ready);
-        }
-        Ok(())
+        let deps: Vec<(u32, Vec<u32>)> =
+            run.order.iter().map(|id| (*id, run.stages.get(id).map(|s| s.inputs.clone()).unwrap_or_default())).collect();
+        in_dependency_order(&run.id, &deps, |id| self.run_stage(run, id)).await
     }
 
     async fn run_stage(&self, run: &Arc<QueryRun>, stage: u32) -> Result<()> {
@@ -413,6 +400,34 @@ impl Scheduler {
     }
 }
 
+/// Starts each stage once all the stages it reads have finished, not in waves:
+/// a small stage's readers need not wait for a big sibling. The first error
+/// drops (cancels) every stage still running.
+async fn in_dependency_order<F, Fut>(query: &str, stages: &[(u32, Vec<u32>)], start: F) -> Result<()>
+where
+    F: Fn(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut done: HashSet<u32> = HashSet::new();
+    let mut started: HashSet<u32> = HashSet::new();
+    let mut running = futures::stream::FuturesUnordered::new();
+    while done.len() < stages.len() {
+        for (id, inputs) in stages {
+            if inputs.iter().all(|i| done.contains(i)) && started.insert(*id) {
+                let id = *id;
+                running.push(start(id).map(move |r| r.map(|()| id)));
+            }
+        }
+        match running.next().await {
+            Some(finished) => {
+                done.insert(finished?);
+            }
+            None => return internal_err!("the stages of query {query} depend on each other in a cycle"),
+        }
+    }
+    Ok(())
+}
+
 fn classify(worker: &str, status: tonic::Status) -> TaskError {
     if let Some(lost) = lost_output(status.message()) {
         return TaskError::Lost(lost);
@@ -421,4 +436,56 @@ fn classify(worker: &str, status: tonic::Status) -> TaskError {
         return TaskError::Unreachable(status.message().to_string());
     }
     TaskError::Failed(worker_error(worker, FlightError::Tonic(Box::new(status))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    use super::in_dependency_order;
+
+    #[tokio::test]
+    async fn a_stage_starts_when_its_own_inputs_finish_not_its_siblings() {
+        // Stage 1 is slow and only finishes once stage 3 has started; stage 3 reads
+        // only stage 2. Running in waves (1 and 2, then 3) would never finish.
+        let stage3_started = Arc::new(Notify::new());
+        let deps = vec![(1, vec![]), (2, vec![]), (3, vec![2]), (4, vec![1, 3])];
+        let order = std::sync::Mutex::new(vec![]);
+        let run = in_dependency_order("q", &deps, |id| {
+            let stage3_started = stage3_started.clone();
+            let order = &order;
+            async move {
+                order.lock().map_err(|_| datafusion::error::DataFusionError::Internal("poisoned".into()))?.push(id);
+                match id {
+                    1 => stage3_started.notified().await,
+                    3 => stage3_started.notify_one(),
+                    _ => {}
+                }
+                Ok(())
+            }
+        });
+        let finished = tokio::time::timeout(Duration::from_secs(5), run).await;
+        assert!(matches!(finished, Ok(Ok(()))), "{finished:?}");
+        let order = order.into_inner().unwrap_or_default();
+        assert_eq!(order.last(), Some(&4), "{order:?}");
+        assert_eq!(order.len(), 4, "{order:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cycle_and_a_failing_stage_are_errors() {
+        let cycle = in_dependency_order("q", &[(1, vec![2]), (2, vec![1])], |_| async { Ok(()) }).await;
+        assert!(cycle.is_err_and(|e| e.to_string().contains("cycle")));
+        let failing = in_dependency_order("q", &[(1, vec![]), (2, vec![1])], |id| async move {
+            if id == 1 {
+                datafusion::common::exec_err!("stage {id} broke")
+            } else {
+                panic!("stage 2 must not start after its input failed")
+            }
+        })
+        .await;
+        assert!(failing.is_err_and(|e| e.to_string().contains("stage 1 broke")));
+    }
 }
