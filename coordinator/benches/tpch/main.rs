@@ -1,8 +1,9 @@
 //! TPC-H through Quiver (Flight SQL, embedded workers) against single-node
-//! DataFusion and DuckDB (from PyPI, if installed in target/venv), in one run.
+//! DataFusion, DuckDB (from PyPI, if installed in target/venv) and a Ballista
+//! cluster (if installed by scripts/install-ballista.sh), in one run.
 //!
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
-//!     [--worker-processes] [--no-exchanges]
+//!     [--worker-processes] [--no-exchanges] [--no-ballista]
 //!
 //! `--worker-processes`: the workers are separate `quiver worker` processes (a
 //! static pool) instead of in-process ones, so exchanges cross processes over
@@ -10,8 +11,12 @@
 //! `--no-exchanges`: `workers.exchanges = false` (joins and final aggregates on the
 //! coordinator), for comparison.
 //!
+//! Ballista runs with as many executor processes as Quiver has workers.
+//!
 //! Prints a Markdown report (per-query times and ratios, totals, and the rate at
 //! which `SELECT * FROM lineitem` streams to a Flight client).
+
+mod baselines;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,11 +41,12 @@ struct Args {
     only: Vec<usize>,
     worker_processes: bool,
     exchanges: bool,
+    ballista: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -55,6 +61,7 @@ fn parse_args() -> Result<Args> {
             }
             "--worker-processes" => args.worker_processes = true,
             "--no-exchanges" => args.exchanges = false,
+            "--no-ballista" => args.ballista = false,
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }
@@ -80,23 +87,6 @@ async fn quiver_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-/// DuckDB timings from scripts/bench_duckdb.py, when DuckDB is installed.
-fn duckdb_times(dir: &Path, iterations: usize) -> Option<Vec<f64>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join("target").join("venv").join("bin").join("python");
-    let out = Command::new(python)
-        .arg(root.join("scripts").join("bench_duckdb.py"))
-        .arg(dir)
-        .arg(iterations.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("DuckDB baseline skipped: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
-        return None;
-    }
-    serde_json::from_slice::<Vec<f64>>(&out.stdout).ok()
 }
 
 fn main() -> Result<()> {
@@ -192,32 +182,52 @@ async fn run(args: Args) -> Result<()> {
     }
     let stream = median(stream_runs);
     let shuffle = if args.worker_processes && args.exchanges { Some(shuffle_throughput(&mut client, args.iterations).await?) } else { None };
-    let duck = duckdb_times(&dir, args.iterations);
+    server.shutdown().await?;
+    drop(processes);
+    // Baselines run after Quiver has stopped, each with the machine to itself.
+    let mut baselines: Vec<baselines::Baseline> = vec![];
+    baselines.extend(baselines::duckdb(&dir, args.iterations));
+    if args.ballista {
+        let vcores = args.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        baselines.extend(baselines::ballista(&dir, &queries, args.iterations, args.workers, vcores));
+    }
 
     let kind = if args.worker_processes { "worker processes" } else { "embedded workers" };
     let mode = if args.exchanges { "" } else { ", exchanges off" };
-    println!("### TPC-H SF{} — Quiver ({} {kind}{mode}) vs single-node DataFusion{}\n", args.scale, args.workers, if duck.is_some() { " and DuckDB" } else { "" });
-    println!("Median of {} runs after one warm-up, same process, same machine ({} cores).\n", args.iterations, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    let duck_head = if duck.is_some() { " DuckDB ms | Quiver/DuckDB |" } else { "" };
-    let duck_rule = if duck.is_some() { "---:|---:|" } else { "" };
-    println!("| query | Quiver ms | DataFusion ms | Quiver/DataFusion |{duck_head}");
-    println!("|---|---:|---:|---:|{duck_rule}");
-    let (mut sq, mut sd, mut sk) = (0.0, 0.0, 0.0);
+    let names: Vec<&str> = baselines.iter().map(|b| b.name).collect();
+    println!("### TPC-H SF{} — Quiver ({} {kind}{mode}) vs single-node DataFusion{}\n", args.scale, args.workers, names.iter().map(|n| format!(", {n}")).collect::<String>());
+    println!("Median of {} runs after one warm-up, same machine ({} cores), one engine at a time.", args.iterations, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    for b in &baselines {
+        println!("{}.", b.setup);
+    }
+    println!();
+    let head: String = names.iter().map(|n| format!(" {n} ms | Quiver/{n} |")).collect();
+    println!("| query | Quiver ms | DataFusion ms | Quiver/DataFusion |{head}");
+    println!("|---|---:|---:|---:|{}", "---:|---:|".repeat(baselines.len()));
+    let (mut sq, mut sd) = (0.0, 0.0);
     for (i, (q, d)) in rows.iter().enumerate() {
         let (q, d) = (q.as_secs_f64() * 1e3, d.as_secs_f64() * 1e3);
         sq += q;
         sd += d;
-        let extra = match &duck {
-            Some(k) => {
-                let k = k[i] * 1e3;
-                sk += k;
-                format!(" {k:.1} | {:.2}× |", q / k)
-            }
-            None => String::new(),
-        };
+        let extra: String = baselines
+            .iter()
+            .map(|b| match b.times[i] {
+                Some(t) => format!(" {:.1} | {:.2}× |", t * 1e3, q / (t * 1e3)),
+                None => " failed | – |".to_string(),
+            })
+            .collect();
         println!("| q{} | {q:.1} | {d:.1} | {:.2}× |{extra}", i + 1, q / d);
     }
-    let extra = if duck.is_some() { format!(" **{sk:.1}** | **{:.2}×** |", sq / sk) } else { String::new() };
+    let extra: String = baselines
+        .iter()
+        .map(|b| {
+            // Over the queries the baseline answered, so a failure does not flatter either side.
+            let both: Vec<(f64, f64)> = b.times.iter().zip(&rows).filter_map(|(t, (q, _))| Some((t.as_ref()? * 1e3, q.as_secs_f64() * 1e3))).collect();
+            let (tb, tq): (f64, f64) = (both.iter().map(|x| x.0).sum(), both.iter().map(|x| x.1).sum());
+            let note = if both.len() < rows.len() { format!(" ({} of {} queries)", both.len(), rows.len()) } else { String::new() };
+            format!(" **{tb:.1}**{note} | **{:.2}×** |", tq / tb)
+        })
+        .collect();
     println!("| **total** | **{sq:.1}** | **{sd:.1}** | **{:.2}×** |{extra}", sq / sd);
     let secs = stream.as_secs_f64();
     println!(
@@ -233,8 +243,6 @@ async fn run(args: Args) -> Result<()> {
             bytes as f64 / 1e9 / secs
         );
     }
-    server.shutdown().await?;
-    drop(processes);
     Ok(())
 }
 

@@ -1,0 +1,176 @@
+//! Engines the TPC-H benchmark compares Quiver against besides in-process
+//! DataFusion: DuckDB (from PyPI) and a Ballista cluster (from `cargo install`).
+//! Each is optional: when it is not installed, the report leaves its columns out.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+/// One baseline's median seconds per query (None where the engine failed it).
+pub struct Baseline {
+    pub name: &'static str,
+    pub times: Vec<Option<f64>>,
+    /// What the report says about how it ran.
+    pub setup: String,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// DuckDB timings from scripts/bench_duckdb.py, when DuckDB is installed in target/venv.
+pub fn duckdb(dir: &Path, iterations: usize) -> Option<Baseline> {
+    let python = root().join("target").join("venv").join("bin").join("python");
+    let out = Command::new(python)
+        .arg(root().join("scripts").join("bench_duckdb.py"))
+        .arg(dir)
+        .arg(iterations.to_string())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("DuckDB baseline skipped: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        return None;
+    }
+    let times = serde_json::from_slice::<Vec<f64>>(&out.stdout).ok()?;
+    Some(Baseline { name: "DuckDB", times: times.into_iter().map(Some).collect(), setup: "DuckDB in one process (Python API)".into() })
+}
+
+/// Where `scripts/install-ballista.sh` puts the Ballista binaries, or `$BALLISTA_BIN_DIR`.
+fn ballista_bin_dir() -> PathBuf {
+    std::env::var_os("BALLISTA_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target").join("ballista").join("bin"))
+}
+
+/// Processes killed when dropped.
+struct Cluster(Vec<Child>);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_listening(port: u16, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(anyhow!("{what} did not listen on port {port} within 30 s"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A Ballista scheduler and `executors` executor processes on loopback, then every
+/// query through `ballista-cli` (one CLI session per query: the tables, one warm-up
+/// run, `iterations` timed runs). Times are the CLI's own "Elapsed" lines: planning,
+/// job submission, execution and fetching the result, as a Ballista user sees them.
+pub fn ballista(dir: &Path, queries: &[String], iterations: usize, executors: usize, vcores: usize) -> Option<Baseline> {
+    let bin = ballista_bin_dir();
+    if !bin.join("ballista-cli").exists() {
+        eprintln!("Ballista baseline skipped: no ballista-cli in {} (scripts/install-ballista.sh installs it)", bin.display());
+        return None;
+    }
+    match run_ballista(&bin, dir, queries, iterations, executors, vcores) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("Ballista baseline failed: {e:#}");
+            None
+        }
+    }
+}
+
+fn run_ballista(bin: &Path, dir: &Path, queries: &[String], iterations: usize, executors: usize, vcores: usize) -> Result<Baseline> {
+    let work = std::env::temp_dir().join(format!("quiver-bench-ballista-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let quiet = || Stdio::null();
+    let mut cluster = Cluster(vec![]);
+    let scheduler_port = free_port()?;
+    cluster.0.push(
+        Command::new(bin.join("ballista-scheduler"))
+            .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1", "--bind-port", &scheduler_port.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .context("start ballista-scheduler")?,
+    );
+    wait_listening(scheduler_port, "ballista-scheduler")?;
+    for i in 0..executors {
+        let (flight, grpc, health) = (free_port()?, free_port()?, free_port()?);
+        let work_dir = work.join(format!("executor-{i}"));
+        std::fs::create_dir_all(&work_dir)?;
+        cluster.0.push(
+            Command::new(bin.join("ballista-executor"))
+                .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+                .args(["--bind-port", &flight.to_string(), "--bind-grpc-port", &grpc.to_string(), "--bind-health-port", &health.to_string()])
+                .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &scheduler_port.to_string()])
+                .args(["--scheduler-connect-timeout-seconds", "30", "--vcores", &vcores.to_string()])
+                .arg("--work-dir")
+                .arg(&work_dir)
+                .env("RUST_LOG", "warn")
+                .stdout(quiet())
+                .stderr(quiet())
+                .spawn()
+                .context("start ballista-executor")?,
+        );
+        wait_listening(flight, "ballista-executor")?;
+    }
+
+    let ddl = work.join("tables.sql");
+    let tables: String = quiver_coordinator::tpch::TABLES
+        .iter()
+        .map(|t| format!("CREATE EXTERNAL TABLE {t} STORED AS PARQUET LOCATION '{}/{t}/';\n", dir.display()))
+        .collect();
+    std::fs::write(&ddl, tables)?;
+    let mut times = vec![];
+    for (i, sql) in queries.iter().enumerate() {
+        let file = work.join(format!("q{}.sql", i + 1));
+        std::fs::write(&file, format!("{};\n", sql.trim().trim_end_matches(';')))?;
+        let mut cmd = Command::new(bin.join("ballista-cli"));
+        cmd.args(["--host", "127.0.0.1", "--port", &scheduler_port.to_string(), "--format", "csv", "-f"]).arg(&ddl);
+        for _ in 0..=iterations {
+            cmd.arg(&file);
+        }
+        let out = cmd.env("RUST_LOG", "error").output().context("run ballista-cli")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let elapsed = elapsed_lines(&text);
+        // The tables' statements print their own lines first; then warm-up, then the timed runs.
+        let runs = elapsed.get(quiver_coordinator::tpch::TABLES.len() + 1..).unwrap_or_default();
+        if runs.len() != iterations {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let why = text.lines().chain(err.lines()).find(|l| l.contains("rror")).unwrap_or("no timing printed").to_string();
+            eprintln!("Ballista q{}: {why}", i + 1);
+            times.push(None);
+            continue;
+        }
+        let mut runs = runs.to_vec();
+        runs.sort_by(f64::total_cmp);
+        eprintln!("q{:<2} ballista {:>8.1} ms", i + 1, runs[runs.len() / 2] * 1e3);
+        times.push(Some(runs[runs.len() / 2]));
+    }
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(Baseline {
+        name: "Ballista",
+        times,
+        setup: format!("Ballista 55: a scheduler and {executors} executor processes ({vcores} vcores each), queries from ballista-cli"),
+    })
+}
+
+/// Seconds from datafusion-cli's "Elapsed 0.123 seconds." lines, in order.
+fn elapsed_lines(text: &str) -> Vec<f64> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Elapsed ")?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
