@@ -71,13 +71,13 @@ fn wait_listening(port: u16, what: &str) -> Result<()> {
 }
 
 /// A Ballista scheduler and `executors` executor processes on loopback, then every
-/// query through `ballista-cli` (one CLI session per query: the tables, one warm-up
-/// run, `iterations` timed runs). Times are the CLI's own "Elapsed" lines: planning,
-/// job submission, execution and fetching the result, as a Ballista user sees them.
+/// query through scripts/ballista-client (one warm-up run, `iterations` timed runs,
+/// median). A time covers planning, job submission, execution and collecting the
+/// result, as a Ballista user sees it.
 pub fn ballista(dir: &Path, queries: &[String], iterations: usize, executors: usize, vcores: usize) -> Option<Baseline> {
     let bin = ballista_bin_dir();
-    if !bin.join("ballista-cli").exists() {
-        eprintln!("Ballista baseline skipped: no ballista-cli in {} (scripts/install-ballista.sh installs it)", bin.display());
+    if !bin.join(CLIENT).exists() {
+        eprintln!("Ballista baseline skipped: no {CLIENT} in {} (scripts/install-ballista.sh installs it)", bin.display());
         return None;
     }
     match run_ballista(&bin, dir, queries, iterations, executors, vcores) {
@@ -88,6 +88,8 @@ pub fn ballista(dir: &Path, queries: &[String], iterations: usize, executors: us
         }
     }
 }
+
+const CLIENT: &str = "quiver-ballista-client";
 
 fn run_ballista(bin: &Path, dir: &Path, queries: &[String], iterations: usize, executors: usize, vcores: usize) -> Result<Baseline> {
     let work = std::env::temp_dir().join(format!("quiver-bench-ballista-{}", std::process::id()));
@@ -126,51 +128,45 @@ fn run_ballista(bin: &Path, dir: &Path, queries: &[String], iterations: usize, e
         wait_listening(flight, "ballista-executor")?;
     }
 
-    let ddl = work.join("tables.sql");
-    let tables: String = quiver_coordinator::tpch::TABLES
-        .iter()
-        .map(|t| format!("CREATE EXTERNAL TABLE {t} STORED AS PARQUET LOCATION '{}/{t}/';\n", dir.display()))
-        .collect();
-    std::fs::write(&ddl, tables)?;
-    let mut times = vec![];
+    let mut files = vec![];
     for (i, sql) in queries.iter().enumerate() {
         let file = work.join(format!("q{}.sql", i + 1));
-        std::fs::write(&file, format!("{};\n", sql.trim().trim_end_matches(';')))?;
-        let mut cmd = Command::new(bin.join("ballista-cli"));
-        cmd.args(["--host", "127.0.0.1", "--port", &scheduler_port.to_string(), "--format", "csv", "-f"]).arg(&ddl);
-        for _ in 0..=iterations {
-            cmd.arg(&file);
+        std::fs::write(&file, sql)?;
+        files.push(file);
+    }
+    let out = Command::new(bin.join(CLIENT))
+        .arg(scheduler_port.to_string())
+        .arg(dir)
+        .arg(iterations.to_string())
+        .args(&files)
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run the Ballista client")?;
+    if !out.status.success() {
+        return Err(anyhow!("the Ballista client failed ({})", out.status));
+    }
+    let mut times = vec![];
+    for (i, line) in String::from_utf8_lossy(&out.stdout).lines().enumerate() {
+        match line.parse::<f64>() {
+            Ok(t) => {
+                eprintln!("q{:<2} ballista {:>8.1} ms", i + 1, t * 1e3);
+                times.push(Some(t));
+            }
+            Err(_) => {
+                eprintln!("Ballista q{}: {line}", i + 1);
+                times.push(None);
+            }
         }
-        let out = cmd.env("RUST_LOG", "error").output().context("run ballista-cli")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let elapsed = elapsed_lines(&text);
-        // The tables' statements print their own lines first; then warm-up, then the timed runs.
-        let runs = elapsed.get(quiver_coordinator::tpch::TABLES.len() + 1..).unwrap_or_default();
-        if runs.len() != iterations {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let why = text.lines().chain(err.lines()).find(|l| l.contains("rror")).unwrap_or("no timing printed").to_string();
-            eprintln!("Ballista q{}: {why}", i + 1);
-            times.push(None);
-            continue;
-        }
-        let mut runs = runs.to_vec();
-        runs.sort_by(f64::total_cmp);
-        eprintln!("q{:<2} ballista {:>8.1} ms", i + 1, runs[runs.len() / 2] * 1e3);
-        times.push(Some(runs[runs.len() / 2]));
+    }
+    if times.len() != queries.len() {
+        return Err(anyhow!("the Ballista client answered {} of {} queries", times.len(), queries.len()));
     }
     drop(cluster);
     let _ = std::fs::remove_dir_all(&work);
     Ok(Baseline {
         name: "Ballista",
         times,
-        setup: format!("Ballista 55: a scheduler and {executors} executor processes ({vcores} vcores each), queries from ballista-cli"),
+        setup: format!("Ballista 55: a scheduler and {executors} executor processes ({vcores} vcores each), queries from scripts/ballista-client"),
     })
 }
-
-/// Seconds from datafusion-cli's "Elapsed 0.123 seconds." lines, in order.
-fn elapsed_lines(text: &str) -> Vec<f64> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("Elapsed ")?.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
