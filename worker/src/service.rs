@@ -341,7 +341,8 @@ fn with_closing_stats(
         held: Option<FlightData>,
         stats: Option<tokio::sync::oneshot::Receiver<FragmentStats>>,
     }
-    let state = State { encoded: Box::pin(encoded), held: None, stats: Some(stats) };
+    // Fused: the end is polled again once the closing message has gone out.
+    let state = State { encoded: Box::pin(encoded.fuse()), held: None, stats: Some(stats) };
     stream::unfold(state, |mut st| async move {
         loop {
             match st.encoded.next().await {

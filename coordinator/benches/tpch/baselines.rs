@@ -4,10 +4,12 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+
+use crate::{repo_root, Processes};
 
 /// One baseline's median seconds per query (None where the engine failed it).
 pub struct Baseline {
@@ -17,15 +19,11 @@ pub struct Baseline {
     pub setup: String,
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// DuckDB timings from scripts/bench_duckdb.py, when DuckDB is installed in target/venv.
 pub fn duckdb(dir: &Path, iterations: usize) -> Option<Baseline> {
-    let python = root().join("target").join("venv").join("bin").join("python");
+    let python = repo_root().join("target").join("venv").join("bin").join("python");
     let out = Command::new(python)
-        .arg(root().join("scripts").join("bench_duckdb.py"))
+        .arg(repo_root().join("scripts").join("bench_duckdb.py"))
         .arg(dir)
         .arg(iterations.to_string())
         .output()
@@ -40,19 +38,7 @@ pub fn duckdb(dir: &Path, iterations: usize) -> Option<Baseline> {
 
 /// Where `scripts/install-ballista.sh` puts the Ballista binaries, or `$BALLISTA_BIN_DIR`.
 fn ballista_bin_dir() -> PathBuf {
-    std::env::var_os("BALLISTA_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target").join("ballista").join("bin"))
-}
-
-/// Processes killed when dropped.
-struct Cluster(Vec<Child>);
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    std::env::var_os("BALLISTA_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target").join("ballista").join("bin"))
 }
 
 fn free_port() -> Result<u16> {
@@ -80,7 +66,11 @@ pub fn ballista(dir: &Path, queries: &[String], iterations: usize, executors: us
         eprintln!("Ballista baseline skipped: no {CLIENT} in {} (scripts/install-ballista.sh installs it)", bin.display());
         return None;
     }
-    match run_ballista(&bin, dir, queries, iterations, executors, vcores) {
+    let work = std::env::temp_dir().join(format!("quiver-bench-ballista-{}", std::process::id()));
+    let result = run_ballista(&bin, &work, dir, queries, iterations, executors, vcores);
+    // Whether it worked or not: the executors' shuffle files and the query files.
+    let _ = std::fs::remove_dir_all(&work);
+    match result {
         Ok(b) => Some(b),
         Err(e) => {
             eprintln!("Ballista baseline failed: {e:#}");
@@ -91,11 +81,10 @@ pub fn ballista(dir: &Path, queries: &[String], iterations: usize, executors: us
 
 const CLIENT: &str = "quiver-ballista-client";
 
-fn run_ballista(bin: &Path, dir: &Path, queries: &[String], iterations: usize, executors: usize, vcores: usize) -> Result<Baseline> {
-    let work = std::env::temp_dir().join(format!("quiver-bench-ballista-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
+fn run_ballista(bin: &Path, work: &Path, dir: &Path, queries: &[String], iterations: usize, executors: usize, vcores: usize) -> Result<Baseline> {
+    std::fs::create_dir_all(work)?;
     let quiet = || Stdio::null();
-    let mut cluster = Cluster(vec![]);
+    let mut cluster = Processes(vec![]);
     let scheduler_port = free_port()?;
     cluster.0.push(
         Command::new(bin.join("ballista-scheduler"))
@@ -163,7 +152,6 @@ fn run_ballista(bin: &Path, dir: &Path, queries: &[String], iterations: usize, e
         return Err(anyhow!("the Ballista client answered {} of {} queries", times.len(), queries.len()));
     }
     drop(cluster);
-    let _ = std::fs::remove_dir_all(&work);
     Ok(Baseline {
         name: "Ballista",
         times,

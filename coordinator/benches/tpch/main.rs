@@ -44,9 +44,13 @@ struct Args {
     ballista: bool,
 }
 
+/// The repository's root (benches run with the coordinator crate as their directory).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 fn parse_args() -> Result<Args> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: root.join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -70,7 +74,7 @@ fn parse_args() -> Result<Args> {
 }
 
 fn queries() -> Result<Vec<String>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("tpch");
+    let dir = repo_root().join("tests").join("tpch");
     (1..=22).map(|n| std::fs::read_to_string(dir.join(format!("q{n}.sql"))).context("read query")).collect()
 }
 
@@ -102,7 +106,7 @@ async fn run(args: Args) -> Result<()> {
         eprintln!("generated TPC-H SF{} in {:.1}s", args.scale, started.elapsed().as_secs_f64());
     }
     let dir = std::fs::canonicalize(&dir)?;
-    let mut processes = WorkerProcesses(vec![]);
+    let mut processes = Processes(vec![]);
     let pool = if args.worker_processes {
         let mut addresses = vec![];
         for i in 0..args.workers {
@@ -211,7 +215,7 @@ async fn run(args: Args) -> Result<()> {
         sd += d;
         let extra: String = baselines
             .iter()
-            .map(|b| match b.times[i] {
+            .map(|b| match b.times.get(i).copied().flatten() {
                 Some(t) => format!(" {:.1} | {:.2}× |", t * 1e3, q / (t * 1e3)),
                 None => " failed | – |".to_string(),
             })
@@ -270,10 +274,10 @@ async fn shuffle_throughput(client: &mut FlightSqlServiceClient<Channel>, iterat
     Ok((bytes as u64, median(runs).as_secs_f64()))
 }
 
-/// Worker processes, killed when the benchmark ends.
-struct WorkerProcesses(Vec<std::process::Child>);
+/// Child processes (Quiver workers, a Ballista cluster), killed when dropped.
+struct Processes(Vec<std::process::Child>);
 
-impl Drop for WorkerProcesses {
+impl Drop for Processes {
     fn drop(&mut self) {
         for c in &mut self.0 {
             let _ = c.kill();
