@@ -87,6 +87,10 @@ pub struct MySqlSource {
     /// The cached table list is rediscovered when older than this.
     #[serde(default = "refresh")]
     pub refresh_secs: u64,
+    /// False (the default): every connection is a read-only session, so no plan,
+    /// forged or not, can change the database.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// A PostgreSQL schema mounted as a Quiver schema. Queries touching only tables of
@@ -121,6 +125,10 @@ pub struct PostgresSource {
     /// Tables smaller than this (MiB on disk) are read by one statement.
     #[serde(default = "partition_min_mb")]
     pub partition_min_mb: u64,
+    /// False (the default): every connection is a read-only session
+    /// (`default_transaction_read_only`), so no plan, forged or not, can change the database.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 fn scan_partitions() -> usize {

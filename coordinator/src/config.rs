@@ -1,12 +1,14 @@
 //! The Quiver configuration file: server, workers and sources in one TOML document.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use quiver_connectors::env::EnvString;
 use quiver_connectors::SourceConfig;
 use serde::Deserialize;
+
+pub use crate::security::access::AccessConfig;
+pub use crate::security::authn::AuthConfig;
 
 /// Errors reading the configuration; each names the file and, from the TOML
 /// parser, the key and line.
@@ -25,6 +27,12 @@ pub struct QuiverConfig {
     pub server: ServerConfig,
     #[serde(default)]
     pub workers: WorkersConfig,
+    /// How coordinator and workers authenticate each other.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Who may read what (with `[server.auth]`).
+    #[serde(default)]
+    pub access: AccessConfig,
     #[serde(default)]
     pub source: Vec<SourceConfig>,
     /// The document as written (with `${VAR}` unexpanded): Docker workers get it,
@@ -57,9 +65,43 @@ pub struct ServerConfig {
     /// Prometheus metrics over HTTP (`GET /metrics`); off when absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
-    /// A query running longer is cancelled, with all its fragments; absent = no limit.
+    /// A query running longer is cancelled, with all its fragments; 0 = no limit.
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout_secs: f64,
+    /// Most queries running at once; 0 = no limit. Others wait in the queue.
+    #[serde(default = "default_max_running")]
+    pub max_running_queries: usize,
+    /// Most queries one user runs at once; 0 = no limit.
     #[serde(default)]
-    pub query_timeout_secs: Option<f64>,
+    pub max_running_queries_per_user: usize,
+    /// Most queries waiting to run; one more is refused.
+    #[serde(default = "default_max_queued")]
+    pub max_queued_queries: usize,
+    /// A query waiting longer than this to run is refused.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout_secs: f64,
+    /// Longer statement texts are refused before they are parsed.
+    #[serde(default = "default_max_statement")]
+    pub max_statement_bytes: ByteSize,
+    /// Append a JSON line per query and per failed login to this file.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+}
+
+fn default_query_timeout() -> f64 {
+    3600.0
+}
+fn default_max_running() -> usize {
+    32
+}
+fn default_max_queued() -> usize {
+    100
+}
+fn default_queue_timeout() -> f64 {
+    300.0
+}
+fn default_max_statement() -> ByteSize {
+    ByteSize(1 << 20)
 }
 
 impl Default for ServerConfig {
@@ -67,7 +109,13 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             metrics_listen: None,
-            query_timeout_secs: None,
+            query_timeout_secs: default_query_timeout(),
+            max_running_queries: default_max_running(),
+            max_running_queries_per_user: 0,
+            max_queued_queries: default_max_queued(),
+            queue_timeout_secs: default_queue_timeout(),
+            max_statement_bytes: default_max_statement(),
+            audit_log: None,
             default_catalog: None,
             default_schema: None,
             auth: None,
@@ -77,14 +125,17 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[cluster]`: the shared secret of coordinator and workers.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// user name -> password (use `${ENV}` references).
-    pub users: BTreeMap<String, EnvString>,
-    /// Lifetime of bearer tokens issued by the handshake, in seconds.
-    #[serde(default = "default_token_ttl")]
-    pub token_ttl_secs: u64,
+pub struct ClusterConfig {
+    /// At least 16 bytes; write `"${QUIVER_CLUSTER_SECRET}"`. Absent: the variable
+    /// `QUIVER_CLUSTER_SECRET` if set, else (embedded and docker pools) a fresh one.
+    #[serde(default)]
+    pub secret: Option<EnvString>,
+    /// Run static or dns workers with no cluster authentication at all.
+    #[serde(default)]
+    pub allow_insecure: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,9 +234,9 @@ pub struct WorkersConfig {
     #[serde(default = "default_task_attempts")]
     pub task_attempts: u32,
     /// Memory of one query across all workers, e.g. "4GiB"; each task gets an even
-    /// share for the tasks that can run at once. Absent = `fragment_memory_limit` per task.
-    #[serde(default)]
-    pub query_memory_limit: Option<ByteSize>,
+    /// share for the tasks that can run at once, at most `fragment_memory_limit`.
+    #[serde(default = "default_query_memory")]
+    pub query_memory_limit: ByteSize,
 }
 
 fn default_true() -> bool {
@@ -254,7 +305,7 @@ impl Default for WorkersConfig {
             exchanges: true,
             max_fragments_per_worker: default_max_fragments_per_worker(),
             task_attempts: default_task_attempts(),
-            query_memory_limit: None,
+            query_memory_limit: default_query_memory(),
         }
     }
 }
@@ -305,11 +356,11 @@ impl<'de> Deserialize<'de> for ByteSize {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
 }
-fn default_token_ttl() -> u64 {
-    12 * 3600
-}
 fn default_worker_count() -> usize {
     2
+}
+fn default_query_memory() -> ByteSize {
+    ByteSize(16 << 30)
 }
 fn default_fragment_memory() -> ByteSize {
     ByteSize(2 << 30)

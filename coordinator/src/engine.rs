@@ -16,7 +16,12 @@ use quiver_connectors::config::DEFAULT_CATALOG;
 use quiver_connectors::remote_schema::RemoteSchema;
 use quiver_proto::QuiverCodec;
 
+use crate::admission::Admission;
 use crate::config::QuiverConfig;
+use crate::security::access::{AccessPolicy, UserAccess};
+use crate::security::audit::AuditLog;
+use crate::security::authn::User;
+use crate::security::catalog_view::CatalogView;
 use crate::distributed::{DistributeFragments, Scheduler, SchedulerSettings};
 use crate::pool::WorkerPool;
 
@@ -31,12 +36,25 @@ pub struct QueryEngine {
     fixed_partitions: Option<usize>,
     /// `server.query_timeout_secs`.
     query_timeout: Option<std::time::Duration>,
+    /// `[access]`: who may read what.
+    policy: AccessPolicy,
+    admission: Arc<Admission>,
+    max_statement_bytes: usize,
 }
 
 /// A query's own session; its id is the query id in logs and on workers.
 pub struct QuerySession {
     pub id: String,
     ctx: SessionContext,
+    access: Arc<UserAccess>,
+    max_statement_bytes: usize,
+}
+
+/// A statement planned for one user: access rules applied.
+pub struct Planned {
+    pub plan: LogicalPlan,
+    /// The tables it reads, `catalog.schema.table`.
+    pub objects: Vec<String>,
 }
 
 impl QueryEngine {
@@ -75,7 +93,7 @@ impl QueryEngine {
             let settings = SchedulerSettings {
                 max_fragments_per_worker: config.workers.max_fragments_per_worker,
                 task_attempts: config.workers.task_attempts.max(1),
-                query_memory_limit: config.workers.query_memory_limit.map(|b| b.0),
+                query_memory_limit: Some(config.workers.query_memory_limit.0),
             };
             Arc::new(Scheduler::new(pool.clone(), codec.clone(), settings, fragments.clone()))
         });
@@ -103,27 +121,62 @@ impl QueryEngine {
                 message: format!("the schema name {catalog}.system is reserved for Quiver's system tables"),
             });
         }
-        let queries = Arc::new(crate::queries::QueryLog::default());
+        let audit = match &config.server.audit_log {
+            Some(path) => Arc::new(AuditLog::open(path).map_err(|e| quiver_connectors::ConnectorError::Source {
+                source_name: "server.audit_log".into(),
+                message: format!("cannot open {}: {e}", path.display()),
+            })?),
+            None => Arc::new(AuditLog::disabled()),
+        };
+        let queries = Arc::new(crate::queries::QueryLog::new(audit));
         let system = crate::system::SystemSchema::new(pool.clone(), queries.clone(), fragments);
         default_catalog.register_schema(crate::system::SCHEMA, Arc::new(system))?;
         let fixed_partitions = config.server.target_partitions;
-        let query_timeout = config
-            .server
-            .query_timeout_secs
-            .filter(|t| t.is_finite() && *t > 0.0)
-            .map(std::time::Duration::from_secs_f64);
-        let engine = Self { base: ctx.state(), remote: registered.remote, pool, queries, fixed_partitions, query_timeout };
+        let positive = |t: f64| Some(t).filter(|t| t.is_finite() && *t > 0.0).map(std::time::Duration::from_secs_f64);
+        let server = &config.server;
+        let limits = crate::admission::Limits {
+            max_running: Some(server.max_running_queries).filter(|n| *n > 0),
+            max_running_per_user: Some(server.max_running_queries_per_user).filter(|n| *n > 0),
+            max_queued: server.max_queued_queries,
+            queue_timeout: positive(server.queue_timeout_secs).unwrap_or_default(),
+        };
+        let engine = Self {
+            base: ctx.state(),
+            remote: registered.remote,
+            pool,
+            queries,
+            fixed_partitions,
+            query_timeout: positive(server.query_timeout_secs),
+            policy: AccessPolicy::new(config.access.clone()),
+            admission: Admission::new(limits),
+            max_statement_bytes: usize::try_from(server.max_statement_bytes.0).unwrap_or(usize::MAX),
+        };
         Ok((engine, registered.warnings))
     }
 
-    /// A new session for one query.
-    pub fn session(&self) -> QuerySession {
+    /// The rights of `user` (None: the server has no authentication, so all rights).
+    pub fn access(&self, user: Option<&User>) -> Arc<UserAccess> {
+        self.policy.for_user(user.map(|u| (u.name.as_str(), u.roles.as_slice())))
+    }
+
+    /// A new session for one query of the user `access` is for: it sees only the
+    /// catalogs, schemas and tables that user may read.
+    pub fn session(&self, access: Arc<UserAccess>) -> QuerySession {
         crate::metrics::Counters::add(&self.pool.counters().queries, 1);
         let id = uuid::Uuid::new_v4().to_string();
         let partitions = self.fixed_partitions.unwrap_or_else(|| (self.pool.healthy().len() * 2).max(2));
-        let mut state = SessionStateBuilder::new_from_existing(self.base.clone()).with_session_id(id.clone()).build();
+        let catalogs = Arc::new(CatalogView::new(self.base.catalog_list().clone(), access.clone()));
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_session_id(id.clone())
+            .with_catalog_list(catalogs)
+            .build();
         state.config_mut().options_mut().execution.target_partitions = partitions;
-        QuerySession { id, ctx: SessionContext::new_with_state(state) }
+        QuerySession { id, ctx: SessionContext::new_with_state(state), access, max_statement_bytes: self.max_statement_bytes }
+    }
+
+    /// Where queries wait for a place to run.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// Rediscovers the tables of every SQL-database schema, or of the one named
@@ -173,9 +226,10 @@ impl QueryEngine {
         &self.pool
     }
 
-    /// The shared context, for metadata calls.
-    pub fn metadata_context(&self) -> SessionContext {
-        SessionContext::new_with_state(self.base.clone())
+    /// The catalogs as `access` sees them, for metadata calls.
+    pub fn metadata_context(&self, access: Arc<UserAccess>) -> SessionContext {
+        let catalogs = Arc::new(CatalogView::new(self.base.catalog_list().clone(), access));
+        SessionContext::new_with_state(SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(catalogs).build())
     }
 }
 
@@ -194,16 +248,32 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
 }
 
 impl QuerySession {
-    /// Parses and plans a read-only statement: queries, EXPLAIN, SHOW. DDL, DML and
-    /// session-changing statements are refused, since sessions share one catalog.
-    pub async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
-        let plan = self.ctx.state().create_logical_plan(sql).await?;
+    /// Parses and plans a read-only statement (queries, EXPLAIN, SHOW) and applies
+    /// the user's access rules. DDL, DML and session-changing statements are
+    /// refused, since sessions share one catalog; so is a statement over
+    /// `server.max_statement_bytes`, before it is parsed.
+    pub async fn plan(&self, sql: &str) -> Result<Planned> {
+        if sql.len() > self.max_statement_bytes {
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "the statement is {} bytes, over the limit of {} bytes (server.max_statement_bytes)",
+                sql.len(),
+                self.max_statement_bytes
+            )));
+        }
+        let state = self.ctx.state();
+        let plan = state.create_logical_plan(sql).await?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)?;
-        Ok(plan)
+        let (plan, objects) = crate::security::enforce::enforce(plan, &self.access, &state)?;
+        Ok(Planned { plan, objects })
+    }
+
+    /// Whose query this is.
+    pub fn access(&self) -> &Arc<UserAccess> {
+        &self.access
     }
 
     /// Binds positional parameters (`$1`, `$2`, ...).

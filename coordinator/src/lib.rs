@@ -1,6 +1,7 @@
 //! The Quiver coordinator: Flight SQL endpoint, planning over the virtual schema,
 //! distribution of fragments to workers, and the worker pool.
 
+pub mod admission;
 pub mod config;
 pub mod distributed;
 pub mod engine;
@@ -9,6 +10,7 @@ pub mod fragments;
 pub mod metrics;
 pub mod pool;
 pub mod queries;
+pub mod security;
 pub mod server;
 pub mod system;
 pub mod tpch;

@@ -55,7 +55,13 @@ enum Command {
         /// Name shown in stats and logs (default: the listen address).
         #[arg(long)]
         id: Option<String>,
+        /// Serve without cluster authentication (anyone who reaches the port may run plans).
+        #[arg(long)]
+        allow_insecure: bool,
     },
+    /// Print an argon2id hash of a password, for `[server.auth.users]` in the config.
+    /// Reads the password from the terminal (without echo), or one line of standard input.
+    Passwd,
     /// Generate TPC-H data as Parquet (one folder per table).
     GenTpch {
         #[arg(long, default_value_t = 1.0)]
@@ -71,6 +77,7 @@ fn main() -> std::process::ExitCode {
         |runtime| match cli.command {
             Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
             Command::Workers(args) => runtime.block_on(cli::workers::run(args)),
+            Command::Passwd => passwd(),
             Command::Health { addr, timeout_secs } => {
                 runtime.block_on(cli::workers::health(&addr, std::time::Duration::from_secs_f64(timeout_secs)))
             }
@@ -88,6 +95,23 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn passwd() -> Result<()> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(first == again, "the passwords differ");
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    println!("{}", quiver_coordinator::security::authn::hash_password(&password).map_err(anyhow::Error::msg)?);
+    Ok(())
 }
 
 fn init_logging() {
@@ -113,20 +137,24 @@ async fn run_server(command: Command) -> Result<()> {
             // Embedded workers wrote their exchange files in this process's directory.
             quiver_worker::exchange::store().remove_all();
         }
-        Command::Worker { listen, config, id } => {
-            let sources = match (config, std::env::var("QUIVER_CONFIG_TOML")) {
-                (Some(path), _) => quiver_coordinator::QuiverConfig::load(&path)?.source,
+        Command::Worker { listen, config, id, allow_insecure } => {
+            let config = match (config, std::env::var("QUIVER_CONFIG_TOML")) {
+                (Some(path), _) => quiver_coordinator::QuiverConfig::load(&path)?,
                 (None, Ok(text)) => quiver_coordinator::QuiverConfig::parse(&text, std::path::Path::new("/"))
-                    .map_err(|e| anyhow::anyhow!("invalid QUIVER_CONFIG_TOML: {e}"))?
-                    .source,
-                (None, Err(_)) => vec![],
+                    .map_err(|e| anyhow::anyhow!("invalid QUIVER_CONFIG_TOML: {e}"))?,
+                (None, Err(_)) => quiver_coordinator::QuiverConfig::default(),
             };
+            let mut cluster = config.cluster.clone();
+            cluster.allow_insecure |= allow_insecure;
+            let secret = quiver_coordinator::security::cluster::for_worker(&cluster).map_err(anyhow::Error::msg)?;
+            let sources = config.source;
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
             let codec = quiver_coordinator::server::quiver_codec(&sources);
             let options = quiver_worker::WorkerOptions {
                 id: id.unwrap_or_else(|| addr.to_string()),
                 sources,
+                cluster: secret.map(|s| s.key),
                 ..Default::default()
             };
             let service = quiver_worker::WorkerService::new(options, codec)?;
@@ -143,7 +171,7 @@ async fn run_server(command: Command) -> Result<()> {
                 eprintln!("TPC-H data already present");
             }
         }
-        Command::Sql(_) | Command::Workers(_) | Command::Health { .. } => unreachable!("handled in main"),
+        Command::Sql(_) | Command::Workers(_) | Command::Health { .. } | Command::Passwd => unreachable!("handled in main"),
     }
     Ok(())
 }

@@ -4,6 +4,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use crate::security::audit::{AuditLog, QueryAudit};
+
 /// Finished queries kept for the system table.
 const KEEP_FINISHED: usize = 1000;
 
@@ -11,8 +13,10 @@ const KEEP_FINISHED: usize = 1000;
 pub struct QueryRecord {
     pub id: String,
     pub user: Option<String>,
+    /// The client's address.
+    pub client: Option<String>,
     pub sql: String,
-    /// `running`, `finished`, `failed` or `cancelled`.
+    /// `queued`, `running`, `finished`, `failed`, `denied`, `refused` or `cancelled`.
     pub state: &'static str,
     pub started_at: SystemTime,
     started: Instant,
@@ -21,6 +25,8 @@ pub struct QueryRecord {
     /// Bytes of the Arrow batches sent to the client.
     pub bytes: u64,
     pub error: Option<String>,
+    /// The tables the query reads, `catalog.schema.table`.
+    pub objects: Vec<String>,
 }
 
 impl QueryRecord {
@@ -28,20 +34,50 @@ impl QueryRecord {
     pub fn elapsed(&self) -> f64 {
         self.elapsed_secs.unwrap_or_else(|| self.started.elapsed().as_secs_f64())
     }
+
+    fn ended(&self) -> bool {
+        !matches!(self.state, "running" | "queued")
+    }
 }
 
-#[derive(Debug, Default)]
+/// Who sent a query, and what.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOrigin {
+    pub user: Option<String>,
+    pub client: Option<String>,
+    pub sql: String,
+}
+
+#[derive(Debug)]
 pub struct QueryLog {
     queries: Mutex<VecDeque<QueryRecord>>,
+    audit: Arc<AuditLog>,
+}
+
+impl Default for QueryLog {
+    fn default() -> Self {
+        Self::new(Arc::new(AuditLog::disabled()))
+    }
 }
 
 impl QueryLog {
+    /// A log whose ended queries also go to `audit`.
+    pub fn new(audit: Arc<AuditLog>) -> Self {
+        Self { queries: Mutex::default(), audit }
+    }
+
+    /// The audit log failed logins go to as well.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
     /// Records a query as running; the returned handle records how it ends.
-    pub fn begin(self: &Arc<Self>, id: &str, user: Option<String>, sql: &str) -> RunningQuery {
+    pub fn begin(self: &Arc<Self>, id: &str, origin: QueryOrigin) -> RunningQuery {
         let record = QueryRecord {
             id: id.to_string(),
-            user,
-            sql: sql.to_string(),
+            user: origin.user,
+            client: origin.client,
+            sql: origin.sql,
             state: "running",
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -49,12 +85,13 @@ impl QueryLog {
             rows: 0,
             bytes: 0,
             error: None,
+            objects: vec![],
         };
         if let Ok(mut q) = self.queries.lock() {
             q.push_back(record);
-            // Drop the oldest finished ones beyond the limit; running ones stay.
-            while q.iter().filter(|r| r.state != "running").count() > KEEP_FINISHED {
-                match q.iter().position(|r| r.state != "running") {
+            // Drop the oldest ended ones beyond the limit; running ones stay.
+            while q.iter().filter(|r| r.ended()).count() > KEEP_FINISHED {
+                match q.iter().position(|r| r.ended()) {
                     Some(i) => {
                         q.remove(i);
                     }
@@ -69,15 +106,34 @@ impl QueryLog {
         self.queries.lock().map(|q| q.iter().cloned().collect()).unwrap_or_default()
     }
 
+    fn update(&self, id: &str, f: impl FnOnce(&mut QueryRecord)) -> Option<QueryRecord> {
+        let mut q = self.queries.lock().ok()?;
+        let r = q.iter_mut().rev().find(|r| r.id == id)?;
+        f(r);
+        Some(r.clone())
+    }
+
     fn end(&self, id: &str, state: &'static str, rows: u64, bytes: u64, error: Option<String>) {
-        if let Ok(mut q) = self.queries.lock() {
-            if let Some(r) = q.iter_mut().rev().find(|r| r.id == id) {
-                r.state = state;
-                r.rows = rows;
-                r.bytes = bytes;
-                r.error = error;
-                r.elapsed_secs = Some(r.started.elapsed().as_secs_f64());
-            }
+        let ended = self.update(id, |r| {
+            r.state = state;
+            r.rows = rows;
+            r.bytes = bytes;
+            r.error = error;
+            r.elapsed_secs = Some(r.started.elapsed().as_secs_f64());
+        });
+        if let Some(r) = ended {
+            self.audit.query(&QueryAudit {
+                query_id: r.id,
+                user: r.user,
+                client: r.client,
+                statement: r.sql,
+                objects: r.objects,
+                outcome: r.state.to_string(),
+                error: r.error,
+                rows: r.rows,
+                bytes: r.bytes,
+                elapsed_ms: (r.elapsed_secs.unwrap_or(0.0) * 1000.0) as u64,
+            });
         }
     }
 }
@@ -100,9 +156,34 @@ impl RunningQuery {
         self.bytes += n as u64;
     }
 
+    /// The query waits in the admission queue.
+    pub fn queued(&self) {
+        self.log.update(&self.id, |r| r.state = "queued");
+    }
+
+    /// The query got its place and runs.
+    pub fn running(&self) {
+        self.log.update(&self.id, |r| r.state = "running");
+    }
+
+    /// The tables the planned query reads.
+    pub fn reads(&self, objects: &[String]) {
+        self.log.update(&self.id, |r| r.objects = objects.to_vec());
+    }
+
     /// The stream ended; a failure reported before stays the outcome.
     pub fn finished(&mut self) {
         self.outcome.get_or_insert(("finished", None));
+    }
+
+    /// Failed; `code` tells a denial or a refusal (admission) from other failures.
+    pub fn failed_with(&mut self, code: tonic::Code, error: String) {
+        let state = match code {
+            tonic::Code::PermissionDenied => "denied",
+            tonic::Code::ResourceExhausted if error.contains("queue") || error.contains("too many queries") => "refused",
+            _ => "failed",
+        };
+        self.outcome = Some((state, Some(error)));
     }
 
     pub fn failed(&mut self, error: String) {
@@ -124,10 +205,11 @@ mod tests {
     #[test]
     fn queries_end_finished_failed_or_cancelled() {
         let log = Arc::new(QueryLog::default());
-        let mut a = log.begin("a", Some("ann".into()), "SELECT 1");
+        let origin = |user: Option<&str>, sql: &str| QueryOrigin { user: user.map(str::to_string), client: None, sql: sql.into() };
+        let mut a = log.begin("a", origin(Some("ann"), "SELECT 1"));
         a.add_rows(1);
-        let mut b = log.begin("b", None, "SELECT x");
-        let c = log.begin("c", None, "SELECT 3");
+        let mut b = log.begin("b", origin(None, "SELECT x"));
+        let c = log.begin("c", origin(None, "SELECT 3"));
         assert!(log.snapshot().iter().all(|r| r.state == "running"));
         a.finished();
         b.failed("no column x".into());
@@ -135,5 +217,28 @@ mod tests {
         let states: Vec<_> = log.snapshot().iter().map(|r| (r.id.clone(), r.state, r.rows)).collect();
         assert_eq!(states, vec![("a".into(), "finished", 1), ("b".into(), "failed", 0), ("c".into(), "cancelled", 0)]);
         assert_eq!(log.snapshot()[1].error.as_deref(), Some("no column x"));
+    }
+
+    #[test]
+    fn denied_and_refused_queries_are_told_apart_and_audited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(QueryLog::new(Arc::new(AuditLog::open(&path).expect("audit"))));
+        let origin = QueryOrigin { user: Some("bob".into()), client: Some("127.0.0.1:5".into()), sql: "SELECT 1".into() };
+        let mut d = log.begin("d", origin.clone());
+        d.reads(&["quiver.tpch.customer".to_string()]);
+        d.failed_with(tonic::Code::PermissionDenied, "access denied".into());
+        let mut r = log.begin("r", origin);
+        r.queued();
+        assert_eq!(log.snapshot()[1].state, "queued");
+        r.failed_with(tonic::Code::ResourceExhausted, "too many queries: 1 running".into());
+        drop((d, r));
+        let states: Vec<_> = log.snapshot().iter().map(|r| r.state).collect();
+        assert_eq!(states, vec!["denied", "refused"]);
+        let text = std::fs::read_to_string(&path).expect("audit file");
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        assert_eq!(first["outcome"], "denied");
+        assert_eq!(first["objects"][0], "quiver.tpch.customer");
+        assert_eq!(first["client"], "127.0.0.1:5");
     }
 }

@@ -31,6 +31,8 @@ pub enum CoordinatorError {
     Tls(tonic::transport::Error),
     #[error("Flight SQL service: {0}")]
     Service(String),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// A coordinator that is serving.
@@ -92,7 +94,10 @@ pub fn quiver_codec(sources: &[quiver_connectors::SourceConfig]) -> QuiverCodec 
 /// Starts workers, registers sources and begins serving Flight SQL.
 pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, CoordinatorError> {
     let codec = quiver_codec(&config.source);
-    let pool = WorkerPool::start(&config.workers, &config.source, codec.clone(), config.text.as_deref()).await?;
+    let secret = crate::security::cluster::for_coordinator(&config.cluster, config.workers.mode)
+        .map_err(CoordinatorError::Cluster)?;
+    let pool =
+        WorkerPool::start(&config.workers, &config.source, codec.clone(), config.text.as_deref(), secret.as_ref()).await?;
     pool.spawn_health_loop(Duration::from_secs_f64(config.workers.health_interval_secs));
     let healthy = pool.healthy().len();
     tracing::info!(workers = pool.all().len(), healthy, mode = ?config.workers.mode, "worker pool ready");
@@ -101,11 +106,17 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let auth = config
-        .server
-        .auth
-        .as_ref()
-        .map(|a| Authenticator::new(a.users.clone(), Duration::from_secs(a.token_ttl_secs)));
+    let auth = match &config.server.auth {
+        Some(a) => {
+            let (auth, warnings) =
+                Authenticator::new(a, engine.queries().audit().clone()).map_err(|e| CoordinatorError::Service(e.to_string()))?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Some(auth)
+        }
+        None => None,
+    };
     let service = QuiverFlightSql::new(Arc::new(engine), auth.clone()).map_err(|s| CoordinatorError::Service(s.message().into()))?;
     let service = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

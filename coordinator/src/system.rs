@@ -20,6 +20,12 @@ use crate::fragments::FragmentLog;
 use crate::queries::QueryLog;
 
 pub const SCHEMA: &str = "system";
+
+/// Whether `catalog.schema.table` names a system table.
+pub fn is_system_table(name: &str) -> bool {
+    let mut parts = name.split('.');
+    parts.nth(1) == Some(SCHEMA) && parts.next().is_some_and(|t| TABLES.contains(&t))
+}
 const TABLES: [&str; 4] = ["workers", "scaling_events", "queries", "fragments"];
 
 #[derive(Debug)]
@@ -81,6 +87,8 @@ impl SystemSchema {
             Field::new("rows", DataType::Int64, false),
             Field::new("bytes", DataType::Int64, false),
             Field::new("error", DataType::Utf8, true),
+            Field::new("client", DataType::Utf8, true),
+            Field::new("tables", DataType::Utf8, false),
         ]));
         let q = self.queries.snapshot();
         let columns: Vec<ArrayRef> = vec![
@@ -93,6 +101,8 @@ impl SystemSchema {
             Arc::new(Int64Array::from_iter_values(q.iter().map(|r| r.rows as i64))),
             Arc::new(Int64Array::from_iter_values(q.iter().map(|r| r.bytes as i64))),
             Arc::new(StringArray::from_iter(q.iter().map(|r| r.error.as_deref()))),
+            Arc::new(StringArray::from_iter(q.iter().map(|r| r.client.as_deref()))),
+            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.objects.join(", ")))),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

@@ -5,9 +5,11 @@
 //! `.proto` file: that keeps `protoc`/`protox` out of the build, and the field
 //! numbers below are the contract (documented in `fragment.proto` for non-Rust peers).
 
+pub mod cluster;
 mod codec;
 mod messages;
 
+pub use cluster::{CallVerifier, ClusterAuthError, ClusterKey, CLUSTER_HEADER};
 pub use codec::{NodeCodec, QuiverCodec};
 pub use messages::{FragmentStats, FragmentTicket, WorkerStats};
 

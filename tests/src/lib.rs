@@ -47,6 +47,16 @@ pub fn tpch_dir() -> PathBuf {
     .clone()
 }
 
+/// The cluster secret every process the tests start shares (tests may override it).
+pub const CLUSTER_SECRET: &str = "quiver-tests-cluster-secret-0123456789";
+pub const CLUSTER_SECRET_VAR: &str = "QUIVER_CLUSTER_SECRET";
+
+/// A Flight client to a worker whose calls carry the tests' cluster credentials.
+pub async fn worker_client(addr: &str) -> Result<quiver_worker::WorkerClient> {
+    let key = quiver_proto::ClusterKey::from_secret(CLUSTER_SECRET)?;
+    Ok(quiver_worker::cluster_auth::worker_client(&format!("http://{addr}"), quiver_worker::ClusterCredentials::new(Some(key)))?)
+}
+
 /// A child process killed when dropped.
 pub struct Process {
     pub child: Child,
@@ -91,6 +101,8 @@ fn spawn_ready(args: &[&str], marker: &str, envs: &[(&str, &str)], dir: Option<t
     if std::env::var_os("QUIVER_LOG").is_none() {
         cmd.env("QUIVER_LOG", "warn");
     }
+    // Coordinators and workers of the tests share one cluster secret.
+    cmd.env(CLUSTER_SECRET_VAR, CLUSTER_SECRET);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -157,7 +169,14 @@ pub fn start_coordinator_with_env(config: &str, envs: &[(&str, &str)]) -> Result
 
 /// Starts a `quiver worker` process on a free loopback port.
 pub fn start_worker(id: &str) -> Result<Process> {
-    spawn_ready(&["worker", "--listen", "127.0.0.1:0", "--id", id], "quiver: worker listening on", &[], None)
+    start_worker_with(id, &[], &[])
+}
+
+/// Starts a `quiver worker` with extra arguments and environment.
+pub fn start_worker_with(id: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<Process> {
+    let mut all = vec!["worker", "--listen", "127.0.0.1:0", "--id", id];
+    all.extend_from_slice(args);
+    spawn_ready(&all, "quiver: worker listening on", envs, None)
 }
 
 /// The `[[source]]` section mounting the TPC-H folder as `quiver.tpch`.
@@ -307,8 +326,7 @@ pub async fn running_fragments(addr: &str) -> Result<u64> {
 
 /// One numeric field of the worker's `WorkerStats` answer.
 pub async fn worker_stat(addr: &str, wanted: u8) -> Result<u64> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
-    let mut c = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+    let mut c = worker_client(addr).await?;
     let mut stream = c.do_action(arrow_flight::Action { r#type: "stats".into(), body: Default::default() }).await?.into_inner();
     let body = stream.message().await?.ok_or_else(|| anyhow::anyhow!("no stats"))?.body;
     // WorkerStats field 3 (completed_fragments) is a varint; decode the message by hand

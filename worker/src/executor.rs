@@ -24,11 +24,14 @@ pub struct WorkerOptions {
     pub sources: Vec<SourceConfig>,
     /// Memory limit of a fragment whose ticket sets none.
     pub default_memory_limit: usize,
+    /// The cluster key every call must be authenticated with; None = an insecure
+    /// cluster (`allow_insecure`), where anyone who reaches the port may call.
+    pub cluster: Option<quiver_proto::ClusterKey>,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self { id: "worker".into(), sources: vec![], default_memory_limit: 2 << 30 }
+        Self { id: "worker".into(), sources: vec![], default_memory_limit: 2 << 30, cluster: None }
     }
 }
 
@@ -70,6 +73,8 @@ impl FragmentExecutor {
         // read exactly its own file group, never steal work from partitions that
         // do not exist in this process.
         config.options_mut().execution.enable_file_stream_work_stealing = false;
+        // Exchange reads from other workers authenticate with this worker's credentials.
+        let config = config.with_extension(Arc::new(crate::ClusterCredentials::new(options.cluster.clone())));
         // Built once: registering every function per fragment would cost milliseconds.
         let state = SessionStateBuilder::new()
             .with_config(config)

@@ -3,9 +3,11 @@
 //! `do_get(ticket)` decodes a [`quiver_proto::FragmentTicket`], runs one partition
 //! of its DataFusion physical plan under a memory limit and streams the batches.
 //! `do_action("health")` and `do_action("stats")` let the coordinator's pool watch it.
+//! Every call but `health` must carry the cluster's credentials ([`cluster_auth`]).
 
 pub mod batches;
 mod cancel;
+pub mod cluster_auth;
 pub mod exchange;
 mod compute;
 mod executor;
@@ -13,6 +15,7 @@ mod service;
 pub mod status;
 mod usage;
 
+pub use cluster_auth::{ClusterCredentials, WorkerClient};
 pub use executor::{FragmentExecutor, WorkerOptions};
 pub use service::{nodelay, serve, WorkerService};
 

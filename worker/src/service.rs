@@ -22,6 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::batches::compact_views;
+use crate::cluster_auth::ClusterGuard;
 use datafusion::arrow::record_batch::RecordBatch;
 use crate::executor::{FragmentExecutor, WorkerOptions};
 use datafusion::error::DataFusionError;
@@ -36,11 +37,21 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 #[derive(Clone)]
 pub struct WorkerService {
     executor: Arc<FragmentExecutor>,
+    guard: ClusterGuard,
 }
 
 impl WorkerService {
     pub fn new(options: WorkerOptions, codec: QuiverCodec) -> Result<Self, WorkerError> {
-        Ok(Self { executor: Arc::new(FragmentExecutor::new(options, codec)?) })
+        let guard = ClusterGuard::new(options.cluster.clone());
+        Ok(Self { executor: Arc::new(FragmentExecutor::new(options, codec)?), guard })
+    }
+
+    /// Refuses a call without the cluster's credentials, and says so in the log.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.guard.check(request.metadata()).inspect_err(|status| {
+            let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+            tracing::warn!(worker = %self.executor.options.id, %peer, reason = %status.message(), "refused a call");
+        })
     }
 
     pub fn into_server(self) -> FlightServiceServer<Self> {
@@ -128,11 +139,15 @@ impl FlightService for WorkerService {
     type DoExchangeStream = Stream<FlightData>;
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        if let Some(rest) = request.get_ref().ticket.strip_prefix(SHUFFLE_TICKET_PREFIX.as_bytes()) {
+        // Credentials and seal first: nothing of an unauthenticated ticket is decoded.
+        self.authorize(&request)?;
+        let ticket = self.guard.open(&request.get_ref().ticket).inspect_err(|status| {
+            tracing::warn!(worker = %self.executor.options.id, reason = %status.message(), "refused a ticket");
+        })?;
+        if let Some(rest) = ticket.strip_prefix(SHUFFLE_TICKET_PREFIX.as_bytes()) {
             return serve_exchange(rest);
         }
-        let ticket = FragmentTicket::decode_from(&request.get_ref().ticket)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let ticket = FragmentTicket::decode_from(ticket).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let span = tracing::info_span!("fragment", query = %ticket.query_id, fragment = ticket.fragment_id, partition = ticket.partition, worker = %self.executor.options.id);
         let executor = self.executor.clone();
         let running_guard = RunningGuard::new(executor.clone());
@@ -236,6 +251,12 @@ impl FlightService for WorkerService {
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        // Only the health check is open (container probes); it tells nothing but "ok".
+        // Credentials sent with it are checked, so a coordinator with another secret
+        // sees this worker as unhealthy rather than failing every query on it.
+        if request.get_ref().r#type != ACTION_HEALTH || request.metadata().contains_key(quiver_proto::CLUSTER_HEADER) {
+            self.authorize(&request)?;
+        }
         let action = request.into_inner();
         let body = match action.r#type.as_str() {
             ACTION_HEALTH => Bytes::from_static(b"ok"),
@@ -253,7 +274,8 @@ impl FlightService for WorkerService {
         Ok(Response::new(result))
     }
 
-    async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+    async fn list_actions(&self, request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.authorize(&request)?;
         let actions = [
             (ACTION_HEALTH, "answers 'ok' while the worker serves"),
             (ACTION_STATS, "WorkerStats protobuf: running fragments, rows and bytes sent"),

@@ -35,13 +35,13 @@ pub fn executor(source: &str, cfg: &MySqlSource) -> Result<(MySqlExecutor, Pool)
     let opts = OptsBuilder::from_opts(opts)
         .pool_opts(PoolOpts::default().with_constraints(constraints))
         // `setup`, not `init`: it runs again after the pool resets a connection.
-        .setup(session_setup(cfg.statement_timeout_secs));
+        .setup(session_setup(cfg.statement_timeout_secs, cfg.writable));
     let pool = Pool::new(opts);
     Ok((MySqlExecutor { source: source.to_string(), context, database, pool: pool.clone() }, pool))
 }
 
 /// Statements every pooled connection runs first.
-fn session_setup(statement_timeout_secs: u64) -> Vec<String> {
+fn session_setup(statement_timeout_secs: u64, writable: bool) -> Vec<String> {
     // The unparser escapes quotes by doubling them, as standard SQL does. In MySQL's
     // default mode a backslash also escapes, so a literal ending in `\` would end the
     // string early (and `\d` would read as `d`): make backslash an ordinary character.
@@ -49,6 +49,10 @@ fn session_setup(statement_timeout_secs: u64) -> Vec<String> {
     if statement_timeout_secs > 0 {
         // MariaDB's per-statement limit; MySQL rejects this variable, so set 0 there.
         setup.push(format!("SET SESSION max_statement_time = {statement_timeout_secs}"));
+    }
+    if !writable {
+        // No plan, forged or not, can change the database through this session.
+        setup.push("SET SESSION TRANSACTION READ ONLY".to_string());
     }
     setup
 }

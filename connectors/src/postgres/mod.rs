@@ -44,9 +44,7 @@ pub fn executor(source: &str, cfg: &PostgresSource) -> Result<(PostgresExecutor,
     let mut pg: tokio_postgres::Config = cfg.url.expose().parse().map_err(|e| bad(format!("invalid url: {e}")))?;
     pg.connect_timeout(Duration::from_secs(cfg.connect_timeout_secs));
     pg.application_name("quiver");
-    if cfg.statement_timeout_secs > 0 {
-        pg.options(format!("-c statement_timeout={}", cfg.statement_timeout_secs * 1000));
-    }
+    pg.options(session_options(pg.get_options(), cfg));
     // Same host, port and database: same compute context, so joins push down together.
     let context = format!("postgres://{:?}:{:?}/{}", pg.get_hosts(), pg.get_ports(), pg.get_dbname().unwrap_or_default());
     let manager = match tls(cfg, &mut pg).map_err(bad)? {
@@ -61,6 +59,19 @@ pub fn executor(source: &str, cfg: &PostgresSource) -> Result<(PostgresExecutor,
         .build()
         .map_err(|e| bad(format!("cannot create connection pool: {e}")))?;
     Ok((PostgresExecutor { source: source.to_string(), context, pool: pool.clone() }, pool))
+}
+
+/// Server settings of every session: the statement timeout and, unless the source
+/// is writable, read-only transactions. Options already in the URL are kept.
+fn session_options(from_url: Option<&str>, cfg: &PostgresSource) -> String {
+    let mut options: Vec<String> = from_url.filter(|o| !o.trim().is_empty()).map(|o| vec![o.to_string()]).unwrap_or_default();
+    if cfg.statement_timeout_secs > 0 {
+        options.push(format!("-c statement_timeout={}", cfg.statement_timeout_secs * 1000));
+    }
+    if !cfg.writable {
+        options.push("-c default_transaction_read_only=on".into());
+    }
+    options.join(" ")
 }
 
 /// The TLS connector when the source asks for TLS: a CA file in the config, or

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
-use arrow_flight::Ticket;
 use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -333,8 +332,7 @@ impl Attempts {
     async fn open(&mut self) -> Result<()> {
         while let Some(worker) = self.candidates.pop_front() {
             let mut client = worker.client();
-            let ticket = Bytes::from(prost::Message::encode_to_vec(&self.ticket));
-            match client.do_get(Ticket { ticket }).await {
+            match client.do_get(worker.ticket(&self.ticket)).await {
                 Ok(response) => {
                     let running = worker.track_fragment();
                     Counters::add(&self.pool.counters().fragments, 1);

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
-use arrow_flight::{Action, Ticket};
+use arrow_flight::Action;
 use bytes::Bytes;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{internal_err, Result};
@@ -342,7 +342,7 @@ impl Scheduler {
         match self.settings.query_memory_limit {
             Some(query) => {
                 let slots = (self.pool.healthy().len() as u64 * self.settings.max_fragments_per_worker as u64).max(1);
-                query / slots
+                (query / slots).min(self.pool.fragment_memory_limit())
             }
             None => self.pool.fragment_memory_limit(),
         }
@@ -368,7 +368,7 @@ impl Scheduler {
         let mut client = worker.client();
         let call = async {
             let response = client
-                .do_get(Ticket { ticket: Bytes::from(prost::Message::encode_to_vec(&ticket)) })
+                .do_get(worker.ticket(&ticket))
                 .await
                 .map_err(|s| classify(&worker.id, s))?;
             let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(

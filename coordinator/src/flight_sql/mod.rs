@@ -1,6 +1,5 @@
 //! The client endpoint: an Arrow Flight SQL service over the query engine.
 
-mod auth;
 mod handles;
 mod metadata;
 mod results;
@@ -36,11 +35,13 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-pub use auth::{Authenticator, User};
+pub use crate::security::authn::{Authenticator, User};
 use handles::{decode_params, encode_params, QueryHandle};
 use results::{encode, flight_schema, logged, with_deadline};
 
-use crate::engine::{QueryEngine, QuerySession};
+use crate::engine::{Planned, QueryEngine, QuerySession};
+use crate::queries::QueryOrigin;
+use crate::security::access::TableName;
 
 type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
 
@@ -71,8 +72,8 @@ impl QuiverFlightSql {
     }
 
     /// Plans a handle's SQL with its parameters bound, if any.
-    async fn plan(&self, session: &QuerySession, handle: &QueryHandle) -> Result<LogicalPlan, Status> {
-        let plan = session.plan(&handle.sql).await.map_err(|e| from_datafusion(&e))?;
+    async fn plan(&self, session: &QuerySession, handle: &QueryHandle) -> Result<Planned, Status> {
+        let Planned { plan, objects } = session.plan(&handle.sql).await.map_err(|e| from_datafusion(&e))?;
         let params = if handle.params.is_empty() && !handle.id.is_empty() {
             self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.get(&handle.id).cloned()
         } else {
@@ -80,22 +81,30 @@ impl QuiverFlightSql {
         };
         // An empty row means "nothing bound yet".
         let params = params.filter(|p| !p.is_empty());
-        let Some(params) = params else { return Ok(plan) };
+        let Some(params) = params else { return Ok(Planned { plan, objects }) };
         let expected = parameter_types(&plan)?;
         let values = decode_params(&params, &expected)?;
-        session.bind(plan, values).map_err(|e| from_datafusion(&e))
+        let plan = session.bind(plan, values).map_err(|e| from_datafusion(&e))?;
+        Ok(Planned { plan, objects })
     }
 
-    async fn flight_info(&self, handle: &QueryHandle, ticket: Ticket, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    async fn flight_info(
+        &self,
+        handle: &QueryHandle,
+        ticket: Ticket,
+        descriptor: FlightDescriptor,
+        caller: Caller,
+    ) -> Result<FlightInfo, Status> {
         let schema = match refresh_statement(&handle.sql) {
             Some(_) => refresh_schema(),
             None => {
-                let session = self.engine.session();
+                let session = self.engine.session(self.engine.access(caller.user.as_ref()));
                 match self.plan(&session, handle).await {
-                    Ok(plan) => flight_schema(plan.schema().as_arrow()),
+                    Ok(planned) => flight_schema(planned.plan.schema().as_arrow()),
                     Err(status) => {
                         // Most bad statements end here, before DoGet: keep them in system.queries.
-                        self.engine.queries().begin(&session.id, None, &handle.sql).failed(status.message().to_string());
+                        let mut record = self.engine.queries().begin(&session.id, caller.origin(&handle.sql));
+                        record.failed_with(status.code(), status.message().to_string());
                         return Err(status);
                     }
                 }
@@ -109,33 +118,54 @@ impl QuiverFlightSql {
         Ok(info)
     }
 
-    /// Plans and runs a query, streaming its batches to the client as they come.
-    async fn run(&self, handle: QueryHandle, user: Option<String>) -> Result<Response<DoGetStream>, Status> {
+    /// Admits, plans and runs a query, streaming its batches to the client as they come.
+    async fn run(&self, handle: QueryHandle, caller: Caller) -> Result<Response<DoGetStream>, Status> {
         if let Some(target) = refresh_statement(&handle.sql) {
+            self.require_admin(&caller, "REFRESH")?;
             return Self::batch_response(self.refresh(target.as_deref()).await);
         }
-        let session = self.engine.session();
+        let session = self.engine.session(self.engine.access(caller.user.as_ref()));
+        let user = caller.user.as_ref().map(|u| u.name.clone());
         let span = tracing::info_span!("query", id = %session.id, user = user.as_deref().unwrap_or("-"));
         let started = Instant::now();
-        let mut record = self.engine.queries().begin(&session.id, user.clone(), &handle.sql);
+        let mut record = self.engine.queries().begin(&session.id, caller.origin(&handle.sql));
         let start = async {
             tracing::debug!(sql = %handle.sql, "query starts");
-            let plan = self.plan(&session, &handle).await?;
-            session.execute(plan).await.map_err(|e| {
+            let planned = self.plan(&session, &handle).await?;
+            record.reads(&planned.objects);
+            // Reading only system tables (monitoring) never waits behind the load it watches.
+            let permit = match planned.objects.iter().all(|o| crate::system::is_system_table(o)) {
+                true => None,
+                false => Some(self.engine.admission().admit(user.as_deref(), || record.queued()).await?),
+            };
+            record.running();
+            let batches = session.execute(planned.plan).await.map_err(|e| {
                 tracing::info!(error = %e, "query failed");
                 from_datafusion(&e)
-            })
+            })?;
+            Ok::<_, Status>((batches, permit))
         };
         // Instrumented rather than entered: an entered span must not live across awaits.
-        let batches = match start.instrument(span).await {
+        let (batches, permit) = match start.instrument(span).await {
             Ok(b) => b,
             Err(status) => {
-                record.failed(status.message().to_string());
+                record.failed_with(status.code(), status.message().to_string());
                 return Err(status);
             }
         };
         let batches = with_deadline(batches, self.engine.query_timeout(), started, self.engine.pool().clone());
-        Ok(Response::new(encode(logged(batches, session.id.clone(), started, record))))
+        Ok(Response::new(encode(logged(batches, session.id.clone(), started, record, permit))))
+    }
+
+    /// Refuses `what` to users without an admin role (when users log in at all).
+    fn require_admin(&self, caller: &Caller, what: &str) -> Result<(), Status> {
+        match &caller.user {
+            Some(user) if !self.engine.access(Some(user)).is_admin() => Err(Status::permission_denied(format!(
+                "access denied: {what} is for administrators (a role in access.admin_roles); user '{}' has none",
+                user.name
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Rediscovers database tables; one row per schema refreshed.
@@ -146,6 +176,11 @@ impl QuiverFlightSql {
         let counts = datafusion::arrow::array::Int64Array::from_iter_values(refreshed.iter().map(|(_, c)| *c as i64));
         RecordBatch::try_new(Arc::new(refresh_schema()), vec![Arc::new(names), Arc::new(counts)])
             .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// The catalogs as the caller may see them.
+    fn metadata_context<T>(&self, request: &Request<T>) -> datafusion::prelude::SessionContext {
+        self.engine.metadata_context(self.engine.access(Caller::of(request).user.as_ref()))
     }
 
     fn batch_response(batch: Result<RecordBatch, Status>) -> Result<Response<DoGetStream>, Status> {
@@ -212,8 +247,23 @@ fn metadata_info(schema: &SchemaRef, command: impl ProstMessageExt, descriptor: 
     Ok(Response::new(info))
 }
 
-fn user_of<T>(request: &Request<T>) -> Option<String> {
-    request.extensions().get::<User>().map(|u| u.0.clone())
+/// Who is calling: the authenticated user (None without authentication) and from where.
+struct Caller {
+    user: Option<User>,
+    client: Option<String>,
+}
+
+impl Caller {
+    fn of<T>(request: &Request<T>) -> Self {
+        Self {
+            user: request.extensions().get::<User>().cloned(),
+            client: request.remote_addr().map(|a| a.to_string()),
+        }
+    }
+
+    fn origin(&self, sql: &str) -> QueryOrigin {
+        QueryOrigin { user: self.user.as_ref().map(|u| u.name.clone()), client: self.client.clone(), sql: sql.to_string() }
+    }
 }
 
 #[tonic::async_trait]
@@ -227,7 +277,7 @@ impl FlightSqlService for QuiverFlightSql {
         let token = match &self.auth {
             None => String::new(),
             Some(auth) => {
-                let user = user_of(&request).ok_or_else(|| Status::unauthenticated("handshake needs Basic credentials"))?;
+                let user = Caller::of(&request).user.ok_or_else(|| Status::unauthenticated("handshake needs Basic credentials"))?;
                 auth.issue(&user)?
             }
         };
@@ -250,7 +300,8 @@ impl FlightSqlService for QuiverFlightSql {
         let handle = QueryHandle { id: String::new(), sql: query.query, params: vec![] };
         let ticket = TicketStatementQuery { statement_handle: handle.to_bytes() };
         let ticket = Ticket::new(ticket.as_any().encode_to_vec());
-        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner()).await?))
+        let caller = Caller::of(&request);
+        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller).await?))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -260,7 +311,8 @@ impl FlightSqlService for QuiverFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = QueryHandle::from_bytes(&cmd.prepared_statement_handle)?;
         let ticket = Ticket::new(cmd.as_any().encode_to_vec());
-        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner()).await?))
+        let caller = Caller::of(&request);
+        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller).await?))
     }
 
     async fn do_get_statement(
@@ -268,7 +320,7 @@ impl FlightSqlService for QuiverFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.run(QueryHandle::from_bytes(&ticket.statement_handle)?, user_of(&request)).await
+        self.run(QueryHandle::from_bytes(&ticket.statement_handle)?, Caller::of(&request)).await
     }
 
     async fn do_get_prepared_statement(
@@ -276,16 +328,16 @@ impl FlightSqlService for QuiverFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.run(QueryHandle::from_bytes(&query.prepared_statement_handle)?, user_of(&request)).await
+        self.run(QueryHandle::from_bytes(&query.prepared_statement_handle)?, Caller::of(&request)).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let session = self.engine.session();
-        let plan = session.plan(&query.query).await.map_err(|e| from_datafusion(&e))?;
+        let session = self.engine.session(self.engine.access(Caller::of(&request).user.as_ref()));
+        let plan = session.plan(&query.query).await.map_err(|e| from_datafusion(&e))?.plan;
         let parameters: Vec<Field> = parameter_types(&plan)?
             .into_iter()
             .enumerate()
@@ -346,8 +398,8 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&metadata::catalogs_schema(), query, request.into_inner())
     }
 
-    async fn do_get_catalogs(&self, query: CommandGetCatalogs, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        Self::batch_response(metadata::catalogs(&self.engine.metadata_context(), query))
+    async fn do_get_catalogs(&self, query: CommandGetCatalogs, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(metadata::catalogs(&self.metadata_context(&request), query))
     }
 
     async fn get_flight_info_schemas(
@@ -359,8 +411,8 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&schema, query, request.into_inner())
     }
 
-    async fn do_get_schemas(&self, query: CommandGetDbSchemas, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        Self::batch_response(metadata::db_schemas(&self.engine.metadata_context(), query))
+    async fn do_get_schemas(&self, query: CommandGetDbSchemas, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(metadata::db_schemas(&self.metadata_context(&request), query))
     }
 
     async fn get_flight_info_tables(
@@ -372,8 +424,8 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&schema, query, request.into_inner())
     }
 
-    async fn do_get_tables(&self, query: CommandGetTables, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        Self::batch_response(metadata::tables(&self.engine.metadata_context(), query).await)
+    async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(metadata::tables(&self.metadata_context(&request), query).await)
     }
 
     async fn get_flight_info_table_types(
@@ -429,8 +481,12 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&metadata::primary_keys_schema(), query, request.into_inner())
     }
 
-    async fn do_get_primary_keys(&self, query: CommandGetPrimaryKeys, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        let keys = self.engine.primary_keys(query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
+    async fn do_get_primary_keys(&self, query: CommandGetPrimaryKeys, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        let access = self.engine.access(Caller::of(&request).user.as_ref());
+        let mut keys = self.engine.primary_keys(query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
+        keys.retain(|(catalog, schema, table, _)| {
+            access.decide(TableName { catalog, schema, table }) != crate::security::access::Decision::Deny
+        });
         Self::batch_response(metadata::primary_keys(keys))
     }
 
@@ -438,7 +494,11 @@ impl FlightSqlService for QuiverFlightSql {
         &self,
         request: Request<arrow_flight::Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let caller = Caller::of(&request);
         let action = request.into_inner();
+        if action.r#type != quiver_proto::ACTION_HEALTH {
+            self.require_admin(&caller, &format!("the '{}' action", action.r#type))?;
+        }
         let body = String::from_utf8(action.body.to_vec()).map_err(|_| Status::invalid_argument("action body is not UTF-8"))?;
         let one = |text: String| -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
             Ok(Response::new(Box::pin(stream::iter([Ok(arrow_flight::Result { body: text.into() })]))))

@@ -15,6 +15,7 @@ use quiver_worker::status::from_datafusion;
 use tonic::Status;
 
 use super::DoGetStream;
+use crate::admission::Permit;
 use crate::queries::RunningQuery;
 
 /// Ends the query with an error once it has run for `timeout`; dropping its stream
@@ -49,12 +50,14 @@ pub(super) fn with_deadline(
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, limited))
 }
 
-/// Counts rows and logs the end of a query (or its failure, or its cancellation).
+/// Counts rows and logs the end of a query (or its failure, or its cancellation);
+/// holds its admission permit until then.
 pub(super) fn logged(
     batches: SendableRecordBatchStream,
     query: String,
     started: Instant,
     record: RunningQuery,
+    permit: Option<Permit>,
 ) -> impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
     struct Tally {
         query: String,
@@ -62,6 +65,8 @@ pub(super) fn logged(
         rows: usize,
         done: bool,
         record: RunningQuery,
+        /// The query's place among the running ones, given back when the stream ends.
+        _permit: Option<Permit>,
     }
     impl Drop for Tally {
         fn drop(&mut self) {
@@ -73,7 +78,7 @@ pub(super) fn logged(
             }
         }
     }
-    let tally = Tally { query, started, rows: 0, done: false, record };
+    let tally = Tally { query, started, rows: 0, done: false, record, _permit: permit };
     stream::unfold((batches, tally), |(mut s, mut tally)| async move {
         match s.next().await {
             Some(Ok(b)) => {

@@ -61,7 +61,7 @@ impl WorkerPool {
                 return false;
             }
         };
-        let worker = match Worker::connect_lazy(id.clone(), address) {
+        let worker = match Worker::connect_lazy(id.clone(), address, self.credentials.clone()) {
             Ok(w) => Arc::new(w),
             Err(e) => {
                 self.events.record("start-failed", &id, &e.to_string());

@@ -30,7 +30,7 @@ impl DnsWorkers {
         let known: BTreeSet<String> = pool.all().iter().map(|w| w.address.clone()).collect();
         for address in resolved.difference(&known) {
             let id = address.trim_start_matches("http://").to_string();
-            match Worker::connect_lazy(id.clone(), address.clone()) {
+            match Worker::connect_lazy(id.clone(), address.clone(), pool.credentials.clone()) {
                 Ok(w) => {
                     pool.add(Arc::new(w));
                     pool.events.record("start", &id, &format!("{} resolves to it", self.service));

@@ -3,7 +3,8 @@
 //!
 //! Workers get the coordinator's config document in `QUIVER_CONFIG_TOML` (with its
 //! `${VAR}` references unexpanded) and the variables it references, so they reach
-//! the same sources. They are addressed by the IP Docker assigns on the network,
+//! the same sources, and the cluster secret in `QUIVER_CLUSTER_SECRET` (one made for
+//! this cluster at start when none is configured). They are addressed by the IP Docker assigns on the network,
 //! which also spares a `FROM scratch` image any name resolution.
 
 use std::collections::HashMap;
@@ -39,7 +40,8 @@ pub struct DockerWorkers {
 impl DockerWorkers {
     /// Connects to the engine, checks the image, removes containers and networks left
     /// by an earlier coordinator of this cluster and creates the network.
-    pub async fn connect(config: &WorkersConfig, config_text: Option<&str>) -> Result<Self, PoolError> {
+    /// `secret`: the cluster secret the workers get in `QUIVER_CLUSTER_SECRET`.
+    pub async fn connect(config: &WorkersConfig, config_text: Option<&str>, secret: Option<&str>) -> Result<Self, PoolError> {
         let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let unreachable = |e: &dyn std::fmt::Display| PoolError::Docker(format!("Docker is unreachable at {where_}: {e}"));
         let docker = Docker::connect_with_local_defaults().map_err(|e| unreachable(&e))?;
@@ -56,7 +58,11 @@ impl DockerWorkers {
             Some(n) => (n.clone(), false),
             None => (format!("quiver-{cluster}"), true),
         };
-        let env = worker_env(config_text);
+        let mut env = worker_env(config_text);
+        if let Some(secret) = secret {
+            env.retain(|e| !e.starts_with(&format!("{}=", crate::security::cluster::SECRET_VAR)));
+            env.push(format!("{}={secret}", crate::security::cluster::SECRET_VAR));
+        }
         let workers = Self {
             docker,
             config: config.clone(),

@@ -1,5 +1,7 @@
 //! Embedded workers: real Flight servers on loopback ports inside the coordinator
-//! process, so the demo exercises exactly the code path of remote workers.
+//! process, so the demo exercises exactly the code path of remote workers. They
+//! listen on loopback ports any local user can reach, so they require the cluster's
+//! credentials like any other worker.
 
 use std::sync::Mutex;
 
@@ -15,7 +17,13 @@ pub struct EmbeddedWorkers {
 }
 
 impl EmbeddedWorkers {
-    pub async fn start(count: usize, sources: &[SourceConfig], codec: QuiverCodec) -> Result<Self, WorkerError> {
+    /// `cluster`: the key the workers require of every call (None: an insecure cluster).
+    pub async fn start(
+        count: usize,
+        sources: &[SourceConfig],
+        codec: QuiverCodec,
+        cluster: Option<quiver_proto::ClusterKey>,
+    ) -> Result<Self, WorkerError> {
         let mut addresses = vec![];
         let mut stops = vec![];
         for i in 1..=count {
@@ -26,7 +34,8 @@ impl EmbeddedWorkers {
             let addr = listener
                 .local_addr()
                 .map_err(|source| WorkerError::Listen { addr: "127.0.0.1:0".into(), source })?;
-            let options = WorkerOptions { id: id.clone(), sources: sources.to_vec(), ..Default::default() };
+            let options =
+                WorkerOptions { id: id.clone(), sources: sources.to_vec(), cluster: cluster.clone(), ..Default::default() };
             let service = WorkerService::new(options, codec.clone())?;
             let (stop, stopped) = oneshot::channel::<()>();
             let worker_id = id.clone();

@@ -11,7 +11,8 @@ use super::{Worker, WorkerPool};
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Asks one worker whether it serves.
+/// Asks one worker whether it serves. The call carries the cluster's credentials,
+/// which a worker checks when present: one with another secret is not healthy.
 pub async fn probe(worker: &Worker) -> bool {
     let mut client = worker.client();
     let call = client.do_action(Action { r#type: ACTION_HEALTH.into(), body: Default::default() });
@@ -19,6 +20,13 @@ pub async fn probe(worker: &Worker) -> bool {
         Ok(Ok(response)) => {
             let mut stream = response.into_inner();
             matches!(stream.message().await, Ok(Some(r)) if r.body.as_ref() == b"ok")
+        }
+        Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
+            if worker.state() != super::WorkerState::Unhealthy {
+                tracing::warn!(worker = %worker.id, address = %worker.address, reason = %status.message(),
+                    "worker refuses this coordinator's credentials: is it configured with the same cluster secret?");
+            }
+            false
         }
         _ => false,
     }

@@ -18,12 +18,13 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::Ticket;
 use quiver_connectors::SourceConfig;
-use quiver_proto::QuiverCodec;
-use tonic::transport::{Channel, Endpoint};
+use quiver_proto::{FragmentTicket, QuiverCodec};
+use quiver_worker::{ClusterCredentials, WorkerClient};
 
 use crate::config::{WorkerMode, WorkersConfig};
+use crate::security::cluster::ClusterSecret;
 
 pub use embedded::EmbeddedWorkers;
 pub use events::ScalingEvent;
@@ -82,7 +83,8 @@ impl WorkerState {
 pub struct Worker {
     pub id: String,
     pub address: String,
-    client: FlightServiceClient<Channel>,
+    client: WorkerClient,
+    credentials: ClusterCredentials,
     state: AtomicU8,
     /// When the state last changed.
     since: std::sync::Mutex<Instant>,
@@ -93,19 +95,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn connect_lazy(id: String, address: String) -> Result<Self, PoolError> {
-        let endpoint = Endpoint::from_shared(address.clone())
-            .map_err(|e| PoolError::Address { address: address.clone(), message: e.to_string() })?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        let client = FlightServiceClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    fn connect_lazy(id: String, address: String, credentials: ClusterCredentials) -> Result<Self, PoolError> {
+        let client = quiver_worker::cluster_auth::worker_client(&address, credentials.clone())
+            .map_err(|e| PoolError::Address { address: address.clone(), message: e.to_string() })?;
         let now = Instant::now();
         Ok(Self {
             id,
             address,
             client,
+            credentials,
             state: AtomicU8::new(WorkerState::Starting as u8),
             since: std::sync::Mutex::new(now),
             running: AtomicU32::new(0),
@@ -113,9 +111,15 @@ impl Worker {
         })
     }
 
-    /// A client for one call; clones share the connection.
-    pub fn client(&self) -> FlightServiceClient<Channel> {
+    /// A client for one call; clones share the connection. Every call it makes
+    /// carries the cluster's credentials.
+    pub fn client(&self) -> WorkerClient {
         self.client.clone()
+    }
+
+    /// The Flight ticket of a fragment, sealed for this cluster.
+    pub fn ticket(&self, fragment: &FragmentTicket) -> Ticket {
+        Ticket { ticket: self.credentials.seal(fragment.encode_to_bytes()) }
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -209,6 +213,8 @@ enum Provisioner {
 pub struct WorkerPool {
     workers: RwLock<Vec<Arc<Worker>>>,
     provisioner: Provisioner,
+    /// What every call to a worker presents.
+    credentials: ClusterCredentials,
     config: WorkersConfig,
     fragment_memory_limit: u64,
     /// Scaling decisions, newest last, and their counts.
@@ -234,13 +240,15 @@ impl WorkerPool {
         sources: &[SourceConfig],
         codec: QuiverCodec,
         config_text: Option<&str>,
+        secret: Option<&ClusterSecret>,
     ) -> Result<Arc<Self>, PoolError> {
+        let credentials = crate::security::cluster::credentials(secret);
         let (workers, provisioner) = match config.mode {
             WorkerMode::Embedded => {
-                let embedded = EmbeddedWorkers::start(config.count, sources, codec).await?;
+                let embedded = EmbeddedWorkers::start(config.count, sources, codec, credentials.key().cloned()).await?;
                 let workers = embedded
                     .addresses()
-                    .map(|(id, addr)| Worker::connect_lazy(id, addr))
+                    .map(|(id, addr)| Worker::connect_lazy(id, addr, credentials.clone()))
                     .collect::<Result<Vec<_>, _>>()?;
                 (workers, Provisioner::Embedded(embedded))
             }
@@ -249,12 +257,13 @@ impl WorkerPool {
                     .addresses
                     .iter()
                     .enumerate()
-                    .map(|(i, a)| Worker::connect_lazy(format!("worker-{}", i + 1), normalize_address(a)))
+                    .map(|(i, a)| Worker::connect_lazy(format!("worker-{}", i + 1), normalize_address(a), credentials.clone()))
                     .collect::<Result<Vec<_>, _>>()?;
                 (workers, Provisioner::Static)
             }
             WorkerMode::Docker => {
-                (vec![], Provisioner::Docker(Arc::new(docker::DockerWorkers::connect(config, config_text).await?)))
+                let docker = docker::DockerWorkers::connect(config, config_text, secret.map(|s| s.secret.as_str())).await?;
+                (vec![], Provisioner::Docker(Arc::new(docker)))
             }
             WorkerMode::Dns => {
                 let service = config.service.clone().unwrap_or_default();
@@ -264,6 +273,7 @@ impl WorkerPool {
         let pool = Arc::new(Self {
             workers: RwLock::new(workers.into_iter().map(Arc::new).collect()),
             provisioner,
+            credentials,
             config: config.clone(),
             fragment_memory_limit: config.fragment_memory_limit.0,
             events: events::EventLog::default(),

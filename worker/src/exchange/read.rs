@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::Ticket;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -26,6 +25,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster_auth::{ClusterCredentials, WorkerClient};
 
 use super::store::{store, SHUFFLE_TICKET_PREFIX};
 
@@ -137,13 +138,15 @@ impl ExecutionPlan for ShuffleReadExec {
         }
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         // No locations: the stage had no tasks (an empty input), so no rows.
+        let credentials: ClusterCredentials =
+            context.session_config().get_extension::<ClusterCredentials>().map(|c| (*c).clone()).unwrap_or_default();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fetched = MetricBuilder::new(&self.metrics).counter("fetched_bytes", partition);
         let streams = self.locations.iter().map(|loc| {
             let lost = LostOutput { stage: self.stage, key: loc.key.clone(), address: loc.address.clone(), cause: String::new() };
-            open(loc, partition, self.schema.clone())
+            open(loc, partition, self.schema.clone(), &credentials)
                 .map_err(move |cause| DataFusionError::External(Box::new(LostOutput { cause: cause.to_string(), ..lost.clone() })))
                 .boxed()
         });
@@ -162,10 +165,15 @@ impl ExecutionPlan for ShuffleReadExec {
 
 /// The batches of partition `partition` of one producer's output: from the local
 /// file when this process holds it, else from the worker that does.
-fn open(loc: &ShuffleLocation, partition: usize, schema: SchemaRef) -> BoxStream<'static, Result<RecordBatch>> {
+fn open(
+    loc: &ShuffleLocation,
+    partition: usize,
+    schema: SchemaRef,
+    credentials: &ClusterCredentials,
+) -> BoxStream<'static, Result<RecordBatch>> {
     match store().partition_path(&loc.key, partition).filter(|p| p.exists()) {
         Some(path) => read_file(path, schema),
-        None => fetch(loc.clone(), partition, schema),
+        None => fetch(loc.clone(), partition, schema, credentials.clone()),
     }
 }
 
@@ -191,12 +199,17 @@ fn read_file(path: PathBuf, schema: SchemaRef) -> BoxStream<'static, Result<Reco
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }
 
-fn fetch(loc: ShuffleLocation, partition: usize, schema: SchemaRef) -> BoxStream<'static, Result<RecordBatch>> {
-    let ticket = format!("{SHUFFLE_TICKET_PREFIX}{}:{partition}", loc.key);
+fn fetch(
+    loc: ShuffleLocation,
+    partition: usize,
+    schema: SchemaRef,
+    credentials: ClusterCredentials,
+) -> BoxStream<'static, Result<RecordBatch>> {
+    let ticket = credentials.seal(format!("{SHUFFLE_TICKET_PREFIX}{}:{partition}", loc.key).into_bytes());
     futures::stream::once(async move {
-        let mut client = client(&loc.address)?;
+        let mut client = client(&loc.address, credentials)?;
         let response = client
-            .do_get(Ticket { ticket: ticket.into() })
+            .do_get(Ticket { ticket })
             .await
             .map_err(|s| DataFusionError::Execution(s.message().to_string()))?;
         let batches = FlightRecordBatchStream::new_from_flight_data(
@@ -212,23 +225,25 @@ fn fetch(loc: ShuffleLocation, partition: usize, schema: SchemaRef) -> BoxStream
     .boxed()
 }
 
-/// A client per worker address, shared by all reads of this process.
-fn client(address: &str) -> Result<FlightServiceClient<Channel>> {
-    static CLIENTS: OnceLock<Mutex<HashMap<String, FlightServiceClient<Channel>>>> = OnceLock::new();
-    let clients = CLIENTS.get_or_init(Default::default);
-    let mut clients = clients.lock().map_err(|_| DataFusionError::Internal("exchange client cache poisoned".into()))?;
-    if let Some(c) = clients.get(address) {
-        return Ok(c.clone());
-    }
-    let endpoint = Endpoint::from_shared(address.to_string())
-        .map_err(|e| DataFusionError::Execution(format!("invalid worker address {address}: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
-    let client = FlightServiceClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(crate::service::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(crate::service::MAX_MESSAGE_BYTES);
-    clients.insert(address.to_string(), client.clone());
-    Ok(client)
+/// A client to the worker at `address`. Connections are shared by all reads of this
+/// process; the credentials are the reading task's own.
+fn client(address: &str, credentials: ClusterCredentials) -> Result<WorkerClient> {
+    static CHANNELS: OnceLock<Mutex<HashMap<String, Channel>>> = OnceLock::new();
+    let channels = CHANNELS.get_or_init(Default::default);
+    let mut channels = channels.lock().map_err(|_| DataFusionError::Internal("exchange client cache poisoned".into()))?;
+    let channel = match channels.get(address) {
+        Some(c) => c.clone(),
+        None => {
+            let channel = Endpoint::from_shared(address.to_string())
+                .map_err(|e| DataFusionError::Execution(format!("invalid worker address {address}: {e}")))?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            channels.insert(address.to_string(), channel.clone());
+            channel
+        }
+    };
+    Ok(crate::cluster_auth::client_over(channel, credentials))
 }
 
 /// A producer's output could not be read: its worker is gone, or it lost the files.

@@ -1,0 +1,518 @@
+//! Who a client is. Flight SQL's handshake takes a username and password (HTTP Basic)
+//! and answers with a bearer token that later calls carry; a bearer JWT from a site's
+//! identity provider works in its place. Enforced by a tonic interceptor in front of
+//! the whole client service.
+//!
+//! Passwords in the config are argon2id hashes (`quiver passwd` prints one); plaintext
+//! ones still work, with a warning at start. A verified password is remembered for a
+//! few minutes by its SHA-256, so clients that send Basic credentials on every call do
+//! not pay for argon2 each time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::alphabet::STANDARD;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use quiver_connectors::env::EnvString;
+use serde::Deserialize;
+use tonic::{Request, Status};
+
+use super::audit::AuditLog;
+
+const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// How long a verified password is remembered.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+/// `[server.auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// user name -> password hash (or plaintext), or `{ password = "...", roles = [...] }`.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserConfig>,
+    /// Lifetime of bearer tokens issued by the handshake, in seconds.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+    /// Bearer JWTs from an identity provider.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+fn default_token_ttl() -> u64 {
+    12 * 3600
+}
+
+/// One user: a password alone, or a password with roles.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub password: Option<EnvString>,
+    pub roles: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for UserConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            #[serde(default)]
+            password: Option<EnvString>,
+            #[serde(default)]
+            roles: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Password(EnvString),
+            Full(Full),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Password(p)) => Ok(Self { password: Some(p), roles: vec![] }),
+            Ok(Raw::Full(f)) => Ok(Self { password: f.password, roles: f.roles }),
+            Err(_) => Err(serde::de::Error::custom(
+                "a user is a password string or a table { password = \"...\", roles = [\"...\"] }",
+            )),
+        }
+    }
+}
+
+/// `[server.auth.jwt]`: which JWTs are accepted as bearer tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256 key shared with the identity provider (use `${ENV}`).
+    #[serde(default)]
+    pub hs256_secret: Option<EnvString>,
+    /// A JWKS document (JSON) with the provider's RS256/ES256 public keys.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The claim that names the user.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// The claim that lists the user's roles (an array of strings, or one string).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+/// The authenticated user, attached to requests by the interceptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+/// Errors building the authenticator from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("server.auth.users.{user}: the password hash is not a valid argon2 PHC string: {message}")]
+    BadHash { user: String, message: String },
+    #[error("server.auth.jwt: {0}")]
+    Jwt(String),
+}
+
+enum Credential {
+    /// An argon2 PHC string.
+    Hash(String),
+    Plain(EnvString),
+    /// No password: the user logs in with JWTs only.
+    None,
+}
+
+struct Account {
+    credential: Credential,
+    roles: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Authenticator {
+    accounts: Arc<BTreeMap<String, Account>>,
+    jwt: Option<Arc<JwtVerifier>>,
+    tokens: Arc<Mutex<HashMap<String, (User, Instant)>>>,
+    verified: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
+    ttl: Duration,
+    audit: Arc<AuditLog>,
+}
+
+impl Authenticator {
+    /// Builds the authenticator; returns it with warnings for the log (plaintext passwords).
+    pub fn new(config: &AuthConfig, audit: Arc<AuditLog>) -> Result<(Self, Vec<String>), AuthConfigError> {
+        let mut warnings = vec![];
+        let mut accounts = BTreeMap::new();
+        for (name, user) in &config.users {
+            let credential = match &user.password {
+                None => Credential::None,
+                Some(p) if p.expose().starts_with("$argon2") => {
+                    let hash = PasswordHash::new(p.expose())
+                        .map_err(|e| AuthConfigError::BadHash { user: name.clone(), message: e.to_string() })?;
+                    if hash.salt.is_none() || hash.hash.is_none() {
+                        let message = "it has no salt or no hash; paste the whole line `quiver passwd` prints".to_string();
+                        return Err(AuthConfigError::BadHash { user: name.clone(), message });
+                    }
+                    Credential::Hash(p.expose().to_string())
+                }
+                Some(p) => {
+                    warnings.push(format!(
+                        "server.auth.users.{name} has a plaintext password; store the hash `quiver passwd` prints instead"
+                    ));
+                    Credential::Plain(p.clone())
+                }
+            };
+            accounts.insert(name.clone(), Account { credential, roles: user.roles.clone() });
+        }
+        let jwt = config.jwt.as_ref().map(JwtVerifier::new).transpose()?.map(Arc::new);
+        let auth = Self {
+            accounts: Arc::new(accounts),
+            jwt,
+            tokens: Arc::default(),
+            verified: Arc::default(),
+            ttl: Duration::from_secs(config.token_ttl_secs),
+            audit,
+        };
+        Ok((auth, warnings))
+    }
+
+    /// The interceptor: Basic credentials are checked against the users, Bearer
+    /// tokens against those issued or as JWTs; anything else is refused.
+    pub fn check(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let client = request.remote_addr();
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("authentication required: handshake with a username and password"))?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+        let user = if let Some(basic) = strip_scheme(header, "basic") {
+            self.check_password(basic, client)?
+        } else if let Some(token) = strip_scheme(header, "bearer") {
+            self.check_token(token.trim(), client)?
+        } else {
+            return Err(Status::unauthenticated("unsupported authorization scheme (use Basic or Bearer)"));
+        };
+        request.extensions_mut().insert(user);
+        Ok(request)
+    }
+
+    fn check_password(&self, encoded: &str, client: Option<SocketAddr>) -> Result<User, Status> {
+        let invalid = || Status::unauthenticated("invalid username or password");
+        // Clients differ on padding (Go's Flight client sends none).
+        let decoded = BASE64_LENIENT.decode(encoded.trim()).map_err(|_| invalid())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+        let (name, password) = decoded.split_once(':').ok_or_else(invalid)?;
+        let ok = match self.accounts.get(name) {
+            Some(account) => self.password_matches(name, &account.credential, password),
+            None => false,
+        };
+        match (ok, self.accounts.get(name)) {
+            (true, Some(account)) => Ok(User { name: name.to_string(), roles: account.roles.clone() }),
+            _ => {
+                self.audit.login_failed(name, client, "invalid username or password");
+                Err(invalid())
+            }
+        }
+    }
+
+    fn password_matches(&self, name: &str, credential: &Credential, password: &str) -> bool {
+        match credential {
+            Credential::None => false,
+            Credential::Plain(expected) => constant_time_eq(expected.expose().as_bytes(), password.as_bytes()),
+            Credential::Hash(phc) => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, format!("{name}\0{phc}\0{password}").as_bytes());
+                let mut key = [0u8; 32];
+                key.copy_from_slice(digest.as_ref());
+                let now = Instant::now();
+                if let Ok(mut verified) = self.verified.lock() {
+                    verified.retain(|_, until| *until > now);
+                    if verified.contains_key(&key) {
+                        return true;
+                    }
+                }
+                let ok = PasswordHash::new(phc)
+                    .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+                    .unwrap_or(false);
+                if ok {
+                    if let Ok(mut verified) = self.verified.lock() {
+                        verified.insert(key, now + VERIFIED_TTL);
+                    }
+                }
+                ok
+            }
+        }
+    }
+
+    fn check_token(&self, token: &str, client: Option<SocketAddr>) -> Result<User, Status> {
+        {
+            let mut tokens = self.tokens.lock().map_err(|_| Status::internal("token store poisoned"))?;
+            let now = Instant::now();
+            tokens.retain(|_, (_, expiry)| *expiry > now);
+            if let Some((user, _)) = tokens.get(token) {
+                return Ok(user.clone());
+            }
+        }
+        match &self.jwt {
+            Some(jwt) if token.matches('.').count() == 2 => jwt.verify(token).inspect_err(|status| {
+                self.audit.login_failed("-", client, status.message());
+            }),
+            _ => Err(Status::unauthenticated("invalid or expired token: handshake again")),
+        }
+    }
+
+    /// Issues a bearer token for `user`.
+    pub fn issue(&self, user: &User) -> Result<String, Status> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut tokens = self.tokens.lock().map_err(|_| Status::internal("token store poisoned"))?;
+        tokens.insert(token.clone(), (user.clone(), Instant::now() + self.ttl));
+        Ok(token)
+    }
+}
+
+/// Checks JWTs against the configured keys and claims.
+struct JwtVerifier {
+    config: JwtConfig,
+    hs256: Option<jsonwebtoken::DecodingKey>,
+    jwks: Option<jsonwebtoken::jwk::JwkSet>,
+}
+
+impl JwtVerifier {
+    fn new(config: &JwtConfig) -> Result<Self, AuthConfigError> {
+        let hs256 = config.hs256_secret.as_ref().map(|s| jsonwebtoken::DecodingKey::from_secret(s.expose().as_bytes()));
+        let jwks = match &config.jwks_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| AuthConfigError::Jwt(format!("cannot read jwks_file {}: {e}", path.display())))?;
+                Some(
+                    serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text)
+                        .map_err(|e| AuthConfigError::Jwt(format!("jwks_file {} is not a JWKS document: {e}", path.display())))?,
+                )
+            }
+            None => None,
+        };
+        if hs256.is_none() && jwks.is_none() {
+            return Err(AuthConfigError::Jwt("set hs256_secret or jwks_file".into()));
+        }
+        Ok(Self { config: config.clone(), hs256, jwks })
+    }
+
+    fn verify(&self, token: &str) -> Result<User, Status> {
+        use jsonwebtoken::Algorithm;
+        let refused = |why: String| Status::unauthenticated(format!("invalid JWT: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|e| refused(e.to_string()))?;
+        // The key decides the algorithm: an RSA/EC key is never used as an HMAC secret.
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs256.clone().ok_or_else(|| refused("HS256 tokens are not accepted".into()))?,
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let jwks = self.jwks.as_ref().ok_or_else(|| refused(format!("{:?} tokens are not accepted", header.alg)))?;
+                let jwk = match &header.kid {
+                    Some(kid) => jwks.find(kid).ok_or_else(|| refused(format!("unknown key id '{kid}'")))?,
+                    None if jwks.keys.len() == 1 => &jwks.keys[0],
+                    None => return Err(refused("the token names no key id (kid)".into())),
+                };
+                jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| refused(e.to_string()))?
+            }
+            other => return Err(refused(format!("algorithm {other:?} is not accepted"))),
+        };
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.leeway = self.config.leeway_secs;
+        validation.validate_nbf = true;
+        match &self.config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.config.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
+            .map_err(|e| refused(e.to_string()))?;
+        let claims = data.claims;
+        let name = claims
+            .get(&self.config.user_claim)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| refused(format!("no '{}' claim names the user", self.config.user_claim)))?;
+        let roles = match claims.get(&self.config.roles_claim) {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(serde_json::Value::String(s)) => s.split([' ', ',']).filter(|r| !r.is_empty()).map(str::to_string).collect(),
+            _ => vec![],
+        };
+        Ok(User { name: name.to_string(), roles })
+    }
+}
+
+/// An argon2id hash of `password` in the PHC string format, for the config.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut salt = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut salt).map_err(|_| "cannot draw random bytes".to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = header.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a password matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff)) as usize;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::prelude::BASE64_STANDARD;
+
+    fn config(users: &[(&str, &str, &[&str])]) -> AuthConfig {
+        AuthConfig {
+            users: users
+                .iter()
+                .map(|(u, p, r)| {
+                    let roles = r.iter().map(|s| s.to_string()).collect();
+                    (u.to_string(), UserConfig { password: Some(EnvString::new(*p)), roles })
+                })
+                .collect(),
+            token_ttl_secs: 60,
+            jwt: None,
+        }
+    }
+
+    fn auth() -> Authenticator {
+        Authenticator::new(&config(&[("ann", "s3cret", &[])]), Arc::new(AuditLog::disabled())).expect("auth").0
+    }
+
+    fn request(header: &str) -> Request<()> {
+        let mut r = Request::new(());
+        r.metadata_mut().insert("authorization", header.parse().expect("header"));
+        r
+    }
+
+    fn basic(user_password: &str) -> String {
+        format!("Basic {}", BASE64_STANDARD.encode(user_password))
+    }
+
+    #[test]
+    fn basic_then_bearer() {
+        let a = auth();
+        let ok = a.check(request(&basic("ann:s3cret"))).expect("login");
+        let user = ok.extensions().get::<User>().cloned().expect("user");
+        assert_eq!(user.name, "ann");
+        let token = a.issue(&user).expect("token");
+        assert!(a.check(request(&format!("Bearer {token}"))).is_ok());
+        assert!(a.check(request("Bearer nope")).is_err());
+        // Unpadded base64, as Go clients send it.
+        let unpadded = BASE64_STANDARD.encode("ann:s3cret").trim_end_matches('=').to_string();
+        assert!(a.check(request(&format!("Basic {unpadded}"))).is_ok());
+    }
+
+    #[test]
+    fn wrong_password_and_missing_header_are_unauthenticated() {
+        let a = auth();
+        let err = a.check(request(&basic("ann:wrong"))).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(err.message().contains("invalid username or password"));
+        assert!(a.check(Request::new(())).is_err());
+        assert!(a.check(request("Basic !!!")).is_err());
+    }
+
+    #[test]
+    fn hashed_passwords_verify_and_plaintext_ones_warn() {
+        let hash = hash_password("correct horse").expect("hash");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        let cfg = config(&[("bob", &hash, &["analyst"]), ("ann", "plain", &[])]);
+        let (a, warnings) = Authenticator::new(&cfg, Arc::new(AuditLog::disabled())).expect("auth");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("users.ann has a plaintext password"), "{warnings:?}");
+        let ok = a.check(request(&basic("bob:correct horse"))).expect("login");
+        assert_eq!(ok.extensions().get::<User>().map(|u| u.roles.clone()), Some(vec!["analyst".to_string()]));
+        // Remembered the second time; a wrong password is still wrong.
+        assert!(a.check(request(&basic("bob:correct horse"))).is_ok());
+        assert!(a.check(request(&basic("bob:correct horsE"))).is_err());
+        let bad = config(&[("eve", "$argon2id$garbage", &[])]);
+        assert!(Authenticator::new(&bad, Arc::new(AuditLog::disabled())).is_err());
+    }
+
+    fn jwt(claims: serde_json::Value, secret: &str) -> String {
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("jwt")
+    }
+
+    #[test]
+    fn jwts_are_checked_for_key_expiry_issuer_and_audience() {
+        let mut cfg = config(&[]);
+        cfg.jwt = Some(JwtConfig {
+            hs256_secret: Some(EnvString::new("jwt-test-secret")),
+            jwks_file: None,
+            issuer: Some("https://idp.test".into()),
+            audience: Some("quiver".into()),
+            user_claim: "sub".into(),
+            roles_claim: "roles".into(),
+            leeway_secs: 0,
+        });
+        let (a, _) = Authenticator::new(&cfg, Arc::new(AuditLog::disabled())).expect("auth");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let claims = |exp: u64, aud: &str| {
+            serde_json::json!({"sub": "carol", "roles": ["analyst"], "iss": "https://idp.test", "aud": aud, "exp": exp})
+        };
+        let good = a.check(request(&format!("Bearer {}", jwt(claims(now + 60, "quiver"), "jwt-test-secret")))).expect("valid");
+        assert_eq!(good.extensions().get::<User>().map(|u| (u.name.clone(), u.roles.clone())), Some(("carol".into(), vec!["analyst".into()])));
+        let expired = a.check(request(&format!("Bearer {}", jwt(claims(now - 60, "quiver"), "jwt-test-secret")))).unwrap_err();
+        assert!(expired.message().contains("ExpiredSignature"), "{expired:?}");
+        let aud = a.check(request(&format!("Bearer {}", jwt(claims(now + 60, "other"), "jwt-test-secret")))).unwrap_err();
+        assert!(aud.message().contains("InvalidAudience"), "{aud:?}");
+        let key = a.check(request(&format!("Bearer {}", jwt(claims(now + 60, "quiver"), "wrong-secret")))).unwrap_err();
+        assert!(key.message().contains("InvalidSignature"), "{key:?}");
+    }
+
+    #[test]
+    fn users_are_strings_or_tables() {
+        let cfg: AuthConfig = toml::from_str(
+            "[users]\nann = \"pw\"\nbob = { password = \"pw2\", roles = [\"admin\"] }\njwt_only = { roles = [\"x\"] }\n",
+        )
+        .expect("parses");
+        assert_eq!(cfg.users["bob"].roles, vec!["admin".to_string()]);
+        assert!(cfg.users["jwt_only"].password.is_none());
+        let err = toml::from_str::<AuthConfig>("[users]\nann = 3\n").unwrap_err().to_string();
+        assert!(err.contains("a user is a password string or a table"), "{err}");
+    }
+
+    #[test]
+    fn constant_time_eq_is_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

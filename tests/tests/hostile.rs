@@ -1,0 +1,180 @@
+//! A hostile-input battery against real processes, bounded in count and time:
+//! random bytes as Flight SQL commands, tickets and actions to the coordinator and
+//! to a worker (with and without the cluster's credentials), and SQL generated from
+//! a small grammar, nested deeply. After every round both processes must still
+//! answer; zero crashes is the pass mark. Inputs come from a fixed seed, so a
+//! failure repeats.
+
+use std::time::{Duration, Instant};
+
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::{Any, CommandStatementQuery, ProstMessageExt};
+use arrow_flight::{Action, FlightDescriptor, Ticket};
+use futures::StreamExt;
+use prost::Message;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRng, TestRunner};
+use quiver_tests::*;
+use tonic::transport::Channel;
+
+/// Wall-clock budget of each battery.
+const BUDGET: Duration = Duration::from_secs(45);
+
+fn runner() -> TestRunner {
+    TestRunner::new_with_rng(Config::default(), TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[7; 32]))
+}
+
+fn sample<T: std::fmt::Debug>(runner: &mut TestRunner, strategy: &impl Strategy<Value = T>) -> T {
+    strategy.new_tree(runner).expect("a value").current()
+}
+
+/// SQL expressions from a small grammar; `prop_recursive` nests them.
+fn expr() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        (-1000i64..1000).prop_map(|n| n.to_string()),
+        "[a-z_]{1,8}".prop_map(|s| s),
+        Just("n_nationkey".to_string()),
+        Just("NULL".to_string()),
+        "'[^']{0,6}'".prop_map(|s| s),
+        Just("1e308 * 1e308".to_string()),
+        Just("'\u{0}\u{ffff}'".to_string()),
+    ];
+    leaf.prop_recursive(24, 256, 4, |inner| {
+        prop_oneof![
+            (inner.clone(), prop::sample::select(vec!["+", "-", "*", "/", "%", "AND", "OR", "=", "<", "||", "LIKE"]), inner.clone())
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            inner.clone().prop_map(|a| format!("NOT ({a})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("CASE WHEN {a} THEN {b} ELSE NULL END")),
+            (prop::sample::select(vec!["abs", "upper", "length", "coalesce", "sum", "count", "nope"]), inner.clone())
+                .prop_map(|(f, a)| format!("{f}({a})")),
+            inner.clone().prop_map(|a| format!("(SELECT {a})")),
+            (inner.clone(), prop::collection::vec(inner.clone(), 1..6)).prop_map(|(a, l)| format!("{a} IN ({})", l.join(", "))),
+            inner.clone().prop_map(|a| format!("CAST({a} AS BIGINT)")),
+        ]
+    })
+}
+
+/// Whole statements: generated expressions in queries, deep wrappers, and noise.
+fn statement() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => expr().prop_map(|e| format!("SELECT {e} FROM nation")),
+        2 => (expr(), expr()).prop_map(|(a, b)| format!("SELECT {a} FROM nation WHERE {b} GROUP BY 1 ORDER BY 1 LIMIT 3")),
+        // Deep nesting of one shape, from harmless to far past any limit.
+        2 => (prop::sample::select(vec!["(", "(SELECT ", "NOT (", "abs(", "[", "CASE WHEN TRUE THEN ("]), 1usize..60_000).prop_map(|(open, depth)| {
+            let close = match open { "[" => "]", _ => ")" };
+            format!("SELECT {}1{}", open.repeat(depth), close.repeat(depth))
+        }),
+        1 => (1usize..20_000).prop_map(|n| format!("SELECT {}", vec!["1"; n].join(" - "))),
+        1 => "\\PC{0,200}".prop_map(|s| s),
+        1 => prop::collection::vec(prop::sample::select(vec!["SELECT", "FROM", "WHERE", "(", ")", ",", "*", "nation", "'", "\"", "--", "/*", ";", "JOIN", "ON"]), 0..80)
+            .prop_map(|w| w.join(" ")),
+    ]
+}
+
+async fn raw(addr: &str) -> anyhow::Result<FlightServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await?;
+    Ok(FlightServiceClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+/// The coordinator still plans and runs queries.
+async fn coordinator_alive(addr: &str) -> anyhow::Result<()> {
+    let mut c = client(addr).await?;
+    anyhow::ensure!(row_count(&query(&mut c, "SELECT * FROM nation").await?) == 25, "wrong answer after hostile input");
+    Ok(())
+}
+
+/// Drains a DoGet answer, ignoring what it says.
+async fn drain(response: Result<tonic::Response<tonic::Streaming<arrow_flight::FlightData>>, tonic::Status>) {
+    if let Ok(r) = response {
+        let mut s = r.into_inner();
+        while let Some(item) = s.next().await {
+            if item.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_survives_hostile_sql_and_flight_messages() -> anyhow::Result<()> {
+    let mut server = start_coordinator(&tpch_source())?;
+    let mut rng = runner();
+    let started = Instant::now();
+    let bytes = prop::collection::vec(any::<u8>(), 0..2048);
+    let mut rounds = 0;
+    while started.elapsed() < BUDGET && rounds < 400 {
+        rounds += 1;
+        let mut c = raw(&server.addr).await?;
+        // Generated SQL through GetFlightInfo and DoGet.
+        let sql = sample(&mut rng, &statement());
+        let cmd = CommandStatementQuery { query: sql.clone(), transaction_id: None };
+        if let Ok(info) = c.get_flight_info(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())).await {
+            for endpoint in info.into_inner().endpoint {
+                if let Some(ticket) = endpoint.ticket {
+                    drain(c.do_get(ticket).await).await;
+                }
+            }
+        }
+        // Random bytes as a command, as an Any with a Flight SQL type URL, as a ticket, as an action.
+        let noise = sample(&mut rng, &bytes);
+        let _ = c.get_flight_info(FlightDescriptor::new_cmd(noise.clone())).await;
+        let any = Any { type_url: "type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery".into(), value: noise.clone().into() };
+        let _ = c.get_flight_info(FlightDescriptor::new_cmd(any.encode_to_vec())).await;
+        let ticket = Any { type_url: "type.googleapis.com/arrow.flight.protocol.sql.TicketStatementQuery".into(), value: noise.clone().into() };
+        drain(c.do_get(Ticket { ticket: ticket.encode_to_vec().into() }).await).await;
+        drain(c.do_get(Ticket { ticket: noise.clone().into() }).await).await;
+        let kinds = ["refresh", "scale", "health", "CreatePreparedStatement", "ClosePreparedStatement", "\u{0}"];
+        let _ = c.do_action(Action { r#type: kinds[rounds % kinds.len()].into(), body: noise.into() }).await;
+        if let Ok(Some(_)) = server.child.try_wait() {
+            anyhow::bail!("the coordinator died on round {rounds}, statement: {}", sql.chars().take(300).collect::<String>());
+        }
+        if rounds % 25 == 0 {
+            coordinator_alive(&server.addr).await?;
+        }
+    }
+    coordinator_alive(&server.addr).await?;
+    assert!(server.child.try_wait()?.is_none(), "the coordinator exited");
+    eprintln!("hostile battery: {rounds} rounds against the coordinator in {:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_survives_hostile_tickets_and_actions() -> anyhow::Result<()> {
+    let mut worker = start_worker("hostile")?;
+    let key = quiver_proto::ClusterKey::from_secret(CLUSTER_SECRET)?;
+    let mut rng = runner();
+    let started = Instant::now();
+    let bytes = prop::collection::vec(any::<u8>(), 0..4096);
+    let mut rounds = 0;
+    while started.elapsed() < BUDGET && rounds < 400 {
+        rounds += 1;
+        let noise = sample(&mut rng, &bytes);
+        // Without credentials: refused before anything is decoded.
+        let mut c = raw(&worker.addr).await?;
+        let refused = c.do_get(Ticket { ticket: noise.clone().into() }).await;
+        assert!(matches!(&refused, Err(s) if s.code() == tonic::Code::Unauthenticated), "{refused:?}");
+        // With credentials, random sealed tickets: random plans, random exchange keys.
+        let mut member = worker_client(&worker.addr).await?;
+        let fragment = quiver_proto::FragmentTicket { query_id: "hostile".into(), fragment_id: 1, partition: 0, plan: noise.clone(), memory_limit: 0 };
+        drain(member.do_get(Ticket { ticket: key.seal(&fragment.encode_to_vec()).into() }).await).await;
+        drain(member.do_get(Ticket { ticket: key.seal(&noise).into() }).await).await;
+        let mut shuffle = b"shuffle:".to_vec();
+        shuffle.extend_from_slice(&noise[..noise.len().min(64)]);
+        drain(member.do_get(Ticket { ticket: key.seal(&shuffle).into() }).await).await;
+        let kinds = ["stats", "release", "health", "nope"];
+        let _ = member.do_action(Action { r#type: kinds[rounds % kinds.len()].into(), body: noise.into() }).await;
+        if let Ok(Some(_)) = worker.child.try_wait() {
+            anyhow::bail!("the worker died on round {rounds}");
+        }
+    }
+    assert!(worker.child.try_wait()?.is_none(), "the worker exited");
+    let mut health = raw(&worker.addr).await?.do_action(Action { r#type: "health".into(), body: Default::default() }).await?.into_inner();
+    assert_eq!(health.message().await?.map(|r| r.body.to_vec()), Some(b"ok".to_vec()));
+    assert!(completed_fragments(&worker.addr).await.is_ok());
+    eprintln!("hostile battery: {rounds} rounds against a worker in {:?}", started.elapsed());
+    Ok(())
+}
