@@ -48,6 +48,8 @@ pub struct QuerySession {
     ctx: SessionContext,
     access: Arc<UserAccess>,
     max_statement_bytes: usize,
+    /// The tables the last statement planned reads, denied or not.
+    objects: std::sync::Mutex<Vec<String>>,
 }
 
 /// A statement planned for one user: access rules applied.
@@ -171,7 +173,13 @@ impl QueryEngine {
             .with_catalog_list(catalogs)
             .build();
         state.config_mut().options_mut().execution.target_partitions = partitions;
-        QuerySession { id, ctx: SessionContext::new_with_state(state), access, max_statement_bytes: self.max_statement_bytes }
+        QuerySession {
+            id,
+            ctx: SessionContext::new_with_state(state),
+            access,
+            max_statement_bytes: self.max_statement_bytes,
+            objects: std::sync::Mutex::default(),
+        }
     }
 
     /// Where queries wait for a place to run.
@@ -247,6 +255,21 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     rules
 }
 
+/// The parser's recursion limit, said so a person understands it.
+fn nesting_error(e: datafusion::error::DataFusionError) -> datafusion::error::DataFusionError {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e {
+        datafusion::error::DataFusionError::SQL(e, _) if matches!(*e, ParserError::RecursionLimitExceeded) => {
+            datafusion::error::DataFusionError::Plan(
+                "the statement is nested too deeply: more than 50 levels of parentheses, subqueries or function calls \
+                 (datafusion.sql_parser.recursion_limit)"
+                    .into(),
+            )
+        }
+        other => other,
+    }
+}
+
 impl QuerySession {
     /// Parses and plans a read-only statement (queries, EXPLAIN, SHOW) and applies
     /// the user's access rules. DDL, DML and session-changing statements are
@@ -261,14 +284,27 @@ impl QuerySession {
             )));
         }
         let state = self.ctx.state();
-        let plan = state.create_logical_plan(sql).await?;
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state.sql_to_statement(sql, &dialect).map_err(nesting_error)?;
+        crate::balance::balance_statement(&mut statement)?;
+        let plan = state.statement_to_plan(statement).await?;
+        let plan = crate::balance::balance_plan(plan)?.data;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)?;
-        let (plan, objects) = crate::security::enforce::enforce(plan, &self.access, &state)?;
+        let objects = crate::security::enforce::tables_read(&plan, &state);
+        if let Ok(mut o) = self.objects.lock() {
+            o.clone_from(&objects);
+        }
+        let plan = crate::security::enforce::enforce(plan, &self.access, &state)?;
         Ok(Planned { plan, objects })
+    }
+
+    /// The tables the last statement planned reads, also when it was denied.
+    pub fn objects(&self) -> Vec<String> {
+        self.objects.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
     /// Whose query this is.

@@ -2,6 +2,7 @@
 //! distribution of fragments to workers, and the worker pool.
 
 pub mod admission;
+pub mod balance;
 pub mod config;
 pub mod distributed;
 pub mod engine;

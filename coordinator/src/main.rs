@@ -73,7 +73,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+    // Large stacks: planning and evaluating what balancing leaves deep (up to
+    // quiver_coordinator::balance::MAX_DEPTH levels) recurse. Only touched pages cost memory.
+    let result = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(STACK_BYTES).build().map_err(anyhow::Error::from).and_then(
         |runtime| match cli.command {
             Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
             Command::Workers(args) => runtime.block_on(cli::workers::run(args)),
@@ -113,6 +115,9 @@ fn passwd() -> Result<()> {
     println!("{}", quiver_coordinator::security::authn::hash_password(&password).map_err(anyhow::Error::msg)?);
     Ok(())
 }
+
+/// Stack of every runtime thread.
+const STACK_BYTES: usize = 256 << 20;
 
 fn init_logging() {
     let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

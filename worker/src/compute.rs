@@ -16,8 +16,10 @@ pub fn handle() -> &'static Handle {
         std::thread::Builder::new()
             .name("quiver-compute".into())
             .spawn(move || {
+                // Large stacks: decoding and evaluating deep expressions recurse.
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .thread_name("quiver-compute")
+                    .thread_stack_size(256 << 20)
                     .enable_all()
                     .build();
                 match runtime {

@@ -104,6 +104,7 @@ impl QuiverFlightSql {
                     Err(status) => {
                         // Most bad statements end here, before DoGet: keep them in system.queries.
                         let mut record = self.engine.queries().begin(&session.id, caller.origin(&handle.sql));
+                        record.reads(&session.objects());
                         record.failed_with(status.code(), status.message().to_string());
                         return Err(status);
                     }
@@ -149,6 +150,7 @@ impl QuiverFlightSql {
         let (batches, permit) = match start.instrument(span).await {
             Ok(b) => b,
             Err(status) => {
+                record.reads(&session.objects());
                 record.failed_with(status.code(), status.message().to_string());
                 return Err(status);
             }

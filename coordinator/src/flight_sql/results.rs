@@ -122,19 +122,22 @@ fn client_type(t: &DataType) -> DataType {
     }
 }
 
-/// The schema clients receive; FlightInfo and the stream agree on it.
+/// The schema clients receive; FlightInfo and the stream agree on it. Every column
+/// is nullable: the FlightInfo comes from the logical plan and the stream from the
+/// optimized one, which may know more (a folded constant is never null), and strict
+/// clients (ADBC) refuse a stream whose schema differs from the announced one.
 pub(super) fn flight_schema(schema: &Schema) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone().with_data_type(client_type(f.data_type())))
+        .map(|f| f.as_ref().clone().with_data_type(client_type(f.data_type())).with_nullable(true))
         .collect();
     Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// Casts a result batch to the client types of [`flight_schema`].
 fn to_client_types(batch: RecordBatch) -> datafusion::error::Result<RecordBatch> {
-    if batch.schema().fields().iter().all(|f| client_type(f.data_type()) == *f.data_type()) {
+    if batch.schema().fields().iter().all(|f| f.is_nullable() && client_type(f.data_type()) == *f.data_type()) {
         return Ok(batch);
     }
     let schema = Arc::new(flight_schema(batch.schema_ref()));

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, TableReference};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionState;
@@ -15,17 +15,33 @@ use datafusion::logical_expr::{cast, Expr, LogicalPlan, LogicalPlanBuilder};
 
 use super::access::{Decision, TableName, UserAccess};
 
-/// Checks and rewrites `plan` for `access`; returns it with the tables it reads.
-pub fn enforce(plan: LogicalPlan, access: &UserAccess, state: &SessionState) -> Result<(LogicalPlan, Vec<String>)> {
-    let options = state.config().options();
-    let (default_catalog, default_schema) = (options.catalog.default_catalog.clone(), options.catalog.default_schema.clone());
+/// The tables `plan` reads, `catalog.schema.table`, sorted.
+pub fn tables_read(plan: &LogicalPlan, state: &SessionState) -> Vec<String> {
+    let (catalog, schema) = defaults(state);
     let mut objects = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let r = scan.table_name.clone().resolve(&catalog, &schema);
+            objects.insert(TableName { catalog: &r.catalog, schema: &r.schema, table: &r.table }.to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    objects.into_iter().collect()
+}
+
+fn defaults(state: &SessionState) -> (String, String) {
+    let options = state.config().options();
+    (options.catalog.default_catalog.clone(), options.catalog.default_schema.clone())
+}
+
+/// Checks and rewrites `plan` for `access`.
+pub fn enforce(plan: LogicalPlan, access: &UserAccess, state: &SessionState) -> Result<LogicalPlan> {
+    let (default_catalog, default_schema) = defaults(state);
     let plan = plan
         .transform_up_with_subqueries(|node| {
             let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
             let resolved = scan.table_name.clone().resolve(&default_catalog, &default_schema);
             let table = TableName { catalog: &resolved.catalog, schema: &resolved.schema, table: &resolved.table };
-            objects.insert(table.to_string());
             match access.decide(table) {
                 Decision::Deny => Err(denied(access, table)),
                 Decision::Allow { row_filter: None, masks } if masks.is_empty() => Ok(Transformed::no(node)),
@@ -36,7 +52,7 @@ pub fn enforce(plan: LogicalPlan, access: &UserAccess, state: &SessionState) -> 
             }
         })?
         .data;
-    Ok((plan, objects.into_iter().collect()))
+    Ok(plan)
 }
 
 fn denied(access: &UserAccess, table: TableName<'_>) -> DataFusionError {
