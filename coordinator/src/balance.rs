@@ -27,6 +27,53 @@ use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr, Ident, Vi
 
 /// Deepest expression nesting accepted after balancing.
 pub const MAX_DEPTH: usize = 10_000;
+/// Deepest nesting of subqueries accepted: planning time doubles with each level.
+pub const MAX_SUBQUERY_DEPTH: usize = 10;
+
+/// Deepest nesting of parentheses and brackets accepted, checked on the tokens before parsing.
+pub const MAX_PARENS: usize = 64;
+/// Deepest nesting of `NOT (`: on a syntax error inside, the parser backtracks at
+/// every level, so its time doubles with each one.
+pub const MAX_NOT_PARENS: usize = 12;
+
+/// Refuses, before the (recursive, backtracking) parser sees it, a statement nested
+/// deeper than [`MAX_PARENS`] or [`MAX_NOT_PARENS`]. Tokenizing is linear; a
+/// statement that does not tokenize is left to the parser to report.
+pub fn check_nesting(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return Ok(()) };
+    let mut open: Vec<bool> = vec![];
+    let (mut nots, mut previous_not) = (0usize, false);
+    for token in tokens {
+        match token {
+            Token::Whitespace(_) => continue,
+            Token::LParen | Token::LBracket => {
+                open.push(previous_not);
+                nots += usize::from(previous_not);
+                if open.len() > MAX_PARENS {
+                    return Err(DataFusionError::Plan(format!(
+                        "the statement is nested too deeply: more than {MAX_PARENS} levels of parentheses"
+                    )));
+                }
+                if nots > MAX_NOT_PARENS {
+                    return Err(DataFusionError::Plan(format!(
+                        "the statement is nested too deeply: more than {MAX_NOT_PARENS} levels of NOT (...)"
+                    )));
+                }
+            }
+            Token::RParen | Token::RBracket => {
+                if open.pop() == Some(true) {
+                    nots -= 1;
+                }
+            }
+            _ => {}
+        }
+        previous_not = matches!(&token, Token::Word(w) if w.keyword == Keyword::NOT);
+    }
+    Ok(())
+}
 
 /// Balances `AND`/`OR`/`||` chains of a parsed statement and refuses one that stays
 /// nested deeper than [`MAX_DEPTH`].
@@ -34,14 +81,17 @@ pub fn balance_statement(statement: &mut DfStatement) -> Result<()> {
     match statement {
         DfStatement::Statement(s) => {
             let _ = VisitMut::visit(s.as_mut(), &mut SyntaxBalancer);
-            let mut depth = DepthCheck { depth: 0 };
-            if let ControlFlow::Break(()) = Visit::visit(s.as_ref(), &mut depth) {
-                return Err(DataFusionError::Plan(format!(
+            let mut depth = DepthCheck { depth: 0, queries: 0 };
+            match Visit::visit(s.as_ref(), &mut depth) {
+                ControlFlow::Break(TooDeep::Expressions) => Err(DataFusionError::Plan(format!(
                     "the statement nests expressions more than {MAX_DEPTH} levels deep; \
                      long AND/OR/|| chains and integer sums are fine (they are rebalanced), deep nesting is not"
-                )));
+                ))),
+                ControlFlow::Break(TooDeep::Subqueries) => Err(DataFusionError::Plan(format!(
+                    "the statement is nested too deeply: more than {MAX_SUBQUERY_DEPTH} levels of subqueries"
+                ))),
+                ControlFlow::Continue(()) => Ok(()),
             }
-            Ok(())
         }
         DfStatement::Explain(e) => balance_statement(&mut e.statement),
         _ => Ok(()),
@@ -78,24 +128,45 @@ impl VisitorMut for SyntaxBalancer {
     }
 }
 
-/// Stops at the first expression nested deeper than [`MAX_DEPTH`].
+/// Stops at the first expression nested deeper than [`MAX_DEPTH`], or query deeper
+/// than [`MAX_SUBQUERY_DEPTH`].
 struct DepthCheck {
     depth: usize,
+    queries: usize,
+}
+
+enum TooDeep {
+    Expressions,
+    Subqueries,
 }
 
 impl Visitor for DepthCheck {
-    type Break = ();
+    type Break = TooDeep;
 
-    fn pre_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
+    fn pre_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<TooDeep> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return ControlFlow::Break(());
+            return ControlFlow::Break(TooDeep::Expressions);
         }
         ControlFlow::Continue(())
     }
 
-    fn post_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
+    fn post_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<TooDeep> {
         self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, _: &datafusion::sql::sqlparser::ast::Query) -> ControlFlow<TooDeep> {
+        self.queries += 1;
+        // The statement itself is the first query.
+        if self.queries > MAX_SUBQUERY_DEPTH + 1 {
+            return ControlFlow::Break(TooDeep::Subqueries);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &datafusion::sql::sqlparser::ast::Query) -> ControlFlow<TooDeep> {
+        self.queries -= 1;
         ControlFlow::Continue(())
     }
 }
@@ -200,6 +271,19 @@ mod tests {
         assert!(depth(&selection) <= 12, "depth {}", depth(&selection));
         // Same terms, same order.
         assert_eq!(selection.to_string().replace(['(', ')'], ""), terms.join(" OR "));
+    }
+
+    #[test]
+    fn nesting_is_checked_on_tokens() {
+        assert!(check_nesting(&format!("SELECT {}1{}", "(".repeat(64), ")".repeat(64))).is_ok());
+        let err = check_nesting(&format!("SELECT {}1{}", "(".repeat(65), ")".repeat(65))).unwrap_err();
+        assert!(err.to_string().contains("more than 64 levels of parentheses"), "{err}");
+        assert!(check_nesting(&format!("SELECT {}1{}", "NOT (".repeat(12), ")".repeat(12))).is_ok());
+        let err = check_nesting(&format!("SELECT {}1{}", "NOT (".repeat(13), ")".repeat(13))).unwrap_err();
+        assert!(err.to_string().contains("NOT (...)"), "{err}");
+        // Parentheses inside strings and comments do not count; NOTs side by side do not add up.
+        assert!(check_nesting(&format!("SELECT '{}' -- {}", "(".repeat(100), "(".repeat(100))).is_ok());
+        assert!(check_nesting(&"NOT (a) AND ".repeat(100)).is_ok());
     }
 
     #[test]

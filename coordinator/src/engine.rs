@@ -285,6 +285,7 @@ impl QuerySession {
         }
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
+        crate::balance::check_nesting(sql)?;
         let mut statement = state.sql_to_statement(sql, &dialect).map_err(nesting_error)?;
         crate::balance::balance_statement(&mut statement)?;
         let plan = state.statement_to_plan(statement).await?;

@@ -19,7 +19,7 @@ use quiver_tests::*;
 use tonic::transport::Channel;
 
 /// Wall-clock budget of each battery.
-const BUDGET: Duration = Duration::from_secs(45);
+const BUDGET: Duration = Duration::from_secs(30);
 
 fn runner() -> TestRunner {
     TestRunner::new_with_rng(Config::default(), TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[7; 32]))
@@ -65,7 +65,7 @@ fn statement() -> impl Strategy<Value = String> {
             let close = match open { "[" => "]", _ => ")" };
             format!("SELECT {}1{}", open.repeat(depth), close.repeat(depth))
         }),
-        1 => (1usize..20_000).prop_map(|n| format!("SELECT {}", vec!["1"; n].join(" - "))),
+        1 => (1usize..2_000).prop_map(|n| format!("SELECT {}", vec!["1"; n].join(" - "))),
         1 => "\\PC{0,200}".prop_map(|s| s),
         1 => prop::collection::vec(prop::sample::select(vec!["SELECT", "FROM", "WHERE", "(", ")", ",", "*", "nation", "'", "\"", "--", "/*", ";", "JOIN", "ON"]), 0..80)
             .prop_map(|w| w.join(" ")),
@@ -101,7 +101,8 @@ async fn drain(response: Result<tonic::Response<tonic::Streaming<arrow_flight::F
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_survives_hostile_sql_and_flight_messages() -> anyhow::Result<()> {
-    let mut server = start_coordinator(&tpch_source())?;
+    // Errors only: every refused input would otherwise be a warning line.
+    let mut server = start_coordinator_with_env(&tpch_source(), &[("QUIVER_LOG", "error")])?;
     let mut rng = runner();
     let started = Instant::now();
     let bytes = prop::collection::vec(any::<u8>(), 0..2048);
@@ -111,6 +112,7 @@ async fn the_coordinator_survives_hostile_sql_and_flight_messages() -> anyhow::R
         let mut c = raw(&server.addr).await?;
         // Generated SQL through GetFlightInfo and DoGet.
         let sql = sample(&mut rng, &statement());
+        let round_started = Instant::now();
         let cmd = CommandStatementQuery { query: sql.clone(), transaction_id: None };
         if let Ok(info) = c.get_flight_info(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())).await {
             for endpoint in info.into_inner().endpoint {
@@ -132,6 +134,12 @@ async fn the_coordinator_survives_hostile_sql_and_flight_messages() -> anyhow::R
         if let Ok(Some(_)) = server.child.try_wait() {
             anyhow::bail!("the coordinator died on round {rounds}, statement: {}", sql.chars().take(300).collect::<String>());
         }
+        anyhow::ensure!(
+            round_started.elapsed() < Duration::from_secs(20),
+            "round {rounds} took {:?}: {}",
+            round_started.elapsed(),
+            sql.chars().take(300).collect::<String>()
+        );
         if rounds % 25 == 0 {
             coordinator_alive(&server.addr).await?;
         }
@@ -144,7 +152,7 @@ async fn the_coordinator_survives_hostile_sql_and_flight_messages() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_survives_hostile_tickets_and_actions() -> anyhow::Result<()> {
-    let mut worker = start_worker("hostile")?;
+    let mut worker = start_worker_with("hostile", &[], &[("QUIVER_LOG", "error")])?;
     let key = quiver_proto::ClusterKey::from_secret(CLUSTER_SECRET)?;
     let mut rng = runner();
     let started = Instant::now();

@@ -77,3 +77,22 @@ async fn mariadb_primary_keys_are_served_over_flight_sql() -> anyhow::Result<()>
     my::sql("DROP TABLE pk_lines");
     Ok(())
 }
+
+/// MariaDB connections are read-only sessions unless the source is writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_connections_are_read_only_sessions() -> anyhow::Result<()> {
+    use mysql_async::prelude::Queryable;
+    my::sql("DROP TABLE IF EXISTS t_ro; CREATE TABLE t_ro (x int);");
+    std::env::set_var("QUIVER_TEST_MY_PASSWORD", my::PASSWORD);
+    let source = |extra: &str| -> anyhow::Result<quiver_connectors::config::MySqlSource> {
+        Ok(toml::from_str(&format!("url = \"{}\"\n{extra}", my::URL))?)
+    };
+    let (_, pool) = quiver_connectors::mysql::executor("ro", &source("")?)?;
+    let mut conn = pool.get_conn().await?;
+    let err = conn.query_drop("INSERT INTO t_ro VALUES (1)").await.expect_err("a read-only session must refuse writes");
+    assert!(err.to_string().contains("READ ONLY"), "{err}");
+    let (_, writable) = quiver_connectors::mysql::executor("rw", &source("writable = true")?)?;
+    writable.get_conn().await?.query_drop("INSERT INTO t_ro VALUES (1)").await?;
+    assert_eq!(my::sql("SELECT count(*) FROM t_ro").trim(), "1");
+    Ok(())
+}

@@ -340,3 +340,51 @@ async fn primary_keys_are_discovered_and_served_over_flight_sql() -> anyhow::Res
     psql("DROP SCHEMA t_pk CASCADE");
     Ok(())
 }
+
+/// Access rules reach PostgreSQL as SQL: the row filter and the mask are in the
+/// statement the server logs, so no row or value the user may not see leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_filters_and_masks_are_pushed_into_postgres() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        "DROP SCHEMA IF EXISTS t_acl CASCADE; CREATE SCHEMA t_acl;
+         CREATE TABLE t_acl.people (id int, email text, region text);
+         INSERT INTO t_acl.people VALUES (1, 'ann@example.com', 'eu'), (2, 'bob@example.com', 'us'), (3, 'cy@example.com', 'eu');",
+    );
+    let config = format!(
+        "[server.auth]\nusers = {{ ana = {{ password = \"pw\", roles = [\"eu\"] }} }}\n\
+         [[access.rule]]\nroles = [\"eu\"]\nschema = \"acl\"\ntable = \"people\"\nrow_filter = \"region = 'eu'\"\n\
+         masks = {{ email = \"left(email, 2) || '…'\" }}\n{}",
+        pg::source("acl", "t_acl")
+    );
+    let server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+    c.handshake("ana", "pw").await?;
+    let out = text(&query(&mut c, "SELECT id, email FROM people WHERE id < 100 ORDER BY id").await?);
+    assert!(out.contains("an…") && out.contains("cy…"), "{out}");
+    assert!(!out.contains("bo") && !out.contains("@example"), "a filtered row or a masked value leaked: {out}");
+    let statement = pg::last_copy("t_acl");
+    assert!(statement.contains("'eu'") && statement.contains("left("), "filter or mask not pushed down: {statement}");
+    Ok(())
+}
+
+/// Every connection a source opens is a read-only session unless the source is
+/// marked writable: even a forged plan could not change the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_connections_are_read_only_sessions() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql("DROP SCHEMA IF EXISTS t_ro CASCADE; CREATE SCHEMA t_ro; CREATE TABLE t_ro.t (x int);");
+    std::env::set_var("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD);
+    let source = |extra: &str| -> anyhow::Result<quiver_connectors::config::PostgresSource> {
+        let text = format!("url = \"{}\"\nremote_schema = \"t_ro\"\n{extra}", pg::URL);
+        Ok(toml::from_str(&text)?)
+    };
+    let (_, pool) = quiver_connectors::postgres::executor("ro", &source("")?)?;
+    let client = pool.get().await?;
+    let err = client.batch_execute("INSERT INTO t_ro.t VALUES (1)").await.expect_err("a read-only session must refuse writes");
+    assert!(format!("{err:?}").contains("read-only transaction"), "{err:?}");
+    let (_, writable) = quiver_connectors::postgres::executor("rw", &source("writable = true")?)?;
+    writable.get().await?.batch_execute("INSERT INTO t_ro.t VALUES (1)").await?;
+    assert_eq!(psql("SELECT count(*) FROM t_ro.t").trim(), "1");
+    Ok(())
+}

@@ -46,6 +46,14 @@ Release-qualified name, cut to 52 characters so that the suffixes below ("-coord
 {{- printf "%s-config" (include "quiver.fullname" .) }}
 {{- end }}
 
+{{- define "quiver.clusterSecretName" -}}
+{{- if .Values.cluster.existingSecret }}
+{{- .Values.cluster.existingSecret }}
+{{- else }}
+{{- printf "%s-cluster" (include "quiver.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{- define "quiver.secretName" -}}
 {{- if .Values.existingSecret }}
 {{- .Values.existingSecret }}
