@@ -116,6 +116,18 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     let ready = "SELECT count(*) FROM system.workers WHERE state = 'ready'";
     assert_eq!(scalar(&mut c, ready).await?, "1");
 
+    // From outside the cluster (a client without the cluster's credentials), the worker
+    // container refuses every call but its health check.
+    let address = scalar(&mut c, "SELECT address FROM system.workers").await?;
+    let channel = tonic::transport::Endpoint::from_shared(address.clone())?.connect().await?;
+    let mut outsider = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+    let stats = outsider.do_action(Action { r#type: "stats".into(), body: Default::default() }).await.unwrap_err();
+    assert_eq!(stats.code(), tonic::Code::Unauthenticated, "{stats:?}");
+    let fragment = outsider.do_get(arrow_flight::Ticket { ticket: b"shuffle:q/x:0".to_vec().into() }).await.unwrap_err();
+    assert_eq!(fragment.code(), tonic::Code::Unauthenticated, "{fragment:?}");
+    let mut health = outsider.do_action(Action { r#type: "health".into(), body: Default::default() }).await?.into_inner();
+    assert_eq!(health.message().await?.map(|r| r.body.to_vec()), Some(b"ok".to_vec()));
+
     // Queries run the whole time; each must give the reference answer.
     let sql = tpch_query(1);
     let expected = pretty_format_batches(&query(&mut c, &sql).await?)?.to_string();

@@ -96,3 +96,28 @@ async fn mariadb_connections_are_read_only_sessions() -> anyhow::Result<()> {
     assert_eq!(my::sql("SELECT count(*) FROM t_ro").trim(), "1");
     Ok(())
 }
+
+/// An access rule's row filter and mask reach MariaDB inside the pushed-down statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_filters_and_masks_are_pushed_into_mariadb() -> anyhow::Result<()> {
+    my::sql(
+        "DROP TABLE IF EXISTS t_acl; CREATE TABLE t_acl (id int, email varchar(40), region varchar(4));
+         INSERT INTO t_acl VALUES (1, 'ann@example.com', 'eu'), (2, 'bob@example.com', 'us'), (3, 'cy@example.com', 'eu');",
+    );
+    let config = format!(
+        "[server.auth]\nusers = {{ ana = {{ password = \"pw\", roles = [\"eu\"] }} }}\n\
+         [[access.rule]]\nroles = [\"eu\"]\nschema = \"maria\"\ntable = \"t_acl\"\nrow_filter = \"region = 'eu'\"\n\
+         masks = {{ email = \"'hidden'\" }}\n{}",
+        my::source("maria")
+    );
+    let server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+    c.handshake("ana", "pw").await?;
+    let out = pretty_format_batches(&query(&mut c, "SELECT id, email FROM t_acl WHERE id < 100 ORDER BY id").await?)?.to_string();
+    assert!(out.contains("| 1  | hidden |") && out.contains("| 3  | hidden |"), "{out}");
+    assert!(!out.contains("| 2 ") && !out.contains("@example"), "a filtered row or a masked value leaked: {out}");
+    let log = my::log();
+    let statement = log.lines().rev().find(|l| l.contains("t_acl") && l.contains("hidden")).unwrap_or_default();
+    assert!(statement.contains("'eu'"), "filter not pushed down: {statement}");
+    Ok(())
+}

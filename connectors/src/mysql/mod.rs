@@ -95,7 +95,7 @@ impl Discovery for MyDiscovery {
     }
 }
 
-/// The Arrow type of a column from information_schema (README lists the mapping).
+/// The Arrow type of a column from information_schema (docs/sources.md lists the mapping).
 pub fn arrow_type(data_type: &str, column_type: &str, precision: Option<u64>, scale: Option<u64>) -> DataType {
     let unsigned = column_type.contains("unsigned");
     match data_type.to_ascii_lowercase().as_str() {

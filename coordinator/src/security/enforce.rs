@@ -95,7 +95,10 @@ fn guard(
                 None => Ok(Expr::Column(Column::new(q.cloned(), field.name()))),
             })
             .collect::<Result<Vec<_>>>()?;
-        builder = builder.project(columns)?;
+        // Under the table's own name again: SQL pushed to a database then reads
+        // `(SELECT <masks> FROM t WHERE ...) AS t`, and the columns the rest of the
+        // statement names as `t.x` still resolve.
+        builder = builder.project(columns)?.alias(qualifier.clone())?;
     }
     builder.build()
 }
