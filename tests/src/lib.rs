@@ -218,6 +218,19 @@ pub async fn query_error(client: &mut FlightSqlServiceClient<Channel>, sql: &str
     }
 }
 
+/// The values of `column` across `batches`, as text.
+pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    use arrow::array::{Array, StringArray};
+    let mut out = vec![];
+    for b in batches {
+        let col = b.column_by_name(column).unwrap_or_else(|| panic!("column {column}"));
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("cast to text");
+        let col = col.as_any().downcast_ref::<StringArray>().expect("strings");
+        out.extend((0..col.len()).map(|i| col.value(i).to_string()));
+    }
+    out
+}
+
 /// Total number of rows.
 pub fn row_count(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()

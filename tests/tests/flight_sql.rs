@@ -3,21 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, Int64Array, StringArray};
+use arrow::array::{Array, Int64Array};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, SqlInfo};
 use quiver_tests::*;
-
-fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
-    let mut out = vec![];
-    for b in batches {
-        let col = b.column_by_name(column).unwrap_or_else(|| panic!("column {column}"));
-        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("cast to text");
-        let col = col.as_any().downcast_ref::<StringArray>().expect("strings");
-        out.extend((0..col.len()).map(|i| col.value(i).to_string()));
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_calls_describe_the_virtual_schema() -> anyhow::Result<()> {

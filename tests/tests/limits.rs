@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Int64Array, StringArray};
+use arrow::array::{Array, Int64Array};
 use arrow::record_batch::RecordBatch;
 use quiver_tests::*;
 
@@ -19,13 +19,7 @@ fn first_i64(batches: &[RecordBatch]) -> i64 {
 async fn states(addr: &str) -> anyhow::Result<Vec<String>> {
     let mut c = client(addr).await?;
     let rows = query(&mut c, "SELECT state FROM system.queries WHERE sql LIKE '%levenshtein%' AND sql NOT LIKE '%system.queries%'").await?;
-    let mut out = vec![];
-    for b in &rows {
-        let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
-        let col = col.as_any().downcast_ref::<StringArray>().expect("strings");
-        out.extend((0..col.len()).map(|i| col.value(i).to_string()));
-    }
-    Ok(out)
+    Ok(strings(&rows, "state"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,23 +5,12 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use arrow::array::{Array, Int64Array, StringArray};
+use arrow::array::{Array, Int64Array};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::CommandGetTables;
 use quiver_tests::*;
 use tonic::transport::Channel;
-
-fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
-    let mut out = vec![];
-    for b in batches {
-        let col = b.column_by_name(column).unwrap_or_else(|| panic!("column {column}"));
-        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("cast to text");
-        let col = col.as_any().downcast_ref::<StringArray>().expect("strings");
-        out.extend((0..col.len()).map(|i| col.value(i).to_string()));
-    }
-    out
-}
 
 fn count(batches: &[RecordBatch]) -> i64 {
     batches[0].column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)).expect("a count")

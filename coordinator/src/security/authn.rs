@@ -62,23 +62,27 @@ pub struct UserConfig {
 
 impl<'de> Deserialize<'de> for UserConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Raw strings first, expanded after: an error of `${VAR}` must not read as a shape error.
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Full {
             #[serde(default)]
-            password: Option<EnvString>,
+            password: Option<String>,
             #[serde(default)]
             roles: Vec<String>,
         }
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
-            Password(EnvString),
+            Password(String),
             Full(Full),
         }
+        let expand = |raw: String| {
+            quiver_connectors::env::expand(&raw).map(EnvString::new).map_err(serde::de::Error::custom)
+        };
         match Raw::deserialize(d) {
-            Ok(Raw::Password(p)) => Ok(Self { password: Some(p), roles: vec![] }),
-            Ok(Raw::Full(f)) => Ok(Self { password: f.password, roles: f.roles }),
+            Ok(Raw::Password(p)) => Ok(Self { password: Some(expand(p)?), roles: vec![] }),
+            Ok(Raw::Full(f)) => Ok(Self { password: f.password.map(expand).transpose()?, roles: f.roles }),
             Err(_) => Err(serde::de::Error::custom(
                 "a user is a password string or a table { password = \"...\", roles = [\"...\"] }",
             )),
@@ -495,6 +499,49 @@ mod tests {
         assert!(key.message().contains("InvalidSignature"), "{key:?}");
     }
 
+    /// RS256 against a JWKS file, with a key made by the openssl command line.
+    #[test]
+    fn rs256_jwts_verify_against_a_jwks_file_and_hs256_is_not_accepted_instead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pem = dir.path().join("key.pem").display().to_string();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl").args(args).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        };
+        run(&["genrsa", "-out", &pem, "2048"]);
+        let der = run(&["rsa", "-in", &pem, "-outform", "DER", "-traditional"]);
+        let modulus = String::from_utf8(run(&["rsa", "-in", &pem, "-noout", "-modulus"])).expect("text");
+        let hex = modulus.trim().trim_start_matches("Modulus=");
+        let n: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&n);
+        let jwks = dir.path().join("jwks.json");
+        let doc = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": n, "e": "AQAB"}]});
+        std::fs::write(&jwks, doc.to_string()).expect("write jwks");
+        let mut cfg = config(&[]);
+        cfg.jwt = Some(JwtConfig {
+            hs256_secret: None,
+            jwks_file: Some(jwks),
+            issuer: None,
+            audience: None,
+            user_claim: "sub".into(),
+            roles_claim: "roles".into(),
+            leeway_secs: 0,
+        });
+        let (a, _) = Authenticator::new(&cfg, Arc::new(AuditLog::disabled())).expect("auth");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let claims = serde_json::json!({"sub": "dave", "roles": "admin ops", "exp": now + 60});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("k1".into());
+        let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(&der)).expect("sign");
+        let ok = a.check(request(&format!("Bearer {token}"))).expect("valid RS256 token");
+        assert_eq!(ok.extensions().get::<User>().map(|u| u.roles.clone()), Some(vec!["admin".to_string(), "ops".to_string()]));
+        // The same claims as HS256, keyed with the public modulus: refused, no HMAC secret is configured.
+        let forged = jwt(claims, &n);
+        let err = a.check(request(&format!("Bearer {forged}"))).unwrap_err();
+        assert!(err.message().contains("HS256 tokens are not accepted"), "{err:?}");
+    }
+
     #[test]
     fn users_are_strings_or_tables() {
         let cfg: AuthConfig = toml::from_str(
@@ -505,6 +552,11 @@ mod tests {
         assert!(cfg.users["jwt_only"].password.is_none());
         let err = toml::from_str::<AuthConfig>("[users]\nann = 3\n").unwrap_err().to_string();
         assert!(err.contains("a user is a password string or a table"), "{err}");
+        // An unset variable is named as such, in both forms.
+        for text in ["[users]\nann = \"${QUIVER_TEST_SURELY_UNSET}\"\n", "[users]\nann = { password = \"${QUIVER_TEST_SURELY_UNSET}\" }\n"] {
+            let err = toml::from_str::<AuthConfig>(text).unwrap_err().to_string();
+            assert!(err.contains("QUIVER_TEST_SURELY_UNSET is not set"), "{err}");
+        }
     }
 
     #[test]
