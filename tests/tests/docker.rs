@@ -127,6 +127,19 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     assert_eq!(fragment.code(), tonic::Code::Unauthenticated, "{fragment:?}");
     let mut health = outsider.do_action(Action { r#type: "health".into(), body: Default::default() }).await?.into_inner();
     assert_eq!(health.message().await?.map(|r| r.body.to_vec()), Some(b"ok".to_vec()));
+    // The same from a container on the cluster's own network: the image's `quiver sql` is a
+    // Flight SQL client without the secret.
+    let worker_addr = address.trim_start_matches("http://");
+    let network = format!("quiver-{cluster}");
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", &network, images(), "sql", "--host", worker_addr, "SELECT 1"])
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("missing cluster credentials"), "a container outside the cluster got: {said}");
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", &network, images(), "health", "--addr", worker_addr])
+        .output()?;
+    assert!(out.status.success(), "the health check is open: {}", String::from_utf8_lossy(&out.stderr));
 
     // Queries run the whole time; each must give the reference answer.
     let sql = tpch_query(1);

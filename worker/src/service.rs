@@ -285,37 +285,46 @@ impl FlightService for WorkerService {
         Ok(Response::new(Box::pin(stream::iter(actions))))
     }
 
+    // The calls workers do not serve still check credentials first, so a caller from
+    // outside the cluster learns nothing but that it is refused.
     async fn handshake(
         &self,
-        _: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
+        self.authorize(&request)?;
         Err(Status::unimplemented("workers take no handshake"))
     }
 
-    async fn list_flights(&self, _: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+    async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.authorize(&request)?;
         Err(Status::unimplemented("workers list no flights"))
     }
 
-    async fn get_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        self.authorize(&request)?;
         Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
     }
 
-    async fn poll_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        self.authorize(&request)?;
         Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
     }
 
-    async fn get_schema(&self, _: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        self.authorize(&request)?;
         Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
     }
 
-    async fn do_put(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        self.authorize(&request)?;
         Err(Status::unimplemented("workers accept no uploads"))
     }
 
     async fn do_exchange(
         &self,
-        _: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.authorize(&request)?;
         Err(Status::unimplemented("workers do not exchange"))
     }
 }
