@@ -181,12 +181,19 @@ fn ticket_message(sealed: &[u8]) -> Vec<u8> {
 #[derive(Debug)]
 pub struct CallVerifier {
     key: ClusterKey,
-    seen: Mutex<HashMap<[u8; 16], u64>>,
+    seen: Mutex<Seen>,
+}
+
+/// Nonces of unexpired tokens, pruned when the map doubles (so pruning costs O(1) a call).
+#[derive(Debug)]
+struct Seen {
+    nonces: HashMap<[u8; 16], u64>,
+    prune_at: usize,
 }
 
 impl CallVerifier {
     pub fn new(key: ClusterKey) -> Self {
-        Self { key, seen: Mutex::new(HashMap::new()) }
+        Self { key, seen: Mutex::new(Seen { nonces: HashMap::new(), prune_at: 4096 }) }
     }
 
     pub fn key(&self) -> &ClusterKey {
@@ -200,10 +207,11 @@ impl CallVerifier {
         let (nonce, expiry) = self.key.check_call_token(token, now)?;
         let mut seen = self.seen.lock().map_err(|_| ClusterAuthError::Malformed)?;
         // Expired nonces can go: their tokens fail the expiry check anyway.
-        if seen.len() >= 4096 {
-            seen.retain(|_, e| *e >= now);
+        if seen.nonces.len() >= seen.prune_at {
+            seen.nonces.retain(|_, e| *e >= now);
+            seen.prune_at = (seen.nonces.len() * 2).max(4096);
         }
-        if seen.insert(nonce, expiry).is_some() {
+        if seen.nonces.insert(nonce, expiry).is_some() {
             return Err(ClusterAuthError::Replayed);
         }
         Ok(())

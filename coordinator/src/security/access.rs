@@ -98,15 +98,15 @@ impl Decision {
     }
 }
 
-/// The rules of the whole server.
+/// The rules of the whole server; cheap to clone into each query's [`UserAccess`].
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
-    config: AccessConfig,
+    config: Arc<AccessConfig>,
 }
 
 impl AccessPolicy {
     pub fn new(config: AccessConfig) -> Self {
-        Self { config }
+        Self { config: Arc::new(config) }
     }
 
     /// The access of one user for one query; None = unauthenticated server (all open).
