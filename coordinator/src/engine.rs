@@ -52,13 +52,6 @@ pub struct QuerySession {
     objects: std::sync::Mutex<Vec<String>>,
 }
 
-/// A statement planned for one user: access rules applied.
-pub struct Planned {
-    pub plan: LogicalPlan,
-    /// The tables it reads, `catalog.schema.table`.
-    pub objects: Vec<String>,
-}
-
 impl QueryEngine {
     /// Registers the configured sources and returns the engine and any warnings about them.
     pub async fn new(
@@ -167,11 +160,7 @@ impl QueryEngine {
         crate::metrics::Counters::add(&self.pool.counters().queries, 1);
         let id = uuid::Uuid::new_v4().to_string();
         let partitions = self.fixed_partitions.unwrap_or_else(|| (self.pool.healthy().len() * 2).max(2));
-        let catalogs = Arc::new(CatalogView::new(self.base.catalog_list().clone(), access.clone()));
-        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_session_id(id.clone())
-            .with_catalog_list(catalogs)
-            .build();
+        let mut state = self.state_for(access.clone()).with_session_id(id.clone()).build();
         state.config_mut().options_mut().execution.target_partitions = partitions;
         QuerySession {
             id,
@@ -236,8 +225,13 @@ impl QueryEngine {
 
     /// The catalogs as `access` sees them, for metadata calls.
     pub fn metadata_context(&self, access: Arc<UserAccess>) -> SessionContext {
+        SessionContext::new_with_state(self.state_for(access).build())
+    }
+
+    /// The shared state with the catalogs as `access` sees them.
+    fn state_for(&self, access: Arc<UserAccess>) -> SessionStateBuilder {
         let catalogs = Arc::new(CatalogView::new(self.base.catalog_list().clone(), access));
-        SessionContext::new_with_state(SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(catalogs).build())
+        SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(catalogs)
     }
 }
 
@@ -256,15 +250,14 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
 }
 
 /// The parser's recursion limit, said so a person understands it.
-fn nesting_error(e: datafusion::error::DataFusionError) -> datafusion::error::DataFusionError {
+fn nesting_error(e: datafusion::error::DataFusionError, limit: usize) -> datafusion::error::DataFusionError {
     use datafusion::sql::sqlparser::parser::ParserError;
     match e {
         datafusion::error::DataFusionError::SQL(e, _) if matches!(*e, ParserError::RecursionLimitExceeded) => {
-            datafusion::error::DataFusionError::Plan(
-                "the statement is nested too deeply: more than 50 levels of parentheses, subqueries or function calls \
+            datafusion::error::DataFusionError::Plan(format!(
+                "the statement is nested too deeply: more than {limit} levels of parentheses, subqueries or function calls \
                  (datafusion.sql_parser.recursion_limit)"
-                    .into(),
-            )
+            ))
         }
         other => other,
     }
@@ -275,7 +268,8 @@ impl QuerySession {
     /// the user's access rules. DDL, DML and session-changing statements are
     /// refused, since sessions share one catalog; so is a statement over
     /// `server.max_statement_bytes`, before it is parsed.
-    pub async fn plan(&self, sql: &str) -> Result<Planned> {
+    /// The tables it reads are kept for [`Self::objects`], also when it is denied.
+    pub async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
         if sql.len() > self.max_statement_bytes {
             return Err(datafusion::error::DataFusionError::Plan(format!(
                 "the statement is {} bytes, over the limit of {} bytes (server.max_statement_bytes)",
@@ -284,9 +278,10 @@ impl QuerySession {
             )));
         }
         let state = self.ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
+        let parser = &state.config().options().sql_parser;
+        let (dialect, limit) = (parser.dialect, parser.recursion_limit.get());
         crate::balance::check_nesting(sql)?;
-        let mut statement = state.sql_to_statement(sql, &dialect).map_err(nesting_error)?;
+        let mut statement = state.sql_to_statement(sql, &dialect).map_err(|e| nesting_error(e, limit))?;
         crate::balance::balance_statement(&mut statement)?;
         let plan = state.statement_to_plan(statement).await?;
         let plan = crate::balance::balance_plan(plan)?.data;
@@ -295,22 +290,15 @@ impl QuerySession {
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)?;
-        let objects = crate::security::enforce::tables_read(&plan, &state);
         if let Ok(mut o) = self.objects.lock() {
-            o.clone_from(&objects);
+            *o = crate::security::enforce::tables_read(&plan, &state);
         }
-        let plan = crate::security::enforce::enforce(plan, &self.access, &state)?;
-        Ok(Planned { plan, objects })
+        crate::security::enforce::enforce(plan, &self.access, &state)
     }
 
-    /// The tables the last statement planned reads, also when it was denied.
+    /// The tables the last statement planned reads (`catalog.schema.table`), also when it was denied.
     pub fn objects(&self) -> Vec<String> {
         self.objects.lock().map(|o| o.clone()).unwrap_or_default()
-    }
-
-    /// Whose query this is.
-    pub fn access(&self) -> &Arc<UserAccess> {
-        &self.access
     }
 
     /// Binds positional parameters (`$1`, `$2`, ...).

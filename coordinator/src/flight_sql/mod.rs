@@ -39,7 +39,7 @@ pub use crate::security::authn::{Authenticator, User};
 use handles::{decode_params, encode_params, QueryHandle};
 use results::{encode, flight_schema, logged, with_deadline};
 
-use crate::engine::{Planned, QueryEngine, QuerySession};
+use crate::engine::{QueryEngine, QuerySession};
 use crate::queries::QueryOrigin;
 use crate::security::access::TableName;
 
@@ -72,8 +72,8 @@ impl QuiverFlightSql {
     }
 
     /// Plans a handle's SQL with its parameters bound, if any.
-    async fn plan(&self, session: &QuerySession, handle: &QueryHandle) -> Result<Planned, Status> {
-        let Planned { plan, objects } = session.plan(&handle.sql).await.map_err(|e| from_datafusion(&e))?;
+    async fn plan(&self, session: &QuerySession, handle: &QueryHandle) -> Result<LogicalPlan, Status> {
+        let plan = session.plan(&handle.sql).await.map_err(|e| from_datafusion(&e))?;
         let params = if handle.params.is_empty() && !handle.id.is_empty() {
             self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.get(&handle.id).cloned()
         } else {
@@ -81,11 +81,10 @@ impl QuiverFlightSql {
         };
         // An empty row means "nothing bound yet".
         let params = params.filter(|p| !p.is_empty());
-        let Some(params) = params else { return Ok(Planned { plan, objects }) };
+        let Some(params) = params else { return Ok(plan) };
         let expected = parameter_types(&plan)?;
         let values = decode_params(&params, &expected)?;
-        let plan = session.bind(plan, values).map_err(|e| from_datafusion(&e))?;
-        Ok(Planned { plan, objects })
+        session.bind(plan, values).map_err(|e| from_datafusion(&e))
     }
 
     async fn flight_info(
@@ -100,7 +99,7 @@ impl QuiverFlightSql {
             None => {
                 let session = self.engine.session(self.engine.access(caller.user.as_ref()));
                 match self.plan(&session, handle).await {
-                    Ok(planned) => flight_schema(planned.plan.schema().as_arrow()),
+                    Ok(plan) => flight_schema(plan.schema().as_arrow()),
                     Err(status) => {
                         // Most bad statements end here, before DoGet: keep them in system.queries.
                         let mut record = self.engine.queries().begin(&session.id, caller.origin(&handle.sql));
@@ -132,25 +131,25 @@ impl QuiverFlightSql {
         let mut record = self.engine.queries().begin(&session.id, caller.origin(&handle.sql));
         let start = async {
             tracing::debug!(sql = %handle.sql, "query starts");
-            let planned = self.plan(&session, &handle).await?;
-            record.reads(&planned.objects);
+            let plan = self.plan(&session, &handle).await?;
             // Reading only system tables (monitoring) never waits behind the load it watches.
-            let permit = match planned.objects.iter().all(|o| crate::system::is_system_table(o)) {
+            let permit = match session.objects().iter().all(|o| crate::system::is_system_table(o)) {
                 true => None,
                 false => Some(self.engine.admission().admit(user.as_deref(), || record.queued()).await?),
             };
             record.running();
-            let batches = session.execute(planned.plan).await.map_err(|e| {
+            let batches = session.execute(plan).await.map_err(|e| {
                 tracing::info!(error = %e, "query failed");
                 from_datafusion(&e)
             })?;
             Ok::<_, Status>((batches, permit))
         };
         // Instrumented rather than entered: an entered span must not live across awaits.
-        let (batches, permit) = match start.instrument(span).await {
+        let started_run = start.instrument(span).await;
+        record.reads(&session.objects());
+        let (batches, permit) = match started_run {
             Ok(b) => b,
             Err(status) => {
-                record.reads(&session.objects());
                 record.failed_with(status.code(), status.message().to_string());
                 return Err(status);
             }
@@ -339,7 +338,7 @@ impl FlightSqlService for QuiverFlightSql {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.engine.session(self.engine.access(Caller::of(&request).user.as_ref()));
-        let plan = session.plan(&query.query).await.map_err(|e| from_datafusion(&e))?.plan;
+        let plan = session.plan(&query.query).await.map_err(|e| from_datafusion(&e))?;
         let parameters: Vec<Field> = parameter_types(&plan)?
             .into_iter()
             .enumerate()
