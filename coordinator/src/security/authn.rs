@@ -231,12 +231,10 @@ impl Authenticator {
         let decoded = BASE64_LENIENT.decode(encoded.trim()).map_err(|_| invalid())?;
         let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
         let (name, password) = decoded.split_once(':').ok_or_else(invalid)?;
-        let ok = match self.accounts.get(name) {
-            Some(account) => self.password_matches(name, &account.credential, password),
-            None => false,
-        };
-        match (ok, self.accounts.get(name)) {
-            (true, Some(account)) => Ok(User { name: name.to_string(), roles: account.roles.clone() }),
+        match self.accounts.get(name) {
+            Some(account) if self.password_matches(name, &account.credential, password) => {
+                Ok(User { name: name.to_string(), roles: account.roles.clone() })
+            }
             _ => {
                 self.audit.login_failed(name, client, "invalid username or password");
                 Err(invalid())
