@@ -41,8 +41,9 @@ fi
 
 context="$target_dir/images"
 rm -rf "$context"
-mkdir -p "$context/rootfs/tmp" "$context/rootfs/etc/ssl/certs" "$context/rootfs/etc/quiver"
+mkdir -p "$context/rootfs/tmp" "$context/rootfs/etc/ssl/certs" "$context/rootfs/etc/quiver" "$context/rootfs/var/lib/quiver"
 chmod 1777 "$context/rootfs/tmp"   # DataFusion spills here
+chmod 1777 "$context/rootfs/var/lib/quiver"   # server.data_dir: metadata store, accelerated copies
 # Symbols and debug info stay on the host; the image gets the code only.
 strip --strip-all -o "$context/rootfs/quiver" "$binary"
 # Shared libraries, at the paths the binary's loader looks for them.
@@ -62,6 +63,7 @@ FROM scratch
 COPY rootfs/ /
 USER 65532:65532
 ENV QUIVER_LOG=info
+ENV QUIVER_DATA_DIR=/var/lib/quiver
 EXPOSE $port
 HEALTHCHECK --interval=5s --timeout=4s --start-period=2s --retries=3 CMD ["/quiver", "health", "--addr", "127.0.0.1:$port"]
 ENTRYPOINT ["/quiver"]

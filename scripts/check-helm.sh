@@ -201,8 +201,10 @@ for path in sys.argv[1:]:
     cport = {p["name"]: p["containerPort"] for p in roles["coordinator"]["spec"]["template"]["spec"]["containers"][0]["ports"]}
     if listen != f"0.0.0.0:{cport['flight-sql']}":
         err(f"server.listen {listen!r} does not match the coordinator's flight-sql port")
-    if ("metrics" in cport) != ("metrics_listen" in config["server"]):
-        err("server.metrics_listen and the coordinator's metrics port disagree")
+    if ("metrics" in cport) != ("http_listen" in config["server"]):
+        err("server.http_listen and the coordinator's metrics port disagree")
+    if ("postgres" in cport) != ("postgres_listen" in config["server"]):
+        err("server.postgres_listen and the coordinator's postgres port disagree")
     for s in config.get("source", []):
         if not isinstance(s.get("name"), str) or not isinstance(s.get("kind"), str):
             err(f"source without name or kind: {s}")

@@ -18,11 +18,13 @@ pub struct Registered {
     pub warnings: Vec<String>,
     /// Schemas of SQL databases, whose table lists can be refreshed.
     pub remote: Vec<Arc<RemoteSchema>>,
+    /// Schemas of file sources (where writes go, when writable).
+    pub files: Vec<Arc<FilesSchema>>,
 }
 
 /// Registers every source on `ctx`.
 pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) -> Result<Registered, ConnectorError> {
-    let (mut warnings, mut remote) = (vec![], vec![]);
+    let (mut warnings, mut remote, mut file_schemas) = (vec![], vec![], vec![]);
     let runtime = ctx.runtime_env();
     let config = ctx.copied_config();
     for source in sources {
@@ -44,9 +46,17 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
         }
         let schema: Arc<dyn SchemaProvider> = match &source.kind {
             SourceKind::Files(files) => {
+                if files.writable && files.location.is_none() {
+                    return Err(ConnectorError::Source {
+                        source_name: source.name.clone(),
+                        message: "writable = true needs a location: new tables and COPY targets go under it".into(),
+                    });
+                }
                 let (schema, mut w) = FilesSchema::discover(qualified, files, runtime.clone(), config.clone()).await?;
                 warnings.append(&mut w);
-                Arc::new(schema)
+                let schema = Arc::new(schema);
+                file_schemas.push(schema.clone());
+                schema
             }
             SourceKind::Postgres(pg) => {
                 let (schema, w) = crate::postgres::schema(&source.name, qualified, pg).await?;
@@ -59,7 +69,7 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
         };
         catalog.register_schema(schema_name, schema)?;
     }
-    Ok(Registered { warnings, remote })
+    Ok(Registered { warnings, remote, files: file_schemas })
 }
 
 /// Records a database schema for REFRESH and returns it for registration.

@@ -175,6 +175,10 @@ pub struct FilesSource {
     /// Tables declared one by one (in addition to those discovered under `location`).
     #[serde(default, rename = "table")]
     pub tables: Vec<FileTable>,
+    /// True: `COPY … TO`, `CREATE TABLE … AS`, `INSERT` and `DROP TABLE` may write
+    /// under `location` (which it then needs). False (the default): read-only.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// One explicitly declared table.

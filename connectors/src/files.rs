@@ -63,7 +63,13 @@ impl TableSpec {
 /// The schema of one `files` source.
 pub struct FilesSchema {
     qualified: String,
-    tables: BTreeMap<String, TableSpec>,
+    /// Tables discovered under the root and declared ones; discovered again after
+    /// a write creates or drops one.
+    tables: std::sync::RwLock<BTreeMap<String, TableSpec>>,
+    source: FilesSource,
+    root: Option<ListingTableUrl>,
+    /// When the root was last listed again for a name it did not know.
+    listed: Mutex<Option<std::time::Instant>>,
     resolved: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
     runtime: Arc<RuntimeEnv>,
     config: SessionConfig,
@@ -71,7 +77,7 @@ pub struct FilesSchema {
 
 impl std::fmt::Debug for FilesSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilesSchema").field("schema", &self.qualified).field("tables", &self.tables.keys()).finish()
+        f.debug_struct("FilesSchema").field("schema", &self.qualified).field("root", &self.root).finish()
     }
 }
 
@@ -86,9 +92,9 @@ impl FilesSchema {
     ) -> Result<(Self, Vec<String>)> {
         let mut tables = BTreeMap::new();
         let mut warnings = vec![];
-        if let Some(location) = &source.location {
-            let root = ListingTableUrl::parse(folder_url(location))?;
-            match discover_tables(&runtime, &root, source).await {
+        let root = source.location.as_deref().map(|l| ListingTableUrl::parse(folder_url(l))).transpose()?;
+        if let (Some(location), Some(root)) = (&source.location, &root) {
+            match discover_tables(&runtime, root, source).await {
                 Ok(found) => tables.extend(found),
                 Err(e) => warnings.push(format!("schema {qualified}: cannot list {location}: {e}")),
             }
@@ -96,19 +102,63 @@ impl FilesSchema {
                 warnings.push(format!("schema {qualified}: no tables found under {location}"));
             }
         }
-        for table in &source.tables {
-            let location = match &source.location {
-                Some(base) if !is_absolute(&table.location) => join_location(base, &table.location),
-                _ => table.location.clone(),
-            };
-            let spec = TableSpec {
-                url: ListingTableUrl::parse(&location)?,
-                format: table.format.unwrap_or(source.format),
-                csv: table.csv.clone().unwrap_or_else(|| source.csv.clone()),
-            };
-            tables.insert(table.name.clone(), spec);
+        declared_tables(source, &mut tables)?;
+        let schema = Self {
+            qualified,
+            tables: std::sync::RwLock::new(tables),
+            source: source.clone(),
+            root,
+            listed: Mutex::new(None),
+            resolved: Mutex::new(HashMap::new()),
+            runtime,
+            config,
+        };
+        Ok((schema, warnings))
+    }
+
+    /// `catalog.schema`.
+    pub fn name(&self) -> &str {
+        &self.qualified
+    }
+
+    /// The folder tables are discovered in (`location`), as a URL ending in `/`.
+    pub fn root(&self) -> Option<&ListingTableUrl> {
+        self.root.as_ref()
+    }
+
+    /// Whether writes may go under the root (`writable = true`).
+    pub fn is_writable(&self) -> bool {
+        self.source.writable && self.root.is_some()
+    }
+
+    /// The format new tables are written in.
+    pub fn default_format(&self) -> FileFormat {
+        self.source.format
+    }
+
+    /// The folder or file of a table.
+    pub fn table_url(&self, name: &str) -> Option<ListingTableUrl> {
+        self.tables.read().ok()?.get(name).map(|t| t.url.clone())
+    }
+
+    /// Whether a table is one of the root's folders (not a declared table or a single file).
+    pub fn is_discovered_folder(&self, name: &str) -> bool {
+        let declared = self.source.tables.iter().any(|t| t.name == name);
+        !declared && self.table_url(name).is_some_and(|u| u.is_collection())
+    }
+
+    /// Lists the root again (after a write created or dropped a table) and forgets
+    /// what was resolved, so schemas and partitions are read afresh.
+    pub async fn rediscover(&self) -> Result<()> {
+        let Some(root) = &self.root else { return Ok(()) };
+        let mut found = discover_tables(&self.runtime, root, &self.source).await?;
+        declared_tables(&self.source, &mut found)?;
+        if let Ok(mut listed) = self.listed.lock() {
+            *listed = Some(std::time::Instant::now());
         }
-        Ok((Self { qualified, tables, resolved: Mutex::new(HashMap::new()), runtime, config }, warnings))
+        *self.tables.write().map_err(poisoned)? = found;
+        self.resolved.lock().map_err(poisoned)?.clear();
+        Ok(())
     }
 
     fn state(&self) -> SessionState {
@@ -117,6 +167,17 @@ impl FilesSchema {
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
             .build()
+    }
+
+    /// Lists the root again for a name it did not know, at most every two seconds
+    /// (another coordinator, or a person, may have added a table).
+    async fn rediscover_for(&self, name: &str) -> Result<Option<TableSpec>> {
+        let recent = self.listed.lock().map_err(poisoned)?.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2));
+        if self.root.is_none() || recent {
+            return Ok(None);
+        }
+        self.rediscover().await?;
+        Ok(self.tables.read().map_err(poisoned)?.get(name).cloned())
     }
 
     async fn resolve(&self, name: &str, spec: &TableSpec) -> Result<Arc<dyn TableProvider>> {
@@ -153,11 +214,23 @@ fn missing_files_message(url: &ListingTableUrl, ext: &str) -> String {
 #[async_trait]
 impl SchemaProvider for FilesSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables.keys().cloned().collect()
+        self.tables.read().map(|t| t.keys().cloned().collect()).unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some(spec) = self.tables.get(name) else { return Ok(None) };
+        let known = self.tables.read().map_err(poisoned)?.get(name).cloned();
+        let spec = match known {
+            Some(s) => s,
+            None => match self.rediscover_for(name).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    tracing::debug!(schema = %self.qualified, error = %e, "listing the root again failed");
+                    return Ok(None);
+                }
+            },
+        };
+        let spec = &spec;
         if let Some(table) = self.resolved.lock().map_err(poisoned)?.get(name) {
             return Ok(Some(table.clone()));
         }
@@ -169,8 +242,25 @@ impl SchemaProvider for FilesSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.contains_key(name)
+        self.tables.read().is_ok_and(|t| t.contains_key(name))
     }
+}
+
+/// Adds the tables declared one by one in the config.
+fn declared_tables(source: &FilesSource, tables: &mut BTreeMap<String, TableSpec>) -> Result<()> {
+    for table in &source.tables {
+        let location = match &source.location {
+            Some(base) if !is_absolute(&table.location) => join_location(base, &table.location),
+            _ => table.location.clone(),
+        };
+        let spec = TableSpec {
+            url: ListingTableUrl::parse(&location)?,
+            format: table.format.unwrap_or(source.format),
+            csv: table.csv.clone().unwrap_or_else(|| source.csv.clone()),
+        };
+        tables.insert(table.name.clone(), spec);
+    }
+    Ok(())
 }
 
 fn poisoned<T>(_: T) -> DataFusionError {

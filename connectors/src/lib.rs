@@ -12,6 +12,7 @@ pub mod pushdown;
 pub mod remote_schema;
 pub mod source_scan;
 pub mod sql_fixups;
+pub mod writable;
 
 pub use catalog::{register_sources, Registered};
 pub use config::{FileFormat, SourceConfig, SourceKind};

@@ -39,6 +39,8 @@ pub struct RemoteSchema {
     remote_schema: String,
     provider: Arc<SQLFederationProvider>,
     discovery: Box<dyn Discovery>,
+    /// Set when the source is writable.
+    writer: Option<Arc<dyn crate::writable::TableWriter>>,
     tables: RwLock<(BTreeMap<String, DiscoveredTable>, Option<Instant>)>,
 }
 
@@ -60,7 +62,7 @@ impl RemoteSchema {
         ttl: Duration,
     ) -> (Self, Vec<String>) {
         let schema =
-            Self { qualified, ttl, kind, remote_schema, provider, discovery, tables: RwLock::new((BTreeMap::new(), None)) };
+            Self { qualified, ttl, kind, remote_schema, provider, discovery, writer: None, tables: RwLock::new((BTreeMap::new(), None)) };
         let mut warnings = vec![];
         if let Err(e) = schema.rediscover().await {
             warnings.push(format!("{e}; tables will be discovered when the server answers"));
@@ -71,6 +73,38 @@ impl RemoteSchema {
     /// `catalog.schema` of this source.
     pub fn name(&self) -> &str {
         &self.qualified
+    }
+
+    /// Takes writes through `writer` (a source with `writable = true`).
+    pub fn with_writer(mut self, writer: Arc<dyn crate::writable::TableWriter>) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// `postgres` or `mysql`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The target of a write that creates table `name` with `schema`; None when
+    /// the source is read-only.
+    pub fn new_table(self: &Arc<Self>, name: &str, schema: SchemaRef) -> Option<Arc<dyn TableProvider>> {
+        let writer = self.writer.clone()?;
+        let this = Arc::downgrade(self);
+        // Once the table exists, the next lookup lists the tables again and finds it.
+        let after = crate::writable::AfterWrite(Arc::new(move || {
+            if let Some(schema) = this.upgrade() {
+                if let Ok(mut tables) = schema.tables.write() {
+                    tables.1 = None;
+                }
+            }
+        }));
+        let table = crate::writable::WritableTable::new(format!("{}.{name}", self.qualified), name.to_string(), schema, writer, true);
+        Some(Arc::new(table.with_after(after)))
     }
 
     /// Discovers the tables again now (the REFRESH statement and action); returns how many.
@@ -130,9 +164,16 @@ impl SchemaProvider for RemoteSchema {
             }
         }
         let Some(schema) = schema else { return Ok(None) };
-        let table = RepairedTable { reference: TableReference::partial(self.remote_schema.as_str(), name), schema };
-        let source = SQLTableSource::new_with_table(self.provider.clone(), Arc::new(table));
-        Ok(Some(Arc::new(FederatedTableProviderAdaptor::new(Arc::new(source)))))
+        let table = RepairedTable { reference: TableReference::partial(self.remote_schema.as_str(), name), schema: schema.clone() };
+        let source = Arc::new(SQLTableSource::new_with_table(self.provider.clone(), Arc::new(table)));
+        Ok(Some(match &self.writer {
+            Some(writer) => {
+                let display = format!("{}.{name}", self.qualified);
+                let target = crate::writable::WritableTable::new(display, name.to_string(), schema, writer.clone(), false);
+                Arc::new(FederatedTableProviderAdaptor::new_with_provider(source, Arc::new(target)))
+            }
+            None => Arc::new(FederatedTableProviderAdaptor::new(source)),
+        }))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -5,36 +5,18 @@
 //! scripts/services.sh && target/venv/bin/pip install -r scripts/bench-requirements.txt
 //! cargo bench -p quiver-coordinator --bench sources -- [--rows-agg 1000000] [--rows-scan 6000000]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use futures::TryStreamExt;
+use common::{arg, median, timed, PG};
 use tonic::transport::Endpoint;
 
-const PG: [&str; 8] = ["-h", "127.0.0.1", "-p", "54329", "-U", "quiver", "-d", "quiver"];
-
-fn psql(sql: &str) -> Result<Duration> {
-    let t = Instant::now();
-    let out = Command::new("psql").args(PG).args(["-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql]).env("PGPASSWORD", "quiver").output()?;
-    anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(t.elapsed())
-}
-
-/// Runs one statement; returns its time and row count.
-async fn timed(mut client: FlightSqlServiceClient<tonic::transport::Channel>, sql: String) -> Result<(Duration, usize)> {
-    let t = Instant::now();
-    let info = client.execute(sql, None).await?;
-    let mut rows = 0;
-    for ep in info.endpoint {
-        let mut s = client.do_get(ep.ticket.context("ticket")?).await?;
-        while let Some(b) = s.try_next().await? {
-            rows += b.num_rows();
-        }
-    }
-    Ok((t.elapsed(), rows))
+fn psql(sql: &str) -> Result<std::time::Duration> {
+    common::psql(sql).map(|(_, t)| t)
 }
 
 /// ConnectorX's rate (rows/s) reading bench_scan with `parts` partitions on id;
@@ -62,16 +44,6 @@ fn connectorx(parts: usize) -> Option<f64> {
             None
         }
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() -> Result<()> {
@@ -104,13 +76,12 @@ async fn run() -> Result<()> {
     let config = quiver_coordinator::QuiverConfig::parse(config, Path::new("/")).map_err(|e| anyhow!(e))?;
     let server = quiver_coordinator::start(config).await?;
     let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
-    let client = FlightSqlServiceClient::new(channel);
-    let run = |sql: String| timed(client.clone(), sql);
+    let mut client = FlightSqlServiceClient::new(channel);
 
     let agg = "SELECT g, count(*) AS n, sum(v) AS s FROM bench_agg WHERE id % 2 = 0 GROUP BY g";
     let (mut tq, mut tp) = (vec![], vec![]);
     for i in 0..6 {
-        let (d, rows) = run(format!("{} ", agg.replace("bench_agg", "quiver.pg.bench_agg"))).await?;
+        let (d, rows) = timed(&mut client, &agg.replace("bench_agg", "quiver.pg.bench_agg")).await?;
         anyhow::ensure!(rows == 50, "aggregate returned {rows} groups, expected the 50 even ones");
         let p = psql(agg)?;
         if i > 0 {
@@ -132,10 +103,10 @@ async fn run() -> Result<()> {
         let config = quiver_coordinator::QuiverConfig::parse(&config, Path::new("/")).map_err(|e| anyhow!(e))?;
         let scan_server = quiver_coordinator::start(config).await?;
         let channel = Endpoint::from_shared(format!("http://{}", scan_server.addr))?.connect().await?;
-        let scan_client = FlightSqlServiceClient::new(channel);
+        let mut scan_client = FlightSqlServiceClient::new(channel);
         let mut scans = vec![];
         for i in 0..4 {
-            let (d, rows) = timed(scan_client.clone(), "SELECT * FROM quiver.pg.bench_scan".into()).await?;
+            let (d, rows) = timed(&mut scan_client, "SELECT * FROM quiver.pg.bench_scan").await?;
             anyhow::ensure!(rows == scan_rows, "scan with {parts} partitions returned {rows} rows");
             if i > 0 {
                 scans.push(d);

@@ -35,6 +35,21 @@ pub struct QuiverConfig {
     pub access: AccessConfig,
     #[serde(default)]
     pub source: Vec<SourceConfig>,
+    /// Where views and accelerations are kept.
+    #[serde(default)]
+    pub metadata: crate::catalog::config::MetadataConfig,
+    /// Where accelerated copies are written.
+    #[serde(default)]
+    pub acceleration: crate::catalog::config::AccelerationConfig,
+    /// Results of repeated statements.
+    #[serde(default)]
+    pub cache: crate::catalog::config::CacheConfig,
+    /// Views declared here (read-only from SQL).
+    #[serde(default)]
+    pub view: Vec<crate::catalog::config::ViewConfig>,
+    /// Settings of source tables (their acceleration).
+    #[serde(default)]
+    pub table: Vec<crate::catalog::config::TableConfig>,
     /// The document as written (with `${VAR}` unexpanded): Docker workers get it,
     /// so they connect to the same sources.
     #[serde(skip)]
@@ -62,9 +77,13 @@ pub struct ServerConfig {
     /// Default: 2 per worker.
     #[serde(default)]
     pub target_partitions: Option<usize>,
-    /// Prometheus metrics over HTTP (`GET /metrics`); off when absent.
+    /// The HTTP listener: `POST /v1/sql`, the web console at `/`, Prometheus
+    /// metrics at `/metrics`; off when absent. `metrics_listen` is the older name.
+    #[serde(default, alias = "metrics_listen")]
+    pub http_listen: Option<SocketAddr>,
+    /// The PostgreSQL wire protocol for psql and BI tools; off when absent.
     #[serde(default)]
-    pub metrics_listen: Option<SocketAddr>,
+    pub postgres_listen: Option<SocketAddr>,
     /// A query running longer is cancelled, with all its fragments; 0 = no limit.
     #[serde(default = "default_query_timeout")]
     pub query_timeout_secs: f64,
@@ -86,6 +105,11 @@ pub struct ServerConfig {
     /// Append a JSON line per query and per failed login to this file.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// The coordinator's own files: the metadata store and accelerated copies
+    /// (unless `[metadata]`/`[acceleration]` put them elsewhere). Relative to the
+    /// config file's folder; default `$QUIVER_DATA_DIR`, else `quiver-data` beside the config file.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn default_query_timeout() -> f64 {
@@ -108,7 +132,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
-            metrics_listen: None,
+            http_listen: None,
+            postgres_listen: None,
             query_timeout_secs: default_query_timeout(),
             max_running_queries: default_max_running(),
             max_running_queries_per_user: 0,
@@ -116,6 +141,7 @@ impl Default for ServerConfig {
             queue_timeout_secs: default_queue_timeout(),
             max_statement_bytes: default_max_statement(),
             audit_log: None,
+            data_dir: None,
             default_catalog: None,
             default_schema: None,
             auth: None,
@@ -385,12 +411,31 @@ impl QuiverConfig {
         for source in &mut config.source {
             source.resolve_relative_paths(base);
         }
+        // The images set QUIVER_DATA_DIR (a writable folder; the config folder may be read-only).
+        let default = std::env::var_os("QUIVER_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("quiver-data"));
+        let dir = config.server.data_dir.clone().unwrap_or(default);
+        config.server.data_dir = Some(crate::catalog::config::resolve(base, &dir));
         config.validate()?;
         config.text = Some(text.to_string());
         Ok(config)
     }
 
+    /// `server.data_dir` (resolved when the file was read), or `quiver-data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.server.data_dir.clone().unwrap_or_else(|| PathBuf::from("quiver-data"))
+    }
+
     fn validate(&self) -> Result<(), String> {
+        for view in &self.view {
+            if let Some(spec) = &view.accelerate {
+                spec.validate(&view.name)?;
+            }
+        }
+        for table in &self.table {
+            if let Some(spec) = &table.accelerate {
+                spec.validate(&table.name)?;
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for s in &self.source {
             if !names.insert(&s.name) {

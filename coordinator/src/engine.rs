@@ -40,6 +40,15 @@ pub struct QueryEngine {
     policy: AccessPolicy,
     admission: Arc<Admission>,
     max_statement_bytes: usize,
+    /// Stage tasks and fragments run, for `system.fragments` and the console.
+    fragments: Arc<crate::fragments::FragmentLog>,
+    /// Each source's `catalog.schema` and kind (`files`, `postgres`, `mysql`), for the console.
+    sources: Vec<(String, &'static str)>,
+    /// Views and accelerated copies.
+    datasets: Arc<crate::catalog::Datasets>,
+    cache: Arc<crate::cache::ResultsCache>,
+    /// Where writes may go.
+    writes: Arc<crate::writes::Writes>,
 }
 
 /// A query's own session; its id is the query id in logs and on workers.
@@ -50,6 +59,12 @@ pub struct QuerySession {
     max_statement_bytes: usize,
     /// The tables the last statement planned reads, denied or not.
     objects: std::sync::Mutex<Vec<String>>,
+    datasets: Arc<crate::catalog::Datasets>,
+    /// The last statement planned changes datasets (never cached).
+    command: std::sync::atomic::AtomicBool,
+    writes: Arc<crate::writes::Writes>,
+    /// The last statement planned writes (never cached; its count is `rows_written`).
+    write: std::sync::atomic::AtomicBool,
 }
 
 impl QueryEngine {
@@ -92,16 +107,26 @@ impl QueryEngine {
             };
             Arc::new(Scheduler::new(pool.clone(), codec.clone(), settings, fragments.clone()))
         });
+        let writes = Arc::new(crate::writes::Writes::default());
+        // Listings of file tables are cached, but not forever: files others add show
+        // within seconds (Quiver's own writes clear the cache when they commit).
+        let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+            .with_list_files_cache_ttl(Some(std::time::Duration::from_secs(10)));
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(session_config)
+            .with_runtime_env(runtime)
             .with_default_features()
             .with_optimizer_rules(optimizer_rules())
             .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
+            .with_physical_optimizer_rule(Arc::new(crate::writes::StageWrites::new(writes.clone())))
             .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec, scheduler)))
             .build();
         let ctx = SessionContext::new_with_state(state);
         quiver_connectors::register_object_stores(&ctx.runtime_env(), &config.source)?;
         let registered = quiver_connectors::register_sources(&ctx, &config.source).await?;
+        writes.set(registered.files.clone(), registered.remote.clone());
+        writes.sweep(&ctx.runtime_env()).await;
         let default_catalog = match ctx.catalog(&catalog) {
             Some(c) => c,
             None => {
@@ -124,8 +149,21 @@ impl QueryEngine {
             None => Arc::new(AuditLog::disabled()),
         };
         let queries = Arc::new(crate::queries::QueryLog::new(audit));
-        let system = crate::system::SystemSchema::new(pool.clone(), queries.clone(), fragments);
+        let cache = Arc::new(crate::cache::ResultsCache::new(&config.cache));
+        let datasets = crate::catalog::Datasets::open(config, (catalog.clone(), schema.clone()), cache.clone())
+            .await
+            .map_err(|message| quiver_connectors::ConnectorError::Source { source_name: "metadata".into(), message })?;
+        let system = crate::system::SystemSchema::new(pool.clone(), queries.clone(), fragments.clone(), datasets.clone());
         default_catalog.register_schema(crate::system::SCHEMA, Arc::new(system))?;
+        let inner = ctx.state().catalog_list().clone();
+        let overlay = Arc::new(crate::catalog::overlay::VirtualCatalogList::new(inner.clone(), datasets.clone(), false));
+        let base = SessionStateBuilder::new_from_existing(ctx.state()).with_catalog_list(overlay).build();
+        datasets.attach(inner, base.clone()).await.map_err(|e| quiver_connectors::ConnectorError::Source {
+            source_name: "metadata".into(),
+            message: e.to_string(),
+        })?;
+        let poll = std::time::Duration::from_secs_f64(config.metadata.poll_secs.max(0.1));
+        tokio::spawn(crate::catalog::run_scheduler(datasets.clone(), poll, config.acceleration.scheduled));
         let fixed_partitions = config.server.target_partitions;
         let positive = |t: f64| Some(t).filter(|t| t.is_finite() && *t > 0.0).map(std::time::Duration::from_secs_f64);
         let server = &config.server;
@@ -136,7 +174,10 @@ impl QueryEngine {
             queue_timeout: positive(server.queue_timeout_secs).unwrap_or_default(),
         };
         let engine = Self {
-            base: ctx.state(),
+            base,
+            datasets,
+            cache,
+            writes,
             remote: registered.remote,
             pool,
             queries,
@@ -145,6 +186,19 @@ impl QueryEngine {
             policy: AccessPolicy::new(config.access.clone()),
             admission: Admission::new(limits),
             max_statement_bytes: usize::try_from(server.max_statement_bytes.0).unwrap_or(usize::MAX),
+            fragments,
+            sources: config
+                .source
+                .iter()
+                .map(|s| {
+                    let kind = match s.kind {
+                        quiver_connectors::SourceKind::Files(_) => "files",
+                        quiver_connectors::SourceKind::Postgres(_) => "postgres",
+                        quiver_connectors::SourceKind::Mysql(_) => "mysql",
+                    };
+                    (format!("{}.{}", s.catalog_name(), s.schema_name()), kind)
+                })
+                .collect(),
         };
         Ok((engine, registered.warnings))
     }
@@ -157,10 +211,36 @@ impl QueryEngine {
     /// A new session for one query of the user `access` is for: it sees only the
     /// catalogs, schemas and tables that user may read.
     pub fn session(&self, access: Arc<UserAccess>) -> QuerySession {
+        self.session_with_id(access, None)
+    }
+
+    /// [`Self::session`] with the id a client chose, unless a query has it already.
+    pub fn session_with_id(&self, access: Arc<UserAccess>, id: Option<String>) -> QuerySession {
+        let id = id.filter(|i| !self.queries.contains(i)).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let state = self.state_for(access.clone());
         crate::metrics::Counters::add(&self.pool.counters().queries, 1);
-        let id = uuid::Uuid::new_v4().to_string();
+        self.new_session(access, state, id)
+    }
+
+    /// A new session for one query whose catalogs come from `state` (a front end's
+    /// own view, e.g. the PostgreSQL port's, with `pg_catalog`) rather than the engine's.
+    pub fn session_on(&self, access: Arc<UserAccess>, state: &SessionState) -> QuerySession {
+        crate::metrics::Counters::add(&self.pool.counters().queries, 1);
+        self.planning_session_on(access, state)
+    }
+
+    /// [`Self::session_on`] for planning only (a PostgreSQL Describe): not counted
+    /// as a query in the metrics.
+    pub fn planning_session_on(&self, access: Arc<UserAccess>, state: &SessionState) -> QuerySession {
+        let state = SessionStateBuilder::new_from_existing(state.clone());
+        self.new_session(access, state, uuid::Uuid::new_v4().to_string())
+    }
+
+    /// A query's session named `id`, spread over 2 partitions per healthy worker
+    /// unless `server.target_partitions` fixes them.
+    fn new_session(&self, access: Arc<UserAccess>, state: SessionStateBuilder, id: String) -> QuerySession {
         let partitions = self.fixed_partitions.unwrap_or_else(|| (self.pool.healthy().len() * 2).max(2));
-        let mut state = self.state_for(access.clone()).with_session_id(id.clone()).build();
+        let mut state = state.with_session_id(id.clone()).build();
         state.config_mut().options_mut().execution.target_partitions = partitions;
         QuerySession {
             id,
@@ -168,7 +248,40 @@ impl QueryEngine {
             access,
             max_statement_bytes: self.max_statement_bytes,
             objects: std::sync::Mutex::default(),
+            datasets: self.datasets.clone(),
+            command: std::sync::atomic::AtomicBool::new(false),
+            writes: self.writes.clone(),
+            write: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The shared state over `catalogs`, for a front end that adds to it (see [`Self::session_on`]).
+    pub fn state_builder(&self, catalogs: Arc<dyn datafusion::catalog::CatalogProviderList>) -> SessionStateBuilder {
+        SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(catalogs)
+    }
+
+    /// The catalogs as `access` sees them.
+    pub fn catalogs_for(&self, access: Arc<UserAccess>) -> Arc<dyn datafusion::catalog::CatalogProviderList> {
+        Arc::new(CatalogView::new(self.base.catalog_list().clone(), access))
+    }
+
+    /// The catalog and schema unqualified names resolve in.
+    pub fn defaults(&self) -> (String, String) {
+        let o = self.base.config().options();
+        (o.catalog.default_catalog.clone(), o.catalog.default_schema.clone())
+    }
+
+    /// The checks every statement text passes before it is parsed: its size
+    /// (`server.max_statement_bytes`) and its nesting.
+    pub fn check_sql(&self, sql: &str) -> Result<()> {
+        if sql.len() > self.max_statement_bytes {
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "the statement is {} bytes, over the limit of {} bytes (server.max_statement_bytes)",
+                sql.len(),
+                self.max_statement_bytes
+            )));
+        }
+        crate::balance::check_nesting(sql)
     }
 
     /// Where queries wait for a place to run.
@@ -219,6 +332,26 @@ impl QueryEngine {
         self.query_timeout
     }
 
+    /// The kind of source behind `catalog.schema`, if one is.
+    pub fn source_kind(&self, schema: &str) -> Option<&'static str> {
+        self.sources.iter().find(|(s, _)| s == schema).map(|(_, k)| *k)
+    }
+
+    /// Stage tasks and fragments run (`system.fragments`).
+    pub fn fragments(&self) -> &Arc<crate::fragments::FragmentLog> {
+        &self.fragments
+    }
+
+    /// Views and accelerations.
+    pub fn datasets(&self) -> &Arc<crate::catalog::Datasets> {
+        &self.datasets
+    }
+
+    /// The results cache.
+    pub fn cache(&self) -> &Arc<crate::cache::ResultsCache> {
+        &self.cache
+    }
+
     pub fn pool(&self) -> &Arc<WorkerPool> {
         &self.pool
     }
@@ -230,8 +363,7 @@ impl QueryEngine {
 
     /// The shared state with the catalogs as `access` sees them.
     fn state_for(&self, access: Arc<UserAccess>) -> SessionStateBuilder {
-        let catalogs = Arc::new(CatalogView::new(self.base.catalog_list().clone(), access));
-        SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(catalogs)
+        self.state_builder(self.catalogs_for(access))
     }
 }
 
@@ -264,12 +396,31 @@ fn nesting_error(e: datafusion::error::DataFusionError, limit: usize) -> datafus
 }
 
 impl QuerySession {
-    /// Parses and plans a read-only statement (queries, EXPLAIN, SHOW) and applies
-    /// the user's access rules. DDL, DML and session-changing statements are
-    /// refused, since sessions share one catalog; so is a statement over
-    /// `server.max_statement_bytes`, before it is parsed.
-    /// The tables it reads are kept for [`Self::objects`], also when it is denied.
+    /// Parses and plans a statement and applies the user's access rules; see
+    /// [`Self::plan_statement`].
     pub async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
+        let statement = self.parse(sql)?;
+        self.plan_statement(statement).await
+    }
+
+    /// Parses one statement in the server's dialect. A statement over
+    /// `server.max_statement_bytes` is refused before it is parsed.
+    pub fn parse(&self, sql: &str) -> Result<datafusion::sql::parser::Statement> {
+        self.check_size(sql)?;
+        let state = self.ctx.state();
+        let parser = &state.config().options().sql_parser;
+        let (dialect, limit) = (parser.dialect, parser.recursion_limit.get());
+        crate::balance::check_nesting(sql)?;
+        let rewritten = match crate::catalog::commands::rewrite_refresh(sql) {
+            Some(r) => Some(r),
+            None => crate::writes::syntax::rewrite_copy_options(sql).map_err(datafusion::error::DataFusionError::Plan)?,
+        };
+        let sql = rewritten.as_deref().unwrap_or(sql);
+        state.sql_to_statement(sql, &dialect).map_err(|e| nesting_error(e, limit))
+    }
+
+    /// Refuses a statement text over `server.max_statement_bytes`.
+    fn check_size(&self, sql: &str) -> Result<()> {
         if sql.len() > self.max_statement_bytes {
             return Err(datafusion::error::DataFusionError::Plan(format!(
                 "the statement is {} bytes, over the limit of {} bytes (server.max_statement_bytes)",
@@ -277,12 +428,46 @@ impl QuerySession {
                 self.max_statement_bytes
             )));
         }
-        let state = self.ctx.state();
-        let parser = &state.config().options().sql_parser;
-        let (dialect, limit) = (parser.dialect, parser.recursion_limit.get());
-        crate::balance::check_nesting(sql)?;
-        let mut statement = state.sql_to_statement(sql, &dialect).map_err(|e| nesting_error(e, limit))?;
+        Ok(())
+    }
+
+    /// Plans a parsed statement and applies the user's access rules: `?` parameters
+    /// become `$1..$n`; writes go to `crate::writes` (writable sources only); other
+    /// DDL, DML and session-changing statements are refused, since sessions share one catalog. The tables it reads are kept for
+    /// [`Self::objects`], also when it is denied.
+    pub async fn plan_statement(&self, mut statement: datafusion::sql::parser::Statement) -> Result<LogicalPlan> {
+        self.command.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.write.store(false, std::sync::atomic::Ordering::Relaxed);
+        if let datafusion::sql::parser::Statement::Statement(s) = &mut statement {
+            if let Some(command) = crate::catalog::commands::recognize(s) {
+                return self.plan_command(command?);
+            }
+            crate::placeholders::number_question_marks(s)?;
+        }
+        let explained = match &statement {
+            datafusion::sql::parser::Statement::Explain(e) if crate::writes::statements::is_write(&e.statement) => Some((e.options.verbose, e.options.analyze)),
+            _ => None,
+        };
+        if explained.is_some() || crate::writes::statements::is_write(&statement) {
+            self.write.store(explained.is_none(), std::sync::atomic::Ordering::Relaxed);
+            let state = self.ctx.state();
+            let cx = crate::writes::statements::WriteContext { writes: &self.writes, access: &self.access, state: &state };
+            let statement = match statement {
+                datafusion::sql::parser::Statement::Explain(e) => *e.statement,
+                other => other,
+            };
+            let plan = crate::writes::statements::plan(&cx, statement).await;
+            let plan = match (plan, explained) {
+                (Ok(p), Some((verbose, analyze))) => datafusion::logical_expr::LogicalPlanBuilder::from(p).explain(verbose, analyze).and_then(|b| b.build()),
+                (p, _) => p,
+            };
+            if let (Ok(plan), Ok(mut o)) = (&plan, self.objects.lock()) {
+                *o = crate::security::enforce::tables_read(plan, &state);
+            }
+            return plan;
+        }
         crate::balance::balance_statement(&mut statement)?;
+        let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
         let plan = crate::balance::balance_plan(plan)?.data;
         SQLOptions::new()
@@ -294,6 +479,46 @@ impl QuerySession {
             *o = crate::security::enforce::tables_read(&plan, &state);
         }
         crate::security::enforce::enforce(plan, &self.access, &state)
+    }
+
+    /// A statement about views or accelerations: administrators only (when users
+    /// log in), except `SHOW CREATE VIEW`.
+    fn plan_command(&self, command: crate::catalog::commands::Command) -> Result<LogicalPlan> {
+        let (plan, target) = crate::catalog::commands::plan(&self.datasets, command.clone())?;
+        if let Ok(mut o) = self.objects.lock() {
+            *o = vec![target.clone()];
+        }
+        self.command.store(true, std::sync::atomic::Ordering::Relaxed);
+        if command.changes_things() && !self.access.is_admin() {
+            let who = self.access.user().unwrap_or("anonymous");
+            return Err(datafusion::error::DataFusionError::External(Box::new(tonic::Status::permission_denied(format!(
+                "access denied: changing views and accelerations ({target}) is for administrators (a role in access.admin_roles); user '{who}' has none"
+            )))));
+        }
+        Ok(plan)
+    }
+
+    /// Plans a bulk ingest of `data` (Flight SQL `CommandStatementIngest`).
+    pub async fn plan_ingest(&self, request: &crate::writes::ingest::IngestRequest, data: SendableRecordBatchStream) -> Result<LogicalPlan> {
+        self.write.store(true, std::sync::atomic::Ordering::Relaxed);
+        let state = self.ctx.state();
+        let cx = crate::writes::statements::WriteContext { writes: &self.writes, access: &self.access, state: &state };
+        crate::writes::ingest::plan(&cx, request, data).await
+    }
+
+    /// Whether the last statement planned writes (its one row is the count written).
+    pub fn is_write(&self) -> bool {
+        self.write.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the last statement planned was a view or acceleration command.
+    pub fn is_command(&self) -> bool {
+        self.command.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The datasets generation now (part of a results-cache key).
+    pub fn generation(&self) -> u64 {
+        self.datasets.generation()
     }
 
     /// The tables the last statement planned reads (`catalog.schema.table`), also when it was denied.

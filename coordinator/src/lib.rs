@@ -3,18 +3,22 @@
 
 pub mod admission;
 pub mod balance;
+pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod distributed;
 pub mod engine;
-pub mod flight_sql;
 pub mod fragments;
+pub mod frontends;
 pub mod metrics;
+pub mod placeholders;
 pub mod pool;
 pub mod queries;
 pub mod security;
 pub mod server;
 pub mod system;
 pub mod tpch;
+pub mod writes;
 
 pub use config::QuiverConfig;
 pub use server::{start, CoordinatorError, RunningCoordinator};

@@ -32,6 +32,12 @@ enum Command {
         /// Overrides server.listen.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Overrides server.postgres_listen (the PostgreSQL protocol).
+        #[arg(long)]
+        postgres_listen: Option<SocketAddr>,
+        /// Overrides server.http_listen (web console, /v1/sql, /metrics).
+        #[arg(long)]
+        http_listen: Option<SocketAddr>,
     },
     /// Run SQL against a Quiver server: one query, or an interactive shell without one.
     Sql(cli::sql::SqlArgs),
@@ -61,7 +67,12 @@ enum Command {
     },
     /// Print an argon2id hash of a password, for `[server.auth.users]` in the config.
     /// Reads the password from the terminal (without echo), or one line of standard input.
-    Passwd,
+    Passwd {
+        /// Print a SCRAM-SHA-256 verifier instead (PostgreSQL's format), so the user
+        /// can log in with SCRAM on the PostgreSQL port too.
+        #[arg(long)]
+        scram: bool,
+    },
     /// Generate TPC-H data as Parquet (one folder per table).
     GenTpch {
         #[arg(long, default_value_t = 1.0)]
@@ -79,7 +90,7 @@ fn main() -> std::process::ExitCode {
         |runtime| match cli.command {
             Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
             Command::Workers(args) => runtime.block_on(cli::workers::run(args)),
-            Command::Passwd => passwd(),
+            Command::Passwd { scram } => passwd(scram),
             Command::Health { addr, timeout_secs } => {
                 runtime.block_on(cli::workers::health(&addr, std::time::Duration::from_secs_f64(timeout_secs)))
             }
@@ -99,7 +110,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn passwd() -> Result<()> {
+fn passwd(scram: bool) -> Result<()> {
     use std::io::IsTerminal;
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ")?;
@@ -112,7 +123,11 @@ fn passwd() -> Result<()> {
         line.trim_end_matches(['\n', '\r']).to_string()
     };
     anyhow::ensure!(!password.is_empty(), "empty password");
-    println!("{}", quiver_coordinator::security::authn::hash_password(&password).map_err(anyhow::Error::msg)?);
+    let line = match scram {
+        true => quiver_coordinator::security::scram::Verifier::new(&password).map_err(anyhow::Error::msg)?.to_string(),
+        false => quiver_coordinator::security::authn::hash_password(&password).map_err(anyhow::Error::msg)?,
+    };
+    println!("{line}");
     Ok(())
 }
 
@@ -126,7 +141,7 @@ fn init_logging() {
 
 async fn run_server(command: Command) -> Result<()> {
     match command {
-        Command::Serve { config, data_dir, scale, listen } => {
+        Command::Serve { config, data_dir, scale, listen, postgres_listen, http_listen } => {
             let mut config = match config {
                 Some(path) => quiver_coordinator::QuiverConfig::load(&path)?,
                 None => cli::demo::config(&data_dir, scale)?,
@@ -134,7 +149,18 @@ async fn run_server(command: Command) -> Result<()> {
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
+            config.server.postgres_listen = postgres_listen.or(config.server.postgres_listen);
+            config.server.http_listen = http_listen.or(config.server.http_listen);
+            let database = config.server.default_catalog.clone().unwrap_or_else(|| "quiver".into());
             let running = quiver_coordinator::start(config).await?;
+            // The other doors first: the Flight SQL line below is the readiness line.
+            if let Some(addr) = running.http {
+                let scheme = if running.tls { "https" } else { "http" };
+                println!("quiver: web console at {scheme}://{addr}/");
+            }
+            if let Some(addr) = running.postgres {
+                println!("quiver: PostgreSQL listening on postgres://{addr}/{database}");
+            }
             let scheme = if running.tls { "grpc+tls" } else { "grpc" };
             // Machine-readable readiness line: scripts and tests wait for it.
             println!("quiver: Flight SQL listening on {scheme}://{}", running.addr);
@@ -176,7 +202,7 @@ async fn run_server(command: Command) -> Result<()> {
                 eprintln!("TPC-H data already present");
             }
         }
-        Command::Sql(_) | Command::Workers(_) | Command::Health { .. } | Command::Passwd => unreachable!("handled in main"),
+        Command::Sql(_) | Command::Workers(_) | Command::Health { .. } | Command::Passwd { .. } => unreachable!("handled in main"),
     }
     Ok(())
 }

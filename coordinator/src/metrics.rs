@@ -1,18 +1,10 @@
-//! Prometheus metrics (`server.metrics_listen`): queries, fragments, retries and
-//! the worker pool, in the text exposition format at `GET /metrics`.
-//!
-//! The endpoint answers one fixed document, so a few lines of HTTP/1.1 over a
-//! TCP listener do; no HTTP server framework is pulled in for it.
+//! Prometheus metrics: queries, fragments, retries and the worker pool, in the
+//! text exposition format, served at `GET /metrics` on `server.http_listen`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-use crate::pool::{WorkerPool, WorkerState};
+use crate::pool::WorkerState;
 
 /// Counters shared by the query path and the worker pool.
 #[derive(Debug, Default)]
@@ -34,7 +26,8 @@ impl Counters {
 }
 
 /// The metrics document.
-pub fn render(pool: &WorkerPool) -> String {
+pub fn render(engine: &crate::engine::QueryEngine) -> String {
+    let pool = engine.pool();
     let c = pool.counters();
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {
@@ -48,6 +41,16 @@ pub fn render(pool: &WorkerPool) -> String {
     counter("quiver_exchange_bytes_total", "Bytes stage tasks wrote to exchanges.", c.exchange_bytes.load(Ordering::Relaxed));
     counter("quiver_lost_outputs_total", "Stage outputs recomputed after their worker was lost.", c.lost_outputs.load(Ordering::Relaxed));
     counter("quiver_query_timeouts_total", "Queries cancelled by server.query_timeout_secs.", c.query_timeouts.load(Ordering::Relaxed));
+    let cache = engine.cache();
+    counter("quiver_cache_hits_total", "Statements answered from the results cache.", cache.hits.load(Ordering::Relaxed));
+    counter("quiver_cache_misses_total", "Cacheable statements not found in the results cache.", cache.misses.load(Ordering::Relaxed));
+    let d = &engine.datasets().counters;
+    counter("quiver_acceleration_refreshes_total", "Refreshes of accelerated copies, ended either way.", d.refreshes.load(Ordering::Relaxed));
+    counter("quiver_acceleration_refresh_failures_total", "Refreshes that failed (the old copy stayed).", d.refresh_failures.load(Ordering::Relaxed));
+    let seconds = d.refresh_millis.load(Ordering::Relaxed) as f64 / 1000.0;
+    let _ = writeln!(out, "# HELP quiver_acceleration_refresh_seconds_total Time spent refreshing copies.\n# TYPE quiver_acceleration_refresh_seconds_total counter\nquiver_acceleration_refresh_seconds_total {seconds}");
+    let (bytes, entries) = cache.usage();
+    let _ = writeln!(out, "# HELP quiver_cache_bytes Memory the results cache holds.\n# TYPE quiver_cache_bytes gauge\nquiver_cache_bytes {bytes}\n# HELP quiver_cache_entries Answers in the results cache.\n# TYPE quiver_cache_entries gauge\nquiver_cache_entries {entries}");
     let workers = pool.all();
     let _ = writeln!(out, "# HELP quiver_workers Workers by state.\n# TYPE quiver_workers gauge");
     for state in [WorkerState::Starting, WorkerState::Ready, WorkerState::Unhealthy, WorkerState::Draining] {
@@ -63,35 +66,6 @@ pub fn render(pool: &WorkerPool) -> String {
         let _ = writeln!(out, "quiver_scaling_decisions_total{{action=\"{action}\"}} {n}");
     }
     out
-}
-
-/// Serves `GET /metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, pool: Arc<WorkerPool>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else { continue };
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                let mut request = [0u8; 1024];
-                let n = socket.read(&mut request).await.unwrap_or(0);
-                let line = String::from_utf8_lossy(&request[..n]);
-                let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET / ") {
-                    ("200 OK", render(&pool))
-                } else {
-                    ("404 Not Found", "only GET /metrics is served here\n".to_string())
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(body.as_bytes()).await;
-            });
-        }
-    });
-    Ok(bound)
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ pub struct QueryRecord {
     pub error: Option<String>,
     /// The tables the query reads, `catalog.schema.table`.
     pub objects: Vec<String>,
+    /// Answered from the results cache.
+    pub cache_hit: bool,
+    /// Rows a write statement wrote (None for reads).
+    pub rows_written: Option<u64>,
 }
 
 impl QueryRecord {
@@ -52,6 +56,8 @@ pub struct QueryOrigin {
 pub struct QueryLog {
     queries: Mutex<VecDeque<QueryRecord>>,
     audit: Arc<AuditLog>,
+    /// Running queries' cancel signals, by id.
+    cancels: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl Default for QueryLog {
@@ -63,7 +69,36 @@ impl Default for QueryLog {
 impl QueryLog {
     /// A log whose ended queries also go to `audit`.
     pub fn new(audit: Arc<AuditLog>) -> Self {
-        Self { queries: Mutex::default(), audit }
+        Self { queries: Mutex::default(), audit, cancels: Mutex::default() }
+    }
+
+    /// The signal that cancels the running query `id` (see [`Self::cancel`]).
+    pub fn cancel_signal(&self, id: &str) -> Arc<tokio::sync::Notify> {
+        let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        cancels.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Cancels the running query `id`; false when no such query runs.
+    pub fn cancel(&self, id: &str) -> bool {
+        let signal = self.cancels.lock().ok().and_then(|c| c.get(id).cloned());
+        match signal {
+            Some(n) => {
+                // A stored permit: a cancel that arrives between two batches is not lost.
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One query's record, running or recent.
+    pub fn get(&self, id: &str) -> Option<QueryRecord> {
+        self.queries.lock().ok()?.iter().rev().find(|r| r.id == id).cloned()
+    }
+
+    /// Whether a query with this id was seen.
+    pub fn contains(&self, id: &str) -> bool {
+        self.get(id).is_some()
     }
 
     /// The audit log failed logins go to as well.
@@ -86,6 +121,8 @@ impl QueryLog {
             bytes: 0,
             error: None,
             objects: vec![],
+            cache_hit: false,
+            rows_written: None,
         };
         if let Ok(mut q) = self.queries.lock() {
             q.push_back(record);
@@ -114,6 +151,9 @@ impl QueryLog {
     }
 
     fn end(&self, id: &str, state: &'static str, rows: u64, bytes: u64, error: Option<String>) {
+        if let Ok(mut c) = self.cancels.lock() {
+            c.remove(id);
+        }
         let ended = self.update(id, |r| {
             r.state = state;
             r.rows = rows;
@@ -133,6 +173,8 @@ impl QueryLog {
                 rows: r.rows,
                 bytes: r.bytes,
                 elapsed_ms: (r.elapsed_secs.unwrap_or(0.0) * 1000.0) as u64,
+                cache_hit: r.cache_hit,
+                rows_written: r.rows_written,
             });
         }
     }
@@ -148,12 +190,15 @@ pub struct RunningQuery {
 }
 
 impl RunningQuery {
-    pub fn add_rows(&mut self, n: usize) {
-        self.rows += n as u64;
-    }
-
-    pub fn add_bytes(&mut self, n: usize) {
-        self.bytes += n as u64;
+    /// A batch reached the client: counted here and, for progress, in the log.
+    pub fn add_batch(&mut self, rows: usize, bytes: usize) {
+        self.rows += rows as u64;
+        self.bytes += bytes as u64;
+        let (r, b) = (self.rows, self.bytes);
+        self.log.update(&self.id, |q| {
+            q.rows = r;
+            q.bytes = b;
+        });
     }
 
     /// The query waits in the admission queue.
@@ -169,6 +214,16 @@ impl RunningQuery {
     /// The tables the planned query reads.
     pub fn reads(&self, objects: &[String]) {
         self.log.update(&self.id, |r| r.objects = objects.to_vec());
+    }
+
+    /// A write statement reports how many rows it wrote.
+    pub fn written(&self, rows: u64) {
+        self.log.update(&self.id, |r| r.rows_written = Some(r.rows_written.unwrap_or(0) + rows));
+    }
+
+    /// The answer comes from the results cache.
+    pub fn cache_hit(&self) {
+        self.log.update(&self.id, |r| r.cache_hit = true);
     }
 
     /// The stream ended; a failure reported before stays the outcome.
@@ -189,6 +244,11 @@ impl RunningQuery {
     pub fn failed(&mut self, error: String) {
         self.outcome = Some(("failed", Some(error)));
     }
+
+    /// Cancelled on request (console, PostgreSQL cancel), with who asked.
+    pub fn cancelled(&mut self, why: String) {
+        self.outcome = Some(("cancelled", Some(why)));
+    }
 }
 
 impl Drop for RunningQuery {
@@ -207,7 +267,7 @@ mod tests {
         let log = Arc::new(QueryLog::default());
         let origin = |user: Option<&str>, sql: &str| QueryOrigin { user: user.map(str::to_string), client: None, sql: sql.into() };
         let mut a = log.begin("a", origin(Some("ann"), "SELECT 1"));
-        a.add_rows(1);
+        a.add_batch(1, 8);
         let mut b = log.begin("b", origin(None, "SELECT x"));
         let c = log.begin("c", origin(None, "SELECT 3"));
         assert!(log.snapshot().iter().all(|r| r.state == "running"));

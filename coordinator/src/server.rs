@@ -14,7 +14,7 @@ use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::config::QuiverConfig;
 use crate::engine::QueryEngine;
-use crate::flight_sql::{Authenticator, QuiverFlightSql};
+use crate::frontends::flight_sql::{Authenticator, QuiverFlightSql};
 use crate::pool::{PoolError, WorkerPool, MAX_MESSAGE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,10 @@ pub enum CoordinatorError {
 /// A coordinator that is serving.
 pub struct RunningCoordinator {
     pub addr: SocketAddr,
+    /// `server.http_listen`, bound (console, `/v1/sql`, metrics); HTTPS when `tls`.
+    pub http: Option<SocketAddr>,
+    /// `server.postgres_listen`, bound.
+    pub postgres: Option<SocketAddr>,
     pub pool: Arc<WorkerPool>,
     pub tls: bool,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -89,10 +93,38 @@ pub fn quiver_codec(sources: &[quiver_connectors::SourceConfig]) -> QuiverCodec 
         .with_node(Arc::new(quiver_connectors::SourceScanCodec::new(sources.to_vec())))
         .with_node(Arc::new(quiver_worker::exchange::ShuffleWriteCodec))
         .with_node(Arc::new(quiver_worker::exchange::ShuffleReadCodec))
+        .with_node(Arc::new(quiver_worker::write::WriteFilesCodec))
 }
 
-/// Starts workers, registers sources and begins serving Flight SQL.
+/// Binds `addr`; the error names it.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CoordinatorError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| CoordinatorError::Listen { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| CoordinatorError::Listen { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Binds every listener, starts workers, registers sources and begins serving
+/// Flight SQL, and the PostgreSQL and HTTP doors when configured. Listeners are
+/// bound first: a port in use fails the start before any worker exists.
 pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, CoordinatorError> {
+    let (listener, addr) = bind(config.server.listen).await?;
+    let http_listener = match config.server.http_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let pg_listener = match config.server.postgres_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let pg_tls = match (&config.server.tls, &pg_listener) {
+        (Some(tls), Some(_)) => Some(crate::frontends::pgwire::tls_acceptor(&tls.cert, &tls.key).map_err(CoordinatorError::Service)?),
+        _ => None,
+    };
+    let http_tls = match (&config.server.tls, &http_listener) {
+        (Some(tls), Some(_)) => Some(crate::frontends::tls::acceptor(&tls.cert, &tls.key, &[b"http/1.1"]).map_err(CoordinatorError::Service)?),
+        _ => None,
+    };
+
     let codec = quiver_codec(&config.source);
     let secret = crate::security::cluster::for_coordinator(&config.cluster, config.workers.mode)
         .map_err(CoordinatorError::Cluster)?;
@@ -102,22 +134,46 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
     let healthy = pool.healthy().len();
     tracing::info!(workers = pool.all().len(), healthy, mode = ?config.workers.mode, "worker pool ready");
 
-    let (engine, warnings) = QueryEngine::new(&config, pool.clone(), codec).await?;
+    let (engine, warnings) = match QueryEngine::new(&config, pool.clone(), codec).await {
+        Ok(e) => e,
+        Err(e) => {
+            pool.shutdown().await;
+            return Err(e.into());
+        }
+    };
     for w in warnings {
         tracing::warn!("{w}");
     }
     let auth = match &config.server.auth {
-        Some(a) => {
-            let (auth, warnings) =
-                Authenticator::new(a, engine.queries().audit().clone()).map_err(|e| CoordinatorError::Service(e.to_string()))?;
-            for w in warnings {
-                tracing::warn!("{w}");
+        Some(a) => match Authenticator::new(a, engine.queries().audit().clone()) {
+            Ok((auth, warnings)) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                Some(auth)
             }
-            Some(auth)
-        }
+            Err(e) => {
+                pool.shutdown().await;
+                return Err(CoordinatorError::Service(e.to_string()));
+            }
+        },
         None => None,
     };
-    let service = QuiverFlightSql::new(Arc::new(engine), auth.clone()).map_err(|s| CoordinatorError::Service(s.message().into()))?;
+    let engine = Arc::new(engine);
+    let mut http = None;
+    if let Some((listener, bound)) = http_listener {
+        let https = http_tls.is_some();
+        crate::frontends::http::serve(listener, engine.clone(), auth.clone(), http_tls);
+        tracing::info!(%bound, https, "HTTP: web console at /, SQL at /v1/sql, Prometheus metrics at /metrics");
+        http = Some(bound);
+    }
+    let mut postgres = None;
+    if let Some((listener, bound)) = pg_listener {
+        crate::frontends::pgwire::serve(listener, engine.clone(), auth.clone(), pg_tls);
+        tracing::info!(%bound, tls = config.server.tls.is_some(), "PostgreSQL protocol");
+        postgres = Some(bound);
+    }
+    let service = QuiverFlightSql::new(engine, auth.clone()).map_err(|s| CoordinatorError::Service(s.message().into()))?;
     let service = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -125,16 +181,6 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
         Some(a) => a.check(req),
         None => Ok(req),
     });
-
-    if let Some(addr) = config.server.metrics_listen {
-        let bound = crate::metrics::serve(addr, pool.clone())
-            .await
-            .map_err(|source| CoordinatorError::Listen { addr, source })?;
-        tracing::info!(%bound, "Prometheus metrics at /metrics");
-    }
-    let listen = config.server.listen;
-    let listener = TcpListener::bind(listen).await.map_err(|source| CoordinatorError::Listen { addr: listen, source })?;
-    let addr = listener.local_addr().map_err(|source| CoordinatorError::Listen { addr: listen, source })?;
 
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     let tls = config.server.tls.is_some();
@@ -154,5 +200,5 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
             })
             .await
     });
-    Ok(RunningCoordinator { addr, pool, tls, task, stop })
+    Ok(RunningCoordinator { addr, http, postgres, pool, tls, task, stop })
 }

@@ -2,7 +2,8 @@
 //! - `system.workers`: every worker, its state and load;
 //! - `system.scaling_events`: the worker pool's decisions with their reasons;
 //! - `system.queries`: queries running and recently run;
-//! - `system.fragments`: the stage tasks of those queries: worker, attempt, rows, bytes, spill, time.
+//! - `system.fragments`: the stage tasks of those queries: worker, attempt, rows, bytes, spill, time;
+//! - `system.views`, `system.accelerations`: virtual datasets (see `crate::catalog`).
 //!
 //! Each table is a snapshot taken when a query names it.
 
@@ -26,18 +27,19 @@ pub fn is_system_table(name: &str) -> bool {
     let mut parts = name.split('.');
     parts.nth(1) == Some(SCHEMA) && parts.next().is_some_and(|t| TABLES.contains(&t))
 }
-const TABLES: [&str; 4] = ["workers", "scaling_events", "queries", "fragments"];
+const TABLES: [&str; 6] = ["workers", "scaling_events", "queries", "fragments", "views", "accelerations"];
 
 #[derive(Debug)]
 pub struct SystemSchema {
     pool: Arc<WorkerPool>,
     queries: Arc<QueryLog>,
     fragments: Arc<FragmentLog>,
+    datasets: Arc<crate::catalog::Datasets>,
 }
 
 impl SystemSchema {
-    pub fn new(pool: Arc<WorkerPool>, queries: Arc<QueryLog>, fragments: Arc<FragmentLog>) -> Self {
-        Self { pool, queries, fragments }
+    pub fn new(pool: Arc<WorkerPool>, queries: Arc<QueryLog>, fragments: Arc<FragmentLog>, datasets: Arc<crate::catalog::Datasets>) -> Self {
+        Self { pool, queries, fragments, datasets }
     }
 
     fn fragments(&self) -> Result<RecordBatch> {
@@ -89,6 +91,8 @@ impl SystemSchema {
             Field::new("error", DataType::Utf8, true),
             Field::new("client", DataType::Utf8, true),
             Field::new("tables", DataType::Utf8, false),
+            Field::new("cache_hit", DataType::Boolean, false),
+            Field::new("rows_written", DataType::Int64, true),
         ]));
         let q = self.queries.snapshot();
         let columns: Vec<ArrayRef> = vec![
@@ -103,6 +107,8 @@ impl SystemSchema {
             Arc::new(StringArray::from_iter(q.iter().map(|r| r.error.as_deref()))),
             Arc::new(StringArray::from_iter(q.iter().map(|r| r.client.as_deref()))),
             Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.objects.join(", ")))),
+            Arc::new(datafusion::arrow::array::BooleanArray::from_iter(q.iter().map(|r| Some(r.cache_hit)))),
+            Arc::new(Int64Array::from_iter(q.iter().map(|r| r.rows_written.map(|n| n as i64)))),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -124,16 +130,7 @@ impl SystemSchema {
         ]));
         let workers = self.pool.all();
         // Each worker's own load figures; a worker that does not answer quickly shows NULLs.
-        let stats = futures::future::join_all(workers.iter().map(|w| async move {
-            let ask = async {
-                let action = arrow_flight::Action { r#type: quiver_proto::ACTION_STATS.into(), body: Default::default() };
-                let mut answer = w.client().do_action(action).await.ok()?.into_inner();
-                let body = answer.message().await.ok()??.body;
-                quiver_proto::WorkerStats::decode_from(&body).ok()
-            };
-            tokio::time::timeout(std::time::Duration::from_millis(500), ask).await.ok().flatten()
-        }))
-        .await;
+        let stats = futures::future::join_all(workers.iter().map(|w| w.stats(std::time::Duration::from_millis(500)))).await;
         // The newest pool decision about each worker, "action: reason".
         let events = self.pool.events.snapshot();
         let last = |id: &str| events.iter().rev().find(|e| e.worker == id).map(|e| format!("{}: {}", e.action, e.reason));
@@ -189,6 +186,8 @@ impl SchemaProvider for SystemSchema {
             "scaling_events" => self.scaling_events()?,
             "queries" => self.queries()?,
             "fragments" => self.fragments()?,
+            "views" => crate::catalog::system_tables::views(&self.datasets)?,
+            "accelerations" => crate::catalog::system_tables::accelerations(&self.datasets)?,
             _ => return Ok(None),
         };
         let schema: SchemaRef = batch.schema();

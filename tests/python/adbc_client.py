@@ -14,7 +14,9 @@ Checks, in order:
   3. SELECT count(*) FROM quiver.tpch.nation returns 25;
   4. a prepared statement with a $1 parameter, executed twice with
      different bound values (7 -> GERMANY, 24 -> UNITED STATES);
-  5. a query against a missing table raises an error mentioning the table,
+  5. the same with `?` parameters, as JDBC, ODBC and BI tools write them:
+     `SELECT count(*) FROM lineitem WHERE l_quantity < ?` equals the literal query;
+  6. a query against a missing table raises an error mentioning the table,
      and the connection still serves a good query afterwards.
 
 Prints "ADBC OK" and exits 0 on success; exits non-zero with a message otherwise.
@@ -140,6 +142,24 @@ def check_prepared(conn) -> None:
             print(f"   -> {value!r}")
 
 
+def check_question_marks(conn) -> None:
+    sql = "SELECT count(*) FROM quiver.tpch.lineitem WHERE l_quantity < ?"
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM quiver.tpch.lineitem WHERE l_quantity < 10")
+        expected = cur.fetch_arrow_table().column(0)[0].as_py()
+        step(f"prepared: {sql} with ? = 10")
+        cur.execute(sql, parameters=(10,))
+        got = cur.fetch_arrow_table().column(0)[0].as_py()
+        assert got == expected and expected > 0, f"? parameter: expected {expected!r}, got {got!r}"
+        print(f"   -> {got!r}")
+        two = "SELECT n_name FROM quiver.tpch.nation WHERE n_nationkey = ? AND n_regionkey = ?"
+        step(f"prepared: {two} with (7, 3)")
+        cur.execute(two, parameters=(7, 3))
+        names = [v.rstrip() for v in cur.fetch_arrow_table().column(0).to_pylist()]
+        assert names == ["GERMANY"], f"two ? parameters: got {names!r}"
+        print(f"   -> {names!r}")
+
+
 def check_error_then_recover(conn) -> None:
     bad = "SELECT * FROM quiver.tpch.no_such_table"
     step(f"bad query: {bad}")
@@ -189,6 +209,7 @@ def main(argv: list[str]) -> int:
         check_metadata(conn)
         check_count(conn)
         check_prepared(conn)
+        check_question_marks(conn)
         check_error_then_recover(conn)
     except AssertionError as e:
         fail(str(e))

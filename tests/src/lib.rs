@@ -62,10 +62,29 @@ pub struct Process {
     pub child: Child,
     /// The address the process printed when ready.
     pub addr: String,
+    /// What it printed up to then (the other doors' addresses, ...).
+    pub lines: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Process {
+    /// The `host:port` of the line that starts with `marker` (`... <scheme>://host:port/...`).
+    pub fn printed(&self, marker: &str) -> Option<String> {
+        let line = self.lines.iter().find_map(|l| l.strip_prefix(marker))?;
+        let rest = line.trim().split("://").nth(1)?;
+        Some(rest.split('/').next().unwrap_or(rest).to_string())
+    }
+
+    /// The PostgreSQL port's address (`server.postgres_listen`).
+    pub fn postgres_addr(&self) -> String {
+        self.printed("quiver: PostgreSQL listening on").expect("the server printed its PostgreSQL address")
+    }
+
+    /// The HTTP listener's address (`server.http_listen`).
+    pub fn http_addr(&self) -> String {
+        self.printed("quiver: web console at").expect("the server printed its console address")
+    }
+
     /// Sends SIGTERM and waits up to `within` for a clean exit (then SIGKILL).
     /// Returns whether it exited on its own.
     pub fn terminate(&mut self, within: Duration) -> bool {
@@ -114,19 +133,27 @@ fn spawn_ready(args: &[&str], marker: &str, envs: &[(&str, &str)], dir: Option<t
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            if let Some(rest) = line.trim().strip_prefix(&marker) {
-                let addr = rest.trim().split("://").nth(1).unwrap_or_default().to_string();
-                let _ = tx.send(addr);
-            }
+            let _ = tx.send(line.trim().to_string());
             line.clear();
         }
     });
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(addr) => Ok(Process { child, addr, _dir: dir }),
-        Err(_) => {
-            let _ = child.kill();
-            let status = child.wait().ok();
-            bail!("quiver {args:?} did not become ready (exit status {status:?})")
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut lines = vec![];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix(&marker) {
+                    let addr = rest.trim().split("://").nth(1).unwrap_or_default().to_string();
+                    return Ok(Process { child, addr, lines, _dir: dir });
+                }
+                lines.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                bail!("quiver {args:?} did not become ready (exit status {status:?})")
+            }
         }
     }
 }
@@ -185,6 +212,39 @@ pub fn tpch_source() -> String {
         "[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\nformat = \"parquet\"\n",
         tpch_dir().to_string_lossy()
     )
+}
+
+/// Creates a CA and a server certificate for 127.0.0.1 and localhost with the
+/// openssl CLI: `ca.crt`, `server.crt`, `server.key` in `dir`.
+pub fn make_certs(dir: &std::path::Path) -> Result<()> {
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl").args(args).current_dir(dir).output()?;
+        anyhow::ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n")?;
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=quiver-test-ca", "-days", "2"])?;
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])?;
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"])?;
+    Ok(())
+}
+
+/// `[server.tls]` with the certificate and key `make_certs` wrote into `dir`.
+pub fn tls_section(dir: &std::path::Path) -> String {
+    format!(
+        "[server.tls]\ncert = {:?}\nkey = {:?}\n",
+        dir.join("server.crt").display().to_string(),
+        dir.join("server.key").display().to_string()
+    )
+}
+
+/// The Python of target/venv (scripts/setup-python.sh), with the tests' clients.
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("QUIVER_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("..").join("venv").join("bin").join("python"));
+    assert!(python.exists(), "{} is missing: run scripts/setup-python.sh first", python.display());
+    python
 }
 
 /// A Flight SQL client connected to `addr` (host:port).

@@ -6,14 +6,6 @@ use std::process::Command;
 
 use quiver_tests::*;
 
-fn python() -> PathBuf {
-    let python = std::env::var_os("QUIVER_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("..").join("venv").join("bin").join("python"));
-    assert!(python.exists(), "{} is missing: run scripts/setup-python.sh first", python.display());
-    python
-}
-
 fn run_script(args: &[&str]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join("adbc_client.py");
     let out = Command::new(python()).arg(script).args(args).output().expect("run python");

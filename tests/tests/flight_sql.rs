@@ -140,30 +140,11 @@ async fn password_login_issues_a_token() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates a CA and a server certificate for 127.0.0.1 with the openssl CLI.
-fn make_certs(dir: &std::path::Path) -> anyhow::Result<()> {
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output()?;
-        anyhow::ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(())
-    };
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n")?;
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=quiver-test-ca", "-days", "2"])?;
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])?;
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"])?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_endpoint_serves_queries() -> anyhow::Result<()> {
     let certs = tempfile::tempdir()?;
     make_certs(certs.path())?;
-    let config = format!(
-        "[server.tls]\ncert = {:?}\nkey = {:?}\n{}",
-        certs.path().join("server.crt").display().to_string(),
-        certs.path().join("server.key").display().to_string(),
-        tpch_source()
-    );
+    let config = format!("{}{}", tls_section(certs.path()), tpch_source());
     let server = start_coordinator(&config)?;
     let ca = std::fs::read(certs.path().join("ca.crt"))?;
     let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
@@ -217,10 +198,11 @@ async fn system_tables_show_queries_and_workers() -> anyhow::Result<()> {
     let workers = text(&query(&mut c, "SELECT id, state, mode FROM system.workers ORDER BY id").await?);
     assert!(workers.contains("embedded-1 | ready") && workers.contains("embedded-2 | ready"), "{workers}");
 
-    // Prometheus text at /metrics counts the queries and fragments above.
+    // Prometheus text at /metrics counts the queries and fragments above (`metrics_listen`
+    // is the older name of `http_listen`, still accepted).
     use std::io::{Read, Write};
     let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics_port))?;
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
     let mut page = String::new();
     http.read_to_string(&mut page)?;
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");

@@ -186,3 +186,64 @@ async fn a_worker_survives_hostile_tickets_and_actions() -> anyhow::Result<()> {
     eprintln!("hostile battery: {rounds} rounds against a worker in {:?}", started.elapsed());
     Ok(())
 }
+
+/// A PostgreSQL startup message for `user` on database `quiver` (protocol 3.0).
+fn startup_message(user: &[u8]) -> Vec<u8> {
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for (k, v) in [(&b"user"[..], user), (b"database", b"quiver")] {
+        body.extend_from_slice(k);
+        body.push(0);
+        body.extend_from_slice(v);
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend(body);
+    msg
+}
+
+/// Writes `bytes` to `addr`, reads whatever comes back for a moment, and hangs up.
+async fn poke(addr: &str, bytes: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await else { return };
+    let _ = s.write_all(bytes).await;
+    let mut buf = vec![0u8; 1 << 16];
+    let _ = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_and_http_doors_survive_garbage() -> anyhow::Result<()> {
+    let config = format!("[server]\npostgres_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n{}", tpch_source());
+    let server = start_coordinator(&config)?;
+    let (pg, http) = (server.postgres_addr(), server.http_addr());
+    let mut runner = runner();
+    let bytes = prop::collection::vec(any::<u8>(), 0..4096);
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < BUDGET / 2 {
+        // Raw bytes; a valid startup followed by garbage messages; an HTTP request with a random body.
+        let noise = sample(&mut runner, &bytes);
+        poke(&pg, &noise).await;
+        let mut after_startup = startup_message(&sample(&mut runner, &prop::collection::vec(1u8..=255, 0..40)));
+        after_startup.extend(&noise);
+        poke(&pg, &after_startup).await;
+        poke(&http, &noise).await;
+        let mut request = format!("POST /v1/sql HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", noise.len()).into_bytes();
+        request.extend(&noise);
+        poke(&http, &request).await;
+        // Generated SQL through a real client: an answer or an error, never a dead server.
+        let (c, connection) = tokio_postgres::connect(&format!("postgres://quiver@{pg}/quiver"), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let sql = sample(&mut runner, &statement());
+        let _ = tokio::time::timeout(Duration::from_secs(20), c.simple_query(&sql)).await;
+        let rows = c.query("SELECT count(*) FROM nation", &[]).await?;
+        anyhow::ensure!(rows[0].get::<_, i64>(0) == 25, "wrong answer after hostile input");
+        rounds += 1;
+    }
+    // Both doors still answer, and so does Flight SQL.
+    let out = std::process::Command::new("curl").args(["-sS", "-d", "SELECT count(*) AS n FROM region", &format!("http://{http}/v1/sql")]).output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"[{"n":5}]"#);
+    coordinator_alive(&server.addr).await?;
+    assert!(rounds > 5, "only {rounds} rounds ran");
+    Ok(())
+}

@@ -14,6 +14,7 @@ mod executor;
 mod service;
 pub mod status;
 mod usage;
+pub mod write;
 
 pub use cluster_auth::{ClusterCredentials, WorkerClient};
 pub use executor::{FragmentExecutor, WorkerOptions};

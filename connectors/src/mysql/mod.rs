@@ -3,6 +3,7 @@
 
 mod executor;
 pub mod types;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,8 +22,14 @@ pub async fn schema(source: &str, qualified: String, cfg: &MySqlSource) -> Resul
     let (executor, pool) = executor(source, cfg)?;
     let database = executor.database.clone();
     let provider = crate::pushdown::provider(Arc::new(executor), None);
-    let discovery = MyDiscovery { pool, database: database.clone() };
-    Ok(RemoteSchema::new(qualified, "mysql", database, provider, Box::new(discovery), std::time::Duration::from_secs(cfg.refresh_secs)).await)
+    let discovery = MyDiscovery { pool: pool.clone(), database: database.clone() };
+    let ttl = std::time::Duration::from_secs(cfg.refresh_secs);
+    let (schema, warnings) = RemoteSchema::new(qualified, "mysql", database.clone(), provider, Box::new(discovery), ttl).await;
+    let schema = match cfg.writable {
+        true => schema.with_writer(Arc::new(write::MySqlWriter { source: source.to_string(), pool, database })),
+        false => schema,
+    };
+    Ok((schema, warnings))
 }
 
 /// The connection pool of one source and the executor that runs statements on it.

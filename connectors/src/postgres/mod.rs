@@ -10,6 +10,7 @@ mod discovery;
 mod executor;
 mod partitions;
 pub mod types;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,9 +34,14 @@ pub async fn schema(source: &str, qualified: String, cfg: &PostgresSource) -> Re
         min_bytes: cfg.partition_min_mb.saturating_mul(1 << 20),
     };
     let provider = crate::pushdown::provider(Arc::new(executor), Some(Arc::new(partitioner)));
-    let discovery = PgDiscovery { pool, schema: cfg.remote_schema.clone() };
+    let discovery = PgDiscovery { pool: pool.clone(), schema: cfg.remote_schema.clone() };
     let ttl = Duration::from_secs(cfg.refresh_secs);
-    Ok(RemoteSchema::new(qualified, "postgres", cfg.remote_schema.clone(), provider, Box::new(discovery), ttl).await)
+    let (schema, warnings) = RemoteSchema::new(qualified, "postgres", cfg.remote_schema.clone(), provider, Box::new(discovery), ttl).await;
+    let schema = match cfg.writable {
+        true => schema.with_writer(Arc::new(write::PgWriter { source: source.to_string(), pool, schema: cfg.remote_schema.clone() })),
+        false => schema,
+    };
+    Ok((schema, warnings))
 }
 
 /// The connection pool of one source and the executor that runs statements on it.

@@ -1,3 +1,4 @@
 pub mod demo;
+pub mod output;
 pub mod sql;
 pub mod workers;

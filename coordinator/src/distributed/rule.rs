@@ -165,7 +165,8 @@ fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || node.is::<ProjectionExec>()
         || node.is::<LocalLimitExec>()
         || node.downcast_ref::<SortExec>().is_some_and(|s| s.preserve_partitioning())
-        || node.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial);
+        || node.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial)
+        || node.is::<quiver_worker::write::WriteFilesExec>();
     if passes_through {
         return plan.children().into_iter().all(is_worker_safe);
     }

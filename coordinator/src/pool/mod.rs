@@ -117,6 +117,18 @@ impl Worker {
         self.client.clone()
     }
 
+    /// The worker's own load figures (its `stats` action), or None when it does
+    /// not answer within `within`.
+    pub async fn stats(&self, within: std::time::Duration) -> Option<quiver_proto::WorkerStats> {
+        let ask = async {
+            let action = arrow_flight::Action { r#type: quiver_proto::ACTION_STATS.into(), body: Default::default() };
+            let mut answer = self.client().do_action(action).await.ok()?.into_inner();
+            let body = answer.message().await.ok()??.body;
+            quiver_proto::WorkerStats::decode_from(&body).ok()
+        };
+        tokio::time::timeout(within, ask).await.ok().flatten()
+    }
+
     /// The Flight ticket of a fragment, sealed for this cluster.
     pub fn ticket(&self, fragment: &FragmentTicket) -> Ticket {
         Ticket { ticket: self.credentials.seal(fragment.encode_to_bytes()) }

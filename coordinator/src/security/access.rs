@@ -55,6 +55,10 @@ pub struct RuleConfig {
     /// false denies the matching tables.
     #[serde(default = "yes")]
     pub allow: bool,
+    /// true also lets the users write the matching tables (`INSERT`, `COPY … TO`,
+    /// `CREATE TABLE … AS`, `DROP TABLE`, ingest) of writable sources.
+    #[serde(default)]
+    pub write: bool,
     /// An SQL predicate over the table's columns added to every scan of it.
     #[serde(default)]
     pub row_filter: Option<String>,
@@ -151,7 +155,7 @@ impl UserAccess {
                 _ => Decision::Deny,
             };
         }
-        if table.schema == "information_schema" {
+        if table.schema == "information_schema" || table.schema == "pg_catalog" {
             // Lists only what the user may read (see catalog_view).
             return Decision::plain();
         }
@@ -166,9 +170,22 @@ impl UserAccess {
         }
     }
 
+    /// Whether the user may write `table`: administrators may; anyone else needs a
+    /// first matching rule with `allow` and `write` (without rules, nobody else may).
+    pub fn may_write(&self, table: TableName<'_>) -> bool {
+        if self.admin {
+            return true;
+        }
+        if table.schema == system::SCHEMA || table.schema == "information_schema" || table.schema == "pg_catalog" {
+            return false;
+        }
+        let rules = &self.policy.config.rule;
+        rules.iter().find(|r| self.matches_user(r) && matches_table(r, table)).is_some_and(|r| r.allow && r.write)
+    }
+
     /// Whether the user may see that a schema exists: it may read something in it.
     pub fn sees_schema(&self, catalog: &str, schema: &str) -> bool {
-        if self.admin || schema == "information_schema" {
+        if self.admin || schema == "information_schema" || schema == "pg_catalog" {
             return true;
         }
         if schema == system::SCHEMA {

@@ -25,6 +25,10 @@ pub struct QueryAudit {
     pub rows: u64,
     pub bytes: u64,
     pub elapsed_ms: u64,
+    /// Answered from the results cache.
+    pub cache_hit: bool,
+    /// Rows a write statement wrote.
+    pub rows_written: Option<u64>,
 }
 
 pub struct AuditLog {
@@ -85,6 +89,8 @@ impl AuditLog {
             "rows": q.rows,
             "bytes": q.bytes,
             "elapsed_ms": q.elapsed_ms,
+            "cache_hit": q.cache_hit,
+            "rows_written": q.rows_written,
         }));
     }
 

@@ -3,14 +3,14 @@
 //! identity provider works in its place. Enforced by a tonic interceptor in front of
 //! the whole client service.
 //!
-//! Passwords in the config are argon2id hashes (`quiver passwd` prints one); plaintext
-//! ones still work, with a warning at start. A verified password is remembered for a
-//! few minutes by its SHA-256, so clients that send Basic credentials on every call do
-//! not pay for argon2 each time.
+//! Passwords in the config are argon2id hashes (`quiver passwd` prints one) or
+//! SCRAM-SHA-256 verifiers (`quiver passwd --scram`, needed for SCRAM on the
+//! PostgreSQL port); plaintext ones still work, with a warning at start. A verified
+//! argon2 password is remembered for a few minutes by its SHA-256, so clients that
+//! send Basic credentials on every call do not pay for argon2 each time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ use serde::Deserialize;
 use tonic::{Request, Status};
 
 use super::audit::AuditLog;
+pub use super::jwt::JwtConfig;
+use super::jwt::JwtVerifier;
 
 const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
     &STANDARD,
@@ -90,42 +92,6 @@ impl<'de> Deserialize<'de> for UserConfig {
     }
 }
 
-/// `[server.auth.jwt]`: which JWTs are accepted as bearer tokens.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    /// HS256 key shared with the identity provider (use `${ENV}`).
-    #[serde(default)]
-    pub hs256_secret: Option<EnvString>,
-    /// A JWKS document (JSON) with the provider's RS256/ES256 public keys.
-    #[serde(default)]
-    pub jwks_file: Option<PathBuf>,
-    /// Required `iss`, when set.
-    #[serde(default)]
-    pub issuer: Option<String>,
-    /// Required `aud`, when set.
-    #[serde(default)]
-    pub audience: Option<String>,
-    /// The claim that names the user.
-    #[serde(default = "default_user_claim")]
-    pub user_claim: String,
-    /// The claim that lists the user's roles (an array of strings, or one string).
-    #[serde(default = "default_roles_claim")]
-    pub roles_claim: String,
-    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-    #[serde(default = "default_leeway")]
-    pub leeway_secs: u64,
-}
-
-fn default_user_claim() -> String {
-    "sub".into()
-}
-fn default_roles_claim() -> String {
-    "roles".into()
-}
-fn default_leeway() -> u64 {
-    30
-}
 
 /// The authenticated user, attached to requests by the interceptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +103,7 @@ pub struct User {
 /// Errors building the authenticator from the config.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
-    #[error("server.auth.users.{user}: the password hash is not a valid argon2 PHC string: {message}")]
+    #[error("server.auth.users.{user}: the password hash is not a valid argon2 PHC string or SCRAM-SHA-256 verifier: {message}")]
     BadHash { user: String, message: String },
     #[error("server.auth.jwt: {0}")]
     Jwt(String),
@@ -146,6 +112,8 @@ pub enum AuthConfigError {
 enum Credential {
     /// An argon2 PHC string.
     Hash(String),
+    /// A SCRAM-SHA-256 verifier (PostgreSQL's format).
+    Scram(super::scram::Verifier),
     Plain(EnvString),
     /// No password: the user logs in with JWTs only.
     None,
@@ -183,6 +151,11 @@ impl Authenticator {
                     }
                     Credential::Hash(p.expose().to_string())
                 }
+                Some(p) if p.expose().starts_with("SCRAM-SHA-256$") => match super::scram::Verifier::parse(p.expose()) {
+                    Some(Ok(v)) => Credential::Scram(v),
+                    Some(Err(message)) => return Err(AuthConfigError::BadHash { user: name.clone(), message }),
+                    None => unreachable!("starts with the SCRAM prefix"),
+                },
                 Some(p) => {
                     warnings.push(format!(
                         "server.auth.users.{name} has a plaintext password; store the hash `quiver passwd` prints instead"
@@ -214,15 +187,63 @@ impl Authenticator {
             .ok_or_else(|| Status::unauthenticated("authentication required: handshake with a username and password"))?
             .to_str()
             .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
-        let user = if let Some(basic) = strip_scheme(header, "basic") {
-            self.check_password(basic, client)?
-        } else if let Some(token) = strip_scheme(header, "bearer") {
-            self.check_token(token.trim(), client)?
-        } else {
-            return Err(Status::unauthenticated("unsupported authorization scheme (use Basic or Bearer)"));
-        };
+        let user = self.check_header(header, client)?;
         request.extensions_mut().insert(user);
         Ok(request)
+    }
+
+    /// Checks an `Authorization` header value (Basic or Bearer), as HTTP sends it too.
+    pub fn check_header(&self, header: &str, client: Option<SocketAddr>) -> Result<User, Status> {
+        if let Some(basic) = strip_scheme(header, "basic") {
+            self.check_password(basic, client)
+        } else if let Some(token) = strip_scheme(header, "bearer") {
+            self.check_token(token.trim(), client)
+        } else {
+            Err(Status::unauthenticated("unsupported authorization scheme (use Basic or Bearer)"))
+        }
+    }
+
+    /// Checks a username and a password given in the clear (PostgreSQL cleartext login).
+    pub fn login(&self, name: &str, password: &str, client: Option<SocketAddr>) -> Result<User, Status> {
+        match self.accounts.get(name) {
+            Some(account) if self.password_matches(name, &account.credential, password) => {
+                Ok(User { name: name.to_string(), roles: account.roles.clone() })
+            }
+            _ => {
+                self.audit.login_failed(name, client, "invalid username or password");
+                Err(Status::unauthenticated("invalid username or password"))
+            }
+        }
+    }
+
+    /// How a user logs in on the PostgreSQL port: with SCRAM when the server holds
+    /// a SCRAM verifier (or the plaintext password), else with the password in the
+    /// clear (argon2 hashes cannot answer SCRAM; use TLS). Unknown users get a
+    /// SCRAM exchange that cannot succeed, so the answer does not tell who exists.
+    pub fn pg_login(&self, name: &str) -> PgLogin {
+        match self.accounts.get(name).map(|a| &a.credential) {
+            Some(Credential::Scram(v)) => PgLogin::Scram(v.clone()),
+            Some(Credential::Plain(p)) => {
+                let salt = ring::digest::digest(&ring::digest::SHA256, name.as_bytes()).as_ref()[..16].to_vec();
+                PgLogin::Scram(super::scram::Verifier::with_salt(p.expose(), salt, super::scram::ITERATIONS))
+            }
+            Some(Credential::Hash(_)) => PgLogin::Cleartext,
+            Some(Credential::None) | None => {
+                let mut random = [0u8; 32];
+                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+                PgLogin::Scram(super::scram::Verifier::with_salt(&format!("{random:?}"), random[..16].to_vec(), super::scram::ITERATIONS))
+            }
+        }
+    }
+
+    /// The user `name` after a successful SCRAM exchange.
+    pub fn user(&self, name: &str) -> Option<User> {
+        self.accounts.get(name).map(|a| User { name: name.to_string(), roles: a.roles.clone() })
+    }
+
+    /// Records a refused login (audit log).
+    pub fn refused(&self, name: &str, client: Option<SocketAddr>, why: &str) {
+        self.audit.login_failed(name, client, why);
     }
 
     fn check_password(&self, encoded: &str, client: Option<SocketAddr>) -> Result<User, Status> {
@@ -245,6 +266,7 @@ impl Authenticator {
     fn password_matches(&self, name: &str, credential: &Credential, password: &str) -> bool {
         match credential {
             Credential::None => false,
+            Credential::Scram(v) => v.matches(password),
             Credential::Plain(expected) => constant_time_eq(expected.expose().as_bytes(), password.as_bytes()),
             Credential::Hash(phc) => {
                 let digest = ring::digest::digest(&ring::digest::SHA256, format!("{name}\0{phc}\0{password}").as_bytes());
@@ -296,76 +318,10 @@ impl Authenticator {
     }
 }
 
-/// Checks JWTs against the configured keys and claims.
-struct JwtVerifier {
-    config: JwtConfig,
-    hs256: Option<jsonwebtoken::DecodingKey>,
-    jwks: Option<jsonwebtoken::jwk::JwkSet>,
-}
-
-impl JwtVerifier {
-    fn new(config: &JwtConfig) -> Result<Self, AuthConfigError> {
-        let hs256 = config.hs256_secret.as_ref().map(|s| jsonwebtoken::DecodingKey::from_secret(s.expose().as_bytes()));
-        let jwks = match &config.jwks_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| AuthConfigError::Jwt(format!("cannot read jwks_file {}: {e}", path.display())))?;
-                Some(
-                    serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text)
-                        .map_err(|e| AuthConfigError::Jwt(format!("jwks_file {} is not a JWKS document: {e}", path.display())))?,
-                )
-            }
-            None => None,
-        };
-        if hs256.is_none() && jwks.is_none() {
-            return Err(AuthConfigError::Jwt("set hs256_secret or jwks_file".into()));
-        }
-        Ok(Self { config: config.clone(), hs256, jwks })
-    }
-
-    fn verify(&self, token: &str) -> Result<User, Status> {
-        use jsonwebtoken::Algorithm;
-        let refused = |why: String| Status::unauthenticated(format!("invalid JWT: {why}"));
-        let header = jsonwebtoken::decode_header(token).map_err(|e| refused(e.to_string()))?;
-        // The key decides the algorithm: an RSA/EC key is never used as an HMAC secret.
-        let key = match header.alg {
-            Algorithm::HS256 => self.hs256.clone().ok_or_else(|| refused("HS256 tokens are not accepted".into()))?,
-            Algorithm::RS256 | Algorithm::ES256 => {
-                let jwks = self.jwks.as_ref().ok_or_else(|| refused(format!("{:?} tokens are not accepted", header.alg)))?;
-                let jwk = match &header.kid {
-                    Some(kid) => jwks.find(kid).ok_or_else(|| refused(format!("unknown key id '{kid}'")))?,
-                    None if jwks.keys.len() == 1 => &jwks.keys[0],
-                    None => return Err(refused("the token names no key id (kid)".into())),
-                };
-                jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| refused(e.to_string()))?
-            }
-            other => return Err(refused(format!("algorithm {other:?} is not accepted"))),
-        };
-        let mut validation = jsonwebtoken::Validation::new(header.alg);
-        validation.leeway = self.config.leeway_secs;
-        validation.validate_nbf = true;
-        match &self.config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &self.config.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
-            .map_err(|e| refused(e.to_string()))?;
-        let claims = data.claims;
-        let name = claims
-            .get(&self.config.user_claim)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| refused(format!("no '{}' claim names the user", self.config.user_claim)))?;
-        let roles = match claims.get(&self.config.roles_claim) {
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-            Some(serde_json::Value::String(s)) => s.split([' ', ',']).filter(|r| !r.is_empty()).map(str::to_string).collect(),
-            _ => vec![],
-        };
-        Ok(User { name: name.to_string(), roles })
-    }
+/// How a user proves who they are on the PostgreSQL port.
+pub enum PgLogin {
+    Scram(super::scram::Verifier),
+    Cleartext,
 }
 
 /// An argon2id hash of `password` in the PHC string format, for the config.

@@ -142,9 +142,9 @@ and lists become arrays; null values are left out by the caller.
 {{- define "quiver.configToml" -}}
 {{- $server := .Values.config.server | default dict -}}
 {{- $workers := .Values.config.workers | default dict -}}
-{{- range $reserved := list "listen" "metrics_listen" }}
+{{- range $reserved := list "listen" "metrics_listen" "http_listen" "postgres_listen" }}
 {{- if hasKey $server $reserved }}
-{{- fail (printf "quiver: config.server.%s is set by the chart (coordinator.port, metrics.port)" $reserved) }}
+{{- fail (printf "quiver: config.server.%s is set by the chart (coordinator.port, metrics.port, postgres.port)" $reserved) }}
 {{- end }}
 {{- end }}
 {{- range $reserved := list "mode" "service" "port" "addresses" "count" }}
@@ -157,7 +157,13 @@ and lists become arrays; null values are left out by the caller.
 [server]
 listen = {{ printf "0.0.0.0:%d" (int .Values.coordinator.port) | quote }}
 {{- if .Values.metrics.enabled }}
-metrics_listen = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
+http_listen = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
+{{- end }}
+{{- if .Values.postgres.enabled }}
+postgres_listen = {{ printf "0.0.0.0:%d" (int .Values.postgres.port) | quote }}
+{{- end }}
+{{- if not (hasKey $server "data_dir") }}
+data_dir = "/var/lib/quiver"
 {{- end }}
 {{- include "quiver.tomlLines" $server }}
 

@@ -3,11 +3,11 @@
 mod handles;
 mod metadata;
 mod results;
+mod updates;
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -17,7 +17,8 @@ use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
@@ -33,14 +34,14 @@ use prost::Message;
 use quiver_worker::status::from_datafusion;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
 
 pub use crate::security::authn::{Authenticator, User};
 use handles::{decode_params, encode_params, QueryHandle};
-use results::{encode, flight_schema, logged, with_deadline};
+use results::{encode, flight_schema};
+pub(crate) use results::{flight_schema as client_schema, to_client_types};
 
 use crate::engine::{QueryEngine, QuerySession};
-use crate::queries::QueryOrigin;
+use crate::frontends::run::{self, Caller};
 use crate::security::access::TableName;
 
 type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
@@ -49,6 +50,8 @@ type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
 pub const ACTION_REFRESH: &str = "refresh";
 /// Flight action that pins the worker pool's size (body: a number, or "auto").
 pub const ACTION_SCALE: &str = "scale";
+/// Flight action that tells how far a query has come (body: its id; answer: JSON).
+pub const ACTION_PROGRESS: &str = "progress";
 
 pub struct QuiverFlightSql {
     engine: Arc<QueryEngine>,
@@ -94,18 +97,20 @@ impl QuiverFlightSql {
         descriptor: FlightDescriptor,
         caller: Caller,
     ) -> Result<FlightInfo, Status> {
+        let cached = (handle.is_plain() && !caller.no_cache)
+            .then(|| crate::cache::text_key(caller.user_name(), &handle.sql, self.engine.datasets().generation()))
+            .and_then(|k| self.engine.cache().peek_by_text(&k));
         let schema = match refresh_statement(&handle.sql) {
             Some(_) => refresh_schema(),
+            // A statement answered from the cache is not planned again to learn its schema.
+            None if cached.is_some() => flight_schema(cached.as_deref().map(|s| s.as_ref()).unwrap_or(&Schema::empty())),
             None => {
                 let session = self.engine.session(self.engine.access(caller.user.as_ref()));
                 match self.plan(&session, handle).await {
                     Ok(plan) => flight_schema(plan.schema().as_arrow()),
                     Err(status) => {
                         // Most bad statements end here, before DoGet: keep them in system.queries.
-                        let mut record = self.engine.queries().begin(&session.id, caller.origin(&handle.sql));
-                        record.reads(&session.objects());
-                        record.failed_with(status.code(), status.message().to_string());
-                        return Err(status);
+                        return Err(run::begin(&self.engine, session, &caller, &handle.sql).fail(status));
                     }
                 }
             }
@@ -119,43 +124,23 @@ impl QuiverFlightSql {
     }
 
     /// Admits, plans and runs a query, streaming its batches to the client as they come.
-    async fn run(&self, handle: QueryHandle, caller: Caller) -> Result<Response<DoGetStream>, Status> {
+    async fn run(&self, handle: QueryHandle, caller: Caller, query_id: Option<String>) -> Result<Response<DoGetStream>, Status> {
         if let Some(target) = refresh_statement(&handle.sql) {
             self.require_admin(&caller, "REFRESH")?;
             return Self::batch_response(self.refresh(target.as_deref()).await);
         }
-        let session = self.engine.session(self.engine.access(caller.user.as_ref()));
-        let user = caller.user.as_ref().map(|u| u.name.clone());
-        let span = tracing::info_span!("query", id = %session.id, user = user.as_deref().unwrap_or("-"));
-        let started = Instant::now();
-        let mut record = self.engine.queries().begin(&session.id, caller.origin(&handle.sql));
-        let start = async {
-            tracing::debug!(sql = %handle.sql, "query starts");
-            let plan = self.plan(&session, &handle).await?;
-            // Reading only system tables (monitoring) never waits behind the load it watches.
-            let permit = match session.objects().iter().all(|o| crate::system::is_system_table(o)) {
-                true => None,
-                false => Some(self.engine.admission().admit(user.as_deref(), || record.queued()).await?),
+        let session = self.engine.session_with_id(self.engine.access(caller.user.as_ref()), query_id);
+        let mut tracked = run::begin(&self.engine, session, &caller, &handle.sql);
+        if handle.is_plain() {
+            tracked = match tracked.by_text(&handle.sql).cached() {
+                Ok(running) => return Ok(Response::new(encode(running.batches))),
+                Err(t) => t,
             };
-            record.running();
-            let batches = session.execute(plan).await.map_err(|e| {
-                tracing::info!(error = %e, "query failed");
-                from_datafusion(&e)
-            })?;
-            Ok::<_, Status>((batches, permit))
-        };
-        // Instrumented rather than entered: an entered span must not live across awaits.
-        let started_run = start.instrument(span).await;
-        record.reads(&session.objects());
-        let (batches, permit) = match started_run {
-            Ok(b) => b,
-            Err(status) => {
-                record.failed_with(status.code(), status.message().to_string());
-                return Err(status);
-            }
-        };
-        let batches = with_deadline(batches, self.engine.query_timeout(), started, self.engine.pool().clone());
-        Ok(Response::new(encode(logged(batches, session.id.clone(), started, record, permit))))
+        }
+        tracing::debug!(id = tracked.id(), sql = %handle.sql, "query starts");
+        let plan = self.plan(tracked.session(), &handle).await;
+        let running = tracked.execute(plan).await?;
+        Ok(Response::new(encode(running.batches)))
     }
 
     /// Refuses `what` to users without an admin role (when users log in at all).
@@ -167,6 +152,24 @@ impl QuiverFlightSql {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// A query's progress as JSON: state, rows and bytes so far, elapsed seconds,
+    /// and its stage tasks and fragments finished of those started. Users see
+    /// their own queries; administrators everyone's.
+    fn progress(&self, caller: &Caller, id: &str) -> Result<String, Status> {
+        let record = self.engine.queries().get(id).filter(|q| {
+            caller.user.is_none() || q.user.as_deref() == caller.user_name() || self.engine.access(caller.user.as_ref()).is_admin()
+        });
+        let Some(q) = record else { return Err(Status::not_found(format!("no query '{id}'"))) };
+        let fragments: Vec<_> = self.engine.fragments().snapshot().into_iter().filter(|f| f.query_id == id).collect();
+        let done = fragments.iter().filter(|f| f.state == "finished").count();
+        let stages: std::collections::BTreeSet<u32> = fragments.iter().map(|f| f.stage).collect();
+        Ok(serde_json::json!({
+            "id": q.id, "state": q.state, "rows": q.rows, "bytes": q.bytes, "elapsed_secs": q.elapsed(),
+            "fragments_done": done, "fragments": fragments.len(), "stages": stages.len(), "error": q.error,
+        })
+        .to_string())
     }
 
     /// Rediscovers database tables; one row per schema refreshed.
@@ -181,7 +184,7 @@ impl QuiverFlightSql {
 
     /// The catalogs as the caller may see them.
     fn metadata_context<T>(&self, request: &Request<T>) -> datafusion::prelude::SessionContext {
-        self.engine.metadata_context(self.engine.access(Caller::of(request).user.as_ref()))
+        self.engine.metadata_context(self.engine.access(caller_of(request).user.as_ref()))
     }
 
     fn batch_response(batch: Result<RecordBatch, Status>) -> Result<Response<DoGetStream>, Status> {
@@ -215,20 +218,7 @@ fn refresh_schema() -> Schema {
 
 /// The inferred type of each positional parameter `$1..$n` (None where unknown).
 fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Status> {
-    let types = plan.get_parameter_types().map_err(|e| from_datafusion(&e))?;
-    let mut positional: Vec<(usize, Option<DataType>)> = types
-        .into_iter()
-        .filter_map(|(name, t)| name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).map(|n| (n, t)))
-        .collect();
-    positional.sort_by_key(|(n, _)| *n);
-    let len = positional.last().map(|(n, _)| *n).unwrap_or(0);
-    let mut out = vec![None; len];
-    for (n, t) in positional {
-        if n >= 1 {
-            out[n - 1] = t;
-        }
-    }
-    Ok(out)
+    crate::placeholders::positional_types(plan).map_err(|e| from_datafusion(&e))
 }
 
 fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
@@ -248,24 +238,21 @@ fn metadata_info(schema: &SchemaRef, command: impl ProstMessageExt, descriptor: 
     Ok(Response::new(info))
 }
 
-/// Who is calling: the authenticated user (None without authentication) and from where.
-struct Caller {
-    user: Option<User>,
-    client: Option<String>,
+/// Who is calling, from a request the authenticator let through.
+fn caller_of<T>(request: &Request<T>) -> Caller {
+    let no_cache = run::cache_off(request.metadata().get(run::CACHE_HEADER).and_then(|v| v.to_str().ok()));
+    Caller { user: request.extensions().get::<User>().cloned(), client: request.remote_addr().map(|a| a.to_string()), no_cache }
 }
 
-impl Caller {
-    fn of<T>(request: &Request<T>) -> Self {
-        Self {
-            user: request.extensions().get::<User>().cloned(),
-            client: request.remote_addr().map(|a| a.to_string()),
-        }
-    }
-
-    fn origin(&self, sql: &str) -> QueryOrigin {
-        QueryOrigin { user: self.user.as_ref().map(|u| u.name.clone()), client: self.client.clone(), sql: sql.to_string() }
-    }
+/// The query id a client chose (`x-quiver-query-id`, a UUID), so it can follow the
+/// query's progress in `system.queries` while it waits for the result.
+fn chosen_query_id<T>(request: &Request<T>) -> Option<String> {
+    let value = request.metadata().get(QUERY_ID_HEADER)?.to_str().ok()?;
+    uuid::Uuid::parse_str(value).ok().map(|u| u.to_string())
 }
+
+/// The header a client names its query's id in.
+pub const QUERY_ID_HEADER: &str = "x-quiver-query-id";
 
 #[tonic::async_trait]
 impl FlightSqlService for QuiverFlightSql {
@@ -278,7 +265,7 @@ impl FlightSqlService for QuiverFlightSql {
         let token = match &self.auth {
             None => String::new(),
             Some(auth) => {
-                let user = Caller::of(&request).user.ok_or_else(|| Status::unauthenticated("handshake needs Basic credentials"))?;
+                let user = caller_of(&request).user.ok_or_else(|| Status::unauthenticated("handshake needs Basic credentials"))?;
                 auth.issue(&user)?
             }
         };
@@ -301,7 +288,7 @@ impl FlightSqlService for QuiverFlightSql {
         let handle = QueryHandle { id: String::new(), sql: query.query, params: vec![] };
         let ticket = TicketStatementQuery { statement_handle: handle.to_bytes() };
         let ticket = Ticket::new(ticket.as_any().encode_to_vec());
-        let caller = Caller::of(&request);
+        let caller = caller_of(&request);
         Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller).await?))
     }
 
@@ -312,7 +299,7 @@ impl FlightSqlService for QuiverFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = QueryHandle::from_bytes(&cmd.prepared_statement_handle)?;
         let ticket = Ticket::new(cmd.as_any().encode_to_vec());
-        let caller = Caller::of(&request);
+        let caller = caller_of(&request);
         Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller).await?))
     }
 
@@ -321,7 +308,7 @@ impl FlightSqlService for QuiverFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.run(QueryHandle::from_bytes(&ticket.statement_handle)?, Caller::of(&request)).await
+        self.run(QueryHandle::from_bytes(&ticket.statement_handle)?, caller_of(&request), chosen_query_id(&request)).await
     }
 
     async fn do_get_prepared_statement(
@@ -329,7 +316,7 @@ impl FlightSqlService for QuiverFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.run(QueryHandle::from_bytes(&query.prepared_statement_handle)?, Caller::of(&request)).await
+        self.run(QueryHandle::from_bytes(&query.prepared_statement_handle)?, caller_of(&request), chosen_query_id(&request)).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -337,7 +324,7 @@ impl FlightSqlService for QuiverFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let session = self.engine.session(self.engine.access(Caller::of(&request).user.as_ref()));
+        let session = self.engine.session(self.engine.access(caller_of(&request).user.as_ref()));
         let plan = session.plan(&query.query).await.map_err(|e| from_datafusion(&e))?;
         let parameters: Vec<Field> = parameter_types(&plan)?
             .into_iter()
@@ -379,6 +366,38 @@ impl FlightSqlService for QuiverFlightSql {
             }
         }
         Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(handle.to_bytes()) })
+    }
+
+    async fn do_put_statement_update(&self, command: CommandStatementUpdate, request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+        let caller = caller_of(&request);
+        self.update(QueryHandle { id: String::new(), sql: command.query, params: vec![] }, caller).await
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        command: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = caller_of(&request);
+        let mut handle = QueryHandle::from_bytes(&command.prepared_statement_handle)?;
+        // Parameters, if any, come as one batch of one row.
+        let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
+        )
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("cannot read parameters: {e}")))?;
+        match batches.iter().filter(|b| b.num_rows() > 0).collect::<Vec<_>>().as_slice() {
+            [] => {}
+            [b] if b.num_rows() == 1 => handle.params = encode_params(b)?,
+            _ => return Err(Status::invalid_argument("parameters of an update must come as one row; run it once per row")),
+        }
+        self.update(handle, caller).await
+    }
+
+    async fn do_put_statement_ingest(&self, command: CommandStatementIngest, request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+        let caller = caller_of(&request);
+        self.ingest(command, request.into_inner(), caller).await
     }
 
     async fn do_action_close_prepared_statement(
@@ -483,7 +502,7 @@ impl FlightSqlService for QuiverFlightSql {
     }
 
     async fn do_get_primary_keys(&self, query: CommandGetPrimaryKeys, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        let access = self.engine.access(Caller::of(&request).user.as_ref());
+        let access = self.engine.access(caller_of(&request).user.as_ref());
         let mut keys = self.engine.primary_keys(query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
         keys.retain(|(catalog, schema, table, _)| {
             access.decide(TableName { catalog, schema, table }) != crate::security::access::Decision::Deny
@@ -495,8 +514,13 @@ impl FlightSqlService for QuiverFlightSql {
         &self,
         request: Request<arrow_flight::Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let caller = Caller::of(&request);
+        let caller = caller_of(&request);
         let action = request.into_inner();
+        if action.r#type == ACTION_PROGRESS {
+            let id = String::from_utf8_lossy(&action.body).trim().to_string();
+            let body = self.progress(&caller, &id)?;
+            return Ok(Response::new(Box::pin(stream::iter([Ok(arrow_flight::Result { body: body.into() })]))));
+        }
         if action.r#type != quiver_proto::ACTION_HEALTH {
             self.require_admin(&caller, &format!("the '{}' action", action.r#type))?;
         }
@@ -544,6 +568,10 @@ impl FlightSqlService for QuiverFlightSql {
                 description: "Pin the number of Docker workers; body: a count, or 'auto' for the autoscaler".into(),
             }),
             Ok(arrow_flight::ActionType { r#type: quiver_proto::ACTION_HEALTH.into(), description: "Answers 'ok'".into() }),
+            Ok(arrow_flight::ActionType {
+                r#type: ACTION_PROGRESS.into(),
+                description: "How far a query has come; body: its id (x-quiver-query-id); answer: JSON".into(),
+            }),
         ])
     }
 

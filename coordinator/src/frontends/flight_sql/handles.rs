@@ -32,6 +32,11 @@ pub struct QueryHandle {
 }
 
 impl QueryHandle {
+    /// A plain statement: not prepared, no parameters, so its text alone says what it answers.
+    pub fn is_plain(&self) -> bool {
+        self.id.is_empty() && self.params.is_empty()
+    }
+
     pub fn to_bytes(&self) -> Bytes {
         Bytes::from(self.encode_to_vec())
     }

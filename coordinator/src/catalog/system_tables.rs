@@ -1,0 +1,85 @@
+//! `system.views` and `system.accelerations`: the virtual datasets as tables.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::error::Result;
+
+use super::store::now_ms;
+use super::Datasets;
+
+fn ts(name: &str) -> Field {
+    Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true)
+}
+
+/// Every view: name, where it was defined, its text.
+pub fn views(datasets: &Datasets) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("origin", DataType::Utf8, false),
+        Field::new("sql", DataType::Utf8, false),
+        Field::new("accelerated", DataType::Boolean, false),
+        ts("created_at"),
+    ]));
+    let v = datasets.views();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(v.iter().map(|v| v.name.as_str()))),
+        Arc::new(StringArray::from_iter_values(v.iter().map(|v| v.origin.as_str()))),
+        Arc::new(StringArray::from_iter_values(v.iter().map(|v| v.sql.as_str()))),
+        Arc::new(BooleanArray::from_iter(v.iter().map(|v| Some(datasets.acceleration(&v.name).is_some())))),
+        Arc::new(TimestampMillisecondArray::from_iter(v.iter().map(|v| (v.created_ms > 0).then_some(v.created_ms))).with_timezone("UTC")),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Every accelerated dataset: how it refreshes, its copy, its last refresh.
+pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("origin", DataType::Utf8, false),
+        Field::new("mode", DataType::Utf8, false),
+        Field::new("refresh_secs", DataType::Int64, false),
+        Field::new("time_column", DataType::Utf8, true),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("bytes", DataType::Int64, true),
+        Field::new("files", DataType::Int64, true),
+        Field::new("high_water", DataType::Utf8, true),
+        ts("last_refresh_start"),
+        ts("last_refresh_end"),
+        Field::new("last_outcome", DataType::Utf8, true),
+        Field::new("last_error", DataType::Utf8, true),
+        Field::new("staleness_secs", DataType::Float64, true),
+        Field::new("refreshing", DataType::Boolean, false),
+    ]));
+    let a: Vec<_> = datasets.accelerations().iter().filter_map(|a| a.info()).collect();
+    let now = now_ms();
+    let int = |f: &dyn Fn(&super::acceleration::AccelerationInfo) -> Option<i64>| -> ArrayRef {
+        Arc::new(Int64Array::from_iter(a.iter().map(f)))
+    };
+    let time = |f: &dyn Fn(&super::acceleration::AccelerationInfo) -> Option<i64>| -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from_iter(a.iter().map(f)).with_timezone("UTC"))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(a.iter().map(|i| i.dataset.as_str()))),
+        Arc::new(StringArray::from_iter_values(a.iter().map(|i| i.origin.as_str()))),
+        Arc::new(StringArray::from_iter_values(a.iter().map(|i| i.spec.mode.as_str()))),
+        int(&|i| Some(i.spec.refresh_secs as i64)),
+        Arc::new(StringArray::from_iter(a.iter().map(|i| i.spec.time_column.as_deref()))),
+        // ready: queries read the copy; pending: no copy yet, queries read the source.
+        Arc::new(StringArray::from_iter_values(a.iter().map(|i| if i.copy.is_some() { "ready" } else { "pending" }))),
+        int(&|i| i.copy.as_ref().map(|c| c.rows as i64)),
+        int(&|i| i.copy.as_ref().map(|c| c.bytes as i64)),
+        int(&|i| i.copy.as_ref().map(|c| c.files as i64)),
+        Arc::new(StringArray::from_iter(a.iter().map(|i| i.copy.as_ref().and_then(|c| c.high_water.as_deref())))),
+        time(&|i| i.last.as_ref().map(|l| l.started_ms)),
+        time(&|i| i.last.as_ref().map(|l| l.ended_ms)),
+        Arc::new(StringArray::from_iter(a.iter().map(|i| i.last.as_ref().map(|l| l.outcome.as_str())))),
+        Arc::new(StringArray::from_iter(a.iter().map(|i| i.last.as_ref().and_then(|l| l.error.as_deref())))),
+        // How old the data in the copy is: time since the refresh that made it started.
+        Arc::new(Float64Array::from_iter(a.iter().map(|i| i.copy.as_ref().map(|c| (now - c.as_of_ms) as f64 / 1000.0)))),
+        Arc::new(BooleanArray::from_iter(a.iter().map(|i| Some(i.refreshing)))),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

@@ -1,0 +1,155 @@
+//! Logging in on the PostgreSQL port, against the same users as Flight SQL:
+//! SCRAM-SHA-256 for users whose config holds a SCRAM verifier (or a plaintext
+//! password), the password in the clear for argon2 hashes (which cannot answer
+//! SCRAM; use TLS then), nothing when the server has no authentication. A failed
+//! login is SQLSTATE 28P01 and goes to the audit log.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::{finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, DefaultServerParameterProvider, StartupHandler};
+use pgwire::api::{ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_USER};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+
+use super::{Connection, Frontend};
+use crate::frontends::run::Caller;
+use crate::security::authn::PgLogin;
+use crate::security::scram;
+
+/// Where one connection's login stands.
+#[derive(Default)]
+enum Login {
+    #[default]
+    Started,
+    Password,
+    ScramFirst(scram::Verifier),
+    ScramFinal(Box<scram::Exchange>),
+}
+
+#[derive(Default)]
+struct LoginState(Mutex<Login>);
+
+pub struct Startup {
+    pub(super) frontend: Arc<Frontend>,
+    params: DefaultServerParameterProvider,
+    pids: RandomPidSecretKeyGenerator,
+}
+
+impl Startup {
+    pub fn new(frontend: Arc<Frontend>) -> Self {
+        let mut params = DefaultServerParameterProvider::default();
+        params.server_version = format!("16.6 (Quiver {})", env!("CARGO_PKG_VERSION"));
+        params.is_superuser = false;
+        params.default_transaction_read_only = true;
+        Self { frontend, params, pids: RandomPidSecretKeyGenerator::default() }
+    }
+
+    /// The login succeeded: the connection gets its catalogs and a cancel key.
+    async fn finish<C>(&self, client: &mut C, user: Option<crate::security::authn::User>) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let engine = &self.frontend.engine;
+        let access = engine.access(user.as_ref());
+        let state = super::catalog::connection_state(engine, access.clone()).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let (pid, key) = self.pids.generate(client);
+        client.set_pid_and_secret_key(pid, key.clone());
+        let caller = Caller { user, client: Some(client.socket_addr().to_string()), no_cache: false };
+        let connection = Arc::new(Connection { caller, access, state, current: Mutex::default(), no_cache: Default::default() });
+        let registration = self.frontend.register(pid, &key, connection.clone());
+        client.session_extensions().insert(connection);
+        client.session_extensions().insert(registration);
+        finish_authentication(client, &self.params).await
+    }
+}
+
+/// PostgreSQL's own words, which clients and people recognize.
+fn refused(name: &str) -> PgWireError {
+    super::errors::fatal("28P01", format!("password authentication failed for user \"{name}\""))
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let login = client.session_extensions().get_or_insert_with(LoginState::default);
+        let name = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+        let addr = Some(client.socket_addr());
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                if self.frontend.require_tls && !client.is_secure() {
+                    return Err(super::errors::fatal("28000", "this server accepts only TLS connections: connect with sslmode=require"));
+                }
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                let name = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+                let Some(auth) = &self.frontend.auth else { return self.finish(client, None).await };
+                let (next, ask) = match auth.pg_login(&name) {
+                    PgLogin::Scram(v) => (Login::ScramFirst(v), Authentication::SASL(vec!["SCRAM-SHA-256".into()])),
+                    PgLogin::Cleartext => (Login::Password, Authentication::CleartextPassword),
+                };
+                *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)? = next;
+                client.send(PgWireBackendMessage::Authentication(ask)).await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(msg) => {
+                let Some(auth) = self.frontend.auth.clone() else { return Ok(()) };
+                let current = std::mem::take(&mut *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)?);
+                match current {
+                    Login::Password => {
+                        let password = msg.into_password()?;
+                        match auth.login(&name, &password.password, addr) {
+                            Ok(user) => self.finish(client, Some(user)).await?,
+                            Err(_) => return Err(refused(&name)),
+                        }
+                    }
+                    Login::ScramFirst(verifier) => {
+                        let first = msg.into_sasl_initial_response()?;
+                        if first.auth_method != "SCRAM-SHA-256" {
+                            return Err(PgWireError::UnsupportedSASLAuthMethod(first.auth_method));
+                        }
+                        let data = first.data.map(|d| String::from_utf8_lossy(&d).into_owned()).unwrap_or_default();
+                        let (reply, exchange) = scram::server_first(&verifier, &data).map_err(|why| {
+                            auth.refused(&name, addr, &why);
+                            refused(&name)
+                        })?;
+                        *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)? = Login::ScramFinal(Box::new(exchange));
+                        client.send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(Bytes::from(reply)))).await?;
+                    }
+                    Login::ScramFinal(exchange) => {
+                        let last = msg.into_sasl_response()?;
+                        let last = String::from_utf8_lossy(&last.data).into_owned();
+                        match (exchange.server_final(&last), auth.user(&name)) {
+                            (Ok(signature), Some(user)) => {
+                                client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(Bytes::from(signature)))).await?;
+                                self.finish(client, Some(user)).await?;
+                            }
+                            (Err(why), _) => {
+                                auth.refused(&name, addr, &format!("SCRAM: {why}"));
+                                return Err(refused(&name));
+                            }
+                            (Ok(_), None) => {
+                                auth.refused(&name, addr, "unknown user");
+                                return Err(refused(&name));
+                            }
+                        }
+                    }
+                    Login::Started => return Err(PgWireError::InvalidSASLState),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

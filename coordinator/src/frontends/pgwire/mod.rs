@@ -1,0 +1,510 @@
+//! The PostgreSQL wire protocol (v3) over the same engine, on `server.postgres_listen`:
+//! simple and extended queries (prepared statements with `$n` parameters), login
+//! against the same users ([`auth`]), TLS with the server's certificate, cancel
+//! requests, `pg_catalog` for clients that introspect ([`catalog`]) and SQLSTATEs
+//! ([`errors`]). Statements are parsed with PostgreSQL's dialect and the rewrites
+//! `datafusion-pg-catalog` applies for psql's and drivers' catalog queries.
+//!
+//! Values are encoded by `arrow-pg` (Arrow type to PostgreSQL type: see
+//! docs/clients.md). Sessions are read-only like every front door: `SET`, `BEGIN`,
+//! `COMMIT`, `ROLLBACK`, `DISCARD` and `DEALLOCATE` are accepted and change nothing.
+
+mod auth;
+mod catalog;
+mod compat;
+mod errors;
+mod session;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::{Sink, StreamExt, TryStreamExt};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+use quiver_worker::status::from_datafusion;
+use tokio::net::TcpListener;
+use tonic::Status;
+
+use crate::engine::QueryEngine;
+use crate::frontends::run::{self, Caller};
+use crate::security::access::UserAccess;
+use crate::security::authn::Authenticator;
+use session::SessionCommand;
+
+/// One logged-in connection.
+pub struct Connection {
+    caller: Caller,
+    access: Arc<UserAccess>,
+    /// The user's catalogs with `pg_catalog`.
+    state: SessionState,
+    /// The id of the query it runs now, for cancel requests.
+    current: Mutex<Option<String>>,
+    /// `SET quiver.cache = off` was sent.
+    no_cache: std::sync::atomic::AtomicBool,
+}
+
+impl Connection {
+    /// Who runs the next statement, with the session's cache setting.
+    fn caller(&self) -> Caller {
+        Caller { no_cache: self.no_cache.load(std::sync::atomic::Ordering::Relaxed), ..self.caller.clone() }
+    }
+
+    /// Applies a session statement that changes how this connection's statements run.
+    fn apply(&self, cmd: &SessionCommand) {
+        if let SessionCommand::SetCache(on) = cmd {
+            self.no_cache.store(!on, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct Frontend {
+    engine: Arc<QueryEngine>,
+    auth: Option<Authenticator>,
+    /// Logged-in connections by (pid, secret key), for cancel requests.
+    connections: Mutex<HashMap<(i32, Vec<u8>), Arc<Connection>>>,
+    /// pgwire's own cancel signals (they interrupt a query still planning).
+    manager: Arc<ConnectionManager>,
+    parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
+    /// With TLS configured, plaintext connections are refused.
+    require_tls: bool,
+}
+
+/// Removes a connection from the cancel registry when it closes.
+struct Registration {
+    frontend: Arc<Frontend>,
+    key: (i32, Vec<u8>),
+    _pgwire: pgwire::api::ConnectionGuard,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.frontend.connections.lock() {
+            c.remove(&self.key);
+        }
+    }
+}
+
+impl Frontend {
+    fn register(self: &Arc<Self>, pid: i32, secret: &pgwire::messages::startup::SecretKey, c: Arc<Connection>) -> Registration {
+        let key = (pid, secret.to_bytes().to_vec());
+        if let Ok(mut map) = self.connections.lock() {
+            map.insert(key.clone(), c);
+        }
+        let (_handle, guard) = self.manager.register(pid, secret.clone());
+        Registration { frontend: self.clone(), key, _pgwire: guard }
+    }
+}
+
+/// TLS for the port, from the server's certificate and key (PEM). Direct TLS
+/// (PostgreSQL 17's sslnegotiation=direct) checks the protocol name.
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<pgwire::tokio::TlsAcceptor, String> {
+    crate::frontends::tls::acceptor(cert, key, &[b"postgresql"])
+}
+
+/// Serves the PostgreSQL protocol on `listener` until the process ends.
+pub fn serve(
+    listener: TcpListener,
+    engine: Arc<QueryEngine>,
+    auth: Option<Authenticator>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+) -> tokio::task::JoinHandle<()> {
+    let frontend = Arc::new(Frontend {
+        engine,
+        auth,
+        connections: Mutex::default(),
+        manager: Arc::new(ConnectionManager::new()),
+        parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
+        require_tls: tls.is_some(),
+    });
+    let handlers = Arc::new(Handlers {
+        startup: Arc::new(auth::Startup::new(frontend.clone())),
+        queries: Arc::new(Queries { frontend: frontend.clone() }),
+        cancel: Arc::new(Cancel { frontend }),
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, peer)) = listener.accept().await else { continue };
+            let _ = socket.set_nodelay(true);
+            let (handlers, tls) = (handlers.clone(), tls.clone());
+            tokio::spawn(async move {
+                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                    tracing::debug!(%peer, error = %e, "PostgreSQL connection ended with an error");
+                }
+            });
+        }
+    })
+}
+
+struct Handlers {
+    startup: Arc<auth::Startup>,
+    queries: Arc<Queries>,
+    cancel: Arc<Cancel>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.queries.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.queries.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+}
+
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
+        tracing::debug!(client = %client.socket_addr(), %error, "PostgreSQL error sent");
+    }
+}
+
+struct Cancel {
+    frontend: Arc<Frontend>,
+}
+
+#[async_trait]
+impl CancelHandler for Cancel {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let key = (request.pid, request.secret_key.to_bytes().to_vec());
+        let connection = self.frontend.connections.lock().ok().and_then(|c| c.get(&key).cloned());
+        let Some(connection) = connection else { return };
+        // A query already streaming rows stops through its cancel signal; one still
+        // planning or waiting for its first batch through pgwire's.
+        let id = connection.current.lock().ok().and_then(|c| c.clone());
+        if let Some(id) = id {
+            tracing::info!(query = %id, "query cancelled by the PostgreSQL client");
+            self.frontend.engine.queries().cancel(&id);
+        }
+        self.frontend.manager.cancel(request.pid, &request.secret_key).await;
+    }
+}
+
+/// A parsed statement of the extended protocol.
+#[derive(Clone, Debug)]
+pub enum Parsed {
+    /// A session statement (`SET`, `BEGIN`, `SHOW`, ...), answered here.
+    Session(SessionCommand),
+    /// A query, with the types and columns planning gave it (for Describe).
+    Query { sql: String, statement: Box<Statement>, parameters: Vec<Type>, fields: Arc<Schema> },
+}
+
+struct Queries {
+    frontend: Arc<Frontend>,
+}
+
+fn connection_of<C: ClientInfo>(client: &C) -> PgWireResult<Arc<Connection>> {
+    client
+        .session_extensions()
+        .get::<Arc<Connection>>()
+        .map(|c| (*c).clone())
+        .ok_or_else(|| errors::user_error("28000", "the connection has not logged in"))
+}
+
+impl Queries {
+    fn engine(&self) -> &QueryEngine {
+        &self.frontend.engine
+    }
+
+    /// Parses with PostgreSQL's dialect and the client-compatibility rewrites; a
+    /// syntax error comes from the plain parser, which knows where it is.
+    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        self.frontend.engine.check_sql(sql).map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+        let rewritten = crate::catalog::commands::rewrite_refresh(sql);
+        let sql = rewritten.as_deref().unwrap_or(sql);
+        let mut statements = self.frontend.parser.parse(sql).map_err(|_| {
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            let message = match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql) {
+                Err(e) => format!("SQL error: {e}"),
+                Ok(_) => "SQL error: the statement cannot be parsed".to_string(),
+            };
+            errors::to_pg(&Status::invalid_argument(message), Some(sql))
+        })?;
+        statements.iter_mut().for_each(compat::rewrite);
+        Ok(statements)
+    }
+
+    /// Plans `statement` for `connection` in a throwaway session (for Describe).
+    /// A statement that does not plan is recorded in `system.queries` (and the
+    /// audit log) as failed, as when it is executed.
+    async fn describe(&self, connection: &Connection, sql: &str, statement: &Statement) -> PgWireResult<(Vec<Type>, Arc<Schema>)> {
+        let session = self.engine().planning_session_on(connection.access.clone(), &connection.state);
+        let planned = session.plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(statement.clone()))).await;
+        let plan = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                let status = run::begin(self.engine(), session, &connection.caller, sql).fail(from_datafusion(&e));
+                return Err(errors::to_pg(&status, Some(sql)));
+            }
+        };
+        let parameters = parameter_types(&plan)?
+            .iter()
+            .map(|t| t.as_ref().map(|t| arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::UNKNOWN)).unwrap_or(Type::UNKNOWN))
+            .collect();
+        if session.is_write() {
+            // A write answers with a command tag, as in PostgreSQL, not with rows.
+            return Ok((parameters, Arc::new(Schema::empty())));
+        }
+        Ok((parameters, Arc::new(crate::frontends::flight_sql::client_schema(plan.schema().as_arrow()))))
+    }
+
+    /// Runs a query and answers with its rows as they come.
+    async fn query(
+        &self,
+        connection: &Arc<Connection>,
+        sql: &str,
+        statement: Statement,
+        bind: impl FnOnce(&LogicalPlan) -> PgWireResult<Option<datafusion::common::ParamValues>>,
+        format: &Format,
+        options: Arc<FormatOptions>,
+    ) -> PgWireResult<Response> {
+        let engine = self.engine();
+        let tag = write_tag(&statement);
+        let session = engine.session_on(connection.access.clone(), &connection.state);
+        let tracked = run::begin(engine, session, &connection.caller(), sql);
+        let planned = tracked
+            .session()
+            .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| from_datafusion(&e));
+        let mut bind_error = None;
+        let planned = match planned {
+            Ok(plan) => match bind(&plan) {
+                Ok(None) => Ok(plan),
+                Ok(Some(values)) => tracked.session().bind(plan, values).map_err(|e| from_datafusion(&e)),
+                Err(e) => {
+                    bind_error = Some(e);
+                    Err(Status::invalid_argument("invalid parameters"))
+                }
+            },
+            Err(s) => Err(s),
+        };
+        if let Some(cur) = connection.current.lock().ok().as_mut() {
+            **cur = Some(tracked.id().to_string());
+        }
+        let write = tracked.session().is_write();
+        let running = match tracked.execute(planned).await {
+            Ok(r) => r,
+            Err(status) => return Err(bind_error.unwrap_or_else(|| errors::to_pg(&status, Some(sql)))),
+        };
+        if let (true, Some(tag)) = (write, tag) {
+            let batches: Vec<_> = running.batches.try_collect().await.map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+            let rows = batches.iter().map(crate::writes::rows_written).sum::<u64>() as usize;
+            return Ok(Response::Execution(tag.with_rows(rows)));
+        }
+        let schema = crate::frontends::flight_sql::client_schema(&running.schema);
+        let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, format, Some(options))?);
+        let mut batches = running.batches;
+        // The first batch before the answer: an error that comes at once (most do)
+        // is then an error response, not a broken row stream.
+        let first = batches.next().await;
+        let first = match first {
+            Some(Err(e)) => return Err(errors::to_pg(&from_datafusion(&e), Some(sql))),
+            other => other,
+        };
+        let rows_fields = fields.clone();
+        let sql = sql.to_string();
+        let rows = futures::stream::iter(first).chain(batches).flat_map(move |batch| {
+            let rows: Box<dyn Iterator<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + Sync> =
+                match batch.and_then(crate::frontends::flight_sql::to_client_types) {
+                    Ok(b) => Box::new(arrow_pg::datatypes::encode_recordbatch(rows_fields.clone(), b)),
+                    Err(e) => Box::new(std::iter::once(Err(errors::to_pg(&from_datafusion(&e), Some(&sql))))),
+                };
+            futures::stream::iter(rows)
+        });
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+}
+
+/// The bound values, as the types the plan expects. Decoded as those types when
+/// arrow-pg can; else as the types the client sent (an `int8` for a `numeric`
+/// column, say) and then cast, with an error that names the parameter.
+fn decode_parameters(portal: &Portal<Parsed>, expected: &[Option<datafusion::arrow::datatypes::DataType>]) -> PgWireResult<datafusion::common::ParamValues> {
+    let refs: Vec<Option<&datafusion::arrow::datatypes::DataType>> = expected.iter().map(|t| t.as_ref()).collect();
+    if let Ok(values) = arrow_pg::datatypes::df::deserialize_parameters(portal, &refs) {
+        return Ok(values);
+    }
+    let as_sent = arrow_pg::datatypes::df::deserialize_parameters(portal, &vec![None; expected.len()])?;
+    let datafusion::common::ParamValues::List(values) = as_sent else { return Ok(as_sent) };
+    let mut cast = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let value = match expected.get(i) {
+            Some(Some(t)) if v.value().data_type() != *t => v.value().cast_to(t).map_err(|e| {
+                errors::user_error("22023", format!("parameter ${} cannot be converted to {t}: {e}", i + 1))
+            })?,
+            _ => v.value().clone(),
+        };
+        cast.push(datafusion::common::metadata::ScalarAndMetadata::new(value, None));
+    }
+    Ok(datafusion::common::ParamValues::List(cast))
+}
+
+/// The inferred type of each `$1..$n` (None where unknown).
+fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<datafusion::arrow::datatypes::DataType>>> {
+    crate::placeholders::positional_types(plan).map_err(|e| errors::to_pg(&from_datafusion(&e), None))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Queries {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let connection = connection_of(client)?;
+        let statements = self.parse(query)?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let single = statements.len() == 1;
+        let mut out = vec![];
+        for statement in statements {
+            if let Some(cmd) = SessionCommand::of(&statement) {
+                connection.apply(&cmd);
+                out.push(cmd.respond(client, &Format::UnifiedText)?);
+                continue;
+            }
+            let text = if single { query.to_string() } else { statement.to_string() };
+            out.push(self.query(&connection, &text, statement, |_| Ok(None), &Format::UnifiedText, options.clone()).await?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl QueryParser for Queries {
+    type Statement = Parsed;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Parsed>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let connection = connection_of(client)?;
+        let mut statements = self.parse(sql)?;
+        if statements.len() > 1 {
+            return Err(errors::user_error("42601", "cannot insert multiple commands into a prepared statement"));
+        }
+        let Some(statement) = statements.pop() else { return Ok(None) };
+        if let Some(cmd) = SessionCommand::of(&statement) {
+            return Ok(Some(Parsed::Session(cmd)));
+        }
+        let (parameters, fields) = self.describe(&connection, sql, &statement).await?;
+        Ok(Some(Parsed::Query { sql: sql.to_string(), statement: Box::new(statement), parameters, fields }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Parsed) -> PgWireResult<Vec<Type>> {
+        Ok(match stmt {
+            Parsed::Query { parameters, .. } => parameters.clone(),
+            Parsed::Session(_) => vec![],
+        })
+    }
+
+    fn get_result_schema(&self, stmt: &Parsed, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match stmt {
+            Parsed::Query { fields, .. } => arrow_pg::datatypes::arrow_schema_to_pg_fields(fields, format.unwrap_or(&Format::UnifiedText), None),
+            Parsed::Session(cmd) => Ok(cmd.fields(format.unwrap_or(&Format::UnifiedText))),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Queries {
+    type Statement = Parsed;
+    type QueryParser = Queries;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::new(Queries { frontend: self.frontend.clone() })
+    }
+
+    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Parsed>) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Parsed>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let server = self.get_parameter_types(&target.statement)?;
+        let n = server.len().max(target.parameter_types.len());
+        let parameters = (0..n)
+            .map(|i| target.parameter_types.get(i).cloned().flatten().or_else(|| server.get(i).cloned()).unwrap_or(Type::UNKNOWN))
+            .collect();
+        Ok(DescribeStatementResponse::new(parameters, self.get_result_schema(&target.statement, None)?))
+    }
+
+    async fn do_describe_portal<C>(&self, _client: &mut C, target: &Portal<Parsed>) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Parsed>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Ok(DescribePortalResponse::new(self.get_result_schema(&target.statement.statement, Some(&target.result_column_format))?))
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Parsed>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Parsed>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let connection = connection_of(client)?;
+        match &portal.statement.statement {
+            Parsed::Session(cmd) => {
+                connection.apply(cmd);
+                cmd.respond(client, &portal.result_column_format)
+            }
+            Parsed::Query { sql, statement, .. } => {
+                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                let bind = |plan: &LogicalPlan| -> PgWireResult<Option<datafusion::common::ParamValues>> {
+                    if portal.parameter_len() == 0 {
+                        return Ok(None);
+                    }
+                    decode_parameters(portal, &parameter_types(plan)?).map(Some)
+                };
+                self.query(&connection, sql, (**statement).clone(), bind, &portal.result_column_format, options).await
+            }
+        }
+    }
+}
+
+/// Binds the port; the error names the address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// The command tag PostgreSQL answers a write with (`INSERT 0 n`, `SELECT n` for
+/// `CREATE TABLE … AS`), without its row count.
+fn write_tag(statement: &Statement) -> Option<Tag> {
+    match statement {
+        Statement::Insert(_) => Some(Tag::new("INSERT").with_oid(0)),
+        Statement::CreateTable(_) => Some(Tag::new("SELECT")),
+        Statement::Drop { .. } => Some(Tag::new("DROP TABLE")),
+        _ => None,
+    }
+}

@@ -1,0 +1,359 @@
+//! The statements that write, checked and planned.
+//!
+//! | statement | target |
+//! |---|---|
+//! | `COPY (query) TO 'location' [(FORMAT …, PARTITION_BY (…), …)]` | a folder or file under a writable files source |
+//! | `CREATE TABLE s.t AS query` | a new folder of Parquet (or the source's format) files, or a new database table |
+//! | `INSERT INTO s.t query` / `VALUES …`, `INSERT OVERWRITE` | a file table's folder, or a database table |
+//! | `DROP TABLE s.t` | a file table Quiver created |
+//!
+//! Each is allowed only on a source with `writable = true`, and for a user whose
+//! first matching access rule has `write = true` (administrators always).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{ResolvedTableReference, TableReference};
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::provider_as_source;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{lit, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, TableType, WriteOp};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::sql::parser::{CopyToSource, CopyToStatement, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement, TableObject};
+use object_store::ObjectStoreExt;
+use quiver_connectors::files::FilesSchema;
+use quiver_connectors::remote_schema::RemoteSchema;
+
+use super::Writes;
+use crate::security::access::{TableName, UserAccess};
+
+/// What a write statement needs to be planned.
+pub struct WriteContext<'a> {
+    pub writes: &'a Writes,
+    pub access: &'a UserAccess,
+    pub state: &'a SessionState,
+}
+
+/// Whether `statement` writes (and is planned by [`plan`]).
+pub fn is_write(statement: &DFStatement) -> bool {
+    match statement {
+        DFStatement::CopyTo(_) => true,
+        DFStatement::Statement(s) => matches!(
+            s.as_ref(),
+            Statement::Insert(_) | Statement::CreateTable(_) | Statement::Drop { object_type: ObjectType::Table, .. }
+        ),
+        _ => false,
+    }
+}
+
+/// Plans a statement that writes; the caller checked [`is_write`].
+pub async fn plan(cx: &WriteContext<'_>, statement: DFStatement) -> Result<LogicalPlan> {
+    match statement {
+        DFStatement::CopyTo(copy) => plan_copy(cx, copy).await,
+        DFStatement::Statement(s) => match *s {
+            Statement::Insert(insert) => plan_insert(cx, insert).await,
+            Statement::CreateTable(create) => plan_create(cx, create).await,
+            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => plan_drop(cx, if_exists, names).await,
+            other => Err(DataFusionError::Internal(format!("not a write: {other}"))),
+        },
+        other => Err(DataFusionError::Internal(format!("not a write: {other}"))),
+    }
+}
+
+fn denied(cx: &WriteContext<'_>, what: &str) -> DataFusionError {
+    let who = cx.access.user().unwrap_or("anonymous");
+    DataFusionError::External(Box::new(tonic::Status::permission_denied(format!(
+        "access denied: user '{who}' may not write {what} (no access rule with write = true matches)"
+    ))))
+}
+
+pub(super) fn check_write(cx: &WriteContext<'_>, t: &ResolvedTableReference) -> Result<()> {
+    let name = TableName { catalog: &t.catalog, schema: &t.schema, table: &t.table };
+    if cx.access.may_write(name) {
+        Ok(())
+    } else {
+        Err(denied(cx, &t.to_string()))
+    }
+}
+
+fn resolve(cx: &WriteContext<'_>, name: &str) -> ResolvedTableReference {
+    let o = cx.state.config().options();
+    TableReference::parse_str(name).resolve(&o.catalog.default_catalog, &o.catalog.default_schema)
+}
+
+/// Where a table's writes go.
+pub(super) enum Home<'a> {
+    Files(&'a Arc<FilesSchema>),
+    Database(&'a Arc<RemoteSchema>),
+}
+
+/// The writable source of `catalog.schema`, or an error saying why it is not one.
+pub(super) fn home<'a>(cx: &'a WriteContext<'_>, t: &ResolvedTableReference) -> Result<Home<'a>> {
+    let qualified = format!("{}.{}", t.catalog, t.schema);
+    if let Some(files) = cx.writes.files_schema(&qualified) {
+        if files.is_writable() {
+            return Ok(Home::Files(files));
+        }
+        return Err(read_only(t, &qualified));
+    }
+    if let Some(db) = cx.writes.remote_schema(&qualified) {
+        if db.is_writable() {
+            return Ok(Home::Database(db));
+        }
+        return Err(read_only(t, &qualified));
+    }
+    Err(DataFusionError::Plan(format!("{t}: there is no source mounted as {qualified} to write to")))
+}
+
+fn read_only(t: &ResolvedTableReference, qualified: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "{t} is read-only: the source mounted as {qualified} is not writable (set writable = true in its [[source]] to allow writes)"
+    ))
+}
+
+/// The statement's plan, with the user's read rules applied to what it reads.
+async fn planned(cx: &WriteContext<'_>, statement: DFStatement) -> Result<LogicalPlan> {
+    let plan = cx.state.statement_to_plan(statement).await?;
+    crate::security::enforce::enforce(plan, cx.access, cx.state)
+}
+
+async fn plan_copy(cx: &WriteContext<'_>, mut copy: CopyToStatement) -> Result<LogicalPlan> {
+    let url = target_url(&copy.target)?;
+    let Some(root) = cx.writes.root_for(&url) else {
+        let places = cx.writes.writable_locations();
+        let hint = match places.is_empty() {
+            true => "no files source is writable (set writable = true on one)".to_string(),
+            false => format!("writable locations: {}", places.join(", ")),
+        };
+        return Err(DataFusionError::Plan(format!("COPY target '{}' is not under a writable files source; {hint}", copy.target)));
+    };
+    let (catalog, schema) = root.name().split_once('.').unwrap_or((root.name(), ""));
+    let first = root.root().and_then(|r| url.prefix().prefix_match(r.prefix())).and_then(|mut parts| parts.next()).map(|p| p.as_ref().to_string());
+    let table = first.unwrap_or_default();
+    let table = table.strip_suffix(root.default_format().extension()).unwrap_or(&table).to_string();
+    let target = ResolvedTableReference { catalog: catalog.into(), schema: schema.into(), table: table.into() };
+    check_write(cx, &target)?;
+    if copy.stored_as.is_none() && url.file_extension().is_none() {
+        // A folder without FORMAT gets the source's format.
+        copy.stored_as = Some(format!("{:?}", root.default_format()).to_ascii_uppercase());
+    }
+    copy.target = url.as_str().to_string();
+    planned(cx, DFStatement::CopyTo(copy)).await
+}
+
+/// A COPY target as a URL: object-store URLs as they are, absolute paths as
+/// `file://` URLs; relative paths would depend on the server's working folder.
+fn target_url(target: &str) -> Result<ListingTableUrl> {
+    let is_url = url::Url::parse(target).is_ok_and(|u| u.scheme().len() > 1);
+    if !is_url && !std::path::Path::new(target).is_absolute() {
+        return Err(DataFusionError::Plan(format!("COPY target '{target}' must be an absolute path or a URL (s3://…)")));
+    }
+    ListingTableUrl::parse(target)
+}
+
+async fn plan_insert(cx: &WriteContext<'_>, insert: datafusion::sql::sqlparser::ast::Insert) -> Result<LogicalPlan> {
+    let TableObject::TableName(name) = &insert.table else {
+        return Err(DataFusionError::Plan("INSERT INTO a table function is not supported".into()));
+    };
+    let target = resolve(cx, &name.to_string());
+    let files = matches!(home(cx, &target)?, Home::Files(_));
+    check_write(cx, &target)?;
+    let mut insert = insert;
+    // DataFusion's file sinks only append: an INSERT OVERWRITE of a file table is
+    // planned as an append whose commit then removes the old files.
+    let overwrite = insert.overwrite && files;
+    if overwrite {
+        insert.overwrite = false;
+    }
+    let plan = planned(cx, DFStatement::Statement(Box::new(Statement::Insert(insert)))).await?;
+    if !files {
+        return uncast_for_database(plan);
+    }
+    if !overwrite {
+        return Ok(plan);
+    }
+    match plan {
+        LogicalPlan::Dml(dml) => {
+            let inner = datafusion::datasource::source_as_provider(&dml.target)?;
+            let target = provider_as_source(Arc::new(super::ingest::Replacing::new(inner)));
+            Ok(LogicalPlan::Dml(DmlStatement::new(dml.table_name, target, WriteOp::Insert(InsertOp::Append), dml.input)))
+        }
+        other => Ok(other),
+    }
+}
+
+/// DataFusion casts an INSERT's values to the table's types before they reach
+/// the sink, and a value that does not fit fails there without naming its column
+/// or row. For a database the casts are dropped: the writer converts each column
+/// itself and names the column, row and value that do not fit.
+fn uncast_for_database(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::logical_expr::expr::{Alias, Cast};
+    use datafusion::logical_expr::Projection;
+    let LogicalPlan::Dml(dml) = plan else { return Ok(plan) };
+    let LogicalPlan::Projection(projection) = dml.input.as_ref() else { return Ok(LogicalPlan::Dml(dml)) };
+    let exprs: Vec<Expr> = projection
+        .expr
+        .iter()
+        .map(|e| match e {
+            Expr::Alias(Alias { expr, name, .. }) => match expr.as_ref() {
+                Expr::Cast(Cast { expr: inner, .. }) if !matches!(inner.as_ref(), Expr::Literal(..)) => inner.as_ref().clone().alias(name),
+                _ => e.clone(),
+            },
+            _ => e.clone(),
+        })
+        .collect();
+    // `INSERT … VALUES`: the literals are cast to the table's types in the VALUES list too.
+    let source = match projection.input.as_ref() {
+        LogicalPlan::Values(values) => {
+            let uncast = |e: &Expr| match e {
+                Expr::Cast(Cast { expr, .. }) if matches!(expr.as_ref(), Expr::Literal(..)) => expr.as_ref().clone(),
+                other => other.clone(),
+            };
+            let rows: Vec<Vec<Expr>> = values.values.iter().map(|row| row.iter().map(uncast).collect()).collect();
+            match LogicalPlanBuilder::values(rows).and_then(|b| b.build()) {
+                // Literals of different types in one column keep DataFusion's casts.
+                Ok(plan) if plan.schema().fields().len() == values.schema.fields().len() => Arc::new(plan),
+                _ => projection.input.clone(),
+            }
+        }
+        _ => projection.input.clone(),
+    };
+    let input = match Projection::try_new(exprs.clone(), source) {
+        Ok(p) => p,
+        Err(_) => Projection::try_new(exprs, projection.input.clone())?,
+    };
+    Ok(LogicalPlan::Dml(DmlStatement::new(dml.table_name, dml.target, dml.op, Arc::new(LogicalPlan::Projection(input)))))
+}
+
+async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::ast::CreateTable) -> Result<LogicalPlan> {
+    let target = resolve(cx, &create.name.to_string());
+    let Some(query) = create.query.clone() else {
+        return Err(DataFusionError::Plan(format!(
+            "CREATE TABLE {target} without AS SELECT is DDL Quiver does not run: it creates tables from a query's result (CREATE TABLE … AS SELECT …)"
+        )));
+    };
+    if !create.columns.is_empty() {
+        return Err(DataFusionError::Plan("CREATE TABLE … AS with a column list is not supported; name the columns in the query".into()));
+    }
+    if create.or_replace {
+        return Err(DataFusionError::Plan(format!("CREATE OR REPLACE TABLE is not supported; DROP TABLE {target} first, or INSERT OVERWRITE")));
+    }
+    let home = home(cx, &target)?;
+    check_write(cx, &target)?;
+    let exists = match &home {
+        Home::Files(files) => files.table_url(&target.table).is_some(),
+        Home::Database(db) => {
+            db.refresh().await?;
+            datafusion::catalog::SchemaProvider::table_exist(db.as_ref(), &target.table)
+        }
+    };
+    if exists {
+        if create.if_not_exists {
+            return LogicalPlanBuilder::empty(true).project(vec![lit(0u64).alias("count")])?.build();
+        }
+        return Err(DataFusionError::Plan(format!("table {target} already exists")));
+    }
+    match home {
+        Home::Files(files) => {
+            let root = files.root().map(|r| r.as_str().to_string()).unwrap_or_default();
+            let copy = CopyToStatement {
+                source: CopyToSource::Query(query),
+                target: format!("{root}{}/", target.table),
+                partitioned_by: vec![],
+                stored_as: Some(format!("{:?}", files.default_format()).to_ascii_uppercase()),
+                options: vec![],
+            };
+            planned(cx, DFStatement::CopyTo(copy)).await
+        }
+        Home::Database(db) => {
+            let input = planned(cx, DFStatement::Statement(Box::new(Statement::Query(query)))).await?;
+            let schema: SchemaRef = Arc::new(input.schema().as_arrow().clone());
+            let provider = db.new_table(&target.table, schema).ok_or_else(|| read_only(&target, db.name()))?;
+            let dml = DmlStatement::new(
+                TableReference::full(target.catalog.clone(), target.schema.clone(), target.table.clone()),
+                provider_as_source(provider),
+                WriteOp::Insert(InsertOp::Append),
+                Arc::new(input),
+            );
+            Ok(LogicalPlan::Dml(dml))
+        }
+    }
+}
+
+async fn plan_drop(cx: &WriteContext<'_>, if_exists: bool, names: Vec<datafusion::sql::sqlparser::ast::ObjectName>) -> Result<LogicalPlan> {
+    let [name] = names.as_slice() else { return Err(DataFusionError::Plan("DROP TABLE takes one table at a time".into())) };
+    let target = resolve(cx, &name.to_string());
+    let files = match home(cx, &target)? {
+        Home::Files(f) => f.clone(),
+        Home::Database(_) => {
+            return Err(DataFusionError::Plan(format!("DROP TABLE {target}: Quiver drops only file tables it created; drop database tables in the database")))
+        }
+    };
+    check_write(cx, &target)?;
+    let url = files.table_url(&target.table);
+    if url.is_none() && !if_exists {
+        return Err(DataFusionError::Plan(format!("table {target} not found")));
+    }
+    let drop = DropTable { target: target.to_string(), table: target.table.to_string(), files, url };
+    LogicalPlanBuilder::scan("quiver_drop", provider_as_source(Arc::new(drop)), None)?.build()
+}
+
+fn result_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("result", DataType::Utf8, false)]))
+}
+
+/// `DROP TABLE` of a file table: done when its scan is planned for execution, so
+/// planning alone (a Describe) removes nothing.
+#[derive(Debug)]
+struct DropTable {
+    target: String,
+    table: String,
+    files: Arc<FilesSchema>,
+    url: Option<ListingTableUrl>,
+}
+
+#[async_trait]
+impl TableProvider for DropTable {
+    fn schema(&self) -> SchemaRef {
+        result_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, _: &[Expr], _: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+        let message = match &self.url {
+            None => format!("no table {}", self.target),
+            Some(url) => {
+                if !self.files.is_discovered_folder(&self.table) {
+                    return Err(DataFusionError::Plan(format!("{} is declared in the config file; remove it there", self.target)));
+                }
+                let store = state.runtime_env().object_store(url)?;
+                let marker = super::join_url(url, super::MARKER);
+                if store.head(&marker).await.is_err() {
+                    return Err(DataFusionError::Plan(format!(
+                        "{} was not created by Quiver (its folder has no {} file), so DROP TABLE leaves it alone",
+                        self.target,
+                        super::MARKER
+                    )));
+                }
+                super::commit::remove_folder(&store, url).await;
+                if let Some(cache) = state.runtime_env().cache_manager.get_list_files_cache() {
+                    cache.clear();
+                }
+                self.files.rediscover().await?;
+                format!("DROP TABLE {}", self.target)
+            }
+        };
+        let batch = RecordBatch::try_new(result_schema(), vec![Arc::new(StringArray::from(vec![message]))])?;
+        MemorySourceConfig::try_new_exec(&[vec![batch]], result_schema(), projection.cloned()).map(|e| e as Arc<dyn ExecutionPlan>)
+    }
+}

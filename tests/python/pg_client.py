@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Quiver's PostgreSQL port through unmodified third-party clients.
+
+Usage:
+    python pg_client.py psycopg URL
+    python pg_client.py sqlalchemy URL
+
+psycopg: a parameterized query (server-side binding, the extended protocol) with
+an int and a text parameter, equal to the literal query; a missing table raises
+UndefinedTable (SQLSTATE 42P01) and the connection serves the next query.
+
+sqlalchemy: the PostgreSQL dialect's inspector lists the tables of schema tpch and
+the columns of lineitem, and a query through the ORM-free Core API returns rows.
+
+Prints "<MODE> OK" and exits 0 on success.
+"""
+
+import sys
+
+
+def fail(msg: str) -> None:
+    print(f"FAILED: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run_psycopg(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        literal = conn.execute(
+            "SELECT count(*) FROM lineitem WHERE l_quantity < 10 AND l_returnflag = 'R'"
+        ).fetchone()[0]
+        bound = conn.execute(
+            "SELECT count(*) FROM lineitem WHERE l_quantity < %s AND l_returnflag = %s",
+            (10, "R"),
+            prepare=True,
+        ).fetchone()[0]
+        if bound != literal or literal <= 0:
+            fail(f"bound query gave {bound!r}, literal {literal!r}")
+        print(f"   count with parameters = {bound}")
+        names = [r[0].rstrip() for r in conn.execute(
+            "SELECT n_name FROM nation WHERE n_regionkey = %s ORDER BY n_name", (3,)).fetchall()]
+        if names[:2] != ["FRANCE", "GERMANY"]:
+            fail(f"nations of region 3: {names!r}")
+        try:
+            conn.execute("SELECT * FROM no_such_table")
+            fail("a missing table did not raise")
+        except psycopg.errors.UndefinedTable as e:
+            print(f"   missing table: {e.sqlstate} {str(e).splitlines()[0]}")
+        n = conn.execute("SELECT count(*) FROM region").fetchone()[0]
+        if n != 5:
+            fail(f"after the error: {n!r}")
+
+
+def run_sqlalchemy(url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgres://", "postgresql+psycopg://", 1))
+    inspector = sa.inspect(engine)
+    tables = inspector.get_table_names(schema="tpch")
+    for t in ("lineitem", "nation", "orders"):
+        if t not in tables:
+            fail(f"table {t!r} not in {tables!r}")
+    columns = [c["name"] for c in inspector.get_columns("lineitem", schema="tpch")]
+    if "l_orderkey" not in columns or "l_comment" not in columns:
+        fail(f"lineitem columns: {columns!r}")
+    print(f"   tables: {sorted(tables)!r}")
+    print(f"   lineitem has {len(columns)} columns")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT r_name FROM region WHERE r_regionkey < :k ORDER BY r_regionkey"), {"k": 2}
+        ).fetchall()
+    names = [r[0].rstrip() for r in rows]
+    if names != ["AFRICA", "AMERICA"]:
+        fail(f"regions: {names!r}")
+    print(f"   regions: {names!r}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[1] not in ("psycopg", "sqlalchemy"):
+        print(f"usage: {argv[0]} psycopg|sqlalchemy URL", file=sys.stderr)
+        return 2
+    {"psycopg": run_psycopg, "sqlalchemy": run_sqlalchemy}[argv[1]](argv[2])
+    print(f"{argv[1].upper()} OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
