@@ -209,7 +209,8 @@ pub struct WorkersConfig {
     /// Image of the worker containers (built by docker/build-images.sh).
     #[serde(default = "default_image")]
     pub image: String,
-    /// Fewest and most worker containers.
+    /// Fewest and most worker containers. `min = 0` scales to zero: with no load
+    /// every worker is retired, and the next query that needs one starts it.
     #[serde(default = "default_min_workers")]
     pub min: usize,
     #[serde(default = "default_max_workers")]
@@ -449,8 +450,8 @@ impl QuiverConfig {
             WorkerMode::Static if self.workers.addresses.is_empty() => {
                 Err("workers.addresses must list at least one worker in static mode".into())
             }
-            WorkerMode::Docker if self.workers.min == 0 || self.workers.max < self.workers.min => {
-                Err("workers.min must be at least 1 and workers.max at least workers.min in docker mode".into())
+            WorkerMode::Docker if self.workers.max == 0 || self.workers.max < self.workers.min => {
+                Err("workers.max must be at least 1 and at least workers.min in docker mode".into())
             }
             WorkerMode::Dns if self.workers.service.is_none() => {
                 Err("workers.service (a DNS name) is required in dns mode".into())

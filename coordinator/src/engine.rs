@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::MemoryCatalogProvider;
 use datafusion::common::ParamValues;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
@@ -65,6 +65,9 @@ pub struct QuerySession {
     writes: Arc<crate::writes::Writes>,
     /// The last statement planned writes (never cached; its count is `rows_written`).
     write: std::sync::atomic::AtomicBool,
+    pool: Arc<WorkerPool>,
+    /// How long the last execution waited for workers to start, and how many.
+    worker_wait: std::sync::Mutex<Option<(std::time::Duration, usize)>>,
 }
 
 impl QueryEngine {
@@ -148,7 +151,7 @@ impl QueryEngine {
             })?),
             None => Arc::new(AuditLog::disabled()),
         };
-        let queries = Arc::new(crate::queries::QueryLog::new(audit));
+        let queries = Arc::new(crate::queries::QueryLog::new(audit, fragments.clone()));
         let cache = Arc::new(crate::cache::ResultsCache::new(&config.cache));
         let datasets = crate::catalog::Datasets::open(config, (catalog.clone(), schema.clone()), cache.clone())
             .await
@@ -252,6 +255,8 @@ impl QueryEngine {
             command: std::sync::atomic::AtomicBool::new(false),
             writes: self.writes.clone(),
             write: std::sync::atomic::AtomicBool::new(false),
+            pool: self.pool.clone(),
+            worker_wait: std::sync::Mutex::new(None),
         }
     }
 
@@ -532,7 +537,33 @@ impl QuerySession {
     }
 
     /// Plans physically (fragments are assigned to workers here) and starts streaming.
+    /// A plan that needs a worker while the pool has scaled to zero waits for one.
     pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
-        DataFrame::new(self.ctx.state(), plan).execute_stream().await
+        use crate::distributed::wake;
+        let first = DataFrame::new(self.ctx.state(), plan.clone()).execute_stream().await;
+        match first {
+            Err(e) if wake::needs_workers(&e) && self.pool.scales_from_zero() => {
+                // One worker per two partitions the query is spread over.
+                let partitions = self.ctx.state().config().options().execution.target_partitions;
+                let (waited, started) =
+                    self.pool.wake(partitions.div_ceil(2)).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                if let Ok(mut w) = self.worker_wait.lock() {
+                    *w = Some((waited, started));
+                }
+                tracing::info!(query = %self.id, waited_ms = waited.as_millis() as u64, started, "waited for workers");
+                let analyze = matches!(plan, LogicalPlan::Analyze(_));
+                let stream = DataFrame::new(self.ctx.state(), plan).execute_stream().await?;
+                match analyze {
+                    true => wake::annotate_analyze(stream, waited, started).await,
+                    false => Ok(stream),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// How long the last [`Self::execute`] waited for workers to start, and how many it started.
+    pub fn worker_wait(&self) -> Option<(std::time::Duration, usize)> {
+        self.worker_wait.lock().ok().and_then(|w| *w)
     }
 }

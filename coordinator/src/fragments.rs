@@ -24,11 +24,38 @@ pub struct FragmentRecord {
     pub bytes: u64,
     pub spilled_bytes: u64,
     pub error: Option<String>,
+    /// What the worker measured (finished attempts only): CPU time of the
+    /// fragment's operators, the peak of its memory pool, bytes read per source.
+    pub cpu_nanos: u64,
+    pub peak_memory: u64,
+    pub reads: Vec<quiver_proto::SourceRead>,
 }
 
 impl FragmentRecord {
     pub fn elapsed_ms(&self) -> u64 {
         self.elapsed_ms.unwrap_or_else(|| self.started.elapsed().as_millis() as u64)
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(stage: u32, worker: &str, state: &'static str, started_at: SystemTime, elapsed_ms: u64) -> Self {
+        Self {
+            query_id: "q".into(),
+            stage,
+            task: 0,
+            attempt: 1,
+            worker: worker.into(),
+            state,
+            started_at,
+            started: Instant::now(),
+            elapsed_ms: Some(elapsed_ms),
+            rows: 0,
+            bytes: 0,
+            spilled_bytes: 0,
+            error: None,
+            cpu_nanos: 0,
+            peak_memory: 0,
+            reads: vec![],
+        }
     }
 }
 
@@ -50,6 +77,15 @@ pub struct LoggedAttempt {
 }
 
 impl LoggedAttempt {
+    /// Records what the worker measured the attempt cost (its closing statistics).
+    pub fn cost(&self, stats: &quiver_proto::FragmentStats) {
+        self.log.update(self, |x| {
+            x.cpu_nanos = stats.cpu_nanos;
+            x.peak_memory = stats.peak_memory;
+            x.reads = stats.reads.clone();
+        });
+    }
+
     pub fn end(mut self, state: &'static str, rows: u64, bytes: u64, spilled: u64, error: Option<String>) {
         self.ended = true;
         self.log.finish(&self, state, rows, bytes, spilled, error);
@@ -80,6 +116,9 @@ impl FragmentLog {
             bytes: 0,
             spilled_bytes: 0,
             error: None,
+            cpu_nanos: 0,
+            peak_memory: 0,
+            reads: vec![],
         };
         if let Ok(mut r) = self.records.lock() {
             r.push_back(record);
@@ -97,19 +136,30 @@ impl FragmentLog {
 
     /// Records how an attempt ended.
     fn finish(&self, id: &LoggedAttempt, state: &'static str, rows: u64, bytes: u64, spilled: u64, error: Option<String>) {
+        self.update(id, |x| {
+            x.state = state;
+            x.rows = rows;
+            x.bytes = bytes;
+            x.spilled_bytes = spilled;
+            x.error = error;
+            x.elapsed_ms = Some(x.started.elapsed().as_millis() as u64);
+        });
+    }
+
+    fn update(&self, id: &LoggedAttempt, f: impl FnOnce(&mut FragmentRecord)) {
         if let Ok(mut r) = self.records.lock() {
             let found = r.iter_mut().rev().find(|x| {
                 x.query_id == id.query_id && x.stage == id.stage && x.task == id.task && x.attempt == id.attempt
             });
             if let Some(x) = found {
-                x.state = state;
-                x.rows = rows;
-                x.bytes = bytes;
-                x.spilled_bytes = spilled;
-                x.error = error;
-                x.elapsed_ms = Some(x.started.elapsed().as_millis() as u64);
+                f(x);
             }
         }
+    }
+
+    /// The attempts of one query.
+    pub fn of_query(&self, query_id: &str) -> Vec<FragmentRecord> {
+        self.records.lock().map(|r| r.iter().filter(|x| x.query_id == query_id).cloned().collect()).unwrap_or_default()
     }
 
     pub fn snapshot(&self) -> Vec<FragmentRecord> {

@@ -18,6 +18,7 @@ pub mod security;
 pub mod server;
 pub mod system;
 pub mod tpch;
+pub mod usage;
 pub mod writes;
 
 pub use config::QuiverConfig;

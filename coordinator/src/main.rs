@@ -64,6 +64,11 @@ enum Command {
         /// Serve without cluster authentication (anyone who reaches the port may run plans).
         #[arg(long)]
         allow_insecure: bool,
+        /// On SIGTERM: how long to finish running fragments (and keep serving their
+        /// exchange outputs) before stopping. Keep it below Kubernetes'
+        /// terminationGracePeriodSeconds.
+        #[arg(long, default_value_t = 30.0)]
+        drain_grace_secs: f64,
     },
     /// Print an argon2id hash of a password, for `[server.auth.users]` in the config.
     /// Reads the password from the terminal (without echo), or one line of standard input.
@@ -168,7 +173,7 @@ async fn run_server(command: Command) -> Result<()> {
             // Embedded workers wrote their exchange files in this process's directory.
             quiver_worker::exchange::store().remove_all();
         }
-        Command::Worker { listen, config, id, allow_insecure } => {
+        Command::Worker { listen, config, id, allow_insecure, drain_grace_secs } => {
             let config = match (config, std::env::var("QUIVER_CONFIG_TOML")) {
                 (Some(path), _) => quiver_coordinator::QuiverConfig::load(&path)?,
                 (None, Ok(text)) => quiver_coordinator::QuiverConfig::parse(&text, std::path::Path::new("/"))
@@ -190,7 +195,15 @@ async fn run_server(command: Command) -> Result<()> {
             };
             let service = quiver_worker::WorkerService::new(options, codec)?;
             println!("quiver: worker listening on http://{addr}");
-            quiver_worker::serve(listener, service, quiver_coordinator::server::shutdown_signal()).await?;
+            // SIGTERM drains first (new fragments refused, running ones finished),
+            // then the server stops.
+            let drainer = service.clone();
+            let grace = std::time::Duration::from_secs_f64(drain_grace_secs.max(0.0));
+            let shutdown = async move {
+                quiver_coordinator::server::shutdown_signal().await;
+                drainer.drain(grace).await;
+            };
+            quiver_worker::serve(listener, service, shutdown).await?;
             quiver_worker::exchange::store().remove_all();
         }
         Command::GenTpch { scale, out } => {

@@ -51,6 +51,19 @@ pub fn render(engine: &crate::engine::QueryEngine) -> String {
     let _ = writeln!(out, "# HELP quiver_acceleration_refresh_seconds_total Time spent refreshing copies.\n# TYPE quiver_acceleration_refresh_seconds_total counter\nquiver_acceleration_refresh_seconds_total {seconds}");
     let (bytes, entries) = cache.usage();
     let _ = writeln!(out, "# HELP quiver_cache_bytes Memory the results cache holds.\n# TYPE quiver_cache_bytes gauge\nquiver_cache_bytes {bytes}\n# HELP quiver_cache_entries Answers in the results cache.\n# TYPE quiver_cache_entries gauge\nquiver_cache_entries {entries}");
+    if let Ok(t) = engine.queries().totals.lock() {
+        let mut total = |name: &str, help: &str, value: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        total("quiver_query_cpu_seconds_total", "CPU time of ended queries' fragments on workers.", t.cpu_secs);
+        total("quiver_query_container_seconds_total", "Worker time ended queries held (first to last fragment, per worker).", t.container_secs);
+        total("quiver_query_worker_wait_seconds_total", "Time queries waited for workers to start (scale from zero).", t.worker_wait_ms as f64 / 1000.0);
+        total("quiver_query_exchange_rows_total", "Rows ended queries' stage tasks wrote to exchanges.", t.exchange_rows as f64);
+        let _ = writeln!(out, "# HELP quiver_source_bytes_read_total Bytes ended queries' scans read, by source.\n# TYPE quiver_source_bytes_read_total counter");
+        for (source, bytes) in &t.source_bytes {
+            let _ = writeln!(out, "quiver_source_bytes_read_total{{source=\"{source}\"}} {bytes}");
+        }
+    }
     let workers = pool.all();
     let _ = writeln!(out, "# HELP quiver_workers Workers by state.\n# TYPE quiver_workers gauge");
     for state in [WorkerState::Starting, WorkerState::Ready, WorkerState::Unhealthy, WorkerState::Draining] {

@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use crate::fragments::FragmentLog;
 use crate::security::audit::{AuditLog, QueryAudit};
+use crate::usage::Usage;
 
 /// Finished queries kept for the system table.
 const KEEP_FINISHED: usize = 1000;
@@ -31,6 +33,8 @@ pub struct QueryRecord {
     pub cache_hit: bool,
     /// Rows a write statement wrote (None for reads).
     pub rows_written: Option<u64>,
+    /// What the query used (complete once it ended).
+    pub usage: Usage,
 }
 
 impl QueryRecord {
@@ -58,18 +62,23 @@ pub struct QueryLog {
     audit: Arc<AuditLog>,
     /// Running queries' cancel signals, by id.
     cancels: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// The fragments the queries ran, whose costs a query sums when it ends.
+    fragments: Arc<FragmentLog>,
+    /// What all ended queries used (Prometheus).
+    pub totals: Mutex<Usage>,
 }
 
 impl Default for QueryLog {
     fn default() -> Self {
-        Self::new(Arc::new(AuditLog::disabled()))
+        Self::new(Arc::new(AuditLog::disabled()), Arc::default())
     }
 }
 
 impl QueryLog {
-    /// A log whose ended queries also go to `audit`.
-    pub fn new(audit: Arc<AuditLog>) -> Self {
-        Self { queries: Mutex::default(), audit, cancels: Mutex::default() }
+    /// A log whose ended queries also go to `audit`, with the costs of their
+    /// fragments in `fragments`.
+    pub fn new(audit: Arc<AuditLog>, fragments: Arc<FragmentLog>) -> Self {
+        Self { queries: Mutex::default(), audit, cancels: Mutex::default(), fragments, totals: Mutex::default() }
     }
 
     /// The signal that cancels the running query `id` (see [`Self::cancel`]).
@@ -123,6 +132,7 @@ impl QueryLog {
             objects: vec![],
             cache_hit: false,
             rows_written: None,
+            usage: Usage::default(),
         };
         if let Ok(mut q) = self.queries.lock() {
             q.push_back(record);
@@ -154,13 +164,28 @@ impl QueryLog {
         if let Ok(mut c) = self.cancels.lock() {
             c.remove(id);
         }
+        let mut usage = Usage::of(&self.fragments.of_query(id));
         let ended = self.update(id, |r| {
             r.state = state;
             r.rows = rows;
             r.bytes = bytes;
             r.error = error;
             r.elapsed_secs = Some(r.started.elapsed().as_secs_f64());
+            usage.worker_wait_ms = r.usage.worker_wait_ms;
+            usage.workers_started = r.usage.workers_started;
+            r.usage = usage.clone();
         });
+        if let Ok(mut t) = self.totals.lock() {
+            t.cpu_secs += usage.cpu_secs;
+            t.container_secs += usage.container_secs;
+            t.worker_wait_ms += usage.worker_wait_ms;
+            t.workers_started += usage.workers_started;
+            t.exchange_rows += usage.exchange_rows;
+            t.exchange_bytes += usage.exchange_bytes;
+            for (source, bytes) in &usage.source_bytes {
+                *t.source_bytes.entry(source.clone()).or_default() += bytes;
+            }
+        }
         if let Some(r) = ended {
             self.audit.query(&QueryAudit {
                 query_id: r.id,
@@ -175,6 +200,12 @@ impl QueryLog {
                 elapsed_ms: (r.elapsed_secs.unwrap_or(0.0) * 1000.0) as u64,
                 cache_hit: r.cache_hit,
                 rows_written: r.rows_written,
+                cpu_secs: r.usage.cpu_secs,
+                peak_memory_bytes: r.usage.peak_memory,
+                bytes_read: r.usage.source_bytes.clone(),
+                exchange_bytes: r.usage.exchange_bytes,
+                container_secs: r.usage.container_secs,
+                worker_wait_ms: r.usage.worker_wait_ms,
             });
         }
     }
@@ -219,6 +250,14 @@ impl RunningQuery {
     /// A write statement reports how many rows it wrote.
     pub fn written(&self, rows: u64) {
         self.log.update(&self.id, |r| r.rows_written = Some(r.rows_written.unwrap_or(0) + rows));
+    }
+
+    /// The query waited `waited` for `started` workers to start (scale from zero).
+    pub fn waited_for_workers(&self, waited: std::time::Duration, started: usize) {
+        self.log.update(&self.id, |r| {
+            r.usage.worker_wait_ms += waited.as_millis() as u64;
+            r.usage.workers_started += started as u32;
+        });
     }
 
     /// The answer comes from the results cache.
@@ -283,7 +322,7 @@ mod tests {
     fn denied_and_refused_queries_are_told_apart_and_audited() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
-        let log = Arc::new(QueryLog::new(Arc::new(AuditLog::open(&path).expect("audit"))));
+        let log = Arc::new(QueryLog::new(Arc::new(AuditLog::open(&path).expect("audit")), Arc::default()));
         let origin = QueryOrigin { user: Some("bob".into()), client: Some("127.0.0.1:5".into()), sql: "SELECT 1".into() };
         let mut d = log.begin("d", origin.clone());
         d.reads(&["quiver.tpch.customer".to_string()]);

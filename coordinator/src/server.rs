@@ -125,6 +125,17 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
         _ => None,
     };
 
+    // The Flight SQL certificate too is read before any worker exists.
+    let flight_identity = match &config.server.tls {
+        Some(tls) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|source| CoordinatorError::TlsFile { path: p.display().to_string(), source })
+            };
+            Some(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
+        }
+        None => None,
+    };
+
     let codec = quiver_codec(&config.source);
     let secret = crate::security::cluster::for_coordinator(&config.cluster, config.workers.mode)
         .map_err(CoordinatorError::Cluster)?;
@@ -133,14 +144,38 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
     pool.spawn_health_loop(Duration::from_secs_f64(config.workers.health_interval_secs));
     let healthy = pool.healthy().len();
     tracing::info!(workers = pool.all().len(), healthy, mode = ?config.workers.mode, "worker pool ready");
-
-    let (engine, warnings) = match QueryEngine::new(&config, pool.clone(), codec).await {
-        Ok(e) => e,
+    let listeners = Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, flight_identity };
+    // Whatever fails from here on, the workers started for this run go again.
+    match serve(config, pool.clone(), codec, listeners).await {
+        Ok(running) => Ok(running),
         Err(e) => {
+            tracing::error!(error = %e, "start failed; removing the workers it started");
             pool.shutdown().await;
-            return Err(e.into());
+            Err(e)
         }
-    };
+    }
+}
+
+/// What `start` bound and read before the pool started.
+struct Listeners {
+    listener: TcpListener,
+    addr: SocketAddr,
+    http_listener: Option<(TcpListener, SocketAddr)>,
+    http_tls: Option<tokio_rustls::TlsAcceptor>,
+    pg_listener: Option<(TcpListener, SocketAddr)>,
+    pg_tls: Option<pgwire::tokio::TlsAcceptor>,
+    flight_identity: Option<Identity>,
+}
+
+/// Registers sources and begins serving on the bound listeners.
+async fn serve(
+    config: QuiverConfig,
+    pool: Arc<WorkerPool>,
+    codec: QuiverCodec,
+    listeners: Listeners,
+) -> Result<RunningCoordinator, CoordinatorError> {
+    let Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, flight_identity } = listeners;
+    let (engine, warnings) = QueryEngine::new(&config, pool.clone(), codec).await?;
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -152,10 +187,7 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
                 }
                 Some(auth)
             }
-            Err(e) => {
-                pool.shutdown().await;
-                return Err(CoordinatorError::Service(e.to_string()));
-            }
+            Err(e) => return Err(CoordinatorError::Service(e.to_string())),
         },
         None => None,
     };
@@ -183,12 +215,8 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
     });
 
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    let tls = config.server.tls.is_some();
-    if let Some(tls) = &config.server.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| CoordinatorError::TlsFile { path: p.display().to_string(), source })
-        };
-        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+    let tls = flight_identity.is_some();
+    if let Some(identity) = flight_identity {
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity)).map_err(CoordinatorError::Tls)?;
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

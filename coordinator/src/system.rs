@@ -2,7 +2,8 @@
 //! - `system.workers`: every worker, its state and load;
 //! - `system.scaling_events`: the worker pool's decisions with their reasons;
 //! - `system.queries`: queries running and recently run;
-//! - `system.fragments`: the stage tasks of those queries: worker, attempt, rows, bytes, spill, time;
+//! - `system.fragments`: the stage tasks of those queries: worker, attempt, rows, bytes, spill, time, CPU, memory;
+//! - `system.usage`: what the queries used, per user and hour (see `crate::usage`);
 //! - `system.views`, `system.accelerations`: virtual datasets (see `crate::catalog`).
 //!
 //! Each table is a snapshot taken when a query names it.
@@ -27,7 +28,7 @@ pub fn is_system_table(name: &str) -> bool {
     let mut parts = name.split('.');
     parts.nth(1) == Some(SCHEMA) && parts.next().is_some_and(|t| TABLES.contains(&t))
 }
-const TABLES: [&str; 6] = ["workers", "scaling_events", "queries", "fragments", "views", "accelerations"];
+const TABLES: [&str; 7] = ["workers", "scaling_events", "queries", "fragments", "usage", "views", "accelerations"];
 
 #[derive(Debug)]
 pub struct SystemSchema {
@@ -56,6 +57,8 @@ impl SystemSchema {
             Field::new("bytes", DataType::Int64, false),
             Field::new("spilled_bytes", DataType::Int64, false),
             Field::new("error", DataType::Utf8, true),
+            Field::new("cpu_ms", DataType::Int64, false),
+            Field::new("peak_memory_bytes", DataType::Int64, false),
         ]));
         let f = self.fragments.snapshot();
         let int = |g: &dyn Fn(&crate::fragments::FragmentRecord) -> u64| -> ArrayRef {
@@ -74,6 +77,8 @@ impl SystemSchema {
             int(&|r| r.bytes),
             int(&|r| r.spilled_bytes),
             Arc::new(StringArray::from_iter(f.iter().map(|r| r.error.as_deref()))),
+            int(&|r| r.cpu_nanos / 1_000_000),
+            int(&|r| r.peak_memory),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -93,8 +98,23 @@ impl SystemSchema {
             Field::new("tables", DataType::Utf8, false),
             Field::new("cache_hit", DataType::Boolean, false),
             Field::new("rows_written", DataType::Int64, true),
+            Field::new("worker_wait_ms", DataType::Int64, false),
+            Field::new("workers_started", DataType::Int64, false),
+            Field::new("cpu_secs", DataType::Float64, false),
+            Field::new("peak_memory_bytes", DataType::Int64, false),
+            Field::new("bytes_read", DataType::Int64, false),
+            Field::new("bytes_read_by_source", DataType::Utf8, false),
+            Field::new("exchange_rows", DataType::Int64, false),
+            Field::new("exchange_bytes", DataType::Int64, false),
+            Field::new("container_secs", DataType::Float64, false),
         ]));
         let q = self.queries.snapshot();
+        let int = |g: &dyn Fn(&crate::usage::Usage) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(q.iter().map(|r| g(&r.usage) as i64)))
+        };
+        let float = |g: &dyn Fn(&crate::usage::Usage) -> f64| -> ArrayRef {
+            Arc::new(Float64Array::from_iter_values(q.iter().map(|r| g(&r.usage))))
+        };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.id.as_str()))),
             Arc::new(StringArray::from_iter(q.iter().map(|r| r.user.as_deref()))),
@@ -109,6 +129,15 @@ impl SystemSchema {
             Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.objects.join(", ")))),
             Arc::new(datafusion::arrow::array::BooleanArray::from_iter(q.iter().map(|r| Some(r.cache_hit)))),
             Arc::new(Int64Array::from_iter(q.iter().map(|r| r.rows_written.map(|n| n as i64)))),
+            int(&|u| u.worker_wait_ms),
+            int(&|u| u.workers_started as u64),
+            float(&|u| u.cpu_secs),
+            int(&|u| u.peak_memory),
+            int(&|u| u.bytes_read()),
+            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.usage.sources_text()))),
+            int(&|u| u.exchange_rows),
+            int(&|u| u.exchange_bytes),
+            float(&|u| u.container_secs),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -186,6 +215,7 @@ impl SchemaProvider for SystemSchema {
             "scaling_events" => self.scaling_events()?,
             "queries" => self.queries()?,
             "fragments" => self.fragments()?,
+            "usage" => crate::usage::usage_table(&self.queries.snapshot())?,
             "views" => crate::catalog::system_tables::views(&self.datasets)?,
             "accelerations" => crate::catalog::system_tables::accelerations(&self.datasets)?,
             _ => return Ok(None),

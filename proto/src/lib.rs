@@ -11,12 +11,16 @@ mod messages;
 
 pub use cluster::{CallVerifier, ClusterAuthError, ClusterKey, CLUSTER_HEADER};
 pub use codec::{NodeCodec, QuiverCodec};
-pub use messages::{FragmentStats, FragmentTicket, WorkerStats};
+pub use messages::{FragmentStats, FragmentTicket, SourceRead, WorkerInstance, WorkerStats};
 
 /// Name of the worker's health action.
 pub const ACTION_HEALTH: &str = "health";
 /// Name of the worker's load-statistics action.
 pub const ACTION_STATS: &str = "stats";
+/// Name of the worker's identity action ([`WorkerInstance`]). Open to anyone for
+/// reading; a body (the caller's coordinator instance id) records a heartbeat of
+/// that owner and needs the cluster's credentials.
+pub const ACTION_INSTANCE: &str = "instance";
 
 /// Errors decoding Quiver wire messages.
 #[derive(Debug, thiserror::Error)]

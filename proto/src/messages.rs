@@ -64,6 +64,52 @@ pub struct FragmentStats {
     pub spilled_bytes: u64,
     #[prost(uint64, tag = "4")]
     pub elapsed_ms: u64,
+    /// CPU time of the threads while they ran the fragment's operators, in nanoseconds.
+    #[prost(uint64, tag = "5")]
+    pub cpu_nanos: u64,
+    /// Highest memory the fragment's pool had reserved at once.
+    #[prost(uint64, tag = "6")]
+    pub peak_memory: u64,
+    /// Bytes the fragment's scans read from each source.
+    #[prost(message, repeated, tag = "7")]
+    pub reads: Vec<SourceRead>,
+}
+
+/// Bytes one fragment read from one source.
+#[derive(Clone, PartialEq, Message)]
+pub struct SourceRead {
+    /// The source's name in the config (`files`, `tpch`, …).
+    #[prost(string, tag = "1")]
+    pub source: String,
+    #[prost(uint64, tag = "2")]
+    pub bytes: u64,
+}
+
+/// The answer of the worker's `instance` action: who this process is, whether it
+/// drains, and when its owning coordinator last called it (the owner's heartbeat).
+#[derive(Clone, PartialEq, Message)]
+pub struct WorkerInstance {
+    /// Random per process: a restarted or replaced worker at the same address has another.
+    #[prost(string, tag = "1")]
+    pub instance_id: String,
+    /// Shutting down: finishes what it runs, takes nothing new.
+    #[prost(bool, tag = "2")]
+    pub draining: bool,
+    /// Instance id of the coordinator that last called with its credentials.
+    #[prost(string, tag = "3")]
+    pub owner: String,
+    /// Milliseconds since that call; absent when no coordinator called yet.
+    #[prost(uint64, optional, tag = "4")]
+    pub owner_seen_ms: Option<u64>,
+    /// Fragments running now.
+    #[prost(uint32, tag = "5")]
+    pub running_fragments: u32,
+}
+
+impl WorkerInstance {
+    pub fn decode_from(buf: &[u8]) -> Result<Self, ProtoError> {
+        Self::decode(buf).map_err(|source| ProtoError::Decode { what: "worker instance", source })
+    }
 }
 
 impl FragmentStats {

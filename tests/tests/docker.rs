@@ -363,3 +363,133 @@ async fn a_coordinator_in_a_container_manages_workers_through_the_socket() -> an
     assert_eq!(exit.trim(), "0", "the coordinator's exit after SIGTERM");
     Ok(())
 }
+
+/// A second coordinator with the same `workers.cluster` while the first runs is
+/// refused with an error naming the owner, and leaves the first one's workers alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_cannot_take_over_a_live_cluster() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let cluster = cluster_name("owner");
+    let _cleanup = Cleanup(cluster.clone());
+    let cfg = config(&cluster, 2, 2, "");
+    let first = start_coordinator(&cfg)?;
+    let mut c = client(&first.addr).await?;
+    let before = leftovers(&cluster).0;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    let (ok, err) = serve_until_exit(&cfg, &[]);
+    assert!(!ok, "a second coordinator started on a live cluster");
+    assert!(err.contains(&format!("workers.cluster '{cluster}' belongs to a running coordinator")), "{err}");
+    assert!(err.contains("Stop that coordinator first"), "{err}");
+    assert_eq!(leftovers(&cluster).0, before, "the refused coordinator touched the live cluster's containers");
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM system.workers WHERE state = 'ready'").await?, "2");
+    stop_cleanly(first, &cluster);
+    Ok(())
+}
+
+/// Whatever fails after the pool started (here: the Flight SQL certificate cannot
+/// be read), the coordinator removes what it started before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_no_container_or_network() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let cluster = cluster_name("failstart");
+    let _cleanup = Cleanup(cluster.clone());
+    let cfg = format!(
+        "[server.tls]\ncert = \"/nonexistent/quiver-cert.pem\"\nkey = \"/nonexistent/quiver-key.pem\"\n{}",
+        config(&cluster, 1, 1, "")
+    );
+    let (ok, err) = serve_until_exit(&cfg, &[]);
+    assert!(!ok, "started without its certificate");
+    assert!(err.contains("/nonexistent/quiver-cert.pem"), "{err}");
+    assert_eq!(leftovers(&cluster), (vec![], vec![]), "containers or network left by a failed start");
+    Ok(())
+}
+
+/// Another container that takes a worker's name and address (same image, same
+/// secret) is not mistaken for the worker: its instance id differs, the pool
+/// handles the worker as lost and starts a new one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_takes_a_workers_address_is_noticed() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let cluster = cluster_name("impostor");
+    let _cleanup = Cleanup(cluster.clone());
+    // A network with a subnet of its own, so a container can be given a chosen address.
+    let net = format!("quiver-{cluster}-net");
+    let octet = 100 + std::process::id() % 100;
+    let label = format!("quiver.cluster={cluster}");
+    docker(&["network", "create", "--label", &label, "--subnet", &format!("172.29.{octet}.0/24"), &net]);
+    // Health rounds 5 s apart: the swap below falls between two of them.
+    let cfg = config(&cluster, 1, 1, &format!("network = \"{net}\"")).replace("health_interval_secs = 0.5", "health_interval_secs = 5.0");
+    let server = start_coordinator(&cfg)?;
+    let mut c = client(&server.addr).await?;
+    let victim = format!("quiver-{cluster}-worker-1");
+    let ip = docker(&["inspect", "-f", &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"), &victim]);
+    let ip = ip.trim().to_string();
+    assert!(!ip.is_empty());
+
+    docker(&["rm", "-f", &victim]);
+    docker(&[
+        "run", "-d", "--name", &victim, "--network", &net, "--ip", &ip, "--label", &label,
+        "-e", &format!("{CLUSTER_SECRET_VAR}={CLUSTER_SECRET}"),
+        images(), "worker", "--listen", "0.0.0.0:50061", "--id", "impostor",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = pretty_format_batches(&query(&mut c, "SELECT action, worker, reason FROM system.scaling_events").await?)?.to_string();
+        if events.contains("lost") && events.contains("another process answers") {
+            assert!(events.contains(&victim), "{events}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the replaced container went unnoticed: {events}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A worker of its own replaces it, and queries run there.
+    wait_for(&mut c, &format!("SELECT count(*) FROM system.workers WHERE state = 'ready' AND id <> '{victim}'"), "1", Duration::from_secs(60))
+        .await?;
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM system.workers").await?, "1");
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
+    // The impostor still runs (it is not the coordinator's to remove) but gets no work.
+    let address = format!("http://{ip}:50061");
+    assert_eq!(scalar(&mut c, &format!("SELECT count(*) FROM system.workers WHERE address = '{address}'")).await?, "0");
+    drop(server);
+    Ok(())
+}
+
+/// `min = 0`: no worker runs until a query needs one; monitoring and `SELECT 1`
+/// start none; the first query waits for one, and the wait shows in
+/// `system.queries` and `EXPLAIN ANALYZE`; idle, the pool goes back to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_scales_to_zero_and_back_for_a_query() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    let cluster = cluster_name("zero");
+    let _cleanup = Cleanup(cluster.clone());
+    let server = start_coordinator(&config(&cluster, 0, 2, "idle_secs = 2\ncooldown_secs = 1"))?;
+    let mut c = client(&server.addr).await?;
+    let workers = "SELECT count(*) FROM system.workers";
+    assert_eq!(scalar(&mut c, workers).await?, "0");
+    assert_eq!(scalar(&mut c, "SELECT 1").await?, "1");
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM system.scaling_events").await?, "0");
+    assert_eq!(leftovers(&cluster).0.len(), 0, "a worker started for a query that needs none");
+
+    // TPC-H has 25 nations, in a Parquet file a worker scans.
+    let sql = "SELECT count(*) FROM quiver.tpch.nation -- first";
+    assert_eq!(scalar(&mut c, sql).await?, "25");
+    let waited = pretty_format_batches(
+        &query(&mut c, "SELECT worker_wait_ms, workers_started FROM system.queries WHERE sql LIKE '%-- first'").await?,
+    )?
+    .to_string();
+    let row: Vec<u64> = waited.lines().nth(3).unwrap_or_default().split('|').filter_map(|v| v.trim().parse().ok()).collect();
+    assert_eq!(row.len(), 2, "{waited}");
+    assert!(row[0] > 0 && row[1] == 1, "the first query waited for one worker: {waited}");
+    assert_eq!(leftovers(&cluster).0.len(), 1);
+
+    // Idle: back to zero; EXPLAIN ANALYZE then shows the wait.
+    wait_for(&mut c, workers, "0", Duration::from_secs(60)).await?;
+    let explained = pretty_format_batches(&query(&mut c, "EXPLAIN ANALYZE SELECT count(*) FROM quiver.tpch.orders").await?)?.to_string();
+    assert!(explained.contains("worker_wait") && explained.contains("worker(s) to start (scale from zero)"), "{explained}");
+    let events = pretty_format_batches(&query(&mut c, "SELECT action, reason FROM system.scaling_events").await?)?.to_string();
+    assert!(events.contains("scale from zero") && events.contains("idle for"), "{events}");
+    stop_cleanly(server, &cluster);
+    Ok(())
+}

@@ -104,3 +104,75 @@ async fn a_dropped_query_stops_its_fragments_within_two_seconds() -> anyhow::Res
     }
     Ok(())
 }
+
+/// A `quiver worker` sent SIGTERM mid-query (what Kubernetes does on scale-down)
+/// drains: it refuses new fragments, finishes the running ones, the coordinator
+/// sees it as draining, the query's answer is right, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_sent_sigterm_drains_and_loses_no_query() -> anyhow::Result<()> {
+    use arrow::util::pretty::pretty_format_batches;
+    let mut w1 = start_worker_with("drain-1", &["--drain-grace-secs", "120"], &[])?;
+    let w2 = start_worker("drain-2")?;
+    let config = format!(
+        "[server]\ntarget_partitions = 4\n[workers]\nmode = \"static\"\naddresses = [{:?}, {:?}]\nhealth_interval_secs = 0.5\n{}",
+        w1.addr,
+        w2.addr,
+        tpch_source()
+    );
+    let server = start_coordinator(&config)?;
+    let mut c = client(&server.addr).await?;
+    // Partial aggregates over an expensive filter: each fragment runs for seconds.
+    let sql = "SELECT l_returnflag, count(*) AS n FROM quiver.tpch.lineitem \
+               WHERE levenshtein(l_comment || l_comment, reverse(l_comment) || l_comment) > 40 \
+               GROUP BY l_returnflag ORDER BY l_returnflag";
+    let reference = reference_context().await?;
+    let expected = reference.sql(&sql.replace("quiver.tpch.", "")).await?.collect().await?;
+
+    let addr = server.addr.clone();
+    let running = tokio::spawn(async move {
+        let mut c = client(&addr).await?;
+        query(&mut c, sql).await
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while running_fragments(&w1.addr).await? == 0 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "worker 1 never ran a fragment");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let sigterm = std::process::Command::new("kill").args(["-TERM", &w1.child.id().to_string()]).status()?;
+    assert!(sigterm.success());
+    // The coordinator sees it draining while it finishes its fragments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let states = pretty_format_batches(&query(&mut c, "SELECT id, state FROM system.workers ORDER BY id").await?)?.to_string();
+        if states.contains("worker-1 | draining") {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "worker 1 not seen draining: {states}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let got = running.await??;
+    assert_same_rows(&got, &expected, true, "the query across a draining worker");
+
+    // It exits on its own, cleanly, once nothing of it is needed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = w1.child.try_wait()? {
+            break status;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the drained worker did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "drained worker exit: {status:?}");
+    // Nothing it ran was cut off: attempts moved elsewhere were only refusals of new work.
+    let moved = pretty_format_batches(
+        &query(&mut c, "SELECT state, error FROM system.fragments WHERE worker = 'worker-1' AND state <> 'finished'").await?,
+    )?
+    .to_string();
+    for line in moved.lines().skip(3).filter(|l| l.starts_with("| ")) {
+        assert!(line.contains("draining"), "a fragment of the draining worker was lost: {moved}");
+    }
+    // The pool goes on with the other worker.
+    assert_same_rows(&query(&mut c, sql).await?, &expected, true, "after the drained worker left");
+    drop(w2);
+    Ok(())
+}

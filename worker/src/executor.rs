@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::memory_pool::MemoryPool;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -13,6 +13,12 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use quiver_connectors::SourceConfig;
 use quiver_proto::{FragmentTicket, QuiverCodec, WorkerStats};
+
+/// Consumers named in a fragment's out-of-memory error.
+const TOP_CONSUMERS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(5) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 
 /// What a worker needs to know to run fragments.
 #[derive(Debug, Clone)]
@@ -53,12 +59,13 @@ pub struct FragmentExecutor {
     state: SessionState,
     codec: QuiverCodec,
     pub(crate) counters: Counters,
+    pub(crate) lifecycle: crate::lifecycle::Lifecycle,
 }
 
 /// A decoded fragment ready to stream, with the memory pool it runs in.
 pub(crate) struct RunningFragment {
     pub stream: SendableRecordBatchStream,
-    pub pool: Arc<dyn MemoryPool>,
+    pub pool: Arc<crate::cost::PeakPool>,
     /// The running plan, for its spill metrics once it ends.
     pub plan: Arc<dyn ExecutionPlan>,
 }
@@ -81,27 +88,30 @@ impl FragmentExecutor {
             .with_runtime_env(base_runtime.clone())
             .with_default_features()
             .build();
-        Ok(Self { options, base_runtime, state, codec, counters: Counters::default() })
+        Ok(Self { options, base_runtime, state, codec, counters: Counters::default(), lifecycle: crate::lifecycle::Lifecycle::new() })
     }
 
     /// A task context with the fragment's own memory pool over the shared state.
-    fn task_context(&self, ticket: &FragmentTicket) -> Result<Arc<TaskContext>> {
+    fn task_context(&self, ticket: &FragmentTicket) -> Result<(Arc<TaskContext>, Arc<crate::cost::PeakPool>)> {
         let limit = match ticket.memory_limit {
             0 => self.options.default_memory_limit,
             n => usize::try_from(n).unwrap_or(usize::MAX),
         };
+        // What `with_memory_limit` builds, under a pool that remembers its peak.
+        let tracked = TrackConsumersPool::new(GreedyMemoryPool::new(limit), TOP_CONSUMERS);
+        let pool = Arc::new(crate::cost::PeakPool::new(Arc::new(tracked)));
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(self.base_runtime.object_store_registry.clone())
-            .with_memory_limit(limit, 1.0)
+            .with_memory_pool(pool.clone())
             .build_arc()?;
         let task = Arc::try_unwrap(self.state.task_ctx())
             .map_err(|_| DataFusionError::Internal("task context is shared".into()))?;
-        Ok(Arc::new(task.with_runtime(runtime).with_task_id(ticket.query_id.clone())))
+        Ok((Arc::new(task.with_runtime(runtime).with_task_id(ticket.query_id.clone())), pool))
     }
 
     /// Decodes the ticket's plan and starts its partition; setting `cancelled` stops it.
     pub(crate) fn start(&self, ticket: &FragmentTicket, cancelled: Arc<AtomicBool>) -> Result<RunningFragment> {
-        let ctx = self.task_context(ticket)?;
+        let (ctx, pool) = self.task_context(ticket)?;
         let plan: Arc<dyn ExecutionPlan> =
             physical_plan_from_bytes_with_extension_codec(&ticket.plan, &ctx, &self.codec)?;
         let plan = crate::cancel::cancellable(plan, cancelled)?;
@@ -114,7 +124,6 @@ impl FragmentExecutor {
             )));
         }
         tracing::trace!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "decoded fragment");
-        let pool = ctx.runtime_env().memory_pool.clone();
         let stream = plan.execute(partition, ctx)?;
         Ok(RunningFragment { stream, pool, plan })
     }

@@ -2,7 +2,8 @@
 //!
 //! `do_get(ticket)` decodes a [`quiver_proto::FragmentTicket`], runs one partition
 //! of its DataFusion physical plan under a memory limit and streams the batches.
-//! `do_action("health")` and `do_action("stats")` let the coordinator's pool watch it.
+//! `do_action("health")`, `do_action("stats")` and `do_action("instance")` let the
+//! coordinator's pool watch it; on shutdown it drains ([`WorkerService::drain`]).
 //! Every call but `health` must carry the cluster's credentials ([`cluster_auth`]).
 
 pub mod batches;
@@ -10,7 +11,9 @@ mod cancel;
 pub mod cluster_auth;
 pub mod exchange;
 mod compute;
+mod cost;
 mod executor;
+mod lifecycle;
 mod service;
 pub mod status;
 mod usage;
@@ -18,6 +21,7 @@ pub mod write;
 
 pub use cluster_auth::{ClusterCredentials, WorkerClient};
 pub use executor::{FragmentExecutor, WorkerOptions};
+pub use lifecycle::Drained;
 pub use service::{nodelay, serve, WorkerService};
 
 /// Errors starting a worker.

@@ -16,12 +16,13 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use quiver_proto::{FragmentStats, FragmentTicket, QuiverCodec, ACTION_HEALTH, ACTION_STATS};
+use quiver_proto::{FragmentStats, FragmentTicket, QuiverCodec, ACTION_HEALTH, ACTION_INSTANCE, ACTION_STATS};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::batches::compact_views;
+use datafusion::execution::memory_pool::MemoryPool;
 use crate::cluster_auth::ClusterGuard;
 use datafusion::arrow::record_batch::RecordBatch;
 use crate::executor::{FragmentExecutor, WorkerOptions};
@@ -52,6 +53,29 @@ impl WorkerService {
             let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
             tracing::warn!(worker = %self.executor.options.id, %peer, reason = %status.message(), "refused a call");
         })
+    }
+
+    /// This process's instance id (what the `instance` action reports).
+    pub fn instance_id(&self) -> &str {
+        self.executor.lifecycle.instance_id()
+    }
+
+    /// Drains the worker: new fragments are refused at once; returns when every
+    /// running fragment has finished and every exchange output it holds has been
+    /// released by its coordinator, or when `grace` has passed.
+    pub async fn drain(&self, grace: std::time::Duration) -> crate::Drained {
+        self.executor.lifecycle.start_draining();
+        let id = &self.executor.options.id;
+        let running = || self.executor.counters.running.load(Ordering::Relaxed);
+        tracing::info!(worker = %id, running = running(), "draining: no new fragments, finishing the running ones");
+        let drained = crate::lifecycle::wait_idle(grace, running, || store().bytes_on_disk() > 0).await;
+        match drained {
+            crate::Drained::Clean => tracing::info!(worker = %id, "drained"),
+            crate::Drained::GraceExpired { running } => {
+                tracing::warn!(worker = %id, running, "drain grace period over; stopping with fragments running")
+            }
+        }
+        drained
     }
 
     pub fn into_server(self) -> FlightServiceServer<Self> {
@@ -148,6 +172,13 @@ impl FlightService for WorkerService {
             return serve_exchange(rest);
         }
         let ticket = FragmentTicket::decode_from(ticket).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Exchange outputs above are still served while draining; new work is not taken.
+        if self.executor.lifecycle.is_draining() {
+            return Err(Status::unavailable(format!(
+                "worker {} is draining (shutting down) and takes no new fragments",
+                self.executor.options.id
+            )));
+        }
         let span = tracing::info_span!("fragment", query = %ticket.query_id, fragment = ticket.fragment_id, partition = ticket.partition, worker = %self.executor.options.id);
         let executor = self.executor.clone();
         let running_guard = RunningGuard::new(executor.clone());
@@ -170,8 +201,10 @@ impl FlightService for WorkerService {
                     return;
                 }
             };
-            let (mut stream, pool, plan) = (running.stream, running.pool, running.plan);
-            if started_tx.send(Ok(stream.schema())).is_err() {
+            let (stream, pool, plan) = (running.stream, running.pool, running.plan);
+            let schema = stream.schema();
+            let (mut stream, cpu) = crate::cost::CpuMetered::new(stream);
+            if started_tx.send(Ok(schema)).is_err() {
                 return;
             }
             let c = &runner.counters;
@@ -203,7 +236,16 @@ impl FlightService for WorkerService {
             if complete {
                 let spilled_bytes = crate::exchange::spilled_bytes(&plan);
                 let elapsed_ms = started.elapsed().as_millis() as u64;
-                let _ = stats_tx.send(FragmentStats { rows, bytes, spilled_bytes, elapsed_ms });
+                let reads = crate::cost::reads(&plan, &runner.options.sources);
+                let _ = stats_tx.send(FragmentStats {
+                    rows,
+                    bytes,
+                    spilled_bytes,
+                    elapsed_ms,
+                    cpu_nanos: cpu.load(Ordering::Relaxed),
+                    peak_memory: pool.peak(),
+                    reads,
+                });
             }
         });
         let schema = match started_rx.await {
@@ -254,13 +296,28 @@ impl FlightService for WorkerService {
         // Only the health check is open (container probes); it tells nothing but "ok".
         // Credentials sent with it are checked, so a coordinator with another secret
         // sees this worker as unhealthy rather than failing every query on it.
-        if request.get_ref().r#type != ACTION_HEALTH || request.metadata().contains_key(quiver_proto::CLUSTER_HEADER) {
+        // `instance` is open for reading too (a coordinator of another run asks whether
+        // this cluster's owner is alive); a body records a heartbeat and needs credentials.
+        let open = match request.get_ref().r#type.as_str() {
+            ACTION_HEALTH => true,
+            ACTION_INSTANCE => request.get_ref().body.is_empty(),
+            _ => false,
+        };
+        if !open || request.metadata().contains_key(quiver_proto::CLUSTER_HEADER) {
             self.authorize(&request)?;
         }
         let action = request.into_inner();
         let body = match action.r#type.as_str() {
             ACTION_HEALTH => Bytes::from_static(b"ok"),
             ACTION_STATS => Bytes::from(self.executor.stats().encode_to_vec()),
+            ACTION_INSTANCE => {
+                let lifecycle = &self.executor.lifecycle;
+                if !action.body.is_empty() {
+                    lifecycle.heartbeat(&String::from_utf8_lossy(&action.body));
+                }
+                let running = self.executor.counters.running.load(Ordering::Relaxed);
+                Bytes::from(lifecycle.describe(running).encode_to_vec())
+            }
             ACTION_RELEASE => {
                 let query = String::from_utf8_lossy(&action.body);
                 let freed = store().release(&query);
@@ -279,6 +336,7 @@ impl FlightService for WorkerService {
         let actions = [
             (ACTION_HEALTH, "answers 'ok' while the worker serves"),
             (ACTION_STATS, "WorkerStats protobuf: running fragments, rows and bytes sent"),
+            (ACTION_INSTANCE, "WorkerInstance protobuf: instance id, draining, owner heartbeat; a body records one"),
             (ACTION_RELEASE, "deletes the exchange files of the query named in the body"),
         ]
         .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));

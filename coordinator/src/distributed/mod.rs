@@ -10,13 +10,15 @@
 //!
 //! Plans that cannot be cut (an order-preserving exchange, a scalar subquery, a
 //! node no worker can decode) fall back to fragments over the scans only, with
-//! everything above them on the coordinator (`rule.rs`).
+//! everything above them on the coordinator (`rule.rs`). A pool scaled to zero
+//! starts a worker for a plan that needs one (`wake.rs`).
 
 mod query_exec;
 mod remote_exec;
 mod rule;
 mod scheduler;
 mod stages;
+pub mod wake;
 
 pub use query_exec::DistributedQueryExec;
 pub use remote_exec::RemoteFragmentExec;

@@ -312,11 +312,10 @@ impl Attempts {
         }
         let stats = self.stats.lock().ok().and_then(|mut s| s.take()).unwrap_or(FragmentStats {
             rows: self.rows,
-            bytes: 0,
-            spilled_bytes: 0,
-            elapsed_ms: 0,
+            ..Default::default()
         });
         if let Some(l) = self.logged.take() {
+            l.cost(&stats);
             l.end("finished", stats.rows, stats.bytes, stats.spilled_bytes, None);
         }
         if let Some(t) = &self.tracking {

@@ -7,7 +7,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::Partitioning;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
-use datafusion::common::{plan_err, Result};
+use datafusion::common::Result;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -85,10 +85,7 @@ impl PhysicalOptimizerRule for DistributeFragments {
         }
         let workers = self.pool.healthy();
         if workers.is_empty() {
-            return plan_err!(
-                "no healthy workers: {} configured, none answers its health check",
-                self.pool.all().len()
-            );
+            return Err(super::wake::NoWorkers::error(self.pool.all().len()));
         }
         let plan = sink_filters_below_round_robin(plan)?;
         if let Some(staged) = self.staged(&plan, config) {

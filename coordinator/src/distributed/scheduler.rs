@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use arrow_flight::Action;
 use bytes::Bytes;
@@ -28,7 +28,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use quiver_proto::{FragmentTicket, QuiverCodec};
+use quiver_proto::{FragmentStats, FragmentTicket, QuiverCodec};
 use quiver_worker::exchange::{lost_output, LostOutput, ShuffleLocation, ShuffleReadExec, ShuffleWriteExec, TaskReport, ACTION_RELEASE};
 
 use super::remote_exec::{is_unreachable, worker_error};
@@ -220,10 +220,13 @@ impl Scheduler {
                 let (worker, running) = self.place(&run, stage, &avoid, &last_error).await?;
                 let logged = self.log.begin(&run.id, stage, task as u32, attempt, &worker.id);
                 match self.execute(&run, stage, task, &worker, plan.clone()).await {
-                    Ok(report) => {
+                    Ok((report, stats)) => {
                         drop(running);
                         let bytes: u64 = report.bytes.iter().sum();
                         let rows: u64 = report.rows.iter().sum();
+                        if let Some(stats) = &stats {
+                            logged.cost(stats);
+                        }
                         logged.end("finished", rows, bytes, report.spilled_bytes, None);
                         Counters::add(&self.pool.counters().exchange_bytes, bytes);
                         return run.store(stage, task, TaskOutput { worker, report, attempts: attempt });
@@ -356,7 +359,7 @@ impl Scheduler {
         task: usize,
         worker: &Arc<Worker>,
         plan: Bytes,
-    ) -> std::result::Result<TaskReport, TaskError> {
+    ) -> std::result::Result<(TaskReport, Option<FragmentStats>), TaskError> {
         let ticket = FragmentTicket {
             query_id: run.id.clone(),
             fragment_id: stage,
@@ -371,24 +374,33 @@ impl Scheduler {
                 .do_get(worker.ticket(&ticket))
                 .await
                 .map_err(|s| classify(&worker.id, s))?;
-            let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(
-                response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
-            )
-            .map(|b| match b {
-                Ok(b) => Ok(b),
-                Err(FlightError::Tonic(s)) => Err(classify(&worker.id, *s)),
-                Err(e) => Err(TaskError::Failed(DataFusionError::External(Box::new(e)))),
-            })
-            .try_collect()
-            .await?;
-            TaskReport::from_batches(&batches).map_err(TaskError::Failed)
+            // The report batches, and the task's cost in the last message's app_metadata.
+            let mut stats = None;
+            let mut batches = vec![];
+            let mut decoded = FlightDataDecoder::new(response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))));
+            while let Some(data) = decoded.next().await {
+                let data = match data {
+                    Ok(d) => d,
+                    Err(FlightError::Tonic(s)) => return Err(classify(&worker.id, *s)),
+                    Err(e) => return Err(TaskError::Failed(DataFusionError::External(Box::new(e)))),
+                };
+                if !data.inner.app_metadata.is_empty() {
+                    stats = FragmentStats::decode_from(&data.inner.app_metadata).ok();
+                }
+                if let DecodedPayload::RecordBatch(b) = data.payload {
+                    batches.push(b);
+                }
+            }
+            let report = TaskReport::from_batches(&batches).map_err(TaskError::Failed)?;
+            Ok((report, stats))
         };
-        // A worker that stopped answering its health checks may never answer this
-        // call either: give up on it (dropping the call cancels the task there).
+        // A worker that stopped answering its health checks (or was lost) may never
+        // answer this call either: give up on it (dropping the call cancels the task
+        // there). A draining worker finishes what it runs.
         let watch = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                if !worker.is_healthy() {
+                if worker.state() == crate::pool::WorkerState::Unhealthy {
                     return;
                 }
             }

@@ -159,7 +159,11 @@ impl Tracked<'_> {
                 false => Some(self.engine.admission().admit(user.as_deref(), || self.record.queued()).await?),
             };
             self.record.running();
-            let batches = self.session.execute(plan).await.map_err(|e| {
+            let batches = self.session.execute(plan).await;
+            if let Some((waited, started)) = self.session.worker_wait() {
+                self.record.waited_for_workers(waited, started);
+            }
+            let batches = batches.map_err(|e| {
                 tracing::info!(error = %e, "query failed");
                 from_datafusion(&e)
             })?;

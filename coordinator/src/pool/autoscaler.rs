@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use super::docker::DockerWorkers;
-use super::{health, Provisioner, Worker, WorkerPool, WorkerState};
+use super::{Provisioner, Worker, WorkerPool, WorkerState};
 
 const TICK: Duration = Duration::from_secs(1);
 /// How long a worker that runs fragments may leave health checks unanswered.
@@ -79,8 +79,7 @@ impl WorkerPool {
         self.events.record("start", &id, reason);
         let deadline = Instant::now() + Duration::from_secs(self.config.start_timeout_secs);
         while Instant::now() < deadline {
-            if health::probe(&worker).await {
-                worker.set_healthy(true);
+            if self.probe(&worker).await {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,6 +1,13 @@
 //! Worker containers through the Docker Engine API (bollard): a labelled network,
 //! containers with CPU and memory limits, leftovers of an earlier run reaped at start.
 //!
+//! Ownership: every container carries `quiver.owner=<coordinator instance id>`, and
+//! the owner's health checks are its heartbeat, recorded by each worker. At start a
+//! coordinator asks the cluster's running workers (their open `instance` action)
+//! when their owner last called: a live owner makes the start fail with an error
+//! that names it; containers of owners gone silent are reaped. A coordinator only
+//! ever removes its own containers afterwards.
+//!
 //! Workers get the coordinator's config document in `QUIVER_CONFIG_TOML` (with its
 //! `${VAR}` references unexpanded) and the variables it references, so they reach
 //! the same sources, and the cluster secret in `QUIVER_CLUSTER_SECRET` (one made for
@@ -10,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
@@ -24,6 +32,10 @@ use crate::config::WorkersConfig;
 pub const WORKER_PORT: u16 = 50061;
 const CLUSTER_LABEL: &str = "quiver.cluster";
 const ROLE_LABEL: &str = "quiver.role";
+const OWNER_LABEL: &str = "quiver.owner";
+/// Workers that have not heard from their owner for this long are orphans
+/// without further checks.
+const OWNER_SILENT: Duration = Duration::from_secs(60);
 
 pub struct DockerWorkers {
     docker: Docker,
@@ -35,13 +47,21 @@ pub struct DockerWorkers {
     next: AtomicU32,
     /// Worker id → container id.
     containers: Mutex<HashMap<String, String>>,
+    /// This coordinator's instance id (the owner label).
+    owner: String,
 }
 
 impl DockerWorkers {
     /// Connects to the engine, checks the image, removes containers and networks left
     /// by an earlier coordinator of this cluster and creates the network.
     /// `secret`: the cluster secret the workers get in `QUIVER_CLUSTER_SECRET`.
-    pub async fn connect(config: &WorkersConfig, config_text: Option<&str>, secret: Option<&str>) -> Result<Self, PoolError> {
+    /// `owner`: this coordinator's instance id.
+    pub async fn connect(
+        config: &WorkersConfig,
+        config_text: Option<&str>,
+        secret: Option<&str>,
+        owner: &str,
+    ) -> Result<Self, PoolError> {
         let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let unreachable = |e: &dyn std::fmt::Display| PoolError::Docker(format!("Docker is unreachable at {where_}: {e}"));
         let docker = Docker::connect_with_local_defaults().map_err(|e| unreachable(&e))?;
@@ -71,8 +91,10 @@ impl DockerWorkers {
             env,
             next: AtomicU32::new(1),
             containers: Mutex::new(HashMap::new()),
+            owner: owner.to_string(),
         };
-        let reaped = workers.reap().await?;
+        workers.refuse_a_live_owner().await?;
+        let reaped = workers.reap(false).await?;
         if reaped > 0 {
             tracing::info!(cluster = %cluster, containers = reaped, "removed worker containers left by an earlier coordinator");
         }
@@ -81,19 +103,86 @@ impl DockerWorkers {
     }
 
     fn labels(&self) -> HashMap<String, String> {
-        HashMap::from([(CLUSTER_LABEL.to_string(), self.config.cluster.clone()), (ROLE_LABEL.to_string(), "worker".into())])
+        HashMap::from([
+            (CLUSTER_LABEL.to_string(), self.config.cluster.clone()),
+            (ROLE_LABEL.to_string(), "worker".into()),
+            (OWNER_LABEL.to_string(), self.owner.clone()),
+        ])
     }
 
-    /// This cluster's worker containers (not, say, a coordinator container carrying the cluster label).
-    fn label_filter(&self) -> HashMap<String, Vec<String>> {
-        let labels = vec![format!("{CLUSTER_LABEL}={}", self.config.cluster), format!("{ROLE_LABEL}=worker")];
+    /// This cluster's worker containers (not, say, a coordinator container carrying
+    /// the cluster label); `own`: only those this coordinator started.
+    fn label_filter(&self, own: bool) -> HashMap<String, Vec<String>> {
+        let mut labels = vec![format!("{CLUSTER_LABEL}={}", self.config.cluster), format!("{ROLE_LABEL}=worker")];
+        if own {
+            labels.push(format!("{OWNER_LABEL}={}", self.owner));
+        }
         HashMap::from([("label".to_string(), labels)])
     }
 
-    /// Removes every container of this cluster; returns how many.
-    async fn reap(&self) -> Result<usize, PoolError> {
-        let options = ListContainersOptions { all: true, filters: Some(self.label_filter()), ..Default::default() };
-        let found = self.docker.list_containers(Some(options)).await.map_err(docker_error("list containers"))?;
+    async fn list(&self, own: bool) -> Result<Vec<bollard::models::ContainerSummary>, PoolError> {
+        let options = ListContainersOptions { all: true, filters: Some(self.label_filter(own)), ..Default::default() };
+        self.docker.list_containers(Some(options)).await.map_err(docker_error("list containers"))
+    }
+
+    /// Fails when a running worker of this cluster still hears from its owning
+    /// coordinator: that coordinator is alive and its queries use them. Each worker
+    /// is asked twice, more than a health interval apart (a coordinator of the same
+    /// cluster checks as often as this one): a heartbeat in between means a live owner.
+    async fn refuse_a_live_owner(&self) -> Result<(), PoolError> {
+        let mut heard = vec![];
+        for (name, worker) in self.running_workers_of_others().await? {
+            if let Some(first) = super::health::instance(&worker, None).await {
+                if first.owner_seen_ms.is_some_and(|ms| Duration::from_millis(ms) < OWNER_SILENT) {
+                    heard.push((name, worker, first));
+                }
+            }
+        }
+        if heard.is_empty() {
+            return Ok(());
+        }
+        let wait = Duration::from_secs_f64((self.config.health_interval_secs * 2.0 + 1.0).clamp(1.5, 30.0));
+        tracing::info!(cluster = %self.config.cluster, wait_ms = wait.as_millis() as u64, "workers of this cluster exist; checking whether their coordinator is alive");
+        tokio::time::sleep(wait).await;
+        for (name, worker, first) in heard {
+            let Some(second) = super::health::instance(&worker, None).await else { continue };
+            let (Some(before), Some(after)) = (first.owner_seen_ms, second.owner_seen_ms) else { continue };
+            // Without a new heartbeat, `after` is `before` plus the wait.
+            if after < before + wait.as_millis() as u64 / 2 && second.instance_id == first.instance_id {
+                return Err(PoolError::Docker(format!(
+                    "workers.cluster '{}' belongs to a running coordinator (instance {}): its worker {name} heard from it {after} ms ago. \
+                     Stop that coordinator first, or give this one another workers.cluster",
+                    self.config.cluster, second.owner
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The running worker containers of this cluster, each with a client that
+    /// presents no credentials (another coordinator's workers may have another secret).
+    async fn running_workers_of_others(&self) -> Result<Vec<(String, super::Worker)>, PoolError> {
+        let mut out = vec![];
+        for container in self.list(false).await? {
+            if container.state.as_ref().map(|s| s.to_string()).as_deref() != Some("running") {
+                continue;
+            }
+            let name = container.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
+            let ips = container.network_settings.and_then(|s| s.networks).unwrap_or_default();
+            let ip = ips.values().filter_map(|e| e.ip_address.clone()).find(|ip| !ip.is_empty());
+            let Some(ip) = ip else { continue };
+            let address = format!("http://{ip}:{WORKER_PORT}");
+            if let Ok(worker) = super::Worker::connect_lazy(name.clone(), address, quiver_worker::ClusterCredentials::new(None)) {
+                out.push((name, worker));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the containers of this cluster (`own`: only this coordinator's);
+    /// returns how many.
+    async fn reap(&self, own: bool) -> Result<usize, PoolError> {
+        let found = self.list(own).await?;
         for c in &found {
             if let Some(id) = &c.id {
                 self.remove_container(id).await?;
@@ -128,8 +217,6 @@ impl DockerWorkers {
 
     /// Creates and starts one worker container; returns its id and Flight address.
     pub async fn start_one(&self) -> Result<(String, String), PoolError> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("quiver-{}-worker-{n}", self.config.cluster);
         let host_config = HostConfig {
             nano_cpus: (self.config.cpus > 0.0).then(|| (self.config.cpus * 1e9) as i64),
             memory: self.config.memory.map(|m| m.0 as i64),
@@ -137,18 +224,28 @@ impl DockerWorkers {
             binds: (!self.config.volumes.is_empty()).then(|| self.config.volumes.clone()),
             ..Default::default()
         };
-        let body = ContainerCreateBody {
-            image: Some(self.config.image.clone()),
-            cmd: Some(
-                ["worker", "--listen", &format!("0.0.0.0:{WORKER_PORT}"), "--id", &id].iter().map(|s| s.to_string()).collect(),
-            ),
-            env: Some(self.env.clone()),
-            labels: Some(self.labels()),
-            host_config: Some(host_config),
-            ..Default::default()
+        let mut conflicts = 0;
+        let (id, created) = loop {
+            let id = format!("quiver-{}-worker-{}", self.config.cluster, self.next.fetch_add(1, Ordering::Relaxed));
+            let body = ContainerCreateBody {
+                image: Some(self.config.image.clone()),
+                cmd: Some(
+                    ["worker", "--listen", &format!("0.0.0.0:{WORKER_PORT}"), "--id", &id].iter().map(|s| s.to_string()).collect(),
+                ),
+                env: Some(self.env.clone()),
+                labels: Some(self.labels()),
+                host_config: Some(host_config.clone()),
+                ..Default::default()
+            };
+            let options = CreateContainerOptions { name: Some(id.clone()), ..Default::default() };
+            match self.docker.create_container(Some(options), body).await {
+                Ok(created) => break (id, created),
+                // The name is taken (a container another coordinator of the cluster
+                // started while this one had none): take the next number.
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) if conflicts < 20 => conflicts += 1,
+                Err(e) => return Err(docker_error("create container")(e)),
+            }
         };
-        let options = CreateContainerOptions { name: Some(id.clone()), ..Default::default() };
-        let created = self.docker.create_container(Some(options), body).await.map_err(docker_error("create container"))?;
         self.containers.lock().map_err(|_| PoolError::Docker("container registry poisoned".into()))?.insert(id.clone(), created.id.clone());
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             let _ = self.remove(&id).await;
@@ -209,7 +306,7 @@ impl DockerWorkers {
         }
     }
 
-    /// Removes every container of this cluster and the network this coordinator created.
+    /// Removes this coordinator's containers and the network it created.
     pub async fn shutdown(&self) {
         if let Ok(mut c) = self.containers.lock() {
             c.clear();
@@ -217,7 +314,7 @@ impl DockerWorkers {
         // A removal already in progress (a retiring worker) finishes on its own:
         // wait for it, so that the network can go too.
         for _ in 0..50 {
-            match self.reap().await {
+            match self.reap(true).await {
                 Ok(0) => break,
                 Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
                 Err(e) => {

@@ -92,6 +92,8 @@ pub struct Worker {
     running: AtomicU32,
     /// When `running` last dropped to zero (or the worker was added).
     idle_since: std::sync::Mutex<Instant>,
+    /// The instance id of the process that first answered at `address`.
+    instance: std::sync::Mutex<Option<String>>,
 }
 
 impl Worker {
@@ -108,6 +110,7 @@ impl Worker {
             since: std::sync::Mutex::new(now),
             running: AtomicU32::new(0),
             idle_since: std::sync::Mutex::new(now),
+            instance: std::sync::Mutex::new(None),
         })
     }
 
@@ -189,6 +192,31 @@ impl Worker {
         self.set_state(WorkerState::Draining);
     }
 
+    /// Records the instance id a health answer carries; returns the one known
+    /// before when it differs (the process at the address is not this worker).
+    fn adopt_instance(&self, answered: &str) -> Option<String> {
+        let mut known = self.instance.lock().unwrap_or_else(|p| p.into_inner());
+        match known.as_deref() {
+            None => {
+                *known = Some(answered.to_string());
+                None
+            }
+            Some(k) if k == answered => None,
+            Some(k) => Some(k.to_string()),
+        }
+    }
+
+    /// The process this worker was is gone (with its exchange outputs): tasks
+    /// running on it give up, and it is never planned on again.
+    fn mark_lost(&self) {
+        self.set_state(WorkerState::Unhealthy);
+    }
+
+    /// Instance id of the worker process, once it answered.
+    pub fn instance_id(&self) -> Option<String> {
+        self.instance.lock().ok().and_then(|i| i.clone())
+    }
+
     pub fn running_fragments(&self) -> u32 {
         self.running.load(Ordering::Relaxed)
     }
@@ -236,6 +264,11 @@ pub struct WorkerPool {
     counters: crate::metrics::Counters,
     /// Set by `shutdown`: the autoscaler stops and no worker is started any more.
     closing: std::sync::atomic::AtomicBool,
+    /// This coordinator's id: its heartbeat on the workers, and the owner label of
+    /// its containers.
+    instance_id: String,
+    /// One wake from zero at a time; queries arriving meanwhile wait for it.
+    waking: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -255,6 +288,7 @@ impl WorkerPool {
         secret: Option<&ClusterSecret>,
     ) -> Result<Arc<Self>, PoolError> {
         let credentials = crate::security::cluster::credentials(secret);
+        let instance_id = uuid::Uuid::new_v4().simple().to_string();
         let (workers, provisioner) = match config.mode {
             WorkerMode::Embedded => {
                 let embedded = EmbeddedWorkers::start(config.count, sources, codec, credentials.key().cloned()).await?;
@@ -274,7 +308,8 @@ impl WorkerPool {
                 (workers, Provisioner::Static)
             }
             WorkerMode::Docker => {
-                let docker = docker::DockerWorkers::connect(config, config_text, secret.map(|s| s.secret.as_str())).await?;
+                let docker =
+                    docker::DockerWorkers::connect(config, config_text, secret.map(|s| s.secret.as_str()), &instance_id).await?;
                 (vec![], Provisioner::Docker(Arc::new(docker)))
             }
             WorkerMode::Dns => {
@@ -292,6 +327,8 @@ impl WorkerPool {
             target: std::sync::Mutex::new(None),
             counters: crate::metrics::Counters::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            instance_id,
+            waking: tokio::sync::Mutex::new(()),
         });
         match &pool.provisioner {
             Provisioner::Docker(_) => {
@@ -365,14 +402,72 @@ impl WorkerPool {
             return Err(PoolError::Scale(format!("this {mode} worker pool has a fixed size; only workers.mode = \"docker\" scales")));
         }
         if let Some(n) = size {
-            if n < 1 || n > self.config.max {
-                return Err(PoolError::Scale(format!("size {n} is outside 1..={} (workers.max)", self.config.max)));
+            let least = usize::from(self.config.min > 0);
+            if n < least || n > self.config.max {
+                return Err(PoolError::Scale(format!("size {n} is outside {least}..={} (workers.max)", self.config.max)));
             }
         }
         if let Ok(mut t) = self.target.lock() {
             *t = size;
         }
         Ok(())
+    }
+
+    /// Handles a worker whose process is gone though something answers at its
+    /// address. Docker: its container is removed and the autoscaler starts another.
+    /// Static and DNS workers keep their address: a fresh entry takes the new
+    /// process on from the next health round.
+    async fn lost(&self, worker: &Arc<Worker>, reason: &str) {
+        worker.mark_lost();
+        self.remove(&worker.id);
+        self.events.record("lost", &worker.id, reason);
+        tracing::warn!(worker = %worker.id, reason, "worker lost");
+        match &self.provisioner {
+            Provisioner::Docker(docker) => {
+                if let Err(e) = docker.remove(&worker.id).await {
+                    tracing::warn!(worker = %worker.id, error = %e, "could not remove a lost worker's container");
+                }
+            }
+            _ => match Worker::connect_lazy(worker.id.clone(), worker.address.clone(), self.credentials.clone()) {
+                Ok(fresh) => self.add(Arc::new(fresh)),
+                Err(e) => tracing::warn!(worker = %worker.id, error = %e, "cannot reconnect to a restarted worker"),
+            },
+        }
+    }
+
+    /// This coordinator's instance id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// True when the pool may have no worker and starts one for a query (`min = 0`).
+    pub fn scales_from_zero(&self) -> bool {
+        matches!(self.provisioner, Provisioner::Docker(_)) && self.config.min == 0
+    }
+
+    /// Makes sure a worker is ready for a query that needs one: with none healthy
+    /// in a pool that scales to zero, starts `wanted` (1..=max) and waits until
+    /// one answers. Returns how long the query waited and how many workers it
+    /// started (zero when one was ready).
+    pub async fn wake(&self, wanted: usize) -> Result<(Duration, usize), PoolError> {
+        if !self.healthy().is_empty() || !self.scales_from_zero() {
+            return Ok((Duration::ZERO, 0));
+        }
+        let began = Instant::now();
+        let _one = self.waking.lock().await;
+        if !self.healthy().is_empty() {
+            // Another query's wake started them while this one waited for the lock.
+            return Ok((began.elapsed(), 0));
+        }
+        let n = wanted.clamp(1, self.config.max.max(1));
+        let started = self.scale_up(n, "a query needs a worker and none runs (scale from zero)").await;
+        if self.healthy().is_empty() {
+            return Err(PoolError::Scale(format!(
+                "started {n} worker(s) for a query, but none answered within {}s (workers.start_timeout_secs)",
+                self.config.start_timeout_secs
+            )));
+        }
+        Ok((began.elapsed(), started))
     }
 
     fn closing(&self) -> bool {

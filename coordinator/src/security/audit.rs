@@ -29,6 +29,14 @@ pub struct QueryAudit {
     pub cache_hit: bool,
     /// Rows a write statement wrote.
     pub rows_written: Option<u64>,
+    /// What the query used (see `crate::usage`).
+    pub cpu_secs: f64,
+    pub peak_memory_bytes: u64,
+    /// Bytes read, by source.
+    pub bytes_read: std::collections::BTreeMap<String, u64>,
+    pub exchange_bytes: u64,
+    pub container_secs: f64,
+    pub worker_wait_ms: u64,
 }
 
 pub struct AuditLog {
@@ -91,6 +99,12 @@ impl AuditLog {
             "elapsed_ms": q.elapsed_ms,
             "cache_hit": q.cache_hit,
             "rows_written": q.rows_written,
+            "cpu_secs": q.cpu_secs,
+            "peak_memory_bytes": q.peak_memory_bytes,
+            "bytes_read": q.bytes_read,
+            "exchange_bytes": q.exchange_bytes,
+            "container_secs": q.container_secs,
+            "worker_wait_ms": q.worker_wait_ms,
         }));
     }
 

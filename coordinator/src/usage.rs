@@ -1,0 +1,166 @@
+//! Cost per query: what a query used, summed when it ends from its fragments'
+//! closing statistics (CPU and memory measured on the workers, bytes read per
+//! source) and the coordinator's own timings (the wait for workers, how long it
+//! held each worker). `system.queries`, the audit log and Prometheus carry it;
+//! `system.usage` sums it per user and hour.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::error::Result;
+
+use crate::fragments::FragmentRecord;
+use crate::queries::QueryRecord;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// Time the query waited for a worker to start (scale from zero).
+    pub worker_wait_ms: u64,
+    /// Workers started for it.
+    pub workers_started: u32,
+    /// CPU time its fragments' operators used on the workers.
+    pub cpu_secs: f64,
+    /// The most memory one of its fragments reserved at once.
+    pub peak_memory: u64,
+    /// Bytes its scans read, by source.
+    pub source_bytes: BTreeMap<String, u64>,
+    /// Rows and bytes its stage tasks wrote to exchanges.
+    pub exchange_rows: u64,
+    pub exchange_bytes: u64,
+    /// For each worker it ran on, the time from its first fragment there to its
+    /// last one's end, summed: the container time the query held.
+    pub container_secs: f64,
+}
+
+impl Usage {
+    /// Sums the finished attempts of one query's fragments.
+    pub fn of(fragments: &[FragmentRecord]) -> Self {
+        let mut usage = Usage::default();
+        let mut spans: HashMap<&str, (SystemTime, SystemTime)> = HashMap::new();
+        for f in fragments {
+            let end = f.started_at + Duration::from_millis(f.elapsed_ms());
+            let span = spans.entry(f.worker.as_str()).or_insert((f.started_at, end));
+            span.0 = span.0.min(f.started_at);
+            span.1 = span.1.max(end);
+            if f.state != "finished" {
+                continue;
+            }
+            usage.cpu_secs += f.cpu_nanos as f64 / 1e9;
+            usage.peak_memory = usage.peak_memory.max(f.peak_memory);
+            for read in &f.reads {
+                *usage.source_bytes.entry(read.source.clone()).or_default() += read.bytes;
+            }
+            // Stage 0 streams to the coordinator; the others write exchanges.
+            if f.stage != 0 {
+                usage.exchange_rows += f.rows;
+                usage.exchange_bytes += f.bytes;
+            }
+        }
+        usage.container_secs =
+            spans.values().map(|(start, end)| end.duration_since(*start).unwrap_or_default().as_secs_f64()).sum();
+        usage
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.source_bytes.values().sum()
+    }
+
+    /// `source=bytes` pairs, as `system.queries` shows them.
+    pub fn sources_text(&self) -> String {
+        self.source_bytes.iter().map(|(s, b)| format!("{s}={b}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `system.usage`: per user (NULL: no authentication) and hour the queries started
+/// in, what they used.
+pub fn usage_table(queries: &[QueryRecord]) -> Result<RecordBatch> {
+    #[derive(Default)]
+    struct Sum {
+        queries: i64,
+        elapsed: f64,
+        usage: Usage,
+    }
+    let mut sums: BTreeMap<(Option<String>, i64), Sum> = BTreeMap::new();
+    for q in queries {
+        let started = q.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let hour = started - started.rem_euclid(3_600_000);
+        let s = sums.entry((q.user.clone(), hour)).or_default();
+        s.queries += 1;
+        s.elapsed += q.elapsed();
+        let u = &mut s.usage;
+        u.cpu_secs += q.usage.cpu_secs;
+        u.peak_memory = u.peak_memory.max(q.usage.peak_memory);
+        for (source, bytes) in &q.usage.source_bytes {
+            *u.source_bytes.entry(source.clone()).or_default() += bytes;
+        }
+        u.exchange_bytes += q.usage.exchange_bytes;
+        u.container_secs += q.usage.container_secs;
+        u.worker_wait_ms += q.usage.worker_wait_ms;
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user", DataType::Utf8, true),
+        Field::new("hour", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("queries", DataType::Int64, false),
+        Field::new("elapsed_secs", DataType::Float64, false),
+        Field::new("cpu_secs", DataType::Float64, false),
+        Field::new("peak_memory_bytes", DataType::Int64, false),
+        Field::new("bytes_read", DataType::Int64, false),
+        Field::new("exchange_bytes", DataType::Int64, false),
+        Field::new("container_secs", DataType::Float64, false),
+        Field::new("worker_wait_ms", DataType::Int64, false),
+    ]));
+    let rows: Vec<_> = sums.iter().collect();
+    let int = |f: &dyn Fn(&Sum) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| f(s)))) };
+    let float = |f: &dyn Fn(&Sum) -> f64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(rows.iter().map(|(_, s)| f(s)))) };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter(rows.iter().map(|((user, _), _)| user.as_deref()))),
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|((_, hour), _)| *hour)).with_timezone("UTC")),
+        int(&|s| s.queries),
+        float(&|s| s.elapsed),
+        float(&|s| s.usage.cpu_secs),
+        int(&|s| s.usage.peak_memory as i64),
+        int(&|s| s.usage.bytes_read() as i64),
+        int(&|s| s.usage.exchange_bytes as i64),
+        float(&|s| s.usage.container_secs),
+        int(&|s| s.usage.worker_wait_ms as i64),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::SourceRead;
+
+    fn record(stage: u32, worker: &str, state: &'static str, start_ms: u64, elapsed_ms: u64) -> FragmentRecord {
+        FragmentRecord::for_tests(stage, worker, state, UNIX_EPOCH + Duration::from_millis(start_ms), elapsed_ms)
+    }
+
+    #[test]
+    fn a_query_sums_its_finished_fragments_and_the_time_it_held_each_worker() {
+        let mut a = record(1, "w1", "finished", 1_000, 2_000);
+        a.cpu_nanos = 1_500_000_000;
+        a.peak_memory = 10;
+        a.rows = 5;
+        a.bytes = 50;
+        a.reads = vec![SourceRead { source: "tpch".into(), bytes: 700 }];
+        let mut b = record(0, "w1", "finished", 2_500, 1_500);
+        b.cpu_nanos = 500_000_000;
+        b.peak_memory = 30;
+        b.rows = 99;
+        b.reads = vec![SourceRead { source: "tpch".into(), bytes: 300 }, SourceRead { source: "pg".into(), bytes: 1 }];
+        let mut retried = record(1, "w2", "retried", 1_000, 500);
+        retried.cpu_nanos = 9_000_000_000;
+        let u = Usage::of(&[a, b, retried]);
+        assert!((u.cpu_secs - 2.0).abs() < 1e-9, "{}", u.cpu_secs);
+        assert_eq!(u.peak_memory, 30);
+        assert_eq!(u.source_bytes, BTreeMap::from([("pg".to_string(), 1), ("tpch".to_string(), 1000)]));
+        assert_eq!((u.exchange_rows, u.exchange_bytes), (5, 50), "stage 0 streams to the coordinator");
+        // w1 from 1.0 s to 4.0 s, w2 from 1.0 s to 1.5 s.
+        assert!((u.container_secs - 3.5).abs() < 1e-9, "{}", u.container_secs);
+        assert_eq!(u.sources_text(), "pg=1, tpch=1000");
+    }
+}
