@@ -100,6 +100,17 @@ for set in "${values_sets[@]}"; do
     || fail "helm template failed for values set '$set'"
 done
 
+# KEDA's ScaledObject is a CRD kubernetes-validate has no schema for: it is checked
+# below (step 4) and left out of the schema validation.
+"$venv/bin/python" - "$work"/rendered/*.yaml <<'EOF'
+import sys, yaml
+for path in sys.argv[1:]:
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    with open(path.replace(".yaml", ".crd"), "w") as f:
+        yaml.safe_dump_all([d for d in docs if d["apiVersion"].startswith("keda.sh/")], f)
+    with open(path, "w") as f:
+        yaml.safe_dump_all([d for d in docs if not d["apiVersion"].startswith("keda.sh/")], f)
+EOF
 out="$("$venv/bin/kubernetes-validate" --strict --quiet -k "$kube_version" "$work"/rendered/*.yaml 2>&1)" \
   || { echo "$out" >&2; fail "rendered manifests do not validate against Kubernetes $kube_version"; }
 # --quiet prints only warnings and failures: a warning (unknown kind, deprecated API) fails too.
@@ -113,6 +124,7 @@ errors = []
 for path in sys.argv[1:]:
     name = path.rsplit("/", 1)[-1]
     docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    docs += [d for d in yaml.safe_load_all(open(path.replace(".yaml", ".crd"))) if d]
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
@@ -185,6 +197,21 @@ for path in sys.argv[1:]:
         if not (1 <= h["spec"]["minReplicas"] <= h["spec"]["maxReplicas"]):
             err("HPA min/max replicas out of order")
 
+    # KEDA: the ScaledObject replaces the HPA, and its scaler is the coordinator's keda port.
+    scaled = by_kind.get("ScaledObject", [])
+    if scaled and by_kind.get("HorizontalPodAutoscaler"):
+        err("both a ScaledObject and an HPA scale the workers")
+    for so in scaled:
+        ref = so["spec"]["scaleTargetRef"]
+        if ref["name"] != worker["metadata"]["name"] or "replicas" in worker["spec"]:
+            err(f"ScaledObject targets {ref} or the worker Deployment fixes its replicas")
+        (trigger,) = so["spec"]["triggers"]
+        coord_svc = [s for s in by_kind.get("Service", []) if s["spec"]["selector"].get("app.kubernetes.io/component") == "coordinator"]
+        kports = {p["name"]: p["port"] for s in coord_svc for p in s["spec"]["ports"]}
+        host = f"{coord_svc[0]['metadata']['name']}.quiver-ci.svc.cluster.local" if coord_svc else "?"
+        if trigger["type"] != "external-push" or trigger["metadata"]["scalerAddress"] != f"{host}:{kports.get('keda')}":
+            err(f"ScaledObject trigger {trigger} does not name the coordinator's keda port ({host}:{kports.get('keda')})")
+
     # quiver.toml: valid TOML, dns workers on the headless Service, every ${VAR} provided.
     (cm,) = by_kind["ConfigMap"]
     try:
@@ -205,6 +232,10 @@ for path in sys.argv[1:]:
         err("server.http_listen and the coordinator's metrics port disagree")
     if ("postgres" in cport) != ("postgres_listen" in config["server"]):
         err("server.postgres_listen and the coordinator's postgres port disagree")
+    if ("keda" in cport) != ("keda_listen" in config["server"]) or bool(scaled) != ("keda" in cport):
+        err("server.keda_listen, the coordinator's keda port and the ScaledObject disagree")
+    if scaled and w.get("min") != scaled[0]["spec"]["minReplicaCount"]:
+        err(f"workers.min {w.get('min')} is not the ScaledObject's minReplicaCount")
     for s in config.get("source", []):
         if not isinstance(s.get("name"), str) or not isinstance(s.get("kind"), str):
             err(f"source without name or kind: {s}")

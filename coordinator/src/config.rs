@@ -84,6 +84,11 @@ pub struct ServerConfig {
     /// The PostgreSQL wire protocol for psql and BI tools; off when absent.
     #[serde(default)]
     pub postgres_listen: Option<SocketAddr>,
+    /// KEDA's external-scaler gRPC API (the worker count the autoscaler wants), for
+    /// a KEDA `ScaledObject` on Kubernetes; off when absent. Plain gRPC, no auth:
+    /// bind it to an address only the cluster reaches.
+    #[serde(default)]
+    pub keda_listen: Option<SocketAddr>,
     /// A query running longer is cancelled, with all its fragments; 0 = no limit.
     #[serde(default = "default_query_timeout")]
     pub query_timeout_secs: f64,
@@ -133,6 +138,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             http_listen: None,
+            keda_listen: None,
             postgres_listen: None,
             query_timeout_secs: default_query_timeout(),
             max_running_queries: default_max_running(),

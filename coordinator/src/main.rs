@@ -166,6 +166,9 @@ async fn run_server(command: Command) -> Result<()> {
             if let Some(addr) = running.postgres {
                 println!("quiver: PostgreSQL listening on postgres://{addr}/{database}");
             }
+            if let Some(addr) = running.keda {
+                println!("quiver: KEDA external scaler on grpc://{addr}");
+            }
             let scheme = if running.tls { "grpc+tls" } else { "grpc" };
             // Machine-readable readiness line: scripts and tests wait for it.
             println!("quiver: Flight SQL listening on {scheme}://{}", running.addr);

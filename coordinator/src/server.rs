@@ -42,6 +42,8 @@ pub struct RunningCoordinator {
     pub http: Option<SocketAddr>,
     /// `server.postgres_listen`, bound.
     pub postgres: Option<SocketAddr>,
+    /// `server.keda_listen`, bound.
+    pub keda: Option<SocketAddr>,
     pub pool: Arc<WorkerPool>,
     pub tls: bool,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -116,6 +118,10 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
         Some(a) => Some(bind(a).await?),
         None => None,
     };
+    let keda_listener = match config.server.keda_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let pg_tls = match (&config.server.tls, &pg_listener) {
         (Some(tls), Some(_)) => Some(crate::frontends::pgwire::tls_acceptor(&tls.cert, &tls.key).map_err(CoordinatorError::Service)?),
         _ => None,
@@ -144,7 +150,7 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
     pool.spawn_health_loop(Duration::from_secs_f64(config.workers.health_interval_secs));
     let healthy = pool.healthy().len();
     tracing::info!(workers = pool.all().len(), healthy, mode = ?config.workers.mode, "worker pool ready");
-    let listeners = Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, flight_identity };
+    let listeners = Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, keda_listener, flight_identity };
     // Whatever fails from here on, the workers started for this run go again.
     match serve(config, pool.clone(), codec, listeners).await {
         Ok(running) => Ok(running),
@@ -164,6 +170,7 @@ struct Listeners {
     http_tls: Option<tokio_rustls::TlsAcceptor>,
     pg_listener: Option<(TcpListener, SocketAddr)>,
     pg_tls: Option<pgwire::tokio::TlsAcceptor>,
+    keda_listener: Option<(TcpListener, SocketAddr)>,
     flight_identity: Option<Identity>,
 }
 
@@ -174,7 +181,12 @@ async fn serve(
     codec: QuiverCodec,
     listeners: Listeners,
 ) -> Result<RunningCoordinator, CoordinatorError> {
-    let Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, flight_identity } = listeners;
+    let Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, keda_listener, flight_identity } = listeners;
+    let keda = keda_listener.map(|(listener, bound)| {
+        crate::pool::keda::serve(listener, pool.clone());
+        tracing::info!(%bound, "KEDA external scaler");
+        bound
+    });
     let (engine, warnings) = QueryEngine::new(&config, pool.clone(), codec).await?;
     for w in warnings {
         tracing::warn!("{w}");
@@ -228,5 +240,5 @@ async fn serve(
             })
             .await
     });
-    Ok(RunningCoordinator { addr, http, postgres, pool, tls, task, stop })
+    Ok(RunningCoordinator { addr, http, postgres, keda, pool, tls, task, stop })
 }

@@ -317,6 +317,8 @@ impl Scheduler {
     ) -> Result<(Arc<Worker>, RunningFragment)> {
         let share = run.input_share(stage);
         let limit = self.settings.max_fragments_per_worker.max(1);
+        // Counted as waiting (the autoscaler's and KEDA's load) while every worker is full.
+        let mut waiting = None;
         loop {
             let candidates: Vec<Arc<Worker>> =
                 self.pool.healthy().into_iter().filter(|w| !avoid.contains(&w.id)).collect();
@@ -336,6 +338,7 @@ impl Scheduler {
                 let running = w.track_fragment();
                 return Ok((w.clone(), running));
             }
+            waiting.get_or_insert_with(|| self.pool.waiting());
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -1,6 +1,6 @@
 //! The autoscaler of a Docker pool: once a second it replaces dead workers, then
 //! sizes the pool between `min` and `max` (or at the size `quiver workers scale N`
-//! pinned): up when the running fragments per worker reach `busy_fragments`, down
+//! pinned): up when the running (and waiting) fragments per worker reach `busy_fragments`, down
 //! when a worker has been idle for `idle_secs`, never twice within `cooldown_secs`.
 //! A retired worker drains first: it gets no new fragments and is removed only
 //! when the ones it runs have finished.
@@ -155,7 +155,8 @@ impl WorkerPool {
         if last_change.is_some_and(|t| t.elapsed() < Duration::from_secs(self.config.cooldown_secs)) {
             return;
         }
-        let running: u32 = active.iter().map(|w| w.running_fragments()).sum();
+        // Running fragments and the tasks waiting for a free slot.
+        let running = self.load();
         let busy = self.config.busy_fragments.max(1);
         if n < max && running >= busy * n as u32 {
             let wanted = (running.div_ceil(busy) as usize).clamp(n + 1, max);

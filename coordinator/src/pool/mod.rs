@@ -5,7 +5,9 @@
 //! config; `docker`: containers started and scaled by the autoscaler; `dns`: the
 //! addresses a name resolves to). A health loop asks every worker's `health`
 //! action and takes the ones that do not answer out of planning until they answer
-//! again.
+//! again. With `workers.min = 0` a Docker pool scales to zero and a query that needs
+//! a worker waits for one (`wake`); a DNS pool (Kubernetes) waits for KEDA, which
+//! reads what the pool wants through `keda.rs`.
 
 mod autoscaler;
 mod dns;
@@ -13,6 +15,7 @@ mod docker;
 mod embedded;
 mod events;
 mod health;
+pub mod keda;
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
@@ -228,6 +231,15 @@ impl Worker {
     }
 }
 
+/// Counts a waiter in [`WorkerPool::load`] while alive.
+pub struct Waiting<'a>(&'a WorkerPool);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Keeps a fragment counted on its worker while alive.
 pub struct RunningFragment(Arc<Worker>);
 
@@ -269,6 +281,8 @@ pub struct WorkerPool {
     instance_id: String,
     /// One wake from zero at a time; queries arriving meanwhile wait for it.
     waking: tokio::sync::Mutex<()>,
+    /// Stage tasks and queries waiting for a worker (a free slot, or one to start).
+    waiting: AtomicU32,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -329,6 +343,7 @@ impl WorkerPool {
             closing: std::sync::atomic::AtomicBool::new(false),
             instance_id,
             waking: tokio::sync::Mutex::new(()),
+            waiting: AtomicU32::new(0),
         });
         match &pool.provisioner {
             Provisioner::Docker(_) => {
@@ -440,9 +455,32 @@ impl WorkerPool {
         &self.instance_id
     }
 
-    /// True when the pool may have no worker and starts one for a query (`min = 0`).
+    /// True when the pool may have no worker and gets one for a query (`min = 0`):
+    /// a Docker pool starts it, a DNS pool waits for it to resolve (KEDA starts it).
     pub fn scales_from_zero(&self) -> bool {
-        matches!(self.provisioner, Provisioner::Docker(_)) && self.config.min == 0
+        matches!(self.provisioner, Provisioner::Docker(_) | Provisioner::Dns(_)) && self.config.min == 0
+    }
+
+    /// Counts the caller as waiting for a worker until the guard drops.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self)
+    }
+
+    /// Fragments running on workers that take work, plus tasks and queries waiting for one.
+    pub fn load(&self) -> u32 {
+        let running: u32 = self.all().iter().filter(|w| w.state() != WorkerState::Draining).map(|w| w.running_fragments()).sum();
+        running + self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The size the pool wants: one worker per `busy_fragments` of [`Self::load`],
+    /// within `min..=max`; a size pinned by `quiver workers scale` wins.
+    pub fn wanted_workers(&self) -> usize {
+        if let Some(t) = self.target() {
+            return t;
+        }
+        let busy = self.config.busy_fragments.max(1);
+        (self.load().div_ceil(busy) as usize).clamp(self.config.min, self.config.max.max(self.config.min))
     }
 
     /// Makes sure a worker is ready for a query that needs one: with none healthy
@@ -454,6 +492,10 @@ impl WorkerPool {
             return Ok((Duration::ZERO, 0));
         }
         let began = Instant::now();
+        let _waiting = self.waiting();
+        if let Provisioner::Dns(dns) = &self.provisioner {
+            return self.wait_for_dns_workers(dns, began).await;
+        }
         let _one = self.waking.lock().await;
         if !self.healthy().is_empty() {
             // Another query's wake started them while this one waited for the lock.
@@ -468,6 +510,27 @@ impl WorkerPool {
             )));
         }
         Ok((began.elapsed(), started))
+    }
+
+    /// A DNS pool at zero: the query waits (counted in [`Self::load`], so KEDA's
+    /// `IsActive` turns true and it scales the workers up) until a worker resolves
+    /// and answers.
+    async fn wait_for_dns_workers(&self, dns: &dns::DnsWorkers, began: Instant) -> Result<(Duration, usize), PoolError> {
+        let deadline = began + Duration::from_secs(self.config.start_timeout_secs);
+        loop {
+            dns.sync(self).await;
+            self.check_health().await;
+            if !self.healthy().is_empty() {
+                return Ok((began.elapsed(), 0));
+            }
+            if Instant::now() >= deadline {
+                return Err(PoolError::Scale(format!(
+                    "no worker came up within {}s (workers.start_timeout_secs) for a query that needs one",
+                    self.config.start_timeout_secs
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     fn closing(&self) -> bool {

@@ -142,9 +142,9 @@ and lists become arrays; null values are left out by the caller.
 {{- define "quiver.configToml" -}}
 {{- $server := .Values.config.server | default dict -}}
 {{- $workers := .Values.config.workers | default dict -}}
-{{- range $reserved := list "listen" "metrics_listen" "http_listen" "postgres_listen" }}
+{{- range $reserved := list "listen" "metrics_listen" "http_listen" "postgres_listen" "keda_listen" }}
 {{- if hasKey $server $reserved }}
-{{- fail (printf "quiver: config.server.%s is set by the chart (coordinator.port, metrics.port, postgres.port)" $reserved) }}
+{{- fail (printf "quiver: config.server.%s is set by the chart (coordinator.port, metrics.port, postgres.port, worker.autoscaling.keda.port)" $reserved) }}
 {{- end }}
 {{- end }}
 {{- range $reserved := list "mode" "service" "port" "addresses" "count" }}
@@ -162,6 +162,10 @@ http_listen = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
 {{- if .Values.postgres.enabled }}
 postgres_listen = {{ printf "0.0.0.0:%d" (int .Values.postgres.port) | quote }}
 {{- end }}
+{{- $keda := and .Values.worker.autoscaling.enabled .Values.worker.autoscaling.keda.enabled }}
+{{- if $keda }}
+keda_listen = {{ printf "0.0.0.0:%d" (int .Values.worker.autoscaling.keda.port) | quote }}
+{{- end }}
 {{- if not (hasKey $server "data_dir") }}
 data_dir = "/var/lib/quiver"
 {{- end }}
@@ -172,6 +176,11 @@ mode = "dns"
 # Headless Service: every A record is a ready worker pod.
 service = {{ include "quiver.workersServiceHost" . | quote }}
 port = {{ int .Values.worker.port }}
+{{- if and $keda (not (hasKey $workers "min")) }}
+# KEDA sizes the workers; at zero a query waits for one.
+min = {{ int .Values.worker.autoscaling.minReplicas }}
+max = {{ int .Values.worker.autoscaling.maxReplicas }}
+{{- end }}
 {{- include "quiver.tomlLines" $workers }}
 {{- range $i, $source := .Values.config.sources }}
 {{- if not (kindIs "map" $source) }}
