@@ -3,9 +3,11 @@
 //! - cold start: `docker create` + `start` of a worker container until it has served
 //!   its first fragment (median of 10);
 //! - burst: a burst of CPU-heavy queries on a pool at `min = 1` until `max` workers are ready;
+//! - scale from zero: with `min = 0` and no worker running, the time from sending a small
+//!   query (SF0.1) to its result, beside the same query on a warm worker (median of 5);
 //! - TPC-H SF1, 22 queries, on 1, 2 and 4 worker containers limited to 1 CPU each.
 //!
-//! docker/build-images.sh && cargo bench -p quiver-coordinator --bench containers -- [--scale 1] [--image quiver-worker:latest]
+//! docker/build-images.sh && cargo bench -p quiver-coordinator --bench containers -- [--scale 1] [--image quiver-worker:latest] [--only zero]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +51,20 @@ async fn run() -> Result<()> {
         eprintln!("generated TPC-H SF{scale}");
     }
     let dir = std::fs::canonicalize(&dir)?;
+    let small = root.join("target").join("bench-data").join("tpch-sf0.1");
+    quiver_coordinator::tpch::ensure(&small, 0.1)?;
+    let small = std::fs::canonicalize(&small)?;
+    let (from_zero, warm) = scale_from_zero(&image, &small, 5).await?;
+    let zero_line = format!(
+        "| first query (SF0.1 scan and aggregate) with zero workers running, to its result (median of 5) | {:.0} ms ({:.1}× the {:.0} ms on a warm worker) |",
+        from_zero.as_secs_f64() * 1e3,
+        from_zero.as_secs_f64() / warm.as_secs_f64(),
+        warm.as_secs_f64() * 1e3
+    );
+    if arg("--only", "") == "zero" {
+        println!("| measurement | result |\n|---|---:|\n{zero_line}");
+        return Ok(());
+    }
 
     let cold = cold_starts(&image, 10).await?;
     let burst = burst_to_max(&image, &dir).await?;
@@ -61,6 +77,7 @@ async fn run() -> Result<()> {
     println!("| measurement | result |\n|---|---:|");
     println!("| container cold start to first fragment served (median of 10) | {:.0} ms |", cold.as_secs_f64() * 1e3);
     println!("| burst of queued work to max = 4 workers ready (min = 1) | {:.2} s |", burst.as_secs_f64());
+    println!("{zero_line}");
     let base = tpch[0].1.as_secs_f64();
     for (n, t) in &tpch {
         println!(
@@ -166,6 +183,32 @@ async fn burst_to_max(image: &str, dir: &Path) -> Result<Duration> {
     rows(&mut c, "SELECT 1").await?;
     server.shutdown().await?;
     Ok(reached)
+}
+
+/// With `min = 0`: waits until no worker runs, then times a small query from send to
+/// result (the pool starts a worker for it), `runs` times; then the same query on
+/// the warm worker. Returns both medians.
+async fn scale_from_zero(image: &str, dir: &Path, runs: usize) -> Result<(Duration, Duration)> {
+    let config = docker_config(image, dir, "bench-zero", 0, 2, "idle_secs = 1\ncooldown_secs = 0")?;
+    let server = quiver_coordinator::start(config).await?;
+    let mut c = client(server.addr).await?;
+    let sql = "SELECT l_returnflag, sum(l_quantity) FROM quiver.tpch.lineitem WHERE l_shipdate < DATE '1995-01-01' GROUP BY l_returnflag";
+    let (mut cold, mut warm) = (vec![], vec![]);
+    for _ in 0..runs {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !server.pool.all().is_empty() {
+            anyhow::ensure!(Instant::now() < deadline, "the pool did not scale to zero");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let started = Instant::now();
+        anyhow::ensure!(rows(&mut c, sql).await? == 3, "three return flags");
+        cold.push(started.elapsed());
+        let started = Instant::now();
+        rows(&mut c, sql).await?;
+        warm.push(started.elapsed());
+    }
+    server.shutdown().await?;
+    Ok((median(cold), median(warm)))
 }
 
 /// Total time of the 22 TPC-H queries (after one warm-up pass) on `n` containers.
