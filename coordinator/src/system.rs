@@ -156,6 +156,7 @@ impl SystemSchema {
             Field::new("cpu_secs", DataType::Float64, true),
             Field::new("memory_bytes", DataType::Int64, true),
             Field::new("exchange_bytes", DataType::Int64, true),
+            Field::new("instance", DataType::Utf8, true),
         ]));
         let workers = self.pool.all();
         // Each worker's own load figures; a worker that does not answer quickly shows NULLs.
@@ -177,6 +178,7 @@ impl SystemSchema {
             Arc::new(Float64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.cpu_seconds)))),
             Arc::new(Int64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.rss_bytes as i64)))),
             Arc::new(Int64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.exchange_bytes as i64)))),
+            Arc::new(StringArray::from_iter(workers.iter().map(|w| w.instance_id()))),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
