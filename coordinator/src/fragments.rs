@@ -36,18 +36,18 @@ impl FragmentRecord {
         self.elapsed_ms.unwrap_or_else(|| self.started.elapsed().as_millis() as u64)
     }
 
-    #[cfg(test)]
-    pub fn for_tests(stage: u32, worker: &str, state: &'static str, started_at: SystemTime, elapsed_ms: u64) -> Self {
+    /// A running attempt, started now.
+    fn running(query_id: &str, stage: u32, task: u32, attempt: u32, worker: &str) -> Self {
         Self {
-            query_id: "q".into(),
+            query_id: query_id.to_string(),
             stage,
-            task: 0,
-            attempt: 1,
-            worker: worker.into(),
-            state,
-            started_at,
+            task,
+            attempt,
+            worker: worker.to_string(),
+            state: "running",
+            started_at: SystemTime::now(),
             started: Instant::now(),
-            elapsed_ms: Some(elapsed_ms),
+            elapsed_ms: None,
             rows: 0,
             bytes: 0,
             spilled_bytes: 0,
@@ -56,6 +56,11 @@ impl FragmentRecord {
             peak_memory: 0,
             reads: vec![],
         }
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(stage: u32, worker: &str, state: &'static str, started_at: SystemTime, elapsed_ms: u64) -> Self {
+        Self { state, started_at, elapsed_ms: Some(elapsed_ms), ..Self::running("q", stage, 0, 1, worker) }
     }
 }
 
@@ -102,24 +107,7 @@ impl Drop for LoggedAttempt {
 
 impl FragmentLog {
     pub fn begin(self: &Arc<Self>, query_id: &str, stage: u32, task: u32, attempt: u32, worker: &str) -> LoggedAttempt {
-        let record = FragmentRecord {
-            query_id: query_id.to_string(),
-            stage,
-            task,
-            attempt,
-            worker: worker.to_string(),
-            state: "running",
-            started_at: SystemTime::now(),
-            started: Instant::now(),
-            elapsed_ms: None,
-            rows: 0,
-            bytes: 0,
-            spilled_bytes: 0,
-            error: None,
-            cpu_nanos: 0,
-            peak_memory: 0,
-            reads: vec![],
-        };
+        let record = FragmentRecord::running(query_id, stage, task, attempt, worker);
         if let Ok(mut r) = self.records.lock() {
             r.push_back(record);
             while r.len() > KEEP {

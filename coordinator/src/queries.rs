@@ -176,15 +176,7 @@ impl QueryLog {
             r.usage = usage.clone();
         });
         if let Ok(mut t) = self.totals.lock() {
-            t.cpu_secs += usage.cpu_secs;
-            t.container_secs += usage.container_secs;
-            t.worker_wait_ms += usage.worker_wait_ms;
-            t.workers_started += usage.workers_started;
-            t.exchange_rows += usage.exchange_rows;
-            t.exchange_bytes += usage.exchange_bytes;
-            for (source, bytes) in &usage.source_bytes {
-                *t.source_bytes.entry(source.clone()).or_default() += bytes;
-            }
+            t.add(&usage);
         }
         if let Some(r) = ended {
             self.audit.query(&QueryAudit {

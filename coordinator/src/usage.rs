@@ -64,6 +64,20 @@ impl Usage {
         usage
     }
 
+    /// Adds what another query used (the peak is the larger of the two).
+    pub fn add(&mut self, other: &Usage) {
+        self.worker_wait_ms += other.worker_wait_ms;
+        self.workers_started += other.workers_started;
+        self.cpu_secs += other.cpu_secs;
+        self.peak_memory = self.peak_memory.max(other.peak_memory);
+        for (source, bytes) in &other.source_bytes {
+            *self.source_bytes.entry(source.clone()).or_default() += bytes;
+        }
+        self.exchange_rows += other.exchange_rows;
+        self.exchange_bytes += other.exchange_bytes;
+        self.container_secs += other.container_secs;
+    }
+
     pub fn bytes_read(&self) -> u64 {
         self.source_bytes.values().sum()
     }
@@ -90,15 +104,7 @@ pub fn usage_table(queries: &[QueryRecord]) -> Result<RecordBatch> {
         let s = sums.entry((q.user.clone(), hour)).or_default();
         s.queries += 1;
         s.elapsed += q.elapsed();
-        let u = &mut s.usage;
-        u.cpu_secs += q.usage.cpu_secs;
-        u.peak_memory = u.peak_memory.max(q.usage.peak_memory);
-        for (source, bytes) in &q.usage.source_bytes {
-            *u.source_bytes.entry(source.clone()).or_default() += bytes;
-        }
-        u.exchange_bytes += q.usage.exchange_bytes;
-        u.container_secs += q.usage.container_secs;
-        u.worker_wait_ms += q.usage.worker_wait_ms;
+        s.usage.add(&q.usage);
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("user", DataType::Utf8, true),
