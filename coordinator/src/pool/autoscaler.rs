@@ -158,7 +158,8 @@ impl WorkerPool {
         // Running fragments and the tasks waiting for a free slot.
         let running = self.load();
         let busy = self.config.busy_fragments.max(1);
-        if n < max && running >= busy * n as u32 {
+        // At zero workers (min = 0) the queries that need one start it (`wake`).
+        if n > 0 && n < max && running >= busy * n as u32 {
             let wanted = (running.div_ceil(busy) as usize).clamp(n + 1, max);
             let reason = format!("{running} fragments running on {n} workers (busy at {busy} per worker)");
             self.scale_up(wanted - n, &reason).await;
