@@ -59,6 +59,16 @@ async fn workers_refuse_calls_and_tickets_without_the_cluster_secret() -> anyhow
     let mut health = raw.do_action(Action { r#type: "health".into(), body: Default::default() }).await?.into_inner();
     assert_eq!(health.message().await?.map(|r| r.body.to_vec()), Some(b"ok".to_vec()));
 
+    // Its identity can be read (another coordinator asks whether the owner lives), but
+    // recording a heartbeat needs the credentials.
+    let mut who = raw.do_action(Action { r#type: "instance".into(), body: Default::default() }).await?.into_inner();
+    let body = who.message().await?.map(|r| r.body).unwrap_or_default();
+    let instance = quiver_proto::WorkerInstance::decode_from(&body)?;
+    assert_eq!(instance.instance_id.len(), 32, "{instance:?}");
+    assert_eq!((instance.owner_seen_ms, instance.draining), (None, false), "{instance:?}");
+    let forged = raw.do_action(Action { r#type: "instance".into(), body: "not-the-owner".into() }).await.unwrap_err();
+    assert_eq!(forged.code(), Code::Unauthenticated, "{forged:?}");
+
     // Valid credentials, but the ticket is not sealed.
     let status = do_get_error(&mut raw, with_token(fragment_ticket(), &key().call_token()?)).await;
     assert_eq!(status.code(), Code::Unauthenticated);
