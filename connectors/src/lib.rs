@@ -4,7 +4,9 @@
 pub mod catalog;
 pub mod config;
 pub mod env;
+pub mod federated_columns;
 pub mod files;
+pub mod join_keys;
 pub mod object_stores;
 pub mod mysql;
 pub mod postgres;

@@ -17,11 +17,12 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
 use datafusion_federation::sql::SQLExecutor;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use quiver_proto::NodeCodec;
 
 use crate::config::{SourceConfig, SourceKind};
+use crate::join_keys::JoinFilter;
 
 /// Runs statement `i` in the database for partition `i`.
 pub struct SourceScanExec {
@@ -30,7 +31,14 @@ pub struct SourceScanExec {
     schema: SchemaRef,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Dynamic filters of the hash joins this scan is the probe side of.
+    join_filters: Vec<JoinFilter>,
+    /// The conditions those filters added to the statements, for EXPLAIN ANALYZE.
+    applied: Arc<Mutex<Vec<String>>>,
 }
+
+/// How long a scan waits for its join's build side before it runs unfiltered.
+const BUILD_SIDE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl SourceScanExec {
     pub fn new(executor: Arc<dyn SQLExecutor>, statements: Vec<String>, schema: SchemaRef) -> Self {
@@ -40,7 +48,25 @@ impl SourceScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Self { executor, statements, schema, props, metrics: ExecutionPlanMetricsSet::new() }
+        Self {
+            executor,
+            statements,
+            schema,
+            props,
+            metrics: ExecutionPlanMetricsSet::new(),
+            join_filters: vec![],
+            applied: Arc::default(),
+        }
+    }
+
+    /// This scan, also filtered by a join's build-side keys (see `join_keys.rs`).
+    pub(crate) fn with_join_filter(&self, filter: JoinFilter) -> Self {
+        let mut scan = Self::new(self.executor.clone(), self.statements.clone(), self.schema.clone());
+        scan.join_filters = self.join_filters.clone();
+        if !scan.join_filters.iter().any(|f| Arc::ptr_eq(&f.filter, &filter.filter)) {
+            scan.join_filters.push(filter);
+        }
+        scan
     }
 
     /// The source (config name) the statements run in.
@@ -63,12 +89,20 @@ impl DisplayAs for SourceScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "SourceScanExec: source={}", self.source())?;
         match self.statements.as_slice() {
-            [one] => write!(f, " sql={one}"),
+            [one] => write!(f, " sql={one}")?,
             many => {
                 write!(f, " partitions={}", many.len())?;
-                many.iter().enumerate().try_for_each(|(i, s)| write!(f, " sql[{i}]={s}"))
+                many.iter().enumerate().try_for_each(|(i, s)| write!(f, " sql[{i}]={s}"))?
             }
         }
+        if !self.join_filters.is_empty() {
+            write!(f, " join_keys=")?;
+            match self.applied.lock().map(|a| a.first().cloned()) {
+                Ok(Some(condition)) => write!(f, "[{condition}]")?,
+                _ => write!(f, "pending")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -89,11 +123,30 @@ impl ExecutionPlan for SourceScanExec {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let sql = self.statements.get(partition).ok_or_else(|| {
             DataFusionError::Internal(format!("source scan has {} partitions, not {partition}", self.statements.len()))
         })?;
-        let rows = self.executor.execute(sql, self.schema.clone(), &[])?;
+        // A join computes its filter only where this setting is on; where it is
+        // off (a worker running one partition of a join), waiting would never end.
+        let computed = context.session_config().options().optimizer.enable_join_dynamic_filter_pushdown;
+        let rows = if self.join_filters.is_empty() || !computed {
+            self.executor.execute(sql, self.schema.clone(), &[])?
+        } else {
+            let (executor, schema, filters) = (self.executor.clone(), self.schema.clone(), self.join_filters.clone());
+            let (sql, applied) = (sql.clone(), self.applied.clone());
+            let filtered = async move {
+                let sql = with_join_keys(&sql, &filters, &schema, executor.as_ref()).await?;
+                if sql.1.is_some() {
+                    if let Ok(mut a) = applied.lock() {
+                        a.extend(sql.1.clone());
+                    }
+                }
+                executor.execute(&sql.0, schema, &[])
+            };
+            let stream = futures::stream::once(filtered).try_flatten();
+            Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+        };
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let counted = rows.map(move |batch| {
             if let Ok(b) = &batch {
@@ -108,13 +161,82 @@ impl ExecutionPlan for SourceScanExec {
         Some(self.metrics.clone_inner())
     }
 
-    /// No expressions: the statements carry everything.
+    /// The statements carry everything but the join filters, which the joins
+    /// look for here to know that someone consumes them.
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn datafusion::physical_plan::PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn datafusion::physical_plan::PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
+        for j in &self.join_filters {
+            let expr: Arc<dyn datafusion::physical_plan::PhysicalExpr> = j.filter.clone();
+            if f(&expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         Ok(TreeNodeRecursion::Continue)
     }
+}
+
+/// `sql` restricted by the join filters once their build sides are collected,
+/// and the condition that was added, if any.
+async fn with_join_keys(
+    sql: &str,
+    filters: &[JoinFilter],
+    schema: &Schema,
+    executor: &dyn SQLExecutor,
+) -> Result<(String, Option<String>)> {
+    let dialect = executor.dialect();
+    let named = output_names_match(sql, schema);
+    let mut conditions = vec![];
+    for filter in filters {
+        if tokio::time::timeout(BUILD_SIDE_WAIT, filter.filter.wait_complete()).await.is_err() {
+            tracing::warn!(source = executor.name(), "a join's build side took too long; reading without its keys");
+            continue;
+        }
+        // Only columns the statement's result names as the schema does can be named outside it.
+        let columns = filter.columns.iter().map(|c| c.filter(|i| named.get(*i).copied().unwrap_or(false))).collect();
+        let usable = JoinFilter { columns, ..filter.clone() };
+        if let Some(c) = crate::join_keys::condition(&usable, schema, dialect.as_ref())? {
+            conditions.push(c);
+        }
+    }
+    if conditions.is_empty() {
+        return Ok((sql.to_string(), None));
+    }
+    let condition = conditions.join(" AND ");
+    let alias = match dialect.identifier_quote_style("quiver_join_keys") {
+        Some(q) => format!("{q}quiver_join_keys{q}"),
+        None => "quiver_join_keys".to_string(),
+    };
+    Ok((format!("SELECT * FROM ({sql}) AS {alias} WHERE {condition}"), Some(condition)))
+}
+
+/// For each schema column, whether the statement's select list names it the
+/// same (a plain column, or an alias), so `outer.name` reaches it.
+fn output_names_match(sql: &str, schema: &Schema) -> Vec<bool> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, SelectItem, SetExpr, Statement};
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    let none = vec![false; schema.fields().len()];
+    let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&GenericDialect {}, sql) else { return none };
+    let [Statement::Query(query)] = statements.as_slice() else { return none };
+    let SetExpr::Select(select) = query.body.as_ref() else { return none };
+    if select.projection.len() != schema.fields().len() {
+        return none;
+    }
+    select
+        .projection
+        .iter()
+        .zip(schema.fields())
+        .map(|(item, field)| {
+            let name = match item {
+                SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+                SelectItem::UnnamedExpr(SqlExpr::Identifier(i)) => Some(i.value.clone()),
+                SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(parts)) => parts.last().map(|p| p.value.clone()),
+                _ => None,
+            };
+            name.is_some_and(|n| &n == field.name())
+        })
+        .collect()
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -270,6 +270,14 @@ pub struct WorkersConfig {
     /// share for the tasks that can run at once, at most `fragment_memory_limit`.
     #[serde(default = "default_query_memory")]
     pub query_memory_limit: ByteSize,
+    /// A query whose scanned files add up to at most this runs whole on one worker
+    /// instead of as stages (0 = always stages).
+    #[serde(default = "default_single_stage_max_bytes")]
+    pub single_stage_max_bytes: ByteSize,
+}
+
+fn default_single_stage_max_bytes() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 fn default_true() -> bool {
@@ -339,6 +347,7 @@ impl Default for WorkersConfig {
             max_fragments_per_worker: default_max_fragments_per_worker(),
             task_attempts: default_task_attempts(),
             query_memory_limit: default_query_memory(),
+            single_stage_max_bytes: default_single_stage_max_bytes(),
         }
     }
 }

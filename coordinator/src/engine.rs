@@ -91,16 +91,14 @@ impl QueryEngine {
             .or_else(|| first.map(|s| s.schema_name().to_string()))
             .unwrap_or_else(|| "public".to_string());
         let partitions = config.server.target_partitions.unwrap_or_else(|| (pool.all().len() * 2).max(2));
-        let mut session_config = SessionConfig::new()
+        let session_config = SessionConfig::new()
             .with_default_catalog_and_schema(&catalog, &schema)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(partitions);
-        if config.workers.exchanges {
-            // A join's dynamic filter waits until every partition of the join has
-            // built its side; a stage task runs only some of them, so it would wait forever.
-            session_config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
-        }
+        // Joins' dynamic filters stay on: where the plan runs whole (on the
+        // coordinator, or a one-partition fragment) they filter probe-side scans and
+        // databases; workers turn them off for fragments of one partition of many.
         let fragments = Arc::new(crate::fragments::FragmentLog::default());
         let scheduler = config.workers.exchanges.then(|| {
             let settings = SchedulerSettings {
@@ -123,7 +121,7 @@ impl QueryEngine {
             .with_optimizer_rules(optimizer_rules())
             .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
             .with_physical_optimizer_rule(Arc::new(crate::writes::StageWrites::new(writes.clone())))
-            .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec, scheduler)))
+            .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec, scheduler, config.workers.single_stage_max_bytes.0)))
             .build();
         let ctx = SessionContext::new_with_state(state);
         quiver_connectors::register_object_stores(&ctx.runtime_env(), &config.source)?;
@@ -383,6 +381,9 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     let mut rules = Optimizer::new().rules;
     let at = rules.iter().position(|r| r.name() == "push_down_filter").map(|i| i + 1).unwrap_or(rules.len());
     rules.insert(at, Arc::new(FederationOptimizerRule::new()));
+    // After DataFusion's column pruning, which cannot see into federated leaves.
+    let at = rules.iter().position(|r| r.name() == "optimize_projections").map(|i| i + 1).unwrap_or(rules.len());
+    rules.insert(at, Arc::new(quiver_connectors::federated_columns::ProjectIntoSource));
     rules
 }
 

@@ -81,7 +81,9 @@ struct Terminal {
 
 impl Terminal {
     fn start(args: &[&str]) -> anyhow::Result<Self> {
-        let mut command = format!("{} sql", quiver_bin().display());
+        // `exec`: a non-interactive dash between `script` and quiver would die of
+        // the Ctrl-C meant for quiver, and `script -e` would report its 130.
+        let mut command = format!("exec {} sql", quiver_bin().display());
         for a in args {
             command.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
         }
@@ -89,6 +91,7 @@ impl Terminal {
         let mut child = Command::new("script")
             .args(["-qfec", &command, "/dev/null"])
             .env("TERM", "xterm")
+            .env("SHELL", "/bin/sh")
             .env("HOME", home.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

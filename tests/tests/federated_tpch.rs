@@ -115,13 +115,25 @@ fn qualify(sql: &str) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tpch_with_orders_and_customer_in_postgres() -> anyhow::Result<()> {
-    let reference = reference_context().await?;
-    load_postgres(&reference).await?;
-    load_mariadb(&reference).await?;
+/// Loads both databases once per test binary (the tests here run in parallel).
+async fn load_databases(reference: &datafusion::prelude::SessionContext) -> anyhow::Result<()> {
+    static LOADED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    LOADED
+        .get_or_try_init(|| async {
+            load_postgres(reference).await?;
+            load_mariadb(reference).await
+        })
+        .await?;
+    Ok(())
+}
+
+/// A coordinator with `orders` and `customer` in PostgreSQL (`pg`), `nation` and
+/// `region` in MariaDB (`my`) and the rest in Parquet; `workers` is extra
+/// `[workers]` configuration.
+fn start_federated(workers: &str) -> anyhow::Result<Process> {
     let dir = tpch_dir();
     let mut config = String::from("[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n");
+    config.push_str(&format!("[workers]\n{workers}\n"));
     config.push_str("[[source]]\nname = \"tpch\"\nkind = \"files\"\nformat = \"parquet\"\n");
     for t in ["lineitem", "part", "partsupp", "supplier"] {
         config.push_str(&format!("[[source.table]]\nname = \"{t}\"\nlocation = \"{}/{t}/\"\n", dir.display()));
@@ -129,7 +141,83 @@ async fn tpch_with_orders_and_customer_in_postgres() -> anyhow::Result<()> {
     config.push_str(&pg::source("pg", "tpch_fed"));
     config.push_str(&my::source("my"));
     let env = [("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD), ("QUIVER_TEST_MY_PASSWORD", my::PASSWORD)];
-    let server = start_coordinator_with_env(&config, &env)?;
+    start_coordinator_with_env(&config, &env)
+}
+
+/// The columns a logged statement selects from `table` (as the statement writes
+/// it): the select list of the SELECT that reads it, unqualified and unquoted.
+fn select_list(statement: &str, table: &str) -> Vec<String> {
+    let Some(from) = statement.find(&format!(" FROM {table}")) else { return vec![] };
+    let Some(select) = statement[..from].rfind("SELECT ") else { return vec![] };
+    let unquote = |c: &str| c.trim().rsplit('.').next().unwrap_or("").trim_matches(|q| q == '"' || q == '`').to_string();
+    let mut columns: Vec<String> = statement[select + 7..from].split(',').map(unquote).collect();
+    columns.sort();
+    columns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_columns_a_cross_source_join_uses_leave_each_database() -> anyhow::Result<()> {
+    let reference = reference_context().await?;
+    load_databases(&reference).await?;
+    let server = start_federated("")?;
+    let mut client = client(&server.addr).await?;
+
+    // PostgreSQL `orders` (9 columns) joined with Parquet `lineitem`: 3 are used,
+    // one of them only in a filter the database applies itself.
+    let sql = "SELECT o.o_orderdate, sum(l.l_extendedprice) AS revenue FROM lineitem l JOIN orders o ON l.l_orderkey = o.o_orderkey
+               WHERE o.o_orderpriority <> 'quiver-columns-test' GROUP BY o.o_orderdate ORDER BY revenue DESC, o.o_orderdate LIMIT 5";
+    let expected = reference.sql(sql).await?.collect().await?;
+    let actual = query(&mut client, &sql.replace("JOIN orders", "JOIN pg.orders")).await?;
+    assert_same_rows(&actual, &expected, true, "orders from PostgreSQL joined with lineitem");
+    let statement = pg::log().lines().rev().find(|l| l.contains("quiver-columns-test")).unwrap_or_default().to_string();
+    assert_eq!(select_list(&statement, "\"tpch_fed\".\"orders\""), ["o_orderdate", "o_orderkey"], "PostgreSQL was asked for: {statement}");
+
+    // MariaDB `nation` (4 columns) joined with Parquet `supplier`: 2 are used.
+    let sql = "SELECT n.n_name, count(*) AS suppliers FROM supplier s JOIN nation n ON s.s_nationkey = n.n_nationkey
+               WHERE n.n_comment <> 'quiver-columns-test' GROUP BY n.n_name ORDER BY n.n_name";
+    let expected = reference.sql(sql).await?.collect().await?;
+    let actual = query(&mut client, &sql.replace("JOIN nation", "JOIN my.nation")).await?;
+    assert_same_rows(&actual, &expected, true, "nation from MariaDB joined with supplier");
+    let statement = my::log().lines().rev().find(|l| l.contains("quiver-columns-test")).unwrap_or_default().to_string();
+    assert_eq!(select_list(&statement, "`quiver`.`nation`"), ["n_name", "n_nationkey"], "MariaDB was asked for: {statement}");
+    Ok(())
+}
+
+/// `lineitem` filtered to a few orders, joined with all of PostgreSQL's `orders`:
+/// the join's keys go into the statement, so only the matching orders leave
+/// PostgreSQL. Both when the query runs whole on one worker and when it runs as stages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> {
+    let reference = reference_context().await?;
+    load_databases(&reference).await?;
+    let keys = reference.sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey = 7 ORDER BY 1").await?.collect().await?;
+    let keys = strings(&keys, "l_orderkey");
+    assert!((5..=150).contains(&keys.len()), "the test wants a short key list, got {}", keys.len());
+    for (i, workers) in ["", "single_stage_max_bytes = 0"].into_iter().enumerate() {
+        let server = start_federated(workers)?;
+        let mut client = client(&server.addr).await?;
+        let marker = format!("quiver-keys-{i}");
+        let sql = format!(
+            "SELECT o.o_orderkey, o.o_orderdate, o.o_totalprice, l.l_quantity FROM lineitem l JOIN orders o ON o.o_orderkey = l.l_orderkey
+             WHERE l.l_partkey = 7 AND o.o_comment <> '{marker}' ORDER BY o.o_orderkey, l.l_quantity"
+        );
+        let expected = reference.sql(&sql).await?.collect().await?;
+        let actual = query(&mut client, &sql.replace("JOIN orders", "JOIN pg.orders")).await?;
+        assert_same_rows(&actual, &expected, true, &format!("the join ({workers:?})"));
+        let statement = pg::log().lines().rev().find(|l| l.contains(&marker)).unwrap_or_default().to_string();
+        let list = statement.split(" IN (").nth(1).and_then(|rest| rest.split(')').next()).unwrap_or_default();
+        let mut sent: Vec<String> = list.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+        sent.sort_by_key(|k| k.parse::<i64>().unwrap_or(i64::MAX));
+        assert_eq!(sent, keys, "({workers:?}) PostgreSQL was asked for: {statement}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_with_orders_and_customer_in_postgres() -> anyhow::Result<()> {
+    let reference = reference_context().await?;
+    load_databases(&reference).await?;
+    let server = start_federated("")?;
     let mut client = client(&server.addr).await?;
     for n in 1..=22 {
         let sql = tpch_query(n);

@@ -57,6 +57,8 @@ pub struct FragmentExecutor {
     /// Shared object stores; each fragment gets its own memory pool on top.
     base_runtime: Arc<RuntimeEnv>,
     state: SessionState,
+    /// The same, with joins' dynamic filters on, for fragments of one partition.
+    whole_plan_state: SessionState,
     codec: QuiverCodec,
     pub(crate) counters: Counters,
     pub(crate) lifecycle: crate::lifecycle::Lifecycle,
@@ -81,14 +83,27 @@ impl FragmentExecutor {
         // do not exist in this process.
         config.options_mut().execution.enable_file_stream_work_stealing = false;
         // Exchange reads from other workers authenticate with this worker's credentials.
-        let config = config.with_extension(Arc::new(crate::ClusterCredentials::new(options.cluster.clone())));
+        let mut config = config.with_extension(Arc::new(crate::ClusterCredentials::new(options.cluster.clone())));
+        // A join's dynamic filter waits until every partition of the join has built
+        // its side. A fragment that runs one partition of many would wait forever,
+        // so joins compute dynamic filters only in fragments that run whole plans.
+        let mut whole = config.clone();
+        config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
+        whole.options_mut().optimizer.enable_join_dynamic_filter_pushdown = true;
         // Built once: registering every function per fragment would cost milliseconds.
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(base_runtime.clone())
-            .with_default_features()
-            .build();
-        Ok(Self { options, base_runtime, state, codec, counters: Counters::default(), lifecycle: crate::lifecycle::Lifecycle::new() })
+        let build = |config| {
+            SessionStateBuilder::new().with_config(config).with_runtime_env(base_runtime.clone()).with_default_features().build()
+        };
+        let (state, whole_plan_state) = (build(config), build(whole));
+        Ok(Self {
+            options,
+            base_runtime,
+            state,
+            whole_plan_state,
+            codec,
+            counters: Counters::default(),
+            lifecycle: crate::lifecycle::Lifecycle::new(),
+        })
     }
 
     /// A task context with the fragment's own memory pool over the shared state.
@@ -114,8 +129,19 @@ impl FragmentExecutor {
         let (ctx, pool) = self.task_context(ticket)?;
         let plan: Arc<dyn ExecutionPlan> =
             physical_plan_from_bytes_with_extension_codec(&ticket.plan, &ctx, &self.codec)?;
-        let plan = crate::cancel::cancellable(plan, cancelled)?;
         let partitions = plan.properties().partitioning.partition_count();
+        let (plan, ctx) = if partitions == 1 {
+            // Every partition inside runs here: the joins' dynamic filters can complete,
+            // and a database scan under a join can wait for its keys.
+            let whole = Arc::try_unwrap(self.whole_plan_state.task_ctx())
+                .map_err(|_| DataFusionError::Internal("task context is shared".into()))?
+                .with_runtime(ctx.runtime_env())
+                .with_task_id(ticket.query_id.clone());
+            (quiver_connectors::join_keys::attach(plan)?, Arc::new(whole))
+        } else {
+            (plan, ctx)
+        };
+        let plan = crate::cancel::cancellable(plan, cancelled)?;
         let partition = ticket.partition as usize;
         if partition >= partitions {
             return Err(DataFusionError::Plan(format!(

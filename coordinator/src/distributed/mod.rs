@@ -13,6 +13,7 @@
 //! everything above them on the coordinator (`rule.rs`). A pool scaled to zero
 //! starts a worker for a plan that needs one (`wake.rs`).
 
+mod adaptive;
 mod query_exec;
 mod remote_exec;
 mod rule;

@@ -44,6 +44,8 @@ pub struct RemoteFragmentExec {
     recover: Option<Recover>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Why this fragment is shaped as it is, for EXPLAIN.
+    note: Option<String>,
 }
 
 impl RemoteFragmentExec {
@@ -57,7 +59,13 @@ impl RemoteFragmentExec {
         let properties = fragment.properties().clone();
         let memory_limit = pool.fragment_memory_limit();
         let metrics = ExecutionPlanMetricsSet::new();
-        Self { id, fragment, plan_bytes, assignment, pool, memory_limit, tracking: None, recover: None, properties, metrics }
+        Self { id, fragment, plan_bytes, assignment, pool, memory_limit, tracking: None, recover: None, properties, metrics, note: None }
+    }
+
+    /// Says in EXPLAIN why the fragment is what it is.
+    pub fn with_note(mut self, note: String) -> Self {
+        self.note = Some(note);
+        self
     }
 
     /// Lets a partition that finds an exchange input lost, before it sent any row,
@@ -104,7 +112,11 @@ impl DisplayAs for RemoteFragmentExec {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}p{i}@{}", w.id)?;
         }
-        write!(f, "]")
+        write!(f, "]")?;
+        match &self.note {
+            Some(note) => write!(f, ", {note}"),
+            None => Ok(()),
+        }
     }
 }
 

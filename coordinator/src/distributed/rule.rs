@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::Partitioning;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
@@ -37,11 +38,42 @@ pub struct DistributeFragments {
     /// Runs queries cut into stages; without it (`workers.exchanges = false`) only
     /// scans and what sits on them run on workers.
     scheduler: Option<Arc<Scheduler>>,
+    /// Plans scanning at most this many bytes of files run whole on one worker (0 = never).
+    single_stage_max_bytes: u64,
 }
 
 impl DistributeFragments {
-    pub fn new(pool: Arc<WorkerPool>, codec: QuiverCodec, scheduler: Option<Arc<Scheduler>>) -> Self {
-        Self { pool, codec, scheduler }
+    pub fn new(pool: Arc<WorkerPool>, codec: QuiverCodec, scheduler: Option<Arc<Scheduler>>, single_stage_max_bytes: u64) -> Self {
+        Self { pool, codec, scheduler, single_stage_max_bytes }
+    }
+
+    /// The whole plan as one fragment on the least busy worker, when its inputs
+    /// are small (see `adaptive.rs`).
+    fn single_stage(&self, plan: &Arc<dyn ExecutionPlan>, workers: &[Arc<Worker>]) -> Option<Arc<dyn ExecutionPlan>> {
+        let bytes = super::adaptive::input_bytes(plan)?;
+        if bytes > self.single_stage_max_bytes || !all_self_contained(plan) {
+            return None;
+        }
+        let whole: Arc<dyn ExecutionPlan> = if plan.properties().partitioning.partition_count() > 1 {
+            Arc::new(CoalescePartitionsExec::new(plan.clone()))
+        } else {
+            plan.clone()
+        };
+        let encoded = match physical_plan_to_bytes_with_extension_codec(whole.clone(), &self.codec) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "plan cannot run whole on a worker");
+                return None;
+            }
+        };
+        let worker = workers.iter().min_by_key(|w| w.running_fragments())?.clone();
+        let note = format!("single_stage (inputs {} <= workers.single_stage_max_bytes)", super::adaptive::mib(bytes));
+        let mut exec = RemoteFragmentExec::new(0, whole, encoded, vec![worker], self.pool.clone()).with_note(note);
+        if let Some(s) = &self.scheduler {
+            // Recorded in system.fragments and the query's cost as stage 0.
+            exec = exec.with_tracking(Arc::new(std::sync::Mutex::new(vec![None])), s.log.clone());
+        }
+        Some(Arc::new(exec))
     }
 
     /// The plan cut into stages, if it has exchanges and every stage can be sent to workers.
@@ -80,6 +112,7 @@ impl DistributeFragments {
 
 impl PhysicalOptimizerRule for DistributeFragments {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = quiver_connectors::join_keys::attach(plan)?;
         if !contains_scan(&plan) {
             return Ok(plan);
         }
@@ -88,6 +121,9 @@ impl PhysicalOptimizerRule for DistributeFragments {
             return Err(super::wake::NoWorkers::error(self.pool.all().len()));
         }
         let plan = sink_filters_below_round_robin(plan)?;
+        if let Some(whole) = self.single_stage(&plan, &workers) {
+            return Ok(whole);
+        }
         if let Some(staged) = self.staged(&plan, config) {
             return Ok(staged);
         }

@@ -1,0 +1,304 @@
+//! Dynamic filtering into databases: a hash join's build-side keys become part of
+//! the statement the probe side's database runs.
+//!
+//! When a database table is the probe side of a hash join, DataFusion's join
+//! computes, once its build side is collected, a dynamic filter: the keys'
+//! bounds and, for up to `datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values`
+//! distinct keys (150), the keys themselves. [`attach`] hands that filter to the
+//! [`SourceScanExec`] under the join; the scan waits for it before it sends its
+//! statement, and adds it as `WHERE key IN (…)` or, beyond the limit,
+//! `WHERE key >= min AND key <= max` (as Trino's dynamic filtering does for its
+//! JDBC connectors). Only the parts of the filter that translate to SQL are sent;
+//! the join still checks every row, so a weaker filter is only slower, never wrong.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CaseExpr, Column, DynamicFilterPhysicalExpr, InListExpr, IsNullExpr, Literal,
+};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan, PhysicalExpr};
+use datafusion::sql::unparser::dialect::Dialect;
+
+use crate::source_scan::SourceScanExec;
+
+/// Longest `IN` list sent (DataFusion builds lists of at most 150 distinct keys by default).
+const MAX_IN_LIST: usize = 1000;
+
+/// A join's dynamic filter as one database scan sees it.
+#[derive(Debug, Clone)]
+pub struct JoinFilter {
+    pub(crate) filter: Arc<DynamicFilterPhysicalExpr>,
+    /// For each column of the join's probe-side schema (which the filter reads),
+    /// the scan's column it comes from, if any.
+    pub(crate) columns: Vec<Option<usize>>,
+}
+
+/// Gives every [`SourceScanExec`] that is the probe side of a hash join (through
+/// nodes that only move, filter or rename rows) that join's dynamic filter.
+pub fn attach(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_down(|node| {
+        let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() else { return Ok(Transformed::no(node)) };
+        // The typed accessor; its replacement hands out `dyn PhysicalExpr`.
+        #[allow(deprecated)]
+        let Some(filter) = join.dynamic_filter_expr().cloned() else { return Ok(Transformed::no(node)) };
+        let probe = join.right().clone();
+        let identity = (0..probe.schema().fields().len()).map(Some).collect();
+        match with_filter(&probe, JoinFilter { filter, columns: identity })? {
+            Some(new_probe) => {
+                let left = join.left().clone();
+                Ok(Transformed::yes(replace_children_if_necessary(node.clone(), vec![left, new_probe])?))
+            }
+            None => Ok(Transformed::no(node)),
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// `plan` with the filter on the scan under it, or `None` when there is no such scan.
+fn with_filter(plan: &Arc<dyn ExecutionPlan>, filter: JoinFilter) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let node = plan.as_ref();
+    if let Some(scan) = node.downcast_ref::<SourceScanExec>() {
+        return Ok(Some(Arc::new(scan.with_join_filter(filter))));
+    }
+    let [child] = plan.children()[..] else { return Ok(None) };
+    let filter = if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+        // Output column i of the projection is child column j when it is a plain column.
+        let through: Vec<Option<usize>> = projection
+            .expr()
+            .iter()
+            .map(|e| e.expr.downcast_ref::<Column>().map(|c| c.index()))
+            .collect();
+        let columns = filter.columns.iter().map(|c| c.and_then(|i| through.get(i).copied().flatten())).collect();
+        JoinFilter { columns, ..filter }
+    } else {
+        let same_rows = node.is::<RepartitionExec>()
+            || node.is::<CoalescePartitionsExec>()
+            || node.name() == "CoalesceBatchesExec"
+            || node.name() == "CooperativeExec"
+            || node.downcast_ref::<FilterExec>().is_some_and(|f| f.projection().is_none());
+        if !same_rows {
+            return Ok(None);
+        }
+        filter
+    };
+    match with_filter(child, filter)? {
+        Some(new_child) => Ok(Some(replace_children_if_necessary(plan.clone(), vec![new_child])?)),
+        None => Ok(None),
+    }
+}
+
+/// The SQL condition for the filter's current expression, over the scan's columns;
+/// `None` when no part of it translates.
+pub(crate) fn condition(filter: &JoinFilter, schema: &Schema, dialect: &dyn Dialect) -> Result<Option<String>> {
+    let current = filter.filter.current()?;
+    let sql = Sql { filter, schema, dialect };
+    Ok(sql.weaker(&current))
+}
+
+struct Sql<'a> {
+    filter: &'a JoinFilter,
+    schema: &'a Schema,
+    dialect: &'a dyn Dialect,
+}
+
+impl Sql<'_> {
+    /// A condition implied by `expr` (dropping the parts of a conjunction that do
+    /// not translate keeps every row `expr` keeps).
+    fn weaker(&self, expr: &Arc<dyn PhysicalExpr>) -> Option<String> {
+        if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+            if *b.op() == Operator::And {
+                return match (self.weaker(b.left()), self.weaker(b.right())) {
+                    (Some(l), Some(r)) => Some(format!("({l} AND {r})")),
+                    (one, None) | (None, one) => one,
+                };
+            }
+        }
+        if let Some(case) = expr.downcast_ref::<CaseExpr>() {
+            // Partitioned joins: one branch per partition; any row passes one of them.
+            if case.else_expr().is_some_and(|e| !is_false(e)) {
+                return None;
+            }
+            let branches: Option<Vec<String>> = case.when_then_expr().iter().map(|(_, then)| self.weaker(then)).collect();
+            return branches.filter(|b| !b.is_empty()).map(|b| format!("({})", b.join(" OR ")));
+        }
+        self.exact(expr)
+    }
+
+    /// A condition equivalent to `expr`, or `None`.
+    fn exact(&self, expr: &Arc<dyn PhysicalExpr>) -> Option<String> {
+        if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+            let op = match b.op() {
+                Operator::And => "AND",
+                Operator::Or => "OR",
+                Operator::Eq => "=",
+                Operator::NotEq => "<>",
+                Operator::Lt => "<",
+                Operator::LtEq => "<=",
+                Operator::Gt => ">",
+                Operator::GtEq => ">=",
+                _ => return None,
+            };
+            if matches!(op, "AND" | "OR") {
+                return Some(format!("({} {op} {})", self.exact(b.left())?, self.exact(b.right())?));
+            }
+            return Some(format!("{} {op} {}", self.operand(b.left())?, self.operand(b.right())?));
+        }
+        if let Some(list) = expr.downcast_ref::<InListExpr>() {
+            let column = self.column(list.expr())?;
+            // The build side's keys, as collected: with repeats.
+            let mut seen = std::collections::HashSet::new();
+            let mut values = vec![];
+            for v in list.list() {
+                let v = self.literal(v)?;
+                if seen.insert(v.clone()) {
+                    values.push(v);
+                }
+            }
+            if values.is_empty() || values.len() > MAX_IN_LIST {
+                return None;
+            }
+            let not = if list.negated() { "NOT " } else { "" };
+            return Some(format!("{column} {not}IN ({})", values.join(", ")));
+        }
+        if let Some(is_null) = expr.downcast_ref::<IsNullExpr>() {
+            return Some(format!("{} IS NULL", self.column(is_null.arg())?));
+        }
+        None
+    }
+
+    fn operand(&self, expr: &Arc<dyn PhysicalExpr>) -> Option<String> {
+        self.column(expr).or_else(|| self.literal(expr))
+    }
+
+    fn column(&self, expr: &Arc<dyn PhysicalExpr>) -> Option<String> {
+        let column = expr.downcast_ref::<Column>()?;
+        let index = (*self.filter.columns.get(column.index())?)?;
+        let name = self.schema.fields().get(index)?.name();
+        Some(match self.dialect.identifier_quote_style(name) {
+            Some(q) => format!("{q}{}{q}", name.replace(q, &format!("{q}{q}"))),
+            None => name.to_string(),
+        })
+    }
+
+    fn literal(&self, expr: &Arc<dyn PhysicalExpr>) -> Option<String> {
+        literal_sql(expr.downcast_ref::<Literal>()?.value())
+    }
+}
+
+fn is_false(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    expr.downcast_ref::<Literal>().is_some_and(|l| matches!(l.value(), ScalarValue::Boolean(Some(false))))
+}
+
+/// A value as a SQL literal both PostgreSQL and MySQL read the same way; `None`
+/// for types whose text could be read differently (timestamps and time zones,
+/// backslashes that MySQL treats as escapes).
+fn literal_sql(value: &ScalarValue) -> Option<String> {
+    if value.is_null() {
+        return None;
+    }
+    match value {
+        ScalarValue::Int8(_)
+        | ScalarValue::Int16(_)
+        | ScalarValue::Int32(_)
+        | ScalarValue::Int64(_)
+        | ScalarValue::UInt8(_)
+        | ScalarValue::UInt16(_)
+        | ScalarValue::UInt32(_)
+        | ScalarValue::UInt64(_)
+        | ScalarValue::Decimal128(..) => Some(value.to_string()),
+        ScalarValue::Float32(Some(f)) if f.is_finite() => Some(value.to_string()),
+        ScalarValue::Float64(Some(f)) if f.is_finite() => Some(value.to_string()),
+        ScalarValue::Boolean(Some(b)) => Some(if *b { "TRUE" } else { "FALSE" }.to_string()),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            (!s.contains('\\') && !s.contains('\0')).then(|| format!("'{}'", s.replace('\'', "''")))
+        }
+        ScalarValue::Date32(Some(_)) => Some(format!("DATE '{value}'")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::physical_expr::expressions::{lit, InListExpr};
+    use datafusion::sql::unparser::dialect::{MySqlDialect, PostgreSqlDialect};
+
+    fn schema() -> Schema {
+        Schema::new(vec![Field::new("o_orderkey", DataType::Int64, false), Field::new("o_comment", DataType::Utf8, true)])
+    }
+
+    fn filter_of(expr: Arc<dyn PhysicalExpr>) -> JoinFilter {
+        let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new("o_orderkey", 0));
+        let filter = Arc::new(DynamicFilterPhysicalExpr::new(vec![key], lit(true)));
+        filter.update(expr).expect("update");
+        JoinFilter { filter, columns: vec![Some(0), Some(1)] }
+    }
+
+    fn key() -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new("o_orderkey", 0))
+    }
+
+    fn bounds(lo: i64, hi: i64) -> Arc<dyn PhysicalExpr> {
+        let ge = Arc::new(BinaryExpr::new(key(), Operator::GtEq, lit(lo)));
+        let le = Arc::new(BinaryExpr::new(key(), Operator::LtEq, lit(hi)));
+        Arc::new(BinaryExpr::new(ge, Operator::And, le))
+    }
+
+    #[test]
+    fn keys_and_bounds_become_sql() {
+        let list = InListExpr::try_new(key(), vec![lit(3i64), lit(7i64), lit(3i64)], false, &schema()).expect("in list");
+        let both: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(bounds(3, 7), Operator::And, Arc::new(list)));
+        let sql = condition(&filter_of(both), &schema(), &PostgreSqlDialect {}).expect("translate");
+        assert_eq!(sql.as_deref(), Some(r#"(("o_orderkey" >= 3 AND "o_orderkey" <= 7) AND "o_orderkey" IN (3, 7))"#));
+        let sql = condition(&filter_of(bounds(1, 9)), &schema(), &MySqlDialect {}).expect("translate");
+        assert_eq!(sql.as_deref(), Some("(`o_orderkey` >= 1 AND `o_orderkey` <= 9)"));
+    }
+
+    #[test]
+    fn untranslatable_parts_of_a_conjunction_are_dropped_and_nothing_else() {
+        // A hash lookup stands in for a part with no SQL form: a column compared to a column.
+        let odd: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(key(), Operator::Modulo, lit(2i64)));
+        let and: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(bounds(1, 2), Operator::And, odd.clone()));
+        let sql = condition(&filter_of(and), &schema(), &PostgreSqlDialect {}).expect("translate");
+        assert_eq!(sql.as_deref(), Some(r#"("o_orderkey" >= 1 AND "o_orderkey" <= 2)"#));
+        // Under OR nothing may be dropped.
+        let or: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(bounds(1, 2), Operator::Or, odd));
+        assert_eq!(condition(&filter_of(or), &schema(), &PostgreSqlDialect {}).expect("translate"), None);
+        // The empty filter (build side not collected) says nothing.
+        let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new("o_orderkey", 0));
+        let empty = JoinFilter { filter: Arc::new(DynamicFilterPhysicalExpr::new(vec![key], lit(true))), columns: vec![Some(0)] };
+        assert_eq!(condition(&empty, &schema(), &PostgreSqlDialect {}).expect("translate"), None);
+    }
+
+    #[test]
+    fn strings_are_quoted_and_risky_values_are_left_out() {
+        assert_eq!(literal_sql(&ScalarValue::Utf8(Some("it's".into()))).as_deref(), Some("'it''s'"));
+        assert_eq!(literal_sql(&ScalarValue::Utf8(Some("a\\'b".into()))), None);
+        assert_eq!(literal_sql(&ScalarValue::Float64(Some(f64::NAN))), None);
+        assert_eq!(literal_sql(&ScalarValue::Int64(None)), None);
+        assert_eq!(literal_sql(&ScalarValue::Date32(Some(0))).as_deref(), Some("DATE '1970-01-01'"));
+    }
+
+    proptest::proptest! {
+        /// Any string becomes either nothing or a literal that reads back as itself.
+        #[test]
+        fn string_literals_round_trip(s in ".*") {
+            if let Some(sql) = literal_sql(&ScalarValue::Utf8(Some(s.clone()))) {
+                let inner = &sql[1..sql.len() - 1];
+                proptest::prop_assert_eq!(inner.replace("''", "'"), s);
+                proptest::prop_assert!(!inner.replace("''", "").contains('\''));
+            }
+        }
+    }
+}
