@@ -166,7 +166,8 @@ impl Drop for Terminal {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_shows_progress_and_ctrl_c_cancels_only_the_query() -> anyhow::Result<()> {
-    let server = start_coordinator(&tpch_source())?;
+    // As stages, so the progress line has stage tasks to count.
+    let server = start_coordinator(&format!("[workers]\nsingle_stage_max_bytes = 0\n{}", tpch_source()))?;
     let mut term = Terminal::start(&["--host", &server.addr])?;
     let at = term.wait_for(0, "quiver> ")?;
     term.send(&format!("{SLOW};\n"))?;

@@ -60,7 +60,7 @@ fn open(tab: &Arc<Tab>, url: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {
-    let config = format!("[server]\nhttp_listen = \"127.0.0.1:0\"\n{}", tpch_source());
+    let config = format!("[server]\nhttp_listen = \"127.0.0.1:0\"\n[workers]\nsingle_stage_max_bytes = 0\n{}", tpch_source());
     let server = start_coordinator(&config)?;
     let base = format!("http://{}", server.http_addr());
     let mut flight = client(&server.addr).await?;

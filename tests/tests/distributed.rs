@@ -11,7 +11,7 @@ use quiver_tests::*;
 fn static_config(workers: &[&Process], extra: &str) -> String {
     let addresses: Vec<String> = workers.iter().map(|w| format!("{:?}", w.addr)).collect();
     format!(
-        "[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\nmode = \"static\"\naddresses = [{}]\nhealth_interval_secs = 0.5\n{extra}\n{}",
+        "[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{}]\nhealth_interval_secs = 0.5\n{extra}\n{}",
         addresses.join(", "),
         tpch_source()
     )

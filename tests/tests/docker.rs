@@ -73,7 +73,7 @@ fn cluster_name(test: &str) -> String {
 fn config(cluster: &str, min: usize, max: usize, extra: &str) -> String {
     let data = tpch_dir().to_string_lossy().into_owned();
     format!(
-        "[workers]\nmode = \"docker\"\nimage = \"{}\"\nmin = {min}\nmax = {max}\ncpus = 1.0\nmemory = \"1GiB\"\n\
+        "[workers]\nmode = \"docker\"\nsingle_stage_max_bytes = 0\nimage = \"{}\"\nmin = {min}\nmax = {max}\ncpus = 1.0\nmemory = \"1GiB\"\n\
          cluster = \"{cluster}\"\nvolumes = [\"{data}:{data}:ro\"]\nhealth_interval_secs = 0.5\n{extra}\n{}",
         images(),
         tpch_source()

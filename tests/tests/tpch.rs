@@ -27,7 +27,7 @@ async fn tpch_22_queries_match_single_node_datafusion() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_stages_on_both_workers() -> anyhow::Result<()> {
-    let config = format!("[workers]\ncount = 2\n{}", tpch_source());
+    let config = format!("[workers]\ncount = 2\nsingle_stage_max_bytes = 0\n{}", tpch_source());
     let server = start_coordinator(&config)?;
     let mut client = client(&server.addr).await?;
     let batches = query(&mut client, &format!("EXPLAIN {}", tpch_query(1))).await?;
@@ -40,5 +40,38 @@ async fn explain_shows_the_stages_on_both_workers() -> anyhow::Result<()> {
     let partial_at = text.find("mode=Partial").unwrap_or(0);
     let final_at = text.find("mode=FinalPartitioned").unwrap_or(usize::MAX);
     assert!(final_at < stage_at && stage_at < partial_at, "final aggregate above the stage, partial inside:\n{text}");
+    Ok(())
+}
+
+/// A query over little data runs whole on one worker (no stages), with the same
+/// rows; a lower `single_stage_max_bytes` sends the same query through stages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_query_runs_whole_on_one_worker() -> anyhow::Result<()> {
+    let reference = reference_context().await?;
+    let sql = tpch_query(5);
+    let expected = reference.sql(&sql).await?.collect().await?;
+    for (limit, whole) in [("64MiB", true), ("1MiB", false)] {
+        let config = format!("[workers]\ncount = 2\nsingle_stage_max_bytes = \"{limit}\"\n{}", tpch_source());
+        let server = start_coordinator(&config)?;
+        let mut client = client(&server.addr).await?;
+        let plan = arrow::util::pretty::pretty_format_batches(&query(&mut client, &format!("EXPLAIN {sql}")).await?)?.to_string();
+        assert_eq!(plan.contains("single_stage (inputs "), whole, "limit {limit}:\n{plan}");
+        assert_eq!(!plan.contains("DistributedQueryExec"), whole, "limit {limit}:\n{plan}");
+        let actual = query(&mut client, &sql).await?;
+        assert_same_rows(&actual, &expected, false, &format!("q5 with single_stage_max_bytes = {limit}"));
+        let tasks = query(
+            &mut client,
+            "SELECT count(*) AS n FROM quiver.system.fragments f JOIN quiver.system.queries q ON f.query_id = q.id \
+             WHERE q.sql LIKE '%revenue%' AND q.sql NOT LIKE '%EXPLAIN%' AND q.sql NOT LIKE '%system%'",
+        )
+        .await?;
+        let tasks: i64 = strings(&tasks, "n").first().and_then(|n| n.parse().ok()).unwrap_or(-1);
+        // One fragment for the whole query, or many stage tasks.
+        if whole {
+            assert_eq!(tasks, 1, "limit {limit}");
+        } else {
+            assert!(tasks > 4, "limit {limit}: {tasks} tasks");
+        }
+    }
     Ok(())
 }

@@ -19,7 +19,7 @@ async fn a_query_records_cpu_memory_bytes_read_and_exchanges() -> anyhow::Result
     let dir = tempfile::tempdir()?;
     let audit = dir.path().join("audit.jsonl");
     let config = format!(
-        "[server]\naudit_log = {:?}\nhttp_listen = \"127.0.0.1:0\"\n[workers]\nmode = \"embedded\"\ncount = 2\n{}",
+        "[server]\naudit_log = {:?}\nhttp_listen = \"127.0.0.1:0\"\n[workers]\nmode = \"embedded\"\ncount = 2\nsingle_stage_max_bytes = 0\n{}",
         audit.to_string_lossy(),
         tpch_source()
     );

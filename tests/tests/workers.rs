@@ -9,7 +9,7 @@ async fn fragments_run_on_worker_processes_and_a_dead_worker_is_avoided() -> any
     let mut w1 = start_worker("w1")?;
     let w2 = start_worker("w2")?;
     let config = format!(
-        "[workers]\nmode = \"static\"\naddresses = [{:?}, {:?}]\nhealth_interval_secs = 0.5\n{}",
+        "[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}, {:?}]\nhealth_interval_secs = 0.5\n{}",
         w1.addr,
         w2.addr,
         tpch_source()
@@ -41,7 +41,7 @@ async fn fragments_run_on_worker_processes_and_a_dead_worker_is_avoided() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_live_worker_is_a_clear_error() -> anyhow::Result<()> {
     let mut w = start_worker("lonely")?;
-    let config = format!("[workers]\nmode = \"static\"\naddresses = [{:?}]\n{}", w.addr, tpch_source());
+    let config = format!("[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}]\n{}", w.addr, tpch_source());
     let server = start_coordinator(&config)?;
     let mut c = client(&server.addr).await?;
     w.kill();
@@ -77,7 +77,7 @@ async fn a_dns_pool_finds_its_workers_by_name() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_query_stops_its_fragments_within_two_seconds() -> anyhow::Result<()> {
     let worker = start_worker("cancel-worker")?;
-    let config = format!("[workers]\nmode = \"static\"\naddresses = [{:?}]\n{}", worker.addr, tpch_source());
+    let config = format!("[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}]\n{}", worker.addr, tpch_source());
     let server = start_coordinator(&config)?;
     let addr = server.addr.clone();
     let long = tokio::spawn(async move {
@@ -114,7 +114,7 @@ async fn a_worker_sent_sigterm_drains_and_loses_no_query() -> anyhow::Result<()>
     let mut w1 = start_worker_with("drain-1", &["--drain-grace-secs", "120"], &[])?;
     let w2 = start_worker("drain-2")?;
     let config = format!(
-        "[server]\ntarget_partitions = 4\n[workers]\nmode = \"static\"\naddresses = [{:?}, {:?}]\nhealth_interval_secs = 0.5\n{}",
+        "[server]\ntarget_partitions = 4\n[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}, {:?}]\nhealth_interval_secs = 0.5\n{}",
         w1.addr,
         w2.addr,
         tpch_source()

@@ -28,7 +28,12 @@ pub(super) fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
         if let Some(files) = n.downcast_ref::<DataSourceExec>().and_then(|d| d.data_source().downcast_ref::<FileScanConfig>()) {
             for group in &files.file_groups {
                 for file in group.iter() {
-                    bytes = bytes.saturating_add(file.object_meta.size);
+                    // A large file is split into byte ranges, one per partition.
+                    let size = match &file.range {
+                        Some(r) => u64::try_from(r.end - r.start).unwrap_or(0),
+                        None => file.object_meta.size,
+                    };
+                    bytes = bytes.saturating_add(size);
                 }
             }
         } else if n.downcast_ref::<SourceScanExec>().is_some_and(|s| s.statements().len() > 1)
