@@ -3,7 +3,7 @@
 //! cluster (if installed by scripts/install-ballista.sh), in one run.
 //!
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
-//!     [--worker-processes] [--no-exchanges] [--no-ballista]
+//!     [--worker-processes] [--no-exchanges] [--no-ballista] [--single-stage-max-bytes 0]
 //!
 //! `--worker-processes`: the workers are separate `quiver worker` processes (a
 //! static pool) instead of in-process ones, so exchanges cross processes over
@@ -42,6 +42,8 @@ struct Args {
     worker_processes: bool,
     exchanges: bool,
     ballista: bool,
+    /// workers.single_stage_max_bytes, when set (the default is the product's).
+    single_stage: Option<String>,
 }
 
 /// The repository's root (benches run with the coordinator crate as their directory).
@@ -50,7 +52,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true, single_stage: None };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -66,6 +68,7 @@ fn parse_args() -> Result<Args> {
             "--worker-processes" => args.worker_processes = true,
             "--no-exchanges" => args.exchanges = false,
             "--no-ballista" => args.ballista = false,
+            "--single-stage-max-bytes" => args.single_stage = Some(value()?),
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }
@@ -119,8 +122,9 @@ async fn run(args: Args) -> Result<()> {
         format!("count = {}\n", args.workers)
     };
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}[workers]\n{pool}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}[workers]\n{pool}{}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
         args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
+        args.single_stage.as_ref().map(|b| format!("single_stage_max_bytes = {b:?}\n")).unwrap_or_default(),
         args.exchanges,
         dir.display().to_string()
     );
@@ -197,7 +201,11 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let kind = if args.worker_processes { "worker processes" } else { "embedded workers" };
-    let mode = if args.exchanges { "" } else { ", exchanges off" };
+    let mode = if args.exchanges { String::new() } else { ", exchanges off".to_string() };
+    let mode = match &args.single_stage {
+        Some(b) => format!("{mode}, single_stage_max_bytes = {b}"),
+        None => mode,
+    };
     let names: Vec<&str> = baselines.iter().map(|b| b.name).collect();
     println!("### TPC-H SF{} — Quiver ({} {kind}{mode}) vs single-node DataFusion{}\n", args.scale, args.workers, names.iter().map(|n| format!(", {n}")).collect::<String>());
     println!("Median of {} runs after one warm-up, same machine ({} cores), one engine at a time.", args.iterations, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
