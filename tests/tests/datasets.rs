@@ -189,7 +189,8 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
     );
     let home = tempfile::tempdir()?;
     let config = format!(
-        "{}\n[acceleration]\nrows_per_file = 40\n\n[workers]\nmode = \"embedded\"\ncount = 2\n\n{}\n\
+        // As stages, so the copy's files spread over both workers.
+        "{}\n[acceleration]\nrows_per_file = 40\n\n[workers]\nmode = \"embedded\"\ncount = 2\nsingle_stage_max_bytes = 0\n\n{}\n\
          [[table]]\nname = \"quiver.pga.events\"\naccelerate = {{ mode = \"append\", time_column = \"ts\" }}\n",
         data_dir(&home),
         pg::source("pga", "t_acc"),
