@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -33,6 +33,12 @@ use crate::source_scan::SourceScanExec;
 pub trait Partitioner: Send + Sync {
     /// The statements to run instead of `sql`; one statement means "do not split".
     async fn split(&self, sql: &str) -> Result<Vec<String>>;
+
+    /// Rows (if the database has counted them) and bytes of the table `sql` reads,
+    /// as the database estimates them; `None` when unknown.
+    async fn table_size(&self, _sql: &str) -> Option<(Option<u64>, u64)> {
+        None
+    }
 }
 
 /// The federation provider of one database: datafusion-federation's SQL provider
@@ -85,12 +91,19 @@ impl FederationPlanner for SourcePlanner {
     async fn plan_federation(&self, node: &FederatedPlanNode, _session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = node.plan();
         let sql = final_sql(plan, &self.executor)?;
-        let statements = match &self.partitioner {
-            Some(p) if is_single_table_scan(plan) => p.split(&sql).await?,
-            _ => vec![sql],
+        let (statements, size) = match &self.partitioner {
+            Some(p) if is_single_table_scan(plan) => (p.split(&sql).await?, p.table_size(&sql).await),
+            _ => (vec![sql], None),
         };
         let schema = Arc::new(plan.schema().as_arrow().clone());
-        Ok(Arc::new(SourceScanExec::new(self.executor.clone(), statements, schema)))
+        let mut scan = SourceScanExec::new(self.executor.clone(), statements, schema);
+        if let Some((rows, bytes)) = size {
+            // A filter keeps a fifth, as DataFusion assumes for filters it cannot estimate.
+            let filtered = plan.exists(|n| Ok(matches!(n, LogicalPlan::Filter(_))))?;
+            let keep = |n: u64| if filtered { n / 5 } else { n };
+            scan = scan.with_size_estimate(rows.map(keep), keep(bytes));
+        }
+        Ok(Arc::new(scan))
     }
 }
 

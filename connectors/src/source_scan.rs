@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::EquivalenceProperties;
@@ -35,6 +36,8 @@ pub struct SourceScanExec {
     join_filters: Vec<JoinFilter>,
     /// The conditions those filters added to the statements, for EXPLAIN ANALYZE.
     applied: Arc<Mutex<Vec<String>>>,
+    /// Rows and bytes the statements return, as the database estimates them (for join order).
+    size: Option<(Option<u64>, u64)>,
 }
 
 /// How long a scan waits for its join's build side before it runs unfiltered.
@@ -56,13 +59,21 @@ impl SourceScanExec {
             metrics: ExecutionPlanMetricsSet::new(),
             join_filters: vec![],
             applied: Arc::default(),
+            size: None,
         }
+    }
+
+    /// Lets DataFusion's join ordering see how big the result is likely to be.
+    pub fn with_size_estimate(mut self, rows: Option<u64>, bytes: u64) -> Self {
+        self.size = Some((rows, bytes));
+        self
     }
 
     /// This scan, also filtered by a join's build-side keys (see `join_keys.rs`).
     pub(crate) fn with_join_filter(&self, filter: JoinFilter) -> Self {
         let mut scan = Self::new(self.executor.clone(), self.statements.clone(), self.schema.clone());
         scan.join_filters = self.join_filters.clone();
+        scan.size = self.size;
         if !scan.join_filters.iter().any(|f| Arc::ptr_eq(&f.filter, &filter.filter)) {
             scan.join_filters.push(filter);
         }
@@ -159,6 +170,20 @@ impl ExecutionPlan for SourceScanExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        use datafusion::common::stats::Precision;
+        let mut stats = Statistics::new_unknown(&self.schema);
+        if let Some((rows, bytes)) = self.size {
+            let parts = if partition.is_some() { self.statements.len().max(1) as u64 } else { 1 };
+            let share = |n: u64| Precision::Inexact(usize::try_from(n / parts).unwrap_or(usize::MAX));
+            if let Some(rows) = rows {
+                stats.num_rows = share(rows);
+            }
+            stats.total_byte_size = share(bytes);
+        }
+        Ok(Arc::new(stats))
     }
 
     /// The statements carry everything but the join filters, which the joins

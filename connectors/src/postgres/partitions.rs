@@ -54,6 +54,23 @@ impl Partitioner for PageRanges {
         }
         range_statements(&query, &qualifier, &ranges)
     }
+
+    async fn table_size(&self, sql: &str) -> Option<(Option<u64>, u64)> {
+        let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+        let Some(Statement::Query(mut query)) = parsed.pop() else { return None };
+        let (table, _) = table_select(&mut query).and_then(|s| table_and_qualifier(s))?;
+        let client = self.pool.get().await.ok()?;
+        let row = client
+            .query_one(
+                "SELECT reltuples::bigint, pg_relation_size(oid) FROM pg_class WHERE oid = $1::text::regclass",
+                &[&table.to_string()],
+            )
+            .await
+            .ok()?;
+        let (rows, bytes): (i64, i64) = (row.get(0), row.get(1));
+        // reltuples is -1 until the table is first analyzed.
+        Some((u64::try_from(rows).ok(), u64::try_from(bytes).unwrap_or(0)))
+    }
 }
 
 /// One statement per page range: `query` with the range ANDed into its WHERE.
