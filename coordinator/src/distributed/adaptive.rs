@@ -18,22 +18,26 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::ExecutionPlan;
 use quiver_connectors::SourceScanExec;
 
-/// Bytes of the files `plan` scans, or `None` when it reads something whose
+/// Bytes of the files `plan` scans (a file, or a byte range of one, that two scans
+/// read counts once: the second read comes from the page cache), or `None` when it reads something whose
 /// size is unknown or large by construction (a database table split into
 /// ranges) or writes (writes keep their own per-task protocol).
 pub(super) fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
     let (mut bytes, mut known) = (0u64, true);
+    let mut seen = std::collections::HashSet::new();
     let _ = plan.apply(|node| {
         let n = node.as_ref();
         if let Some(files) = n.downcast_ref::<DataSourceExec>().and_then(|d| d.data_source().downcast_ref::<FileScanConfig>()) {
             for group in &files.file_groups {
                 for file in group.iter() {
                     // A large file is split into byte ranges, one per partition.
-                    let size = match &file.range {
-                        Some(r) => u64::try_from(r.end - r.start).unwrap_or(0),
-                        None => file.object_meta.size,
+                    let (size, range) = match &file.range {
+                        Some(r) => (u64::try_from(r.end - r.start).unwrap_or(0), Some((r.start, r.end))),
+                        None => (file.object_meta.size, None),
                     };
-                    bytes = bytes.saturating_add(size);
+                    if seen.insert((file.object_meta.location.clone(), range)) {
+                        bytes = bytes.saturating_add(size);
+                    }
                 }
             }
         } else if n.downcast_ref::<SourceScanExec>().is_some_and(|s| s.statements().len() > 1)
