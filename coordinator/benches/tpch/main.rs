@@ -4,6 +4,7 @@
 //!
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
 //!     [--worker-processes] [--no-exchanges] [--no-ballista] [--single-stage-max-bytes 0]
+//!     [--query-memory-limit 8GiB]
 //!
 //! `--worker-processes`: the workers are separate `quiver worker` processes (a
 //! static pool) instead of in-process ones, so exchanges cross processes over
@@ -44,6 +45,8 @@ struct Args {
     ballista: bool,
     /// workers.single_stage_max_bytes, when set (the default is the product's).
     single_stage: Option<String>,
+    /// workers.query_memory_limit, when set.
+    query_memory: Option<String>,
 }
 
 /// The repository's root (benches run with the coordinator crate as their directory).
@@ -52,7 +55,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true, single_stage: None };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true, single_stage: None, query_memory: None };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -69,6 +72,7 @@ fn parse_args() -> Result<Args> {
             "--no-exchanges" => args.exchanges = false,
             "--no-ballista" => args.ballista = false,
             "--single-stage-max-bytes" => args.single_stage = Some(value()?),
+            "--query-memory-limit" => args.query_memory = Some(value()?),
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }
@@ -124,7 +128,8 @@ async fn run(args: Args) -> Result<()> {
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
         args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
-        args.single_stage.as_ref().map(|b| format!("single_stage_max_bytes = {b:?}\n")).unwrap_or_default(),
+        args.single_stage.as_ref().map(|b| format!("single_stage_max_bytes = {b:?}\n")).unwrap_or_default()
+            + &args.query_memory.as_ref().map(|b| format!("query_memory_limit = {b:?}\n")).unwrap_or_default(),
         args.exchanges,
         dir.display().to_string()
     );
@@ -205,6 +210,10 @@ async fn run(args: Args) -> Result<()> {
     let mode = if args.exchanges { String::new() } else { ", exchanges off".to_string() };
     let mode = match &args.single_stage {
         Some(b) => format!("{mode}, single_stage_max_bytes = {b}"),
+        None => mode,
+    };
+    let mode = match &args.query_memory {
+        Some(b) => format!("{mode}, query_memory_limit = {b}"),
         None => mode,
     };
     let names: Vec<&str> = baselines.iter().map(|b| b.name).collect();
