@@ -147,13 +147,11 @@ impl ExecutionPlan for SourceScanExec {
             let (executor, schema, filters) = (self.executor.clone(), self.schema.clone(), self.join_filters.clone());
             let (sql, applied) = (sql.clone(), self.applied.clone());
             let filtered = async move {
-                let sql = with_join_keys(&sql, &filters, &schema, executor.as_ref()).await?;
-                if sql.1.is_some() {
-                    if let Ok(mut a) = applied.lock() {
-                        a.extend(sql.1.clone());
-                    }
+                let (sql, added) = with_join_keys(&sql, &filters, &schema, executor.as_ref()).await?;
+                if let (Some(condition), Ok(mut a)) = (added, applied.lock()) {
+                    a.push(condition);
                 }
-                executor.execute(&sql.0, schema, &[])
+                executor.execute(&sql, schema, &[])
             };
             let stream = futures::stream::once(filtered).try_flatten();
             Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))

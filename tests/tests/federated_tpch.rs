@@ -171,7 +171,7 @@ async fn only_the_columns_a_cross_source_join_uses_leave_each_database() -> anyh
     let expected = reference.sql(sql).await?.collect().await?;
     let actual = query(&mut client, &sql.replace("JOIN orders", "JOIN pg.orders")).await?;
     assert_same_rows(&actual, &expected, true, "orders from PostgreSQL joined with lineitem");
-    let statement = pg::log().lines().rev().find(|l| l.contains("quiver-columns-test")).unwrap_or_default().to_string();
+    let statement = pg::last_copy("quiver-columns-test");
     assert_eq!(select_list(&statement, "\"tpch_fed\".\"orders\""), ["o_orderdate", "o_orderkey"], "PostgreSQL was asked for: {statement}");
 
     // MariaDB `nation` (4 columns) joined with Parquet `supplier`: 2 are used.
@@ -209,7 +209,7 @@ async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> 
         let expected = reference.sql(&sql).await?.collect().await?;
         let actual = query(&mut client, &sql.replace("orders o", "pg.orders o")).await?;
         assert_same_rows(&actual, &expected, true, &format!("the join ({workers:?})"));
-        let statement = pg::log().lines().rev().find(|l| l.contains(&marker)).unwrap_or_default().to_string();
+        let statement = pg::last_copy(&marker);
         let list = statement.split(" IN (").nth(1).and_then(|rest| rest.split(')').next()).unwrap_or_default();
         let mut sent: Vec<String> = list.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
         sent.sort_by_key(|k| k.parse::<i64>().unwrap_or(i64::MAX));
