@@ -91,16 +91,11 @@ impl QueryEngine {
             .or_else(|| first.map(|s| s.schema_name().to_string()))
             .unwrap_or_else(|| "public".to_string());
         let partitions = config.server.target_partitions.unwrap_or_else(|| (pool.all().len() * 2).max(2));
-        let mut session_config = SessionConfig::new()
+        let session_config = SessionConfig::new()
             .with_default_catalog_and_schema(&catalog, &schema)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(partitions);
-        // An uncorrelated scalar subquery is planned as a join with its one-row
-        // result, not as DataFusion's ScalarSubqueryExec: the join can be cut into
-        // stages, and a worker can run it, where the exec's shared result slot
-        // ties the whole plan to the coordinator.
-        session_config.options_mut().optimizer.enable_physical_uncorrelated_scalar_subquery = false;
         // Joins' dynamic filters stay on: where the plan runs whole (on the
         // coordinator, or a one-partition fragment) they filter probe-side scans and
         // databases; workers turn them off for fragments of one partition of many.

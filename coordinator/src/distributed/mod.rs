@@ -8,8 +8,8 @@
 //! coordinator (`remote_exec.rs`): each is one partition of a subtree that reads
 //! scans or exchanges, and the merge above them runs on the coordinator.
 //!
-//! Plans that cannot be cut (an order-preserving exchange, a node no worker can
-//! decode, a scalar subquery left as DataFusion's `ScalarSubqueryExec`) fall back to fragments over the scans only, with
+//! Plans that cannot be cut (an order-preserving exchange, a scalar subquery, a
+//! node no worker can decode) fall back to fragments over the scans only, with
 //! everything above them on the coordinator (`rule.rs`). A pool scaled to zero
 //! starts a worker for a plan that needs one (`wake.rs`).
 

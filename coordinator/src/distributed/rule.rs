@@ -8,6 +8,7 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::Partitioning;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::common::Result;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
@@ -51,7 +52,7 @@ impl DistributeFragments {
     /// are small (see `adaptive.rs`).
     fn single_stage(&self, plan: &Arc<dyn ExecutionPlan>, workers: &[Arc<Worker>]) -> Option<Arc<dyn ExecutionPlan>> {
         let bytes = super::adaptive::input_bytes(plan)?;
-        if bytes > self.single_stage_max_bytes || !all_self_contained(plan) {
+        if bytes > self.single_stage_max_bytes || !contained_when_whole(plan) {
             return None;
         }
         let whole: Arc<dyn ExecutionPlan> = if plan.properties().partitioning.partition_count() > 1 {
@@ -256,6 +257,13 @@ fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// True if `plan` reads a scan or an exchange: worth sending to a worker.
 pub(super) fn has_input(plan: &Arc<dyn ExecutionPlan>) -> bool {
     (contains_scan(plan) || reads_exchange(plan)) && all_self_contained(plan)
+}
+
+/// Sent whole, a scalar subquery travels with the `ScalarSubqueryExec` that fills
+/// its value, and datafusion-proto encodes the two together.
+fn contained_when_whole(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.as_ref().is::<ScalarSubqueryExec>()
+        || (expressions_are_self_contained(plan) && plan.children().into_iter().all(contained_when_whole))
 }
 
 fn all_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
