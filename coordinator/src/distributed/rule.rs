@@ -229,8 +229,8 @@ fn sink_filters_below_round_robin(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dy
     .map(|t| t.data)
 }
 
-/// A scalar subquery's value is computed by an enclosing node on the coordinator,
-/// so an expression that reads it cannot run on a worker.
+/// A scalar subquery's value is filled in by the enclosing `ScalarSubqueryExec`,
+/// so an expression that reads it runs only where that node runs.
 fn expressions_are_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let mut contained = true;
     let _ = plan.apply_expressions(&mut |expr| {
