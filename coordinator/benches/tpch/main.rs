@@ -4,13 +4,16 @@
 //!
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
 //!     [--worker-processes] [--no-exchanges] [--no-ballista] [--single-stage-max-bytes 0]
-//!     [--query-memory-limit 8GiB]
+//!     [--query-memory-limit 8GiB] [--throughput-only]
 //!
 //! `--worker-processes`: the workers are separate `quiver worker` processes (a
 //! static pool) instead of in-process ones, so exchanges cross processes over
 //! Flight; the report then also measures shuffle throughput between them.
 //! `--no-exchanges`: `workers.exchanges = false` (joins and final aggregates on the
 //! coordinator), for comparison.
+//!
+//! `--throughput-only`: only the two throughput measurements (`SELECT *` to a client,
+//! and the shuffle), without the 22 queries and the baselines.
 //!
 //! Ballista runs with as many executor processes as Quiver has workers.
 //!
@@ -47,6 +50,7 @@ struct Args {
     single_stage: Option<String>,
     /// workers.query_memory_limit, when set.
     query_memory: Option<String>,
+    throughput_only: bool,
 }
 
 /// The repository's root (benches run with the coordinator crate as their directory).
@@ -55,7 +59,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true, single_stage: None, query_memory: None };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true, single_stage: None, query_memory: None, throughput_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -73,6 +77,7 @@ fn parse_args() -> Result<Args> {
             "--no-ballista" => args.ballista = false,
             "--single-stage-max-bytes" => args.single_stage = Some(value()?),
             "--query-memory-limit" => args.query_memory = Some(value()?),
+            "--throughput-only" => args.throughput_only = true,
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }
@@ -146,7 +151,7 @@ async fn run(args: Args) -> Result<()> {
     let queries = queries()?;
     let mut rows = vec![];
     for (i, sql) in queries.iter().enumerate() {
-        if !args.only.is_empty() && !args.only.contains(&(i + 1)) {
+        if args.throughput_only || (!args.only.is_empty() && !args.only.contains(&(i + 1))) {
             rows.push((Duration::ZERO, Duration::ZERO));
             continue;
         }
@@ -198,6 +203,10 @@ async fn run(args: Args) -> Result<()> {
     let shuffle = if args.worker_processes && args.exchanges { shuffle_throughput(&mut client, args.iterations).await? } else { None };
     server.shutdown().await?;
     drop(processes);
+    if args.throughput_only {
+        print_throughput(stream, stream_bytes, stream_rows, shuffle);
+        return Ok(());
+    }
     // Baselines run after Quiver has stopped, each with the machine to itself.
     let mut baselines: Vec<baselines::Baseline> = vec![];
     baselines.extend(baselines::duckdb(&dir, args.iterations));
@@ -251,6 +260,11 @@ async fn run(args: Args) -> Result<()> {
         })
         .collect();
     println!("| **total** | **{sq:.1}** | **{sd:.1}** | **{:.2}×** |{extra}", sq / sd);
+    print_throughput(stream, stream_bytes, stream_rows, shuffle);
+    Ok(())
+}
+
+fn print_throughput(stream: Duration, stream_bytes: usize, stream_rows: usize, shuffle: Option<(u64, f64)>) {
     let secs = stream.as_secs_f64();
     println!(
         "\n`SELECT * FROM lineitem` streamed to a Flight SQL client: {stream_rows} rows, {:.2} GB of Arrow data in {secs:.2} s = **{:.2} GB/s**, {:.1} M rows/s.",
@@ -265,7 +279,6 @@ async fn run(args: Args) -> Result<()> {
             bytes as f64 / 1e9 / secs
         );
     }
-    Ok(())
 }
 
 /// A grouped aggregate whose partial aggregate barely reduces (almost every comment
