@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
@@ -115,8 +116,15 @@ impl FragmentExecutor {
         // What `with_memory_limit` builds, under a pool that remembers its peak.
         let tracked = TrackConsumersPool::new(GreedyMemoryPool::new(limit), TOP_CONSUMERS);
         let pool = Arc::new(crate::cost::PeakPool::new(Arc::new(tracked)));
+        // Parquet footers and page indexes stay cached across fragments, as in one
+        // long-lived DataFusion session: without it every fragment of every query
+        // read and decoded each file's metadata again. The cache checks size and
+        // modification time, so a rewritten file is read afresh.
+        let caches = CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.base_runtime.cache_manager.get_file_metadata_cache()));
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(self.base_runtime.object_store_registry.clone())
+            .with_cache_manager(caches)
             .with_memory_pool(pool.clone())
             .build_arc()?;
         let task = Arc::try_unwrap(self.state.task_ctx())
@@ -168,5 +176,46 @@ impl FragmentExecutor {
             rss_bytes: crate::usage::rss_bytes().unwrap_or(0),
             exchange_bytes: crate::exchange::store().bytes_on_disk(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
+    use futures::TryStreamExt;
+
+    /// A second fragment over the same Parquet file finds its metadata cached by
+    /// the first, instead of reading and decoding the footer again.
+    #[tokio::test]
+    async fn parquet_metadata_is_cached_across_fragments() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let path = dir.path().join("t.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..1000))])?;
+        let ctx = SessionContext::new();
+        ctx.read_batch(batch)?.write_parquet(&path.to_string_lossy(), Default::default(), None).await?;
+        let ctx = SessionContext::new();
+        ctx.register_parquet("t", &path.to_string_lossy(), ParquetReadOptions::default()).await?;
+        let plan = ctx.sql("SELECT sum(x) FROM t WHERE x > 10").await?.create_physical_plan().await?;
+        let codec = QuiverCodec::new();
+        let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec)?;
+
+        let executor = FragmentExecutor::new(WorkerOptions::default(), codec)?;
+        let cache = executor.base_runtime.cache_manager.get_file_metadata_cache();
+        assert_eq!(cache.len(), 0);
+        let ticket = FragmentTicket { query_id: "q".into(), fragment_id: 0, partition: 0, plan: bytes.to_vec(), memory_limit: 0 };
+        for _ in 0..2 {
+            let running = executor.start(&ticket, Arc::new(AtomicBool::new(false)))?;
+            let batches: Vec<RecordBatch> = running.stream.try_collect().await?;
+            let sum = batches[0].column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0));
+            assert_eq!(sum, Some((11..1000).sum::<i64>()));
+            assert_eq!(cache.len(), 1, "the file's metadata is cached once, and found the second time");
+        }
+        Ok(())
     }
 }
