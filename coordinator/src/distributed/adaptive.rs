@@ -27,7 +27,7 @@ use quiver_connectors::SourceScanExec;
 ///
 /// A file (or a byte range of one) counts the share of its bytes that belongs to
 /// the columns the scans read, by the file's column statistics: q22 reads one
-/// column of `orders`' nine, a twentieth of the file. Without statistics the
+/// column of `orders`' nine, a small share of the file. Without statistics the
 /// whole file counts. Two scans of the same file count it once, with the union
 /// of their columns: the second read comes from the page cache.
 pub(super) fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
