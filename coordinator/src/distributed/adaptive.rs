@@ -36,12 +36,13 @@ pub(super) fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
     let _ = plan.apply(|node| {
         let n = node.as_ref();
         if let Some(files) = n.downcast_ref::<DataSourceExec>().and_then(|d| d.data_source().downcast_ref::<FileScanConfig>()) {
-            // The file's columns the scan reads (partition columns come after them).
+            // The file's columns the scan reads (partition columns come after them);
+            // no projection reads them all.
             let width = files.file_schema().fields().len();
-            let columns = files
-                .file_source()
-                .projection()
-                .map(|p| p.column_indices().into_iter().filter(|&i| i < width).collect::<Vec<_>>());
+            let columns: Vec<usize> = match files.file_source().projection() {
+                Some(p) => p.column_indices().into_iter().filter(|&i| i < width).collect(),
+                None => (0..width).collect(),
+            };
             for group in &files.file_groups {
                 for file in group.iter() {
                     // A large file is split into byte ranges, one per partition.
@@ -49,16 +50,14 @@ pub(super) fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
                         Some(r) => (u64::try_from(r.end - r.start).unwrap_or(0), Some((r.start, r.end))),
                         None => (file.object_meta.size, None),
                     };
-                    let column_sizes = file.statistics.as_ref().and_then(|s| {
-                        s.column_statistics.iter().map(|c| c.byte_size.get_value().copied()).collect::<Option<Vec<usize>>>()
+                    let read = reads.entry((file.object_meta.location.clone(), range)).or_insert_with(|| FileRead {
+                        size,
+                        column_sizes: file.statistics.as_ref().and_then(|s| {
+                            s.column_statistics.iter().map(|c| c.byte_size.get_value().copied()).collect()
+                        }),
+                        columns: BTreeSet::new(),
                     });
-                    let read = reads
-                        .entry((file.object_meta.location.clone(), range))
-                        .or_insert_with(|| FileRead { size, column_sizes, columns: BTreeSet::new(), all: false });
-                    match &columns {
-                        Some(c) => read.columns.extend(c.iter().copied()),
-                        None => read.all = true,
-                    }
+                    read.columns.extend(columns.iter().copied());
                 }
             }
         } else if n.downcast_ref::<SourceScanExec>().is_some_and(|s| s.statements().len() > 1)
@@ -79,20 +78,19 @@ struct FileRead {
     /// Each column's estimated size, from the file's statistics, when all are known.
     column_sizes: Option<Vec<usize>>,
     columns: BTreeSet<usize>,
-    /// A scan reads every column.
-    all: bool,
 }
 
 impl FileRead {
     /// The size, scaled by the columns' share of the data.
     fn bytes(&self) -> u64 {
-        let Some(sizes) = self.column_sizes.as_ref().filter(|_| !self.all) else { return self.size };
+        let Some(sizes) = &self.column_sizes else { return self.size };
         let total: u128 = sizes.iter().map(|&s| s as u128).sum();
+        // Distinct columns of `sizes`: at most `total`.
         let read: u128 = self.columns.iter().filter_map(|&c| sizes.get(c)).map(|&s| s as u128).sum();
         match total {
             0 => self.size,
             // u128: a size times a share can't overflow; the result is at most `size`.
-            total => u64::try_from(u128::from(self.size) * read.min(total) / total).unwrap_or(self.size),
+            total => u64::try_from(u128::from(self.size) * read / total).unwrap_or(self.size),
         }
     }
 }
