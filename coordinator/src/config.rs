@@ -274,10 +274,18 @@ pub struct WorkersConfig {
     /// instead of as stages (0 = always stages).
     #[serde(default = "default_single_stage_max_bytes")]
     pub single_stage_max_bytes: ByteSize,
+    /// A join side estimated at most this big is built whole by every task of the
+    /// join (broadcast) instead of shuffling both sides by the join keys.
+    #[serde(default = "default_broadcast_join_max_bytes")]
+    pub broadcast_join_max_bytes: ByteSize,
 }
 
 fn default_single_stage_max_bytes() -> ByteSize {
     ByteSize(64 << 20)
+}
+
+fn default_broadcast_join_max_bytes() -> ByteSize {
+    ByteSize(16 << 20)
 }
 
 fn default_true() -> bool {
@@ -348,6 +356,7 @@ impl Default for WorkersConfig {
             task_attempts: default_task_attempts(),
             query_memory_limit: default_query_memory(),
             single_stage_max_bytes: default_single_stage_max_bytes(),
+            broadcast_join_max_bytes: default_broadcast_join_max_bytes(),
         }
     }
 }

@@ -91,11 +91,22 @@ impl QueryEngine {
             .or_else(|| first.map(|s| s.schema_name().to_string()))
             .unwrap_or_else(|| "public".to_string());
         let partitions = config.server.target_partitions.unwrap_or_else(|| (pool.all().len() * 2).max(2));
-        let session_config = SessionConfig::new()
+        let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(&catalog, &schema)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(partitions);
+        if config.workers.exchanges {
+            // DataFusion's 1 MiB is for threads sharing memory. Across workers, a build
+            // side that every task reads whole costs less than a shuffle of the probe
+            // side: at SF1, q3 and q5 shuffled all the lineitem rows they read to
+            // join them with a few MB of orders.
+            let bytes = usize::try_from(config.workers.broadcast_join_max_bytes.0).unwrap_or(usize::MAX);
+            let optimizer = &mut session_config.options_mut().optimizer;
+            optimizer.hash_join_single_partition_threshold = bytes;
+            // Used when a side's size is unknown but its rows are not: 64 bytes a row.
+            optimizer.hash_join_single_partition_threshold_rows = bytes / 64;
+        }
         // Joins' dynamic filters stay on: where the plan runs whole (on the
         // coordinator, or a one-partition fragment) they filter probe-side scans and
         // databases; workers turn them off for fragments of one partition of many.

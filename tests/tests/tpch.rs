@@ -8,8 +8,19 @@ use quiver_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_22_queries_match_single_node_datafusion() -> anyhow::Result<()> {
+    tpch_22_queries_match("").await
+}
+
+/// The same through stages: every stage task runs one partition, and broadcast
+/// joins inside a task compute dynamic filters for their scans (narrow.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_22_queries_through_stages_match_single_node_datafusion() -> anyhow::Result<()> {
+    tpch_22_queries_match("single_stage_max_bytes = 0\n").await
+}
+
+async fn tpch_22_queries_match(workers: &str) -> anyhow::Result<()> {
     let config = format!(
-        "[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\nmode = \"embedded\"\ncount = 2\n{}",
+        "[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\nmode = \"embedded\"\ncount = 2\n{workers}{}",
         tpch_source()
     );
     let server = start_coordinator(&config)?;
@@ -17,10 +28,10 @@ async fn tpch_22_queries_match_single_node_datafusion() -> anyhow::Result<()> {
     let reference = reference_context().await?;
     for n in 1..=22 {
         let sql = tpch_query(n);
-        let actual = query(&mut client, &sql).await.with_context(|| format!("q{n} through Quiver"))?;
+        let actual = query(&mut client, &sql).await.with_context(|| format!("q{n} through Quiver ({workers})"))?;
         let expected = reference.sql(&sql).await?.collect().await.with_context(|| format!("q{n} reference"))?;
         assert!(row_count(&expected) > 0, "q{n}: the reference returns no rows, so the comparison proves nothing");
-        assert_same_rows(&actual, &expected, false, &format!("q{n}"));
+        assert_same_rows(&actual, &expected, false, &format!("q{n} ({workers})"));
     }
     Ok(())
 }
@@ -94,6 +105,27 @@ async fn a_small_query_runs_whole_on_one_worker() -> anyhow::Result<()> {
         } else {
             assert!(tasks > 4, "limit {limit}: {tasks} tasks");
         }
+    }
+    Ok(())
+}
+
+/// `workers.broadcast_join_max_bytes` decides how a join's rows move: under it,
+/// q3's small sides are built whole by every task and lineitem stays where it is
+/// read; at 0, both sides of every join are shuffled by the join keys. Same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broadcast_threshold_decides_between_broadcast_and_shuffle() -> anyhow::Result<()> {
+    let reference = reference_context().await?;
+    let sql = tpch_query(3);
+    let expected = reference.sql(&sql).await?.collect().await?;
+    for (setting, shuffled) in [("", false), ("broadcast_join_max_bytes = 0\n", true)] {
+        let config = format!("[workers]\ncount = 2\nsingle_stage_max_bytes = 0\n{setting}{}", tpch_source());
+        let server = start_coordinator(&config)?;
+        let mut client = client(&server.addr).await?;
+        let plan = arrow::util::pretty::pretty_format_batches(&query(&mut client, &format!("EXPLAIN {sql}")).await?)?.to_string();
+        assert_eq!(plan.contains("HashJoinExec: mode=Partitioned"), shuffled, "{setting}:\n{plan}");
+        assert_eq!(plan.contains("HashJoinExec: mode=CollectLeft"), !shuffled, "{setting}:\n{plan}");
+        let actual = query(&mut client, &sql).await?;
+        assert_same_rows(&actual, &expected, false, &format!("q3 with {setting:?}"));
     }
     Ok(())
 }

@@ -58,7 +58,8 @@ pub struct FragmentExecutor {
     /// Shared object stores; each fragment gets its own memory pool on top.
     base_runtime: Arc<RuntimeEnv>,
     state: SessionState,
-    /// The same, with joins' dynamic filters on, for fragments of one partition.
+    /// The same, with joins' dynamic filters on, for fragments of one partition
+    /// (whole plans, and stage tasks narrowed to their partition).
     whole_plan_state: SessionState,
     codec: QuiverCodec,
     pub(crate) counters: Counters,
@@ -87,7 +88,8 @@ impl FragmentExecutor {
         let mut config = config.with_extension(Arc::new(crate::ClusterCredentials::new(options.cluster.clone())));
         // A join's dynamic filter waits until every partition of the join has built
         // its side. A fragment that runs one partition of many would wait forever,
-        // so joins compute dynamic filters only in fragments that run whole plans.
+        // so joins compute dynamic filters only in plans of one partition: whole
+        // plans, and stage tasks rewritten to their own partition (narrow.rs).
         let mut whole = config.clone();
         config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
         whole.options_mut().optimizer.enable_join_dynamic_filter_pushdown = true;
@@ -138,7 +140,19 @@ impl FragmentExecutor {
         let plan: Arc<dyn ExecutionPlan> =
             physical_plan_from_bytes_with_extension_codec(&ticket.plan, &ctx, &self.codec)?;
         let partitions = plan.properties().partitioning.partition_count();
-        let (plan, ctx) = if partitions == 1 {
+        let partition = ticket.partition as usize;
+        if partition >= partitions {
+            return Err(DataFusionError::Plan(format!(
+                "fragment {} asks for partition {partition} of a plan with {partitions}",
+                ticket.fragment_id
+            )));
+        }
+        // A stage task's partition becomes a plan of its own where it can (see narrow.rs).
+        let (plan, partition) = match crate::narrow::one_partition(&plan, partition)? {
+            Some(one) => (one, 0),
+            None => (plan, partition),
+        };
+        let (plan, ctx) = if plan.properties().partitioning.partition_count() == 1 {
             // Every partition inside runs here: the joins' dynamic filters can complete,
             // and a database scan under a join can wait for its keys.
             let whole = Arc::try_unwrap(self.whole_plan_state.task_ctx())
@@ -150,13 +164,6 @@ impl FragmentExecutor {
             (plan, ctx)
         };
         let plan = crate::cancel::cancellable(plan, cancelled)?;
-        let partition = ticket.partition as usize;
-        if partition >= partitions {
-            return Err(DataFusionError::Plan(format!(
-                "fragment {} asks for partition {partition} of a plan with {partitions}",
-                ticket.fragment_id
-            )));
-        }
         tracing::trace!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true), "decoded fragment");
         let stream = plan.execute(partition, ctx)?;
         Ok(RunningFragment { stream, pool, plan })

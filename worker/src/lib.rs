@@ -14,6 +14,7 @@ mod compute;
 mod cost;
 mod executor;
 mod lifecycle;
+mod narrow;
 mod service;
 pub mod status;
 mod usage;

@@ -4,11 +4,12 @@
 //!
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
 //!     [--worker-processes] [--no-exchanges] [--no-ballista] [--single-stage-max-bytes 0]
-//!     [--query-memory-limit 8GiB] [--throughput-only]
+//!     [--query-memory-limit 8GiB] [--broadcast-join-max-bytes 32MiB] [--throughput-only]
 //!
 //! `--worker-processes`: the workers are separate `quiver worker` processes (a
 //! static pool) instead of in-process ones, so exchanges cross processes over
-//! Flight; the report then also measures shuffle throughput between them.
+//! Flight; the report then also measures shuffle throughput between them (on a
+//! second coordinator with `single_stage_max_bytes = 0`, so the query runs as stages).
 //! `--no-exchanges`: `workers.exchanges = false` (joins and final aggregates on the
 //! coordinator), for comparison.
 //!
@@ -50,6 +51,8 @@ struct Args {
     single_stage: Option<String>,
     /// workers.query_memory_limit, when set.
     query_memory: Option<String>,
+    /// workers.broadcast_join_max_bytes, when set.
+    broadcast: Option<String>,
     throughput_only: bool,
 }
 
@@ -59,7 +62,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true, single_stage: None, query_memory: None, throughput_only: false };
+    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true, single_stage: None, query_memory: None, broadcast: None, throughput_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -77,6 +80,7 @@ fn parse_args() -> Result<Args> {
             "--no-ballista" => args.ballista = false,
             "--single-stage-max-bytes" => args.single_stage = Some(value()?),
             "--query-memory-limit" => args.query_memory = Some(value()?),
+            "--broadcast-join-max-bytes" => args.broadcast = Some(value()?),
             "--throughput-only" => args.throughput_only = true,
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
@@ -88,6 +92,11 @@ fn parse_args() -> Result<Args> {
 fn queries() -> Result<Vec<String>> {
     let dir = repo_root().join("tests").join("tpch");
     (1..=22).map(|n| std::fs::read_to_string(dir.join(format!("q{n}.sql"))).context("read query")).collect()
+}
+
+async fn connect(server: &quiver_coordinator::RunningCoordinator) -> Result<FlightSqlServiceClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    Ok(FlightSqlServiceClient::new(channel))
 }
 
 async fn quiver_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>> {
@@ -130,18 +139,20 @@ async fn run(args: Args) -> Result<()> {
     } else {
         format!("count = {}\n", args.workers)
     };
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
-        args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
-        args.single_stage.as_ref().map(|b| format!("single_stage_max_bytes = {b:?}\n")).unwrap_or_default()
-            + &args.query_memory.as_ref().map(|b| format!("query_memory_limit = {b:?}\n")).unwrap_or_default(),
-        args.exchanges,
-        dir.display().to_string()
-    );
-    let config = quiver_coordinator::QuiverConfig::parse(&config, &dir).map_err(|e| anyhow!(e))?;
-    let server = quiver_coordinator::start(config).await?;
-    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
-    let mut client = FlightSqlServiceClient::new(channel);
+    let config = |single_stage: Option<&str>| {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+            args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
+            single_stage.map(|b| format!("single_stage_max_bytes = {b:?}\n")).unwrap_or_default()
+                + &args.query_memory.as_ref().map(|b| format!("query_memory_limit = {b:?}\n")).unwrap_or_default()
+                + &args.broadcast.as_ref().map(|b| format!("broadcast_join_max_bytes = {b:?}\n")).unwrap_or_default(),
+            args.exchanges,
+            dir.display().to_string()
+        );
+        quiver_coordinator::QuiverConfig::parse(&text, &dir).map_err(|e| anyhow!(e))
+    };
+    let server = quiver_coordinator::start(config(args.single_stage.as_deref())?).await?;
+    let mut client = connect(&server).await?;
 
     let reference = SessionContext::new();
     for t in quiver_coordinator::tpch::TABLES {
@@ -199,9 +210,17 @@ async fn run(args: Args) -> Result<()> {
         (stream_bytes, stream_rows) = (bytes, n);
     }
     let stream = median(stream_runs);
-    // None also when the query ran whole on one worker (a high single_stage_max_bytes).
-    let shuffle = if args.worker_processes && args.exchanges { shuffle_throughput(&mut client, args.iterations).await? } else { None };
     server.shutdown().await?;
+    // The shuffle query reads one column and would run whole on one worker at the
+    // default threshold: a coordinator of its own over the same workers forces stages.
+    let shuffle = if args.worker_processes && args.exchanges {
+        let server = quiver_coordinator::start(config(Some("0"))?).await?;
+        let measured = shuffle_throughput(&mut connect(&server).await?, args.iterations).await;
+        server.shutdown().await?;
+        measured?
+    } else {
+        None
+    };
     drop(processes);
     if args.throughput_only {
         print_throughput(stream, stream_bytes, stream_rows, shuffle);
@@ -223,6 +242,10 @@ async fn run(args: Args) -> Result<()> {
     };
     let mode = match &args.query_memory {
         Some(b) => format!("{mode}, query_memory_limit = {b}"),
+        None => mode,
+    };
+    let mode = match &args.broadcast {
+        Some(b) => format!("{mode}, broadcast_join_max_bytes = {b}"),
         None => mode,
     };
     let names: Vec<&str> = baselines.iter().map(|b| b.name).collect();
