@@ -109,7 +109,8 @@ impl QueryEngine {
         }
         // Joins' dynamic filters stay on: where the plan runs whole (on the
         // coordinator, or a one-partition fragment) they filter probe-side scans and
-        // databases; workers turn them off for fragments of one partition of many.
+        // databases; workers turn them off for stage tasks they cannot rewrite into a
+        // plan of one partition (worker/src/narrow.rs).
         let fragments = Arc::new(crate::fragments::FragmentLog::default());
         let scheduler = config.workers.exchanges.then(|| {
             let settings = SchedulerSettings {

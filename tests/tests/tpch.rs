@@ -8,19 +8,8 @@ use quiver_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_22_queries_match_single_node_datafusion() -> anyhow::Result<()> {
-    tpch_22_queries_match("").await
-}
-
-/// The same through stages: every stage task runs one partition, and broadcast
-/// joins inside a task compute dynamic filters for their scans (narrow.rs).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tpch_22_queries_through_stages_match_single_node_datafusion() -> anyhow::Result<()> {
-    tpch_22_queries_match("single_stage_max_bytes = 0\n").await
-}
-
-async fn tpch_22_queries_match(workers: &str) -> anyhow::Result<()> {
     let config = format!(
-        "[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\nmode = \"embedded\"\ncount = 2\n{workers}{}",
+        "[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\nmode = \"embedded\"\ncount = 2\n{}",
         tpch_source()
     );
     let server = start_coordinator(&config)?;
@@ -28,10 +17,10 @@ async fn tpch_22_queries_match(workers: &str) -> anyhow::Result<()> {
     let reference = reference_context().await?;
     for n in 1..=22 {
         let sql = tpch_query(n);
-        let actual = query(&mut client, &sql).await.with_context(|| format!("q{n} through Quiver ({workers})"))?;
+        let actual = query(&mut client, &sql).await.with_context(|| format!("q{n} through Quiver"))?;
         let expected = reference.sql(&sql).await?.collect().await.with_context(|| format!("q{n} reference"))?;
         assert!(row_count(&expected) > 0, "q{n}: the reference returns no rows, so the comparison proves nothing");
-        assert_same_rows(&actual, &expected, false, &format!("q{n} ({workers})"));
+        assert_same_rows(&actual, &expected, false, &format!("q{n}"));
     }
     Ok(())
 }
