@@ -85,6 +85,8 @@ fn with_filter(plan: &Arc<dyn ExecutionPlan>, filter: JoinFilter) -> Result<Opti
             || node.is::<CoalescePartitionsExec>()
             || node.name() == "CoalesceBatchesExec"
             || node.name() == "CooperativeExec"
+            // One partition of its input (a stage task rewritten to its own partition).
+            || node.name() == "PartitionExec"
             || node.downcast_ref::<FilterExec>().is_some_and(|f| f.projection().is_none());
         if !same_rows {
             return Ok(None);

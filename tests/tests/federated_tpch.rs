@@ -133,6 +133,11 @@ async fn load_databases(reference: &datafusion::prelude::SessionContext) -> anyh
 /// `region` in MariaDB (`my`) and the rest in Parquet; `workers` is extra
 /// `[workers]` configuration.
 fn start_federated(workers: &str) -> anyhow::Result<Process> {
+    start_federated_with(workers, "")
+}
+
+/// `pg` carries more settings of the PostgreSQL source.
+fn start_federated_with(workers: &str, pg: &str) -> anyhow::Result<Process> {
     let dir = tpch_dir();
     let mut config = String::from("[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n");
     config.push_str(&format!("[workers]\n{workers}\n"));
@@ -141,6 +146,7 @@ fn start_federated(workers: &str) -> anyhow::Result<Process> {
         config.push_str(&format!("[[source.table]]\nname = \"{t}\"\nlocation = \"{}/{t}/\"\n", dir.display()));
     }
     config.push_str(&pg::source("pg", "tpch_fed"));
+    config.push_str(pg);
     config.push_str(&my::source("my"));
     let env = [("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD), ("QUIVER_TEST_MY_PASSWORD", my::PASSWORD)];
     start_coordinator_with_env(&config, &env)
@@ -188,8 +194,9 @@ async fn only_the_columns_a_cross_source_join_uses_leave_each_database() -> anyh
 /// `lineitem` filtered to a few orders, joined with all of PostgreSQL's `orders`:
 /// the join's keys go into the statement, so only the matching orders leave
 /// PostgreSQL. Both when the query runs whole on one worker and when it runs as
-/// stages, and whichever side the query names first (the database's row estimate
-/// makes the small side the join's build side).
+/// stages, whichever side the query names first (the database's row estimate
+/// makes the small side the join's build side), and when `orders` is read as
+/// page ranges by several stage tasks (each a plan of one partition, narrow.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> {
     let reference = reference_context().await?;
@@ -197,9 +204,15 @@ async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> 
     let keys = reference.sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey = 7 ORDER BY 1").await?.collect().await?;
     let keys = strings(&keys, "l_orderkey");
     assert!((5..=150).contains(&keys.len()), "the test wants a short key list, got {}", keys.len());
-    let runs = [("", "lineitem l JOIN orders o"), ("single_stage_max_bytes = 0", "lineitem l JOIN orders o"), ("", "orders o JOIN lineitem l")];
-    for (i, (workers, from)) in runs.into_iter().enumerate() {
-        let server = start_federated(workers)?;
+    let split = "partition_min_mb = 0\nscan_partitions = 2\n";
+    let runs = [
+        ("", "", "lineitem l JOIN orders o"),
+        ("single_stage_max_bytes = 0", "", "lineitem l JOIN orders o"),
+        ("", "", "orders o JOIN lineitem l"),
+        ("single_stage_max_bytes = 0", split, "orders o JOIN lineitem l"),
+    ];
+    for (i, (workers, pg_settings, from)) in runs.into_iter().enumerate() {
+        let server = start_federated_with(workers, pg_settings)?;
         let mut client = client(&server.addr).await?;
         let marker = format!("quiver-keys-{i}");
         let sql = format!(
@@ -210,6 +223,9 @@ async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> 
         let actual = query(&mut client, &sql.replace("orders o", "pg.orders o")).await?;
         assert_same_rows(&actual, &expected, true, &format!("the join ({workers:?})"));
         let statement = pg::last_copy(&marker);
+        if !pg_settings.is_empty() {
+            assert!(statement.contains("ctid"), "orders was not read as page ranges: {statement}");
+        }
         let list = statement.split(" IN (").nth(1).and_then(|rest| rest.split(')').next()).unwrap_or_default();
         let mut sent: Vec<String> = list.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
         sent.sort_by_key(|k| k.parse::<i64>().unwrap_or(i64::MAX));
