@@ -36,11 +36,12 @@ use datafusion::physical_plan::{
 
 use crate::exchange::ShuffleWriteExec;
 
-/// `plan`'s partition `partition` as a plan of one partition, or `None` when a
-/// node on the way to the leaves does not keep partitions apart.
+/// `plan`'s partition `partition` (which the caller has checked exists) as a plan
+/// of one partition, or `None` when a node on the way to the leaves does not keep
+/// partitions apart.
 pub(crate) fn one_partition(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let count = partitions(plan);
-    if count <= 1 || partition >= count {
+    if count <= 1 {
         return Ok(None);
     }
     narrow(plan, partition, count)

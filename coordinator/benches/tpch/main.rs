@@ -56,6 +56,21 @@ struct Args {
     throughput_only: bool,
 }
 
+impl Args {
+    /// The `[workers]` settings given on the command line, as (key, value), with
+    /// `single_stage` in place of `--single-stage-max-bytes`.
+    fn worker_settings<'a>(&'a self, single_stage: Option<&'a str>) -> Vec<(&'static str, &'a str)> {
+        [
+            ("single_stage_max_bytes", single_stage),
+            ("query_memory_limit", self.query_memory.as_deref()),
+            ("broadcast_join_max_bytes", self.broadcast.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?)))
+        .collect()
+    }
+}
+
 /// The repository's root (benches run with the coordinator crate as their directory).
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -143,9 +158,7 @@ async fn run(args: Args) -> Result<()> {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
             args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
-            single_stage.map(|b| format!("single_stage_max_bytes = {b:?}\n")).unwrap_or_default()
-                + &args.query_memory.as_ref().map(|b| format!("query_memory_limit = {b:?}\n")).unwrap_or_default()
-                + &args.broadcast.as_ref().map(|b| format!("broadcast_join_max_bytes = {b:?}\n")).unwrap_or_default(),
+            args.worker_settings(single_stage).iter().map(|(k, v)| format!("{k} = {v:?}\n")).collect::<String>(),
             args.exchanges,
             dir.display().to_string()
         );
@@ -236,18 +249,7 @@ async fn run(args: Args) -> Result<()> {
 
     let kind = if args.worker_processes { "worker processes" } else { "embedded workers" };
     let mode = if args.exchanges { String::new() } else { ", exchanges off".to_string() };
-    let mode = match &args.single_stage {
-        Some(b) => format!("{mode}, single_stage_max_bytes = {b}"),
-        None => mode,
-    };
-    let mode = match &args.query_memory {
-        Some(b) => format!("{mode}, query_memory_limit = {b}"),
-        None => mode,
-    };
-    let mode = match &args.broadcast {
-        Some(b) => format!("{mode}, broadcast_join_max_bytes = {b}"),
-        None => mode,
-    };
+    let mode = mode + &args.worker_settings(args.single_stage.as_deref()).iter().map(|(k, v)| format!(", {k} = {v}")).collect::<String>();
     let names: Vec<&str> = baselines.iter().map(|b| b.name).collect();
     println!("### TPC-H SF{} — Quiver ({} {kind}{mode}) vs single-node DataFusion{}\n", args.scale, args.workers, names.iter().map(|n| format!(", {n}")).collect::<String>());
     println!("Median of {} runs after one warm-up, same machine ({} cores), one engine at a time.", args.iterations, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
