@@ -101,6 +101,7 @@ async fn cold_starts(image: &str, runs: usize) -> Result<Duration> {
         partition: 0,
         plan: bytes.to_vec(),
         memory_limit: 0,
+        for_client: false,
     };
     let ticket = prost::Message::encode_to_vec(&ticket);
     let mut times = vec![];

@@ -278,6 +278,11 @@ pub struct WorkersConfig {
     /// join (broadcast) instead of shuffling both sides by the join keys.
     #[serde(default = "default_broadcast_join_max_bytes")]
     pub broadcast_join_max_bytes: ByteSize,
+    /// Flight SQL clients fetch a result whose partitions need no merge straight
+    /// from the workers: its FlightInfo lists one endpoint per partition at the
+    /// worker's address, which clients must be able to reach.
+    #[serde(default)]
+    pub client_endpoints: bool,
 }
 
 fn default_single_stage_max_bytes() -> ByteSize {
@@ -357,6 +362,7 @@ impl Default for WorkersConfig {
             query_memory_limit: default_query_memory(),
             single_stage_max_bytes: default_single_stage_max_bytes(),
             broadcast_join_max_bytes: default_broadcast_join_max_bytes(),
+            client_endpoints: false,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct QueryEngine {
     cache: Arc<crate::cache::ResultsCache>,
     /// Where writes may go.
     writes: Arc<crate::writes::Writes>,
+    /// `workers.client_endpoints`.
+    client_endpoints: bool,
 }
 
 /// A query's own session; its id is the query id in logs and on workers.
@@ -200,6 +202,7 @@ impl QueryEngine {
             admission: Admission::new(limits),
             max_statement_bytes: usize::try_from(server.max_statement_bytes.0).unwrap_or(usize::MAX),
             fragments,
+            client_endpoints: config.workers.client_endpoints,
             sources: config
                 .source
                 .iter()
@@ -214,6 +217,12 @@ impl QueryEngine {
                 .collect(),
         };
         Ok((engine, registered.warnings))
+    }
+
+    /// Whether Flight SQL results that need no merge are handed to clients as
+    /// endpoints on the workers (`workers.client_endpoints`).
+    pub fn client_endpoints(&self) -> bool {
+        self.client_endpoints
     }
 
     /// The rights of `user` (None: the server has no authentication, so all rights).
@@ -573,6 +582,11 @@ impl QuerySession {
             }
             other => other,
         }
+    }
+
+    /// Plans physically (fragments are assigned to workers) without running anything.
+    pub async fn physical_plan(&self, plan: LogicalPlan) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        DataFrame::new(self.ctx.state(), plan).create_physical_plan().await
     }
 
     /// How long the last [`Self::execute`] waited for workers to start, and how many it started.

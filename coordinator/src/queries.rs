@@ -262,6 +262,13 @@ impl RunningQuery {
         self.outcome.get_or_insert(("finished", None));
     }
 
+    /// Planned and handed to the client as endpoints on the workers, which serve
+    /// its rows from here on (`workers.client_endpoints`): the coordinator does not
+    /// see them, so rows and bytes stay 0.
+    pub fn handed_off(&mut self) {
+        self.outcome = Some(("handed_off", None));
+    }
+
     /// Failed; `code` tells a denial or a refusal (admission) from other failures.
     pub fn failed_with(&mut self, code: tonic::Code, error: String) {
         let state = match code {

@@ -127,6 +127,11 @@ impl ClusterKey {
         self.seal_until(payload, now_ms() + TOKEN_TTL.as_millis() as u64)
     }
 
+    /// Seals a ticket payload for `ttl` (at most ten minutes count as valid).
+    pub fn seal_for(&self, payload: &[u8], ttl: Duration) -> Vec<u8> {
+        self.seal_until(payload, now_ms() + ttl.as_millis() as u64)
+    }
+
     /// Seals a ticket payload valid until `expiry_ms` (milliseconds since the epoch).
     pub fn seal_until(&self, payload: &[u8], expiry_ms: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(TICKET_HEADER + payload.len());

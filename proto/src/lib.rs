@@ -5,6 +5,7 @@
 //! `.proto` file: that keeps `protoc`/`protox` out of the build, and the field
 //! numbers below are the contract (documented in `fragment.proto` for non-Rust peers).
 
+pub mod client_types;
 pub mod cluster;
 mod codec;
 mod messages;

@@ -22,6 +22,11 @@ pub struct FragmentTicket {
     /// Memory limit for this fragment in bytes; 0 means the worker's default.
     #[prost(uint64, tag = "5")]
     pub memory_limit: u64,
+    /// A result endpoint handed to a Flight SQL client (`workers.client_endpoints`):
+    /// the ticket's seal is the caller's authorization, as no cluster call token
+    /// comes with it, and the batches are cast to [`crate::client_types`].
+    #[prost(bool, tag = "6")]
+    pub for_client: bool,
 }
 
 /// Load statistics a worker reports through the `stats` action.
@@ -146,6 +151,7 @@ mod tests {
             partition: 7,
             plan: vec![1, 2, 3],
             memory_limit: 1 << 30,
+            for_client: true,
         };
         assert_eq!(FragmentTicket::decode_from(&t.encode_to_bytes()).ok(), Some(t));
     }

@@ -18,7 +18,7 @@ fn key() -> ClusterKey {
 /// A ticket that decodes as a fragment (its plan is garbage: reaching the decoder
 /// is what tells that authentication passed).
 fn fragment_ticket() -> Vec<u8> {
-    FragmentTicket { query_id: "q".into(), fragment_id: 1, partition: 0, plan: vec![1, 2, 3], memory_limit: 0 }
+    FragmentTicket { query_id: "q".into(), fragment_id: 1, partition: 0, plan: vec![1, 2, 3], memory_limit: 0, for_client: false }
         .encode_to_vec()
 }
 

@@ -167,7 +167,7 @@ async fn a_worker_survives_hostile_tickets_and_actions() -> anyhow::Result<()> {
         assert!(matches!(&refused, Err(s) if s.code() == tonic::Code::Unauthenticated), "{refused:?}");
         // With credentials, random sealed tickets: random plans, random exchange keys.
         let mut member = worker_client(&worker.addr).await?;
-        let fragment = quiver_proto::FragmentTicket { query_id: "hostile".into(), fragment_id: 1, partition: 0, plan: noise.clone(), memory_limit: 0 };
+        let fragment = quiver_proto::FragmentTicket { query_id: "hostile".into(), fragment_id: 1, partition: 0, plan: noise.clone(), memory_limit: 0, for_client: false };
         drain(member.do_get(Ticket { ticket: key.seal(&fragment.encode_to_vec()).into() }).await).await;
         drain(member.do_get(Ticket { ticket: key.seal(&noise).into() }).await).await;
         let mut shuffle = b"shuffle:".to_vec();

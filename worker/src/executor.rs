@@ -215,7 +215,7 @@ mod tests {
         let executor = FragmentExecutor::new(WorkerOptions::default(), codec)?;
         let cache = executor.base_runtime.cache_manager.get_file_metadata_cache();
         assert_eq!(cache.len(), 0);
-        let ticket = FragmentTicket { query_id: "q".into(), fragment_id: 0, partition: 0, plan: bytes.to_vec(), memory_limit: 0 };
+        let ticket = FragmentTicket { query_id: "q".into(), fragment_id: 0, partition: 0, plan: bytes.to_vec(), memory_limit: 0, for_client: false };
         for _ in 0..2 {
             let running = executor.start(&ticket, Arc::new(AtomicBool::new(false)))?;
             let batches: Vec<RecordBatch> = running.stream.try_collect().await?;

@@ -49,10 +49,13 @@ impl WorkerService {
 
     /// Refuses a call without the cluster's credentials, and says so in the log.
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        self.guard.check(request.metadata()).inspect_err(|status| {
-            let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
-            tracing::warn!(worker = %self.executor.options.id, %peer, reason = %status.message(), "refused a call");
-        })
+        self.guard.check(request.metadata()).map_err(|status| self.refused(request, status))
+    }
+
+    fn refused<T>(&self, request: &Request<T>, status: Status) -> Status {
+        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        tracing::warn!(worker = %self.executor.options.id, %peer, reason = %status.message(), "refused a call");
+        status
     }
 
     /// This process's instance id (what the `instance` action reports).
@@ -164,14 +167,31 @@ impl FlightService for WorkerService {
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         // Credentials and seal first: nothing of an unauthenticated ticket is decoded.
-        self.authorize(&request)?;
-        let ticket = self.guard.open(&request.get_ref().ticket).inspect_err(|status| {
-            tracing::warn!(worker = %self.executor.options.id, reason = %status.message(), "refused a ticket");
-        })?;
+        // A Flight SQL client fetching a result endpoint has no cluster token; the
+        // seal of a ticket the coordinator made for a client is its authorization.
+        // (The call token is checked once: a second check would see its nonce as replayed.)
+        let call = self.guard.check(request.metadata());
+        let ticket = match self.guard.open(&request.get_ref().ticket) {
+            Ok(ticket) => ticket,
+            Err(status) => {
+                // Without a call token, the ticket was the only credential: say what is wrong with both.
+                let status = match call {
+                    Err(missing) => Status::new(missing.code(), format!("{}; and the ticket: {}", missing.message(), status.message())),
+                    Ok(()) => status,
+                };
+                tracing::warn!(worker = %self.executor.options.id, reason = %status.message(), "refused a ticket");
+                return Err(status);
+            }
+        };
+        let member = |call: Result<(), Status>| call.map_err(|status| self.refused(&request, status));
         if let Some(rest) = ticket.strip_prefix(SHUFFLE_TICKET_PREFIX.as_bytes()) {
+            member(call)?;
             return serve_exchange(rest);
         }
         let ticket = FragmentTicket::decode_from(ticket).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !ticket.for_client {
+            member(call)?;
+        }
         // Exchange outputs above are still served while draining; new work is not taken.
         if self.executor.lifecycle.is_draining() {
             return Err(Status::unavailable(format!(
@@ -192,6 +212,7 @@ impl FlightService for WorkerService {
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(2);
         let task_span = span.clone();
         let runner = executor.clone();
+        let for_client = ticket.for_client;
         crate::compute::handle().spawn(async move {
             let _running = running_guard;
             let running = match task_span.in_scope(|| runner.start(&ticket, cancel)) {
@@ -202,7 +223,10 @@ impl FlightService for WorkerService {
                 }
             };
             let (stream, pool, plan) = (running.stream, running.pool, running.plan);
-            let schema = stream.schema();
+            let schema = match for_client {
+                true => Arc::new(quiver_proto::client_types::flight_schema(&stream.schema())),
+                false => stream.schema(),
+            };
             let (mut stream, cpu) = crate::cost::CpuMetered::new(stream);
             if started_tx.send(Ok(schema)).is_err() {
                 return;
@@ -221,7 +245,12 @@ impl FlightService for WorkerService {
                     complete = true;
                     break;
                 };
-                let batch = batch.and_then(|b| compact_views(b).map_err(DataFusionError::from));
+                // A client gets the types it reads (the coordinator relies on the exact
+                // types the fragment produces, so it gets them unchanged).
+                let batch = match for_client {
+                    true => batch.and_then(|b| quiver_proto::client_types::to_client_types(b).map_err(DataFusionError::from)),
+                    false => batch.and_then(|b| compact_views(b).map_err(DataFusionError::from)),
+                };
                 if let Ok(b) = &batch {
                     rows += b.num_rows() as u64;
                     bytes += b.get_array_memory_size() as u64;
@@ -264,13 +293,21 @@ impl FlightService for WorkerService {
         let batches = tokio_stream::wrappers::ReceiverStream::new(batch_rx);
         // Dictionaries travel as dictionaries: the coordinator's plan expects the
         // exact types the fragment produces (e.g. hive partition columns).
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_dictionary_handling(DictionaryHandling::Resend)
+        let mut encoder = FlightDataEncoderBuilder::new().with_dictionary_handling(DictionaryHandling::Resend);
+        if !for_client {
             // Batches go whole: slicing a view array would resend its buffers per slice.
-            .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
+            // A client's have no views, and its messages stay under gRPC's usual limits.
+            encoder = encoder.with_max_flight_data_size(MAX_MESSAGE_BYTES / 2);
+        }
+        let encoded = encoder
             .with_schema(schema)
             .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))));
-        let encoded = with_closing_stats(encoded, stats_rx);
+        // A client's stream carries no statistics: a batch-less closing message is
+        // one that readers other than the coordinator (Go's IPC reader) refuse.
+        let encoded = match for_client {
+            true => encoded.boxed(),
+            false => with_closing_stats(encoded, stats_rx),
+        };
         // The guard travels with the stream: it sees the end, an error, or a drop (cancel).
         let out = stream::unfold((encoded, guard, span), |(mut s, mut guard, span)| async move {
             match s.next().await {

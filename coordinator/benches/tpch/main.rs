@@ -13,8 +13,10 @@
 //! `--no-exchanges`: `workers.exchanges = false` (joins and final aggregates on the
 //! coordinator), for comparison.
 //!
-//! `--throughput-only`: only the two throughput measurements (`SELECT *` to a client,
-//! and the shuffle), without the 22 queries and the baselines.
+//! `--throughput-only`: only the throughput measurements (`SELECT *` to a client
+//! through the coordinator, then straight from the workers' endpoints on a coordinator
+//! with `workers.client_endpoints = true`, and the shuffle), without the 22 queries
+//! and the baselines.
 //!
 //! Ballista runs with as many executor processes as Quiver has workers.
 //!
@@ -154,9 +156,9 @@ async fn run(args: Args) -> Result<()> {
     } else {
         format!("count = {}\n", args.workers)
     };
-    let config = |single_stage: Option<&str>| {
+    let config = |single_stage: Option<&str>, extra: &str| {
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}{extra}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
             args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
             args.worker_settings(single_stage).iter().map(|(k, v)| format!("{k} = {v:?}\n")).collect::<String>(),
             args.exchanges,
@@ -164,7 +166,7 @@ async fn run(args: Args) -> Result<()> {
         );
         quiver_coordinator::QuiverConfig::parse(&text, &dir).map_err(|e| anyhow!(e))
     };
-    let server = quiver_coordinator::start(config(args.single_stage.as_deref())?).await?;
+    let server = quiver_coordinator::start(config(args.single_stage.as_deref(), "")?).await?;
     let mut client = connect(&server).await?;
 
     let reference = SessionContext::new();
@@ -227,16 +229,23 @@ async fn run(args: Args) -> Result<()> {
     // The shuffle query reads one column and would run whole on one worker at the
     // default threshold: a coordinator of its own over the same workers forces stages.
     let shuffle = if args.worker_processes && args.exchanges {
-        let server = quiver_coordinator::start(config(Some("0"))?).await?;
+        let server = quiver_coordinator::start(config(Some("0"), "")?).await?;
         let measured = shuffle_throughput(&mut connect(&server).await?, args.iterations).await;
         server.shutdown().await?;
         measured?
     } else {
         None
     };
+    // The same scan handed to the client as endpoints on the workers.
+    let endpoints = {
+        let server = quiver_coordinator::start(config(args.single_stage.as_deref(), "client_endpoints = true\n")?).await?;
+        let measured = endpoint_throughput(&mut connect(&server).await?, args.iterations).await;
+        server.shutdown().await?;
+        measured?
+    };
     drop(processes);
     if args.throughput_only {
-        print_throughput(stream, stream_bytes, stream_rows, shuffle);
+        print_throughput(stream, stream_bytes, stream_rows, shuffle, &endpoints);
         return Ok(());
     }
     // Baselines run after Quiver has stopped, each with the machine to itself.
@@ -285,17 +294,25 @@ async fn run(args: Args) -> Result<()> {
         })
         .collect();
     println!("| **total** | **{sq:.1}** | **{sd:.1}** | **{:.2}×** |{extra}", sq / sd);
-    print_throughput(stream, stream_bytes, stream_rows, shuffle);
+    print_throughput(stream, stream_bytes, stream_rows, shuffle, &endpoints);
     Ok(())
 }
 
-fn print_throughput(stream: Duration, stream_bytes: usize, stream_rows: usize, shuffle: Option<(u64, f64)>) {
+fn print_throughput(stream: Duration, stream_bytes: usize, stream_rows: usize, shuffle: Option<(u64, f64)>, endpoints: &Endpoints) {
     let secs = stream.as_secs_f64();
     println!(
         "\n`SELECT * FROM lineitem` streamed to a Flight SQL client: {stream_rows} rows, {:.2} GB of Arrow data in {secs:.2} s = **{:.2} GB/s**, {:.1} M rows/s.",
         stream_bytes as f64 / 1e9,
         stream_bytes as f64 / 1e9 / secs,
         stream_rows as f64 / 1e6 / secs
+    );
+    let gb = endpoints.bytes as f64 / 1e9;
+    println!(
+        "\nThe same with `workers.client_endpoints = true` ({} endpoints on the workers, {} rows, {gb:.2} GB): fetched one after another **{:.2} GB/s**, all at once **{:.2} GB/s**.",
+        endpoints.count,
+        endpoints.rows,
+        gb / endpoints.sequential.as_secs_f64(),
+        gb / endpoints.parallel.as_secs_f64()
     );
     if let Some((bytes, secs)) = shuffle {
         println!(
@@ -311,6 +328,67 @@ fn print_throughput(stream: Duration, stream_bytes: usize, stream_rows: usize, s
 const SHUFFLE_SQL: &str = "SELECT count(*) FROM (SELECT l_comment, count(*) AS n FROM lineitem GROUP BY l_comment)";
 
 /// Median wall time of SHUFFLE_SQL and the bytes its stage tasks wrote to exchanges.
+/// `SELECT *` fetched straight from the workers' endpoints, one after another and all at once.
+struct Endpoints {
+    count: usize,
+    rows: usize,
+    bytes: usize,
+    sequential: Duration,
+    parallel: Duration,
+}
+
+async fn endpoint_throughput(client: &mut FlightSqlServiceClient<Channel>, iterations: usize) -> Result<Endpoints> {
+    let mut out = Endpoints { count: 0, rows: 0, bytes: 0, sequential: Duration::ZERO, parallel: Duration::ZERO };
+    for parallel in [false, true] {
+        let mut runs = vec![];
+        for _ in 0..iterations.max(1) {
+            let t = Instant::now();
+            let info = client.execute("SELECT * FROM lineitem".into(), None).await?;
+            let endpoints = info.endpoint;
+            if endpoints.len() < 2 || endpoints.iter().any(|e| e.location.is_empty()) {
+                return Err(anyhow!("expected the scan as endpoints on the workers, got {} endpoint(s)", endpoints.len()));
+            }
+            out.count = endpoints.len();
+            let (mut rows, mut bytes) = (0, 0);
+            if parallel {
+                let tasks: Vec<_> = endpoints.into_iter().map(|e| tokio::spawn(fetch_from_worker(e))).collect();
+                for task in tasks {
+                    let (r, b) = task.await??;
+                    (rows, bytes) = (rows + r, bytes + b);
+                }
+            } else {
+                for e in endpoints {
+                    let (r, b) = fetch_from_worker(e).await?;
+                    (rows, bytes) = (rows + r, bytes + b);
+                }
+            }
+            runs.push(t.elapsed());
+            (out.rows, out.bytes) = (rows, bytes);
+        }
+        match parallel {
+            true => out.parallel = median(runs),
+            false => out.sequential = median(runs),
+        }
+    }
+    Ok(out)
+}
+
+/// Rows and value bytes of one endpoint, read from the worker its location names.
+async fn fetch_from_worker(endpoint: arrow_flight::FlightEndpoint) -> Result<(usize, usize)> {
+    let uri = endpoint.location.first().map(|l| l.uri.replace("grpc+tcp://", "http://")).ok_or_else(|| anyhow!("no location"))?;
+    let ticket = endpoint.ticket.ok_or_else(|| anyhow!("no ticket"))?;
+    let channel = Endpoint::from_shared(uri)?.tcp_nodelay(true).connect().await?;
+    let mut worker = arrow_flight::flight_service_client::FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let data = worker.do_get(ticket).await?.into_inner().map_err(arrow_flight::error::FlightError::from);
+    let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data);
+    let (mut rows, mut bytes) = (0, 0);
+    while let Some(b) = batches.try_next().await? {
+        bytes += b.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum::<usize>();
+        rows += b.num_rows();
+    }
+    Ok((rows, bytes))
+}
+
 async fn shuffle_throughput(client: &mut FlightSqlServiceClient<Channel>, iterations: usize) -> Result<Option<(u64, f64)>> {
     let mut runs = vec![];
     for _ in 0..iterations.max(1) {

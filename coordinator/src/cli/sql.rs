@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::FlightEndpoint;
 use futures::{StreamExt, TryStreamExt};
 use rustyline::error::ReadlineError;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -189,8 +193,7 @@ fn meta_command(input: &str) -> Option<Result<String>> {
 async fn stream_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str, sink: &mut Sink) -> Result<()> {
     let info = client.execute(sql.to_string(), None).await.map_err(flight_error)?;
     for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.context("server sent an endpoint without a ticket")?;
-        let mut stream = client.do_get(ticket).await.map_err(flight_error)?;
+        let mut stream = fetch(client, endpoint).await?;
         while let Some(batch) = stream.next().await {
             sink.write(&batch.map_err(flight_error)?)?;
         }
@@ -236,12 +239,32 @@ pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> R
     let info = client.execute(sql.to_string(), None).await.map_err(flight_error)?;
     let mut batches = vec![];
     for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.context("server sent an endpoint without a ticket")?;
-        let stream = client.do_get(ticket).await.map_err(flight_error)?;
+        let stream = fetch(client, endpoint).await?;
         let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(flight_error)?;
         batches.append(&mut part);
     }
     Ok(batches)
+}
+
+/// The batches of one endpoint: from the coordinator, or from the worker its
+/// location names when the server hands results out on the workers
+/// (`workers.client_endpoints`).
+async fn fetch(client: &mut FlightSqlServiceClient<Channel>, endpoint: FlightEndpoint) -> Result<FlightRecordBatchStream> {
+    let ticket = endpoint.ticket.context("server sent an endpoint without a ticket")?;
+    // An empty location, or the reuse scheme, means the connection the FlightInfo came over.
+    let location = endpoint.location.iter().map(|l| l.uri.as_str()).find(|u| !u.is_empty() && !u.starts_with("arrow-flight-reuse-connection:"));
+    let Some(uri) = location else {
+        return client.do_get(ticket).await.map_err(flight_error);
+    };
+    let (tls, address) = normalize(uri);
+    let mut worker = Endpoint::from_shared(address).with_context(|| format!("the server sent an invalid endpoint location '{uri}'"))?;
+    if tls {
+        worker = worker.tls_config(ClientTlsConfig::new().with_native_roots())?;
+    }
+    let channel = worker.connect().await.with_context(|| format!("cannot connect to the worker at {uri} that serves part of the result"))?;
+    let mut worker = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let stream = worker.do_get(ticket).await.map_err(|s| anyhow::anyhow!("{} (from the worker at {uri})", s.message()))?.into_inner();
+    Ok(FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from)))
 }
 
 /// The server's message without the transport's wrapping.

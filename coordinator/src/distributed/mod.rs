@@ -11,9 +11,12 @@
 //! Plans that cannot be cut (an order-preserving exchange, a scalar subquery, a
 //! node no worker can decode) fall back to fragments over the scans only, with
 //! everything above them on the coordinator (`rule.rs`). A pool scaled to zero
-//! starts a worker for a plan that needs one (`wake.rs`).
+//! starts a worker for a plan that needs one (`wake.rs`). A root whose partitions
+//! need no merge can be handed to a Flight SQL client as endpoints on the workers
+//! (`endpoints.rs`).
 
 mod adaptive;
+pub mod endpoints;
 mod query_exec;
 mod remote_exec;
 mod rule;

@@ -87,6 +87,34 @@ impl RemoteFragmentExec {
         self
     }
 
+    fn ticket(&self, query_id: String, partition: usize, for_client: bool) -> FragmentTicket {
+        FragmentTicket {
+            query_id,
+            fragment_id: self.id,
+            partition: partition as u32,
+            plan: self.plan_bytes.to_vec(),
+            memory_limit: self.memory_limit,
+            for_client,
+        }
+    }
+
+    /// Each partition as a ticket a Flight SQL client presents to a worker itself
+    /// (sealed for `ttl`), with that worker's address: the assigned one, or another
+    /// healthy one when it is not. None when a partition has no worker, or when
+    /// the fragment reads exchange outputs, which only the coordinator can recompute.
+    pub fn client_tickets(&self, query_id: &str, ttl: std::time::Duration) -> Option<Vec<(String, arrow_flight::Ticket)>> {
+        if self.recover.is_some() {
+            return None;
+        }
+        (0..self.assignment.len())
+            .map(|p| {
+                let worker = self.candidates(p).into_iter().find(|w| w.is_healthy())?;
+                let ticket = worker.client_ticket(&self.ticket(query_id.to_string(), p, true), ttl);
+                Some((worker.address.clone(), ticket))
+            })
+            .collect()
+    }
+
     /// Workers to try for `partition`: the assigned one, then the other healthy ones.
     fn candidates(&self, partition: usize) -> Vec<Arc<Worker>> {
         let mut out: Vec<Arc<Worker>> = self.assignment.get(partition).cloned().into_iter().collect();
@@ -150,13 +178,7 @@ impl ExecutionPlan for RemoteFragmentExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let ticket = FragmentTicket {
-            query_id: context.session_id(),
-            fragment_id: self.id,
-            partition: partition as u32,
-            plan: self.plan_bytes.to_vec(),
-            memory_limit: self.memory_limit,
-        };
+        let ticket = self.ticket(context.session_id(), partition, false);
         let candidates = self.candidates(partition);
         let schema = self.schema();
         let baseline = BaselineMetrics::new(&self.metrics, partition);

@@ -369,6 +369,7 @@ impl Scheduler {
             partition: task as u32,
             plan: plan.to_vec(),
             memory_limit: self.task_memory_limit(),
+            for_client: false,
         };
         Counters::add(&self.pool.counters().fragments, 1);
         let mut client = worker.client();

@@ -195,6 +195,35 @@ impl Tracked<'_> {
     }
 }
 
+/// Plans `plan` physically and, when its result needs nothing of the coordinator
+/// (`crate::distributed::endpoints`), returns endpoints on the workers for the
+/// client to fetch, and records the query in `system.queries` as `handed_off`.
+/// None (nothing recorded) when the query should run here: the option is off, it
+/// writes or changes the catalog, its plan needs a merge, or it cannot be planned
+/// now (the error is then reported where it runs).
+pub async fn client_endpoints(
+    engine: &QueryEngine,
+    session: QuerySession,
+    caller: &Caller,
+    sql: &str,
+    plan: LogicalPlan,
+) -> Option<Vec<arrow_flight::FlightEndpoint>> {
+    if !engine.client_endpoints() || session.is_write() || session.is_command() {
+        return None;
+    }
+    let objects = session.objects();
+    if objects.iter().any(|o| is_catalog_table(o)) {
+        return None;
+    }
+    let physical = session.physical_plan(plan).await.ok()?;
+    let endpoints = crate::distributed::endpoints::client_endpoints(&physical, &session.id)?;
+    let mut tracked = begin(engine, session, caller, sql);
+    tracked.record.reads(&objects);
+    tracked.record.handed_off();
+    tracing::info!(id = tracked.id(), endpoints = endpoints.len(), "query handed to the workers as endpoints");
+    Some(endpoints)
+}
+
 /// System tables, `information_schema` and `pg_catalog`: answered by the coordinator alone.
 pub(crate) fn is_catalog_table(name: &str) -> bool {
     crate::system::is_system_table(name)

@@ -140,6 +140,11 @@ impl Worker {
         Ticket { ticket: self.credentials.seal(fragment.encode_to_bytes()) }
     }
 
+    /// The ticket of a result endpoint a client fetches from this worker, sealed for `ttl`.
+    pub fn client_ticket(&self, fragment: &FragmentTicket, ttl: std::time::Duration) -> Ticket {
+        Ticket { ticket: self.credentials.seal_for(fragment.encode_to_bytes(), ttl) }
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.state() == WorkerState::Ready
     }

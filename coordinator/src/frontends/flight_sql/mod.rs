@@ -96,18 +96,28 @@ impl QuiverFlightSql {
         ticket: Ticket,
         descriptor: FlightDescriptor,
         caller: Caller,
+        query_id: Option<String>,
     ) -> Result<FlightInfo, Status> {
         let cached = (handle.is_plain() && !caller.no_cache)
             .then(|| crate::cache::text_key(caller.user_name(), &handle.sql, self.engine.datasets().generation()))
             .and_then(|k| self.engine.cache().peek_by_text(&k));
+        let mut endpoints = vec![];
         let schema = match refresh_statement(&handle.sql) {
             Some(_) => refresh_schema(),
             // A statement answered from the cache is not planned again to learn its schema.
             None if cached.is_some() => flight_schema(cached.as_deref().map(|s| s.as_ref()).unwrap_or(&Schema::empty())),
             None => {
-                let session = self.engine.session(self.engine.access(caller.user.as_ref()));
+                // The client's query id, if it chose one: a query that fails here, or is
+                // handed to the workers, is recorded under it.
+                let session = self.engine.session_with_id(self.engine.access(caller.user.as_ref()), query_id);
                 match self.plan(&session, handle).await {
-                    Ok(plan) => flight_schema(plan.schema().as_arrow()),
+                    Ok(plan) => {
+                        let schema = flight_schema(plan.schema().as_arrow());
+                        if let Some(on_workers) = run::client_endpoints(&self.engine, session, &caller, &handle.sql, plan).await {
+                            endpoints = on_workers;
+                        }
+                        schema
+                    }
                     Err(status) => {
                         // Most bad statements end here, before DoGet: keep them in system.queries.
                         return Err(run::begin(&self.engine, session, &caller, &handle.sql).fail(status));
@@ -115,12 +125,14 @@ impl QuiverFlightSql {
                 }
             }
         };
+        if endpoints.is_empty() {
+            endpoints.push(FlightEndpoint::new().with_ticket(ticket));
+        }
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
-            .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
             .with_descriptor(descriptor);
-        Ok(info)
+        Ok(info.with_endpoints(endpoints))
     }
 
     /// Admits, plans and runs a query, streaming its batches to the client as they come.
@@ -288,8 +300,8 @@ impl FlightSqlService for QuiverFlightSql {
         let handle = QueryHandle { id: String::new(), sql: query.query, params: vec![] };
         let ticket = TicketStatementQuery { statement_handle: handle.to_bytes() };
         let ticket = Ticket::new(ticket.as_any().encode_to_vec());
-        let caller = caller_of(&request);
-        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller).await?))
+        let (caller, id) = (caller_of(&request), chosen_query_id(&request));
+        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller, id).await?))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -299,8 +311,8 @@ impl FlightSqlService for QuiverFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = QueryHandle::from_bytes(&cmd.prepared_statement_handle)?;
         let ticket = Ticket::new(cmd.as_any().encode_to_vec());
-        let caller = caller_of(&request);
-        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller).await?))
+        let (caller, id) = (caller_of(&request), chosen_query_id(&request));
+        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller, id).await?))
     }
 
     async fn do_get_statement(

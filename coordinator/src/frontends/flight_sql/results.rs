@@ -1,62 +1,22 @@
-//! How a query's result reaches a Flight SQL client: cast to the types every
-//! Flight SQL client reads, and encoded as Flight data.
-
-use std::sync::Arc;
+//! How a query's result reaches a Flight SQL client through the coordinator: cast
+//! to the types every Flight SQL client reads ([`quiver_proto::client_types`]),
+//! and encoded as Flight data.
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use futures::{Stream, TryStreamExt};
 use quiver_worker::status::from_datafusion;
 use tonic::Status;
 
 use super::DoGetStream;
 
+pub(crate) use quiver_proto::client_types::{flight_schema, to_client_types};
+
 pub(super) fn encode(batches: impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static) -> DoGetStream {
-    let batches = batches.and_then(|b| futures::future::ready(to_client_types(b)));
+    let batches = batches.and_then(|b| futures::future::ready(to_client_types(b).map_err(Into::into)));
     let flight = FlightDataEncoderBuilder::new()
         .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))))
         .map_err(Status::from);
     Box::pin(flight)
-}
-
-/// The type a client receives for `t`: dictionaries hydrated, and string/binary
-/// views as plain strings/binaries, which every Flight SQL client (JDBC, older
-/// pyarrow) reads and which IPC sends compactly.
-fn client_type(t: &DataType) -> DataType {
-    match t {
-        DataType::Dictionary(_, value) => client_type(value),
-        DataType::Utf8View => DataType::Utf8,
-        DataType::BinaryView => DataType::Binary,
-        other => other.clone(),
-    }
-}
-
-/// The schema clients receive; FlightInfo and the stream agree on it. Every column
-/// is nullable: the FlightInfo comes from the logical plan and the stream from the
-/// optimized one, which may know more (a folded constant is never null), and strict
-/// clients (ADBC) refuse a stream whose schema differs from the announced one.
-pub(crate) fn flight_schema(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_data_type(client_type(f.data_type())).with_nullable(true))
-        .collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
-}
-
-/// Casts a result batch to the client types of [`flight_schema`].
-pub(crate) fn to_client_types(batch: RecordBatch) -> datafusion::error::Result<RecordBatch> {
-    if batch.schema().fields().iter().all(|f| f.is_nullable() && client_type(f.data_type()) == *f.data_type()) {
-        return Ok(batch);
-    }
-    let schema = Arc::new(flight_schema(batch.schema_ref()));
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema, columns)?)
 }

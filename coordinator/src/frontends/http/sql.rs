@@ -139,7 +139,7 @@ pub(super) fn encode(
         match batches.next().await {
             Some(Ok(b)) => {
                 let chunk = to_client_types(b)
-                    .map_err(|e| from_datafusion(&e).message().to_string())
+                    .map_err(|e| e.to_string())
                     .and_then(|b| encoder.batch(&b))
                     .map(Bytes::from)
                     .map_err(std::io::Error::other);

@@ -331,7 +331,7 @@ impl Queries {
         let sql = sql.to_string();
         let rows = futures::stream::iter(first).chain(batches).flat_map(move |batch| {
             let rows: Box<dyn Iterator<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + Sync> =
-                match batch.and_then(crate::frontends::flight_sql::to_client_types) {
+                match batch.and_then(|b| crate::frontends::flight_sql::to_client_types(b).map_err(Into::into)) {
                     Ok(b) => Box::new(arrow_pg::datatypes::encode_recordbatch(rows_fields.clone(), b)),
                     Err(e) => Box::new(std::iter::once(Err(errors::to_pg(&from_datafusion(&e), Some(&sql))))),
                 };
