@@ -202,23 +202,29 @@ async fn stream_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str, s
 }
 
 pub async fn connect(args: &ConnectArgs) -> Result<FlightSqlServiceClient<Channel>> {
-    let (tls, address) = normalize(&args.host);
-    let mut endpoint = Endpoint::from_shared(address.clone()).with_context(|| format!("invalid host '{}'", args.host))?;
-    if tls {
-        let mut config = ClientTlsConfig::new().with_native_roots();
-        if let Some(ca) = &args.tls_ca {
-            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-            config = config.ca_certificate(Certificate::from_pem(pem));
-        }
-        endpoint = endpoint.tls_config(config)?;
-    }
-    let channel = endpoint.connect().await.with_context(|| format!("cannot connect to {}", args.host))?;
+    let channel = channel(&args.host, args.tls_ca.as_deref()).await?;
     let mut client = FlightSqlServiceClient::new(channel);
     if let Some(user) = &args.user {
         let password = args.password.clone().unwrap_or_default();
         client.handshake(user, &password).await.context("login failed")?;
     }
     Ok(client)
+}
+
+/// A connection to `host` (`host:port`, `grpc://`, `grpc+tcp://`, `grpc+tls://`, `http(s)://`),
+/// over TLS trusting the system's roots and `ca` when the scheme says so.
+async fn channel(host: &str, ca: Option<&std::path::Path>) -> Result<Channel> {
+    let (tls, address) = normalize(host);
+    let mut endpoint = Endpoint::from_shared(address).with_context(|| format!("invalid host '{host}'"))?;
+    if tls {
+        let mut config = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            config = config.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(config)?;
+    }
+    endpoint.connect().await.with_context(|| format!("cannot connect to {host}"))
 }
 
 /// Returns (tls, http(s) URL).
@@ -256,12 +262,7 @@ async fn fetch(client: &mut FlightSqlServiceClient<Channel>, endpoint: FlightEnd
     let Some(uri) = location else {
         return client.do_get(ticket).await.map_err(flight_error);
     };
-    let (tls, address) = normalize(uri);
-    let mut worker = Endpoint::from_shared(address).with_context(|| format!("the server sent an invalid endpoint location '{uri}'"))?;
-    if tls {
-        worker = worker.tls_config(ClientTlsConfig::new().with_native_roots())?;
-    }
-    let channel = worker.connect().await.with_context(|| format!("cannot connect to the worker at {uri} that serves part of the result"))?;
+    let channel = channel(uri, None).await.context("cannot reach the worker that serves part of the result")?;
     let mut worker = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
     let stream = worker.do_get(ticket).await.map_err(|s| anyhow::anyhow!("{} (from the worker at {uri})", s.message()))?.into_inner();
     Ok(FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from)))

@@ -1,5 +1,6 @@
 //! The client endpoint: an Arrow Flight SQL service over the query engine.
 
+mod actions;
 mod handles;
 mod metadata;
 mod results;
@@ -36,6 +37,8 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use crate::security::authn::{Authenticator, User};
+pub use actions::{ACTION_PROGRESS, ACTION_REFRESH, ACTION_SCALE};
+use actions::{refresh_schema, refresh_statement};
 use handles::{decode_params, encode_params, QueryHandle};
 use results::{encode, flight_schema};
 pub(crate) use results::{flight_schema as client_schema, to_client_types};
@@ -46,12 +49,6 @@ use crate::security::access::TableName;
 
 type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
 
-/// Flight action that rediscovers the tables of SQL-database sources.
-pub const ACTION_REFRESH: &str = "refresh";
-/// Flight action that pins the worker pool's size (body: a number, or "auto").
-pub const ACTION_SCALE: &str = "scale";
-/// Flight action that tells how far a query has come (body: its id; answer: JSON).
-pub const ACTION_PROGRESS: &str = "progress";
 
 pub struct QuiverFlightSql {
     engine: Arc<QueryEngine>,
@@ -101,7 +98,7 @@ impl QuiverFlightSql {
         let cached = (handle.is_plain() && !caller.no_cache)
             .then(|| crate::cache::text_key(caller.user_name(), &handle.sql, self.engine.datasets().generation()))
             .and_then(|k| self.engine.cache().peek_by_text(&k));
-        let mut endpoints = vec![];
+        let mut on_workers = None;
         let schema = match refresh_statement(&handle.sql) {
             Some(_) => refresh_schema(),
             // A statement answered from the cache is not planned again to learn its schema.
@@ -113,9 +110,7 @@ impl QuiverFlightSql {
                 match self.plan(&session, handle).await {
                     Ok(plan) => {
                         let schema = flight_schema(plan.schema().as_arrow());
-                        if let Some(on_workers) = run::client_endpoints(&self.engine, session, &caller, &handle.sql, plan).await {
-                            endpoints = on_workers;
-                        }
+                        on_workers = run::client_endpoints(&self.engine, session, &caller, &handle.sql, plan).await;
                         schema
                     }
                     Err(status) => {
@@ -125,14 +120,12 @@ impl QuiverFlightSql {
                 }
             }
         };
-        if endpoints.is_empty() {
-            endpoints.push(FlightEndpoint::new().with_ticket(ticket));
-        }
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
             .with_descriptor(descriptor);
-        Ok(info.with_endpoints(endpoints))
+        // Otherwise the coordinator serves the one endpoint, over the same connection.
+        Ok(info.with_endpoints(on_workers.unwrap_or_else(|| vec![FlightEndpoint::new().with_ticket(ticket)])))
     }
 
     /// Admits, plans and runs a query, streaming its batches to the client as they come.
@@ -155,45 +148,6 @@ impl QuiverFlightSql {
         Ok(Response::new(encode(running.batches)))
     }
 
-    /// Refuses `what` to users without an admin role (when users log in at all).
-    fn require_admin(&self, caller: &Caller, what: &str) -> Result<(), Status> {
-        match &caller.user {
-            Some(user) if !self.engine.access(Some(user)).is_admin() => Err(Status::permission_denied(format!(
-                "access denied: {what} is for administrators (a role in access.admin_roles); user '{}' has none",
-                user.name
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// A query's progress as JSON: state, rows and bytes so far, elapsed seconds,
-    /// and its stage tasks and fragments finished of those started. Users see
-    /// their own queries; administrators everyone's.
-    fn progress(&self, caller: &Caller, id: &str) -> Result<String, Status> {
-        let record = self.engine.queries().get(id).filter(|q| {
-            caller.user.is_none() || q.user.as_deref() == caller.user_name() || self.engine.access(caller.user.as_ref()).is_admin()
-        });
-        let Some(q) = record else { return Err(Status::not_found(format!("no query '{id}'"))) };
-        let fragments: Vec<_> = self.engine.fragments().snapshot().into_iter().filter(|f| f.query_id == id).collect();
-        let done = fragments.iter().filter(|f| f.state == "finished").count();
-        let stages: std::collections::BTreeSet<u32> = fragments.iter().map(|f| f.stage).collect();
-        Ok(serde_json::json!({
-            "id": q.id, "state": q.state, "rows": q.rows, "bytes": q.bytes, "elapsed_secs": q.elapsed(),
-            "fragments_done": done, "fragments": fragments.len(), "stages": stages.len(), "error": q.error,
-        })
-        .to_string())
-    }
-
-    /// Rediscovers database tables; one row per schema refreshed.
-    async fn refresh(&self, target: Option<&str>) -> Result<RecordBatch, Status> {
-        let refreshed = self.engine.refresh(target).await.map_err(|e| from_datafusion(&e))?;
-        tracing::info!(?refreshed, "table lists refreshed");
-        let names = datafusion::arrow::array::StringArray::from_iter_values(refreshed.iter().map(|(n, _)| n.as_str()));
-        let counts = datafusion::arrow::array::Int64Array::from_iter_values(refreshed.iter().map(|(_, c)| *c as i64));
-        RecordBatch::try_new(Arc::new(refresh_schema()), vec![Arc::new(names), Arc::new(counts)])
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-
     /// The catalogs as the caller may see them.
     fn metadata_context<T>(&self, request: &Request<T>) -> datafusion::prelude::SessionContext {
         self.engine.metadata_context(self.engine.access(caller_of(request).user.as_ref()))
@@ -208,24 +162,6 @@ impl QuiverFlightSql {
             .map_err(Status::from);
         Ok(Response::new(Box::pin(stream)))
     }
-}
-
-/// `REFRESH` or `REFRESH <schema>`: rediscover the tables of SQL-database sources.
-/// Returns the optional schema name, or None when the statement is something else.
-fn refresh_statement(sql: &str) -> Option<Option<String>> {
-    let mut words = sql.trim().trim_end_matches(';').split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("refresh") {
-        return None;
-    }
-    let target = words.next().map(|w| w.trim_matches('"').to_string());
-    match words.next() {
-        Some(_) => None,
-        None => Some(target),
-    }
-}
-
-fn refresh_schema() -> Schema {
-    Schema::new(vec![Field::new("schema_name", DataType::Utf8, false), Field::new("tables", DataType::Int64, false)])
 }
 
 /// The inferred type of each positional parameter `$1..$n` (None where unknown).
@@ -526,81 +462,12 @@ impl FlightSqlService for QuiverFlightSql {
         &self,
         request: Request<arrow_flight::Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let caller = caller_of(&request);
-        let action = request.into_inner();
-        if action.r#type == ACTION_PROGRESS {
-            let id = String::from_utf8_lossy(&action.body).trim().to_string();
-            let body = self.progress(&caller, &id)?;
-            return Ok(Response::new(Box::pin(stream::iter([Ok(arrow_flight::Result { body: body.into() })]))));
-        }
-        if action.r#type != quiver_proto::ACTION_HEALTH {
-            self.require_admin(&caller, &format!("the '{}' action", action.r#type))?;
-        }
-        let body = String::from_utf8(action.body.to_vec()).map_err(|_| Status::invalid_argument("action body is not UTF-8"))?;
-        let one = |text: String| -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-            Ok(Response::new(Box::pin(stream::iter([Ok(arrow_flight::Result { body: text.into() })]))))
-        };
-        match action.r#type.as_str() {
-            ACTION_REFRESH => {}
-            quiver_proto::ACTION_HEALTH => return one("ok".into()),
-            ACTION_SCALE => {
-                let size = match body.trim() {
-                    "auto" => None,
-                    n => Some(n.parse::<usize>().map_err(|_| {
-                        Status::invalid_argument(format!("scale takes a worker count or 'auto', not '{n}'"))
-                    })?),
-                };
-                self.engine.pool().set_target(size).map_err(|e| Status::failed_precondition(e.to_string()))?;
-                tracing::info!(?size, "worker pool size set on request");
-                return one(match size {
-                    Some(n) => format!("scaling to {n} workers"),
-                    None => "the autoscaler sizes the pool".into(),
-                });
-            }
-            other => return Err(Status::invalid_argument(format!("unknown action '{other}'"))),
-        }
-        let target = body;
-        let target = Some(target.trim()).filter(|t| !t.is_empty());
-        let refreshed = self.engine.refresh(target).await.map_err(|e| from_datafusion(&e))?;
-        let results: Vec<Result<arrow_flight::Result, Status>> = refreshed
-            .into_iter()
-            .map(|(name, tables)| Ok(arrow_flight::Result { body: format!("{name}: {tables} tables").into() }))
-            .collect();
-        Ok(Response::new(Box::pin(stream::iter(results))))
+        self.action(request).await
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
-        Some(vec![
-            Ok(arrow_flight::ActionType {
-                r#type: ACTION_REFRESH.into(),
-                description: "Rediscover the tables of SQL-database sources; body: optional schema name".into(),
-            }),
-            Ok(arrow_flight::ActionType {
-                r#type: ACTION_SCALE.into(),
-                description: "Pin the number of Docker workers; body: a count, or 'auto' for the autoscaler".into(),
-            }),
-            Ok(arrow_flight::ActionType { r#type: quiver_proto::ACTION_HEALTH.into(), description: "Answers 'ok'".into() }),
-            Ok(arrow_flight::ActionType {
-                r#type: ACTION_PROGRESS.into(),
-                description: "How far a query has come; body: its id (x-quiver-query-id); answer: JSON".into(),
-            }),
-        ])
+        Some(actions::custom_actions())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::refresh_statement;
-
-    #[test]
-    fn refresh_statements() {
-        assert_eq!(refresh_statement("REFRESH"), Some(None));
-        assert_eq!(refresh_statement(" refresh quiver.pg ; "), Some(Some("quiver.pg".into())));
-        assert_eq!(refresh_statement("refresh \"crm\""), Some(Some("crm".into())));
-        assert_eq!(refresh_statement("SELECT 1"), None);
-        assert_eq!(refresh_statement("refresh a b"), None);
-        assert_eq!(refresh_statement(""), None);
-    }
 }
