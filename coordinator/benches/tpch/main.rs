@@ -126,6 +126,14 @@ async fn quiver_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -
     Ok(out)
 }
 
+/// Prints the wall-clock time of a phase boundary to stderr, in seconds since the Unix
+/// epoch: a profile recorded with `perf record -k CLOCK_REALTIME` is sliced at these
+/// times with `perf report --time START,END`.
+fn mark(what: &str) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    eprintln!("mark: {what} at {:.6}", now.as_secs_f64());
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -206,6 +214,7 @@ async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     // Streaming a whole table to a Flight client.
+    mark("relay SELECT * start");
     let mut stream_runs = vec![];
     let mut stream_bytes = 0usize;
     let mut stream_rows = 0usize;
@@ -214,23 +223,22 @@ async fn run(args: Args) -> Result<()> {
         let info = client.execute("SELECT * FROM lineitem".into(), None).await?;
         let (mut bytes, mut n) = (0, 0);
         for ep in info.endpoint {
-            let mut s = client.do_get(ep.ticket.ok_or_else(|| anyhow!("no ticket"))?).await?;
-            while let Some(b) = s.try_next().await? {
-                // Bytes of the values themselves (sliced buffers counted once, not whole).
-                bytes += b.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum::<usize>();
-                n += b.num_rows();
-            }
+            let (r, b) = count_rows_and_bytes(client.do_get(ep.ticket.ok_or_else(|| anyhow!("no ticket"))?).await?).await?;
+            (n, bytes) = (n + r, bytes + b);
         }
         stream_runs.push(t.elapsed());
         (stream_bytes, stream_rows) = (bytes, n);
     }
     let stream = median(stream_runs);
+    mark("relay SELECT * end");
     server.shutdown().await?;
     // The shuffle query reads one column and would run whole on one worker at the
     // default threshold: a coordinator of its own over the same workers forces stages.
     let shuffle = if args.worker_processes && args.exchanges {
         let server = quiver_coordinator::start(config(Some("0"), "")?).await?;
+        mark("shuffle start");
         let measured = shuffle_throughput(&mut connect(&server).await?, args.iterations).await;
+        mark("shuffle end");
         server.shutdown().await?;
         measured?
     } else {
@@ -327,7 +335,6 @@ fn print_throughput(stream: Duration, stream_bytes: usize, stream_rows: usize, s
 /// is unique), so nearly all of lineitem's comments cross the exchange.
 const SHUFFLE_SQL: &str = "SELECT count(*) FROM (SELECT l_comment, count(*) AS n FROM lineitem GROUP BY l_comment)";
 
-/// Median wall time of SHUFFLE_SQL and the bytes its stage tasks wrote to exchanges.
 /// `SELECT *` fetched straight from the workers' endpoints, one after another and all at once.
 struct Endpoints {
     count: usize,
@@ -340,6 +347,8 @@ struct Endpoints {
 async fn endpoint_throughput(client: &mut FlightSqlServiceClient<Channel>, iterations: usize) -> Result<Endpoints> {
     let mut out = Endpoints { count: 0, rows: 0, bytes: 0, sequential: Duration::ZERO, parallel: Duration::ZERO };
     for parallel in [false, true] {
+        let phase = if parallel { "endpoints in parallel" } else { "endpoints one after another" };
+        mark(&format!("{phase} start"));
         let mut runs = vec![];
         for _ in 0..iterations.max(1) {
             let t = Instant::now();
@@ -365,6 +374,7 @@ async fn endpoint_throughput(client: &mut FlightSqlServiceClient<Channel>, itera
             runs.push(t.elapsed());
             (out.rows, out.bytes) = (rows, bytes);
         }
+        mark(&format!("{phase} end"));
         match parallel {
             true => out.parallel = median(runs),
             false => out.sequential = median(runs),
@@ -380,7 +390,12 @@ async fn fetch_from_worker(endpoint: arrow_flight::FlightEndpoint) -> Result<(us
     let channel = Endpoint::from_shared(uri)?.tcp_nodelay(true).connect().await?;
     let mut worker = arrow_flight::flight_service_client::FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
     let data = worker.do_get(ticket).await?.into_inner().map_err(arrow_flight::error::FlightError::from);
-    let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data);
+    count_rows_and_bytes(arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data)).await
+}
+
+/// Rows and bytes of the values themselves (sliced buffers counted once, not whole) of a
+/// Flight stream, read to its end.
+async fn count_rows_and_bytes(mut batches: arrow_flight::decode::FlightRecordBatchStream) -> Result<(usize, usize)> {
     let (mut rows, mut bytes) = (0, 0);
     while let Some(b) = batches.try_next().await? {
         bytes += b.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum::<usize>();
@@ -389,6 +404,7 @@ async fn fetch_from_worker(endpoint: arrow_flight::FlightEndpoint) -> Result<(us
     Ok((rows, bytes))
 }
 
+/// Median wall time of SHUFFLE_SQL and the bytes its stage tasks wrote to exchanges.
 async fn shuffle_throughput(client: &mut FlightSqlServiceClient<Channel>, iterations: usize) -> Result<Option<(u64, f64)>> {
     let mut runs = vec![];
     for _ in 0..iterations.max(1) {
@@ -419,10 +435,10 @@ impl Drop for Processes {
     }
 }
 
-/// Starts `quiver worker` and waits for its address.
 /// Shared by the bench's coordinator and its worker processes (loopback only).
 const BENCH_SECRET: &str = "quiver-bench-cluster-secret-0123456789";
 
+/// Starts `quiver worker` and waits for its address.
 fn start_worker(id: &str) -> Result<(std::process::Child, String)> {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
