@@ -13,13 +13,15 @@
 //! everything above them on the coordinator (`rule.rs`). A pool scaled to zero
 //! starts a worker for a plan that needs one (`wake.rs`). A root whose partitions
 //! need no merge can be handed to a Flight SQL client as endpoints on the workers
-//! (`endpoints.rs`).
+//! (`endpoints.rs`). File scans' partitions are evened out before they are placed
+//! (`scan_ranges.rs`).
 
 mod adaptive;
 pub mod endpoints;
 mod query_exec;
 mod remote_exec;
 mod rule;
+mod scan_ranges;
 mod scheduler;
 mod stages;
 pub mod wake;

@@ -122,6 +122,7 @@ impl PhysicalOptimizerRule for DistributeFragments {
             return Err(super::wake::NoWorkers::error(self.pool.all().len()));
         }
         let plan = sink_filters_below_round_robin(plan)?;
+        let plan = super::scan_ranges::even_out_file_starts(plan)?;
         if let Some(whole) = self.single_stage(&plan, &workers) {
             return Ok(whole);
         }
