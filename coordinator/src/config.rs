@@ -81,6 +81,10 @@ pub struct ServerConfig {
     /// metrics at `/metrics`; off when absent. `metrics_listen` is the older name.
     #[serde(default, alias = "metrics_listen")]
     pub http_listen: Option<SocketAddr>,
+    /// Origins (`https://bi.example.com`) besides the server's own whose web pages
+    /// may POST to the HTTP door; requests from any other site's page are refused.
+    #[serde(default)]
+    pub http_allowed_origins: Vec<String>,
     /// The PostgreSQL wire protocol for psql and BI tools; off when absent.
     #[serde(default)]
     pub postgres_listen: Option<SocketAddr>,
@@ -107,6 +111,15 @@ pub struct ServerConfig {
     /// Longer statement texts are refused before they are parsed.
     #[serde(default = "default_max_statement")]
     pub max_statement_bytes: ByteSize,
+    /// Most connections each door (Flight SQL, PostgreSQL, HTTP) holds at once;
+    /// one more is refused (SQLSTATE 53300, HTTP 503). Lowered at start when the
+    /// open-files limit cannot hold it for all three doors.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that has not sent its first bytes (or, on the PostgreSQL and
+    /// HTTP ports, finished its login or request headers) within this is closed.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: f64,
     /// Append a JSON line per query and per failed login to this file.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
@@ -129,6 +142,12 @@ fn default_max_queued() -> usize {
 fn default_queue_timeout() -> f64 {
     300.0
 }
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_handshake_timeout() -> f64 {
+    10.0
+}
 fn default_max_statement() -> ByteSize {
     ByteSize(1 << 20)
 }
@@ -138,6 +157,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             http_listen: None,
+            http_allowed_origins: Vec::new(),
             keda_listen: None,
             postgres_listen: None,
             query_timeout_secs: default_query_timeout(),
@@ -146,6 +166,8 @@ impl Default for ServerConfig {
             max_queued_queries: default_max_queued(),
             queue_timeout_secs: default_queue_timeout(),
             max_statement_bytes: default_max_statement(),
+            max_connections: default_max_connections(),
+            handshake_timeout_secs: default_handshake_timeout(),
             audit_log: None,
             data_dir: None,
             default_catalog: None,

@@ -137,6 +137,8 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(crate::writes::StageWrites::new(writes.clone())))
             .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec, scheduler, config.workers.single_stage_max_bytes.0)))
             .build();
+        let mut state = state;
+        quiver_worker::functions::register(&mut state)?;
         let ctx = SessionContext::new_with_state(state);
         quiver_connectors::register_object_stores(&ctx.runtime_env(), &config.source)?;
         let registered = quiver_connectors::register_sources(&ctx, &config.source).await?;
@@ -470,6 +472,7 @@ impl QuerySession {
                 return self.plan_command(command?);
             }
             crate::placeholders::number_question_marks(s)?;
+            crate::pg_spelling::rewrite(s);
         }
         let explained = match &statement {
             datafusion::sql::parser::Statement::Explain(e) if crate::writes::statements::is_write(&e.statement) => Some((e.options.verbose, e.options.analyze)),
@@ -560,7 +563,13 @@ impl QuerySession {
 
     /// Plans physically (fragments are assigned to workers here) and starts streaming.
     /// A plan that needs a worker while the pool has scaled to zero waits for one.
+    /// The stream is in the types the logical plan announced ([`crate::result_schema`]).
     pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let announced = plan.schema().as_arrow().clone();
+        Ok(crate::result_schema::conform(self.execute_unconformed(plan).await?, &announced))
+    }
+
+    async fn execute_unconformed(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
         use crate::distributed::wake;
         let first = DataFrame::new(self.ctx.state(), plan.clone()).execute_stream().await;
         match first {

@@ -30,12 +30,41 @@ pub fn positional_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
         .filter_map(|(name, t)| name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).map(|n| (n, t)))
         .filter(|(n, _)| *n >= 1)
         .collect();
+    // `$1::bigint[]`: a parameter the planner left untyped takes the type it is cast to.
+    let casts = cast_types(plan);
+    for (n, t) in positional.iter_mut() {
+        if t.is_none() {
+            *t = casts.get(&format!("${n}")).cloned();
+        }
+    }
     positional.sort_by_key(|(n, _)| *n);
     let mut out = vec![None; positional.last().map(|(n, _)| *n).unwrap_or(0)];
     for (n, t) in positional {
         out[n - 1] = t;
     }
     Ok(out)
+}
+
+/// The types placeholders are cast to (`CAST($1 AS INT)`, `$1::text[]`), by placeholder id.
+fn cast_types(plan: &LogicalPlan) -> std::collections::HashMap<String, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::expr::{Cast, TryCast};
+    use datafusion::logical_expr::Expr as LExpr;
+    let mut out = std::collections::HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let LExpr::Cast(Cast { expr, field, .. }) | LExpr::TryCast(TryCast { expr, field, .. }) = e {
+                    if let LExpr::Placeholder(p) = expr.as_ref() {
+                        out.entry(p.id.clone()).or_insert_with(|| field.data_type().clone());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
 }
 
 #[derive(Default)]

@@ -182,6 +182,9 @@ async fn serve(
     listeners: Listeners,
 ) -> Result<RunningCoordinator, CoordinatorError> {
     let Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, keda_listener, flight_identity } = listeners;
+    let per_door = crate::frontends::limits::per_door(config.server.max_connections, crate::frontends::limits::raise_fd_limit());
+    let handshake = Duration::from_secs_f64(config.server.handshake_timeout_secs.max(0.1));
+    let door = |name| crate::frontends::limits::Door::new(name, per_door, handshake);
     let keda = keda_listener.map(|(listener, bound)| {
         crate::pool::keda::serve(listener, pool.clone());
         tracing::info!(%bound, "KEDA external scaler");
@@ -207,13 +210,13 @@ async fn serve(
     let mut http = None;
     if let Some((listener, bound)) = http_listener {
         let https = http_tls.is_some();
-        crate::frontends::http::serve(listener, engine.clone(), auth.clone(), http_tls);
+        crate::frontends::http::serve(listener, engine.clone(), auth.clone(), http_tls, config.server.http_allowed_origins.clone(), door("HTTP"));
         tracing::info!(%bound, https, "HTTP: web console at /, SQL at /v1/sql, Prometheus metrics at /metrics");
         http = Some(bound);
     }
     let mut postgres = None;
     if let Some((listener, bound)) = pg_listener {
-        crate::frontends::pgwire::serve(listener, engine.clone(), auth.clone(), pg_tls);
+        crate::frontends::pgwire::serve(listener, engine.clone(), auth.clone(), pg_tls, door("PostgreSQL"));
         tracing::info!(%bound, tls = config.server.tls.is_some(), "PostgreSQL protocol");
         postgres = Some(bound);
     }
@@ -233,12 +236,34 @@ async fn serve(
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = builder.add_service(service);
+    let incoming = flight_incoming(listener, door("Flight SQL"));
     let task = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(quiver_worker::nodelay(TcpListenerStream::new(listener)), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             })
             .await
     });
     Ok(RunningCoordinator { addr, http, postgres, keda, pool, tls, task, stop })
+}
+
+/// Flight SQL's connections: each holds a place at its door and must speak
+/// within the handshake timeout; one over the limit is closed at once (gRPC has
+/// no way to say why before the HTTP/2 preface).
+fn flight_incoming(
+    listener: TcpListener,
+    door: crate::frontends::limits::Door,
+) -> impl futures::Stream<Item = std::io::Result<crate::frontends::limits::FirstBytes<tokio::net::TcpStream>>> {
+    use futures::StreamExt;
+    quiver_worker::nodelay(TcpListenerStream::new(listener)).filter_map(move |conn| {
+        let admitted = match conn {
+            Ok(stream) => door.admit().map(|permit| Ok(crate::frontends::limits::FirstBytes::new(stream, door.handshake, permit))),
+            // An accept error (out of descriptors) is not the end of the listener.
+            Err(e) => {
+                tracing::warn!(error = %e, "Flight SQL accept failed");
+                None
+            }
+        };
+        futures::future::ready(admitted)
+    })
 }

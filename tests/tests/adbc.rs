@@ -35,3 +35,16 @@ fn adbc_flightsql_driver_logs_in() -> anyhow::Result<()> {
     assert!(out.contains("ADBC OK"), "{out}");
     Ok(())
 }
+
+/// Every query shape's announced schema is the streamed one, and GetTables agrees
+/// with results (tests/python/adbc_schemas.py, the driver's own schema check).
+#[test]
+fn flight_sql_metadata_agrees_with_results() -> anyhow::Result<()> {
+    let server = start_coordinator(&tpch_source())?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join("adbc_schemas.py");
+    let out = Command::new(python()).arg(script).arg(format!("grpc://{}", server.addr)).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "adbc_schemas.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("SCHEMAS OK"), "{stdout}");
+    Ok(())
+}

@@ -130,3 +130,54 @@ async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {
     assert_eq!(states, ["cancelled"]);
     Ok(())
 }
+
+/// A page of another site that posts a statement with a form (what a hostile page
+/// makes a logged-in browser send) is refused; the console, same origin, still runs SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_form_is_refused_and_the_console_still_works() -> anyhow::Result<()> {
+    let config = format!("[server]\nhttp_listen = \"127.0.0.1:0\"\n{}", tpch_source());
+    let server = start_coordinator(&config)?;
+    let base = format!("http://{}", server.http_addr());
+    // The hostile site: another origin (another port) serving a self-submitting form.
+    let hostile = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hostile_addr = hostile.local_addr()?;
+    let page = format!(
+        "<html><body><form id=f method=post enctype=text/plain action=\"{base}/v1/sql\">\
+         <input name=\"SELECT 'csrf-probe' AS x --\" value=\"x\"></form>\
+         <script>document.getElementById('f').submit()</script></body></html>"
+    );
+    let serve = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for _ in 0..4 {
+            let Ok((mut s, _)) = hostile.accept().await else { return };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}", page.len());
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+
+    let browser = browser()?;
+    let tab = browser.new_tab().map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.set_default_timeout(Duration::from_secs(60));
+    open(&tab, &format!("http://{hostile_addr}/"))?;
+    let refused = wait_for_text(&tab, "the refusal", |t| t.contains("cross-site request refused"))?;
+    assert!(refused.contains("\"error\""), "the refusal is the JSON error:\n{refused}");
+    screenshot(&tab, "cross-site-refused")?;
+    serve.abort();
+
+    // The statement never ran.
+    let mut flight = client(&server.addr).await?;
+    let ran = query(&mut flight, "SELECT count(*) AS n FROM quiver.system.queries WHERE sql LIKE '%csrf-probe%' AND sql NOT LIKE '%system.queries%'").await?;
+    assert_eq!(strings(&ran, "n"), ["0"], "the cross-site statement ran");
+
+    // The console itself posts with application/sql from its own origin.
+    open(&tab, &format!("{base}/sql"))?;
+    tab.evaluate("document.getElementById('editor').value = ''", false).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.find_element("#editor").and_then(|e| e.type_into("SELECT r_name FROM region ORDER BY r_name").map(|_| ())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.find_element("#run").and_then(|e| e.click().map(|_| ())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shown = wait_for_text(&tab, "the result grid", |t| t.contains("5 rows in"))?;
+    assert!(shown.contains("EUROPE"), "{shown}");
+    screenshot(&tab, "sql-editor-after-refusal")?;
+    Ok(())
+}

@@ -180,3 +180,44 @@ fn https_with_the_server_certificate() -> anyhow::Result<()> {
     assert!(!plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("1"), "plain HTTP was served");
     Ok(())
 }
+
+/// Every failure is JSON with its SQLSTATE; decimals arrive as exact strings; a
+/// browser's cross-site form is refused while curl's plain POST works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_decimals_exact_and_cross_site_forms_refused() -> anyhow::Result<()> {
+    let server = start_coordinator(&config(""))?;
+    let base = format!("http://{}", server.http_addr());
+    let url = format!("{base}/v1/sql");
+    let json = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
+
+    let (body, code) = curl(&["-d", "SELECT 1/0", &url]);
+    assert_eq!((code, json(&body)["sqlstate"].as_str()), (400, Some("22012")), "{}", String::from_utf8_lossy(&body));
+    let (body, code) = curl(&["-d", "SELECT * FROM no_such_table", &url]);
+    assert_eq!((code, json(&body)["sqlstate"].as_str()), (400, Some("42P01")));
+    let (body, code) = curl(&[&format!("{base}/no/such/page")]);
+    assert_eq!(code, 404);
+    assert!(json(&body)["error"].as_str().is_some_and(|e| e.contains("/no/such/page")));
+    // Over axum's body limit (2 MiB): still the JSON error.
+    let big = tempfile::NamedTempFile::new()?;
+    std::fs::write(big.path(), vec![b' '; 3 << 20])?;
+    let (body, code) = curl(&["--data-binary", &format!("@{}", big.path().display()), &url]);
+    assert_eq!(code, 413);
+    assert!(json(&body)["error"].is_string());
+
+    // A decimal beyond 2^53 keeps every digit.
+    let (body, code) = curl(&["-d", "SELECT CAST('12345678901234567.89' AS DECIMAL(20, 2)) AS d, sum(o_totalprice) AS s FROM orders", &url]);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let row = &json(&body)[0];
+    assert_eq!(row["d"], "12345678901234567.89");
+    assert!(row["s"].as_str().is_some_and(|s| s.contains('.')), "{row}");
+
+    // What a hostile page's form makes a browser send; then the same from a program.
+    let form = ["-H", "Origin: http://evil.example", "-H", "Sec-Fetch-Site: cross-site", "-H", "Content-Type: text/plain", "-d", "SELECT 'csrf' --=x", url.as_str()];
+    let (body, code) = curl(&form);
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(json(&body)["error"].as_str().is_some_and(|e| e.contains("cross-site")));
+    let same = format!("Origin: {base}");
+    let (body, code) = curl(&["-H", &same, "-H", "Content-Type: application/sql", "-d", "SELECT 1 AS one", &url]);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    Ok(())
+}

@@ -146,3 +146,75 @@ async fn deep_nesting_is_a_clear_error() -> anyhow::Result<()> {
     assert_eq!(row_count(&query(&mut c, "SELECT * FROM region").await?), 5);
     Ok(())
 }
+
+/// Raises this test process' open-files limit, so it can hold thousands of sockets.
+fn raise_own_fd_limit() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+async fn pg_count(pg: &str) -> anyhow::Result<i64> {
+    let (c, conn) = tokio::time::timeout(Duration::from_secs(20), tokio_postgres::connect(&format!("postgres://quiver@{pg}/quiver"), tokio_postgres::NoTls)).await??;
+    tokio::spawn(conn);
+    Ok(c.query_one("SELECT count(*) FROM nation", &[]).await?.get(0))
+}
+
+fn http_count(http: &str) -> anyhow::Result<(u16, String)> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-d", "SELECT count(*) AS n FROM nation", &format!("http://{http}/v1/sql")])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
+/// 2,000 sockets that connect and say nothing, held on the PostgreSQL port, do
+/// not stop any door, that one included; a door over `max_connections` refuses
+/// clearly (53300, HTTP 503), and silent connections are closed after the
+/// handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_starve_the_doors() -> anyhow::Result<()> {
+    raise_own_fd_limit();
+    let doors = "[server]\npostgres_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n";
+    let server = start_coordinator(&format!("{doors}{}", tpch_source()))?;
+    let (pg, http) = (server.postgres_addr(), server.http_addr());
+    let mut silent = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        silent.push(tokio::net::TcpStream::connect(&pg).await?);
+    }
+    assert_eq!(pg_count(&pg).await?, 25, "the PostgreSQL port under 2,000 idle sockets");
+    let (code, body) = http_count(&http)?;
+    assert_eq!(code, 200, "{body}");
+    let mut flight = client(&server.addr).await?;
+    assert_eq!(first_i64(&query(&mut flight, "SELECT count(*) FROM nation").await?), 25);
+    drop(silent);
+
+    // A small door: the 21st connection is refused with a reason, until the silent ones time out.
+    let small = format!("{doors}max_connections = 20\nhandshake_timeout_secs = 2\n{}", tpch_source());
+    let server = start_coordinator(&small)?;
+    let (pg, http) = (server.postgres_addr(), server.http_addr());
+    let mut silent = vec![];
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(&pg).await?);
+        silent.push(tokio::net::TcpStream::connect(&http).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = pg_count(&pg).await.expect_err("a full PostgreSQL port refuses");
+    let code = refused.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.as_db_error()).map(|d| d.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("53300"), "{refused:#}");
+    let (code, body) = http_count(&http)?;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("too many connections"), "{body}");
+    // The silent ones are closed after 2 s; the doors serve again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pg_count(&pg).await?, 25);
+    assert_eq!(http_count(&http)?.0, 200);
+    drop(silent);
+    Ok(())
+}

@@ -301,3 +301,118 @@ async fn writes_answer_with_command_tags() -> anyhow::Result<()> {
     assert_eq!(n, 31);
     Ok(())
 }
+
+fn drivers(mode: &str, url: &str) -> String {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join("pg_drivers.py");
+    let out = Command::new(python()).arg(script).args([mode, url]).output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "pg_drivers.py {mode} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// SET/SHOW/RESET, search_path, current_setting, the logged-in user, typed errors (psycopg).
+#[test]
+fn sessions_keep_their_settings_and_errors_their_kind() -> anyhow::Result<()> {
+    let extra = "[server.auth]\nusers = { ann = \"${QUIVER_TEST_PW}\" }\n";
+    let server = start_coordinator_with_env(&config(extra), &[("QUIVER_TEST_PW", "ann-pw")])?;
+    let url = format!("postgres://ann:ann-pw@{}/quiver", server.postgres_addr());
+    assert!(drivers("session", &url).contains("SESSION OK"));
+    Ok(())
+}
+
+/// COPY … TO STDOUT through psycopg and psycopg2, and psql's \copy.
+#[test]
+fn copy_to_stdout_streams_text_csv_and_binary() -> anyhow::Result<()> {
+    let server = start_coordinator(&config(""))?;
+    let url = format!("postgres://quiver@{}/quiver", server.postgres_addr());
+    assert!(drivers("copy", &url).contains("COPY OK"));
+    let (ok, out, err) = psql(&url, "\\copy (SELECT r_regionkey, r_name FROM region ORDER BY 1) to stdout with csv header");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("r_regionkey,r_name\n0,AFRICA\n"), "{out}");
+    Ok(())
+}
+
+/// NULL and typed parameters, and asyncpg (array results, typed parameters).
+#[test]
+fn parameters_keep_their_types_and_asyncpg_works() -> anyhow::Result<()> {
+    let server = start_coordinator(&config(""))?;
+    let url = format!("postgres://quiver@{}/quiver", server.postgres_addr());
+    assert!(drivers("params", &url).contains("PARAMS OK"));
+    assert!(drivers("asyncpg", &url).contains("ASYNCPG OK"));
+    Ok(())
+}
+
+/// A refused login is the last message: the server closes right after FATAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_closes_the_connection_after_fatal() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let extra = "[server.auth]\nusers = { ann = \"${QUIVER_TEST_PW}\" }\n";
+    let server = start_coordinator_with_env(&config(extra), &[("QUIVER_TEST_PW", "ann-pw")])?;
+    let mut s = tokio::net::TcpStream::connect(server.postgres_addr()).await?;
+    // StartupMessage (protocol 3.0, user ann), then a wrong cleartext or SCRAM answer.
+    let mut body = vec![0, 3, 0, 0];
+    for (k, v) in [("user", "ann"), ("database", "quiver")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend(body);
+    s.write_all(&msg).await?;
+    let mut first = [0u8; 5];
+    s.read_exact(&mut first).await?;
+    assert_eq!(first[0], b'R', "an authentication request comes first");
+    let len = u32::from_be_bytes([first[1], first[2], first[3], first[4]]) as usize;
+    let mut rest = vec![0u8; len - 4];
+    s.read_exact(&mut rest).await?;
+    let method = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    // 3: cleartext; 10: SASL. Either way a wrong answer.
+    let answer: Vec<u8> = match method {
+        10 => {
+            let mech = b"SCRAM-SHA-256\0";
+            let data = b"n,,n=ann,r=abcdefghijklmnop";
+            let mut b = mech.to_vec();
+            b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            b.extend_from_slice(data);
+            b
+        }
+        _ => b"wrong\0".to_vec(),
+    };
+    let mut m = vec![b'p'];
+    m.extend_from_slice(&((answer.len() + 4) as u32).to_be_bytes());
+    m.extend(answer);
+    s.write_all(&m).await?;
+    if method == 10 {
+        // The server's SASL continue, then a wrong proof.
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut cont = vec![0u8; len - 4];
+        s.read_exact(&mut cont).await?;
+        let server_first = String::from_utf8_lossy(&cont[4..]).into_owned();
+        let nonce = server_first.split(',').find_map(|p| p.strip_prefix("r=")).unwrap_or("x").to_string();
+        let last = format!("c=biws,r={nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        let mut m = vec![b'p'];
+        m.extend_from_slice(&((last.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(last.as_bytes());
+        s.write_all(&m).await?;
+    }
+    let mut all = vec![];
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut all)).await??;
+    assert_eq!(all.first(), Some(&b'E'), "an ErrorResponse: {all:?}");
+    assert!(String::from_utf8_lossy(&all).contains("28P01"), "{}", String::from_utf8_lossy(&all));
+    let len = u32::from_be_bytes([all[1], all[2], all[3], all[4]]) as usize;
+    assert_eq!(all.len(), len + 1, "nothing after the FATAL error (no ReadyForQuery): {all:?}");
+    Ok(())
+}
+
+/// Superset's time grains and time-range filters (its PostgreSQL engine spec's SQL).
+#[test]
+fn superset_time_grains_and_filters_group_right() -> anyhow::Result<()> {
+    let server = start_coordinator(&config(""))?;
+    let url = format!("postgres://quiver@{}/quiver", server.postgres_addr());
+    assert!(drivers("timegrains", &url).contains("TIMEGRAINS OK"));
+    Ok(())
+}

@@ -299,3 +299,57 @@ async fn a_worker_killed_mid_write_loses_and_duplicates_nothing() -> anyhow::Res
     assert!(files_with(&root, ".quiver-staging").is_empty(), "{:?}", files_with(&root, ".quiver-staging"));
     Ok(())
 }
+
+/// Sessions racing to create one table (dbt runs models in parallel threads): one
+/// wins, the others get 42P07, and the table holds one copy. A table created from
+/// no rows keeps its columns: it reads as empty and takes inserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_table_is_atomic_and_an_empty_one_keeps_its_columns() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("lake");
+    std::fs::create_dir_all(&root)?;
+    let config = format!("[server]\npostgres_listen = \"127.0.0.1:0\"\n{}{}", tpch_source(), lake(&root));
+    let server = start_coordinator(&config)?;
+    let url = format!("postgres://quiver@{}/quiver", server.postgres_addr());
+    for round in 0..3 {
+        let table = format!("lake.same_{round}");
+        let mut tasks = vec![];
+        for _ in 0..4 {
+            let (url, sql) = (url.clone(), format!("CREATE TABLE {table} AS SELECT * FROM tpch.nation"));
+            tasks.push(tokio::spawn(async move {
+                let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                Ok::<_, tokio_postgres::Error>(c.simple_query(&sql).await.map(|_| ()))
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await?? {
+                Ok(()) => won += 1,
+                Err(e) => {
+                    let code = e.as_db_error().map(|d| d.code().clone());
+                    assert_eq!(code, Some(tokio_postgres::error::SqlState::DUPLICATE_TABLE), "round {round}: {e:?}");
+                }
+            }
+        }
+        assert_eq!(won, 1, "round {round}: exactly one session creates the table");
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let n: i64 = c.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await?.get(0);
+        assert_eq!(n, 25, "round {round}: one copy of nation");
+    }
+    assert!(files_with(&root, "quiver-create").is_empty(), "no claim file is left behind");
+
+    let mut c = client(&server.addr).await?;
+    let created = query(&mut c, "CREATE TABLE lake.nothing AS SELECT n_nationkey, n_name FROM tpch.nation WHERE n_nationkey < 0").await?;
+    assert_eq!(written(&created), 0);
+    let back = query(&mut c, "SELECT count(*) FROM lake.nothing").await?;
+    assert_eq!(int(&back, 0), 0);
+    let cols = strings(&query(&mut c, "SELECT column_name FROM information_schema.columns WHERE table_schema = 'lake' AND table_name = 'nothing' ORDER BY ordinal_position").await?, "column_name");
+    assert_eq!(cols, ["n_nationkey", "n_name"]);
+    let inserted = query(&mut c, "INSERT INTO lake.nothing SELECT n_nationkey, n_name FROM tpch.nation").await?;
+    assert_eq!(written(&inserted), 25);
+    let back = query(&mut c, "SELECT count(*) FROM lake.nothing").await?;
+    assert_eq!(int(&back, 0), 25);
+    Ok(())
+}

@@ -97,7 +97,9 @@ impl FragmentExecutor {
         let build = |config| {
             SessionStateBuilder::new().with_config(config).with_runtime_env(base_runtime.clone()).with_default_features().build()
         };
-        let (state, whole_plan_state) = (build(config), build(whole));
+        let (mut state, mut whole_plan_state) = (build(config), build(whole));
+        crate::functions::register(&mut state)?;
+        crate::functions::register(&mut whole_plan_state)?;
         Ok(Self {
             options,
             base_runtime,

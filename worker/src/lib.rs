@@ -13,6 +13,7 @@ pub mod exchange;
 mod compute;
 mod cost;
 mod executor;
+pub mod functions;
 mod lifecycle;
 mod narrow;
 mod service;

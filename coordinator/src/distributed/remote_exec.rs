@@ -434,7 +434,9 @@ pub(super) fn worker_error(worker: &str, e: FlightError) -> DataFusionError {
     match e {
         FlightError::Tonic(status) => {
             tracing::debug!(worker, error = %status.message(), "fragment failed on worker");
-            DataFusionError::External(Box::new(tonic::Status::new(status.code(), status.message().to_string())))
+            let kind = quiver_worker::status::kind_of(&status);
+            let status = quiver_worker::status::tagged(tonic::Status::new(status.code(), status.message().to_string()), kind);
+            DataFusionError::External(Box::new(status))
         }
         other => DataFusionError::External(Box::new(other)),
     }

@@ -4,10 +4,12 @@
 //! - [`pgwire`]: the PostgreSQL protocol (psql, BI tools, psycopg, SQLAlchemy), `server.postgres_listen`;
 //! - [`http`]: `POST /v1/sql`, the web console and `/metrics`, `server.http_listen`.
 //!
-//! [`run`] is what they share: the query log, admission, limits and cancellation.
+//! [`run`] is what they share: the query log, admission, limits and cancellation;
+//! [`limits`] keeps idle and slow connections from starving them.
 
 pub mod flight_sql;
 pub mod http;
+pub mod limits;
 pub mod pgwire;
 pub mod run;
 pub mod tls;

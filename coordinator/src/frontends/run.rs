@@ -262,7 +262,8 @@ fn guarded(
                         "query cancelled: it ran longer than server.query_timeout_secs ({} s)",
                         timeout.map(|t| t.as_secs_f64()).unwrap_or_default()
                     );
-                    Some((Err(DataFusionError::ResourcesExhausted(message)), None))
+                    let status = quiver_worker::status::tagged(Status::resource_exhausted(message), quiver_worker::status::ErrorKind::QueryCanceled);
+                    Some((Err(DataFusionError::External(Box::new(status))), None))
                 }
                 _ = cancel.notified() => {
                     drop(batches);

@@ -78,8 +78,11 @@ impl PhysicalOptimizerRule for StageWrites {
                 InsertOp::Overwrite => config.file_group.files().iter().map(|f| f.object_meta.location.clone()).collect(),
                 _ => vec![],
             };
+            let create = self.writes.is_create(target.as_str());
+            let empty = EmptyTable { schema: config.output_schema().clone(), extension: config.file_extension.clone() };
             let write = Arc::new(WriteFilesExec::try_new(input, sink, staging.clone())?);
-            let commit = CommitExec::new(write, Target { url: target, single, old_files, staging, schema: root.clone() });
+            let target = Target { url: target, single, old_files, staging, schema: root.clone(), create, empty, writes: self.writes.clone() };
+            let commit = CommitExec::new(write, target);
             Ok(Transformed::new(Arc::new(commit) as Arc<dyn ExecutionPlan>, true, TreeNodeRecursion::Jump))
         })
         .map(|t| t.data)
@@ -104,6 +107,44 @@ struct Target {
     staging: String,
     /// The source the target is in, listed again after the commit.
     schema: Arc<FilesSchema>,
+    /// A `CREATE TABLE … AS`: the folder must not exist when the commit creates it.
+    create: bool,
+    /// What a new table folder gets when the statement wrote no rows.
+    empty: EmptyTable,
+    writes: Arc<Writes>,
+}
+
+/// A table of no rows still has columns: a new folder gets one file with the
+/// schema and no rows (Parquet; a header line for CSV), so it can be read and
+/// inserted into.
+#[derive(Debug, Clone)]
+struct EmptyTable {
+    schema: SchemaRef,
+    /// `parquet`, `csv`, `json`, ... (without the dot).
+    extension: String,
+}
+
+impl EmptyTable {
+    fn file(&self) -> Result<Option<(String, Vec<u8>)>> {
+        let ext = self.extension.trim_start_matches('.').to_ascii_lowercase();
+        let bytes = match ext.as_str() {
+            "parquet" => {
+                let mut out = vec![];
+                let writer = parquet::arrow::ArrowWriter::try_new(&mut out, self.schema.clone(), None)?;
+                writer.close()?;
+                out
+            }
+            "csv" => {
+                let mut out = vec![];
+                let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                w.write(&RecordBatch::new_empty(self.schema.clone()))?;
+                drop(w);
+                out
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((format!("empty.{ext}"), bytes)))
+    }
 }
 
 /// Runs every write task, then publishes their files (see the module doc).
@@ -188,7 +229,11 @@ impl ExecutionPlan for CommitExec {
                     files.extend(names.value(i).lines().filter(|l| !l.is_empty()).map(|rel| (join(folder.prefix(), rel), rel.to_string())));
                 }
             }
-            publish(&store, &target, &files).await?;
+            let published = publish(&store, &target, &files).await;
+            if target.create {
+                target.writes.created(target.url.as_str());
+            }
+            published?;
             staging.remove().await;
             if let Some(cache) = context.runtime_env().cache_manager.get_list_files_cache() {
                 cache.clear();
@@ -232,7 +277,15 @@ async fn publish(store: &Arc<dyn ObjectStore>, target: &Target, files: &[(Path, 
         };
     }
     let existed = store.list(Some(to)).next().await.transpose().map_err(store_error)?.is_some();
+    if existed && target.create {
+        return Err(super::statements::already_exists(&target.url));
+    }
     let marker = format!("{{\"created_ms\":{}}}\n", crate::catalog::store::now_ms());
+    // A new table of no rows gets a file that holds its columns.
+    let empty = match (files.is_empty() && !existed, target.empty.file()?) {
+        (true, Some(file)) => Some(file),
+        _ => None,
+    };
     match (local_path(&target.url), existed) {
         (Some(dest), false) => {
             // One rename of a whole folder: the new table appears complete.
@@ -240,21 +293,44 @@ async fn publish(store: &Arc<dyn ObjectStore>, target: &Target, files: &[(Path, 
             for (from, rel) in files {
                 store.rename(from, &join(&gathered, rel)).await.map_err(store_error)?;
             }
+            if let Some((name, bytes)) = empty {
+                store.put(&join(&gathered, &name), bytes.into()).await.map_err(store_error)?;
+            }
             store.put(&join(&gathered, MARKER), marker.into_bytes().into()).await.map_err(store_error)?;
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(|e| DataFusionError::Execution(format!("cannot create {}: {e}", parent.display())))?;
             }
             let from = std::path::PathBuf::from(format!("/{gathered}"));
+            let _claim = match target.create {
+                true => Some(Claim::take(&dest, &target.url)?),
+                false => None,
+            };
+            if target.create && tokio::fs::try_exists(&dest).await.unwrap_or(true) {
+                return Err(super::statements::already_exists(&target.url));
+            }
             tokio::fs::rename(&from, &dest)
                 .await
                 .map_err(|e| DataFusionError::Execution(format!("cannot publish {} as {}: {e}", from.display(), dest.display())))?;
         }
         (_, existed) => {
+            if !existed {
+                // The marker first, created only if absent: of two statements
+                // creating the table, the second stops here.
+                let mode = match target.create {
+                    true => object_store::PutMode::Create,
+                    false => object_store::PutMode::Overwrite,
+                };
+                let put = store.put_opts(&join(to, MARKER), marker.into_bytes().into(), mode.into()).await;
+                match put {
+                    Err(object_store::Error::AlreadyExists { .. }) => return Err(super::statements::already_exists(&target.url)),
+                    other => other.map_err(store_error)?,
+                };
+                if let Some((name, bytes)) = empty {
+                    store.put(&join(to, &name), bytes.into()).await.map_err(store_error)?;
+                }
+            }
             for (from, rel) in files {
                 store.rename(from, &join(to, rel)).await.map_err(store_error)?;
-            }
-            if !existed {
-                store.put(&join(to, MARKER), marker.into_bytes().into()).await.map_err(store_error)?;
             }
         }
     }
@@ -264,6 +340,29 @@ async fn publish(store: &Arc<dyn ObjectStore>, target: &Target, files: &[(Path, 
         }
     }
     Ok(())
+}
+
+/// The right to create a table folder on local disk, held from the check that
+/// it does not exist to the rename that creates it: a file beside the folder,
+/// created only if absent (two statements creating one table cannot both hold it).
+struct Claim(std::path::PathBuf);
+
+impl Claim {
+    fn take(dest: &std::path::Path, url: &ListingTableUrl) -> Result<Self> {
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = dest.with_file_name(format!(".{name}.quiver-create"));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => Ok(Self(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(super::statements::already_exists(url)),
+            Err(e) => Err(DataFusionError::Execution(format!("cannot create {}: {e}", path.display()))),
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A statement's staging folder: removed after the commit, or, if the statement

@@ -258,14 +258,17 @@ async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::
         if create.if_not_exists {
             return LogicalPlanBuilder::empty(true).project(vec![lit(0u64).alias("count")])?.build();
         }
-        return Err(DataFusionError::Plan(format!("table {target} already exists")));
+        return Err(already_exists(&target));
     }
     match home {
         Home::Files(files) => {
             let root = files.root().map(|r| r.as_str().to_string()).unwrap_or_default();
+            let folder = format!("{root}{}/", target.table);
+            // Two sessions creating the same table: the commit lets one win.
+            cx.writes.creating(ListingTableUrl::parse(&folder)?.as_str());
             let copy = CopyToStatement {
                 source: CopyToSource::Query(query),
-                target: format!("{root}{}/", target.table),
+                target: folder,
                 partitioned_by: vec![],
                 stored_as: Some(format!("{:?}", files.default_format()).to_ascii_uppercase()),
                 options: vec![],
@@ -285,6 +288,11 @@ async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::
             Ok(LogicalPlan::Dml(dml))
         }
     }
+}
+
+/// SQLSTATE 42P07.
+pub(super) fn already_exists(target: &impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::External(Box::new(quiver_worker::status::ErrorKind::DuplicateTable.status(format!("table {target} already exists"))))
 }
 
 async fn plan_drop(cx: &WriteContext<'_>, if_exists: bool, names: Vec<datafusion::sql::sqlparser::ast::ObjectName>) -> Result<LogicalPlan> {

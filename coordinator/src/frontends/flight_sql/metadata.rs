@@ -127,11 +127,58 @@ pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> Result<Rec
                 TableType::View => "VIEW",
                 TableType::Temporary => "LOCAL TEMPORARY",
             };
-            let table_schema = if include_schema { table.schema() } else { Arc::new(empty.clone()) };
+            let table_schema = match include_schema {
+                true => Arc::new(described(&table.schema(), [&catalog, &schema, &name])),
+                false => Arc::new(empty.clone()),
+            };
             b.append(&catalog, &schema, &name, kind, &table_schema).map_err(arrow_status)?;
         }
     }
     b.build().map_err(arrow_status)
+}
+
+/// A table's schema as GetTables announces it: in the types its query results
+/// arrive in ([`super::client_schema`]: strings as `utf8`, every column nullable),
+/// each column described by the Flight SQL column metadata (its SQL type name and
+/// where it lives), which BI tools show and map to their own types.
+fn described(table: &Schema, [catalog, schema, name]: [&str; 3]) -> Schema {
+    let client = super::client_schema(table);
+    let fields: Vec<Field> = client
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut metadata = f.metadata().clone();
+            metadata.insert("ARROW:FLIGHT:SQL:TYPE_NAME".into(), sql_type_name(f.data_type()).into());
+            metadata.insert("ARROW:FLIGHT:SQL:CATALOG_NAME".into(), catalog.into());
+            metadata.insert("ARROW:FLIGHT:SQL:SCHEMA_NAME".into(), schema.into());
+            metadata.insert("ARROW:FLIGHT:SQL:TABLE_NAME".into(), name.into());
+            f.as_ref().clone().with_metadata(metadata)
+        })
+        .collect();
+    Schema::new_with_metadata(fields, client.metadata().clone())
+}
+
+/// The SQL name of an Arrow type, as [`xdbc_type_info`] lists it.
+pub fn sql_type_name(t: &DataType) -> &'static str {
+    match t {
+        DataType::Boolean => "BOOLEAN",
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "SMALLINT",
+        DataType::Int32 | DataType::UInt16 => "INTEGER",
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "BIGINT",
+        DataType::Float16 | DataType::Float32 => "REAL",
+        DataType::Float64 => "DOUBLE",
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => "DECIMAL",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => "VARBINARY",
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Time32(_) | DataType::Time64(_) => "TIME",
+        DataType::Timestamp(..) => "TIMESTAMP",
+        DataType::Interval(_) | DataType::Duration(_) => "INTERVAL",
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) | DataType::ListView(_) => "ARRAY",
+        DataType::Struct(_) => "STRUCT",
+        DataType::Map(..) => "MAP",
+        _ => "OTHER",
+    }
 }
 
 /// Schema of the (always empty) GetPrimaryKeys answer: sources declare no keys yet.

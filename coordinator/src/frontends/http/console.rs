@@ -79,7 +79,7 @@ async function runSql(explain){
   if (explain) sql = 'EXPLAIN ANALYZE ' + sql;
   err.hidden = true; grid.innerHTML = ''; status.textContent = 'running…';
   const started = performance.now();
-  const r = await fetch('/v1/sql', {method:'POST', body: sql, credentials:'same-origin', headers:{'Accept':'application/json'}});
+  const r = await fetch('/v1/sql', {method:'POST', body: sql, credentials:'same-origin', headers:{'Accept':'application/json','Content-Type':'application/sql'}});
   const id = r.headers.get('x-quiver-query-id');
   const body = await r.text();
   const secs = ((performance.now() - started) / 1000).toFixed(3);

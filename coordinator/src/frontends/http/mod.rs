@@ -3,11 +3,13 @@
 //!
 //! `/v1/sql` and the console take the same credentials as Flight SQL (Basic or
 //! Bearer in `Authorization`); a browser asks for them with its own login prompt.
-//! `/metrics` and `/health` are open, as scrapers and probes expect. With
+//! `/metrics` and `/health` are open, as scrapers and probes expect. POSTs made by
+//! a page of another site are refused ([`same_origin`]). With
 //! `[server.tls]` the listener serves HTTPS with the same certificate, and only that.
 
 mod console;
 mod history;
+mod same_origin;
 mod sql;
 
 use std::net::SocketAddr;
@@ -19,9 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
-use tonic::{Code, Status};
+use quiver_worker::status::kind_of;
+use tonic::Status;
 
 use crate::engine::QueryEngine;
+use crate::frontends::limits::{Door, FirstBytes};
 use crate::frontends::run::Caller;
 use crate::security::authn::Authenticator;
 
@@ -30,6 +34,8 @@ pub(crate) struct Http {
     engine: Arc<QueryEngine>,
     auth: Option<Authenticator>,
     history: Arc<history::History>,
+    /// Origins other than its own whose pages may POST (`server.http_allowed_origins`).
+    allowed_origins: Vec<String>,
 }
 
 type Shared = State<Arc<Http>>;
@@ -40,47 +46,92 @@ pub fn serve(
     engine: Arc<QueryEngine>,
     auth: Option<Authenticator>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    allowed_origins: Vec<String>,
+    door: Door,
 ) -> tokio::task::JoinHandle<()> {
     let history = history::History::start(engine.pool().clone());
-    let http = Arc::new(Http { engine, auth, history });
+    let http = Arc::new(Http { engine, auth, history, allowed_origins });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/sql", post(sql::post_sql))
         .merge(console::routes())
+        .fallback(|uri: axum::http::Uri| async move { error_response(StatusCode::NOT_FOUND, &format!("no such page: {}", uri.path())) })
+        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            error_response(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not served at {}", uri.path()))
+        })
+        .layer(axum::middleware::from_fn_with_state(http.clone(), same_origin::guard))
         .with_state(http);
-    match tls {
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
-                tracing::error!(error = %e, "HTTP listener stopped");
-            }
-        }),
-        Some(tls) => tokio::spawn(serve_tls(listener, app, tls)),
-    }
+    tokio::spawn(accept(listener, app, tls, door))
 }
 
-/// HTTPS: each connection's TLS handshake, then HTTP/1.1 on it, with the peer's
-/// address where the handlers read it (`ConnectInfo`).
-async fn serve_tls(listener: TcpListener, app: Router, tls: tokio_rustls::TlsAcceptor) {
+/// Each connection: a place at the door (a full door answers 503 and closes),
+/// the TLS handshake when configured, then HTTP/1.1 with a deadline for the
+/// request headers, and the peer's address where the handlers read it (`ConnectInfo`).
+async fn accept(listener: TcpListener, app: Router, tls: Option<tokio_rustls::TlsAcceptor>, door: Door) {
     loop {
-        let Ok((socket, peer)) = listener.accept().await else { continue };
-        let (app, tls) = (app.clone(), tls.clone());
+        let (socket, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, say: wait a little instead of spinning.
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(permit) = door.admit() else {
+            tokio::spawn(refuse_full(socket, door.full_message()));
+            continue;
+        };
+        let (app, tls, handshake) = (app.clone(), tls.clone(), door.handshake);
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(socket)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
+            let socket = FirstBytes::new(socket, handshake, permit);
             let app = app.layer(axum::Extension(ConnectInfo(peer)));
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let served = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(handshake);
+            let served = match tls {
+                None => builder.serve_connection(hyper_util::rt::TokioIo::new(socket), service).await,
+                Some(tls) => {
+                    let stream = match tokio::time::timeout(handshake, tls.accept(socket)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await
+                }
+            };
             if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
     }
+}
+
+/// Answers a connection the door has no place for: 503 with the JSON error.
+async fn refuse_full(mut socket: tokio::net::TcpStream, message: String) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::json!({ "error": message, "sqlstate": "53300" }).to_string();
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = async {
+        use tokio::io::AsyncReadExt;
+        // The request's head first: closing with unread bytes would reset the connection.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 64 * 1024 {
+            match socket.read(&mut buf).await {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let _ = socket.write_all(reply.as_bytes()).await;
+        let _ = socket.shutdown().await;
+        while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), answer).await;
 }
 
 async fn metrics(State(http): Shared) -> impl IntoResponse {
@@ -121,17 +172,25 @@ fn error_response(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// The HTTP status for a query error.
+/// The HTTP status for a query error, from its kind.
 fn status_of(status: &Status) -> StatusCode {
-    match status.code() {
-        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::Unimplemented => StatusCode::BAD_REQUEST,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::Cancelled | Code::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    use quiver_worker::status::ErrorKind as K;
+    match kind_of(status) {
+        K::InsufficientPrivilege | K::ReadOnly => StatusCode::FORBIDDEN,
+        K::InvalidAuthorization => StatusCode::UNAUTHORIZED,
+        K::DuplicateTable | K::DuplicateSchema => StatusCode::CONFLICT,
+        K::InsufficientResources | K::TooManyConnections | K::OutOfMemory => StatusCode::TOO_MANY_REQUESTS,
+        K::ConnectionFailure => StatusCode::SERVICE_UNAVAILABLE,
+        K::QueryCanceled => StatusCode::REQUEST_TIMEOUT,
+        K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// `{"error": message, "sqlstate": code}` for a query error.
+fn query_error(status: &Status) -> Response {
+    let body = serde_json::json!({ "error": status.message(), "sqlstate": kind_of(status).sqlstate() }).to_string();
+    (status_of(status), [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The peer address axum recorded.

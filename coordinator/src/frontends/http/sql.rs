@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::Schema;
 use futures::StreamExt;
 use quiver_worker::status::from_datafusion;
 
-use super::{error_response, status_of, Peer, Shared};
+use super::{error_response, query_error, Peer, Shared};
 use crate::frontends::flight_sql::{client_schema, to_client_types};
 use crate::frontends::run;
 
@@ -69,8 +69,19 @@ impl Format {
     }
 }
 
-pub(super) async fn post_sql(state: Shared, peer: Peer, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn post_sql(
+    state: Shared,
+    peer: Peer,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let http = state.0;
+    // Too large, or cut off: the same JSON error as every other failure.
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return error_response(rejection.status(), &rejection.body_text()),
+    };
     let caller = match http.caller(&headers, peer.0) {
         Ok(c) => c,
         Err(r) => return r,
@@ -99,7 +110,7 @@ pub(super) async fn post_sql(state: Shared, peer: Peer, uri: axum::http::Uri, he
     };
     let running = match running {
         Ok(r) => r,
-        Err(status) => return error_response(status_of(&status), status.message()),
+        Err(status) => return query_error(&status),
     };
     let schema = Arc::new(client_schema(&running.schema));
     let id = running.id.clone();
@@ -108,7 +119,7 @@ pub(super) async fn post_sql(state: Shared, peer: Peer, uri: axum::http::Uri, he
     let first = match batches.next().await {
         Some(Err(e)) => {
             let status = from_datafusion(&e);
-            return error_response(status_of(&status), status.message());
+            return query_error(&status);
         }
         other => other,
     };
@@ -171,6 +182,7 @@ impl Encoder {
         let mut out = vec![];
         match self.format {
             Format::Json | Format::JsonLines => {
+                let batch = &decimals_as_text(batch).map_err(err)?;
                 let mut lines = vec![];
                 {
                     let mut w = datafusion::arrow::json::WriterBuilder::new()
@@ -230,6 +242,33 @@ impl Encoder {
     }
 }
 
+/// Decimal columns as their exact text: a JSON number is a double to most
+/// readers (JavaScript, jq), which rounds beyond 2^53, so `12345678901234567.89`
+/// is sent as the string `"12345678901234567.89"`, as PostgreSQL's JSON does not but
+/// Trino's and BigQuery's REST APIs do.
+fn decimals_as_text(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::datatypes::{DataType, Field};
+    let is_decimal = |t: &DataType| matches!(t, DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..));
+    if !batch.schema().fields().iter().any(|f| is_decimal(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = vec![];
+    let mut columns = vec![];
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        match is_decimal(f.data_type()) {
+            true => {
+                fields.push(Field::new(f.name(), DataType::Utf8, true));
+                columns.push(datafusion::arrow::compute::cast(c, &DataType::Utf8)?);
+            }
+            false => {
+                fields.push(f.as_ref().clone());
+                columns.push(c.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +299,16 @@ mod tests {
         assert_eq!(v, serde_json::json!([{"id":1,"name":"a\nb"},{"id":2,"name":null},{"id":3,"name":"c"}]));
         let empty = all(Format::Json, &[batch(vec![], vec![])]);
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&empty).expect("json"), serde_json::json!([]));
+    }
+
+    #[test]
+    fn json_sends_decimals_as_exact_strings() {
+        use datafusion::arrow::array::Decimal128Array;
+        let price = Decimal128Array::from(vec![Some(1234567890123456789), None]).with_precision_and_scale(20, 2).expect("decimal");
+        let b = RecordBatch::try_from_iter(vec![("price", Arc::new(price) as _)]).expect("batch");
+        let out = all(Format::Json, &[b]);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v, serde_json::json!([{"price": "12345678901234567.89"}, {"price": null}]));
     }
 
     #[test]

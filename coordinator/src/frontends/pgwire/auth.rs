@@ -38,6 +38,8 @@ pub struct Startup {
     pub(super) frontend: Arc<Frontend>,
     params: DefaultServerParameterProvider,
     pids: RandomPidSecretKeyGenerator,
+    /// Connections still logging in, by peer: their flag is set when the login succeeds.
+    pending: Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 impl Startup {
@@ -46,7 +48,17 @@ impl Startup {
         params.server_version = format!("16.6 (Quiver {})", env!("CARGO_PKG_VERSION"));
         params.is_superuser = false;
         params.default_transaction_read_only = true;
-        Self { frontend, params, pids: RandomPidSecretKeyGenerator::default() }
+        Self { frontend, params, pids: RandomPidSecretKeyGenerator::default(), pending: Mutex::default() }
+    }
+
+    /// A flag that turns true when the connection from `peer` has logged in.
+    pub fn watch(&self, peer: std::net::SocketAddr) -> Arc<std::sync::atomic::AtomicBool> {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Flags of connections that ended without logging in are only weak leftovers: drop them.
+        pending.retain(|_, f| Arc::strong_count(f) > 1);
+        pending.insert(peer, flag.clone());
+        flag
     }
 
     /// The login succeeded: the connection gets its catalogs and a cancel key.
@@ -58,12 +70,19 @@ impl Startup {
     {
         let engine = &self.frontend.engine;
         let access = engine.access(user.as_ref());
-        let state = super::catalog::connection_state(engine, access.clone()).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let login_name = user.as_ref().map(|u| u.name.clone());
+        let login_name = login_name.or_else(|| client.metadata().get(METADATA_USER).cloned()).unwrap_or_else(|| "quiver".into());
+        let startup = client.metadata().iter().filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let (state, settings) = super::catalog::connection_state(engine, access.clone(), login_name, startup)
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let (pid, key) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, key.clone());
         let caller = Caller { user, client: Some(client.socket_addr().to_string()), no_cache: false };
-        let connection = Arc::new(Connection { caller, access, state, current: Mutex::default(), no_cache: Default::default() });
+        let connection = Arc::new(Connection { caller, access, state, settings, current: Mutex::default() });
         let registration = self.frontend.register(pid, &key, connection.clone());
+        if let Some(flag) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&client.socket_addr()) {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         client.session_extensions().insert(connection);
         client.session_extensions().insert(registration);
         finish_authentication(client, &self.params).await
@@ -77,7 +96,32 @@ fn refused(name: &str) -> PgWireError {
 
 #[async_trait]
 impl StartupHandler for Startup {
+    /// A FATAL error (a refused login) is the last message the client gets: the
+    /// connection closes right after it, without pgwire's ReadyForQuery, as
+    /// PostgreSQL does (clients that wait for the close would otherwise hang).
     async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self.step(client, message).await {
+            Err(e) => {
+                let info = pgwire::error::ErrorInfo::from(e);
+                if !info.is_fatal() {
+                    return Err(PgWireError::UserError(Box::new(info)));
+                }
+                client.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
+                client.close().await?;
+                Err(PgWireError::IoError(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "login refused; connection closed")))
+            }
+            ok => ok,
+        }
+    }
+}
+
+impl Startup {
+    async fn step<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,

@@ -13,19 +13,28 @@ use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 
 use crate::engine::QueryEngine;
+use super::settings::Settings;
 use crate::security::access::UserAccess;
 
-/// The session state a connection plans its statements on.
-pub fn connection_state(engine: &QueryEngine, access: Arc<UserAccess>) -> Result<SessionState> {
-    let (catalog, _) = engine.defaults();
+/// The session state a connection plans its statements on, and its settings
+/// (whose functions are registered on that state).
+pub fn connection_state(
+    engine: &QueryEngine,
+    access: Arc<UserAccess>,
+    user: String,
+    startup: HashMap<String, String>,
+) -> Result<(SessionState, Arc<Settings>)> {
+    let (catalog, schema) = engine.defaults();
     let overlay = Arc::new(Overlay { inner: engine.catalogs_for(access), added: RwLock::default() });
-    let ctx = SessionContext::new_with_state(engine.state_builder(overlay).build());
+    let ctx = SessionContext::new_with_state(engine.state_builder(overlay.clone()).build());
     datafusion_pg_catalog::pg_catalog::setup_pg_catalog(&ctx, &catalog, EmptyContextProvider)
         .map_err(|e| DataFusionError::Plan(format!("cannot set up pg_catalog: {e}")))?;
     ctx.register_udf(version());
     ctx.register_udf(to_regtype());
     ctx.register_udf(always_true("pg_type_is_visible"));
-    Ok(ctx.state())
+    let settings = Settings::new(user, startup, catalog, schema, overlay);
+    settings.register(&ctx);
+    Ok((ctx.state(), settings))
 }
 
 /// `version()` as PostgreSQL words it: drivers (SQLAlchemy's dialect) parse the

@@ -16,6 +16,72 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 pub fn rewrite(statement: &mut Statement) {
     let _ = statement.visit(&mut CatalogSubqueries);
+    let _ = statement.visit(&mut DistinctNames);
+}
+
+/// Parameters cast to `oid` or `oid[]` (`$1::oid[]`), by number: they are
+/// described to the client as those types, not as the `int4` Quiver computes
+/// with. asyncpg's type introspection binds `$1::oid[]` and has a codec for
+/// `oid[]` only; told `int4[]`, it would introspect that type with the same
+/// query, without end.
+pub fn oid_parameters(statement: &Statement) -> std::collections::HashMap<usize, pgwire::api::Type> {
+    use datafusion::sql::sqlparser::ast::{Value, Visit, Visitor};
+    struct Casts(std::collections::HashMap<usize, pgwire::api::Type>);
+    impl Visitor for Casts {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let Expr::Cast { expr: inner, data_type, .. } = expr {
+                if let Expr::Value(v) = inner.as_ref() {
+                    if let Value::Placeholder(p) = &v.value {
+                        let n = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+                        let t = match data_type.to_string().to_ascii_lowercase().as_str() {
+                            "oid[]" => Some(pgwire::api::Type::OID_ARRAY),
+                            "oid" => Some(pgwire::api::Type::OID),
+                            _ => None,
+                        };
+                        if let (Some(n), Some(t)) = (n, t) {
+                            self.0.insert(n, t);
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut casts = Casts(Default::default());
+    let _ = statement.visit(&mut casts);
+    casts.0
+}
+
+/// PostgreSQL lets a select list repeat a column name (`SELECT current_user,
+/// session_user`, which the catalog rewrites make two `session_user` calls, or
+/// `SELECT 1, 1`); DataFusion wants each name once. A repeated unnamed item gets
+/// the name `<name>_<n>`.
+struct DistinctNames;
+
+impl VisitorMut for DistinctNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_mut() else { return ControlFlow::Continue(()) };
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for item in select.projection.iter_mut() {
+            let SelectItem::UnnamedExpr(expr) = item else { continue };
+            let name = expr.to_string();
+            let count = seen.entry(name.to_ascii_lowercase()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                let base = match expr {
+                    Expr::Function(f) => f.name.to_string(),
+                    Expr::Identifier(i) => i.value.clone(),
+                    _ => "?column?".to_string(),
+                };
+                let alias = datafusion::sql::sqlparser::ast::Ident::with_quote('"', format!("{base}_{}", *count - 1));
+                *item = SelectItem::ExprWithAlias { expr: expr.clone(), alias };
+            }
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 struct CatalogSubqueries;
@@ -86,5 +152,22 @@ mod tests {
         assert!(out.contains("first_value(pg_catalog.pg_get_expr(d.adbin, d.adrelid)) AS x"), "{out}");
         let out = rewritten("SELECT (SELECT max(x) FROM pg_catalog.t) , (SELECT y FROM orders WHERE k = 1)");
         assert!(!out.contains("first_value"), "{out}");
+    }
+
+    #[test]
+    fn repeated_unnamed_columns_get_distinct_names() {
+        let out = rewritten("SELECT session_user, session_user, 1, 1, a FROM t");
+        assert_eq!(out, "SELECT session_user, session_user AS \"session_user_1\", 1, 1 AS \"?column?_1\", a FROM t");
+    }
+}
+
+#[cfg(test)]
+mod oid_tests {
+    #[test]
+    fn oid_array_parameters_are_found_after_the_catalog_rewrites() {
+        let parser = datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+        let s = parser.parse("SELECT t.oid FROM pg_catalog.pg_type t WHERE t.oid = any($1::oid[])").expect("parses").remove(0);
+        let found = super::oid_parameters(&s);
+        assert_eq!(found.get(&1), Some(&pgwire::api::Type::OID_ARRAY), "{s}");
     }
 }

@@ -1,50 +1,16 @@
-//! Quiver's errors as PostgreSQL errors: a SQLSTATE a client can act on, the
-//! message, and for syntax errors the position in the statement.
+//! Quiver's errors as PostgreSQL errors: the SQLSTATE of the error's kind
+//! (`quiver_worker::status::ErrorKind`, carried in the status), the message, and
+//! for syntax errors the position in the statement.
 
 use pgwire::error::{ErrorInfo, PgWireError};
-use tonic::{Code, Status};
-
-/// The SQLSTATE for an error, from its gRPC code and message.
-pub fn sqlstate(code: Code, message: &str) -> &'static str {
-    let m = message.to_ascii_lowercase();
-    match code {
-        Code::PermissionDenied => "42501",
-        Code::Unauthenticated => "28000",
-        Code::Cancelled => "57014",
-        Code::ResourceExhausted if m.contains("query_timeout") => "57014",
-        Code::ResourceExhausted => "53000",
-        Code::Unimplemented => "0A000",
-        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition => {
-            if m.contains("parsererror") || m.contains("sql error") || m.contains("nested too deeply") {
-                "42601"
-            } else if m.contains("table") && (m.contains("not found") || m.contains("doesn't exist")) {
-                "42P01"
-            } else if m.contains("no field named") || m.contains("column") && m.contains("not found") {
-                "42703"
-            } else if m.contains("invalid function") || m.contains("function") && m.contains("not found") {
-                "42883"
-            } else if m.contains("parameter") {
-                "22023"
-            } else if m.contains("not supported") || m.contains("unsupported") || m.contains("only queries") {
-                "0A000"
-            } else if m.contains("cast") || m.contains("cannot be converted") {
-                "22P02"
-            } else if m.contains("divide by zero") || m.contains("division by zero") {
-                "22012"
-            } else {
-                "42000"
-            }
-        }
-        Code::Unavailable => "08006",
-        _ => "XX000",
-    }
-}
+use quiver_worker::status::{kind_of, ErrorKind};
+use tonic::Status;
 
 /// A PostgreSQL error response for `status`; `sql` gives syntax errors their position.
 pub fn to_pg(status: &Status, sql: Option<&str>) -> PgWireError {
-    let code = sqlstate(status.code(), status.message());
-    let mut info = ErrorInfo::new("ERROR".into(), code.into(), status.message().to_string());
-    if let (Some(sql), "42601") = (sql, code) {
+    let kind = kind_of(status);
+    let mut info = ErrorInfo::new("ERROR".into(), kind.sqlstate().into(), status.message().to_string());
+    if let (Some(sql), ErrorKind::SyntaxError) = (sql, kind) {
         info.position = position(status.message(), sql).map(|p| p.to_string());
     }
     PgWireError::UserError(Box::new(info))
@@ -74,16 +40,6 @@ fn position(message: &str, sql: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn codes_for_common_errors() {
-        assert_eq!(sqlstate(Code::InvalidArgument, "SQL error: ParserError(\"Expected: an expression, found: FROM at Line: 1, Column: 8\")"), "42601");
-        assert_eq!(sqlstate(Code::InvalidArgument, "Error during planning: table 'quiver.tpch.nope' not found"), "42P01");
-        assert_eq!(sqlstate(Code::PermissionDenied, "access denied"), "42501");
-        assert_eq!(sqlstate(Code::InvalidArgument, "Schema error: No field named zz."), "42703");
-        assert_eq!(sqlstate(Code::Cancelled, "query cancelled on request"), "57014");
-        assert_eq!(sqlstate(Code::ResourceExhausted, "query cancelled: it ran longer than server.query_timeout_secs"), "57014");
-    }
 
     #[test]
     fn positions_count_lines_and_columns() {

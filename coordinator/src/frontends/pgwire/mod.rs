@@ -6,14 +6,17 @@
 //! `datafusion-pg-catalog` applies for psql's and drivers' catalog queries.
 //!
 //! Values are encoded by `arrow-pg` (Arrow type to PostgreSQL type: see
-//! docs/clients.md). Sessions are read-only like every front door: `SET`, `BEGIN`,
-//! `COMMIT`, `ROLLBACK`, `DISCARD` and `DEALLOCATE` are accepted and change nothing.
+//! docs/clients.md). `SET`, `RESET` and `SHOW` work on the connection's settings
+//! ([`settings`]: `search_path` moves where unqualified names resolve); `BEGIN`,
+//! `COMMIT`, `ROLLBACK`, `DISCARD` and `DEALLOCATE` are accepted.
 
 mod auth;
 mod catalog;
 mod compat;
+mod copy_out;
 mod errors;
 mod session;
+mod settings;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -53,23 +56,27 @@ pub struct Connection {
     access: Arc<UserAccess>,
     /// The user's catalogs with `pg_catalog`.
     state: SessionState,
+    /// What `SET` changed: the search path, the cache, ...
+    settings: Arc<settings::Settings>,
     /// The id of the query it runs now, for cancel requests.
     current: Mutex<Option<String>>,
-    /// `SET quiver.cache = off` was sent.
-    no_cache: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
     /// Who runs the next statement, with the session's cache setting.
     fn caller(&self) -> Caller {
-        Caller { no_cache: self.no_cache.load(std::sync::atomic::Ordering::Relaxed), ..self.caller.clone() }
+        Caller { no_cache: self.settings.cache_off(), ..self.caller.clone() }
     }
 
-    /// Applies a session statement that changes how this connection's statements run.
-    fn apply(&self, cmd: &SessionCommand) {
-        if let SessionCommand::SetCache(on) = cmd {
-            self.no_cache.store(!on, std::sync::atomic::Ordering::Relaxed);
+    /// The state the next statement plans on: unqualified names resolve in the
+    /// schema `search_path` chose.
+    fn state(&self) -> SessionState {
+        let schema = self.settings.current_schema();
+        let mut state = self.state.clone();
+        if state.config().options().catalog.default_schema != schema {
+            state.config_mut().options_mut().catalog.default_schema = schema;
         }
+        state
     }
 }
 
@@ -124,6 +131,7 @@ pub fn serve(
     engine: Arc<QueryEngine>,
     auth: Option<Authenticator>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
+    door: crate::frontends::limits::Door,
 ) -> tokio::task::JoinHandle<()> {
     let frontend = Arc::new(Frontend {
         engine,
@@ -140,16 +148,92 @@ pub fn serve(
     });
     tokio::spawn(async move {
         loop {
-            let Ok((socket, peer)) = listener.accept().await else { continue };
+            let (socket, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of descriptors, say: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "PostgreSQL accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
             let _ = socket.set_nodelay(true);
-            let (handlers, tls) = (handlers.clone(), tls.clone());
+            let Some(permit) = door.admit() else {
+                tokio::spawn(refuse_full(socket, door.full_message()));
+                continue;
+            };
+            let (handlers, tls, handshake) = (handlers.clone(), tls.clone(), door.handshake);
             tokio::spawn(async move {
-                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                let _permit = permit;
+                // A client that says nothing, or does not finish logging in, in time is dropped.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(handshake, socket.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return tracing::debug!(%peer, "PostgreSQL client sent nothing in time"),
+                }
+                let logged_in = handlers.startup.watch(peer);
+                let connection = pgwire::tokio::process_socket(socket, tls, handlers);
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = &mut connection => Some(ended),
+                    _ = tokio::time::sleep(handshake) => None,
+                };
+                let ended = match ended {
+                    Some(e) => e,
+                    None if !logged_in.load(std::sync::atomic::Ordering::Relaxed) => {
+                        return tracing::debug!(%peer, "PostgreSQL login not finished in time; connection closed");
+                    }
+                    None => connection.await,
+                };
+                if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "PostgreSQL connection ended with an error");
                 }
             });
         }
     })
+}
+
+/// Answers a connection the port has no place for, as PostgreSQL does: a FATAL
+/// 53300 error response to its startup message, then the connection closes.
+async fn refuse_full(mut socket: tokio::net::TcpStream, message: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut body = vec![];
+    for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "53300"), (b'M', message.as_str())] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut reply = vec![b'E'];
+    reply.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    reply.extend(body);
+    let answer = async {
+        // Read the client's startup (after saying "no" to an SSL or GSS request), so
+        // closing does not reset a connection with unread bytes before the error is read.
+        loop {
+            let mut len = [0u8; 4];
+            if socket.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let len = (u32::from_be_bytes(len) as usize).clamp(4, 10_000);
+            let mut body = vec![0u8; len - 4];
+            if socket.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let code = body.get(..4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            match code {
+                Some(80877103) | Some(80877104) => {
+                    let _ = socket.write_all(b"N").await;
+                }
+                _ => break,
+            }
+        }
+        let _ = socket.write_all(&reply).await;
+        let _ = socket.shutdown().await;
+        let mut rest = [0u8; 256];
+        while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), answer).await;
 }
 
 struct Handlers {
@@ -212,6 +296,15 @@ pub enum Parsed {
     Session(SessionCommand),
     /// A query, with the types and columns planning gave it (for Describe).
     Query { sql: String, statement: Box<Statement>, parameters: Vec<Type>, fields: Arc<Schema> },
+    /// `COPY … TO STDOUT`: rows in a COPY format, no row description.
+    Copy { sql: String, copy: Box<copy_out::CopyOut> },
+}
+
+/// What an empty portal holds (pgwire builds portals from a default).
+impl Default for Parsed {
+    fn default() -> Self {
+        Parsed::Session(SessionCommand::SetOther)
+    }
 }
 
 struct Queries {
@@ -243,7 +336,7 @@ impl Queries {
                 Err(e) => format!("SQL error: {e}"),
                 Ok(_) => "SQL error: the statement cannot be parsed".to_string(),
             };
-            errors::to_pg(&Status::invalid_argument(message), Some(sql))
+            errors::to_pg(&quiver_worker::status::ErrorKind::SyntaxError.status(message), Some(sql))
         })?;
         statements.iter_mut().for_each(compat::rewrite);
         Ok(statements)
@@ -253,7 +346,7 @@ impl Queries {
     /// A statement that does not plan is recorded in `system.queries` (and the
     /// audit log) as failed, as when it is executed.
     async fn describe(&self, connection: &Connection, sql: &str, statement: &Statement) -> PgWireResult<(Vec<Type>, Arc<Schema>)> {
-        let session = self.engine().planning_session_on(connection.access.clone(), &connection.state);
+        let session = self.engine().planning_session_on(connection.access.clone(), &connection.state());
         let planned = session.plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(statement.clone()))).await;
         let plan = match planned {
             Ok(p) => p,
@@ -262,9 +355,14 @@ impl Queries {
                 return Err(errors::to_pg(&status, Some(sql)));
             }
         };
+        let declared = compat::oid_parameters(statement);
         let parameters = parameter_types(&plan)?
             .iter()
-            .map(|t| t.as_ref().map(|t| arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::UNKNOWN)).unwrap_or(Type::UNKNOWN))
+            .enumerate()
+            .map(|(i, t)| match declared.get(&(i + 1)) {
+                Some(oid_type) => oid_type.clone(),
+                None => t.as_ref().map(|t| arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::UNKNOWN)).unwrap_or(Type::UNKNOWN),
+            })
             .collect();
         if session.is_write() {
             // A write answers with a command tag, as in PostgreSQL, not with rows.
@@ -285,7 +383,7 @@ impl Queries {
     ) -> PgWireResult<Response> {
         let engine = self.engine();
         let tag = write_tag(&statement);
-        let session = engine.session_on(connection.access.clone(), &connection.state);
+        let session = engine.session_on(connection.access.clone(), &connection.state());
         let tracked = run::begin(engine, session, &connection.caller(), sql);
         let planned = tracked
             .session()
@@ -341,16 +439,44 @@ impl Queries {
     }
 }
 
+impl Queries {
+    /// Runs the query of a `COPY … TO STDOUT` and streams its rows in the COPY format.
+    async fn copy_out(&self, connection: &Arc<Connection>, sql: &str, copy: &copy_out::CopyOut, options: Arc<FormatOptions>) -> PgWireResult<Response> {
+        let engine = self.engine();
+        let session = engine.session_on(connection.access.clone(), &connection.state());
+        let tracked = run::begin(engine, session, &connection.caller(), sql);
+        let planned = tracked
+            .session()
+            .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(copy.query.clone())))
+            .await
+            .map_err(|e| from_datafusion(&e));
+        if let Some(cur) = connection.current.lock().ok().as_mut() {
+            **cur = Some(tracked.id().to_string());
+        }
+        let running = tracked.execute(planned).await.map_err(|status| errors::to_pg(&status, Some(sql)))?;
+        let schema = crate::frontends::flight_sql::client_schema(&running.schema);
+        let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, Some(options))?);
+        let sql = sql.to_string();
+        let batches = running.batches.map(move |b| {
+            b.and_then(|b| crate::frontends::flight_sql::to_client_types(b).map_err(Into::into))
+                .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(&sql)))
+        });
+        Ok(Response::CopyOut(copy.respond(fields, batches)))
+    }
+}
+
 /// The bound values, as the types the plan expects. Decoded as those types when
 /// arrow-pg can; else as the types the client sent (an `int8` for a `numeric`
-/// column, say) and then cast, with an error that names the parameter.
+/// column, say) and then cast, with an error that names the parameter. A NULL
+/// stays a NULL of the expected type.
 fn decode_parameters(portal: &Portal<Parsed>, expected: &[Option<datafusion::arrow::datatypes::DataType>]) -> PgWireResult<datafusion::common::ParamValues> {
+    let portal = &nulls_as_text(portal);
     let refs: Vec<Option<&datafusion::arrow::datatypes::DataType>> = expected.iter().map(|t| t.as_ref()).collect();
-    if let Ok(values) = arrow_pg::datatypes::df::deserialize_parameters(portal, &refs) {
-        return Ok(values);
-    }
-    let as_sent = arrow_pg::datatypes::df::deserialize_parameters(portal, &vec![None; expected.len()])?;
-    let datafusion::common::ParamValues::List(values) = as_sent else { return Ok(as_sent) };
+    let values = match arrow_pg::datatypes::df::deserialize_parameters(portal, &refs) {
+        Ok(v) => v,
+        Err(_) => arrow_pg::datatypes::df::deserialize_parameters(portal, &vec![None; expected.len()])?,
+    };
+    let datafusion::common::ParamValues::List(values) = values else { return Ok(values) };
     let mut cast = Vec::with_capacity(values.len());
     for (i, v) in values.into_iter().enumerate() {
         let value = match expected.get(i) {
@@ -362,6 +488,30 @@ fn decode_parameters(portal: &Portal<Parsed>, expected: &[Option<datafusion::arr
         cast.push(datafusion::common::metadata::ScalarAndMetadata::new(value, None));
     }
     Ok(datafusion::common::ParamValues::List(cast))
+}
+
+/// `portal` with NULL parameters of no (or unknown) type declared as `text`:
+/// arrow-pg decodes an untyped NULL to nothing at all, which shifts every later
+/// parameter (`SELECT $1, $2` bound to NULL, 5 failed with "no value for $2").
+fn nulls_as_text(portal: &Portal<Parsed>) -> Portal<Parsed> {
+    let mut types = portal.statement.parameter_types.clone();
+    types.resize(portal.parameters.len().max(types.len()), None);
+    for (i, value) in portal.parameters.iter().enumerate() {
+        let untyped = matches!(&types[i], None) || types[i].as_ref() == Some(&Type::UNKNOWN);
+        if value.is_none() && untyped {
+            types[i] = Some(Type::TEXT);
+        }
+    }
+    let statement = pgwire::api::stmt::StoredStatement::new(portal.statement.id.clone(), portal.statement.statement.clone(), types);
+    // Portal is non-exhaustive: start from an empty one and set its public fields.
+    let mut patched = Portal::<Parsed>::default();
+    patched.name = portal.name.clone();
+    patched.statement = Arc::new(statement);
+    patched.parameter_format = portal.parameter_format.clone();
+    patched.parameters = portal.parameters.clone();
+    patched.result_column_format = portal.result_column_format.clone();
+    patched.state = portal.state.clone();
+    patched
 }
 
 /// The inferred type of each `$1..$n` (None where unknown).
@@ -385,11 +535,15 @@ impl SimpleQueryHandler for Queries {
         let mut out = vec![];
         for statement in statements {
             if let Some(cmd) = SessionCommand::of(&statement) {
-                connection.apply(&cmd);
-                out.push(cmd.respond(client, &Format::UnifiedText)?);
+                cmd.apply(&connection.settings);
+                out.push(cmd.respond(&connection.settings, &Format::UnifiedText)?);
                 continue;
             }
             let text = if single { query.to_string() } else { statement.to_string() };
+            if let Some(copy) = copy_out::CopyOut::of(&statement) {
+                out.push(self.copy_out(&connection, &text, &copy?, options.clone()).await?);
+                continue;
+            }
             out.push(self.query(&connection, &text, statement, |_| Ok(None), &Format::UnifiedText, options.clone()).await?);
         }
         Ok(out)
@@ -413,6 +567,9 @@ impl QueryParser for Queries {
         if let Some(cmd) = SessionCommand::of(&statement) {
             return Ok(Some(Parsed::Session(cmd)));
         }
+        if let Some(copy) = copy_out::CopyOut::of(&statement) {
+            return Ok(Some(Parsed::Copy { sql: sql.to_string(), copy: Box::new(copy?) }));
+        }
         let (parameters, fields) = self.describe(&connection, sql, &statement).await?;
         Ok(Some(Parsed::Query { sql: sql.to_string(), statement: Box::new(statement), parameters, fields }))
     }
@@ -420,7 +577,7 @@ impl QueryParser for Queries {
     fn get_parameter_types(&self, stmt: &Parsed) -> PgWireResult<Vec<Type>> {
         Ok(match stmt {
             Parsed::Query { parameters, .. } => parameters.clone(),
-            Parsed::Session(_) => vec![],
+            Parsed::Session(_) | Parsed::Copy { .. } => vec![],
         })
     }
 
@@ -428,6 +585,7 @@ impl QueryParser for Queries {
         match stmt {
             Parsed::Query { fields, .. } => arrow_pg::datatypes::arrow_schema_to_pg_fields(fields, format.unwrap_or(&Format::UnifiedText), None),
             Parsed::Session(cmd) => Ok(cmd.fields(format.unwrap_or(&Format::UnifiedText))),
+            Parsed::Copy { .. } => Ok(vec![]),
         }
     }
 }
@@ -456,13 +614,32 @@ impl ExtendedQueryHandler for Queries {
         Ok(DescribeStatementResponse::new(parameters, self.get_result_schema(&target.statement, None)?))
     }
 
-    async fn do_describe_portal<C>(&self, _client: &mut C, target: &Portal<Parsed>) -> PgWireResult<DescribePortalResponse>
+    async fn do_describe_portal<C>(&self, client: &mut C, target: &Portal<Parsed>) -> PgWireResult<DescribePortalResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Parsed>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // A column whose type only its parameter decides (`SELECT $1`) is described as bound.
+        if let (Parsed::Query { sql, statement, fields, .. }, true) = (&target.statement.statement, target.parameter_len() > 0) {
+            if fields.fields().iter().any(|f| f.data_type() == &datafusion::arrow::datatypes::DataType::Null) {
+                let connection = connection_of(client)?;
+                let session = self.engine().planning_session_on(connection.access.clone(), &connection.state());
+                let plan = session
+                    .plan_statement(datafusion::sql::parser::Statement::Statement(statement.clone()))
+                    .await
+                    .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+                let values = decode_parameters(target, &parameter_types(&plan)?)?;
+                let plan = session.bind(plan, values).map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+                let schema = crate::frontends::flight_sql::client_schema(plan.schema().as_arrow());
+                return Ok(DescribePortalResponse::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                    &schema,
+                    &target.result_column_format,
+                    None,
+                )?));
+            }
+        }
         Ok(DescribePortalResponse::new(self.get_result_schema(&target.statement.statement, Some(&target.result_column_format))?))
     }
 
@@ -476,8 +653,8 @@ impl ExtendedQueryHandler for Queries {
         let connection = connection_of(client)?;
         match &portal.statement.statement {
             Parsed::Session(cmd) => {
-                connection.apply(cmd);
-                cmd.respond(client, &portal.result_column_format)
+                cmd.apply(&connection.settings);
+                cmd.respond(&connection.settings, &portal.result_column_format)
             }
             Parsed::Query { sql, statement, .. } => {
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
@@ -488,6 +665,10 @@ impl ExtendedQueryHandler for Queries {
                     decode_parameters(portal, &parameter_types(plan)?).map(Some)
                 };
                 self.query(&connection, sql, (**statement).clone(), bind, &portal.result_column_format, options).await
+            }
+            Parsed::Copy { sql, copy } => {
+                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                self.copy_out(&connection, sql, copy, options).await
             }
         }
     }
