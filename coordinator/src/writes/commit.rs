@@ -78,10 +78,10 @@ impl PhysicalOptimizerRule for StageWrites {
                 InsertOp::Overwrite => config.file_group.files().iter().map(|f| f.object_meta.location.clone()).collect(),
                 _ => vec![],
             };
-            let create = self.writes.is_create(target.as_str());
+            let create = !single && creates_folder(root, &target);
             let empty = EmptyTable { schema: config.output_schema().clone(), extension: config.file_extension.clone() };
             let write = Arc::new(WriteFilesExec::try_new(input, sink, staging.clone())?);
-            let target = Target { url: target, single, old_files, staging, schema: root.clone(), create, empty, writes: self.writes.clone() };
+            let target = Target { url: target, single, old_files, staging, schema: root.clone(), create, empty };
             let commit = CommitExec::new(write, target);
             Ok(Transformed::new(Arc::new(commit) as Arc<dyn ExecutionPlan>, true, TreeNodeRecursion::Jump))
         })
@@ -107,11 +107,30 @@ struct Target {
     staging: String,
     /// The source the target is in, listed again after the commit.
     schema: Arc<FilesSchema>,
-    /// A `CREATE TABLE … AS`: the folder must not exist when the commit creates it.
+    /// The folder did not exist when the statement was planned (`CREATE TABLE … AS`,
+    /// `COPY` to a new folder): the commit creates it, or fails with "already
+    /// exists" when another statement created it meanwhile.
     create: bool,
     /// What a new table folder gets when the statement wrote no rows.
     empty: EmptyTable,
-    writes: Arc<Writes>,
+}
+
+/// Whether a write to the folder `target` creates it: on local disk, whether the
+/// folder is missing now (at planning); on an object store, whether it is a
+/// folder right under the source's location that discovery does not know.
+fn creates_folder(root: &FilesSchema, target: &ListingTableUrl) -> bool {
+    if let Some(path) = local_path(target) {
+        return !path.exists();
+    }
+    let Some(base) = root.root() else { return false };
+    let rel: Vec<_> = match target.prefix().prefix_match(base.prefix()) {
+        Some(parts) => parts.collect(),
+        None => return false,
+    };
+    match rel.as_slice() {
+        [name] => root.table_url(name.as_ref()).is_none(),
+        _ => false,
+    }
 }
 
 /// A table of no rows still has columns: a new folder gets one file with the
@@ -125,19 +144,39 @@ struct EmptyTable {
 }
 
 impl EmptyTable {
+    /// The schema as the workers' Parquet files hold it: string and binary views
+    /// as plain strings and binaries (a table's files must agree for it to read).
+    fn file_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let t = match f.data_type() {
+                    DataType::Utf8View => DataType::Utf8,
+                    DataType::BinaryView => DataType::Binary,
+                    DataType::Dictionary(_, v) => v.as_ref().clone(),
+                    other => other.clone(),
+                };
+                f.as_ref().clone().with_data_type(t)
+            })
+            .collect();
+        Arc::new(Schema::new_with_metadata(fields, self.schema.metadata().clone()))
+    }
+
     fn file(&self) -> Result<Option<(String, Vec<u8>)>> {
         let ext = self.extension.trim_start_matches('.').to_ascii_lowercase();
         let bytes = match ext.as_str() {
             "parquet" => {
                 let mut out = vec![];
-                let writer = parquet::arrow::ArrowWriter::try_new(&mut out, self.schema.clone(), None)?;
+                let writer = parquet::arrow::ArrowWriter::try_new(&mut out, self.file_schema(), None)?;
                 writer.close()?;
                 out
             }
             "csv" => {
                 let mut out = vec![];
                 let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
-                w.write(&RecordBatch::new_empty(self.schema.clone()))?;
+                w.write(&RecordBatch::new_empty(self.file_schema()))?;
                 drop(w);
                 out
             }
@@ -229,11 +268,7 @@ impl ExecutionPlan for CommitExec {
                     files.extend(names.value(i).lines().filter(|l| !l.is_empty()).map(|rel| (join(folder.prefix(), rel), rel.to_string())));
                 }
             }
-            let published = publish(&store, &target, &files).await;
-            if target.create {
-                target.writes.created(target.url.as_str());
-            }
-            published?;
+            publish(&store, &target, &files).await?;
             staging.remove().await;
             if let Some(cache) = context.runtime_env().cache_manager.get_list_files_cache() {
                 cache.clear();

@@ -35,9 +35,6 @@ pub const MARKER: &str = "_quiver_table";
 #[derive(Debug, Default)]
 pub struct Writes {
     sources: std::sync::OnceLock<(Vec<Arc<FilesSchema>>, Vec<Arc<RemoteSchema>>)>,
-    /// Table folders a `CREATE TABLE … AS` is writing: their commit must create
-    /// the folder, and fails with "already exists" when another statement did.
-    creating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Writes {
@@ -55,22 +52,6 @@ impl Writes {
         self.files().iter().filter(|f| f.is_writable()).find(|f| {
             f.root().is_some_and(|root| root.object_store() == url.object_store() && url.prefix().prefix_matches(root.prefix()))
         })
-    }
-
-    /// Marks `url` as the folder a `CREATE TABLE … AS` creates.
-    pub(crate) fn creating(&self, url: &str) {
-        self.creating.lock().unwrap_or_else(|e| e.into_inner()).insert(url.to_string());
-    }
-
-    /// Whether a write to `url` creates its table (and must not merge into one
-    /// another statement created meanwhile).
-    fn is_create(&self, url: &str) -> bool {
-        self.creating.lock().unwrap_or_else(|e| e.into_inner()).contains(url)
-    }
-
-    /// The create of `url` has committed or failed.
-    fn created(&self, url: &str) {
-        self.creating.lock().unwrap_or_else(|e| e.into_inner()).remove(url);
     }
 
     /// The files source mounted as `catalog.schema`.

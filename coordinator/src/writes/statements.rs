@@ -263,12 +263,9 @@ async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::
     match home {
         Home::Files(files) => {
             let root = files.root().map(|r| r.as_str().to_string()).unwrap_or_default();
-            let folder = format!("{root}{}/", target.table);
-            // Two sessions creating the same table: the commit lets one win.
-            cx.writes.creating(ListingTableUrl::parse(&folder)?.as_str());
             let copy = CopyToStatement {
                 source: CopyToSource::Query(query),
-                target: folder,
+                target: format!("{root}{}/", target.table),
                 partitioned_by: vec![],
                 stored_as: Some(format!("{:?}", files.default_format()).to_ascii_uppercase()),
                 options: vec![],
