@@ -53,7 +53,7 @@ pub(super) fn refusal(headers: &HeaderMap, allowed: &[String]) -> Option<String>
         let own = matches!(site.to_ascii_lowercase().as_str(), "same-origin" | "none");
         let allowed_origin = origin.is_some_and(|o| is_allowed(o, allowed));
         if !own && !allowed_origin {
-            return Some(format!("the request was made by a page of another site (Sec-Fetch-Site: {site})"));
+            return Some(format!("the request was made by a page of another origin (Sec-Fetch-Site: {site})"));
         }
     }
     if let Some(origin) = origin {
