@@ -407,6 +407,7 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     // After DataFusion's column pruning, which cannot see into federated leaves.
     let at = rules.iter().position(|r| r.name() == "optimize_projections").map(|i| i + 1).unwrap_or(rules.len());
     rules.insert(at, Arc::new(quiver_connectors::federated_columns::ProjectIntoSource));
+    rules.push(Arc::new(crate::pg_spelling::LikeEscapes));
     rules
 }
 

@@ -7,6 +7,10 @@
 //!   format given as a string literal without `%` is taken as PostgreSQL's and
 //!   translated before planning; a format with `%` is already chrono's and is left
 //!   alone, so both spellings work.
+//! - `LIKE … ESCAPE '!'` (SQLAlchemy's schema listing) with a literal or bound
+//!   pattern: the pattern is rewritten with backslash escapes, the only kind
+//!   DataFusion reads ([`LikeEscapes`], the last optimizer rule, when the pattern
+//!   has been folded to a literal).
 //! - An interval literal times a number (`INTERVAL '5 minutes' * FLOOR(…)`, in
 //!   Superset's sub-hour time grains) becomes `quiver_interval_mul(…)`
 //!   (`quiver_worker::functions`), which DataFusion's `*` does not do.
@@ -38,6 +42,83 @@ fn interval_product(expr: &Expr) -> Option<Expr> {
         .ok()?
         .parse_expr()
         .ok()
+}
+
+/// A `LIKE` pattern written with another escape character (`'pg!_%' ESCAPE '!'`,
+/// as SQLAlchemy writes it) in the backslash escapes DataFusion reads.
+fn backslash_escapes(pattern: &str, escape: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == escape {
+            match chars.next() {
+                Some(n @ ('%' | '_')) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                Some('\\') => out.push_str("\\\\"),
+                Some(n) => out.push(n),
+                None => out.push(c),
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The optimizer rule that runs [`like_escapes`] last, when bound parameters and
+/// constant expressions (`$1::VARCHAR || '%'`) have become literals.
+#[derive(Debug)]
+pub struct LikeEscapes;
+
+impl datafusion::optimizer::OptimizerRule for LikeEscapes {
+    fn name(&self) -> &str {
+        "quiver_like_escapes"
+    }
+
+    fn rewrite(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &dyn datafusion::optimizer::OptimizerConfig,
+    ) -> datafusion::error::Result<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>> {
+        // Whole plan at once (no apply order): the rule recurses itself.
+        like_escapes(plan).map(datafusion::common::tree_node::Transformed::yes)
+    }
+}
+
+/// `LIKE`/`ILIKE … ESCAPE 'c'` with a literal pattern and `c` other than backslash.
+pub fn like_escapes(plan: datafusion::logical_expr::LogicalPlan) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::{expr::Like, Expr as L};
+    use datafusion::scalar::ScalarValue;
+    plan.transform_up_with_subqueries(|node| {
+        node.map_expressions(|e| {
+            e.transform(|e| match e {
+                L::Like(Like { negated, expr, pattern, escape_char: Some(c), case_insensitive }) if c != '\\' => {
+                    // `$1::VARCHAR` bound: a cast of a string literal to a string type.
+                    let literal = match pattern.as_ref() {
+                        L::Cast(datafusion::logical_expr::Cast { expr: inner, .. }) if matches!(inner.as_ref(), L::Literal(..)) => inner.as_ref(),
+                        other => other,
+                    };
+                    let rewritten = match literal {
+                        L::Literal(ScalarValue::Utf8(Some(p)), m) => Some(L::Literal(ScalarValue::Utf8(Some(backslash_escapes(p, c))), m.clone())),
+                        L::Literal(ScalarValue::Utf8View(Some(p)), m) => Some(L::Literal(ScalarValue::Utf8View(Some(backslash_escapes(p, c))), m.clone())),
+                        L::Literal(ScalarValue::LargeUtf8(Some(p)), m) => Some(L::Literal(ScalarValue::LargeUtf8(Some(backslash_escapes(p, c))), m.clone())),
+                        _ => None,
+                    };
+                    Ok(match rewritten {
+                        Some(p) => Transformed::yes(L::Like(Like { negated, expr, pattern: Box::new(p), escape_char: None, case_insensitive })),
+                        None => Transformed::no(L::Like(Like { negated, expr, pattern, escape_char: Some(c), case_insensitive })),
+                    })
+                }
+                other => Ok(Transformed::no(other)),
+            })
+        })
+    })
+    .map(|t| t.data)
 }
 
 impl VisitorMut for Spelling {
@@ -154,6 +235,24 @@ mod tests {
         assert_eq!(to_chrono("YYYY-MM-DD\"T\"HH24:MI:SS.MS"), "%Y-%m-%dT%H:%M:%S.%3f");
         assert_eq!(to_chrono("FMMonth DD, YYYY HH12:MI AM"), "%B %d, %Y %I:%M %p");
         assert_eq!(to_chrono("DDD 100%"), "%j 100%%");
+    }
+
+    #[test]
+    fn like_escapes_become_backslashes() {
+        assert_eq!(backslash_escapes("pg!_%", '!'), "pg\\_%");
+        assert_eq!(backslash_escapes("a!!b\\c!%", '!'), "a!b\\\\c\\%");
+    }
+
+    #[tokio::test]
+    async fn a_bound_like_pattern_with_another_escape_runs() -> datafusion::error::Result<()> {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let plan = ctx.state().create_logical_plan("SELECT n FROM (VALUES ('pg_x'), ('pgax'), ('tpch')) t(n) WHERE n NOT LIKE $1 ESCAPE '!'").await?;
+        let plan = plan.with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some("pg!_%".into()))])?;
+        let plan = like_escapes(plan)?;
+        let batches = datafusion::prelude::DataFrame::new(ctx.state(), plan).collect().await?;
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+        assert!(text.contains("pgax") && text.contains("tpch") && !text.contains("pg_x"), "{text}");
+        Ok(())
     }
 
     #[test]

@@ -9,7 +9,8 @@ psycopg: a parameterized query (server-side binding, the extended protocol) with
 an int and a text parameter, equal to the literal query; a missing table raises
 UndefinedTable (SQLSTATE 42P01) and the connection serves the next query.
 
-sqlalchemy: the PostgreSQL dialect's inspector lists the tables of schema tpch and
+sqlalchemy: the PostgreSQL dialect's inspector lists the schemas (without pg_catalog),
+the tables of schema tpch and
 the columns of lineitem, and a query through the ORM-free Core API returns rows.
 
 Prints "<MODE> OK" and exits 0 on success.
@@ -64,6 +65,11 @@ def run_sqlalchemy(url: str) -> None:
     columns = [c["name"] for c in inspector.get_columns("lineitem", schema="tpch")]
     if "l_orderkey" not in columns or "l_comment" not in columns:
         fail(f"lineitem columns: {columns!r}")
+    # SQLAlchemy 2 lists schemas with `nspname NOT LIKE 'pg!_%' ESCAPE '!'`.
+    schemas = inspector.get_schema_names()
+    if "tpch" not in schemas or any(s.startswith("pg_") for s in schemas):
+        fail(f"schemas: {schemas!r}")
+    print(f"   schemas: {sorted(schemas)!r}")
     print(f"   tables: {sorted(tables)!r}")
     print(f"   lineitem has {len(columns)} columns")
     with engine.connect() as conn:
