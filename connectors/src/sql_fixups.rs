@@ -7,6 +7,9 @@
 //! (PostgreSQL reads `'\'` as one backslash with standard_conforming_strings, the
 //! default; MySQL sessions are put in NO_BACKSLASH_ESCAPES mode).
 //!
+//! `quiver_interval_mul(i, n)` (an interval times a number, see the coordinator's
+//! `pg_spelling.rs`) is written back as `(i * n)`, which the database reads.
+//!
 //! When a filter has been pushed below a table alias, the unparser writes
 //! `FROM "s"."t" AS "o" WHERE ("t"."x" > 1)`: the column is qualified with the table's
 //! name, which the alias hides, and the database rejects the statement. This pass
@@ -124,7 +127,32 @@ fn concat_of_safe_pieces(s: &str) -> Expr {
 pub fn repair_statement(statement: Statement) -> Result<Statement> {
     let mut statement = requalify_aliased_columns(statement)?;
     let _ = VisitMut::visit(&mut statement, &mut SafeLiterals);
+    let _ = VisitMut::visit(&mut statement, &mut IntervalProducts);
     Ok(statement)
+}
+
+/// Quiver's `quiver_interval_mul(i, n)` (the coordinator's spelling of
+/// PostgreSQL's `interval * number`, which DataFusion lacks) goes to the
+/// database as the product it stands for.
+struct IntervalProducts;
+
+impl VisitorMut for IntervalProducts {
+    type Break = ();
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = expr else { return ControlFlow::Continue(()) };
+        if !f.name.to_string().eq_ignore_ascii_case("quiver_interval_mul") {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArguments::List(list) = &f.args else { return ControlFlow::Continue(()) };
+        if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(a)), FunctionArg::Unnamed(FunctionArgExpr::Expr(b))] = list.args.as_slice() {
+            *expr = Expr::Nested(Box::new(Expr::BinaryOp {
+                left: Box::new(a.clone()),
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::Multiply,
+                right: Box::new(b.clone()),
+            }));
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// Requalifies `table.column` as `alias.column` where the table only appears aliased once.
@@ -141,6 +169,20 @@ pub fn requalify_aliased_columns(mut statement: Statement) -> Result<Statement> 
         let _ = VisitMut::visit(&mut statement, &mut Requalify { table_to_alias });
     }
     Ok(statement)
+}
+
+#[cfg(test)]
+mod interval_tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    #[test]
+    fn interval_products_reach_the_database_as_products() {
+        let s = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT quiver_interval_mul(INTERVAL '5 seconds', floor(x / 5)) FROM t").expect("parses").remove(0);
+        let out = repair_statement(s).expect("repaired").to_string();
+        assert_eq!(out, "SELECT (INTERVAL '5 seconds' * floor(x / 5)) FROM t");
+    }
 }
 
 #[cfg(test)]

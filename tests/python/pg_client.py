@@ -70,6 +70,19 @@ def run_sqlalchemy(url: str) -> None:
     if "tpch" not in schemas or any(s.startswith("pg_") for s in schemas):
         fail(f"schemas: {schemas!r}")
     print(f"   schemas: {sorted(schemas)!r}")
+    # What Superset's dataset editor and MetaData.reflect() ask for every table: the
+    # catalog's array columns (indkey, conkey) must be arrays for these to run.
+    pk = inspector.get_pk_constraint("nation", schema="tpch")
+    indexes = inspector.get_indexes("nation", schema="tpch")
+    uniques = inspector.get_unique_constraints("nation", schema="tpch")
+    fks = inspector.get_foreign_keys("nation", schema="tpch")
+    if pk.get("constrained_columns") or indexes or uniques or fks:
+        fail(f"nation has no keys or indexes: {pk!r} {indexes!r} {uniques!r} {fks!r}")
+    meta = sa.MetaData()
+    meta.reflect(engine, schema="tpch", only=["nation", "region"])
+    if sorted(meta.tables) != ["tpch.nation", "tpch.region"] or "n_name" not in meta.tables["tpch.nation"].c:
+        fail(f"reflected: {sorted(meta.tables)!r}")
+    print(f"   reflected {sorted(meta.tables)!r} with keys, indexes and constraints")
     print(f"   tables: {sorted(tables)!r}")
     print(f"   lineitem has {len(columns)} columns")
     with engine.connect() as conn:

@@ -32,6 +32,13 @@ pub fn connection_state(
     ctx.register_udf(version());
     ctx.register_udf(to_regtype());
     ctx.register_udf(always_true("pg_type_is_visible"));
+    ctx.register_udf(null_text("pg_get_indexdef"));
+    // Array columns as arrays (SQLAlchemy's and dbt's reflection unnest them).
+    if let Some(c) = ctx.catalog(&catalog) {
+        if let Some(pg) = c.schema("pg_catalog") {
+            c.register_schema("pg_catalog", Arc::new(super::catalog_types::Retyped::new(pg)))?;
+        }
+    }
     let settings = Settings::new(user, startup, catalog, schema, overlay);
     settings.register(&ctx);
     Ok((ctx.state(), settings))
@@ -145,6 +152,30 @@ fn to_regtype() -> datafusion::logical_expr::ScalarUDF {
             Ok(ColumnarValue::Array(Arc::new(oids)))
         }),
     )
+}
+
+/// A function of any arguments answering NULL text: catalog functions about
+/// objects Quiver never has (`pg_get_indexdef`: sources expose no indexes).
+fn null_text(name: &str) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct NullText(String, Signature);
+    impl ScalarUDFImpl for NullText {
+        fn name(&self) -> &str {
+            &self.0
+        }
+        fn signature(&self) -> &Signature {
+            &self.1
+        }
+        fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+            Ok(DataType::Utf8)
+        }
+        fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+            Ok(ColumnarValue::Scalar(datafusion::scalar::ScalarValue::Utf8(None)))
+        }
+    }
+    datafusion::logical_expr::ScalarUDF::new_from_impl(NullText(name.to_string(), Signature::variadic_any(Volatility::Stable)))
 }
 
 /// A visibility check that holds for everything the connection can list

@@ -17,6 +17,31 @@ use datafusion::sql::sqlparser::parser::Parser;
 pub fn rewrite(statement: &mut Statement) {
     let _ = statement.visit(&mut CatalogSubqueries);
     let _ = statement.visit(&mut DistinctNames);
+    let _ = statement.visit(&mut Subscripts);
+}
+
+/// `generate_subscripts(a, 1)`, PostgreSQL's set-returning function of an array's
+/// indexes (SQLAlchemy's index reflection), as `unnest(range(1, len + 1))`, which
+/// unnests in step with an `unnest(a)` beside it, as in PostgreSQL.
+struct Subscripts;
+
+impl VisitorMut for Subscripts {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = expr else { return ControlFlow::Continue(()) };
+        let name = f.name.to_string().to_ascii_lowercase();
+        if name.trim_start_matches("pg_catalog.") != "generate_subscripts" {
+            return ControlFlow::Continue(());
+        }
+        let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args else { return ControlFlow::Continue(()) };
+        let Some(array) = list.args.first() else { return ControlFlow::Continue(()) };
+        let sql = format!("unnest(range(1, CAST(coalesce(array_length({array}, 1), 0) AS BIGINT) + 1))");
+        if let Ok(e) = Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).and_then(|mut p| p.parse_expr()) {
+            *expr = e;
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// Parameters cast to `oid` or `oid[]` (`$1::oid[]`), by number: they are

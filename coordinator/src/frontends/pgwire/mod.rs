@@ -12,6 +12,7 @@
 
 mod auth;
 mod catalog;
+mod catalog_types;
 mod compat;
 mod copy_out;
 mod errors;
