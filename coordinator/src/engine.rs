@@ -482,12 +482,17 @@ impl QuerySession {
         if explained.is_some() || crate::writes::statements::is_write(&statement) {
             self.write.store(explained.is_none(), std::sync::atomic::Ordering::Relaxed);
             let state = self.ctx.state();
-            let cx = crate::writes::statements::WriteContext { writes: &self.writes, access: &self.access, state: &state };
+            let creates = std::sync::Mutex::new(None);
+            let cx = crate::writes::statements::WriteContext { writes: &self.writes, access: &self.access, state: &state, creates: &creates };
             let statement = match statement {
                 datafusion::sql::parser::Statement::Explain(e) => *e.statement,
                 other => other,
             };
             let plan = crate::writes::statements::plan(&cx, statement).await;
+            // The folder a CTAS creates rides with this statement's session to its commit.
+            if let Some(url) = creates.into_inner().ok().flatten() {
+                self.ctx.state_ref().write().config_mut().options_mut().extensions.insert(crate::writes::CreateTarget { url });
+            }
             let plan = match (plan, explained) {
                 (Ok(p), Some((verbose, analyze))) => datafusion::logical_expr::LogicalPlanBuilder::from(p).explain(verbose, analyze).and_then(|b| b.build()),
                 (p, _) => p,
@@ -533,7 +538,8 @@ impl QuerySession {
     pub async fn plan_ingest(&self, request: &crate::writes::ingest::IngestRequest, data: SendableRecordBatchStream) -> Result<LogicalPlan> {
         self.write.store(true, std::sync::atomic::Ordering::Relaxed);
         let state = self.ctx.state();
-        let cx = crate::writes::statements::WriteContext { writes: &self.writes, access: &self.access, state: &state };
+        let creates = std::sync::Mutex::new(None);
+        let cx = crate::writes::statements::WriteContext { writes: &self.writes, access: &self.access, state: &state, creates: &creates };
         crate::writes::ingest::plan(&cx, request, data).await
     }
 

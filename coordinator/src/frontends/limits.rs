@@ -83,6 +83,20 @@ impl Door {
         permit
     }
 
+    /// The next connection on `listener`: an accept error (out of descriptors, say)
+    /// is logged and retried a little later instead of spinning or ending the door.
+    pub async fn accept(&self, listener: &tokio::net::TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+        loop {
+            match listener.accept().await {
+                Ok(s) => return s,
+                Err(e) => {
+                    tracing::warn!(door = self.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     /// Why a connection was refused, for the client.
     pub fn full_message(&self) -> String {
         format!("too many connections: the {} port holds {} at once (server.max_connections)", self.name, self.max)

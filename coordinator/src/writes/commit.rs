@@ -58,7 +58,8 @@ impl StageWrites {
 }
 
 impl PhysicalOptimizerRule for StageWrites {
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        let creates = config.extensions.get::<super::CreateTarget>().map(|c| c.url.clone()).unwrap_or_default();
         plan.transform_up(|node| {
             let Some(sink) = node.as_ref().downcast_ref::<DataSinkExec>() else { return Ok(Transformed::no(node)) };
             let Some(config) = quiver_worker::write::file_sink_config(sink).cloned() else { return Ok(Transformed::no(node)) };
@@ -78,7 +79,8 @@ impl PhysicalOptimizerRule for StageWrites {
                 InsertOp::Overwrite => config.file_group.files().iter().map(|f| f.object_meta.location.clone()).collect(),
                 _ => vec![],
             };
-            let create = !single && creates_folder(root, &target);
+            // A CTAS planned when its table did not exist, or a COPY to a folder missing now.
+            let create = !single && (creates == target.as_str() || creates_folder(root, &target));
             let empty = EmptyTable { schema: config.output_schema().clone(), extension: config.file_extension.clone() };
             let write = Arc::new(WriteFilesExec::try_new(input, sink, staging.clone())?);
             let target = Target { url: target, single, old_files, staging, schema: root.clone(), create, empty };

@@ -31,6 +31,20 @@ pub const STAGING: &str = ".quiver-staging";
 /// The file that marks a table folder Quiver created (and may drop).
 pub const MARKER: &str = "_quiver_table";
 
+datafusion::common::extensions_options! {
+    /// Set on a statement's own session by `CREATE TABLE … AS` into a files source:
+    /// the folder it creates. Its commit must create that folder, or fail with
+    /// "already exists" when another statement created it after this one was planned.
+    pub struct CreateTarget {
+        /// The folder's URL; empty for every other statement.
+        pub url: String, default = String::new()
+    }
+}
+
+impl datafusion::common::config::ConfigExtension for CreateTarget {
+    const PREFIX: &'static str = "quiver_create";
+}
+
 /// The sources writes may go to; set once the sources are registered.
 #[derive(Debug, Default)]
 pub struct Writes {

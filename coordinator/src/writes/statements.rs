@@ -39,6 +39,9 @@ pub struct WriteContext<'a> {
     pub writes: &'a Writes,
     pub access: &'a UserAccess,
     pub state: &'a SessionState,
+    /// Where a `CREATE TABLE … AS` into a files source records the folder it
+    /// creates (the session then carries it as [`super::CreateTarget`]).
+    pub creates: &'a std::sync::Mutex<Option<String>>,
 }
 
 /// Whether `statement` writes (and is planned by [`plan`]).
@@ -263,9 +266,13 @@ async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::
     match home {
         Home::Files(files) => {
             let root = files.root().map(|r| r.as_str().to_string()).unwrap_or_default();
+            let folder = format!("{root}{}/", target.table);
+            if let Ok(mut c) = cx.creates.lock() {
+                *c = Some(ListingTableUrl::parse(&folder)?.as_str().to_string());
+            }
             let copy = CopyToStatement {
                 source: CopyToSource::Query(query),
-                target: format!("{root}{}/", target.table),
+                target: folder,
                 partitioned_by: vec![],
                 stored_as: Some(format!("{:?}", files.default_format()).to_ascii_uppercase()),
                 options: vec![],

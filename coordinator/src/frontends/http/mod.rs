@@ -70,15 +70,7 @@ pub fn serve(
 /// request headers, and the peer's address where the handlers read it (`ConnectInfo`).
 async fn accept(listener: TcpListener, app: Router, tls: Option<tokio_rustls::TlsAcceptor>, door: Door) {
     loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors, say: wait a little instead of spinning.
-                tracing::warn!(error = %e, "HTTP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (socket, peer) = door.accept(&listener).await;
         let Some(permit) = door.admit() else {
             tokio::spawn(refuse_full(socket, door.full_message()));
             continue;

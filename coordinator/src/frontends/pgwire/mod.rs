@@ -149,15 +149,7 @@ pub fn serve(
     });
     tokio::spawn(async move {
         loop {
-            let (socket, peer) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of descriptors, say: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "PostgreSQL accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+            let (socket, peer) = door.accept(&listener).await;
             let _ = socket.set_nodelay(true);
             let Some(permit) = door.admit() else {
                 tokio::spawn(refuse_full(socket, door.full_message()));
