@@ -85,6 +85,22 @@ def run_session(url: str) -> None:
             fail("'abc'::int did not fail")
         except psycopg.errors.InvalidTextRepresentation as e:
             print(f"   'abc'::int: {e.sqlstate}")
+        for sql, kind in [
+            ("SELECT CAST(100000 AS SMALLINT)", psycopg.errors.NumericValueOutOfRange),
+            ("SELECT CAST('2020-13-45' AS DATE)", psycopg.errors.InvalidDatetimeFormat),
+            ("SELECT n_nationkey FROM nation a, nation b", psycopg.errors.AmbiguousColumn),
+            ("SELECT * FROM nation WHERE 1", psycopg.errors.DatatypeMismatch),
+            ("SELECT abs('x')", psycopg.errors.UndefinedFunction),
+            ("SELECT n_name + 1 FROM nation", psycopg.errors.UndefinedFunction),
+            ("SELECT no_such_column FROM nation", psycopg.errors.UndefinedColumn),
+        ]:
+            try:
+                conn.execute(sql)
+                fail(f"{sql} did not fail")
+            except kind as e:
+                print(f"   {sql}: {e.sqlstate}")
+            except psycopg.Error as e:
+                fail(f"{sql}: {e.sqlstate} {type(e).__name__}, not {kind.__name__}: {e}")
         check(conn.execute("SELECT 1").fetchone()[0] == 1, "after errors")
 
 

@@ -245,7 +245,11 @@ pub fn classify(err: &DataFusionError) -> ErrorKind {
 
 fn cast_kind(message: &str) -> ErrorKind {
     let m = message.to_ascii_lowercase();
-    if m.contains("date") || m.contains("timestamp") || m.contains("time ") {
+    // arrow: "Can't cast value 100000 to type Int16" (a number too large for the
+    // type), against "Cannot cast string 'x' to value of Int64 type" (not a number).
+    if m.contains("can't cast value") {
+        ErrorKind::NumericOutOfRange
+    } else if m.contains("date") || m.contains("timestamp") || m.contains("time ") {
         ErrorKind::InvalidDatetimeFormat
     } else if m.contains("overflow") || m.contains("too large") || m.contains("out of range") {
         ErrorKind::NumericOutOfRange
@@ -258,8 +262,15 @@ fn plan_kind(message: &str) -> ErrorKind {
     let m = message.to_ascii_lowercase();
     if m.starts_with("table '") && (m.contains("not found") || m.contains("doesn't exist")) || m.contains("no table named") {
         ErrorKind::UndefinedTable
-    } else if m.starts_with("invalid function") || m.contains("function") && m.contains("not found") {
+    } else if m.starts_with("invalid function")
+        || m.contains("function") && m.contains("not found")
+        || m.contains("no function matches")
+        || m.contains("cannot coerce arithmetic expression")
+    {
+        // PostgreSQL: "function abs(text) does not exist", "operator does not exist: text + integer".
         ErrorKind::UndefinedFunction
+    } else if m.contains("non-boolean predicate") {
+        ErrorKind::DatatypeMismatch
     } else if m.contains("nested too deeply") {
         ErrorKind::SyntaxError
     } else if m.contains("cannot infer common argument type") || m.contains("cannot be cast") || m.contains("no function matches") {
@@ -291,6 +302,10 @@ mod tests {
         assert_eq!(kind_of(&hop).sqlstate(), "22012");
         let cast = arrow(ArrowError::CastError("Cannot cast string 'x' to value of Int64 type".into()));
         assert_eq!(classify(&cast), ErrorKind::InvalidTextRepresentation);
+        let big = arrow(ArrowError::CastError("Can't cast value 100000 to type Int16".into()));
+        assert_eq!(classify(&big), ErrorKind::NumericOutOfRange);
+        let abs = DataFusionError::Plan("Function 'abs' expects Numeric but received String. No function matches the given name and argument types 'abs(Utf8)'.".into());
+        assert_eq!(classify(&abs), ErrorKind::UndefinedFunction);
         assert_eq!(classify(&DataFusionError::Plan("table 'quiver.tpch.nope' not found".into())), ErrorKind::UndefinedTable);
         assert_eq!(classify(&DataFusionError::Plan("Invalid function 'nope'.".into())), ErrorKind::UndefinedFunction);
         assert_eq!(classify(&DataFusionError::NotImplemented("x".into())), ErrorKind::FeatureNotSupported);
