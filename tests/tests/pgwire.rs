@@ -61,6 +61,14 @@ fn psql_runs_queries_and_describes_tables() -> anyhow::Result<()> {
         assert!(out.contains(column), "\\d lineitem lacks {column}:\n{out}");
     }
 
+    // psql's function and view listings run (the catalog has no user functions or views here).
+    for command in ["\\df", "\\df abs", "\\dv"] {
+        let (ok, out, err) = psql(&url, command);
+        assert!(ok, "{command} failed: {err}");
+        // psql says "Did not find any relations." on stderr.
+        assert!(out.contains("List of functions") || err.contains("Did not find any relations"), "{command}:\n{out}{err}");
+    }
+
     // A bad statement is an error with its SQLSTATE; the server keeps serving.
     let (ok, _, err) = psql(&url, "SELECT * FROM no_such_table");
     assert!(!ok && err.contains("no_such_table"), "{err}");

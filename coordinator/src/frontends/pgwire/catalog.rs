@@ -32,7 +32,10 @@ pub fn connection_state(
     ctx.register_udf(version());
     ctx.register_udf(to_regtype());
     ctx.register_udf(always_true("pg_type_is_visible"));
-    ctx.register_udf(null_text("pg_get_indexdef"));
+    ctx.register_udf(always_true("pg_function_is_visible"));
+    for name in ["pg_get_indexdef", "pg_get_function_result", "pg_get_function_arguments", "pg_get_function_identity_arguments"] {
+        ctx.register_udf(null_text(name));
+    }
     // Array columns as arrays (SQLAlchemy's and dbt's reflection unnest them).
     if let Some(c) = ctx.catalog(&catalog) {
         if let Some(pg) = c.schema("pg_catalog") {
@@ -155,7 +158,7 @@ fn to_regtype() -> datafusion::logical_expr::ScalarUDF {
 }
 
 /// A function of any arguments answering NULL text: catalog functions about
-/// objects Quiver never has (`pg_get_indexdef`: sources expose no indexes).
+/// objects Quiver never lists (indexes, functions in `pg_proc`).
 fn null_text(name: &str) -> datafusion::logical_expr::ScalarUDF {
     use datafusion::arrow::datatypes::DataType;
     use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};

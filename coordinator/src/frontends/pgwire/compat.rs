@@ -15,9 +15,38 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 pub fn rewrite(statement: &mut Statement) {
+    let _ = statement.visit(&mut ArraySubqueries);
     let _ = statement.visit(&mut CatalogSubqueries);
     let _ = statement.visit(&mut DistinctNames);
     let _ = statement.visit(&mut Subscripts);
+}
+
+/// `ARRAY(SELECT x FROM … ORDER BY y)`, PostgreSQL's array of a subquery's rows
+/// (psql's `\d+`), as `(SELECT array_agg(x ORDER BY y) FROM …)`.
+struct ArraySubqueries;
+
+impl VisitorMut for ArraySubqueries {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = expr else { return ControlFlow::Continue(()) };
+        if !f.name.to_string().eq_ignore_ascii_case("array") {
+            return ControlFlow::Continue(());
+        }
+        let datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(query) = &f.args else { return ControlFlow::Continue(()) };
+        let mut query = query.clone();
+        let order = query.order_by.take().map(|o| format!(" {o}")).unwrap_or_default();
+        let SetExpr::Select(select) = query.body.as_mut() else { return ControlFlow::Continue(()) };
+        let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] = select.projection.as_slice() else {
+            return ControlFlow::Continue(());
+        };
+        let Ok(agg) = Parser::new(&PostgreSqlDialect {}).try_with_sql(&format!("array_agg({item}{order})")).and_then(|mut p| p.parse_expr()) else {
+            return ControlFlow::Continue(());
+        };
+        select.projection = vec![SelectItem::UnnamedExpr(agg)];
+        *expr = Expr::Subquery(query);
+        ControlFlow::Continue(())
+    }
 }
 
 /// `generate_subscripts(a, 1)`, PostgreSQL's set-returning function of an array's
@@ -177,6 +206,12 @@ mod tests {
         assert!(out.contains("first_value(pg_catalog.pg_get_expr(d.adbin, d.adrelid)) AS x"), "{out}");
         let out = rewritten("SELECT (SELECT max(x) FROM pg_catalog.t) , (SELECT y FROM orders WHERE k = 1)");
         assert!(!out.contains("first_value"), "{out}");
+    }
+
+    #[test]
+    fn array_of_a_subquery_becomes_an_aggregate() {
+        let out = rewritten("SELECT array(SELECT x FROM pg_catalog.t WHERE y = 1 ORDER BY x) FROM pg_catalog.u");
+        assert_eq!(out, "SELECT (SELECT array_agg(x ORDER BY x) FROM pg_catalog.t WHERE y = 1) FROM pg_catalog.u");
     }
 
     #[test]
