@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Creates target/venv with the Python clients the end-to-end tests drive
-# (adbc-driver-flightsql, pyarrow). Idempotent: reinstalls only when the
-# requirements change.
+# Creates the Python environments the end-to-end tests drive: target/venv with the
+# clients (tests/python/requirements.txt: ADBC, pyarrow, psycopg, asyncpg, ...) and
+# target/dbt-venv with dbt (tests/python/requirements-dbt.txt; dbt-core pins
+# protobuf below what grpcio-tools needs, so it lives apart). Idempotent: each is
+# reinstalled only when its requirements change.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="$root/target/venv"
-req="$root/tests/python/requirements.txt"
-stamp="$venv/.requirements"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
-  exit 0
-fi
-python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-cp "$req" "$stamp"
-echo "python clients installed in $venv"
+
+install() {
+  local venv="$1" req="$2"
+  local stamp="$venv/.requirements"
+  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
+    return 0
+  fi
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$stamp"
+  echo "python packages of $(basename "$req") installed in $venv"
+}
+
+install "$root/target/venv" "$root/tests/python/requirements.txt"
+install "$root/target/dbt-venv" "$root/tests/python/requirements-dbt.txt"

@@ -469,6 +469,10 @@ impl QuerySession {
         self.command.store(false, std::sync::atomic::Ordering::Relaxed);
         self.write.store(false, std::sync::atomic::Ordering::Relaxed);
         if let datafusion::sql::parser::Statement::Statement(s) = &mut statement {
+            let on_view = crate::catalog::commands::view_rename(s, &self.datasets).or_else(|| crate::catalog::commands::view_drop(s, &self.datasets));
+            if let Some(command) = on_view {
+                return self.plan_command(command);
+            }
             if let Some(command) = crate::catalog::commands::recognize(s) {
                 return self.plan_command(command?);
             }

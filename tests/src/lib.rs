@@ -247,6 +247,13 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// The Python of target/dbt-venv, where scripts/setup-python.sh installs dbt.
+pub fn dbt_python() -> PathBuf {
+    let python = target_dir().join("..").join("dbt-venv").join("bin").join("python");
+    assert!(python.exists(), "{} is missing: run scripts/setup-python.sh first", python.display());
+    python
+}
+
 /// A Flight SQL client connected to `addr` (host:port).
 pub async fn client(addr: &str) -> Result<FlightSqlServiceClient<Channel>> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;

@@ -41,10 +41,34 @@ pub enum Command {
     Accelerate { name: String, spec: Option<AccelerateSpec> },
     Refresh { name: String },
     ShowCreateView { name: String },
+    /// `ALTER TABLE v RENAME TO w` where `v` is a view (dbt renames views so).
+    RenameView { name: String, to: String },
 }
 
 /// The table name the command scans are planned under.
 pub const COMMAND_TABLE: &str = "quiver_command";
+
+/// `DROP TABLE [IF EXISTS] v [CASCADE]` when `v` is a view of `datasets`: dbt
+/// drops relations by the kind its cache read from `pg_tables`, where views are
+/// listed too, so a view it drops "as a table" is dropped as the view it is.
+pub fn view_drop(statement: &Statement, datasets: &Datasets) -> Option<Command> {
+    let Statement::Drop { object_type: ast::ObjectType::Table, names, if_exists, .. } = statement else { return None };
+    let [one] = names.as_slice() else { return None };
+    datasets.view(&datasets.qualify(&one.to_string()).ok()?)?;
+    Some(Command::DropView { name: one.to_string(), if_exists: *if_exists })
+}
+
+/// `ALTER TABLE v RENAME TO w` when `v` is a view of `datasets`.
+pub fn view_rename(statement: &Statement, datasets: &Datasets) -> Option<Command> {
+    let Statement::AlterTable(alter) = statement else { return None };
+    let [ast::AlterTableOperation::RenameTable { table_name: ast::RenameTableNameKind::To(to) | ast::RenameTableNameKind::As(to) }] =
+        alter.operations.as_slice()
+    else {
+        return None;
+    };
+    datasets.view(&datasets.qualify(&alter.name.to_string()).ok()?)?;
+    Some(Command::RenameView { name: alter.name.to_string(), to: to.to_string() })
+}
 
 /// The command `statement` is, if it is one (None: an ordinary statement).
 pub fn recognize(statement: &Statement) -> Option<Result<Command>> {
@@ -197,7 +221,8 @@ impl Command {
             | Command::DropView { name, .. }
             | Command::Accelerate { name, .. }
             | Command::Refresh { name }
-            | Command::ShowCreateView { name } => name,
+            | Command::ShowCreateView { name }
+            | Command::RenameView { name, .. } => name,
         }
     }
 
@@ -288,6 +313,29 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
             datasets.store().drop_view(&name).await.map_err(store_error)?;
             datasets.reload().await?;
             text(schema, format!("DROP VIEW {name}"))
+        }
+        Command::RenameView { to, .. } => {
+            let view = datasets.view(&name).ok_or_else(|| DataFusionError::Plan(format!("view {name} not found")))?;
+            if view.origin == Origin::Config {
+                return Err(DataFusionError::Plan(format!("view {name} is declared in the config file; rename it there")));
+            }
+            if datasets.acceleration(&name).is_some() {
+                return Err(DataFusionError::Plan(format!("view {name} is accelerated; stop accelerating it before renaming it")));
+            }
+            // The new name stays in the view's schema (PostgreSQL's RENAME TO takes a bare name).
+            let identifier = datafusion::common::TableReference::parse_str(to).table().to_string();
+            let home = name.rsplit_once('.').map(|(s, _)| s).unwrap_or_default();
+            let new_name = format!("{home}.{identifier}");
+            if datasets.view(&new_name).is_some() || datasets.inner_table_exists(&new_name).await {
+                return Err(DataFusionError::External(Box::new(quiver_worker::status::ErrorKind::DuplicateTable.status(format!(
+                    "{new_name} already exists"
+                )))));
+            }
+            let stored = StoredView { name: new_name.clone(), sql: view.sql.clone(), created_ms: view.created_ms, updated_ms: now_ms() };
+            datasets.store().put_view(&stored, false).await.map_err(store_error)?;
+            datasets.store().drop_view(&name).await.map_err(store_error)?;
+            datasets.reload().await?;
+            text(schema, format!("ALTER VIEW {name} RENAME TO {new_name}"))
         }
         Command::Accelerate { spec: Some(spec), .. } => {
             if datasets.view(&name).is_none() && !datasets.inner_table_exists(&name).await {

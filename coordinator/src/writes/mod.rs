@@ -4,6 +4,7 @@
 //!   `INSERT`, `DROP TABLE`), the checks they pass (a writable source, the
 //!   user's `write` right) and their logical plans.
 //! - `syntax.rs`: the `COPY … TO … (FORMAT …, PARTITION_BY …)` option list.
+//! - `rename.rs`: `ALTER TABLE … RENAME TO …` of a files table.
 //! - `commit.rs`: file writes run as one write task per partition on the
 //!   workers, staged, then published by the coordinator's commit.
 //! - Database writes (`quiver_connectors::writable`) run on the coordinator in
@@ -12,6 +13,7 @@
 //! - `ingest.rs`: Flight SQL bulk ingest into any writable table.
 
 mod commit;
+mod rename;
 pub mod ingest;
 pub mod statements;
 pub mod syntax;

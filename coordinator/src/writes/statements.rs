@@ -51,7 +51,7 @@ pub fn is_write(statement: &DFStatement) -> bool {
         DFStatement::Statement(s) => matches!(
             s.as_ref(),
             Statement::Insert(_) | Statement::CreateTable(_) | Statement::Drop { object_type: ObjectType::Table, .. }
-        ),
+        ) || rename_of(s).is_some(),
         _ => false,
     }
 }
@@ -64,9 +64,22 @@ pub async fn plan(cx: &WriteContext<'_>, statement: DFStatement) -> Result<Logic
             Statement::Insert(insert) => plan_insert(cx, insert).await,
             Statement::CreateTable(create) => plan_create(cx, create).await,
             Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => plan_drop(cx, if_exists, names).await,
-            other => Err(DataFusionError::Internal(format!("not a write: {other}"))),
+            other => match rename_of(&other) {
+                Some((from, to)) => super::rename::plan(cx, from, to).await,
+                None => Err(DataFusionError::Internal(format!("not a write: {other}"))),
+            },
         },
         other => Err(DataFusionError::Internal(format!("not a write: {other}"))),
+    }
+}
+
+/// `ALTER TABLE from RENAME TO to`: the two names.
+fn rename_of(statement: &Statement) -> Option<(&datafusion::sql::sqlparser::ast::ObjectName, &datafusion::sql::sqlparser::ast::ObjectName)> {
+    use datafusion::sql::sqlparser::ast::{AlterTableOperation, RenameTableNameKind};
+    let Statement::AlterTable(alter) = statement else { return None };
+    match alter.operations.as_slice() {
+        [AlterTableOperation::RenameTable { table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to) }] => Some((&alter.name, to)),
+        _ => None,
     }
 }
 
@@ -86,7 +99,7 @@ pub(super) fn check_write(cx: &WriteContext<'_>, t: &ResolvedTableReference) -> 
     }
 }
 
-fn resolve(cx: &WriteContext<'_>, name: &str) -> ResolvedTableReference {
+pub(super) fn resolve(cx: &WriteContext<'_>, name: &str) -> ResolvedTableReference {
     let o = cx.state.config().options();
     TableReference::parse_str(name).resolve(&o.catalog.default_catalog, &o.catalog.default_schema)
 }
@@ -317,7 +330,7 @@ async fn plan_drop(cx: &WriteContext<'_>, if_exists: bool, names: Vec<datafusion
     LogicalPlanBuilder::scan("quiver_drop", provider_as_source(Arc::new(drop)), None)?.build()
 }
 
-fn result_schema() -> SchemaRef {
+pub(super) fn result_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("result", DataType::Utf8, false)]))
 }
 

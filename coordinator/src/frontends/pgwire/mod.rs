@@ -679,6 +679,7 @@ fn write_tag(statement: &Statement) -> Option<Tag> {
         Statement::Insert(_) => Some(Tag::new("INSERT").with_oid(0)),
         Statement::CreateTable(_) => Some(Tag::new("SELECT")),
         Statement::Drop { .. } => Some(Tag::new("DROP TABLE")),
+        Statement::AlterTable(_) => Some(Tag::new("ALTER TABLE")),
         _ => None,
     }
 }
