@@ -103,10 +103,12 @@ pub fn like_escapes(plan: datafusion::logical_expr::LogicalPlan) -> datafusion::
                         L::Cast(datafusion::logical_expr::Cast { expr: inner, .. }) if matches!(inner.as_ref(), L::Literal(..)) => inner.as_ref(),
                         other => other,
                     };
+                    // Any string literal, rewritten in its own string type.
                     let rewritten = match literal {
-                        L::Literal(ScalarValue::Utf8(Some(p)), m) => Some(L::Literal(ScalarValue::Utf8(Some(backslash_escapes(p, c))), m.clone())),
-                        L::Literal(ScalarValue::Utf8View(Some(p)), m) => Some(L::Literal(ScalarValue::Utf8View(Some(backslash_escapes(p, c))), m.clone())),
-                        L::Literal(ScalarValue::LargeUtf8(Some(p)), m) => Some(L::Literal(ScalarValue::LargeUtf8(Some(backslash_escapes(p, c))), m.clone())),
+                        L::Literal(v, m) => match v.try_as_str() {
+                            Some(Some(p)) => Some(L::Literal(ScalarValue::try_from_string(backslash_escapes(p, c), &v.data_type())?, m.clone())),
+                            _ => None,
+                        },
                         _ => None,
                     };
                     Ok(match rewritten {

@@ -116,9 +116,6 @@ impl<S> FirstBytes<S> {
         Self { inner, deadline: Some(Box::pin(tokio::time::sleep(within))), _permit: permit }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {

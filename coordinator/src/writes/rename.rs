@@ -12,12 +12,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ResolvedTableReference;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::provider_as_source;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
@@ -27,7 +25,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use quiver_connectors::files::FilesSchema;
 
-use super::statements::{already_exists, check_write, home, resolve, result_schema, Home, WriteContext};
+use super::statements::{already_exists, check_quiver_made, check_write, home, message_exec, relist, resolve, result_schema, Home, WriteContext};
 
 /// Plans `ALTER TABLE from RENAME TO to` (the name may be qualified only by `from`'s own schema).
 pub(super) async fn plan(cx: &WriteContext<'_>, from: &ObjectName, to: &ObjectName) -> Result<LogicalPlan> {
@@ -69,17 +67,8 @@ struct RenameTable {
 
 impl RenameTable {
     async fn run(&self, state: &dyn Session) -> Result<String> {
-        if !self.files.is_discovered_folder(&self.source.table) {
-            return Err(DataFusionError::Plan(format!("{} is declared in the config file; rename it there", self.source)));
-        }
-        let store = state.runtime_env().object_store(&self.url)?;
-        if store.head(&super::join_url(&self.url, super::MARKER)).await.is_err() {
-            return Err(DataFusionError::Plan(format!(
-                "{} was not created by Quiver (its folder has no {} file), so ALTER TABLE leaves it alone",
-                self.source,
-                super::MARKER
-            )));
-        }
+        let target = self.source.to_string();
+        let store = check_quiver_made(&self.files, &self.source.table, &target, &self.url, state, "ALTER TABLE", "rename").await?;
         let root = self.files.root().ok_or_else(|| DataFusionError::Internal("a writable source without a location".into()))?;
         let to = ListingTableUrl::parse(format!("{}{}/", root.as_str(), self.new_name))?;
         match (super::commit::local_path(&self.url), super::commit::local_path(&to)) {
@@ -103,10 +92,7 @@ impl RenameTable {
                 }
             }
         }
-        if let Some(cache) = state.runtime_env().cache_manager.get_list_files_cache() {
-            cache.clear();
-        }
-        self.files.rediscover().await?;
+        relist(&self.files, state).await?;
         Ok(format!("ALTER TABLE {} RENAME TO {}", self.source, self.new_name))
     }
 }
@@ -122,8 +108,6 @@ impl TableProvider for RenameTable {
     }
 
     async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, _: &[Expr], _: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
-        let message = self.run(state).await?;
-        let batch = RecordBatch::try_new(result_schema(), vec![Arc::new(StringArray::from(vec![message]))])?;
-        MemorySourceConfig::try_new_exec(&[vec![batch]], result_schema(), projection.cloned()).map(|e| e as Arc<dyn ExecutionPlan>)
+        message_exec(self.run(state).await?, projection)
     }
 }

@@ -358,27 +358,51 @@ impl TableProvider for DropTable {
         let message = match &self.url {
             None => format!("no table {}", self.target),
             Some(url) => {
-                if !self.files.is_discovered_folder(&self.table) {
-                    return Err(DataFusionError::Plan(format!("{} is declared in the config file; remove it there", self.target)));
-                }
-                let store = state.runtime_env().object_store(url)?;
-                let marker = super::join_url(url, super::MARKER);
-                if store.head(&marker).await.is_err() {
-                    return Err(DataFusionError::Plan(format!(
-                        "{} was not created by Quiver (its folder has no {} file), so DROP TABLE leaves it alone",
-                        self.target,
-                        super::MARKER
-                    )));
-                }
+                let store = check_quiver_made(&self.files, &self.table, &self.target, url, state, "DROP TABLE", "remove").await?;
                 super::commit::remove_folder(&store, url).await;
-                if let Some(cache) = state.runtime_env().cache_manager.get_list_files_cache() {
-                    cache.clear();
-                }
-                self.files.rediscover().await?;
+                relist(&self.files, state).await?;
                 format!("DROP TABLE {}", self.target)
             }
         };
-        let batch = RecordBatch::try_new(result_schema(), vec![Arc::new(StringArray::from(vec![message]))])?;
-        MemorySourceConfig::try_new_exec(&[vec![batch]], result_schema(), projection.cloned()).map(|e| e as Arc<dyn ExecutionPlan>)
+        message_exec(message, projection)
     }
+}
+
+/// Refuses to change a table Quiver did not create: one declared in the config
+/// file (`fix` says what to do there instead), or a folder without the marker
+/// file. Returns the table's store.
+pub(super) async fn check_quiver_made(
+    files: &FilesSchema,
+    table: &str,
+    target: &str,
+    url: &ListingTableUrl,
+    state: &dyn Session,
+    statement: &str,
+    fix: &str,
+) -> Result<Arc<dyn object_store::ObjectStore>> {
+    if !files.is_discovered_folder(table) {
+        return Err(DataFusionError::Plan(format!("{target} is declared in the config file; {fix} it there")));
+    }
+    let store = state.runtime_env().object_store(url)?;
+    if store.head(&super::join_url(url, super::MARKER)).await.is_err() {
+        return Err(DataFusionError::Plan(format!(
+            "{target} was not created by Quiver (its folder has no {} file), so {statement} leaves it alone",
+            super::MARKER
+        )));
+    }
+    Ok(store)
+}
+
+/// Lists the source again after its folders changed (the listing cache first).
+pub(super) async fn relist(files: &FilesSchema, state: &dyn Session) -> Result<()> {
+    if let Some(cache) = state.runtime_env().cache_manager.get_list_files_cache() {
+        cache.clear();
+    }
+    files.rediscover().await
+}
+
+/// The one-row text answer of a statement done at scan time, as its scan.
+pub(super) fn message_exec(message: String, projection: Option<&Vec<usize>>) -> Result<Arc<dyn ExecutionPlan>> {
+    let batch = RecordBatch::try_new(result_schema(), vec![Arc::new(StringArray::from(vec![message]))])?;
+    MemorySourceConfig::try_new_exec(&[vec![batch]], result_schema(), projection.cloned()).map(|e| e as Arc<dyn ExecutionPlan>)
 }

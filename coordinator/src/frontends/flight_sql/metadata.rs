@@ -159,7 +159,7 @@ fn described(table: &Schema, [catalog, schema, name]: [&str; 3]) -> Schema {
 }
 
 /// The SQL name of an Arrow type, as [`xdbc_type_info`] lists it.
-pub fn sql_type_name(t: &DataType) -> &'static str {
+fn sql_type_name(t: &DataType) -> &'static str {
     match t {
         DataType::Boolean => "BOOLEAN",
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => "SMALLINT",

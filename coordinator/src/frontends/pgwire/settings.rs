@@ -45,10 +45,6 @@ impl Settings {
         Arc::new(Self { set: Mutex::default(), startup, user, catalog, default_schema, catalogs })
     }
 
-    pub fn user(&self) -> &str {
-        &self.user
-    }
-
     /// `SET name = value` (and `set_config`).
     pub fn set(&self, name: &str, value: &str) {
         self.lock().insert(name.to_ascii_lowercase(), value.to_string());
