@@ -16,6 +16,8 @@ mod catalog_types;
 mod compat;
 mod copy_out;
 mod errors;
+mod listener;
+mod parameters;
 mod session;
 mod settings;
 
@@ -49,7 +51,10 @@ use crate::engine::QueryEngine;
 use crate::frontends::run::{self, Caller};
 use crate::security::access::UserAccess;
 use crate::security::authn::Authenticator;
+use parameters::{decode_parameters, parameter_types};
 use session::SessionCommand;
+
+pub use listener::{serve, tls_acceptor};
 
 /// One logged-in connection.
 pub struct Connection {
@@ -118,115 +123,6 @@ impl Frontend {
         let (_handle, guard) = self.manager.register(pid, secret.clone());
         Registration { frontend: self.clone(), key, _pgwire: guard }
     }
-}
-
-/// TLS for the port, from the server's certificate and key (PEM). Direct TLS
-/// (PostgreSQL 17's sslnegotiation=direct) checks the protocol name.
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<pgwire::tokio::TlsAcceptor, String> {
-    crate::frontends::tls::acceptor(cert, key, &[b"postgresql"])
-}
-
-/// Serves the PostgreSQL protocol on `listener` until the process ends.
-pub fn serve(
-    listener: TcpListener,
-    engine: Arc<QueryEngine>,
-    auth: Option<Authenticator>,
-    tls: Option<pgwire::tokio::TlsAcceptor>,
-    door: crate::frontends::limits::Door,
-) -> tokio::task::JoinHandle<()> {
-    let frontend = Arc::new(Frontend {
-        engine,
-        auth,
-        connections: Mutex::default(),
-        manager: Arc::new(ConnectionManager::new()),
-        parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
-        require_tls: tls.is_some(),
-    });
-    let handlers = Arc::new(Handlers {
-        startup: Arc::new(auth::Startup::new(frontend.clone())),
-        queries: Arc::new(Queries { frontend: frontend.clone() }),
-        cancel: Arc::new(Cancel { frontend }),
-    });
-    tokio::spawn(async move {
-        loop {
-            let (socket, peer) = door.accept(&listener).await;
-            let _ = socket.set_nodelay(true);
-            let Some(permit) = door.admit() else {
-                tokio::spawn(refuse_full(socket, door.full_message()));
-                continue;
-            };
-            let (handlers, tls, handshake) = (handlers.clone(), tls.clone(), door.handshake);
-            tokio::spawn(async move {
-                let _permit = permit;
-                // A client that says nothing, or does not finish logging in, in time is dropped.
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(handshake, socket.peek(&mut first)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return tracing::debug!(%peer, "PostgreSQL client sent nothing in time"),
-                }
-                let logged_in = handlers.startup.watch(peer);
-                let connection = pgwire::tokio::process_socket(socket, tls, handlers);
-                tokio::pin!(connection);
-                let ended = tokio::select! {
-                    ended = &mut connection => Some(ended),
-                    _ = tokio::time::sleep(handshake) => None,
-                };
-                let ended = match ended {
-                    Some(e) => e,
-                    None if !logged_in.load(std::sync::atomic::Ordering::Relaxed) => {
-                        return tracing::debug!(%peer, "PostgreSQL login not finished in time; connection closed");
-                    }
-                    None => connection.await,
-                };
-                if let Err(e) = ended {
-                    tracing::debug!(%peer, error = %e, "PostgreSQL connection ended with an error");
-                }
-            });
-        }
-    })
-}
-
-/// Answers a connection the port has no place for, as PostgreSQL does: a FATAL
-/// 53300 error response to its startup message, then the connection closes.
-async fn refuse_full(mut socket: tokio::net::TcpStream, message: String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut body = vec![];
-    for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "53300"), (b'M', message.as_str())] {
-        body.push(field);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut reply = vec![b'E'];
-    reply.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    reply.extend(body);
-    let answer = async {
-        // Read the client's startup (after saying "no" to an SSL or GSS request), so
-        // closing does not reset a connection with unread bytes before the error is read.
-        loop {
-            let mut len = [0u8; 4];
-            if socket.read_exact(&mut len).await.is_err() {
-                return;
-            }
-            let len = (u32::from_be_bytes(len) as usize).clamp(4, 10_000);
-            let mut body = vec![0u8; len - 4];
-            if socket.read_exact(&mut body).await.is_err() {
-                return;
-            }
-            let code = body.get(..4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-            match code {
-                Some(80877103) | Some(80877104) => {
-                    let _ = socket.write_all(b"N").await;
-                }
-                _ => break,
-            }
-        }
-        let _ = socket.write_all(&reply).await;
-        let _ = socket.shutdown().await;
-        let mut rest = [0u8; 256];
-        while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {}
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), answer).await;
 }
 
 struct Handlers {
@@ -456,60 +352,6 @@ impl Queries {
         });
         Ok(Response::CopyOut(copy.respond(fields, batches)))
     }
-}
-
-/// The bound values, as the types the plan expects. Decoded as those types when
-/// arrow-pg can; else as the types the client sent (an `int8` for a `numeric`
-/// column, say) and then cast, with an error that names the parameter. A NULL
-/// stays a NULL of the expected type.
-fn decode_parameters(portal: &Portal<Parsed>, expected: &[Option<datafusion::arrow::datatypes::DataType>]) -> PgWireResult<datafusion::common::ParamValues> {
-    let portal = &nulls_as_text(portal);
-    let refs: Vec<Option<&datafusion::arrow::datatypes::DataType>> = expected.iter().map(|t| t.as_ref()).collect();
-    let values = match arrow_pg::datatypes::df::deserialize_parameters(portal, &refs) {
-        Ok(v) => v,
-        Err(_) => arrow_pg::datatypes::df::deserialize_parameters(portal, &vec![None; expected.len()])?,
-    };
-    let datafusion::common::ParamValues::List(values) = values else { return Ok(values) };
-    let mut cast = Vec::with_capacity(values.len());
-    for (i, v) in values.into_iter().enumerate() {
-        let value = match expected.get(i) {
-            Some(Some(t)) if v.value().data_type() != *t => v.value().cast_to(t).map_err(|e| {
-                errors::user_error("22023", format!("parameter ${} cannot be converted to {t}: {e}", i + 1))
-            })?,
-            _ => v.value().clone(),
-        };
-        cast.push(datafusion::common::metadata::ScalarAndMetadata::new(value, None));
-    }
-    Ok(datafusion::common::ParamValues::List(cast))
-}
-
-/// `portal` with NULL parameters of no (or unknown) type declared as `text`:
-/// arrow-pg decodes an untyped NULL to nothing at all, which shifts every later
-/// parameter (`SELECT $1, $2` bound to NULL, 5 failed with "no value for $2").
-fn nulls_as_text(portal: &Portal<Parsed>) -> Portal<Parsed> {
-    let mut types = portal.statement.parameter_types.clone();
-    types.resize(portal.parameters.len().max(types.len()), None);
-    for (i, value) in portal.parameters.iter().enumerate() {
-        let untyped = matches!(&types[i], None) || types[i].as_ref() == Some(&Type::UNKNOWN);
-        if value.is_none() && untyped {
-            types[i] = Some(Type::TEXT);
-        }
-    }
-    let statement = pgwire::api::stmt::StoredStatement::new(portal.statement.id.clone(), portal.statement.statement.clone(), types);
-    // Portal is non-exhaustive: start from an empty one and set its public fields.
-    let mut patched = Portal::<Parsed>::default();
-    patched.name = portal.name.clone();
-    patched.statement = Arc::new(statement);
-    patched.parameter_format = portal.parameter_format.clone();
-    patched.parameters = portal.parameters.clone();
-    patched.result_column_format = portal.result_column_format.clone();
-    patched.state = portal.state.clone();
-    patched
-}
-
-/// The inferred type of each `$1..$n` (None where unknown).
-fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<datafusion::arrow::datatypes::DataType>>> {
-    crate::placeholders::positional_types(plan).map_err(|e| errors::to_pg(&from_datafusion(&e), None))
 }
 
 #[async_trait]
