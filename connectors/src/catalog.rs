@@ -23,7 +23,10 @@ pub struct Registered {
 }
 
 /// Registers every source on `ctx`.
-pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) -> Result<Registered, ConnectorError> {
+pub async fn register_sources(
+    ctx: &SessionContext,
+    sources: &[SourceConfig],
+) -> Result<Registered, ConnectorError> {
     let (mut warnings, mut remote, mut file_schemas) = (vec![], vec![], vec![]);
     let runtime = ctx.runtime_env();
     let config = ctx.copied_config();
@@ -52,7 +55,9 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
                         message: "writable = true needs a location: new tables and COPY targets go under it".into(),
                     });
                 }
-                let (schema, mut w) = FilesSchema::discover(qualified, files, runtime.clone(), config.clone()).await?;
+                let (schema, mut w) =
+                    FilesSchema::discover(qualified, files, runtime.clone(), config.clone())
+                        .await?;
                 warnings.append(&mut w);
                 let schema = Arc::new(schema);
                 file_schemas.push(schema.clone());
@@ -69,7 +74,11 @@ pub async fn register_sources(ctx: &SessionContext, sources: &[SourceConfig]) ->
         };
         catalog.register_schema(schema_name, schema)?;
     }
-    Ok(Registered { warnings, remote, files: file_schemas })
+    Ok(Registered {
+        warnings,
+        remote,
+        files: file_schemas,
+    })
 }
 
 /// Records a database schema for REFRESH and returns it for registration.

@@ -30,7 +30,9 @@ impl SourceConfig {
     /// Makes relative local paths absolute against `base` (the config file's folder),
     /// so the same config means the same files wherever it is read from.
     pub fn resolve_relative_paths(&mut self, base: &std::path::Path) {
-        let SourceKind::Files(files) = &mut self.kind else { return };
+        let SourceKind::Files(files) = &mut self.kind else {
+            return;
+        };
         let absolute = |loc: &str| -> String {
             if url::Url::parse(loc).is_ok() || std::path::Path::new(loc).is_absolute() {
                 loc.to_string()
@@ -234,7 +236,11 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        Self { header: true, delimiter: ',', extension: None }
+        Self {
+            header: true,
+            delimiter: ',',
+            extension: None,
+        }
     }
 }
 
@@ -274,23 +280,28 @@ mod tests {
         .expect("parses");
         let s = &doc.source[0];
         assert_eq!((s.catalog_name(), s.schema_name()), ("quiver", "tpch"));
-        let SourceKind::Files(f) = &s.kind else { panic!("files source expected") };
+        let SourceKind::Files(f) = &s.kind else {
+            panic!("files source expected")
+        };
         assert_eq!(f.tables[0].format, Some(FileFormat::Csv));
         assert_eq!(f.tables[0].csv.as_ref().map(|c| c.delimiter), Some('|'));
     }
 
     #[test]
     fn unknown_keys_are_named_with_their_line() {
-        let err = toml::from_str::<Doc>("[[source]]\nname = \"a\"\nkind = \"files\"\nlocaton = \"x\"\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            toml::from_str::<Doc>("[[source]]\nname = \"a\"\nkind = \"files\"\nlocaton = \"x\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("locaton"), "{err}");
         assert!(err.contains("line"), "{err}");
     }
 
     #[test]
     fn unknown_kind_is_refused() {
-        let err = toml::from_str::<Doc>("[[source]]\nname = \"a\"\nkind = \"oracle\"\n").unwrap_err().to_string();
+        let err = toml::from_str::<Doc>("[[source]]\nname = \"a\"\nkind = \"oracle\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("oracle"), "{err}");
     }
 }

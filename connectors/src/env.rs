@@ -25,7 +25,8 @@ pub fn expand_with(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("invalid environment variable name '{name}'"));
         }
-        let value = lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        let value =
+            lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -61,7 +62,9 @@ impl fmt::Debug for EnvString {
 impl<'de> Deserialize<'de> for EnvString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        expand(&raw).map(EnvString).map_err(serde::de::Error::custom)
+        expand(&raw)
+            .map(EnvString)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -79,15 +82,23 @@ mod tests {
 
     #[test]
     fn expands_references() {
-        assert_eq!(expand_with("a ${USER} b ${EMPTY}c", env).as_deref(), Ok("a ann b c"));
+        assert_eq!(
+            expand_with("a ${USER} b ${EMPTY}c", env).as_deref(),
+            Ok("a ann b c")
+        );
         assert_eq!(expand_with("no refs", env).as_deref(), Ok("no refs"));
         assert_eq!(expand_with("$${USER}", env).as_deref(), Ok("${USER}"));
     }
 
     #[test]
     fn missing_or_bad_references_fail_by_name() {
-        assert_eq!(expand_with("${NOPE}", env), Err("environment variable NOPE is not set".into()));
-        assert!(expand_with("${USER", env).unwrap_err().contains("unterminated"));
+        assert_eq!(
+            expand_with("${NOPE}", env),
+            Err("environment variable NOPE is not set".into())
+        );
+        assert!(expand_with("${USER", env)
+            .unwrap_err()
+            .contains("unterminated"));
         assert!(expand_with("${a-b}", env).unwrap_err().contains("invalid"));
     }
 

@@ -35,8 +35,14 @@ impl OptimizerRule for ProjectIntoSource {
         true
     }
 
-    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Projection(projection) = &plan else { return Ok(Transformed::no(plan)) };
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Projection(projection) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
         let LogicalPlan::Extension(Extension { node }) = projection.input.as_ref() else {
             return Ok(Transformed::no(plan));
         };
@@ -58,14 +64,31 @@ impl OptimizerRule for ProjectIntoSource {
             // the outer column names no longer reach: keep one projection, of the
             // inner expressions the outer one picks.
             LogicalPlan::Projection(under) => {
-                let picked: Option<Vec<Expr>> = projection.expr.iter().map(|e| pick(e, under, federated.plan.schema())).collect();
-                let Some(picked) = picked else { return Ok(Transformed::no(plan)) };
-                Projection::try_new_with_schema(picked, under.input.clone(), projection.schema.clone())?
+                let picked: Option<Vec<Expr>> = projection
+                    .expr
+                    .iter()
+                    .map(|e| pick(e, under, federated.plan.schema()))
+                    .collect();
+                let Some(picked) = picked else {
+                    return Ok(Transformed::no(plan));
+                };
+                Projection::try_new_with_schema(
+                    picked,
+                    under.input.clone(),
+                    projection.schema.clone(),
+                )?
             }
-            other => Projection::try_new_with_schema(projection.expr.clone(), Arc::new(other.clone()), projection.schema.clone())?,
+            other => Projection::try_new_with_schema(
+                projection.expr.clone(),
+                Arc::new(other.clone()),
+                projection.schema.clone(),
+            )?,
         };
-        let leaf = FederatedPlanNode::new(LogicalPlan::Projection(inner), federated.planner.clone());
-        Ok(Transformed::yes(LogicalPlan::Extension(Extension { node: Arc::new(leaf) })))
+        let leaf =
+            FederatedPlanNode::new(LogicalPlan::Projection(inner), federated.planner.clone());
+        Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+            node: Arc::new(leaf),
+        })))
     }
 }
 
@@ -86,7 +109,14 @@ fn pick(outer: &Expr, under: &Projection, schema: &datafusion::common::DFSchema)
     let name = alias.unwrap_or_else(|| field.name().clone());
     Some(match inner {
         Expr::Column(c) if c.name == name && alias_free(qualifier, &c) => Expr::Column(c),
-        other => other.unalias().alias_qualified(if outer_is_alias(outer) { None } else { qualifier.cloned() }, name),
+        other => other.unalias().alias_qualified(
+            if outer_is_alias(outer) {
+                None
+            } else {
+                qualifier.cloned()
+            },
+            name,
+        ),
     })
 }
 
@@ -94,6 +124,9 @@ fn outer_is_alias(e: &Expr) -> bool {
     matches!(e, Expr::Alias(_))
 }
 
-fn alias_free(qualifier: Option<&datafusion::common::TableReference>, c: &datafusion::common::Column) -> bool {
+fn alias_free(
+    qualifier: Option<&datafusion::common::TableReference>,
+    c: &datafusion::common::Column,
+) -> bool {
     qualifier == c.relation.as_ref()
 }

@@ -16,7 +16,9 @@ use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat as DfFileFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -77,7 +79,10 @@ pub struct FilesSchema {
 
 impl std::fmt::Debug for FilesSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilesSchema").field("schema", &self.qualified).field("root", &self.root).finish()
+        f.debug_struct("FilesSchema")
+            .field("schema", &self.qualified)
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -92,14 +97,20 @@ impl FilesSchema {
     ) -> Result<(Self, Vec<String>)> {
         let mut tables = BTreeMap::new();
         let mut warnings = vec![];
-        let root = source.location.as_deref().map(|l| ListingTableUrl::parse(folder_url(l))).transpose()?;
+        let root = source
+            .location
+            .as_deref()
+            .map(|l| ListingTableUrl::parse(folder_url(l)))
+            .transpose()?;
         if let (Some(location), Some(root)) = (&source.location, &root) {
             match discover_tables(&runtime, root, source).await {
                 Ok(found) => tables.extend(found),
                 Err(e) => warnings.push(format!("schema {qualified}: cannot list {location}: {e}")),
             }
             if tables.is_empty() && source.tables.is_empty() {
-                warnings.push(format!("schema {qualified}: no tables found under {location}"));
+                warnings.push(format!(
+                    "schema {qualified}: no tables found under {location}"
+                ));
             }
         }
         declared_tables(source, &mut tables)?;
@@ -150,7 +161,9 @@ impl FilesSchema {
     /// Lists the root again (after a write created or dropped a table) and forgets
     /// what was resolved, so schemas and partitions are read afresh.
     pub async fn rediscover(&self) -> Result<()> {
-        let Some(root) = &self.root else { return Ok(()) };
+        let Some(root) = &self.root else {
+            return Ok(());
+        };
         let mut found = discover_tables(&self.runtime, root, &self.source).await?;
         declared_tables(&self.source, &mut found)?;
         if let Ok(mut listed) = self.listed.lock() {
@@ -172,7 +185,11 @@ impl FilesSchema {
     /// Lists the root again for a name it did not know, at most every two seconds
     /// (another coordinator, or a person, may have added a table).
     async fn rediscover_for(&self, name: &str) -> Result<Option<TableSpec>> {
-        let recent = self.listed.lock().map_err(poisoned)?.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2));
+        let recent = self
+            .listed
+            .lock()
+            .map_err(poisoned)?
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2));
         if self.root.is_none() || recent {
             return Ok(None);
         }
@@ -184,11 +201,20 @@ impl FilesSchema {
         let state = self.state();
         let store = self.runtime.object_store(&spec.url)?;
         let ext = spec.file_extension();
-        let first = spec.url.list_all_files(&state, store.as_ref(), &ext).await?.next().await;
+        let first = spec
+            .url
+            .list_all_files(&state, store.as_ref(), &ext)
+            .await?
+            .next()
+            .await;
         match first {
             Some(Err(e)) => return Err(e),
             Some(Ok(_)) => {}
-            None => return Err(DataFusionError::Plan(missing_files_message(&spec.url, &ext))),
+            None => {
+                return Err(DataFusionError::Plan(missing_files_message(
+                    &spec.url, &ext,
+                )))
+            }
         }
         let config = ListingTableConfig::new(spec.url.clone())
             .with_listing_options(spec.listing_options())
@@ -214,7 +240,10 @@ fn missing_files_message(url: &ListingTableUrl, ext: &str) -> String {
 #[async_trait]
 impl SchemaProvider for FilesSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables.read().map(|t| t.keys().cloned().collect()).unwrap_or_default()
+        self.tables
+            .read()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -235,9 +264,15 @@ impl SchemaProvider for FilesSchema {
             return Ok(Some(table.clone()));
         }
         let table = self.resolve(name, spec).await.map_err(|e| {
-            DataFusionError::Plan(format!("table {}.{name} ({}) is unavailable: {e}", self.qualified, spec.url))
+            DataFusionError::Plan(format!(
+                "table {}.{name} ({}) is unavailable: {e}",
+                self.qualified, spec.url
+            ))
         })?;
-        self.resolved.lock().map_err(poisoned)?.insert(name.to_string(), table.clone());
+        self.resolved
+            .lock()
+            .map_err(poisoned)?
+            .insert(name.to_string(), table.clone());
         Ok(Some(table))
     }
 
@@ -284,7 +319,11 @@ async fn discover_tables(
         if folder {
             url.push('/');
         }
-        Ok(TableSpec { url: ListingTableUrl::parse(url)?, format: source.format, csv: source.csv.clone() })
+        Ok(TableSpec {
+            url: ListingTableUrl::parse(url)?,
+            format: source.format,
+            csv: source.csv.clone(),
+        })
     };
     let mut tables = BTreeMap::new();
     for dir in &listing.common_prefixes {
@@ -292,10 +331,18 @@ async fn discover_tables(
             tables.insert(name.to_string(), spec_for(dir, true)?);
         }
     }
-    let probe = TableSpec { url: root.clone(), format: source.format, csv: source.csv.clone() };
+    let probe = TableSpec {
+        url: root.clone(),
+        format: source.format,
+        csv: source.csv.clone(),
+    };
     let ext = probe.file_extension();
     for object in &listing.objects {
-        if let Some(stem) = object.location.filename().and_then(|f| f.strip_suffix(ext.as_str())) {
+        if let Some(stem) = object
+            .location
+            .filename()
+            .and_then(|f| f.strip_suffix(ext.as_str()))
+        {
             if !stem.is_empty() && !stem.starts_with(['.', '_']) {
                 tables.insert(stem.to_string(), spec_for(&object.location, false)?);
             }

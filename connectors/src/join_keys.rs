@@ -47,16 +47,29 @@ pub struct JoinFilter {
 /// nodes that only move, filter or rename rows) that join's dynamic filter.
 pub fn attach(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_down(|node| {
-        let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() else { return Ok(Transformed::no(node)) };
+        let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() else {
+            return Ok(Transformed::no(node));
+        };
         // The typed accessor; its replacement hands out `dyn PhysicalExpr`.
         #[allow(deprecated)]
-        let Some(filter) = join.dynamic_filter_expr().cloned() else { return Ok(Transformed::no(node)) };
+        let Some(filter) = join.dynamic_filter_expr().cloned() else {
+            return Ok(Transformed::no(node));
+        };
         let probe = join.right().clone();
         let identity = (0..probe.schema().fields().len()).map(Some).collect();
-        match with_filter(&probe, JoinFilter { filter, columns: identity })? {
+        match with_filter(
+            &probe,
+            JoinFilter {
+                filter,
+                columns: identity,
+            },
+        )? {
             Some(new_probe) => {
                 let left = join.left().clone();
-                Ok(Transformed::yes(replace_children_if_necessary(node.clone(), vec![left, new_probe])?))
+                Ok(Transformed::yes(replace_children_if_necessary(
+                    node.clone(),
+                    vec![left, new_probe],
+                )?))
             }
             None => Ok(Transformed::no(node)),
         }
@@ -65,12 +78,17 @@ pub fn attach(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
 }
 
 /// `plan` with the filter on the scan under it, or `None` when there is no such scan.
-fn with_filter(plan: &Arc<dyn ExecutionPlan>, filter: JoinFilter) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+fn with_filter(
+    plan: &Arc<dyn ExecutionPlan>,
+    filter: JoinFilter,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let node = plan.as_ref();
     if let Some(scan) = node.downcast_ref::<SourceScanExec>() {
         return Ok(Some(Arc::new(scan.with_join_filter(filter))));
     }
-    let [child] = plan.children()[..] else { return Ok(None) };
+    let [child] = plan.children()[..] else {
+        return Ok(None);
+    };
     let filter = if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
         // Output column i of the projection is child column j when it is a plain column.
         let through: Vec<Option<usize>> = projection
@@ -78,7 +96,11 @@ fn with_filter(plan: &Arc<dyn ExecutionPlan>, filter: JoinFilter) -> Result<Opti
             .iter()
             .map(|e| e.expr.downcast_ref::<Column>().map(|c| c.index()))
             .collect();
-        let columns = filter.columns.iter().map(|c| c.and_then(|i| through.get(i).copied().flatten())).collect();
+        let columns = filter
+            .columns
+            .iter()
+            .map(|c| c.and_then(|i| through.get(i).copied().flatten()))
+            .collect();
         JoinFilter { columns, ..filter }
     } else {
         let same_rows = node.is::<RepartitionExec>()
@@ -94,16 +116,27 @@ fn with_filter(plan: &Arc<dyn ExecutionPlan>, filter: JoinFilter) -> Result<Opti
         filter
     };
     match with_filter(child, filter)? {
-        Some(new_child) => Ok(Some(replace_children_if_necessary(plan.clone(), vec![new_child])?)),
+        Some(new_child) => Ok(Some(replace_children_if_necessary(
+            plan.clone(),
+            vec![new_child],
+        )?)),
         None => Ok(None),
     }
 }
 
 /// The SQL condition for the filter's current expression, over the scan's columns;
 /// `None` when no part of it translates.
-pub(crate) fn condition(filter: &JoinFilter, schema: &Schema, dialect: &dyn Dialect) -> Result<Option<String>> {
+pub(crate) fn condition(
+    filter: &JoinFilter,
+    schema: &Schema,
+    dialect: &dyn Dialect,
+) -> Result<Option<String>> {
     let current = filter.filter.current()?;
-    let sql = Sql { filter, schema, dialect };
+    let sql = Sql {
+        filter,
+        schema,
+        dialect,
+    };
     Ok(sql.weaker(&current))
 }
 
@@ -130,8 +163,14 @@ impl Sql<'_> {
             if case.else_expr().is_some_and(|e| !is_false(e)) {
                 return None;
             }
-            let branches: Option<Vec<String>> = case.when_then_expr().iter().map(|(_, then)| self.weaker(then)).collect();
-            return branches.filter(|b| !b.is_empty()).map(|b| format!("({})", b.join(" OR ")));
+            let branches: Option<Vec<String>> = case
+                .when_then_expr()
+                .iter()
+                .map(|(_, then)| self.weaker(then))
+                .collect();
+            return branches
+                .filter(|b| !b.is_empty())
+                .map(|b| format!("({})", b.join(" OR ")));
         }
         self.exact(expr)
     }
@@ -151,9 +190,17 @@ impl Sql<'_> {
                 _ => return None,
             };
             if matches!(op, "AND" | "OR") {
-                return Some(format!("({} {op} {})", self.exact(b.left())?, self.exact(b.right())?));
+                return Some(format!(
+                    "({} {op} {})",
+                    self.exact(b.left())?,
+                    self.exact(b.right())?
+                ));
             }
-            return Some(format!("{} {op} {}", self.operand(b.left())?, self.operand(b.right())?));
+            return Some(format!(
+                "{} {op} {}",
+                self.operand(b.left())?,
+                self.operand(b.right())?
+            ));
         }
         if let Some(list) = expr.downcast_ref::<InListExpr>() {
             let column = self.column(list.expr())?;
@@ -198,7 +245,8 @@ impl Sql<'_> {
 }
 
 fn is_false(expr: &Arc<dyn PhysicalExpr>) -> bool {
-    expr.downcast_ref::<Literal>().is_some_and(|l| matches!(l.value(), ScalarValue::Boolean(Some(false))))
+    expr.downcast_ref::<Literal>()
+        .is_some_and(|l| matches!(l.value(), ScalarValue::Boolean(Some(false))))
 }
 
 /// A value as a SQL literal both PostgreSQL and MySQL read the same way; `None`
@@ -221,7 +269,9 @@ fn literal_sql(value: &ScalarValue) -> Option<String> {
         ScalarValue::Float32(Some(f)) if f.is_finite() => Some(value.to_string()),
         ScalarValue::Float64(Some(f)) if f.is_finite() => Some(value.to_string()),
         ScalarValue::Boolean(Some(b)) => Some(if *b { "TRUE" } else { "FALSE" }.to_string()),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => {
             (!s.contains('\\') && !s.contains('\0')).then(|| format!("'{}'", s.replace('\'', "''")))
         }
         ScalarValue::Date32(Some(_)) => Some(format!("DATE '{value}'")),
@@ -237,14 +287,20 @@ mod tests {
     use datafusion::sql::unparser::dialect::{MySqlDialect, PostgreSqlDialect};
 
     fn schema() -> Schema {
-        Schema::new(vec![Field::new("o_orderkey", DataType::Int64, false), Field::new("o_comment", DataType::Utf8, true)])
+        Schema::new(vec![
+            Field::new("o_orderkey", DataType::Int64, false),
+            Field::new("o_comment", DataType::Utf8, true),
+        ])
     }
 
     fn filter_of(expr: Arc<dyn PhysicalExpr>) -> JoinFilter {
         let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new("o_orderkey", 0));
         let filter = Arc::new(DynamicFilterPhysicalExpr::new(vec![key], lit(true)));
         filter.update(expr).expect("update");
-        JoinFilter { filter, columns: vec![Some(0), Some(1)] }
+        JoinFilter {
+            filter,
+            columns: vec![Some(0), Some(1)],
+        }
     }
 
     fn key() -> Arc<dyn PhysicalExpr> {
@@ -259,37 +315,71 @@ mod tests {
 
     #[test]
     fn keys_and_bounds_become_sql() {
-        let list = InListExpr::try_new(key(), vec![lit(3i64), lit(7i64), lit(3i64)], false, &schema()).expect("in list");
-        let both: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(bounds(3, 7), Operator::And, Arc::new(list)));
+        let list = InListExpr::try_new(
+            key(),
+            vec![lit(3i64), lit(7i64), lit(3i64)],
+            false,
+            &schema(),
+        )
+        .expect("in list");
+        let both: Arc<dyn PhysicalExpr> =
+            Arc::new(BinaryExpr::new(bounds(3, 7), Operator::And, Arc::new(list)));
         let sql = condition(&filter_of(both), &schema(), &PostgreSqlDialect {}).expect("translate");
-        assert_eq!(sql.as_deref(), Some(r#"(("o_orderkey" >= 3 AND "o_orderkey" <= 7) AND "o_orderkey" IN (3, 7))"#));
-        let sql = condition(&filter_of(bounds(1, 9)), &schema(), &MySqlDialect {}).expect("translate");
-        assert_eq!(sql.as_deref(), Some("(`o_orderkey` >= 1 AND `o_orderkey` <= 9)"));
+        assert_eq!(
+            sql.as_deref(),
+            Some(r#"(("o_orderkey" >= 3 AND "o_orderkey" <= 7) AND "o_orderkey" IN (3, 7))"#)
+        );
+        let sql =
+            condition(&filter_of(bounds(1, 9)), &schema(), &MySqlDialect {}).expect("translate");
+        assert_eq!(
+            sql.as_deref(),
+            Some("(`o_orderkey` >= 1 AND `o_orderkey` <= 9)")
+        );
     }
 
     #[test]
     fn untranslatable_parts_of_a_conjunction_are_dropped_and_nothing_else() {
         // A hash lookup stands in for a part with no SQL form: a column compared to a column.
-        let odd: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(key(), Operator::Modulo, lit(2i64)));
-        let and: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(bounds(1, 2), Operator::And, odd.clone()));
+        let odd: Arc<dyn PhysicalExpr> =
+            Arc::new(BinaryExpr::new(key(), Operator::Modulo, lit(2i64)));
+        let and: Arc<dyn PhysicalExpr> =
+            Arc::new(BinaryExpr::new(bounds(1, 2), Operator::And, odd.clone()));
         let sql = condition(&filter_of(and), &schema(), &PostgreSqlDialect {}).expect("translate");
-        assert_eq!(sql.as_deref(), Some(r#"("o_orderkey" >= 1 AND "o_orderkey" <= 2)"#));
+        assert_eq!(
+            sql.as_deref(),
+            Some(r#"("o_orderkey" >= 1 AND "o_orderkey" <= 2)"#)
+        );
         // Under OR nothing may be dropped.
         let or: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(bounds(1, 2), Operator::Or, odd));
-        assert_eq!(condition(&filter_of(or), &schema(), &PostgreSqlDialect {}).expect("translate"), None);
+        assert_eq!(
+            condition(&filter_of(or), &schema(), &PostgreSqlDialect {}).expect("translate"),
+            None
+        );
         // The empty filter (build side not collected) says nothing.
         let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new("o_orderkey", 0));
-        let empty = JoinFilter { filter: Arc::new(DynamicFilterPhysicalExpr::new(vec![key], lit(true))), columns: vec![Some(0)] };
-        assert_eq!(condition(&empty, &schema(), &PostgreSqlDialect {}).expect("translate"), None);
+        let empty = JoinFilter {
+            filter: Arc::new(DynamicFilterPhysicalExpr::new(vec![key], lit(true))),
+            columns: vec![Some(0)],
+        };
+        assert_eq!(
+            condition(&empty, &schema(), &PostgreSqlDialect {}).expect("translate"),
+            None
+        );
     }
 
     #[test]
     fn strings_are_quoted_and_risky_values_are_left_out() {
-        assert_eq!(literal_sql(&ScalarValue::Utf8(Some("it's".into()))).as_deref(), Some("'it''s'"));
+        assert_eq!(
+            literal_sql(&ScalarValue::Utf8(Some("it's".into()))).as_deref(),
+            Some("'it''s'")
+        );
         assert_eq!(literal_sql(&ScalarValue::Utf8(Some("a\\'b".into()))), None);
         assert_eq!(literal_sql(&ScalarValue::Float64(Some(f64::NAN))), None);
         assert_eq!(literal_sql(&ScalarValue::Int64(None)), None);
-        assert_eq!(literal_sql(&ScalarValue::Date32(Some(0))).as_deref(), Some("DATE '1970-01-01'"));
+        assert_eq!(
+            literal_sql(&ScalarValue::Date32(Some(0))).as_deref(),
+            Some("DATE '1970-01-01'")
+        );
     }
 
     proptest::proptest! {

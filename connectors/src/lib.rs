@@ -7,8 +7,8 @@ pub mod env;
 pub mod federated_columns;
 pub mod files;
 pub mod join_keys;
-pub mod object_stores;
 pub mod mysql;
+pub mod object_stores;
 pub mod postgres;
 pub mod pushdown;
 pub mod remote_schema;
@@ -25,9 +25,16 @@ pub use source_scan::{SourceScanCodec, SourceScanExec};
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     #[error("source '{source_name}': {message}")]
-    Source { source_name: String, message: String },
+    Source {
+        source_name: String,
+        message: String,
+    },
     #[error("source '{source_name}': invalid location '{location}': {message}")]
-    Location { source_name: String, location: String, message: String },
+    Location {
+        source_name: String,
+        location: String,
+        message: String,
+    },
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
 }

@@ -16,25 +16,41 @@ use crate::ConnectorError;
 
 /// Registers one store per (scheme, bucket) used by the sources' locations.
 /// Local files need nothing: DataFusion always has `file://`.
-pub fn register_object_stores(runtime: &RuntimeEnv, sources: &[SourceConfig]) -> Result<(), ConnectorError> {
+pub fn register_object_stores(
+    runtime: &RuntimeEnv,
+    sources: &[SourceConfig],
+) -> Result<(), ConnectorError> {
     for source in sources {
-        let SourceKind::Files(files) = &source.kind else { continue };
-        let locations = files.location.iter().chain(files.tables.iter().map(|t| &t.location));
+        let SourceKind::Files(files) = &source.kind else {
+            continue;
+        };
+        let locations = files
+            .location
+            .iter()
+            .chain(files.tables.iter().map(|t| &t.location));
         for location in locations {
-            let Ok(url) = Url::parse(location) else { continue };
+            let Ok(url) = Url::parse(location) else {
+                continue;
+            };
             match url.scheme() {
                 "file" => {}
                 "s3" | "s3a" => {
                     let store = s3_store(&source.name, &url, &files.options)?;
-                    let root = Url::parse(&format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default()))
-                        .map_err(|e| location_error(source, location, e.to_string()))?;
+                    let root = Url::parse(&format!(
+                        "{}://{}",
+                        url.scheme(),
+                        url.host_str().unwrap_or_default()
+                    ))
+                    .map_err(|e| location_error(source, location, e.to_string()))?;
                     runtime.register_object_store(&root, Arc::new(store));
                 }
                 other => {
                     return Err(location_error(
                         source,
                         location,
-                        format!("unsupported scheme '{other}' (supported: local paths, file://, s3://)"),
+                        format!(
+                            "unsupported scheme '{other}' (supported: local paths, file://, s3://)"
+                        ),
                     ))
                 }
             }
@@ -69,5 +85,9 @@ fn s3_store(
 }
 
 fn location_error(source: &SourceConfig, location: &str, message: String) -> ConnectorError {
-    ConnectorError::Location { source_name: source.name.clone(), location: location.to_string(), message }
+    ConnectorError::Location {
+        source_name: source.name.clone(),
+        location: location.to_string(),
+        message,
+    }
 }

@@ -17,8 +17,12 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::optimizer::optimizer::Optimizer;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use datafusion::physical_plan::{EmptyRecordBatchStream, ExecutionPlan, PhysicalExpr, SendableRecordBatchStream};
-use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr, ObjectName, Query, Select, SetExpr, TableFactor};
+use datafusion::physical_plan::{
+    EmptyRecordBatchStream, ExecutionPlan, PhysicalExpr, SendableRecordBatchStream,
+};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr as SqlExpr, ObjectName, Query, Select, SetExpr, TableFactor,
+};
 use datafusion::sql::unparser::dialect::Dialect;
 use datafusion_federation::sql::{
     AstAnalyzer, LogicalOptimizer, SQLExecutor, SQLFederationProvider, VirtualExecutionPlan,
@@ -43,10 +47,19 @@ pub trait Partitioner: Send + Sync {
 
 /// The federation provider of one database: datafusion-federation's SQL provider
 /// with Quiver's planner in place of its own.
-pub fn provider(executor: Arc<dyn SQLExecutor>, partitioner: Option<Arc<dyn Partitioner>>) -> Arc<SQLFederationProvider> {
-    let planner = Arc::new(SourcePlanner { executor: executor.clone(), partitioner });
+pub fn provider(
+    executor: Arc<dyn SQLExecutor>,
+    partitioner: Option<Arc<dyn Partitioner>>,
+) -> Arc<SQLFederationProvider> {
+    let planner = Arc::new(SourcePlanner {
+        executor: executor.clone(),
+        partitioner,
+    });
     let rule = FederateSubplan { planner };
-    Arc::new(SQLFederationProvider { optimizer: Arc::new(Optimizer::with_rules(vec![Arc::new(rule)])), executor })
+    Arc::new(SQLFederationProvider {
+        optimizer: Arc::new(Optimizer::with_rules(vec![Arc::new(rule)])),
+        executor,
+    })
 }
 
 /// Marks a subplan that lives in one database as federated, with our planner attached.
@@ -64,14 +77,20 @@ impl OptimizerRule for FederateSubplan {
         true
     }
 
-    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
         if let LogicalPlan::Extension(Extension { node }) = &plan {
             if node.name() == "Federated" {
                 return Ok(Transformed::no(plan));
             }
         }
         let node = FederatedPlanNode::new(plan, self.planner.clone());
-        Ok(Transformed::yes(LogicalPlan::Extension(Extension { node: Arc::new(node) })))
+        Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+            node: Arc::new(node),
+        })))
     }
 }
 
@@ -82,17 +101,25 @@ struct SourcePlanner {
 
 impl std::fmt::Debug for SourcePlanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourcePlanner").field("source", &self.executor.name()).finish()
+        f.debug_struct("SourcePlanner")
+            .field("source", &self.executor.name())
+            .finish()
     }
 }
 
 #[async_trait]
 impl FederationPlanner for SourcePlanner {
-    async fn plan_federation(&self, node: &FederatedPlanNode, _session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn plan_federation(
+        &self,
+        node: &FederatedPlanNode,
+        _session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = node.plan();
         let sql = final_sql(plan, &self.executor)?;
         let (statements, size) = match &self.partitioner {
-            Some(p) if is_single_table_scan(plan) => (p.split(&sql).await?, p.table_size(&sql).await),
+            Some(p) if is_single_table_scan(plan) => {
+                (p.split(&sql).await?, p.table_size(&sql).await)
+            }
             _ => (vec![sql], None),
         };
         let schema = Arc::new(plan.schema().as_arrow().clone());
@@ -111,13 +138,29 @@ impl FederationPlanner for SourcePlanner {
 /// (table renaming, the tables' plan repairs, the unparser, the executor's AST
 /// repairs) run against an executor that records the SQL instead of running it.
 fn final_sql(plan: &LogicalPlan, executor: &Arc<dyn SQLExecutor>) -> Result<String> {
-    let recorder = Arc::new(Recorder { inner: executor.clone(), sql: Mutex::new(None) });
+    let recorder = Arc::new(Recorder {
+        inner: executor.clone(),
+        sql: Mutex::new(None),
+    });
     let schema = plan.schema().as_arrow().clone();
-    let virtual_plan = VirtualExecutionPlan::new(plan.clone(), recorder.clone(), Statistics::new_unknown(&schema));
+    let virtual_plan = VirtualExecutionPlan::new(
+        plan.clone(),
+        recorder.clone(),
+        Statistics::new_unknown(&schema),
+    );
     // Unparses synchronously; the stream it returns is empty.
     drop(virtual_plan.execute(0, Arc::new(TaskContext::default()))?);
-    let sql = recorder.sql.lock().map_err(|_| DataFusionError::Internal("SQL recorder poisoned".into()))?.take();
-    sql.ok_or_else(|| DataFusionError::Internal(format!("no SQL was produced for source '{}'", executor.name())))
+    let sql = recorder
+        .sql
+        .lock()
+        .map_err(|_| DataFusionError::Internal("SQL recorder poisoned".into()))?
+        .take();
+    sql.ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "no SQL was produced for source '{}'",
+            executor.name()
+        ))
+    })
 }
 
 /// Only projections and filters over exactly one table (no limit, aggregate, join,
@@ -131,10 +174,15 @@ fn is_single_table_scan(plan: &LogicalPlan) -> bool {
                 scans += 1;
                 plain &= scan.fetch.is_none();
             }
-            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {}
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+            }
             _ => plain = false,
         }
-        Ok(if plain { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+        Ok(if plain {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
     });
     plain && scans == 1
 }
@@ -176,7 +224,10 @@ impl SQLExecutor for Recorder {
     async fn table_names(&self) -> Result<Vec<String>> {
         self.inner.table_names().await
     }
-    async fn get_table_schema(&self, table: &str) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+    async fn get_table_schema(
+        &self,
+        table: &str,
+    ) -> Result<datafusion::arrow::datatypes::SchemaRef> {
         self.inner.get_table_schema(table).await
     }
 }
@@ -184,15 +235,24 @@ impl SQLExecutor for Recorder {
 /// The SELECT of `query` that reads one plain table (possibly under derived
 /// tables that only project and filter), where a range predicate can be added.
 pub(crate) fn table_select(query: &mut Query) -> Option<&mut Select> {
-    let SetExpr::Select(select) = query.body.as_mut() else { return None };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
     if select.from.len() != 1 || !select.from[0].joins.is_empty() {
         return None;
     }
-    if matches!(select.from[0].relation, TableFactor::Table { args: None, .. }) {
+    if matches!(
+        select.from[0].relation,
+        TableFactor::Table { args: None, .. }
+    ) {
         return Some(select.as_mut());
     }
     match &mut select.from[0].relation {
-        TableFactor::Derived { subquery, lateral: false, .. } => table_select(subquery),
+        TableFactor::Derived {
+            subquery,
+            lateral: false,
+            ..
+        } => table_select(subquery),
         _ => None,
     }
 }
@@ -201,7 +261,10 @@ pub(crate) fn table_select(query: &mut Query) -> Option<&mut Select> {
 pub(crate) fn table_and_qualifier(select: &Select) -> Option<(ObjectName, String)> {
     match &select.from.first()?.relation {
         TableFactor::Table { name, alias, .. } => {
-            let qualifier = alias.as_ref().map(|a| a.name.to_string()).unwrap_or_else(|| name.to_string());
+            let qualifier = alias
+                .as_ref()
+                .map(|a| a.name.to_string())
+                .unwrap_or_else(|| name.to_string());
             Some((name.clone(), qualifier))
         }
         _ => None,

@@ -11,7 +11,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
-use datafusion_federation::sql::{LogicalOptimizer, SQLFederationProvider, SQLTable, SQLTableSource};
+use datafusion_federation::sql::{
+    LogicalOptimizer, SQLFederationProvider, SQLTable, SQLTableSource,
+};
 use datafusion_federation::FederatedTableProviderAdaptor;
 
 /// Rediscovery after an unknown table name is asked for happens at most this often.
@@ -46,7 +48,10 @@ pub struct RemoteSchema {
 
 impl std::fmt::Debug for RemoteSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteSchema").field("schema", &self.qualified).field("kind", &self.kind).finish()
+        f.debug_struct("RemoteSchema")
+            .field("schema", &self.qualified)
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -61,11 +66,21 @@ impl RemoteSchema {
         discovery: Box<dyn Discovery>,
         ttl: Duration,
     ) -> (Self, Vec<String>) {
-        let schema =
-            Self { qualified, ttl, kind, remote_schema, provider, discovery, writer: None, tables: RwLock::new((BTreeMap::new(), None)) };
+        let schema = Self {
+            qualified,
+            ttl,
+            kind,
+            remote_schema,
+            provider,
+            discovery,
+            writer: None,
+            tables: RwLock::new((BTreeMap::new(), None)),
+        };
         let mut warnings = vec![];
         if let Err(e) = schema.rediscover().await {
-            warnings.push(format!("{e}; tables will be discovered when the server answers"));
+            warnings.push(format!(
+                "{e}; tables will be discovered when the server answers"
+            ));
         }
         (schema, warnings)
     }
@@ -92,7 +107,11 @@ impl RemoteSchema {
 
     /// The target of a write that creates table `name` with `schema`; None when
     /// the source is read-only.
-    pub fn new_table(self: &Arc<Self>, name: &str, schema: SchemaRef) -> Option<Arc<dyn TableProvider>> {
+    pub fn new_table(
+        self: &Arc<Self>,
+        name: &str,
+        schema: SchemaRef,
+    ) -> Option<Arc<dyn TableProvider>> {
         let writer = self.writer.clone()?;
         let this = Arc::downgrade(self);
         // Once the table exists, the next lookup lists the tables again and finds it.
@@ -103,7 +122,13 @@ impl RemoteSchema {
                 }
             }
         }));
-        let table = crate::writable::WritableTable::new(format!("{}.{name}", self.qualified), name.to_string(), schema, writer, true);
+        let table = crate::writable::WritableTable::new(
+            format!("{}.{name}", self.qualified),
+            name.to_string(),
+            schema,
+            writer,
+            true,
+        );
         Some(Arc::new(table.with_after(after)))
     }
 
@@ -115,26 +140,38 @@ impl RemoteSchema {
 
     async fn rediscover(&self) -> Result<()> {
         let found = self.discovery.tables().await.map_err(|e| self.error(e))?;
-        let mut tables = self.tables.write().map_err(|_| self.error("lock poisoned".into()))?;
+        let mut tables = self
+            .tables
+            .write()
+            .map_err(|_| self.error("lock poisoned".into()))?;
         *tables = (found, Some(Instant::now()));
         Ok(())
     }
 
     fn error(&self, message: String) -> DataFusionError {
-        DataFusionError::External(format!("schema {} ({}): {message}", self.qualified, self.kind).into())
+        DataFusionError::External(
+            format!("schema {} ({}): {message}", self.qualified, self.kind).into(),
+        )
     }
 
     fn lookup(&self, name: &str) -> Option<SchemaRef> {
-        self.tables.read().ok().and_then(|t| t.0.get(name).map(|d| d.schema.clone()))
+        self.tables
+            .read()
+            .ok()
+            .and_then(|t| t.0.get(name).map(|d| d.schema.clone()))
     }
 
     /// Primary keys of the cached tables (all, or the one named), as (table, columns in key order).
     pub fn primary_keys(&self, table: Option<&str>) -> Vec<(String, Vec<String>)> {
-        let Ok(tables) = self.tables.read() else { return vec![] };
+        let Ok(tables) = self.tables.read() else {
+            return vec![];
+        };
         tables
             .0
             .iter()
-            .filter(|(name, d)| table.is_none_or(|t| t == name.as_str()) && !d.primary_key.is_empty())
+            .filter(|(name, d)| {
+                table.is_none_or(|t| t == name.as_str()) && !d.primary_key.is_empty()
+            })
             .map(|(name, d)| (name.clone(), d.primary_key.clone()))
             .collect()
     }
@@ -143,11 +180,18 @@ impl RemoteSchema {
 #[async_trait]
 impl SchemaProvider for RemoteSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables.read().map(|t| t.0.keys().cloned().collect()).unwrap_or_default()
+        self.tables
+            .read()
+            .map(|t| t.0.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let expired = self.tables.read().map(|t| t.1.is_some_and(|at| at.elapsed() > self.ttl)).unwrap_or(false);
+        let expired = self
+            .tables
+            .read()
+            .map(|t| t.1.is_some_and(|at| at.elapsed() > self.ttl))
+            .unwrap_or(false);
         if expired {
             // A failed refresh keeps serving the cached tables; the query itself will
             // report an unreachable server.
@@ -157,20 +201,41 @@ impl SchemaProvider for RemoteSchema {
         }
         let mut schema = self.lookup(name);
         if schema.is_none() {
-            let stale = self.tables.read().map(|t| t.1.is_none_or(|at| at.elapsed() > REDISCOVER_AFTER)).unwrap_or(true);
+            let stale = self
+                .tables
+                .read()
+                .map(|t| t.1.is_none_or(|at| at.elapsed() > REDISCOVER_AFTER))
+                .unwrap_or(true);
             if stale {
                 self.rediscover().await?;
                 schema = self.lookup(name);
             }
         }
-        let Some(schema) = schema else { return Ok(None) };
-        let table = RepairedTable { reference: TableReference::partial(self.remote_schema.as_str(), name), schema: schema.clone() };
-        let source = Arc::new(SQLTableSource::new_with_table(self.provider.clone(), Arc::new(table)));
+        let Some(schema) = schema else {
+            return Ok(None);
+        };
+        let table = RepairedTable {
+            reference: TableReference::partial(self.remote_schema.as_str(), name),
+            schema: schema.clone(),
+        };
+        let source = Arc::new(SQLTableSource::new_with_table(
+            self.provider.clone(),
+            Arc::new(table),
+        ));
         Ok(Some(match &self.writer {
             Some(writer) => {
                 let display = format!("{}.{name}", self.qualified);
-                let target = crate::writable::WritableTable::new(display, name.to_string(), schema, writer.clone(), false);
-                Arc::new(FederatedTableProviderAdaptor::new_with_provider(source, Arc::new(target)))
+                let target = crate::writable::WritableTable::new(
+                    display,
+                    name.to_string(),
+                    schema,
+                    writer.clone(),
+                    false,
+                );
+                Arc::new(FederatedTableProviderAdaptor::new_with_provider(
+                    source,
+                    Arc::new(target),
+                ))
             }
             None => Arc::new(FederatedTableProviderAdaptor::new(source)),
         }))
@@ -206,7 +271,10 @@ impl SQLTable for RepairedTable {
 
 /// Casts a batch decoded from the database's own types to the schema the plan
 /// expects (e.g. PostgreSQL's numeric average into DataFusion's float64).
-pub fn cast_to(batch: datafusion::arrow::array::RecordBatch, target: &SchemaRef) -> Result<datafusion::arrow::array::RecordBatch> {
+pub fn cast_to(
+    batch: datafusion::arrow::array::RecordBatch,
+    target: &SchemaRef,
+) -> Result<datafusion::arrow::array::RecordBatch> {
     use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
     if batch.num_columns() != target.fields().len() {
         return Err(DataFusionError::Execution(format!(
@@ -222,5 +290,9 @@ pub fn cast_to(batch: datafusion::arrow::array::RecordBatch, target: &SchemaRef)
         .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(target.clone(), columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        target.clone(),
+        columns,
+        &options,
+    )?)
 }

@@ -15,7 +15,8 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
 };
 use datafusion_federation::sql::SQLExecutor;
 use futures::{StreamExt, TryStreamExt};
@@ -71,10 +72,18 @@ impl SourceScanExec {
 
     /// This scan, also filtered by a join's build-side keys (see `join_keys.rs`).
     pub(crate) fn with_join_filter(&self, filter: JoinFilter) -> Self {
-        let mut scan = Self::new(self.executor.clone(), self.statements.clone(), self.schema.clone());
+        let mut scan = Self::new(
+            self.executor.clone(),
+            self.statements.clone(),
+            self.schema.clone(),
+        );
         scan.join_filters = self.join_filters.clone();
         scan.size = self.size;
-        if !scan.join_filters.iter().any(|f| Arc::ptr_eq(&f.filter, &filter.filter)) {
+        if !scan
+            .join_filters
+            .iter()
+            .any(|f| Arc::ptr_eq(&f.filter, &filter.filter))
+        {
             scan.join_filters.push(filter);
         }
         scan
@@ -92,7 +101,10 @@ impl SourceScanExec {
 
 impl fmt::Debug for SourceScanExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SourceScanExec").field("source", &self.source()).field("statements", &self.statements).finish()
+        f.debug_struct("SourceScanExec")
+            .field("source", &self.source())
+            .field("statements", &self.statements)
+            .finish()
     }
 }
 
@@ -103,7 +115,9 @@ impl DisplayAs for SourceScanExec {
             [one] => write!(f, " sql={one}")?,
             many => {
                 write!(f, " partitions={}", many.len())?;
-                many.iter().enumerate().try_for_each(|(i, s)| write!(f, " sql[{i}]={s}"))?
+                many.iter()
+                    .enumerate()
+                    .try_for_each(|(i, s)| write!(f, " sql[{i}]={s}"))?
             }
         }
         if !self.join_filters.is_empty() {
@@ -130,24 +144,43 @@ impl ExecutionPlan for SourceScanExec {
         vec![]
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let sql = self.statements.get(partition).ok_or_else(|| {
-            DataFusionError::Internal(format!("source scan has {} partitions, not {partition}", self.statements.len()))
+            DataFusionError::Internal(format!(
+                "source scan has {} partitions, not {partition}",
+                self.statements.len()
+            ))
         })?;
         // A join computes its filter only where this setting is on; where it is
         // off (a worker running one partition of a join), waiting would never end.
-        let computed = context.session_config().options().optimizer.enable_join_dynamic_filter_pushdown;
+        let computed = context
+            .session_config()
+            .options()
+            .optimizer
+            .enable_join_dynamic_filter_pushdown;
         let rows = if self.join_filters.is_empty() || !computed {
             self.executor.execute(sql, self.schema.clone(), &[])?
         } else {
-            let (executor, schema, filters) = (self.executor.clone(), self.schema.clone(), self.join_filters.clone());
+            let (executor, schema, filters) = (
+                self.executor.clone(),
+                self.schema.clone(),
+                self.join_filters.clone(),
+            );
             let (sql, applied) = (sql.clone(), self.applied.clone());
             let filtered = async move {
-                let (sql, added) = with_join_keys(&sql, &filters, &schema, executor.as_ref()).await?;
+                let (sql, added) =
+                    with_join_keys(&sql, &filters, &schema, executor.as_ref()).await?;
                 if let (Some(condition), Ok(mut a)) = (added, applied.lock()) {
                     a.push(condition);
                 }
@@ -163,7 +196,10 @@ impl ExecutionPlan for SourceScanExec {
             }
             batch
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), counted)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            counted,
+        )))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -174,8 +210,13 @@ impl ExecutionPlan for SourceScanExec {
         use datafusion::common::stats::Precision;
         let mut stats = Statistics::new_unknown(&self.schema);
         if let Some((rows, bytes)) = self.size {
-            let parts = if partition.is_some() { self.statements.len().max(1) as u64 } else { 1 };
-            let share = |n: u64| Precision::Inexact(usize::try_from(n / parts).unwrap_or(usize::MAX));
+            let parts = if partition.is_some() {
+                self.statements.len().max(1) as u64
+            } else {
+                1
+            };
+            let share =
+                |n: u64| Precision::Inexact(usize::try_from(n / parts).unwrap_or(usize::MAX));
             if let Some(rows) = rows {
                 stats.num_rows = share(rows);
             }
@@ -188,7 +229,9 @@ impl ExecutionPlan for SourceScanExec {
     /// look for here to know that someone consumes them.
     fn apply_expressions(
         &self,
-        f: &mut dyn FnMut(&Arc<dyn datafusion::physical_plan::PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
         for j in &self.join_filters {
             let expr: Arc<dyn datafusion::physical_plan::PhysicalExpr> = j.filter.clone();
@@ -212,13 +255,26 @@ async fn with_join_keys(
     let named = output_names_match(sql, schema);
     let mut conditions = vec![];
     for filter in filters {
-        if tokio::time::timeout(BUILD_SIDE_WAIT, filter.filter.wait_complete()).await.is_err() {
-            tracing::warn!(source = executor.name(), "a join's build side took too long; reading without its keys");
+        if tokio::time::timeout(BUILD_SIDE_WAIT, filter.filter.wait_complete())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                source = executor.name(),
+                "a join's build side took too long; reading without its keys"
+            );
             continue;
         }
         // Only columns the statement's result names as the schema does can be named outside it.
-        let columns = filter.columns.iter().map(|c| c.filter(|i| named.get(*i).copied().unwrap_or(false))).collect();
-        let usable = JoinFilter { columns, ..filter.clone() };
+        let columns = filter
+            .columns
+            .iter()
+            .map(|c| c.filter(|i| named.get(*i).copied().unwrap_or(false)))
+            .collect();
+        let usable = JoinFilter {
+            columns,
+            ..filter.clone()
+        };
         if let Some(c) = crate::join_keys::condition(&usable, schema, dialect.as_ref())? {
             conditions.push(c);
         }
@@ -231,7 +287,10 @@ async fn with_join_keys(
         Some(q) => format!("{q}quiver_join_keys{q}"),
         None => "quiver_join_keys".to_string(),
     };
-    Ok((format!("SELECT * FROM ({sql}) AS {alias} WHERE {condition}"), Some(condition)))
+    Ok((
+        format!("SELECT * FROM ({sql}) AS {alias} WHERE {condition}"),
+        Some(condition),
+    ))
 }
 
 /// For each schema column, whether the statement's select list names it the
@@ -240,9 +299,17 @@ fn output_names_match(sql: &str, schema: &Schema) -> Vec<bool> {
     use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, SelectItem, SetExpr, Statement};
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     let none = vec![false; schema.fields().len()];
-    let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&GenericDialect {}, sql) else { return none };
-    let [Statement::Query(query)] = statements.as_slice() else { return none };
-    let SetExpr::Select(select) = query.body.as_ref() else { return none };
+    let Ok(statements) =
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(&GenericDialect {}, sql)
+    else {
+        return none;
+    };
+    let [Statement::Query(query)] = statements.as_slice() else {
+        return none;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return none;
+    };
     if select.projection.len() != schema.fields().len() {
         return none;
     }
@@ -254,7 +321,9 @@ fn output_names_match(sql: &str, schema: &Schema) -> Vec<bool> {
             let name = match item {
                 SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
                 SelectItem::UnnamedExpr(SqlExpr::Identifier(i)) => Some(i.value.clone()),
-                SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(parts)) => parts.last().map(|p| p.value.clone()),
+                SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(parts)) => {
+                    parts.last().map(|p| p.value.clone())
+                }
                 _ => None,
             };
             name.is_some_and(|n| &n == field.name())
@@ -284,23 +353,39 @@ pub struct SourceScanCodec {
 
 impl SourceScanCodec {
     pub fn new(sources: Vec<SourceConfig>) -> Self {
-        Self { sources, executors: Mutex::new(HashMap::new()) }
+        Self {
+            sources,
+            executors: Mutex::new(HashMap::new()),
+        }
     }
 
     fn executor(&self, name: &str) -> Result<Arc<dyn SQLExecutor>> {
-        let mut executors = self.executors.lock().map_err(|_| DataFusionError::Internal("executor registry poisoned".into()))?;
+        let mut executors = self
+            .executors
+            .lock()
+            .map_err(|_| DataFusionError::Internal("executor registry poisoned".into()))?;
         if let Some(e) = executors.get(name) {
             return Ok(e.clone());
         }
-        let config = self.sources.iter().find(|s| s.name == name).ok_or_else(|| {
-            DataFusionError::Plan(format!("this worker's config has no source named '{name}'"))
-        })?;
+        let config = self
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!("this worker's config has no source named '{name}'"))
+            })?;
         let unusable = |e: crate::ConnectorError| DataFusionError::External(Box::new(e));
         let executor: Arc<dyn SQLExecutor> = match &config.kind {
-            SourceKind::Postgres(pg) => Arc::new(crate::postgres::executor(name, pg).map_err(unusable)?.0),
-            SourceKind::Mysql(my) => Arc::new(crate::mysql::executor(name, my).map_err(unusable)?.0),
+            SourceKind::Postgres(pg) => {
+                Arc::new(crate::postgres::executor(name, pg).map_err(unusable)?.0)
+            }
+            SourceKind::Mysql(my) => {
+                Arc::new(crate::mysql::executor(name, my).map_err(unusable)?.0)
+            }
             SourceKind::Files(_) => {
-                return Err(DataFusionError::Plan(format!("source '{name}' holds files, not a database")));
+                return Err(DataFusionError::Plan(format!(
+                    "source '{name}' holds files, not a database"
+                )));
             }
         };
         executors.insert(name.to_string(), executor.clone());
@@ -316,21 +401,36 @@ impl NodeCodec for SourceScanCodec {
     fn encode(&self, node: &Arc<dyn ExecutionPlan>) -> Option<Result<Vec<u8>>> {
         let scan = node.as_ref().downcast_ref::<SourceScanExec>()?;
         let schema = datafusion_proto::protobuf::Schema::try_from(scan.schema.as_ref());
-        Some(schema.map_err(|e| DataFusionError::Internal(e.to_string())).map(|schema| {
-            SourceScanNode {
-                source: scan.source().to_string(),
-                statements: scan.statements.clone(),
-                schema: schema.encode_to_vec(),
-            }
-            .encode_to_vec()
-        }))
+        Some(
+            schema
+                .map_err(|e| DataFusionError::Internal(e.to_string()))
+                .map(|schema| {
+                    SourceScanNode {
+                        source: scan.source().to_string(),
+                        statements: scan.statements.clone(),
+                        schema: schema.encode_to_vec(),
+                    }
+                    .encode_to_vec()
+                }),
+        )
     }
 
-    fn decode(&self, payload: &[u8], _inputs: &[Arc<dyn ExecutionPlan>], _ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-        let malformed = |e: &dyn fmt::Display| DataFusionError::Internal(format!("malformed source scan: {e}"));
+    fn decode(
+        &self,
+        payload: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let malformed =
+            |e: &dyn fmt::Display| DataFusionError::Internal(format!("malformed source scan: {e}"));
         let node = SourceScanNode::decode(payload).map_err(|e| malformed(&e))?;
-        let schema = datafusion_proto::protobuf::Schema::decode(node.schema.as_slice()).map_err(|e| malformed(&e))?;
+        let schema = datafusion_proto::protobuf::Schema::decode(node.schema.as_slice())
+            .map_err(|e| malformed(&e))?;
         let schema = Schema::try_from(&schema).map_err(|e| malformed(&e))?;
-        Ok(Arc::new(SourceScanExec::new(self.executor(&node.source)?, node.statements, Arc::new(schema))))
+        Ok(Arc::new(SourceScanExec::new(
+            self.executor(&node.source)?,
+            node.statements,
+            Arc::new(schema),
+        )))
     }
 }

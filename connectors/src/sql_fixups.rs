@@ -25,8 +25,9 @@ use datafusion::logical_expr::{Filter, Join, JoinType, LogicalPlan};
 
 use datafusion::error::Result;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Statement, TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+    ObjectName, ObjectNamePart, Statement, TableFactor, Value, Visit, VisitMut, Visitor,
+    VisitorMut,
 };
 
 #[derive(Default)]
@@ -109,13 +110,21 @@ fn concat_of_safe_pieces(s: &str) -> Expr {
     }
     let args = pieces
         .into_iter()
-        .map(|p| FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(Value::SingleQuotedString(p)))))
+        .map(|p| {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
+                Value::SingleQuotedString(p),
+            )))
+        })
         .collect();
     Expr::Function(Function {
         name: ObjectName::from(vec![Ident::new("CONCAT")]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList { duplicate_treatment: None, args, clauses: vec![] }),
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args,
+            clauses: vec![],
+        }),
         filter: None,
         null_treatment: None,
         over: None,
@@ -139,12 +148,22 @@ struct IntervalProducts;
 impl VisitorMut for IntervalProducts {
     type Break = ();
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        let Expr::Function(f) = expr else { return ControlFlow::Continue(()) };
-        if !f.name.to_string().eq_ignore_ascii_case("quiver_interval_mul") {
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        if !f
+            .name
+            .to_string()
+            .eq_ignore_ascii_case("quiver_interval_mul")
+        {
             return ControlFlow::Continue(());
         }
-        let FunctionArguments::List(list) = &f.args else { return ControlFlow::Continue(()) };
-        if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(a)), FunctionArg::Unnamed(FunctionArgExpr::Expr(b))] = list.args.as_slice() {
+        let FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(a)), FunctionArg::Unnamed(FunctionArgExpr::Expr(b))] =
+            list.args.as_slice()
+        {
             *expr = Expr::Nested(Box::new(Expr::BinaryOp {
                 left: Box::new(a.clone()),
                 op: datafusion::sql::sqlparser::ast::BinaryOperator::Multiply,
@@ -162,7 +181,9 @@ pub fn requalify_aliased_columns(mut statement: Statement) -> Result<Statement> 
     let table_to_alias: HashMap<String, Ident> = tables
         .seen
         .into_iter()
-        .filter(|(name, (aliases, bare))| aliases.len() == 1 && *bare == 0 && !tables.aliases.contains(name))
+        .filter(|(name, (aliases, bare))| {
+            aliases.len() == 1 && *bare == 0 && !tables.aliases.contains(name)
+        })
         .filter_map(|(name, (mut aliases, _))| aliases.pop().map(|a| (name, a)))
         .collect();
     if !table_to_alias.is_empty() {
@@ -179,9 +200,17 @@ mod interval_tests {
 
     #[test]
     fn interval_products_reach_the_database_as_products() {
-        let s = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT quiver_interval_mul(INTERVAL '5 seconds', floor(x / 5)) FROM t").expect("parses").remove(0);
+        let s = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT quiver_interval_mul(INTERVAL '5 seconds', floor(x / 5)) FROM t",
+        )
+        .expect("parses")
+        .remove(0);
         let out = repair_statement(s).expect("repaired").to_string();
-        assert_eq!(out.to_ascii_lowercase(), "select (interval '5 seconds' * floor(x / 5)) from t");
+        assert_eq!(
+            out.to_ascii_lowercase(),
+            "select (interval '5 seconds' * floor(x / 5)) from t"
+        );
     }
 }
 
@@ -192,26 +221,43 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn fix(sql: &str) -> String {
-        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse").remove(0);
-        requalify_aliased_columns(statement).expect("fix").to_string()
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .remove(0);
+        requalify_aliased_columns(statement)
+            .expect("fix")
+            .to_string()
     }
 
     #[test]
     fn hidden_table_names_become_the_alias() {
         assert_eq!(
-            fix(r#"SELECT "c"."name" FROM "s"."cust" AS "c" JOIN "s"."ord" AS "o" ON "c"."id" = "o"."cid" WHERE ("ord"."amount" > 100)"#),
+            fix(
+                r#"SELECT "c"."name" FROM "s"."cust" AS "c" JOIN "s"."ord" AS "o" ON "c"."id" = "o"."cid" WHERE ("ord"."amount" > 100)"#
+            ),
             r#"SELECT "c"."name" FROM "s"."cust" AS "c" JOIN "s"."ord" AS "o" ON "c"."id" = "o"."cid" WHERE ("o"."amount" > 100)"#
         );
     }
 
     #[test]
     fn literals_with_quotes_and_backslashes_print_as_they_read() {
-        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 1 FROM t WHERE a = 'x'").expect("parse").remove(0);
+        let mut statement =
+            Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 1 FROM t WHERE a = 'x'")
+                .expect("parse")
+                .remove(0);
         let _ = VisitMut::visit(&mut statement, &mut SetLiteral(r"\' OR 1=1 OR '".into()));
         let sql = repair_statement(statement).expect("repair").to_string();
-        assert_eq!(sql, r"SELECT 1 FROM t WHERE a = CONCAT('\', '''', ' OR 1=1 OR ', '''')");
-        let plain = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 'plain text'").expect("parse").remove(0);
-        assert_eq!(repair_statement(plain).expect("repair").to_string(), "SELECT 'plain text'");
+        assert_eq!(
+            sql,
+            r"SELECT 1 FROM t WHERE a = CONCAT('\', '''', ' OR 1=1 OR ', '''')"
+        );
+        let plain = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 'plain text'")
+            .expect("parse")
+            .remove(0);
+        assert_eq!(
+            repair_statement(plain).expect("repair").to_string(),
+            "SELECT 'plain text'"
+        );
     }
 
     /// Puts a raw value into the string literals, as the unparser would hold it.
@@ -248,13 +294,23 @@ mod tests {
 /// join outputs only left rows, so filtering before or after it is the same.
 pub fn pull_filters_above_semi_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
     plan.transform_up(|node| {
-        let LogicalPlan::Join(join) = &node else { return Ok(Transformed::no(node)) };
+        let LogicalPlan::Join(join) = &node else {
+            return Ok(Transformed::no(node));
+        };
         if !matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti) {
             return Ok(Transformed::no(node));
         }
-        let LogicalPlan::Filter(filter) = join.left.as_ref() else { return Ok(Transformed::no(node)) };
-        let lifted = Join { left: Arc::clone(&filter.input), ..join.clone() };
-        let filter = Filter::try_new(filter.predicate.clone(), Arc::new(LogicalPlan::Join(lifted)))?;
+        let LogicalPlan::Filter(filter) = join.left.as_ref() else {
+            return Ok(Transformed::no(node));
+        };
+        let lifted = Join {
+            left: Arc::clone(&filter.input),
+            ..join.clone()
+        };
+        let filter = Filter::try_new(
+            filter.predicate.clone(),
+            Arc::new(LogicalPlan::Join(lifted)),
+        )?;
         Ok(Transformed::yes(LogicalPlan::Filter(filter)))
     })
     .map(|t| t.data)
@@ -270,14 +326,21 @@ mod pull_up_tests {
 
     #[test]
     fn filters_under_anti_joins_survive_unparsing() -> Result<()> {
-        let schema = Schema::new(vec![Field::new("k", DataType::Int32, true), Field::new("v", DataType::Int32, true)]);
-        let left = table_scan(Some("l"), &schema, None)?.filter(col("l.v").gt(lit(5)))?.build()?;
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Int32, true),
+            Field::new("v", DataType::Int32, true),
+        ]);
+        let left = table_scan(Some("l"), &schema, None)?
+            .filter(col("l.v").gt(lit(5)))?
+            .build()?;
         let right = table_scan(Some("r"), &schema, None)?.build()?;
         let plan = LogicalPlanBuilder::from(left)
             .join(right, JoinType::LeftAnti, (vec!["l.k"], vec!["r.k"]), None)?
             .build()?;
         let fixed = pull_filters_above_semi_joins(plan)?;
-        let sql = Unparser::new(&PostgreSqlDialect {}).plan_to_sql(&fixed)?.to_string();
+        let sql = Unparser::new(&PostgreSqlDialect {})
+            .plan_to_sql(&fixed)?
+            .to_string();
         assert!(sql.contains("> 5") && sql.contains("NOT EXISTS"), "{sql}");
         Ok(())
     }

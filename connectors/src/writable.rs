@@ -34,7 +34,13 @@ pub enum WriteMode {
 #[async_trait]
 pub trait TableWriter: Send + Sync + fmt::Debug {
     /// Writes `data` (whose columns are named as the table's) into `table`; returns the rows written.
-    async fn write(&self, table: &str, mode: WriteMode, schema: SchemaRef, data: SendableRecordBatchStream) -> Result<u64>;
+    async fn write(
+        &self,
+        table: &str,
+        mode: WriteMode,
+        schema: SchemaRef,
+        data: SendableRecordBatchStream,
+    ) -> Result<u64>;
 }
 
 /// `CREATE TABLE qualified (…)` for `schema`, with each Arrow type mapped by
@@ -51,7 +57,11 @@ pub fn create_table_sql(
         .iter()
         .map(|f| match column_type(f.data_type()) {
             Some(ty) => Ok(format!("{} {ty}", quote(f.name()))),
-            None => Err(format!("column {} has type {}, which has no {database} type here", f.name(), f.data_type())),
+            None => Err(format!(
+                "column {} has type {}, which has no {database} type here",
+                f.name(),
+                f.data_type()
+            )),
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(format!("CREATE TABLE {qualified} ({})", columns.join(", ")))
@@ -83,8 +93,21 @@ impl fmt::Debug for AfterWrite {
 }
 
 impl WritableTable {
-    pub fn new(display: String, name: String, schema: SchemaRef, writer: Arc<dyn TableWriter>, create: bool) -> Self {
-        Self { display, name, schema, writer, create, after: None }
+    pub fn new(
+        display: String,
+        name: String,
+        schema: SchemaRef,
+        writer: Arc<dyn TableWriter>,
+        create: bool,
+    ) -> Self {
+        Self {
+            display,
+            name,
+            schema,
+            writer,
+            create,
+            after: None,
+        }
     }
 
     /// Calls `after` once a write succeeded.
@@ -104,18 +127,35 @@ impl TableProvider for WritableTable {
         TableType::Base
     }
 
-    async fn scan(&self, _: &dyn Session, _: Option<&Vec<usize>>, _: &[Expr], _: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn scan(
+        &self,
+        _: &dyn Session,
+        _: Option<&Vec<usize>>,
+        _: &[Expr],
+        _: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         // Reads are federated before they get here.
-        Err(DataFusionError::Internal(format!("{} is read through its database, not scanned", self.display)))
+        Err(DataFusionError::Internal(format!(
+            "{} is read through its database, not scanned",
+            self.display
+        )))
     }
 
-    async fn insert_into(&self, _state: &dyn Session, input: Arc<dyn ExecutionPlan>, op: InsertOp) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let mode = match (self.create, op) {
             (true, _) => WriteMode::Create,
             (false, InsertOp::Append) => WriteMode::Append,
             (false, InsertOp::Overwrite) => WriteMode::Replace,
             (false, InsertOp::Replace) => {
-                return Err(DataFusionError::NotImplemented(format!("REPLACE INTO {} (rows by key) is not supported", self.display)))
+                return Err(DataFusionError::NotImplemented(format!(
+                    "REPLACE INTO {} (rows by key) is not supported",
+                    self.display
+                )))
             }
         };
         let sink = DatabaseSink {
@@ -143,7 +183,11 @@ pub struct DatabaseSink {
 
 impl DisplayAs for DatabaseSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "DatabaseSink: table={}, mode={:?}", self.display, self.mode)
+        write!(
+            f,
+            "DatabaseSink: table={}, mode={:?}",
+            self.display, self.mode
+        )
     }
 }
 
@@ -153,8 +197,15 @@ impl DataSink for DatabaseSink {
         &self.schema
     }
 
-    async fn write_all(&self, data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> Result<u64> {
-        let rows = self.writer.write(&self.table, self.mode, self.schema.clone(), data).await?;
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let rows = self
+            .writer
+            .write(&self.table, self.mode, self.schema.clone(), data)
+            .await?;
         if let Some(after) = &self.after {
             (after.0)();
         }

@@ -23,12 +23,20 @@ use tonic::transport::{Channel, Endpoint};
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn docker(args: &[&str]) -> Result<String> {
     let out = Command::new("docker").args(args).output()?;
-    anyhow::ensure!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -38,7 +46,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run())
 }
 
@@ -46,7 +56,10 @@ async fn run() -> Result<()> {
     let image = arg("--image", "quiver-worker:latest");
     let scale: f64 = arg("--scale", "1").parse()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = root.join("target").join("bench-data").join(format!("tpch-sf{scale}"));
+    let dir = root
+        .join("target")
+        .join("bench-data")
+        .join(format!("tpch-sf{scale}"));
     if quiver_coordinator::tpch::ensure(&dir, scale)? {
         eprintln!("generated TPC-H SF{scale}");
     }
@@ -73,10 +86,21 @@ async fn run() -> Result<()> {
         tpch.push((n, tpch_total(&image, &dir, n).await?));
     }
 
-    println!("### Docker workers ({} cores)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "### Docker workers ({} cores)\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("| measurement | result |\n|---|---:|");
-    println!("| container cold start to first fragment served (median of 10) | {:.0} ms |", cold.as_secs_f64() * 1e3);
-    println!("| burst of queued work to max = 4 workers ready (min = 1) | {:.2} s |", burst.as_secs_f64());
+    println!(
+        "| container cold start to first fragment served (median of 10) | {:.0} ms |",
+        cold.as_secs_f64() * 1e3
+    );
+    println!(
+        "| burst of queued work to max = 4 workers ready (min = 1) | {:.2} s |",
+        burst.as_secs_f64()
+    );
     println!("{zero_line}");
     let base = tpch[0].1.as_secs_f64();
     for (n, t) in &tpch {
@@ -93,7 +117,9 @@ async fn run() -> Result<()> {
 async fn cold_starts(image: &str, runs: usize) -> Result<Duration> {
     let network = "quiver-bench-cold";
     let _ = docker(&["network", "create", network]);
-    let plan = PlaceholderRowExec::new(std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty()));
+    let plan = PlaceholderRowExec::new(std::sync::Arc::new(
+        datafusion::arrow::datatypes::Schema::empty(),
+    ));
     let bytes = datafusion_proto::bytes::physical_plan_to_bytes(std::sync::Arc::new(plan))?;
     let ticket = quiver_proto::FragmentTicket {
         query_id: "bench".into(),
@@ -108,20 +134,44 @@ async fn cold_starts(image: &str, runs: usize) -> Result<Duration> {
     for i in 0..runs {
         let name = format!("quiver-bench-cold-{i}");
         let started = Instant::now();
-        docker(&["run", "-d", "--name", &name, "--network", network, image, "worker", "--listen", "0.0.0.0:50061"])?;
-        let ip = docker(&["inspect", "-f", &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"), &name])?;
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            network,
+            image,
+            "worker",
+            "--listen",
+            "0.0.0.0:50061",
+        ])?;
+        let ip = docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            &name,
+        ])?;
         let endpoint = Endpoint::from_shared(format!("http://{ip}:50061"))?;
         let served = loop {
             if let Ok(channel) = endpoint.connect().await {
                 let mut client = FlightServiceClient::new(channel);
-                if let Ok(response) = client.do_get(Ticket { ticket: ticket.clone().into() }).await {
+                if let Ok(response) = client
+                    .do_get(Ticket {
+                        ticket: ticket.clone().into(),
+                    })
+                    .await
+                {
                     let mut stream = response.into_inner();
                     if stream.message().await.is_ok() {
                         break started.elapsed();
                     }
                 }
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "worker container {name} never served");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "worker container {name} never served"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         times.push(served);
@@ -131,7 +181,14 @@ async fn cold_starts(image: &str, runs: usize) -> Result<Duration> {
     Ok(median(times))
 }
 
-fn docker_config(image: &str, dir: &Path, cluster: &str, min: usize, max: usize, extra: &str) -> Result<quiver_coordinator::QuiverConfig> {
+fn docker_config(
+    image: &str,
+    dir: &Path,
+    cluster: &str,
+    min: usize,
+    max: usize,
+    extra: &str,
+) -> Result<quiver_coordinator::QuiverConfig> {
     let data = dir.display().to_string();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[workers]\nmode = \"docker\"\nimage = \"{image}\"\nmin = {min}\nmax = {max}\ncpus = 1.0\n\
@@ -142,14 +199,22 @@ fn docker_config(image: &str, dir: &Path, cluster: &str, min: usize, max: usize,
 }
 
 async fn client(addr: std::net::SocketAddr) -> Result<FlightSqlServiceClient<Channel>> {
-    Ok(FlightSqlServiceClient::new(Endpoint::from_shared(format!("http://{addr}"))?.connect().await?))
+    Ok(FlightSqlServiceClient::new(
+        Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?,
+    ))
 }
 
 async fn rows(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<usize> {
     let info = client.execute(sql.to_string(), None).await?;
     let mut n = 0;
     for ep in info.endpoint {
-        let batches: Vec<_> = client.do_get(ep.ticket.context("ticket")?).await?.try_collect().await?;
+        let batches: Vec<_> = client
+            .do_get(ep.ticket.context("ticket")?)
+            .await?
+            .try_collect()
+            .await?;
         n += batches.iter().map(|b| b.num_rows()).sum::<usize>();
     }
     Ok(n)
@@ -157,7 +222,14 @@ async fn rows(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result
 
 /// Time from a burst of CPU-heavy queries until the pool has grown to `max`.
 async fn burst_to_max(image: &str, dir: &Path) -> Result<Duration> {
-    let config = docker_config(image, dir, "bench-burst", 1, 4, "busy_fragments = 1\ncooldown_secs = 1\nidle_secs = 600")?;
+    let config = docker_config(
+        image,
+        dir,
+        "bench-burst",
+        1,
+        4,
+        "busy_fragments = 1\ncooldown_secs = 1\nidle_secs = 600",
+    )?;
     let server = quiver_coordinator::start(config).await?;
     let addr = server.addr;
     let started = Instant::now();
@@ -175,7 +247,10 @@ async fn burst_to_max(image: &str, dir: &Path) -> Result<Duration> {
         if ready >= 4 {
             break started.elapsed();
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "the pool did not reach 4 workers ({ready})");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the pool did not reach 4 workers ({ready})"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     for q in burst {
@@ -190,7 +265,14 @@ async fn burst_to_max(image: &str, dir: &Path) -> Result<Duration> {
 /// result (the pool starts a worker for it), `runs` times; then the same query on
 /// the warm worker. Returns both medians.
 async fn scale_from_zero(image: &str, dir: &Path, runs: usize) -> Result<(Duration, Duration)> {
-    let config = docker_config(image, dir, "bench-zero", 0, 2, "idle_secs = 1\ncooldown_secs = 0")?;
+    let config = docker_config(
+        image,
+        dir,
+        "bench-zero",
+        0,
+        2,
+        "idle_secs = 1\ncooldown_secs = 0",
+    )?;
     let server = quiver_coordinator::start(config).await?;
     let mut c = client(server.addr).await?;
     // TPC-H q1's grouping: four (returnflag, linestatus) groups.
@@ -228,7 +310,9 @@ async fn tpch_total(image: &str, dir: &Path, n: usize) -> Result<Duration> {
     }
     let started = Instant::now();
     for (i, sql) in queries.iter().enumerate() {
-        rows(&mut c, sql).await.with_context(|| format!("q{}", i + 1))?;
+        rows(&mut c, sql)
+            .await
+            .with_context(|| format!("q{}", i + 1))?;
     }
     let total = started.elapsed();
     server.shutdown().await?;
@@ -236,5 +320,8 @@ async fn tpch_total(image: &str, dir: &Path, n: usize) -> Result<Duration> {
 }
 
 fn query_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("tpch")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+        .join("tpch")
 }

@@ -45,7 +45,10 @@ where
     Ok((median(times), count))
 }
 
-async fn flight(client: &FlightSqlServiceClient<tonic::transport::Channel>, sql: &str) -> Result<u64> {
+async fn flight(
+    client: &FlightSqlServiceClient<tonic::transport::Channel>,
+    sql: &str,
+) -> Result<u64> {
     let mut client = client.clone();
     let info = client.execute(sql.to_string(), None).await?;
     let mut rows = 0;
@@ -60,7 +63,12 @@ async fn flight(client: &FlightSqlServiceClient<tonic::transport::Channel>, sql:
 
 async fn postgres(client: &tokio_postgres::Client, sql: &str) -> Result<u64> {
     // query_raw: rows stream in binary, none held.
-    let rows = client.query_raw(sql, Vec::<&(dyn tokio_postgres::types::ToSql + Sync)>::new()).await?;
+    let rows = client
+        .query_raw(
+            sql,
+            Vec::<&(dyn tokio_postgres::types::ToSql + Sync)>::new(),
+        )
+        .await?;
     futures::pin_mut!(rows);
     let mut n = 0;
     while let Some(r) = rows.next().await {
@@ -72,20 +80,48 @@ async fn postgres(client: &tokio_postgres::Client, sql: &str) -> Result<u64> {
 
 /// `psql` printing the rows unaligned into a pipe we drain: a person's client, text format.
 fn psql(addr: &str, sql: &str) -> Result<u64> {
-    let out = Command::new("psql").args([&format!("postgres://quiver@{addr}/quiver"), "-X", "-qtA", "-c", sql]).output()?;
-    anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("psql")
+        .args([
+            &format!("postgres://quiver@{addr}/quiver"),
+            "-X",
+            "-qtA",
+            "-c",
+            sql,
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(out.stdout.iter().filter(|b| **b == b'\n').count() as u64)
 }
 
 /// curl to /dev/null; returns the bytes it downloaded.
 fn curl(addr: &str, format: &str, sql: &str) -> Result<u64> {
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-d", sql, &format!("http://{addr}/v1/sql?format={format}")])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            "-d",
+            sql,
+            &format!("http://{addr}/v1/sql?format={format}"),
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut parts = text.split_whitespace();
-    anyhow::ensure!(parts.next() == Some("200"), "curl {format}: {text} {}", String::from_utf8_lossy(&out.stderr));
-    parts.next().and_then(|n| n.parse().ok()).ok_or_else(|| anyhow!("curl printed {text}"))
+    anyhow::ensure!(
+        parts.next() == Some("200"),
+        "curl {format}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parts
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("curl printed {text}"))
 }
 
 #[tokio::main]
@@ -101,14 +137,18 @@ async fn main() -> Result<()> {
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
-    let dir = repo_root().join("target").join("bench-data").join(format!("tpch-sf{scale}"));
+    let dir = repo_root()
+        .join("target")
+        .join("bench-data")
+        .join(format!("tpch-sf{scale}"));
     quiver_coordinator::tpch::ensure(&dir, scale)?;
     let dir = std::fs::canonicalize(&dir)?;
 
     // The baseline: single-node DataFusion over the same files, collecting in process.
     let df = datafusion::prelude::SessionContext::new();
     for t in ["lineitem", "nation"] {
-        df.register_parquet(t, &format!("{}/{t}/", dir.display()), Default::default()).await?;
+        df.register_parquet(t, &format!("{}/{t}/", dir.display()), Default::default())
+            .await?;
     }
     let df_run = |sql: &'static str| {
         let df = df.clone();
@@ -127,12 +167,22 @@ async fn main() -> Result<()> {
          [workers]\ncount = 2\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\nformat = \"parquet\"\n",
         dir.display().to_string()
     );
-    let config = quiver_coordinator::QuiverConfig::parse(&config, Path::new("/")).map_err(|e| anyhow!(e))?;
+    let config =
+        quiver_coordinator::QuiverConfig::parse(&config, Path::new("/")).map_err(|e| anyhow!(e))?;
     let server = quiver_coordinator::start(config).await?;
-    let (pg, http) = (server.postgres.context("postgres port")?.to_string(), server.http.context("http port")?.to_string());
-    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    let (pg, http) = (
+        server.postgres.context("postgres port")?.to_string(),
+        server.http.context("http port")?.to_string(),
+    );
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
     let fl = FlightSqlServiceClient::new(channel);
-    let (pgc, connection) = tokio_postgres::connect(&format!("postgres://quiver@{pg}/quiver"), tokio_postgres::NoTls).await?;
+    let (pgc, connection) = tokio_postgres::connect(
+        &format!("postgres://quiver@{pg}/quiver"),
+        tokio_postgres::NoTls,
+    )
+    .await?;
     tokio::spawn(connection);
 
     let (base, rows) = measure(iterations, || df_run(SCAN)).await?;
@@ -145,19 +195,30 @@ async fn main() -> Result<()> {
     let (t, n) = measure(iterations, || postgres(&pgc, SCAN)).await?;
     anyhow::ensure!(n == rows, "PostgreSQL returned {n} rows, not {rows}");
     let (s, _) = measure(iterations, || postgres(&pgc, SMALL)).await?;
-    results.push(("PostgreSQL protocol, binary (tokio-postgres)", t, s, String::new()));
+    results.push((
+        "PostgreSQL protocol, binary (tokio-postgres)",
+        t,
+        s,
+        String::new(),
+    ));
     let (t, n) = measure(iterations, || async { psql(&pg, SCAN) }).await?;
     anyhow::ensure!(n == rows, "psql printed {n} rows, not {rows}");
     let (s, _) = measure(iterations, || async { psql(&pg, SMALL) }).await?;
     results.push(("PostgreSQL protocol, text (psql -A)", t, s, String::new()));
-    for (format, label) in [("arrow", "/v1/sql, Arrow IPC stream (curl)"), ("csv", "/v1/sql, CSV (curl)"), ("json", "/v1/sql, JSON (curl)")] {
+    for (format, label) in [
+        ("arrow", "/v1/sql, Arrow IPC stream (curl)"),
+        ("csv", "/v1/sql, CSV (curl)"),
+        ("json", "/v1/sql, JSON (curl)"),
+    ] {
         let (t, bytes) = measure(iterations, || async { curl(&http, format, SCAN) }).await?;
         let (s, _) = measure(iterations, || async { curl(&http, format, SMALL) }).await?;
         results.push((label, t, s, format!("{:.0} MB", bytes as f64 / 1e6)));
     }
     server.shutdown().await?;
 
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!("### Front doors: TPC-H SF{scale} `{SCAN}` ({rows} rows), 2 embedded workers, {cores} cores, median of {iterations}\n");
     println!("| client | whole result | rows/s | × DataFusion in process | small query | body |\n|---|---:|---:|---:|---:|---:|");
     println!(

@@ -23,20 +23,36 @@ fn psql(sql: &str) -> Result<std::time::Duration> {
 /// None when it is not installed.
 fn connectorx(parts: usize) -> Option<f64> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let partition = if parts > 1 { format!(", partition_on='id', partition_num={parts}") } else { String::new() };
+    let partition = if parts > 1 {
+        format!(", partition_on='id', partition_num={parts}")
+    } else {
+        String::new()
+    };
     let script = format!(
         "import connectorx as cx, time, statistics as st\nruns=[]\nfor i in range(4):\n    t=time.perf_counter(); tb=cx.read_sql('postgresql://quiver:quiver@127.0.0.1:54329/quiver', 'SELECT * FROM bench_scan', return_type='arrow'{partition}); runs.append(time.perf_counter()-t)\nprint(tb.num_rows, st.median(runs[1:]))"
     );
-    match Command::new(root.join("target/venv/bin/python")).args(["-c", &script]).output() {
+    match Command::new(root.join("target/venv/bin/python"))
+        .args(["-c", &script])
+        .output()
+    {
         Ok(o) if o.status.success() => {
             let text = String::from_utf8_lossy(&o.stdout).to_string();
             let mut parts = text.split_whitespace();
             let rows: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let secs: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+            let secs: f64 = parts
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
             Some(rows / secs)
         }
         Ok(o) => {
-            eprintln!("ConnectorX skipped: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            eprintln!(
+                "ConnectorX skipped: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
             None
         }
         Err(e) => {
@@ -47,7 +63,9 @@ fn connectorx(parts: usize) -> Option<f64> {
 }
 
 fn main() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run())
 }
 
@@ -56,9 +74,17 @@ async fn run() -> Result<()> {
     // Tables are rebuilt only when their size changed.
     for (table, rows, ddl) in [
         ("bench_agg", agg_rows, "id bigint, g int, v float8"),
-        ("bench_scan", scan_rows, "id bigint, qty int, price numeric(15,2), ship date, comment text"),
+        (
+            "bench_scan",
+            scan_rows,
+            "id bigint, qty int, price numeric(15,2), ship date, comment text",
+        ),
     ] {
-        let have = Command::new("psql").args(PG).args(["-qtA", "-c", &format!("SELECT count(*) FROM {table}")]).env("PGPASSWORD", "quiver").output()?;
+        let have = Command::new("psql")
+            .args(PG)
+            .args(["-qtA", "-c", &format!("SELECT count(*) FROM {table}")])
+            .env("PGPASSWORD", "quiver")
+            .output()?;
         if String::from_utf8_lossy(&have.stdout).trim() != rows.to_string() {
             eprintln!("loading {rows} rows into {table}...");
             let fill = if table == "bench_agg" {
@@ -66,23 +92,35 @@ async fn run() -> Result<()> {
             } else {
                 format!("INSERT INTO {table} SELECT g, g % 50, (g % 100000) / 100.0, date '1995-01-01' + (g % 2000), md5(g::text) FROM generate_series(1, {rows}) g")
             };
-            psql(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({ddl}); {fill}"))?;
+            psql(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({ddl}); {fill}"
+            ))?;
             // VACUUM cannot share psql -c's implicit transaction.
             psql(&format!("VACUUM ANALYZE {table}"))?;
         }
     }
 
     let config = "[server]\nlisten = \"127.0.0.1:0\"\n[[source]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"postgres://quiver:quiver@127.0.0.1:54329/quiver\"\nstatement_timeout_secs = 0\n";
-    let config = quiver_coordinator::QuiverConfig::parse(config, Path::new("/")).map_err(|e| anyhow!(e))?;
+    let config =
+        quiver_coordinator::QuiverConfig::parse(config, Path::new("/")).map_err(|e| anyhow!(e))?;
     let server = quiver_coordinator::start(config).await?;
-    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
     let mut client = FlightSqlServiceClient::new(channel);
 
     let agg = "SELECT g, count(*) AS n, sum(v) AS s FROM bench_agg WHERE id % 2 = 0 GROUP BY g";
     let (mut tq, mut tp) = (vec![], vec![]);
     for i in 0..6 {
-        let (d, rows) = timed(&mut client, &agg.replace("bench_agg", "quiver.pg.bench_agg")).await?;
-        anyhow::ensure!(rows == 50, "aggregate returned {rows} groups, expected the 50 even ones");
+        let (d, rows) = timed(
+            &mut client,
+            &agg.replace("bench_agg", "quiver.pg.bench_agg"),
+        )
+        .await?;
+        anyhow::ensure!(
+            rows == 50,
+            "aggregate returned {rows} groups, expected the 50 even ones"
+        );
         let p = psql(agg)?;
         if i > 0 {
             tq.push(d);
@@ -100,23 +138,38 @@ async fn run() -> Result<()> {
              url = \"postgres://quiver:quiver@127.0.0.1:54329/quiver\"\nstatement_timeout_secs = 0\n\
              scan_partitions = {parts}\npartition_min_mb = 1\n"
         );
-        let config = quiver_coordinator::QuiverConfig::parse(&config, Path::new("/")).map_err(|e| anyhow!(e))?;
+        let config = quiver_coordinator::QuiverConfig::parse(&config, Path::new("/"))
+            .map_err(|e| anyhow!(e))?;
         let scan_server = quiver_coordinator::start(config).await?;
-        let channel = Endpoint::from_shared(format!("http://{}", scan_server.addr))?.connect().await?;
+        let channel = Endpoint::from_shared(format!("http://{}", scan_server.addr))?
+            .connect()
+            .await?;
         let mut scan_client = FlightSqlServiceClient::new(channel);
         let mut scans = vec![];
         for i in 0..4 {
             let (d, rows) = timed(&mut scan_client, "SELECT * FROM quiver.pg.bench_scan").await?;
-            anyhow::ensure!(rows == scan_rows, "scan with {parts} partitions returned {rows} rows");
+            anyhow::ensure!(
+                rows == scan_rows,
+                "scan with {parts} partitions returned {rows} rows"
+            );
             if i > 0 {
                 scans.push(d);
             }
         }
         scan_server.shutdown().await?;
-        scan_rates.push((parts, scan_rows as f64 / median(scans).as_secs_f64(), connectorx(parts)));
+        scan_rates.push((
+            parts,
+            scan_rows as f64 / median(scans).as_secs_f64(),
+            connectorx(parts),
+        ));
     }
 
-    println!("### PostgreSQL sources ({} cores)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "### PostgreSQL sources ({} cores)\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("| measurement | Quiver | baseline | ratio |\n|---|---:|---:|---:|");
     println!(
         "| pushed-down aggregate over {agg_rows} rows (median of 5) | {:.1} ms | psql {:.1} ms | {:.2}× |",
@@ -125,9 +178,15 @@ async fn run() -> Result<()> {
         q.as_secs_f64() / p.as_secs_f64()
     );
     for (parts, rate, cx) in scan_rates {
-        let label = format!("full scan of {scan_rows} rows into Arrow, {parts} partition(s) (median of 3)");
+        let label =
+            format!("full scan of {scan_rows} rows into Arrow, {parts} partition(s) (median of 3)");
         match cx {
-            Some(cx) => println!("| {label} | {:.2} M rows/s | ConnectorX ({parts}) {:.2} M rows/s | {:.2}× |", rate / 1e6, cx / 1e6, rate / cx),
+            Some(cx) => println!(
+                "| {label} | {:.2} M rows/s | ConnectorX ({parts}) {:.2} M rows/s | {:.2}× |",
+                rate / 1e6,
+                cx / 1e6,
+                rate / cx
+            ),
             None => println!("| {label} | {:.2} M rows/s | — | — |", rate / 1e6),
         }
     }

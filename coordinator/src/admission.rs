@@ -82,12 +82,19 @@ impl Drop for Queued<'_> {
 
 impl Admission {
     pub fn new(limits: Limits) -> Arc<Self> {
-        Arc::new(Self { limits, state: Mutex::default(), freed: Notify::new() })
+        Arc::new(Self {
+            limits,
+            state: Mutex::default(),
+            freed: Notify::new(),
+        })
     }
 
     /// Queries running and waiting now.
     pub fn counts(&self) -> (usize, usize) {
-        self.state.lock().map(|s| (s.running, s.queued)).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| (s.running, s.queued))
+            .unwrap_or_default()
     }
 
     fn fits(&self, s: &State, user: Option<&str>) -> bool {
@@ -104,11 +111,18 @@ impl Admission {
         if let Some(u) = user {
             *s.per_user.entry(u.to_string()).or_default() += 1;
         }
-        Permit { gate: self.clone(), user: user.map(str::to_string) }
+        Permit {
+            gate: self.clone(),
+            user: user.map(str::to_string),
+        }
     }
 
     /// Waits for a place to run; `on_queued` is called once if the query has to wait.
-    pub async fn admit(self: &Arc<Self>, user: Option<&str>, on_queued: impl FnOnce()) -> Result<Permit, Status> {
+    pub async fn admit(
+        self: &Arc<Self>,
+        user: Option<&str>,
+        on_queued: impl FnOnce(),
+    ) -> Result<Permit, Status> {
         let poisoned = || Status::internal("admission state poisoned");
         let queued = {
             let mut s = self.state.lock().map_err(|_| poisoned())?;
@@ -164,7 +178,10 @@ mod tests {
     #[tokio::test]
     async fn a_query_over_the_limit_queues_then_runs() {
         let g = gate(1, 1, None);
-        let first = g.admit(Some("a"), || panic!("the first query runs at once")).await.expect("runs");
+        let first = g
+            .admit(Some("a"), || panic!("the first query runs at once"))
+            .await
+            .expect("runs");
         let mut queued = false;
         let g2 = g.clone();
         let second = tokio::spawn(async move { g2.admit(Some("b"), || {}).await.map(|_p| ()) });
@@ -173,10 +190,16 @@ mod tests {
         // The queue holds one: a third is refused at once.
         let err = g.admit(Some("c"), || queued = true).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert!(err.message().contains("server.max_queued_queries"), "{err:?}");
+        assert!(
+            err.message().contains("server.max_queued_queries"),
+            "{err:?}"
+        );
         assert!(!queued);
         drop(first);
-        second.await.expect("join").expect("the queued query runs once the first ends");
+        second
+            .await
+            .expect("join")
+            .expect("the queued query runs once the first ends");
         assert_eq!(g.counts(), (0, 0));
     }
 
@@ -185,9 +208,15 @@ mod tests {
         let g = gate(10, 5, Some(1));
         let _mine = g.admit(Some("ann"), || {}).await.expect("runs");
         // Another user is not held up by ann's limit.
-        let _other = g.admit(Some("bob"), || panic!("bob runs at once")).await.expect("runs");
+        let _other = g
+            .admit(Some("bob"), || panic!("bob runs at once"))
+            .await
+            .expect("runs");
         let err = g.admit(Some("ann"), || {}).await.unwrap_err();
-        assert!(err.message().contains("server.queue_timeout_secs"), "{err:?}");
+        assert!(
+            err.message().contains("server.queue_timeout_secs"),
+            "{err:?}"
+        );
         assert_eq!(g.counts(), (2, 0));
     }
 }

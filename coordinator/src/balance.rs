@@ -23,7 +23,9 @@ use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr, Ident, Visit, VisitMut, Visitor, VisitorMut};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr as SqlExpr, Ident, Visit, VisitMut, Visitor, VisitorMut,
+};
 
 /// Deepest expression nesting accepted after balancing.
 pub const MAX_DEPTH: usize = 10_000;
@@ -43,7 +45,9 @@ pub fn check_nesting(sql: &str) -> Result<()> {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return Ok(()) };
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Ok(());
+    };
     let mut open: Vec<bool> = vec![];
     let (mut nots, mut previous_not) = (0usize, false);
     for token in tokens {
@@ -81,7 +85,10 @@ pub fn balance_statement(statement: &mut DfStatement) -> Result<()> {
     match statement {
         DfStatement::Statement(s) => {
             let _ = VisitMut::visit(s.as_mut(), &mut SyntaxBalancer);
-            let mut depth = DepthCheck { depth: 0, queries: 0 };
+            let mut depth = DepthCheck {
+                depth: 0,
+                queries: 0,
+            };
             match Visit::visit(s.as_ref(), &mut depth) {
                 ControlFlow::Break(TooDeep::Expressions) => Err(DataFusionError::Plan(format!(
                     "the statement nests expressions more than {MAX_DEPTH} levels deep; \
@@ -105,7 +112,11 @@ impl VisitorMut for SyntaxBalancer {
 
     // Before the children: the visitor then descends into an already balanced tree.
     fn pre_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
-        if let SqlExpr::BinaryOp { op: op @ (BinaryOperator::And | BinaryOperator::Or | BinaryOperator::StringConcat), .. } = expr {
+        if let SqlExpr::BinaryOp {
+            op: op @ (BinaryOperator::And | BinaryOperator::Or | BinaryOperator::StringConcat),
+            ..
+        } = expr
+        {
             let op = op.clone();
             let chain = std::mem::replace(expr, SqlExpr::Identifier(Ident::new("")));
             let mut leaves = vec![];
@@ -119,7 +130,11 @@ impl VisitorMut for SyntaxBalancer {
                     leaf => leaves.push(leaf),
                 }
             }
-            let join = |left, right| SqlExpr::BinaryOp { left: Box::new(left), op: op.clone(), right: Box::new(right) };
+            let join = |left, right| SqlExpr::BinaryOp {
+                left: Box::new(left),
+                op: op.clone(),
+                right: Box::new(right),
+            };
             if let Some(balanced) = pairwise(leaves, join) {
                 *expr = balanced;
             }
@@ -156,7 +171,10 @@ impl Visitor for DepthCheck {
         ControlFlow::Continue(())
     }
 
-    fn pre_visit_query(&mut self, _: &datafusion::sql::sqlparser::ast::Query) -> ControlFlow<TooDeep> {
+    fn pre_visit_query(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Query,
+    ) -> ControlFlow<TooDeep> {
         self.queries += 1;
         // The statement itself is the first query.
         if self.queries > MAX_SUBQUERY_DEPTH + 1 {
@@ -165,7 +183,10 @@ impl Visitor for DepthCheck {
         ControlFlow::Continue(())
     }
 
-    fn post_visit_query(&mut self, _: &datafusion::sql::sqlparser::ast::Query) -> ControlFlow<TooDeep> {
+    fn post_visit_query(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Query,
+    ) -> ControlFlow<TooDeep> {
         self.queries -= 1;
         ControlFlow::Continue(())
     }
@@ -203,7 +224,12 @@ fn balance_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     expr.transform_down(|e| {
         let op = match &e {
             Expr::BinaryExpr(BinaryExpr {
-                op: op @ (Operator::Plus | Operator::Multiply | Operator::And | Operator::Or | Operator::StringConcat),
+                op:
+                    op @ (Operator::Plus
+                    | Operator::Multiply
+                    | Operator::And
+                    | Operator::Or
+                    | Operator::StringConcat),
                 ..
             }) => *op,
             _ => return Ok(Transformed::no(e)),
@@ -220,8 +246,12 @@ fn balance_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             }
         }
         // The leaves hold chains of their own; the children of what is built here are skipped.
-        let leaves = leaves.into_iter().map(|l| balance_expr(l, schema).map(|t| t.data)).collect::<Result<Vec<_>>>()?;
-        let join = |l: Expr, r: Expr| Expr::BinaryExpr(BinaryExpr::new(Box::new(l), op, Box::new(r)));
+        let leaves = leaves
+            .into_iter()
+            .map(|l| balance_expr(l, schema).map(|t| t.data))
+            .collect::<Result<Vec<_>>>()?;
+        let join =
+            |l: Expr, r: Expr| Expr::BinaryExpr(BinaryExpr::new(Box::new(l), op, Box::new(r)));
         let always = matches!(op, Operator::And | Operator::Or | Operator::StringConcat);
         // Short chains are left as they are: nothing to gain, and plans stay as written.
         let balance = leaves.len() > 8 && (always || one_integer_type(&leaves, schema));
@@ -231,15 +261,20 @@ fn balance_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             let mut it = leaves.into_iter();
             it.next().map(|first| it.fold(first, join))
         };
-        let rebuilt = rebuilt.ok_or_else(|| DataFusionError::Internal("an empty operator chain".into()))?;
+        let rebuilt =
+            rebuilt.ok_or_else(|| DataFusionError::Internal("an empty operator chain".into()))?;
         Ok(Transformed::new(rebuilt, balance, TreeNodeRecursion::Jump))
     })
 }
 
 fn one_integer_type(leaves: &[Expr], schema: &DFSchema) -> bool {
     let mut types = leaves.iter().map(|l| l.get_type(schema).ok());
-    let Some(Some(first)) = types.next() else { return false };
-    first.is_integer() && !matches!(first, DataType::Null) && types.all(|t| t.as_ref() == Some(&first))
+    let Some(Some(first)) = types.next() else {
+        return false;
+    };
+    first.is_integer()
+        && !matches!(first, DataType::Null)
+        && types.all(|t| t.as_ref() == Some(&first))
 }
 
 #[cfg(test)]
@@ -255,9 +290,15 @@ mod tests {
     }
 
     fn selection(statement: &DfStatement) -> SqlExpr {
-        let DfStatement::Statement(s) = statement else { panic!("a statement") };
-        let datafusion::sql::sqlparser::ast::Statement::Query(q) = s.as_ref() else { panic!("a query") };
-        let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = q.body.as_ref() else { panic!("a select") };
+        let DfStatement::Statement(s) = statement else {
+            panic!("a statement")
+        };
+        let datafusion::sql::sqlparser::ast::Statement::Query(q) = s.as_ref() else {
+            panic!("a query")
+        };
+        let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = q.body.as_ref() else {
+            panic!("a select")
+        };
         select.selection.clone().expect("a WHERE clause")
     }
 
@@ -265,32 +306,56 @@ mod tests {
     fn or_chains_become_shallow_and_keep_their_order() {
         let terms: Vec<String> = (0..1000).map(|i| format!("x = {i}")).collect();
         let sql = format!("SELECT 1 FROM t WHERE {}", terms.join(" OR "));
-        let mut statement = DFParser::parse_sql(&sql).expect("parses").pop_front().expect("one");
+        let mut statement = DFParser::parse_sql(&sql)
+            .expect("parses")
+            .pop_front()
+            .expect("one");
         balance_statement(&mut statement).expect("balanced");
         let selection = selection(&statement);
         assert!(depth(&selection) <= 12, "depth {}", depth(&selection));
         // Same terms, same order.
-        assert_eq!(selection.to_string().replace(['(', ')'], ""), terms.join(" OR "));
+        assert_eq!(
+            selection.to_string().replace(['(', ')'], ""),
+            terms.join(" OR ")
+        );
     }
 
     #[test]
     fn nesting_is_checked_on_tokens() {
         assert!(check_nesting(&format!("SELECT {}1{}", "(".repeat(64), ")".repeat(64))).is_ok());
-        let err = check_nesting(&format!("SELECT {}1{}", "(".repeat(65), ")".repeat(65))).unwrap_err();
-        assert!(err.to_string().contains("more than 64 levels of parentheses"), "{err}");
-        assert!(check_nesting(&format!("SELECT {}1{}", "NOT (".repeat(12), ")".repeat(12))).is_ok());
-        let err = check_nesting(&format!("SELECT {}1{}", "NOT (".repeat(13), ")".repeat(13))).unwrap_err();
+        let err =
+            check_nesting(&format!("SELECT {}1{}", "(".repeat(65), ")".repeat(65))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("more than 64 levels of parentheses"),
+            "{err}"
+        );
+        assert!(
+            check_nesting(&format!("SELECT {}1{}", "NOT (".repeat(12), ")".repeat(12))).is_ok()
+        );
+        let err = check_nesting(&format!("SELECT {}1{}", "NOT (".repeat(13), ")".repeat(13)))
+            .unwrap_err();
         assert!(err.to_string().contains("NOT (...)"), "{err}");
         // Parentheses inside strings and comments do not count; NOTs side by side do not add up.
-        assert!(check_nesting(&format!("SELECT '{}' -- {}", "(".repeat(100), "(".repeat(100))).is_ok());
+        assert!(check_nesting(&format!(
+            "SELECT '{}' -- {}",
+            "(".repeat(100),
+            "(".repeat(100)
+        ))
+        .is_ok());
         assert!(check_nesting(&"NOT (a) AND ".repeat(100)).is_ok());
     }
 
     #[test]
     fn pairwise_is_balanced_and_ordered() {
-        let joined = pairwise((1..=5).map(|i| i.to_string()).collect(), |a, b| format!("({a}{b})"));
+        let joined = pairwise((1..=5).map(|i| i.to_string()).collect(), |a, b| {
+            format!("({a}{b})")
+        });
         assert_eq!(joined.as_deref(), Some("(((12)(34))5)"));
-        assert_eq!(pairwise(vec!["x".to_string()], |a, b| a + &b).as_deref(), Some("x"));
+        assert_eq!(
+            pairwise(vec!["x".to_string()], |a, b| a + &b).as_deref(),
+            Some("x")
+        );
         assert_eq!(pairwise(Vec::<String>::new(), |a, b| a + &b), None);
     }
 }

@@ -61,8 +61,13 @@ impl ResultsCache {
             max_bytes: cap(config.max_bytes.0),
             max_entry_bytes: cap(config.max_entry_bytes.0.min(config.max_bytes.0)),
             ttl: Duration::from_secs_f64(config.ttl_secs.max(0.0)),
-            inner: Mutex::new(Inner { entries: LruCache::unbounded(), bytes: 0 }),
-            aliases: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(MAX_ALIASES).unwrap_or(std::num::NonZeroUsize::MIN))),
+            inner: Mutex::new(Inner {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            aliases: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(MAX_ALIASES).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -83,7 +88,11 @@ impl ResultsCache {
             inner.bytes -= entry.bytes;
             None
         });
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -122,13 +131,27 @@ impl ResultsCache {
     }
 
     /// Keeps an answer, evicting the least recently used ones beyond the budget.
-    pub fn put(&self, key: String, schema: SchemaRef, batches: Vec<RecordBatch>, tables: Vec<String>) {
+    pub fn put(
+        &self,
+        key: String,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        tables: Vec<String>,
+    ) {
         let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         if bytes > self.max_entry_bytes {
             return;
         }
-        let Ok(mut inner) = self.inner.lock() else { return };
-        let entry = Arc::new(Entry { schema, batches, bytes, created: Instant::now(), tables });
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let entry = Arc::new(Entry {
+            schema,
+            batches,
+            bytes,
+            created: Instant::now(),
+            tables,
+        });
         if let Some(old) = inner.entries.put(key, entry) {
             inner.bytes -= old.bytes;
         }
@@ -143,8 +166,15 @@ impl ResultsCache {
 
     /// Drops every answer that read `table` (`catalog.schema.table`).
     pub fn invalidate_reading(&self, table: &str) {
-        let Ok(mut inner) = self.inner.lock() else { return };
-        let stale: Vec<String> = inner.entries.iter().filter(|(_, e)| e.tables.iter().any(|t| t == table)).map(|(k, _)| k.clone()).collect();
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let stale: Vec<String> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.tables.iter().any(|t| t == table))
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in stale {
             if let Some(e) = inner.entries.pop(&k) {
                 inner.bytes -= e.bytes;
@@ -154,7 +184,10 @@ impl ResultsCache {
 
     /// Memory the answers take now, and how many there are.
     pub fn usage(&self) -> (usize, usize) {
-        self.inner.lock().map(|i| (i.bytes, i.entries.len())).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|i| (i.bytes, i.entries.len()))
+            .unwrap_or_default()
     }
 
     #[cfg(test)]
@@ -179,13 +212,21 @@ pub fn text_key(user: Option<&str>, sql: &str, generation: u64) -> String {
 
 /// The key of `plan` run by `user` while the datasets are at `generation`.
 pub fn key(user: Option<&str>, plan: &LogicalPlan, generation: u64) -> String {
-    format!("{}\u{0}{generation}\u{0}{}", user.unwrap_or(""), plan.display_indent())
+    format!(
+        "{}\u{0}{generation}\u{0}{}",
+        user.unwrap_or(""),
+        plan.display_indent()
+    )
 }
 
 /// Whether the answer of `plan` may be cached: it reads no system or catalog
 /// tables (`objects` are the tables it reads) and calls only deterministic functions.
 pub fn cacheable(plan: &LogicalPlan, objects: &[String]) -> bool {
-    if objects.is_empty() || objects.iter().any(|o| crate::frontends::run::is_catalog_table(o)) {
+    if objects.is_empty()
+        || objects
+            .iter()
+            .any(|o| crate::frontends::run::is_catalog_table(o))
+    {
         return false;
     }
     let mut deterministic = true;
@@ -201,7 +242,11 @@ pub fn cacheable(plan: &LogicalPlan, objects: &[String]) -> bool {
                 Ok(TreeNodeRecursion::Continue)
             });
         }
-        Ok(if deterministic { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+        Ok(if deterministic {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
     });
     deterministic
 }
@@ -214,7 +259,11 @@ mod tests {
 
     fn batch(n: i64) -> (SchemaRef, Vec<RecordBatch>) {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..n))]).expect("batch");
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..n))],
+        )
+        .expect("batch");
         (schema, vec![b])
     }
 

@@ -15,7 +15,10 @@ pub use crate::security::authn::AuthConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -396,7 +399,9 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
         let (num, unit) = (s[..split].trim(), s[split..].trim());
         let n: f64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
         let mult: u64 = match unit.to_ascii_lowercase().as_str() {
@@ -408,7 +413,11 @@ impl ByteSize {
             "gb" => 1_000_000_000,
             "gib" | "g" => 1 << 30,
             "tib" | "t" => 1 << 40,
-            _ => return Err(format!("unknown size unit '{unit}' in '{s}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB)")),
+            _ => {
+                return Err(format!(
+                    "unknown size unit '{unit}' in '{s}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB)"
+                ))
+            }
         };
         if !(n.is_finite() && n >= 0.0) {
             return Err(format!("invalid size '{s}'"));
@@ -451,11 +460,24 @@ fn default_health_interval() -> f64 {
 impl QuiverConfig {
     /// Reads and validates a config file; relative source paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = std::fs::canonicalize(if base.as_os_str().is_empty() { Path::new(".") } else { &base })
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text, &base).map_err(|message| ConfigError::Invalid { path: path.into(), message })
+        let base = std::fs::canonicalize(if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &base
+        })
+        .map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, &base).map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })
     }
 
     /// Parses a config document; `base` is the folder relative paths resolve against.
@@ -465,7 +487,9 @@ impl QuiverConfig {
             source.resolve_relative_paths(base);
         }
         // The images set QUIVER_DATA_DIR (a writable folder; the config folder may be read-only).
-        let default = std::env::var_os("QUIVER_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("quiver-data"));
+        let default = std::env::var_os("QUIVER_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("quiver-data"));
         let dir = config.server.data_dir.clone().unwrap_or(default);
         config.server.data_dir = Some(crate::catalog::config::resolve(base, &dir));
         config.validate()?;
@@ -475,7 +499,10 @@ impl QuiverConfig {
 
     /// `server.data_dir` (resolved when the file was read), or `quiver-data`.
     pub fn data_dir(&self) -> PathBuf {
-        self.server.data_dir.clone().unwrap_or_else(|| PathBuf::from("quiver-data"))
+        self.server
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("quiver-data"))
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -508,7 +535,9 @@ impl QuiverConfig {
             WorkerMode::Dns if self.workers.service.is_none() => {
                 Err("workers.service (a DNS name) is required in dns mode".into())
             }
-            _ if self.workers.health_interval_secs <= 0.0 => Err("workers.health_interval_secs must be positive".into()),
+            _ if self.workers.health_interval_secs <= 0.0 => {
+                Err("workers.health_interval_secs must be positive".into())
+            }
             _ => Ok(()),
         }
     }
@@ -528,9 +557,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_line() {
-        let err = QuiverConfig::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", Path::new("/")).unwrap_err();
+        let err = QuiverConfig::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
         assert!(err.contains("lisen") && err.contains("line 3"), "{err}");
-        let err = QuiverConfig::parse("[workers]\nfragment_memory_limit = \"3 parsecs\"\n", Path::new("/")).unwrap_err();
+        let err = QuiverConfig::parse(
+            "[workers]\nfragment_memory_limit = \"3 parsecs\"\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
         assert!(err.contains("parsecs") && err.contains("line 2"), "{err}");
     }
 
@@ -541,7 +578,9 @@ mod tests {
             Path::new("/etc/quiver"),
         )
         .expect("parses");
-        let quiver_connectors::SourceKind::Files(f) = &c.source[0].kind else { panic!("files source expected") };
+        let quiver_connectors::SourceKind::Files(f) = &c.source[0].kind else {
+            panic!("files source expected")
+        };
         assert_eq!(f.location.as_deref(), Some("/etc/quiver/data"));
     }
 
@@ -558,8 +597,11 @@ mod tests {
     #[test]
     fn duplicate_sources_and_empty_pools_are_refused() {
         let two = "[[source]]\nname = \"a\"\nkind = \"files\"\n[[source]]\nname = \"a\"\nkind = \"files\"\n";
-        assert!(QuiverConfig::parse(two, Path::new("/")).unwrap_err().contains("defined twice"));
-        let err = QuiverConfig::parse("[workers]\nmode = \"static\"\n", Path::new("/")).unwrap_err();
+        assert!(QuiverConfig::parse(two, Path::new("/"))
+            .unwrap_err()
+            .contains("defined twice"));
+        let err =
+            QuiverConfig::parse("[workers]\nmode = \"static\"\n", Path::new("/")).unwrap_err();
         assert!(err.contains("workers.addresses"), "{err}");
     }
 }

@@ -33,7 +33,8 @@ pub struct FragmentRecord {
 
 impl FragmentRecord {
     pub fn elapsed_ms(&self) -> u64 {
-        self.elapsed_ms.unwrap_or_else(|| self.started.elapsed().as_millis() as u64)
+        self.elapsed_ms
+            .unwrap_or_else(|| self.started.elapsed().as_millis() as u64)
     }
 
     /// A running attempt, started now.
@@ -59,8 +60,19 @@ impl FragmentRecord {
     }
 
     #[cfg(test)]
-    pub fn for_tests(stage: u32, worker: &str, state: &'static str, started_at: SystemTime, elapsed_ms: u64) -> Self {
-        Self { state, started_at, elapsed_ms: Some(elapsed_ms), ..Self::running("q", stage, 0, 1, worker) }
+    pub fn for_tests(
+        stage: u32,
+        worker: &str,
+        state: &'static str,
+        started_at: SystemTime,
+        elapsed_ms: u64,
+    ) -> Self {
+        Self {
+            state,
+            started_at,
+            elapsed_ms: Some(elapsed_ms),
+            ..Self::running("q", stage, 0, 1, worker)
+        }
     }
 }
 
@@ -91,7 +103,14 @@ impl LoggedAttempt {
         });
     }
 
-    pub fn end(mut self, state: &'static str, rows: u64, bytes: u64, spilled: u64, error: Option<String>) {
+    pub fn end(
+        mut self,
+        state: &'static str,
+        rows: u64,
+        bytes: u64,
+        spilled: u64,
+        error: Option<String>,
+    ) {
         self.ended = true;
         self.log.finish(&self, state, rows, bytes, spilled, error);
     }
@@ -106,7 +125,14 @@ impl Drop for LoggedAttempt {
 }
 
 impl FragmentLog {
-    pub fn begin(self: &Arc<Self>, query_id: &str, stage: u32, task: u32, attempt: u32, worker: &str) -> LoggedAttempt {
+    pub fn begin(
+        self: &Arc<Self>,
+        query_id: &str,
+        stage: u32,
+        task: u32,
+        attempt: u32,
+        worker: &str,
+    ) -> LoggedAttempt {
         let record = FragmentRecord::running(query_id, stage, task, attempt, worker);
         if let Ok(mut r) = self.records.lock() {
             r.push_back(record);
@@ -119,11 +145,26 @@ impl FragmentLog {
                 }
             }
         }
-        LoggedAttempt { log: self.clone(), query_id: query_id.to_string(), stage, task, attempt, ended: false }
+        LoggedAttempt {
+            log: self.clone(),
+            query_id: query_id.to_string(),
+            stage,
+            task,
+            attempt,
+            ended: false,
+        }
     }
 
     /// Records how an attempt ended.
-    fn finish(&self, id: &LoggedAttempt, state: &'static str, rows: u64, bytes: u64, spilled: u64, error: Option<String>) {
+    fn finish(
+        &self,
+        id: &LoggedAttempt,
+        state: &'static str,
+        rows: u64,
+        bytes: u64,
+        spilled: u64,
+        error: Option<String>,
+    ) {
         self.update(id, |x| {
             x.state = state;
             x.rows = rows;
@@ -137,7 +178,10 @@ impl FragmentLog {
     fn update(&self, id: &LoggedAttempt, f: impl FnOnce(&mut FragmentRecord)) {
         if let Ok(mut r) = self.records.lock() {
             let found = r.iter_mut().rev().find(|x| {
-                x.query_id == id.query_id && x.stage == id.stage && x.task == id.task && x.attempt == id.attempt
+                x.query_id == id.query_id
+                    && x.stage == id.stage
+                    && x.task == id.task
+                    && x.attempt == id.attempt
             });
             if let Some(x) = found {
                 f(x);
@@ -147,18 +191,33 @@ impl FragmentLog {
 
     /// The attempts of one query.
     pub fn of_query(&self, query_id: &str) -> Vec<FragmentRecord> {
-        self.records.lock().map(|r| r.iter().filter(|x| x.query_id == query_id).cloned().collect()).unwrap_or_default()
+        self.records
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|x| x.query_id == query_id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn snapshot(&self) -> Vec<FragmentRecord> {
-        self.records.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
+        self.records
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Attempts of `query_id` still marked running.
     pub fn running(&self, query_id: &str) -> usize {
         self.records
             .lock()
-            .map(|r| r.iter().filter(|x| x.query_id == query_id && x.state == "running").count())
+            .map(|r| {
+                r.iter()
+                    .filter(|x| x.query_id == query_id && x.state == "running")
+                    .count()
+            })
             .unwrap_or(0)
     }
 }

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "quiver", version, about = "Quiver: one SQL query over many data sources")]
+#[command(
+    name = "quiver",
+    version,
+    about = "Quiver: one SQL query over many data sources"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,20 +95,24 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Large stacks: planning and evaluating what balancing leaves deep (up to
     // quiver_coordinator::balance::MAX_DEPTH levels) recurse. Only touched pages cost memory.
-    let result = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(STACK_BYTES).build().map_err(anyhow::Error::from).and_then(
-        |runtime| match cli.command {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(STACK_BYTES)
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| match cli.command {
             Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
             Command::Workers(args) => runtime.block_on(cli::workers::run(args)),
             Command::Passwd { scram } => passwd(scram),
-            Command::Health { addr, timeout_secs } => {
-                runtime.block_on(cli::workers::health(&addr, std::time::Duration::from_secs_f64(timeout_secs)))
-            }
+            Command::Health { addr, timeout_secs } => runtime.block_on(cli::workers::health(
+                &addr,
+                std::time::Duration::from_secs_f64(timeout_secs),
+            )),
             command => {
                 init_logging();
                 runtime.block_on(run_server(command))
             }
-        },
-    );
+        });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -129,8 +137,11 @@ fn passwd(scram: bool) -> Result<()> {
     };
     anyhow::ensure!(!password.is_empty(), "empty password");
     let line = match scram {
-        true => quiver_coordinator::security::scram::Verifier::new(&password).map_err(anyhow::Error::msg)?.to_string(),
-        false => quiver_coordinator::security::authn::hash_password(&password).map_err(anyhow::Error::msg)?,
+        true => quiver_coordinator::security::scram::Verifier::new(&password)
+            .map_err(anyhow::Error::msg)?
+            .to_string(),
+        false => quiver_coordinator::security::authn::hash_password(&password)
+            .map_err(anyhow::Error::msg)?,
     };
     println!("{line}");
     Ok(())
@@ -141,12 +152,22 @@ const STACK_BYTES: usize = 256 << 20;
 
 fn init_logging() {
     let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run_server(command: Command) -> Result<()> {
     match command {
-        Command::Serve { config, data_dir, scale, listen, postgres_listen, http_listen } => {
+        Command::Serve {
+            config,
+            data_dir,
+            scale,
+            listen,
+            postgres_listen,
+            http_listen,
+        } => {
             let mut config = match config {
                 Some(path) => quiver_coordinator::QuiverConfig::load(&path)?,
                 None => cli::demo::config(&data_dir, scale)?,
@@ -156,7 +177,11 @@ async fn run_server(command: Command) -> Result<()> {
             }
             config.server.postgres_listen = postgres_listen.or(config.server.postgres_listen);
             config.server.http_listen = http_listen.or(config.server.http_listen);
-            let database = config.server.default_catalog.clone().unwrap_or_else(|| "quiver".into());
+            let database = config
+                .server
+                .default_catalog
+                .clone()
+                .unwrap_or_else(|| "quiver".into());
             let running = quiver_coordinator::start(config).await?;
             // The other doors first: the Flight SQL line below is the readiness line.
             if let Some(addr) = running.http {
@@ -171,23 +196,37 @@ async fn run_server(command: Command) -> Result<()> {
             }
             let scheme = if running.tls { "grpc+tls" } else { "grpc" };
             // Machine-readable readiness line: scripts and tests wait for it.
-            println!("quiver: Flight SQL listening on {scheme}://{}", running.addr);
+            println!(
+                "quiver: Flight SQL listening on {scheme}://{}",
+                running.addr
+            );
             running.serve_until_signal().await?;
             // Embedded workers wrote their exchange files in this process's directory.
             quiver_worker::exchange::store().remove_all();
         }
-        Command::Worker { listen, config, id, allow_insecure, drain_grace_secs } => {
+        Command::Worker {
+            listen,
+            config,
+            id,
+            allow_insecure,
+            drain_grace_secs,
+        } => {
             let config = match (config, std::env::var("QUIVER_CONFIG_TOML")) {
                 (Some(path), _) => quiver_coordinator::QuiverConfig::load(&path)?,
-                (None, Ok(text)) => quiver_coordinator::QuiverConfig::parse(&text, std::path::Path::new("/"))
-                    .map_err(|e| anyhow::anyhow!("invalid QUIVER_CONFIG_TOML: {e}"))?,
+                (None, Ok(text)) => {
+                    quiver_coordinator::QuiverConfig::parse(&text, std::path::Path::new("/"))
+                        .map_err(|e| anyhow::anyhow!("invalid QUIVER_CONFIG_TOML: {e}"))?
+                }
                 (None, Err(_)) => quiver_coordinator::QuiverConfig::default(),
             };
             let mut cluster = config.cluster.clone();
             cluster.allow_insecure |= allow_insecure;
-            let secret = quiver_coordinator::security::cluster::for_worker(&cluster).map_err(anyhow::Error::msg)?;
+            let secret = quiver_coordinator::security::cluster::for_worker(&cluster)
+                .map_err(anyhow::Error::msg)?;
             let sources = config.source;
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
             let codec = quiver_coordinator::server::quiver_codec(&sources);
             let options = quiver_worker::WorkerOptions {
@@ -211,14 +250,21 @@ async fn run_server(command: Command) -> Result<()> {
         }
         Command::GenTpch { scale, out } => {
             let started = std::time::Instant::now();
-            let made = tokio::task::spawn_blocking(move || quiver_coordinator::tpch::ensure(&out, scale)).await??;
+            let made =
+                tokio::task::spawn_blocking(move || quiver_coordinator::tpch::ensure(&out, scale))
+                    .await??;
             if made {
-                eprintln!("generated TPC-H scale {scale} in {:.1}s", started.elapsed().as_secs_f64());
+                eprintln!(
+                    "generated TPC-H scale {scale} in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
             } else {
                 eprintln!("TPC-H data already present");
             }
         }
-        Command::Sql(_) | Command::Workers(_) | Command::Health { .. } | Command::Passwd { .. } => unreachable!("handled in main"),
+        Command::Sql(_) | Command::Workers(_) | Command::Health { .. } | Command::Passwd { .. } => {
+            unreachable!("handled in main")
+        }
     }
     Ok(())
 }

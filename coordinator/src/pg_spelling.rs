@@ -18,8 +18,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value, ValueWithSpan, VisitMut,
-    VisitorMut,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value,
+    ValueWithSpan, VisitMut, VisitorMut,
 };
 
 /// Rewrites `statement` (see the module doc).
@@ -31,17 +31,29 @@ struct Spelling;
 
 /// `interval * number` or `number * interval`, as a call of the interval multiplication.
 fn interval_product(expr: &Expr) -> Option<Expr> {
-    let Expr::BinaryOp { left, op: BinaryOperator::Multiply, right } = expr else { return None };
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Multiply,
+        right,
+    } = expr
+    else {
+        return None;
+    };
     let (interval, factor) = match (left.as_ref(), right.as_ref()) {
         (i @ Expr::Interval(_), f) | (f, i @ Expr::Interval(_)) => (i, f),
         _ => return None,
     };
-    let sql = format!("{}({interval}, {factor})", quiver_worker::functions::INTERVAL_MUL);
-    datafusion::sql::sqlparser::parser::Parser::new(&datafusion::sql::sqlparser::dialect::PostgreSqlDialect {})
-        .try_with_sql(&sql)
-        .ok()?
-        .parse_expr()
-        .ok()
+    let sql = format!(
+        "{}({interval}, {factor})",
+        quiver_worker::functions::INTERVAL_MUL
+    );
+    datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+    )
+    .try_with_sql(&sql)
+    .ok()?
+    .parse_expr()
+    .ok()
 }
 
 /// A `LIKE` pattern written with another escape character (`'pg!_%' ESCAPE '!'`,
@@ -83,37 +95,69 @@ impl datafusion::optimizer::OptimizerRule for LikeEscapes {
         &self,
         plan: datafusion::logical_expr::LogicalPlan,
         _config: &dyn datafusion::optimizer::OptimizerConfig,
-    ) -> datafusion::error::Result<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>> {
+    ) -> datafusion::error::Result<
+        datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>,
+    > {
         // Whole plan at once (no apply order): the rule recurses itself.
         like_escapes(plan).map(datafusion::common::tree_node::Transformed::yes)
     }
 }
 
 /// `LIKE`/`ILIKE … ESCAPE 'c'` with a literal pattern and `c` other than backslash.
-pub fn like_escapes(plan: datafusion::logical_expr::LogicalPlan) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+pub fn like_escapes(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::logical_expr::{expr::Like, Expr as L};
     use datafusion::scalar::ScalarValue;
     plan.transform_up_with_subqueries(|node| {
         node.map_expressions(|e| {
             e.transform(|e| match e {
-                L::Like(Like { negated, expr, pattern, escape_char: Some(c), case_insensitive }) if c != '\\' => {
+                L::Like(Like {
+                    negated,
+                    expr,
+                    pattern,
+                    escape_char: Some(c),
+                    case_insensitive,
+                }) if c != '\\' => {
                     // `$1::VARCHAR` bound: a cast of a string literal to a string type.
                     let literal = match pattern.as_ref() {
-                        L::Cast(datafusion::logical_expr::Cast { expr: inner, .. }) if matches!(inner.as_ref(), L::Literal(..)) => inner.as_ref(),
+                        L::Cast(datafusion::logical_expr::Cast { expr: inner, .. })
+                            if matches!(inner.as_ref(), L::Literal(..)) =>
+                        {
+                            inner.as_ref()
+                        }
                         other => other,
                     };
                     // Any string literal, rewritten in its own string type.
                     let rewritten = match literal {
                         L::Literal(v, m) => match v.try_as_str() {
-                            Some(Some(p)) => Some(L::Literal(ScalarValue::try_from_string(backslash_escapes(p, c), &v.data_type())?, m.clone())),
+                            Some(Some(p)) => Some(L::Literal(
+                                ScalarValue::try_from_string(
+                                    backslash_escapes(p, c),
+                                    &v.data_type(),
+                                )?,
+                                m.clone(),
+                            )),
                             _ => None,
                         },
                         _ => None,
                     };
                     Ok(match rewritten {
-                        Some(p) => Transformed::yes(L::Like(Like { negated, expr, pattern: Box::new(p), escape_char: None, case_insensitive })),
-                        None => Transformed::no(L::Like(Like { negated, expr, pattern, escape_char: Some(c), case_insensitive })),
+                        Some(p) => Transformed::yes(L::Like(Like {
+                            negated,
+                            expr,
+                            pattern: Box::new(p),
+                            escape_char: None,
+                            case_insensitive,
+                        })),
+                        None => Transformed::no(L::Like(Like {
+                            negated,
+                            expr,
+                            pattern,
+                            escape_char: Some(c),
+                            case_insensitive,
+                        })),
                     })
                 }
                 other => Ok(Transformed::no(other)),
@@ -131,18 +175,24 @@ impl VisitorMut for Spelling {
             *expr = call;
             return ControlFlow::Continue(());
         }
-        let Expr::Function(f) = expr else { return ControlFlow::Continue(()) };
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
         let name = f.name.to_string().to_ascii_lowercase();
         let name = name.trim_start_matches("pg_catalog.");
         if !matches!(name, "to_date" | "to_timestamp" | "to_char") {
             return ControlFlow::Continue(());
         }
-        let FunctionArguments::List(list) = &mut f.args else { return ControlFlow::Continue(()) };
+        let FunctionArguments::List(list) = &mut f.args else {
+            return ControlFlow::Continue(());
+        };
         if list.args.len() != 2 {
             return ControlFlow::Continue(());
         }
-        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(format), .. }))) =
-            &mut list.args[1]
+        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(ValueWithSpan {
+            value: Value::SingleQuotedString(format),
+            ..
+        }))) = &mut list.args[1]
         {
             if !format.contains('%') {
                 *format = to_chrono(format);
@@ -210,7 +260,10 @@ pub fn to_chrono(format: &str) -> String {
             out.push_str(chrono);
             rest = &rest[pattern.len()..];
             // Ordinal suffixes (DDth) have no chrono equivalent.
-            rest = rest.strip_prefix("TH").or_else(|| rest.strip_prefix("th")).unwrap_or(rest);
+            rest = rest
+                .strip_prefix("TH")
+                .or_else(|| rest.strip_prefix("th"))
+                .unwrap_or(rest);
             continue;
         }
         let c = rest.chars().next().unwrap_or(' ');
@@ -233,9 +286,18 @@ mod tests {
     #[test]
     fn postgresql_patterns_become_chrono_ones() {
         assert_eq!(to_chrono("YYYY-MM-DD"), "%Y-%m-%d");
-        assert_eq!(to_chrono("YYYY-MM-DD HH24:MI:SS.US"), "%Y-%m-%d %H:%M:%S.%6f");
-        assert_eq!(to_chrono("YYYY-MM-DD\"T\"HH24:MI:SS.MS"), "%Y-%m-%dT%H:%M:%S.%3f");
-        assert_eq!(to_chrono("FMMonth DD, YYYY HH12:MI AM"), "%B %d, %Y %I:%M %p");
+        assert_eq!(
+            to_chrono("YYYY-MM-DD HH24:MI:SS.US"),
+            "%Y-%m-%d %H:%M:%S.%6f"
+        );
+        assert_eq!(
+            to_chrono("YYYY-MM-DD\"T\"HH24:MI:SS.MS"),
+            "%Y-%m-%dT%H:%M:%S.%3f"
+        );
+        assert_eq!(
+            to_chrono("FMMonth DD, YYYY HH12:MI AM"),
+            "%B %d, %Y %I:%M %p"
+        );
         assert_eq!(to_chrono("DDD 100%"), "%j 100%%");
     }
 
@@ -249,32 +311,54 @@ mod tests {
     async fn a_bound_like_pattern_with_another_escape_runs() -> datafusion::error::Result<()> {
         let ctx = datafusion::prelude::SessionContext::new();
         let plan = ctx.state().create_logical_plan("SELECT n FROM (VALUES ('pg_x'), ('pgax'), ('tpch')) t(n) WHERE n NOT LIKE $1 ESCAPE '!'").await?;
-        let plan = plan.with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some("pg!_%".into()))])?;
+        let plan = plan.with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some(
+            "pg!_%".into(),
+        ))])?;
         let plan = like_escapes(plan)?;
-        let batches = datafusion::prelude::DataFrame::new(ctx.state(), plan).collect().await?;
+        let batches = datafusion::prelude::DataFrame::new(ctx.state(), plan)
+            .collect()
+            .await?;
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
-        assert!(text.contains("pgax") && text.contains("tpch") && !text.contains("pg_x"), "{text}");
+        assert!(
+            text.contains("pgax") && text.contains("tpch") && !text.contains("pg_x"),
+            "{text}"
+        );
         Ok(())
     }
 
     #[test]
     fn an_interval_times_a_number_becomes_a_call() {
         let sql = "SELECT DATE_TRUNC('minute', t) + INTERVAL '5 seconds' * FLOOR(EXTRACT(SECOND FROM t) / 5), 2 * INTERVAL '1 day', a * b FROM x";
-        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses").remove(0);
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0);
         rewrite(&mut s);
         let out = s.to_string();
-        assert!(out.contains("quiver_interval_mul(INTERVAL '5 seconds', FLOOR(EXTRACT(SECOND FROM t) / 5))"), "{out}");
-        assert!(out.contains("quiver_interval_mul(INTERVAL '1 day', 2)") && out.contains("a * b"), "{out}");
+        assert!(
+            out.contains(
+                "quiver_interval_mul(INTERVAL '5 seconds', FLOOR(EXTRACT(SECOND FROM t) / 5))"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("quiver_interval_mul(INTERVAL '1 day', 2)") && out.contains("a * b"),
+            "{out}"
+        );
     }
 
     #[test]
     fn only_literal_formats_without_percent_are_rewritten() {
         let sql = "SELECT TO_DATE('1995-01-01', 'YYYY-MM-DD'), to_timestamp(x, '%Y'), to_char(d, f), TO_TIMESTAMP('1', 'YYYY')";
-        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses").remove(0);
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0);
         rewrite(&mut s);
         let out = s.to_string();
         assert!(out.contains("TO_DATE('1995-01-01', '%Y-%m-%d')"), "{out}");
-        assert!(out.contains("to_timestamp(x, '%Y')") && out.contains("to_char(d, f)"), "{out}");
+        assert!(
+            out.contains("to_timestamp(x, '%Y')") && out.contains("to_char(d, f)"),
+            "{out}"
+        );
         assert!(out.contains("TO_TIMESTAMP('1', '%Y')"), "{out}");
     }
 }

@@ -27,7 +27,11 @@ pub fn positional_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     let mut positional: Vec<(usize, Option<DataType>)> = plan
         .get_parameter_types()?
         .into_iter()
-        .filter_map(|(name, t)| name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).map(|n| (n, t)))
+        .filter_map(|(name, t)| {
+            name.strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(|n| (n, t))
+        })
         .filter(|(n, _)| *n >= 1)
         .collect();
     // `$1::bigint[]`: a parameter the planner left untyped takes the type it is cast to.
@@ -54,9 +58,12 @@ fn cast_types(plan: &LogicalPlan) -> std::collections::HashMap<String, DataType>
     let _ = plan.apply_with_subqueries(|node| {
         node.apply_expressions(|e| {
             e.apply(|e| {
-                if let LExpr::Cast(Cast { expr, field, .. }) | LExpr::TryCast(TryCast { expr, field, .. }) = e {
+                if let LExpr::Cast(Cast { expr, field, .. })
+                | LExpr::TryCast(TryCast { expr, field, .. }) = e
+                {
                     if let LExpr::Placeholder(p) = expr.as_ref() {
-                        out.entry(p.id.clone()).or_insert_with(|| field.data_type().clone());
+                        out.entry(p.id.clone())
+                            .or_insert_with(|| field.data_type().clone());
                     }
                 }
                 Ok(TreeNodeRecursion::Continue)
@@ -100,7 +107,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn numbered(sql: &str) -> Result<String> {
-        let mut statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| DataFusionError::SQL(Box::new(e), None))?;
+        let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
+            .map_err(|e| DataFusionError::SQL(Box::new(e), None))?;
         let mut s = statements.remove(0);
         number_question_marks(&mut s)?;
         Ok(s.to_string())
@@ -112,13 +120,19 @@ mod tests {
             numbered("SELECT ? + 1 FROM t WHERE a < ? AND b IN (?, ?) LIMIT ?").expect("numbered"),
             "SELECT $1 + 1 FROM t WHERE a < $2 AND b IN ($3, $4) LIMIT $5"
         );
-        assert_eq!(numbered("SELECT * FROM t WHERE x = (SELECT max(y) FROM u WHERE z = ?) AND w = ?").expect("n"),
-            "SELECT * FROM t WHERE x = (SELECT max(y) FROM u WHERE z = $1) AND w = $2");
+        assert_eq!(
+            numbered("SELECT * FROM t WHERE x = (SELECT max(y) FROM u WHERE z = ?) AND w = ?")
+                .expect("n"),
+            "SELECT * FROM t WHERE x = (SELECT max(y) FROM u WHERE z = $1) AND w = $2"
+        );
     }
 
     #[test]
     fn strings_and_dollar_forms_are_left_alone() {
-        assert_eq!(numbered("SELECT '?' FROM t WHERE a = $1").expect("n"), "SELECT '?' FROM t WHERE a = $1");
+        assert_eq!(
+            numbered("SELECT '?' FROM t WHERE a = $1").expect("n"),
+            "SELECT '?' FROM t WHERE a = $1"
+        );
         let err = numbered("SELECT ? , $1").unwrap_err().to_string();
         assert!(err.contains("mixes"), "{err}");
     }

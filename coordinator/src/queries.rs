@@ -40,7 +40,8 @@ pub struct QueryRecord {
 impl QueryRecord {
     /// Seconds since start, or the final duration once it ended.
     pub fn elapsed(&self) -> f64 {
-        self.elapsed_secs.unwrap_or_else(|| self.started.elapsed().as_secs_f64())
+        self.elapsed_secs
+            .unwrap_or_else(|| self.started.elapsed().as_secs_f64())
     }
 
     fn ended(&self) -> bool {
@@ -78,7 +79,13 @@ impl QueryLog {
     /// A log whose ended queries also go to `audit`, with the costs of their
     /// fragments in `fragments`.
     pub fn new(audit: Arc<AuditLog>, fragments: Arc<FragmentLog>) -> Self {
-        Self { queries: Mutex::default(), audit, cancels: Mutex::default(), fragments, totals: Mutex::default() }
+        Self {
+            queries: Mutex::default(),
+            audit,
+            cancels: Mutex::default(),
+            fragments,
+            totals: Mutex::default(),
+        }
     }
 
     /// The signal that cancels the running query `id` (see [`Self::cancel`]).
@@ -102,7 +109,13 @@ impl QueryLog {
 
     /// One query's record, running or recent.
     pub fn get(&self, id: &str) -> Option<QueryRecord> {
-        self.queries.lock().ok()?.iter().rev().find(|r| r.id == id).cloned()
+        self.queries
+            .lock()
+            .ok()?
+            .iter()
+            .rev()
+            .find(|r| r.id == id)
+            .cloned()
     }
 
     /// Whether a query with this id was seen.
@@ -146,11 +159,20 @@ impl QueryLog {
                 }
             }
         }
-        RunningQuery { log: self.clone(), id: id.to_string(), rows: 0, bytes: 0, outcome: None }
+        RunningQuery {
+            log: self.clone(),
+            id: id.to_string(),
+            rows: 0,
+            bytes: 0,
+            outcome: None,
+        }
     }
 
     pub fn snapshot(&self) -> Vec<QueryRecord> {
-        self.queries.lock().map(|q| q.iter().cloned().collect()).unwrap_or_default()
+        self.queries
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut QueryRecord)) -> Option<QueryRecord> {
@@ -241,7 +263,9 @@ impl RunningQuery {
 
     /// A write statement reports how many rows it wrote.
     pub fn written(&self, rows: u64) {
-        self.log.update(&self.id, |r| r.rows_written = Some(r.rows_written.unwrap_or(0) + rows));
+        self.log.update(&self.id, |r| {
+            r.rows_written = Some(r.rows_written.unwrap_or(0) + rows)
+        });
     }
 
     /// The query waited `waited` for `started` workers to start (scale from zero).
@@ -273,7 +297,11 @@ impl RunningQuery {
     pub fn failed_with(&mut self, code: tonic::Code, error: String) {
         let state = match code {
             tonic::Code::PermissionDenied => "denied",
-            tonic::Code::ResourceExhausted if error.contains("queue") || error.contains("too many queries") => "refused",
+            tonic::Code::ResourceExhausted
+                if error.contains("queue") || error.contains("too many queries") =>
+            {
+                "refused"
+            }
             _ => "failed",
         };
         self.outcome = Some((state, Some(error)));
@@ -303,7 +331,11 @@ mod tests {
     #[test]
     fn queries_end_finished_failed_or_cancelled() {
         let log = Arc::new(QueryLog::default());
-        let origin = |user: Option<&str>, sql: &str| QueryOrigin { user: user.map(str::to_string), client: None, sql: sql.into() };
+        let origin = |user: Option<&str>, sql: &str| QueryOrigin {
+            user: user.map(str::to_string),
+            client: None,
+            sql: sql.into(),
+        };
         let mut a = log.begin("a", origin(Some("ann"), "SELECT 1"));
         a.add_batch(1, 8);
         let mut b = log.begin("b", origin(None, "SELECT x"));
@@ -312,8 +344,19 @@ mod tests {
         a.finished();
         b.failed("no column x".into());
         drop((a, b, c));
-        let states: Vec<_> = log.snapshot().iter().map(|r| (r.id.clone(), r.state, r.rows)).collect();
-        assert_eq!(states, vec![("a".into(), "finished", 1), ("b".into(), "failed", 0), ("c".into(), "cancelled", 0)]);
+        let states: Vec<_> = log
+            .snapshot()
+            .iter()
+            .map(|r| (r.id.clone(), r.state, r.rows))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("a".into(), "finished", 1),
+                ("b".into(), "failed", 0),
+                ("c".into(), "cancelled", 0)
+            ]
+        );
         assert_eq!(log.snapshot()[1].error.as_deref(), Some("no column x"));
     }
 
@@ -321,20 +364,31 @@ mod tests {
     fn denied_and_refused_queries_are_told_apart_and_audited() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
-        let log = Arc::new(QueryLog::new(Arc::new(AuditLog::open(&path).expect("audit")), Arc::default()));
-        let origin = QueryOrigin { user: Some("bob".into()), client: Some("127.0.0.1:5".into()), sql: "SELECT 1".into() };
+        let log = Arc::new(QueryLog::new(
+            Arc::new(AuditLog::open(&path).expect("audit")),
+            Arc::default(),
+        ));
+        let origin = QueryOrigin {
+            user: Some("bob".into()),
+            client: Some("127.0.0.1:5".into()),
+            sql: "SELECT 1".into(),
+        };
         let mut d = log.begin("d", origin.clone());
         d.reads(&["quiver.tpch.customer".to_string()]);
         d.failed_with(tonic::Code::PermissionDenied, "access denied".into());
         let mut r = log.begin("r", origin);
         r.queued();
         assert_eq!(log.snapshot()[1].state, "queued");
-        r.failed_with(tonic::Code::ResourceExhausted, "too many queries: 1 running".into());
+        r.failed_with(
+            tonic::Code::ResourceExhausted,
+            "too many queries: 1 running".into(),
+        );
         drop((d, r));
         let states: Vec<_> = log.snapshot().iter().map(|r| r.state).collect();
         assert_eq!(states, vec!["denied", "refused"]);
         let text = std::fs::read_to_string(&path).expect("audit file");
-        let first: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        let first: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
         assert_eq!(first["outcome"], "denied");
         assert_eq!(first["objects"][0], "quiver.tpch.customer");
         assert_eq!(first["client"], "127.0.0.1:5");

@@ -21,7 +21,9 @@ use futures::StreamExt;
 /// `stream` with the column types of `announced` (names and nullability stay the
 /// stream's). Unchanged when they already agree or the column counts differ.
 pub fn conform(stream: SendableRecordBatchStream, announced: &Schema) -> SendableRecordBatchStream {
-    let Some(target) = target_schema(&stream.schema(), announced) else { return stream };
+    let Some(target) = target_schema(&stream.schema(), announced) else {
+        return stream;
+    };
     let schema = target.clone();
     let batches = stream.map(move |batch| batch.and_then(|b| cast_batch(&b, &target)));
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
@@ -32,7 +34,11 @@ fn target_schema(actual: &SchemaRef, announced: &Schema) -> Option<SchemaRef> {
     if actual.fields().len() != announced.fields().len() {
         return None;
     }
-    let differs = actual.fields().iter().zip(announced.fields()).any(|(a, b)| a.data_type() != b.data_type());
+    let differs = actual
+        .fields()
+        .iter()
+        .zip(announced.fields())
+        .any(|(a, b)| a.data_type() != b.data_type());
     if !differs {
         return None;
     }
@@ -42,7 +48,10 @@ fn target_schema(actual: &SchemaRef, announced: &Schema) -> Option<SchemaRef> {
         .zip(announced.fields())
         .map(|(a, b)| a.as_ref().clone().with_data_type(b.data_type().clone()))
         .collect();
-    Some(Arc::new(Schema::new_with_metadata(fields, actual.metadata().clone())))
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        actual.metadata().clone(),
+    )))
 }
 
 fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
@@ -55,7 +64,8 @@ fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
             false => datafusion::arrow::compute::cast(c, f.data_type()),
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(target.clone(), columns).map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+    RecordBatch::try_new(target.clone(), columns)
+        .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
 }
 
 #[cfg(test)]
@@ -78,17 +88,29 @@ mod tests {
                 Arc::new(Decimal128Array::from(vec![Some(12345)]).with_precision_and_scale(35, 2)?),
             ],
         )?;
-        let stream: SendableRecordBatchStream =
-            Box::pin(RecordBatchStreamAdapter::new(wide, futures::stream::iter([Ok(batch)])));
+        let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+            wide,
+            futures::stream::iter([Ok(batch)]),
+        ));
         let announced = Schema::new(vec![
             Field::new("n", DataType::Int64, false),
             Field::new("s", DataType::Decimal128(25, 2), true),
         ]);
         let out = conform(stream, &announced);
-        assert_eq!(out.schema().field(1).data_type(), &DataType::Decimal128(25, 2));
+        assert_eq!(
+            out.schema().field(1).data_type(),
+            &DataType::Decimal128(25, 2)
+        );
         let batches: Vec<RecordBatch> = out.try_collect().await?;
-        assert_eq!(batches[0].schema().field(1).data_type(), &DataType::Decimal128(25, 2));
-        let s = batches[0].column(1).as_any().downcast_ref::<Decimal128Array>().ok_or_else(|| DataFusionError::Internal("type".into()))?;
+        assert_eq!(
+            batches[0].schema().field(1).data_type(),
+            &DataType::Decimal128(25, 2)
+        );
+        let s = batches[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<Decimal128Array>()
+            .ok_or_else(|| DataFusionError::Internal("type".into()))?;
         assert_eq!(s.value_as_string(0), "123.45");
         Ok(())
     }
@@ -97,7 +119,10 @@ mod tests {
     fn agreeing_schemas_are_left_alone() {
         let s = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
         assert!(target_schema(&s, &s).is_none());
-        let other = Schema::new(vec![Field::new("a", DataType::Utf8, true), Field::new("b", DataType::Utf8, true)]);
+        let other = Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Utf8, true),
+        ]);
         assert!(target_schema(&s, &other).is_none());
     }
 }

@@ -24,9 +24,15 @@ pub enum CoordinatorError {
     #[error(transparent)]
     Source(#[from] quiver_connectors::ConnectorError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("TLS: cannot read {path}: {source}")]
-    TlsFile { path: String, source: std::io::Error },
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(tonic::transport::Error),
     #[error("Flight SQL service: {0}")]
@@ -70,13 +76,14 @@ impl RunningCoordinator {
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
@@ -92,7 +99,9 @@ pub async fn shutdown_signal() {
 /// scans resolved against the sources of `sources`.
 pub fn quiver_codec(sources: &[quiver_connectors::SourceConfig]) -> QuiverCodec {
     QuiverCodec::new()
-        .with_node(Arc::new(quiver_connectors::SourceScanCodec::new(sources.to_vec())))
+        .with_node(Arc::new(quiver_connectors::SourceScanCodec::new(
+            sources.to_vec(),
+        )))
         .with_node(Arc::new(quiver_worker::exchange::ShuffleWriteCodec))
         .with_node(Arc::new(quiver_worker::exchange::ShuffleReadCodec))
         .with_node(Arc::new(quiver_worker::write::WriteFilesCodec))
@@ -100,8 +109,12 @@ pub fn quiver_codec(sources: &[quiver_connectors::SourceConfig]) -> QuiverCodec 
 
 /// Binds `addr`; the error names it.
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CoordinatorError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| CoordinatorError::Listen { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| CoordinatorError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoordinatorError::Listen { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| CoordinatorError::Listen { addr, source })?;
     Ok((listener, bound))
 }
 
@@ -123,11 +136,17 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
         None => None,
     };
     let pg_tls = match (&config.server.tls, &pg_listener) {
-        (Some(tls), Some(_)) => Some(crate::frontends::pgwire::tls_acceptor(&tls.cert, &tls.key).map_err(CoordinatorError::Service)?),
+        (Some(tls), Some(_)) => Some(
+            crate::frontends::pgwire::tls_acceptor(&tls.cert, &tls.key)
+                .map_err(CoordinatorError::Service)?,
+        ),
         _ => None,
     };
     let http_tls = match (&config.server.tls, &http_listener) {
-        (Some(tls), Some(_)) => Some(crate::frontends::tls::acceptor(&tls.cert, &tls.key, &[b"http/1.1"]).map_err(CoordinatorError::Service)?),
+        (Some(tls), Some(_)) => Some(
+            crate::frontends::tls::acceptor(&tls.cert, &tls.key, &[b"http/1.1"])
+                .map_err(CoordinatorError::Service)?,
+        ),
         _ => None,
     };
 
@@ -135,7 +154,10 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
     let flight_identity = match &config.server.tls {
         Some(tls) => {
             let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|source| CoordinatorError::TlsFile { path: p.display().to_string(), source })
+                std::fs::read(p).map_err(|source| CoordinatorError::TlsFile {
+                    path: p.display().to_string(),
+                    source,
+                })
             };
             Some(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
         }
@@ -145,12 +167,27 @@ pub async fn start(config: QuiverConfig) -> Result<RunningCoordinator, Coordinat
     let codec = quiver_codec(&config.source);
     let secret = crate::security::cluster::for_coordinator(&config.cluster, config.workers.mode)
         .map_err(CoordinatorError::Cluster)?;
-    let pool =
-        WorkerPool::start(&config.workers, &config.source, codec.clone(), config.text.as_deref(), secret.as_ref()).await?;
+    let pool = WorkerPool::start(
+        &config.workers,
+        &config.source,
+        codec.clone(),
+        config.text.as_deref(),
+        secret.as_ref(),
+    )
+    .await?;
     pool.spawn_health_loop(Duration::from_secs_f64(config.workers.health_interval_secs));
     let healthy = pool.healthy().len();
     tracing::info!(workers = pool.all().len(), healthy, mode = ?config.workers.mode, "worker pool ready");
-    let listeners = Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, keda_listener, flight_identity };
+    let listeners = Listeners {
+        listener,
+        addr,
+        http_listener,
+        http_tls,
+        pg_listener,
+        pg_tls,
+        keda_listener,
+        flight_identity,
+    };
     // Whatever fails from here on, the workers started for this run go again.
     match serve(config, pool.clone(), codec, listeners).await {
         Ok(running) => Ok(running),
@@ -181,8 +218,20 @@ async fn serve(
     codec: QuiverCodec,
     listeners: Listeners,
 ) -> Result<RunningCoordinator, CoordinatorError> {
-    let Listeners { listener, addr, http_listener, http_tls, pg_listener, pg_tls, keda_listener, flight_identity } = listeners;
-    let per_door = crate::frontends::limits::per_door(config.server.max_connections, crate::frontends::limits::raise_fd_limit());
+    let Listeners {
+        listener,
+        addr,
+        http_listener,
+        http_tls,
+        pg_listener,
+        pg_tls,
+        keda_listener,
+        flight_identity,
+    } = listeners;
+    let per_door = crate::frontends::limits::per_door(
+        config.server.max_connections,
+        crate::frontends::limits::raise_fd_limit(),
+    );
     let handshake = Duration::from_secs_f64(config.server.handshake_timeout_secs.max(0.1));
     let door = |name| crate::frontends::limits::Door::new(name, per_door, handshake);
     let keda = keda_listener.map(|(listener, bound)| {
@@ -210,17 +259,31 @@ async fn serve(
     let mut http = None;
     if let Some((listener, bound)) = http_listener {
         let https = http_tls.is_some();
-        crate::frontends::http::serve(listener, engine.clone(), auth.clone(), http_tls, config.server.http_allowed_origins.clone(), door("HTTP"));
+        crate::frontends::http::serve(
+            listener,
+            engine.clone(),
+            auth.clone(),
+            http_tls,
+            config.server.http_allowed_origins.clone(),
+            door("HTTP"),
+        );
         tracing::info!(%bound, https, "HTTP: web console at /, SQL at /v1/sql, Prometheus metrics at /metrics");
         http = Some(bound);
     }
     let mut postgres = None;
     if let Some((listener, bound)) = pg_listener {
-        crate::frontends::pgwire::serve(listener, engine.clone(), auth.clone(), pg_tls, door("PostgreSQL"));
+        crate::frontends::pgwire::serve(
+            listener,
+            engine.clone(),
+            auth.clone(),
+            pg_tls,
+            door("PostgreSQL"),
+        );
         tracing::info!(%bound, tls = config.server.tls.is_some(), "PostgreSQL protocol");
         postgres = Some(bound);
     }
-    let service = QuiverFlightSql::new(engine, auth.clone()).map_err(|s| CoordinatorError::Service(s.message().into()))?;
+    let service = QuiverFlightSql::new(engine, auth.clone())
+        .map_err(|s| CoordinatorError::Service(s.message().into()))?;
     let service = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -232,7 +295,9 @@ async fn serve(
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     let tls = flight_identity.is_some();
     if let Some(identity) = flight_identity {
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity)).map_err(CoordinatorError::Tls)?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(CoordinatorError::Tls)?;
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = builder.add_service(service);
@@ -244,7 +309,16 @@ async fn serve(
             })
             .await
     });
-    Ok(RunningCoordinator { addr, http, postgres, keda, pool, tls, task, stop })
+    Ok(RunningCoordinator {
+        addr,
+        http,
+        postgres,
+        keda,
+        pool,
+        tls,
+        task,
+        stop,
+    })
 }
 
 /// Flight SQL's connections: each holds a place at its door and must speak
@@ -253,11 +327,19 @@ async fn serve(
 fn flight_incoming(
     listener: TcpListener,
     door: crate::frontends::limits::Door,
-) -> impl futures::Stream<Item = std::io::Result<crate::frontends::limits::FirstBytes<tokio::net::TcpStream>>> {
+) -> impl futures::Stream<
+    Item = std::io::Result<crate::frontends::limits::FirstBytes<tokio::net::TcpStream>>,
+> {
     use futures::StreamExt;
     quiver_worker::nodelay(TcpListenerStream::new(listener)).filter_map(move |conn| {
         let admitted = match conn {
-            Ok(stream) => door.admit().map(|permit| Ok(crate::frontends::limits::FirstBytes::new(stream, door.handshake, permit))),
+            Ok(stream) => door.admit().map(|permit| {
+                Ok(crate::frontends::limits::FirstBytes::new(
+                    stream,
+                    door.handshake,
+                    permit,
+                ))
+            }),
             // An accept error (out of descriptors) is not the end of the listener.
             Err(e) => {
                 tracing::warn!(error = %e, "Flight SQL accept failed");

@@ -12,13 +12,15 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
-use crate::pool::WorkerPool;
 use crate::fragments::FragmentLog;
+use crate::pool::WorkerPool;
 use crate::queries::QueryLog;
 
 pub const SCHEMA: &str = "system";
@@ -28,7 +30,15 @@ pub fn is_system_table(name: &str) -> bool {
     let mut parts = name.split('.');
     parts.nth(1) == Some(SCHEMA) && parts.next().is_some_and(|t| TABLES.contains(&t))
 }
-const TABLES: [&str; 7] = ["workers", "scaling_events", "queries", "fragments", "usage", "views", "accelerations"];
+const TABLES: [&str; 7] = [
+    "workers",
+    "scaling_events",
+    "queries",
+    "fragments",
+    "usage",
+    "views",
+    "accelerations",
+];
 
 #[derive(Debug)]
 pub struct SystemSchema {
@@ -39,8 +49,18 @@ pub struct SystemSchema {
 }
 
 impl SystemSchema {
-    pub fn new(pool: Arc<WorkerPool>, queries: Arc<QueryLog>, fragments: Arc<FragmentLog>, datasets: Arc<crate::catalog::Datasets>) -> Self {
-        Self { pool, queries, fragments, datasets }
+    pub fn new(
+        pool: Arc<WorkerPool>,
+        queries: Arc<QueryLog>,
+        fragments: Arc<FragmentLog>,
+        datasets: Arc<crate::catalog::Datasets>,
+    ) -> Self {
+        Self {
+            pool,
+            queries,
+            fragments,
+            datasets,
+        }
     }
 
     fn fragments(&self) -> Result<RecordBatch> {
@@ -51,7 +71,11 @@ impl SystemSchema {
             Field::new("attempt", DataType::Int64, false),
             Field::new("worker", DataType::Utf8, false),
             Field::new("state", DataType::Utf8, false),
-            Field::new("started_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(
+                "started_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("elapsed_ms", DataType::Int64, false),
             Field::new("rows", DataType::Int64, false),
             Field::new("bytes", DataType::Int64, false),
@@ -65,13 +89,20 @@ impl SystemSchema {
             Arc::new(Int64Array::from_iter_values(f.iter().map(|r| g(r) as i64)))
         };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(f.iter().map(|r| r.query_id.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                f.iter().map(|r| r.query_id.as_str()),
+            )),
             int(&|r| r.stage as u64),
             int(&|r| r.task as u64),
             int(&|r| r.attempt as u64),
-            Arc::new(StringArray::from_iter_values(f.iter().map(|r| r.worker.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                f.iter().map(|r| r.worker.as_str()),
+            )),
             Arc::new(StringArray::from_iter_values(f.iter().map(|r| r.state))),
-            Arc::new(TimestampMillisecondArray::from_iter_values(f.iter().map(|r| millis(r.started_at))).with_timezone("UTC")),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(f.iter().map(|r| millis(r.started_at)))
+                    .with_timezone("UTC"),
+            ),
             int(&|r| r.elapsed_ms()),
             int(&|r| r.rows),
             int(&|r| r.bytes),
@@ -89,7 +120,11 @@ impl SystemSchema {
             Field::new("user", DataType::Utf8, true),
             Field::new("sql", DataType::Utf8, false),
             Field::new("state", DataType::Utf8, false),
-            Field::new("started_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(
+                "started_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("elapsed_secs", DataType::Float64, false),
             Field::new("rows", DataType::Int64, false),
             Field::new("bytes", DataType::Int64, false),
@@ -110,31 +145,58 @@ impl SystemSchema {
         ]));
         let q = self.queries.snapshot();
         let int = |g: &dyn Fn(&crate::usage::Usage) -> u64| -> ArrayRef {
-            Arc::new(Int64Array::from_iter_values(q.iter().map(|r| g(&r.usage) as i64)))
+            Arc::new(Int64Array::from_iter_values(
+                q.iter().map(|r| g(&r.usage) as i64),
+            ))
         };
         let float = |g: &dyn Fn(&crate::usage::Usage) -> f64| -> ArrayRef {
-            Arc::new(Float64Array::from_iter_values(q.iter().map(|r| g(&r.usage))))
+            Arc::new(Float64Array::from_iter_values(
+                q.iter().map(|r| g(&r.usage)),
+            ))
         };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.id.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                q.iter().map(|r| r.id.as_str()),
+            )),
             Arc::new(StringArray::from_iter(q.iter().map(|r| r.user.as_deref()))),
-            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.sql.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                q.iter().map(|r| r.sql.as_str()),
+            )),
             Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.state))),
-            Arc::new(TimestampMillisecondArray::from_iter_values(q.iter().map(|r| millis(r.started_at))).with_timezone("UTC")),
-            Arc::new(Float64Array::from_iter_values(q.iter().map(|r| r.elapsed()))),
-            Arc::new(Int64Array::from_iter_values(q.iter().map(|r| r.rows as i64))),
-            Arc::new(Int64Array::from_iter_values(q.iter().map(|r| r.bytes as i64))),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(q.iter().map(|r| millis(r.started_at)))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Float64Array::from_iter_values(
+                q.iter().map(|r| r.elapsed()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                q.iter().map(|r| r.rows as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                q.iter().map(|r| r.bytes as i64),
+            )),
             Arc::new(StringArray::from_iter(q.iter().map(|r| r.error.as_deref()))),
-            Arc::new(StringArray::from_iter(q.iter().map(|r| r.client.as_deref()))),
-            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.objects.join(", ")))),
-            Arc::new(datafusion::arrow::array::BooleanArray::from_iter(q.iter().map(|r| Some(r.cache_hit)))),
-            Arc::new(Int64Array::from_iter(q.iter().map(|r| r.rows_written.map(|n| n as i64)))),
+            Arc::new(StringArray::from_iter(
+                q.iter().map(|r| r.client.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                q.iter().map(|r| r.objects.join(", ")),
+            )),
+            Arc::new(datafusion::arrow::array::BooleanArray::from_iter(
+                q.iter().map(|r| Some(r.cache_hit)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                q.iter().map(|r| r.rows_written.map(|n| n as i64)),
+            )),
             int(&|u| u.worker_wait_ms),
             int(&|u| u.workers_started as u64),
             float(&|u| u.cpu_secs),
             int(&|u| u.peak_memory),
             int(&|u| u.bytes_read()),
-            Arc::new(StringArray::from_iter_values(q.iter().map(|r| r.usage.sources_text()))),
+            Arc::new(StringArray::from_iter_values(
+                q.iter().map(|r| r.usage.sources_text()),
+            )),
             int(&|u| u.exchange_rows),
             int(&|u| u.exchange_bytes),
             float(&|u| u.container_secs),
@@ -160,49 +222,101 @@ impl SystemSchema {
         ]));
         let workers = self.pool.all();
         // Each worker's own load figures; a worker that does not answer quickly shows NULLs.
-        let stats = futures::future::join_all(workers.iter().map(|w| w.stats(std::time::Duration::from_millis(500)))).await;
+        let stats = futures::future::join_all(
+            workers
+                .iter()
+                .map(|w| w.stats(std::time::Duration::from_millis(500))),
+        )
+        .await;
         // The newest pool decision about each worker, "action: reason".
         let events = self.pool.events.snapshot();
-        let last = |id: &str| events.iter().rev().find(|e| e.worker == id).map(|e| format!("{}: {}", e.action, e.reason));
+        let last = |id: &str| {
+            events
+                .iter()
+                .rev()
+                .find(|e| e.worker == id)
+                .map(|e| format!("{}: {}", e.action, e.reason))
+        };
         let mode = format!("{:?}", self.pool.mode()).to_lowercase();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(workers.iter().map(|w| w.id.as_str()))),
-            Arc::new(StringArray::from_iter_values(workers.iter().map(|w| w.address.as_str()))),
-            Arc::new(StringArray::from_iter_values(workers.iter().map(|w| w.state().as_str()))),
-            Arc::new(Int64Array::from_iter_values(workers.iter().map(|w| w.running_fragments() as i64))),
-            Arc::new(Float64Array::from_iter_values(workers.iter().map(|w| w.in_state_for().as_secs_f64()))),
-            Arc::new(Float64Array::from_iter_values(workers.iter().map(|w| w.idle_for().as_secs_f64()))),
-            Arc::new(StringArray::from_iter_values(workers.iter().map(|_| mode.as_str()))),
-            Arc::new(StringArray::from_iter(workers.iter().map(|w| self.pool.container_of(&w.id)))),
+            Arc::new(StringArray::from_iter_values(
+                workers.iter().map(|w| w.id.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                workers.iter().map(|w| w.address.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                workers.iter().map(|w| w.state().as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                workers.iter().map(|w| w.running_fragments() as i64),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                workers.iter().map(|w| w.in_state_for().as_secs_f64()),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                workers.iter().map(|w| w.idle_for().as_secs_f64()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                workers.iter().map(|_| mode.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(
+                workers.iter().map(|w| self.pool.container_of(&w.id)),
+            )),
             Arc::new(StringArray::from_iter(workers.iter().map(|w| last(&w.id)))),
-            Arc::new(Float64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.cpu_seconds)))),
-            Arc::new(Int64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.rss_bytes as i64)))),
-            Arc::new(Int64Array::from_iter(stats.iter().map(|s| s.as_ref().map(|s| s.exchange_bytes as i64)))),
-            Arc::new(StringArray::from_iter(workers.iter().map(|w| w.instance_id()))),
+            Arc::new(Float64Array::from_iter(
+                stats.iter().map(|s| s.as_ref().map(|s| s.cpu_seconds)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                stats.iter().map(|s| s.as_ref().map(|s| s.rss_bytes as i64)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                stats
+                    .iter()
+                    .map(|s| s.as_ref().map(|s| s.exchange_bytes as i64)),
+            )),
+            Arc::new(StringArray::from_iter(
+                workers.iter().map(|w| w.instance_id()),
+            )),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
     fn scaling_events(&self) -> Result<RecordBatch> {
         let schema = Arc::new(Schema::new(vec![
-            Field::new("at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("action", DataType::Utf8, false),
             Field::new("worker", DataType::Utf8, false),
             Field::new("reason", DataType::Utf8, false),
         ]));
         let events = self.pool.events.snapshot();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(TimestampMillisecondArray::from_iter_values(events.iter().map(|e| millis(e.at))).with_timezone("UTC")),
-            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.action))),
-            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.worker.as_str()))),
-            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.reason.as_str()))),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(events.iter().map(|e| millis(e.at)))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.action),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.worker.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.reason.as_str()),
+            )),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 }
 
 fn millis(t: std::time::SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[async_trait]
@@ -223,7 +337,10 @@ impl SchemaProvider for SystemSchema {
             _ => return Ok(None),
         };
         let schema: SchemaRef = batch.schema();
-        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+        Ok(Some(Arc::new(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {

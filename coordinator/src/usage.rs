@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::error::Result;
 
@@ -42,7 +44,9 @@ impl Usage {
         let mut spans: HashMap<&str, (SystemTime, SystemTime)> = HashMap::new();
         for f in fragments {
             let end = f.started_at + Duration::from_millis(f.elapsed_ms());
-            let span = spans.entry(f.worker.as_str()).or_insert((f.started_at, end));
+            let span = spans
+                .entry(f.worker.as_str())
+                .or_insert((f.started_at, end));
             span.0 = span.0.min(f.started_at);
             span.1 = span.1.max(end);
             if f.state != "finished" {
@@ -59,8 +63,10 @@ impl Usage {
                 usage.exchange_bytes += f.bytes;
             }
         }
-        usage.container_secs =
-            spans.values().map(|(start, end)| end.duration_since(*start).unwrap_or_default().as_secs_f64()).sum();
+        usage.container_secs = spans
+            .values()
+            .map(|(start, end)| end.duration_since(*start).unwrap_or_default().as_secs_f64())
+            .sum();
         usage
     }
 
@@ -84,7 +90,11 @@ impl Usage {
 
     /// `source=bytes` pairs, as `system.queries` shows them.
     pub fn sources_text(&self) -> String {
-        self.source_bytes.iter().map(|(s, b)| format!("{s}={b}")).collect::<Vec<_>>().join(", ")
+        self.source_bytes
+            .iter()
+            .map(|(s, b)| format!("{s}={b}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -99,7 +109,11 @@ pub fn usage_table(queries: &[QueryRecord]) -> Result<RecordBatch> {
     }
     let mut sums: BTreeMap<(Option<String>, i64), Sum> = BTreeMap::new();
     for q in queries {
-        let started = q.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let started = q
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         let hour = started - started.rem_euclid(3_600_000);
         let s = sums.entry((q.user.clone(), hour)).or_default();
         s.queries += 1;
@@ -108,7 +122,11 @@ pub fn usage_table(queries: &[QueryRecord]) -> Result<RecordBatch> {
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("user", DataType::Utf8, true),
-        Field::new("hour", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            "hour",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("queries", DataType::Int64, false),
         Field::new("elapsed_secs", DataType::Float64, false),
         Field::new("cpu_secs", DataType::Float64, false),
@@ -119,11 +137,22 @@ pub fn usage_table(queries: &[QueryRecord]) -> Result<RecordBatch> {
         Field::new("worker_wait_ms", DataType::Int64, false),
     ]));
     let rows: Vec<_> = sums.iter().collect();
-    let int = |f: &dyn Fn(&Sum) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| f(s)))) };
-    let float = |f: &dyn Fn(&Sum) -> f64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(rows.iter().map(|(_, s)| f(s)))) };
+    let int = |f: &dyn Fn(&Sum) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| f(s))))
+    };
+    let float = |f: &dyn Fn(&Sum) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|(_, s)| f(s)),
+        ))
+    };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter(rows.iter().map(|((user, _), _)| user.as_deref()))),
-        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|((_, hour), _)| *hour)).with_timezone("UTC")),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|((user, _), _)| user.as_deref()),
+        )),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.iter().map(|((_, hour), _)| *hour))
+                .with_timezone("UTC"),
+        ),
         int(&|s| s.queries),
         float(&|s| s.elapsed),
         float(&|s| s.usage.cpu_secs),
@@ -141,8 +170,20 @@ mod tests {
     use super::*;
     use quiver_proto::SourceRead;
 
-    fn record(stage: u32, worker: &str, state: &'static str, start_ms: u64, elapsed_ms: u64) -> FragmentRecord {
-        FragmentRecord::for_tests(stage, worker, state, UNIX_EPOCH + Duration::from_millis(start_ms), elapsed_ms)
+    fn record(
+        stage: u32,
+        worker: &str,
+        state: &'static str,
+        start_ms: u64,
+        elapsed_ms: u64,
+    ) -> FragmentRecord {
+        FragmentRecord::for_tests(
+            stage,
+            worker,
+            state,
+            UNIX_EPOCH + Duration::from_millis(start_ms),
+            elapsed_ms,
+        )
     }
 
     #[test]
@@ -152,21 +193,44 @@ mod tests {
         a.peak_memory = 10;
         a.rows = 5;
         a.bytes = 50;
-        a.reads = vec![SourceRead { source: "tpch".into(), bytes: 700 }];
+        a.reads = vec![SourceRead {
+            source: "tpch".into(),
+            bytes: 700,
+        }];
         let mut b = record(0, "w1", "finished", 2_500, 1_500);
         b.cpu_nanos = 500_000_000;
         b.peak_memory = 30;
         b.rows = 99;
-        b.reads = vec![SourceRead { source: "tpch".into(), bytes: 300 }, SourceRead { source: "pg".into(), bytes: 1 }];
+        b.reads = vec![
+            SourceRead {
+                source: "tpch".into(),
+                bytes: 300,
+            },
+            SourceRead {
+                source: "pg".into(),
+                bytes: 1,
+            },
+        ];
         let mut retried = record(1, "w2", "retried", 1_000, 500);
         retried.cpu_nanos = 9_000_000_000;
         let u = Usage::of(&[a, b, retried]);
         assert!((u.cpu_secs - 2.0).abs() < 1e-9, "{}", u.cpu_secs);
         assert_eq!(u.peak_memory, 30);
-        assert_eq!(u.source_bytes, BTreeMap::from([("pg".to_string(), 1), ("tpch".to_string(), 1000)]));
-        assert_eq!((u.exchange_rows, u.exchange_bytes), (5, 50), "stage 0 streams to the coordinator");
+        assert_eq!(
+            u.source_bytes,
+            BTreeMap::from([("pg".to_string(), 1), ("tpch".to_string(), 1000)])
+        );
+        assert_eq!(
+            (u.exchange_rows, u.exchange_bytes),
+            (5, 50),
+            "stage 0 streams to the coordinator"
+        );
         // w1 from 1.0 s to 4.0 s, w2 from 1.0 s to 1.5 s.
-        assert!((u.container_secs - 3.5).abs() < 1e-9, "{}", u.container_secs);
+        assert!(
+            (u.container_secs - 3.5).abs() < 1e-9,
+            "{}",
+            u.container_secs
+        );
         assert_eq!(u.sources_text(), "pg=1, tpch=1000");
     }
 }

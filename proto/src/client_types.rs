@@ -28,14 +28,24 @@ pub fn flight_schema(schema: &Schema) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone().with_data_type(client_type(f.data_type())).with_nullable(true))
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_data_type(client_type(f.data_type()))
+                .with_nullable(true)
+        })
         .collect();
     Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// Casts a result batch to the client types of [`flight_schema`].
 pub fn to_client_types(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
-    if batch.schema().fields().iter().all(|f| f.is_nullable() && client_type(f.data_type()) == *f.data_type()) {
+    if batch
+        .schema()
+        .fields()
+        .iter()
+        .all(|f| f.is_nullable() && client_type(f.data_type()) == *f.data_type())
+    {
         return Ok(batch);
     }
     let schema = Arc::new(flight_schema(batch.schema_ref()));

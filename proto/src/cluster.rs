@@ -33,7 +33,9 @@ const CALL_CONTEXT: &[u8] = b"quiver-call\0";
 /// Why a call or a ticket was refused. The messages name the problem, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterAuthError {
-    #[error("cluster secret must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)")]
+    #[error(
+        "cluster secret must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+    )]
     WeakSecret,
     #[error("missing cluster credentials: only members of this Quiver cluster may call a worker")]
     Missing,
@@ -68,7 +70,10 @@ impl std::fmt::Debug for ClusterKey {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -79,7 +84,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 impl ClusterKey {
@@ -88,20 +96,26 @@ impl ClusterKey {
         if secret.len() < MIN_SECRET_BYTES {
             return Err(ClusterAuthError::WeakSecret);
         }
-        Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()) })
+        Ok(Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+        })
     }
 
     /// A fresh random secret (64 hex digits) for a cluster that has none configured.
     pub fn generate_secret() -> Result<String, ClusterAuthError> {
         let mut bytes = [0u8; 32];
-        SystemRandom::new().fill(&mut bytes).map_err(|_| ClusterAuthError::Random)?;
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| ClusterAuthError::Random)?;
         Ok(hex(&bytes))
     }
 
     /// A token for one call (the value of [`CLUSTER_HEADER`]).
     pub fn call_token(&self) -> Result<String, ClusterAuthError> {
         let mut nonce = [0u8; 16];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| ClusterAuthError::Random)?;
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| ClusterAuthError::Random)?;
         let expiry = now_ms() + TOKEN_TTL.as_millis() as u64;
         let tag = hmac::sign(&self.key, &call_message(expiry, &nonce));
         Ok(format!("{expiry}.{}.{}", hex(&nonce), hex(tag.as_ref())))
@@ -110,14 +124,18 @@ impl ClusterKey {
     /// Checks a call token's signature and age; returns its nonce and expiry.
     fn check_call_token(&self, token: &str, now: u64) -> Result<([u8; 16], u64), ClusterAuthError> {
         let mut parts = token.trim().split('.');
-        let (Some(expiry), Some(nonce), Some(mac), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(expiry), Some(nonce), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(ClusterAuthError::Malformed);
         };
         let expiry: u64 = expiry.parse().map_err(|_| ClusterAuthError::Malformed)?;
-        let nonce: [u8; 16] =
-            unhex(nonce).and_then(|n| n.try_into().ok()).ok_or(ClusterAuthError::Malformed)?;
+        let nonce: [u8; 16] = unhex(nonce)
+            .and_then(|n| n.try_into().ok())
+            .ok_or(ClusterAuthError::Malformed)?;
         let mac = unhex(mac).ok_or(ClusterAuthError::Malformed)?;
-        hmac::verify(&self.key, &call_message(expiry, &nonce), &mac).map_err(|_| ClusterAuthError::BadSignature)?;
+        hmac::verify(&self.key, &call_message(expiry, &nonce), &mac)
+            .map_err(|_| ClusterAuthError::BadSignature)?;
         check_expiry(expiry, now).map_err(|_| ClusterAuthError::Expired)?;
         Ok((nonce, expiry))
     }
@@ -152,8 +170,12 @@ impl ClusterKey {
         let mut expiry = [0u8; 8];
         expiry.copy_from_slice(&sealed[4..12]);
         let expiry = u64::from_be_bytes(expiry);
-        hmac::verify(&self.key, &ticket_message(sealed), &sealed[12..TICKET_HEADER])
-            .map_err(|_| ClusterAuthError::TicketSignature)?;
+        hmac::verify(
+            &self.key,
+            &ticket_message(sealed),
+            &sealed[12..TICKET_HEADER],
+        )
+        .map_err(|_| ClusterAuthError::TicketSignature)?;
         check_expiry(expiry, now_ms()).map_err(|_| ClusterAuthError::TicketExpired)?;
         Ok(&sealed[TICKET_HEADER..])
     }
@@ -198,7 +220,13 @@ struct Seen {
 
 impl CallVerifier {
     pub fn new(key: ClusterKey) -> Self {
-        Self { key, seen: Mutex::new(Seen { nonces: HashMap::new(), prune_at: 4096 }) }
+        Self {
+            key,
+            seen: Mutex::new(Seen {
+                nonces: HashMap::new(),
+                prune_at: 4096,
+            }),
+        }
     }
 
     pub fn key(&self) -> &ClusterKey {
@@ -233,7 +261,10 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        assert_eq!(ClusterKey::from_secret("short").unwrap_err(), ClusterAuthError::WeakSecret);
+        assert_eq!(
+            ClusterKey::from_secret("short").unwrap_err(),
+            ClusterAuthError::WeakSecret
+        );
         let generated = ClusterKey::generate_secret().expect("secret");
         assert_eq!(generated.len(), 64);
         assert!(ClusterKey::from_secret(&generated).is_ok());
@@ -253,7 +284,10 @@ mod tests {
     fn tokens_of_another_secret_or_altered_are_refused() {
         let v = CallVerifier::new(key());
         let other = ClusterKey::from_secret("another secret of the cluster").expect("key");
-        assert_eq!(v.verify(Some(&other.call_token().expect("token"))), Err(ClusterAuthError::BadSignature));
+        assert_eq!(
+            v.verify(Some(&other.call_token().expect("token"))),
+            Err(ClusterAuthError::BadSignature)
+        );
         let token = key().call_token().expect("token");
         let (expiry, rest) = token.split_once('.').expect("dot");
         let later = format!("{}.{rest}", expiry.parse::<u64>().expect("ms") + 1000);
@@ -267,7 +301,10 @@ mod tests {
         let expiry = now_ms() - 1;
         let tag = hmac::sign(&k.key, &call_message(expiry, &nonce));
         let token = format!("{expiry}.{}.{}", hex(&nonce), hex(tag.as_ref()));
-        assert_eq!(CallVerifier::new(k).verify(Some(&token)), Err(ClusterAuthError::Expired));
+        assert_eq!(
+            CallVerifier::new(k).verify(Some(&token)),
+            Err(ClusterAuthError::Expired)
+        );
     }
 
     #[test]

@@ -49,7 +49,9 @@ impl fmt::Debug for QuiverCodec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut kinds: Vec<_> = self.nodes.keys().collect();
         kinds.sort();
-        f.debug_struct("QuiverCodec").field("kinds", &kinds).finish()
+        f.debug_struct("QuiverCodec")
+            .field("kinds", &kinds)
+            .finish()
     }
 }
 
@@ -73,11 +75,15 @@ impl PhysicalExtensionCodec for QuiverCodec {
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let node = QuiverNode::decode(buf)
-            .map_err(|e| datafusion::error::DataFusionError::Internal(format!("malformed Quiver plan node: {e}")))?;
+        let node = QuiverNode::decode(buf).map_err(|e| {
+            datafusion::error::DataFusionError::Internal(format!("malformed Quiver plan node: {e}"))
+        })?;
         match self.nodes.get(node.kind.as_str()) {
             Some(codec) => codec.decode(&node.payload, inputs, ctx),
-            None => plan_err!("this worker does not know the plan node kind '{}'", node.kind),
+            None => plan_err!(
+                "this worker does not know the plan node kind '{}'",
+                node.kind
+            ),
         }
     }
 
@@ -89,8 +95,12 @@ impl PhysicalExtensionCodec for QuiverCodec {
     ) -> Result<()> {
         for codec in self.nodes.values() {
             if let Some(payload) = codec.encode(&node) {
-                let wire = QuiverNode { kind: codec.kind().to_string(), payload: payload? };
-                wire.encode(buf).map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
+                let wire = QuiverNode {
+                    kind: codec.kind().to_string(),
+                    payload: payload?,
+                };
+                wire.encode(buf)
+                    .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
                 return Ok(());
             }
         }
@@ -120,12 +130,22 @@ mod tests {
                 .downcast_ref::<EmptyExec>()
                 .map(|e| Ok(e.schema().fields().len().to_le_bytes().to_vec()))
         }
-        fn decode(&self, payload: &[u8], _: &[Arc<dyn ExecutionPlan>], _: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-            let n = usize::from_le_bytes(payload.try_into().map_err(|_| {
-                datafusion::error::DataFusionError::Internal("bad payload".into())
-            })?);
-            let fields: Vec<_> = (0..n).map(|i| Field::new(format!("c{i}"), DataType::Int32, true)).collect();
-            Ok(Arc::new(PlaceholderRowExec::new(Arc::new(Schema::new(fields)))))
+        fn decode(
+            &self,
+            payload: &[u8],
+            _: &[Arc<dyn ExecutionPlan>],
+            _: &TaskContext,
+        ) -> Result<Arc<dyn ExecutionPlan>> {
+            let n =
+                usize::from_le_bytes(payload.try_into().map_err(|_| {
+                    datafusion::error::DataFusionError::Internal("bad payload".into())
+                })?);
+            let fields: Vec<_> = (0..n)
+                .map(|i| Field::new(format!("c{i}"), DataType::Int32, true))
+                .collect();
+            Ok(Arc::new(PlaceholderRowExec::new(Arc::new(Schema::new(
+                fields,
+            )))))
         }
     }
 
@@ -136,10 +156,15 @@ mod tests {
         // EmptyExec is a built-in node, so this must round-trip without the codec.
         let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec).expect("encode");
         let ctx = TaskContext::default();
-        let back = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, &codec).expect("decode");
+        let back =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx, &codec).expect("decode");
         assert_eq!(back.name(), "EmptyExec");
 
-        let wire = QuiverNode { kind: "nope".into(), payload: vec![] }.encode_to_vec();
+        let wire = QuiverNode {
+            kind: "nope".into(),
+            payload: vec![],
+        }
+        .encode_to_vec();
         let conv = datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {};
         let err = codec.try_decode(&wire, &[], &ctx, &conv).unwrap_err();
         assert!(err.to_string().contains("'nope'"), "{err}");
@@ -153,7 +178,9 @@ mod tests {
         let conv = datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {};
         let mut buf = vec![];
         codec.try_encode(node, &mut buf, &conv).expect("encode");
-        let back = codec.try_decode(&buf, &[], &TaskContext::default(), &conv).expect("decode");
+        let back = codec
+            .try_decode(&buf, &[], &TaskContext::default(), &conv)
+            .expect("decode");
         assert_eq!(back.name(), "PlaceholderRowExec");
         assert_eq!(back.schema().fields().len(), 1);
     }

@@ -113,13 +113,19 @@ pub struct WorkerInstance {
 
 impl WorkerInstance {
     pub fn decode_from(buf: &[u8]) -> Result<Self, ProtoError> {
-        Self::decode(buf).map_err(|source| ProtoError::Decode { what: "worker instance", source })
+        Self::decode(buf).map_err(|source| ProtoError::Decode {
+            what: "worker instance",
+            source,
+        })
     }
 }
 
 impl FragmentStats {
     pub fn decode_from(buf: &[u8]) -> Result<Self, ProtoError> {
-        Self::decode(buf).map_err(|source| ProtoError::Decode { what: "fragment stats", source })
+        Self::decode(buf).map_err(|source| ProtoError::Decode {
+            what: "fragment stats",
+            source,
+        })
     }
 }
 
@@ -129,13 +135,19 @@ impl FragmentTicket {
     }
 
     pub fn decode_from(buf: &[u8]) -> Result<Self, ProtoError> {
-        Self::decode(buf).map_err(|source| ProtoError::Decode { what: "fragment ticket", source })
+        Self::decode(buf).map_err(|source| ProtoError::Decode {
+            what: "fragment ticket",
+            source,
+        })
     }
 }
 
 impl WorkerStats {
     pub fn decode_from(buf: &[u8]) -> Result<Self, ProtoError> {
-        Self::decode(buf).map_err(|source| ProtoError::Decode { what: "worker stats", source })
+        Self::decode(buf).map_err(|source| ProtoError::Decode {
+            what: "worker stats",
+            source,
+        })
     }
 }
 
@@ -153,12 +165,18 @@ mod tests {
             memory_limit: 1 << 30,
             for_client: true,
         };
-        assert_eq!(FragmentTicket::decode_from(&t.encode_to_bytes()).ok(), Some(t));
+        assert_eq!(
+            FragmentTicket::decode_from(&t.encode_to_bytes()).ok(),
+            Some(t)
+        );
     }
 
     #[test]
     fn garbage_is_a_clear_error() {
         let err = FragmentTicket::decode_from(&[0xff, 0xff, 0xff]).unwrap_err();
-        assert!(err.to_string().contains("malformed fragment ticket"), "{err}");
+        assert!(
+            err.to_string().contains("malformed fragment ticket"),
+            "{err}"
+        );
     }
 }

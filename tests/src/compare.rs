@@ -25,10 +25,22 @@ fn cells(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
                         return Cell::Text("NULL".into());
                     }
                     match c.data_type() {
-                        DataType::Float64 => Cell::Float(c.as_any().downcast_ref::<Float64Array>().map(|a| a.value(r)).unwrap_or(f64::NAN)),
-                        DataType::Float32 => Cell::Float(c.as_any().downcast_ref::<Float32Array>().map(|a| a.value(r) as f64).unwrap_or(f64::NAN)),
+                        DataType::Float64 => Cell::Float(
+                            c.as_any()
+                                .downcast_ref::<Float64Array>()
+                                .map(|a| a.value(r))
+                                .unwrap_or(f64::NAN),
+                        ),
+                        DataType::Float32 => Cell::Float(
+                            c.as_any()
+                                .downcast_ref::<Float32Array>()
+                                .map(|a| a.value(r) as f64)
+                                .unwrap_or(f64::NAN),
+                        ),
                         _ => Cell::Text(
-                            ArrayFormatter::try_new(c.as_ref(), &opts).map(|f| f.value(r).to_string()).unwrap_or_default(),
+                            ArrayFormatter::try_new(c.as_ref(), &opts)
+                                .map(|f| f.value(r).to_string())
+                                .unwrap_or_default(),
                         ),
                     }
                 })
@@ -56,11 +68,20 @@ fn key(row: &[Cell]) -> Vec<String> {
 
 /// Compares `actual` with `expected`. `ordered`: compare in the given order
 /// (the query has a total ORDER BY); otherwise as multisets.
-pub fn assert_same_rows(actual: &[RecordBatch], expected: &[RecordBatch], ordered: bool, what: &str) {
+pub fn assert_same_rows(
+    actual: &[RecordBatch],
+    expected: &[RecordBatch],
+    ordered: bool,
+    what: &str,
+) {
     let (mut a, mut e) = (cells(actual), cells(expected));
     assert_eq!(a.len(), e.len(), "{what}: row count differs");
     if let (Some(fa), Some(fe)) = (actual.first(), expected.first()) {
-        assert_eq!(fa.num_columns(), fe.num_columns(), "{what}: column count differs");
+        assert_eq!(
+            fa.num_columns(),
+            fe.num_columns(),
+            "{what}: column count differs"
+        );
     }
     if !ordered {
         a.sort_by_key(|r| key(r));
@@ -72,7 +93,10 @@ pub fn assert_same_rows(actual: &[RecordBatch], expected: &[RecordBatch], ordere
                 (Cell::Float(x), Cell::Float(y)) => close(*x, *y, 1e-9),
                 _ => ca == ce,
             };
-            assert!(same, "{what}: row {i} column {j}: got {ca:?}, expected {ce:?}");
+            assert!(
+                same,
+                "{what}: row {i} column {j}: got {ca:?}, expected {ce:?}"
+            );
         }
     }
 }
@@ -86,7 +110,10 @@ mod tests {
     fn batch(names: &[&str], values: &[f64]) -> RecordBatch {
         RecordBatch::try_from_iter(vec![
             ("n", Arc::new(StringArray::from(names.to_vec())) as ArrayRef),
-            ("v", Arc::new(Float64Array::from(values.to_vec())) as ArrayRef),
+            (
+                "v",
+                Arc::new(Float64Array::from(values.to_vec())) as ArrayRef,
+            ),
         ])
         .expect("batch")
     }
@@ -101,12 +128,22 @@ mod tests {
     #[test]
     #[should_panic(expected = "row 0 column 1")]
     fn detects_a_wrong_value() {
-        assert_same_rows(&[batch(&["x"], &[1.0])], &[batch(&["x"], &[1.001])], true, "t");
+        assert_same_rows(
+            &[batch(&["x"], &[1.0])],
+            &[batch(&["x"], &[1.001])],
+            true,
+            "t",
+        );
     }
 
     #[test]
     #[should_panic(expected = "row count differs")]
     fn detects_a_missing_row() {
-        assert_same_rows(&[batch(&["x"], &[1.0])], &[batch(&["x", "y"], &[1.0, 2.0])], true, "t");
+        assert_same_rows(
+            &[batch(&["x"], &[1.0])],
+            &[batch(&["x", "y"], &[1.0, 2.0])],
+            true,
+            "t",
+        );
     }
 }

@@ -19,13 +19,20 @@ use tonic::transport::{Channel, Endpoint};
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// The `quiver` binary built from this workspace.
 pub fn quiver_bin() -> PathBuf {
     let bin = target_dir().join("quiver");
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` before the tests", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        bin.display()
+    );
     bin
 }
 
@@ -54,7 +61,10 @@ pub const CLUSTER_SECRET_VAR: &str = "QUIVER_CLUSTER_SECRET";
 /// A Flight client to a worker whose calls carry the tests' cluster credentials.
 pub async fn worker_client(addr: &str) -> Result<quiver_worker::WorkerClient> {
     let key = quiver_proto::ClusterKey::from_secret(CLUSTER_SECRET)?;
-    Ok(quiver_worker::cluster_auth::worker_client(&format!("http://{addr}"), quiver_worker::ClusterCredentials::new(Some(key)))?)
+    Ok(quiver_worker::cluster_auth::worker_client(
+        &format!("http://{addr}"),
+        quiver_worker::ClusterCredentials::new(Some(key)),
+    )?)
 }
 
 /// A child process killed when dropped.
@@ -77,18 +87,22 @@ impl Process {
 
     /// The PostgreSQL port's address (`server.postgres_listen`).
     pub fn postgres_addr(&self) -> String {
-        self.printed("quiver: PostgreSQL listening on").expect("the server printed its PostgreSQL address")
+        self.printed("quiver: PostgreSQL listening on")
+            .expect("the server printed its PostgreSQL address")
     }
 
     /// The HTTP listener's address (`server.http_listen`).
     pub fn http_addr(&self) -> String {
-        self.printed("quiver: web console at").expect("the server printed its console address")
+        self.printed("quiver: web console at")
+            .expect("the server printed its console address")
     }
 
     /// Sends SIGTERM and waits up to `within` for a clean exit (then SIGKILL).
     /// Returns whether it exited on its own.
     pub fn terminate(&mut self, within: Duration) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -114,9 +128,16 @@ impl Drop for Process {
 }
 
 /// Starts `quiver` with `args` and waits for the line `<marker> <scheme>://<addr>`.
-fn spawn_ready(args: &[&str], marker: &str, envs: &[(&str, &str)], dir: Option<tempfile::TempDir>) -> Result<Process> {
+fn spawn_ready(
+    args: &[&str],
+    marker: &str,
+    envs: &[(&str, &str)],
+    dir: Option<tempfile::TempDir>,
+) -> Result<Process> {
     let mut cmd = Command::new(quiver_bin());
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     if std::env::var_os("QUIVER_LOG").is_none() {
         cmd.env("QUIVER_LOG", "warn");
     }
@@ -144,8 +165,18 @@ fn spawn_ready(args: &[&str], marker: &str, envs: &[(&str, &str)], dir: Option<t
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if let Some(rest) = line.strip_prefix(&marker) {
-                    let addr = rest.trim().split("://").nth(1).unwrap_or_default().to_string();
-                    return Ok(Process { child, addr, lines, _dir: dir });
+                    let addr = rest
+                        .trim()
+                        .split("://")
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string();
+                    return Ok(Process {
+                        child,
+                        addr,
+                        lines,
+                        _dir: dir,
+                    });
                 }
                 lines.push(line);
             }
@@ -165,7 +196,8 @@ pub fn serve_until_exit(config: &str, env: &[(&str, Option<&str>)]) -> (bool, St
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, config).expect("write config");
     let mut cmd = Command::new(quiver_bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&path);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path);
     for (k, v) in env {
         match v {
             Some(v) => cmd.env(k, v),
@@ -173,7 +205,10 @@ pub fn serve_until_exit(config: &str, env: &[(&str, Option<&str>)]) -> (bool, St
         };
     }
     let out = cmd.output().expect("run quiver");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Starts a coordinator with `config` (TOML; `server.listen` is forced to a free port).
@@ -218,14 +253,65 @@ pub fn tpch_source() -> String {
 /// openssl CLI: `ca.crt`, `server.crt`, `server.key` in `dir`.
 pub fn make_certs(dir: &std::path::Path) -> Result<()> {
     let run = |args: &[&str]| -> Result<()> {
-        let out = Command::new("openssl").args(args).current_dir(dir).output()?;
-        anyhow::ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     };
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n")?;
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=quiver-test-ca", "-days", "2"])?;
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])?;
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"])?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=quiver-test-ca",
+        "-days",
+        "2",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])?;
     Ok(())
 }
 
@@ -242,35 +328,63 @@ pub fn tls_section(dir: &std::path::Path) -> String {
 pub fn python() -> PathBuf {
     let python = std::env::var_os("QUIVER_TEST_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("..").join("venv").join("bin").join("python"));
-    assert!(python.exists(), "{} is missing: run scripts/setup-python.sh first", python.display());
+        .unwrap_or_else(|| {
+            target_dir()
+                .join("..")
+                .join("venv")
+                .join("bin")
+                .join("python")
+        });
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-python.sh first",
+        python.display()
+    );
     python
 }
 
 /// The Python of target/dbt-venv, where scripts/setup-python.sh installs dbt.
 pub fn dbt_python() -> PathBuf {
-    let python = target_dir().join("..").join("dbt-venv").join("bin").join("python");
-    assert!(python.exists(), "{} is missing: run scripts/setup-python.sh first", python.display());
+    let python = target_dir()
+        .join("..")
+        .join("dbt-venv")
+        .join("bin")
+        .join("python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-python.sh first",
+        python.display()
+    );
     python
 }
 
 /// A Flight SQL client connected to `addr` (host:port).
 pub async fn client(addr: &str) -> Result<FlightSqlServiceClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
     Ok(FlightSqlServiceClient::new(channel))
 }
 
 /// Runs `sql` through GetFlightInfo + DoGet and collects the batches.
-pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>> {
+pub async fn query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>> {
     let info = client.execute(sql.to_string(), None).await?;
     fetch(client, info).await
 }
 
 /// Reads every endpoint of a FlightInfo (a query's, or a metadata call's).
-pub async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: arrow_flight::FlightInfo) -> Result<Vec<RecordBatch>> {
+pub async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Result<Vec<RecordBatch>> {
     let mut out = vec![];
     for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.ok_or_else(|| anyhow!("endpoint without ticket"))?;
+        let ticket = endpoint
+            .ticket
+            .ok_or_else(|| anyhow!("endpoint without ticket"))?;
         let batches: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
         out.extend(batches);
     }
@@ -280,7 +394,10 @@ pub async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: arrow_fli
 /// Runs `sql` and returns the error message, failing if the query succeeds.
 pub async fn query_error(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> String {
     match query(client, sql).await {
-        Ok(b) => panic!("query {sql:?} should fail, returned {} rows", b.iter().map(|b| b.num_rows()).sum::<usize>()),
+        Ok(b) => panic!(
+            "query {sql:?} should fail, returned {} rows",
+            b.iter().map(|b| b.num_rows()).sum::<usize>()
+        ),
         Err(e) => format!("{e:#}"),
     }
 }
@@ -290,8 +407,11 @@ pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
     use arrow::array::{Array, StringArray};
     let mut out = vec![];
     for b in batches {
-        let col = b.column_by_name(column).unwrap_or_else(|| panic!("column {column}"));
-        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("cast to text");
+        let col = b
+            .column_by_name(column)
+            .unwrap_or_else(|| panic!("column {column}"));
+        let col =
+            arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("cast to text");
         let col = col.as_any().downcast_ref::<StringArray>().expect("strings");
         out.extend((0..col.len()).map(|i| col.value(i).to_string()));
     }
@@ -305,7 +425,9 @@ pub fn row_count(batches: &[RecordBatch]) -> usize {
 
 /// The TPC-H query text `q{n}.sql` from tests/tpch.
 pub fn tpch_query(n: usize) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tpch").join(format!("q{n}.sql"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tpch")
+        .join(format!("q{n}.sql"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
@@ -314,9 +436,12 @@ pub async fn reference_context() -> Result<datafusion::prelude::SessionContext> 
     use datafusion::prelude::{ParquetReadOptions, SessionContext};
     let ctx = SessionContext::new();
     let dir = tpch_dir();
-    for table in ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"] {
+    for table in [
+        "nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem",
+    ] {
         let path = format!("{}/{table}/", dir.display());
-        ctx.register_parquet(table, &path, ParquetReadOptions::default()).await?;
+        ctx.register_parquet(table, &path, ParquetReadOptions::default())
+            .await?;
     }
     Ok(ctx)
 }
@@ -332,29 +457,63 @@ pub mod pg {
     /// Runs SQL with psql as the test user; panics with psql's message on failure.
     pub fn psql(sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", PORT, "-U", "quiver", "-d", "quiver", "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                PORT,
+                "-U",
+                "quiver",
+                "-d",
+                "quiver",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qtA",
+                "-c",
+                sql,
+            ])
             .env("PGPASSWORD", PASSWORD)
             .output()
             .expect("run psql (scripts/services.sh installs PostgreSQL)");
-        assert!(out.status.success(), "psql failed: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}\n{sql}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The server's statement log (log_statement = all).
     pub fn log() -> String {
-        let path = super::target_dir().join("..").join("services").join("pg").join("server.log");
+        let path = super::target_dir()
+            .join("..")
+            .join("services")
+            .join("pg")
+            .join("server.log");
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 
     /// The most recent pushed-down statement (Quiver reads through COPY) containing `needle`.
     pub fn last_copy(needle: &str) -> String {
-        log().lines().rev().find(|l| l.contains(needle) && l.contains("COPY")).unwrap_or_default().to_string()
+        log()
+            .lines()
+            .rev()
+            .find(|l| l.contains(needle) && l.contains("COPY"))
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Runs scripts/services.sh with `arg` (start, or stop-postgres).
     pub fn services(arg: &str) {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts").join("services.sh");
-        let status = Command::new("bash").arg(script).arg(arg).status().expect("run services.sh");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("scripts")
+            .join("services.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg(arg)
+            .status()
+            .expect("run services.sh");
         assert!(status.success(), "services.sh {arg} failed");
     }
 
@@ -374,17 +533,38 @@ pub mod my {
     /// Runs SQL with the mariadb client as the test user; panics with its message on failure.
     pub fn sql(statements: &str) -> String {
         let out = Command::new("mariadb")
-            .args(["-h", "127.0.0.1", "-P", "33069", "-u", "quiver", "-D", "quiver", "-N", "-B", "-e", statements])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                "33069",
+                "-u",
+                "quiver",
+                "-D",
+                "quiver",
+                "-N",
+                "-B",
+                "-e",
+                statements,
+            ])
             .env("MYSQL_PWD", PASSWORD)
             .output()
             .expect("run mariadb (scripts/services.sh installs MariaDB)");
-        assert!(out.status.success(), "mariadb failed: {}\n{statements}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mariadb failed: {}\n{statements}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The server's general query log.
     pub fn log() -> String {
-        let path = super::target_dir().join("..").join("services").join("mariadb").join("general.log");
+        let path = super::target_dir()
+            .join("..")
+            .join("services")
+            .join("mariadb")
+            .join("general.log");
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 
@@ -407,8 +587,18 @@ pub async fn running_fragments(addr: &str) -> Result<u64> {
 /// One numeric field of the worker's `WorkerStats` answer.
 pub async fn worker_stat(addr: &str, wanted: u8) -> Result<u64> {
     let mut c = worker_client(addr).await?;
-    let mut stream = c.do_action(arrow_flight::Action { r#type: "stats".into(), body: Default::default() }).await?.into_inner();
-    let body = stream.message().await?.ok_or_else(|| anyhow::anyhow!("no stats"))?.body;
+    let mut stream = c
+        .do_action(arrow_flight::Action {
+            r#type: "stats".into(),
+            body: Default::default(),
+        })
+        .await?
+        .into_inner();
+    let body = stream
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no stats"))?
+        .body;
     // WorkerStats field 3 (completed_fragments) is a varint; decode the message by hand
     // to keep this test independent of Quiver's crates.
     let mut i = 0;

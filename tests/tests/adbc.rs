@@ -7,8 +7,14 @@ use std::process::Command;
 use quiver_tests::*;
 
 fn run_script(args: &[&str]) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join("adbc_client.py");
-    let out = Command::new(python()).arg(script).args(args).output().expect("run python");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("adbc_client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -29,7 +35,10 @@ fn adbc_flightsql_driver_works_unmodified() -> anyhow::Result<()> {
 
 #[test]
 fn adbc_flightsql_driver_logs_in() -> anyhow::Result<()> {
-    let config = format!("[server.auth]\nusers = {{ bi = \"${{QUIVER_TEST_PW}}\" }}\n{}", tpch_source());
+    let config = format!(
+        "[server.auth]\nusers = {{ bi = \"${{QUIVER_TEST_PW}}\" }}\n{}",
+        tpch_source()
+    );
     let server = start_coordinator_with_env(&config, &[("QUIVER_TEST_PW", "pa$$word")])?;
     let out = run_script(&[&format!("grpc://{}", server.addr), "bi", "pa$$word"]);
     assert!(out.contains("ADBC OK"), "{out}");
@@ -41,10 +50,19 @@ fn adbc_flightsql_driver_logs_in() -> anyhow::Result<()> {
 #[test]
 fn flight_sql_metadata_agrees_with_results() -> anyhow::Result<()> {
     let server = start_coordinator(&tpch_source())?;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join("adbc_schemas.py");
-    let out = Command::new(python()).arg(script).arg(format!("grpc://{}", server.addr)).output()?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("adbc_schemas.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(format!("grpc://{}", server.addr))
+        .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "adbc_schemas.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "adbc_schemas.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("SCHEMAS OK"), "{stdout}");
     Ok(())
 }

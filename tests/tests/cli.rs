@@ -12,14 +12,25 @@ use quiver_tests::*;
 const SLOW: &str = "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey WHERE a.l_comment < b.l_comment";
 
 fn sql(addr: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(quiver_bin()).args(["sql", "--host", addr]).args(args).output().expect("run quiver sql");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(quiver_bin())
+        .args(["sql", "--host", addr])
+        .args(args)
+        .output()
+        .expect("run quiver sql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn formats_files_and_describe() -> anyhow::Result<()> {
     let lake = tempfile::tempdir()?;
-    let writable = format!("[[source]]\nname = \"lake\"\nkind = \"files\"\nlocation = {:?}\nwritable = true\n", lake.path().display().to_string());
+    let writable = format!(
+        "[[source]]\nname = \"lake\"\nkind = \"files\"\nlocation = {:?}\nwritable = true\n",
+        lake.path().display().to_string()
+    );
     let server = start_coordinator(&format!("{}{writable}", tpch_source()))?;
     let q = "SELECT n_nationkey, n_name FROM nation WHERE n_regionkey = 3 ORDER BY n_nationkey";
 
@@ -33,39 +44,81 @@ async fn formats_files_and_describe() -> anyhow::Result<()> {
 
     let (ok, out, err) = sql(&server.addr, &["--format", "json", q]);
     assert!(ok, "{err}");
-    let rows: Vec<serde_json::Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[4]["n_nationkey"], 23);
 
     let (ok, out, _) = sql(&server.addr, &[q]);
-    assert!(ok && out.contains("| n_nationkey | n_name") && out.contains("FRANCE"), "{out}");
+    assert!(
+        ok && out.contains("| n_nationkey | n_name") && out.contains("FRANCE"),
+        "{out}"
+    );
 
     let dir = tempfile::tempdir()?;
     for ext in ["parquet", "arrow", "csv", "json"] {
         let path = dir.path().join(format!("nations.{ext}"));
-        let (ok, out, err) = sql(&server.addr, &["--output", &path.to_string_lossy(), "SELECT * FROM nation"]);
+        let (ok, out, err) = sql(
+            &server.addr,
+            &["--output", &path.to_string_lossy(), "SELECT * FROM nation"],
+        );
         assert!(ok && out.is_empty(), "{ext}: {err}");
-        assert!(err.contains("25 rows") && err.contains("written to"), "{err}");
+        assert!(
+            err.contains("25 rows") && err.contains("written to"),
+            "{err}"
+        );
     }
     let file = std::fs::File::open(dir.path().join("nations.parquet"))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
     let batches: Vec<_> = reader.collect::<Result<_, _>>()?;
     assert_eq!(row_count(&batches), 25);
-    let reader = arrow::ipc::reader::FileReader::try_new(std::fs::File::open(dir.path().join("nations.arrow"))?, None)?;
-    assert_eq!(reader.map(|b| b.map(|b| b.num_rows()).unwrap_or(0)).sum::<usize>(), 25);
-    assert_eq!(std::fs::read_to_string(dir.path().join("nations.csv"))?.lines().count(), 26);
+    let reader = arrow::ipc::reader::FileReader::try_new(
+        std::fs::File::open(dir.path().join("nations.arrow"))?,
+        None,
+    )?;
+    assert_eq!(
+        reader
+            .map(|b| b.map(|b| b.num_rows()).unwrap_or(0))
+            .sum::<usize>(),
+        25
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("nations.csv"))?
+            .lines()
+            .count(),
+        26
+    );
 
     let (ok, out, err) = sql(&server.addr, &["\\d"]);
     assert!(ok, "{err}");
-    assert!(out.contains("lineitem") && out.contains("nation") && out.contains("tpch"), "{out}");
+    assert!(
+        out.contains("lineitem") && out.contains("nation") && out.contains("tpch"),
+        "{out}"
+    );
     let (ok, out, err) = sql(&server.addr, &["\\d lineitem"]);
     assert!(ok, "{err}");
-    assert!(out.contains("l_orderkey") && out.contains("l_shipdate") && out.contains("Int64"), "{out}");
-    let (ok, _, err) = sql(&server.addr, &["--output", &dir.path().join("x.xlsx").to_string_lossy(), "SELECT 1"]);
+    assert!(
+        out.contains("l_orderkey") && out.contains("l_shipdate") && out.contains("Int64"),
+        "{out}"
+    );
+    let (ok, _, err) = sql(
+        &server.addr,
+        &[
+            "--output",
+            &dir.path().join("x.xlsx").to_string_lossy(),
+            "SELECT 1",
+        ],
+    );
     assert!(!ok && err.contains(".parquet"), "{err}");
 
     // A write says how many rows it wrote.
-    let (ok, out, err) = sql(&server.addr, &["CREATE TABLE lake.nations AS SELECT * FROM nation"]);
+    let (ok, out, err) = sql(
+        &server.addr,
+        &["CREATE TABLE lake.nations AS SELECT * FROM nation"],
+    );
     assert!(ok && out.trim() == "25 rows written", "{out}{err}");
     Ok(())
 }
@@ -97,7 +150,10 @@ impl Terminal {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let mut stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let output = Arc::new(Mutex::new(String::new()));
         let sink = output.clone();
         let reader = std::thread::spawn(move || {
@@ -111,7 +167,12 @@ impl Terminal {
                 }
             }
         });
-        Ok(Self { child, output, reader: Some(reader), _home: home })
+        Ok(Self {
+            child,
+            output,
+            reader: Some(reader),
+            _home: home,
+        })
     }
 
     /// Waits up to 20 s for the program to exit, then for the rest of its output;
@@ -131,7 +192,11 @@ impl Terminal {
     }
 
     fn send(&mut self, keys: &str) -> anyhow::Result<()> {
-        let stdin = self.child.stdin.as_mut().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
         stdin.write_all(keys.as_bytes())?;
         stdin.flush()?;
         Ok(())
@@ -167,7 +232,10 @@ impl Drop for Terminal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_shows_progress_and_ctrl_c_cancels_only_the_query() -> anyhow::Result<()> {
     // As stages, so the progress line has stage tasks to count.
-    let server = start_coordinator(&format!("[workers]\nsingle_stage_max_bytes = 0\n{}", tpch_source()))?;
+    let server = start_coordinator(&format!(
+        "[workers]\nsingle_stage_max_bytes = 0\n{}",
+        tpch_source()
+    ))?;
     let mut term = Terminal::start(&["--host", &server.addr])?;
     let at = term.wait_for(0, "quiver> ")?;
     term.send(&format!("{SLOW};\n"))?;
@@ -177,7 +245,10 @@ async fn the_shell_shows_progress_and_ctrl_c_cancels_only_the_query() -> anyhow:
     term.send("\x03")?;
     let at = term.wait_for(at, "query cancelled")?;
     // The line was cleared before the message.
-    assert!(term.screen()[..at].contains("\r\x1b[2K"), "the progress line is cleared");
+    assert!(
+        term.screen()[..at].contains("\r\x1b[2K"),
+        "the progress line is cleared"
+    );
 
     // The shell is still there and runs the next statement.
     term.send("SELECT 40 + 2 AS answer;\n")?;
@@ -185,7 +256,11 @@ async fn the_shell_shows_progress_and_ctrl_c_cancels_only_the_query() -> anyhow:
     term.wait_for(at, "(1 row in")?;
     term.send("\\q\n")?;
     let status = term.exit_status()?;
-    assert!(status.is_some_and(|s| s.success()), "\\q ends the shell ({status:?}): {}", term.screen());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "\\q ends the shell ({status:?}): {}",
+        term.screen()
+    );
 
     // The coordinator stopped the query.
     let mut flight = client(&server.addr).await?;
@@ -202,6 +277,11 @@ fn one_shot_ctrl_c_exits_130() -> anyhow::Result<()> {
     term.send("\x03")?;
     term.wait_for(at, "query cancelled")?;
     let status = term.exit_status()?;
-    assert_eq!(status.and_then(|s| s.code()), Some(130), "{}", term.screen());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(130),
+        "{}",
+        term.screen()
+    );
     Ok(())
 }

@@ -11,9 +11,14 @@ use headless_chrome::{Browser, LaunchOptions, Tab};
 use quiver_tests::*;
 
 fn browser() -> anyhow::Result<Browser> {
-    let path = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(std::path::PathBuf::from).find(|p| p.exists());
+    let path = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists());
     let options = LaunchOptions::default_builder()
-        .path(Some(path.ok_or_else(|| anyhow::anyhow!("chromium is missing: run scripts/setup-tools.sh"))?))
+        .path(Some(path.ok_or_else(|| {
+            anyhow::anyhow!("chromium is missing: run scripts/setup-tools.sh")
+        })?))
         .headless(true)
         // Tests may run as root, where Chromium's sandbox cannot start.
         .sandbox(false)
@@ -27,15 +32,21 @@ fn browser() -> anyhow::Result<Browser> {
 fn screenshot(tab: &Tab, name: &str) -> anyhow::Result<()> {
     let dir = target_dir().join("..").join("screenshots").join("console");
     std::fs::create_dir_all(&dir)?;
-    let png = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::write(dir.join(format!("{name}.png")), png)?;
     Ok(())
 }
 
 /// The text of the page's body as a person sees it.
 fn text(tab: &Tab) -> anyhow::Result<String> {
-    let v = tab.evaluate("document.body.innerText", false).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(v.value.and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+    let v = tab
+        .evaluate("document.body.innerText", false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(v.value
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default())
 }
 
 /// Waits until the page's text satisfies `ok` (live parts refresh every 2 s).
@@ -54,13 +65,18 @@ fn wait_for_text(tab: &Tab, what: &str, ok: impl Fn(&str) -> bool) -> anyhow::Re
 }
 
 fn open(tab: &Arc<Tab>, url: &str) -> anyhow::Result<()> {
-    tab.navigate_to(url).and_then(|t| t.wait_until_navigated()).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    tab.navigate_to(url)
+        .and_then(|t| t.wait_until_navigated())
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {
-    let config = format!("[server]\nhttp_listen = \"127.0.0.1:0\"\n[workers]\nsingle_stage_max_bytes = 0\n{}", tpch_source());
+    let config = format!(
+        "[server]\nhttp_listen = \"127.0.0.1:0\"\n[workers]\nsingle_stage_max_bytes = 0\n{}",
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let base = format!("http://{}", server.http_addr());
     let mut flight = client(&server.addr).await?;
@@ -74,37 +90,75 @@ async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {
     // The SQL editor: type a query, run it, read the grid.
     open(&tab, &format!("{base}/sql"))?;
     // Typed as a person would, over the editor's placeholder statement.
-    tab.evaluate("document.getElementById('editor').value = ''", false).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tab.find_element("#editor").and_then(|e| e.type_into(sql).map(|_| ())).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tab.find_element("#run").and_then(|e| e.click().map(|_| ())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.evaluate("document.getElementById('editor').value = ''", false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.find_element("#editor")
+        .and_then(|e| e.type_into(sql).map(|_| ()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.find_element("#run")
+        .and_then(|e| e.click().map(|_| ()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let shown = wait_for_text(&tab, "the result grid", |t| t.contains("3 rows in"))?;
     for n in &expected {
-        assert!(shown.contains(n.as_str()), "the grid lacks the count {n}:\n{shown}");
+        assert!(
+            shown.contains(n.as_str()),
+            "the grid lacks the count {n}:\n{shown}"
+        );
     }
     assert!(shown.contains("l_returnflag"), "{shown}");
     screenshot(&tab, "sql-editor")?;
 
     // Its detail page, through the link under the grid.
-    tab.find_element("#query-link").and_then(|e| e.click().map(|_| ())).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let detail = wait_for_text(&tab, "the query's stages", |t| t.contains("Distributed plan") && t.contains("Stage"))?;
-    assert!(detail.contains("finished") && detail.contains(sql), "{detail}");
-    assert!(detail.contains("embedded-"), "the tasks name their workers:\n{detail}");
+    tab.find_element("#query-link")
+        .and_then(|e| e.click().map(|_| ()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let detail = wait_for_text(&tab, "the query's stages", |t| {
+        t.contains("Distributed plan") && t.contains("Stage")
+    })?;
+    assert!(
+        detail.contains("finished") && detail.contains(sql),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("embedded-"),
+        "the tasks name their workers:\n{detail}"
+    );
     screenshot(&tab, "query-detail")?;
 
     // The workers with their charts (they fill in as samples come every 2 s).
     open(&tab, &format!("{base}/workers"))?;
-    let workers = wait_for_text(&tab, "two ready workers", |t| t.matches("ready").count() >= 2 && t.contains("cores now"))?;
+    let workers = wait_for_text(&tab, "two ready workers", |t| {
+        t.matches("ready").count() >= 2 && t.contains("cores now")
+    })?;
     assert!(workers.contains("Scaling events"), "{workers}");
     std::thread::sleep(Duration::from_secs(5));
-    let charts = tab.evaluate("document.querySelectorAll('svg.spark polyline').length", false).map_err(|e| anyhow::anyhow!("{e}"))?;
-    assert_eq!(charts.value.and_then(|v| v.as_u64()), Some(4), "a CPU and a memory chart per worker");
+    let charts = tab
+        .evaluate(
+            "document.querySelectorAll('svg.spark polyline').length",
+            false,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(
+        charts.value.and_then(|v| v.as_u64()),
+        Some(4),
+        "a CPU and a memory chart per worker"
+    );
     screenshot(&tab, "workers")?;
 
     // Catalogs, schemas, tables and columns.
     open(&tab, &format!("{base}/catalog"))?;
-    tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)", false).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let catalog = wait_for_text(&tab, "the tpch tables", |t| t.contains("quiver.tpch") && t.contains("l_shipdate"))?;
-    assert!(catalog.contains("lineitem") && catalog.contains("n_name"), "{catalog}");
+    tab.evaluate(
+        "document.querySelectorAll('details').forEach(d => d.open = true)",
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let catalog = wait_for_text(&tab, "the tpch tables", |t| {
+        t.contains("quiver.tpch") && t.contains("l_shipdate")
+    })?;
+    assert!(
+        catalog.contains("lineitem") && catalog.contains("n_name"),
+        "{catalog}"
+    );
     screenshot(&tab, "catalog")?;
 
     // The queries page lists the editor's query; a running one can be cancelled there.
@@ -115,13 +169,24 @@ async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {
         query(&mut c, slow).await.map(|_| ())
     });
     open(&tab, &format!("{base}/"))?;
-    wait_for_text(&tab, "the running query with a Cancel button", |t| t.contains("running") && t.contains("Cancel"))?;
+    wait_for_text(&tab, "the running query with a Cancel button", |t| {
+        t.contains("running") && t.contains("Cancel")
+    })?;
     let listed = text(&tab)?;
-    assert!(listed.contains("l_returnflag"), "the editor's query is listed:\n{listed}");
+    assert!(
+        listed.contains("l_returnflag"),
+        "the editor's query is listed:\n{listed}"
+    );
     screenshot(&tab, "queries-running")?;
     // Clicked in the page: the live table is redrawn every 2 s under the DevTools' element handles.
-    tab.evaluate("document.querySelector('#query-table button.danger').click()", false).map_err(|e| anyhow::anyhow!("{e}"))?;
-    wait_for_text(&tab, "the query cancelled", |t| t.contains("cancelled") && !t.contains("Cancel\n"))?;
+    tab.evaluate(
+        "document.querySelector('#query-table button.danger').click()",
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    wait_for_text(&tab, "the query cancelled", |t| {
+        t.contains("cancelled") && !t.contains("Cancel\n")
+    })?;
     screenshot(&tab, "queries-cancelled")?;
     let outcome = tokio::time::timeout(Duration::from_secs(30), running).await??;
     let err = outcome.expect_err("the cancelled query fails at its client");
@@ -149,7 +214,9 @@ async fn a_cross_site_form_is_refused_and_the_console_still_works() -> anyhow::R
     let serve = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         for _ in 0..4 {
-            let Ok((mut s, _)) = hostile.accept().await else { return };
+            let Ok((mut s, _)) = hostile.accept().await else {
+                return;
+            };
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
             let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}", page.len());
@@ -161,8 +228,13 @@ async fn a_cross_site_form_is_refused_and_the_console_still_works() -> anyhow::R
     let tab = browser.new_tab().map_err(|e| anyhow::anyhow!("{e}"))?;
     tab.set_default_timeout(Duration::from_secs(60));
     open(&tab, &format!("http://{hostile_addr}/"))?;
-    let refused = wait_for_text(&tab, "the refusal", |t| t.contains("cross-site request refused"))?;
-    assert!(refused.contains("\"error\""), "the refusal is the JSON error:\n{refused}");
+    let refused = wait_for_text(&tab, "the refusal", |t| {
+        t.contains("cross-site request refused")
+    })?;
+    assert!(
+        refused.contains("\"error\""),
+        "the refusal is the JSON error:\n{refused}"
+    );
     screenshot(&tab, "cross-site-refused")?;
     serve.abort();
 
@@ -173,9 +245,17 @@ async fn a_cross_site_form_is_refused_and_the_console_still_works() -> anyhow::R
 
     // The console itself posts with application/sql from its own origin.
     open(&tab, &format!("{base}/sql"))?;
-    tab.evaluate("document.getElementById('editor').value = ''", false).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tab.find_element("#editor").and_then(|e| e.type_into("SELECT r_name FROM region ORDER BY r_name").map(|_| ())).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tab.find_element("#run").and_then(|e| e.click().map(|_| ())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.evaluate("document.getElementById('editor').value = ''", false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.find_element("#editor")
+        .and_then(|e| {
+            e.type_into("SELECT r_name FROM region ORDER BY r_name")
+                .map(|_| ())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tab.find_element("#run")
+        .and_then(|e| e.click().map(|_| ()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let shown = wait_for_text(&tab, "the result grid", |t| t.contains("5 rows in"))?;
     assert!(shown.contains("EUROPE"), "{shown}");
     screenshot(&tab, "sql-editor-after-refusal")?;

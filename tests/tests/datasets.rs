@@ -9,52 +9,82 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::CommandGetTables;
-use quiver_tests::{my, pg, pg::psql};
 use quiver_tests::*;
+use quiver_tests::{my, pg, pg::psql};
 
-const ENV: [(&str, &str); 2] = [("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD), ("QUIVER_TEST_MY_PASSWORD", my::PASSWORD)];
+const ENV: [(&str, &str); 2] = [
+    ("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD),
+    ("QUIVER_TEST_MY_PASSWORD", my::PASSWORD),
+];
 
 /// One test at a time: one of them stops the shared PostgreSQL server.
 static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    SERVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERVER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn data_dir(dir: &tempfile::TempDir) -> String {
-    format!("[server]\ndata_dir = {:?}\nhttp_listen = \"127.0.0.1:0\"\n", dir.path().display().to_string())
+    format!(
+        "[server]\ndata_dir = {:?}\nhttp_listen = \"127.0.0.1:0\"\n",
+        dir.path().display().to_string()
+    )
 }
 
 fn ints(batches: &[arrow::record_batch::RecordBatch], column: &str) -> Vec<i64> {
-    strings(batches, column).iter().map(|s| s.parse().unwrap_or_else(|_| panic!("{column} = {s} is not a number"))).collect()
+    strings(batches, column)
+        .iter()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("{column} = {s} is not a number"))
+        })
+        .collect()
 }
 
 async fn scalar(c: &mut FlightSqlClient, sql: &str) -> anyhow::Result<i64> {
     let rows = query(c, sql).await?;
-    let schema = rows.first().map(|b| b.schema()).ok_or_else(|| anyhow::anyhow!("no rows for {sql}"))?;
+    let schema = rows
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| anyhow::anyhow!("no rows for {sql}"))?;
     Ok(ints(&rows, schema.field(0).name())[0])
 }
 
 type FlightSqlClient = arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>;
 
 /// Waits until `sql` answers `want` (the scheduler works in the background).
-async fn eventually(c: &mut FlightSqlClient, sql: &str, want: &str, within: Duration) -> anyhow::Result<()> {
+async fn eventually(
+    c: &mut FlightSqlClient,
+    sql: &str,
+    want: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
         // An error (not there yet) counts as "not yet".
         let rows = query(c, sql).await.unwrap_or_default();
         let schema = rows.first().map(|b| b.schema());
-        let got = schema.map(|s| strings(&rows, s.field(0).name())).unwrap_or_default();
+        let got = schema
+            .map(|s| strings(&rows, s.field(0).name()))
+            .unwrap_or_default();
         if got.first().map(String::as_str) == Some(want) {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "{sql} gave {got:?}, not {want}, within {within:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{sql} gave {got:?}, not {want}, within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 fn metrics(http: &str) -> String {
-    let out = Command::new("curl").args(["-sS", "--max-time", "30", &format!("http://{http}/metrics")]).output().expect("run curl");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", &format!("http://{http}/metrics")])
+        .output()
+        .expect("run curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -101,25 +131,50 @@ async fn views_span_sources_nest_push_down_and_survive_a_restart() -> anyhow::Re
     // Unqualified: the default schema (the first source's), like table names.
     query(&mut c, "CREATE VIEW nation_count AS SELECT count(*) AS n FROM quiver.tpch.nation JOIN quiver.tpch.region ON n_regionkey = r_regionkey").await?;
 
-    let rows = query(&mut c, "SELECT name, total, n FROM quiver.reports.totals ORDER BY name").await?;
+    let rows = query(
+        &mut c,
+        "SELECT name, total, n FROM quiver.reports.totals ORDER BY name",
+    )
+    .await?;
     assert_eq!(strings(&rows, "name"), vec!["one", "two", "zero"]);
     // ids 31..40 have amount > 300: cust = id % 3.
     let expected: Vec<i64> = ["one", "two", "zero"]
         .iter()
-        .map(|n| (31..=40).filter(|i| ["zero", "one", "two"][(i % 3) as usize] == *n).map(|i| i * 10).sum())
+        .map(|n| {
+            (31..=40)
+                .filter(|i| ["zero", "one", "two"][(i % 3) as usize] == *n)
+                .map(|i| i * 10)
+                .sum()
+        })
         .collect();
     assert_eq!(ints(&rows, "total"), expected);
-    assert_eq!(scalar(&mut c, "SELECT n FROM quiver.pgv.nation_count").await?, 25);
-    assert_eq!(scalar(&mut c, "SELECT nations FROM quiver.reports.from_config").await?, 25);
+    assert_eq!(
+        scalar(&mut c, "SELECT n FROM quiver.pgv.nation_count").await?,
+        25
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT nations FROM quiver.reports.from_config").await?,
+        25
+    );
 
     // The view's filter reached PostgreSQL (the statement Quiver sent is in the server's log).
     let statement = pg::last_copy("t_views");
-    assert!(statement.contains("amount") && statement.contains("300"), "the view's filter was not pushed down: {statement}");
+    assert!(
+        statement.contains("amount") && statement.contains("300"),
+        "the view's filter was not pushed down: {statement}"
+    );
 
     // A query's own filter goes through the view to the source too.
-    query(&mut c, "SELECT id FROM quiver.reports.big_orders WHERE id = 37").await?;
+    query(
+        &mut c,
+        "SELECT id FROM quiver.reports.big_orders WHERE id = 37",
+    )
+    .await?;
     let statement = pg::last_copy("t_views");
-    assert!(statement.contains("37") && statement.contains("300"), "{statement}");
+    assert!(
+        statement.contains("37") && statement.contains("300"),
+        "{statement}"
+    );
 
     // Metadata: Flight SQL lists views as VIEW with their columns; SHOW CREATE VIEW and system.views have the text.
     let info = c
@@ -132,53 +187,129 @@ async fn views_span_sources_nest_push_down_and_survive_a_restart() -> anyhow::Re
         })
         .await?;
     let tables = fetch(&mut c, info).await?;
-    assert_eq!(strings(&tables, "table_name"), vec!["big_orders", "from_config", "totals"]);
+    assert_eq!(
+        strings(&tables, "table_name"),
+        vec!["big_orders", "from_config", "totals"]
+    );
     assert_eq!(strings(&tables, "table_type"), vec!["VIEW"; 3]);
     let shown = query(&mut c, "SHOW CREATE VIEW quiver.reports.big_orders").await?;
-    assert!(strings(&shown, "create_statement")[0].contains("amount > 300"), "{:?}", strings(&shown, "create_statement"));
-    let views = query(&mut c, "SELECT name, origin FROM quiver.system.views ORDER BY name").await?;
+    assert!(
+        strings(&shown, "create_statement")[0].contains("amount > 300"),
+        "{:?}",
+        strings(&shown, "create_statement")
+    );
+    let views = query(
+        &mut c,
+        "SELECT name, origin FROM quiver.system.views ORDER BY name",
+    )
+    .await?;
     assert_eq!(
         strings(&views, "name"),
-        vec!["quiver.pgv.nation_count", "quiver.reports.big_orders", "quiver.reports.from_config", "quiver.reports.totals"]
+        vec![
+            "quiver.pgv.nation_count",
+            "quiver.reports.big_orders",
+            "quiver.reports.from_config",
+            "quiver.reports.totals"
+        ]
     );
-    assert_eq!(strings(&views, "origin"), vec!["sql", "sql", "config", "sql"]);
+    assert_eq!(
+        strings(&views, "origin"),
+        vec!["sql", "sql", "config", "sql"]
+    );
 
     // Mistakes get errors that say what is wrong.
     let e = query_error(&mut c, "CREATE VIEW quiver.reports.big_orders AS SELECT 1").await;
     assert!(e.contains("already exists"), "{e}");
-    let e = query_error(&mut c, "CREATE VIEW quiver.reports.bad AS SELECT nope FROM quiver.pgv.orders").await;
-    assert!(e.contains("quiver.reports.bad") && e.contains("nope"), "{e}");
+    let e = query_error(
+        &mut c,
+        "CREATE VIEW quiver.reports.bad AS SELECT nope FROM quiver.pgv.orders",
+    )
+    .await;
+    assert!(
+        e.contains("quiver.reports.bad") && e.contains("nope"),
+        "{e}"
+    );
     let e = query_error(&mut c, "DROP VIEW quiver.reports.from_config").await;
     assert!(e.contains("config"), "{e}");
-    let e = query_error(&mut c, "CREATE OR REPLACE VIEW quiver.reports.big_orders AS SELECT * FROM quiver.reports.totals").await;
+    let e = query_error(
+        &mut c,
+        "CREATE OR REPLACE VIEW quiver.reports.big_orders AS SELECT * FROM quiver.reports.totals",
+    )
+    .await;
     assert!(e.contains("cycle"), "{e}");
     let e = query_error(&mut c, "CREATE TABLE quiver.pgv.t AS SELECT 1").await;
-    assert!(e.contains("read-only") && e.contains("writable = true"), "a read-only source takes no new table: {e}");
+    assert!(
+        e.contains("read-only") && e.contains("writable = true"),
+        "a read-only source takes no new table: {e}"
+    );
 
     // A view whose table disappears fails alone, naming itself and the table.
-    query(&mut c, "CREATE VIEW quiver.reports.fragile AS SELECT x FROM quiver.pgv.doomed").await?;
+    query(
+        &mut c,
+        "CREATE VIEW quiver.reports.fragile AS SELECT x FROM quiver.pgv.doomed",
+    )
+    .await?;
     psql("DROP TABLE t_views.doomed");
     query(&mut c, "REFRESH pgv").await?;
     let e = query_error(&mut c, "SELECT * FROM quiver.reports.fragile").await;
-    assert!(e.contains("quiver.reports.fragile") && e.contains("doomed"), "{e}");
-    assert_eq!(strings(&query(&mut c, "SELECT name FROM quiver.reports.totals ORDER BY name").await?, "name").len(), 3);
+    assert!(
+        e.contains("quiver.reports.fragile") && e.contains("doomed"),
+        "{e}"
+    );
+    assert_eq!(
+        strings(
+            &query(
+                &mut c,
+                "SELECT name FROM quiver.reports.totals ORDER BY name"
+            )
+            .await?,
+            "name"
+        )
+        .len(),
+        3
+    );
 
     // Replace, drop, and a restart keeps what is left.
     query(&mut c, "CREATE OR REPLACE VIEW quiver.reports.big_orders AS SELECT id, cust, amount FROM quiver.pgv.orders WHERE amount > 350").await?;
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.reports.big_orders").await?, 5);
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT count(*) AS n FROM quiver.reports.big_orders"
+        )
+        .await?,
+        5
+    );
     query(&mut c, "DROP VIEW quiver.reports.fragile").await?;
-    assert!(server.terminate(Duration::from_secs(10)), "the coordinator stops on SIGTERM");
+    assert!(
+        server.terminate(Duration::from_secs(10)),
+        "the coordinator stops on SIGTERM"
+    );
     let server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.reports.big_orders").await?, 5);
-    assert_eq!(strings(&query(&mut c, "SELECT name FROM quiver.reports.totals").await?, "name").len(), 3);
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT count(*) AS n FROM quiver.reports.big_orders"
+        )
+        .await?,
+        5
+    );
+    assert_eq!(
+        strings(
+            &query(&mut c, "SELECT name FROM quiver.reports.totals").await?,
+            "name"
+        )
+        .len(),
+        3
+    );
     let e = query_error(&mut c, "SELECT * FROM quiver.reports.fragile").await;
     assert!(e.contains("fragile") && e.contains("not found"), "{e}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_refresh() -> anyhow::Result<()> {
+async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_refresh(
+) -> anyhow::Result<()> {
     let _server = exclusive();
     psql(
         "DROP SCHEMA IF EXISTS t_acc CASCADE; CREATE SCHEMA t_acc;
@@ -201,45 +332,103 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
     // The config's acceleration gets its first copy in the background.
     let state = "SELECT state FROM quiver.system.accelerations WHERE dataset = 'quiver.pga.events'";
     eventually(&mut c, state, "ready", Duration::from_secs(60)).await?;
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?, 100);
-    let plan = strings(&query(&mut c, "EXPLAIN SELECT sum(v) FROM quiver.pga.events").await?, "plan").join("\n");
-    assert!(plan.contains("parquet"), "the copy is read as Parquet:\n{plan}");
-    assert!(!plan.contains("SourceScan") && !plan.contains("t_acc"), "the source is not read:\n{plan}");
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
+        100
+    );
+    let plan = strings(
+        &query(&mut c, "EXPLAIN SELECT sum(v) FROM quiver.pga.events").await?,
+        "plan",
+    )
+    .join("\n");
+    assert!(
+        plan.contains("parquet"),
+        "the copy is read as Parquet:\n{plan}"
+    );
+    assert!(
+        !plan.contains("SourceScan") && !plan.contains("t_acc"),
+        "the source is not read:\n{plan}"
+    );
 
     // Both workers read the copy (100 rows in 3 files of at most 40).
-    assert_eq!(scalar(&mut c, "SELECT sum(v) AS s FROM quiver.pga.events").await?, 5050);
+    assert_eq!(
+        scalar(&mut c, "SELECT sum(v) AS s FROM quiver.pga.events").await?,
+        5050
+    );
     assert!(plan.contains("part-00002.parquet"), "3 files:\n{plan}");
-    assert!(plan.contains("@embedded-1") && plan.contains("@embedded-2"), "both workers scan the copy:\n{plan}");
+    assert!(
+        plan.contains("@embedded-1") && plan.contains("@embedded-2"),
+        "both workers scan the copy:\n{plan}"
+    );
 
     // Append: only rows above the high-water mark come; a changed old row does not.
     psql(
         "INSERT INTO t_acc.events SELECT i, timestamp '2026-01-01' + i * interval '1 minute', i FROM generate_series(101, 150) i;
          UPDATE t_acc.events SET v = -1 WHERE id = 1;",
     );
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?, 100, "the copy until it is refreshed");
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
+        100,
+        "the copy until it is refreshed"
+    );
     let refreshed = query(&mut c, "REFRESH ACCELERATION quiver.pga.events").await?;
     assert_eq!(ints(&refreshed, "rows_fetched"), vec![50]);
     assert_eq!(ints(&refreshed, "rows"), vec![150]);
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?, 150);
-    assert_eq!(scalar(&mut c, "SELECT v FROM quiver.pga.events WHERE id = 1").await?, 1, "append does not see updates");
-    let marks = query(&mut c, "SELECT high_water FROM quiver.system.accelerations WHERE dataset = 'quiver.pga.events'").await?;
-    assert!(strings(&marks, "high_water")[0].starts_with("2026-01-01T02:30"), "{:?}", strings(&marks, "high_water"));
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
+        150
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT v FROM quiver.pga.events WHERE id = 1").await?,
+        1,
+        "append does not see updates"
+    );
+    let marks = query(
+        &mut c,
+        "SELECT high_water FROM quiver.system.accelerations WHERE dataset = 'quiver.pga.events'",
+    )
+    .await?;
+    assert!(
+        strings(&marks, "high_water")[0].starts_with("2026-01-01T02:30"),
+        "{:?}",
+        strings(&marks, "high_water")
+    );
 
     // Full, from SQL: the copy follows deletes too.
-    let done = query(&mut c, "ALTER TABLE quiver.pga.items SET (accelerated = true, sort_by = 'price')").await?;
-    assert!(strings(&done, "result")[0].contains("30 rows"), "{:?}", strings(&done, "result"));
+    let done = query(
+        &mut c,
+        "ALTER TABLE quiver.pga.items SET (accelerated = true, sort_by = 'price')",
+    )
+    .await?;
+    assert!(
+        strings(&done, "result")[0].contains("30 rows"),
+        "{:?}",
+        strings(&done, "result")
+    );
     psql("DELETE FROM t_acc.items WHERE id > 20");
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?, 30);
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
+        30
+    );
     query(&mut c, "REFRESH ACCELERATION quiver.pga.items").await?;
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?, 20);
-    assert_eq!(scalar(&mut c, "SELECT max(price) AS m FROM quiver.pga.items").await?, 40);
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
+        20
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT max(price) AS m FROM quiver.pga.items").await?,
+        40
+    );
 
     // The database stops: the refresh fails, the old copy still answers, the failure is on record.
     pg::services("stop-postgres");
     let e = query_error(&mut c, "REFRESH ACCELERATION quiver.pga.items").await;
     pg::services("start");
     assert!(!e.is_empty(), "the refresh failed");
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?, 20);
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
+        20
+    );
     let record = query(&mut c, "SELECT last_outcome, last_error, rows FROM quiver.system.accelerations WHERE dataset = 'quiver.pga.items'").await?;
     assert_eq!(strings(&record, "last_outcome"), vec!["failed"]);
     assert!(!strings(&record, "last_error")[0].is_empty());
@@ -250,12 +439,24 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
 
     // Replaced copies are deleted a refresh later; a removed acceleration reads the source again.
     query(&mut c, "REFRESH ACCELERATION quiver.pga.items").await?;
-    let folder = std::fs::read_dir(home.path().join("accelerations").join("quiver.pga.items"))?.count();
+    let folder =
+        std::fs::read_dir(home.path().join("accelerations").join("quiver.pga.items"))?.count();
     assert!(folder <= 2, "{folder} segment folders left");
-    query(&mut c, "ALTER TABLE quiver.pga.items SET (accelerated = false)").await?;
+    query(
+        &mut c,
+        "ALTER TABLE quiver.pga.items SET (accelerated = false)",
+    )
+    .await?;
     psql("DELETE FROM t_acc.items WHERE id > 10");
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?, 10);
-    let e = query_error(&mut c, "ALTER TABLE quiver.pga.events SET (accelerated = false)").await;
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
+        10
+    );
+    let e = query_error(
+        &mut c,
+        "ALTER TABLE quiver.pga.events SET (accelerated = false)",
+    )
+    .await;
     assert!(e.contains("config"), "{e}");
 
     // A restart serves the copy it had at once, without refreshing it.
@@ -264,14 +465,21 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
     psql("INSERT INTO t_acc.events VALUES (1000, timestamp '2030-01-01', 1)");
     let server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
-    assert_eq!(strings(&query(&mut c, state).await?, "state"), vec!["ready"]);
-    assert_eq!(scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?, 150);
+    assert_eq!(
+        strings(&query(&mut c, state).await?, "state"),
+        vec!["ready"]
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
+        150
+    );
     drop(server);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_results_cache_hits_is_invalidated_by_a_refresh_and_stays_bounded() -> anyhow::Result<()> {
+async fn the_results_cache_hits_is_invalidated_by_a_refresh_and_stays_bounded() -> anyhow::Result<()>
+{
     let _server = exclusive();
     psql(
         "DROP SCHEMA IF EXISTS t_cache CASCADE; CREATE SCHEMA t_cache;
@@ -286,52 +494,105 @@ async fn the_results_cache_hits_is_invalidated_by_a_refresh_and_stays_bounded() 
     );
     let server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
-    query(&mut c, "ALTER TABLE quiver.pgc.sales SET (accelerated = true)").await?;
+    query(
+        &mut c,
+        "ALTER TABLE quiver.pgc.sales SET (accelerated = true)",
+    )
+    .await?;
 
     let dashboard = "SELECT sum(amount) AS total FROM quiver.pgc.sales WHERE id > 2";
     let first = query(&mut c, dashboard).await?;
-    let second = query(&mut c, "select sum(amount) as total   from quiver.pgc.sales where id > 2").await?;
+    let second = query(
+        &mut c,
+        "select sum(amount) as total   from quiver.pgc.sales where id > 2",
+    )
+    .await?;
     assert_eq!(ints(&first, "total"), vec![52]);
     assert_eq!(ints(&second, "total"), ints(&first, "total"));
     // The exact text again is answered before planning, and still records what it read.
     assert_eq!(ints(&query(&mut c, dashboard).await?, "total"), vec![52]);
     let hits = "SELECT cache_hit FROM quiver.system.queries WHERE sql LIKE '%sum(amount)%' AND sql NOT LIKE '%system%' ORDER BY started_at";
-    assert_eq!(strings(&query(&mut c, hits).await?, "cache_hit"), vec!["false", "true", "true"]);
+    assert_eq!(
+        strings(&query(&mut c, hits).await?, "cache_hit"),
+        vec!["false", "true", "true"]
+    );
     let read = query(&mut c, "SELECT tables FROM quiver.system.queries WHERE sql = 'SELECT sum(amount) AS total FROM quiver.pgc.sales WHERE id > 2'").await?;
-    assert_eq!(strings(&read, "tables"), vec!["quiver.pgc.sales"; 2], "the first run and the exact repeat");
+    assert_eq!(
+        strings(&read, "tables"),
+        vec!["quiver.pgc.sales"; 2],
+        "the first run and the exact repeat"
+    );
 
     // A refresh of the copy it read drops it.
     psql("INSERT INTO t_cache.sales VALUES (11, 100)");
     query(&mut c, "REFRESH ACCELERATION quiver.pgc.sales").await?;
     assert_eq!(ints(&query(&mut c, dashboard).await?, "total"), vec![152]);
-    assert_eq!(strings(&query(&mut c, hits).await?, "cache_hit"), vec!["false", "true", "true", "false"]);
+    assert_eq!(
+        strings(&query(&mut c, hits).await?, "cache_hit"),
+        vec!["false", "true", "true", "false"]
+    );
 
     // Off for one statement: a header on HTTP (and Flight SQL), a session setting on the PostgreSQL port.
     let sql_api = format!("http://{}/v1/sql", server.http_addr());
     for header in ["x-quiver-cache: off", "x-quiver-cache: on"] {
-        let out = Command::new("curl").args(["-sS", "-H", header, "-d", dashboard, &sql_api]).output()?;
-        assert!(String::from_utf8_lossy(&out.stdout).contains("152"), "{}", String::from_utf8_lossy(&out.stdout));
+        let out = Command::new("curl")
+            .args(["-sS", "-H", header, "-d", dashboard, &sql_api])
+            .output()?;
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("152"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     let pg_url = format!("postgres://x@{}/quiver", server.postgres_addr());
     for setting in ["SET quiver.cache = off", "SET quiver.cache = on"] {
-        let out = Command::new("psql").args([pg_url.as_str(), "-qtA", "-c", setting, "-c", dashboard]).output()?;
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "152", "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("psql")
+            .args([pg_url.as_str(), "-qtA", "-c", setting, "-c", dashboard])
+            .output()?;
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "152",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    assert_eq!(strings(&query(&mut c, hits).await?, "cache_hit"), vec!["false", "true", "true", "false", "false", "true", "false", "true"]);
+    assert_eq!(
+        strings(&query(&mut c, hits).await?, "cache_hit"),
+        vec!["false", "true", "true", "false", "false", "true", "false", "true"]
+    );
 
     // Statements with now() or over system tables are never cached.
-    query(&mut c, "SELECT now() AS t, count(*) FROM quiver.tpch.nation").await?;
-    query(&mut c, "SELECT now() AS t, count(*) FROM quiver.tpch.nation").await?;
-    let volatile = query(&mut c, "SELECT cache_hit FROM quiver.system.queries WHERE sql LIKE 'SELECT now()%'").await?;
+    query(
+        &mut c,
+        "SELECT now() AS t, count(*) FROM quiver.tpch.nation",
+    )
+    .await?;
+    query(
+        &mut c,
+        "SELECT now() AS t, count(*) FROM quiver.tpch.nation",
+    )
+    .await?;
+    let volatile = query(
+        &mut c,
+        "SELECT cache_hit FROM quiver.system.queries WHERE sql LIKE 'SELECT now()%'",
+    )
+    .await?;
     assert_eq!(strings(&volatile, "cache_hit"), vec!["false", "false"]);
 
     // Many different results: memory stays within cache.max_bytes.
     for k in 0..40 {
-        query(&mut c, &format!("SELECT * FROM quiver.tpch.customer WHERE c_custkey % 40 = {k}")).await?;
+        query(
+            &mut c,
+            &format!("SELECT * FROM quiver.tpch.customer WHERE c_custkey % 40 = {k}"),
+        )
+        .await?;
     }
     let text = metrics(&server.http_addr());
     let bytes = metric(&text, "quiver_cache_bytes");
-    assert!(bytes > 0.0 && bytes <= 256.0 * 1024.0, "cache holds {bytes} bytes");
+    assert!(
+        bytes > 0.0 && bytes <= 256.0 * 1024.0,
+        "cache holds {bytes} bytes"
+    );
     assert!(metric(&text, "quiver_cache_hits_total") >= 1.0);
     Ok(())
 }
@@ -342,22 +603,42 @@ async fn coordinators_sharing_a_postgres_store_see_each_others_views() -> anyhow
     psql("DROP SCHEMA IF EXISTS t_meta CASCADE; CREATE SCHEMA t_meta;");
     let url = format!("{}?options=-csearch_path%3Dt_meta", pg::URL);
     let config = |home: &tempfile::TempDir| {
-        format!("{}\n[metadata]\nurl = {url:?}\npoll_secs = 0.5\n\n{}", data_dir(home), tpch_source())
+        format!(
+            "{}\n[metadata]\nurl = {url:?}\npoll_secs = 0.5\n\n{}",
+            data_dir(home),
+            tpch_source()
+        )
     };
     let (home_a, home_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let a = start_coordinator_with_env(&config(&home_a), &ENV)?;
     let b = start_coordinator_with_env(&config(&home_b), &ENV)?;
     let (mut ca, mut cb) = (client(&a.addr).await?, client(&b.addr).await?);
-    query(&mut ca, "CREATE VIEW quiver.shared.regions AS SELECT r_name FROM quiver.tpch.region").await?;
-    eventually(&mut cb, "SELECT count(*) AS n FROM quiver.shared.regions", "5", Duration::from_secs(10)).await?;
+    query(
+        &mut ca,
+        "CREATE VIEW quiver.shared.regions AS SELECT r_name FROM quiver.tpch.region",
+    )
+    .await?;
+    eventually(
+        &mut cb,
+        "SELECT count(*) AS n FROM quiver.shared.regions",
+        "5",
+        Duration::from_secs(10),
+    )
+    .await?;
     // The migrations ran once, into the schema the URL chose.
-    assert_eq!(psql("SELECT count(*) FROM t_meta.quiver_schema_migrations").trim(), "1");
+    assert_eq!(
+        psql("SELECT count(*) FROM t_meta.quiver_schema_migrations").trim(),
+        "1"
+    );
     query(&mut cb, "DROP VIEW quiver.shared.regions").await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match query(&mut ca, "SELECT * FROM quiver.shared.regions").await {
             Err(e) if format!("{e:#}").contains("not found") => break,
-            other => anyhow::ensure!(Instant::now() < deadline, "the drop did not reach the other coordinator: {other:?}"),
+            other => anyhow::ensure!(
+                Instant::now() < deadline,
+                "the drop did not reach the other coordinator: {other:?}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -366,8 +647,17 @@ async fn coordinators_sharing_a_postgres_store_see_each_others_views() -> anyhow
 
 #[test]
 fn an_unwritable_data_dir_or_bad_store_url_stops_the_start_with_a_clear_error() {
-    let (ok, stderr) = serve_until_exit("[server]\ndata_dir = \"/proc/quiver-cannot-be-here\"\n", &[]);
-    assert!(!ok && stderr.contains("server.data_dir") && stderr.contains("/proc/quiver-cannot-be-here"), "{stderr}");
+    let (ok, stderr) = serve_until_exit(
+        "[server]\ndata_dir = \"/proc/quiver-cannot-be-here\"\n",
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("server.data_dir") && stderr.contains("/proc/quiver-cannot-be-here"),
+        "{stderr}"
+    );
     let (ok, stderr) = serve_until_exit("[metadata]\nurl = \"mongodb://x\"\n", &[]);
-    assert!(!ok && stderr.contains("postgres://") && stderr.contains("sqlite://"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("postgres://") && stderr.contains("sqlite://"),
+        "{stderr}"
+    );
 }

@@ -18,11 +18,22 @@ fn dbt_builds_tests_and_rebuilds_a_project() -> anyhow::Result<()> {
     );
     let server = start_coordinator(&config)?;
     let addr = server.postgres_addr();
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("address {addr}"))?;
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join("dbt_project.py");
-    let out = Command::new(dbt_python()).arg(script).args([host, port]).output()?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("address {addr}"))?;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("dbt_project.py");
+    let out = Command::new(dbt_python())
+        .arg(script)
+        .args([host, port])
+        .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "dbt_project.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dbt_project.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("DBT OK"), "{stdout}");
     Ok(())
 }

@@ -32,12 +32,17 @@ fn single_value(batches: &[arrow::record_batch::RecordBatch]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_22_queries_match_with_1_2_and_4_worker_processes() -> anyhow::Result<()> {
-    let workers: Vec<Process> = (1..=4).map(|i| start_worker(&format!("w{i}"))).collect::<anyhow::Result<_>>()?;
+    let workers: Vec<Process> = (1..=4)
+        .map(|i| start_worker(&format!("w{i}")))
+        .collect::<anyhow::Result<_>>()?;
     let reference = reference_context().await?;
     let mut expected = vec![];
     for n in 1..=22 {
         let rows = reference.sql(&tpch_query(n)).await?.collect().await?;
-        assert!(row_count(&rows) > 0, "q{n}: the reference returns no rows, so the comparison proves nothing");
+        assert!(
+            row_count(&rows) > 0,
+            "q{n}: the reference returns no rows, so the comparison proves nothing"
+        );
         expected.push(rows);
     }
     for count in [1, 2, 4] {
@@ -45,12 +50,27 @@ async fn tpch_22_queries_match_with_1_2_and_4_worker_processes() -> anyhow::Resu
         let server = start_coordinator(&static_config(&pool, ""))?;
         let mut c = client(&server.addr).await?;
         for n in 1..=22 {
-            let actual = query(&mut c, &tpch_query(n)).await.with_context(|| format!("q{n} on {count} workers"))?;
-            assert_same_rows(&actual, &expected[n - 1], false, &format!("q{n} on {count} workers"));
+            let actual = query(&mut c, &tpch_query(n))
+                .await
+                .with_context(|| format!("q{n} on {count} workers"))?;
+            assert_same_rows(
+                &actual,
+                &expected[n - 1],
+                false,
+                &format!("q{n} on {count} workers"),
+            );
         }
         // Every worker of the pool ran stage tasks.
-        let used = query(&mut c, "SELECT count(DISTINCT worker) FROM system.fragments WHERE state = 'finished'").await?;
-        assert_eq!(single_value(&used), count.to_string(), "workers that ran stage tasks with {count} workers");
+        let used = query(
+            &mut c,
+            "SELECT count(DISTINCT worker) FROM system.fragments WHERE state = 'finished'",
+        )
+        .await?;
+        assert_eq!(
+            single_value(&used),
+            count.to_string(),
+            "workers that ran stage tasks with {count} workers"
+        );
     }
     Ok(())
 }
@@ -64,30 +84,78 @@ async fn explain_shows_joins_and_aggregates_shuffled_between_workers() -> anyhow
     for n in [3, 5, 9, 18] {
         let plan = pretty(&query(&mut c, &format!("EXPLAIN {}", tpch_query(n))).await?)?;
         let physical = &plan[plan.find("physical_plan").unwrap_or(0)..];
-        assert!(physical.contains("DistributedQueryExec"), "q{n}:\n{physical}");
-        assert!(physical.contains("exchange=shuffle, output=Hash("), "q{n}: no hash shuffle:\n{physical}");
+        assert!(
+            physical.contains("DistributedQueryExec"),
+            "q{n}:\n{physical}"
+        );
+        assert!(
+            physical.contains("exchange=shuffle, output=Hash("),
+            "q{n}: no hash shuffle:\n{physical}"
+        );
         // Joins and aggregates sit inside stages, reading exchanges, not on the coordinator.
         let stages = &physical[physical.find("StageExec").unwrap_or(physical.len())..];
-        assert!(stages.contains("HashJoinExec"), "q{n}: no join inside a stage:\n{physical}");
-        assert!(stages.contains("AggregateExec: mode=Partial"), "q{n}: no partial aggregate in a stage:\n{physical}");
-        assert!(stages.contains("ShuffleReadExec"), "q{n}: no stage reads another stage:\n{physical}");
+        assert!(
+            stages.contains("HashJoinExec"),
+            "q{n}: no join inside a stage:\n{physical}"
+        );
+        assert!(
+            stages.contains("AggregateExec: mode=Partial"),
+            "q{n}: no partial aggregate in a stage:\n{physical}"
+        );
+        assert!(
+            stages.contains("ShuffleReadExec"),
+            "q{n}: no stage reads another stage:\n{physical}"
+        );
         // The coordinator keeps only what is above the fragments streamed from workers.
         let coordinator = &physical[..physical.find("WorkerFragmentsExec").unwrap_or(0)];
-        assert!(!coordinator.is_empty(), "q{n}: no fragments on workers:\n{physical}");
-        assert!(!coordinator.contains("HashJoinExec") && !coordinator.contains("AggregateExec"), "q{n}: work left on the coordinator:\n{physical}");
+        assert!(
+            !coordinator.is_empty(),
+            "q{n}: no fragments on workers:\n{physical}"
+        );
+        assert!(
+            !coordinator.contains("HashJoinExec") && !coordinator.contains("AggregateExec"),
+            "q{n}: work left on the coordinator:\n{physical}"
+        );
     }
     // EXPLAIN ANALYZE reports, per task, its worker, rows, bytes, spill and time; both workers took part.
     let analyzed = pretty(&query(&mut c, &format!("EXPLAIN ANALYZE {}", tpch_query(3))).await?)?;
     assert!(analyzed.contains("ran=[t0@worker-"), "{analyzed}");
-    assert!(analyzed.contains("WorkerFragmentsExec: partitions=4, streamed from workers, ran=[p0@worker-"), "{analyzed}");
-    assert!(analyzed.contains("@worker-1 rows=") && analyzed.contains("@worker-2 rows="), "{analyzed}");
-    assert!(analyzed.contains(" bytes=") && analyzed.contains(" spill=") && analyzed.contains(" time="), "{analyzed}");
+    assert!(
+        analyzed
+            .contains("WorkerFragmentsExec: partitions=4, streamed from workers, ran=[p0@worker-"),
+        "{analyzed}"
+    );
+    assert!(
+        analyzed.contains("@worker-1 rows=") && analyzed.contains("@worker-2 rows="),
+        "{analyzed}"
+    );
+    assert!(
+        analyzed.contains(" bytes=") && analyzed.contains(" spill=") && analyzed.contains(" time="),
+        "{analyzed}"
+    );
     // system.workers shows each worker process's own CPU time and memory.
-    let load = query(&mut c, "SELECT count(*) FROM system.workers WHERE cpu_secs > 0 AND memory_bytes > 1000000").await?;
-    assert_eq!(single_value(&load), "2", "{}", pretty(&query(&mut c, "SELECT * FROM system.workers").await?)?);
+    let load = query(
+        &mut c,
+        "SELECT count(*) FROM system.workers WHERE cpu_secs > 0 AND memory_bytes > 1000000",
+    )
+    .await?;
+    assert_eq!(
+        single_value(&load),
+        "2",
+        "{}",
+        pretty(&query(&mut c, "SELECT * FROM system.workers").await?)?
+    );
     // system.fragments lists the same tasks.
-    let tasks = query(&mut c, "SELECT count(*) FROM system.fragments WHERE state = 'finished' AND bytes > 0").await?;
-    assert!(single_value(&tasks).parse::<u64>()? > 4, "{}", pretty(&tasks)?);
+    let tasks = query(
+        &mut c,
+        "SELECT count(*) FROM system.fragments WHERE state = 'finished' AND bytes > 0",
+    )
+    .await?;
+    assert!(
+        single_value(&tasks).parse::<u64>()? > 4,
+        "{}",
+        pretty(&tasks)?
+    );
     Ok(())
 }
 
@@ -108,7 +176,12 @@ async fn a_worker_killed_mid_query_loses_nothing() -> anyhow::Result<()> {
                ON a.l_orderkey = b.l_orderkey AND a.l_linenumber <> b.l_linenumber \
                GROUP BY a.l_suppkey ORDER BY n DESC, a.l_suppkey LIMIT 20"
         .to_string();
-    let expected = reference_context().await?.sql(&sql).await?.collect().await?;
+    let expected = reference_context()
+        .await?
+        .sql(&sql)
+        .await?
+        .collect()
+        .await?;
     let plan = pretty(&query(&mut c, &format!("EXPLAIN {sql}")).await?)?;
     assert!(plan.contains("DistributedQueryExec: stages=3"), "{plan}");
 
@@ -118,20 +191,37 @@ async fn a_worker_killed_mid_query_loses_nothing() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while completed_fragments(&victim.addr).await.unwrap_or(0) == 0 {
         anyhow::ensure!(Instant::now() < deadline, "the victim never ran a task");
-        anyhow::ensure!(!handle.is_finished(), "the query ended before the victim finished a task; make it longer");
+        anyhow::ensure!(
+            !handle.is_finished(),
+            "the query ended before the victim finished a task; make it longer"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     victim.kill();
     let actual = handle.await??;
-    assert_same_rows(&actual, &expected, true, "a 3-stage query with a worker killed");
+    assert_same_rows(
+        &actual,
+        &expected,
+        true,
+        "a 3-stage query with a worker killed",
+    );
     // The scheduler saw the loss and ran tasks again.
-    let retried = query(&mut c, "SELECT count(*) FROM system.fragments WHERE state = 'retried'").await?;
-    assert!(single_value(&retried).parse::<u64>()? > 0, "no task was retried:\n{}", pretty(&query(&mut c, "SELECT * FROM system.fragments").await?)?);
+    let retried = query(
+        &mut c,
+        "SELECT count(*) FROM system.fragments WHERE state = 'retried'",
+    )
+    .await?;
+    assert!(
+        single_value(&retried).parse::<u64>()? > 0,
+        "no task was retried:\n{}",
+        pretty(&query(&mut c, "SELECT * FROM system.fragments").await?)?
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_whose_every_worker_dies_fails_clearly_and_leaves_nothing_running() -> anyhow::Result<()> {
+async fn a_query_whose_every_worker_dies_fails_clearly_and_leaves_nothing_running(
+) -> anyhow::Result<()> {
     let mut w1 = start_worker("w1")?;
     let mut w2 = start_worker("w2")?;
     let server = start_coordinator(&static_config(&[&w1, &w2], ""))?;
@@ -152,8 +242,17 @@ async fn a_query_whose_every_worker_dies_fails_clearly_and_leaves_nothing_runnin
     );
     // The coordinator serves on, and tracks nothing as running.
     assert_eq!(row_count(&query(&mut c, "SELECT 1").await?), 1);
-    let running = query(&mut c, "SELECT count(*) FROM system.fragments WHERE state = 'running'").await?;
-    assert_eq!(single_value(&running), "0", "{}", pretty(&query(&mut c, "SELECT * FROM system.fragments").await?)?);
+    let running = query(
+        &mut c,
+        "SELECT count(*) FROM system.fragments WHERE state = 'running'",
+    )
+    .await?;
+    assert_eq!(
+        single_value(&running),
+        "0",
+        "{}",
+        pretty(&query(&mut c, "SELECT * FROM system.fragments").await?)?
+    );
     let busy = query(&mut c, "SELECT sum(running_fragments) FROM system.workers").await?;
     assert_eq!(single_value(&busy), "0");
     Ok(())
@@ -162,7 +261,10 @@ async fn a_query_whose_every_worker_dies_fails_clearly_and_leaves_nothing_runnin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_its_memory_limit_spills_or_fails_clearly() -> anyhow::Result<()> {
     let w1 = start_worker("w1")?;
-    let server = start_coordinator(&static_config(&[&w1], "query_memory_limit = \"8MiB\"\nmax_fragments_per_worker = 2"))?;
+    let server = start_coordinator(&static_config(
+        &[&w1],
+        "query_memory_limit = \"8MiB\"\nmax_fragments_per_worker = 2",
+    ))?;
     let mut c = client(&server.addr).await?;
     // A grouped aggregate with a group per order line: too big for 4 MiB a task, so it spills.
     let sql = "SELECT count(*), sum(q), max(q) FROM (SELECT l_orderkey, l_linenumber, sum(l_quantity) AS q FROM lineitem GROUP BY l_orderkey, l_linenumber)";
@@ -171,16 +273,36 @@ async fn a_query_over_its_memory_limit_spills_or_fails_clearly() -> anyhow::Resu
     let spills: u64 = analyzed
         .split(" spill=")
         .skip(1)
-        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+        .filter_map(|s| {
+            s.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     assert!(spills > 0, "nothing spilled:\n{analyzed}");
-    assert_same_rows(&query(&mut c, sql).await?, &expected, true, "aggregate that spilled");
+    assert_same_rows(
+        &query(&mut c, sql).await?,
+        &expected,
+        true,
+        "aggregate that spilled",
+    );
 
     // A hash join cannot spill: its build side over the limit is a clear error.
-    let err = query_error(&mut c, "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_comment = b.l_comment").await;
-    assert!(err.contains("Resources exhausted") || err.contains("memory"), "{err}");
+    let err = query_error(
+        &mut c,
+        "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_comment = b.l_comment",
+    )
+    .await;
+    assert!(
+        err.contains("Resources exhausted") || err.contains("memory"),
+        "{err}"
+    );
     // The worker was not killed: it still runs queries.
-    assert_eq!(single_value(&query(&mut c, "SELECT count(*) FROM nation").await?), "25");
+    assert_eq!(
+        single_value(&query(&mut c, "SELECT count(*) FROM nation").await?),
+        "25"
+    );
     assert!(completed_fragments(&w1.addr).await? > 0);
     Ok(())
 }
@@ -188,16 +310,29 @@ async fn a_query_over_its_memory_limit_spills_or_fails_clearly() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_its_time_limit_is_cancelled() -> anyhow::Result<()> {
     let w1 = start_worker("w1")?;
-    let server = start_coordinator(&format!("[server]\nquery_timeout_secs = 0.5\n{}", &static_config(&[&w1], "")[9..]))?;
+    let server = start_coordinator(&format!(
+        "[server]\nquery_timeout_secs = 0.5\n{}",
+        &static_config(&[&w1], "")[9..]
+    ))?;
     let mut c = client(&server.addr).await?;
     let started = Instant::now();
-    let err = query_error(&mut c, "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey").await;
+    let err = query_error(
+        &mut c,
+        "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey",
+    )
+    .await;
     assert!(err.contains("query_timeout_secs"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(20), "the timeout did not stop the query");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout did not stop the query"
+    );
     // Its fragments stop too.
     let deadline = Instant::now() + Duration::from_secs(5);
     while running_fragments(&w1.addr).await? > 0 {
-        anyhow::ensure!(Instant::now() < deadline, "fragments still run 5 s after the timeout");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "fragments still run 5 s after the timeout"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())

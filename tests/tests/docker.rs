@@ -22,16 +22,33 @@ fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 fn images() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/build-images.sh");
-        let out = Command::new("bash").arg(script).arg("--binary").arg(quiver_bin()).output().expect("run build-images.sh");
-        assert!(out.status.success(), "build-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/build-images.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg("--binary")
+            .arg(quiver_bin())
+            .output()
+            .expect("run build-images.sh");
+        assert!(
+            out.status.success(),
+            "build-images.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
     "quiver-worker:latest"
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("run docker");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -53,17 +70,36 @@ impl Drop for Cleanup {
 /// Containers (ids) and networks carrying the cluster's label.
 fn leftovers(cluster: &str) -> (Vec<String>, Vec<String>) {
     let label = format!("label=quiver.cluster={cluster}");
-    let lines = |s: String| s.lines().map(str::to_string).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+    let lines = |s: String| {
+        s.lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+    };
     (
         lines(docker(&["ps", "-aq", "--no-trunc", "--filter", &label])),
-        lines(docker(&["network", "ls", "--filter", &label, "--format", "{{.Name}}"])),
+        lines(docker(&[
+            "network",
+            "ls",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Name}}",
+        ])),
     )
 }
 
 /// SIGTERMs the coordinator, which must then leave no container or network of the cluster.
 fn stop_cleanly(mut server: Process, cluster: &str) {
-    assert!(server.terminate(Duration::from_secs(30)), "coordinator did not stop on SIGTERM");
-    assert_eq!(leftovers(cluster), (vec![], vec![]), "containers or network left behind");
+    assert!(
+        server.terminate(Duration::from_secs(30)),
+        "coordinator did not stop on SIGTERM"
+    );
+    assert_eq!(
+        leftovers(cluster),
+        (vec![], vec![]),
+        "containers or network left behind"
+    );
 }
 
 fn cluster_name(test: &str) -> String {
@@ -81,7 +117,12 @@ fn config(cluster: &str, min: usize, max: usize, extra: &str) -> String {
 }
 
 async fn scale(c: &mut Client, size: &str) -> anyhow::Result<()> {
-    let mut answers = c.do_action(Action { r#type: "scale".into(), body: size.to_string().into_bytes().into() }).await?;
+    let mut answers = c
+        .do_action(Action {
+            r#type: "scale".into(),
+            body: size.to_string().into_bytes().into(),
+        })
+        .await?;
     while answers.message().await?.is_some() {}
     Ok(())
 }
@@ -90,18 +131,31 @@ type Client = arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport
 
 async fn scalar(c: &mut Client, sql: &str) -> anyhow::Result<String> {
     let text = pretty_format_batches(&query(c, sql).await?)?.to_string();
-    Ok(text.lines().nth(3).unwrap_or_default().trim_matches(|ch| ch == '|' || ch == ' ').to_string())
+    Ok(text
+        .lines()
+        .nth(3)
+        .unwrap_or_default()
+        .trim_matches(|ch| ch == '|' || ch == ' ')
+        .to_string())
 }
 
 /// Waits until `sql` returns `expected` (as text), for at most `within`.
-async fn wait_for(c: &mut Client, sql: &str, expected: &str, within: Duration) -> anyhow::Result<()> {
+async fn wait_for(
+    c: &mut Client,
+    sql: &str,
+    expected: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let got = scalar(c, sql).await?;
         if got == expected {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "{sql} is {got:?}, not {expected:?} after {within:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{sql} is {got:?}, not {expected:?} after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -119,27 +173,79 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     // From outside the cluster (a client without the cluster's credentials), the worker
     // container refuses every call but its health check.
     let address = scalar(&mut c, "SELECT address FROM system.workers").await?;
-    let channel = tonic::transport::Endpoint::from_shared(address.clone())?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(address.clone())?
+        .connect()
+        .await?;
     let mut outsider = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
-    let stats = outsider.do_action(Action { r#type: "stats".into(), body: Default::default() }).await.unwrap_err();
+    let stats = outsider
+        .do_action(Action {
+            r#type: "stats".into(),
+            body: Default::default(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(stats.code(), tonic::Code::Unauthenticated, "{stats:?}");
-    let fragment = outsider.do_get(arrow_flight::Ticket { ticket: b"shuffle:q/x:0".to_vec().into() }).await.unwrap_err();
-    assert_eq!(fragment.code(), tonic::Code::Unauthenticated, "{fragment:?}");
-    let mut health = outsider.do_action(Action { r#type: "health".into(), body: Default::default() }).await?.into_inner();
-    assert_eq!(health.message().await?.map(|r| r.body.to_vec()), Some(b"ok".to_vec()));
+    let fragment = outsider
+        .do_get(arrow_flight::Ticket {
+            ticket: b"shuffle:q/x:0".to_vec().into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fragment.code(),
+        tonic::Code::Unauthenticated,
+        "{fragment:?}"
+    );
+    let mut health = outsider
+        .do_action(Action {
+            r#type: "health".into(),
+            body: Default::default(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        health.message().await?.map(|r| r.body.to_vec()),
+        Some(b"ok".to_vec())
+    );
     // The same from a container on the cluster's own network: the image's `quiver sql` is a
     // Flight SQL client without the secret.
     let worker_addr = address.trim_start_matches("http://");
     let network = format!("quiver-{cluster}");
     let out = Command::new("docker")
-        .args(["run", "--rm", "--network", &network, images(), "sql", "--host", worker_addr, "SELECT 1"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            &network,
+            images(),
+            "sql",
+            "--host",
+            worker_addr,
+            "SELECT 1",
+        ])
         .output()?;
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && said.contains("missing cluster credentials"), "a container outside the cluster got: {said}");
+    assert!(
+        !out.status.success() && said.contains("missing cluster credentials"),
+        "a container outside the cluster got: {said}"
+    );
     let out = Command::new("docker")
-        .args(["run", "--rm", "--network", &network, images(), "health", "--addr", worker_addr])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            &network,
+            images(),
+            "health",
+            "--addr",
+            worker_addr,
+        ])
         .output()?;
-    assert!(out.status.success(), "the health check is open: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the health check is open: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Queries run the whole time; each must give the reference answer.
     let sql = tpch_query(1);
@@ -147,7 +253,13 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (addr, stop, done, sql, expected) = (server.addr.clone(), stop.clone(), done.clone(), sql.clone(), expected.clone());
+        let (addr, stop, done, sql, expected) = (
+            server.addr.clone(),
+            stop.clone(),
+            done.clone(),
+            sql.clone(),
+            expected.clone(),
+        );
         tokio::spawn(async move {
             let mut c = client(&addr).await?;
             while !stop.load(Ordering::Relaxed) {
@@ -162,11 +274,22 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     scale(&mut c, "3").await?;
     wait_for(&mut c, ready, "3", Duration::from_secs(60)).await?;
     let plan = pretty_format_batches(&query(&mut c, &format!("EXPLAIN {sql}")).await?)?.to_string();
-    let placed = (1..=9).filter(|n| plan.contains(&format!("@quiver-{cluster}-worker-{n}"))).count();
-    assert!(placed >= 3, "fragments should use all 3 containers:\n{plan}");
+    let placed = (1..=9)
+        .filter(|n| plan.contains(&format!("@quiver-{cluster}-worker-{n}")))
+        .count();
+    assert!(
+        placed >= 3,
+        "fragments should use all 3 containers:\n{plan}"
+    );
 
     scale(&mut c, "1").await?;
-    wait_for(&mut c, "SELECT count(*) FROM system.workers", "1", Duration::from_secs(60)).await?;
+    wait_for(
+        &mut c,
+        "SELECT count(*) FROM system.workers",
+        "1",
+        Duration::from_secs(60),
+    )
+    .await?;
     let before = done.load(Ordering::Relaxed);
     while done.load(Ordering::Relaxed) < before + 2 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -175,11 +298,29 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     load.await??;
     assert!(done.load(Ordering::Relaxed) >= 3);
 
-    let events = pretty_format_batches(&query(&mut c, "SELECT action, worker, reason FROM system.scaling_events").await?)?.to_string();
-    for wanted in ["start", "drain", "remove", "scaled to 3 on request", "scaled to 1 on request", "drained"] {
+    let events = pretty_format_batches(
+        &query(
+            &mut c,
+            "SELECT action, worker, reason FROM system.scaling_events",
+        )
+        .await?,
+    )?
+    .to_string();
+    for wanted in [
+        "start",
+        "drain",
+        "remove",
+        "scaled to 3 on request",
+        "scaled to 1 on request",
+        "drained",
+    ] {
         assert!(events.contains(wanted), "{wanted} missing from\n{events}");
     }
-    assert_eq!(leftovers(&cluster).0.len(), 1, "one container while the pool has one worker");
+    assert_eq!(
+        leftovers(&cluster).0.len(),
+        1,
+        "one container while the pool has one worker"
+    );
 
     stop_cleanly(server, &cluster);
     Ok(())
@@ -190,7 +331,10 @@ async fn a_killed_worker_container_is_replaced_and_the_query_succeeds() -> anyho
     let _docker = exclusive();
     let cluster = cluster_name("kill");
     let _cleanup = Cleanup(cluster.clone());
-    let server = start_coordinator(&format!("[server]\ntarget_partitions = 4\n{}", config(&cluster, 2, 2, "")))?;
+    let server = start_coordinator(&format!(
+        "[server]\ntarget_partitions = 4\n{}",
+        config(&cluster, 2, 2, "")
+    ))?;
     let mut c = client(&server.addr).await?;
     // Partial aggregates over an expensive filter (an edit distance per
     // row): workers send nothing until they
@@ -212,20 +356,60 @@ async fn a_killed_worker_container_is_replaced_and_the_query_succeeds() -> anyho
     docker(&["kill", &victim]);
     let outcome = running.await?;
     if outcome.is_err() {
-        eprintln!("{}", docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]));
-        eprintln!("{}", docker(&["inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", &format!("quiver-{cluster}-worker-2")]));
-        let logs = Command::new("docker").args(["logs", "--tail", "20", &format!("quiver-{cluster}-worker-2")]).output()?;
-        eprintln!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
+        eprintln!(
+            "{}",
+            docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
+        );
+        eprintln!(
+            "{}",
+            docker(&[
+                "inspect",
+                "-f",
+                "{{.State.OOMKilled}} {{.State.ExitCode}}",
+                &format!("quiver-{cluster}-worker-2")
+            ])
+        );
+        let logs = Command::new("docker")
+            .args([
+                "logs",
+                "--tail",
+                "20",
+                &format!("quiver-{cluster}-worker-2"),
+            ])
+            .output()?;
+        eprintln!(
+            "{}{}",
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&logs.stderr)
+        );
     }
     let (got, took) = outcome?;
     assert_eq!(got, expected, "query through a killed worker");
-    assert!(took > Duration::from_millis(1000), "query finished before the kill ({took:?}); make it slower");
+    assert!(
+        took > Duration::from_millis(1000),
+        "query finished before the kill ({took:?}); make it slower"
+    );
 
     // The pool replaces the dead container.
-    wait_for(&mut c, &format!("SELECT count(*) FROM system.workers WHERE state = 'ready' AND id <> '{victim}'"), "2", Duration::from_secs(60))
-        .await?;
-    let events = pretty_format_batches(&query(&mut c, "SELECT action, worker, reason FROM system.scaling_events").await?)?.to_string();
-    assert!(events.contains("replace") && events.contains(&victim), "{events}");
+    wait_for(
+        &mut c,
+        &format!("SELECT count(*) FROM system.workers WHERE state = 'ready' AND id <> '{victim}'"),
+        "2",
+        Duration::from_secs(60),
+    )
+    .await?;
+    let events = pretty_format_batches(
+        &query(
+            &mut c,
+            "SELECT action, worker, reason FROM system.scaling_events",
+        )
+        .await?,
+    )?
+    .to_string();
+    assert!(
+        events.contains("replace") && events.contains(&victim),
+        "{events}"
+    );
     stop_cleanly(server, &cluster);
     Ok(())
 }
@@ -240,14 +424,24 @@ async fn a_restarted_coordinator_reaps_the_workers_of_a_killed_one() -> anyhow::
     let orphans = leftovers(&cluster).0;
     assert_eq!(orphans.len(), 2, "{orphans:?}");
     first.kill(); // SIGKILL: no chance to clean up
-    assert_eq!(leftovers(&cluster).0, orphans, "containers outlive a killed coordinator");
+    assert_eq!(
+        leftovers(&cluster).0,
+        orphans,
+        "containers outlive a killed coordinator"
+    );
 
     let second = start_coordinator(&cfg)?;
     let now = leftovers(&cluster).0;
     assert_eq!(now.len(), 2, "{now:?}");
-    assert!(now.iter().all(|c| !orphans.contains(c)), "orphans {orphans:?} still there: {now:?}");
+    assert!(
+        now.iter().all(|c| !orphans.contains(c)),
+        "orphans {orphans:?} still there: {now:?}"
+    );
     let mut c = client(&second.addr).await?;
-    assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?,
+        "25"
+    );
     stop_cleanly(second, &cluster);
     Ok(())
 }
@@ -262,10 +456,22 @@ async fn docker_unreachable_or_image_missing_is_a_clear_start_error() -> anyhow:
     };
     let cluster = cluster_name("errors");
     let _cleanup = Cleanup(cluster.clone());
-    let err = start_error(config(&cluster, 1, 1, ""), &[("DOCKER_HOST", Some("unix:///nonexistent/docker.sock"))]);
-    assert!(err.contains("Docker is unreachable at unix:///nonexistent/docker.sock"), "{err}");
-    let err = start_error(config(&cluster, 1, 1, "").replace("quiver-worker:latest", "quiver-worker:no-such-tag"), &[]);
-    assert!(err.contains("worker image 'quiver-worker:no-such-tag' is not available"), "{err}");
+    let err = start_error(
+        config(&cluster, 1, 1, ""),
+        &[("DOCKER_HOST", Some("unix:///nonexistent/docker.sock"))],
+    );
+    assert!(
+        err.contains("Docker is unreachable at unix:///nonexistent/docker.sock"),
+        "{err}"
+    );
+    let err = start_error(
+        config(&cluster, 1, 1, "").replace("quiver-worker:latest", "quiver-worker:no-such-tag"),
+        &[],
+    );
+    assert!(
+        err.contains("worker image 'quiver-worker:no-such-tag' is not available"),
+        "{err}"
+    );
     assert_eq!(leftovers(&cluster), (vec![], vec![]));
     Ok(())
 }
@@ -275,7 +481,12 @@ async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyho
     let _docker = exclusive();
     let cluster = cluster_name("auto");
     let _cleanup = Cleanup(cluster.clone());
-    let cfg = config(&cluster, 1, 2, "busy_fragments = 1\ncooldown_secs = 1\nidle_secs = 3");
+    let cfg = config(
+        &cluster,
+        1,
+        2,
+        "busy_fragments = 1\ncooldown_secs = 1\nidle_secs = 3",
+    );
     let server = start_coordinator(&format!("[server]\ntarget_partitions = 2\n{cfg}"))?;
     let mut c = client(&server.addr).await?;
     let workers = "SELECT count(*) FROM system.workers";
@@ -291,12 +502,24 @@ async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyho
         )
         .await
     });
-    wait_for(&mut c, "SELECT count(*) FROM system.workers WHERE state = 'ready'", "2", Duration::from_secs(60)).await?;
+    wait_for(
+        &mut c,
+        "SELECT count(*) FROM system.workers WHERE state = 'ready'",
+        "2",
+        Duration::from_secs(60),
+    )
+    .await?;
     slow.await??;
     // Idle for idle_secs: back to min.
     wait_for(&mut c, workers, "1", Duration::from_secs(60)).await?;
-    let reasons = pretty_format_batches(&query(&mut c, "SELECT action, reason FROM system.scaling_events").await?)?.to_string();
-    assert!(reasons.contains("fragments running on 1 workers (busy at 1 per worker)"), "{reasons}");
+    let reasons = pretty_format_batches(
+        &query(&mut c, "SELECT action, reason FROM system.scaling_events").await?,
+    )?
+    .to_string();
+    assert!(
+        reasons.contains("fragments running on 1 workers (busy at 1 per worker)"),
+        "{reasons}"
+    );
     assert!(reasons.contains("idle for"), "{reasons}");
     stop_cleanly(server, &cluster);
     Ok(())
@@ -319,22 +542,46 @@ async fn a_coordinator_in_a_container_manages_workers_through_the_socket() -> an
         }
     }
     let _remove = Remove(coordinator.clone());
-    docker(&["network", "create", "--label", &format!("quiver.cluster={cluster}"), &net]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        &format!("quiver.cluster={cluster}"),
+        &net,
+    ]);
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("quiver.toml");
-    let text = format!("[server]\nlisten = \"0.0.0.0:50051\"\n{}", config(&cluster, 1, 2, &format!("network = \"{net}\"")));
+    let text = format!(
+        "[server]\nlisten = \"0.0.0.0:50051\"\n{}",
+        config(&cluster, 1, 2, &format!("network = \"{net}\""))
+    );
     std::fs::write(&cfg, text)?;
     let data = tpch_dir().to_string_lossy().into_owned();
     // Root in the container only because this engine's socket is root-only; with a
     // docker group, `--group-add <gid>` keeps the image's non-root user.
     docker(&[
-        "run", "-d", "--name", &coordinator, "--network", &net, "--user", "0:0",
-        "-v", "/var/run/docker.sock:/var/run/docker.sock",
-        "-v", &format!("{}:/etc/quiver/quiver.toml:ro", cfg.display()),
-        "-v", &format!("{data}:{data}:ro"),
+        "run",
+        "-d",
+        "--name",
+        &coordinator,
+        "--network",
+        &net,
+        "--user",
+        "0:0",
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "-v",
+        &format!("{}:/etc/quiver/quiver.toml:ro", cfg.display()),
+        "-v",
+        &format!("{data}:{data}:ro"),
         "quiver-coordinator:latest",
     ]);
-    let ip = docker(&["inspect", "-f", &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"), &coordinator]);
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        &coordinator,
+    ]);
     let addr = format!("{}:50051", ip.trim());
     let started = Instant::now();
     let mut c = loop {
@@ -345,20 +592,55 @@ async fn a_coordinator_in_a_container_manages_workers_through_the_socket() -> an
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => {
-                let logs = Command::new("docker").args(["logs", &coordinator]).output()?;
-                anyhow::bail!("coordinator container never served: {e}\n{}", String::from_utf8_lossy(&logs.stderr));
+                let logs = Command::new("docker")
+                    .args(["logs", &coordinator])
+                    .output()?;
+                anyhow::bail!(
+                    "coordinator container never served: {e}\n{}",
+                    String::from_utf8_lossy(&logs.stderr)
+                );
             }
         }
     };
-    wait_for(&mut c, "SELECT count(*) FROM system.workers WHERE state = 'ready'", "1", Duration::from_secs(60)).await?;
-    assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
-    let workers = docker(&["ps", "-q", "--filter", &format!("label=quiver.cluster={cluster}"), "--filter", "label=quiver.role=worker"]);
-    assert_eq!(workers.lines().count(), 1, "one worker container next to the coordinator");
+    wait_for(
+        &mut c,
+        "SELECT count(*) FROM system.workers WHERE state = 'ready'",
+        "1",
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?,
+        "25"
+    );
+    let workers = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=quiver.cluster={cluster}"),
+        "--filter",
+        "label=quiver.role=worker",
+    ]);
+    assert_eq!(
+        workers.lines().count(),
+        1,
+        "one worker container next to the coordinator"
+    );
 
     // `docker stop` sends SIGTERM: the coordinator removes its workers before it exits.
     docker(&["stop", "-t", "30", &coordinator]);
-    let workers = docker(&["ps", "-aq", "--filter", &format!("label=quiver.cluster={cluster}"), "--filter", "label=quiver.role=worker"]);
-    assert!(workers.trim().is_empty(), "worker containers left: {workers}");
+    let workers = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=quiver.cluster={cluster}"),
+        "--filter",
+        "label=quiver.role=worker",
+    ]);
+    assert!(
+        workers.trim().is_empty(),
+        "worker containers left: {workers}"
+    );
     let exit = docker(&["inspect", "-f", "{{.State.ExitCode}}", &coordinator]);
     assert_eq!(exit.trim(), "0", "the coordinator's exit after SIGTERM");
     Ok(())
@@ -379,11 +661,30 @@ async fn a_second_coordinator_cannot_take_over_a_live_cluster() -> anyhow::Resul
 
     let (ok, err) = serve_until_exit(&cfg, &[]);
     assert!(!ok, "a second coordinator started on a live cluster");
-    assert!(err.contains(&format!("workers.cluster '{cluster}' belongs to a running coordinator")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "workers.cluster '{cluster}' belongs to a running coordinator"
+        )),
+        "{err}"
+    );
     assert!(err.contains("Stop that coordinator first"), "{err}");
-    assert_eq!(leftovers(&cluster).0, before, "the refused coordinator touched the live cluster's containers");
-    assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
-    assert_eq!(scalar(&mut c, "SELECT count(*) FROM system.workers WHERE state = 'ready'").await?, "2");
+    assert_eq!(
+        leftovers(&cluster).0,
+        before,
+        "the refused coordinator touched the live cluster's containers"
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?,
+        "25"
+    );
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT count(*) FROM system.workers WHERE state = 'ready'"
+        )
+        .await?,
+        "2"
+    );
     stop_cleanly(first, &cluster);
     Ok(())
 }
@@ -402,7 +703,11 @@ async fn a_failed_start_leaves_no_container_or_network() -> anyhow::Result<()> {
     let (ok, err) = serve_until_exit(&cfg, &[]);
     assert!(!ok, "started without its certificate");
     assert!(err.contains("/nonexistent/quiver-cert.pem"), "{err}");
-    assert_eq!(leftovers(&cluster), (vec![], vec![]), "containers or network left by a failed start");
+    assert_eq!(
+        leftovers(&cluster),
+        (vec![], vec![]),
+        "containers or network left by a failed start"
+    );
     Ok(())
 }
 
@@ -418,40 +723,97 @@ async fn a_container_that_takes_a_workers_address_is_noticed() -> anyhow::Result
     let net = format!("quiver-{cluster}-net");
     let octet = 100 + std::process::id() % 100;
     let label = format!("quiver.cluster={cluster}");
-    docker(&["network", "create", "--label", &label, "--subnet", &format!("172.29.{octet}.0/24"), &net]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        &label,
+        "--subnet",
+        &format!("172.29.{octet}.0/24"),
+        &net,
+    ]);
     // Health rounds 5 s apart: the swap below falls between two of them.
-    let cfg = config(&cluster, 1, 1, &format!("network = \"{net}\"")).replace("health_interval_secs = 0.5", "health_interval_secs = 5.0");
+    let cfg = config(&cluster, 1, 1, &format!("network = \"{net}\""))
+        .replace("health_interval_secs = 0.5", "health_interval_secs = 5.0");
     let server = start_coordinator(&cfg)?;
     let mut c = client(&server.addr).await?;
     let victim = format!("quiver-{cluster}-worker-1");
-    let ip = docker(&["inspect", "-f", &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"), &victim]);
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        &victim,
+    ]);
     let ip = ip.trim().to_string();
     assert!(!ip.is_empty());
 
     docker(&["rm", "-f", &victim]);
     docker(&[
-        "run", "-d", "--name", &victim, "--network", &net, "--ip", &ip, "--label", &label,
-        "-e", &format!("{CLUSTER_SECRET_VAR}={CLUSTER_SECRET}"),
-        images(), "worker", "--listen", "0.0.0.0:50061", "--id", "impostor",
+        "run",
+        "-d",
+        "--name",
+        &victim,
+        "--network",
+        &net,
+        "--ip",
+        &ip,
+        "--label",
+        &label,
+        "-e",
+        &format!("{CLUSTER_SECRET_VAR}={CLUSTER_SECRET}"),
+        images(),
+        "worker",
+        "--listen",
+        "0.0.0.0:50061",
+        "--id",
+        "impostor",
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let events = pretty_format_batches(&query(&mut c, "SELECT action, worker, reason FROM system.scaling_events").await?)?.to_string();
+        let events = pretty_format_batches(
+            &query(
+                &mut c,
+                "SELECT action, worker, reason FROM system.scaling_events",
+            )
+            .await?,
+        )?
+        .to_string();
         if events.contains("lost") && events.contains("another process answers") {
             assert!(events.contains(&victim), "{events}");
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the replaced container went unnoticed: {events}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replaced container went unnoticed: {events}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // A worker of its own replaces it, and queries run there.
-    wait_for(&mut c, &format!("SELECT count(*) FROM system.workers WHERE state = 'ready' AND id <> '{victim}'"), "1", Duration::from_secs(60))
-        .await?;
-    assert_eq!(scalar(&mut c, "SELECT count(*) FROM system.workers").await?, "1");
-    assert_eq!(scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?, "25");
+    wait_for(
+        &mut c,
+        &format!("SELECT count(*) FROM system.workers WHERE state = 'ready' AND id <> '{victim}'"),
+        "1",
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM system.workers").await?,
+        "1"
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM quiver.tpch.nation").await?,
+        "25"
+    );
     // The impostor still runs (it is not the coordinator's to remove) but gets no work.
     let address = format!("http://{ip}:50061");
-    assert_eq!(scalar(&mut c, &format!("SELECT count(*) FROM system.workers WHERE address = '{address}'")).await?, "0");
+    assert_eq!(
+        scalar(
+            &mut c,
+            &format!("SELECT count(*) FROM system.workers WHERE address = '{address}'")
+        )
+        .await?,
+        "0"
+    );
     drop(server);
     Ok(())
 }
@@ -471,28 +833,65 @@ async fn a_pool_scales_to_zero_and_back_for_a_query() -> anyhow::Result<()> {
     assert_eq!(scalar(&mut c, "SELECT 1").await?, "1");
     // A few autoscaler rounds: an idle pool at zero stays there.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(scalar(&mut c, "SELECT count(*) FROM system.scaling_events").await?, "0");
-    assert_eq!(leftovers(&cluster).0.len(), 0, "a worker started for a query that needs none");
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM system.scaling_events").await?,
+        "0"
+    );
+    assert_eq!(
+        leftovers(&cluster).0.len(),
+        0,
+        "a worker started for a query that needs none"
+    );
 
     // TPC-H's 25 nation keys are 0..=24, in a Parquet file a worker scans (a bare
     // count(*) would be answered from the file's statistics, without a worker).
     let sql = "SELECT sum(n_nationkey) FROM quiver.tpch.nation -- first";
     assert_eq!(scalar(&mut c, sql).await?, "300");
     let waited = pretty_format_batches(
-        &query(&mut c, "SELECT worker_wait_ms, workers_started FROM system.queries WHERE sql LIKE '%-- first'").await?,
+        &query(
+            &mut c,
+            "SELECT worker_wait_ms, workers_started FROM system.queries WHERE sql LIKE '%-- first'",
+        )
+        .await?,
     )?
     .to_string();
-    let row: Vec<u64> = waited.lines().nth(3).unwrap_or_default().split('|').filter_map(|v| v.trim().parse().ok()).collect();
+    let row: Vec<u64> = waited
+        .lines()
+        .nth(3)
+        .unwrap_or_default()
+        .split('|')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     assert_eq!(row.len(), 2, "{waited}");
-    assert!(row[0] > 0 && row[1] == 1, "the first query waited for one worker: {waited}");
+    assert!(
+        row[0] > 0 && row[1] == 1,
+        "the first query waited for one worker: {waited}"
+    );
     assert_eq!(leftovers(&cluster).0.len(), 1);
 
     // Idle: back to zero; EXPLAIN ANALYZE then shows the wait.
     wait_for(&mut c, workers, "0", Duration::from_secs(60)).await?;
-    let explained = pretty_format_batches(&query(&mut c, "EXPLAIN ANALYZE SELECT count(*) FROM quiver.tpch.orders WHERE o_totalprice > 1000").await?)?.to_string();
-    assert!(explained.contains("worker_wait") && explained.contains("worker(s) to start (scale from zero)"), "{explained}");
-    let events = pretty_format_batches(&query(&mut c, "SELECT action, reason FROM system.scaling_events").await?)?.to_string();
-    assert!(events.contains("scale from zero") && events.contains("idle for"), "{events}");
+    let explained = pretty_format_batches(
+        &query(
+            &mut c,
+            "EXPLAIN ANALYZE SELECT count(*) FROM quiver.tpch.orders WHERE o_totalprice > 1000",
+        )
+        .await?,
+    )?
+    .to_string();
+    assert!(
+        explained.contains("worker_wait")
+            && explained.contains("worker(s) to start (scale from zero)"),
+        "{explained}"
+    );
+    let events = pretty_format_batches(
+        &query(&mut c, "SELECT action, reason FROM system.scaling_events").await?,
+    )?
+    .to_string();
+    assert!(
+        events.contains("scale from zero") && events.contains("idle for"),
+        "{events}"
+    );
     stop_cleanly(server, &cluster);
     Ok(())
 }

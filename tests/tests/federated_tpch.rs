@@ -26,10 +26,24 @@ const TABLES: [(&str, &str); 2] = [
 async fn load_postgres(reference: &datafusion::prelude::SessionContext) -> anyhow::Result<()> {
     psql("CREATE SCHEMA IF NOT EXISTS tpch_fed");
     for (table, columns) in TABLES {
-        let expected = reference.sql(&format!("SELECT count(*) FROM {table}")).await?.collect().await?;
+        let expected = reference
+            .sql(&format!("SELECT count(*) FROM {table}"))
+            .await?
+            .collect()
+            .await?;
         let expected = arrow::util::display::array_value_to_string(expected[0].column(0), 0)?;
-        let exists = psql(&format!("SELECT to_regclass('tpch_fed.{table}') IS NOT NULL")).trim() == "t";
-        let present = if exists { psql(&format!("SELECT count(*) FROM tpch_fed.{table}")).trim().to_string() } else { String::new() };
+        let exists = psql(&format!(
+            "SELECT to_regclass('tpch_fed.{table}') IS NOT NULL"
+        ))
+        .trim()
+            == "t";
+        let present = if exists {
+            psql(&format!("SELECT count(*) FROM tpch_fed.{table}"))
+                .trim()
+                .to_string()
+        } else {
+            String::new()
+        };
         if present == expected {
             continue;
         }
@@ -42,15 +56,26 @@ async fn load_postgres(reference: &datafusion::prelude::SessionContext) -> anyho
             .await?;
         // DataFusion writes a folder of part files when the path has no extension; find them.
         let files: Vec<_> = if csv.is_dir() {
-            std::fs::read_dir(&csv)?.filter_map(|e| e.ok().map(|e| e.path())).collect()
+            std::fs::read_dir(&csv)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect()
         } else {
             vec![csv.clone()]
         };
-        psql(&format!("DROP TABLE IF EXISTS tpch_fed.{table}; CREATE TABLE tpch_fed.{table} ({columns})"));
+        psql(&format!(
+            "DROP TABLE IF EXISTS tpch_fed.{table}; CREATE TABLE tpch_fed.{table} ({columns})"
+        ));
         for f in files {
-            psql(&format!("\\copy tpch_fed.{table} FROM '{}' WITH (FORMAT csv, HEADER true)", f.display()));
+            psql(&format!(
+                "\\copy tpch_fed.{table} FROM '{}' WITH (FORMAT csv, HEADER true)",
+                f.display()
+            ));
         }
-        assert_eq!(psql(&format!("SELECT count(*) FROM tpch_fed.{table}")).trim(), expected, "{table} loaded");
+        assert_eq!(
+            psql(&format!("SELECT count(*) FROM tpch_fed.{table}")).trim(),
+            expected,
+            "{table} loaded"
+        );
     }
     Ok(())
 }
@@ -58,16 +83,29 @@ async fn load_postgres(reference: &datafusion::prelude::SessionContext) -> anyho
 /// Loads `nation` and `region` into MariaDB (small: plain INSERTs).
 async fn load_mariadb(reference: &datafusion::prelude::SessionContext) -> anyhow::Result<()> {
     let ddl = [
-        ("nation", "n_nationkey bigint, n_name char(25), n_regionkey bigint, n_comment varchar(152)"),
-        ("region", "r_regionkey bigint, r_name char(25), r_comment varchar(152)"),
+        (
+            "nation",
+            "n_nationkey bigint, n_name char(25), n_regionkey bigint, n_comment varchar(152)",
+        ),
+        (
+            "region",
+            "r_regionkey bigint, r_name char(25), r_comment varchar(152)",
+        ),
     ];
     for (table, columns) in ddl {
-        let batches = reference.sql(&format!("SELECT * FROM {table}")).await?.collect().await?;
+        let batches = reference
+            .sql(&format!("SELECT * FROM {table}"))
+            .await?
+            .collect()
+            .await?;
         let mut values = vec![];
         for b in &batches {
             for r in 0..b.num_rows() {
                 let cells: Vec<String> = (0..b.num_columns())
-                    .map(|c| arrow::util::display::array_value_to_string(b.column(c), r).map(|v| format!("'{}'", v.replace('\'', "''"))))
+                    .map(|c| {
+                        arrow::util::display::array_value_to_string(b.column(c), r)
+                            .map(|v| format!("'{}'", v.replace('\'', "''")))
+                    })
                     .collect::<Result<_, _>>()?;
                 values.push(format!("({})", cells.join(", ")));
             }
@@ -87,7 +125,10 @@ fn qualify(sql: &str) -> String {
     while let Some(ch) = chars.next() {
         if ch.is_ascii_alphanumeric() || ch == '_' {
             let mut word = String::from(ch);
-            while let Some(&c) = chars.peek().filter(|c| c.is_ascii_alphanumeric() || **c == '_') {
+            while let Some(&c) = chars
+                .peek()
+                .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
+            {
                 word.push(c);
                 chars.next();
             }
@@ -139,26 +180,47 @@ fn start_federated(workers: &str) -> anyhow::Result<Process> {
 /// `pg` carries more settings of the PostgreSQL source.
 fn start_federated_with(workers: &str, pg: &str) -> anyhow::Result<Process> {
     let dir = tpch_dir();
-    let mut config = String::from("[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n");
+    let mut config =
+        String::from("[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n");
     config.push_str(&format!("[workers]\n{workers}\n"));
     config.push_str("[[source]]\nname = \"tpch\"\nkind = \"files\"\nformat = \"parquet\"\n");
     for t in ["lineitem", "part", "partsupp", "supplier"] {
-        config.push_str(&format!("[[source.table]]\nname = \"{t}\"\nlocation = \"{}/{t}/\"\n", dir.display()));
+        config.push_str(&format!(
+            "[[source.table]]\nname = \"{t}\"\nlocation = \"{}/{t}/\"\n",
+            dir.display()
+        ));
     }
     config.push_str(&pg::source("pg", "tpch_fed"));
     config.push_str(pg);
     config.push_str(&my::source("my"));
-    let env = [("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD), ("QUIVER_TEST_MY_PASSWORD", my::PASSWORD)];
+    let env = [
+        ("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD),
+        ("QUIVER_TEST_MY_PASSWORD", my::PASSWORD),
+    ];
     start_coordinator_with_env(&config, &env)
 }
 
 /// The columns a logged statement selects from `table` (as the statement writes
 /// it): the select list of the SELECT that reads it, unqualified and unquoted.
 fn select_list(statement: &str, table: &str) -> Vec<String> {
-    let Some(from) = statement.find(&format!(" FROM {table}")) else { return vec![] };
-    let Some(select) = statement[..from].rfind("SELECT ") else { return vec![] };
-    let unquote = |c: &str| c.trim().rsplit('.').next().unwrap_or("").trim_matches(|q| q == '"' || q == '`').to_string();
-    let mut columns: Vec<String> = statement[select + 7..from].split(',').map(unquote).collect();
+    let Some(from) = statement.find(&format!(" FROM {table}")) else {
+        return vec![];
+    };
+    let Some(select) = statement[..from].rfind("SELECT ") else {
+        return vec![];
+    };
+    let unquote = |c: &str| {
+        c.trim()
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .trim_matches(|q| q == '"' || q == '`')
+            .to_string()
+    };
+    let mut columns: Vec<String> = statement[select + 7..from]
+        .split(',')
+        .map(unquote)
+        .collect();
     columns.sort();
     columns
 }
@@ -176,18 +238,41 @@ async fn only_the_columns_a_cross_source_join_uses_leave_each_database() -> anyh
                WHERE o.o_orderpriority <> 'quiver-columns-test' GROUP BY o.o_orderdate ORDER BY revenue DESC, o.o_orderdate LIMIT 5";
     let expected = reference.sql(sql).await?.collect().await?;
     let actual = query(&mut client, &sql.replace("JOIN orders", "JOIN pg.orders")).await?;
-    assert_same_rows(&actual, &expected, true, "orders from PostgreSQL joined with lineitem");
+    assert_same_rows(
+        &actual,
+        &expected,
+        true,
+        "orders from PostgreSQL joined with lineitem",
+    );
     let statement = pg::last_copy("quiver-columns-test");
-    assert_eq!(select_list(&statement, "\"tpch_fed\".\"orders\""), ["o_orderdate", "o_orderkey"], "PostgreSQL was asked for: {statement}");
+    assert_eq!(
+        select_list(&statement, "\"tpch_fed\".\"orders\""),
+        ["o_orderdate", "o_orderkey"],
+        "PostgreSQL was asked for: {statement}"
+    );
 
     // MariaDB `nation` (4 columns) joined with Parquet `supplier`: 2 are used.
     let sql = "SELECT n.n_name, count(*) AS suppliers FROM supplier s JOIN nation n ON s.s_nationkey = n.n_nationkey
                WHERE n.n_comment <> 'quiver-columns-test' GROUP BY n.n_name ORDER BY n.n_name";
     let expected = reference.sql(sql).await?.collect().await?;
     let actual = query(&mut client, &sql.replace("JOIN nation", "JOIN my.nation")).await?;
-    assert_same_rows(&actual, &expected, true, "nation from MariaDB joined with supplier");
-    let statement = my::log().lines().rev().find(|l| l.contains("quiver-columns-test")).unwrap_or_default().to_string();
-    assert_eq!(select_list(&statement, "`quiver`.`nation`"), ["n_name", "n_nationkey"], "MariaDB was asked for: {statement}");
+    assert_same_rows(
+        &actual,
+        &expected,
+        true,
+        "nation from MariaDB joined with supplier",
+    );
+    let statement = my::log()
+        .lines()
+        .rev()
+        .find(|l| l.contains("quiver-columns-test"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        select_list(&statement, "`quiver`.`nation`"),
+        ["n_name", "n_nationkey"],
+        "MariaDB was asked for: {statement}"
+    );
     Ok(())
 }
 
@@ -201,15 +286,27 @@ async fn only_the_columns_a_cross_source_join_uses_leave_each_database() -> anyh
 async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> {
     let reference = reference_context().await?;
     load_databases(&reference).await?;
-    let keys = reference.sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey = 7 ORDER BY 1").await?.collect().await?;
+    let keys = reference
+        .sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey = 7 ORDER BY 1")
+        .await?
+        .collect()
+        .await?;
     let keys = strings(&keys, "l_orderkey");
-    assert!((5..=150).contains(&keys.len()), "the test wants a short key list, got {}", keys.len());
+    assert!(
+        (5..=150).contains(&keys.len()),
+        "the test wants a short key list, got {}",
+        keys.len()
+    );
     let split = "partition_min_mb = 0\nscan_partitions = 2\n";
     let runs = [
         ("", "", "lineitem l JOIN orders o"),
         ("single_stage_max_bytes = 0", "", "lineitem l JOIN orders o"),
         ("", "", "orders o JOIN lineitem l"),
-        ("single_stage_max_bytes = 0", split, "orders o JOIN lineitem l"),
+        (
+            "single_stage_max_bytes = 0",
+            split,
+            "orders o JOIN lineitem l",
+        ),
     ];
     for (i, (workers, pg_settings, from)) in runs.into_iter().enumerate() {
         let server = start_federated_with(workers, pg_settings)?;
@@ -224,12 +321,26 @@ async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> 
         assert_same_rows(&actual, &expected, true, &format!("the join ({workers:?})"));
         let statement = pg::last_copy(&marker);
         if !pg_settings.is_empty() {
-            assert!(statement.contains("ctid"), "orders was not read as page ranges: {statement}");
+            assert!(
+                statement.contains("ctid"),
+                "orders was not read as page ranges: {statement}"
+            );
         }
-        let list = statement.split(" IN (").nth(1).and_then(|rest| rest.split(')').next()).unwrap_or_default();
-        let mut sent: Vec<String> = list.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+        let list = statement
+            .split(" IN (")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap_or_default();
+        let mut sent: Vec<String> = list
+            .split(',')
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect();
         sent.sort_by_key(|k| k.parse::<i64>().unwrap_or(i64::MAX));
-        assert_eq!(sent, keys, "({workers:?}, {from}) PostgreSQL was asked for: {statement}");
+        assert_eq!(
+            sent, keys,
+            "({workers:?}, {from}) PostgreSQL was asked for: {statement}"
+        );
     }
     Ok(())
 }
@@ -244,8 +355,15 @@ async fn tpch_with_orders_and_customer_in_postgres() -> anyhow::Result<()> {
         let sql = tpch_query(n);
         let expected = reference.sql(&sql).await?.collect().await?;
         let federated = qualify(&sql);
-        let actual = query(&mut client, &federated).await.map_err(|e| anyhow::anyhow!("q{n}: {e:#}\n{federated}"))?;
-        assert_same_rows(&actual, &expected, false, &format!("q{n} (orders, customer in PostgreSQL; nation, region in MariaDB)"));
+        let actual = query(&mut client, &federated)
+            .await
+            .map_err(|e| anyhow::anyhow!("q{n}: {e:#}\n{federated}"))?;
+        assert_same_rows(
+            &actual,
+            &expected,
+            false,
+            &format!("q{n} (orders, customer in PostgreSQL; nation, region in MariaDB)"),
+        );
     }
     Ok(())
 }

@@ -11,10 +11,10 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::{Any, CommandStatementQuery, ProstMessageExt};
 use arrow_flight::{Action, FlightDescriptor, Ticket};
 use futures::StreamExt;
-use prost::Message;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRng, TestRunner};
+use prost::Message;
 use quiver_tests::*;
 use tonic::transport::Channel;
 
@@ -22,7 +22,10 @@ use tonic::transport::Channel;
 const BUDGET: Duration = Duration::from_secs(30);
 
 fn runner() -> TestRunner {
-    TestRunner::new_with_rng(Config::default(), TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[7; 32]))
+    TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[7; 32]),
+    )
 }
 
 fn sample<T: std::fmt::Debug>(runner: &mut TestRunner, strategy: &impl Strategy<Value = T>) -> T {
@@ -42,14 +45,27 @@ fn expr() -> impl Strategy<Value = String> {
     ];
     leaf.prop_recursive(24, 256, 4, |inner| {
         prop_oneof![
-            (inner.clone(), prop::sample::select(vec!["+", "-", "*", "/", "%", "AND", "OR", "=", "<", "||", "LIKE"]), inner.clone())
+            (
+                inner.clone(),
+                prop::sample::select(vec![
+                    "+", "-", "*", "/", "%", "AND", "OR", "=", "<", "||", "LIKE"
+                ]),
+                inner.clone()
+            )
                 .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
             inner.clone().prop_map(|a| format!("NOT ({a})")),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("CASE WHEN {a} THEN {b} ELSE NULL END")),
-            (prop::sample::select(vec!["abs", "upper", "length", "coalesce", "sum", "count", "nope"]), inner.clone())
+            (inner.clone(), inner.clone())
+                .prop_map(|(a, b)| format!("CASE WHEN {a} THEN {b} ELSE NULL END")),
+            (
+                prop::sample::select(vec![
+                    "abs", "upper", "length", "coalesce", "sum", "count", "nope"
+                ]),
+                inner.clone()
+            )
                 .prop_map(|(f, a)| format!("{f}({a})")),
             inner.clone().prop_map(|a| format!("(SELECT {a})")),
-            (inner.clone(), prop::collection::vec(inner.clone(), 1..6)).prop_map(|(a, l)| format!("{a} IN ({})", l.join(", "))),
+            (inner.clone(), prop::collection::vec(inner.clone(), 1..6))
+                .prop_map(|(a, l)| format!("{a} IN ({})", l.join(", "))),
             inner.clone().prop_map(|a| format!("CAST({a} AS BIGINT)")),
         ]
     })
@@ -83,12 +99,17 @@ async fn raw(addr: &str) -> anyhow::Result<FlightServiceClient<Channel>> {
 /// The coordinator still plans and runs queries.
 async fn coordinator_alive(addr: &str) -> anyhow::Result<()> {
     let mut c = client(addr).await?;
-    anyhow::ensure!(row_count(&query(&mut c, "SELECT * FROM nation").await?) == 25, "wrong answer after hostile input");
+    anyhow::ensure!(
+        row_count(&query(&mut c, "SELECT * FROM nation").await?) == 25,
+        "wrong answer after hostile input"
+    );
     Ok(())
 }
 
 /// Drains a DoGet answer, ignoring what it says.
-async fn drain(response: Result<tonic::Response<tonic::Streaming<arrow_flight::FlightData>>, tonic::Status>) {
+async fn drain(
+    response: Result<tonic::Response<tonic::Streaming<arrow_flight::FlightData>>, tonic::Status>,
+) {
     if let Ok(r) = response {
         let mut s = r.into_inner();
         while let Some(item) = s.next().await {
@@ -113,8 +134,14 @@ async fn the_coordinator_survives_hostile_sql_and_flight_messages() -> anyhow::R
         // Generated SQL through GetFlightInfo and DoGet.
         let sql = sample(&mut rng, &statement());
         let round_started = Instant::now();
-        let cmd = CommandStatementQuery { query: sql.clone(), transaction_id: None };
-        if let Ok(info) = c.get_flight_info(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())).await {
+        let cmd = CommandStatementQuery {
+            query: sql.clone(),
+            transaction_id: None,
+        };
+        if let Ok(info) = c
+            .get_flight_info(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()))
+            .await
+        {
             for endpoint in info.into_inner().endpoint {
                 if let Some(ticket) = endpoint.ticket {
                     drain(c.do_get(ticket).await).await;
@@ -123,16 +150,53 @@ async fn the_coordinator_survives_hostile_sql_and_flight_messages() -> anyhow::R
         }
         // Random bytes as a command, as an Any with a Flight SQL type URL, as a ticket, as an action.
         let noise = sample(&mut rng, &bytes);
-        let _ = c.get_flight_info(FlightDescriptor::new_cmd(noise.clone())).await;
-        let any = Any { type_url: "type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery".into(), value: noise.clone().into() };
-        let _ = c.get_flight_info(FlightDescriptor::new_cmd(any.encode_to_vec())).await;
-        let ticket = Any { type_url: "type.googleapis.com/arrow.flight.protocol.sql.TicketStatementQuery".into(), value: noise.clone().into() };
-        drain(c.do_get(Ticket { ticket: ticket.encode_to_vec().into() }).await).await;
-        drain(c.do_get(Ticket { ticket: noise.clone().into() }).await).await;
-        let kinds = ["refresh", "scale", "health", "CreatePreparedStatement", "ClosePreparedStatement", "\u{0}"];
-        let _ = c.do_action(Action { r#type: kinds[rounds % kinds.len()].into(), body: noise.into() }).await;
+        let _ = c
+            .get_flight_info(FlightDescriptor::new_cmd(noise.clone()))
+            .await;
+        let any = Any {
+            type_url: "type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery".into(),
+            value: noise.clone().into(),
+        };
+        let _ = c
+            .get_flight_info(FlightDescriptor::new_cmd(any.encode_to_vec()))
+            .await;
+        let ticket = Any {
+            type_url: "type.googleapis.com/arrow.flight.protocol.sql.TicketStatementQuery".into(),
+            value: noise.clone().into(),
+        };
+        drain(
+            c.do_get(Ticket {
+                ticket: ticket.encode_to_vec().into(),
+            })
+            .await,
+        )
+        .await;
+        drain(
+            c.do_get(Ticket {
+                ticket: noise.clone().into(),
+            })
+            .await,
+        )
+        .await;
+        let kinds = [
+            "refresh",
+            "scale",
+            "health",
+            "CreatePreparedStatement",
+            "ClosePreparedStatement",
+            "\u{0}",
+        ];
+        let _ = c
+            .do_action(Action {
+                r#type: kinds[rounds % kinds.len()].into(),
+                body: noise.into(),
+            })
+            .await;
         if let Ok(Some(_)) = server.child.try_wait() {
-            anyhow::bail!("the coordinator died on round {rounds}, statement: {}", sql.chars().take(300).collect::<String>());
+            anyhow::bail!(
+                "the coordinator died on round {rounds}, statement: {}",
+                sql.chars().take(300).collect::<String>()
+            );
         }
         anyhow::ensure!(
             round_started.elapsed() < Duration::from_secs(20),
@@ -146,7 +210,10 @@ async fn the_coordinator_survives_hostile_sql_and_flight_messages() -> anyhow::R
     }
     coordinator_alive(&server.addr).await?;
     assert!(server.child.try_wait()?.is_none(), "the coordinator exited");
-    eprintln!("hostile battery: {rounds} rounds against the coordinator in {:?}", started.elapsed());
+    eprintln!(
+        "hostile battery: {rounds} rounds against the coordinator in {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -163,27 +230,80 @@ async fn a_worker_survives_hostile_tickets_and_actions() -> anyhow::Result<()> {
         let noise = sample(&mut rng, &bytes);
         // Without credentials: refused before anything is decoded.
         let mut c = raw(&worker.addr).await?;
-        let refused = c.do_get(Ticket { ticket: noise.clone().into() }).await;
-        assert!(matches!(&refused, Err(s) if s.code() == tonic::Code::Unauthenticated), "{refused:?}");
+        let refused = c
+            .do_get(Ticket {
+                ticket: noise.clone().into(),
+            })
+            .await;
+        assert!(
+            matches!(&refused, Err(s) if s.code() == tonic::Code::Unauthenticated),
+            "{refused:?}"
+        );
         // With credentials, random sealed tickets: random plans, random exchange keys.
         let mut member = worker_client(&worker.addr).await?;
-        let fragment = quiver_proto::FragmentTicket { query_id: "hostile".into(), fragment_id: 1, partition: 0, plan: noise.clone(), memory_limit: 0, for_client: false };
-        drain(member.do_get(Ticket { ticket: key.seal(&fragment.encode_to_vec()).into() }).await).await;
-        drain(member.do_get(Ticket { ticket: key.seal(&noise).into() }).await).await;
+        let fragment = quiver_proto::FragmentTicket {
+            query_id: "hostile".into(),
+            fragment_id: 1,
+            partition: 0,
+            plan: noise.clone(),
+            memory_limit: 0,
+            for_client: false,
+        };
+        drain(
+            member
+                .do_get(Ticket {
+                    ticket: key.seal(&fragment.encode_to_vec()).into(),
+                })
+                .await,
+        )
+        .await;
+        drain(
+            member
+                .do_get(Ticket {
+                    ticket: key.seal(&noise).into(),
+                })
+                .await,
+        )
+        .await;
         let mut shuffle = b"shuffle:".to_vec();
         shuffle.extend_from_slice(&noise[..noise.len().min(64)]);
-        drain(member.do_get(Ticket { ticket: key.seal(&shuffle).into() }).await).await;
+        drain(
+            member
+                .do_get(Ticket {
+                    ticket: key.seal(&shuffle).into(),
+                })
+                .await,
+        )
+        .await;
         let kinds = ["stats", "release", "health", "nope"];
-        let _ = member.do_action(Action { r#type: kinds[rounds % kinds.len()].into(), body: noise.into() }).await;
+        let _ = member
+            .do_action(Action {
+                r#type: kinds[rounds % kinds.len()].into(),
+                body: noise.into(),
+            })
+            .await;
         if let Ok(Some(_)) = worker.child.try_wait() {
             anyhow::bail!("the worker died on round {rounds}");
         }
     }
     assert!(worker.child.try_wait()?.is_none(), "the worker exited");
-    let mut health = raw(&worker.addr).await?.do_action(Action { r#type: "health".into(), body: Default::default() }).await?.into_inner();
-    assert_eq!(health.message().await?.map(|r| r.body.to_vec()), Some(b"ok".to_vec()));
+    let mut health = raw(&worker.addr)
+        .await?
+        .do_action(Action {
+            r#type: "health".into(),
+            body: Default::default(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        health.message().await?.map(|r| r.body.to_vec()),
+        Some(b"ok".to_vec())
+    );
     assert!(completed_fragments(&worker.addr).await.is_ok());
-    eprintln!("hostile battery: {rounds} rounds against a worker in {:?}", started.elapsed());
+    eprintln!(
+        "hostile battery: {rounds} rounds against a worker in {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -205,7 +325,11 @@ fn startup_message(user: &[u8]) -> Vec<u8> {
 /// Writes `bytes` to `addr`, reads whatever comes back for a moment, and hangs up.
 async fn poke(addr: &str, bytes: &[u8]) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await else { return };
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return;
+    };
     let _ = s.write_all(bytes).await;
     let mut buf = vec![0u8; 1 << 16];
     let _ = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await;
@@ -213,7 +337,10 @@ async fn poke(addr: &str, bytes: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_and_http_doors_survive_garbage() -> anyhow::Result<()> {
-    let config = format!("[server]\npostgres_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n{}", tpch_source());
+    let config = format!(
+        "[server]\npostgres_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n{}",
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let (pg, http) = (server.postgres_addr(), server.http_addr());
     let mut runner = runner();
@@ -224,24 +351,45 @@ async fn the_postgres_and_http_doors_survive_garbage() -> anyhow::Result<()> {
         // Raw bytes; a valid startup followed by garbage messages; an HTTP request with a random body.
         let noise = sample(&mut runner, &bytes);
         poke(&pg, &noise).await;
-        let mut after_startup = startup_message(&sample(&mut runner, &prop::collection::vec(1u8..=255, 0..40)));
+        let mut after_startup = startup_message(&sample(
+            &mut runner,
+            &prop::collection::vec(1u8..=255, 0..40),
+        ));
         after_startup.extend(&noise);
         poke(&pg, &after_startup).await;
         poke(&http, &noise).await;
-        let mut request = format!("POST /v1/sql HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", noise.len()).into_bytes();
+        let mut request = format!(
+            "POST /v1/sql HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            noise.len()
+        )
+        .into_bytes();
         request.extend(&noise);
         poke(&http, &request).await;
         // Generated SQL through a real client: an answer or an error, never a dead server.
-        let (c, connection) = tokio_postgres::connect(&format!("postgres://quiver@{pg}/quiver"), tokio_postgres::NoTls).await?;
+        let (c, connection) = tokio_postgres::connect(
+            &format!("postgres://quiver@{pg}/quiver"),
+            tokio_postgres::NoTls,
+        )
+        .await?;
         tokio::spawn(connection);
         let sql = sample(&mut runner, &statement());
         let _ = tokio::time::timeout(Duration::from_secs(20), c.simple_query(&sql)).await;
         let rows = c.query("SELECT count(*) FROM nation", &[]).await?;
-        anyhow::ensure!(rows[0].get::<_, i64>(0) == 25, "wrong answer after hostile input");
+        anyhow::ensure!(
+            rows[0].get::<_, i64>(0) == 25,
+            "wrong answer after hostile input"
+        );
         rounds += 1;
     }
     // Both doors still answer, and so does Flight SQL.
-    let out = std::process::Command::new("curl").args(["-sS", "-d", "SELECT count(*) AS n FROM region", &format!("http://{http}/v1/sql")]).output()?;
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-d",
+            "SELECT count(*) AS n FROM region",
+            &format!("http://{http}/v1/sql"),
+        ])
+        .output()?;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"[{"n":5}]"#);
     coordinator_alive(&server.addr).await?;
     assert!(rounds > 5, "only {rounds} rounds ran");

@@ -12,16 +12,26 @@ fn curl(args: &[&str]) -> (Vec<u8>, u16) {
         .args(args)
         .output()
         .expect("run curl (scripts/setup-tools.sh installs it)");
-    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut body = out.stdout;
     let at = body.iter().rposition(|b| *b == b'\n').expect("status line");
-    let code = String::from_utf8_lossy(&body[at + 1..]).trim().parse().expect("status code");
+    let code = String::from_utf8_lossy(&body[at + 1..])
+        .trim()
+        .parse()
+        .expect("status code");
     body.truncate(at);
     (body, code)
 }
 
 fn config(extra: &str) -> String {
-    format!("[server]\nhttp_listen = \"127.0.0.1:0\"\n{extra}\n{}", tpch_source())
+    format!(
+        "[server]\nhttp_listen = \"127.0.0.1:0\"\n{extra}\n{}",
+        tpch_source()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +46,10 @@ async fn sql_api_answers_json_csv_and_arrow() -> anyhow::Result<()> {
     let rows = rows.as_array().expect("an array of rows");
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[0]["n_nationkey"], 6);
-    assert_eq!(rows[0]["n_name"].as_str().map(str::trim_end), Some("FRANCE"));
+    assert_eq!(
+        rows[0]["n_name"].as_str().map(str::trim_end),
+        Some("FRANCE")
+    );
 
     let (body, code) = curl(&["-H", "Accept: text/csv", "-d", sql, &url]);
     assert_eq!(code, 200);
@@ -47,9 +60,19 @@ async fn sql_api_answers_json_csv_and_arrow() -> anyhow::Result<()> {
     assert!(lines[1].starts_with("6,FRANCE"), "{text}");
 
     let (body, code) = curl(&["-d", sql, &format!("{url}?format=csv")]);
-    assert_eq!((code, String::from_utf8(body)?), (200, text.clone()), "?format=csv is the same CSV");
+    assert_eq!(
+        (code, String::from_utf8(body)?),
+        (200, text.clone()),
+        "?format=csv is the same CSV"
+    );
 
-    let (body, code) = curl(&["-H", "Accept: application/vnd.apache.arrow.stream", "-d", sql, &url]);
+    let (body, code) = curl(&[
+        "-H",
+        "Accept: application/vnd.apache.arrow.stream",
+        "-d",
+        sql,
+        &url,
+    ]);
     assert_eq!(code, 200);
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
     let batches: Vec<_> = reader.collect::<Result<_, _>>()?;
@@ -57,20 +80,40 @@ async fn sql_api_answers_json_csv_and_arrow() -> anyhow::Result<()> {
     assert_eq!(strings(&batches, "n_nationkey")[4], "23");
 
     // A large result streams in many batches and arrives whole.
-    let (body, code) = curl(&["-H", "Accept: application/vnd.apache.arrow.stream", "-d", "SELECT l_orderkey, l_comment FROM lineitem", &url]);
+    let (body, code) = curl(&[
+        "-H",
+        "Accept: application/vnd.apache.arrow.stream",
+        "-d",
+        "SELECT l_orderkey, l_comment FROM lineitem",
+        &url,
+    ]);
     assert_eq!(code, 200);
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
     let batches: Vec<_> = reader.collect::<Result<_, _>>()?;
     let mut flight = client(&server.addr).await?;
-    let n = query(&mut flight, "SELECT count(*) AS n FROM quiver.tpch.lineitem").await?;
+    let n = query(
+        &mut flight,
+        "SELECT count(*) AS n FROM quiver.tpch.lineitem",
+    )
+    .await?;
     assert_eq!(row_count(&batches).to_string(), strings(&n, "n")[0]);
-    assert!(batches.len() > 10, "the result came in {} batches", batches.len());
+    assert!(
+        batches.len() > 10,
+        "the result came in {} batches",
+        batches.len()
+    );
 
     // Errors are HTTP errors that say what is wrong.
     let (body, code) = curl(&["-d", "SELECT * FROM no_such_table", &url]);
     assert_eq!(code, 400);
     let err: serde_json::Value = serde_json::from_slice(&body)?;
-    assert!(err["error"].as_str().unwrap_or("").contains("no_such_table"), "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no_such_table"),
+        "{err}"
+    );
     let (_, code) = curl(&["-d", "", &url]);
     assert_eq!(code, 400);
 
@@ -94,14 +137,27 @@ async fn sql_api_takes_the_same_credentials() -> anyhow::Result<()> {
     assert_eq!(code, 401, "{}", String::from_utf8_lossy(&body));
     let (_, code) = curl(&["-u", "ann:wrong", "-d", "SELECT 1", &url]);
     assert_eq!(code, 401);
-    let (body, code) = curl(&["-u", "ann:ann-pw", "-d", "SELECT count(*) AS n FROM region", &url]);
+    let (body, code) = curl(&[
+        "-u",
+        "ann:ann-pw",
+        "-d",
+        "SELECT count(*) AS n FROM region",
+        &url,
+    ]);
     assert_eq!(code, 200);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body)?, serde_json::json!([{ "n": 5 }]));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body)?,
+        serde_json::json!([{ "n": 5 }])
+    );
 
     // The console asks a browser for credentials; probes and scrapers need none.
     let (_, code) = curl(&[&format!("http://{}/", server.http_addr())]);
     assert_eq!(code, 401);
-    let (_, code) = curl(&["-u", "ann:ann-pw", &format!("http://{}/", server.http_addr())]);
+    let (_, code) = curl(&[
+        "-u",
+        "ann:ann-pw",
+        &format!("http://{}/", server.http_addr()),
+    ]);
     assert_eq!(code, 200);
     let (_, code) = curl(&[&format!("http://{}/health", server.http_addr())]);
     assert_eq!(code, 200);
@@ -112,7 +168,9 @@ async fn sql_api_takes_the_same_credentials() -> anyhow::Result<()> {
 async fn the_console_cancels_running_and_queued_queries() -> anyhow::Result<()> {
     let server = start_coordinator(&config("max_running_queries = 1"))?;
     let http = server.http_addr();
-    let slow = |tag: &str| format!("SELECT count(*) AS {tag} FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey WHERE a.l_comment < b.l_comment");
+    let slow = |tag: &str| {
+        format!("SELECT count(*) AS {tag} FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey WHERE a.l_comment < b.l_comment")
+    };
     let spawn = |sql: String| {
         let addr = server.addr.clone();
         tokio::spawn(async move {
@@ -142,21 +200,38 @@ async fn the_console_cancels_running_and_queued_queries() -> anyhow::Result<()> 
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(running.len() == 1 && queued.len() == 1, "running {running:?}, queued {queued:?}");
+    assert!(
+        running.len() == 1 && queued.len() == 1,
+        "running {running:?}, queued {queued:?}"
+    );
 
     // The queued one first: it never runs. Then the running one.
     for id in [&queued[0], &running[0]] {
-        let (body, code) = curl(&["-X", "POST", &format!("http://{http}/api/queries/{id}/cancel")]);
+        let (body, code) = curl(&[
+            "-X",
+            "POST",
+            &format!("http://{http}/api/queries/{id}/cancel"),
+        ]);
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     }
     for (name, task) in [("queued", second), ("running", first)] {
-        let err = tokio::time::timeout(std::time::Duration::from_secs(30), task).await??.expect_err("cancelled");
+        let err = tokio::time::timeout(std::time::Duration::from_secs(30), task)
+            .await??
+            .expect_err("cancelled");
         assert!(format!("{err:#}").contains("cancelled"), "{name}: {err:#}");
     }
     let states = strings(&query(&mut flight, "SELECT state FROM quiver.system.queries WHERE (sql LIKE '%AS first FROM%' OR sql LIKE '%AS second FROM%') AND sql NOT LIKE '%system%'").await?, "state");
-    assert_eq!(states.iter().filter(|s| *s == "cancelled").count(), 2, "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| *s == "cancelled").count(),
+        2,
+        "{states:?}"
+    );
     // Nothing left to cancel.
-    let (_, code) = curl(&["-X", "POST", &format!("http://{http}/api/queries/{}/cancel", running[0])]);
+    let (_, code) = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{http}/api/queries/{}/cancel", running[0]),
+    ]);
     assert_eq!(code, 409);
     Ok(())
 }
@@ -167,17 +242,45 @@ fn https_with_the_server_certificate() -> anyhow::Result<()> {
     make_certs(certs.path())?;
     let extra = tls_section(certs.path());
     let server = start_coordinator(&config(&extra))?;
-    assert!(server.lines.iter().any(|l| l.starts_with("quiver: web console at https://")), "{:?}", server.lines);
+    assert!(
+        server
+            .lines
+            .iter()
+            .any(|l| l.starts_with("quiver: web console at https://")),
+        "{:?}",
+        server.lines
+    );
     let addr = server.http_addr().replace("127.0.0.1", "localhost");
     let ca = certs.path().join("ca.crt").display().to_string();
-    let (body, code) = curl(&["--cacert", &ca, "-d", "SELECT count(*) AS n FROM region", &format!("https://{addr}/v1/sql")]);
+    let (body, code) = curl(&[
+        "--cacert",
+        &ca,
+        "-d",
+        "SELECT count(*) AS n FROM region",
+        &format!("https://{addr}/v1/sql"),
+    ]);
     assert_eq!(code, 200);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body)?, serde_json::json!([{ "n": 5 }]));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body)?,
+        serde_json::json!([{ "n": 5 }])
+    );
     let (_, code) = curl(&["--cacert", &ca, &format!("https://{addr}/")]);
     assert_eq!(code, 200);
     // Plain HTTP gets no answer.
-    let plain = Command::new("curl").args(["-sS", "--max-time", "10", "-d", "SELECT 1", &format!("http://{addr}/v1/sql")]).output()?;
-    assert!(!plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("1"), "plain HTTP was served");
+    let plain = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-d",
+            "SELECT 1",
+            &format!("http://{addr}/v1/sql"),
+        ])
+        .output()?;
+    assert!(
+        !plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("1"),
+        "plain HTTP was served"
+    );
     Ok(())
 }
 
@@ -188,15 +291,28 @@ async fn errors_are_json_decimals_exact_and_cross_site_forms_refused() -> anyhow
     let server = start_coordinator(&config(""))?;
     let base = format!("http://{}", server.http_addr());
     let url = format!("{base}/v1/sql");
-    let json = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
+    let json = |body: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+    };
 
     let (body, code) = curl(&["-d", "SELECT 1/0", &url]);
-    assert_eq!((code, json(&body)["sqlstate"].as_str()), (400, Some("22012")), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (code, json(&body)["sqlstate"].as_str()),
+        (400, Some("22012")),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let (body, code) = curl(&["-d", "SELECT * FROM no_such_table", &url]);
-    assert_eq!((code, json(&body)["sqlstate"].as_str()), (400, Some("42P01")));
+    assert_eq!(
+        (code, json(&body)["sqlstate"].as_str()),
+        (400, Some("42P01"))
+    );
     let (body, code) = curl(&[&format!("{base}/no/such/page")]);
     assert_eq!(code, 404);
-    assert!(json(&body)["error"].as_str().is_some_and(|e| e.contains("/no/such/page")));
+    assert!(json(&body)["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("/no/such/page")));
     // Over axum's body limit (2 MiB): still the JSON error.
     let big = tempfile::NamedTempFile::new()?;
     std::fs::write(big.path(), vec![b' '; 3 << 20])?;
@@ -212,12 +328,32 @@ async fn errors_are_json_decimals_exact_and_cross_site_forms_refused() -> anyhow
     assert!(row["s"].as_str().is_some_and(|s| s.contains('.')), "{row}");
 
     // What a hostile page's form makes a browser send; then the same from a program.
-    let form = ["-H", "Origin: http://evil.example", "-H", "Sec-Fetch-Site: cross-site", "-H", "Content-Type: text/plain", "-d", "SELECT 'csrf' --=x", url.as_str()];
+    let form = [
+        "-H",
+        "Origin: http://evil.example",
+        "-H",
+        "Sec-Fetch-Site: cross-site",
+        "-H",
+        "Content-Type: text/plain",
+        "-d",
+        "SELECT 'csrf' --=x",
+        url.as_str(),
+    ];
     let (body, code) = curl(&form);
     assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
-    assert!(json(&body)["error"].as_str().is_some_and(|e| e.contains("cross-site")));
+    assert!(json(&body)["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("cross-site")));
     let same = format!("Origin: {base}");
-    let (body, code) = curl(&["-H", &same, "-H", "Content-Type: application/sql", "-d", "SELECT 1 AS one", &url]);
+    let (body, code) = curl(&[
+        "-H",
+        &same,
+        "-H",
+        "Content-Type: application/sql",
+        "-d",
+        "SELECT 1 AS one",
+        &url,
+    ]);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     Ok(())
 }

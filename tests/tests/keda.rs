@@ -10,10 +10,19 @@ use std::time::{Duration, Instant};
 use quiver_tests::*;
 
 fn ask(addr: &str) -> anyhow::Result<serde_json::Value> {
-    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/keda/externalscaler.proto");
+    let proto =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/keda/externalscaler.proto");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/keda_client.py");
-    let out = Command::new(python()).arg(script).arg(addr).arg(proto).output()?;
-    anyhow::ensure!(out.status.success(), "keda_client.py: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg(script)
+        .arg(addr)
+        .arg(proto)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "keda_client.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
@@ -24,7 +33,9 @@ async fn keda_sees_the_worker_count_the_autoscaler_wants() -> anyhow::Result<()>
         tpch_source()
     );
     let server = start_coordinator(&config)?;
-    let keda = server.printed("quiver: KEDA external scaler on").expect("the server printed the scaler's address");
+    let keda = server
+        .printed("quiver: KEDA external scaler on")
+        .expect("the server printed the scaler's address");
 
     let idle = ask(&keda)?;
     assert_eq!(idle["active"], false, "{idle}");
@@ -33,7 +44,10 @@ async fn keda_sees_the_worker_count_the_autoscaler_wants() -> anyhow::Result<()>
     assert_eq!(idle["spec"][0]["target"], 1, "{idle}");
     assert_eq!(idle["values"][0]["value"], 1, "idle: workers.min: {idle}");
     let unknown = idle["unknown_metric"].as_str().unwrap_or_default();
-    assert!(unknown.starts_with("NOT_FOUND") && unknown.contains("quiver_workers_wanted"), "{unknown}");
+    assert!(
+        unknown.starts_with("NOT_FOUND") && unknown.contains("quiver_workers_wanted"),
+        "{unknown}"
+    );
 
     // Four clients running an expensive scan at once on two workers: busy.
     let load: Vec<_> = (0..4)
@@ -51,7 +65,10 @@ async fn keda_sees_the_worker_count_the_autoscaler_wants() -> anyhow::Result<()>
         if answer["active"] == true && answer["values"][0]["value"].as_i64().unwrap_or(0) > 1 {
             break answer;
         }
-        anyhow::ensure!(Instant::now() < deadline && !load.iter().all(|l| l.is_finished()), "never busy under load: {answer}");
+        anyhow::ensure!(
+            Instant::now() < deadline && !load.iter().all(|l| l.is_finished()),
+            "never busy under load: {answer}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(busy["stream_first"], true, "{busy}");

@@ -13,7 +13,12 @@ const LONG_QUERY: &str = "SELECT count(*) FROM quiver.tpch.lineitem \
     WHERE levenshtein(l_comment || l_comment || l_comment, reverse(l_comment) || l_comment) > 40";
 
 fn first_i64(batches: &[RecordBatch]) -> i64 {
-    batches[0].column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)).expect("an integer")
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .map(|a| a.value(0))
+        .expect("an integer")
 }
 
 async fn states(addr: &str) -> anyhow::Result<Vec<String>> {
@@ -24,7 +29,10 @@ async fn states(addr: &str) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_the_limit_queues_then_runs_and_a_full_queue_refuses() -> anyhow::Result<()> {
-    let config = format!("[server]\nmax_running_queries = 1\nmax_queued_queries = 1\nqueue_timeout_secs = 600\n{}", tpch_source());
+    let config = format!(
+        "[server]\nmax_running_queries = 1\nmax_queued_queries = 1\nqueue_timeout_secs = 600\n{}",
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let addr = server.addr.clone();
     let spawn = |addr: String| {
@@ -40,10 +48,15 @@ async fn a_query_over_the_limit_queues_then_runs_and_a_full_queue_refuses() -> a
             let started = Instant::now();
             loop {
                 let s = states(&addr).await?;
-                if wanted.iter().all(|w| s.iter().filter(|x| x == w).count() >= wanted.iter().filter(|v| *v == w).count()) {
+                if wanted.iter().all(|w| {
+                    s.iter().filter(|x| x == w).count() >= wanted.iter().filter(|v| *v == w).count()
+                }) {
                     return anyhow::Ok(s);
                 }
-                anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "states never became {wanted:?}: {s:?}");
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "states never became {wanted:?}: {s:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -51,14 +64,24 @@ async fn a_query_over_the_limit_queues_then_runs_and_a_full_queue_refuses() -> a
     wait_for(&["running"]).await?;
     let second = spawn(addr.clone());
     let seen = wait_for(&["running", "queued"]).await?;
-    assert!(!first.is_finished(), "the first query ended before the second queued; make it slower ({seen:?})");
+    assert!(
+        !first.is_finished(),
+        "the first query ended before the second queued; make it slower ({seen:?})"
+    );
 
     // One running, one queued: a third is refused at once, with the limit named.
     let refused_at = Instant::now();
     let mut c = client(&addr).await?;
     let err = query_error(&mut c, LONG_QUERY).await;
-    assert!(err.contains("too many queries") && err.contains("server.max_queued_queries"), "{err}");
-    assert!(refused_at.elapsed() < Duration::from_secs(10), "refusal took {:?}", refused_at.elapsed());
+    assert!(
+        err.contains("too many queries") && err.contains("server.max_queued_queries"),
+        "{err}"
+    );
+    assert!(
+        refused_at.elapsed() < Duration::from_secs(10),
+        "refusal took {:?}",
+        refused_at.elapsed()
+    );
 
     // Nothing is lost: both queries end with the right answer.
     let (a, b) = (first.await??, second.await??);
@@ -72,12 +95,18 @@ async fn a_query_over_the_limit_queues_then_runs_and_a_full_queue_refuses() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_statements_are_refused_before_parsing() -> anyhow::Result<()> {
-    let config = format!("[server]\nmax_statement_bytes = \"4KiB\"\n{}", tpch_source());
+    let config = format!(
+        "[server]\nmax_statement_bytes = \"4KiB\"\n{}",
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let mut c = client(&server.addr).await?;
     let big = format!("SELECT 1 /* {} */", "x".repeat(5000));
     let err = query_error(&mut c, &big).await;
-    assert!(err.contains("over the limit of 4096 bytes (server.max_statement_bytes)"), "{err}");
+    assert!(
+        err.contains("over the limit of 4096 bytes (server.max_statement_bytes)"),
+        "{err}"
+    );
     assert_eq!(row_count(&query(&mut c, "SELECT 1").await?), 1);
     Ok(())
 }
@@ -90,15 +119,31 @@ async fn long_flat_expressions_return_the_right_answer() -> anyhow::Result<()> {
     let mut c = client(&server.addr).await?;
 
     // 10,000 OR-ed equalities, as BI tools write an IN list.
-    let ors = (0..10_000).map(|i| format!("l_orderkey = {i}")).collect::<Vec<_>>().join(" OR ");
-    let n = first_i64(&query(&mut c, &format!("SELECT count(*) FROM lineitem WHERE {ors}")).await?);
+    let ors = (0..10_000)
+        .map(|i| format!("l_orderkey = {i}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let n = first_i64(
+        &query(
+            &mut c,
+            &format!("SELECT count(*) FROM lineitem WHERE {ors}"),
+        )
+        .await?,
+    );
     let reference = reference_context().await?;
-    let expected = reference.sql("SELECT count(*) FROM lineitem WHERE l_orderkey < 10000").await?.collect().await?;
+    let expected = reference
+        .sql("SELECT count(*) FROM lineitem WHERE l_orderkey < 10000")
+        .await?
+        .collect()
+        .await?;
     assert_eq!(n, first_i64(&expected));
 
     // A long sum: 1 + 1 + ... (3,000 terms), constant and over a column.
     let ones = vec!["1"; 3000].join(" + ");
-    assert_eq!(first_i64(&query(&mut c, &format!("SELECT {ones}")).await?), 3000);
+    assert_eq!(
+        first_i64(&query(&mut c, &format!("SELECT {ones}")).await?),
+        3000
+    );
     let keys = vec!["n_nationkey"; 2000].join(" + ");
     let sum = first_i64(&query(&mut c, &format!("SELECT sum({keys}) FROM nation")).await?);
     assert_eq!(sum, 2000 * (0..25).sum::<i64>());
@@ -106,18 +151,52 @@ async fn long_flat_expressions_return_the_right_answer() -> anyhow::Result<()> {
     // AND chains, a long CASE and a long IN list.
     // (Planning cost grows faster than linearly with the number of AND-ed terms, in
     // DataFusion's filter pushdown and Parquet pruning: 2,500 keeps this test short.)
-    let ands = (0..2500).map(|i| format!("n_nationkey <> {}", -i - 1)).collect::<Vec<_>>().join(" AND ");
-    assert_eq!(first_i64(&query(&mut c, &format!("SELECT count(*) FROM nation WHERE {ands}")).await?), 25);
-    let whens = (0..3000).map(|i| format!("WHEN n_nationkey = {i} THEN {}", i * 2)).collect::<Vec<_>>().join(" ");
-    let doubled = first_i64(&query(&mut c, &format!("SELECT sum(CASE {whens} ELSE 0 END) FROM nation")).await?);
+    let ands = (0..2500)
+        .map(|i| format!("n_nationkey <> {}", -i - 1))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    assert_eq!(
+        first_i64(&query(&mut c, &format!("SELECT count(*) FROM nation WHERE {ands}")).await?),
+        25
+    );
+    let whens = (0..3000)
+        .map(|i| format!("WHEN n_nationkey = {i} THEN {}", i * 2))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let doubled = first_i64(
+        &query(
+            &mut c,
+            &format!("SELECT sum(CASE {whens} ELSE 0 END) FROM nation"),
+        )
+        .await?,
+    );
     assert_eq!(doubled, 2 * (0..25).sum::<i64>());
-    let list = (0..20_000).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
-    let n = first_i64(&query(&mut c, &format!("SELECT count(*) FROM orders WHERE o_orderkey IN ({list})")).await?);
-    let expected = reference.sql("SELECT count(*) FROM orders WHERE o_orderkey < 20000").await?.collect().await?;
+    let list = (0..20_000)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let n = first_i64(
+        &query(
+            &mut c,
+            &format!("SELECT count(*) FROM orders WHERE o_orderkey IN ({list})"),
+        )
+        .await?,
+    );
+    let expected = reference
+        .sql("SELECT count(*) FROM orders WHERE o_orderkey < 20000")
+        .await?
+        .collect()
+        .await?;
     assert_eq!(n, first_i64(&expected));
     let concat = vec!["'a'"; 3000].join(" || ");
     let rows = query(&mut c, &format!("SELECT length({concat})")).await?;
-    assert_eq!(arrow::compute::cast(rows[0].column(0), &arrow::datatypes::DataType::Int64)?.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)), Some(3000));
+    assert_eq!(
+        arrow::compute::cast(rows[0].column(0), &arrow::datatypes::DataType::Int64)?
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .map(|a| a.value(0)),
+        Some(3000)
+    );
     Ok(())
 }
 
@@ -131,7 +210,10 @@ async fn deep_nesting_is_a_clear_error() -> anyhow::Result<()> {
         // Subqueries are limited sooner: planning time doubles with each level.
         let subqueries = format!("SELECT {}1{}", "(SELECT ".repeat(depth), ")".repeat(depth));
         let err = query_error(&mut c, &subqueries).await;
-        assert!(err.contains("nested too deeply") || err.contains("recursion limit"), "depth {depth}: {err}");
+        assert!(
+            err.contains("nested too deeply") || err.contains("recursion limit"),
+            "depth {depth}: {err}"
+        );
     }
     for depth in [300, 5000, 100_000] {
         let parens = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
@@ -149,7 +231,10 @@ async fn deep_nesting_is_a_clear_error() -> anyhow::Result<()> {
 
 /// Raises this test process' open-files limit, so it can hold thousands of sockets.
 fn raise_own_fd_limit() {
-    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain syscalls on a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
@@ -160,14 +245,32 @@ fn raise_own_fd_limit() {
 }
 
 async fn pg_count(pg: &str) -> anyhow::Result<i64> {
-    let (c, conn) = tokio::time::timeout(Duration::from_secs(20), tokio_postgres::connect(&format!("postgres://quiver@{pg}/quiver"), tokio_postgres::NoTls)).await??;
+    let (c, conn) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_postgres::connect(
+            &format!("postgres://quiver@{pg}/quiver"),
+            tokio_postgres::NoTls,
+        ),
+    )
+    .await??;
     tokio::spawn(conn);
-    Ok(c.query_one("SELECT count(*) FROM nation", &[]).await?.get(0))
+    Ok(c.query_one("SELECT count(*) FROM nation", &[])
+        .await?
+        .get(0))
 }
 
 fn http_count(http: &str) -> anyhow::Result<(u16, String)> {
     let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-d", "SELECT count(*) AS n FROM nation", &format!("http://{http}/v1/sql")])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+            "-d",
+            "SELECT count(*) AS n FROM nation",
+            &format!("http://{http}/v1/sql"),
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
@@ -188,15 +291,25 @@ async fn idle_connections_cannot_starve_the_doors() -> anyhow::Result<()> {
     for _ in 0..2000 {
         silent.push(tokio::net::TcpStream::connect(&pg).await?);
     }
-    assert_eq!(pg_count(&pg).await?, 25, "the PostgreSQL port under 2,000 idle sockets");
+    assert_eq!(
+        pg_count(&pg).await?,
+        25,
+        "the PostgreSQL port under 2,000 idle sockets"
+    );
     let (code, body) = http_count(&http)?;
     assert_eq!(code, 200, "{body}");
     let mut flight = client(&server.addr).await?;
-    assert_eq!(first_i64(&query(&mut flight, "SELECT count(*) FROM nation").await?), 25);
+    assert_eq!(
+        first_i64(&query(&mut flight, "SELECT count(*) FROM nation").await?),
+        25
+    );
     drop(silent);
 
     // A small door: the 21st connection is refused with a reason, until the silent ones time out.
-    let small = format!("{doors}max_connections = 20\nhandshake_timeout_secs = 2\n{}", tpch_source());
+    let small = format!(
+        "{doors}max_connections = 20\nhandshake_timeout_secs = 2\n{}",
+        tpch_source()
+    );
     let server = start_coordinator(&small)?;
     let (pg, http) = (server.postgres_addr(), server.http_addr());
     let mut silent = vec![];
@@ -205,8 +318,13 @@ async fn idle_connections_cannot_starve_the_doors() -> anyhow::Result<()> {
         silent.push(tokio::net::TcpStream::connect(&http).await?);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = pg_count(&pg).await.expect_err("a full PostgreSQL port refuses");
-    let code = refused.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.as_db_error()).map(|d| d.code().code().to_string());
+    let refused = pg_count(&pg)
+        .await
+        .expect_err("a full PostgreSQL port refuses");
+    let code = refused
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.as_db_error())
+        .map(|d| d.code().code().to_string());
     assert_eq!(code.as_deref(), Some("53300"), "{refused:#}");
     let (code, body) = http_count(&http)?;
     assert_eq!(code, 503, "{body}");

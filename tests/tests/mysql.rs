@@ -19,23 +19,68 @@ async fn mariadb_types_round_trip_and_pushdown() -> anyhow::Result<()> {
     let server = start_coordinator_with_env(&my::source("maria"), &ENV)?;
     let mut c = client(&server.addr).await?;
     let rows = query(&mut c, "SELECT * FROM quiver.maria.t_types ORDER BY id").await?;
-    let types: Vec<String> = rows[0].schema().fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
-    for expected in ["ti:Int8", "b:Boolean", "si:UInt16", "bi:Int64", "f:Float32", "d:Float64", "dc:Decimal128(10, 3)", "vc:Utf8", "bl:Binary", "dt:Date32", "tm:Time64(µs)"] {
-        assert!(types.iter().any(|t| t == expected), "missing {expected} in {types:?}");
+    let types: Vec<String> = rows[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("{}:{}", f.name(), f.data_type()))
+        .collect();
+    for expected in [
+        "ti:Int8",
+        "b:Boolean",
+        "si:UInt16",
+        "bi:Int64",
+        "f:Float32",
+        "d:Float64",
+        "dc:Decimal128(10, 3)",
+        "vc:Utf8",
+        "bl:Binary",
+        "dt:Date32",
+        "tm:Time64(µs)",
+    ] {
+        assert!(
+            types.iter().any(|t| t == expected),
+            "missing {expected} in {types:?}"
+        );
     }
     let out = pretty_format_batches(&rows)?.to_string();
-    for value in ["-5", "true", "65000", "-9000000000", "1234.567", "héllo", "it's; \\ fine", "deadbeef", "2024-02-29", "2001-02-03T04:05:06.789", "13:14:15", "2024", "{\"a\": 1}", "| b "] {
+    for value in [
+        "-5",
+        "true",
+        "65000",
+        "-9000000000",
+        "1234.567",
+        "héllo",
+        "it's; \\ fine",
+        "deadbeef",
+        "2024-02-29",
+        "2001-02-03T04:05:06.789",
+        "13:14:15",
+        "2024",
+        "{\"a\": 1}",
+        "| b ",
+    ] {
         assert!(out.contains(value), "missing {value:?} in\n{out}");
     }
-    let nulls: usize = rows.iter().flat_map(|b| b.columns().iter().skip(1).map(|c| c.null_count())).sum();
+    let nulls: usize = rows
+        .iter()
+        .flat_map(|b| b.columns().iter().skip(1).map(|c| c.null_count()))
+        .sum();
     assert_eq!(nulls, 16, "{out}");
 
     // Filter and aggregate reach MariaDB (its general log records every statement).
     let rows = query(&mut c, "SELECT count(*) AS n FROM quiver.maria.t_types WHERE dc > 1000 AND vc <> 'quiver_my_marker'").await?;
     assert_eq!(row_count(&rows), 1);
     let log = my::log();
-    let statement = log.lines().rev().find(|l| l.contains("quiver_my_marker")).unwrap_or_default();
-    assert!(statement.contains("count(") && statement.contains("> 1000"), "not pushed down: {statement}");
+    let statement = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("quiver_my_marker"))
+        .unwrap_or_default();
+    assert!(
+        statement.contains("count(") && statement.contains("> 1000"),
+        "not pushed down: {statement}"
+    );
     Ok(())
 }
 
@@ -52,13 +97,21 @@ async fn mariadb_hostile_names_and_literals_cannot_inject() -> anyhow::Result<()
     let rows = query(&mut c, r#"SELECT "co'l\" FROM quiver.evil."we`ird; DROP TABLE canary;--" WHERE "v;al" = 'a''b;c\d'"#).await?;
     assert_eq!(row_count(&rows), 1);
     let bypass = r#"SELECT "v;al" FROM quiver.evil."we`ird; DROP TABLE canary;--" WHERE "v;al" = '\'' OR 1=1 OR '''"#;
-    assert_eq!(row_count(&query(&mut c, bypass).await?), 0, "the filter was bypassed");
+    assert_eq!(
+        row_count(&query(&mut c, bypass).await?),
+        0,
+        "the filter was bypassed"
+    );
     // In MySQL's default mode a backslash escapes the next quote: a literal ending in
     // a backslash must not end the string early.
     let sql = r#"SELECT id FROM quiver.evil.canary WHERE id = 1 OR CAST(id AS VARCHAR) = '\'' OR ''; DROP TABLE canary; -- '"#;
     let rows = query(&mut c, sql).await?;
     assert_eq!(row_count(&rows), 1);
-    assert_eq!(my::sql("SELECT count(*) FROM canary").trim(), "1", "canary table must survive");
+    assert_eq!(
+        my::sql("SELECT count(*) FROM canary").trim(),
+        "1",
+        "canary table must survive"
+    );
     Ok(())
 }
 
@@ -67,13 +120,23 @@ async fn mariadb_primary_keys_are_served_over_flight_sql() -> anyhow::Result<()>
     my::sql("DROP TABLE IF EXISTS pk_lines; CREATE TABLE pk_lines (o_id int, line int, note text, PRIMARY KEY (line, o_id));");
     let server = start_coordinator_with_env(&my::source("mkeys"), &ENV)?;
     let mut c = client(&server.addr).await?;
-    let command = arrow_flight::sql::CommandGetPrimaryKeys { catalog: None, db_schema: Some("mkeys".into()), table: "pk_lines".into() };
+    let command = arrow_flight::sql::CommandGetPrimaryKeys {
+        catalog: None,
+        db_schema: Some("mkeys".into()),
+        table: "pk_lines".into(),
+    };
     let info = c.get_primary_keys(command).await?;
     let keys = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await?)?.to_string();
     let order: Vec<&str> = keys.lines().filter(|l| l.contains("pk_lines")).collect();
     assert_eq!(order.len(), 2, "{keys}");
-    assert!(order[0].contains("| line ") && order[0].contains("| 1 "), "{keys}");
-    assert!(order[1].contains("| o_id ") && order[1].contains("| 2 "), "{keys}");
+    assert!(
+        order[0].contains("| line ") && order[0].contains("| 1 "),
+        "{keys}"
+    );
+    assert!(
+        order[1].contains("| o_id ") && order[1].contains("| 2 "),
+        "{keys}"
+    );
     my::sql("DROP TABLE pk_lines");
     Ok(())
 }
@@ -89,10 +152,17 @@ async fn mariadb_connections_are_read_only_sessions() -> anyhow::Result<()> {
     };
     let (_, pool) = quiver_connectors::mysql::executor("ro", &source("")?)?;
     let mut conn = pool.get_conn().await?;
-    let err = conn.query_drop("INSERT INTO t_ro VALUES (1)").await.expect_err("a read-only session must refuse writes");
+    let err = conn
+        .query_drop("INSERT INTO t_ro VALUES (1)")
+        .await
+        .expect_err("a read-only session must refuse writes");
     assert!(err.to_string().contains("READ ONLY"), "{err}");
     let (_, writable) = quiver_connectors::mysql::executor("rw", &source("writable = true")?)?;
-    writable.get_conn().await?.query_drop("INSERT INTO t_ro VALUES (1)").await?;
+    writable
+        .get_conn()
+        .await?
+        .query_drop("INSERT INTO t_ro VALUES (1)")
+        .await?;
     assert_eq!(my::sql("SELECT count(*) FROM t_ro").trim(), "1");
     Ok(())
 }
@@ -113,11 +183,31 @@ async fn row_filters_and_masks_are_pushed_into_mariadb() -> anyhow::Result<()> {
     let server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
     c.handshake("ana", "pw").await?;
-    let out = pretty_format_batches(&query(&mut c, "SELECT id, email FROM t_acl WHERE id < 100 ORDER BY id").await?)?.to_string();
-    assert!(out.contains("| 1  | hidden |") && out.contains("| 3  | hidden |"), "{out}");
-    assert!(!out.contains("| 2 ") && !out.contains("@example"), "a filtered row or a masked value leaked: {out}");
+    let out = pretty_format_batches(
+        &query(
+            &mut c,
+            "SELECT id, email FROM t_acl WHERE id < 100 ORDER BY id",
+        )
+        .await?,
+    )?
+    .to_string();
+    assert!(
+        out.contains("| 1  | hidden |") && out.contains("| 3  | hidden |"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("| 2 ") && !out.contains("@example"),
+        "a filtered row or a masked value leaked: {out}"
+    );
     let log = my::log();
-    let statement = log.lines().rev().find(|l| l.contains("t_acl") && l.contains("hidden")).unwrap_or_default();
-    assert!(statement.contains("'eu'"), "filter not pushed down: {statement}");
+    let statement = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("t_acl") && l.contains("hidden"))
+        .unwrap_or_default();
+    assert!(
+        statement.contains("'eu'"),
+        "filter not pushed down: {statement}"
+    );
     Ok(())
 }

@@ -10,7 +10,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 fn config(extra: &str) -> String {
-    format!("[server]\npostgres_listen = \"127.0.0.1:0\"\n{extra}\n{}", tpch_source())
+    format!(
+        "[server]\npostgres_listen = \"127.0.0.1:0\"\n{extra}\n{}",
+        tpch_source()
+    )
 }
 
 fn psql(url: &str, command: &str) -> (bool, String, String) {
@@ -19,14 +22,28 @@ fn psql(url: &str, command: &str) -> (bool, String, String) {
         .env("PGCONNECT_TIMEOUT", "20")
         .output()
         .expect("run psql (scripts/setup-tools.sh installs it)");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn py(mode: &str, url: &str) -> String {
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join("pg_client.py");
-    let out = Command::new(python()).arg(script).args([mode, url]).output().expect("run python");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("pg_client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args([mode, url])
+        .output()
+        .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "pg_client.py {mode} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pg_client.py {mode} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -45,9 +62,15 @@ fn psql_runs_queries_and_describes_tables() -> anyhow::Result<()> {
     assert!(ok, "{err}");
     assert!(out.contains(" 25\n") && out.contains("(1 row)"), "{out}");
 
-    let (ok, out, err) = psql(&url, "SELECT n_name, n_regionkey FROM nation WHERE n_nationkey IN (7, 24) ORDER BY 1");
+    let (ok, out, err) = psql(
+        &url,
+        "SELECT n_name, n_regionkey FROM nation WHERE n_nationkey IN (7, 24) ORDER BY 1",
+    );
     assert!(ok, "{err}");
-    assert!(out.contains("GERMANY") && out.contains("UNITED STATES") && out.contains("(2 rows)"), "{out}");
+    assert!(
+        out.contains("GERMANY") && out.contains("UNITED STATES") && out.contains("(2 rows)"),
+        "{out}"
+    );
 
     let (ok, out, err) = psql(&url, "\\dt tpch.*");
     assert!(ok, "\\dt failed: {err}");
@@ -66,7 +89,10 @@ fn psql_runs_queries_and_describes_tables() -> anyhow::Result<()> {
         let (ok, out, err) = psql(&url, command);
         assert!(ok, "{command} failed: {err}");
         // psql says "Did not find any relations." on stderr.
-        assert!(out.contains("List of functions") || err.contains("Did not find any relations"), "{command}:\n{out}{err}");
+        assert!(
+            out.contains("List of functions") || err.contains("Did not find any relations"),
+            "{command}:\n{out}{err}"
+        );
     }
 
     // A bad statement is an error with its SQLSTATE; the server keeps serving.
@@ -95,21 +121,40 @@ async fn errors_carry_sqlstates() -> anyhow::Result<()> {
     let server = start_coordinator_with_env(&config(extra), &[("QUIVER_TEST_PW", "ann-pw")])?;
     let url = format!("postgres://ann:ann-pw@{}/quiver", server.postgres_addr());
     let c = connect(&url).await?;
-    let code = |e: tokio_postgres::Error| e.as_db_error().map(|d| (d.code().clone(), d.message().to_string(), d.position().cloned()));
+    let code = |e: tokio_postgres::Error| {
+        e.as_db_error().map(|d| {
+            (
+                d.code().clone(),
+                d.message().to_string(),
+                d.position().cloned(),
+            )
+        })
+    };
 
-    let (state, message, position) = code(c.simple_query("SELECT (1 + FROM nation").await.unwrap_err()).expect("db error");
+    let (state, message, position) =
+        code(c.simple_query("SELECT (1 + FROM nation").await.unwrap_err()).expect("db error");
     assert_eq!(state, SqlState::SYNTAX_ERROR, "{message}");
-    assert!(position.is_some(), "a syntax error names its position: {message}");
+    assert!(
+        position.is_some(),
+        "a syntax error names its position: {message}"
+    );
 
-    let (state, message, _) = code(c.query("SELECT * FROM no_such_table", &[]).await.unwrap_err()).expect("db error");
+    let (state, message, _) = code(
+        c.query("SELECT * FROM no_such_table", &[])
+            .await
+            .unwrap_err(),
+    )
+    .expect("db error");
     assert_eq!(state, SqlState::UNDEFINED_TABLE, "{message}");
     assert!(message.contains("no_such_table"), "{message}");
 
-    let (state, message, _) = code(c.simple_query("SELECT * FROM lineitem").await.unwrap_err()).expect("db error");
+    let (state, message, _) =
+        code(c.simple_query("SELECT * FROM lineitem").await.unwrap_err()).expect("db error");
     assert_eq!(state, SqlState::INSUFFICIENT_PRIVILEGE, "{message}");
     assert!(message.contains("lineitem"), "{message}");
 
-    let (state, message, _) = code(c.simple_query("SELECT nope FROM nation").await.unwrap_err()).expect("db error");
+    let (state, message, _) =
+        code(c.simple_query("SELECT nope FROM nation").await.unwrap_err()).expect("db error");
     assert_eq!(state, SqlState::UNDEFINED_COLUMN, "{message}");
 
     // Failures are in system.queries, whether they failed at Parse or at Execute.
@@ -117,12 +162,19 @@ async fn errors_carry_sqlstates() -> anyhow::Result<()> {
     flight.handshake("ann", "ann-pw").await?;
     let failed = query(&mut flight, "SELECT state, client FROM quiver.system.queries WHERE sql LIKE '%no_such_table%' AND sql NOT LIKE '%system%'").await?;
     assert_eq!(strings(&failed, "state"), ["failed"]);
-    let denied = query(&mut flight, "SELECT state FROM quiver.system.queries WHERE sql = 'SELECT * FROM lineitem'").await?;
+    let denied = query(
+        &mut flight,
+        "SELECT state FROM quiver.system.queries WHERE sql = 'SELECT * FROM lineitem'",
+    )
+    .await?;
     assert_eq!(strings(&denied, "state"), ["denied"]);
 
     // The connection is still good, and what the user may read works.
     let rows = c
-        .query("SELECT count(*) FROM nation WHERE n_regionkey = $1", &[&1i64])
+        .query(
+            "SELECT count(*) FROM nation WHERE n_regionkey = $1",
+            &[&1i64],
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e}: {:?}", e.as_db_error()))?;
     assert_eq!(rows[0].get::<_, i64>(0), 5);
@@ -137,22 +189,46 @@ async fn logins_use_scram_or_the_password_and_refuse_wrong_ones() -> anyhow::Res
     let server = start_coordinator_with_env(&config(&extra), &[("QUIVER_TEST_PW", "bob-pw")])?;
     let addr = server.postgres_addr();
 
-    for (user, password) in [("sam", "scram-pw"), ("alice", "argon-pw"), ("bob", "bob-pw")] {
+    for (user, password) in [
+        ("sam", "scram-pw"),
+        ("alice", "argon-pw"),
+        ("bob", "bob-pw"),
+    ] {
         let c = connect(&format!("postgres://{user}:{password}@{addr}/quiver")).await?;
         let rows = c.query("SELECT count(*) FROM region", &[]).await?;
         assert_eq!(rows[0].get::<_, i64>(0), 5, "{user}");
     }
-    for (user, password) in [("sam", "wrong"), ("alice", "wrong"), ("bob", "wrong"), ("nobody", "x")] {
-        let err = match tokio_postgres::connect(&format!("postgres://{user}:{password}@{addr}/quiver"), NoTls).await {
+    for (user, password) in [
+        ("sam", "wrong"),
+        ("alice", "wrong"),
+        ("bob", "wrong"),
+        ("nobody", "x"),
+    ] {
+        let err = match tokio_postgres::connect(
+            &format!("postgres://{user}:{password}@{addr}/quiver"),
+            NoTls,
+        )
+        .await
+        {
             Ok(_) => panic!("{user} with a wrong password was let in"),
             Err(e) => e,
         };
-        let db = err.as_db_error().unwrap_or_else(|| panic!("{user}: not a server error: {err}"));
-        assert_eq!(db.code(), &SqlState::INVALID_PASSWORD, "{user}: {}", db.message());
+        let db = err
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{user}: not a server error: {err}"));
+        assert_eq!(
+            db.code(),
+            &SqlState::INVALID_PASSWORD,
+            "{user}: {}",
+            db.message()
+        );
     }
     // psql says so in its own words.
     let (ok, _, err) = psql(&format!("postgres://sam:wrong@{addr}/quiver"), "SELECT 1");
-    assert!(!ok && err.contains("password authentication failed"), "{err}");
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -169,7 +245,12 @@ fn quiver_passwd(args: &[&str], password: &str) -> String {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("quiver passwd");
-    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -189,7 +270,10 @@ fn tls_with_the_server_certificate() -> anyhow::Result<()> {
     let (ok, out, err) = psql(&url, "SELECT count(*) FROM region");
     assert!(ok && out.contains(" 5\n"), "{out}{err}");
     // Without TLS the client is refused rather than served in the clear.
-    let plain = format!("postgres://quiver@{}/quiver?sslmode=disable", server.postgres_addr());
+    let plain = format!(
+        "postgres://quiver@{}/quiver?sslmode=disable",
+        server.postgres_addr()
+    );
     let (ok, _, err) = psql(&plain, "SELECT count(*) FROM region");
     assert!(!ok && err.contains("only TLS"), "{err}");
     Ok(())
@@ -208,7 +292,11 @@ async fn a_cancel_request_stops_the_query_on_the_workers() -> anyhow::Result<()>
     // Wait until fragments of it run on the workers.
     let mut started = false;
     for _ in 0..100 {
-        let rows = query(&mut flight, "SELECT count(*) AS n FROM quiver.system.fragments WHERE state = 'running'").await?;
+        let rows = query(
+            &mut flight,
+            "SELECT count(*) AS n FROM quiver.system.fragments WHERE state = 'running'",
+        )
+        .await?;
         if strings(&rows, "n") != ["0"] {
             started = true;
             break;
@@ -217,53 +305,121 @@ async fn a_cancel_request_stops_the_query_on_the_workers() -> anyhow::Result<()>
     }
     assert!(started, "the slow query never ran fragments");
     cancel.cancel_query(NoTls).await?;
-    let err = tokio::time::timeout(Duration::from_secs(30), running).await??.expect_err("the query was cancelled");
-    assert_eq!(err.as_db_error().map(|d| d.code().clone()), Some(SqlState::QUERY_CANCELED), "{err}");
+    let err = tokio::time::timeout(Duration::from_secs(30), running)
+        .await??
+        .expect_err("the query was cancelled");
+    assert_eq!(
+        err.as_db_error().map(|d| d.code().clone()),
+        Some(SqlState::QUERY_CANCELED),
+        "{err}"
+    );
 
     // It is recorded as cancelled, and nothing of it runs on the workers any more.
     let mut quiet = false;
     for _ in 0..100 {
         let states = strings(&query(&mut flight, "SELECT state FROM quiver.system.queries WHERE sql LIKE '%a.l_comment < b.l_comment%' AND sql NOT LIKE '%system.queries%'").await?, "state");
-        let running = strings(&query(&mut flight, "SELECT count(*) AS n FROM quiver.system.fragments WHERE state = 'running'").await?, "n");
+        let running = strings(
+            &query(
+                &mut flight,
+                "SELECT count(*) AS n FROM quiver.system.fragments WHERE state = 'running'",
+            )
+            .await?,
+            "n",
+        );
         if states == ["cancelled"] && running == ["0"] {
             quiet = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(quiet, "the cancelled query still runs or is not recorded as cancelled");
+    assert!(
+        quiet,
+        "the cancelled query still runs or is not recorded as cancelled"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn types_map_both_ways() -> anyhow::Result<()> {
     let server = start_coordinator(&config(""))?;
-    let c = connect(&format!("postgres://quiver@{}/quiver", server.postgres_addr())).await?;
+    let c = connect(&format!(
+        "postgres://quiver@{}/quiver",
+        server.postgres_addr()
+    ))
+    .await?;
     let sql = "SELECT CAST(1 AS SMALLINT) AS i2, CAST(2 AS INT) AS i4, CAST(3 AS BIGINT) AS i8, CAST(1.5 AS REAL) AS f4, \
                CAST(2.5 AS DOUBLE) AS f8, 'x' AS t, true AS b, DATE '2024-02-29' AS d, \
                TIMESTAMP '2024-02-29 12:34:56' AS ts, CAST(12.34 AS DECIMAL(10, 2)) AS n";
     let statement = c.prepare(sql).await?;
-    let types: Vec<&str> = statement.columns().iter().map(|c| c.type_().name()).collect();
-    assert_eq!(types, ["int2", "int4", "int8", "float4", "float8", "text", "bool", "date", "timestamp", "numeric"]);
+    let types: Vec<&str> = statement
+        .columns()
+        .iter()
+        .map(|c| c.type_().name())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "int2",
+            "int4",
+            "int8",
+            "float4",
+            "float8",
+            "text",
+            "bool",
+            "date",
+            "timestamp",
+            "numeric"
+        ]
+    );
     // Binary results decode as those types.
     let row = c.query_one(&statement, &[]).await?;
-    assert_eq!((row.get::<_, i16>(0), row.get::<_, i32>(1), row.get::<_, i64>(2)), (1, 2, 3));
+    assert_eq!(
+        (
+            row.get::<_, i16>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, i64>(2)
+        ),
+        (1, 2, 3)
+    );
     assert_eq!((row.get::<_, f32>(3), row.get::<_, f64>(4)), (1.5, 2.5));
-    assert_eq!((row.get::<_, String>(5), row.get::<_, bool>(6)), ("x".to_string(), true));
+    assert_eq!(
+        (row.get::<_, String>(5), row.get::<_, bool>(6)),
+        ("x".to_string(), true)
+    );
     // Text results read as PostgreSQL prints them.
     let text: Vec<String> = c
         .simple_query(sql)
         .await?
         .into_iter()
         .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect()),
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
             _ => None,
         })
         .expect("a row");
-    assert_eq!(text, ["1", "2", "3", "1.5", "2.5", "x", "t", "2024-02-29", "2024-02-29 12:34:56.000000", "12.34"]);
+    assert_eq!(
+        text,
+        [
+            "1",
+            "2",
+            "3",
+            "1.5",
+            "2.5",
+            "x",
+            "t",
+            "2024-02-29",
+            "2024-02-29 12:34:56.000000",
+            "12.34"
+        ]
+    );
 
     // Parameters come back as the column types they are compared with.
-    let bound = c.prepare("SELECT count(*) FROM nation WHERE n_nationkey < $1 AND n_name <> $2").await?;
+    let bound = c
+        .prepare("SELECT count(*) FROM nation WHERE n_nationkey < $1 AND n_name <> $2")
+        .await?;
     let params: Vec<&str> = bound.params().iter().map(|t| t.name()).collect();
     assert_eq!(params, ["int8", "text"]);
     let n: i64 = c.query_one(&bound, &[&10i64, &"BRAZIL"]).await?.get(0);
@@ -277,15 +433,37 @@ fn postgresql_jdbc_driver_reads_metadata_and_binds_question_marks() -> anyhow::R
     let server = start_coordinator_with_env(&config(extra), &[("QUIVER_TEST_PW", "bi-pw")])?;
     let classes = tempfile::tempdir()?;
     let jar = "/usr/share/java/postgresql.jar";
-    let source = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java").join("PgJdbc.java");
-    let out = Command::new("javac").args(["-d"]).arg(classes.path()).args(["-cp", jar]).arg(source).output()?;
-    assert!(out.status.success(), "javac (scripts/setup-tools.sh installs the JDK and the driver): {}", String::from_utf8_lossy(&out.stderr));
+    let source = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("java")
+        .join("PgJdbc.java");
+    let out = Command::new("javac")
+        .args(["-d"])
+        .arg(classes.path())
+        .args(["-cp", jar])
+        .arg(source)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "javac (scripts/setup-tools.sh installs the JDK and the driver): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let url = format!("jdbc:postgresql://{}/quiver", server.postgres_addr());
     let out = Command::new("java")
-        .args(["-cp", &format!("{jar}:{}", classes.path().display()), "PgJdbc", &url, "bi", "bi-pw"])
+        .args([
+            "-cp",
+            &format!("{jar}:{}", classes.path().display()),
+            "PgJdbc",
+            &url,
+            "bi",
+            "bi-pw",
+        ])
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("JDBC OK"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("JDBC OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("PostgreSQL 16.6 (Quiver"), "{stdout}");
     Ok(())
 }
@@ -295,26 +473,48 @@ fn postgresql_jdbc_driver_reads_metadata_and_binds_question_marks() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_answer_with_command_tags() -> anyhow::Result<()> {
     let lake = tempfile::tempdir()?;
-    let writable = format!("[[source]]\nname = \"lake\"\nkind = \"files\"\nlocation = {:?}\nwritable = true\n", lake.path().display().to_string());
+    let writable = format!(
+        "[[source]]\nname = \"lake\"\nkind = \"files\"\nlocation = {:?}\nwritable = true\n",
+        lake.path().display().to_string()
+    );
     let server = start_coordinator(&format!("{}{writable}", config("")))?;
     let url = format!("postgres://quiver@{}/quiver", server.postgres_addr());
-    let (ok, out, err) = psql(&url, "CREATE TABLE lake.nations AS SELECT n_nationkey, n_name FROM nation");
+    let (ok, out, err) = psql(
+        &url,
+        "CREATE TABLE lake.nations AS SELECT n_nationkey, n_name FROM nation",
+    );
     assert!(ok && out.trim() == "SELECT 25", "{out}{err}");
-    let (ok, out, err) = psql(&url, "INSERT INTO lake.nations SELECT n_nationkey, n_name FROM nation WHERE n_nationkey < 5");
+    let (ok, out, err) = psql(
+        &url,
+        "INSERT INTO lake.nations SELECT n_nationkey, n_name FROM nation WHERE n_nationkey < 5",
+    );
     assert!(ok && out.trim() == "INSERT 0 5", "{out}{err}");
     let client = connect(&url).await?;
     let written = client.execute("INSERT INTO lake.nations SELECT n_nationkey, n_name FROM nation WHERE n_nationkey = $1", &[&7i64]).await?;
     assert_eq!(written, 1);
-    let n: i64 = client.query_one("SELECT count(*) FROM lake.nations", &[]).await?.get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM lake.nations", &[])
+        .await?
+        .get(0);
     assert_eq!(n, 31);
     Ok(())
 }
 
 fn drivers(mode: &str, url: &str) -> String {
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join("pg_drivers.py");
-    let out = Command::new(python()).arg(script).args([mode, url]).output().expect("run python");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("pg_drivers.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args([mode, url])
+        .output()
+        .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "pg_drivers.py {mode} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pg_drivers.py {mode} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -334,7 +534,10 @@ fn copy_to_stdout_streams_text_csv_and_binary() -> anyhow::Result<()> {
     let server = start_coordinator(&config(""))?;
     let url = format!("postgres://quiver@{}/quiver", server.postgres_addr());
     assert!(drivers("copy", &url).contains("COPY OK"));
-    let (ok, out, err) = psql(&url, "\\copy (SELECT r_regionkey, r_name FROM region ORDER BY 1) to stdout with csv header");
+    let (ok, out, err) = psql(
+        &url,
+        "\\copy (SELECT r_regionkey, r_name FROM region ORDER BY 1) to stdout with csv header",
+    );
     assert!(ok, "{err}");
     assert!(out.starts_with("r_regionkey,r_name\n0,AFRICA\n"), "{out}");
     Ok(())
@@ -400,7 +603,11 @@ async fn a_refused_login_closes_the_connection_after_fatal() -> anyhow::Result<(
         let mut cont = vec![0u8; len - 4];
         s.read_exact(&mut cont).await?;
         let server_first = String::from_utf8_lossy(&cont[4..]).into_owned();
-        let nonce = server_first.split(',').find_map(|p| p.strip_prefix("r=")).unwrap_or("x").to_string();
+        let nonce = server_first
+            .split(',')
+            .find_map(|p| p.strip_prefix("r="))
+            .unwrap_or("x")
+            .to_string();
         let last = format!("c=biws,r={nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
         let mut m = vec![b'p'];
         m.extend_from_slice(&((last.len() + 4) as u32).to_be_bytes());
@@ -410,9 +617,17 @@ async fn a_refused_login_closes_the_connection_after_fatal() -> anyhow::Result<(
     let mut all = vec![];
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut all)).await??;
     assert_eq!(all.first(), Some(&b'E'), "an ErrorResponse: {all:?}");
-    assert!(String::from_utf8_lossy(&all).contains("28P01"), "{}", String::from_utf8_lossy(&all));
+    assert!(
+        String::from_utf8_lossy(&all).contains("28P01"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
     let len = u32::from_be_bytes([all[1], all[2], all[3], all[4]]) as usize;
-    assert_eq!(all.len(), len + 1, "nothing after the FATAL error (no ReadyForQuery): {all:?}");
+    assert_eq!(
+        all.len(),
+        len + 1,
+        "nothing after the FATAL error (no ReadyForQuery): {all:?}"
+    );
     Ok(())
 }
 

@@ -12,11 +12,15 @@ const ENV: [(&str, &str); 1] = [("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD)];
 static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    SERVER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERVER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn text(batches: &[arrow::record_batch::RecordBatch]) -> String {
-    pretty_format_batches(batches).map(|t| t.to_string()).unwrap_or_default()
+    pretty_format_batches(batches)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,23 +51,66 @@ async fn every_mapped_type_round_trips_with_nulls() -> anyhow::Result<()> {
     )
     .await?;
     let schema = rows[0].schema();
-    let types: Vec<String> = schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+    let types: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}:{}", f.name(), f.data_type()))
+        .collect();
     for expected in [
-        "i2:Int16", "i8:Int64", "f4:Float32", "f8:Float64", "n:Decimal128(12, 3)", "nu:Float64", "t:Utf8", "b:Boolean",
-        "by:Binary", "d:Date32", "tm:Time64(µs)", "ts:Timestamp(µs)", "u:Utf8", "jb:Utf8", "m:Utf8", "pt:Utf8",
+        "i2:Int16",
+        "i8:Int64",
+        "f4:Float32",
+        "f8:Float64",
+        "n:Decimal128(12, 3)",
+        "nu:Float64",
+        "t:Utf8",
+        "b:Boolean",
+        "by:Binary",
+        "d:Date32",
+        "tm:Time64(µs)",
+        "ts:Timestamp(µs)",
+        "u:Utf8",
+        "jb:Utf8",
+        "m:Utf8",
+        "pt:Utf8",
     ] {
-        assert!(types.iter().any(|t| t == expected), "missing {expected} in {types:?}");
+        assert!(
+            types.iter().any(|t| t == expected),
+            "missing {expected} in {types:?}"
+        );
     }
     let out = text(&rows);
     for value in [
-        "-2", "9000000000", "1.5", "-2.25", "12345.678", "0.000123", "héllo", "| ab |", "1 mons 2 days 3", "true", "deadbeef",
-        "2024-02-29", "13:14:15.500", "2001-02-03T04:05:06.789", "2001-02-03T01:05:06Z", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        "{\"a\": [1, 2]}", "{\"b\": null}", "happy", "[1, , 3]", "[x, y]", "(1.5,2)",
+        "-2",
+        "9000000000",
+        "1.5",
+        "-2.25",
+        "12345.678",
+        "0.000123",
+        "héllo",
+        "| ab |",
+        "1 mons 2 days 3",
+        "true",
+        "deadbeef",
+        "2024-02-29",
+        "13:14:15.500",
+        "2001-02-03T04:05:06.789",
+        "2001-02-03T01:05:06Z",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "{\"a\": [1, 2]}",
+        "{\"b\": null}",
+        "happy",
+        "[1, , 3]",
+        "[x, y]",
+        "(1.5,2)",
     ] {
         assert!(out.contains(value), "missing {value:?} in\n{out}");
     }
     // Row 2 is all NULLs but its id.
-    let nulls: usize = rows.iter().flat_map(|b| b.columns().iter().skip(1).map(|c| c.null_count())).sum();
+    let nulls: usize = rows
+        .iter()
+        .flat_map(|b| b.columns().iter().skip(1).map(|c| c.null_count()))
+        .sum();
     assert_eq!(nulls, 23, "{out}");
     Ok(())
 }
@@ -93,23 +140,50 @@ async fn filters_aggregates_and_joins_reach_postgres() -> anyhow::Result<()> {
     assert_eq!(row_count(&rows), 50);
     let statement = pg::last_copy(marker);
     assert!(!statement.is_empty(), "no pushed statement in the log");
-    for part in ["JOIN", "\"t_push\".\"cust\"", "> 19900", "GROUP BY", "count("] {
-        assert!(statement.contains(part), "{part} not pushed down: {statement}");
+    for part in [
+        "JOIN",
+        "\"t_push\".\"cust\"",
+        "> 19900",
+        "GROUP BY",
+        "count(",
+    ] {
+        assert!(
+            statement.contains(part),
+            "{part} not pushed down: {statement}"
+        );
     }
 
     // Rows that crossed from PostgreSQL = the filtered count (100 of 20000), as the
     // scan node's own metrics show.
-    let analyzed = query(&mut c, "EXPLAIN ANALYZE SELECT id FROM quiver.shop.sales WHERE amount > 19900").await?;
+    let analyzed = query(
+        &mut c,
+        "EXPLAIN ANALYZE SELECT id FROM quiver.shop.sales WHERE amount > 19900",
+    )
+    .await?;
     let plan = pretty_format_batches(&analyzed)?.to_string();
-    let scan = plan.lines().find(|l| l.contains("SourceScanExec")).unwrap_or_default();
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("SourceScanExec"))
+        .unwrap_or_default();
     assert!(scan.contains("metrics=[output_rows=100,"), "{plan}");
 
     // Only the filtered rows come back: a LIMIT and a filter on one table.
-    let rows = query(&mut c, "SELECT id FROM quiver.shop.sales WHERE amount BETWEEN 10 AND 19 ORDER BY id LIMIT 5").await?;
+    let rows = query(
+        &mut c,
+        "SELECT id FROM quiver.shop.sales WHERE amount BETWEEN 10 AND 19 ORDER BY id LIMIT 5",
+    )
+    .await?;
     assert_eq!(row_count(&rows), 5);
     let log = pg::log();
-    let statement = log.lines().rev().find(|l| l.contains("BETWEEN 10 AND 19") || l.contains(">= 10")).unwrap_or_default();
-    assert!(statement.contains("LIMIT 5"), "limit not pushed: {statement}");
+    let statement = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("BETWEEN 10 AND 19") || l.contains(">= 10"))
+        .unwrap_or_default();
+    assert!(
+        statement.contains("LIMIT 5"),
+        "limit not pushed: {statement}"
+    );
     Ok(())
 }
 
@@ -133,15 +207,26 @@ async fn hostile_names_and_literals_cannot_inject() -> anyhow::Result<()> {
     // A value whose quote follows a backslash: printed naively it would close the
     // string and turn the rest into `OR 1=1`, returning every row.
     let bypass = r#"SELECT "v;al" FROM quiver.evil."we""ird; DROP TABLE x;--" WHERE "v;al" = '\'' OR 1=1 OR '''"#;
-    assert_eq!(row_count(&query(&mut c, bypass).await?), 0, "the filter was bypassed");
+    assert_eq!(
+        row_count(&query(&mut c, bypass).await?),
+        0,
+        "the filter was bypassed"
+    );
     // A literal that would end the statement if it were pasted unescaped; compared
     // with a column so it cannot be folded away before it reaches PostgreSQL.
     let sql = r#"SELECT id FROM quiver.evil.canary WHERE id = 1 OR CAST(id AS VARCHAR) = '''; DROP TABLE t_evil.canary; --'"#;
     let rows = query(&mut c, sql).await?;
     assert_eq!(row_count(&rows), 1);
     let statement = pg::last_copy("\"t_evil\".\"canary\"");
-    assert!(statement.contains("CONCAT('''', '; DROP TABLE t_evil.canary; --')"), "literal not split safely: {statement}");
-    assert_eq!(psql("SELECT count(*) FROM t_evil.canary").trim(), "1", "canary table must survive");
+    assert!(
+        statement.contains("CONCAT('''', '; DROP TABLE t_evil.canary; --')"),
+        "literal not split safely: {statement}"
+    );
+    assert_eq!(
+        psql("SELECT count(*) FROM t_evil.canary").trim(),
+        "1",
+        "canary table must survive"
+    );
     Ok(())
 }
 
@@ -163,11 +248,17 @@ async fn joins_postgres_with_parquet() -> anyhow::Result<()> {
     )
     .await?;
     let out = text(&rows);
-    assert!(out.contains("GERMANY") && out.contains("beer") && out.contains("UNITED STATES"), "{out}");
+    assert!(
+        out.contains("GERMANY") && out.contains("beer") && out.contains("UNITED STATES"),
+        "{out}"
+    );
     assert!(!out.contains("FRANCE"), "{out}");
     // The PostgreSQL side of the join got its own filter.
     let statement = pg::last_copy("nation_notes");
-    assert!(statement.contains("<> 'wine'"), "filter not pushed to PostgreSQL: {statement}");
+    assert!(
+        statement.contains("<> 'wine'"),
+        "filter not pushed to PostgreSQL: {statement}"
+    );
     Ok(())
 }
 
@@ -178,7 +269,10 @@ async fn postgres_going_away_is_named_and_recovers() -> anyhow::Result<()> {
     let config = format!("{}{}", tpch_source(), pg::source("flaky", "t_fault"));
     let server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
-    assert_eq!(row_count(&query(&mut c, "SELECT x FROM quiver.flaky.v").await?), 1);
+    assert_eq!(
+        row_count(&query(&mut c, "SELECT x FROM quiver.flaky.v").await?),
+        1
+    );
 
     pg::services("stop-postgres");
     let err = query_error(&mut c, "SELECT x FROM quiver.flaky.v").await;
@@ -186,10 +280,18 @@ async fn postgres_going_away_is_named_and_recovers() -> anyhow::Result<()> {
     assert!(err.contains("source 'flaky' (postgres)"), "{err}");
 
     // Files kept working, and PostgreSQL works again without restarting Quiver.
-    assert_eq!(row_count(&query(&mut c, "SELECT * FROM quiver.tpch.region").await?), 5);
+    assert_eq!(
+        row_count(&query(&mut c, "SELECT * FROM quiver.tpch.region").await?),
+        5
+    );
     let mut ok = false;
     for _ in 0..20 {
-        if query(&mut c, "SELECT x FROM quiver.flaky.v").await.map(|r| row_count(&r)) .ok() == Some(1) {
+        if query(&mut c, "SELECT x FROM quiver.flaky.v")
+            .await
+            .map(|r| row_count(&r))
+            .ok()
+            == Some(1)
+        {
             ok = true;
             break;
         }
@@ -205,21 +307,34 @@ async fn refresh_picks_up_new_tables() -> anyhow::Result<()> {
     psql("DROP SCHEMA IF EXISTS t_fresh CASCADE; CREATE SCHEMA t_fresh; CREATE TABLE t_fresh.a (x int);");
     let server = start_coordinator_with_env(&pg::source("fresh", "t_fresh"), &ENV)?;
     let mut c = client(&server.addr).await?;
-    let listed = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'fresh' ORDER BY 1";
+    let listed =
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'fresh' ORDER BY 1";
     assert_eq!(row_count(&query(&mut c, listed).await?), 1);
 
     psql("CREATE TABLE t_fresh.b (y text); CREATE TABLE t_fresh.c (z date);");
     let out = text(&query(&mut c, "REFRESH fresh").await?);
-    assert!(out.contains("quiver.fresh") && out.contains("| 3 "), "{out}");
+    assert!(
+        out.contains("quiver.fresh") && out.contains("| 3 "),
+        "{out}"
+    );
     assert_eq!(row_count(&query(&mut c, listed).await?), 3);
 
     // The same through the Flight action.
     psql("DROP TABLE t_fresh.c;");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
     let mut flight = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
-    let action = arrow_flight::Action { r#type: "refresh".into(), body: "quiver.fresh".into() };
+    let action = arrow_flight::Action {
+        r#type: "refresh".into(),
+        body: "quiver.fresh".into(),
+    };
     let mut results = flight.do_action(action).await?.into_inner();
-    let body = results.message().await?.map(|r| String::from_utf8_lossy(&r.body).into_owned()).unwrap_or_default();
+    let body = results
+        .message()
+        .await?
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .unwrap_or_default();
     assert_eq!(body, "quiver.fresh: 2 tables");
     Ok(())
 }
@@ -232,7 +347,9 @@ async fn a_large_table_is_read_as_page_ranges_by_several_workers() -> anyhow::Re
          CREATE TABLE t_big.events (id bigint, payload text);
          INSERT INTO t_big.events SELECT g, repeat('x', 40) || g FROM generate_series(1, 200000) g;",
     );
-    let size_mb: f64 = psql("SELECT pg_relation_size('t_big.events') / 1048576.0").trim().parse()?;
+    let size_mb: f64 = psql("SELECT pg_relation_size('t_big.events') / 1048576.0")
+        .trim()
+        .parse()?;
     assert!(size_mb > 8.0, "table too small to split: {size_mb} MiB");
     let config = format!(
         "[workers]\ncount = 2\n{}scan_partitions = 4\npartition_min_mb = 8\n",
@@ -243,15 +360,28 @@ async fn a_large_table_is_read_as_page_ranges_by_several_workers() -> anyhow::Re
     let sql = "SELECT id FROM quiver.big.events WHERE id % 7 = 3";
 
     let plan = text(&query(&mut c, &format!("EXPLAIN {sql}")).await?);
-    assert!(plan.contains("SourceScanExec: source=big partitions=4"), "{plan}");
-    assert!(plan.contains("RemoteFragmentExec"), "ranges should run on workers:\n{plan}");
-    assert!(plan.contains("@embedded-1") && plan.contains("@embedded-2"), "{plan}");
+    assert!(
+        plan.contains("SourceScanExec: source=big partitions=4"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("RemoteFragmentExec"),
+        "ranges should run on workers:\n{plan}"
+    );
+    assert!(
+        plan.contains("@embedded-1") && plan.contains("@embedded-2"),
+        "{plan}"
+    );
 
     // Every row exactly once: same count and sum as PostgreSQL's own.
     let rows = query(&mut c, sql).await?;
     let (mut count, mut sum) = (0i64, 0i64);
     for batch in &rows {
-        let ids = batch.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().expect("bigint ids");
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("bigint ids");
         count += ids.len() as i64;
         sum += ids.iter().flatten().sum::<i64>();
     }
@@ -260,10 +390,20 @@ async fn a_large_table_is_read_as_page_ranges_by_several_workers() -> anyhow::Re
 
     // Four statements reached the server, each with its own page range.
     let log = pg::log();
-    let ranges: Vec<&str> = log.lines().filter(|l| l.contains("COPY") && l.contains("% 7) = 3") && l.contains("ctid")).collect();
+    let ranges: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("COPY") && l.contains("% 7) = 3") && l.contains("ctid"))
+        .collect();
     assert!(ranges.len() >= 4, "{ranges:#?}");
     let last4 = &ranges[ranges.len() - 4..];
-    assert_eq!(last4.iter().filter(|l| l.contains("ctid >=") && l.contains("ctid <")).count(), 2, "{last4:#?}");
+    assert_eq!(
+        last4
+            .iter()
+            .filter(|l| l.contains("ctid >=") && l.contains("ctid <"))
+            .count(),
+        2,
+        "{last4:#?}"
+    );
 
     // An aggregate over the same table is one pushed-down statement, not split.
     let total = query(&mut c, "SELECT count(*) FROM quiver.big.events").await?;
@@ -281,7 +421,12 @@ async fn tls_connections_are_encrypted_and_verified() -> anyhow::Result<()> {
         "DROP SCHEMA IF EXISTS t_tls CASCADE; CREATE SCHEMA t_tls;
          CREATE VIEW t_tls.me AS SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid();",
     );
-    let ca = target_dir().join("..").join("services").join("pg").join("ca.crt").canonicalize()?;
+    let ca = target_dir()
+        .join("..")
+        .join("services")
+        .join("pg")
+        .join("ca.crt")
+        .canonicalize()?;
     let tls_source = |name: &str, ca: &std::path::Path| {
         pg::source(name, "t_tls").replace("/quiver\"\n", "/quiver?sslmode=require\"\n")
             + &format!("tls_ca_file = \"{}\"\n", ca.display())
@@ -295,7 +440,17 @@ async fn tls_connections_are_encrypted_and_verified() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let other = dir.path().join("other.crt");
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(dir.path().join("other.key"))
         .arg("-out")
@@ -306,7 +461,10 @@ async fn tls_connections_are_encrypted_and_verified() -> anyhow::Result<()> {
     let server = start_coordinator_with_env(&tls_source("tls", &other), &ENV)?;
     let mut c = client(&server.addr).await?;
     let err = query_error(&mut c, "SELECT ssl FROM quiver.tls.me").await;
-    assert!(err.contains("postgres") && err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.contains("postgres") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
     psql("DROP SCHEMA t_tls CASCADE");
     Ok(())
 }
@@ -333,10 +491,17 @@ async fn primary_keys_are_discovered_and_served_over_flight_sql() -> anyhow::Res
     let lines = fetch("lines").await?;
     // Key order, not column order: (line, o_id).
     assert!(lines.contains("| quiver       | pk             | lines      | line        |          | 1            |"), "{lines}");
-    assert!(lines.contains("| lines      | o_id        |          | 2            |"), "{lines}");
+    assert!(
+        lines.contains("| lines      | o_id        |          | 2            |"),
+        "{lines}"
+    );
     assert!(!lines.contains("note"), "{lines}");
     let view = fetch("notes").await?;
-    assert_eq!(view.lines().filter(|l| l.contains("notes")).count(), 0, "a view has no key: {view}");
+    assert_eq!(
+        view.lines().filter(|l| l.contains("notes")).count(),
+        0,
+        "a view has no key: {view}"
+    );
     psql("DROP SCHEMA t_pk CASCADE");
     Ok(())
 }
@@ -360,11 +525,23 @@ async fn row_filters_and_masks_are_pushed_into_postgres() -> anyhow::Result<()> 
     let server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
     c.handshake("ana", "pw").await?;
-    let out = text(&query(&mut c, "SELECT id, email FROM people WHERE id < 100 ORDER BY id").await?);
+    let out = text(
+        &query(
+            &mut c,
+            "SELECT id, email FROM people WHERE id < 100 ORDER BY id",
+        )
+        .await?,
+    );
     assert!(out.contains("an…") && out.contains("cy…"), "{out}");
-    assert!(!out.contains("bo") && !out.contains("@example"), "a filtered row or a masked value leaked: {out}");
+    assert!(
+        !out.contains("bo") && !out.contains("@example"),
+        "a filtered row or a masked value leaked: {out}"
+    );
     let statement = pg::last_copy("t_acl");
-    assert!(statement.contains("'eu'") && statement.contains("left("), "filter or mask not pushed down: {statement}");
+    assert!(
+        statement.contains("'eu'") && statement.contains("left("),
+        "filter or mask not pushed down: {statement}"
+    );
     Ok(())
 }
 
@@ -381,10 +558,20 @@ async fn source_connections_are_read_only_sessions() -> anyhow::Result<()> {
     };
     let (_, pool) = quiver_connectors::postgres::executor("ro", &source("")?)?;
     let client = pool.get().await?;
-    let err = client.batch_execute("INSERT INTO t_ro.t VALUES (1)").await.expect_err("a read-only session must refuse writes");
-    assert!(format!("{err:?}").contains("read-only transaction"), "{err:?}");
+    let err = client
+        .batch_execute("INSERT INTO t_ro.t VALUES (1)")
+        .await
+        .expect_err("a read-only session must refuse writes");
+    assert!(
+        format!("{err:?}").contains("read-only transaction"),
+        "{err:?}"
+    );
     let (_, writable) = quiver_connectors::postgres::executor("rw", &source("writable = true")?)?;
-    writable.get().await?.batch_execute("INSERT INTO t_ro.t VALUES (1)").await?;
+    writable
+        .get()
+        .await?
+        .batch_execute("INSERT INTO t_ro.t VALUES (1)")
+        .await?;
     assert_eq!(psql("SELECT count(*) FROM t_ro.t").trim(), "1");
     Ok(())
 }

@@ -25,14 +25,27 @@ impl Drop for Moto {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn start_moto(port: u16) -> Moto {
     let bin = std::env::var_os("QUIVER_TEST_MOTO")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("..").join("venv").join("bin").join("moto_server"));
-    assert!(bin.exists(), "{} is missing: run scripts/setup-python.sh first", bin.display());
+        .unwrap_or_else(|| {
+            target_dir()
+                .join("..")
+                .join("venv")
+                .join("bin")
+                .join("moto_server")
+        });
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/setup-python.sh first",
+        bin.display()
+    );
     let child = Command::new(bin)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -71,9 +84,12 @@ fn s3_store(endpoint: &str, bucket: &str) -> object_store::Result<object_store::
 }
 
 fn parquet_bytes(values: Vec<i64>) -> Vec<u8> {
-    let batch = RecordBatch::try_from_iter(vec![("v", Arc::new(Int64Array::from(values)) as ArrayRef)]).expect("batch");
+    let batch =
+        RecordBatch::try_from_iter(vec![("v", Arc::new(Int64Array::from(values)) as ArrayRef)])
+            .expect("batch");
     let mut buf = vec![];
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).expect("writer");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).expect("writer");
     w.write(&batch).expect("write");
     w.close().expect("close");
     buf
@@ -91,7 +107,12 @@ async fn tables_on_an_s3_compatible_store() -> anyhow::Result<()> {
         ("warehouse/facts/day=2/b.parquet", vec![10, 20]),
         ("warehouse/dims/d.parquet", vec![7]),
     ] {
-        store.put(&ObjectPath::from(path), PutPayload::from(parquet_bytes(values))).await?;
+        store
+            .put(
+                &ObjectPath::from(path),
+                PutPayload::from(parquet_bytes(values)),
+            )
+            .await?;
     }
 
     let config = format!(
@@ -108,11 +129,21 @@ secret_access_key = "${{TEST_S3_SECRET}}"
 allow_http = "true"
 "#
     );
-    let server = start_coordinator_with_env(&config, &[("TEST_S3_KEY", "test"), ("TEST_S3_SECRET", "test")])?;
+    let server = start_coordinator_with_env(
+        &config,
+        &[("TEST_S3_KEY", "test"), ("TEST_S3_SECRET", "test")],
+    )?;
     let mut c = client(&server.addr).await?;
-    let rows = query(&mut c, "SELECT day, sum(v) FROM quiver.s3lake.facts GROUP BY day ORDER BY day").await?;
+    let rows = query(
+        &mut c,
+        "SELECT day, sum(v) FROM quiver.s3lake.facts GROUP BY day ORDER BY day",
+    )
+    .await?;
     let text = arrow::util::pretty::pretty_format_batches(&rows)?.to_string();
-    assert!(text.contains("| 1   | 6 ") && text.contains("| 2   | 30 "), "{text}");
+    assert!(
+        text.contains("| 1   | 6 ") && text.contains("| 2   | 30 "),
+        "{text}"
+    );
     let rows = query(&mut c, "SELECT v FROM quiver.s3lake.dims").await?;
     assert_eq!(row_count(&rows), 1);
     Ok(())
@@ -147,20 +178,42 @@ allow_http = "true"
     let copied = query(&mut c, "COPY (SELECT n_nationkey, n_regionkey FROM tpch.nation) TO 's3://sink/warehouse/nations/' (FORMAT parquet, PARTITION_BY (n_regionkey))").await?;
     let text = arrow::util::pretty::pretty_format_batches(&copied)?.to_string();
     assert!(text.contains("| 25 "), "{text}");
-    let back = query(&mut c, "SELECT count(*) AS n, sum(n_nationkey) AS s FROM s3out.nations WHERE n_regionkey = '2'").await?;
+    let back = query(
+        &mut c,
+        "SELECT count(*) AS n, sum(n_nationkey) AS s FROM s3out.nations WHERE n_regionkey = '2'",
+    )
+    .await?;
     let text = arrow::util::pretty::pretty_format_batches(&back)?.to_string();
     assert!(text.contains("| 5 ") && text.contains("| 68 "), "{text}");
     query(&mut c, "CREATE TABLE s3out.orders_1995 AS SELECT o_orderkey FROM tpch.orders WHERE o_orderdate < DATE '1992-03-01'").await?;
-    let expected = query(&mut c, "SELECT count(*) FROM tpch.orders WHERE o_orderdate < DATE '1992-03-01'").await?;
+    let expected = query(
+        &mut c,
+        "SELECT count(*) FROM tpch.orders WHERE o_orderdate < DATE '1992-03-01'",
+    )
+    .await?;
     let got = query(&mut c, "SELECT count(*) FROM s3out.orders_1995").await?;
-    assert_eq!(arrow::util::pretty::pretty_format_batches(&got)?.to_string(), arrow::util::pretty::pretty_format_batches(&expected)?.to_string());
+    assert_eq!(
+        arrow::util::pretty::pretty_format_batches(&got)?.to_string(),
+        arrow::util::pretty::pretty_format_batches(&expected)?.to_string()
+    );
     // Nothing is left under the staging prefix.
     let store = s3_store(&endpoint, "sink")?;
     use futures::TryStreamExt;
     use object_store::ObjectStore;
-    let staged: Vec<_> = store.list(Some(&ObjectPath::from("warehouse/.quiver-staging"))).try_collect().await?;
+    let staged: Vec<_> = store
+        .list(Some(&ObjectPath::from("warehouse/.quiver-staging")))
+        .try_collect()
+        .await?;
     assert!(staged.is_empty(), "{staged:?}");
-    let marker = store.list(Some(&ObjectPath::from("warehouse/orders_1995"))).try_collect::<Vec<_>>().await?;
-    assert!(marker.iter().any(|o| o.location.as_ref().ends_with("_quiver_table")), "{marker:?}");
+    let marker = store
+        .list(Some(&ObjectPath::from("warehouse/orders_1995")))
+        .try_collect::<Vec<_>>()
+        .await?;
+    assert!(
+        marker
+            .iter()
+            .any(|o| o.location.as_ref().ends_with("_quiver_table")),
+        "{marker:?}"
+    );
     Ok(())
 }

@@ -17,9 +17,19 @@ async fn tpch_22_queries_match_single_node_datafusion() -> anyhow::Result<()> {
     let reference = reference_context().await?;
     for n in 1..=22 {
         let sql = tpch_query(n);
-        let actual = query(&mut client, &sql).await.with_context(|| format!("q{n} through Quiver"))?;
-        let expected = reference.sql(&sql).await?.collect().await.with_context(|| format!("q{n} reference"))?;
-        assert!(row_count(&expected) > 0, "q{n}: the reference returns no rows, so the comparison proves nothing");
+        let actual = query(&mut client, &sql)
+            .await
+            .with_context(|| format!("q{n} through Quiver"))?;
+        let expected = reference
+            .sql(&sql)
+            .await?
+            .collect()
+            .await
+            .with_context(|| format!("q{n} reference"))?;
+        assert!(
+            row_count(&expected) > 0,
+            "q{n}: the reference returns no rows, so the comparison proves nothing"
+        );
         assert_same_rows(&actual, &expected, false, &format!("q{n}"));
     }
     Ok(())
@@ -27,19 +37,32 @@ async fn tpch_22_queries_match_single_node_datafusion() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_stages_on_both_workers() -> anyhow::Result<()> {
-    let config = format!("[workers]\ncount = 2\nsingle_stage_max_bytes = 0\n{}", tpch_source());
+    let config = format!(
+        "[workers]\ncount = 2\nsingle_stage_max_bytes = 0\n{}",
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let mut client = client(&server.addr).await?;
     let batches = query(&mut client, &format!("EXPLAIN {}", tpch_query(1))).await?;
     let text = arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
-    assert!(text.contains("DistributedQueryExec: stages=1, workers=[@embedded-1, @embedded-2]"), "{text}");
+    assert!(
+        text.contains("DistributedQueryExec: stages=1, workers=[@embedded-1, @embedded-2]"),
+        "{text}"
+    );
     // The partial aggregate runs in a stage that shuffles by the group keys; the
     // final one reads that shuffle, above the stages.
     let stage_at = text.find("StageExec: stage=1").unwrap_or(0);
-    assert!(text[stage_at..].contains("exchange=shuffle, output=Hash([l_returnflag@0, l_linestatus@1], 4)"), "{text}");
+    assert!(
+        text[stage_at..]
+            .contains("exchange=shuffle, output=Hash([l_returnflag@0, l_linestatus@1], 4)"),
+        "{text}"
+    );
     let partial_at = text.find("mode=Partial").unwrap_or(0);
     let final_at = text.find("mode=FinalPartitioned").unwrap_or(usize::MAX);
-    assert!(final_at < stage_at && stage_at < partial_at, "final aggregate above the stage, partial inside:\n{text}");
+    assert!(
+        final_at < stage_at && stage_at < partial_at,
+        "final aggregate above the stage, partial inside:\n{text}"
+    );
     Ok(())
 }
 
@@ -50,17 +73,34 @@ async fn scalar_subqueries_run_whole_on_one_worker() -> anyhow::Result<()> {
     // goes to the worker with the rest of the plan.
     let reference = reference_context().await?;
     let limit = "64MiB";
-    let config = format!("[workers]\ncount = 2\nsingle_stage_max_bytes = \"{limit}\"\n{}", tpch_source());
+    let config = format!(
+        "[workers]\ncount = 2\nsingle_stage_max_bytes = \"{limit}\"\n{}",
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let mut client = client(&server.addr).await?;
     for q in [11, 22] {
         let sql = tpch_query(q);
         let expected = reference.sql(&sql).await?.collect().await?;
-        let plan = arrow::util::pretty::pretty_format_batches(&query(&mut client, &format!("EXPLAIN {sql}")).await?)?.to_string();
-        let (whole, subquery) = (plan.find("single_stage (inputs "), plan.find("ScalarSubqueryExec"));
-        assert!(matches!((whole, subquery), (Some(w), Some(s)) if w < s), "q{q}: the subquery runs inside the fragment:\n{plan}");
+        let plan = arrow::util::pretty::pretty_format_batches(
+            &query(&mut client, &format!("EXPLAIN {sql}")).await?,
+        )?
+        .to_string();
+        let (whole, subquery) = (
+            plan.find("single_stage (inputs "),
+            plan.find("ScalarSubqueryExec"),
+        );
+        assert!(
+            matches!((whole, subquery), (Some(w), Some(s)) if w < s),
+            "q{q}: the subquery runs inside the fragment:\n{plan}"
+        );
         let actual = query(&mut client, &sql).await?;
-        assert_same_rows(&actual, &expected, false, &format!("q{q} with single_stage_max_bytes = {limit}"));
+        assert_same_rows(
+            &actual,
+            &expected,
+            false,
+            &format!("q{q} with single_stage_max_bytes = {limit}"),
+        );
     }
     Ok(())
 }
@@ -73,21 +113,43 @@ async fn a_small_query_runs_whole_on_one_worker() -> anyhow::Result<()> {
     let sql = tpch_query(5);
     let expected = reference.sql(&sql).await?.collect().await?;
     for (limit, whole) in [("64MiB", true), ("1MiB", false)] {
-        let config = format!("[workers]\ncount = 2\nsingle_stage_max_bytes = \"{limit}\"\n{}", tpch_source());
+        let config = format!(
+            "[workers]\ncount = 2\nsingle_stage_max_bytes = \"{limit}\"\n{}",
+            tpch_source()
+        );
         let server = start_coordinator(&config)?;
         let mut client = client(&server.addr).await?;
-        let plan = arrow::util::pretty::pretty_format_batches(&query(&mut client, &format!("EXPLAIN {sql}")).await?)?.to_string();
-        assert_eq!(plan.contains("single_stage (inputs "), whole, "limit {limit}:\n{plan}");
-        assert_eq!(!plan.contains("DistributedQueryExec"), whole, "limit {limit}:\n{plan}");
+        let plan = arrow::util::pretty::pretty_format_batches(
+            &query(&mut client, &format!("EXPLAIN {sql}")).await?,
+        )?
+        .to_string();
+        assert_eq!(
+            plan.contains("single_stage (inputs "),
+            whole,
+            "limit {limit}:\n{plan}"
+        );
+        assert_eq!(
+            !plan.contains("DistributedQueryExec"),
+            whole,
+            "limit {limit}:\n{plan}"
+        );
         let actual = query(&mut client, &sql).await?;
-        assert_same_rows(&actual, &expected, false, &format!("q5 with single_stage_max_bytes = {limit}"));
+        assert_same_rows(
+            &actual,
+            &expected,
+            false,
+            &format!("q5 with single_stage_max_bytes = {limit}"),
+        );
         let tasks = query(
             &mut client,
             "SELECT count(*) AS n FROM quiver.system.fragments f JOIN quiver.system.queries q ON f.query_id = q.id \
              WHERE q.sql LIKE '%revenue%' AND q.sql NOT LIKE '%EXPLAIN%' AND q.sql NOT LIKE '%system%'",
         )
         .await?;
-        let tasks: i64 = strings(&tasks, "n").first().and_then(|n| n.parse().ok()).unwrap_or(-1);
+        let tasks: i64 = strings(&tasks, "n")
+            .first()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(-1);
         // One fragment for the whole query, or many stage tasks.
         if whole {
             assert_eq!(tasks, 1, "limit {limit}");
@@ -107,12 +169,26 @@ async fn the_broadcast_threshold_decides_between_broadcast_and_shuffle() -> anyh
     let sql = tpch_query(3);
     let expected = reference.sql(&sql).await?.collect().await?;
     for (setting, shuffled) in [("", false), ("broadcast_join_max_bytes = 0\n", true)] {
-        let config = format!("[workers]\ncount = 2\nsingle_stage_max_bytes = 0\n{setting}{}", tpch_source());
+        let config = format!(
+            "[workers]\ncount = 2\nsingle_stage_max_bytes = 0\n{setting}{}",
+            tpch_source()
+        );
         let server = start_coordinator(&config)?;
         let mut client = client(&server.addr).await?;
-        let plan = arrow::util::pretty::pretty_format_batches(&query(&mut client, &format!("EXPLAIN {sql}")).await?)?.to_string();
-        assert_eq!(plan.contains("HashJoinExec: mode=Partitioned"), shuffled, "{setting}:\n{plan}");
-        assert_eq!(plan.contains("HashJoinExec: mode=CollectLeft"), !shuffled, "{setting}:\n{plan}");
+        let plan = arrow::util::pretty::pretty_format_batches(
+            &query(&mut client, &format!("EXPLAIN {sql}")).await?,
+        )?
+        .to_string();
+        assert_eq!(
+            plan.contains("HashJoinExec: mode=Partitioned"),
+            shuffled,
+            "{setting}:\n{plan}"
+        );
+        assert_eq!(
+            plan.contains("HashJoinExec: mode=CollectLeft"),
+            !shuffled,
+            "{setting}:\n{plan}"
+        );
         let actual = query(&mut client, &sql).await?;
         assert_same_rows(&actual, &expected, false, &format!("q3 with {setting:?}"));
     }

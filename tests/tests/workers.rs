@@ -20,28 +20,54 @@ async fn fragments_run_on_worker_processes_and_a_dead_worker_is_avoided() -> any
     let sql = tpch_query(1);
     let expected = reference.sql(&sql).await?.collect().await?;
 
-    assert_same_rows(&query(&mut c, &sql).await?, &expected, false, "q1 on two workers");
-    assert!(completed_fragments(&w1.addr).await? > 0, "w1 ran no fragment");
-    assert!(completed_fragments(&w2.addr).await? > 0, "w2 ran no fragment");
+    assert_same_rows(
+        &query(&mut c, &sql).await?,
+        &expected,
+        false,
+        "q1 on two workers",
+    );
+    assert!(
+        completed_fragments(&w1.addr).await? > 0,
+        "w1 ran no fragment"
+    );
+    assert!(
+        completed_fragments(&w2.addr).await? > 0,
+        "w2 ran no fragment"
+    );
 
     // Killed right before a query: the coordinator may not have noticed yet, so the
     // fragments assigned to w1 must move to w2 when w1 refuses the connection.
     w1.kill();
     let before = completed_fragments(&w2.addr).await?;
-    assert_same_rows(&query(&mut c, &sql).await?, &expected, false, "q1 after w1 died");
+    assert_same_rows(
+        &query(&mut c, &sql).await?,
+        &expected,
+        false,
+        "q1 after w1 died",
+    );
     assert!(completed_fragments(&w2.addr).await? > before);
 
     // Once the health check has seen it, plans no longer mention w1.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let plan = arrow::util::pretty::pretty_format_batches(&query(&mut c, &format!("EXPLAIN {sql}")).await?)?.to_string();
-    assert!(plan.contains("@worker-2") && !plan.contains("@worker-1"), "{plan}");
+    let plan = arrow::util::pretty::pretty_format_batches(
+        &query(&mut c, &format!("EXPLAIN {sql}")).await?,
+    )?
+    .to_string();
+    assert!(
+        plan.contains("@worker-2") && !plan.contains("@worker-1"),
+        "{plan}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_live_worker_is_a_clear_error() -> anyhow::Result<()> {
     let mut w = start_worker("lonely")?;
-    let config = format!("[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}]\n{}", w.addr, tpch_source());
+    let config = format!(
+        "[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}]\n{}",
+        w.addr,
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let mut c = client(&server.addr).await?;
     w.kill();
@@ -58,18 +84,36 @@ async fn no_live_worker_is_a_clear_error() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_pool_finds_its_workers_by_name() -> anyhow::Result<()> {
     let worker = start_worker("dns-worker")?;
-    let port = worker.addr.rsplit(':').next().unwrap_or_default().to_string();
-    let config = format!("[workers]\nmode = \"dns\"\nservice = \"localhost\"\nport = {port}\n{}", tpch_source());
+    let port = worker
+        .addr
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let config = format!(
+        "[workers]\nmode = \"dns\"\nservice = \"localhost\"\nport = {port}\n{}",
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let mut c = client(&server.addr).await?;
     let listed = arrow::util::pretty::pretty_format_batches(
-        &query(&mut c, "SELECT id, state FROM system.workers WHERE state = 'ready'").await?,
+        &query(
+            &mut c,
+            "SELECT id, state FROM system.workers WHERE state = 'ready'",
+        )
+        .await?,
     )?
     .to_string();
     assert!(listed.contains(&format!("127.0.0.1:{port}")), "{listed}");
     let before = completed_fragments(&worker.addr).await?;
-    assert_eq!(row_count(&query(&mut c, "SELECT * FROM quiver.tpch.nation").await?), 25);
-    assert!(completed_fragments(&worker.addr).await? > before, "the resolved worker ran no fragment");
+    assert_eq!(
+        row_count(&query(&mut c, "SELECT * FROM quiver.tpch.nation").await?),
+        25
+    );
+    assert!(
+        completed_fragments(&worker.addr).await? > before,
+        "the resolved worker ran no fragment"
+    );
     Ok(())
 }
 
@@ -77,7 +121,11 @@ async fn a_dns_pool_finds_its_workers_by_name() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_query_stops_its_fragments_within_two_seconds() -> anyhow::Result<()> {
     let worker = start_worker("cancel-worker")?;
-    let config = format!("[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}]\n{}", worker.addr, tpch_source());
+    let config = format!(
+        "[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}]\n{}",
+        worker.addr,
+        tpch_source()
+    );
     let server = start_coordinator(&config)?;
     let addr = server.addr.clone();
     let long = tokio::spawn(async move {
@@ -91,15 +139,24 @@ async fn a_dropped_query_stops_its_fragments_within_two_seconds() -> anyhow::Res
     // Wait until the fragments run, then drop the client mid-query.
     let started = std::time::Instant::now();
     while running_fragments(&worker.addr).await? == 0 {
-        anyhow::ensure!(started.elapsed() < std::time::Duration::from_secs(30), "the query never started");
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the query never started"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    anyhow::ensure!(!long.is_finished(), "the query finished before it could be dropped; make it slower");
+    anyhow::ensure!(
+        !long.is_finished(),
+        "the query finished before it could be dropped; make it slower"
+    );
     long.abort();
     let dropped = std::time::Instant::now();
     while running_fragments(&worker.addr).await? > 0 {
-        anyhow::ensure!(dropped.elapsed() < std::time::Duration::from_secs(2), "fragments still running 2 s after the client left");
+        anyhow::ensure!(
+            dropped.elapsed() < std::time::Duration::from_secs(2),
+            "fragments still running 2 s after the client left"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     Ok(())
@@ -126,7 +183,11 @@ async fn a_worker_sent_sigterm_drains_and_loses_no_query() -> anyhow::Result<()>
                WHERE levenshtein(l_comment || l_comment, reverse(l_comment) || l_comment) > 40 \
                GROUP BY l_returnflag ORDER BY l_returnflag";
     let reference = reference_context().await?;
-    let expected = reference.sql(&sql.replace("quiver.tpch.", "")).await?.collect().await?;
+    let expected = reference
+        .sql(&sql.replace("quiver.tpch.", ""))
+        .await?
+        .collect()
+        .await?;
 
     let addr = server.addr.clone();
     let running = tokio::spawn(async move {
@@ -135,19 +196,30 @@ async fn a_worker_sent_sigterm_drains_and_loses_no_query() -> anyhow::Result<()>
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while running_fragments(&w1.addr).await? == 0 {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "worker 1 never ran a fragment");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "worker 1 never ran a fragment"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let sigterm = std::process::Command::new("kill").args(["-TERM", &w1.child.id().to_string()]).status()?;
+    let sigterm = std::process::Command::new("kill")
+        .args(["-TERM", &w1.child.id().to_string()])
+        .status()?;
     assert!(sigterm.success());
     // The coordinator sees it draining while it finishes its fragments.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let states = pretty_format_batches(&query(&mut c, "SELECT id, state FROM system.workers ORDER BY id").await?)?.to_string();
+        let states = pretty_format_batches(
+            &query(&mut c, "SELECT id, state FROM system.workers ORDER BY id").await?,
+        )?
+        .to_string();
         if states.contains("worker-1 | draining") {
             break;
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "worker 1 not seen draining: {states}");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "worker 1 not seen draining: {states}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let got = running.await??;
@@ -159,7 +231,10 @@ async fn a_worker_sent_sigterm_drains_and_loses_no_query() -> anyhow::Result<()>
         if let Some(status) = w1.child.try_wait()? {
             break status;
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "the drained worker did not exit");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the drained worker did not exit"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert!(status.success(), "drained worker exit: {status:?}");
@@ -169,10 +244,18 @@ async fn a_worker_sent_sigterm_drains_and_loses_no_query() -> anyhow::Result<()>
     )?
     .to_string();
     for line in moved.lines().skip(3).filter(|l| l.starts_with("| ")) {
-        assert!(line.contains("draining"), "a fragment of the draining worker was lost: {moved}");
+        assert!(
+            line.contains("draining"),
+            "a fragment of the draining worker was lost: {moved}"
+        );
     }
     // The pool goes on with the other worker.
-    assert_same_rows(&query(&mut c, sql).await?, &expected, true, "after the drained worker left");
+    assert_same_rows(
+        &query(&mut c, sql).await?,
+        &expected,
+        true,
+        "after the drained worker left",
+    );
     drop(w2);
     Ok(())
 }

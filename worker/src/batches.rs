@@ -38,13 +38,20 @@ mod tests {
 
     #[test]
     fn compaction_drops_unreferenced_bytes_and_keeps_values() {
-        let long: Vec<String> = (0..1000).map(|i| format!("a fairly long string value number {i}")).collect();
+        let long: Vec<String> = (0..1000)
+            .map(|i| format!("a fairly long string value number {i}"))
+            .collect();
         let array = StringViewArray::from_iter_values(long.iter());
-        let batch = RecordBatch::try_from_iter(vec![("s", Arc::new(array) as ArrayRef)]).expect("batch");
+        let batch =
+            RecordBatch::try_from_iter(vec![("s", Arc::new(array) as ArrayRef)]).expect("batch");
         let slice = batch.slice(10, 2);
         let before = slice.get_array_memory_size();
         let compact = compact_views(slice.clone()).expect("compact");
-        assert!(compact.get_array_memory_size() < before / 10, "{} vs {before}", compact.get_array_memory_size());
+        assert!(
+            compact.get_array_memory_size() < before / 10,
+            "{} vs {before}",
+            compact.get_array_memory_size()
+        );
         assert_eq!(compact, slice);
     }
 }

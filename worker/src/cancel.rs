@@ -18,16 +18,24 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+};
 use futures::Stream;
 
 /// Wraps every leaf of `plan` so that setting `cancelled` ends it.
-pub fn cancellable(plan: Arc<dyn ExecutionPlan>, cancelled: Arc<AtomicBool>) -> Result<Arc<dyn ExecutionPlan>> {
+pub fn cancellable(
+    plan: Arc<dyn ExecutionPlan>,
+    cancelled: Arc<AtomicBool>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         if !node.children().is_empty() {
             return Ok(Transformed::no(node));
         }
-        Ok(Transformed::yes(Arc::new(CancellableExec { input: node, cancelled: cancelled.clone() }) as Arc<dyn ExecutionPlan>))
+        Ok(Transformed::yes(Arc::new(CancellableExec {
+            input: node,
+            cancelled: cancelled.clone(),
+        }) as Arc<dyn ExecutionPlan>))
     })
     .map(|t| t.data)
 }
@@ -62,10 +70,18 @@ impl ExecutionPlan for CancellableExec {
         vec![&self.input]
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         match children.into_iter().next() {
-            Some(input) => Ok(Arc::new(CancellableExec { input, cancelled: self.cancelled.clone() })),
-            None => Err(DataFusionError::Internal("CancellableExec needs its input".into())),
+            Some(input) => Ok(Arc::new(CancellableExec {
+                input,
+                cancelled: self.cancelled.clone(),
+            })),
+            None => Err(DataFusionError::Internal(
+                "CancellableExec needs its input".into(),
+            )),
         }
     }
 
@@ -76,9 +92,16 @@ impl ExecutionPlan for CancellableExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        Ok(Box::pin(CancellableStream { input, cancelled: self.cancelled.clone() }))
+        Ok(Box::pin(CancellableStream {
+            input,
+            cancelled: self.cancelled.clone(),
+        }))
     }
 }
 
@@ -92,7 +115,9 @@ impl Stream for CancellableStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.cancelled.load(Ordering::Relaxed) {
-            return Poll::Ready(Some(Err(DataFusionError::Execution("fragment cancelled: its result is no longer read".into()))));
+            return Poll::Ready(Some(Err(DataFusionError::Execution(
+                "fragment cancelled: its result is no longer read".into(),
+            ))));
         }
         self.input.as_mut().poll_next(cx)
     }
@@ -114,14 +139,25 @@ mod tests {
     #[tokio::test]
     async fn a_set_flag_ends_the_stream_with_an_error() {
         let flag = Arc::new(AtomicBool::new(false));
-        let leaf: Arc<dyn ExecutionPlan> = Arc::new(PlaceholderRowExec::new(Arc::new(Schema::empty())));
+        let leaf: Arc<dyn ExecutionPlan> =
+            Arc::new(PlaceholderRowExec::new(Arc::new(Schema::empty())));
         let plan = cancellable(leaf, flag.clone()).expect("wrap");
         assert_eq!(plan.name(), "CancellableExec");
-        let rows = plan.execute(0, Arc::new(TaskContext::default())).expect("run").next().await;
+        let rows = plan
+            .execute(0, Arc::new(TaskContext::default()))
+            .expect("run")
+            .next()
+            .await;
         assert!(matches!(rows, Some(Ok(_))), "runs while the flag is clear");
         flag.store(true, Ordering::Relaxed);
-        let mut stream = plan.execute(0, Arc::new(TaskContext::default())).expect("run");
-        let err = stream.next().await.and_then(|r| r.err()).expect("an error once cancelled");
+        let mut stream = plan
+            .execute(0, Arc::new(TaskContext::default()))
+            .expect("run");
+        let err = stream
+            .next()
+            .await
+            .and_then(|r| r.err())
+            .expect("an error once cancelled");
         assert!(err.to_string().contains("cancelled"), "{err}");
     }
 }

@@ -51,8 +51,11 @@ impl ClusterCredentials {
 impl tonic::service::Interceptor for ClusterCredentials {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(key) = &self.0 {
-            let token = key.call_token().map_err(|e| Status::internal(e.to_string()))?;
-            let value = MetadataValue::try_from(token).map_err(|_| Status::internal("cannot encode the cluster token"))?;
+            let token = key
+                .call_token()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let value = MetadataValue::try_from(token)
+                .map_err(|_| Status::internal("cannot encode the cluster token"))?;
             request.metadata_mut().insert(CLUSTER_HEADER, value);
         }
         Ok(request)
@@ -60,8 +63,13 @@ impl tonic::service::Interceptor for ClusterCredentials {
 }
 
 /// A lazily connecting client to the worker at `address` (e.g. `http://10.0.0.5:50061`).
-pub fn worker_client(address: &str, credentials: ClusterCredentials) -> Result<WorkerClient, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(address.to_string())?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
+pub fn worker_client(
+    address: &str,
+    credentials: ClusterCredentials,
+) -> Result<WorkerClient, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(address.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
     Ok(client_over(endpoint.connect_lazy(), credentials))
 }
 
@@ -83,7 +91,9 @@ impl ClusterGuard {
 
     /// Refuses a call without valid, unused cluster credentials.
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        let Some(verifier) = &self.0 else { return Ok(()) };
+        let Some(verifier) = &self.0 else {
+            return Ok(());
+        };
         let token = metadata.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok());
         verifier.verify(token).map_err(refused)
     }

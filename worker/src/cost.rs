@@ -17,7 +17,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation};
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::Stream;
 use quiver_connectors::{SourceConfig, SourceKind, SourceScanExec};
@@ -25,7 +27,10 @@ use quiver_proto::SourceRead;
 
 /// CPU time of the calling thread, in nanoseconds.
 fn thread_cpu_nanos() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
@@ -44,7 +49,13 @@ pub(crate) struct CpuMetered<S> {
 impl<S> CpuMetered<S> {
     pub fn new(inner: S) -> (Self, Arc<AtomicU64>) {
         let nanos = Arc::new(AtomicU64::new(0));
-        (Self { inner, nanos: nanos.clone() }, nanos)
+        (
+            Self {
+                inner,
+                nanos: nanos.clone(),
+            },
+            nanos,
+        )
     }
 }
 
@@ -54,7 +65,8 @@ impl<S: Stream<Item = Result<RecordBatch>> + Unpin> Stream for CpuMetered<S> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let before = thread_cpu_nanos();
         let next = Pin::new(&mut self.inner).poll_next(cx);
-        self.nanos.fetch_add(thread_cpu_nanos().saturating_sub(before), Ordering::Relaxed);
+        self.nanos
+            .fetch_add(thread_cpu_nanos().saturating_sub(before), Ordering::Relaxed);
         next
     }
 }
@@ -68,7 +80,10 @@ pub(crate) struct PeakPool {
 
 impl PeakPool {
     pub fn new(inner: Arc<dyn MemoryPool>) -> Self {
-        Self { inner, peak: AtomicUsize::new(0) }
+        Self {
+            inner,
+            peak: AtomicUsize::new(0),
+        }
     }
 
     pub fn peak(&self) -> u64 {
@@ -76,7 +91,8 @@ impl PeakPool {
     }
 
     fn note(&self) {
-        self.peak.fetch_max(self.inner.reserved(), Ordering::Relaxed);
+        self.peak
+            .fetch_max(self.inner.reserved(), Ordering::Relaxed);
     }
 }
 
@@ -121,18 +137,29 @@ pub(crate) fn reads(plan: &Arc<dyn ExecutionPlan>, sources: &[SourceConfig]) -> 
     let mut per_source = BTreeMap::<String, u64>::new();
     visit(plan, &mut |node| {
         let metrics = node.metrics();
-        let count = |name: &str| metrics.as_ref().and_then(|m| m.sum_by_name(name)).map(|v| v.as_usize() as u64);
+        let count = |name: &str| {
+            metrics
+                .as_ref()
+                .and_then(|m| m.sum_by_name(name))
+                .map(|v| v.as_usize() as u64)
+        };
         if let Some(scan) = node.downcast_ref::<DataSourceExec>() {
             if let Some(files) = scan.data_source().downcast_ref::<FileScanConfig>() {
                 // Parquet counts the bytes it fetched; CSV and JSON only what they produced.
-                let bytes = count("bytes_scanned").or_else(|| count("output_bytes")).unwrap_or(0);
+                let bytes = count("bytes_scanned")
+                    .or_else(|| count("output_bytes"))
+                    .unwrap_or(0);
                 *per_source.entry(file_source(files, sources)).or_default() += bytes;
             }
         } else if let Some(scan) = node.downcast_ref::<SourceScanExec>() {
-            *per_source.entry(scan.source().to_string()).or_default() += count("output_bytes").unwrap_or(0);
+            *per_source.entry(scan.source().to_string()).or_default() +=
+                count("output_bytes").unwrap_or(0);
         }
     });
-    per_source.into_iter().map(|(source, bytes)| SourceRead { source, bytes }).collect()
+    per_source
+        .into_iter()
+        .map(|(source, bytes)| SourceRead { source, bytes })
+        .collect()
 }
 
 fn visit(plan: &Arc<dyn ExecutionPlan>, f: &mut impl FnMut(&dyn ExecutionPlan)) {
@@ -145,10 +172,16 @@ fn visit(plan: &Arc<dyn ExecutionPlan>, f: &mut impl FnMut(&dyn ExecutionPlan)) 
 /// The files source whose location (or one of whose declared tables) holds the
 /// scan's first file; "files" when none does (a `COPY` from a bare path).
 fn file_source(scan: &FileScanConfig, sources: &[SourceConfig]) -> String {
-    let Some(file) = scan.file_groups.iter().flat_map(|g| g.files()).next() else { return "files".into() };
+    let Some(file) = scan.file_groups.iter().flat_map(|g| g.files()).next() else {
+        return "files".into();
+    };
     let store = scan.object_store_url.as_str().trim_end_matches('/');
     let path = file.object_meta.location.as_ref();
-    let full = if store == "file:" || store == "file://" { format!("/{path}") } else { format!("{store}/{path}") };
+    let full = if store == "file:" || store == "file://" {
+        format!("/{path}")
+    } else {
+        format!("{store}/{path}")
+    };
     let holds = |location: &str| {
         let location = location.trim_end_matches('/');
         !location.is_empty() && (full == location || full.starts_with(&format!("{location}/")))
@@ -156,7 +189,10 @@ fn file_source(scan: &FileScanConfig, sources: &[SourceConfig]) -> String {
     sources
         .iter()
         .find(|s| match &s.kind {
-            SourceKind::Files(f) => f.location.as_deref().is_some_and(holds) || f.tables.iter().any(|t| holds(&t.location)),
+            SourceKind::Files(f) => {
+                f.location.as_deref().is_some_and(holds)
+                    || f.tables.iter().any(|t| holds(&t.location))
+            }
             _ => false,
         })
         .map(|s| s.name.clone())
@@ -171,7 +207,8 @@ mod tests {
 
     #[test]
     fn the_peak_pool_keeps_the_highest_reservation() {
-        let pool: Arc<dyn MemoryPool> = Arc::new(PeakPool::new(Arc::new(GreedyMemoryPool::new(1000))));
+        let pool: Arc<dyn MemoryPool> =
+            Arc::new(PeakPool::new(Arc::new(GreedyMemoryPool::new(1000))));
         let r = MemoryConsumer::new("a").register(&pool);
         r.try_grow(600).expect("fits");
         r.shrink(500);
@@ -187,10 +224,16 @@ mod tests {
         let work = futures::stream::iter(0..3).map(|_| {
             let busy: u64 = (0..3_000_000u64).fold(0, |a, b| a.wrapping_add(b.wrapping_mul(b) ^ a));
             assert!(busy != 1);
-            Ok(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty())))
+            Ok(RecordBatch::new_empty(Arc::new(
+                datafusion::arrow::datatypes::Schema::empty(),
+            )))
         });
         let (mut metered, nanos) = CpuMetered::new(work);
         while metered.next().await.is_some() {}
-        assert!(nanos.load(Ordering::Relaxed) > 100_000, "{} ns", nanos.load(Ordering::Relaxed));
+        assert!(
+            nanos.load(Ordering::Relaxed) > 100_000,
+            "{} ns",
+            nanos.load(Ordering::Relaxed)
+        );
     }
 }

@@ -38,7 +38,12 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self { id: "worker".into(), sources: vec![], default_memory_limit: 2 << 30, cluster: None }
+        Self {
+            id: "worker".into(),
+            sources: vec![],
+            default_memory_limit: 2 << 30,
+            cluster: None,
+        }
     }
 }
 
@@ -83,19 +88,34 @@ impl FragmentExecutor {
         // A fragment is one partition of a plan whose siblings run elsewhere: it must
         // read exactly its own file group, never steal work from partitions that
         // do not exist in this process.
-        config.options_mut().execution.enable_file_stream_work_stealing = false;
+        config
+            .options_mut()
+            .execution
+            .enable_file_stream_work_stealing = false;
         // Exchange reads from other workers authenticate with this worker's credentials.
-        let mut config = config.with_extension(Arc::new(crate::ClusterCredentials::new(options.cluster.clone())));
+        let mut config = config.with_extension(Arc::new(crate::ClusterCredentials::new(
+            options.cluster.clone(),
+        )));
         // A join's dynamic filter waits until every partition of the join has built
         // its side. A fragment that runs one partition of many would wait forever,
         // so joins compute dynamic filters only in plans of one partition: whole
         // plans, and stage tasks rewritten to their own partition (narrow.rs).
         let mut whole = config.clone();
-        config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
-        whole.options_mut().optimizer.enable_join_dynamic_filter_pushdown = true;
+        config
+            .options_mut()
+            .optimizer
+            .enable_join_dynamic_filter_pushdown = false;
+        whole
+            .options_mut()
+            .optimizer
+            .enable_join_dynamic_filter_pushdown = true;
         // Built once: registering every function per fragment would cost milliseconds.
         let build = |config| {
-            SessionStateBuilder::new().with_config(config).with_runtime_env(base_runtime.clone()).with_default_features().build()
+            SessionStateBuilder::new()
+                .with_config(config)
+                .with_runtime_env(base_runtime.clone())
+                .with_default_features()
+                .build()
         };
         let (mut state, mut whole_plan_state) = (build(config), build(whole));
         crate::functions::register(&mut state)?;
@@ -112,7 +132,10 @@ impl FragmentExecutor {
     }
 
     /// A task context with the fragment's own memory pool over the shared state.
-    fn task_context(&self, ticket: &FragmentTicket) -> Result<(Arc<TaskContext>, Arc<crate::cost::PeakPool>)> {
+    fn task_context(
+        &self,
+        ticket: &FragmentTicket,
+    ) -> Result<(Arc<TaskContext>, Arc<crate::cost::PeakPool>)> {
         let limit = match ticket.memory_limit {
             0 => self.options.default_memory_limit,
             n => usize::try_from(n).unwrap_or(usize::MAX),
@@ -124,8 +147,9 @@ impl FragmentExecutor {
         // long-lived DataFusion session: without it every fragment of every query
         // read and decoded each file's metadata again. The cache checks size and
         // modification time, so a rewritten file is read afresh.
-        let caches = CacheManagerConfig::default()
-            .with_file_metadata_cache(Some(self.base_runtime.cache_manager.get_file_metadata_cache()));
+        let caches = CacheManagerConfig::default().with_file_metadata_cache(Some(
+            self.base_runtime.cache_manager.get_file_metadata_cache(),
+        ));
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(self.base_runtime.object_store_registry.clone())
             .with_cache_manager(caches)
@@ -133,11 +157,21 @@ impl FragmentExecutor {
             .build_arc()?;
         let task = Arc::try_unwrap(self.state.task_ctx())
             .map_err(|_| DataFusionError::Internal("task context is shared".into()))?;
-        Ok((Arc::new(task.with_runtime(runtime).with_task_id(ticket.query_id.clone())), pool))
+        Ok((
+            Arc::new(
+                task.with_runtime(runtime)
+                    .with_task_id(ticket.query_id.clone()),
+            ),
+            pool,
+        ))
     }
 
     /// Decodes the ticket's plan and starts its partition; setting `cancelled` stops it.
-    pub(crate) fn start(&self, ticket: &FragmentTicket, cancelled: Arc<AtomicBool>) -> Result<RunningFragment> {
+    pub(crate) fn start(
+        &self,
+        ticket: &FragmentTicket,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<RunningFragment> {
         let (ctx, pool) = self.task_context(ticket)?;
         let plan: Arc<dyn ExecutionPlan> =
             physical_plan_from_bytes_with_extension_codec(&ticket.plan, &ctx, &self.codec)?;
@@ -205,25 +239,53 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| DataFusionError::External(Box::new(e)))?;
         let path = dir.path().join("t.parquet");
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..1000))])?;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from_iter_values(0..1000))],
+        )?;
         let ctx = SessionContext::new();
-        ctx.read_batch(batch)?.write_parquet(&path.to_string_lossy(), Default::default(), None).await?;
+        ctx.read_batch(batch)?
+            .write_parquet(&path.to_string_lossy(), Default::default(), None)
+            .await?;
         let ctx = SessionContext::new();
-        ctx.register_parquet("t", &path.to_string_lossy(), ParquetReadOptions::default()).await?;
-        let plan = ctx.sql("SELECT sum(x) FROM t WHERE x > 10").await?.create_physical_plan().await?;
+        ctx.register_parquet("t", &path.to_string_lossy(), ParquetReadOptions::default())
+            .await?;
+        let plan = ctx
+            .sql("SELECT sum(x) FROM t WHERE x > 10")
+            .await?
+            .create_physical_plan()
+            .await?;
         let codec = QuiverCodec::new();
         let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec)?;
 
         let executor = FragmentExecutor::new(WorkerOptions::default(), codec)?;
-        let cache = executor.base_runtime.cache_manager.get_file_metadata_cache();
+        let cache = executor
+            .base_runtime
+            .cache_manager
+            .get_file_metadata_cache();
         assert_eq!(cache.len(), 0);
-        let ticket = FragmentTicket { query_id: "q".into(), fragment_id: 0, partition: 0, plan: bytes.to_vec(), memory_limit: 0, for_client: false };
+        let ticket = FragmentTicket {
+            query_id: "q".into(),
+            fragment_id: 0,
+            partition: 0,
+            plan: bytes.to_vec(),
+            memory_limit: 0,
+            for_client: false,
+        };
         for _ in 0..2 {
             let running = executor.start(&ticket, Arc::new(AtomicBool::new(false)))?;
             let batches: Vec<RecordBatch> = running.stream.try_collect().await?;
-            let sum = batches[0].column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0));
+            let sum = batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0));
             assert_eq!(sum, Some((11..1000).sum::<i64>()));
-            assert_eq!(cache.len(), 1, "the file's metadata is cached once, and found the second time");
+            assert_eq!(
+                cache.len(),
+                1,
+                "the file's metadata is cached once, and found the second time"
+            );
         }
         Ok(())
     }

@@ -9,11 +9,15 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, Float64Array, IntervalMonthDayNanoArray};
-use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit};
+use datafusion::arrow::datatypes::{
+    DataType, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
+};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionState;
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 
 /// The name of the interval multiplication.
 pub const INTERVAL_MUL: &str = "quiver_interval_mul";
@@ -31,7 +35,9 @@ struct IntervalMul {
 
 impl IntervalMul {
     fn new() -> Self {
-        Self { signature: Signature::any(2, Volatility::Immutable) }
+        Self {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
     }
 }
 
@@ -60,8 +66,12 @@ impl ScalarUDFImpl for IntervalMul {
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         match (&args[0], &args[1]) {
-            (DataType::Interval(_) | DataType::Null, t) if t.is_numeric() || t.is_null() => Ok(INTERVAL),
-            (a, b) => Err(DataFusionError::Plan(format!("cannot multiply {a} by {b}: {INTERVAL_MUL} takes an interval and a number"))),
+            (DataType::Interval(_) | DataType::Null, t) if t.is_numeric() || t.is_null() => {
+                Ok(INTERVAL)
+            }
+            (a, b) => Err(DataFusionError::Plan(format!(
+                "cannot multiply {a} by {b}: {INTERVAL_MUL} takes an interval and a number"
+            ))),
         }
     }
 
@@ -74,7 +84,10 @@ impl ScalarUDFImpl for IntervalMul {
         let interval = interval.as_primitive::<IntervalMonthDayNanoType>();
         let factor: &Float64Array = factor.as_primitive();
         let out: IntervalMonthDayNanoArray = (0..rows)
-            .map(|r| (!interval.is_null(r) && !factor.is_null(r)).then(|| multiply(interval.value(r), factor.value(r))))
+            .map(|r| {
+                (!interval.is_null(r) && !factor.is_null(r))
+                    .then(|| multiply(interval.value(r), factor.value(r)))
+            })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
@@ -87,10 +100,19 @@ mod tests {
     #[test]
     fn intervals_multiply_as_in_postgresql() {
         let five_s = IntervalMonthDayNano::new(0, 0, 5_000_000_000);
-        assert_eq!(multiply(five_s, 3.0), IntervalMonthDayNano::new(0, 0, 15_000_000_000));
+        assert_eq!(
+            multiply(five_s, 3.0),
+            IntervalMonthDayNano::new(0, 0, 15_000_000_000)
+        );
         // 1 month * 1.5 = 1 month 15 days; 1 day * 0.5 = 12 hours.
-        assert_eq!(multiply(IntervalMonthDayNano::new(1, 0, 0), 1.5), IntervalMonthDayNano::new(1, 15, 0));
-        assert_eq!(multiply(IntervalMonthDayNano::new(0, 1, 0), 0.5), IntervalMonthDayNano::new(0, 0, 43_200_000_000_000));
+        assert_eq!(
+            multiply(IntervalMonthDayNano::new(1, 0, 0), 1.5),
+            IntervalMonthDayNano::new(1, 15, 0)
+        );
+        assert_eq!(
+            multiply(IntervalMonthDayNano::new(0, 1, 0), 0.5),
+            IntervalMonthDayNano::new(0, 0, 43_200_000_000_000)
+        );
     }
 
     #[tokio::test]

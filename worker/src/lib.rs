@@ -9,9 +9,9 @@
 pub mod batches;
 mod cancel;
 pub mod cluster_auth;
-pub mod exchange;
 mod compute;
 mod cost;
+pub mod exchange;
 mod executor;
 pub mod functions;
 mod lifecycle;
@@ -30,7 +30,10 @@ pub use service::{nodelay, serve, WorkerService};
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("worker transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]

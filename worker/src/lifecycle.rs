@@ -21,7 +21,11 @@ pub(crate) struct Lifecycle {
 
 impl Lifecycle {
     pub fn new() -> Self {
-        Self { instance_id: uuid::Uuid::new_v4().simple().to_string(), draining: AtomicBool::new(false), owner: Mutex::new(None) }
+        Self {
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
+            draining: AtomicBool::new(false),
+            owner: Mutex::new(None),
+        }
     }
 
     pub fn instance_id(&self) -> &str {
@@ -49,7 +53,8 @@ impl Lifecycle {
             instance_id: self.instance_id.clone(),
             draining: self.is_draining(),
             owner: owner.as_ref().map(|(o, _)| o.clone()).unwrap_or_default(),
-            owner_seen_ms: owner.map(|(_, at)| at.elapsed().as_millis().min(u64::MAX as u128) as u64),
+            owner_seen_ms: owner
+                .map(|(_, at)| at.elapsed().as_millis().min(u64::MAX as u128) as u64),
             running_fragments,
         }
     }
@@ -65,7 +70,11 @@ pub enum Drained {
 }
 
 /// Waits until `idle()` holds (checked every 100 ms) or `grace` passes.
-pub(crate) async fn wait_idle(grace: Duration, running: impl Fn() -> u32, outputs_held: impl Fn() -> bool) -> Drained {
+pub(crate) async fn wait_idle(
+    grace: Duration,
+    running: impl Fn() -> u32,
+    outputs_held: impl Fn() -> bool,
+) -> Drained {
     let deadline = Instant::now() + grace;
     loop {
         let now_running = running();
@@ -73,7 +82,9 @@ pub(crate) async fn wait_idle(grace: Duration, running: impl Fn() -> u32, output
             return Drained::Clean;
         }
         if Instant::now() >= deadline {
-            return Drained::GraceExpired { running: now_running };
+            return Drained::GraceExpired {
+                running: now_running,
+            };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -90,7 +101,10 @@ mod tests {
         assert_eq!(a.describe(0).owner_seen_ms, None);
         a.heartbeat("coord-1");
         let d = a.describe(2);
-        assert_eq!((d.owner.as_str(), d.running_fragments, d.draining), ("coord-1", 2, false));
+        assert_eq!(
+            (d.owner.as_str(), d.running_fragments, d.draining),
+            ("coord-1", 2, false)
+        );
         assert!(d.owner_seen_ms.is_some_and(|ms| ms < 1000));
         a.start_draining();
         assert!(a.describe(0).draining);
@@ -100,7 +114,10 @@ mod tests {
     async fn a_drain_waits_for_running_work_within_the_grace_period() {
         let left = std::sync::atomic::AtomicU32::new(3);
         let running = || left.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        assert_eq!(wait_idle(Duration::from_secs(5), running, || false).await, Drained::Clean);
+        assert_eq!(
+            wait_idle(Duration::from_secs(5), running, || false).await,
+            Drained::Clean
+        );
         let stuck = wait_idle(Duration::from_millis(250), || 1, || false).await;
         assert_eq!(stuck, Drained::GraceExpired { running: 1 });
     }

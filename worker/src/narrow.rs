@@ -30,8 +30,8 @@ use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{
-    replace_children_if_necessary, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr,
-    PlanProperties,
+    replace_children_if_necessary, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PhysicalExpr, PlanProperties,
 };
 
 use crate::exchange::ShuffleWriteExec;
@@ -39,7 +39,10 @@ use crate::exchange::ShuffleWriteExec;
 /// `plan`'s partition `partition` (which the caller has checked exists) as a plan
 /// of one partition, or `None` when a node on the way to the leaves does not keep
 /// partitions apart.
-pub(crate) fn one_partition(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+pub(crate) fn one_partition(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let count = partitions(plan);
     if count <= 1 {
         return Ok(None);
@@ -51,7 +54,11 @@ fn partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
     plan.properties().partitioning.partition_count()
 }
 
-fn narrow(plan: &Arc<dyn ExecutionPlan>, partition: usize, count: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+fn narrow(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    count: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let children = plan.children();
     if children.is_empty() {
         return Ok(Some(Arc::new(PartitionExec::new(plan.clone(), partition))));
@@ -88,7 +95,9 @@ fn keeps_partitions_apart(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || node.is::<LocalLimitExec>()
         || node.is::<AggregateExec>()
         || node.is::<HashJoinExec>()
-        || node.downcast_ref::<SortExec>().is_some_and(|s| s.preserve_partitioning())
+        || node
+            .downcast_ref::<SortExec>()
+            .is_some_and(|s| s.preserve_partitioning())
         || node.is::<ShuffleWriteExec>()
 }
 
@@ -101,14 +110,24 @@ pub(crate) struct PartitionExec {
 
 impl PartitionExec {
     fn new(input: Arc<dyn ExecutionPlan>, partition: usize) -> Self {
-        let properties = input.properties().as_ref().clone().with_partitioning(Partitioning::UnknownPartitioning(1));
-        Self { input, partition, properties: Arc::new(properties) }
+        let properties = input
+            .properties()
+            .as_ref()
+            .clone()
+            .with_partitioning(Partitioning::UnknownPartitioning(1));
+        Self {
+            input,
+            partition,
+            properties: Arc::new(properties),
+        }
     }
 }
 
 impl fmt::Debug for PartitionExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PartitionExec").field("partition", &self.partition).finish()
+        f.debug_struct("PartitionExec")
+            .field("partition", &self.partition)
+            .finish()
     }
 }
 
@@ -131,10 +150,15 @@ impl ExecutionPlan for PartitionExec {
         vec![&self.input]
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         match children.into_iter().next() {
             Some(input) => Ok(Arc::new(PartitionExec::new(input, self.partition))),
-            None => Err(DataFusionError::Internal("PartitionExec needs its input".into())),
+            None => Err(DataFusionError::Internal(
+                "PartitionExec needs its input".into(),
+            )),
         }
     }
 
@@ -145,9 +169,16 @@ impl ExecutionPlan for PartitionExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!("PartitionExec has one partition, not {}", partition + 1)));
+            return Err(DataFusionError::Internal(format!(
+                "PartitionExec has one partition, not {}",
+                partition + 1
+            )));
         }
         self.input.execute(self.partition, context)
     }
@@ -166,8 +197,12 @@ mod tests {
 
     fn write_parquet(path: &std::path::Path, keys: std::ops::Range<i64>) -> Result<()> {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(keys))])?;
-        let file = std::fs::File::create(path).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(keys))],
+        )?;
+        let file =
+            std::fs::File::create(path).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
         writer.write(&batch)?;
         writer.close()?;
@@ -175,17 +210,37 @@ mod tests {
     }
 
     /// A broadcast join over a two-file table, planned as one partition per file.
-    async fn broadcast_join(dir: &std::path::Path) -> Result<(SessionContext, Arc<dyn ExecutionPlan>)> {
-        std::fs::create_dir_all(dir.join("big")).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        std::fs::create_dir_all(dir.join("small")).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    async fn broadcast_join(
+        dir: &std::path::Path,
+    ) -> Result<(SessionContext, Arc<dyn ExecutionPlan>)> {
+        std::fs::create_dir_all(dir.join("big"))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        std::fs::create_dir_all(dir.join("small"))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         write_parquet(&dir.join("big/a.parquet"), 0..1000)?;
         write_parquet(&dir.join("big/b.parquet"), 1000..2000)?;
         write_parquet(&dir.join("small/s.parquet"), 1500..1501)?;
-        let config = SessionConfig::new().with_target_partitions(2).with_repartition_file_scans(false);
+        let config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_repartition_file_scans(false);
         let ctx = SessionContext::new_with_config(config);
-        ctx.register_parquet("big", dir.join("big").to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
-        ctx.register_parquet("small", dir.join("small").to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
-        let plan = ctx.sql("SELECT big.k FROM small JOIN big ON small.k = big.k").await?.create_physical_plan().await?;
+        ctx.register_parquet(
+            "big",
+            dir.join("big").to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+        ctx.register_parquet(
+            "small",
+            dir.join("small").to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+        let plan = ctx
+            .sql("SELECT big.k FROM small JOIN big ON small.k = big.k")
+            .await?
+            .create_physical_plan()
+            .await?;
         Ok((ctx, plan))
     }
 
@@ -196,16 +251,26 @@ mod tests {
     async fn a_broadcast_join_partition_computes_its_dynamic_filter() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| DataFusionError::External(Box::new(e)))?;
         let (ctx, plan) = broadcast_join(dir.path()).await?;
-        assert_eq!(partitions(&plan), 2, "{}", displayable(plan.as_ref()).indent(true));
+        assert_eq!(
+            partitions(&plan),
+            2,
+            "{}",
+            displayable(plan.as_ref()).indent(true)
+        );
         let text = displayable(plan.as_ref()).indent(true).to_string();
         assert!(text.contains("mode=CollectLeft"), "{text}");
         let mut keys = vec![];
         for partition in 0..2 {
-            let one = one_partition(&plan, partition)?.ok_or_else(|| DataFusionError::Internal("not narrowed".into()))?;
+            let one = one_partition(&plan, partition)?
+                .ok_or_else(|| DataFusionError::Internal("not narrowed".into()))?;
             assert_eq!(partitions(&one), 1);
             let batches: Vec<RecordBatch> = one.execute(0, ctx.task_ctx())?.try_collect().await?;
             for b in &batches {
-                let col = b.column(0).as_any().downcast_ref::<Int64Array>().ok_or_else(|| DataFusionError::Internal("k".into()))?;
+                let col = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| DataFusionError::Internal("k".into()))?;
                 keys.extend(col.values().iter().copied());
             }
             // The scan's predicate is the join's filter, now filled with the build side's keys.

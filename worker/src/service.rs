@@ -9,27 +9,29 @@ use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
-    HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use quiver_proto::{FragmentStats, FragmentTicket, QuiverCodec, ACTION_HEALTH, ACTION_INSTANCE, ACTION_STATS};
+use quiver_proto::{
+    FragmentStats, FragmentTicket, QuiverCodec, ACTION_HEALTH, ACTION_INSTANCE, ACTION_STATS,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::batches::compact_views;
-use datafusion::execution::memory_pool::MemoryPool;
 use crate::cluster_auth::ClusterGuard;
-use datafusion::arrow::record_batch::RecordBatch;
-use crate::executor::{FragmentExecutor, WorkerOptions};
-use datafusion::error::DataFusionError;
-use crate::status::from_datafusion;
 use crate::exchange::{store, ACTION_RELEASE, SHUFFLE_TICKET_PREFIX};
+use crate::executor::{FragmentExecutor, WorkerOptions};
+use crate::status::from_datafusion;
 use crate::WorkerError;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::MemoryPool;
 
 /// Largest gRPC message accepted or sent: plans of tables with many files are big.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -44,16 +46,24 @@ pub struct WorkerService {
 impl WorkerService {
     pub fn new(options: WorkerOptions, codec: QuiverCodec) -> Result<Self, WorkerError> {
         let guard = ClusterGuard::new(options.cluster.clone());
-        Ok(Self { executor: Arc::new(FragmentExecutor::new(options, codec)?), guard })
+        Ok(Self {
+            executor: Arc::new(FragmentExecutor::new(options, codec)?),
+            guard,
+        })
     }
 
     /// Refuses a call without the cluster's credentials, and says so in the log.
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        self.guard.check(request.metadata()).map_err(|status| self.refused(request, status))
+        self.guard
+            .check(request.metadata())
+            .map_err(|status| self.refused(request, status))
     }
 
     fn refused<T>(&self, request: &Request<T>, status: Status) -> Status {
-        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
         tracing::warn!(worker = %self.executor.options.id, %peer, reason = %status.message(), "refused a call");
         status
     }
@@ -71,7 +81,8 @@ impl WorkerService {
         let id = &self.executor.options.id;
         let running = || self.executor.counters.running.load(Ordering::Relaxed);
         tracing::info!(worker = %id, running = running(), "draining: no new fragments, finishing the running ones");
-        let drained = crate::lifecycle::wait_idle(grace, running, || store().bytes_on_disk() > 0).await;
+        let drained =
+            crate::lifecycle::wait_idle(grace, running, || store().bytes_on_disk() > 0).await;
         match drained {
             crate::Drained::Clean => tracing::info!(worker = %id, "drained"),
             crate::Drained::GraceExpired { running } => {
@@ -165,7 +176,10 @@ impl FlightService for WorkerService {
     type ListActionsStream = Stream<ActionType>;
     type DoExchangeStream = Stream<FlightData>;
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         // Credentials and seal first: nothing of an unauthenticated ticket is decoded.
         // A Flight SQL client fetching a result endpoint has no cluster token; the
         // seal of a ticket the coordinator made for a client is its authorization.
@@ -176,19 +190,28 @@ impl FlightService for WorkerService {
             Err(status) => {
                 // Without a call token, the ticket was the only credential: say what is wrong with both.
                 let status = match call {
-                    Err(missing) => Status::new(missing.code(), format!("{}; and the ticket: {}", missing.message(), status.message())),
+                    Err(missing) => Status::new(
+                        missing.code(),
+                        format!(
+                            "{}; and the ticket: {}",
+                            missing.message(),
+                            status.message()
+                        ),
+                    ),
                     Ok(()) => status,
                 };
                 tracing::warn!(worker = %self.executor.options.id, reason = %status.message(), "refused a ticket");
                 return Err(status);
             }
         };
-        let member = |call: Result<(), Status>| call.map_err(|status| self.refused(&request, status));
+        let member =
+            |call: Result<(), Status>| call.map_err(|status| self.refused(&request, status));
         if let Some(rest) = ticket.strip_prefix(SHUFFLE_TICKET_PREFIX.as_bytes()) {
             member(call)?;
             return serve_exchange(rest);
         }
-        let ticket = FragmentTicket::decode_from(ticket).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let ticket = FragmentTicket::decode_from(ticket)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if !ticket.for_client {
             member(call)?;
         }
@@ -203,13 +226,19 @@ impl FlightService for WorkerService {
         let executor = self.executor.clone();
         let running_guard = RunningGuard::new(executor.clone());
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut guard = FragmentGuard { executor: executor.clone(), failed: false, finished: false, cancel: cancel.clone() };
+        let mut guard = FragmentGuard {
+            executor: executor.clone(),
+            failed: false,
+            finished: false,
+            cancel: cancel.clone(),
+        };
         // The fragment starts and runs on the compute runtime; its batches come over a
         // small channel, so a slow client slows the fragment down, and a dropped
         // response drops the channel and stops it.
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let (stats_tx, stats_rx) = tokio::sync::oneshot::channel::<FragmentStats>();
-        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(2);
+        let (batch_tx, batch_rx) =
+            tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(2);
         let task_span = span.clone();
         let runner = executor.clone();
         let for_client = ticket.for_client;
@@ -248,16 +277,21 @@ impl FlightService for WorkerService {
                 // A client gets the types it reads (the coordinator relies on the exact
                 // types the fragment produces, so it gets them unchanged).
                 let batch = match for_client {
-                    true => batch.and_then(|b| quiver_proto::client_types::to_client_types(b).map_err(DataFusionError::from)),
+                    true => batch.and_then(|b| {
+                        quiver_proto::client_types::to_client_types(b)
+                            .map_err(DataFusionError::from)
+                    }),
                     false => batch.and_then(|b| compact_views(b).map_err(DataFusionError::from)),
                 };
                 if let Ok(b) = &batch {
                     rows += b.num_rows() as u64;
                     bytes += b.get_array_memory_size() as u64;
                     c.rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                    c.bytes.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
+                    c.bytes
+                        .fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
                 }
-                c.memory_reserved.store(pool.reserved() as u64, Ordering::Relaxed);
+                c.memory_reserved
+                    .store(pool.reserved() as u64, Ordering::Relaxed);
                 if batch_tx.send(batch).await.is_err() {
                     break;
                 }
@@ -286,14 +320,17 @@ impl FlightService for WorkerService {
             }
             Err(_) => {
                 guard.failed = true;
-                return Err(Status::internal("the fragment task ended before it started"));
+                return Err(Status::internal(
+                    "the fragment task ended before it started",
+                ));
             }
         };
         tracing::debug!(parent: &span, "fragment started");
         let batches = tokio_stream::wrappers::ReceiverStream::new(batch_rx);
         // Dictionaries travel as dictionaries: the coordinator's plan expects the
         // exact types the fragment produces (e.g. hive partition columns).
-        let mut encoder = FlightDataEncoderBuilder::new().with_dictionary_handling(DictionaryHandling::Resend);
+        let mut encoder =
+            FlightDataEncoderBuilder::new().with_dictionary_handling(DictionaryHandling::Resend);
         if !for_client {
             // Batches go whole: slicing a view array would resend its buffers per slice.
             // A client's have no views, and its messages stay under gRPC's usual limits.
@@ -309,27 +346,33 @@ impl FlightService for WorkerService {
             false => with_closing_stats(encoded, stats_rx),
         };
         // The guard travels with the stream: it sees the end, an error, or a drop (cancel).
-        let out = stream::unfold((encoded, guard, span), |(mut s, mut guard, span)| async move {
-            match s.next().await {
-                Some(Ok(data)) => Some((Ok(data), (s, guard, span))),
-                Some(Err(e)) => {
-                    guard.failed = true;
-                    let status: Status = e.into();
-                    tracing::warn!(parent: &span, error = %status.message(), "fragment failed");
-                    Some((Err(status), (s, guard, span)))
+        let out = stream::unfold(
+            (encoded, guard, span),
+            |(mut s, mut guard, span)| async move {
+                match s.next().await {
+                    Some(Ok(data)) => Some((Ok(data), (s, guard, span))),
+                    Some(Err(e)) => {
+                        guard.failed = true;
+                        let status: Status = e.into();
+                        tracing::warn!(parent: &span, error = %status.message(), "fragment failed");
+                        Some((Err(status), (s, guard, span)))
+                    }
+                    None => {
+                        guard.finished = true;
+                        drop(guard);
+                        tracing::debug!(parent: &span, "fragment finished");
+                        None
+                    }
                 }
-                None => {
-                    guard.finished = true;
-                    drop(guard);
-                    tracing::debug!(parent: &span, "fragment finished");
-                    None
-                }
-            }
-        });
+            },
+        );
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
         // Only the health check is open (container probes); it tells nothing but "ok".
         // Credentials sent with it are checked, so a coordinator with another secret
         // sees this worker as unhealthy rather than failing every query on it.
@@ -340,7 +383,11 @@ impl FlightService for WorkerService {
             ACTION_INSTANCE => request.get_ref().body.is_empty(),
             _ => false,
         };
-        if !open || request.metadata().contains_key(quiver_proto::CLUSTER_HEADER) {
+        if !open
+            || request
+                .metadata()
+                .contains_key(quiver_proto::CLUSTER_HEADER)
+        {
             self.authorize(&request)?;
         }
         let action = request.into_inner();
@@ -361,14 +408,21 @@ impl FlightService for WorkerService {
                 tracing::debug!(query = %query, freed, "exchange files released");
                 Bytes::from(freed.to_string())
             }
-            other => return Err(Status::invalid_argument(format!("unknown worker action '{other}'"))),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown worker action '{other}'"
+                )))
+            }
         };
         let result: BoxStream<'static, Result<arrow_flight::Result, Status>> =
             stream::once(async move { Ok(arrow_flight::Result { body }) }).boxed();
         Ok(Response::new(result))
     }
 
-    async fn list_actions(&self, request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
         self.authorize(&request)?;
         let actions = [
             (ACTION_HEALTH, "answers 'ok' while the worker serves"),
@@ -390,27 +444,48 @@ impl FlightService for WorkerService {
         Err(Status::unimplemented("workers take no handshake"))
     }
 
-    async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
         self.authorize(&request)?;
         Err(Status::unimplemented("workers list no flights"))
     }
 
-    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.authorize(&request)?;
-        Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
+        Err(Status::unimplemented(
+            "workers only serve fragment tickets through do_get",
+        ))
     }
 
-    async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
         self.authorize(&request)?;
-        Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
+        Err(Status::unimplemented(
+            "workers only serve fragment tickets through do_get",
+        ))
     }
 
-    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
         self.authorize(&request)?;
-        Err(Status::unimplemented("workers only serve fragment tickets through do_get"))
+        Err(Status::unimplemented(
+            "workers only serve fragment tickets through do_get",
+        ))
     }
 
-    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
         self.authorize(&request)?;
         Err(Status::unimplemented("workers accept no uploads"))
     }
@@ -427,15 +502,22 @@ impl FlightService for WorkerService {
 /// Streams one partition of an exchange output this worker holds
 /// (`shuffle:<key>:<partition>`).
 fn serve_exchange(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status> {
-    let ticket = std::str::from_utf8(ticket).map_err(|_| Status::invalid_argument("exchange ticket is not UTF-8"))?;
+    let ticket = std::str::from_utf8(ticket)
+        .map_err(|_| Status::invalid_argument("exchange ticket is not UTF-8"))?;
     let path = ticket
         .rsplit_once(':')
         .and_then(|(key, p)| store().partition_path(key, p.parse().ok()?))
         .ok_or_else(|| Status::invalid_argument(format!("malformed exchange ticket '{ticket}'")))?;
-    let file = std::fs::File::open(&path)
-        .map_err(|e| Status::not_found(format!("exchange output {ticket} is not on this worker: {e}")))?;
-    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
-        .map_err(|e| Status::internal(format!("exchange output {ticket} is unreadable: {e}")))?;
+    let file = std::fs::File::open(&path).map_err(|e| {
+        Status::not_found(format!(
+            "exchange output {ticket} is not on this worker: {e}"
+        ))
+    })?;
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
+            .map_err(|e| {
+                Status::internal(format!("exchange output {ticket} is unreadable: {e}"))
+            })?;
     let schema = reader.schema();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(2);
     tokio::task::spawn_blocking(move || {
@@ -468,7 +550,11 @@ fn with_closing_stats(
         stats: Option<tokio::sync::oneshot::Receiver<FragmentStats>>,
     }
     // Fused: the end is polled again once the closing message has gone out.
-    let state = State { encoded: Box::pin(encoded.fuse()), held: None, stats: Some(stats) };
+    let state = State {
+        encoded: Box::pin(encoded.fuse()),
+        held: None,
+        stats: Some(stats),
+    };
     stream::unfold(state, |mut st| async move {
         loop {
             match st.encoded.next().await {
@@ -491,7 +577,10 @@ fn with_closing_stats(
                     };
                     let mut last = match st.held.take() {
                         Some(held) => held,
-                        None if stats.is_some() => FlightData { data_header: metadata_only_header(), ..Default::default() },
+                        None if stats.is_some() => FlightData {
+                            data_header: metadata_only_header(),
+                            ..Default::default()
+                        },
                         None => return None,
                     };
                     if let Some(stats) = stats {
@@ -525,6 +614,9 @@ mod tests {
     fn the_metadata_only_header_decodes_as_no_batch() {
         let header = super::metadata_only_header();
         let message = datafusion::arrow::ipc::root_as_message(&header).expect("valid IPC message");
-        assert_eq!(message.header_type(), datafusion::arrow::ipc::MessageHeader::NONE);
+        assert_eq!(
+            message.header_type(),
+            datafusion::arrow::ipc::MessageHeader::NONE
+        );
     }
 }

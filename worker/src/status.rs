@@ -153,7 +153,9 @@ impl ErrorKind {
             Self::DuplicateTable | Self::DuplicateSchema => Code::AlreadyExists,
             Self::InsufficientPrivilege | Self::ReadOnly => Code::PermissionDenied,
             Self::FeatureNotSupported => Code::Unimplemented,
-            Self::OutOfMemory | Self::InsufficientResources | Self::TooManyConnections => Code::ResourceExhausted,
+            Self::OutOfMemory | Self::InsufficientResources | Self::TooManyConnections => {
+                Code::ResourceExhausted
+            }
             Self::QueryCanceled => Code::Cancelled,
             Self::InvalidAuthorization => Code::Unauthenticated,
             Self::ConnectionFailure => Code::Unavailable,
@@ -177,7 +179,9 @@ impl ErrorKind {
             Code::AlreadyExists => Self::DuplicateTable,
             Code::NotFound => Self::UndefinedTable,
             Code::Unavailable => Self::ConnectionFailure,
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Self::InvalidStatement,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                Self::InvalidStatement
+            }
             _ => Self::Internal,
         }
     }
@@ -185,7 +189,9 @@ impl ErrorKind {
 
 /// `status` with `kind` in its metadata.
 pub fn tagged(mut status: Status, kind: ErrorKind) -> Status {
-    status.metadata_mut().insert(SQLSTATE_KEY, MetadataValue::from_static(kind.sqlstate()));
+    status
+        .metadata_mut()
+        .insert(SQLSTATE_KEY, MetadataValue::from_static(kind.sqlstate()));
     status
 }
 
@@ -205,7 +211,10 @@ pub fn from_datafusion(err: &DataFusionError) -> Status {
         if let Some(status) = e.downcast_ref::<Status>() {
             // Already a status (a worker's, an access check's): its message, code and kind.
             let kind = kind_of(status);
-            return tagged(Status::new(status.code(), status.message().to_string()), kind);
+            return tagged(
+                Status::new(status.code(), status.message().to_string()),
+                kind,
+            );
         }
     }
     let kind = classify(err);
@@ -221,7 +230,9 @@ pub fn classify(err: &DataFusionError) -> ErrorKind {
             ArrowError::DivideByZero => ErrorKind::DivisionByZero,
             ArrowError::ArithmeticOverflow(_) => ErrorKind::NumericOutOfRange,
             ArrowError::CastError(m) | ArrowError::ParseError(m) => cast_kind(m),
-            ArrowError::ComputeError(m) if m.contains("Overflow") || m.contains("overflow") => ErrorKind::NumericOutOfRange,
+            ArrowError::ComputeError(m) if m.contains("Overflow") || m.contains("overflow") => {
+                ErrorKind::NumericOutOfRange
+            }
             ArrowError::MemoryError(_) => ErrorKind::OutOfMemory,
             ArrowError::InvalidArgumentError(_) => ErrorKind::InvalidParameterValue,
             _ => ErrorKind::Internal,
@@ -235,10 +246,22 @@ pub fn classify(err: &DataFusionError) -> ErrorKind {
         DataFusionError::Plan(m) => plan_kind(m),
         DataFusionError::ResourcesExhausted(_) => ErrorKind::OutOfMemory,
         DataFusionError::NotImplemented(_) => ErrorKind::FeatureNotSupported,
-        DataFusionError::Execution(m) if m.contains("Divide by zero") || m.contains("division by zero") => ErrorKind::DivisionByZero,
-        DataFusionError::Execution(m) if m.contains("Cannot cast") || m.contains("Cannot parse") => cast_kind(m),
-        DataFusionError::Execution(m) if m.contains("Overflow") || m.contains("overflow") => ErrorKind::NumericOutOfRange,
-        DataFusionError::Execution(m) if m.contains("unrecognized configuration parameter") => ErrorKind::UndefinedObject,
+        DataFusionError::Execution(m)
+            if m.contains("Divide by zero") || m.contains("division by zero") =>
+        {
+            ErrorKind::DivisionByZero
+        }
+        DataFusionError::Execution(m)
+            if m.contains("Cannot cast") || m.contains("Cannot parse") =>
+        {
+            cast_kind(m)
+        }
+        DataFusionError::Execution(m) if m.contains("Overflow") || m.contains("overflow") => {
+            ErrorKind::NumericOutOfRange
+        }
+        DataFusionError::Execution(m) if m.contains("unrecognized configuration parameter") => {
+            ErrorKind::UndefinedObject
+        }
         _ => ErrorKind::Internal,
     }
 }
@@ -260,7 +283,9 @@ fn cast_kind(message: &str) -> ErrorKind {
 
 fn plan_kind(message: &str) -> ErrorKind {
     let m = message.to_ascii_lowercase();
-    if m.starts_with("table '") && (m.contains("not found") || m.contains("doesn't exist")) || m.contains("no table named") {
+    if m.starts_with("table '") && (m.contains("not found") || m.contains("doesn't exist"))
+        || m.contains("no table named")
+    {
         ErrorKind::UndefinedTable
     } else if m.starts_with("invalid function")
         || m.contains("function") && m.contains("not found")
@@ -273,7 +298,10 @@ fn plan_kind(message: &str) -> ErrorKind {
         ErrorKind::DatatypeMismatch
     } else if m.contains("nested too deeply") {
         ErrorKind::SyntaxError
-    } else if m.contains("cannot infer common argument type") || m.contains("cannot be cast") || m.contains("no function matches") {
+    } else if m.contains("cannot infer common argument type")
+        || m.contains("cannot be cast")
+        || m.contains("no function matches")
+    {
         ErrorKind::DatatypeMismatch
     } else if m.contains("not supported") || m.contains("unsupported") {
         ErrorKind::FeatureNotSupported
@@ -300,24 +328,48 @@ mod tests {
         // A worker's status read back by the coordinator keeps its kind.
         let hop = from_datafusion(&DataFusionError::External(Box::new(s)));
         assert_eq!(kind_of(&hop).sqlstate(), "22012");
-        let cast = arrow(ArrowError::CastError("Cannot cast string 'x' to value of Int64 type".into()));
+        let cast = arrow(ArrowError::CastError(
+            "Cannot cast string 'x' to value of Int64 type".into(),
+        ));
         assert_eq!(classify(&cast), ErrorKind::InvalidTextRepresentation);
-        let big = arrow(ArrowError::CastError("Can't cast value 100000 to type Int16".into()));
+        let big = arrow(ArrowError::CastError(
+            "Can't cast value 100000 to type Int16".into(),
+        ));
         assert_eq!(classify(&big), ErrorKind::NumericOutOfRange);
         let abs = DataFusionError::Plan("Function 'abs' expects Numeric but received String. No function matches the given name and argument types 'abs(Utf8)'.".into());
         assert_eq!(classify(&abs), ErrorKind::UndefinedFunction);
-        assert_eq!(classify(&DataFusionError::Plan("table 'quiver.tpch.nope' not found".into())), ErrorKind::UndefinedTable);
-        assert_eq!(classify(&DataFusionError::Plan("Invalid function 'nope'.".into())), ErrorKind::UndefinedFunction);
-        assert_eq!(classify(&DataFusionError::NotImplemented("x".into())), ErrorKind::FeatureNotSupported);
-        let wrapped = DataFusionError::Context("while planning".into(), Box::new(arrow(ArrowError::DivideByZero)));
+        assert_eq!(
+            classify(&DataFusionError::Plan(
+                "table 'quiver.tpch.nope' not found".into()
+            )),
+            ErrorKind::UndefinedTable
+        );
+        assert_eq!(
+            classify(&DataFusionError::Plan("Invalid function 'nope'.".into())),
+            ErrorKind::UndefinedFunction
+        );
+        assert_eq!(
+            classify(&DataFusionError::NotImplemented("x".into())),
+            ErrorKind::FeatureNotSupported
+        );
+        let wrapped = DataFusionError::Context(
+            "while planning".into(),
+            Box::new(arrow(ArrowError::DivideByZero)),
+        );
         assert_eq!(classify(&wrapped), ErrorKind::DivisionByZero);
     }
 
     #[test]
     fn untagged_statuses_get_the_kind_of_their_code() {
-        assert_eq!(kind_of(&Status::permission_denied("no")), ErrorKind::InsufficientPrivilege);
+        assert_eq!(
+            kind_of(&Status::permission_denied("no")),
+            ErrorKind::InsufficientPrivilege
+        );
         assert_eq!(kind_of(&Status::cancelled("x")), ErrorKind::QueryCanceled);
-        assert_eq!(kind_of(&ErrorKind::DuplicateTable.status("exists")), ErrorKind::DuplicateTable);
+        assert_eq!(
+            kind_of(&ErrorKind::DuplicateTable.status("exists")),
+            ErrorKind::DuplicateTable
+        );
         for k in ErrorKind::ALL {
             assert_eq!(ErrorKind::from_sqlstate(k.sqlstate()), Some(k));
         }

@@ -33,7 +33,9 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
-use datafusion_proto::bytes::{physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec};
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
 use datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -62,13 +64,25 @@ pub struct WriteFilesExec {
 impl WriteFilesExec {
     /// `sink` is the `DataSinkExec` DataFusion planned for the statement; its input
     /// is replaced by `input`, whose partitions become the write tasks.
-    pub fn try_new(input: Arc<dyn ExecutionPlan>, sink: &DataSinkExec, staging: String) -> Result<Self> {
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        sink: &DataSinkExec,
+        staging: String,
+    ) -> Result<Self> {
         file_sink(sink.sink())?;
-        let template = DataSinkExec::new(Arc::new(EmptyExec::new(sink.input().schema())), Arc::from(rebuild(sink.sink(), None)?), None);
+        let template = DataSinkExec::new(
+            Arc::new(EmptyExec::new(sink.input().schema())),
+            Arc::from(rebuild(sink.sink(), None)?),
+            None,
+        );
         Ok(Self::with_template(input, Arc::new(template), staging))
     }
 
-    fn with_template(input: Arc<dyn ExecutionPlan>, template: Arc<dyn ExecutionPlan>, staging: String) -> Self {
+    fn with_template(
+        input: Arc<dyn ExecutionPlan>,
+        template: Arc<dyn ExecutionPlan>,
+        staging: String,
+    ) -> Self {
         let partitions = input.properties().partitioning.partition_count();
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(task_schema()),
@@ -76,7 +90,12 @@ impl WriteFilesExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { input, template, staging, properties }
+        Self {
+            input,
+            template,
+            staging,
+            properties,
+        }
     }
 
     pub fn staging(&self) -> &str {
@@ -94,7 +113,9 @@ fn template_sink(template: &Arc<dyn ExecutionPlan>) -> Result<&dyn DataSink> {
         .as_ref()
         .downcast_ref::<DataSinkExec>()
         .map(|d| d.sink())
-        .ok_or_else(|| DataFusionError::Internal("a write task's sink is not a DataSinkExec".into()))
+        .ok_or_else(|| {
+            DataFusionError::Internal("a write task's sink is not a DataSinkExec".into())
+        })
 }
 
 /// The configuration of a sink that writes files Quiver can distribute (None for
@@ -114,7 +135,9 @@ fn file_sink(sink: &dyn DataSink) -> Result<&dyn FileSink> {
     if let Some(s) = sink.downcast_ref::<JsonSink>() {
         return Ok(s);
     }
-    Err(DataFusionError::NotImplemented(format!("writing files through {sink:?} (only Parquet, CSV and JSON can be written)")))
+    Err(DataFusionError::NotImplemented(format!(
+        "writing files through {sink:?} (only Parquet, CSV and JSON can be written)"
+    )))
 }
 
 /// The same file write, but one that replaces the files the target has (`INSERT
@@ -122,7 +145,11 @@ fn file_sink(sink: &dyn DataSink) -> Result<&dyn FileSink> {
 /// commit removes the old files once the new ones are in.
 pub fn replacing(sink: &DataSinkExec) -> Result<DataSinkExec> {
     let rebuilt = with_config(sink.sink(), |c| c.insert_op = InsertOp::Overwrite)?;
-    Ok(DataSinkExec::new(sink.input().clone(), Arc::from(rebuilt), None))
+    Ok(DataSinkExec::new(
+        sink.input().clone(),
+        Arc::from(rebuilt),
+        None,
+    ))
 }
 
 /// The same sink writing to `folder` (a directory, whatever the statement's target
@@ -185,11 +212,17 @@ fn plain_batches(input: SendableRecordBatchStream) -> SendableRecordBatchStream 
     Box::pin(RecordBatchStreamAdapter::new(schema, stream))
 }
 
-fn with_config(sink: &dyn DataSink, change: impl FnOnce(&mut FileSinkConfig)) -> Result<Box<dyn DataSink>> {
+fn with_config(
+    sink: &dyn DataSink,
+    change: impl FnOnce(&mut FileSinkConfig),
+) -> Result<Box<dyn DataSink>> {
     let mut config = file_sink(sink)?.config().clone();
     change(&mut config);
     if let Some(s) = sink.downcast_ref::<ParquetSink>() {
-        return Ok(Box::new(ParquetSink::new(config, s.parquet_options().clone())));
+        return Ok(Box::new(ParquetSink::new(
+            config,
+            s.parquet_options().clone(),
+        )));
     }
     if let Some(s) = sink.downcast_ref::<CsvSink>() {
         return Ok(Box::new(CsvSink::new(config, s.writer_options().clone())));
@@ -197,13 +230,22 @@ fn with_config(sink: &dyn DataSink, change: impl FnOnce(&mut FileSinkConfig)) ->
     if let Some(s) = sink.downcast_ref::<JsonSink>() {
         return Ok(Box::new(JsonSink::new(config, s.writer_options().clone())));
     }
-    Err(DataFusionError::NotImplemented("this file format cannot be written".into()))
+    Err(DataFusionError::NotImplemented(
+        "this file format cannot be written".into(),
+    ))
 }
 
 impl DisplayAs for WriteFilesExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let target = self.config().map(|c| c.original_url.clone()).unwrap_or_default();
-        write!(f, "WriteFilesExec: target={target}, tasks={}", self.properties.partitioning.partition_count())
+        let target = self
+            .config()
+            .map(|c| c.original_url.clone())
+            .unwrap_or_default();
+        write!(
+            f,
+            "WriteFilesExec: target={target}, tasks={}",
+            self.properties.partitioning.partition_count()
+        )
     }
 }
 
@@ -220,23 +262,43 @@ impl ExecutionPlan for WriteFilesExec {
         vec![&self.input]
     }
 
-    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let [input] = children.as_slice() else {
-            return Err(DataFusionError::Internal("WriteFilesExec takes one input".into()));
+            return Err(DataFusionError::Internal(
+                "WriteFilesExec takes one input".into(),
+            ));
         };
-        Ok(Arc::new(Self::with_template(input.clone(), self.template.clone(), self.staging.clone())))
+        Ok(Arc::new(Self::with_template(
+            input.clone(),
+            self.template.clone(),
+            self.staging.clone(),
+        )))
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![false]
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let folder = format!("{}task-{partition}-{}/", self.staging, uuid::Uuid::new_v4().simple());
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let folder = format!(
+            "{}task-{partition}-{}/",
+            self.staging,
+            uuid::Uuid::new_v4().simple()
+        );
         let sink = rebuild(template_sink(&self.template)?, Some(&folder))?;
         let input = plain_batches(self.input.execute(partition, context.clone())?);
         let url = ListingTableUrl::parse(&folder)?;
@@ -246,7 +308,14 @@ impl ExecutionPlan for WriteFilesExec {
             let prefix = url.prefix().clone();
             let mut files: Vec<String> = store
                 .list(Some(&prefix))
-                .map_ok(|o| o.location.as_ref().strip_prefix(prefix.as_ref()).unwrap_or(o.location.as_ref()).trim_start_matches('/').to_string())
+                .map_ok(|o| {
+                    o.location
+                        .as_ref()
+                        .strip_prefix(prefix.as_ref())
+                        .unwrap_or(o.location.as_ref())
+                        .trim_start_matches('/')
+                        .to_string()
+                })
                 .try_collect()
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -259,7 +328,10 @@ impl ExecutionPlan for WriteFilesExec {
             ];
             Ok(RecordBatch::try_new(task_schema(), columns)?)
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(task_schema(), futures::stream::once(work).boxed())))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            task_schema(),
+            futures::stream::once(work).boxed(),
+        )))
     }
 }
 
@@ -283,18 +355,43 @@ impl NodeCodec for WriteFilesCodec {
     fn encode(&self, node: &Arc<dyn ExecutionPlan>) -> Option<Result<Vec<u8>>> {
         let write = node.as_ref().downcast_ref::<WriteFilesExec>()?;
         Some(
-            physical_plan_to_bytes_with_extension_codec(write.template.clone(), &DefaultPhysicalExtensionCodec {})
-                .map(|t| WriteFilesNode { template: t.to_vec(), staging: write.staging.clone() }.encode_to_vec()),
+            physical_plan_to_bytes_with_extension_codec(
+                write.template.clone(),
+                &DefaultPhysicalExtensionCodec {},
+            )
+            .map(|t| {
+                WriteFilesNode {
+                    template: t.to_vec(),
+                    staging: write.staging.clone(),
+                }
+                .encode_to_vec()
+            }),
         )
     }
 
-    fn decode(&self, payload: &[u8], inputs: &[Arc<dyn ExecutionPlan>], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-        let malformed = |e: &dyn fmt::Display| DataFusionError::Internal(format!("malformed write task: {e}"));
+    fn decode(
+        &self,
+        payload: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let malformed =
+            |e: &dyn fmt::Display| DataFusionError::Internal(format!("malformed write task: {e}"));
         let node = WriteFilesNode::decode(payload).map_err(|e| malformed(&e))?;
-        let [input] = inputs else { return Err(malformed(&"it needs one input")) };
-        let template = physical_plan_from_bytes_with_extension_codec(&node.template, ctx, &DefaultPhysicalExtensionCodec {})?;
+        let [input] = inputs else {
+            return Err(malformed(&"it needs one input"));
+        };
+        let template = physical_plan_from_bytes_with_extension_codec(
+            &node.template,
+            ctx,
+            &DefaultPhysicalExtensionCodec {},
+        )?;
         file_sink(template_sink(&template)?)?;
-        Ok(Arc::new(WriteFilesExec::with_template(input.clone(), template, node.staging)))
+        Ok(Arc::new(WriteFilesExec::with_template(
+            input.clone(),
+            template,
+            node.staging,
+        )))
     }
 }
 
@@ -309,25 +406,53 @@ mod tests {
     async fn tasks_write_their_partitions_under_staging() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| DataFusionError::External(Box::new(e)))?;
         let target = format!("{}/out/", dir.path().display());
-        let ctx = SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().with_target_partitions(3));
-        let sql = format!("COPY (SELECT * FROM generate_series(1, 3000) AS t(v)) TO '{target}' STORED AS PARQUET");
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(3),
+        );
+        let sql = format!(
+            "COPY (SELECT * FROM generate_series(1, 3000) AS t(v)) TO '{target}' STORED AS PARQUET"
+        );
         let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
-        let sink = plan.as_ref().downcast_ref::<DataSinkExec>().expect("COPY plans a DataSinkExec");
+        let sink = plan
+            .as_ref()
+            .downcast_ref::<DataSinkExec>()
+            .expect("COPY plans a DataSinkExec");
         let staging = format!("file://{}/.quiver-staging/s1/", dir.path().display());
-        let exec: Arc<dyn ExecutionPlan> = Arc::new(WriteFilesExec::try_new(sink.input().clone(), sink, staging.clone())?);
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(WriteFilesExec::try_new(
+            sink.input().clone(),
+            sink,
+            staging.clone(),
+        )?);
         let codec = quiver_proto::QuiverCodec::new().with_node(Arc::new(WriteFilesCodec));
         let bytes = physical_plan_to_bytes_with_extension_codec(exec, &codec)?;
         let back = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec)?;
         let mut total = 0;
         for p in 0..back.properties().partitioning.partition_count() {
             let batches: Vec<RecordBatch> = back.execute(p, ctx.task_ctx())?.try_collect().await?;
-            let rows = batches[0].column(0).as_any().downcast_ref::<UInt64Array>().expect("rows").value(0);
-            let folder = batches[0].column(1).as_any().downcast_ref::<StringArray>().expect("folder").value(0).to_string();
-            assert!(folder.starts_with(&staging) && folder.contains(&format!("task-{p}-")), "{folder}");
+            let rows = batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .expect("rows")
+                .value(0);
+            let folder = batches[0]
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("folder")
+                .value(0)
+                .to_string();
+            assert!(
+                folder.starts_with(&staging) && folder.contains(&format!("task-{p}-")),
+                "{folder}"
+            );
             total += rows;
         }
         assert_eq!(total, 3000);
-        assert!(!std::path::Path::new(&target).exists(), "nothing is written to the target before the commit");
+        assert!(
+            !std::path::Path::new(&target).exists(),
+            "nothing is written to the target before the commit"
+        );
         Ok(())
     }
 }

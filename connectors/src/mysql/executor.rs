@@ -45,7 +45,12 @@ impl SQLExecutor for MySqlExecutor {
         Some(Box::new(crate::sql_fixups::repair_statement))
     }
 
-    fn execute(&self, query: &str, schema: SchemaRef, _filters: &[Arc<dyn PhysicalExpr>]) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        query: &str,
+        schema: SchemaRef,
+        _filters: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<SendableRecordBatchStream> {
         let (pool, query, source) = (self.pool.clone(), query.to_string(), self.source.clone());
         tracing::debug!(source = %source, sql = %query, "pushing down");
         // The result set borrows its connection, so a task owns both and hands the
@@ -57,11 +62,21 @@ impl SQLExecutor for MySqlExecutor {
                 DataFusionError::External(format!("source '{source}' (mysql): {what}: {e}").into())
             };
             let run = async {
-                let mut conn = pool.get_conn().await.map_err(|e| err("cannot connect", &crate::error_chain(&e)))?;
-                let mut result = conn.exec_iter(query.as_str(), ()).await.map_err(|e| err("query failed", &e))?;
+                let mut conn = pool
+                    .get_conn()
+                    .await
+                    .map_err(|e| err("cannot connect", &crate::error_chain(&e)))?;
+                let mut result = conn
+                    .exec_iter(query.as_str(), ())
+                    .await
+                    .map_err(|e| err("query failed", &e))?;
                 let kinds: Vec<MyKind> = result.columns_ref().iter().map(MyKind::of).collect();
                 let wire = Arc::new(Schema::new(
-                    kinds.iter().enumerate().map(|(i, k)| Field::new(format!("c{i}"), k.arrow_type(), true)).collect::<Vec<_>>(),
+                    kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| Field::new(format!("c{i}"), k.arrow_type(), true))
+                        .collect::<Vec<_>>(),
                 ));
                 let mut builders: Vec<_> = kinds.iter().map(|k| k.builder(BATCH_ROWS)).collect();
                 let mut rows = 0;
@@ -69,14 +84,20 @@ impl SQLExecutor for MySqlExecutor {
                     for (i, value) in row.unwrap_raw().iter().enumerate() {
                         if let (Some(b), Some(k)) = (builders.get_mut(i), kinds.get(i)) {
                             let value = value.as_ref().unwrap_or(&mysql_async::Value::NULL);
-                            append(b.as_mut(), k, value).map_err(|e| err(&format!("column {i}"), &e))?;
+                            append(b.as_mut(), k, value)
+                                .map_err(|e| err(&format!("column {i}"), &e))?;
                         }
                     }
                     rows += 1;
                     if rows == BATCH_ROWS {
                         rows = 0;
-                        let columns: Vec<ArrayRef> = builders.iter_mut().map(|b| b.finish()).collect();
-                        if tx.send(Ok(RecordBatch::try_new(wire.clone(), columns)?)).await.is_err() {
+                        let columns: Vec<ArrayRef> =
+                            builders.iter_mut().map(|b| b.finish()).collect();
+                        if tx
+                            .send(Ok(RecordBatch::try_new(wire.clone(), columns)?))
+                            .await
+                            .is_err()
+                        {
                             return Ok(());
                         }
                     }
@@ -100,10 +121,14 @@ impl SQLExecutor for MySqlExecutor {
     }
 
     async fn table_names(&self) -> Result<Vec<String>> {
-        Err(DataFusionError::Plan("tables come from Quiver's discovery".into()))
+        Err(DataFusionError::Plan(
+            "tables come from Quiver's discovery".into(),
+        ))
     }
 
     async fn get_table_schema(&self, table: &str) -> Result<SchemaRef> {
-        Err(DataFusionError::Plan(format!("no schema known for {table}")))
+        Err(DataFusionError::Plan(format!(
+            "no schema known for {table}"
+        )))
     }
 }

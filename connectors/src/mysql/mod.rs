@@ -18,15 +18,34 @@ use crate::remote_schema::{DiscoveredTable, Discovery, RemoteSchema};
 use crate::ConnectorError;
 pub use executor::MySqlExecutor;
 
-pub async fn schema(source: &str, qualified: String, cfg: &MySqlSource) -> Result<(RemoteSchema, Vec<String>), ConnectorError> {
+pub async fn schema(
+    source: &str,
+    qualified: String,
+    cfg: &MySqlSource,
+) -> Result<(RemoteSchema, Vec<String>), ConnectorError> {
     let (executor, pool) = executor(source, cfg)?;
     let database = executor.database.clone();
     let provider = crate::pushdown::provider(Arc::new(executor), None);
-    let discovery = MyDiscovery { pool: pool.clone(), database: database.clone() };
+    let discovery = MyDiscovery {
+        pool: pool.clone(),
+        database: database.clone(),
+    };
     let ttl = std::time::Duration::from_secs(cfg.refresh_secs);
-    let (schema, warnings) = RemoteSchema::new(qualified, "mysql", database.clone(), provider, Box::new(discovery), ttl).await;
+    let (schema, warnings) = RemoteSchema::new(
+        qualified,
+        "mysql",
+        database.clone(),
+        provider,
+        Box::new(discovery),
+        ttl,
+    )
+    .await;
     let schema = match cfg.writable {
-        true => schema.with_writer(Arc::new(write::MySqlWriter { source: source.to_string(), pool, database })),
+        true => schema.with_writer(Arc::new(write::MySqlWriter {
+            source: source.to_string(),
+            pool,
+            database,
+        })),
         false => schema,
     };
     Ok((schema, warnings))
@@ -34,17 +53,36 @@ pub async fn schema(source: &str, qualified: String, cfg: &MySqlSource) -> Resul
 
 /// The connection pool of one source and the executor that runs statements on it.
 pub fn executor(source: &str, cfg: &MySqlSource) -> Result<(MySqlExecutor, Pool), ConnectorError> {
-    let bad = |message: String| ConnectorError::Source { source_name: source.to_string(), message };
+    let bad = |message: String| ConnectorError::Source {
+        source_name: source.to_string(),
+        message,
+    };
     let opts = Opts::from_url(cfg.url.expose()).map_err(|e| bad(format!("invalid url: {e}")))?;
-    let database = opts.db_name().map(str::to_string).ok_or_else(|| bad("the url must name a database".into()))?;
-    let context = format!("mysql://{}:{}/{database}", opts.ip_or_hostname(), opts.tcp_port());
-    let constraints = PoolConstraints::new(0, cfg.pool_size.max(1)).ok_or_else(|| bad("invalid pool_size".into()))?;
+    let database = opts
+        .db_name()
+        .map(str::to_string)
+        .ok_or_else(|| bad("the url must name a database".into()))?;
+    let context = format!(
+        "mysql://{}:{}/{database}",
+        opts.ip_or_hostname(),
+        opts.tcp_port()
+    );
+    let constraints = PoolConstraints::new(0, cfg.pool_size.max(1))
+        .ok_or_else(|| bad("invalid pool_size".into()))?;
     let opts = OptsBuilder::from_opts(opts)
         .pool_opts(PoolOpts::default().with_constraints(constraints))
         // `setup`, not `init`: it runs again after the pool resets a connection.
         .setup(session_setup(cfg.statement_timeout_secs, cfg.writable));
     let pool = Pool::new(opts);
-    Ok((MySqlExecutor { source: source.to_string(), context, database, pool: pool.clone() }, pool))
+    Ok((
+        MySqlExecutor {
+            source: source.to_string(),
+            context,
+            database,
+            pool: pool.clone(),
+        },
+        pool,
+    ))
 }
 
 /// Statements every pooled connection runs first.
@@ -52,10 +90,14 @@ fn session_setup(statement_timeout_secs: u64, writable: bool) -> Vec<String> {
     // The unparser escapes quotes by doubling them, as standard SQL does. In MySQL's
     // default mode a backslash also escapes, so a literal ending in `\` would end the
     // string early (and `\d` would read as `d`): make backslash an ordinary character.
-    let mut setup = vec!["SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_BACKSLASH_ESCAPES')".to_string()];
+    let mut setup = vec![
+        "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_BACKSLASH_ESCAPES')".to_string(),
+    ];
     if statement_timeout_secs > 0 {
         // MariaDB's per-statement limit; MySQL rejects this variable, so set 0 there.
-        setup.push(format!("SET SESSION max_statement_time = {statement_timeout_secs}"));
+        setup.push(format!(
+            "SET SESSION max_statement_time = {statement_timeout_secs}"
+        ));
     }
     if !writable {
         // No plan, forged or not, can change the database through this session.
@@ -79,9 +121,24 @@ const COLUMNS: &str = "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN
 #[async_trait]
 impl Discovery for MyDiscovery {
     async fn tables(&self) -> Result<BTreeMap<String, DiscoveredTable>, String> {
-        let mut conn = self.pool.get_conn().await.map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
-        type Col = (String, String, String, String, Option<u64>, Option<u64>, Option<u64>);
-        let rows: Vec<Col> = conn.exec(COLUMNS, (self.database.as_str(),)).await.map_err(|e| format!("discovery failed: {e}"))?;
+        let mut conn = self
+            .pool
+            .get_conn()
+            .await
+            .map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
+        type Col = (
+            String,
+            String,
+            String,
+            String,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        );
+        let rows: Vec<Col> = conn
+            .exec(COLUMNS, (self.database.as_str(),))
+            .await
+            .map_err(|e| format!("discovery failed: {e}"))?;
         let mut tables: BTreeMap<String, (Vec<Field>, Vec<(u64, String)>)> = BTreeMap::new();
         for (table, column, data_type, column_type, precision, scale, key_position) in rows {
             let t = arrow_type(&data_type, &column_type, precision, scale);
@@ -96,21 +153,56 @@ impl Discovery for MyDiscovery {
             .map(|(t, (fields, mut key))| {
                 key.sort();
                 let primary_key = key.into_iter().map(|(_, c)| c).collect();
-                (t, DiscoveredTable { schema: Arc::new(Schema::new(fields)) as SchemaRef, primary_key })
+                (
+                    t,
+                    DiscoveredTable {
+                        schema: Arc::new(Schema::new(fields)) as SchemaRef,
+                        primary_key,
+                    },
+                )
             })
             .collect())
     }
 }
 
 /// The Arrow type of a column from information_schema (docs/sources.md lists the mapping).
-pub fn arrow_type(data_type: &str, column_type: &str, precision: Option<u64>, scale: Option<u64>) -> DataType {
+pub fn arrow_type(
+    data_type: &str,
+    column_type: &str,
+    precision: Option<u64>,
+    scale: Option<u64>,
+) -> DataType {
     let unsigned = column_type.contains("unsigned");
     match data_type.to_ascii_lowercase().as_str() {
         "tinyint" if column_type.starts_with("tinyint(1)") => DataType::Boolean,
-        "tinyint" => if unsigned { DataType::UInt8 } else { DataType::Int8 },
-        "smallint" => if unsigned { DataType::UInt16 } else { DataType::Int16 },
-        "mediumint" | "int" | "integer" => if unsigned { DataType::UInt32 } else { DataType::Int32 },
-        "bigint" => if unsigned { DataType::UInt64 } else { DataType::Int64 },
+        "tinyint" => {
+            if unsigned {
+                DataType::UInt8
+            } else {
+                DataType::Int8
+            }
+        }
+        "smallint" => {
+            if unsigned {
+                DataType::UInt16
+            } else {
+                DataType::Int16
+            }
+        }
+        "mediumint" | "int" | "integer" => {
+            if unsigned {
+                DataType::UInt32
+            } else {
+                DataType::Int32
+            }
+        }
+        "bigint" => {
+            if unsigned {
+                DataType::UInt64
+            } else {
+                DataType::Int64
+            }
+        }
         "year" => DataType::Int16,
         "bit" => DataType::Binary,
         "float" => DataType::Float32,
@@ -122,7 +214,9 @@ pub fn arrow_type(data_type: &str, column_type: &str, precision: Option<u64>, sc
         "date" => DataType::Date32,
         "datetime" | "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
         "time" => DataType::Time64(TimeUnit::Microsecond),
-        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "geometry" => DataType::Binary,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "geometry" => {
+            DataType::Binary
+        }
         _ => DataType::Utf8,
     }
 }

@@ -2,8 +2,9 @@
 //! values into Arrow builders.
 
 use datafusion::arrow::array::{
-    ArrayBuilder, BinaryBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder, Int64Builder,
-    StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    ArrayBuilder, BinaryBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
+    Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use mysql_async::consts::{ColumnFlags, ColumnType};
@@ -21,7 +22,9 @@ pub enum MyKind {
     Float,
     Double,
     /// Decimals arrive as text; read at the column's scale.
-    Decimal { scale: i8 },
+    Decimal {
+        scale: i8,
+    },
     Text,
     Binary,
     Date,
@@ -34,8 +37,8 @@ impl MyKind {
         use ColumnType::*;
         let unsigned = column.flags().contains(ColumnFlags::UNSIGNED_FLAG);
         match column.column_type() {
-            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG
-            | MYSQL_TYPE_YEAR => {
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_YEAR => {
                 if unsigned {
                     MyKind::UInt
                 } else {
@@ -45,12 +48,21 @@ impl MyKind {
             MYSQL_TYPE_BIT => MyKind::Binary,
             MYSQL_TYPE_FLOAT => MyKind::Float,
             MYSQL_TYPE_DOUBLE => MyKind::Double,
-            MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => MyKind::Decimal { scale: column.decimals().min(38) as i8 },
+            MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => MyKind::Decimal {
+                scale: column.decimals().min(38) as i8,
+            },
             MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => MyKind::Date,
-            MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => MyKind::DateTime,
+            MYSQL_TYPE_DATETIME
+            | MYSQL_TYPE_DATETIME2
+            | MYSQL_TYPE_TIMESTAMP
+            | MYSQL_TYPE_TIMESTAMP2 => MyKind::DateTime,
             MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => MyKind::Time,
             MYSQL_TYPE_GEOMETRY => MyKind::Binary,
-            _ if column.character_set() == BINARY_CHARSET && column.column_type() != MYSQL_TYPE_JSON => MyKind::Binary,
+            _ if column.character_set() == BINARY_CHARSET
+                && column.column_type() != MYSQL_TYPE_JSON =>
+            {
+                MyKind::Binary
+            }
             _ => MyKind::Text,
         }
     }
@@ -83,7 +95,9 @@ impl MyKind {
 }
 
 fn downcast<'a, T: 'static>(b: &'a mut dyn ArrayBuilder) -> Result<&'a mut T, String> {
-    b.as_any_mut().downcast_mut::<T>().ok_or_else(|| "internal: wrong builder".to_string())
+    b.as_any_mut()
+        .downcast_mut::<T>()
+        .ok_or_else(|| "internal: wrong builder".to_string())
 }
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -119,9 +133,17 @@ pub fn parse_decimal(s: &str, scale: i8) -> Result<i128, String> {
         return Err(bad());
     }
     let scale = scale.max(0) as usize;
-    let frac: String = frac.chars().chain(std::iter::repeat('0')).take(scale).collect();
+    let frac: String = frac
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(scale)
+        .collect();
     let joined = format!("{int}{frac}");
-    let v: i128 = if joined.is_empty() { 0 } else { joined.parse().map_err(|_| bad())? };
+    let v: i128 = if joined.is_empty() {
+        0
+    } else {
+        joined.parse().map_err(|_| bad())?
+    };
     Ok(if neg { -v } else { v })
 }
 
@@ -157,7 +179,10 @@ pub fn append(builder: &mut dyn ArrayBuilder, kind: &MyKind, value: &Value) -> R
             Value::Float(f) => Ok(*f as f64),
             other => text(other)?.parse::<f64>().map_err(|e| e.to_string()),
         }),
-        MyKind::Decimal { scale } => put!(Decimal128Builder, |v: &Value| parse_decimal(&text(v)?, *scale)),
+        MyKind::Decimal { scale } => put!(Decimal128Builder, |v: &Value| parse_decimal(
+            &text(v)?,
+            *scale
+        )),
         MyKind::Text => put!(StringBuilder, text),
         MyKind::Binary => put!(BinaryBuilder, |v: &Value| match v {
             Value::Bytes(b) => Ok(b.clone()),
@@ -168,17 +193,21 @@ pub fn append(builder: &mut dyn ArrayBuilder, kind: &MyKind, value: &Value) -> R
             other => Err(format!("unexpected date value {other:?}")),
         }),
         MyKind::DateTime => put!(TimestampMicrosecondBuilder, |v: &Value| match v {
-            Value::Date(y, mo, d, h, mi, s, us) => Ok((days_from_civil(*y as i64, *mo as i64, *d as i64) * 86_400
-                + *h as i64 * 3600
-                + *mi as i64 * 60
-                + *s as i64)
-                * 1_000_000
-                + *us as i64),
+            Value::Date(y, mo, d, h, mi, s, us) =>
+                Ok((days_from_civil(*y as i64, *mo as i64, *d as i64) * 86_400
+                    + *h as i64 * 3600
+                    + *mi as i64 * 60
+                    + *s as i64)
+                    * 1_000_000
+                    + *us as i64),
             other => Err(format!("unexpected datetime value {other:?}")),
         }),
         MyKind::Time => put!(Time64MicrosecondBuilder, |v: &Value| match v {
-            Value::Time(false, 0, h, m, s, us) => Ok((*h as i64 * 3600 + *m as i64 * 60 + *s as i64) * 1_000_000 + *us as i64),
-            other => Err(format!("TIME value {other:?} is outside a day (only 00:00:00 to 23:59:59 is supported)")),
+            Value::Time(false, 0, h, m, s, us) =>
+                Ok((*h as i64 * 3600 + *m as i64 * 60 + *s as i64) * 1_000_000 + *us as i64),
+            other => Err(format!(
+                "TIME value {other:?} is outside a day (only 00:00:00 to 23:59:59 is supported)"
+            )),
         }),
     }
     Ok(())

@@ -8,7 +8,10 @@
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef, TimeUnit, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef,
+    TimeUnit, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
@@ -43,9 +46,16 @@ pub fn column_type(t: &DataType) -> Option<String> {
         DataType::UInt64 => "BIGINT UNSIGNED".into(),
         DataType::Float16 | DataType::Float32 => "FLOAT".into(),
         DataType::Float64 => "DOUBLE".into(),
-        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) if *p <= 65 => format!("DECIMAL({p},{s})"),
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s)
+            if *p <= 65 =>
+        {
+            format!("DECIMAL({p},{s})")
+        }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "LONGTEXT".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => "LONGBLOB".into(),
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => "LONGBLOB".into(),
         DataType::Date32 | DataType::Date64 => "DATE".into(),
         DataType::Time32(_) | DataType::Time64(_) => "TIME(6)".into(),
         DataType::Timestamp(_, _) => "DATETIME(6)".into(),
@@ -62,19 +72,35 @@ impl MySqlWriter {
 
 #[async_trait]
 impl TableWriter for MySqlWriter {
-    async fn write(&self, table: &str, mode: WriteMode, schema: SchemaRef, mut data: SendableRecordBatchStream) -> Result<u64> {
+    async fn write(
+        &self,
+        table: &str,
+        mode: WriteMode,
+        schema: SchemaRef,
+        mut data: SendableRecordBatchStream,
+    ) -> Result<u64> {
         let qualified = format!("{}.{}", quote(&self.database), quote(table));
-        let mut conn = self.pool.get_conn().await.map_err(|e| self.error("cannot connect", &crate::error_chain(&e)))?;
+        let mut conn = self
+            .pool
+            .get_conn()
+            .await
+            .map_err(|e| self.error("cannot connect", &crate::error_chain(&e)))?;
         if mode == WriteMode::Create {
-            let ddl = crate::writable::create_table_sql(&qualified, &schema, column_type, quote, "MySQL")
-                .map_err(|e| self.error("cannot create the table", &e))?;
+            let ddl =
+                crate::writable::create_table_sql(&qualified, &schema, column_type, quote, "MySQL")
+                    .map_err(|e| self.error("cannot create the table", &e))?;
             conn.query_drop(ddl)
                 .await
                 .map_err(|e| self.error(&format!("cannot create table {table}"), &e))?;
         }
-        let outcome = self.insert(&mut conn, &qualified, table, mode, &schema, &mut data).await;
+        let outcome = self
+            .insert(&mut conn, &qualified, table, mode, &schema, &mut data)
+            .await;
         if outcome.is_err() && mode == WriteMode::Create {
-            if let Err(e) = conn.query_drop(format!("DROP TABLE IF EXISTS {qualified}")).await {
+            if let Err(e) = conn
+                .query_drop(format!("DROP TABLE IF EXISTS {qualified}"))
+                .await
+            {
                 tracing::warn!(source = %self.source, table, error = %e, "cannot drop the table a failed write created");
             }
         }
@@ -92,10 +118,15 @@ impl MySqlWriter {
         schema: &SchemaRef,
         data: &mut SendableRecordBatchStream,
     ) -> Result<u64> {
-        let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(|e| self.error("cannot begin a transaction", &e))?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|e| self.error("cannot begin a transaction", &e))?;
         if mode == WriteMode::Replace {
             // DELETE, not TRUNCATE: TRUNCATE would commit at once.
-            tx.query_drop(format!("DELETE FROM {qualified}")).await.map_err(|e| self.error(&format!("cannot empty table {table}"), &e))?;
+            tx.query_drop(format!("DELETE FROM {qualified}"))
+                .await
+                .map_err(|e| self.error(&format!("cannot empty table {table}"), &e))?;
         }
         let names: Vec<String> = schema.fields().iter().map(|f| quote(f.name())).collect();
         let width = names.len().max(1);
@@ -104,7 +135,8 @@ impl MySqlWriter {
         let mut rows = 0u64;
         while let Some(batch) = data.next().await {
             let batch = batch?;
-            let columns = values(&batch).map_err(|e| self.error(&format!("cannot write into {table}"), &e))?;
+            let columns = values(&batch)
+                .map_err(|e| self.error(&format!("cannot write into {table}"), &e))?;
             let mut start = 0;
             while start < batch.num_rows() {
                 let end = (start + per_statement).min(batch.num_rows());
@@ -112,17 +144,28 @@ impl MySqlWriter {
                 for row in start..end {
                     params.extend(columns.iter().map(|c| c[row].clone()));
                 }
-                let sql = format!("INSERT INTO {qualified} ({}) VALUES {}", names.join(", "), vec![row_marks.as_str(); end - start].join(", "));
+                let sql = format!(
+                    "INSERT INTO {qualified} ({}) VALUES {}",
+                    names.join(", "),
+                    vec![row_marks.as_str(); end - start].join(", ")
+                );
                 tx.exec_drop(sql, params).await.map_err(|e| {
                     let first = rows + (start as u64) + 1;
                     let last = rows + end as u64;
-                    self.error(&format!("cannot write into {table} (rows {first}-{last} of the statement)"), &e)
+                    self.error(
+                        &format!(
+                            "cannot write into {table} (rows {first}-{last} of the statement)"
+                        ),
+                        &e,
+                    )
                 })?;
                 start = end;
             }
             rows += batch.num_rows() as u64;
         }
-        tx.commit().await.map_err(|e| self.error("commit failed", &e))?;
+        tx.commit()
+            .await
+            .map_err(|e| self.error("commit failed", &e))?;
         tracing::debug!(source = %self.source, table, rows, "rows inserted into MySQL");
         Ok(rows)
     }
@@ -144,7 +187,15 @@ fn column_values(c: &ArrayRef) -> std::result::Result<Vec<Value>, String> {
     macro_rules! each {
         ($t:ty, $v:expr) => {{
             let a = c.as_primitive::<$t>();
-            (0..a.len()).map(|i| if a.is_null(i) { Value::NULL } else { $v(a.value(i)) }).collect()
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::NULL
+                    } else {
+                        $v(a.value(i))
+                    }
+                })
+                .collect()
         }};
     }
     Ok(match c.data_type() {
@@ -160,23 +211,56 @@ fn column_values(c: &ArrayRef) -> std::result::Result<Vec<Value>, String> {
         DataType::Float64 => each!(Float64Type, Value::Double),
         DataType::Boolean => {
             let a = c.as_boolean();
-            (0..a.len()).map(|i| if a.is_null(i) { Value::NULL } else { Value::Int(a.value(i) as i64) }).collect()
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::NULL
+                    } else {
+                        Value::Int(a.value(i) as i64)
+                    }
+                })
+                .collect()
         }
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => {
             let a = cast(c, &DataType::Binary).map_err(|e| e.to_string())?;
             let a = a.as_binary::<i32>();
-            (0..a.len()).map(|i| if a.is_null(i) { Value::NULL } else { Value::Bytes(a.value(i).to_vec()) }).collect()
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::NULL
+                    } else {
+                        Value::Bytes(a.value(i).to_vec())
+                    }
+                })
+                .collect()
         }
         other => {
             // Zoned timestamps are written as UTC wall-clock time (DATETIME has no zone).
             let c = match other {
-                DataType::Timestamp(unit, Some(_)) => cast(c, &DataType::Timestamp(*unit, None)).map_err(|e| e.to_string())?,
-                DataType::Timestamp(_, None) => cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| e.to_string())?,
+                DataType::Timestamp(unit, Some(_)) => {
+                    cast(c, &DataType::Timestamp(*unit, None)).map_err(|e| e.to_string())?
+                }
+                DataType::Timestamp(_, None) => {
+                    cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                        .map_err(|e| e.to_string())?
+                }
                 _ => c.clone(),
             };
-            let text = cast(&c, &DataType::Utf8).map_err(|e| format!("a {other} cannot be written: {e}"))?;
+            let text = cast(&c, &DataType::Utf8)
+                .map_err(|e| format!("a {other} cannot be written: {e}"))?;
             let a = text.as_string::<i32>();
-            (0..a.len()).map(|i| if a.is_null(i) { Value::NULL } else { Value::Bytes(a.value(i).as_bytes().to_vec()) }).collect()
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::NULL
+                    } else {
+                        Value::Bytes(a.value(i).as_bytes().to_vec())
+                    }
+                })
+                .collect()
         }
     })
 }
@@ -200,7 +284,11 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int32Array::from(vec![Some(7), None])),
-                Arc::new(Decimal128Array::from(vec![Some(12345), None]).with_precision_and_scale(10, 2).expect("decimal")),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(12345), None])
+                        .with_precision_and_scale(10, 2)
+                        .expect("decimal"),
+                ),
                 Arc::new(Date32Array::from(vec![Some(19_723), None])),
                 Arc::new(StringArray::from(vec![Some("x'y"), None])),
             ],
@@ -211,6 +299,9 @@ mod tests {
         assert_eq!(v[1][0], Value::Bytes(b"123.45".to_vec()));
         assert_eq!(v[2][0], Value::Bytes(b"2024-01-01".to_vec()));
         assert_eq!(v[3][0], Value::Bytes(b"x'y".to_vec()));
-        assert_eq!(column_type(&DataType::Decimal128(12, 2)).as_deref(), Some("DECIMAL(12,2)"));
+        assert_eq!(
+            column_type(&DataType::Decimal128(12, 2)).as_deref(),
+            Some("DECIMAL(12,2)")
+        );
     }
 }

@@ -29,7 +29,16 @@ impl CopyDecoder {
     /// `schema` must have one field per kind, of the kind's Arrow type.
     pub fn new(schema: SchemaRef, kinds: Vec<PgKind>, batch_size: usize) -> Self {
         let builders = kinds.iter().map(|k| k.builder(batch_size)).collect();
-        Self { schema, kinds, builders, buf: BytesMut::new(), header_done: false, finished: false, rows: 0, batch_size }
+        Self {
+            schema,
+            kinds,
+            builders,
+            buf: BytesMut::new(),
+            header_done: false,
+            finished: false,
+            rows: 0,
+            batch_size,
+        }
     }
 
     /// Adds a chunk and returns the batches it completed.
@@ -43,7 +52,8 @@ impl CopyDecoder {
             if &self.buf[..SIGNATURE.len()] != SIGNATURE {
                 return Err("not a binary COPY stream".into());
             }
-            let ext = u32::from_be_bytes([self.buf[15], self.buf[16], self.buf[17], self.buf[18]]) as usize;
+            let ext = u32::from_be_bytes([self.buf[15], self.buf[16], self.buf[17], self.buf[18]])
+                as usize;
             if self.buf.len() < SIGNATURE.len() + 8 + ext {
                 return Ok(out);
             }
@@ -88,11 +98,16 @@ impl CopyDecoder {
             return Ok(None);
         }
         if fields as usize != self.kinds.len() {
-            return Err(format!("row has {fields} fields, expected {}", self.kinds.len()));
+            return Err(format!(
+                "row has {fields} fields, expected {}",
+                self.kinds.len()
+            ));
         }
         let mut pos = 2;
         for _ in 0..fields {
-            let Some(len) = self.buf.get(pos..pos + 4) else { return Ok(None) };
+            let Some(len) = self.buf.get(pos..pos + 4) else {
+                return Ok(None);
+            };
             let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
             pos += 4 + len.max(0) as usize;
             if pos > self.buf.len() {
@@ -168,8 +183,14 @@ mod tests {
 
     #[test]
     fn any_chunking_gives_the_same_rows() {
-        let rows: Vec<(Option<i32>, Option<&str>)> =
-            (0..50).map(|i| (if i % 7 == 0 { None } else { Some(i) }, if i % 5 == 0 { None } else { Some("xé") })).collect();
+        let rows: Vec<(Option<i32>, Option<&str>)> = (0..50)
+            .map(|i| {
+                (
+                    if i % 7 == 0 { None } else { Some(i) },
+                    if i % 5 == 0 { None } else { Some("xé") },
+                )
+            })
+            .collect();
         let bytes = stream(&rows);
         for chunk in [1, 2, 3, 7, 64, bytes.len()] {
             let mut d = decoder(16);
@@ -178,7 +199,11 @@ mod tests {
                 batches.extend(d.push(c).expect("push"));
             }
             batches.extend(d.finish().expect("finish"));
-            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 50, "chunk {chunk}");
+            assert_eq!(
+                batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+                50,
+                "chunk {chunk}"
+            );
             assert!(batches.iter().all(|b| b.num_rows() <= 16));
             let a = batches[0].column(0).as_primitive::<Int32Type>();
             assert!(a.is_null(0));

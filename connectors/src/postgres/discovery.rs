@@ -23,7 +23,10 @@ ORDER BY c.relname, a.attnum";
 
 /// Every table and view of `schema` with its Arrow schema and primary key. Columns
 /// of types Quiver cannot decode are typed as text (they are read as text).
-pub async fn tables(client: &tokio_postgres::Client, schema: &str) -> Result<BTreeMap<String, DiscoveredTable>, tokio_postgres::Error> {
+pub async fn tables(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<BTreeMap<String, DiscoveredTable>, tokio_postgres::Error> {
     let rows = client.query(COLUMNS, &[&schema]).await?;
     let mut columns: BTreeMap<String, Vec<Field>> = BTreeMap::new();
     let mut keys: BTreeMap<String, Vec<(i32, String)>> = BTreeMap::new();
@@ -33,7 +36,9 @@ pub async fn tables(client: &tokio_postgres::Client, schema: &str) -> Result<BTr
         let typmod: i32 = row.get(3);
         let typtype: String = row.get(4);
         if let Some(position) = row.get::<_, Option<i32>>(5) {
-            keys.entry(table.clone()).or_default().push((position, column.clone()));
+            keys.entry(table.clone())
+                .or_default()
+                .push((position, column.clone()));
         }
         let data_type = match Type::from_oid(oid).and_then(|t| PgKind::of(&t, typmod)) {
             Some(kind) => kind.arrow_type(),
@@ -45,7 +50,10 @@ pub async fn tables(client: &tokio_postgres::Client, schema: &str) -> Result<BTr
                 DataType::Utf8
             }
         };
-        columns.entry(table).or_default().push(Field::new(column, data_type, true));
+        columns
+            .entry(table)
+            .or_default()
+            .push(Field::new(column, data_type, true));
     }
     Ok(columns
         .into_iter()
@@ -53,7 +61,13 @@ pub async fn tables(client: &tokio_postgres::Client, schema: &str) -> Result<BTr
             let mut key = keys.remove(&name).unwrap_or_default();
             key.sort();
             let primary_key = key.into_iter().map(|(_, c)| c).collect();
-            (name, DiscoveredTable { schema: Arc::new(Schema::new(fields)) as SchemaRef, primary_key })
+            (
+                name,
+                DiscoveredTable {
+                    schema: Arc::new(Schema::new(fields)) as SchemaRef,
+                    primary_key,
+                },
+            )
         })
         .collect())
 }

@@ -29,7 +29,9 @@ pub struct PostgresExecutor {
 
 impl PostgresExecutor {
     fn error(&self, what: &str, e: impl std::fmt::Display) -> DataFusionError {
-        DataFusionError::External(format!("source '{}' (postgres): {what}: {e}", self.source).into())
+        DataFusionError::External(
+            format!("source '{}' (postgres): {what}: {e}", self.source).into(),
+        )
     }
 }
 
@@ -51,7 +53,12 @@ impl SQLExecutor for PostgresExecutor {
         Some(Box::new(crate::sql_fixups::repair_statement))
     }
 
-    fn execute(&self, query: &str, schema: SchemaRef, _filters: &[Arc<dyn PhysicalExpr>]) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        query: &str,
+        schema: SchemaRef,
+        _filters: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<SendableRecordBatchStream> {
         let pool = self.pool.clone();
         let query = query.to_string();
         let source = self.source.clone();
@@ -68,9 +75,15 @@ impl SQLExecutor for PostgresExecutor {
         };
         tracing::debug!(source = %self.source, sql = %query, "pushing down");
         let open = async move {
-            let client = pool.get().await.map_err(|e| err("cannot connect", &crate::error_chain(&e)))?;
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| err("cannot connect", &crate::error_chain(&e)))?;
             // Prepare only to learn the result types, which binary COPY does not carry.
-            let statement = client.prepare(&query).await.map_err(|e| pg_err("query failed", &e))?;
+            let statement = client
+                .prepare(&query)
+                .await
+                .map_err(|e| pg_err("query failed", &e))?;
             let mut kinds = vec![];
             let mut casts = vec![];
             for (i, c) in statement.columns().iter().enumerate() {
@@ -99,14 +112,27 @@ impl SQLExecutor for PostgresExecutor {
                 )
             };
             let wire_schema = Arc::new(Schema::new(
-                kinds.iter().zip(&aliases).map(|(k, a)| Field::new(a, k.arrow_type(), true)).collect::<Vec<_>>(),
+                kinds
+                    .iter()
+                    .zip(&aliases)
+                    .map(|(k, a)| Field::new(a, k.arrow_type(), true))
+                    .collect::<Vec<_>>(),
             ));
-            let rows = client.copy_out(copy.as_str()).await.map_err(|e| pg_err("query failed", &e))?;
+            let rows = client
+                .copy_out(copy.as_str())
+                .await
+                .map_err(|e| pg_err("query failed", &e))?;
             let decoder = CopyDecoder::new(wire_schema, kinds, BATCH_ROWS);
             // The pooled client travels with the stream, so the connection stays
             // checked out until the last row is read.
             let batches = stream::unfold(
-                (Box::pin(rows), decoder, client, Vec::new().into_iter(), false),
+                (
+                    Box::pin(rows),
+                    decoder,
+                    client,
+                    Vec::new().into_iter(),
+                    false,
+                ),
                 move |(mut rows, mut decoder, client, mut ready, done)| {
                     let (err, pg_err) = (err.clone(), pg_err.clone());
                     async move {
@@ -120,19 +146,32 @@ impl SQLExecutor for PostgresExecutor {
                             match rows.next().await {
                                 Some(Ok(chunk)) => match decoder.push(&chunk) {
                                     Ok(b) => ready = b.into_iter(),
-                                    Err(e) => return Some((Err(err("bad COPY data", &e)), (rows, decoder, client, ready, true))),
+                                    Err(e) => {
+                                        return Some((
+                                            Err(err("bad COPY data", &e)),
+                                            (rows, decoder, client, ready, true),
+                                        ))
+                                    }
                                 },
                                 Some(Err(e)) => {
-                                    return Some((Err(pg_err("query failed", &e)), (rows, decoder, client, ready, true)))
+                                    return Some((
+                                        Err(pg_err("query failed", &e)),
+                                        (rows, decoder, client, ready, true),
+                                    ))
                                 }
                                 None => match decoder.finish() {
                                     Ok(last) => {
                                         ready = last.into_iter().collect::<Vec<_>>().into_iter();
-                                        return ready
-                                            .next()
-                                            .map(|b| (Ok(b), (rows, decoder, client, ready, true)));
+                                        return ready.next().map(|b| {
+                                            (Ok(b), (rows, decoder, client, ready, true))
+                                        });
                                     }
-                                    Err(e) => return Some((Err(err("bad COPY data", &e)), (rows, decoder, client, ready, true))),
+                                    Err(e) => {
+                                        return Some((
+                                            Err(err("bad COPY data", &e)),
+                                            (rows, decoder, client, ready, true),
+                                        ))
+                                    }
                                 },
                             }
                         }

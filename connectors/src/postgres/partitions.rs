@@ -34,9 +34,15 @@ impl Partitioner for PageRanges {
             return unsplit;
         }
         let dialect = PostgreSqlDialect {};
-        let Ok(mut parsed) = Parser::parse_sql(&dialect, sql) else { return unsplit };
-        let Some(Statement::Query(mut query)) = parsed.pop() else { return unsplit };
-        let Some((table, qualifier)) = table_select(&mut query).and_then(|s| table_and_qualifier(s)) else {
+        let Ok(mut parsed) = Parser::parse_sql(&dialect, sql) else {
+            return unsplit;
+        };
+        let Some(Statement::Query(mut query)) = parsed.pop() else {
+            return unsplit;
+        };
+        let Some((table, qualifier)) =
+            table_select(&mut query).and_then(|s| table_and_qualifier(s))
+        else {
             return unsplit;
         };
         let pages = match self.pages(&table.to_string()).await {
@@ -57,7 +63,9 @@ impl Partitioner for PageRanges {
 
     async fn table_size(&self, sql: &str) -> Option<(Option<u64>, u64)> {
         let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-        let Some(Statement::Query(mut query)) = parsed.pop() else { return None };
+        let Some(Statement::Query(mut query)) = parsed.pop() else {
+            return None;
+        };
         let (table, _) = table_select(&mut query).and_then(|s| table_and_qualifier(s))?;
         let client = self.pool.get().await.ok()?;
         let row = client
@@ -74,7 +82,11 @@ impl Partitioner for PageRanges {
 }
 
 /// One statement per page range: `query` with the range ANDed into its WHERE.
-fn range_statements(query: &Query, qualifier: &str, ranges: &[(Option<u64>, Option<u64>)]) -> Result<Vec<String>> {
+fn range_statements(
+    query: &Query,
+    qualifier: &str,
+    ranges: &[(Option<u64>, Option<u64>)],
+) -> Result<Vec<String>> {
     let dialect = PostgreSqlDialect {};
     let mut statements = Vec::with_capacity(ranges.len());
     for (from, to) in ranges {
@@ -87,7 +99,12 @@ fn range_statements(query: &Query, qualifier: &str, ranges: &[(Option<u64>, Opti
         }
         let mut part = query.clone();
         if let (Some(select), false) = (table_select(&mut part), bounds.is_empty()) {
-            and_where(select, Parser::new(&dialect).try_with_sql(&bounds.join(" AND "))?.parse_expr()?);
+            and_where(
+                select,
+                Parser::new(&dialect)
+                    .try_with_sql(&bounds.join(" AND "))?
+                    .parse_expr()?,
+            );
         }
         statements.push(Statement::Query(Box::new(part)).to_string());
     }
@@ -120,7 +137,9 @@ fn page_ranges(pages: u64, partitions: usize) -> Vec<(Option<u64>, Option<u64>)>
         return vec![(None, None)];
     }
     let bound = |i: u64| pages * i / n;
-    (0..n).map(|i| ((i > 0).then(|| bound(i)), (i + 1 < n).then(|| bound(i + 1)))).collect()
+    (0..n)
+        .map(|i| ((i > 0).then(|| bound(i)), (i + 1 < n).then(|| bound(i + 1))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -142,11 +161,22 @@ mod tests {
                 assert!(ranges.len() <= n.max(1));
             }
         }
-        assert_eq!(page_ranges(100, 4), vec![(None, Some(25)), (Some(25), Some(50)), (Some(50), Some(75)), (Some(75), None)]);
+        assert_eq!(
+            page_ranges(100, 4),
+            vec![
+                (None, Some(25)),
+                (Some(25), Some(50)),
+                (Some(50), Some(75)),
+                (Some(75), None)
+            ]
+        );
     }
 
     fn parse(sql: &str) -> Query {
-        match Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses").pop() {
+        match Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .pop()
+        {
             Some(Statement::Query(q)) => *q,
             other => panic!("not a query: {other:?}"),
         }
@@ -154,25 +184,54 @@ mod tests {
 
     #[test]
     fn ranges_are_anded_into_the_innermost_table_select() {
-        let mut q = parse(r#"SELECT x."a" FROM (SELECT "t"."a" FROM "public"."t" AS "t" WHERE ("t"."a" > 1 OR "t"."a" < 0)) AS x"#);
-        let (table, qualifier) = table_select(&mut q).and_then(|s| table_and_qualifier(s)).expect("one table");
-        assert_eq!((table.to_string().as_str(), qualifier.as_str()), (r#""public"."t""#, r#""t""#));
-        let out = range_statements(&q, &qualifier, &[(None, Some(5)), (Some(5), None)]).expect("statements");
+        let mut q = parse(
+            r#"SELECT x."a" FROM (SELECT "t"."a" FROM "public"."t" AS "t" WHERE ("t"."a" > 1 OR "t"."a" < 0)) AS x"#,
+        );
+        let (table, qualifier) = table_select(&mut q)
+            .and_then(|s| table_and_qualifier(s))
+            .expect("one table");
+        assert_eq!(
+            (table.to_string().as_str(), qualifier.as_str()),
+            (r#""public"."t""#, r#""t""#)
+        );
+        let out = range_statements(&q, &qualifier, &[(None, Some(5)), (Some(5), None)])
+            .expect("statements");
         assert_eq!(out.len(), 2);
-        assert!(out[0].contains(r#"WHERE ("t"."a" > 1 OR "t"."a" < 0) AND "t".ctid < '(5,0)'::tid"#), "{}", out[0]);
-        assert!(out[1].contains(r#"AND "t".ctid >= '(5,0)'::tid)"#), "{}", out[1]);
+        assert!(
+            out[0].contains(r#"WHERE ("t"."a" > 1 OR "t"."a" < 0) AND "t".ctid < '(5,0)'::tid"#),
+            "{}",
+            out[0]
+        );
+        assert!(
+            out[1].contains(r#"AND "t".ctid >= '(5,0)'::tid)"#),
+            "{}",
+            out[1]
+        );
         // The outer query is untouched.
-        assert!(out[1].starts_with(r#"SELECT x."a" FROM (SELECT"#), "{}", out[1]);
+        assert!(
+            out[1].starts_with(r#"SELECT x."a" FROM (SELECT"#),
+            "{}",
+            out[1]
+        );
 
         let mut bare = parse(r#"SELECT "a" FROM "s"."big""#);
-        let (_, qualifier) = table_select(&mut bare).and_then(|s| table_and_qualifier(s)).expect("one table");
+        let (_, qualifier) = table_select(&mut bare)
+            .and_then(|s| table_and_qualifier(s))
+            .expect("one table");
         let out = range_statements(&bare, &qualifier, &[(Some(1), Some(2))]).expect("statements");
-        assert_eq!(out[0], r#"SELECT "a" FROM "s"."big" WHERE "s"."big".ctid >= '(1,0)'::tid AND "s"."big".ctid < '(2,0)'::tid"#);
+        assert_eq!(
+            out[0],
+            r#"SELECT "a" FROM "s"."big" WHERE "s"."big".ctid >= '(1,0)'::tid AND "s"."big".ctid < '(2,0)'::tid"#
+        );
     }
 
     #[test]
     fn joins_and_grouped_reads_have_no_table_select() {
-        for sql in [r#"SELECT * FROM a JOIN b ON a.x = b.x"#, r#"SELECT * FROM a, b"#, r#"SELECT 1 UNION SELECT 2"#] {
+        for sql in [
+            r#"SELECT * FROM a JOIN b ON a.x = b.x"#,
+            r#"SELECT * FROM a, b"#,
+            r#"SELECT 1 UNION SELECT 2"#,
+        ] {
             assert!(table_select(&mut parse(sql)).is_none(), "{sql}");
         }
     }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, ListBuilder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder,
+    ListBuilder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, TimeUnit};
 use tokio_postgres::types::{Kind, Type};
@@ -25,7 +25,10 @@ pub enum PgKind {
     Float4,
     Float8,
     /// `numeric(p, s)` with p <= 38.
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     /// `numeric` without a precision (or one above 38): read as float64.
     NumericAny,
     /// text, varchar, name, json, enums: the binary form is the UTF-8 text.
@@ -96,15 +99,21 @@ impl PgKind {
             PgKind::Time => DataType::Time64(TimeUnit::Microsecond),
             PgKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             PgKind::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            PgKind::Interval => DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
-            PgKind::Array(elem) => DataType::List(Arc::new(Field::new("item", elem.arrow_type(), true))),
+            PgKind::Interval => {
+                DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)
+            }
+            PgKind::Array(elem) => {
+                DataType::List(Arc::new(Field::new("item", elem.arrow_type(), true)))
+            }
         }
     }
 
     /// A builder for this kind's Arrow type.
     pub fn builder(&self, capacity: usize) -> Box<dyn ArrayBuilder> {
         match self {
-            PgKind::Array(elem) => Box::new(ListBuilder::with_capacity(elem.builder(capacity), capacity)),
+            PgKind::Array(elem) => {
+                Box::new(ListBuilder::with_capacity(elem.builder(capacity), capacity))
+            }
             PgKind::Decimal { precision, scale } => Box::new(
                 Decimal128Builder::with_capacity(capacity)
                     .with_precision_and_scale(*precision, *scale)
@@ -127,7 +136,10 @@ fn numeric_kind(typmod: i32) -> PgKind {
     if precision > 38 || scale > precision {
         return PgKind::NumericAny;
     }
-    PgKind::Decimal { precision: precision as u8, scale: scale as i8 }
+    PgKind::Decimal {
+        precision: precision as u8,
+        scale: scale as i8,
+    }
 }
 
 /// A decoding error: the message names what could not be read.
@@ -140,11 +152,17 @@ fn take<const N: usize>(raw: &[u8], what: &str) -> DecodeResult<[u8; N]> {
 }
 
 fn downcast<'a, T: 'static>(b: &'a mut dyn ArrayBuilder, kind: &PgKind) -> DecodeResult<&'a mut T> {
-    b.as_any_mut().downcast_mut::<T>().ok_or_else(|| format!("internal: wrong builder for {kind:?}"))
+    b.as_any_mut()
+        .downcast_mut::<T>()
+        .ok_or_else(|| format!("internal: wrong builder for {kind:?}"))
 }
 
 /// Appends one value (or NULL for `None`) of `kind` to `builder`.
-pub fn append(builder: &mut dyn ArrayBuilder, kind: &PgKind, raw: Option<&[u8]>) -> DecodeResult<()> {
+pub fn append(
+    builder: &mut dyn ArrayBuilder,
+    kind: &PgKind,
+    raw: Option<&[u8]>,
+) -> DecodeResult<()> {
     macro_rules! put {
         ($b:ty, $conv:expr) => {{
             let b = downcast::<$b>(builder, kind)?;
@@ -155,12 +173,18 @@ pub fn append(builder: &mut dyn ArrayBuilder, kind: &PgKind, raw: Option<&[u8]>)
         }};
     }
     match kind {
-        PgKind::Bool => put!(BooleanBuilder, |r: &[u8]| take::<1>(r, "bool").map(|b| b[0] != 0)),
-        PgKind::Int2 => put!(Int16Builder, |r: &[u8]| take::<2>(r, "int2").map(i16::from_be_bytes)),
-        PgKind::Int4 => put!(Int32Builder, |r: &[u8]| take::<4>(r, "int4").map(i32::from_be_bytes)),
-        PgKind::Int8 => put!(Int64Builder, |r: &[u8]| take::<8>(r, "int8").map(i64::from_be_bytes)),
-        PgKind::Float4 => put!(Float32Builder, |r: &[u8]| take::<4>(r, "float4").map(f32::from_be_bytes)),
-        PgKind::Float8 => put!(Float64Builder, |r: &[u8]| take::<8>(r, "float8").map(f64::from_be_bytes)),
+        PgKind::Bool => put!(BooleanBuilder, |r: &[u8]| take::<1>(r, "bool")
+            .map(|b| b[0] != 0)),
+        PgKind::Int2 => put!(Int16Builder, |r: &[u8]| take::<2>(r, "int2")
+            .map(i16::from_be_bytes)),
+        PgKind::Int4 => put!(Int32Builder, |r: &[u8]| take::<4>(r, "int4")
+            .map(i32::from_be_bytes)),
+        PgKind::Int8 => put!(Int64Builder, |r: &[u8]| take::<8>(r, "int8")
+            .map(i64::from_be_bytes)),
+        PgKind::Float4 => put!(Float32Builder, |r: &[u8]| take::<4>(r, "float4")
+            .map(f32::from_be_bytes)),
+        PgKind::Float8 => put!(Float64Builder, |r: &[u8]| take::<8>(r, "float8")
+            .map(f64::from_be_bytes)),
         PgKind::NumericAny => put!(Float64Builder, numeric_to_f64),
         PgKind::Decimal { scale, .. } => {
             let scale = *scale;
@@ -169,22 +193,29 @@ pub fn append(builder: &mut dyn ArrayBuilder, kind: &PgKind, raw: Option<&[u8]>)
         PgKind::Text => put!(StringBuilder, utf8),
         PgKind::Bpchar => put!(StringBuilder, unpadded),
         PgKind::Jsonb => put!(StringBuilder, jsonb_text),
-        PgKind::Uuid => put!(StringBuilder, |r: &[u8]| take::<16>(r, "uuid").map(format_uuid)),
+        PgKind::Uuid => put!(StringBuilder, |r: &[u8]| take::<16>(r, "uuid")
+            .map(format_uuid)),
         PgKind::Bytea => put!(BinaryBuilder, bytes),
-        PgKind::Date => put!(Date32Builder, |r: &[u8]| take::<4>(r, "date").map(|b| {
-            i32::from_be_bytes(b).saturating_add(PG_EPOCH_DAYS)
-        })),
-        PgKind::Time => put!(Time64MicrosecondBuilder, |r: &[u8]| take::<8>(r, "time").map(i64::from_be_bytes)),
-        PgKind::Timestamp | PgKind::Timestamptz => put!(TimestampMicrosecondBuilder, |r: &[u8]| take::<8>(
-            r,
-            "timestamp"
-        )
-        .map(|b| i64::from_be_bytes(b).saturating_add(PG_EPOCH_MICROS))),
-        PgKind::Interval => put!(IntervalMonthDayNanoBuilder, |r: &[u8]| -> DecodeResult<IntervalMonthDayNano> {
+        PgKind::Date => put!(Date32Builder, |r: &[u8]| take::<4>(r, "date")
+            .map(|b| { i32::from_be_bytes(b).saturating_add(PG_EPOCH_DAYS) })),
+        PgKind::Time => put!(Time64MicrosecondBuilder, |r: &[u8]| take::<8>(r, "time")
+            .map(i64::from_be_bytes)),
+        PgKind::Timestamp | PgKind::Timestamptz => put!(
+            TimestampMicrosecondBuilder,
+            |r: &[u8]| take::<8>(r, "timestamp")
+                .map(|b| i64::from_be_bytes(b).saturating_add(PG_EPOCH_MICROS))
+        ),
+        PgKind::Interval => put!(IntervalMonthDayNanoBuilder, |r: &[u8]| -> DecodeResult<
+            IntervalMonthDayNano,
+        > {
             let micros = i64::from_be_bytes(take::<8>(r, "interval")?);
             let days = i32::from_be_bytes(take::<4>(&r[8..], "interval")?);
             let months = i32::from_be_bytes(take::<4>(&r[12..], "interval")?);
-            Ok(IntervalMonthDayNano::new(months, days, micros.saturating_mul(1000)))
+            Ok(IntervalMonthDayNano::new(
+                months,
+                days,
+                micros.saturating_mul(1000),
+            ))
         }),
         PgKind::Array(elem) => {
             let b = downcast::<ListBuilder<Box<dyn ArrayBuilder>>>(builder, kind)?;
@@ -208,12 +239,17 @@ fn append_array(values: &mut dyn ArrayBuilder, elem: &PgKind, raw: &[u8]) -> Dec
         return Ok(());
     }
     if ndim != 1 {
-        return Err(format!("{ndim}-dimensional arrays are not supported (only one dimension)"));
+        return Err(format!(
+            "{ndim}-dimensional arrays are not supported (only one dimension)"
+        ));
     }
     let count = i32::from_be_bytes(take::<4>(raw.get(12..).unwrap_or_default(), "array")?);
     let mut pos = 20usize;
     for _ in 0..count.max(0) {
-        let len = i32::from_be_bytes(take::<4>(raw.get(pos..).unwrap_or_default(), "array element")?);
+        let len = i32::from_be_bytes(take::<4>(
+            raw.get(pos..).unwrap_or_default(),
+            "array element",
+        )?);
         pos += 4;
         if len < 0 {
             append(values, elem, None)?;
@@ -248,7 +284,14 @@ fn utf8(raw: &[u8]) -> DecodeResult<&str> {
 
 fn format_uuid(b: [u8; 16]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The parts of a binary numeric: digits are base 10000, `weight` is the power of
@@ -269,8 +312,14 @@ fn parse_numeric(raw: &[u8]) -> DecodeResult<Numeric<'_>> {
     let ndigits = u16::from_be_bytes([head[0], head[1]]) as usize;
     let weight = i16::from_be_bytes([head[2], head[3]]);
     let sign = u16::from_be_bytes([head[4], head[5]]);
-    let digits = raw.get(8..8 + 2 * ndigits).ok_or("truncated numeric value")?;
-    Ok(Numeric { weight, sign, digits })
+    let digits = raw
+        .get(8..8 + 2 * ndigits)
+        .ok_or("truncated numeric value")?;
+    Ok(Numeric {
+        weight,
+        sign,
+        digits,
+    })
 }
 
 fn numeric_to_f64(raw: &[u8]) -> DecodeResult<f64> {
@@ -302,7 +351,10 @@ fn numeric_to_i128(raw: &[u8], scale: i8) -> DecodeResult<i128> {
         // Power of ten of this digit in the scaled integer.
         let exp = 4 * (n.weight as i32 - i as i32) + scale as i32;
         let term = if exp >= 0 {
-            10i128.checked_pow(exp as u32).and_then(|p| d.checked_mul(p)).ok_or_else(overflow)?
+            10i128
+                .checked_pow(exp as u32)
+                .and_then(|p| d.checked_mul(p))
+                .ok_or_else(overflow)?
         } else if exp > -4 {
             d / 10i128.pow((-exp) as u32)
         } else {
@@ -328,7 +380,12 @@ mod tests {
             .as_bytes()
             .chunks(4)
             .chain(pad_frac.as_bytes().chunks(4))
-            .map(|c| std::str::from_utf8(c).expect("ascii").parse().expect("digit"))
+            .map(|c| {
+                std::str::from_utf8(c)
+                    .expect("ascii")
+                    .parse()
+                    .expect("digit")
+            })
             .collect();
         let mut weight = (pad_int.len() / 4) as i16 - 1;
         while digits.first() == Some(&0) && weight >= 0 {
@@ -356,7 +413,11 @@ mod tests {
             ("0.1234", 4, 1234),
             ("1.5", 3, 1500),
         ] {
-            assert_eq!(numeric_to_i128(&numeric_bytes(text), scale), Ok(expected), "{text}");
+            assert_eq!(
+                numeric_to_i128(&numeric_bytes(text), scale),
+                Ok(expected),
+                "{text}"
+            );
         }
         assert_eq!(numeric_to_f64(&numeric_bytes("-1234.5")), Ok(-1234.5));
     }
@@ -365,8 +426,17 @@ mod tests {
     fn numeric_property_round_trip() {
         // Every value in a dense range survives encode -> decode at scale 3.
         for v in (-200_000i64..200_000).step_by(7) {
-            let text = format!("{}{}.{:03}", if v < 0 { "-" } else { "" }, v.abs() / 1000, v.abs() % 1000);
-            assert_eq!(numeric_to_i128(&numeric_bytes(&text), 3), Ok(v as i128), "{text}");
+            let text = format!(
+                "{}{}.{:03}",
+                if v < 0 { "-" } else { "" },
+                v.abs() / 1000,
+                v.abs() % 1000
+            );
+            assert_eq!(
+                numeric_to_i128(&numeric_bytes(&text), 3),
+                Ok(v as i128),
+                "{text}"
+            );
         }
     }
 
@@ -375,16 +445,36 @@ mod tests {
         let mut b = PgKind::Int8.builder(1);
         assert!(append(b.as_mut(), &PgKind::Int8, Some(&[1, 2])).is_err());
         let mut b = PgKind::Array(Box::new(PgKind::Int4)).builder(1);
-        assert!(append(b.as_mut(), &PgKind::Array(Box::new(PgKind::Int4)), Some(&[0, 0, 0, 1, 0])).is_err());
+        assert!(append(
+            b.as_mut(),
+            &PgKind::Array(Box::new(PgKind::Int4)),
+            Some(&[0, 0, 0, 1, 0])
+        )
+        .is_err());
         assert!(numeric_to_i128(&[0, 5, 0, 0], 2).is_err());
     }
 
     #[test]
     fn kinds_map_to_arrow_types() {
-        assert_eq!(PgKind::of(&Type::NUMERIC, ((12 << 16) | 2) + 4), Some(PgKind::Decimal { precision: 12, scale: 2 }));
+        assert_eq!(
+            PgKind::of(&Type::NUMERIC, ((12 << 16) | 2) + 4),
+            Some(PgKind::Decimal {
+                precision: 12,
+                scale: 2
+            })
+        );
         assert_eq!(PgKind::of(&Type::NUMERIC, -1), Some(PgKind::NumericAny));
-        assert_eq!(PgKind::of(&Type::INT4_ARRAY, -1).map(|k| k.arrow_type()).map(|t| t.to_string()).as_deref(), Some("List(Int32)"));
+        assert_eq!(
+            PgKind::of(&Type::INT4_ARRAY, -1)
+                .map(|k| k.arrow_type())
+                .map(|t| t.to_string())
+                .as_deref(),
+            Some("List(Int32)")
+        );
         assert_eq!(PgKind::of(&Type::POINT, -1), None);
-        assert_eq!(format_uuid([0xab; 16]), "abababab-abab-abab-abab-abababababab");
+        assert_eq!(
+            format_uuid([0xab; 16]),
+            "abababab-abab-abab-abab-abababababab"
+        );
     }
 }

@@ -10,18 +10,41 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 
-pub const PG: [&str; 8] = ["-h", "127.0.0.1", "-p", "54329", "-U", "quiver", "-d", "quiver"];
+pub const PG: [&str; 8] = [
+    "-h",
+    "127.0.0.1",
+    "-p",
+    "54329",
+    "-U",
+    "quiver",
+    "-d",
+    "quiver",
+];
 
 /// Runs SQL with psql; returns what it printed (unaligned, tuples only) and how long it took.
 pub fn psql(sql: &str) -> Result<(String, Duration)> {
     let t = Instant::now();
-    let out = Command::new("psql").args(PG).args(["-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql]).env("PGPASSWORD", "quiver").output()?;
-    anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
-    Ok((String::from_utf8_lossy(&out.stdout).trim().to_string(), t.elapsed()))
+    let out = Command::new("psql")
+        .args(PG)
+        .args(["-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", "quiver")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        t.elapsed(),
+    ))
 }
 
 /// Runs one statement through Flight SQL, fetching every endpoint; returns its time and row count.
-pub async fn timed(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<(Duration, usize)> {
+pub async fn timed(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<(Duration, usize)> {
     let t = Instant::now();
     let info = client.execute(sql.to_string(), None).await?;
     let mut rows = 0;
@@ -42,5 +65,9 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
 /// The number after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -21,7 +21,11 @@ pub struct Baseline {
 
 /// DuckDB timings from scripts/bench_duckdb.py, when DuckDB is installed in target/venv.
 pub fn duckdb(dir: &Path, iterations: usize) -> Option<Baseline> {
-    let python = repo_root().join("target").join("venv").join("bin").join("python");
+    let python = repo_root()
+        .join("target")
+        .join("venv")
+        .join("bin")
+        .join("python");
     let out = Command::new(python)
         .arg(repo_root().join("scripts").join("bench_duckdb.py"))
         .arg(dir)
@@ -29,16 +33,28 @@ pub fn duckdb(dir: &Path, iterations: usize) -> Option<Baseline> {
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("DuckDB baseline skipped: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        eprintln!(
+            "DuckDB baseline skipped: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
         return None;
     }
     let times = serde_json::from_slice::<Vec<f64>>(&out.stdout).ok()?;
-    Some(Baseline { name: "DuckDB", times: times.into_iter().map(Some).collect(), setup: "DuckDB in one process (Python API)".into() })
+    Some(Baseline {
+        name: "DuckDB",
+        times: times.into_iter().map(Some).collect(),
+        setup: "DuckDB in one process (Python API)".into(),
+    })
 }
 
 /// Where `scripts/install-ballista.sh` puts the Ballista binaries, or `$BALLISTA_BIN_DIR`.
 fn ballista_bin_dir() -> PathBuf {
-    std::env::var_os("BALLISTA_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target").join("ballista").join("bin"))
+    std::env::var_os("BALLISTA_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target").join("ballista").join("bin"))
 }
 
 fn free_port() -> Result<u16> {
@@ -60,7 +76,13 @@ fn wait_listening(port: u16, what: &str) -> Result<()> {
 /// query through scripts/ballista-client (one warm-up run, `iterations` timed runs,
 /// median). A time covers planning, job submission, execution and collecting the
 /// result, as a Ballista user sees it.
-pub fn ballista(dir: &Path, queries: &[String], iterations: usize, executors: usize, vcores: usize) -> Option<Baseline> {
+pub fn ballista(
+    dir: &Path,
+    queries: &[String],
+    iterations: usize,
+    executors: usize,
+    vcores: usize,
+) -> Option<Baseline> {
     let bin = ballista_bin_dir();
     if !bin.join(CLIENT).exists() {
         eprintln!("Ballista baseline skipped: no {CLIENT} in {} (scripts/install-ballista.sh installs it)", bin.display());
@@ -81,14 +103,29 @@ pub fn ballista(dir: &Path, queries: &[String], iterations: usize, executors: us
 
 const CLIENT: &str = "quiver-ballista-client";
 
-fn run_ballista(bin: &Path, work: &Path, dir: &Path, queries: &[String], iterations: usize, executors: usize, vcores: usize) -> Result<Baseline> {
+fn run_ballista(
+    bin: &Path,
+    work: &Path,
+    dir: &Path,
+    queries: &[String],
+    iterations: usize,
+    executors: usize,
+    vcores: usize,
+) -> Result<Baseline> {
     std::fs::create_dir_all(work)?;
     let quiet = || Stdio::null();
     let mut cluster = Processes(vec![]);
     let scheduler_port = free_port()?;
     cluster.0.push(
         Command::new(bin.join("ballista-scheduler"))
-            .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1", "--bind-port", &scheduler_port.to_string()])
+            .args([
+                "--bind-host",
+                "127.0.0.1",
+                "--external-host",
+                "127.0.0.1",
+                "--bind-port",
+                &scheduler_port.to_string(),
+            ])
             .env("RUST_LOG", "warn")
             .stdout(quiet())
             .stderr(quiet())
@@ -103,9 +140,26 @@ fn run_ballista(bin: &Path, work: &Path, dir: &Path, queries: &[String], iterati
         cluster.0.push(
             Command::new(bin.join("ballista-executor"))
                 .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
-                .args(["--bind-port", &flight.to_string(), "--bind-grpc-port", &grpc.to_string(), "--bind-health-port", &health.to_string()])
-                .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &scheduler_port.to_string()])
-                .args(["--scheduler-connect-timeout-seconds", "30", "--vcores", &vcores.to_string()])
+                .args([
+                    "--bind-port",
+                    &flight.to_string(),
+                    "--bind-grpc-port",
+                    &grpc.to_string(),
+                    "--bind-health-port",
+                    &health.to_string(),
+                ])
+                .args([
+                    "--scheduler-host",
+                    "127.0.0.1",
+                    "--scheduler-port",
+                    &scheduler_port.to_string(),
+                ])
+                .args([
+                    "--scheduler-connect-timeout-seconds",
+                    "30",
+                    "--vcores",
+                    &vcores.to_string(),
+                ])
                 .arg("--work-dir")
                 .arg(&work_dir)
                 .env("RUST_LOG", "warn")
@@ -149,7 +203,11 @@ fn run_ballista(bin: &Path, work: &Path, dir: &Path, queries: &[String], iterati
         }
     }
     if times.len() != queries.len() {
-        return Err(anyhow!("the Ballista client answered {} of {} queries", times.len(), queries.len()));
+        return Err(anyhow!(
+            "the Ballista client answered {} of {} queries",
+            times.len(),
+            queries.len()
+        ));
     }
     drop(cluster);
     Ok(Baseline {

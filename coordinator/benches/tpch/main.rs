@@ -61,7 +61,10 @@ struct Args {
 impl Args {
     /// The `[workers]` settings given on the command line, as (key, value), with
     /// `single_stage` in place of `--single-stage-max-bytes`.
-    fn worker_settings<'a>(&'a self, single_stage: Option<&'a str>) -> Vec<(&'static str, &'a str)> {
+    fn worker_settings<'a>(
+        &'a self,
+        single_stage: Option<&'a str>,
+    ) -> Vec<(&'static str, &'a str)> {
         [
             ("single_stage_max_bytes", single_stage),
             ("query_memory_limit", self.query_memory.as_deref()),
@@ -79,7 +82,21 @@ fn repo_root() -> PathBuf {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { scale: 1.0, iterations: 3, workers: 2, data_dir: repo_root().join("target").join("bench-data"), only: vec![], partitions: None, worker_processes: false, exchanges: true, ballista: true, single_stage: None, query_memory: None, broadcast: None, throughput_only: false };
+    let mut args = Args {
+        scale: 1.0,
+        iterations: 3,
+        workers: 2,
+        data_dir: repo_root().join("target").join("bench-data"),
+        only: vec![],
+        partitions: None,
+        worker_processes: false,
+        exchanges: true,
+        ballista: true,
+        single_stage: None,
+        query_memory: None,
+        broadcast: None,
+        throughput_only: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -90,7 +107,10 @@ fn parse_args() -> Result<Args> {
             "--data-dir" => args.data_dir = PathBuf::from(value()?),
             "--partitions" => args.partitions = Some(value()?.parse()?),
             "--queries" => {
-                args.only = value()?.split(',').map(|q| q.trim().trim_start_matches('q').parse()).collect::<Result<_, _>>()?
+                args.only = value()?
+                    .split(',')
+                    .map(|q| q.trim().trim_start_matches('q').parse())
+                    .collect::<Result<_, _>>()?
             }
             "--worker-processes" => args.worker_processes = true,
             "--no-exchanges" => args.exchanges = false,
@@ -108,15 +128,24 @@ fn parse_args() -> Result<Args> {
 
 fn queries() -> Result<Vec<String>> {
     let dir = repo_root().join("tests").join("tpch");
-    (1..=22).map(|n| std::fs::read_to_string(dir.join(format!("q{n}.sql"))).context("read query")).collect()
+    (1..=22)
+        .map(|n| std::fs::read_to_string(dir.join(format!("q{n}.sql"))).context("read query"))
+        .collect()
 }
 
-async fn connect(server: &quiver_coordinator::RunningCoordinator) -> Result<FlightSqlServiceClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+async fn connect(
+    server: &quiver_coordinator::RunningCoordinator,
+) -> Result<FlightSqlServiceClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
     Ok(FlightSqlServiceClient::new(channel))
 }
 
-async fn quiver_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>> {
+async fn quiver_query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>> {
     let info = client.execute(sql.to_string(), None).await?;
     let mut out = vec![];
     for ep in info.endpoint {
@@ -130,7 +159,9 @@ async fn quiver_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -
 /// epoch: a profile recorded with `perf record -k CLOCK_REALTIME` is sliced at these
 /// times with `perf report --time START,END`.
 fn mark(what: &str) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     eprintln!("mark: {what} at {:.6}", now.as_secs_f64());
 }
 
@@ -141,7 +172,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -149,7 +182,11 @@ async fn run(args: Args) -> Result<()> {
     let dir = args.data_dir.join(format!("tpch-sf{}", args.scale));
     let started = Instant::now();
     if quiver_coordinator::tpch::ensure(&dir, args.scale)? {
-        eprintln!("generated TPC-H SF{} in {:.1}s", args.scale, started.elapsed().as_secs_f64());
+        eprintln!(
+            "generated TPC-H SF{} in {:.1}s",
+            args.scale,
+            started.elapsed().as_secs_f64()
+        );
     }
     let dir = std::fs::canonicalize(&dir)?;
     let mut processes = Processes(vec![]);
@@ -160,7 +197,10 @@ async fn run(args: Args) -> Result<()> {
             processes.0.push(child);
             addresses.push(format!("{addr:?}"));
         }
-        format!("mode = \"static\"\naddresses = [{}]\n", addresses.join(", "))
+        format!(
+            "mode = \"static\"\naddresses = [{}]\n",
+            addresses.join(", ")
+        )
     } else {
         format!("count = {}\n", args.workers)
     };
@@ -179,7 +219,13 @@ async fn run(args: Args) -> Result<()> {
 
     let reference = SessionContext::new();
     for t in quiver_coordinator::tpch::TABLES {
-        reference.register_parquet(t, format!("{}/{t}/", dir.display()), ParquetReadOptions::default()).await?;
+        reference
+            .register_parquet(
+                t,
+                format!("{}/{t}/", dir.display()),
+                ParquetReadOptions::default(),
+            )
+            .await?;
     }
 
     let queries = queries()?;
@@ -190,11 +236,19 @@ async fn run(args: Args) -> Result<()> {
             continue;
         }
         // One warm-up run each, so both read from the page cache.
-        let q = quiver_query(&mut client, sql).await.with_context(|| format!("q{}", i + 1))?;
+        let q = quiver_query(&mut client, sql)
+            .await
+            .with_context(|| format!("q{}", i + 1))?;
         let d = reference.sql(sql).await?.collect().await?;
-        let (qn, dn): (usize, usize) = (q.iter().map(|b| b.num_rows()).sum(), d.iter().map(|b| b.num_rows()).sum());
+        let (qn, dn): (usize, usize) = (
+            q.iter().map(|b| b.num_rows()).sum(),
+            d.iter().map(|b| b.num_rows()).sum(),
+        );
         if qn != dn {
-            return Err(anyhow!("q{}: Quiver returned {qn} rows, DataFusion {dn}", i + 1));
+            return Err(anyhow!(
+                "q{}: Quiver returned {qn} rows, DataFusion {dn}",
+                i + 1
+            ));
         }
         let (mut tq, mut td) = (vec![], vec![]);
         for _ in 0..args.iterations {
@@ -206,7 +260,12 @@ async fn run(args: Args) -> Result<()> {
             td.push(t.elapsed());
         }
         rows.push((median(tq), median(td)));
-        eprintln!("q{:<2} quiver {:>8.1} ms  datafusion {:>8.1} ms", i + 1, rows[i].0.as_secs_f64() * 1e3, rows[i].1.as_secs_f64() * 1e3);
+        eprintln!(
+            "q{:<2} quiver {:>8.1} ms  datafusion {:>8.1} ms",
+            i + 1,
+            rows[i].0.as_secs_f64() * 1e3,
+            rows[i].1.as_secs_f64() * 1e3
+        );
     }
 
     if !args.only.is_empty() {
@@ -220,10 +279,17 @@ async fn run(args: Args) -> Result<()> {
     let mut stream_rows = 0usize;
     for _ in 0..args.iterations {
         let t = Instant::now();
-        let info = client.execute("SELECT * FROM lineitem".into(), None).await?;
+        let info = client
+            .execute("SELECT * FROM lineitem".into(), None)
+            .await?;
         let (mut bytes, mut n) = (0, 0);
         for ep in info.endpoint {
-            let (r, b) = count_rows_and_bytes(client.do_get(ep.ticket.ok_or_else(|| anyhow!("no ticket"))?).await?).await?;
+            let (r, b) = count_rows_and_bytes(
+                client
+                    .do_get(ep.ticket.ok_or_else(|| anyhow!("no ticket"))?)
+                    .await?,
+            )
+            .await?;
             (n, bytes) = (n + r, bytes + b);
         }
         stream_runs.push(t.elapsed());
@@ -246,7 +312,11 @@ async fn run(args: Args) -> Result<()> {
     };
     // The same scan handed to the client as endpoints on the workers.
     let endpoints = {
-        let server = quiver_coordinator::start(config(args.single_stage.as_deref(), "client_endpoints = true\n")?).await?;
+        let server = quiver_coordinator::start(config(
+            args.single_stage.as_deref(),
+            "client_endpoints = true\n",
+        )?)
+        .await?;
         let measured = endpoint_throughput(&mut connect(&server).await?, args.iterations).await;
         server.shutdown().await?;
         measured?
@@ -260,23 +330,63 @@ async fn run(args: Args) -> Result<()> {
     let mut baselines: Vec<baselines::Baseline> = vec![];
     baselines.extend(baselines::duckdb(&dir, args.iterations));
     if args.ballista {
-        let vcores = args.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-        baselines.extend(baselines::ballista(&dir, &queries, args.iterations, args.workers, vcores));
+        let vcores = args.partitions.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        baselines.extend(baselines::ballista(
+            &dir,
+            &queries,
+            args.iterations,
+            args.workers,
+            vcores,
+        ));
     }
 
-    let kind = if args.worker_processes { "worker processes" } else { "embedded workers" };
-    let mode = if args.exchanges { String::new() } else { ", exchanges off".to_string() };
-    let mode = mode + &args.worker_settings(args.single_stage.as_deref()).iter().map(|(k, v)| format!(", {k} = {v}")).collect::<String>();
+    let kind = if args.worker_processes {
+        "worker processes"
+    } else {
+        "embedded workers"
+    };
+    let mode = if args.exchanges {
+        String::new()
+    } else {
+        ", exchanges off".to_string()
+    };
+    let mode = mode
+        + &args
+            .worker_settings(args.single_stage.as_deref())
+            .iter()
+            .map(|(k, v)| format!(", {k} = {v}"))
+            .collect::<String>();
     let names: Vec<&str> = baselines.iter().map(|b| b.name).collect();
-    println!("### TPC-H SF{} — Quiver ({} {kind}{mode}) vs single-node DataFusion{}\n", args.scale, args.workers, names.iter().map(|n| format!(", {n}")).collect::<String>());
-    println!("Median of {} runs after one warm-up, same machine ({} cores), one engine at a time.", args.iterations, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "### TPC-H SF{} — Quiver ({} {kind}{mode}) vs single-node DataFusion{}\n",
+        args.scale,
+        args.workers,
+        names.iter().map(|n| format!(", {n}")).collect::<String>()
+    );
+    println!(
+        "Median of {} runs after one warm-up, same machine ({} cores), one engine at a time.",
+        args.iterations,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     for b in &baselines {
         println!("{}.", b.setup);
     }
     println!();
-    let head: String = names.iter().map(|n| format!(" {n} ms | Quiver/{n} |")).collect();
+    let head: String = names
+        .iter()
+        .map(|n| format!(" {n} ms | Quiver/{n} |"))
+        .collect();
     println!("| query | Quiver ms | DataFusion ms | Quiver/DataFusion |{head}");
-    println!("|---|---:|---:|---:|{}", "---:|---:|".repeat(baselines.len()));
+    println!(
+        "|---|---:|---:|---:|{}",
+        "---:|---:|".repeat(baselines.len())
+    );
     let (mut sq, mut sd) = (0.0, 0.0);
     for (i, (q, d)) in rows.iter().enumerate() {
         let (q, d) = (q.as_secs_f64() * 1e3, d.as_secs_f64() * 1e3);
@@ -295,18 +405,39 @@ async fn run(args: Args) -> Result<()> {
         .iter()
         .map(|b| {
             // Over the queries the baseline answered, so a failure does not flatter either side.
-            let both: Vec<(f64, f64)> = b.times.iter().zip(&rows).filter_map(|(t, (q, _))| Some((t.as_ref()? * 1e3, q.as_secs_f64() * 1e3))).collect();
-            let (tb, tq): (f64, f64) = (both.iter().map(|x| x.0).sum(), both.iter().map(|x| x.1).sum());
-            let note = if both.len() < rows.len() { format!(" ({} of {} queries)", both.len(), rows.len()) } else { String::new() };
+            let both: Vec<(f64, f64)> = b
+                .times
+                .iter()
+                .zip(&rows)
+                .filter_map(|(t, (q, _))| Some((t.as_ref()? * 1e3, q.as_secs_f64() * 1e3)))
+                .collect();
+            let (tb, tq): (f64, f64) = (
+                both.iter().map(|x| x.0).sum(),
+                both.iter().map(|x| x.1).sum(),
+            );
+            let note = if both.len() < rows.len() {
+                format!(" ({} of {} queries)", both.len(), rows.len())
+            } else {
+                String::new()
+            };
             format!(" **{tb:.1}**{note} | **{:.2}×** |", tq / tb)
         })
         .collect();
-    println!("| **total** | **{sq:.1}** | **{sd:.1}** | **{:.2}×** |{extra}", sq / sd);
+    println!(
+        "| **total** | **{sq:.1}** | **{sd:.1}** | **{:.2}×** |{extra}",
+        sq / sd
+    );
     print_throughput(stream, stream_bytes, stream_rows, shuffle, &endpoints);
     Ok(())
 }
 
-fn print_throughput(stream: Duration, stream_bytes: usize, stream_rows: usize, shuffle: Option<(u64, f64)>, endpoints: &Endpoints) {
+fn print_throughput(
+    stream: Duration,
+    stream_bytes: usize,
+    stream_rows: usize,
+    shuffle: Option<(u64, f64)>,
+    endpoints: &Endpoints,
+) {
     let secs = stream.as_secs_f64();
     println!(
         "\n`SELECT * FROM lineitem` streamed to a Flight SQL client: {stream_rows} rows, {:.2} GB of Arrow data in {secs:.2} s = **{:.2} GB/s**, {:.1} M rows/s.",
@@ -333,7 +464,8 @@ fn print_throughput(stream: Duration, stream_bytes: usize, stream_rows: usize, s
 
 /// A grouped aggregate whose partial aggregate barely reduces (almost every comment
 /// is unique), so nearly all of lineitem's comments cross the exchange.
-const SHUFFLE_SQL: &str = "SELECT count(*) FROM (SELECT l_comment, count(*) AS n FROM lineitem GROUP BY l_comment)";
+const SHUFFLE_SQL: &str =
+    "SELECT count(*) FROM (SELECT l_comment, count(*) AS n FROM lineitem GROUP BY l_comment)";
 
 /// `SELECT *` fetched straight from the workers' endpoints, one after another and all at once.
 struct Endpoints {
@@ -344,23 +476,44 @@ struct Endpoints {
     parallel: Duration,
 }
 
-async fn endpoint_throughput(client: &mut FlightSqlServiceClient<Channel>, iterations: usize) -> Result<Endpoints> {
-    let mut out = Endpoints { count: 0, rows: 0, bytes: 0, sequential: Duration::ZERO, parallel: Duration::ZERO };
+async fn endpoint_throughput(
+    client: &mut FlightSqlServiceClient<Channel>,
+    iterations: usize,
+) -> Result<Endpoints> {
+    let mut out = Endpoints {
+        count: 0,
+        rows: 0,
+        bytes: 0,
+        sequential: Duration::ZERO,
+        parallel: Duration::ZERO,
+    };
     for parallel in [false, true] {
-        let phase = if parallel { "endpoints in parallel" } else { "endpoints one after another" };
+        let phase = if parallel {
+            "endpoints in parallel"
+        } else {
+            "endpoints one after another"
+        };
         mark(&format!("{phase} start"));
         let mut runs = vec![];
         for _ in 0..iterations.max(1) {
             let t = Instant::now();
-            let info = client.execute("SELECT * FROM lineitem".into(), None).await?;
+            let info = client
+                .execute("SELECT * FROM lineitem".into(), None)
+                .await?;
             let endpoints = info.endpoint;
             if endpoints.len() < 2 || endpoints.iter().any(|e| e.location.is_empty()) {
-                return Err(anyhow!("expected the scan as endpoints on the workers, got {} endpoint(s)", endpoints.len()));
+                return Err(anyhow!(
+                    "expected the scan as endpoints on the workers, got {} endpoint(s)",
+                    endpoints.len()
+                ));
             }
             out.count = endpoints.len();
             let (mut rows, mut bytes) = (0, 0);
             if parallel {
-                let tasks: Vec<_> = endpoints.into_iter().map(|e| tokio::spawn(fetch_from_worker(e))).collect();
+                let tasks: Vec<_> = endpoints
+                    .into_iter()
+                    .map(|e| tokio::spawn(fetch_from_worker(e)))
+                    .collect();
                 for task in tasks {
                     let (r, b) = task.await??;
                     (rows, bytes) = (rows + r, bytes + b);
@@ -385,27 +538,49 @@ async fn endpoint_throughput(client: &mut FlightSqlServiceClient<Channel>, itera
 
 /// Rows and value bytes of one endpoint, read from the worker its location names.
 async fn fetch_from_worker(endpoint: arrow_flight::FlightEndpoint) -> Result<(usize, usize)> {
-    let uri = endpoint.location.first().map(|l| l.uri.replace("grpc+tcp://", "http://")).ok_or_else(|| anyhow!("no location"))?;
+    let uri = endpoint
+        .location
+        .first()
+        .map(|l| l.uri.replace("grpc+tcp://", "http://"))
+        .ok_or_else(|| anyhow!("no location"))?;
     let ticket = endpoint.ticket.ok_or_else(|| anyhow!("no ticket"))?;
-    let channel = Endpoint::from_shared(uri)?.tcp_nodelay(true).connect().await?;
-    let mut worker = arrow_flight::flight_service_client::FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-    let data = worker.do_get(ticket).await?.into_inner().map_err(arrow_flight::error::FlightError::from);
-    count_rows_and_bytes(arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data)).await
+    let channel = Endpoint::from_shared(uri)?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut worker = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX);
+    let data = worker
+        .do_get(ticket)
+        .await?
+        .into_inner()
+        .map_err(arrow_flight::error::FlightError::from);
+    count_rows_and_bytes(arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data))
+        .await
 }
 
 /// Rows and bytes of the values themselves (sliced buffers counted once, not whole) of a
 /// Flight stream, read to its end.
-async fn count_rows_and_bytes(mut batches: arrow_flight::decode::FlightRecordBatchStream) -> Result<(usize, usize)> {
+async fn count_rows_and_bytes(
+    mut batches: arrow_flight::decode::FlightRecordBatchStream,
+) -> Result<(usize, usize)> {
     let (mut rows, mut bytes) = (0, 0);
     while let Some(b) = batches.try_next().await? {
-        bytes += b.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum::<usize>();
+        bytes += b
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum::<usize>();
         rows += b.num_rows();
     }
     Ok((rows, bytes))
 }
 
 /// Median wall time of SHUFFLE_SQL and the bytes its stage tasks wrote to exchanges.
-async fn shuffle_throughput(client: &mut FlightSqlServiceClient<Channel>, iterations: usize) -> Result<Option<(u64, f64)>> {
+async fn shuffle_throughput(
+    client: &mut FlightSqlServiceClient<Channel>,
+    iterations: usize,
+) -> Result<Option<(u64, f64)>> {
     let mut runs = vec![];
     for _ in 0..iterations.max(1) {
         let t = Instant::now();
@@ -416,10 +591,12 @@ async fn shuffle_throughput(client: &mut FlightSqlServiceClient<Channel>, iterat
          WHERE q.sql LIKE 'SELECT count(*) FROM (SELECT l_comment%' AND f.stage > 0 AND f.state = 'finished' \
          GROUP BY q.id ORDER BY min(q.started_at) DESC LIMIT 1";
     let batches = quiver_query(client, bytes_sql).await?;
-    let bytes = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)));
+    let bytes = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
+        b.column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .map(|a| a.value(0))
+    });
     Ok(bytes.map(|b| (b as u64, median(runs).as_secs_f64())))
 }
 

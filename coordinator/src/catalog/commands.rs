@@ -36,13 +36,31 @@ use super::{store_error, Datasets, Origin};
 /// A statement about virtual datasets.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    CreateView { name: String, sql: String, or_replace: bool, accelerate: Option<AccelerateSpec> },
-    DropView { name: String, if_exists: bool },
-    Accelerate { name: String, spec: Option<AccelerateSpec> },
-    Refresh { name: String },
-    ShowCreateView { name: String },
+    CreateView {
+        name: String,
+        sql: String,
+        or_replace: bool,
+        accelerate: Option<AccelerateSpec>,
+    },
+    DropView {
+        name: String,
+        if_exists: bool,
+    },
+    Accelerate {
+        name: String,
+        spec: Option<AccelerateSpec>,
+    },
+    Refresh {
+        name: String,
+    },
+    ShowCreateView {
+        name: String,
+    },
     /// `ALTER TABLE v RENAME TO w` where `v` is a view (dbt renames views so).
-    RenameView { name: String, to: String },
+    RenameView {
+        name: String,
+        to: String,
+    },
 }
 
 /// The table name the command scans are planned under.
@@ -52,41 +70,83 @@ pub const COMMAND_TABLE: &str = "quiver_command";
 /// drops relations by the kind its cache read from `pg_tables`, where views are
 /// listed too, so a view it drops "as a table" is dropped as the view it is.
 pub fn view_drop(statement: &Statement, datasets: &Datasets) -> Option<Command> {
-    let Statement::Drop { object_type: ast::ObjectType::Table, names, if_exists, .. } = statement else { return None };
+    let Statement::Drop {
+        object_type: ast::ObjectType::Table,
+        names,
+        if_exists,
+        ..
+    } = statement
+    else {
+        return None;
+    };
     let [one] = names.as_slice() else { return None };
     datasets.view(&datasets.qualify(&one.to_string()).ok()?)?;
-    Some(Command::DropView { name: one.to_string(), if_exists: *if_exists })
+    Some(Command::DropView {
+        name: one.to_string(),
+        if_exists: *if_exists,
+    })
 }
 
 /// `ALTER TABLE v RENAME TO w` when `v` is a view of `datasets`.
 pub fn view_rename(statement: &Statement, datasets: &Datasets) -> Option<Command> {
-    let Statement::AlterTable(alter) = statement else { return None };
-    let [ast::AlterTableOperation::RenameTable { table_name: ast::RenameTableNameKind::To(to) | ast::RenameTableNameKind::As(to) }] =
-        alter.operations.as_slice()
+    let Statement::AlterTable(alter) = statement else {
+        return None;
+    };
+    let [ast::AlterTableOperation::RenameTable {
+        table_name: ast::RenameTableNameKind::To(to) | ast::RenameTableNameKind::As(to),
+    }] = alter.operations.as_slice()
     else {
         return None;
     };
     datasets.view(&datasets.qualify(&alter.name.to_string()).ok()?)?;
-    Some(Command::RenameView { name: alter.name.to_string(), to: to.to_string() })
+    Some(Command::RenameView {
+        name: alter.name.to_string(),
+        to: to.to_string(),
+    })
 }
 
 /// The command `statement` is, if it is one (None: an ordinary statement).
 pub fn recognize(statement: &Statement) -> Option<Result<Command>> {
     Some(match statement {
         Statement::CreateView(v) => create_view(v),
-        Statement::Drop { object_type: ObjectType::View | ObjectType::MaterializedView, if_exists, names, .. } => match names.as_slice() {
-            [one] => Ok(Command::DropView { name: one.to_string(), if_exists: *if_exists }),
-            _ => Err(DataFusionError::Plan("DROP VIEW takes one view at a time".into())),
+        Statement::Drop {
+            object_type: ObjectType::View | ObjectType::MaterializedView,
+            if_exists,
+            names,
+            ..
+        } => match names.as_slice() {
+            [one] => Ok(Command::DropView {
+                name: one.to_string(),
+                if_exists: *if_exists,
+            }),
+            _ => Err(DataFusionError::Plan(
+                "DROP VIEW takes one view at a time".into(),
+            )),
         },
         Statement::AlterTable(alter) => {
-            let [ast::AlterTableOperation::SetOptionsParens { options }] = alter.operations.as_slice() else { return None };
+            let [ast::AlterTableOperation::SetOptionsParens { options }] =
+                alter.operations.as_slice()
+            else {
+                return None;
+            };
             if !options.iter().any(|o| matches!(o, SqlOption::KeyValue { key, .. } if key.value.eq_ignore_ascii_case("accelerated"))) {
                 return None;
             }
             accelerate(alter.name.to_string(), options)
         }
-        Statement::ShowCreate { obj_type: ShowCreateObject::View, obj_name } => Ok(Command::ShowCreateView { name: obj_name.to_string() }),
-        Statement::Call(f) if f.name.to_string().eq_ignore_ascii_case("refresh_acceleration") => refresh_call(f),
+        Statement::ShowCreate {
+            obj_type: ShowCreateObject::View,
+            obj_name,
+        } => Ok(Command::ShowCreateView {
+            name: obj_name.to_string(),
+        }),
+        Statement::Call(f)
+            if f.name
+                .to_string()
+                .eq_ignore_ascii_case("refresh_acceleration") =>
+        {
+            refresh_call(f)
+        }
         _ => return None,
     })
 }
@@ -101,15 +161,22 @@ pub fn rewrite_refresh(sql: &str) -> Option<String> {
         return None;
     }
     let name = words.collect::<Vec<_>>().join(" ");
-    Some(format!("CALL refresh_acceleration('{}')", name.replace('\'', "''")))
+    Some(format!(
+        "CALL refresh_acceleration('{}')",
+        name.replace('\'', "''")
+    ))
 }
 
 fn create_view(v: &ast::CreateView) -> Result<Command> {
     if !v.columns.is_empty() {
-        return Err(DataFusionError::Plan("CREATE VIEW with a column list is not supported; name the columns in the query".into()));
+        return Err(DataFusionError::Plan(
+            "CREATE VIEW with a column list is not supported; name the columns in the query".into(),
+        ));
     }
     if v.temporary {
-        return Err(DataFusionError::Plan("temporary views are not supported: views are shared by every session".into()));
+        return Err(DataFusionError::Plan(
+            "temporary views are not supported: views are shared by every session".into(),
+        ));
     }
     let options = match &v.options {
         ast::CreateTableOptions::None => vec![],
@@ -119,38 +186,69 @@ fn create_view(v: &ast::CreateView) -> Result<Command> {
     let accelerate = match (v.materialized, options.is_empty()) {
         (true, _) => Some(spec_of(&options, false)?),
         (false, true) => None,
-        (false, false) => return Err(DataFusionError::Plan("WITH (…) options are for MATERIALIZED views".into())),
+        (false, false) => {
+            return Err(DataFusionError::Plan(
+                "WITH (…) options are for MATERIALIZED views".into(),
+            ))
+        }
     };
     if v.if_not_exists && v.or_replace {
-        return Err(DataFusionError::Plan("use OR REPLACE or IF NOT EXISTS, not both".into()));
+        return Err(DataFusionError::Plan(
+            "use OR REPLACE or IF NOT EXISTS, not both".into(),
+        ));
     }
-    Ok(Command::CreateView { name: v.name.to_string(), sql: v.query.to_string(), or_replace: v.or_replace, accelerate })
+    Ok(Command::CreateView {
+        name: v.name.to_string(),
+        sql: v.query.to_string(),
+        or_replace: v.or_replace,
+        accelerate,
+    })
 }
 
 fn accelerate(name: String, options: &[SqlOption]) -> Result<Command> {
     let on = options.iter().find_map(|o| match o {
-        SqlOption::KeyValue { key, value } if key.value.eq_ignore_ascii_case("accelerated") => Some(value.to_string()),
+        SqlOption::KeyValue { key, value } if key.value.eq_ignore_ascii_case("accelerated") => {
+            Some(value.to_string())
+        }
         _ => None,
     });
-    match on.as_deref().map(|v| v.trim_matches('\'').to_ascii_lowercase()) {
+    match on
+        .as_deref()
+        .map(|v| v.trim_matches('\'').to_ascii_lowercase())
+    {
         Some(v) if v == "false" || v == "off" => {
             if options.len() > 1 {
-                return Err(DataFusionError::Plan("SET (accelerated = false) takes no other options".into()));
+                return Err(DataFusionError::Plan(
+                    "SET (accelerated = false) takes no other options".into(),
+                ));
             }
             Ok(Command::Accelerate { name, spec: None })
         }
-        Some(v) if v == "true" || v == "on" => Ok(Command::Accelerate { name, spec: Some(spec_of(options, true)?) }),
-        other => Err(DataFusionError::Plan(format!("accelerated must be true or false, not {}", other.unwrap_or_default()))),
+        Some(v) if v == "true" || v == "on" => Ok(Command::Accelerate {
+            name,
+            spec: Some(spec_of(options, true)?),
+        }),
+        other => Err(DataFusionError::Plan(format!(
+            "accelerated must be true or false, not {}",
+            other.unwrap_or_default()
+        ))),
     }
 }
 
 /// Reads `refresh_secs`, `mode`, `time_column` and `sort_by` (and, with
 /// `allow_flag`, `accelerated`); anything else is an error that names it.
 fn spec_of(options: &[SqlOption], allow_flag: bool) -> Result<AccelerateSpec> {
-    let mut spec = AccelerateSpec { refresh_secs: 0, mode: RefreshMode::Full, time_column: None, sort_by: vec![] };
+    let mut spec = AccelerateSpec {
+        refresh_secs: 0,
+        mode: RefreshMode::Full,
+        time_column: None,
+        sort_by: vec![],
+    };
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
-            return Err(DataFusionError::Plan(format!("unsupported option {option}")));
+            return Err(DataFusionError::Plan(format!(
+                "unsupported option {option}"
+            )));
         };
         let text = match value {
             ast::Expr::Value(v) => match &v.value {
@@ -183,16 +281,29 @@ fn spec_of(options: &[SqlOption], allow_flag: bool) -> Result<AccelerateSpec> {
             }
         }
     }
-    spec.validate("the dataset").map_err(DataFusionError::Plan)?;
+    spec.validate("the dataset")
+        .map_err(DataFusionError::Plan)?;
     Ok(spec)
 }
 
 fn refresh_call(f: &ast::Function) -> Result<Command> {
-    let usage = || DataFusionError::Plan("usage: REFRESH ACCELERATION name (or CALL refresh_acceleration('name'))".into());
-    let ast::FunctionArguments::List(list) = &f.args else { return Err(usage()) };
-    let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v)))] = list.args.as_slice() else { return Err(usage()) };
+    let usage = || {
+        DataFusionError::Plan(
+            "usage: REFRESH ACCELERATION name (or CALL refresh_acceleration('name'))".into(),
+        )
+    };
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return Err(usage());
+    };
+    let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v)))] =
+        list.args.as_slice()
+    else {
+        return Err(usage());
+    };
     match &v.value {
-        ast::Value::SingleQuotedString(s) if !s.trim().is_empty() => Ok(Command::Refresh { name: s.trim().to_string() }),
+        ast::Value::SingleQuotedString(s) if !s.trim().is_empty() => Ok(Command::Refresh {
+            name: s.trim().to_string(),
+        }),
         _ => Err(usage()),
     }
 }
@@ -236,8 +347,16 @@ impl Command {
 /// returned as the table it touches.
 pub fn plan(datasets: &Arc<Datasets>, command: Command) -> Result<(LogicalPlan, String)> {
     let target = datasets.qualify(command.target())?;
-    let table = Arc::new(CommandTable { datasets: datasets.clone(), command });
-    let plan = LogicalPlanBuilder::scan(COMMAND_TABLE, datafusion::datasource::provider_as_source(table), None)?.build()?;
+    let table = Arc::new(CommandTable {
+        datasets: datasets.clone(),
+        command,
+    });
+    let plan = LogicalPlanBuilder::scan(
+        COMMAND_TABLE,
+        datafusion::datasource::provider_as_source(table),
+        None,
+    )?
+    .build()?;
     Ok((plan, target))
 }
 
@@ -258,15 +377,25 @@ impl TableProvider for CommandTable {
         TableType::Temporary
     }
 
-    async fn scan(&self, _: &dyn Session, projection: Option<&Vec<usize>>, _: &[Expr], _: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn scan(
+        &self,
+        _: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _: &[Expr],
+        _: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let batch = run(&self.datasets, &self.command).await?;
-        let exec = MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
+        let exec =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
         Ok(exec)
     }
 }
 
 fn text(schema: SchemaRef, message: String) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![message]))])?)
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![Arc::new(StringArray::from(vec![message]))],
+    )?)
 }
 
 /// Does what `command` says and answers with its one-row result.
@@ -274,27 +403,47 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
     let schema = command.schema();
     let name = datasets.qualify(command.target())?;
     match command {
-        Command::CreateView { sql, or_replace, accelerate, .. } => {
+        Command::CreateView {
+            sql,
+            or_replace,
+            accelerate,
+            ..
+        } => {
             check_view_target(datasets, &name)?;
             if let Some(existing) = datasets.view(&name) {
                 if existing.origin == Origin::Config {
                     return Err(DataFusionError::Plan(format!("view {name} is declared in the config file and cannot be replaced from SQL")));
                 }
                 if !or_replace {
-                    return Err(DataFusionError::Plan(format!("view {name} already exists (use CREATE OR REPLACE VIEW)")));
+                    return Err(DataFusionError::Plan(format!(
+                        "view {name} already exists (use CREATE OR REPLACE VIEW)"
+                    )));
                 }
             } else if datasets.inner_table_exists(&name).await {
-                return Err(DataFusionError::Plan(format!("{name} is a table of a source; a view cannot take its name")));
+                return Err(DataFusionError::Plan(format!(
+                    "{name} is a table of a source; a view cannot take its name"
+                )));
             }
             // The body must plan now, and must not reach the view itself.
             super::views::plan_body(datasets, &name, sql, true).await?;
             let now = now_ms();
-            let view = StoredView { name: name.clone(), sql: sql.clone(), created_ms: now, updated_ms: now };
-            datasets.store().put_view(&view, *or_replace).await.map_err(store_error)?;
+            let view = StoredView {
+                name: name.clone(),
+                sql: sql.clone(),
+                created_ms: now,
+                updated_ms: now,
+            };
+            datasets
+                .store()
+                .put_view(&view, *or_replace)
+                .await
+                .map_err(store_error)?;
             datasets.reload().await?;
             let mut message = format!("CREATE VIEW {name}");
             if let Some(spec) = accelerate {
-                message = accelerate_now(datasets, &name, spec.clone()).await.map(|m| format!("{message}; {m}"))?;
+                message = accelerate_now(datasets, &name, spec.clone())
+                    .await
+                    .map(|m| format!("{message}; {m}"))?;
             }
             text(schema, message)
         }
@@ -303,43 +452,75 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
                 None if *if_exists => return text(schema, format!("no view {name}")),
                 None => return Err(DataFusionError::Plan(format!("view {name} not found"))),
                 Some(v) if v.origin == Origin::Config => {
-                    return Err(DataFusionError::Plan(format!("view {name} is declared in the config file and cannot be dropped from SQL")))
+                    return Err(DataFusionError::Plan(format!(
+                        "view {name} is declared in the config file and cannot be dropped from SQL"
+                    )))
                 }
                 Some(_) => {}
             }
             if datasets.acceleration(&name).is_some() {
                 stop_accelerating(datasets, &name).await?;
             }
-            datasets.store().drop_view(&name).await.map_err(store_error)?;
+            datasets
+                .store()
+                .drop_view(&name)
+                .await
+                .map_err(store_error)?;
             datasets.reload().await?;
             text(schema, format!("DROP VIEW {name}"))
         }
         Command::RenameView { to, .. } => {
-            let view = datasets.view(&name).ok_or_else(|| DataFusionError::Plan(format!("view {name} not found")))?;
+            let view = datasets
+                .view(&name)
+                .ok_or_else(|| DataFusionError::Plan(format!("view {name} not found")))?;
             if view.origin == Origin::Config {
-                return Err(DataFusionError::Plan(format!("view {name} is declared in the config file; rename it there")));
+                return Err(DataFusionError::Plan(format!(
+                    "view {name} is declared in the config file; rename it there"
+                )));
             }
             if datasets.acceleration(&name).is_some() {
-                return Err(DataFusionError::Plan(format!("view {name} is accelerated; stop accelerating it before renaming it")));
+                return Err(DataFusionError::Plan(format!(
+                    "view {name} is accelerated; stop accelerating it before renaming it"
+                )));
             }
             // The new name stays in the view's schema (PostgreSQL's RENAME TO takes a bare name).
-            let identifier = datafusion::common::TableReference::parse_str(to).table().to_string();
+            let identifier = datafusion::common::TableReference::parse_str(to)
+                .table()
+                .to_string();
             let home = name.rsplit_once('.').map(|(s, _)| s).unwrap_or_default();
             let new_name = format!("{home}.{identifier}");
             if datasets.view(&new_name).is_some() || datasets.inner_table_exists(&new_name).await {
-                return Err(DataFusionError::External(Box::new(quiver_worker::status::ErrorKind::DuplicateTable.status(format!(
-                    "{new_name} already exists"
-                )))));
+                return Err(DataFusionError::External(Box::new(
+                    quiver_worker::status::ErrorKind::DuplicateTable
+                        .status(format!("{new_name} already exists")),
+                )));
             }
-            let stored = StoredView { name: new_name.clone(), sql: view.sql.clone(), created_ms: view.created_ms, updated_ms: now_ms() };
-            datasets.store().put_view(&stored, false).await.map_err(store_error)?;
-            datasets.store().drop_view(&name).await.map_err(store_error)?;
+            let stored = StoredView {
+                name: new_name.clone(),
+                sql: view.sql.clone(),
+                created_ms: view.created_ms,
+                updated_ms: now_ms(),
+            };
+            datasets
+                .store()
+                .put_view(&stored, false)
+                .await
+                .map_err(store_error)?;
+            datasets
+                .store()
+                .drop_view(&name)
+                .await
+                .map_err(store_error)?;
             datasets.reload().await?;
             text(schema, format!("ALTER VIEW {name} RENAME TO {new_name}"))
         }
-        Command::Accelerate { spec: Some(spec), .. } => {
+        Command::Accelerate {
+            spec: Some(spec), ..
+        } => {
             if datasets.view(&name).is_none() && !datasets.inner_table_exists(&name).await {
-                return Err(DataFusionError::Plan(format!("no table or view named {name} to accelerate")));
+                return Err(DataFusionError::Plan(format!(
+                    "no table or view named {name} to accelerate"
+                )));
             }
             let message = accelerate_now(datasets, &name, spec.clone()).await?;
             text(schema, message)
@@ -349,7 +530,9 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
             text(schema, format!("{name} is no longer accelerated"))
         }
         Command::Refresh { .. } => {
-            let acc = datasets.acceleration(&name).ok_or_else(|| DataFusionError::Plan(format!("{name} is not accelerated")))?;
+            let acc = datasets
+                .acceleration(&name)
+                .ok_or_else(|| DataFusionError::Plan(format!("{name} is not accelerated")))?;
             let r = refresh::refresh_detached(datasets, &acc).await?;
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(StringArray::from(vec![r.dataset])),
@@ -362,9 +545,13 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
             Ok(RecordBatch::try_new(schema, columns)?)
         }
         Command::ShowCreateView { .. } => {
-            let view = datasets.view(&name).ok_or_else(|| DataFusionError::Plan(format!("view {name} not found")))?;
-            let columns: Vec<ArrayRef> =
-                vec![Arc::new(StringArray::from(vec![name.clone()])), Arc::new(StringArray::from(vec![view.create_statement()]))];
+            let view = datasets
+                .view(&name)
+                .ok_or_else(|| DataFusionError::Plan(format!("view {name} not found")))?;
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(vec![name.clone()])),
+                Arc::new(StringArray::from(vec![view.create_statement()])),
+            ];
             Ok(RecordBatch::try_new(schema, columns)?)
         }
     }
@@ -373,24 +560,39 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
 /// A view may go in any schema of a catalog that exists.
 fn check_view_target(datasets: &Datasets, name: &str) -> Result<()> {
     let catalog = name.split('.').next().unwrap_or_default();
-    let known = datasets.inner_catalogs().map(|c| c.catalog_names()).unwrap_or_default();
+    let known = datasets
+        .inner_catalogs()
+        .map(|c| c.catalog_names())
+        .unwrap_or_default();
     if !known.iter().any(|c| c == catalog) {
-        return Err(DataFusionError::Plan(format!("unknown catalog '{catalog}' for view {name} (catalogs: {})", known.join(", "))));
+        return Err(DataFusionError::Plan(format!(
+            "unknown catalog '{catalog}' for view {name} (catalogs: {})",
+            known.join(", ")
+        )));
     }
     if name.split('.').nth(1) == Some(crate::system::SCHEMA) {
-        return Err(DataFusionError::Plan(format!("the schema {catalog}.system is reserved for Quiver's system tables")));
+        return Err(DataFusionError::Plan(format!(
+            "the schema {catalog}.system is reserved for Quiver's system tables"
+        )));
     }
     Ok(())
 }
 
 /// Records the acceleration and builds its first copy (waiting for it).
-async fn accelerate_now(datasets: &Arc<Datasets>, name: &str, spec: AccelerateSpec) -> Result<String> {
+async fn accelerate_now(
+    datasets: &Arc<Datasets>,
+    name: &str,
+    spec: AccelerateSpec,
+) -> Result<String> {
     if let Some(existing) = datasets.acceleration(name) {
         if existing.origin() == Origin::Config {
             return Err(DataFusionError::Plan(format!("the acceleration of {name} is declared in the config file and cannot be changed from SQL")));
         }
     }
-    let keep = datasets.acceleration(name).and_then(|a| a.info()).filter(|i| spec.keeps_copy_of(&i.spec));
+    let keep = datasets
+        .acceleration(name)
+        .and_then(|a| a.info())
+        .filter(|i| spec.keeps_copy_of(&i.spec));
     let stored = StoredAcceleration {
         dataset: name.to_string(),
         origin: Origin::Sql.as_str().into(),
@@ -398,9 +600,15 @@ async fn accelerate_now(datasets: &Arc<Datasets>, name: &str, spec: AccelerateSp
         copy: keep.as_ref().and_then(|i| i.copy.clone()),
         last_refresh: keep.and_then(|i| i.last),
     };
-    datasets.store().put_acceleration(&stored).await.map_err(store_error)?;
+    datasets
+        .store()
+        .put_acceleration(&stored)
+        .await
+        .map_err(store_error)?;
     datasets.reload().await?;
-    let acc = datasets.acceleration(name).ok_or_else(|| DataFusionError::Internal(format!("acceleration of {name} vanished")))?;
+    let acc = datasets
+        .acceleration(name)
+        .ok_or_else(|| DataFusionError::Internal(format!("acceleration of {name} vanished")))?;
     match refresh::refresh_detached(datasets, &acc).await {
         Ok(r) => Ok(format!("{name} accelerated: {} rows copied", r.copy.rows)),
         Err(e) => Err(DataFusionError::Execution(format!(
@@ -411,12 +619,18 @@ async fn accelerate_now(datasets: &Arc<Datasets>, name: &str, spec: AccelerateSp
 }
 
 async fn stop_accelerating(datasets: &Arc<Datasets>, name: &str) -> Result<()> {
-    let acc = datasets.acceleration(name).ok_or_else(|| DataFusionError::Plan(format!("{name} is not accelerated")))?;
+    let acc = datasets
+        .acceleration(name)
+        .ok_or_else(|| DataFusionError::Plan(format!("{name} is not accelerated")))?;
     if acc.origin() == Origin::Config {
         return Err(DataFusionError::Plan(format!("the acceleration of {name} is declared in the config file and cannot be removed from SQL")));
     }
     let segments = acc.segments();
-    datasets.store().drop_acceleration(name).await.map_err(store_error)?;
+    datasets
+        .store()
+        .drop_acceleration(name)
+        .await
+        .map_err(store_error)?;
     datasets.reload().await?;
     // Queries already reading the copy get a minute to finish before its files go.
     if let Some(state) = datasets.base_state().cloned() {
@@ -439,28 +653,81 @@ mod tests {
 
     fn parse(sql: &str) -> Option<Result<Command>> {
         let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-        let statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).expect("parses");
+        let statements =
+            datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).expect("parses");
         recognize(&statements[0])
     }
 
     #[test]
     fn statements_become_commands() {
-        let c = parse("CREATE OR REPLACE VIEW s.v AS SELECT a FROM t WHERE a > 1").expect("a command").expect("valid");
-        assert_eq!(c, Command::CreateView { name: "s.v".into(), sql: "SELECT a FROM t WHERE a > 1".into(), or_replace: true, accelerate: None });
+        let c = parse("CREATE OR REPLACE VIEW s.v AS SELECT a FROM t WHERE a > 1")
+            .expect("a command")
+            .expect("valid");
+        assert_eq!(
+            c,
+            Command::CreateView {
+                name: "s.v".into(),
+                sql: "SELECT a FROM t WHERE a > 1".into(),
+                or_replace: true,
+                accelerate: None
+            }
+        );
         let c = parse("CREATE MATERIALIZED VIEW v WITH (refresh_secs = 60, mode = 'append', time_column = 'ts', sort_by = 'a, b') AS SELECT 1")
             .expect("a command")
             .expect("valid");
-        let Command::CreateView { accelerate: Some(spec), .. } = c else { panic!("materialized view expected") };
-        assert_eq!((spec.refresh_secs, spec.mode, spec.sort_by.len()), (60, RefreshMode::Append, 2));
-        assert_eq!(parse("DROP VIEW IF EXISTS v").expect("cmd").expect("ok"), Command::DropView { name: "v".into(), if_exists: true });
-        let c = parse("ALTER TABLE pg.public.orders SET (accelerated = true, refresh_secs = 300)").expect("cmd").expect("ok");
-        assert!(matches!(c, Command::Accelerate { spec: Some(AccelerateSpec { refresh_secs: 300, .. }), .. }));
-        let c = parse("ALTER TABLE t SET (accelerated = false)").expect("cmd").expect("ok");
-        assert_eq!(c, Command::Accelerate { name: "t".into(), spec: None });
+        let Command::CreateView {
+            accelerate: Some(spec),
+            ..
+        } = c
+        else {
+            panic!("materialized view expected")
+        };
+        assert_eq!(
+            (spec.refresh_secs, spec.mode, spec.sort_by.len()),
+            (60, RefreshMode::Append, 2)
+        );
+        assert_eq!(
+            parse("DROP VIEW IF EXISTS v").expect("cmd").expect("ok"),
+            Command::DropView {
+                name: "v".into(),
+                if_exists: true
+            }
+        );
+        let c = parse("ALTER TABLE pg.public.orders SET (accelerated = true, refresh_secs = 300)")
+            .expect("cmd")
+            .expect("ok");
+        assert!(matches!(
+            c,
+            Command::Accelerate {
+                spec: Some(AccelerateSpec {
+                    refresh_secs: 300,
+                    ..
+                }),
+                ..
+            }
+        ));
+        let c = parse("ALTER TABLE t SET (accelerated = false)")
+            .expect("cmd")
+            .expect("ok");
+        assert_eq!(
+            c,
+            Command::Accelerate {
+                name: "t".into(),
+                spec: None
+            }
+        );
         assert!(parse("SELECT 1").is_none());
-        assert!(parse("ALTER TABLE t SET (fillfactor = 70)").is_none(), "other ALTERs stay refused as DDL");
+        assert!(
+            parse("ALTER TABLE t SET (fillfactor = 70)").is_none(),
+            "other ALTERs stay refused as DDL"
+        );
         let sql = rewrite_refresh("refresh  acceleration pg.public.orders;").expect("rewritten");
-        assert_eq!(parse(&sql).expect("cmd").expect("ok"), Command::Refresh { name: "pg.public.orders".into() });
+        assert_eq!(
+            parse(&sql).expect("cmd").expect("ok"),
+            Command::Refresh {
+                name: "pg.public.orders".into()
+            }
+        );
         assert!(rewrite_refresh("REFRESH pg").is_none());
     }
 
@@ -483,11 +750,20 @@ mod tests {
 
     #[test]
     fn bad_options_name_the_problem() {
-        let e = parse("ALTER TABLE t SET (accelerated = true, mode = 'append')").expect("cmd").unwrap_err().to_string();
+        let e = parse("ALTER TABLE t SET (accelerated = true, mode = 'append')")
+            .expect("cmd")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("time_column"), "{e}");
-        let e = parse("ALTER TABLE t SET (accelerated = true, refresh = 3)").expect("cmd").unwrap_err().to_string();
+        let e = parse("ALTER TABLE t SET (accelerated = true, refresh = 3)")
+            .expect("cmd")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown acceleration option 'refresh'"), "{e}");
-        let e = parse("CREATE VIEW v WITH (refresh_secs = 1) AS SELECT 1").expect("cmd").unwrap_err().to_string();
+        let e = parse("CREATE VIEW v WITH (refresh_secs = 1) AS SELECT 1")
+            .expect("cmd")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("MATERIALIZED"), "{e}");
     }
 }

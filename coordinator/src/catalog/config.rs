@@ -47,7 +47,11 @@ pub struct AccelerationConfig {
 
 impl Default for AccelerationConfig {
     fn default() -> Self {
-        Self { scheduled: true, location: None, rows_per_file: None }
+        Self {
+            scheduled: true,
+            location: None,
+            rows_per_file: None,
+        }
     }
 }
 
@@ -96,7 +100,9 @@ impl AccelerateSpec {
 
     pub fn validate(&self, dataset: &str) -> Result<(), String> {
         if self.mode == RefreshMode::Append && self.time_column.is_none() {
-            return Err(format!("acceleration of {dataset}: mode = \"append\" needs time_column"));
+            return Err(format!(
+                "acceleration of {dataset}: mode = \"append\" needs time_column"
+            ));
         }
         Ok(())
     }
@@ -156,7 +162,12 @@ fn default_ttl() -> f64 {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { enabled: false, max_bytes: default_cache_bytes(), max_entry_bytes: default_entry_bytes(), ttl_secs: default_ttl() }
+        Self {
+            enabled: false,
+            max_bytes: default_cache_bytes(),
+            max_entry_bytes: default_entry_bytes(),
+            ttl_secs: default_ttl(),
+        }
     }
 }
 

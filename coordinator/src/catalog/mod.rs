@@ -28,8 +28,8 @@ use datafusion::catalog::CatalogProviderList;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 
-use self::acceleration::{Accelerated, Copies};
 pub use self::acceleration::refresh::run_scheduler;
+use self::acceleration::{Accelerated, Copies};
 use self::store::{MetadataStore, StoreError};
 use self::views::{ViewDef, ViewPlans};
 use crate::config::QuiverConfig;
@@ -96,18 +96,32 @@ impl Datasets {
     ) -> std::result::Result<Arc<Self>, String> {
         let data_dir = config.data_dir();
         let store: Arc<dyn MetadataStore> = match config.metadata.url.as_ref().map(|u| u.expose()) {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Arc::new(
-                store::postgres::PostgresStore::open(config.metadata.url.as_ref().ok_or("unreachable")?, config.metadata.tls_ca_file.as_deref())
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Arc::new(
+                    store::postgres::PostgresStore::open(
+                        config.metadata.url.as_ref().ok_or("unreachable")?,
+                        config.metadata.tls_ca_file.as_deref(),
+                    )
                     .await
                     .map_err(|e| e.to_string())?,
-            ),
+                )
+            }
             Some(url) => {
                 let path = url.strip_prefix("sqlite://").ok_or_else(|| {
-                    format!("[metadata] url must start with postgres:// or sqlite:// (got '{}')", url.split(':').next().unwrap_or(""))
+                    format!(
+                        "[metadata] url must start with postgres:// or sqlite:// (got '{}')",
+                        url.split(':').next().unwrap_or("")
+                    )
                 })?;
-                Arc::new(store::sqlite::SqliteStore::open(std::path::Path::new(path)).map_err(|e| e.to_string())?)
+                Arc::new(
+                    store::sqlite::SqliteStore::open(std::path::Path::new(path))
+                        .map_err(|e| e.to_string())?,
+                )
             }
-            None => Arc::new(store::sqlite::SqliteStore::open(&data_dir.join("metadata.db")).map_err(|e| e.to_string())?),
+            None => Arc::new(
+                store::sqlite::SqliteStore::open(&data_dir.join("metadata.db"))
+                    .map_err(|e| e.to_string())?,
+            ),
         };
         let copies = Copies::new(config, &data_dir)?;
         let datasets = Arc::new(Self {
@@ -134,15 +148,27 @@ impl Datasets {
         let mut config_views = BTreeMap::new();
         let mut specs = vec![];
         for v in &config.view {
-            let name = self.qualify(&v.name).map_err(|e| format!("[[view]] {}: {e}", v.name))?;
+            let name = self
+                .qualify(&v.name)
+                .map_err(|e| format!("[[view]] {}: {e}", v.name))?;
             // The config's text is checked when the view is first used: its sources may not be up yet.
-            config_views.insert(name.clone(), ViewDef { name: name.clone(), sql: v.sql.clone(), origin: Origin::Config, created_ms: 0 });
+            config_views.insert(
+                name.clone(),
+                ViewDef {
+                    name: name.clone(),
+                    sql: v.sql.clone(),
+                    origin: Origin::Config,
+                    created_ms: 0,
+                },
+            );
             if let Some(spec) = &v.accelerate {
                 specs.push((name, spec.clone()));
             }
         }
         for t in &config.table {
-            let name = self.qualify(&t.name).map_err(|e| format!("[[table]] {}: {e}", t.name))?;
+            let name = self
+                .qualify(&t.name)
+                .map_err(|e| format!("[[table]] {}: {e}", t.name))?;
             if let Some(spec) = &t.accelerate {
                 specs.push((name, spec.clone()));
             }
@@ -150,7 +176,11 @@ impl Datasets {
         if let Ok(mut views) = self.views.write() {
             *views = config_views;
         }
-        let stored = self.store.accelerations().await.map_err(|e| e.to_string())?;
+        let stored = self
+            .store
+            .accelerations()
+            .await
+            .map_err(|e| e.to_string())?;
         for (name, spec) in specs {
             let previous = stored.iter().find(|a| a.dataset == name);
             if previous.is_some_and(|p| p.origin == Origin::Config.as_str() && p.spec == spec) {
@@ -164,7 +194,10 @@ impl Datasets {
                 copy: keep.and_then(|p| p.copy.clone()),
                 last_refresh: keep.and_then(|p| p.last_refresh.clone()),
             };
-            self.store.put_acceleration(&acceleration).await.map_err(|e| e.to_string())?;
+            self.store
+                .put_acceleration(&acceleration)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -177,18 +210,34 @@ impl Datasets {
         }
         let stored_views = self.store.views().await.map_err(store_error)?;
         let stored = self.store.accelerations().await.map_err(store_error)?;
-        let before: Vec<(String, String)> = self.views().into_iter().map(|v| (v.name, v.sql)).collect();
+        let before: Vec<(String, String)> =
+            self.views().into_iter().map(|v| (v.name, v.sql)).collect();
         if let Ok(mut views) = self.views.write() {
             views.retain(|_, v| v.origin == Origin::Config);
             for v in stored_views {
-                if views.get(&v.name).is_some_and(|c| c.origin == Origin::Config) {
+                if views
+                    .get(&v.name)
+                    .is_some_and(|c| c.origin == Origin::Config)
+                {
                     tracing::warn!(view = %v.name, "a view made with SQL has the name of one in the config; the config's is used");
                     continue;
                 }
-                views.insert(v.name.clone(), ViewDef { name: v.name, sql: v.sql, origin: Origin::Sql, created_ms: v.created_ms });
+                views.insert(
+                    v.name.clone(),
+                    ViewDef {
+                        name: v.name,
+                        sql: v.sql,
+                        origin: Origin::Sql,
+                        created_ms: v.created_ms,
+                    },
+                );
             }
         }
-        let Some(state) = self.base.get() else { return Err(DataFusionError::Internal("datasets are not attached".into())) };
+        let Some(state) = self.base.get() else {
+            return Err(DataFusionError::Internal(
+                "datasets are not attached".into(),
+            ));
+        };
         let current = self.accelerations();
         let mut changed = vec![];
         let mut next = BTreeMap::new();
@@ -201,11 +250,17 @@ impl Datasets {
             }
             next.insert(a.dataset, entry);
         }
-        changed.extend(current.iter().filter(|c| !next.contains_key(&c.dataset)).map(|c| c.dataset.clone()));
+        changed.extend(
+            current
+                .iter()
+                .filter(|c| !next.contains_key(&c.dataset))
+                .map(|c| c.dataset.clone()),
+        );
         if let Ok(mut accelerations) = self.accelerations.write() {
             *accelerations = next;
         }
-        let after: Vec<(String, String)> = self.views().into_iter().map(|v| (v.name, v.sql)).collect();
+        let after: Vec<(String, String)> =
+            self.views().into_iter().map(|v| (v.name, v.sql)).collect();
         // The counter also moves for changes already applied here (this coordinator's own
         // refresh): cached plans and answers stay valid then.
         if before != after || !changed.is_empty() {
@@ -230,15 +285,23 @@ impl Datasets {
 
     /// Installs the catalogs under the overlay and the state views are planned in,
     /// then loads views and copies from the store; called once by the engine.
-    pub async fn attach(&self, inner: Arc<dyn CatalogProviderList>, base: SessionState) -> Result<()> {
+    pub async fn attach(
+        &self,
+        inner: Arc<dyn CatalogProviderList>,
+        base: SessionState,
+    ) -> Result<()> {
         let _ = self.inner.set(inner);
         let _ = self.base.set(base.clone());
         self.reload().await?;
         for acc in self.accelerations() {
             match acceleration::refresh::sweep(self, &acc, &base).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(dataset = %acc.dataset, folders = n, "removed what unfinished refreshes left"),
-                Err(e) => tracing::warn!(dataset = %acc.dataset, error = %e, "cannot sweep the copies' folder"),
+                Ok(n) => {
+                    tracing::info!(dataset = %acc.dataset, folders = n, "removed what unfinished refreshes left")
+                }
+                Err(e) => {
+                    tracing::warn!(dataset = %acc.dataset, error = %e, "cannot sweep the copies' folder")
+                }
             }
         }
         Ok(())
@@ -252,22 +315,36 @@ impl Datasets {
     /// The catalogs with views and copies: what sessions read. With `bypass_copies`,
     /// accelerated datasets are read from their source (what a refresh reads).
     pub fn catalogs(self: &Arc<Self>, bypass_copies: bool) -> Result<Arc<dyn CatalogProviderList>> {
-        let inner = self.inner.get().ok_or_else(|| DataFusionError::Internal("datasets are not attached".into()))?;
-        Ok(Arc::new(overlay::VirtualCatalogList::new(inner.clone(), self.clone(), bypass_copies)))
+        let inner = self
+            .inner
+            .get()
+            .ok_or_else(|| DataFusionError::Internal("datasets are not attached".into()))?;
+        Ok(Arc::new(overlay::VirtualCatalogList::new(
+            inner.clone(),
+            self.clone(),
+            bypass_copies,
+        )))
     }
 
     /// The engine's state over [`Self::catalogs`], unrestricted (view bodies and
     /// refreshes are planned in it; users' rules apply to the plans they end up in).
     pub fn planning_state(self: &Arc<Self>, bypass_copies: bool) -> Result<SessionState> {
-        let base = self.base.get().ok_or_else(|| DataFusionError::Internal("datasets are not attached".into()))?;
-        Ok(SessionStateBuilder::new_from_existing(base.clone()).with_catalog_list(self.catalogs(bypass_copies)?).build())
+        let base = self
+            .base
+            .get()
+            .ok_or_else(|| DataFusionError::Internal("datasets are not attached".into()))?;
+        Ok(SessionStateBuilder::new_from_existing(base.clone())
+            .with_catalog_list(self.catalogs(bypass_copies)?)
+            .build())
     }
 
     /// `catalog.schema.name` for a name as written (`name`, `schema.name` or full).
     pub fn qualify(&self, name: &str) -> Result<String> {
         let reference = datafusion::common::TableReference::parse_str(name);
         if reference.table().is_empty() {
-            return Err(DataFusionError::Plan(format!("'{name}' is not a table name")));
+            return Err(DataFusionError::Plan(format!(
+                "'{name}' is not a table name"
+            )));
         }
         let r = reference.resolve(&self.defaults.0, &self.defaults.1);
         Ok(format!("{}.{}.{}", r.catalog, r.schema, r.table))
@@ -279,7 +356,10 @@ impl Datasets {
 
     /// Every view, by name.
     pub fn views(&self) -> Vec<ViewDef> {
-        self.views.read().map(|v| v.values().cloned().collect()).unwrap_or_default()
+        self.views
+            .read()
+            .map(|v| v.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Views in `catalog.schema`.
@@ -287,7 +367,11 @@ impl Datasets {
         let prefix = format!("{catalog}.{schema}.");
         self.views
             .read()
-            .map(|v| v.keys().filter_map(|k| k.strip_prefix(&prefix).map(str::to_string)).collect())
+            .map(|v| {
+                v.keys()
+                    .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -298,7 +382,10 @@ impl Datasets {
             .views
             .read()
             .map(|v| {
-                v.keys().filter_map(|k| k.strip_prefix(&prefix)).filter_map(|rest| rest.split_once('.').map(|(s, _)| s.to_string())).collect()
+                v.keys()
+                    .filter_map(|k| k.strip_prefix(&prefix))
+                    .filter_map(|rest| rest.split_once('.').map(|(s, _)| s.to_string()))
+                    .collect()
             })
             .unwrap_or_default();
         out.dedup();
@@ -310,7 +397,10 @@ impl Datasets {
     }
 
     pub fn accelerations(&self) -> Vec<Arc<Accelerated>> {
-        self.accelerations.read().map(|a| a.values().cloned().collect()).unwrap_or_default()
+        self.accelerations
+            .read()
+            .map(|a| a.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
@@ -328,8 +418,17 @@ impl Datasets {
     /// Whether a source has a table named `catalog.schema.table`.
     pub(crate) async fn inner_table_exists(&self, name: &str) -> bool {
         let mut parts = name.splitn(3, '.');
-        let (Some(c), Some(s), Some(t)) = (parts.next(), parts.next(), parts.next()) else { return false };
-        let Some(schema) = self.inner.get().and_then(|l| l.catalog(c)).and_then(|c| c.schema(s)) else { return false };
+        let (Some(c), Some(s), Some(t)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        let Some(schema) = self
+            .inner
+            .get()
+            .and_then(|l| l.catalog(c))
+            .and_then(|c| c.schema(s))
+        else {
+            return false;
+        };
         matches!(schema.table(t).await, Ok(Some(_)))
     }
 

@@ -21,13 +21,25 @@ pub struct VirtualCatalogList {
 }
 
 impl VirtualCatalogList {
-    pub fn new(inner: Arc<dyn CatalogProviderList>, datasets: Arc<Datasets>, bypass_copies: bool) -> Self {
-        Self { inner, datasets, bypass_copies }
+    pub fn new(
+        inner: Arc<dyn CatalogProviderList>,
+        datasets: Arc<Datasets>,
+        bypass_copies: bool,
+    ) -> Self {
+        Self {
+            inner,
+            datasets,
+            bypass_copies,
+        }
     }
 }
 
 impl CatalogProviderList for VirtualCatalogList {
-    fn register_catalog(&self, name: String, catalog: Arc<dyn CatalogProvider>) -> Option<Arc<dyn CatalogProvider>> {
+    fn register_catalog(
+        &self,
+        name: String,
+        catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
         self.inner.register_catalog(name, catalog)
     }
 
@@ -75,7 +87,11 @@ impl CatalogProvider for VirtualCatalog {
         }))
     }
 
-    fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> Result<Option<Arc<dyn SchemaProvider>>> {
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
         self.inner.register_schema(name, schema)
     }
 }
@@ -100,7 +116,9 @@ impl VirtualSchema {
         if self.bypass_copies {
             return None;
         }
-        self.datasets.acceleration(&self.qualified(name))?.current_table()
+        self.datasets
+            .acceleration(&self.qualified(name))?
+            .current_table()
     }
 }
 
@@ -111,7 +129,13 @@ impl SchemaProvider for VirtualSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        let mut names: BTreeSet<String> = self.inner.as_ref().map(|s| s.table_names()).unwrap_or_default().into_iter().collect();
+        let mut names: BTreeSet<String> = self
+            .inner
+            .as_ref()
+            .map(|s| s.table_names())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         names.extend(self.datasets.views_in(&self.catalog, &self.schema));
         names.into_iter().collect()
     }
@@ -121,7 +145,9 @@ impl SchemaProvider for VirtualSchema {
             return Ok(Some(copy));
         }
         if let Some(view) = self.datasets.view(&self.qualified(name)) {
-            return super::views::provider(&self.datasets, &view, self.bypass_copies).await.map(Some);
+            return super::views::provider(&self.datasets, &view, self.bypass_copies)
+                .await
+                .map(Some);
         }
         match &self.inner {
             Some(inner) => inner.table(name).await,
@@ -140,13 +166,21 @@ impl SchemaProvider for VirtualSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.datasets.view(&self.qualified(name)).is_some() || self.inner.as_ref().is_some_and(|s| s.table_exist(name))
+        self.datasets.view(&self.qualified(name)).is_some()
+            || self.inner.as_ref().is_some_and(|s| s.table_exist(name))
     }
 
-    fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> Result<Option<Arc<dyn TableProvider>>> {
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
         match &self.inner {
             Some(inner) => inner.register_table(name, table),
-            None => Err(DataFusionError::Plan(format!("{}.{} holds only views", self.catalog, self.schema))),
+            None => Err(DataFusionError::Plan(format!(
+                "{}.{} holds only views",
+                self.catalog, self.schema
+            ))),
         }
     }
 

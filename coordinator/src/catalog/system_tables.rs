@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::error::Result;
 
@@ -10,7 +13,11 @@ use super::store::now_ms;
 use super::Datasets;
 
 fn ts(name: &str) -> Field {
-    Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true)
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        true,
+    )
 }
 
 /// Every view: name, where it was defined, its text.
@@ -24,11 +31,25 @@ pub fn views(datasets: &Datasets) -> Result<RecordBatch> {
     ]));
     let v = datasets.views();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(v.iter().map(|v| v.name.as_str()))),
-        Arc::new(StringArray::from_iter_values(v.iter().map(|v| v.origin.as_str()))),
-        Arc::new(StringArray::from_iter_values(v.iter().map(|v| v.sql.as_str()))),
-        Arc::new(BooleanArray::from_iter(v.iter().map(|v| Some(datasets.acceleration(&v.name).is_some())))),
-        Arc::new(TimestampMillisecondArray::from_iter(v.iter().map(|v| (v.created_ms > 0).then_some(v.created_ms))).with_timezone("UTC")),
+        Arc::new(StringArray::from_iter_values(
+            v.iter().map(|v| v.name.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            v.iter().map(|v| v.origin.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            v.iter().map(|v| v.sql.as_str()),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            v.iter()
+                .map(|v| Some(datasets.acceleration(&v.name).is_some())),
+        )),
+        Arc::new(
+            TimestampMillisecondArray::from_iter(
+                v.iter().map(|v| (v.created_ms > 0).then_some(v.created_ms)),
+            )
+            .with_timezone("UTC"),
+        ),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }
@@ -53,7 +74,11 @@ pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
         Field::new("staleness_secs", DataType::Float64, true),
         Field::new("refreshing", DataType::Boolean, false),
     ]));
-    let a: Vec<_> = datasets.accelerations().iter().filter_map(|a| a.info()).collect();
+    let a: Vec<_> = datasets
+        .accelerations()
+        .iter()
+        .filter_map(|a| a.info())
+        .collect();
     let now = now_ms();
     let int = |f: &dyn Fn(&super::acceleration::AccelerationInfo) -> Option<i64>| -> ArrayRef {
         Arc::new(Int64Array::from_iter(a.iter().map(f)))
@@ -62,24 +87,51 @@ pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
         Arc::new(TimestampMillisecondArray::from_iter(a.iter().map(f)).with_timezone("UTC"))
     };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(a.iter().map(|i| i.dataset.as_str()))),
-        Arc::new(StringArray::from_iter_values(a.iter().map(|i| i.origin.as_str()))),
-        Arc::new(StringArray::from_iter_values(a.iter().map(|i| i.spec.mode.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            a.iter().map(|i| i.dataset.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            a.iter().map(|i| i.origin.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            a.iter().map(|i| i.spec.mode.as_str()),
+        )),
         int(&|i| Some(i.spec.refresh_secs as i64)),
-        Arc::new(StringArray::from_iter(a.iter().map(|i| i.spec.time_column.as_deref()))),
+        Arc::new(StringArray::from_iter(
+            a.iter().map(|i| i.spec.time_column.as_deref()),
+        )),
         // ready: queries read the copy; pending: no copy yet, queries read the source.
-        Arc::new(StringArray::from_iter_values(a.iter().map(|i| if i.copy.is_some() { "ready" } else { "pending" }))),
+        Arc::new(StringArray::from_iter_values(a.iter().map(|i| {
+            if i.copy.is_some() {
+                "ready"
+            } else {
+                "pending"
+            }
+        }))),
         int(&|i| i.copy.as_ref().map(|c| c.rows as i64)),
         int(&|i| i.copy.as_ref().map(|c| c.bytes as i64)),
         int(&|i| i.copy.as_ref().map(|c| c.files as i64)),
-        Arc::new(StringArray::from_iter(a.iter().map(|i| i.copy.as_ref().and_then(|c| c.high_water.as_deref())))),
+        Arc::new(StringArray::from_iter(
+            a.iter()
+                .map(|i| i.copy.as_ref().and_then(|c| c.high_water.as_deref())),
+        )),
         time(&|i| i.last.as_ref().map(|l| l.started_ms)),
         time(&|i| i.last.as_ref().map(|l| l.ended_ms)),
-        Arc::new(StringArray::from_iter(a.iter().map(|i| i.last.as_ref().map(|l| l.outcome.as_str())))),
-        Arc::new(StringArray::from_iter(a.iter().map(|i| i.last.as_ref().and_then(|l| l.error.as_deref())))),
+        Arc::new(StringArray::from_iter(
+            a.iter()
+                .map(|i| i.last.as_ref().map(|l| l.outcome.as_str())),
+        )),
+        Arc::new(StringArray::from_iter(
+            a.iter()
+                .map(|i| i.last.as_ref().and_then(|l| l.error.as_deref())),
+        )),
         // How old the data in the copy is: time since the refresh that made it started.
-        Arc::new(Float64Array::from_iter(a.iter().map(|i| i.copy.as_ref().map(|c| (now - c.as_of_ms) as f64 / 1000.0)))),
-        Arc::new(BooleanArray::from_iter(a.iter().map(|i| Some(i.refreshing)))),
+        Arc::new(Float64Array::from_iter(a.iter().map(|i| {
+            i.copy.as_ref().map(|c| (now - c.as_of_ms) as f64 / 1000.0)
+        }))),
+        Arc::new(BooleanArray::from_iter(
+            a.iter().map(|i| Some(i.refreshing)),
+        )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

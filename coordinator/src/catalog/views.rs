@@ -56,7 +56,13 @@ impl ViewPlans {
         self.plans.lock().ok()?.get(key).cloned()
     }
 
-    fn put(&self, key: (String, bool), plan: Arc<dyn TableProvider>, generation: u64, datasets: &Datasets) {
+    fn put(
+        &self,
+        key: (String, bool),
+        plan: Arc<dyn TableProvider>,
+        generation: u64,
+        datasets: &Datasets,
+    ) {
         // A plan made while something changed may be stale: keep it only if nothing did.
         if let Ok(mut p) = self.plans.lock() {
             if datasets.generation() == generation {
@@ -75,7 +81,11 @@ tokio::task_local! {
 const MAX_DEPTH: usize = 32;
 
 /// The provider of `view`: its plan, inlined where it is used.
-pub async fn provider(datasets: &Arc<Datasets>, view: &ViewDef, bypass_copies: bool) -> Result<Arc<dyn TableProvider>> {
+pub async fn provider(
+    datasets: &Arc<Datasets>,
+    view: &ViewDef,
+    bypass_copies: bool,
+) -> Result<Arc<dyn TableProvider>> {
     let key = (view.name.clone(), bypass_copies);
     // Inside another view's planning the kept plans are not used, so a cycle through
     // a view planned earlier is still seen.
@@ -85,8 +95,11 @@ pub async fn provider(datasets: &Arc<Datasets>, view: &ViewDef, bypass_copies: b
     }
     let generation = datasets.generation();
     let plan = plan_body(datasets, &view.name, &view.sql, bypass_copies).await?;
-    let provider: Arc<dyn TableProvider> = Arc::new(ViewTable::new(plan, Some(view.create_statement())));
-    datasets.plans().put(key, provider.clone(), generation, datasets);
+    let provider: Arc<dyn TableProvider> =
+        Arc::new(ViewTable::new(plan, Some(view.create_statement())));
+    datasets
+        .plans()
+        .put(key, provider.clone(), generation, datasets);
     Ok(provider)
 }
 
@@ -101,16 +114,25 @@ pub async fn plan_body(
     let mut stack = PLANNING.try_with(|s| s.clone()).unwrap_or_default();
     if stack.iter().any(|v| v == name) {
         stack.push(name.to_string());
-        return Err(DataFusionError::Plan(format!("views refer to each other in a cycle: {}", stack.join(" -> "))));
+        return Err(DataFusionError::Plan(format!(
+            "views refer to each other in a cycle: {}",
+            stack.join(" -> ")
+        )));
     }
     if stack.len() >= MAX_DEPTH {
-        return Err(DataFusionError::Plan(format!("views nest more than {MAX_DEPTH} levels deep at {name}")));
+        return Err(DataFusionError::Plan(format!(
+            "views nest more than {MAX_DEPTH} levels deep at {name}"
+        )));
     }
     stack.push(name.to_string());
     let state = datasets.planning_state(bypass_copies)?;
-    let planned = PLANNING.scope(stack, async move { state.create_logical_plan(sql).await }).await;
+    let planned = PLANNING
+        .scope(stack, async move { state.create_logical_plan(sql).await })
+        .await;
     planned.map_err(|e| match e {
-        DataFusionError::Plan(m) if m.starts_with("views refer to each other") => DataFusionError::Plan(m),
+        DataFusionError::Plan(m) if m.starts_with("views refer to each other") => {
+            DataFusionError::Plan(m)
+        }
         e => DataFusionError::Plan(format!("view {name} cannot be used: {}", e.message())),
     })
 }

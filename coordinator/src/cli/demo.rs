@@ -10,11 +10,16 @@ use quiver_coordinator::QuiverConfig;
 pub fn config(data_dir: &Path, scale: f64) -> Result<QuiverConfig> {
     let dir = data_dir.join(format!("tpch-sf{scale}"));
     if !dir.join("lineitem").is_dir() {
-        eprintln!("generating TPC-H scale {scale} into {} (first run only)...", dir.display());
+        eprintln!(
+            "generating TPC-H scale {scale} into {} (first run only)...",
+            dir.display()
+        );
     }
     quiver_coordinator::tpch::ensure(&dir, scale)?;
-    let dir = std::fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
-    let home = std::fs::canonicalize(data_dir).with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let dir =
+        std::fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let home = std::fs::canonicalize(data_dir)
+        .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
     let lake = home.join("lake");
     std::fs::create_dir_all(&lake).with_context(|| format!("cannot create {}", lake.display()))?;
     let text = format!(

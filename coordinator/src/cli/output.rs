@@ -18,10 +18,27 @@ pub enum OutputFormat {
 
 pub enum Sink {
     Table(Vec<RecordBatch>),
-    Csv { out: Box<dyn Write + Send>, header: bool, rows: usize },
-    Json { out: Box<dyn Write + Send>, rows: usize },
-    Parquet { path: std::path::PathBuf, file: Option<File>, writer: Option<parquet::arrow::ArrowWriter<File>>, rows: usize },
-    Arrow { path: std::path::PathBuf, file: Option<File>, writer: Option<arrow::ipc::writer::FileWriter<File>>, rows: usize },
+    Csv {
+        out: Box<dyn Write + Send>,
+        header: bool,
+        rows: usize,
+    },
+    Json {
+        out: Box<dyn Write + Send>,
+        rows: usize,
+    },
+    Parquet {
+        path: std::path::PathBuf,
+        file: Option<File>,
+        writer: Option<parquet::arrow::ArrowWriter<File>>,
+        rows: usize,
+    },
+    Arrow {
+        path: std::path::PathBuf,
+        file: Option<File>,
+        writer: Option<arrow::ipc::writer::FileWriter<File>>,
+        rows: usize,
+    },
 }
 
 impl Sink {
@@ -29,18 +46,50 @@ impl Sink {
         let Some(path) = output else {
             return Ok(match format {
                 OutputFormat::Table => Sink::Table(vec![]),
-                OutputFormat::Csv => Sink::Csv { out: Box::new(std::io::stdout()), header: true, rows: 0 },
-                OutputFormat::Json => Sink::Json { out: Box::new(std::io::stdout()), rows: 0 },
+                OutputFormat::Csv => Sink::Csv {
+                    out: Box::new(std::io::stdout()),
+                    header: true,
+                    rows: 0,
+                },
+                OutputFormat::Json => Sink::Json {
+                    out: Box::new(std::io::stdout()),
+                    rows: 0,
+                },
             });
         };
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        let create = || File::create(path).with_context(|| format!("cannot create {}", path.display()));
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let create =
+            || File::create(path).with_context(|| format!("cannot create {}", path.display()));
         Ok(match ext.as_str() {
-            "parquet" => Sink::Parquet { path: path.to_path_buf(), file: Some(create()?), writer: None, rows: 0 },
-            "arrow" | "ipc" | "feather" => Sink::Arrow { path: path.to_path_buf(), file: Some(create()?), writer: None, rows: 0 },
-            "csv" => Sink::Csv { out: Box::new(BufWriter::new(create()?)), header: true, rows: 0 },
-            "json" | "jsonl" | "ndjson" => Sink::Json { out: Box::new(BufWriter::new(create()?)), rows: 0 },
-            other => bail!("cannot tell the format of {} ('{other}'): use .parquet, .csv, .arrow or .json", path.display()),
+            "parquet" => Sink::Parquet {
+                path: path.to_path_buf(),
+                file: Some(create()?),
+                writer: None,
+                rows: 0,
+            },
+            "arrow" | "ipc" | "feather" => Sink::Arrow {
+                path: path.to_path_buf(),
+                file: Some(create()?),
+                writer: None,
+                rows: 0,
+            },
+            "csv" => Sink::Csv {
+                out: Box::new(BufWriter::new(create()?)),
+                header: true,
+                rows: 0,
+            },
+            "json" | "jsonl" | "ndjson" => Sink::Json {
+                out: Box::new(BufWriter::new(create()?)),
+                rows: 0,
+            },
+            other => bail!(
+                "cannot tell the format of {} ('{other}'): use .parquet, .csv, .arrow or .json",
+                path.display()
+            ),
         })
     }
 
@@ -48,30 +97,52 @@ impl Sink {
         match self {
             Sink::Table(batches) => batches.push(batch.clone()),
             Sink::Csv { out, header, rows } => {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(*header).build(out);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(*header)
+                    .build(out);
                 w.write(batch)?;
                 *header = false;
                 *rows += batch.num_rows();
             }
             Sink::Json { out, rows } => {
-                let mut w = arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::LineDelimited>(out);
+                let mut w = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(out);
                 w.write(batch)?;
                 w.finish()?;
                 *rows += batch.num_rows();
             }
-            Sink::Parquet { path, file, writer, rows } => {
+            Sink::Parquet {
+                path,
+                file,
+                writer,
+                rows,
+            } => {
                 if writer.is_none() {
-                    let f = file.take().with_context(|| format!("{} is closed", path.display()))?;
-                    *writer = Some(parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None)?);
+                    let f = file
+                        .take()
+                        .with_context(|| format!("{} is closed", path.display()))?;
+                    *writer = Some(parquet::arrow::ArrowWriter::try_new(
+                        f,
+                        batch.schema(),
+                        None,
+                    )?);
                 }
                 if let Some(w) = writer.as_mut() {
                     w.write(batch)?;
                 }
                 *rows += batch.num_rows();
             }
-            Sink::Arrow { path, file, writer, rows } => {
+            Sink::Arrow {
+                path,
+                file,
+                writer,
+                rows,
+            } => {
                 if writer.is_none() {
-                    let f = file.take().with_context(|| format!("{} is closed", path.display()))?;
+                    let f = file
+                        .take()
+                        .with_context(|| format!("{} is closed", path.display()))?;
                     *writer = Some(arrow::ipc::writer::FileWriter::try_new(f, &batch.schema())?);
                 }
                 if let Some(w) = writer.as_mut() {
@@ -85,13 +156,18 @@ impl Sink {
 
     /// For a shown result that is a write's answer (one `count` column): the rows the statement wrote.
     pub fn rows_written(&self) -> Option<u64> {
-        let Sink::Table(batches) = self else { return None };
+        let Sink::Table(batches) = self else {
+            return None;
+        };
         let mut total = None;
         for b in batches {
             if b.num_columns() != 1 || b.schema().field(0).name() != "count" {
                 return None;
             }
-            let counts = b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>()?;
+            let counts = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()?;
             *total.get_or_insert(0) += counts.iter().flatten().sum::<u64>();
         }
         total
@@ -110,19 +186,29 @@ impl Sink {
                 out.flush()?;
                 rows
             }
-            Sink::Parquet { path, writer, rows, .. } => {
+            Sink::Parquet {
+                path, writer, rows, ..
+            } => {
                 match writer {
                     Some(w) => {
                         w.close()?;
                     }
-                    None => bail!("the result has no batches, so {} has no schema to write", path.display()),
+                    None => bail!(
+                        "the result has no batches, so {} has no schema to write",
+                        path.display()
+                    ),
                 }
                 rows
             }
-            Sink::Arrow { path, writer, rows, .. } => {
+            Sink::Arrow {
+                path, writer, rows, ..
+            } => {
                 match writer {
                     Some(mut w) => w.finish()?,
-                    None => bail!("the result has no batches, so {} has no schema to write", path.display()),
+                    None => bail!(
+                        "the result has no batches, so {} has no schema to write",
+                        path.display()
+                    ),
                 }
                 rows
             }
@@ -139,7 +225,9 @@ mod tests {
     #[test]
     fn files_by_extension_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let batch = RecordBatch::try_from_iter(vec![("n", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)]).expect("batch");
+        let batch =
+            RecordBatch::try_from_iter(vec![("n", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)])
+                .expect("batch");
         for ext in ["parquet", "arrow", "csv", "json"] {
             let path = dir.path().join(format!("out.{ext}"));
             let mut sink = Sink::new(OutputFormat::Table, Some(&path)).expect("sink");
@@ -148,12 +236,20 @@ mod tests {
             assert_eq!(sink.finish().expect("finish"), 6, "{ext}");
             assert!(std::fs::metadata(&path).expect("file").len() > 0);
         }
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(dir.path().join("out.parquet")).expect("open"))
-            .expect("parquet")
-            .build()
-            .expect("reader");
-        assert_eq!(reader.map(|b| b.expect("batch").num_rows()).sum::<usize>(), 6);
-        assert_eq!(std::fs::read_to_string(dir.path().join("out.csv")).expect("csv"), "n\n1\n2\n3\n1\n2\n3\n");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            File::open(dir.path().join("out.parquet")).expect("open"),
+        )
+        .expect("parquet")
+        .build()
+        .expect("reader");
+        assert_eq!(
+            reader.map(|b| b.expect("batch").num_rows()).sum::<usize>(),
+            6
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.csv")).expect("csv"),
+            "n\n1\n2\n3\n1\n2\n3\n"
+        );
         assert!(Sink::new(OutputFormat::Table, Some(&dir.path().join("x.xlsx"))).is_err());
     }
 }

@@ -65,7 +65,11 @@ pub struct ConnectArgs {
 pub async fn run(args: SqlArgs) -> Result<()> {
     use std::io::IsTerminal;
     let mut client = connect(&args.connection).await?;
-    let show = Show { format: args.format, output: args.output.as_deref(), progress: !args.quiet && std::io::stderr().is_terminal() };
+    let show = Show {
+        format: args.format,
+        output: args.output.as_deref(),
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
     match &args.query {
         Some(q) => match run_statement(&mut client, q, &show).await {
             Err(e) if e.is::<Cancelled>() => {
@@ -84,7 +88,11 @@ pub async fn run(args: SqlArgs) -> Result<()> {
 struct Cancelled;
 
 /// Runs one statement (or a `\d` command) with progress and Ctrl-C, and shows its result.
-async fn run_statement(client: &mut FlightSqlServiceClient<Channel>, input: &str, show: &Show<'_>) -> Result<()> {
+async fn run_statement(
+    client: &mut FlightSqlServiceClient<Channel>,
+    input: &str,
+    show: &Show<'_>,
+) -> Result<()> {
     let started = Instant::now();
     let sql = match meta_command(input) {
         Some(sql) => sql?,
@@ -92,7 +100,10 @@ async fn run_statement(client: &mut FlightSqlServiceClient<Channel>, input: &str
     };
     let id = uuid::Uuid::new_v4().to_string();
     let mut tagged = client.clone();
-    tagged.set_header(quiver_coordinator::frontends::flight_sql::QUERY_ID_HEADER, id.clone());
+    tagged.set_header(
+        quiver_coordinator::frontends::flight_sql::QUERY_ID_HEADER,
+        id.clone(),
+    );
     let mut sink = Sink::new(show.format, show.output)?;
     let fetch = stream_query(&mut tagged, &sql, &mut sink);
     let ticker = progress(client.clone(), id, started, show.progress);
@@ -106,9 +117,16 @@ async fn run_statement(client: &mut FlightSqlServiceClient<Channel>, input: &str
         eprint!("\r\x1b[2K");
     }
     outcome?;
-    let writes = ["insert", "copy", "create"].iter().any(|w| sql.trim_start().get(..w.len()).is_some_and(|s| s.eq_ignore_ascii_case(w)));
+    let writes = ["insert", "copy", "create"].iter().any(|w| {
+        sql.trim_start()
+            .get(..w.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    });
     if let Some(written) = sink.rows_written().filter(|_| writes) {
-        println!("{written} row{} written", if written == 1 { "" } else { "s" });
+        println!(
+            "{written} row{} written",
+            if written == 1 { "" } else { "s" }
+        );
         eprintln!("({:.3}s)", started.elapsed().as_secs_f64());
         return Ok(());
     }
@@ -117,13 +135,23 @@ async fn run_statement(client: &mut FlightSqlServiceClient<Channel>, input: &str
         Some(path) => format!("written to {}", path.display()),
         None => String::new(),
     };
-    eprintln!("({rows} row{} in {:.3}s{}{what})", if rows == 1 { "" } else { "s" }, started.elapsed().as_secs_f64(), if what.is_empty() { "" } else { ", " });
+    eprintln!(
+        "({rows} row{} in {:.3}s{}{what})",
+        if rows == 1 { "" } else { "s" },
+        started.elapsed().as_secs_f64(),
+        if what.is_empty() { "" } else { ", " }
+    );
     Ok(())
 }
 
 /// Redraws the progress line every quarter second (after the first half second),
 /// from the coordinator's `progress` action.
-async fn progress(mut client: FlightSqlServiceClient<Channel>, id: String, started: Instant, on: bool) {
+async fn progress(
+    mut client: FlightSqlServiceClient<Channel>,
+    id: String,
+    started: Instant,
+    on: bool,
+) {
     if !on {
         return futures::future::pending().await;
     }
@@ -152,10 +180,22 @@ async fn progress(mut client: FlightSqlServiceClient<Channel>, id: String, start
 /// `3.2 s · running · 1,234 rows · 5/8 tasks in 2 stages`
 fn progress_line(body: &[u8], started: Instant) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let mut line = format!("{:.1} s · {} · {} rows", started.elapsed().as_secs_f64(), v["state"].as_str()?, v["rows"].as_u64()?);
-    let (done, all, stages) = (v["fragments_done"].as_u64()?, v["fragments"].as_u64()?, v["stages"].as_u64()?);
+    let mut line = format!(
+        "{:.1} s · {} · {} rows",
+        started.elapsed().as_secs_f64(),
+        v["state"].as_str()?,
+        v["rows"].as_u64()?
+    );
+    let (done, all, stages) = (
+        v["fragments_done"].as_u64()?,
+        v["fragments"].as_u64()?,
+        v["stages"].as_u64()?,
+    );
     if all > 0 {
-        line.push_str(&format!(" · {done}/{all} tasks in {stages} stage{}", if stages == 1 { "" } else { "s" }));
+        line.push_str(&format!(
+            " · {done}/{all} tasks in {stages} stage{}",
+            if stages == 1 { "" } else { "s" }
+        ));
     }
     Some(line)
 }
@@ -164,9 +204,13 @@ fn progress_line(body: &[u8], started: Instant) -> Option<String> {
 /// `information_schema`; None for anything else.
 fn meta_command(input: &str) -> Option<Result<String>> {
     let input = input.trim().trim_end_matches(';').trim();
-    let rest = input.strip_prefix("\\dt").or_else(|| input.strip_prefix("\\d"))?;
+    let rest = input
+        .strip_prefix("\\dt")
+        .or_else(|| input.strip_prefix("\\d"))?;
     if !(rest.is_empty() || rest.starts_with(' ')) {
-        return Some(Err(anyhow::anyhow!("unknown command '{input}': \\d lists tables, \\d name shows a table's columns")));
+        return Some(Err(anyhow::anyhow!(
+            "unknown command '{input}': \\d lists tables, \\d name shows a table's columns"
+        )));
     }
     let name = rest.trim();
     let quote = |s: &str| format!("'{}'", s.trim_matches('"').replace('\'', "''"));
@@ -178,7 +222,10 @@ fn meta_command(input: &str) -> Option<Result<String>> {
     let parts: Vec<&str> = name.split('.').collect();
     let mut filter = format!("table_name = {}", quote(parts[parts.len() - 1]));
     if parts.len() >= 2 {
-        filter.push_str(&format!(" AND table_schema = {}", quote(parts[parts.len() - 2])));
+        filter.push_str(&format!(
+            " AND table_schema = {}",
+            quote(parts[parts.len() - 2])
+        ));
     }
     if parts.len() >= 3 {
         filter.push_str(&format!(" AND table_catalog = {}", quote(parts[0])));
@@ -190,8 +237,15 @@ fn meta_command(input: &str) -> Option<Result<String>> {
 }
 
 /// Runs one statement and hands each batch to `sink` as it arrives.
-async fn stream_query(client: &mut FlightSqlServiceClient<Channel>, sql: &str, sink: &mut Sink) -> Result<()> {
-    let info = client.execute(sql.to_string(), None).await.map_err(flight_error)?;
+async fn stream_query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+    sink: &mut Sink,
+) -> Result<()> {
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .map_err(flight_error)?;
     for endpoint in info.endpoint {
         let mut stream = fetch(client, endpoint).await?;
         while let Some(batch) = stream.next().await {
@@ -206,7 +260,10 @@ pub async fn connect(args: &ConnectArgs) -> Result<FlightSqlServiceClient<Channe
     let mut client = FlightSqlServiceClient::new(channel);
     if let Some(user) = &args.user {
         let password = args.password.clone().unwrap_or_default();
-        client.handshake(user, &password).await.context("login failed")?;
+        client
+            .handshake(user, &password)
+            .await
+            .context("login failed")?;
     }
     Ok(client)
 }
@@ -215,7 +272,8 @@ pub async fn connect(args: &ConnectArgs) -> Result<FlightSqlServiceClient<Channe
 /// over TLS trusting the system's roots and `ca` when the scheme says so.
 async fn channel(host: &str, ca: Option<&std::path::Path>) -> Result<Channel> {
     let (tls, address) = normalize(host);
-    let mut endpoint = Endpoint::from_shared(address).with_context(|| format!("invalid host '{host}'"))?;
+    let mut endpoint =
+        Endpoint::from_shared(address).with_context(|| format!("invalid host '{host}'"))?;
     if tls {
         let mut config = ClientTlsConfig::new().with_native_roots();
         if let Some(ca) = ca {
@@ -224,14 +282,23 @@ async fn channel(host: &str, ca: Option<&std::path::Path>) -> Result<Channel> {
         }
         endpoint = endpoint.tls_config(config)?;
     }
-    endpoint.connect().await.with_context(|| format!("cannot connect to {host}"))
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {host}"))
 }
 
 /// Returns (tls, http(s) URL).
 fn normalize(host: &str) -> (bool, String) {
-    if let Some(rest) = host.strip_prefix("grpc+tls://").or_else(|| host.strip_prefix("https://")) {
+    if let Some(rest) = host
+        .strip_prefix("grpc+tls://")
+        .or_else(|| host.strip_prefix("https://"))
+    {
         (true, format!("https://{rest}"))
-    } else if let Some(rest) = host.strip_prefix("grpc://").or_else(|| host.strip_prefix("grpc+tcp://")) {
+    } else if let Some(rest) = host
+        .strip_prefix("grpc://")
+        .or_else(|| host.strip_prefix("grpc+tcp://"))
+    {
         (false, format!("http://{rest}"))
     } else if host.starts_with("http://") {
         (false, host.to_string())
@@ -241,8 +308,14 @@ fn normalize(host: &str) -> (bool, String) {
 }
 
 /// Runs one statement and collects its result.
-pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>> {
-    let info = client.execute(sql.to_string(), None).await.map_err(flight_error)?;
+pub async fn query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>> {
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .map_err(flight_error)?;
     let mut batches = vec![];
     for endpoint in info.endpoint {
         let stream = fetch(client, endpoint).await?;
@@ -255,17 +328,34 @@ pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> R
 /// The batches of one endpoint: from the coordinator, or from the worker its
 /// location names when the server hands results out on the workers
 /// (`workers.client_endpoints`).
-async fn fetch(client: &mut FlightSqlServiceClient<Channel>, endpoint: FlightEndpoint) -> Result<FlightRecordBatchStream> {
-    let ticket = endpoint.ticket.context("server sent an endpoint without a ticket")?;
+async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    endpoint: FlightEndpoint,
+) -> Result<FlightRecordBatchStream> {
+    let ticket = endpoint
+        .ticket
+        .context("server sent an endpoint without a ticket")?;
     // An empty location, or the reuse scheme, means the connection the FlightInfo came over.
-    let location = endpoint.location.iter().map(|l| l.uri.as_str()).find(|u| !u.is_empty() && !u.starts_with("arrow-flight-reuse-connection:"));
+    let location = endpoint
+        .location
+        .iter()
+        .map(|l| l.uri.as_str())
+        .find(|u| !u.is_empty() && !u.starts_with("arrow-flight-reuse-connection:"));
     let Some(uri) = location else {
         return client.do_get(ticket).await.map_err(flight_error);
     };
-    let channel = channel(uri, None).await.context("cannot reach the worker that serves part of the result")?;
+    let channel = channel(uri, None)
+        .await
+        .context("cannot reach the worker that serves part of the result")?;
     let mut worker = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-    let stream = worker.do_get(ticket).await.map_err(|s| anyhow::anyhow!("{} (from the worker at {uri})", s.message()))?.into_inner();
-    Ok(FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from)))
+    let stream = worker
+        .do_get(ticket)
+        .await
+        .map_err(|s| anyhow::anyhow!("{} (from the worker at {uri})", s.message()))?
+        .into_inner();
+    Ok(FlightRecordBatchStream::new_from_flight_data(
+        stream.map_err(FlightError::from),
+    ))
 }
 
 /// The server's message without the transport's wrapping.
@@ -281,7 +371,11 @@ pub fn print_result(batches: &[RecordBatch], started: Instant) -> Result<()> {
     if !batches.is_empty() {
         println!("{}", pretty_format_batches(batches)?);
     }
-    println!("({rows} row{} in {:.3}s)", if rows == 1 { "" } else { "s" }, started.elapsed().as_secs_f64());
+    println!(
+        "({rows} row{} in {:.3}s)",
+        if rows == 1 { "" } else { "s" },
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -294,7 +388,11 @@ async fn repl(client: &mut FlightSqlServiceClient<Channel>, show: &Show<'_>) -> 
     eprintln!("Quiver SQL shell. End statements with ';'. \\d lists tables, \\d name shows columns, \\q quits; Ctrl-C cancels a running query.");
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "quiver> " } else { "     -> " };
+        let prompt = if buffer.is_empty() {
+            "quiver> "
+        } else {
+            "     -> "
+        };
         match editor.readline(prompt) {
             Ok(line) => {
                 let trimmed = line.trim();
@@ -332,18 +430,35 @@ mod tests {
 
     #[test]
     fn describe_commands_become_information_schema_queries() {
-        assert!(meta_command("\\d").expect("a command").expect("sql").contains("information_schema.tables"));
-        assert!(meta_command("\\dt;").expect("a command").expect("sql").contains("information_schema.tables"));
-        let cols = meta_command("\\d tpch.lineitem").expect("a command").expect("sql");
-        assert!(cols.contains("table_name = 'lineitem' AND table_schema = 'tpch'"), "{cols}");
-        assert!(meta_command("\\d x'y").expect("cmd").expect("sql").contains("'x''y'"));
+        assert!(meta_command("\\d")
+            .expect("a command")
+            .expect("sql")
+            .contains("information_schema.tables"));
+        assert!(meta_command("\\dt;")
+            .expect("a command")
+            .expect("sql")
+            .contains("information_schema.tables"));
+        let cols = meta_command("\\d tpch.lineitem")
+            .expect("a command")
+            .expect("sql");
+        assert!(
+            cols.contains("table_name = 'lineitem' AND table_schema = 'tpch'"),
+            "{cols}"
+        );
+        assert!(meta_command("\\d x'y")
+            .expect("cmd")
+            .expect("sql")
+            .contains("'x''y'"));
         assert!(meta_command("\\dx").expect("a command").is_err());
         assert!(meta_command("SELECT 1").is_none());
     }
 
     #[test]
     fn host_forms() {
-        assert_eq!(normalize("127.0.0.1:50051"), (false, "http://127.0.0.1:50051".into()));
+        assert_eq!(
+            normalize("127.0.0.1:50051"),
+            (false, "http://127.0.0.1:50051".into())
+        );
         assert_eq!(normalize("grpc://h:1"), (false, "http://h:1".into()));
         assert_eq!(normalize("grpc+tls://h:1"), (true, "https://h:1".into()));
     }

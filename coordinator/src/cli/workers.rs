@@ -37,7 +37,10 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
             print_result(&query(&mut client, sql).await?, started)
         }
         Some(WorkersCommand::Scale { size }) => {
-            let action = Action { r#type: "scale".into(), body: size.into_bytes().into() };
+            let action = Action {
+                r#type: "scale".into(),
+                body: size.into_bytes().into(),
+            };
             let mut answers = client.do_action(action).await.map_err(flight_error)?;
             while let Some(answer) = answers.message().await.context("scale failed")? {
                 println!("{}", String::from_utf8_lossy(&answer.body));
@@ -52,14 +55,29 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
 /// which still shows that it serves.
 pub async fn health(addr: &str, timeout: std::time::Duration) -> Result<()> {
     use arrow_flight::flight_service_client::FlightServiceClient;
-    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    let endpoint = tonic::transport::Endpoint::from_shared(url).with_context(|| format!("invalid address '{addr}'"))?;
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url)
+        .with_context(|| format!("invalid address '{addr}'"))?;
     let call = async {
-        let channel = endpoint.connect().await.with_context(|| format!("cannot connect to {addr}"))?;
-        let action = Action { r#type: quiver_proto::ACTION_HEALTH.into(), body: Default::default() };
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        let action = Action {
+            r#type: quiver_proto::ACTION_HEALTH.into(),
+            body: Default::default(),
+        };
         match FlightServiceClient::new(channel).do_action(action).await {
             Ok(answer) => {
-                let first = answer.into_inner().message().await.context("health answer")?;
+                let first = answer
+                    .into_inner()
+                    .message()
+                    .await
+                    .context("health answer")?;
                 match first {
                     Some(r) if r.body.as_ref() == b"ok" => Ok(()),
                     other => anyhow::bail!("unexpected health answer: {other:?}"),
@@ -69,5 +87,7 @@ pub async fn health(addr: &str, timeout: std::time::Duration) -> Result<()> {
             Err(status) => anyhow::bail!("{addr} answered: {}", status.message()),
         }
     };
-    tokio::time::timeout(timeout, call).await.with_context(|| format!("no answer from {addr} within {timeout:?}"))?
+    tokio::time::timeout(timeout, call)
+        .await
+        .with_context(|| format!("no answer from {addr} within {timeout:?}"))?
 }

@@ -35,32 +35,49 @@ pub(super) fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
     let mut reads: HashMap<(Path, Option<(i64, i64)>), FileRead> = HashMap::new();
     let _ = plan.apply(|node| {
         let n = node.as_ref();
-        if let Some(files) = n.downcast_ref::<DataSourceExec>().and_then(|d| d.data_source().downcast_ref::<FileScanConfig>()) {
+        if let Some(files) = n
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|d| d.data_source().downcast_ref::<FileScanConfig>())
+        {
             // The file's columns the scan reads (partition columns come after them);
             // no projection reads them all.
             let width = files.file_schema().fields().len();
             let columns: Vec<usize> = match files.file_source().projection() {
-                Some(p) => p.column_indices().into_iter().filter(|&i| i < width).collect(),
+                Some(p) => p
+                    .column_indices()
+                    .into_iter()
+                    .filter(|&i| i < width)
+                    .collect(),
                 None => (0..width).collect(),
             };
             for group in &files.file_groups {
                 for file in group.iter() {
                     // A large file is split into byte ranges, one per partition.
                     let (size, range) = match &file.range {
-                        Some(r) => (u64::try_from(r.end - r.start).unwrap_or(0), Some((r.start, r.end))),
+                        Some(r) => (
+                            u64::try_from(r.end - r.start).unwrap_or(0),
+                            Some((r.start, r.end)),
+                        ),
                         None => (file.object_meta.size, None),
                     };
-                    let read = reads.entry((file.object_meta.location.clone(), range)).or_insert_with(|| FileRead {
-                        size,
-                        column_sizes: file.statistics.as_ref().and_then(|s| {
-                            s.column_statistics.iter().map(|c| c.byte_size.get_value().copied()).collect()
-                        }),
-                        columns: BTreeSet::new(),
-                    });
+                    let read = reads
+                        .entry((file.object_meta.location.clone(), range))
+                        .or_insert_with(|| FileRead {
+                            size,
+                            column_sizes: file.statistics.as_ref().and_then(|s| {
+                                s.column_statistics
+                                    .iter()
+                                    .map(|c| c.byte_size.get_value().copied())
+                                    .collect()
+                            }),
+                            columns: BTreeSet::new(),
+                        });
                     read.columns.extend(columns.iter().copied());
                 }
             }
-        } else if n.downcast_ref::<SourceScanExec>().is_some_and(|s| s.statements().len() > 1)
+        } else if n
+            .downcast_ref::<SourceScanExec>()
+            .is_some_and(|s| s.statements().len() > 1)
             || n.is::<DataSinkExec>()
             || n.is::<quiver_worker::write::WriteFilesExec>()
         {
@@ -69,7 +86,12 @@ pub(super) fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    known.then(|| reads.values().map(FileRead::bytes).fold(0u64, u64::saturating_add))
+    known.then(|| {
+        reads
+            .values()
+            .map(FileRead::bytes)
+            .fold(0u64, u64::saturating_add)
+    })
 }
 
 /// What the scans of a plan read of one file (or byte range).
@@ -83,10 +105,17 @@ struct FileRead {
 impl FileRead {
     /// The size, scaled by the columns' share of the data.
     fn bytes(&self) -> u64 {
-        let Some(sizes) = &self.column_sizes else { return self.size };
+        let Some(sizes) = &self.column_sizes else {
+            return self.size;
+        };
         let total: u128 = sizes.iter().map(|&s| s as u128).sum();
         // Distinct columns of `sizes`: at most `total`.
-        let read: u128 = self.columns.iter().filter_map(|&c| sizes.get(c)).map(|&s| s as u128).sum();
+        let read: u128 = self
+            .columns
+            .iter()
+            .filter_map(|&c| sizes.get(c))
+            .map(|&s| s as u128)
+            .sum();
         match total {
             0 => self.size,
             // u128: a size times a share can't overflow; the result is at most `size`.
@@ -113,24 +142,56 @@ mod tests {
     /// union of two scans' columns, is all of it.
     #[tokio::test]
     async fn a_file_counts_the_columns_read() -> datafusion::error::Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let path = dir.path().join("t.parquet").to_string_lossy().to_string();
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false), Field::new("text", DataType::Utf8, false)]));
-        let text: StringArray = (0..20_000).map(|i| Some(format!("{i:08} a long and distinct comment that does not compress {}", i * 7919))).collect();
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from_iter_values(0..20_000)), Arc::new(text)])?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("text", DataType::Utf8, false),
+        ]));
+        let text: StringArray = (0..20_000)
+            .map(|i| {
+                Some(format!(
+                    "{i:08} a long and distinct comment that does not compress {}",
+                    i * 7919
+                ))
+            })
+            .collect();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int32Array::from_iter_values(0..20_000)),
+                Arc::new(text),
+            ],
+        )?;
         let ctx = SessionContext::new();
-        ctx.read_batch(batch)?.write_parquet(&path, Default::default(), None).await?;
+        ctx.read_batch(batch)?
+            .write_parquet(&path, Default::default(), None)
+            .await?;
         let ctx = SessionContext::new();
-        ctx.register_parquet("t", &path, ParquetReadOptions::default()).await?;
-        let size = std::fs::metadata(&path).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?.len();
+        ctx.register_parquet("t", &path, ParquetReadOptions::default())
+            .await?;
+        let size = std::fs::metadata(&path)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+            .len();
         let bytes = |sql: &'static str| {
             let ctx = ctx.clone();
-            async move { Ok::<_, datafusion::error::DataFusionError>(input_bytes(&ctx.sql(sql).await?.create_physical_plan().await?)) }
+            async move {
+                Ok::<_, datafusion::error::DataFusionError>(input_bytes(
+                    &ctx.sql(sql).await?.create_physical_plan().await?,
+                ))
+            }
         };
         let id_only = bytes("SELECT sum(id) FROM t").await?.unwrap_or(u64::MAX);
-        assert!(id_only > 0 && id_only < size / 4, "one small column of {size} bytes: {id_only}");
+        assert!(
+            id_only > 0 && id_only < size / 4,
+            "one small column of {size} bytes: {id_only}"
+        );
         assert_eq!(bytes("SELECT * FROM t").await?, Some(size));
-        assert_eq!(bytes("SELECT a.id, b.text FROM t a JOIN t b ON a.id = b.id").await?, Some(size));
+        assert_eq!(
+            bytes("SELECT a.id, b.text FROM t a JOIN t b ON a.id = b.id").await?,
+            Some(size)
+        );
         Ok(())
     }
 }

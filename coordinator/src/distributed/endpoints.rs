@@ -24,10 +24,24 @@ pub const CLIENT_TICKET_TTL: Duration = Duration::from_secs(300);
 
 /// The endpoints of `plan`'s partitions on their workers, or None when the plan
 /// needs the coordinator to produce its result.
-pub fn client_endpoints(plan: &Arc<dyn ExecutionPlan>, query_id: &str) -> Option<Vec<FlightEndpoint>> {
+pub fn client_endpoints(
+    plan: &Arc<dyn ExecutionPlan>,
+    query_id: &str,
+) -> Option<Vec<FlightEndpoint>> {
     let root = root_fragment(plan)?;
-    let tickets = root.client_tickets(query_id, CLIENT_TICKET_TTL).filter(|t| !t.is_empty())?;
-    Some(tickets.into_iter().map(|(address, ticket)| FlightEndpoint::new().with_ticket(ticket).with_location(flight_uri(&address))).collect())
+    let tickets = root
+        .client_tickets(query_id, CLIENT_TICKET_TTL)
+        .filter(|t| !t.is_empty())?;
+    Some(
+        tickets
+            .into_iter()
+            .map(|(address, ticket)| {
+                FlightEndpoint::new()
+                    .with_ticket(ticket)
+                    .with_location(flight_uri(&address))
+            })
+            .collect(),
+    )
 }
 
 /// The fragment whose partitions are the result: the root itself, or the root
@@ -45,7 +59,10 @@ fn root_fragment(plan: &Arc<dyn ExecutionPlan>) -> Option<&RemoteFragmentExec> {
 
 /// A worker's address (`http://host:port`) as a Flight location (`grpc+tcp://host:port`).
 fn flight_uri(address: &str) -> String {
-    match (address.strip_prefix("http://"), address.strip_prefix("https://")) {
+    match (
+        address.strip_prefix("http://"),
+        address.strip_prefix("https://"),
+    ) {
         (Some(rest), _) => format!("grpc+tcp://{rest}"),
         (_, Some(rest)) => format!("grpc+tls://{rest}"),
         _ => format!("grpc+tcp://{address}"),
@@ -58,7 +75,10 @@ mod tests {
 
     #[test]
     fn worker_addresses_become_flight_locations() {
-        assert_eq!(flight_uri("http://10.0.0.5:50061"), "grpc+tcp://10.0.0.5:50061");
+        assert_eq!(
+            flight_uri("http://10.0.0.5:50061"),
+            "grpc+tcp://10.0.0.5:50061"
+        );
         assert_eq!(flight_uri("https://w1:50061"), "grpc+tls://w1:50061");
         assert_eq!(flight_uri("w1:50061"), "grpc+tcp://w1:50061");
     }

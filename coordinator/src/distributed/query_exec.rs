@@ -26,12 +26,17 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, TryStreamExt};
 use quiver_worker::exchange::{ShuffleOutput, ShuffleReadExec};
 
+use super::remote_exec::FragmentReports;
 use super::scheduler::{QueryRun, Scheduler, StageReports};
 use super::stages::{StagePlan, StagedPlan};
-use super::remote_exec::FragmentReports;
 use super::RemoteFragmentExec;
 
-type Ready = Shared<BoxFuture<'static, std::result::Result<(Arc<dyn ExecutionPlan>, Arc<QueryRun>), Arc<DataFusionError>>>>;
+type Ready = Shared<
+    BoxFuture<
+        'static,
+        std::result::Result<(Arc<dyn ExecutionPlan>, Arc<QueryRun>), Arc<DataFusionError>>,
+    >,
+>;
 
 pub struct DistributedQueryExec {
     root: Arc<dyn ExecutionPlan>,
@@ -52,12 +57,20 @@ impl DistributedQueryExec {
         for stage in staged.stages.iter().rev() {
             let report: StageReports = Arc::new(Mutex::new(vec![None; stage.tasks()]));
             reports.insert(stage.id, report.clone());
-            stage_nodes.push(Arc::new(StageExec { stage: stage.clone(), report }) as Arc<dyn ExecutionPlan>);
+            stage_nodes.push(Arc::new(StageExec {
+                stage: stage.clone(),
+                report,
+            }) as Arc<dyn ExecutionPlan>);
         }
         let root = mark_fragments(staged.root, &scheduler.codec)?;
         let mut children = vec![root.clone()];
         children.extend(stage_nodes);
-        let planned_workers = scheduler.pool.healthy().iter().map(|w| w.id.clone()).collect();
+        let planned_workers = scheduler
+            .pool
+            .healthy()
+            .iter()
+            .map(|w| w.id.clone())
+            .collect();
         Ok(Self {
             root,
             stages: staged.stages,
@@ -71,7 +84,10 @@ impl DistributedQueryExec {
 
     /// Runs the stages once for all partitions; the result is the bound root.
     fn ready(&self, query_id: String) -> Result<Ready> {
-        let mut ready = self.ready.lock().map_err(|_| DataFusionError::Internal("query state poisoned".into()))?;
+        let mut ready = self
+            .ready
+            .lock()
+            .map_err(|_| DataFusionError::Internal("query state poisoned".into()))?;
         if let Some(r) = ready.as_ref() {
             return Ok(r.clone());
         }
@@ -93,7 +109,9 @@ impl DistributedQueryExec {
 
 impl fmt::Debug for DistributedQueryExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DistributedQueryExec").field("stages", &self.stages.len()).finish()
+        f.debug_struct("DistributedQueryExec")
+            .field("stages", &self.stages.len())
+            .finish()
     }
 }
 
@@ -101,8 +119,17 @@ impl DisplayAs for DistributedQueryExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         // The workers the scheduler may place tasks on, as planned; it picks among
         // the healthy ones again when the query runs.
-        let workers: Vec<String> = self.planned_workers.iter().map(|w| format!("@{w}")).collect();
-        write!(f, "DistributedQueryExec: stages={}, workers=[{}]", self.stages.len(), workers.join(", "))
+        let workers: Vec<String> = self
+            .planned_workers
+            .iter()
+            .map(|w| format!("@{w}"))
+            .collect();
+        write!(
+            f,
+            "DistributedQueryExec: stages={}, workers=[{}]",
+            self.stages.len(),
+            workers.join(", ")
+        )
     }
 }
 
@@ -126,9 +153,15 @@ impl ExecutionPlan for DistributedQueryExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let same = children.len() == self.children.len()
-            && children.iter().zip(&self.children).all(|(a, b)| Arc::ptr_eq(a, b));
+            && children
+                .iter()
+                .zip(&self.children)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
         if same {
             Ok(self)
         } else {
@@ -136,7 +169,11 @@ impl ExecutionPlan for DistributedQueryExec {
         }
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let ready = self.ready(context.session_id())?;
         let schema = self.root.schema();
         let stream = futures::stream::once(async move {
@@ -178,7 +215,11 @@ fn write_runs<'a>(
         let sep = if i == 0 { "" } else { ", " };
         match run {
             Some(r) => {
-                write!(f, "{sep}{prefix}{i}@{} rows={} bytes={} spill={} time={}ms", r.worker, r.rows, r.bytes, r.spilled, r.elapsed_ms)?;
+                write!(
+                    f,
+                    "{sep}{prefix}{i}@{} rows={} bytes={} spill={} time={}ms",
+                    r.worker, r.rows, r.bytes, r.spilled, r.elapsed_ms
+                )?;
                 if r.attempts > 1 {
                     write!(f, " attempts={}", r.attempts)?;
                 }
@@ -197,7 +238,9 @@ struct StageExec {
 
 impl fmt::Debug for StageExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StageExec").field("stage", &self.stage.id).finish()
+        f.debug_struct("StageExec")
+            .field("stage", &self.stage.id)
+            .finish()
     }
 }
 
@@ -208,8 +251,16 @@ impl DisplayAs for StageExec {
             ShuffleOutput::Single if self.stage.tasks() > 1 => "gather",
             ShuffleOutput::Single => "forward",
         };
-        write!(f, "StageExec: stage={}, tasks={}, exchange={exchange}, output={}", self.stage.id, self.stage.tasks(), self.stage.output)?;
-        let Ok(report) = self.report.lock() else { return Ok(()) };
+        write!(
+            f,
+            "StageExec: stage={}, tasks={}, exchange={exchange}, output={}",
+            self.stage.id,
+            self.stage.tasks(),
+            self.stage.output
+        )?;
+        let Ok(report) = self.report.lock() else {
+            return Ok(());
+        };
         let runs = report.iter().map(|t| {
             t.as_ref().map(|t| Run {
                 worker: &t.worker.id,
@@ -245,63 +296,106 @@ impl ExecutionPlan for StageExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        internal_err!("stage {} runs through its query, not on its own", self.stage.id)
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        internal_err!(
+            "stage {} runs through its query, not on its own",
+            self.stage.id
+        )
     }
 }
 
 /// Marks the parts of the root that run on workers: below a merge, the highest
 /// subtree that reads an exchange or a scan and can be serialized. The merges
 /// above stay on the coordinator.
-fn mark_fragments(plan: Arc<dyn ExecutionPlan>, codec: &quiver_proto::QuiverCodec) -> Result<Arc<dyn ExecutionPlan>> {
+fn mark_fragments(
+    plan: Arc<dyn ExecutionPlan>,
+    codec: &quiver_proto::QuiverCodec,
+) -> Result<Arc<dyn ExecutionPlan>> {
     // A subtree with a merge of many partitions would run them all in one fragment:
     // the merge stays here, and the partitions under it become fragments.
-    if !has_wide_merge(&plan) && super::rule::has_input(&plan) && physical_plan_to_bytes_with_extension_codec(plan.clone(), codec).is_ok() {
+    if !has_wide_merge(&plan)
+        && super::rule::has_input(&plan)
+        && physical_plan_to_bytes_with_extension_codec(plan.clone(), codec).is_ok()
+    {
         let partitions = plan.properties().partitioning.partition_count();
         let reports: FragmentReports = Arc::new(Mutex::new(vec![None; partitions]));
-        return Ok(Arc::new(WorkerFragmentsExec { input: plan, reports }));
+        return Ok(Arc::new(WorkerFragmentsExec {
+            input: plan,
+            reports,
+        }));
     }
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     if children.is_empty() {
         return Ok(plan);
     }
-    let children = children.into_iter().map(|c| mark_fragments(c, codec)).collect::<Result<Vec<_>>>()?;
+    let children = children
+        .into_iter()
+        .map(|c| mark_fragments(c, codec))
+        .collect::<Result<Vec<_>>>()?;
     replace_children_if_necessary(plan, children)
 }
 
 fn has_wide_merge(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let merge = plan.as_ref().is::<CoalescePartitionsExec>() || plan.as_ref().is::<SortPreservingMergeExec>();
+    let merge = plan.as_ref().is::<CoalescePartitionsExec>()
+        || plan.as_ref().is::<SortPreservingMergeExec>();
     let wide = |c: &&Arc<dyn ExecutionPlan>| c.properties().partitioning.partition_count() > 1;
     (merge && plan.children().iter().any(wide)) || plan.children().into_iter().any(has_wide_merge)
 }
 
 /// Replaces each marked part of the bound root with the fragments that run it.
-fn send_fragments(plan: Arc<dyn ExecutionPlan>, scheduler: &Arc<Scheduler>, run: &Arc<QueryRun>) -> Result<Arc<dyn ExecutionPlan>> {
+fn send_fragments(
+    plan: Arc<dyn ExecutionPlan>,
+    scheduler: &Arc<Scheduler>,
+    run: &Arc<QueryRun>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     let mut next = 0;
     plan.transform_down(|node| {
-        let Some(marker) = node.as_ref().downcast_ref::<WorkerFragmentsExec>() else { return Ok(Transformed::no(node)) };
+        let Some(marker) = node.as_ref().downcast_ref::<WorkerFragmentsExec>() else {
+            return Ok(Transformed::no(node));
+        };
         let input = marker.input.clone();
         let bytes = physical_plan_to_bytes_with_extension_codec(input.clone(), &scheduler.codec)?;
         let mut workers = scheduler.pool.healthy();
         workers.sort_by_key(|w| w.running_fragments());
         let partitions = input.properties().partitioning.partition_count();
-        let assignment = (0..partitions).filter_map(|p| workers.get(p % workers.len().max(1)).cloned()).collect();
+        let assignment = (0..partitions)
+            .filter_map(|p| workers.get(p % workers.len().max(1)).cloned())
+            .collect();
         next += 1;
         let exec = RemoteFragmentExec::new(next, input, bytes, assignment, scheduler.pool.clone())
             .with_memory_limit(scheduler.task_memory_limit())
             .with_tracking(marker.reports.clone(), scheduler.log.clone())
-            .with_recovery(recovery(scheduler.clone(), run.clone(), marker.input.clone()));
-        Ok(Transformed::new(Arc::new(exec) as Arc<dyn ExecutionPlan>, true, TreeNodeRecursion::Jump))
+            .with_recovery(recovery(
+                scheduler.clone(),
+                run.clone(),
+                marker.input.clone(),
+            ));
+        Ok(Transformed::new(
+            Arc::new(exec) as Arc<dyn ExecutionPlan>,
+            true,
+            TreeNodeRecursion::Jump,
+        ))
     })
     .map(|t| t.data)
 }
 
 /// A fragment that lost an input has the scheduler recompute it, then runs on the new output.
-fn recovery(scheduler: Arc<Scheduler>, run: Arc<QueryRun>, fragment: Arc<dyn ExecutionPlan>) -> super::remote_exec::Recover {
+fn recovery(
+    scheduler: Arc<Scheduler>,
+    run: Arc<QueryRun>,
+    fragment: Arc<dyn ExecutionPlan>,
+) -> super::remote_exec::Recover {
     Arc::new(move |lost| {
         let (scheduler, run, fragment) = (scheduler.clone(), run.clone(), fragment.clone());
         async move {
@@ -330,8 +424,13 @@ impl fmt::Debug for WorkerFragmentsExec {
 impl DisplayAs for WorkerFragmentsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let partitions = self.input.properties().partitioning.partition_count();
-        write!(f, "WorkerFragmentsExec: partitions={partitions}, streamed from workers")?;
-        let Ok(reports) = self.reports.lock() else { return Ok(()) };
+        write!(
+            f,
+            "WorkerFragmentsExec: partitions={partitions}, streamed from workers"
+        )?;
+        let Ok(reports) = self.reports.lock() else {
+            return Ok(());
+        };
         let runs = reports.iter().map(|r| {
             r.as_ref().map(|r| Run {
                 worker: &r.worker,
@@ -368,14 +467,24 @@ impl ExecutionPlan for WorkerFragmentsExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(Self { input, reports: self.reports.clone() })),
+            Ok([input]) => Ok(Arc::new(Self {
+                input,
+                reports: self.reports.clone(),
+            })),
             Err(_) => internal_err!("WorkerFragmentsExec takes one child"),
         }
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let _ = (partition, context);
         internal_err!("the fragments of a distributed query ran before its stages")
     }
@@ -386,7 +495,11 @@ pub fn reads_exchange(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let mut found = false;
     let _ = plan.apply(|n| {
         found = n.as_ref().is::<ShuffleReadExec>();
-        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     });
     found
 }

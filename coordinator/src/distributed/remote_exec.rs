@@ -6,9 +6,9 @@ use std::sync::Arc;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use bytes::Bytes;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result};
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -59,7 +59,19 @@ impl RemoteFragmentExec {
         let properties = fragment.properties().clone();
         let memory_limit = pool.fragment_memory_limit();
         let metrics = ExecutionPlanMetricsSet::new();
-        Self { id, fragment, plan_bytes, assignment, pool, memory_limit, tracking: None, recover: None, properties, metrics, note: None }
+        Self {
+            id,
+            fragment,
+            plan_bytes,
+            assignment,
+            pool,
+            memory_limit,
+            tracking: None,
+            recover: None,
+            properties,
+            metrics,
+            note: None,
+        }
     }
 
     /// Says in EXPLAIN why the fragment is what it is.
@@ -102,7 +114,11 @@ impl RemoteFragmentExec {
     /// (sealed for `ttl`), with that worker's address: the assigned one, or another
     /// healthy one when it is not. None when a partition has no worker, or when
     /// the fragment reads exchange outputs, which only the coordinator can recompute.
-    pub fn client_tickets(&self, query_id: &str, ttl: std::time::Duration) -> Option<Vec<(String, arrow_flight::Ticket)>> {
+    pub fn client_tickets(
+        &self,
+        query_id: &str,
+        ttl: std::time::Duration,
+    ) -> Option<Vec<(String, arrow_flight::Ticket)>> {
         if self.recover.is_some() {
             return None;
         }
@@ -117,7 +133,12 @@ impl RemoteFragmentExec {
 
     /// Workers to try for `partition`: the assigned one, then the other healthy ones.
     fn candidates(&self, partition: usize) -> Vec<Arc<Worker>> {
-        let mut out: Vec<Arc<Worker>> = self.assignment.get(partition).cloned().into_iter().collect();
+        let mut out: Vec<Arc<Worker>> = self
+            .assignment
+            .get(partition)
+            .cloned()
+            .into_iter()
+            .collect();
         for w in self.pool.healthy() {
             if !out.iter().any(|o| Arc::ptr_eq(o, &w)) {
                 out.push(w);
@@ -129,13 +150,20 @@ impl RemoteFragmentExec {
 
 impl fmt::Debug for RemoteFragmentExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteFragmentExec").field("id", &self.id).finish()
+        f.debug_struct("RemoteFragmentExec")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
 impl DisplayAs for RemoteFragmentExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "RemoteFragmentExec: fragment={}, partitions={}, workers=[", self.id, self.assignment.len())?;
+        write!(
+            f,
+            "RemoteFragmentExec: fragment={}, partitions={}, workers=[",
+            self.id,
+            self.assignment.len()
+        )?;
         for (i, w) in self.assignment.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}p{i}@{}", w.id)?;
@@ -169,15 +197,25 @@ impl ExecutionPlan for RemoteFragmentExec {
     }
 
     #[allow(deprecated)]
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         // The serialized bytes are what runs, so a changed child cannot be accepted silently.
         match children.as_slice() {
             [child] if Arc::ptr_eq(child, &self.fragment) => Ok(self),
-            _ => internal_err!("RemoteFragmentExec {} cannot take new children after it is serialized", self.id),
+            _ => internal_err!(
+                "RemoteFragmentExec {} cannot take new children after it is serialized",
+                self.id
+            ),
         }
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let ticket = self.ticket(context.session_id(), partition, false);
         let candidates = self.candidates(partition);
         let schema = self.schema();
@@ -221,13 +259,15 @@ impl ExecutionPlan for RemoteFragmentExec {
     }
 }
 
-type FlightBatches = futures::stream::BoxStream<'static, std::result::Result<RecordBatch, FlightError>>;
+type FlightBatches =
+    futures::stream::BoxStream<'static, std::result::Result<RecordBatch, FlightError>>;
 
 /// Runs one partition on the first candidate that can, moving on to the next one
 /// while the worker is unreachable, or dies, before any batch has come back:
 /// nothing has been passed on yet, so the retry cannot duplicate rows.
 /// Recomputes a lost exchange output; returns the fragment's plan bound to its replacement.
-pub type Recover = Arc<dyn Fn(LostOutput) -> futures::future::BoxFuture<'static, Result<Bytes>> + Send + Sync>;
+pub type Recover =
+    Arc<dyn Fn(LostOutput) -> futures::future::BoxFuture<'static, Result<Bytes>> + Send + Sync>;
 
 /// Times one partition may have its inputs recomputed before the query fails.
 const MAX_RECOVERIES: u32 = 3;
@@ -296,10 +336,22 @@ impl Attempts {
                         self.finished(&worker);
                     }
                     // Normalize metadata so batches match the plan's schema exactly.
-                    return Some(batch.with_schema(self.schema.clone()).map_err(DataFusionError::from));
+                    return Some(
+                        batch
+                            .with_schema(self.schema.clone())
+                            .map_err(DataFusionError::from),
+                    );
                 }
-                Some(Err(FlightError::Tonic(status))) if !self.yielded && self.recover.is_some() && lost_output(status.message()).is_some() => {
-                    let (Some(recover), Some(lost)) = (self.recover.clone(), lost_output(status.message())) else { continue };
+                Some(Err(FlightError::Tonic(status)))
+                    if !self.yielded
+                        && self.recover.is_some()
+                        && lost_output(status.message()).is_some() =>
+                {
+                    let (Some(recover), Some(lost)) =
+                        (self.recover.clone(), lost_output(status.message()))
+                    else {
+                        continue;
+                    };
                     if self.recoveries >= MAX_RECOVERIES {
                         return Some(Err(worker_error(&worker.id, FlightError::Tonic(status))));
                     }
@@ -318,7 +370,9 @@ impl Attempts {
                         Err(e) => return Some(Err(e)),
                     }
                 }
-                Some(Err(FlightError::Tonic(status))) if !self.yielded && is_unreachable(&status) => {
+                Some(Err(FlightError::Tonic(status)))
+                    if !self.yielded && is_unreachable(&status) =>
+                {
                     tracing::warn!(worker = %worker.id, error = %status.message(), "worker lost before its first batch; trying another");
                     worker.set_healthy(false);
                     Counters::add(&self.pool.counters().fragment_retries, 1);
@@ -344,18 +398,33 @@ impl Attempts {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
-        let stats = self.stats.lock().ok().and_then(|mut s| s.take()).unwrap_or(FragmentStats {
-            rows: self.rows,
-            ..Default::default()
-        });
+        let stats = self
+            .stats
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .unwrap_or(FragmentStats {
+                rows: self.rows,
+                ..Default::default()
+            });
         if let Some(l) = self.logged.take() {
             l.cost(&stats);
-            l.end("finished", stats.rows, stats.bytes, stats.spilled_bytes, None);
+            l.end(
+                "finished",
+                stats.rows,
+                stats.bytes,
+                stats.spilled_bytes,
+                None,
+            );
         }
         if let Some(t) = &self.tracking {
             if let Ok(mut r) = t.reports.lock() {
                 if let Some(slot) = r.get_mut(self.partition) {
-                    *slot = Some(FragmentReport { worker: worker.to_string(), stats, attempts: self.attempt });
+                    *slot = Some(FragmentReport {
+                        worker: worker.to_string(),
+                        stats,
+                        attempts: self.attempt,
+                    });
                 }
             }
         }
@@ -373,16 +442,27 @@ impl Attempts {
                     self.recorded = false;
                     if let Some(t) = &self.tracking {
                         let task = self.partition as u32;
-                        self.logged = Some(t.log.begin(&self.query_id, 0, task, self.attempt, &worker.id));
+                        self.logged =
+                            Some(
+                                t.log
+                                    .begin(&self.query_id, 0, task, self.attempt, &worker.id),
+                            );
                     }
                     let slot = self.stats.clone();
-                    let decoded = FlightDataDecoder::new(response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))));
+                    let decoded = FlightDataDecoder::new(
+                        response
+                            .into_inner()
+                            .map_err(|s| FlightError::Tonic(Box::new(s))),
+                    );
                     let batches = decoded.filter_map(move |data| {
                         let out = match data {
                             Ok(d) => {
                                 // The fragment's last message carries what it cost.
                                 if !d.inner.app_metadata.is_empty() {
-                                    if let (Ok(stats), Ok(mut s)) = (FragmentStats::decode_from(&d.inner.app_metadata), slot.lock()) {
+                                    if let (Ok(stats), Ok(mut s)) = (
+                                        FragmentStats::decode_from(&d.inner.app_metadata),
+                                        slot.lock(),
+                                    ) {
                                         *s = Some(stats);
                                     }
                                 }
@@ -404,7 +484,12 @@ impl Attempts {
                     Counters::add(&self.pool.counters().fragment_retries, 1);
                     self.last_error = Some(status.message().to_string());
                 }
-                Err(status) => return Err(worker_error(&worker.id, FlightError::Tonic(Box::new(status)))),
+                Err(status) => {
+                    return Err(worker_error(
+                        &worker.id,
+                        FlightError::Tonic(Box::new(status)),
+                    ))
+                }
             }
         }
         Err(DataFusionError::Execution(match &self.last_error {
@@ -422,9 +507,16 @@ pub(super) fn is_unreachable(status: &tonic::Status) -> bool {
         Code::Unavailable | Code::Cancelled => true,
         // tonic reports connections that failed or broke (a killed worker) as Unknown
         // or Internal, with the transport's message.
-        Code::Unknown | Code::Internal => ["transport", "connect", "h2 protocol", "broken pipe", "reset", "error reading a body"]
-            .iter()
-            .any(|m| status.message().contains(m)),
+        Code::Unknown | Code::Internal => [
+            "transport",
+            "connect",
+            "h2 protocol",
+            "broken pipe",
+            "reset",
+            "error reading a body",
+        ]
+        .iter()
+        .any(|m| status.message().contains(m)),
         _ => false,
     }
 }
@@ -435,7 +527,10 @@ pub(super) fn worker_error(worker: &str, e: FlightError) -> DataFusionError {
         FlightError::Tonic(status) => {
             tracing::debug!(worker, error = %status.message(), "fragment failed on worker");
             let kind = quiver_worker::status::kind_of(&status);
-            let status = quiver_worker::status::tagged(tonic::Status::new(status.code(), status.message().to_string()), kind);
+            let status = quiver_worker::status::tagged(
+                tonic::Status::new(status.code(), status.message().to_string()),
+                kind,
+            );
             DataFusionError::External(Box::new(status))
         }
         other => DataFusionError::External(Box::new(other)),

@@ -4,20 +4,20 @@ use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::Partitioning;
-use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
-use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::common::Result;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::Partitioning;
 use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan};
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use quiver_connectors::SourceScanExec;
@@ -44,32 +44,55 @@ pub struct DistributeFragments {
 }
 
 impl DistributeFragments {
-    pub fn new(pool: Arc<WorkerPool>, codec: QuiverCodec, scheduler: Option<Arc<Scheduler>>, single_stage_max_bytes: u64) -> Self {
-        Self { pool, codec, scheduler, single_stage_max_bytes }
+    pub fn new(
+        pool: Arc<WorkerPool>,
+        codec: QuiverCodec,
+        scheduler: Option<Arc<Scheduler>>,
+        single_stage_max_bytes: u64,
+    ) -> Self {
+        Self {
+            pool,
+            codec,
+            scheduler,
+            single_stage_max_bytes,
+        }
     }
 
     /// The whole plan as one fragment on the least busy worker, when its inputs
     /// are small (see `adaptive.rs`).
-    fn single_stage(&self, plan: &Arc<dyn ExecutionPlan>, workers: &[Arc<Worker>]) -> Option<Arc<dyn ExecutionPlan>> {
+    fn single_stage(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        workers: &[Arc<Worker>],
+    ) -> Option<Arc<dyn ExecutionPlan>> {
         let bytes = super::adaptive::input_bytes(plan)?;
         if bytes > self.single_stage_max_bytes || !contained_when_whole(plan) {
             return None;
         }
-        let whole: Arc<dyn ExecutionPlan> = if plan.properties().partitioning.partition_count() > 1 {
+        let whole: Arc<dyn ExecutionPlan> = if plan.properties().partitioning.partition_count() > 1
+        {
             Arc::new(CoalescePartitionsExec::new(plan.clone()))
         } else {
             plan.clone()
         };
-        let encoded = match physical_plan_to_bytes_with_extension_codec(whole.clone(), &self.codec) {
+        let encoded = match physical_plan_to_bytes_with_extension_codec(whole.clone(), &self.codec)
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::debug!(error = %e, "plan cannot run whole on a worker");
                 return None;
             }
         };
-        let worker = workers.iter().min_by_key(|w| w.running_fragments())?.clone();
-        let note = format!("single_stage (inputs {} <= workers.single_stage_max_bytes)", super::adaptive::mib(bytes));
-        let mut exec = RemoteFragmentExec::new(0, whole, encoded, vec![worker], self.pool.clone()).with_note(note);
+        let worker = workers
+            .iter()
+            .min_by_key(|w| w.running_fragments())?
+            .clone();
+        let note = format!(
+            "single_stage (inputs {} <= workers.single_stage_max_bytes)",
+            super::adaptive::mib(bytes)
+        );
+        let mut exec = RemoteFragmentExec::new(0, whole, encoded, vec![worker], self.pool.clone())
+            .with_note(note);
         if let Some(s) = &self.scheduler {
             // Recorded in system.fragments and the query's cost as stage 0.
             exec = exec.with_tracking(Arc::new(std::sync::Mutex::new(vec![None])), s.log.clone());
@@ -78,7 +101,11 @@ impl DistributeFragments {
     }
 
     /// The plan cut into stages, if it has exchanges and every stage can be sent to workers.
-    fn staged(&self, plan: &Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Option<Arc<dyn ExecutionPlan>> {
+    fn staged(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Option<Arc<dyn ExecutionPlan>> {
         let scheduler = self.scheduler.as_ref()?;
         if !all_self_contained(plan) {
             return None;
@@ -94,8 +121,11 @@ impl DistributeFragments {
             return None;
         }
         for stage in &staged.stages {
-            let write: Arc<dyn ExecutionPlan> =
-                Arc::new(ShuffleWriteExec::new(stage.id, stage.plan.clone(), stage.output.clone()));
+            let write: Arc<dyn ExecutionPlan> = Arc::new(ShuffleWriteExec::new(
+                stage.id,
+                stage.plan.clone(),
+                stage.output.clone(),
+            ));
             if let Err(e) = physical_plan_to_bytes_with_extension_codec(write, &self.codec) {
                 tracing::debug!(stage = stage.id, error = %e, "a stage cannot run on workers; distributing scans only");
                 return None;
@@ -112,7 +142,11 @@ impl DistributeFragments {
 }
 
 impl PhysicalOptimizerRule for DistributeFragments {
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = quiver_connectors::join_keys::attach(plan)?;
         if !contains_scan(&plan) {
             return Ok(plan);
@@ -129,7 +163,13 @@ impl PhysicalOptimizerRule for DistributeFragments {
         if let Some(staged) = self.staged(&plan, config) {
             return Ok(staged);
         }
-        let mut assigner = Assigner { pool: &self.pool, codec: &self.codec, workers, next_fragment: 0, next_worker: 0 };
+        let mut assigner = Assigner {
+            pool: &self.pool,
+            codec: &self.codec,
+            workers,
+            next_fragment: 0,
+            next_worker: 0,
+        };
         assigner.rewrite(plan)
     }
 
@@ -162,7 +202,10 @@ impl Assigner<'_> {
         if children.is_empty() {
             return Ok(plan);
         }
-        let new_children = children.into_iter().map(|c| self.rewrite(c.clone())).collect::<Result<Vec<_>>>()?;
+        let new_children = children
+            .into_iter()
+            .map(|c| self.rewrite(c.clone()))
+            .collect::<Result<Vec<_>>>()?;
         replace_children_if_necessary(plan, new_children)
     }
 
@@ -185,7 +228,13 @@ impl Assigner<'_> {
             .collect();
         let id = self.next_fragment;
         self.next_fragment += 1;
-        Some(Arc::new(RemoteFragmentExec::new(id, plan.clone(), bytes, assignment, self.pool.clone())))
+        Some(Arc::new(RemoteFragmentExec::new(
+            id,
+            plan.clone(),
+            bytes,
+            assignment,
+            self.pool.clone(),
+        )))
     }
 }
 
@@ -199,8 +248,12 @@ fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let passes_through = node.is::<FilterExec>()
         || node.is::<ProjectionExec>()
         || node.is::<LocalLimitExec>()
-        || node.downcast_ref::<SortExec>().is_some_and(|s| s.preserve_partitioning())
-        || node.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial)
+        || node
+            .downcast_ref::<SortExec>()
+            .is_some_and(|s| s.preserve_partitioning())
+        || node
+            .downcast_ref::<AggregateExec>()
+            .is_some_and(|a| *a.mode() == AggregateMode::Partial)
         || node.is::<quiver_worker::write::WriteFilesExec>();
     if passes_through {
         return plan.children().into_iter().all(is_worker_safe);
@@ -215,17 +268,24 @@ fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
 fn sink_filters_below_round_robin(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         let movable = node.as_ref().is::<FilterExec>() || node.as_ref().is::<ProjectionExec>();
-        let Some(child) = node.children().first().map(|c| Arc::clone(c)) else { return Ok(Transformed::no(node)) };
+        let Some(child) = node.children().first().map(|c| Arc::clone(c)) else {
+            return Ok(Transformed::no(node));
+        };
         let Some(repartition) = child.as_ref().downcast_ref::<RepartitionExec>() else {
             return Ok(Transformed::no(node));
         };
-        let Partitioning::RoundRobinBatch(n) = repartition.partitioning() else { return Ok(Transformed::no(node)) };
+        let Partitioning::RoundRobinBatch(n) = repartition.partitioning() else {
+            return Ok(Transformed::no(node));
+        };
         if !movable || repartition.preserve_order() {
             return Ok(Transformed::no(node));
         }
         let (n, input) = (*n, repartition.input().clone());
         let sunk = replace_children_if_necessary(node.clone(), vec![input])?;
-        Ok(Transformed::yes(Arc::new(RepartitionExec::try_new(sunk, Partitioning::RoundRobinBatch(n))?)))
+        Ok(Transformed::yes(Arc::new(RepartitionExec::try_new(
+            sunk,
+            Partitioning::RoundRobinBatch(n),
+        )?)))
     })
     .map(|t| t.data)
 }
@@ -251,8 +311,11 @@ fn expressions_are_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// where its result is needed anyway; a worker would only add a hop.
 fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let node = plan.as_ref();
-    node.downcast_ref::<DataSourceExec>().is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_some())
-        || node.downcast_ref::<SourceScanExec>().is_some_and(|s| s.statements().len() > 1)
+    node.downcast_ref::<DataSourceExec>()
+        .is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_some())
+        || node
+            .downcast_ref::<SourceScanExec>()
+            .is_some_and(|s| s.statements().len() > 1)
 }
 
 /// True if `plan` reads a scan or an exchange: worth sending to a worker.
@@ -264,7 +327,8 @@ pub(super) fn has_input(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// its value, and datafusion-proto encodes the two together.
 fn contained_when_whole(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.as_ref().is::<ScalarSubqueryExec>()
-        || (expressions_are_self_contained(plan) && plan.children().into_iter().all(contained_when_whole))
+        || (expressions_are_self_contained(plan)
+            && plan.children().into_iter().all(contained_when_whole))
 }
 
 fn all_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {

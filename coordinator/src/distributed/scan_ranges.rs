@@ -22,11 +22,18 @@ use datafusion::physical_plan::ExecutionPlan;
 /// reads the rest of their file.
 pub(super) fn even_out_file_starts(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
-        let Some(config) = node.downcast_ref::<DataSourceExec>().and_then(|d| d.data_source().downcast_ref::<FileScanConfig>()) else {
+        let Some(config) = node
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|d| d.data_source().downcast_ref::<FileScanConfig>())
+        else {
             return Ok(Transformed::no(node));
         };
-        let Some(groups) = move_file_starts(&config.file_groups) else { return Ok(Transformed::no(node)) };
-        let config = FileScanConfigBuilder::from(config.clone()).with_file_groups(groups).build();
+        let Some(groups) = move_file_starts(&config.file_groups) else {
+            return Ok(Transformed::no(node));
+        };
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_file_groups(groups)
+            .build();
         let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
         Ok(Transformed::yes(exec))
     })
@@ -42,10 +49,19 @@ fn move_file_starts(groups: &[FileGroup]) -> Option<Vec<FileGroup>> {
     for g in 1..files.len() {
         let (before, after) = files.split_at_mut(g);
         let (this, next) = (&mut before[g - 1], &mut after[0]);
-        let (Some(last), Some(first)) = (this.last(), next.first_mut()) else { continue };
-        let (Some(start), Some(rest)) = (&last.range, &mut first.range) else { continue };
+        let (Some(last), Some(first)) = (this.last(), next.first_mut()) else {
+            continue;
+        };
+        let (Some(start), Some(rest)) = (&last.range, &mut first.range) else {
+            continue;
+        };
         let size = i64::try_from(last.object_meta.size).unwrap_or(i64::MAX);
-        if this.len() > 1 && last.object_meta.location == first.object_meta.location && start.start == 0 && rest.start == start.end && start.end < size / 8 {
+        if this.len() > 1
+            && last.object_meta.location == first.object_meta.location
+            && start.start == 0
+            && rest.start == start.end
+            && start.end < size / 8
+        {
             rest.start = 0;
             this.pop();
             (moved[g - 1], moved[g]) = (true, true);
@@ -55,7 +71,14 @@ fn move_file_starts(groups: &[FileGroup]) -> Option<Vec<FileGroup>> {
         return None;
     }
     // Groups that lost or gained a range get no group statistics (they described the old ranges).
-    Some(files.into_iter().zip(groups).zip(moved).map(|((f, old), m)| if m { FileGroup::new(f) } else { old.clone() }).collect())
+    Some(
+        files
+            .into_iter()
+            .zip(groups)
+            .zip(moved)
+            .map(|((f, old), m)| if m { FileGroup::new(f) } else { old.clone() })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -69,7 +92,17 @@ mod tests {
     fn ranges(groups: &[FileGroup]) -> Vec<Vec<(String, i64, i64)>> {
         groups
             .iter()
-            .map(|g| g.iter().map(|f| (f.object_meta.location.to_string(), f.range.as_ref().map_or(0, |r| r.start), f.range.as_ref().map_or(0, |r| r.end))).collect())
+            .map(|g| {
+                g.iter()
+                    .map(|f| {
+                        (
+                            f.object_meta.location.to_string(),
+                            f.range.as_ref().map_or(0, |r| r.start),
+                            f.range.as_ref().map_or(0, |r| r.end),
+                        )
+                    })
+                    .collect()
+            })
             .collect()
     }
 
@@ -85,16 +118,29 @@ mod tests {
         ];
         let moved = move_file_starts(&groups).expect("ranges move");
         let s = |p: &str, a, b| (p.to_string(), a, b);
-        assert_eq!(ranges(&moved), vec![vec![s("a", 0, 1000)], vec![s("b", 0, 1000)], vec![s("c", 0, 1000)], vec![s("d", 0, 1000)]]);
+        assert_eq!(
+            ranges(&moved),
+            vec![
+                vec![s("a", 0, 1000)],
+                vec![s("b", 0, 1000)],
+                vec![s("c", 0, 1000)],
+                vec![s("d", 0, 1000)]
+            ]
+        );
     }
 
     #[test]
     fn ranges_that_split_a_file_evenly_stay() {
         // One large file split four ways: each range is a quarter, not a start.
-        let groups: Vec<FileGroup> = (0..4).map(|i| FileGroup::new(vec![range("big", 4000, i * 1000, (i + 1) * 1000)])).collect();
+        let groups: Vec<FileGroup> = (0..4)
+            .map(|i| FileGroup::new(vec![range("big", 4000, i * 1000, (i + 1) * 1000)]))
+            .collect();
         assert!(move_file_starts(&groups).is_none());
         // A start that is a group's only range stays, so no partition is left empty.
-        let groups = vec![FileGroup::new(vec![range("b", 1000, 0, 5)]), FileGroup::new(vec![range("b", 1000, 5, 1000)])];
+        let groups = vec![
+            FileGroup::new(vec![range("b", 1000, 0, 5)]),
+            FileGroup::new(vec![range("b", 1000, 5, 1000)]),
+        ];
         assert!(move_file_starts(&groups).is_none());
     }
 }

@@ -29,7 +29,10 @@ use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use quiver_proto::{FragmentStats, FragmentTicket, QuiverCodec};
-use quiver_worker::exchange::{lost_output, LostOutput, ShuffleLocation, ShuffleReadExec, ShuffleWriteExec, TaskReport, ACTION_RELEASE};
+use quiver_worker::exchange::{
+    lost_output, LostOutput, ShuffleLocation, ShuffleReadExec, ShuffleWriteExec, TaskReport,
+    ACTION_RELEASE,
+};
 
 use super::remote_exec::{is_unreachable, worker_error};
 use super::stages::StagePlan;
@@ -47,7 +50,11 @@ pub struct SchedulerSettings {
 
 impl Default for SchedulerSettings {
     fn default() -> Self {
-        Self { max_fragments_per_worker: 4, task_attempts: 4, query_memory_limit: None }
+        Self {
+            max_fragments_per_worker: 4,
+            task_attempts: 4,
+            query_memory_limit: None,
+        }
     }
 }
 
@@ -98,8 +105,16 @@ impl QueryRun {
         Self {
             id,
             order: stages.iter().map(|s| s.id).collect(),
-            recovering: stages.iter().map(|s| (s.id, tokio::sync::Mutex::new(()))).collect(),
-            outputs: Mutex::new(stages.iter().map(|s| (s.id, vec![None; s.tasks()])).collect()),
+            recovering: stages
+                .iter()
+                .map(|s| (s.id, tokio::sync::Mutex::new(())))
+                .collect(),
+            outputs: Mutex::new(
+                stages
+                    .iter()
+                    .map(|s| (s.id, vec![None; s.tasks()]))
+                    .collect(),
+            ),
             stages: stages.iter().map(|s| (s.id, s.clone())).collect(),
             reports,
             writers: Mutex::new(HashMap::new()),
@@ -107,7 +122,9 @@ impl QueryRun {
     }
 
     fn outputs(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u32, Vec<Option<TaskOutput>>>>> {
-        self.outputs.lock().map_err(|_| DataFusionError::Internal("stage outputs poisoned".into()))
+        self.outputs
+            .lock()
+            .map_err(|_| DataFusionError::Internal("stage outputs poisoned".into()))
     }
 
     /// `plan` with every exchange read pointed at the current outputs of its stage.
@@ -115,7 +132,9 @@ impl QueryRun {
         let outputs = self.outputs()?;
         plan.clone()
             .transform_up(|node| {
-                let Some(read) = node.as_ref().downcast_ref::<ShuffleReadExec>() else { return Ok(Transformed::no(node)) };
+                let Some(read) = node.as_ref().downcast_ref::<ShuffleReadExec>() else {
+                    return Ok(Transformed::no(node));
+                };
                 let Some(tasks) = outputs.get(&read.stage()) else {
                     return internal_err!("stage {} is not part of this query", read.stage());
                 };
@@ -123,11 +142,16 @@ impl QueryRun {
                     .iter()
                     .enumerate()
                     .map(|(t, o)| match o {
-                        Some(o) => Ok(ShuffleLocation { address: o.worker.address.clone(), key: o.report.key.clone() }),
+                        Some(o) => Ok(ShuffleLocation {
+                            address: o.worker.address.clone(),
+                            key: o.report.key.clone(),
+                        }),
                         None => internal_err!("task {t} of stage {} has no output", read.stage()),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Transformed::yes(Arc::new(read.bind(locations)) as Arc<dyn ExecutionPlan>))
+                Ok(Transformed::yes(
+                    Arc::new(read.bind(locations)) as Arc<dyn ExecutionPlan>
+                ))
             })
             .map(|t| t.data)
     }
@@ -136,7 +160,12 @@ impl QueryRun {
         if let Ok(mut w) = self.writers.lock() {
             w.insert(output.worker.id.clone(), output.worker.clone());
         }
-        if let Some(r) = self.reports.get(&stage).and_then(|r| r.lock().ok()).as_mut() {
+        if let Some(r) = self
+            .reports
+            .get(&stage)
+            .and_then(|r| r.lock().ok())
+            .as_mut()
+        {
             if let Some(slot) = r.get_mut(task) {
                 *slot = Some(output.clone());
             }
@@ -152,7 +181,9 @@ impl QueryRun {
     /// How many outputs of `stage`'s inputs each worker holds.
     fn input_share(&self, stage: u32) -> HashMap<String, usize> {
         let mut share = HashMap::new();
-        let (Some(plan), Ok(outputs)) = (self.stages.get(&stage), self.outputs.lock()) else { return share };
+        let (Some(plan), Ok(outputs)) = (self.stages.get(&stage), self.outputs.lock()) else {
+            return share;
+        };
         for input in &plan.inputs {
             for o in outputs.get(input).into_iter().flatten().flatten() {
                 *share.entry(o.worker.id.clone()).or_insert(0) += 1;
@@ -164,8 +195,14 @@ impl QueryRun {
 
 impl Drop for QueryRun {
     fn drop(&mut self) {
-        let workers: Vec<Arc<Worker>> = self.writers.lock().map(|w| w.values().cloned().collect()).unwrap_or_default();
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let workers: Vec<Arc<Worker>> = self
+            .writers
+            .lock()
+            .map(|w| w.values().cloned().collect())
+            .unwrap_or_default();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let id = self.id.clone();
         handle.spawn(async move {
             for worker in workers {
@@ -180,19 +217,42 @@ impl Drop for QueryRun {
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler").field("settings", &self.settings).finish()
+        f.debug_struct("Scheduler")
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
 impl Scheduler {
-    pub fn new(pool: Arc<WorkerPool>, codec: QuiverCodec, settings: SchedulerSettings, log: Arc<FragmentLog>) -> Self {
-        Self { pool, codec, settings, log }
+    pub fn new(
+        pool: Arc<WorkerPool>,
+        codec: QuiverCodec,
+        settings: SchedulerSettings,
+        log: Arc<FragmentLog>,
+    ) -> Self {
+        Self {
+            pool,
+            codec,
+            settings,
+            log,
+        }
     }
 
     /// Runs every stage of `run`, each as soon as the stages it reads are done.
     pub async fn run(&self, run: &Arc<QueryRun>) -> Result<()> {
-        let deps: Vec<(u32, Vec<u32>)> =
-            run.order.iter().map(|id| (*id, run.stages.get(id).map(|s| s.inputs.clone()).unwrap_or_default())).collect();
+        let deps: Vec<(u32, Vec<u32>)> = run
+            .order
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    run.stages
+                        .get(id)
+                        .map(|s| s.inputs.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
         in_dependency_order(&run.id, &deps, |id| self.run_stage(run, id)).await
     }
 
@@ -206,12 +266,23 @@ impl Scheduler {
     /// Runs `tasks` of `stage`, all with the plan serialized once.
     async fn run_tasks(&self, run: &Arc<QueryRun>, stage: u32, tasks: Vec<usize>) -> Result<()> {
         let plan = self.encode(run, stage)?;
-        futures::future::try_join_all(tasks.into_iter().map(|t| self.run_task(run.clone(), stage, t, plan.clone()))).await?;
+        futures::future::try_join_all(
+            tasks
+                .into_iter()
+                .map(|t| self.run_task(run.clone(), stage, t, plan.clone())),
+        )
+        .await?;
         Ok(())
     }
 
     /// Runs one task until it succeeds or runs out of attempts.
-    fn run_task(&self, run: Arc<QueryRun>, stage: u32, task: usize, plan: Bytes) -> BoxFuture<'_, Result<()>> {
+    fn run_task(
+        &self,
+        run: Arc<QueryRun>,
+        stage: u32,
+        task: usize,
+        plan: Bytes,
+    ) -> BoxFuture<'_, Result<()>> {
         async move {
             let mut plan = plan;
             let mut avoid: Vec<String> = vec![];
@@ -272,11 +343,17 @@ impl Scheduler {
         let _one_at_a_time = lock.lock().await;
         let victims: Vec<usize> = {
             let mut outputs = run.outputs()?;
-            let Some(tasks) = outputs.get_mut(&lost.stage) else { return Ok(()) };
+            let Some(tasks) = outputs.get_mut(&lost.stage) else {
+                return Ok(());
+            };
             let victims: Vec<usize> = tasks
                 .iter()
                 .enumerate()
-                .filter(|(_, o)| o.as_ref().is_some_and(|o| o.report.key == lost.key || o.worker.address == lost.address))
+                .filter(|(_, o)| {
+                    o.as_ref().is_some_and(|o| {
+                        o.report.key == lost.key || o.worker.address == lost.address
+                    })
+                })
                 .map(|(i, _)| i)
                 .collect();
             for &v in &victims {
@@ -301,9 +378,12 @@ impl Scheduler {
 
     /// The stage's plan with its inputs bound, serialized for the workers.
     fn encode(&self, run: &QueryRun, stage: u32) -> Result<Bytes> {
-        let Some(plan) = run.stages.get(&stage) else { return internal_err!("unknown stage {stage}") };
+        let Some(plan) = run.stages.get(&stage) else {
+            return internal_err!("unknown stage {stage}");
+        };
         let bound = run.bind(&plan.plan)?;
-        let write: Arc<dyn ExecutionPlan> = Arc::new(ShuffleWriteExec::new(stage, bound, plan.output.clone()));
+        let write: Arc<dyn ExecutionPlan> =
+            Arc::new(ShuffleWriteExec::new(stage, bound, plan.output.clone()));
         physical_plan_to_bytes_with_extension_codec(write, &self.codec)
     }
 
@@ -320,11 +400,17 @@ impl Scheduler {
         // Counted as waiting (the autoscaler's and KEDA's load) while every worker is full.
         let mut waiting = None;
         loop {
-            let candidates: Vec<Arc<Worker>> =
-                self.pool.healthy().into_iter().filter(|w| !avoid.contains(&w.id)).collect();
+            let candidates: Vec<Arc<Worker>> = self
+                .pool
+                .healthy()
+                .into_iter()
+                .filter(|w| !avoid.contains(&w.id))
+                .collect();
             if candidates.is_empty() {
                 let configured = self.pool.all().len();
-                let mut message = format!("no healthy worker left to run stage {stage} of the query ({configured} known)");
+                let mut message = format!(
+                    "no healthy worker left to run stage {stage} of the query ({configured} known)"
+                );
                 if !last_error.is_empty() {
                     message.push_str(&format!("; last error: {last_error}"));
                 }
@@ -333,7 +419,12 @@ impl Scheduler {
             let best = candidates
                 .iter()
                 .filter(|w| w.running_fragments() < limit)
-                .min_by_key(|w| (w.running_fragments(), std::cmp::Reverse(share.get(&w.id).copied().unwrap_or(0))));
+                .min_by_key(|w| {
+                    (
+                        w.running_fragments(),
+                        std::cmp::Reverse(share.get(&w.id).copied().unwrap_or(0)),
+                    )
+                });
             if let Some(w) = best {
                 let running = w.track_fragment();
                 return Ok((w.clone(), running));
@@ -347,7 +438,9 @@ impl Scheduler {
     pub(super) fn task_memory_limit(&self) -> u64 {
         match self.settings.query_memory_limit {
             Some(query) => {
-                let slots = (self.pool.healthy().len() as u64 * self.settings.max_fragments_per_worker as u64).max(1);
+                let slots = (self.pool.healthy().len() as u64
+                    * self.settings.max_fragments_per_worker as u64)
+                    .max(1);
                 (query / slots).min(self.pool.fragment_memory_limit())
             }
             None => self.pool.fragment_memory_limit(),
@@ -381,12 +474,18 @@ impl Scheduler {
             // The report batches, and the task's cost in the last message's app_metadata.
             let mut stats = None;
             let mut batches = vec![];
-            let mut decoded = FlightDataDecoder::new(response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))));
+            let mut decoded = FlightDataDecoder::new(
+                response
+                    .into_inner()
+                    .map_err(|s| FlightError::Tonic(Box::new(s))),
+            );
             while let Some(data) = decoded.next().await {
                 let data = match data {
                     Ok(d) => d,
                     Err(FlightError::Tonic(s)) => return Err(classify(&worker.id, *s)),
-                    Err(e) => return Err(TaskError::Failed(DataFusionError::External(Box::new(e)))),
+                    Err(e) => {
+                        return Err(TaskError::Failed(DataFusionError::External(Box::new(e))))
+                    }
                 };
                 if !data.inner.app_metadata.is_empty() {
                     stats = FragmentStats::decode_from(&data.inner.app_metadata).ok();
@@ -419,7 +518,11 @@ impl Scheduler {
 /// Starts each stage once all the stages it reads have finished, not in waves:
 /// a small stage's readers need not wait for a big sibling. The first error
 /// drops (cancels) every stage still running.
-async fn in_dependency_order<F, Fut>(query: &str, stages: &[(u32, Vec<u32>)], start: F) -> Result<()>
+async fn in_dependency_order<F, Fut>(
+    query: &str,
+    stages: &[(u32, Vec<u32>)],
+    start: F,
+) -> Result<()>
 where
     F: Fn(u32) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -438,7 +541,9 @@ where
             Some(finished) => {
                 done.insert(finished?);
             }
-            None => return internal_err!("the stages of query {query} depend on each other in a cycle"),
+            None => {
+                return internal_err!("the stages of query {query} depend on each other in a cycle")
+            }
         }
     }
     Ok(())
@@ -474,7 +579,10 @@ mod tests {
             let stage3_started = stage3_started.clone();
             let order = &order;
             async move {
-                order.lock().map_err(|_| datafusion::error::DataFusionError::Internal("poisoned".into()))?.push(id);
+                order
+                    .lock()
+                    .map_err(|_| datafusion::error::DataFusionError::Internal("poisoned".into()))?
+                    .push(id);
                 match id {
                     1 => stage3_started.notified().await,
                     3 => stage3_started.notify_one(),
@@ -492,7 +600,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_cycle_and_a_failing_stage_are_errors() {
-        let cycle = in_dependency_order("q", &[(1, vec![2]), (2, vec![1])], |_| async { Ok(()) }).await;
+        let cycle =
+            in_dependency_order("q", &[(1, vec![2]), (2, vec![1])], |_| async { Ok(()) }).await;
         assert!(cycle.is_err_and(|e| e.to_string().contains("cycle")));
         let failing = in_dependency_order("q", &[(1, vec![]), (2, vec![1])], |id| async move {
             if id == 1 {

@@ -16,8 +16,8 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{plan_err, Result};
 use datafusion::common::JoinType;
+use datafusion::common::{plan_err, Result};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -52,9 +52,15 @@ pub struct StagedPlan {
 /// Cuts `plan` into stages. Fails for plans an exchange cannot carry yet (an
 /// order-preserving hash repartition); the caller then distributes the old way.
 pub fn cut(plan: Arc<dyn ExecutionPlan>, target_partitions: usize) -> Result<StagedPlan> {
-    let mut cutter = Cutter { stages: vec![], target_partitions: target_partitions.max(1) };
+    let mut cutter = Cutter {
+        stages: vec![],
+        target_partitions: target_partitions.max(1),
+    };
     let root = cutter.coordinator_level(plan)?;
-    Ok(StagedPlan { root, stages: cutter.stages })
+    Ok(StagedPlan {
+        root,
+        stages: cutter.stages,
+    })
 }
 
 struct Cutter {
@@ -68,7 +74,14 @@ struct Cutter {
 /// `CollectLeft` mode that bookkeeping is shared by the partitions of one
 /// process, so it cannot span tasks on different workers.
 fn emits_build_side_at_end(join_type: &JoinType) -> bool {
-    matches!(join_type, JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark | JoinType::Full)
+    matches!(
+        join_type,
+        JoinType::Left
+            | JoinType::LeftAnti
+            | JoinType::LeftSemi
+            | JoinType::LeftMark
+            | JoinType::Full
+    )
 }
 
 fn partitions(plan: &Arc<dyn ExecutionPlan>) -> usize {
@@ -81,7 +94,10 @@ fn is_merge(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 impl Cutter {
     /// Nodes above every merge: they see one partition and stay on the coordinator.
-    fn coordinator_level(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn coordinator_level(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         if partitions(&plan) > 1 {
             return self.worker_level(plan);
         }
@@ -92,7 +108,13 @@ impl Cutter {
         let merge = is_merge(&plan);
         let children = children
             .into_iter()
-            .map(|c| if merge { self.worker_level(c) } else { self.coordinator_level(c) })
+            .map(|c| {
+                if merge {
+                    self.worker_level(c)
+                } else {
+                    self.coordinator_level(c)
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
         replace_children_if_necessary(plan, children)
     }
@@ -112,7 +134,9 @@ impl Cutter {
             };
         }
         if let Some(join) = plan.as_ref().downcast_ref::<HashJoinExec>() {
-            if *join.partition_mode() == PartitionMode::CollectLeft && emits_build_side_at_end(join.join_type()) {
+            if *join.partition_mode() == PartitionMode::CollectLeft
+                && emits_build_side_at_end(join.join_type())
+            {
                 return self.partition_join(join);
             }
         }
@@ -128,7 +152,10 @@ impl Cutter {
         if children.is_empty() {
             return Ok(plan);
         }
-        let children = children.into_iter().map(|c| self.worker_level(c)).collect::<Result<Vec<_>>>()?;
+        let children = children
+            .into_iter()
+            .map(|c| self.worker_level(c))
+            .collect::<Result<Vec<_>>>()?;
         if plan.as_ref().is::<CoalescePartitionsExec>() {
             if let [input] = children.as_slice() {
                 if partitions(input) > 1 {
@@ -154,7 +181,11 @@ impl Cutter {
     /// task sees all probe rows of its keys. A null-aware anti join (`NOT IN`)
     /// needs every row at once, so it runs as a single task.
     fn partition_join(&mut self, join: &HashJoinExec) -> Result<Arc<dyn ExecutionPlan>> {
-        let build = match join.left().as_ref().downcast_ref::<CoalescePartitionsExec>() {
+        let build = match join
+            .left()
+            .as_ref()
+            .downcast_ref::<CoalescePartitionsExec>()
+        {
             Some(c) if c.fetch().is_none() => c.input().clone(),
             _ => join.left().clone(),
         };
@@ -162,16 +193,26 @@ impl Cutter {
         let probe = self.worker_level(join.right().clone())?;
         if join.null_aware {
             let (build, probe) = (self.single(build), self.single(probe));
-            return join.builder().with_new_children(vec![build, probe])?.build_exec();
+            return join
+                .builder()
+                .with_new_children(vec![build, probe])?
+                .build_exec();
         }
         let n = self.target_partitions;
         let (build_keys, probe_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
         let build = self.stage(build, ShuffleOutput::Hash(build_keys, n));
         let probe = self.stage(probe, ShuffleOutput::Hash(probe_keys, n));
-        join.builder().with_partition_mode(PartitionMode::Partitioned).with_new_children(vec![build, probe])?.build_exec()
+        join.builder()
+            .with_partition_mode(PartitionMode::Partitioned)
+            .with_new_children(vec![build, probe])?
+            .build_exec()
     }
 
-    fn stage(&mut self, plan: Arc<dyn ExecutionPlan>, output: ShuffleOutput) -> Arc<dyn ExecutionPlan> {
+    fn stage(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+        output: ShuffleOutput,
+    ) -> Arc<dyn ExecutionPlan> {
         let id = self.stages.len() as u32 + 1;
         let partitioning = match &output {
             ShuffleOutput::Hash(exprs, n) => Partitioning::Hash(exprs.clone(), *n),
@@ -179,7 +220,12 @@ impl Cutter {
         };
         let schema = plan.schema();
         let inputs = reads(&plan);
-        self.stages.push(StagePlan { id, plan, output, inputs });
+        self.stages.push(StagePlan {
+            id,
+            plan,
+            output,
+            inputs,
+        });
         Arc::new(ShuffleReadExec::new(id, schema, partitioning))
     }
 }
@@ -211,38 +257,74 @@ mod tests {
     async fn plan(sql: &str, collect_left: bool) -> Arc<dyn ExecutionPlan> {
         let mut config = SessionConfig::new().with_target_partitions(4);
         if !collect_left {
-            config.options_mut().optimizer.hash_join_single_partition_threshold = 0;
-            config.options_mut().optimizer.hash_join_single_partition_threshold_rows = 0;
+            config
+                .options_mut()
+                .optimizer
+                .hash_join_single_partition_threshold = 0;
+            config
+                .options_mut()
+                .optimizer
+                .hash_join_single_partition_threshold_rows = 0;
         }
         let ctx = SessionContext::new_with_config(config);
         for name in ["a", "b"] {
-            let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("v", DataType::Int64, false)]));
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, false),
+                Field::new("v", DataType::Int64, false),
+            ]));
             let batch = RecordBatch::try_new(
                 schema.clone(),
-                vec![Arc::new(Int64Array::from_iter_values(0..100)), Arc::new(Int64Array::from_iter_values(0..100))],
+                vec![
+                    Arc::new(Int64Array::from_iter_values(0..100)),
+                    Arc::new(Int64Array::from_iter_values(0..100)),
+                ],
             )
             .expect("batch");
             let parts = (0..4).map(|_| vec![batch.clone()]).collect();
-            ctx.register_table(name, Arc::new(MemTable::try_new(schema, parts).expect("table"))).expect("register");
+            ctx.register_table(
+                name,
+                Arc::new(MemTable::try_new(schema, parts).expect("table")),
+            )
+            .expect("register");
         }
-        ctx.sql(sql).await.expect("sql").create_physical_plan().await.expect("plan")
+        ctx.sql(sql)
+            .await
+            .expect("sql")
+            .create_physical_plan()
+            .await
+            .expect("plan")
     }
 
     fn shuffles(staged: &StagedPlan) -> usize {
-        staged.stages.iter().filter(|s| matches!(s.output, ShuffleOutput::Hash(..))).count()
+        staged
+            .stages
+            .iter()
+            .filter(|s| matches!(s.output, ShuffleOutput::Hash(..)))
+            .count()
     }
 
     #[tokio::test]
     async fn a_partitioned_join_under_an_aggregate_shuffles_both_sides_and_the_groups() {
-        let plan = plan("SELECT a.v, count(*) FROM a JOIN b ON a.k = b.k GROUP BY a.v", false).await;
+        let plan = plan(
+            "SELECT a.v, count(*) FROM a JOIN b ON a.k = b.k GROUP BY a.v",
+            false,
+        )
+        .await;
         let staged = cut(plan, 4).expect("cut");
         // Both join inputs and the partial aggregate are shuffled.
         assert_eq!(shuffles(&staged), 3, "{staged:#?}");
         let last = staged.stages.last().expect("stages");
-        assert_eq!(last.inputs.len(), 2, "the aggregate's stage reads both join inputs");
+        assert_eq!(
+            last.inputs.len(),
+            2,
+            "the aggregate's stage reads both join inputs"
+        );
         // Every stage comes after the stages it reads.
         for (i, s) in staged.stages.iter().enumerate() {
-            assert!(s.inputs.iter().all(|input| staged.stages[..i].iter().any(|e| e.id == *input)));
+            assert!(s
+                .inputs
+                .iter()
+                .all(|input| staged.stages[..i].iter().any(|e| e.id == *input)));
         }
         assert!(reads(&staged.root).contains(&last.id));
     }
@@ -251,18 +333,39 @@ mod tests {
     async fn a_small_build_side_is_gathered_once_and_broadcast() {
         let plan = plan("SELECT count(*) FROM a JOIN b ON a.k = b.k", true).await;
         let staged = cut(plan, 4).expect("cut");
-        let gathers = staged.stages.iter().filter(|s| matches!(s.output, ShuffleOutput::Single)).count();
+        let gathers = staged
+            .stages
+            .iter()
+            .filter(|s| matches!(s.output, ShuffleOutput::Single))
+            .count();
         assert!(gathers >= 1, "{staged:#?}");
-        assert_eq!(shuffles(&staged), 0, "an inner CollectLeft join needs no shuffle: {staged:#?}");
+        assert_eq!(
+            shuffles(&staged),
+            0,
+            "an inner CollectLeft join needs no shuffle: {staged:#?}"
+        );
     }
 
     #[tokio::test]
     async fn a_semi_join_is_repartitioned_so_no_task_needs_the_whole_probe_side() {
         let plan = plan("SELECT count(*) FROM a LEFT SEMI JOIN b ON a.k = b.k", true).await;
         let staged = cut(plan, 4).expect("cut");
-        let show = |p: &Arc<dyn ExecutionPlan>| datafusion::physical_plan::displayable(p.as_ref()).indent(true).to_string();
-        let text = staged.stages.iter().map(|s| show(&s.plan)).chain([show(&staged.root)]).collect::<Vec<_>>().join("\n");
-        assert!(text.contains("mode=Partitioned, join_type=LeftSemi"), "{text}");
+        let show = |p: &Arc<dyn ExecutionPlan>| {
+            datafusion::physical_plan::displayable(p.as_ref())
+                .indent(true)
+                .to_string()
+        };
+        let text = staged
+            .stages
+            .iter()
+            .map(|s| show(&s.plan))
+            .chain([show(&staged.root)])
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("mode=Partitioned, join_type=LeftSemi"),
+            "{text}"
+        );
         assert!(shuffles(&staged) >= 2, "{text}");
     }
 }

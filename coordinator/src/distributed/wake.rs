@@ -35,7 +35,11 @@ pub fn needs_workers(e: &DataFusionError) -> bool {
 }
 
 /// Adds the wait to an `EXPLAIN ANALYZE` answer (plan_type, plan) as one more row.
-pub async fn annotate_analyze(stream: SendableRecordBatchStream, waited: Duration, started: usize) -> Result<SendableRecordBatchStream> {
+pub async fn annotate_analyze(
+    stream: SendableRecordBatchStream,
+    waited: Duration,
+    started: usize,
+) -> Result<SendableRecordBatchStream> {
     let schema = stream.schema();
     let batches: Vec<RecordBatch> = stream.try_collect().await?;
     let mut all = concat_batches(&schema, &batches)?;
@@ -67,7 +71,12 @@ mod tests {
     fn the_marker_is_found_under_context() {
         let e = NoWorkers::error(0).context("Optimizer rule 'quiver_distribute_fragments' failed");
         assert!(needs_workers(&e));
-        assert!(e.to_string().contains("no healthy workers: 0 configured"), "{e}");
-        assert!(!needs_workers(&DataFusionError::Plan("no healthy workers".into())));
+        assert!(
+            e.to_string().contains("no healthy workers: 0 configured"),
+            "{e}"
+        );
+        assert!(!needs_workers(&DataFusionError::Plan(
+            "no healthy workers".into()
+        )));
     }
 }

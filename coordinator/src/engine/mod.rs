@@ -7,20 +7,20 @@ use datafusion::catalog::MemoryCatalogProvider;
 use datafusion::error::Result;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::optimizer::{Optimizer, OptimizerRule};
-use datafusion_federation::{FederatedQueryPlanner, FederationOptimizerRule};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_federation::{FederatedQueryPlanner, FederationOptimizerRule};
 use quiver_connectors::config::DEFAULT_CATALOG;
 use quiver_connectors::remote_schema::RemoteSchema;
 use quiver_proto::QuiverCodec;
 
 use crate::admission::Admission;
 use crate::config::QuiverConfig;
+use crate::distributed::{DistributeFragments, Scheduler, SchedulerSettings};
+use crate::pool::WorkerPool;
 use crate::security::access::{AccessPolicy, UserAccess};
 use crate::security::audit::AuditLog;
 use crate::security::authn::User;
 use crate::security::catalog_view::CatalogView;
-use crate::distributed::{DistributeFragments, Scheduler, SchedulerSettings};
-use crate::pool::WorkerPool;
 
 mod session;
 pub use session::QuerySession;
@@ -73,7 +73,10 @@ impl QueryEngine {
             .clone()
             .or_else(|| first.map(|s| s.schema_name().to_string()))
             .unwrap_or_else(|| "public".to_string());
-        let partitions = config.server.target_partitions.unwrap_or_else(|| (pool.all().len() * 2).max(2));
+        let partitions = config
+            .server
+            .target_partitions
+            .unwrap_or_else(|| (pool.all().len() * 2).max(2));
         let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(&catalog, &schema)
             .with_create_default_catalog_and_schema(false)
@@ -84,7 +87,8 @@ impl QueryEngine {
             // side that every task reads whole costs less than a shuffle of the probe
             // side: at SF1, q3 and q5 shuffled all the lineitem rows they read to
             // join them with a few MB of orders.
-            let bytes = usize::try_from(config.workers.broadcast_join_max_bytes.0).unwrap_or(usize::MAX);
+            let bytes =
+                usize::try_from(config.workers.broadcast_join_max_bytes.0).unwrap_or(usize::MAX);
             let optimizer = &mut session_config.options_mut().optimizer;
             optimizer.hash_join_single_partition_threshold = bytes;
             // Used when a side's size is unknown but its rows are not: 64 bytes a row.
@@ -101,14 +105,21 @@ impl QueryEngine {
                 task_attempts: config.workers.task_attempts.max(1),
                 query_memory_limit: Some(config.workers.query_memory_limit.0),
             };
-            Arc::new(Scheduler::new(pool.clone(), codec.clone(), settings, fragments.clone()))
+            Arc::new(Scheduler::new(
+                pool.clone(),
+                codec.clone(),
+                settings,
+                fragments.clone(),
+            ))
         });
         let writes = Arc::new(crate::writes::Writes::default());
         // Listings of file tables are cached, but not forever: files others add show
         // within seconds (Quiver's own writes clear the cache when they commit).
         let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
             .with_list_files_cache_ttl(Some(std::time::Duration::from_secs(10)));
-        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc()?;
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(runtime)
@@ -116,7 +127,12 @@ impl QueryEngine {
             .with_optimizer_rules(optimizer_rules())
             .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
             .with_physical_optimizer_rule(Arc::new(crate::writes::StageWrites::new(writes.clone())))
-            .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(pool.clone(), codec, scheduler, config.workers.single_stage_max_bytes.0)))
+            .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(
+                pool.clone(),
+                codec,
+                scheduler,
+                config.workers.single_stage_max_bytes.0,
+            )))
             .build();
         let mut state = state;
         quiver_worker::functions::register(&mut state)?;
@@ -136,34 +152,66 @@ impl QueryEngine {
         if default_catalog.schema(crate::system::SCHEMA).is_some() {
             return Err(quiver_connectors::ConnectorError::Source {
                 source_name: crate::system::SCHEMA.into(),
-                message: format!("the schema name {catalog}.system is reserved for Quiver's system tables"),
+                message: format!(
+                    "the schema name {catalog}.system is reserved for Quiver's system tables"
+                ),
             });
         }
         let audit = match &config.server.audit_log {
-            Some(path) => Arc::new(AuditLog::open(path).map_err(|e| quiver_connectors::ConnectorError::Source {
-                source_name: "server.audit_log".into(),
-                message: format!("cannot open {}: {e}", path.display()),
+            Some(path) => Arc::new(AuditLog::open(path).map_err(|e| {
+                quiver_connectors::ConnectorError::Source {
+                    source_name: "server.audit_log".into(),
+                    message: format!("cannot open {}: {e}", path.display()),
+                }
             })?),
             None => Arc::new(AuditLog::disabled()),
         };
         let queries = Arc::new(crate::queries::QueryLog::new(audit, fragments.clone()));
         let cache = Arc::new(crate::cache::ResultsCache::new(&config.cache));
-        let datasets = crate::catalog::Datasets::open(config, (catalog.clone(), schema.clone()), cache.clone())
-            .await
-            .map_err(|message| quiver_connectors::ConnectorError::Source { source_name: "metadata".into(), message })?;
-        let system = crate::system::SystemSchema::new(pool.clone(), queries.clone(), fragments.clone(), datasets.clone());
+        let datasets = crate::catalog::Datasets::open(
+            config,
+            (catalog.clone(), schema.clone()),
+            cache.clone(),
+        )
+        .await
+        .map_err(|message| quiver_connectors::ConnectorError::Source {
+            source_name: "metadata".into(),
+            message,
+        })?;
+        let system = crate::system::SystemSchema::new(
+            pool.clone(),
+            queries.clone(),
+            fragments.clone(),
+            datasets.clone(),
+        );
         default_catalog.register_schema(crate::system::SCHEMA, Arc::new(system))?;
         let inner = ctx.state().catalog_list().clone();
-        let overlay = Arc::new(crate::catalog::overlay::VirtualCatalogList::new(inner.clone(), datasets.clone(), false));
-        let base = SessionStateBuilder::new_from_existing(ctx.state()).with_catalog_list(overlay).build();
-        datasets.attach(inner, base.clone()).await.map_err(|e| quiver_connectors::ConnectorError::Source {
-            source_name: "metadata".into(),
-            message: e.to_string(),
+        let overlay = Arc::new(crate::catalog::overlay::VirtualCatalogList::new(
+            inner.clone(),
+            datasets.clone(),
+            false,
+        ));
+        let base = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_catalog_list(overlay)
+            .build();
+        datasets.attach(inner, base.clone()).await.map_err(|e| {
+            quiver_connectors::ConnectorError::Source {
+                source_name: "metadata".into(),
+                message: e.to_string(),
+            }
         })?;
         let poll = std::time::Duration::from_secs_f64(config.metadata.poll_secs.max(0.1));
-        tokio::spawn(crate::catalog::run_scheduler(datasets.clone(), poll, config.acceleration.scheduled));
+        tokio::spawn(crate::catalog::run_scheduler(
+            datasets.clone(),
+            poll,
+            config.acceleration.scheduled,
+        ));
         let fixed_partitions = config.server.target_partitions;
-        let positive = |t: f64| Some(t).filter(|t| t.is_finite() && *t > 0.0).map(std::time::Duration::from_secs_f64);
+        let positive = |t: f64| {
+            Some(t)
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .map(std::time::Duration::from_secs_f64)
+        };
         let server = &config.server;
         let limits = crate::admission::Limits {
             max_running: Some(server.max_running_queries).filter(|n| *n > 0),
@@ -183,7 +231,8 @@ impl QueryEngine {
             query_timeout: positive(server.query_timeout_secs),
             policy: AccessPolicy::new(config.access.clone()),
             admission: Admission::new(limits),
-            max_statement_bytes: usize::try_from(server.max_statement_bytes.0).unwrap_or(usize::MAX),
+            max_statement_bytes: usize::try_from(server.max_statement_bytes.0)
+                .unwrap_or(usize::MAX),
             fragments,
             client_endpoints: config.workers.client_endpoints,
             sources: config
@@ -210,7 +259,8 @@ impl QueryEngine {
 
     /// The rights of `user` (None: the server has no authentication, so all rights).
     pub fn access(&self, user: Option<&User>) -> Arc<UserAccess> {
-        self.policy.for_user(user.map(|u| (u.name.as_str(), u.roles.as_slice())))
+        self.policy
+            .for_user(user.map(|u| (u.name.as_str(), u.roles.as_slice())))
     }
 
     /// A new session for one query of the user `access` is for: it sees only the
@@ -221,7 +271,9 @@ impl QueryEngine {
 
     /// [`Self::session`] with the id a client chose, unless a query has it already.
     pub fn session_with_id(&self, access: Arc<UserAccess>, id: Option<String>) -> QuerySession {
-        let id = id.filter(|i| !self.queries.contains(i)).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let id = id
+            .filter(|i| !self.queries.contains(i))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let state = self.state_for(access.clone());
         crate::metrics::Counters::add(&self.pool.counters().queries, 1);
         self.new_session(access, state, id)
@@ -236,15 +288,26 @@ impl QueryEngine {
 
     /// [`Self::session_on`] for planning only (a PostgreSQL Describe): not counted
     /// as a query in the metrics.
-    pub fn planning_session_on(&self, access: Arc<UserAccess>, state: &SessionState) -> QuerySession {
+    pub fn planning_session_on(
+        &self,
+        access: Arc<UserAccess>,
+        state: &SessionState,
+    ) -> QuerySession {
         let state = SessionStateBuilder::new_from_existing(state.clone());
         self.new_session(access, state, uuid::Uuid::new_v4().to_string())
     }
 
     /// A query's session named `id`, spread over 2 partitions per healthy worker
     /// unless `server.target_partitions` fixes them.
-    fn new_session(&self, access: Arc<UserAccess>, state: SessionStateBuilder, id: String) -> QuerySession {
-        let partitions = self.fixed_partitions.unwrap_or_else(|| (self.pool.healthy().len() * 2).max(2));
+    fn new_session(
+        &self,
+        access: Arc<UserAccess>,
+        state: SessionStateBuilder,
+        id: String,
+    ) -> QuerySession {
+        let partitions = self
+            .fixed_partitions
+            .unwrap_or_else(|| (self.pool.healthy().len() * 2).max(2));
         let mut state = state.with_session_id(id.clone()).build();
         state.config_mut().options_mut().execution.target_partitions = partitions;
         QuerySession {
@@ -263,19 +326,28 @@ impl QueryEngine {
     }
 
     /// The shared state over `catalogs`, for a front end that adds to it (see [`Self::session_on`]).
-    pub fn state_builder(&self, catalogs: Arc<dyn datafusion::catalog::CatalogProviderList>) -> SessionStateBuilder {
+    pub fn state_builder(
+        &self,
+        catalogs: Arc<dyn datafusion::catalog::CatalogProviderList>,
+    ) -> SessionStateBuilder {
         SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(catalogs)
     }
 
     /// The catalogs as `access` sees them.
-    pub fn catalogs_for(&self, access: Arc<UserAccess>) -> Arc<dyn datafusion::catalog::CatalogProviderList> {
+    pub fn catalogs_for(
+        &self,
+        access: Arc<UserAccess>,
+    ) -> Arc<dyn datafusion::catalog::CatalogProviderList> {
         Arc::new(CatalogView::new(self.base.catalog_list().clone(), access))
     }
 
     /// The catalog and schema unqualified names resolve in.
     pub fn defaults(&self) -> (String, String) {
         let o = self.base.config().options();
-        (o.catalog.default_catalog.clone(), o.catalog.default_schema.clone())
+        (
+            o.catalog.default_catalog.clone(),
+            o.catalog.default_schema.clone(),
+        )
     }
 
     /// The checks every statement text passes before it is parsed: its size
@@ -308,17 +380,26 @@ impl QueryEngine {
             }
         }
         if let (Some(o), true) = (only, out.is_empty()) {
-            return Err(datafusion::error::DataFusionError::Plan(format!("no database schema named '{o}' to refresh")));
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "no database schema named '{o}' to refresh"
+            )));
         }
         Ok(out)
     }
 
     /// Primary keys of database tables named `table` (in the given catalog and schema,
     /// if any): (catalog, schema, table, key columns in order).
-    pub fn primary_keys(&self, catalog: Option<&str>, schema: Option<&str>, table: &str) -> Vec<(String, String, String, Vec<String>)> {
+    pub fn primary_keys(
+        &self,
+        catalog: Option<&str>,
+        schema: Option<&str>,
+        table: &str,
+    ) -> Vec<(String, String, String, Vec<String>)> {
         let mut out = vec![];
         for remote in &self.remote {
-            let Some((c, s)) = remote.name().split_once('.') else { continue };
+            let Some((c, s)) = remote.name().split_once('.') else {
+                continue;
+            };
             if catalog.is_some_and(|x| x != c) || schema.is_some_and(|x| x != s) {
                 continue;
             }
@@ -341,7 +422,10 @@ impl QueryEngine {
 
     /// The kind of source behind `catalog.schema`, if one is.
     pub fn source_kind(&self, schema: &str) -> Option<&'static str> {
-        self.sources.iter().find(|(s, _)| s == schema).map(|(_, k)| *k)
+        self.sources
+            .iter()
+            .find(|(s, _)| s == schema)
+            .map(|(_, k)| *k)
     }
 
     /// Stage tasks and fragments run (`system.fragments`).
@@ -383,11 +467,22 @@ impl QueryEngine {
 /// place; see `quiver_connectors::sql_fixups`.
 fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     let mut rules = Optimizer::new().rules;
-    let at = rules.iter().position(|r| r.name() == "push_down_filter").map(|i| i + 1).unwrap_or(rules.len());
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "push_down_filter")
+        .map(|i| i + 1)
+        .unwrap_or(rules.len());
     rules.insert(at, Arc::new(FederationOptimizerRule::new()));
     // After DataFusion's column pruning, which cannot see into federated leaves.
-    let at = rules.iter().position(|r| r.name() == "optimize_projections").map(|i| i + 1).unwrap_or(rules.len());
-    rules.insert(at, Arc::new(quiver_connectors::federated_columns::ProjectIntoSource));
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "optimize_projections")
+        .map(|i| i + 1)
+        .unwrap_or(rules.len());
+    rules.insert(
+        at,
+        Arc::new(quiver_connectors::federated_columns::ProjectIntoSource),
+    );
     rules.push(Arc::new(crate::pg_spelling::LikeEscapes));
     rules
 }

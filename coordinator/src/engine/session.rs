@@ -32,9 +32,11 @@ pub struct QuerySession {
     pub(super) worker_wait: std::sync::Mutex<Option<(std::time::Duration, usize)>>,
 }
 
-
 /// The parser's recursion limit, said so a person understands it.
-fn nesting_error(e: datafusion::error::DataFusionError, limit: usize) -> datafusion::error::DataFusionError {
+fn nesting_error(
+    e: datafusion::error::DataFusionError,
+    limit: usize,
+) -> datafusion::error::DataFusionError {
     use datafusion::sql::sqlparser::parser::ParserError;
     match e {
         datafusion::error::DataFusionError::SQL(e, _) if matches!(*e, ParserError::RecursionLimitExceeded) => {
@@ -65,10 +67,13 @@ impl QuerySession {
         crate::balance::check_nesting(sql)?;
         let rewritten = match crate::catalog::commands::rewrite_refresh(sql) {
             Some(r) => Some(r),
-            None => crate::writes::syntax::rewrite_copy_options(sql).map_err(datafusion::error::DataFusionError::Plan)?,
+            None => crate::writes::syntax::rewrite_copy_options(sql)
+                .map_err(datafusion::error::DataFusionError::Plan)?,
         };
         let sql = rewritten.as_deref().unwrap_or(sql);
-        state.sql_to_statement(sql, &dialect).map_err(|e| nesting_error(e, limit))
+        state
+            .sql_to_statement(sql, &dialect)
+            .map_err(|e| nesting_error(e, limit))
     }
 
     /// Refuses a statement text over `server.max_statement_bytes`.
@@ -87,11 +92,17 @@ impl QuerySession {
     /// become `$1..$n`; writes go to `crate::writes` (writable sources only); other
     /// DDL, DML and session-changing statements are refused, since sessions share one catalog. The tables it reads are kept for
     /// [`Self::objects`], also when it is denied.
-    pub async fn plan_statement(&self, mut statement: datafusion::sql::parser::Statement) -> Result<LogicalPlan> {
-        self.command.store(false, std::sync::atomic::Ordering::Relaxed);
-        self.write.store(false, std::sync::atomic::Ordering::Relaxed);
+    pub async fn plan_statement(
+        &self,
+        mut statement: datafusion::sql::parser::Statement,
+    ) -> Result<LogicalPlan> {
+        self.command
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.write
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if let datafusion::sql::parser::Statement::Statement(s) = &mut statement {
-            let on_view = crate::catalog::commands::view_rename(s, &self.datasets).or_else(|| crate::catalog::commands::view_drop(s, &self.datasets));
+            let on_view = crate::catalog::commands::view_rename(s, &self.datasets)
+                .or_else(|| crate::catalog::commands::view_drop(s, &self.datasets));
             if let Some(command) = on_view {
                 return self.plan_command(command);
             }
@@ -102,14 +113,24 @@ impl QuerySession {
             crate::pg_spelling::rewrite(s);
         }
         let explained = match &statement {
-            datafusion::sql::parser::Statement::Explain(e) if crate::writes::statements::is_write(&e.statement) => Some((e.options.verbose, e.options.analyze)),
+            datafusion::sql::parser::Statement::Explain(e)
+                if crate::writes::statements::is_write(&e.statement) =>
+            {
+                Some((e.options.verbose, e.options.analyze))
+            }
             _ => None,
         };
         if explained.is_some() || crate::writes::statements::is_write(&statement) {
-            self.write.store(explained.is_none(), std::sync::atomic::Ordering::Relaxed);
+            self.write
+                .store(explained.is_none(), std::sync::atomic::Ordering::Relaxed);
             let state = self.ctx.state();
             let creates = std::sync::Mutex::new(None);
-            let cx = crate::writes::statements::WriteContext { writes: &self.writes, access: &self.access, state: &state, creates: &creates };
+            let cx = crate::writes::statements::WriteContext {
+                writes: &self.writes,
+                access: &self.access,
+                state: &state,
+                creates: &creates,
+            };
             let statement = match statement {
                 datafusion::sql::parser::Statement::Explain(e) => *e.statement,
                 other => other,
@@ -117,10 +138,20 @@ impl QuerySession {
             let plan = crate::writes::statements::plan(&cx, statement).await;
             // The folder a CTAS creates rides with this statement's session to its commit.
             if let Some(url) = creates.into_inner().ok().flatten() {
-                self.ctx.state_ref().write().config_mut().options_mut().extensions.insert(crate::writes::CreateTarget { url });
+                self.ctx
+                    .state_ref()
+                    .write()
+                    .config_mut()
+                    .options_mut()
+                    .extensions
+                    .insert(crate::writes::CreateTarget { url });
             }
             let plan = match (plan, explained) {
-                (Ok(p), Some((verbose, analyze))) => datafusion::logical_expr::LogicalPlanBuilder::from(p).explain(verbose, analyze).and_then(|b| b.build()),
+                (Ok(p), Some((verbose, analyze))) => {
+                    datafusion::logical_expr::LogicalPlanBuilder::from(p)
+                        .explain(verbose, analyze)
+                        .and_then(|b| b.build())
+                }
                 (p, _) => p,
             };
             if let (Ok(plan), Ok(mut o)) = (&plan, self.objects.lock()) {
@@ -150,7 +181,8 @@ impl QuerySession {
         if let Ok(mut o) = self.objects.lock() {
             *o = vec![target.clone()];
         }
-        self.command.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.command
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if command.changes_things() && !self.access.is_admin() {
             let who = self.access.user().unwrap_or("anonymous");
             return Err(datafusion::error::DataFusionError::External(Box::new(tonic::Status::permission_denied(format!(
@@ -161,11 +193,20 @@ impl QuerySession {
     }
 
     /// Plans a bulk ingest of `data` (Flight SQL `CommandStatementIngest`).
-    pub async fn plan_ingest(&self, request: &crate::writes::ingest::IngestRequest, data: SendableRecordBatchStream) -> Result<LogicalPlan> {
+    pub async fn plan_ingest(
+        &self,
+        request: &crate::writes::ingest::IngestRequest,
+        data: SendableRecordBatchStream,
+    ) -> Result<LogicalPlan> {
         self.write.store(true, std::sync::atomic::Ordering::Relaxed);
         let state = self.ctx.state();
         let creates = std::sync::Mutex::new(None);
-        let cx = crate::writes::statements::WriteContext { writes: &self.writes, access: &self.access, state: &state, creates: &creates };
+        let cx = crate::writes::statements::WriteContext {
+            writes: &self.writes,
+            access: &self.access,
+            state: &state,
+            creates: &creates,
+        };
         crate::writes::ingest::plan(&cx, request, data).await
     }
 
@@ -199,24 +240,40 @@ impl QuerySession {
     /// The stream is in the types the logical plan announced ([`crate::result_schema`]).
     pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
         let announced = plan.schema().as_arrow().clone();
-        Ok(crate::result_schema::conform(self.execute_unconformed(plan).await?, &announced))
+        Ok(crate::result_schema::conform(
+            self.execute_unconformed(plan).await?,
+            &announced,
+        ))
     }
 
     async fn execute_unconformed(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
         use crate::distributed::wake;
-        let first = DataFrame::new(self.ctx.state(), plan.clone()).execute_stream().await;
+        let first = DataFrame::new(self.ctx.state(), plan.clone())
+            .execute_stream()
+            .await;
         match first {
             Err(e) if wake::needs_workers(&e) && self.pool.scales_from_zero() => {
                 // One worker per two partitions the query is spread over.
-                let partitions = self.ctx.state().config().options().execution.target_partitions;
-                let (waited, started) =
-                    self.pool.wake(partitions.div_ceil(2)).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let partitions = self
+                    .ctx
+                    .state()
+                    .config()
+                    .options()
+                    .execution
+                    .target_partitions;
+                let (waited, started) = self
+                    .pool
+                    .wake(partitions.div_ceil(2))
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 if let Ok(mut w) = self.worker_wait.lock() {
                     *w = Some((waited, started));
                 }
                 tracing::info!(query = %self.id, waited_ms = waited.as_millis() as u64, started, "waited for workers");
                 let analyze = matches!(plan, LogicalPlan::Analyze(_));
-                let stream = DataFrame::new(self.ctx.state(), plan).execute_stream().await?;
+                let stream = DataFrame::new(self.ctx.state(), plan)
+                    .execute_stream()
+                    .await?;
                 match analyze {
                     true => wake::annotate_analyze(stream, waited, started).await,
                     false => Ok(stream),
@@ -227,8 +284,13 @@ impl QuerySession {
     }
 
     /// Plans physically (fragments are assigned to workers) without running anything.
-    pub async fn physical_plan(&self, plan: LogicalPlan) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        DataFrame::new(self.ctx.state(), plan).create_physical_plan().await
+    pub async fn physical_plan(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        DataFrame::new(self.ctx.state(), plan)
+            .create_physical_plan()
+            .await
     }
 
     /// How long the last [`Self::execute`] waited for workers to start, and how many it started.

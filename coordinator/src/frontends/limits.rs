@@ -27,16 +27,26 @@ const RESERVE: u64 = 512;
 
 /// Raises the soft limit on open files to the hard limit; returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return 1024;
         }
         if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                tracing::debug!(from = limit.rlim_cur, to = limit.rlim_max, "raised the open-files limit");
+                tracing::debug!(
+                    from = limit.rlim_cur,
+                    to = limit.rlim_max,
+                    "raised the open-files limit"
+                );
                 return limit.rlim_max;
             }
         }
@@ -71,21 +81,33 @@ pub struct Door {
 
 impl Door {
     pub fn new(name: &'static str, max: usize, handshake: Duration) -> Self {
-        Self { name, permits: Arc::new(Semaphore::new(max)), max, handshake }
+        Self {
+            name,
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            handshake,
+        }
     }
 
     /// A place for one more connection, or None when the door is full.
     pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.permits.clone().try_acquire_owned().ok();
         if permit.is_none() {
-            tracing::warn!(door = self.name, max = self.max, "connection refused: the door is full (server.max_connections)");
+            tracing::warn!(
+                door = self.name,
+                max = self.max,
+                "connection refused: the door is full (server.max_connections)"
+            );
         }
         permit
     }
 
     /// The next connection on `listener`: an accept error (out of descriptors, say)
     /// is logged and retried a little later instead of spinning or ending the door.
-    pub async fn accept(&self, listener: &tokio::net::TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    pub async fn accept(
+        &self,
+        listener: &tokio::net::TcpListener,
+    ) -> (tokio::net::TcpStream, std::net::SocketAddr) {
         loop {
             match listener.accept().await {
                 Ok(s) => return s,
@@ -99,7 +121,10 @@ impl Door {
 
     /// Why a connection was refused, for the client.
     pub fn full_message(&self) -> String {
-        format!("too many connections: the {} port holds {} at once (server.max_connections)", self.name, self.max)
+        format!(
+            "too many connections: the {} port holds {} at once (server.max_connections)",
+            self.name, self.max
+        )
     }
 }
 
@@ -113,13 +138,20 @@ pub struct FirstBytes<S> {
 
 impl<S> FirstBytes<S> {
     pub fn new(inner: S, within: Duration, permit: OwnedSemaphorePermit) -> Self {
-        Self { inner, deadline: Some(Box::pin(tokio::time::sleep(within))), _permit: permit }
+        Self {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            _permit: permit,
+        }
     }
-
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &read {
@@ -131,7 +163,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
         if read.is_pending() {
             if let Some(deadline) = self.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client sent nothing in time")));
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client sent nothing in time",
+                    )));
                 }
             }
         }
@@ -140,7 +175,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for FirstBytes<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -149,7 +188,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstBytes<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -164,7 +207,6 @@ impl tonic::transport::server::Connected for FirstBytes<tokio::net::TcpStream> {
         self.inner.connect_info()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -189,7 +231,10 @@ mod tests {
         let err = guarded.read(&mut buf).await.expect_err("nothing was sent");
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         drop(guarded);
-        assert!(door.admit().is_some(), "a closed connection frees its place");
+        assert!(
+            door.admit().is_some(),
+            "a closed connection frees its place"
+        );
 
         let permit = door.admit().expect("a place");
         let (mut client2, server) = tokio::io::duplex(64);

@@ -33,7 +33,12 @@ pub const CACHE_HEADER: &str = "x-quiver-cache";
 
 /// Whether a [`CACHE_HEADER`] value says "off".
 pub fn cache_off(value: Option<&str>) -> bool {
-    value.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no"))
+    value.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "false" | "0" | "no"
+        )
+    })
 }
 
 /// Who is calling: the authenticated user (None without authentication) and from where.
@@ -47,7 +52,11 @@ pub struct Caller {
 
 impl Caller {
     pub fn origin(&self, sql: &str) -> QueryOrigin {
-        QueryOrigin { user: self.user.as_ref().map(|u| u.name.clone()), client: self.client.clone(), sql: sql.to_string() }
+        QueryOrigin {
+            user: self.user.as_ref().map(|u| u.name.clone()),
+            client: self.client.clone(),
+            sql: sql.to_string(),
+        }
     }
 
     pub fn user_name(&self) -> Option<&str> {
@@ -77,10 +86,23 @@ pub struct Running {
 }
 
 /// Opens the query log entry for `sql` in `session`.
-pub fn begin<'e>(engine: &'e QueryEngine, session: QuerySession, caller: &Caller, sql: &str) -> Tracked<'e> {
+pub fn begin<'e>(
+    engine: &'e QueryEngine,
+    session: QuerySession,
+    caller: &Caller,
+    sql: &str,
+) -> Tracked<'e> {
     let record = engine.queries().begin(&session.id, caller.origin(sql));
     let cancel = engine.queries().cancel_signal(&session.id);
-    Tracked { engine, session, record, caller: caller.clone(), started: Instant::now(), cancel, text_key: None }
+    Tracked {
+        engine,
+        session,
+        record,
+        caller: caller.clone(),
+        started: Instant::now(),
+        cancel,
+        text_key: None,
+    }
 }
 
 impl Tracked<'_> {
@@ -92,14 +114,22 @@ impl Tracked<'_> {
     /// the results cache before it is planned ([`Self::cached`]).
     pub fn by_text(mut self, sql: &str) -> Self {
         if self.engine.cache().enabled() && !self.caller.no_cache {
-            self.text_key = Some(crate::cache::text_key(self.caller.user_name(), sql, self.session.generation()));
+            self.text_key = Some(crate::cache::text_key(
+                self.caller.user_name(),
+                sql,
+                self.session.generation(),
+            ));
         }
         self
     }
 
     /// The cached answer of this statement's text, served as the query's result.
     pub fn cached(self) -> Result<Running, Self> {
-        let entry = match self.text_key.as_deref().and_then(|k| self.engine.cache().get_by_text(k)) {
+        let entry = match self
+            .text_key
+            .as_deref()
+            .and_then(|k| self.engine.cache().get_by_text(k))
+        {
             Some(e) => e,
             None => return Err(self),
         };
@@ -114,9 +144,14 @@ impl Tracked<'_> {
         let id = self.session.id.clone();
         let schema = entry.schema.clone();
         let batches = stream::iter(entry.batches.clone().into_iter().map(Ok));
-        let batches: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), batches));
+        let batches: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(schema.clone(), batches));
         let batches = logged(batches, id.clone(), self.started, self.record, None, false);
-        Running { id, schema: schema.clone(), batches: Box::pin(RecordBatchStreamAdapter::new(schema, batches)) }
+        Running {
+            id,
+            schema: schema.clone(),
+            batches: Box::pin(RecordBatchStreamAdapter::new(schema, batches)),
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -126,7 +161,8 @@ impl Tracked<'_> {
     /// Records a failure before execution (planning, binding).
     pub fn fail(mut self, status: Status) -> Status {
         self.record.reads(&self.session.objects());
-        self.record.failed_with(status.code(), status.message().to_string());
+        self.record
+            .failed_with(status.code(), status.message().to_string());
         status
     }
 
@@ -144,8 +180,12 @@ impl Tracked<'_> {
         self.record.reads(&objects);
         let cache = self.engine.cache().clone();
         let write = self.session.is_write();
-        let cache_key = (cache.enabled() && !self.caller.no_cache && !self.session.is_command() && !write && crate::cache::cacheable(&plan, &objects))
-            .then(|| crate::cache::key(user.as_deref(), &plan, self.session.generation()));
+        let cache_key = (cache.enabled()
+            && !self.caller.no_cache
+            && !self.session.is_command()
+            && !write
+            && crate::cache::cacheable(&plan, &objects))
+        .then(|| crate::cache::key(user.as_deref(), &plan, self.session.generation()));
         if let (Some(key), Some(text_key)) = (&cache_key, self.text_key.take()) {
             cache.alias(text_key, key.clone());
         }
@@ -156,7 +196,12 @@ impl Tracked<'_> {
             // Reading only catalog tables (monitoring, client introspection) never waits behind the load.
             let permit = match objects.iter().all(|o| is_catalog_table(o)) {
                 true => None,
-                false => Some(self.engine.admission().admit(user.as_deref(), || self.record.queued()).await?),
+                false => Some(
+                    self.engine
+                        .admission()
+                        .admit(user.as_deref(), || self.record.queued())
+                        .await?,
+                ),
             };
             self.record.running();
             let batches = self.session.execute(plan).await;
@@ -190,8 +235,19 @@ impl Tracked<'_> {
             None => batches,
         };
         let batches = guarded(batches, self.engine, self.started, cancel);
-        let batches = logged(batches, id.clone(), self.started, self.record, permit, write);
-        Ok(Running { id, schema: schema.clone(), batches: Box::pin(RecordBatchStreamAdapter::new(schema, batches)) })
+        let batches = logged(
+            batches,
+            id.clone(),
+            self.started,
+            self.record,
+            permit,
+            write,
+        );
+        Ok(Running {
+            id,
+            schema: schema.clone(),
+            batches: Box::pin(RecordBatchStreamAdapter::new(schema, batches)),
+        })
     }
 }
 
@@ -220,14 +276,21 @@ pub async fn client_endpoints(
     let mut tracked = begin(engine, session, caller, sql);
     tracked.record.reads(&objects);
     tracked.record.handed_off();
-    tracing::info!(id = tracked.id(), endpoints = endpoints.len(), "query handed to the workers as endpoints");
+    tracing::info!(
+        id = tracked.id(),
+        endpoints = endpoints.len(),
+        "query handed to the workers as endpoints"
+    );
     Some(endpoints)
 }
 
 /// System tables, `information_schema` and `pg_catalog`: answered by the coordinator alone.
 pub(crate) fn is_catalog_table(name: &str) -> bool {
     crate::system::is_system_table(name)
-        || matches!(name.split('.').nth(1), Some("information_schema" | "pg_catalog"))
+        || matches!(
+            name.split('.').nth(1),
+            Some("information_schema" | "pg_catalog")
+        )
 }
 
 /// Ends the query with an error once it has run for the query timeout, or when it
@@ -338,13 +401,22 @@ fn logged(
             }
         }
     }
-    let tally = Tally { query, started, rows: 0, done: false, record, _permit: permit };
+    let tally = Tally {
+        query,
+        started,
+        rows: 0,
+        done: false,
+        record,
+        _permit: permit,
+    };
     stream::unfold(Some((batches, tally)), move |state| async move {
         let (mut s, mut tally) = state?;
         match s.next().await {
             Some(Ok(b)) => {
                 tally.rows += b.num_rows();
-                tally.record.add_batch(b.num_rows(), b.get_array_memory_size());
+                tally
+                    .record
+                    .add_batch(b.num_rows(), b.get_array_memory_size());
                 if write {
                     // A write answers with the rows it wrote.
                     tally.record.written(crate::writes::rows_written(&b));
@@ -354,7 +426,9 @@ fn logged(
             Some(Err(e)) => {
                 tracing::info!(query = %tally.query, error = %e, "query failed");
                 match from_datafusion(&e) {
-                    s if s.code() == tonic::Code::Cancelled => tally.record.cancelled(s.message().to_string()),
+                    s if s.code() == tonic::Code::Cancelled => {
+                        tally.record.cancelled(s.message().to_string())
+                    }
                     _ => tally.record.failed(e.to_string()),
                 }
                 // The error ends the stream: nothing after it is a result.

@@ -46,11 +46,17 @@ impl WorkerPool {
     /// Starts `n` workers at once and waits for each to answer its health check;
     /// returns how many did.
     pub(super) async fn scale_up(&self, n: usize, reason: &str) -> usize {
-        join_all((0..n).map(|_| self.start_worker(reason))).await.into_iter().filter(|ok| *ok).count()
+        join_all((0..n).map(|_| self.start_worker(reason)))
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
     }
 
     async fn start_worker(&self, reason: &str) -> bool {
-        let Some(docker) = self.docker() else { return false };
+        let Some(docker) = self.docker() else {
+            return false;
+        };
         if self.closing() {
             return false;
         }
@@ -86,7 +92,14 @@ impl WorkerPool {
         }
         self.remove(&id);
         let _ = docker.remove(&id).await;
-        self.events.record("remove", &id, &format!("no health answer within {}s", self.config.start_timeout_secs));
+        self.events.record(
+            "remove",
+            &id,
+            &format!(
+                "no health answer within {}s",
+                self.config.start_timeout_secs
+            ),
+        );
         false
     }
 
@@ -105,7 +118,11 @@ impl WorkerPool {
             }
         }
         let left = worker.running_fragments();
-        let how = if left == 0 { "drained".to_string() } else { format!("drain limit reached with {left} fragments running") };
+        let how = if left == 0 {
+            "drained".to_string()
+        } else {
+            format!("drain limit reached with {left} fragments running")
+        };
         self.events.record("remove", &worker.id, &how);
     }
 
@@ -114,14 +131,21 @@ impl WorkerPool {
     /// saturated by its fragments may answer late, and replacing it would kill them).
     async fn replace_failed(&self) {
         let Some(docker) = self.docker() else { return };
-        let idle_patience = Duration::from_secs_f64((self.config.health_interval_secs * 3.0).max(3.0));
+        let idle_patience =
+            Duration::from_secs_f64((self.config.health_interval_secs * 3.0).max(3.0));
         for worker in self.all() {
             if worker.state() != WorkerState::Unhealthy {
                 continue;
             }
             let reason = if !docker.is_running(&worker.id).await {
                 "its container is not running".to_string()
-            } else if worker.in_state_for() > if worker.running_fragments() > 0 { BUSY_PATIENCE } else { idle_patience } {
+            } else if worker.in_state_for()
+                > if worker.running_fragments() > 0 {
+                    BUSY_PATIENCE
+                } else {
+                    idle_patience
+                }
+            {
                 format!("no health answer for {}s", worker.in_state_for().as_secs())
             } else {
                 continue;
@@ -135,15 +159,24 @@ impl WorkerPool {
 
     /// One sizing decision.
     async fn resize(self: &Arc<Self>, last_change: &mut Option<Instant>) {
-        let active: Vec<Arc<Worker>> = self.all().into_iter().filter(|w| w.state() != WorkerState::Draining).collect();
+        let active: Vec<Arc<Worker>> = self
+            .all()
+            .into_iter()
+            .filter(|w| w.state() != WorkerState::Draining)
+            .collect();
         let n = active.len();
         let (min, max) = (self.config.min, self.config.max);
         if let Some(target) = self.target() {
             // An explicit size is applied at once, without cooldown.
             if n < target {
-                self.scale_up(target - n, &format!("scaled to {target} on request")).await;
+                self.scale_up(target - n, &format!("scaled to {target} on request"))
+                    .await;
             } else if n > target {
-                self.retire_least_busy(&active, n - target, &format!("scaled to {target} on request"));
+                self.retire_least_busy(
+                    &active,
+                    n - target,
+                    &format!("scaled to {target} on request"),
+                );
             }
             return;
         }
@@ -152,7 +185,8 @@ impl WorkerPool {
             *last_change = Some(Instant::now());
             return;
         }
-        if last_change.is_some_and(|t| t.elapsed() < Duration::from_secs(self.config.cooldown_secs)) {
+        if last_change.is_some_and(|t| t.elapsed() < Duration::from_secs(self.config.cooldown_secs))
+        {
             return;
         }
         // Running fragments and the tasks waiting for a free slot.
@@ -161,14 +195,18 @@ impl WorkerPool {
         // At zero workers (min = 0) the queries that need one start it (`wake`).
         if n > 0 && n < max && running >= busy * n as u32 {
             let wanted = (running.div_ceil(busy) as usize).clamp(n + 1, max);
-            let reason = format!("{running} fragments running on {n} workers (busy at {busy} per worker)");
+            let reason =
+                format!("{running} fragments running on {n} workers (busy at {busy} per worker)");
             self.scale_up(wanted - n, &reason).await;
             *last_change = Some(Instant::now());
             return;
         }
         let idle_limit = Duration::from_secs(self.config.idle_secs);
         if n > min {
-            let idlest = active.iter().filter(|w| w.is_healthy()).max_by_key(|w| w.idle_for());
+            let idlest = active
+                .iter()
+                .filter(|w| w.is_healthy())
+                .max_by_key(|w| w.idle_for());
             if let Some(w) = idlest.filter(|w| w.idle_for() >= idle_limit) {
                 let reason = format!("idle for {}s", w.idle_for().as_secs());
                 w.start_draining();

@@ -19,7 +19,12 @@ impl DnsWorkers {
 
     /// Adds workers for new addresses and drops those that no longer resolve.
     pub async fn sync(&self, pool: &WorkerPool) {
-        let resolved: BTreeSet<String> = match tokio::net::lookup_host((self.service.as_str(), self.port)).await {
+        let resolved: BTreeSet<String> = match tokio::net::lookup_host((
+            self.service.as_str(),
+            self.port,
+        ))
+        .await
+        {
             Ok(addrs) => addrs.map(|a| format!("http://{a}")).collect(),
             Err(e) => {
                 // Keep the last known workers: a resolver hiccup is not a lost cluster.
@@ -33,7 +38,8 @@ impl DnsWorkers {
             match Worker::connect_lazy(id.clone(), address.clone(), pool.credentials.clone()) {
                 Ok(w) => {
                     pool.add(Arc::new(w));
-                    pool.events.record("start", &id, &format!("{} resolves to it", self.service));
+                    pool.events
+                        .record("start", &id, &format!("{} resolves to it", self.service));
                 }
                 Err(e) => tracing::warn!(%address, error = %e, "unusable worker address"),
             }
@@ -41,7 +47,11 @@ impl DnsWorkers {
         for gone in known.difference(&resolved) {
             let id = gone.trim_start_matches("http://").to_string();
             pool.remove(&id);
-            pool.events.record("remove", &id, &format!("{} no longer resolves to it", self.service));
+            pool.events.record(
+                "remove",
+                &id,
+                &format!("{} no longer resolves to it", self.service),
+            );
         }
     }
 }

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
+    RemoveContainerOptions,
 };
 use bollard::Docker;
 
@@ -62,11 +63,17 @@ impl DockerWorkers {
         secret: Option<&str>,
         owner: &str,
     ) -> Result<Self, PoolError> {
-        let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let unreachable = |e: &dyn std::fmt::Display| PoolError::Docker(format!("Docker is unreachable at {where_}: {e}"));
+        let where_ =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |e: &dyn std::fmt::Display| {
+            PoolError::Docker(format!("Docker is unreachable at {where_}: {e}"))
+        };
         let docker = Docker::connect_with_local_defaults().map_err(|e| unreachable(&e))?;
         docker.ping().await.map_err(|e| unreachable(&e))?;
-        let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(&e))?;
         if let Err(e) = docker.inspect_image(&config.image).await {
             return Err(PoolError::Docker(format!(
                 "worker image '{}' is not available to Docker ({e}); build it with docker/build-images.sh",
@@ -113,7 +120,10 @@ impl DockerWorkers {
     /// This cluster's worker containers (not, say, a coordinator container carrying
     /// the cluster label); `own`: only those this coordinator started.
     fn label_filter(&self, own: bool) -> HashMap<String, Vec<String>> {
-        let mut labels = vec![format!("{CLUSTER_LABEL}={}", self.config.cluster), format!("{ROLE_LABEL}=worker")];
+        let mut labels = vec![
+            format!("{CLUSTER_LABEL}={}", self.config.cluster),
+            format!("{ROLE_LABEL}=worker"),
+        ];
         if own {
             labels.push(format!("{OWNER_LABEL}={}", self.owner));
         }
@@ -121,8 +131,15 @@ impl DockerWorkers {
     }
 
     async fn list(&self, own: bool) -> Result<Vec<bollard::models::ContainerSummary>, PoolError> {
-        let options = ListContainersOptions { all: true, filters: Some(self.label_filter(own)), ..Default::default() };
-        self.docker.list_containers(Some(options)).await.map_err(docker_error("list containers"))
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(self.label_filter(own)),
+            ..Default::default()
+        };
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(docker_error("list containers"))
     }
 
     /// Fails when a running worker of this cluster still hears from its owning
@@ -133,7 +150,10 @@ impl DockerWorkers {
         let mut heard = vec![];
         for (name, worker) in self.running_workers_of_others().await? {
             if let Some(first) = super::health::instance(&worker, None).await {
-                if first.owner_seen_ms.is_some_and(|ms| Duration::from_millis(ms) < OWNER_SILENT) {
+                if first
+                    .owner_seen_ms
+                    .is_some_and(|ms| Duration::from_millis(ms) < OWNER_SILENT)
+                {
                     heard.push((name, worker, first));
                 }
             }
@@ -141,14 +161,22 @@ impl DockerWorkers {
         if heard.is_empty() {
             return Ok(());
         }
-        let wait = Duration::from_secs_f64((self.config.health_interval_secs * 2.0 + 1.0).clamp(1.5, 30.0));
+        let wait = Duration::from_secs_f64(
+            (self.config.health_interval_secs * 2.0 + 1.0).clamp(1.5, 30.0),
+        );
         tracing::info!(cluster = %self.config.cluster, wait_ms = wait.as_millis() as u64, "workers of this cluster exist; checking whether their coordinator is alive");
         tokio::time::sleep(wait).await;
         for (name, worker, first) in heard {
-            let Some(second) = super::health::instance(&worker, None).await else { continue };
-            let (Some(before), Some(after)) = (first.owner_seen_ms, second.owner_seen_ms) else { continue };
+            let Some(second) = super::health::instance(&worker, None).await else {
+                continue;
+            };
+            let (Some(before), Some(after)) = (first.owner_seen_ms, second.owner_seen_ms) else {
+                continue;
+            };
             // Without a new heartbeat, `after` is `before` plus the wait.
-            if after < before + wait.as_millis() as u64 / 2 && second.instance_id == first.instance_id {
+            if after < before + wait.as_millis() as u64 / 2
+                && second.instance_id == first.instance_id
+            {
                 return Err(PoolError::Docker(format!(
                     "workers.cluster '{}' belongs to a running coordinator (instance {}): its worker {name} heard from it {after} ms ago. \
                      Stop that coordinator first, or give this one another workers.cluster",
@@ -167,12 +195,27 @@ impl DockerWorkers {
             if container.state.as_ref().map(|s| s.to_string()).as_deref() != Some("running") {
                 continue;
             }
-            let name = container.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
-            let ips = container.network_settings.and_then(|s| s.networks).unwrap_or_default();
-            let ip = ips.values().filter_map(|e| e.ip_address.clone()).find(|ip| !ip.is_empty());
+            let name = container
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            let ips = container
+                .network_settings
+                .and_then(|s| s.networks)
+                .unwrap_or_default();
+            let ip = ips
+                .values()
+                .filter_map(|e| e.ip_address.clone())
+                .find(|ip| !ip.is_empty());
             let Some(ip) = ip else { continue };
             let address = format!("http://{ip}:{WORKER_PORT}");
-            if let Ok(worker) = super::Worker::connect_lazy(name.clone(), address, quiver_worker::ClusterCredentials::new(None)) {
+            if let Ok(worker) = super::Worker::connect_lazy(
+                name.clone(),
+                address,
+                quiver_worker::ClusterCredentials::new(None),
+            ) {
                 out.push((name, worker));
             }
         }
@@ -195,15 +238,23 @@ impl DockerWorkers {
         let filters = HashMap::from([("name".to_string(), vec![self.network.clone()])]);
         let existing = self
             .docker
-            .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filters),
+            }))
             .await
             .map_err(docker_error("list networks"))?;
         // `name` filters by substring: look for the exact name.
-        if existing.iter().any(|n| n.name.as_deref() == Some(self.network.as_str())) {
+        if existing
+            .iter()
+            .any(|n| n.name.as_deref() == Some(self.network.as_str()))
+        {
             return Ok(());
         }
         if !self.owns_network {
-            return Err(PoolError::Docker(format!("Docker network '{}' (workers.network) does not exist", self.network)));
+            return Err(PoolError::Docker(format!(
+                "Docker network '{}' (workers.network) does not exist",
+                self.network
+            )));
         }
         let request = NetworkCreateRequest {
             name: self.network.clone(),
@@ -211,7 +262,10 @@ impl DockerWorkers {
             labels: Some(self.labels()),
             ..Default::default()
         };
-        self.docker.create_network(request).await.map_err(docker_error("create network"))?;
+        self.docker
+            .create_network(request)
+            .await
+            .map_err(docker_error("create network"))?;
         Ok(())
     }
 
@@ -226,27 +280,48 @@ impl DockerWorkers {
         };
         let mut conflicts = 0;
         let (id, created) = loop {
-            let id = format!("quiver-{}-worker-{}", self.config.cluster, self.next.fetch_add(1, Ordering::Relaxed));
+            let id = format!(
+                "quiver-{}-worker-{}",
+                self.config.cluster,
+                self.next.fetch_add(1, Ordering::Relaxed)
+            );
             let body = ContainerCreateBody {
                 image: Some(self.config.image.clone()),
                 cmd: Some(
-                    ["worker", "--listen", &format!("0.0.0.0:{WORKER_PORT}"), "--id", &id].iter().map(|s| s.to_string()).collect(),
+                    [
+                        "worker",
+                        "--listen",
+                        &format!("0.0.0.0:{WORKER_PORT}"),
+                        "--id",
+                        &id,
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 ),
                 env: Some(self.env.clone()),
                 labels: Some(self.labels()),
                 host_config: Some(host_config.clone()),
                 ..Default::default()
             };
-            let options = CreateContainerOptions { name: Some(id.clone()), ..Default::default() };
+            let options = CreateContainerOptions {
+                name: Some(id.clone()),
+                ..Default::default()
+            };
             match self.docker.create_container(Some(options), body).await {
                 Ok(created) => break (id, created),
                 // The name is taken (a container another coordinator of the cluster
                 // started while this one had none): take the next number.
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) if conflicts < 20 => conflicts += 1,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) if conflicts < 20 => conflicts += 1,
                 Err(e) => return Err(docker_error("create container")(e)),
             }
         };
-        self.containers.lock().map_err(|_| PoolError::Docker("container registry poisoned".into()))?.insert(id.clone(), created.id.clone());
+        self.containers
+            .lock()
+            .map_err(|_| PoolError::Docker("container registry poisoned".into()))?
+            .insert(id.clone(), created.id.clone());
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             let _ = self.remove(&id).await;
             return Err(docker_error("start container")(e));
@@ -263,7 +338,10 @@ impl DockerWorkers {
             .filter(|ip| !ip.is_empty());
         let Some(ip) = ip else {
             let _ = self.remove(&id).await;
-            return Err(PoolError::Docker(format!("container {id} has no address on network {}", self.network)));
+            return Err(PoolError::Docker(format!(
+                "container {id} has no address on network {}",
+                self.network
+            )));
         };
         tracing::info!(worker = %id, container = %short(&created.id), %ip, "worker container started");
         Ok((id, format!("http://{ip}:{WORKER_PORT}")))
@@ -271,15 +349,24 @@ impl DockerWorkers {
 
     /// True while the worker's container runs.
     pub async fn is_running(&self, worker: &str) -> bool {
-        let Some(container) = self.container(worker) else { return false };
-        match self.docker.inspect_container(&container, None::<InspectContainerOptions>).await {
+        let Some(container) = self.container(worker) else {
+            return false;
+        };
+        match self
+            .docker
+            .inspect_container(&container, None::<InspectContainerOptions>)
+            .await
+        {
             Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
             Err(_) => false,
         }
     }
 
     fn container(&self, worker: &str) -> Option<String> {
-        self.containers.lock().ok().and_then(|c| c.get(worker).cloned())
+        self.containers
+            .lock()
+            .ok()
+            .and_then(|c| c.get(worker).cloned())
     }
 
     /// Container id of a worker, for `system.workers`.
@@ -289,7 +376,11 @@ impl DockerWorkers {
 
     /// Removes the worker's container (killing it if it still runs).
     pub async fn remove(&self, worker: &str) -> Result<(), PoolError> {
-        let container = self.containers.lock().ok().and_then(|mut c| c.remove(worker));
+        let container = self
+            .containers
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(worker));
         match container {
             Some(c) => self.remove_container(&c).await,
             None => Ok(()),
@@ -297,11 +388,18 @@ impl DockerWorkers {
     }
 
     async fn remove_container(&self, container: &str) -> Result<(), PoolError> {
-        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
         match self.docker.remove_container(container, Some(options)).await {
             Ok(()) => Ok(()),
             // Already gone (removed by hand), or being removed by a concurrent call.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
             Err(e) => Err(docker_error("remove container")(e)),
         }
     }
@@ -341,7 +439,9 @@ fn short(container: &str) -> &str {
 
 /// The config document and every variable it references, from this process's environment.
 fn worker_env(config_text: Option<&str>) -> Vec<String> {
-    let Some(text) = config_text else { return vec![] };
+    let Some(text) = config_text else {
+        return vec![];
+    };
     let mut env = vec![format!("QUIVER_CONFIG_TOML={text}")];
     let mut rest = text;
     while let Some(at) = rest.find("${") {
@@ -369,7 +469,9 @@ mod tests {
     #[test]
     fn workers_get_the_config_and_the_variables_it_names() {
         std::env::set_var("QUIVER_TEST_DOCKER_SECRET", "s3cret");
-        let env = worker_env(Some("url = \"pg://u:${QUIVER_TEST_DOCKER_SECRET}@h/db\"\nx = \"${QUIVER_TEST_UNSET_VAR}\""));
+        let env = worker_env(Some(
+            "url = \"pg://u:${QUIVER_TEST_DOCKER_SECRET}@h/db\"\nx = \"${QUIVER_TEST_UNSET_VAR}\"",
+        ));
         assert_eq!(env[0], "QUIVER_CONFIG_TOML=url = \"pg://u:${QUIVER_TEST_DOCKER_SECRET}@h/db\"\nx = \"${QUIVER_TEST_UNSET_VAR}\"");
         assert!(env.contains(&"QUIVER_TEST_DOCKER_SECRET=s3cret".to_string()));
         assert!(!env.iter().any(|e| e.starts_with("QUIVER_TEST_UNSET_VAR=")));

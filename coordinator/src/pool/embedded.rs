@@ -28,14 +28,25 @@ impl EmbeddedWorkers {
         let mut stops = vec![];
         for i in 1..=count {
             let id = format!("embedded-{i}");
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|source| WorkerError::Listen { addr: "127.0.0.1:0".into(), source })?;
+            let listener =
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|source| WorkerError::Listen {
+                        addr: "127.0.0.1:0".into(),
+                        source,
+                    })?;
             let addr = listener
                 .local_addr()
-                .map_err(|source| WorkerError::Listen { addr: "127.0.0.1:0".into(), source })?;
-            let options =
-                WorkerOptions { id: id.clone(), sources: sources.to_vec(), cluster: cluster.clone(), ..Default::default() };
+                .map_err(|source| WorkerError::Listen {
+                    addr: "127.0.0.1:0".into(),
+                    source,
+                })?;
+            let options = WorkerOptions {
+                id: id.clone(),
+                sources: sources.to_vec(),
+                cluster: cluster.clone(),
+                ..Default::default()
+            };
             let service = WorkerService::new(options, codec.clone())?;
             let (stop, stopped) = oneshot::channel::<()>();
             let worker_id = id.clone();
@@ -51,7 +62,10 @@ impl EmbeddedWorkers {
             addresses.push((id, format!("http://{addr}")));
             stops.push(stop);
         }
-        Ok(Self { addresses, stops: Mutex::new(stops) })
+        Ok(Self {
+            addresses,
+            stops: Mutex::new(stops),
+        })
     }
 
     pub fn addresses(&self) -> impl Iterator<Item = (String, String)> + '_ {

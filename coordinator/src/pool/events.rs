@@ -30,7 +30,12 @@ impl EventLog {
             if events.len() == KEEP {
                 events.pop_front();
             }
-            events.push_back(ScalingEvent { at: SystemTime::now(), action, worker: worker.into(), reason: reason.into() });
+            events.push_back(ScalingEvent {
+                at: SystemTime::now(),
+                action,
+                worker: worker.into(),
+                reason: reason.into(),
+            });
         }
         if let Ok(mut counts) = self.counts.lock() {
             *counts.entry(action).or_default() += 1;
@@ -38,7 +43,10 @@ impl EventLog {
     }
 
     pub fn snapshot(&self) -> Vec<ScalingEvent> {
-        self.events.lock().map(|e| e.iter().cloned().collect()).unwrap_or_default()
+        self.events
+            .lock()
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// How many decisions of each action were taken since start.

@@ -21,8 +21,13 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// a worker with another secret refuses it and is not healthy.
 pub(super) async fn instance(worker: &Worker, owner: Option<&str>) -> Option<WorkerInstance> {
     let mut client = worker.client();
-    let body = owner.map(|o| bytes::Bytes::copy_from_slice(o.as_bytes())).unwrap_or_default();
-    let call = client.do_action(Action { r#type: ACTION_INSTANCE.into(), body });
+    let body = owner
+        .map(|o| bytes::Bytes::copy_from_slice(o.as_bytes()))
+        .unwrap_or_default();
+    let call = client.do_action(Action {
+        r#type: ACTION_INSTANCE.into(),
+        body,
+    });
     match tokio::time::timeout(HEALTH_TIMEOUT, call).await {
         Ok(Ok(response)) => {
             let mut stream = response.into_inner();
@@ -66,7 +71,11 @@ impl WorkerPool {
         if answer.draining {
             if worker.state() != super::WorkerState::Draining {
                 worker.start_draining();
-                self.events.record("drain", &worker.id, "the worker is shutting down (SIGTERM): it finishes what it runs");
+                self.events.record(
+                    "drain",
+                    &worker.id,
+                    "the worker is shutting down (SIGTERM): it finishes what it runs",
+                );
             }
             return false;
         }

@@ -99,17 +99,31 @@ impl KedaScaler {
     }
 
     fn spec(&self) -> GetMetricSpecResponse {
-        let spec = MetricSpec { metric_name: METRIC.into(), target_size: 1, target_size_float: 1.0 };
-        GetMetricSpecResponse { metric_specs: vec![spec] }
+        let spec = MetricSpec {
+            metric_name: METRIC.into(),
+            target_size: 1,
+            target_size_float: 1.0,
+        };
+        GetMetricSpecResponse {
+            metric_specs: vec![spec],
+        }
     }
 
     fn metrics(&self, asked: &str) -> Result<GetMetricsResponse, Status> {
         if !asked.is_empty() && asked != METRIC && !asked.ends_with(METRIC) {
-            return Err(Status::not_found(format!("unknown metric '{asked}'; this scaler reports '{METRIC}'")));
+            return Err(Status::not_found(format!(
+                "unknown metric '{asked}'; this scaler reports '{METRIC}'"
+            )));
         }
         let wanted = self.pool.wanted_workers() as i64;
-        let value = MetricValue { metric_name: METRIC.into(), metric_value: wanted, metric_value_float: wanted as f64 };
-        Ok(GetMetricsResponse { metric_values: vec![value] })
+        let value = MetricValue {
+            metric_name: METRIC.into(),
+            metric_value: wanted,
+            metric_value_float: wanted as f64,
+        };
+        Ok(GetMetricsResponse {
+            metric_values: vec![value],
+        })
     }
 
     /// The routed gRPC service, for `tonic::transport::Server::add_service`.
@@ -158,7 +172,8 @@ impl UnaryService<GetMetricsRequest> for Metrics {
     }
 }
 
-type ActiveStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<IsActiveResponse, Status>> + Send>>;
+type ActiveStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<IsActiveResponse, Status>> + Send>>;
 
 /// Sends the current state at once, then each change.
 struct StreamIsActive(KedaScaler);
@@ -200,17 +215,25 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let scaler = self.scaler.clone();
         match req.uri().path() {
-            "/externalscaler.ExternalScaler/IsActive" => {
-                Box::pin(async move { Ok(Grpc::new(tonic_prost::ProstCodec::default()).unary(IsActive(scaler), req).await) })
-            }
-            "/externalscaler.ExternalScaler/GetMetricSpec" => Box::pin(async move {
-                Ok(Grpc::new(tonic_prost::ProstCodec::default()).unary(MetricSpecCall(scaler), req).await)
+            "/externalscaler.ExternalScaler/IsActive" => Box::pin(async move {
+                Ok(Grpc::new(tonic_prost::ProstCodec::default())
+                    .unary(IsActive(scaler), req)
+                    .await)
             }),
-            "/externalscaler.ExternalScaler/GetMetrics" => {
-                Box::pin(async move { Ok(Grpc::new(tonic_prost::ProstCodec::default()).unary(Metrics(scaler), req).await) })
-            }
+            "/externalscaler.ExternalScaler/GetMetricSpec" => Box::pin(async move {
+                Ok(Grpc::new(tonic_prost::ProstCodec::default())
+                    .unary(MetricSpecCall(scaler), req)
+                    .await)
+            }),
+            "/externalscaler.ExternalScaler/GetMetrics" => Box::pin(async move {
+                Ok(Grpc::new(tonic_prost::ProstCodec::default())
+                    .unary(Metrics(scaler), req)
+                    .await)
+            }),
             "/externalscaler.ExternalScaler/StreamIsActive" => Box::pin(async move {
-                Ok(Grpc::new(tonic_prost::ProstCodec::default()).server_streaming(StreamIsActive(scaler), req).await)
+                Ok(Grpc::new(tonic_prost::ProstCodec::default())
+                    .server_streaming(StreamIsActive(scaler), req)
+                    .await)
             }),
             // StreamMetricSpec is optional: KEDA falls back to GetMetricSpec.
             other => {
@@ -226,7 +249,11 @@ pub fn serve(listener: tokio::net::TcpListener, pool: Arc<WorkerPool>) {
     let service = KedaScaler::new(pool).into_service();
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
             tracing::error!(error = %e, "the KEDA external scaler stopped");
         }
     });

@@ -100,9 +100,16 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn connect_lazy(id: String, address: String, credentials: ClusterCredentials) -> Result<Self, PoolError> {
+    fn connect_lazy(
+        id: String,
+        address: String,
+        credentials: ClusterCredentials,
+    ) -> Result<Self, PoolError> {
         let client = quiver_worker::cluster_auth::worker_client(&address, credentials.clone())
-            .map_err(|e| PoolError::Address { address: address.clone(), message: e.to_string() })?;
+            .map_err(|e| PoolError::Address {
+                address: address.clone(),
+                message: e.to_string(),
+            })?;
         let now = Instant::now();
         Ok(Self {
             id,
@@ -127,7 +134,10 @@ impl Worker {
     /// not answer within `within`.
     pub async fn stats(&self, within: std::time::Duration) -> Option<quiver_proto::WorkerStats> {
         let ask = async {
-            let action = arrow_flight::Action { r#type: quiver_proto::ACTION_STATS.into(), body: Default::default() };
+            let action = arrow_flight::Action {
+                r#type: quiver_proto::ACTION_STATS.into(),
+                body: Default::default(),
+            };
             let mut answer = self.client().do_action(action).await.ok()?.into_inner();
             let body = answer.message().await.ok()??.body;
             quiver_proto::WorkerStats::decode_from(&body).ok()
@@ -137,12 +147,16 @@ impl Worker {
 
     /// The Flight ticket of a fragment, sealed for this cluster.
     pub fn ticket(&self, fragment: &FragmentTicket) -> Ticket {
-        Ticket { ticket: self.credentials.seal(fragment.encode_to_bytes()) }
+        Ticket {
+            ticket: self.credentials.seal(fragment.encode_to_bytes()),
+        }
     }
 
     /// The ticket of a result endpoint a client fetches from this worker, sealed for `ttl`.
     pub fn client_ticket(&self, fragment: &FragmentTicket, ttl: std::time::Duration) -> Ticket {
-        Ticket { ticket: self.credentials.seal_for(fragment.encode_to_bytes(), ttl) }
+        Ticket {
+            ticket: self.credentials.seal_for(fragment.encode_to_bytes(), ttl),
+        }
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -163,7 +177,10 @@ impl Worker {
         if self.running_fragments() > 0 {
             return Duration::ZERO;
         }
-        self.idle_since.lock().map(|s| s.elapsed()).unwrap_or_default()
+        self.idle_since
+            .lock()
+            .map(|s| s.elapsed())
+            .unwrap_or_default()
     }
 
     fn set_state(&self, state: WorkerState) -> bool {
@@ -189,8 +206,12 @@ impl Worker {
         };
         if self.set_state(next) {
             match next {
-                WorkerState::Ready => tracing::info!(worker = %self.id, address = %self.address, "worker is healthy"),
-                _ => tracing::warn!(worker = %self.id, address = %self.address, "worker is unreachable; not planning on it"),
+                WorkerState::Ready => {
+                    tracing::info!(worker = %self.id, address = %self.address, "worker is healthy")
+                }
+                _ => {
+                    tracing::warn!(worker = %self.id, address = %self.address, "worker is unreachable; not planning on it")
+                }
             }
         }
     }
@@ -292,7 +313,9 @@ pub struct WorkerPool {
 
 impl std::fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerPool").field("workers", &self.all().len()).finish()
+        f.debug_struct("WorkerPool")
+            .field("workers", &self.all().len())
+            .finish()
     }
 }
 
@@ -310,7 +333,13 @@ impl WorkerPool {
         let instance_id = uuid::Uuid::new_v4().simple().to_string();
         let (workers, provisioner) = match config.mode {
             WorkerMode::Embedded => {
-                let embedded = EmbeddedWorkers::start(config.count, sources, codec, credentials.key().cloned()).await?;
+                let embedded = EmbeddedWorkers::start(
+                    config.count,
+                    sources,
+                    codec,
+                    credentials.key().cloned(),
+                )
+                .await?;
                 let workers = embedded
                     .addresses()
                     .map(|(id, addr)| Worker::connect_lazy(id, addr, credentials.clone()))
@@ -322,18 +351,32 @@ impl WorkerPool {
                     .addresses
                     .iter()
                     .enumerate()
-                    .map(|(i, a)| Worker::connect_lazy(format!("worker-{}", i + 1), normalize_address(a), credentials.clone()))
+                    .map(|(i, a)| {
+                        Worker::connect_lazy(
+                            format!("worker-{}", i + 1),
+                            normalize_address(a),
+                            credentials.clone(),
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 (workers, Provisioner::Static)
             }
             WorkerMode::Docker => {
-                let docker =
-                    docker::DockerWorkers::connect(config, config_text, secret.map(|s| s.secret.as_str()), &instance_id).await?;
+                let docker = docker::DockerWorkers::connect(
+                    config,
+                    config_text,
+                    secret.map(|s| s.secret.as_str()),
+                    &instance_id,
+                )
+                .await?;
                 (vec![], Provisioner::Docker(Arc::new(docker)))
             }
             WorkerMode::Dns => {
                 let service = config.service.clone().unwrap_or_default();
-                (vec![], Provisioner::Dns(dns::DnsWorkers::new(service, config.port)))
+                (
+                    vec![],
+                    Provisioner::Dns(dns::DnsWorkers::new(service, config.port)),
+                )
             }
         };
         let pool = Arc::new(Self {
@@ -419,12 +462,17 @@ impl WorkerPool {
     pub fn set_target(&self, size: Option<usize>) -> Result<(), PoolError> {
         if !matches!(self.provisioner, Provisioner::Docker(_)) {
             let mode = format!("{:?}", self.config.mode).to_lowercase();
-            return Err(PoolError::Scale(format!("this {mode} worker pool has a fixed size; only workers.mode = \"docker\" scales")));
+            return Err(PoolError::Scale(format!(
+                "this {mode} worker pool has a fixed size; only workers.mode = \"docker\" scales"
+            )));
         }
         if let Some(n) = size {
             let least = usize::from(self.config.min > 0);
             if n < least || n > self.config.max {
-                return Err(PoolError::Scale(format!("size {n} is outside {least}..={} (workers.max)", self.config.max)));
+                return Err(PoolError::Scale(format!(
+                    "size {n} is outside {least}..={} (workers.max)",
+                    self.config.max
+                )));
             }
         }
         if let Ok(mut t) = self.target.lock() {
@@ -448,9 +496,15 @@ impl WorkerPool {
                     tracing::warn!(worker = %worker.id, error = %e, "could not remove a lost worker's container");
                 }
             }
-            _ => match Worker::connect_lazy(worker.id.clone(), worker.address.clone(), self.credentials.clone()) {
+            _ => match Worker::connect_lazy(
+                worker.id.clone(),
+                worker.address.clone(),
+                self.credentials.clone(),
+            ) {
                 Ok(fresh) => self.add(Arc::new(fresh)),
-                Err(e) => tracing::warn!(worker = %worker.id, error = %e, "cannot reconnect to a restarted worker"),
+                Err(e) => {
+                    tracing::warn!(worker = %worker.id, error = %e, "cannot reconnect to a restarted worker")
+                }
             },
         }
     }
@@ -463,7 +517,10 @@ impl WorkerPool {
     /// True when the pool may have no worker and gets one for a query (`min = 0`):
     /// a Docker pool starts it, a DNS pool waits for it to resolve (KEDA starts it).
     pub fn scales_from_zero(&self) -> bool {
-        matches!(self.provisioner, Provisioner::Docker(_) | Provisioner::Dns(_)) && self.config.min == 0
+        matches!(
+            self.provisioner,
+            Provisioner::Docker(_) | Provisioner::Dns(_)
+        ) && self.config.min == 0
     }
 
     /// Counts the caller as waiting for a worker until the guard drops.
@@ -474,7 +531,12 @@ impl WorkerPool {
 
     /// Fragments running on workers that take work, plus tasks and queries waiting for one.
     pub fn load(&self) -> u32 {
-        let running: u32 = self.all().iter().filter(|w| w.state() != WorkerState::Draining).map(|w| w.running_fragments()).sum();
+        let running: u32 = self
+            .all()
+            .iter()
+            .filter(|w| w.state() != WorkerState::Draining)
+            .map(|w| w.running_fragments())
+            .sum();
         running + self.waiting.load(Ordering::Relaxed)
     }
 
@@ -485,7 +547,8 @@ impl WorkerPool {
             return t;
         }
         let busy = self.config.busy_fragments.max(1);
-        (self.load().div_ceil(busy) as usize).clamp(self.config.min, self.config.max.max(self.config.min))
+        (self.load().div_ceil(busy) as usize)
+            .clamp(self.config.min, self.config.max.max(self.config.min))
     }
 
     /// Makes sure a worker is ready for a query that needs one: with none healthy
@@ -507,7 +570,9 @@ impl WorkerPool {
             return Ok((began.elapsed(), 0));
         }
         let n = wanted.clamp(1, self.config.max.max(1));
-        let started = self.scale_up(n, "a query needs a worker and none runs (scale from zero)").await;
+        let started = self
+            .scale_up(n, "a query needs a worker and none runs (scale from zero)")
+            .await;
         if self.healthy().is_empty() {
             return Err(PoolError::Scale(format!(
                 "started {n} worker(s) for a query, but none answered within {}s (workers.start_timeout_secs)",
@@ -520,7 +585,11 @@ impl WorkerPool {
     /// A DNS pool at zero: the query waits (counted in [`Self::load`], so KEDA's
     /// `IsActive` turns true and it scales the workers up) until a worker resolves
     /// and answers.
-    async fn wait_for_dns_workers(&self, dns: &dns::DnsWorkers, began: Instant) -> Result<(Duration, usize), PoolError> {
+    async fn wait_for_dns_workers(
+        &self,
+        dns: &dns::DnsWorkers,
+        began: Instant,
+    ) -> Result<(Duration, usize), PoolError> {
         let deadline = began + Duration::from_secs(self.config.start_timeout_secs);
         loop {
             dns.sync(self).await;

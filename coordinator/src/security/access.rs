@@ -28,7 +28,10 @@ pub struct AccessConfig {
 
 impl Default for AccessConfig {
     fn default() -> Self {
-        Self { admin_roles: default_admin_roles(), rule: vec![] }
+        Self {
+            admin_roles: default_admin_roles(),
+            rule: vec![],
+        }
     }
 }
 
@@ -93,12 +96,18 @@ impl std::fmt::Display for TableName<'_> {
 pub enum Decision {
     Deny,
     /// Readable; the predicate is added to every scan and the masked columns replaced.
-    Allow { row_filter: Option<String>, masks: BTreeMap<String, String> },
+    Allow {
+        row_filter: Option<String>,
+        masks: BTreeMap<String, String>,
+    },
 }
 
 impl Decision {
     fn plain() -> Self {
-        Decision::Allow { row_filter: None, masks: BTreeMap::new() }
+        Decision::Allow {
+            row_filter: None,
+            masks: BTreeMap::new(),
+        }
     }
 }
 
@@ -110,16 +119,28 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     pub fn new(config: AccessConfig) -> Self {
-        Self { config: Arc::new(config) }
+        Self {
+            config: Arc::new(config),
+        }
     }
 
     /// The access of one user for one query; None = unauthenticated server (all open).
     pub fn for_user(&self, user: Option<(&str, &[String])>) -> Arc<UserAccess> {
         let Some((name, roles)) = user else {
-            return Arc::new(UserAccess { name: None, roles: vec![], admin: true, policy: self.clone() });
+            return Arc::new(UserAccess {
+                name: None,
+                roles: vec![],
+                admin: true,
+                policy: self.clone(),
+            });
         };
         let admin = roles.iter().any(|r| self.config.admin_roles.contains(r));
-        Arc::new(UserAccess { name: Some(name.to_string()), roles: roles.to_vec(), admin, policy: self.clone() })
+        Arc::new(UserAccess {
+            name: Some(name.to_string()),
+            roles: roles.to_vec(),
+            admin,
+            policy: self.clone(),
+        })
     }
 }
 
@@ -163,9 +184,14 @@ impl UserAccess {
         if rules.is_empty() {
             return Decision::plain();
         }
-        let rule = rules.iter().find(|r| self.matches_user(r) && matches_table(r, table));
+        let rule = rules
+            .iter()
+            .find(|r| self.matches_user(r) && matches_table(r, table));
         match rule {
-            Some(r) if r.allow => Decision::Allow { row_filter: r.row_filter.clone(), masks: r.masks.clone() },
+            Some(r) if r.allow => Decision::Allow {
+                row_filter: r.row_filter.clone(),
+                masks: r.masks.clone(),
+            },
             _ => Decision::Deny,
         }
     }
@@ -176,11 +202,17 @@ impl UserAccess {
         if self.admin {
             return true;
         }
-        if table.schema == system::SCHEMA || table.schema == "information_schema" || table.schema == "pg_catalog" {
+        if table.schema == system::SCHEMA
+            || table.schema == "information_schema"
+            || table.schema == "pg_catalog"
+        {
             return false;
         }
         let rules = &self.policy.config.rule;
-        rules.iter().find(|r| self.matches_user(r) && matches_table(r, table)).is_some_and(|r| r.allow && r.write)
+        rules
+            .iter()
+            .find(|r| self.matches_user(r) && matches_table(r, table))
+            .is_some_and(|r| r.allow && r.write)
     }
 
     /// Whether the user may see that a schema exists: it may read something in it.
@@ -194,22 +226,33 @@ impl UserAccess {
         let rules = &self.policy.config.rule;
         rules.is_empty()
             || rules.iter().any(|r| {
-                r.allow && self.matches_user(r) && glob(&r.catalog, catalog) && glob(&r.schema, schema)
+                r.allow
+                    && self.matches_user(r)
+                    && glob(&r.catalog, catalog)
+                    && glob(&r.schema, schema)
             })
     }
 
     /// Whether the user may see that a catalog exists.
     pub fn sees_catalog(&self, catalog: &str) -> bool {
         let rules = &self.policy.config.rule;
-        self.admin || rules.is_empty() || rules.iter().any(|r| r.allow && self.matches_user(r) && glob(&r.catalog, catalog))
+        self.admin
+            || rules.is_empty()
+            || rules
+                .iter()
+                .any(|r| r.allow && self.matches_user(r) && glob(&r.catalog, catalog))
     }
 
     fn matches_user(&self, rule: &RuleConfig) -> bool {
         match (&rule.users, &rule.roles) {
             (None, None) => true,
             (users, roles) => {
-                let by_name = users.as_ref().is_some_and(|u| self.name.as_ref().is_some_and(|n| u.contains(n)));
-                let by_role = roles.as_ref().is_some_and(|r| r.iter().any(|role| self.roles.contains(role)));
+                let by_name = users
+                    .as_ref()
+                    .is_some_and(|u| self.name.as_ref().is_some_and(|n| u.contains(n)));
+                let by_role = roles
+                    .as_ref()
+                    .is_some_and(|r| r.iter().any(|role| self.roles.contains(role)));
                 by_name || by_role
             }
         }
@@ -249,7 +292,11 @@ mod tests {
     }
 
     fn t<'a>(catalog: &'a str, schema: &'a str, table: &'a str) -> TableName<'a> {
-        TableName { catalog, schema, table }
+        TableName {
+            catalog,
+            schema,
+            table,
+        }
     }
 
     #[test]
@@ -291,7 +338,10 @@ mod tests {
             }
             Decision::Deny => panic!("analyst may read customer"),
         }
-        assert_eq!(analyst.decide(t("quiver", "tpch", "orders")), Decision::plain());
+        assert_eq!(
+            analyst.decide(t("quiver", "tpch", "orders")),
+            Decision::plain()
+        );
         assert_eq!(analyst.decide(t("quiver", "pg", "orders")), Decision::Deny);
         assert!(analyst.sees_schema("quiver", "tpch") && !analyst.sees_schema("quiver", "pg"));
         let ann = p.for_user(Some(("ann", &[])));
@@ -303,15 +353,26 @@ mod tests {
     fn system_tables_are_for_admins_and_own_queries() {
         let p = policy("");
         let admin = p.for_user(Some(("root", &["admin".to_string()])));
-        assert_eq!(admin.decide(t("quiver", "system", "workers")), Decision::plain());
+        assert_eq!(
+            admin.decide(t("quiver", "system", "workers")),
+            Decision::plain()
+        );
         let user = p.for_user(Some(("o'brien", &[])));
-        assert_eq!(user.decide(t("quiver", "system", "workers")), Decision::Deny);
+        assert_eq!(
+            user.decide(t("quiver", "system", "workers")),
+            Decision::Deny
+        );
         match user.decide(t("quiver", "system", "queries")) {
-            Decision::Allow { row_filter, .. } => assert_eq!(row_filter.as_deref(), Some("\"user\" = 'o''brien'")),
+            Decision::Allow { row_filter, .. } => {
+                assert_eq!(row_filter.as_deref(), Some("\"user\" = 'o''brien'"))
+            }
             Decision::Deny => panic!("own queries are readable"),
         }
         // No rules: every table is readable.
-        assert_eq!(user.decide(t("quiver", "tpch", "lineitem")), Decision::plain());
+        assert_eq!(
+            user.decide(t("quiver", "tpch", "lineitem")),
+            Decision::plain()
+        );
         // No authentication: everything.
         assert!(p.for_user(None).is_admin());
     }

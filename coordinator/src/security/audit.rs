@@ -45,12 +45,17 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("enabled", &self.out.is_some()).finish()
+        f.debug_struct("AuditLog")
+            .field("enabled", &self.out.is_some())
+            .finish()
     }
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl AuditLog {
@@ -63,7 +68,9 @@ impl AuditLog {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        Ok(Self { out: Some(Mutex::new(options.open(path)?)) })
+        Ok(Self {
+            out: Some(Mutex::new(options.open(path)?)),
+        })
     }
 
     /// A log that writes nothing (no `server.audit_log`).
@@ -129,11 +136,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path).expect("open");
-        log.query(&QueryAudit { query_id: "q1".into(), statement: "SELECT 'a\"b'".into(), outcome: "finished".into(), rows: 3, ..Default::default() });
+        log.query(&QueryAudit {
+            query_id: "q1".into(),
+            statement: "SELECT 'a\"b'".into(),
+            outcome: "finished".into(),
+            rows: 3,
+            ..Default::default()
+        });
         log.login_failed("eve", None, "invalid username or password");
         drop(log);
         let text = std::fs::read_to_string(&path).expect("read");
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["statement"], "SELECT 'a\"b'");
         assert_eq!(lines[0]["rows"], 3);

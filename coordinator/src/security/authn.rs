@@ -80,18 +80,25 @@ impl<'de> Deserialize<'de> for UserConfig {
             Full(Full),
         }
         let expand = |raw: String| {
-            quiver_connectors::env::expand(&raw).map(EnvString::new).map_err(serde::de::Error::custom)
+            quiver_connectors::env::expand(&raw)
+                .map(EnvString::new)
+                .map_err(serde::de::Error::custom)
         };
         match Raw::deserialize(d) {
-            Ok(Raw::Password(p)) => Ok(Self { password: Some(expand(p)?), roles: vec![] }),
-            Ok(Raw::Full(f)) => Ok(Self { password: f.password.map(expand).transpose()?, roles: f.roles }),
+            Ok(Raw::Password(p)) => Ok(Self {
+                password: Some(expand(p)?),
+                roles: vec![],
+            }),
+            Ok(Raw::Full(f)) => Ok(Self {
+                password: f.password.map(expand).transpose()?,
+                roles: f.roles,
+            }),
             Err(_) => Err(serde::de::Error::custom(
                 "a user is a password string or a table { password = \"...\", roles = [\"...\"] }",
             )),
         }
     }
 }
-
 
 /// The authenticated user, attached to requests by the interceptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,26 +143,42 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Builds the authenticator; returns it with warnings for the log (plaintext passwords).
-    pub fn new(config: &AuthConfig, audit: Arc<AuditLog>) -> Result<(Self, Vec<String>), AuthConfigError> {
+    pub fn new(
+        config: &AuthConfig,
+        audit: Arc<AuditLog>,
+    ) -> Result<(Self, Vec<String>), AuthConfigError> {
         let mut warnings = vec![];
         let mut accounts = BTreeMap::new();
         for (name, user) in &config.users {
             let credential = match &user.password {
                 None => Credential::None,
                 Some(p) if p.expose().starts_with("$argon2") => {
-                    let hash = PasswordHash::new(p.expose())
-                        .map_err(|e| AuthConfigError::BadHash { user: name.clone(), message: e.to_string() })?;
+                    let hash =
+                        PasswordHash::new(p.expose()).map_err(|e| AuthConfigError::BadHash {
+                            user: name.clone(),
+                            message: e.to_string(),
+                        })?;
                     if hash.salt.is_none() || hash.hash.is_none() {
                         let message = "it has no salt or no hash; paste the whole line `quiver passwd` prints".to_string();
-                        return Err(AuthConfigError::BadHash { user: name.clone(), message });
+                        return Err(AuthConfigError::BadHash {
+                            user: name.clone(),
+                            message,
+                        });
                     }
                     Credential::Hash(p.expose().to_string())
                 }
-                Some(p) if p.expose().starts_with("SCRAM-SHA-256$") => match super::scram::Verifier::parse(p.expose()) {
-                    Some(Ok(v)) => Credential::Scram(v),
-                    Some(Err(message)) => return Err(AuthConfigError::BadHash { user: name.clone(), message }),
-                    None => unreachable!("starts with the SCRAM prefix"),
-                },
+                Some(p) if p.expose().starts_with("SCRAM-SHA-256$") => {
+                    match super::scram::Verifier::parse(p.expose()) {
+                        Some(Ok(v)) => Credential::Scram(v),
+                        Some(Err(message)) => {
+                            return Err(AuthConfigError::BadHash {
+                                user: name.clone(),
+                                message,
+                            })
+                        }
+                        None => unreachable!("starts with the SCRAM prefix"),
+                    }
+                }
                 Some(p) => {
                     warnings.push(format!(
                         "server.auth.users.{name} has a plaintext password; store the hash `quiver passwd` prints instead"
@@ -163,9 +186,20 @@ impl Authenticator {
                     Credential::Plain(p.clone())
                 }
             };
-            accounts.insert(name.clone(), Account { credential, roles: user.roles.clone() });
+            accounts.insert(
+                name.clone(),
+                Account {
+                    credential,
+                    roles: user.roles.clone(),
+                },
+            );
         }
-        let jwt = config.jwt.as_ref().map(JwtVerifier::new).transpose()?.map(Arc::new);
+        let jwt = config
+            .jwt
+            .as_ref()
+            .map(JwtVerifier::new)
+            .transpose()?
+            .map(Arc::new);
         let auth = Self {
             accounts: Arc::new(accounts),
             jwt,
@@ -184,7 +218,11 @@ impl Authenticator {
         let header = request
             .metadata()
             .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("authentication required: handshake with a username and password"))?
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "authentication required: handshake with a username and password",
+                )
+            })?
             .to_str()
             .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
         let user = self.check_header(header, client)?;
@@ -199,18 +237,29 @@ impl Authenticator {
         } else if let Some(token) = strip_scheme(header, "bearer") {
             self.check_token(token.trim(), client)
         } else {
-            Err(Status::unauthenticated("unsupported authorization scheme (use Basic or Bearer)"))
+            Err(Status::unauthenticated(
+                "unsupported authorization scheme (use Basic or Bearer)",
+            ))
         }
     }
 
     /// Checks a username and a password given in the clear (PostgreSQL cleartext login).
-    pub fn login(&self, name: &str, password: &str, client: Option<SocketAddr>) -> Result<User, Status> {
+    pub fn login(
+        &self,
+        name: &str,
+        password: &str,
+        client: Option<SocketAddr>,
+    ) -> Result<User, Status> {
         match self.accounts.get(name) {
             Some(account) if self.password_matches(name, &account.credential, password) => {
-                Ok(User { name: name.to_string(), roles: account.roles.clone() })
+                Ok(User {
+                    name: name.to_string(),
+                    roles: account.roles.clone(),
+                })
             }
             _ => {
-                self.audit.login_failed(name, client, "invalid username or password");
+                self.audit
+                    .login_failed(name, client, "invalid username or password");
                 Err(Status::unauthenticated("invalid username or password"))
             }
         }
@@ -224,21 +273,35 @@ impl Authenticator {
         match self.accounts.get(name).map(|a| &a.credential) {
             Some(Credential::Scram(v)) => PgLogin::Scram(v.clone()),
             Some(Credential::Plain(p)) => {
-                let salt = ring::digest::digest(&ring::digest::SHA256, name.as_bytes()).as_ref()[..16].to_vec();
-                PgLogin::Scram(super::scram::Verifier::with_salt(p.expose(), salt, super::scram::ITERATIONS))
+                let salt = ring::digest::digest(&ring::digest::SHA256, name.as_bytes()).as_ref()
+                    [..16]
+                    .to_vec();
+                PgLogin::Scram(super::scram::Verifier::with_salt(
+                    p.expose(),
+                    salt,
+                    super::scram::ITERATIONS,
+                ))
             }
             Some(Credential::Hash(_)) => PgLogin::Cleartext,
             Some(Credential::None) | None => {
                 let mut random = [0u8; 32];
-                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
-                PgLogin::Scram(super::scram::Verifier::with_salt(&format!("{random:?}"), random[..16].to_vec(), super::scram::ITERATIONS))
+                let _ =
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+                PgLogin::Scram(super::scram::Verifier::with_salt(
+                    &format!("{random:?}"),
+                    random[..16].to_vec(),
+                    super::scram::ITERATIONS,
+                ))
             }
         }
     }
 
     /// The user `name` after a successful SCRAM exchange.
     pub fn user(&self, name: &str) -> Option<User> {
-        self.accounts.get(name).map(|a| User { name: name.to_string(), roles: a.roles.clone() })
+        self.accounts.get(name).map(|a| User {
+            name: name.to_string(),
+            roles: a.roles.clone(),
+        })
     }
 
     /// Records a refused login (audit log).
@@ -249,15 +312,21 @@ impl Authenticator {
     fn check_password(&self, encoded: &str, client: Option<SocketAddr>) -> Result<User, Status> {
         let invalid = || Status::unauthenticated("invalid username or password");
         // Clients differ on padding (Go's Flight client sends none).
-        let decoded = BASE64_LENIENT.decode(encoded.trim()).map_err(|_| invalid())?;
+        let decoded = BASE64_LENIENT
+            .decode(encoded.trim())
+            .map_err(|_| invalid())?;
         let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
         let (name, password) = decoded.split_once(':').ok_or_else(invalid)?;
         match self.accounts.get(name) {
             Some(account) if self.password_matches(name, &account.credential, password) => {
-                Ok(User { name: name.to_string(), roles: account.roles.clone() })
+                Ok(User {
+                    name: name.to_string(),
+                    roles: account.roles.clone(),
+                })
             }
             _ => {
-                self.audit.login_failed(name, client, "invalid username or password");
+                self.audit
+                    .login_failed(name, client, "invalid username or password");
                 Err(invalid())
             }
         }
@@ -267,9 +336,14 @@ impl Authenticator {
         match credential {
             Credential::None => false,
             Credential::Scram(v) => v.matches(password),
-            Credential::Plain(expected) => constant_time_eq(expected.expose().as_bytes(), password.as_bytes()),
+            Credential::Plain(expected) => {
+                constant_time_eq(expected.expose().as_bytes(), password.as_bytes())
+            }
             Credential::Hash(phc) => {
-                let digest = ring::digest::digest(&ring::digest::SHA256, format!("{name}\0{phc}\0{password}").as_bytes());
+                let digest = ring::digest::digest(
+                    &ring::digest::SHA256,
+                    format!("{name}\0{phc}\0{password}").as_bytes(),
+                );
                 let mut key = [0u8; 32];
                 key.copy_from_slice(digest.as_ref());
                 let now = Instant::now();
@@ -280,7 +354,11 @@ impl Authenticator {
                     }
                 }
                 let ok = PasswordHash::new(phc)
-                    .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+                    .map(|hash| {
+                        Argon2::default()
+                            .verify_password(password.as_bytes(), &hash)
+                            .is_ok()
+                    })
                     .unwrap_or(false);
                 if ok {
                     if let Ok(mut verified) = self.verified.lock() {
@@ -294,7 +372,10 @@ impl Authenticator {
 
     fn check_token(&self, token: &str, client: Option<SocketAddr>) -> Result<User, Status> {
         {
-            let mut tokens = self.tokens.lock().map_err(|_| Status::internal("token store poisoned"))?;
+            let mut tokens = self
+                .tokens
+                .lock()
+                .map_err(|_| Status::internal("token store poisoned"))?;
             let now = Instant::now();
             tokens.retain(|_, (_, expiry)| *expiry > now);
             if let Some((user, _)) = tokens.get(token) {
@@ -302,17 +383,24 @@ impl Authenticator {
             }
         }
         match &self.jwt {
-            Some(jwt) if token.matches('.').count() == 2 => jwt.verify(token).inspect_err(|status| {
-                self.audit.login_failed("-", client, status.message());
-            }),
-            _ => Err(Status::unauthenticated("invalid or expired token: handshake again")),
+            Some(jwt) if token.matches('.').count() == 2 => {
+                jwt.verify(token).inspect_err(|status| {
+                    self.audit.login_failed("-", client, status.message());
+                })
+            }
+            _ => Err(Status::unauthenticated(
+                "invalid or expired token: handshake again",
+            )),
         }
     }
 
     /// Issues a bearer token for `user`.
     pub fn issue(&self, user: &User) -> Result<String, Status> {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut tokens = self.tokens.lock().map_err(|_| Status::internal("token store poisoned"))?;
+        let mut tokens = self
+            .tokens
+            .lock()
+            .map_err(|_| Status::internal("token store poisoned"))?;
         tokens.insert(token.clone(), (user.clone(), Instant::now() + self.ttl));
         Ok(token)
     }
@@ -328,9 +416,14 @@ pub enum PgLogin {
 pub fn hash_password(password: &str) -> Result<String, String> {
     use ring::rand::SecureRandom;
     let mut salt = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut salt).map_err(|_| "cannot draw random bytes".to_string())?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| "cannot draw random bytes".to_string())?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
@@ -358,7 +451,13 @@ mod tests {
                 .iter()
                 .map(|(u, p, r)| {
                     let roles = r.iter().map(|s| s.to_string()).collect();
-                    (u.to_string(), UserConfig { password: Some(EnvString::new(*p)), roles })
+                    (
+                        u.to_string(),
+                        UserConfig {
+                            password: Some(EnvString::new(*p)),
+                            roles,
+                        },
+                    )
                 })
                 .collect(),
             token_ttl_secs: 60,
@@ -367,12 +466,18 @@ mod tests {
     }
 
     fn auth() -> Authenticator {
-        Authenticator::new(&config(&[("ann", "s3cret", &[])]), Arc::new(AuditLog::disabled())).expect("auth").0
+        Authenticator::new(
+            &config(&[("ann", "s3cret", &[])]),
+            Arc::new(AuditLog::disabled()),
+        )
+        .expect("auth")
+        .0
     }
 
     fn request(header: &str) -> Request<()> {
         let mut r = Request::new(());
-        r.metadata_mut().insert("authorization", header.parse().expect("header"));
+        r.metadata_mut()
+            .insert("authorization", header.parse().expect("header"));
         r
     }
 
@@ -390,7 +495,10 @@ mod tests {
         assert!(a.check(request(&format!("Bearer {token}"))).is_ok());
         assert!(a.check(request("Bearer nope")).is_err());
         // Unpadded base64, as Go clients send it.
-        let unpadded = BASE64_STANDARD.encode("ann:s3cret").trim_end_matches('=').to_string();
+        let unpadded = BASE64_STANDARD
+            .encode("ann:s3cret")
+            .trim_end_matches('=')
+            .to_string();
         assert!(a.check(request(&format!("Basic {unpadded}"))).is_ok());
     }
 
@@ -411,9 +519,17 @@ mod tests {
         let cfg = config(&[("bob", &hash, &["analyst"]), ("ann", "plain", &[])]);
         let (a, warnings) = Authenticator::new(&cfg, Arc::new(AuditLog::disabled())).expect("auth");
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("users.ann has a plaintext password"), "{warnings:?}");
-        let ok = a.check(request(&basic("bob:correct horse"))).expect("login");
-        assert_eq!(ok.extensions().get::<User>().map(|u| u.roles.clone()), Some(vec!["analyst".to_string()]));
+        assert!(
+            warnings[0].contains("users.ann has a plaintext password"),
+            "{warnings:?}"
+        );
+        let ok = a
+            .check(request(&basic("bob:correct horse")))
+            .expect("login");
+        assert_eq!(
+            ok.extensions().get::<User>().map(|u| u.roles.clone()),
+            Some(vec!["analyst".to_string()])
+        );
         // Remembered the second time; a wrong password is still wrong.
         assert!(a.check(request(&basic("bob:correct horse"))).is_ok());
         assert!(a.check(request(&basic("bob:correct horsE"))).is_err());
@@ -423,7 +539,12 @@ mod tests {
 
     fn jwt(claims: serde_json::Value, secret: &str) -> String {
         let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("jwt")
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &key,
+        )
+        .expect("jwt")
     }
 
     #[test]
@@ -439,17 +560,46 @@ mod tests {
             leeway_secs: 0,
         });
         let (a, _) = Authenticator::new(&cfg, Arc::new(AuditLog::disabled())).expect("auth");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-        let claims = |exp: u64, aud: &str| {
-            serde_json::json!({"sub": "carol", "roles": ["analyst"], "iss": "https://idp.test", "aud": aud, "exp": exp})
-        };
-        let good = a.check(request(&format!("Bearer {}", jwt(claims(now + 60, "quiver"), "jwt-test-secret")))).expect("valid");
-        assert_eq!(good.extensions().get::<User>().map(|u| (u.name.clone(), u.roles.clone())), Some(("carol".into(), vec!["analyst".into()])));
-        let expired = a.check(request(&format!("Bearer {}", jwt(claims(now - 60, "quiver"), "jwt-test-secret")))).unwrap_err();
-        assert!(expired.message().contains("ExpiredSignature"), "{expired:?}");
-        let aud = a.check(request(&format!("Bearer {}", jwt(claims(now + 60, "other"), "jwt-test-secret")))).unwrap_err();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let claims = |exp: u64, aud: &str| serde_json::json!({"sub": "carol", "roles": ["analyst"], "iss": "https://idp.test", "aud": aud, "exp": exp});
+        let good = a
+            .check(request(&format!(
+                "Bearer {}",
+                jwt(claims(now + 60, "quiver"), "jwt-test-secret")
+            )))
+            .expect("valid");
+        assert_eq!(
+            good.extensions()
+                .get::<User>()
+                .map(|u| (u.name.clone(), u.roles.clone())),
+            Some(("carol".into(), vec!["analyst".into()]))
+        );
+        let expired = a
+            .check(request(&format!(
+                "Bearer {}",
+                jwt(claims(now - 60, "quiver"), "jwt-test-secret")
+            )))
+            .unwrap_err();
+        assert!(
+            expired.message().contains("ExpiredSignature"),
+            "{expired:?}"
+        );
+        let aud = a
+            .check(request(&format!(
+                "Bearer {}",
+                jwt(claims(now + 60, "other"), "jwt-test-secret")
+            )))
+            .unwrap_err();
         assert!(aud.message().contains("InvalidAudience"), "{aud:?}");
-        let key = a.check(request(&format!("Bearer {}", jwt(claims(now + 60, "quiver"), "wrong-secret")))).unwrap_err();
+        let key = a
+            .check(request(&format!(
+                "Bearer {}",
+                jwt(claims(now + 60, "quiver"), "wrong-secret")
+            )))
+            .unwrap_err();
         assert!(key.message().contains("InvalidSignature"), "{key:?}");
     }
 
@@ -459,15 +609,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pem = dir.path().join("key.pem").display().to_string();
         let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl").args(args).output().expect("run openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             out.stdout
         };
         run(&["genrsa", "-out", &pem, "2048"]);
         let der = run(&["rsa", "-in", &pem, "-outform", "DER", "-traditional"]);
-        let modulus = String::from_utf8(run(&["rsa", "-in", &pem, "-noout", "-modulus"])).expect("text");
+        let modulus =
+            String::from_utf8(run(&["rsa", "-in", &pem, "-noout", "-modulus"])).expect("text");
         let hex = modulus.trim().trim_start_matches("Modulus=");
-        let n: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+        let n: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
         let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&n);
         let jwks = dir.path().join("jwks.json");
         let doc = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": n, "e": "AQAB"}]});
@@ -483,17 +644,33 @@ mod tests {
             leeway_secs: 0,
         });
         let (a, _) = Authenticator::new(&cfg, Arc::new(AuditLog::disabled())).expect("auth");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
         let claims = serde_json::json!({"sub": "dave", "roles": "admin ops", "exp": now + 60});
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = Some("k1".into());
-        let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(&der)).expect("sign");
-        let ok = a.check(request(&format!("Bearer {token}"))).expect("valid RS256 token");
-        assert_eq!(ok.extensions().get::<User>().map(|u| u.roles.clone()), Some(vec!["admin".to_string(), "ops".to_string()]));
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_der(&der),
+        )
+        .expect("sign");
+        let ok = a
+            .check(request(&format!("Bearer {token}")))
+            .expect("valid RS256 token");
+        assert_eq!(
+            ok.extensions().get::<User>().map(|u| u.roles.clone()),
+            Some(vec!["admin".to_string(), "ops".to_string()])
+        );
         // The same claims as HS256, keyed with the public modulus: refused, no HMAC secret is configured.
         let forged = jwt(claims, &n);
         let err = a.check(request(&format!("Bearer {forged}"))).unwrap_err();
-        assert!(err.message().contains("HS256 tokens are not accepted"), "{err:?}");
+        assert!(
+            err.message().contains("HS256 tokens are not accepted"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -504,10 +681,18 @@ mod tests {
         .expect("parses");
         assert_eq!(cfg.users["bob"].roles, vec!["admin".to_string()]);
         assert!(cfg.users["jwt_only"].password.is_none());
-        let err = toml::from_str::<AuthConfig>("[users]\nann = 3\n").unwrap_err().to_string();
-        assert!(err.contains("a user is a password string or a table"), "{err}");
+        let err = toml::from_str::<AuthConfig>("[users]\nann = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a user is a password string or a table"),
+            "{err}"
+        );
         // An unset variable is named as such, in both forms.
-        for text in ["[users]\nann = \"${QUIVER_TEST_SURELY_UNSET}\"\n", "[users]\nann = { password = \"${QUIVER_TEST_SURELY_UNSET}\" }\n"] {
+        for text in [
+            "[users]\nann = \"${QUIVER_TEST_SURELY_UNSET}\"\n",
+            "[users]\nann = { password = \"${QUIVER_TEST_SURELY_UNSET}\" }\n",
+        ] {
             let err = toml::from_str::<AuthConfig>(text).unwrap_err().to_string();
             assert!(err.contains("QUIVER_TEST_SURELY_UNSET is not set"), "{err}");
         }

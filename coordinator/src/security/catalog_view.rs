@@ -26,17 +26,29 @@ impl CatalogView {
 }
 
 impl CatalogProviderList for CatalogView {
-    fn register_catalog(&self, name: String, catalog: Arc<dyn CatalogProvider>) -> Option<Arc<dyn CatalogProvider>> {
+    fn register_catalog(
+        &self,
+        name: String,
+        catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
         self.inner.register_catalog(name, catalog)
     }
 
     fn catalog_names(&self) -> Vec<String> {
-        self.inner.catalog_names().into_iter().filter(|c| self.access.sees_catalog(c)).collect()
+        self.inner
+            .catalog_names()
+            .into_iter()
+            .filter(|c| self.access.sees_catalog(c))
+            .collect()
     }
 
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
         let inner = self.inner.catalog(name)?;
-        Some(Arc::new(CatalogViewOf { name: name.to_string(), inner, access: self.access.clone() }))
+        Some(Arc::new(CatalogViewOf {
+            name: name.to_string(),
+            inner,
+            access: self.access.clone(),
+        }))
     }
 }
 
@@ -49,7 +61,11 @@ struct CatalogViewOf {
 
 impl CatalogProvider for CatalogViewOf {
     fn schema_names(&self) -> Vec<String> {
-        self.inner.schema_names().into_iter().filter(|s| self.access.sees_schema(&self.name, s)).collect()
+        self.inner
+            .schema_names()
+            .into_iter()
+            .filter(|s| self.access.sees_schema(&self.name, s))
+            .collect()
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
@@ -82,7 +98,13 @@ impl SchemaProvider for SchemaView {
         self.inner
             .table_names()
             .into_iter()
-            .filter(|table| self.access.decide(TableName { catalog, schema, table }) != Decision::Deny)
+            .filter(|table| {
+                self.access.decide(TableName {
+                    catalog,
+                    schema,
+                    table,
+                }) != Decision::Deny
+            })
             .collect()
     }
 

@@ -19,7 +19,9 @@ pub struct ClusterSecret {
 
 impl std::fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterSecret").field("generated", &self.generated).finish_non_exhaustive()
+        f.debug_struct("ClusterSecret")
+            .field("generated", &self.generated)
+            .finish_non_exhaustive()
     }
 }
 
@@ -31,8 +33,13 @@ pub fn configured(config: &ClusterConfig) -> Result<Option<ClusterSecret>, Strin
     };
     secret
         .map(|secret| {
-            let key = ClusterKey::from_secret(&secret).map_err(|e| format!("[cluster] secret: {e}"))?;
-            Ok(ClusterSecret { secret, key, generated: false })
+            let key =
+                ClusterKey::from_secret(&secret).map_err(|e| format!("[cluster] secret: {e}"))?;
+            Ok(ClusterSecret {
+                secret,
+                key,
+                generated: false,
+            })
         })
         .transpose()
 }
@@ -40,7 +47,10 @@ pub fn configured(config: &ClusterConfig) -> Result<Option<ClusterSecret>, Strin
 /// The coordinator's secret for a pool of `mode`. Pools whose workers the coordinator
 /// starts itself (embedded, docker) get a fresh secret when none is set; pools of
 /// workers started by others (static, dns) need one, unless `allow_insecure`.
-pub fn for_coordinator(config: &ClusterConfig, mode: WorkerMode) -> Result<Option<ClusterSecret>, String> {
+pub fn for_coordinator(
+    config: &ClusterConfig,
+    mode: WorkerMode,
+) -> Result<Option<ClusterSecret>, String> {
     if let Some(secret) = configured(config)? {
         return Ok(Some(secret));
     }
@@ -48,13 +58,19 @@ pub fn for_coordinator(config: &ClusterConfig, mode: WorkerMode) -> Result<Optio
         WorkerMode::Embedded | WorkerMode::Docker => {
             let secret = ClusterKey::generate_secret().map_err(|e| e.to_string())?;
             let key = ClusterKey::from_secret(&secret).map_err(|e| e.to_string())?;
-            Ok(Some(ClusterSecret { secret, key, generated: true }))
+            Ok(Some(ClusterSecret {
+                secret,
+                key,
+                generated: true,
+            }))
         }
         WorkerMode::Static | WorkerMode::Dns if config.allow_insecure => {
             tracing::warn!("cluster authentication is OFF (cluster.allow_insecure = true): anyone who reaches a worker's port can run plans on it");
             Ok(None)
         }
-        WorkerMode::Static | WorkerMode::Dns => Err(missing("the coordinator of static or dns workers")),
+        WorkerMode::Static | WorkerMode::Dns => {
+            Err(missing("the coordinator of static or dns workers"))
+        }
     }
 }
 
@@ -95,19 +111,37 @@ mod tests {
         }
         let none = ClusterConfig::default();
         let err = for_coordinator(&none, WorkerMode::Static).unwrap_err();
-        assert!(err.contains(SECRET_VAR) && err.contains("allow_insecure"), "{err}");
-        assert!(for_worker(&none).unwrap_err().contains("a worker needs the cluster secret"));
-        let insecure = ClusterConfig { allow_insecure: true, ..Default::default() };
-        assert!(for_coordinator(&insecure, WorkerMode::Dns).expect("insecure").is_none());
+        assert!(
+            err.contains(SECRET_VAR) && err.contains("allow_insecure"),
+            "{err}"
+        );
+        assert!(for_worker(&none)
+            .unwrap_err()
+            .contains("a worker needs the cluster secret"));
+        let insecure = ClusterConfig {
+            allow_insecure: true,
+            ..Default::default()
+        };
+        assert!(for_coordinator(&insecure, WorkerMode::Dns)
+            .expect("insecure")
+            .is_none());
         assert!(for_worker(&insecure).expect("insecure").is_none());
-        let generated = for_coordinator(&none, WorkerMode::Embedded).expect("generated").expect("some");
+        let generated = for_coordinator(&none, WorkerMode::Embedded)
+            .expect("generated")
+            .expect("some");
         assert!(generated.generated && generated.secret.len() == 64);
     }
 
     #[test]
     fn a_short_secret_is_refused_with_its_key_named() {
-        let weak = ClusterConfig { secret: Some(quiver_connectors::env::EnvString::new("short")), allow_insecure: false };
+        let weak = ClusterConfig {
+            secret: Some(quiver_connectors::env::EnvString::new("short")),
+            allow_insecure: false,
+        };
         let err = for_coordinator(&weak, WorkerMode::Embedded).unwrap_err();
-        assert!(err.contains("[cluster] secret") && err.contains("16 bytes"), "{err}");
+        assert!(
+            err.contains("[cluster] secret") && err.contains("16 bytes"),
+            "{err}"
+        );
     }
 }

@@ -22,7 +22,14 @@ pub fn tables_read(plan: &LogicalPlan, state: &SessionState) -> Vec<String> {
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
             let r = scan.table_name.clone().resolve(&catalog, &schema);
-            objects.insert(TableName { catalog: &r.catalog, schema: &r.schema, table: &r.table }.to_string());
+            objects.insert(
+                TableName {
+                    catalog: &r.catalog,
+                    schema: &r.schema,
+                    table: &r.table,
+                }
+                .to_string(),
+            );
         }
         Ok(TreeNodeRecursion::Continue)
     });
@@ -31,23 +38,50 @@ pub fn tables_read(plan: &LogicalPlan, state: &SessionState) -> Vec<String> {
 
 fn defaults(state: &SessionState) -> (String, String) {
     let options = state.config().options();
-    (options.catalog.default_catalog.clone(), options.catalog.default_schema.clone())
+    (
+        options.catalog.default_catalog.clone(),
+        options.catalog.default_schema.clone(),
+    )
 }
 
 /// Checks and rewrites `plan` for `access`.
-pub fn enforce(plan: LogicalPlan, access: &UserAccess, state: &SessionState) -> Result<LogicalPlan> {
+pub fn enforce(
+    plan: LogicalPlan,
+    access: &UserAccess,
+    state: &SessionState,
+) -> Result<LogicalPlan> {
     let (default_catalog, default_schema) = defaults(state);
     let plan = plan
         .transform_up_with_subqueries(|node| {
-            let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
-            let resolved = scan.table_name.clone().resolve(&default_catalog, &default_schema);
-            let table = TableName { catalog: &resolved.catalog, schema: &resolved.schema, table: &resolved.table };
+            let LogicalPlan::TableScan(scan) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let resolved = scan
+                .table_name
+                .clone()
+                .resolve(&default_catalog, &default_schema);
+            let table = TableName {
+                catalog: &resolved.catalog,
+                schema: &resolved.schema,
+                table: &resolved.table,
+            };
             match access.decide(table) {
                 Decision::Deny => Err(denied(access, table)),
-                Decision::Allow { row_filter: None, masks } if masks.is_empty() => Ok(Transformed::no(node)),
+                Decision::Allow {
+                    row_filter: None,
+                    masks,
+                } if masks.is_empty() => Ok(Transformed::no(node)),
                 Decision::Allow { row_filter, masks } => {
                     let qualifier = scan.table_name.clone();
-                    guard(node, &qualifier, table, row_filter.as_deref(), &masks, state).map(Transformed::yes)
+                    guard(
+                        node,
+                        &qualifier,
+                        table,
+                        row_filter.as_deref(),
+                        &masks,
+                        state,
+                    )
+                    .map(Transformed::yes)
                 }
             }
         })?
@@ -73,24 +107,36 @@ fn guard(
 ) -> Result<LogicalPlan> {
     let schema: DFSchema = scan.schema().as_ref().clone();
     let rule_error = |what: &str, sql: &str, e: DataFusionError| {
-        DataFusionError::Plan(format!("access rule for {table}: invalid {what} '{sql}': {e}"))
+        DataFusionError::Plan(format!(
+            "access rule for {table}: invalid {what} '{sql}': {e}"
+        ))
     };
     let mut builder = LogicalPlanBuilder::from(scan);
     if let Some(sql) = row_filter {
-        let predicate = state.create_logical_expr(sql, &schema).map_err(|e| rule_error("row_filter", sql, e))?;
+        let predicate = state
+            .create_logical_expr(sql, &schema)
+            .map_err(|e| rule_error("row_filter", sql, e))?;
         builder = builder.filter(predicate)?;
     }
     if !masks.is_empty() {
-        if let Some(unknown) = masks.keys().find(|c| schema.field_with_unqualified_name(c).is_err()) {
-            return Err(DataFusionError::Plan(format!("access rule for {table} masks column '{unknown}', which the table does not have")));
+        if let Some(unknown) = masks
+            .keys()
+            .find(|c| schema.field_with_unqualified_name(c).is_err())
+        {
+            return Err(DataFusionError::Plan(format!(
+                "access rule for {table} masks column '{unknown}', which the table does not have"
+            )));
         }
         let columns = schema
             .iter()
             .map(|(q, field)| match masks.get(field.name()) {
                 Some(sql) => {
-                    let mask = state.create_logical_expr(sql, &schema).map_err(|e| rule_error("mask", sql, e))?;
+                    let mask = state
+                        .create_logical_expr(sql, &schema)
+                        .map_err(|e| rule_error("mask", sql, e))?;
                     // Same type as the column: the rest of the plan was typed against it.
-                    Ok(cast(mask, field.data_type().clone()).alias_qualified(Some(qualifier.clone()), field.name()))
+                    Ok(cast(mask, field.data_type().clone())
+                        .alias_qualified(Some(qualifier.clone()), field.name()))
                 }
                 None => Ok(Expr::Column(Column::new(q.cloned(), field.name()))),
             })

@@ -56,14 +56,22 @@ pub(super) struct JwtVerifier {
 
 impl JwtVerifier {
     pub(super) fn new(config: &JwtConfig) -> Result<Self, AuthConfigError> {
-        let hs256 = config.hs256_secret.as_ref().map(|s| jsonwebtoken::DecodingKey::from_secret(s.expose().as_bytes()));
+        let hs256 = config
+            .hs256_secret
+            .as_ref()
+            .map(|s| jsonwebtoken::DecodingKey::from_secret(s.expose().as_bytes()));
         let jwks = match &config.jwks_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| AuthConfigError::Jwt(format!("cannot read jwks_file {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    AuthConfigError::Jwt(format!("cannot read jwks_file {}: {e}", path.display()))
+                })?;
                 Some(
-                    serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text)
-                        .map_err(|e| AuthConfigError::Jwt(format!("jwks_file {} is not a JWKS document: {e}", path.display())))?,
+                    serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text).map_err(|e| {
+                        AuthConfigError::Jwt(format!(
+                            "jwks_file {} is not a JWKS document: {e}",
+                            path.display()
+                        ))
+                    })?,
                 )
             }
             None => None,
@@ -71,7 +79,11 @@ impl JwtVerifier {
         if hs256.is_none() && jwks.is_none() {
             return Err(AuthConfigError::Jwt("set hs256_secret or jwks_file".into()));
         }
-        Ok(Self { config: config.clone(), hs256, jwks })
+        Ok(Self {
+            config: config.clone(),
+            hs256,
+            jwks,
+        })
     }
 
     pub(super) fn verify(&self, token: &str) -> Result<User, Status> {
@@ -80,11 +92,19 @@ impl JwtVerifier {
         let header = jsonwebtoken::decode_header(token).map_err(|e| refused(e.to_string()))?;
         // The key decides the algorithm: an RSA/EC key is never used as an HMAC secret.
         let key = match header.alg {
-            Algorithm::HS256 => self.hs256.clone().ok_or_else(|| refused("HS256 tokens are not accepted".into()))?,
+            Algorithm::HS256 => self
+                .hs256
+                .clone()
+                .ok_or_else(|| refused("HS256 tokens are not accepted".into()))?,
             Algorithm::RS256 | Algorithm::ES256 => {
-                let jwks = self.jwks.as_ref().ok_or_else(|| refused(format!("{:?} tokens are not accepted", header.alg)))?;
+                let jwks = self
+                    .jwks
+                    .as_ref()
+                    .ok_or_else(|| refused(format!("{:?} tokens are not accepted", header.alg)))?;
                 let jwk = match &header.kid {
-                    Some(kid) => jwks.find(kid).ok_or_else(|| refused(format!("unknown key id '{kid}'")))?,
+                    Some(kid) => jwks
+                        .find(kid)
+                        .ok_or_else(|| refused(format!("unknown key id '{kid}'")))?,
                     None if jwks.keys.len() == 1 => &jwks.keys[0],
                     None => return Err(refused("the token names no key id (kid)".into())),
                 };
@@ -102,20 +122,38 @@ impl JwtVerifier {
         if let Some(iss) = &self.config.issuer {
             validation.set_issuer(&[iss]);
         }
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
-            .map_err(|e| refused(e.to_string()))?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key,
+            &validation,
+        )
+        .map_err(|e| refused(e.to_string()))?;
         let claims = data.claims;
         let name = claims
             .get(&self.config.user_claim)
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| refused(format!("no '{}' claim names the user", self.config.user_claim)))?;
+            .ok_or_else(|| {
+                refused(format!(
+                    "no '{}' claim names the user",
+                    self.config.user_claim
+                ))
+            })?;
         let roles = match claims.get(&self.config.roles_claim) {
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-            Some(serde_json::Value::String(s)) => s.split([' ', ',']).filter(|r| !r.is_empty()).map(str::to_string).collect(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(serde_json::Value::String(s)) => s
+                .split([' ', ','])
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .collect(),
             _ => vec![],
         };
-        Ok(User { name: name.to_string(), roles })
+        Ok(User {
+            name: name.to_string(),
+            roles,
+        })
     }
 }
-

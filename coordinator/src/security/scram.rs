@@ -21,7 +21,13 @@ pub struct Verifier {
 fn salted(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut out = [0u8; 32];
     let n = std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, n, salt, password.as_bytes(), &mut out);
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        n,
+        salt,
+        password.as_bytes(),
+        &mut out,
+    );
     out
 }
 
@@ -31,23 +37,34 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data).as_ref().to_vec()
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+        .as_ref()
+        .to_vec()
 }
 
 impl Verifier {
     /// A new verifier for `password` with a random salt.
     pub fn new(password: &str) -> Result<Self, String> {
         let mut salt = vec![0u8; 16];
-        ring::rand::SystemRandom::new().fill(&mut salt).map_err(|_| "no system randomness".to_string())?;
+        ring::rand::SystemRandom::new()
+            .fill(&mut salt)
+            .map_err(|_| "no system randomness".to_string())?;
         Ok(Self::with_salt(password, salt, ITERATIONS))
     }
 
     pub fn with_salt(password: &str, salt: Vec<u8>, iterations: u32) -> Self {
         let salted = salted(password, &salt, iterations);
         let client_key = mac(&salted, b"Client Key");
-        let stored_key = digest::digest(&digest::SHA256, &client_key).as_ref().to_vec();
+        let stored_key = digest::digest(&digest::SHA256, &client_key)
+            .as_ref()
+            .to_vec();
         let server_key = mac(&salted, b"Server Key");
-        Self { iterations, salt, stored_key, server_key }
+        Self {
+            iterations,
+            salt,
+            stored_key,
+            server_key,
+        }
     }
 
     /// Parses PostgreSQL's format; None when `text` is not a SCRAM verifier.
@@ -55,17 +72,28 @@ impl Verifier {
         let rest = text.strip_prefix("SCRAM-SHA-256$")?;
         let parse = || -> Result<Self, String> {
             let (params, keys) = rest.split_once('$').ok_or("no '$' before the keys")?;
-            let (iterations, salt) = params.split_once(':').ok_or("no ':' between iterations and salt")?;
-            let (stored, server) = keys.split_once(':').ok_or("no ':' between StoredKey and ServerKey")?;
-            let b64 = |s: &str, what: &str| B64.decode(s).map_err(|e| format!("{what} is not base64: {e}"));
+            let (iterations, salt) = params
+                .split_once(':')
+                .ok_or("no ':' between iterations and salt")?;
+            let (stored, server) = keys
+                .split_once(':')
+                .ok_or("no ':' between StoredKey and ServerKey")?;
+            let b64 = |s: &str, what: &str| {
+                B64.decode(s)
+                    .map_err(|e| format!("{what} is not base64: {e}"))
+            };
             let v = Self {
-                iterations: iterations.parse().map_err(|_| format!("iterations '{iterations}' is not a number"))?,
+                iterations: iterations
+                    .parse()
+                    .map_err(|_| format!("iterations '{iterations}' is not a number"))?,
                 salt: b64(salt, "the salt")?,
                 stored_key: b64(stored, "StoredKey")?,
                 server_key: b64(server, "ServerKey")?,
             };
             if v.stored_key.len() != 32 || v.server_key.len() != 32 || v.iterations == 0 {
-                return Err("StoredKey and ServerKey must be 32 bytes and iterations positive".into());
+                return Err(
+                    "StoredKey and ServerKey must be 32 bytes and iterations positive".into(),
+                );
             }
             Ok(v)
         };
@@ -106,7 +134,11 @@ pub struct Exchange {
 pub fn server_first(verifier: &Verifier, client_first: &str) -> Result<(String, Exchange), String> {
     // gs2 header: channel binding flag and authzid, then the bare message.
     let mut parts = client_first.splitn(3, ',');
-    let (flag, authzid, bare) = (parts.next().unwrap_or(""), parts.next().ok_or("no gs2 header")?, parts.next().ok_or("no bare message")?);
+    let (flag, authzid, bare) = (
+        parts.next().unwrap_or(""),
+        parts.next().ok_or("no gs2 header")?,
+        parts.next().ok_or("no bare message")?,
+    );
     if flag.starts_with('p') {
         return Err("channel binding is not supported; use SCRAM-SHA-256".into());
     }
@@ -116,9 +148,15 @@ pub fn server_first(verifier: &Verifier, client_first: &str) -> Result<(String, 
         .filter(|n| !n.is_empty())
         .ok_or("the client's first message has no nonce")?;
     let mut ours = [0u8; 18];
-    ring::rand::SystemRandom::new().fill(&mut ours).map_err(|_| "no system randomness".to_string())?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut ours)
+        .map_err(|_| "no system randomness".to_string())?;
     let nonce = format!("{client_nonce}{}", B64.encode(ours));
-    let first = format!("r={nonce},s={},i={}", B64.encode(&verifier.salt), verifier.iterations);
+    let first = format!(
+        "r={nonce},s={},i={}",
+        B64.encode(&verifier.salt),
+        verifier.iterations
+    );
     let exchange = Exchange {
         verifier: verifier.clone(),
         transcript: format!("{bare},{first}"),
@@ -132,7 +170,9 @@ impl Exchange {
     /// Checks the client's final message (`c=..,r=..,p=<proof>`); returns the
     /// server's final message (`v=<signature>`) when the proof holds.
     pub fn server_final(&self, client_final: &str) -> Result<String, String> {
-        let (without_proof, proof) = client_final.rsplit_once(",p=").ok_or("the client's final message has no proof")?;
+        let (without_proof, proof) = client_final
+            .rsplit_once(",p=")
+            .ok_or("the client's final message has no proof")?;
         let attr = |k: &str| without_proof.split(',').find_map(|a| a.strip_prefix(k));
         if attr("r=") != Some(self.nonce.as_str()) {
             return Err("the nonce changed during the exchange".into());
@@ -140,7 +180,9 @@ impl Exchange {
         if attr("c=") != Some(B64.encode(self.gs2_header.as_bytes()).as_str()) {
             return Err("the channel binding data does not match".into());
         }
-        let proof = B64.decode(proof).map_err(|_| "the proof is not base64".to_string())?;
+        let proof = B64
+            .decode(proof)
+            .map_err(|_| "the proof is not base64".to_string())?;
         let auth_message = format!("{},{without_proof}", self.transcript);
         let signature = mac(&self.verifier.stored_key, auth_message.as_bytes());
         if proof.len() != signature.len() {
@@ -151,7 +193,10 @@ impl Exchange {
         if !same(stored.as_ref(), &self.verifier.stored_key) {
             return Err("wrong password".into());
         }
-        Ok(format!("v={}", B64.encode(mac(&self.verifier.server_key, auth_message.as_bytes()))))
+        Ok(format!(
+            "v={}",
+            B64.encode(mac(&self.verifier.server_key, auth_message.as_bytes()))
+        ))
     }
 }
 
@@ -172,7 +217,10 @@ mod tests {
             gs2_header: "n,,".into(),
         };
         let last = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-        assert_eq!(exchange.server_final(last).expect("proof holds"), "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(
+            exchange.server_final(last).expect("proof holds"),
+            "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
         let forged = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVR=";
         assert!(exchange.server_final(forged).is_err());
     }
@@ -186,20 +234,36 @@ mod tests {
         assert!(back.matches("s3cret"));
         assert!(!back.matches("s3cret "));
         assert!(Verifier::parse("$argon2id$v=19$...").is_none());
-        assert!(Verifier::parse("SCRAM-SHA-256$x:abc$def").expect("scram").is_err());
+        assert!(Verifier::parse("SCRAM-SHA-256$x:abc$def")
+            .expect("scram")
+            .is_err());
     }
 
     /// The client's side of RFC 5802, for the round trip below.
     fn client_final(password: &str, client_first_bare: &str, server_first: &str) -> String {
-        let attr = |k: &str| server_first.split(',').find_map(|a| a.strip_prefix(k)).expect("attribute").to_string();
-        let (nonce, salt, iterations) = (attr("r="), B64.decode(attr("s=")).expect("salt"), attr("i=").parse().expect("i"));
+        let attr = |k: &str| {
+            server_first
+                .split(',')
+                .find_map(|a| a.strip_prefix(k))
+                .expect("attribute")
+                .to_string()
+        };
+        let (nonce, salt, iterations) = (
+            attr("r="),
+            B64.decode(attr("s=")).expect("salt"),
+            attr("i=").parse().expect("i"),
+        );
         let salted = salted(password, &salt, iterations);
         let client_key = mac(&salted, b"Client Key");
         let stored = digest::digest(&digest::SHA256, &client_key);
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = mac(stored.as_ref(), auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         format!("{without_proof},p={}", B64.encode(proof))
     }
 

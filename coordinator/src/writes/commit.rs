@@ -58,34 +58,79 @@ impl StageWrites {
 }
 
 impl PhysicalOptimizerRule for StageWrites {
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        let creates = config.extensions.get::<super::CreateTarget>().map(|c| c.url.clone()).unwrap_or_default();
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let creates = config
+            .extensions
+            .get::<super::CreateTarget>()
+            .map(|c| c.url.clone())
+            .unwrap_or_default();
         plan.transform_up(|node| {
-            let Some(sink) = node.as_ref().downcast_ref::<DataSinkExec>() else { return Ok(Transformed::no(node)) };
-            let Some(config) = quiver_worker::write::file_sink_config(sink).cloned() else { return Ok(Transformed::no(node)) };
-            let target = config.table_paths.first().cloned().ok_or_else(|| DataFusionError::Internal("a file write without a target".into()))?;
-            let Some(root) = self.writes.root_for(&target) else {
-                return Err(DataFusionError::Plan(format!("{} is not under the location of a writable files source", target.as_str())));
+            let Some(sink) = node.as_ref().downcast_ref::<DataSinkExec>() else {
+                return Ok(Transformed::no(node));
             };
-            let root_url = root.root().map(|r| r.as_str().to_string()).unwrap_or_default();
+            let Some(config) = quiver_worker::write::file_sink_config(sink).cloned() else {
+                return Ok(Transformed::no(node));
+            };
+            let target =
+                config.table_paths.first().cloned().ok_or_else(|| {
+                    DataFusionError::Internal("a file write without a target".into())
+                })?;
+            let Some(root) = self.writes.root_for(&target) else {
+                return Err(DataFusionError::Plan(format!(
+                    "{} is not under the location of a writable files source",
+                    target.as_str()
+                )));
+            };
+            let root_url = root
+                .root()
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_default();
             let staging = format!("{root_url}{STAGING}/{}/", uuid::Uuid::new_v4().simple());
             let single = config.file_output_mode.single_file_output(&target);
             // A folder target is written by one task per partition; a single file by one task.
-            let input = match sink.input().as_ref().downcast_ref::<CoalescePartitionsExec>() {
+            let input = match sink
+                .input()
+                .as_ref()
+                .downcast_ref::<CoalescePartitionsExec>()
+            {
                 Some(c) if !single && c.fetch().is_none() => c.input().clone(),
                 _ => sink.input().clone(),
             };
             let old_files = match config.insert_op {
-                InsertOp::Overwrite => config.file_group.files().iter().map(|f| f.object_meta.location.clone()).collect(),
+                InsertOp::Overwrite => config
+                    .file_group
+                    .files()
+                    .iter()
+                    .map(|f| f.object_meta.location.clone())
+                    .collect(),
                 _ => vec![],
             };
             // A CTAS planned when its table did not exist, or a COPY to a folder missing now.
             let create = !single && (creates == target.as_str() || creates_folder(root, &target));
-            let empty = EmptyTable { schema: config.output_schema().clone(), extension: config.file_extension.clone() };
+            let empty = EmptyTable {
+                schema: config.output_schema().clone(),
+                extension: config.file_extension.clone(),
+            };
             let write = Arc::new(WriteFilesExec::try_new(input, sink, staging.clone())?);
-            let target = Target { url: target, single, old_files, staging, schema: root.clone(), create, empty };
+            let target = Target {
+                url: target,
+                single,
+                old_files,
+                staging,
+                schema: root.clone(),
+                create,
+                empty,
+            };
             let commit = CommitExec::new(write, target);
-            Ok(Transformed::new(Arc::new(commit) as Arc<dyn ExecutionPlan>, true, TreeNodeRecursion::Jump))
+            Ok(Transformed::new(
+                Arc::new(commit) as Arc<dyn ExecutionPlan>,
+                true,
+                TreeNodeRecursion::Jump,
+            ))
         })
         .map(|t| t.data)
     }
@@ -124,7 +169,9 @@ fn creates_folder(root: &FilesSchema, target: &ListingTableUrl) -> bool {
     if let Some(path) = local_path(target) {
         return !path.exists();
     }
-    let Some(base) = root.root() else { return false };
+    let Some(base) = root.root() else {
+        return false;
+    };
     let rel: Vec<_> = match target.prefix().prefix_match(base.prefix()) {
         Some(parts) => parts.collect(),
         None => return false,
@@ -163,7 +210,10 @@ impl EmptyTable {
                 f.as_ref().clone().with_data_type(t)
             })
             .collect();
-        Arc::new(Schema::new_with_metadata(fields, self.schema.metadata().clone()))
+        Arc::new(Schema::new_with_metadata(
+            fields,
+            self.schema.metadata().clone(),
+        ))
     }
 
     fn file(&self) -> Result<Option<(String, Vec<u8>)>> {
@@ -171,13 +221,16 @@ impl EmptyTable {
         let bytes = match ext.as_str() {
             "parquet" => {
                 let mut out = vec![];
-                let writer = parquet::arrow::ArrowWriter::try_new(&mut out, self.file_schema(), None)?;
+                let writer =
+                    parquet::arrow::ArrowWriter::try_new(&mut out, self.file_schema(), None)?;
                 writer.close()?;
                 out
             }
             "csv" => {
                 let mut out = vec![];
-                let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
                 w.write(&RecordBatch::new_empty(self.file_schema()))?;
                 drop(w);
                 out
@@ -197,7 +250,11 @@ pub struct CommitExec {
 }
 
 fn count_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
 }
 
 impl CommitExec {
@@ -208,14 +265,23 @@ impl CommitExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { input, target, properties }
+        Self {
+            input,
+            target,
+            properties,
+        }
     }
 }
 
 impl DisplayAs for CommitExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let mode = if self.target.single { "file" } else { "folder" };
-        write!(f, "CommitExec: target={}, as={mode}, tasks={}", self.target.url.as_str(), self.input.properties().partitioning.partition_count())
+        write!(
+            f,
+            "CommitExec: target={}, as={mode}, tasks={}",
+            self.target.url.as_str(),
+            self.input.properties().partitioning.partition_count()
+        )
     }
 }
 
@@ -232,12 +298,22 @@ impl ExecutionPlan for CommitExec {
         vec![&self.input]
     }
 
-    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = children.as_slice() else { return Err(DataFusionError::Internal("CommitExec takes one input".into())) };
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = children.as_slice() else {
+            return Err(DataFusionError::Internal(
+                "CommitExec takes one input".into(),
+            ));
+        };
         Ok(Arc::new(Self::new(input.clone(), self.target.clone())))
     }
 
@@ -245,19 +321,36 @@ impl ExecutionPlan for CommitExec {
         vec![false]
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!("CommitExec has one partition, not {partition}")));
+            return Err(DataFusionError::Internal(format!(
+                "CommitExec has one partition, not {partition}"
+            )));
         }
         let tasks = self.input.properties().partitioning.partition_count();
-        let streams = (0..tasks).map(|p| self.input.execute(p, context.clone())).collect::<Result<Vec<_>>>()?;
+        let streams = (0..tasks)
+            .map(|p| self.input.execute(p, context.clone()))
+            .collect::<Result<Vec<_>>>()?;
         let staging_url = ListingTableUrl::parse(&self.target.staging)?;
         let store = context.runtime_env().object_store(&staging_url)?;
-        let staging = Staging { store: store.clone(), url: staging_url, done: false };
+        let staging = Staging {
+            store: store.clone(),
+            url: staging_url,
+            done: false,
+        };
         let target = self.target.clone();
         let work = async move {
             let mut staging = staging;
-            let reports = futures::future::try_join_all(streams.into_iter().map(|s| s.try_collect::<Vec<RecordBatch>>())).await?;
+            let reports = futures::future::try_join_all(
+                streams
+                    .into_iter()
+                    .map(|s| s.try_collect::<Vec<RecordBatch>>()),
+            )
+            .await?;
             let mut rows = 0u64;
             let mut files = vec![];
             for batch in reports.iter().flatten() {
@@ -267,7 +360,13 @@ impl ExecutionPlan for CommitExec {
                 for i in 0..batch.num_rows() {
                     rows += written.value(i);
                     let folder = ListingTableUrl::parse(folders.value(i))?;
-                    files.extend(names.value(i).lines().filter(|l| !l.is_empty()).map(|rel| (join(folder.prefix(), rel), rel.to_string())));
+                    files.extend(
+                        names
+                            .value(i)
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .map(|rel| (join(folder.prefix(), rel), rel.to_string())),
+                    );
                 }
             }
             publish(&store, &target, &files).await?;
@@ -279,15 +378,30 @@ impl ExecutionPlan for CommitExec {
                 tracing::warn!(schema = target.schema.name(), error = %e, "cannot list the written source again");
             }
             tracing::info!(target = %target.url.as_str(), rows, files = files.len(), "write committed");
-            Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![rows]))])?)
+            Ok(RecordBatch::try_new(
+                count_schema(),
+                vec![Arc::new(UInt64Array::from(vec![rows]))],
+            )?)
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(count_schema(), futures::stream::once(work).boxed())))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            count_schema(),
+            futures::stream::once(work).boxed(),
+        )))
     }
 }
 
 /// `prefix/rel`, where `rel` may hold `/` (hive partition folders).
 fn join(prefix: &Path, rel: &str) -> Path {
-    Path::from_iter(prefix.parts().chain(rel.split('/').filter(|p| !p.is_empty()).map(object_store::path::PathPart::from)).collect::<Vec<_>>())
+    Path::from_iter(
+        prefix
+            .parts()
+            .chain(
+                rel.split('/')
+                    .filter(|p| !p.is_empty())
+                    .map(object_store::path::PathPart::from),
+            )
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The local path of a `file://` URL, if it is one.
@@ -300,7 +414,11 @@ fn store_error(e: object_store::Error) -> DataFusionError {
 }
 
 /// Moves the finished files (`(staged path, path relative to the target)`) into the target.
-async fn publish(store: &Arc<dyn ObjectStore>, target: &Target, files: &[(Path, String)]) -> Result<()> {
+async fn publish(
+    store: &Arc<dyn ObjectStore>,
+    target: &Target,
+    files: &[(Path, String)],
+) -> Result<()> {
     let to = target.url.prefix();
     if target.single {
         return match files {
@@ -313,7 +431,13 @@ async fn publish(store: &Arc<dyn ObjectStore>, target: &Target, files: &[(Path, 
             ))),
         };
     }
-    let existed = store.list(Some(to)).next().await.transpose().map_err(store_error)?.is_some();
+    let existed = store
+        .list(Some(to))
+        .next()
+        .await
+        .transpose()
+        .map_err(store_error)?
+        .is_some();
     if existed && target.create {
         return Err(super::statements::already_exists(&target.url));
     }
@@ -326,16 +450,32 @@ async fn publish(store: &Arc<dyn ObjectStore>, target: &Target, files: &[(Path, 
     match (local_path(&target.url), existed) {
         (Some(dest), false) => {
             // One rename of a whole folder: the new table appears complete.
-            let gathered = Path::from_iter(ListingTableUrl::parse(&target.staging)?.prefix().parts().chain([object_store::path::PathPart::from("publish")]));
+            let gathered = Path::from_iter(
+                ListingTableUrl::parse(&target.staging)?
+                    .prefix()
+                    .parts()
+                    .chain([object_store::path::PathPart::from("publish")]),
+            );
             for (from, rel) in files {
-                store.rename(from, &join(&gathered, rel)).await.map_err(store_error)?;
+                store
+                    .rename(from, &join(&gathered, rel))
+                    .await
+                    .map_err(store_error)?;
             }
             if let Some((name, bytes)) = empty {
-                store.put(&join(&gathered, &name), bytes.into()).await.map_err(store_error)?;
+                store
+                    .put(&join(&gathered, &name), bytes.into())
+                    .await
+                    .map_err(store_error)?;
             }
-            store.put(&join(&gathered, MARKER), marker.into_bytes().into()).await.map_err(store_error)?;
+            store
+                .put(&join(&gathered, MARKER), marker.into_bytes().into())
+                .await
+                .map_err(store_error)?;
             if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(|e| DataFusionError::Execution(format!("cannot create {}: {e}", parent.display())))?;
+                tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                    DataFusionError::Execution(format!("cannot create {}: {e}", parent.display()))
+                })?;
             }
             let from = std::path::PathBuf::from(format!("/{gathered}"));
             let _claim = match target.create {
@@ -345,9 +485,13 @@ async fn publish(store: &Arc<dyn ObjectStore>, target: &Target, files: &[(Path, 
             if target.create && tokio::fs::try_exists(&dest).await.unwrap_or(true) {
                 return Err(super::statements::already_exists(&target.url));
             }
-            tokio::fs::rename(&from, &dest)
-                .await
-                .map_err(|e| DataFusionError::Execution(format!("cannot publish {} as {}: {e}", from.display(), dest.display())))?;
+            tokio::fs::rename(&from, &dest).await.map_err(|e| {
+                DataFusionError::Execution(format!(
+                    "cannot publish {} as {}: {e}",
+                    from.display(),
+                    dest.display()
+                ))
+            })?;
         }
         (_, existed) => {
             if !existed {
@@ -357,17 +501,27 @@ async fn publish(store: &Arc<dyn ObjectStore>, target: &Target, files: &[(Path, 
                     true => object_store::PutMode::Create,
                     false => object_store::PutMode::Overwrite,
                 };
-                let put = store.put_opts(&join(to, MARKER), marker.into_bytes().into(), mode.into()).await;
+                let put = store
+                    .put_opts(&join(to, MARKER), marker.into_bytes().into(), mode.into())
+                    .await;
                 match put {
-                    Err(object_store::Error::AlreadyExists { .. }) => return Err(super::statements::already_exists(&target.url)),
+                    Err(object_store::Error::AlreadyExists { .. }) => {
+                        return Err(super::statements::already_exists(&target.url))
+                    }
                     other => other.map_err(store_error)?,
                 };
                 if let Some((name, bytes)) = empty {
-                    store.put(&join(to, &name), bytes.into()).await.map_err(store_error)?;
+                    store
+                        .put(&join(to, &name), bytes.into())
+                        .await
+                        .map_err(store_error)?;
                 }
             }
             for (from, rel) in files {
-                store.rename(from, &join(to, rel)).await.map_err(store_error)?;
+                store
+                    .rename(from, &join(to, rel))
+                    .await
+                    .map_err(store_error)?;
             }
         }
     }
@@ -386,12 +540,24 @@ struct Claim(std::path::PathBuf);
 
 impl Claim {
     fn take(dest: &std::path::Path, url: &ListingTableUrl) -> Result<Self> {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let path = dest.with_file_name(format!(".{name}.quiver-create"));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(_) => Ok(Self(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(super::statements::already_exists(url)),
-            Err(e) => Err(DataFusionError::Execution(format!("cannot create {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(super::statements::already_exists(url))
+            }
+            Err(e) => Err(DataFusionError::Execution(format!(
+                "cannot create {}: {e}",
+                path.display()
+            ))),
         }
     }
 }
@@ -440,11 +606,16 @@ pub(super) async fn remove_folder(store: &Arc<dyn ObjectStore>, url: &ListingTab
         match tokio::fs::remove_dir_all(&path).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(folder = %path.display(), error = %e, "cannot remove a staging folder"),
+            Err(e) => {
+                tracing::warn!(folder = %path.display(), error = %e, "cannot remove a staging folder")
+            }
         }
         return;
     }
-    let listed = store.list(Some(url.prefix())).map_ok(|o| o.location).boxed();
+    let listed = store
+        .list(Some(url.prefix()))
+        .map_ok(|o| o.location)
+        .boxed();
     let mut deleted = store.delete_stream(listed);
     while let Some(r) = deleted.next().await {
         if let Err(e) = r {

@@ -13,8 +13,8 @@
 //! - `ingest.rs`: Flight SQL bulk ingest into any writable table.
 
 mod commit;
-mod rename;
 pub mod ingest;
+mod rename;
 pub mod statements;
 pub mod syntax;
 
@@ -60,13 +60,19 @@ impl Writes {
     }
 
     fn files(&self) -> &[Arc<FilesSchema>] {
-        self.sources.get().map(|s| s.0.as_slice()).unwrap_or_default()
+        self.sources
+            .get()
+            .map(|s| s.0.as_slice())
+            .unwrap_or_default()
     }
 
     /// The writable files source whose location holds `url`.
     pub fn root_for(&self, url: &ListingTableUrl) -> Option<&Arc<FilesSchema>> {
         self.files().iter().filter(|f| f.is_writable()).find(|f| {
-            f.root().is_some_and(|root| root.object_store() == url.object_store() && url.prefix().prefix_matches(root.prefix()))
+            f.root().is_some_and(|root| {
+                root.object_store() == url.object_store()
+                    && url.prefix().prefix_matches(root.prefix())
+            })
         })
     }
 
@@ -77,22 +83,35 @@ impl Writes {
 
     /// The database source mounted as `catalog.schema`.
     pub fn remote_schema(&self, qualified: &str) -> Option<&Arc<RemoteSchema>> {
-        self.sources.get().map(|s| s.1.as_slice()).unwrap_or_default().iter().find(|r| r.name() == qualified)
+        self.sources
+            .get()
+            .map(|s| s.1.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .find(|r| r.name() == qualified)
     }
 
     /// The locations of writable files sources, for messages.
     pub fn writable_locations(&self) -> Vec<String> {
-        self.files().iter().filter(|f| f.is_writable()).filter_map(|f| f.root().map(|r| r.as_str().to_string())).collect()
+        self.files()
+            .iter()
+            .filter(|f| f.is_writable())
+            .filter_map(|f| f.root().map(|r| r.as_str().to_string()))
+            .collect()
     }
 
     /// Removes what statements of an earlier run (a killed coordinator) staged.
     pub async fn sweep(&self, runtime: &RuntimeEnv) {
         for files in self.files().iter().filter(|f| f.is_writable()) {
             let Some(root) = files.root() else { continue };
-            let Ok(staging) = ListingTableUrl::parse(format!("{}{STAGING}/", root.as_str())) else { continue };
+            let Ok(staging) = ListingTableUrl::parse(format!("{}{STAGING}/", root.as_str())) else {
+                continue;
+            };
             match runtime.object_store(&staging) {
                 Ok(store) => commit::remove_folder(&store, &staging).await,
-                Err(e) => tracing::warn!(schema = files.name(), error = %e, "cannot reach a writable source to clean its staging folder"),
+                Err(e) => {
+                    tracing::warn!(schema = files.name(), error = %e, "cannot reach a writable source to clean its staging folder")
+                }
             }
         }
     }
@@ -102,12 +121,19 @@ impl Writes {
 pub fn rows_written(batch: &datafusion::arrow::array::RecordBatch) -> u64 {
     batch
         .column_by_name("count")
-        .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>())
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        })
         .map(|c| c.iter().flatten().sum())
         .unwrap_or(0)
 }
 
 /// `url/name` as an object-store path.
 pub(crate) fn join_url(url: &ListingTableUrl, name: &str) -> Path {
-    Path::from_iter(url.prefix().parts().chain([object_store::path::PathPart::from(name)]))
+    Path::from_iter(
+        url.prefix()
+            .parts()
+            .chain([object_store::path::PathPart::from(name)]),
+    )
 }

@@ -25,16 +25,25 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use quiver_connectors::files::FilesSchema;
 
-use super::statements::{already_exists, check_quiver_made, check_write, home, message_exec, relist, resolve, result_schema, Home, WriteContext};
+use super::statements::{
+    already_exists, check_quiver_made, check_write, home, message_exec, relist, resolve,
+    result_schema, Home, WriteContext,
+};
 
 /// Plans `ALTER TABLE from RENAME TO to` (the name may be qualified only by `from`'s own schema).
-pub(super) async fn plan(cx: &WriteContext<'_>, from: &ObjectName, to: &ObjectName) -> Result<LogicalPlan> {
+pub(super) async fn plan(
+    cx: &WriteContext<'_>,
+    from: &ObjectName,
+    to: &ObjectName,
+) -> Result<LogicalPlan> {
     let source = resolve(cx, &from.to_string());
     let new_name = match to.0.as_slice() {
         [one] => one.to_string().trim_matches('"').to_string(),
         _ => {
             let target = resolve(cx, &to.to_string());
-            if (target.catalog.as_ref(), target.schema.as_ref()) != (source.catalog.as_ref(), source.schema.as_ref()) {
+            if (target.catalog.as_ref(), target.schema.as_ref())
+                != (source.catalog.as_ref(), source.schema.as_ref())
+            {
                 return Err(DataFusionError::Plan(format!("ALTER TABLE {source} RENAME TO {target}: a table keeps its schema; name only the new table")));
             }
             target.table.to_string()
@@ -43,17 +52,30 @@ pub(super) async fn plan(cx: &WriteContext<'_>, from: &ObjectName, to: &ObjectNa
     let files = match home(cx, &source)? {
         Home::Files(f) => f.clone(),
         Home::Database(_) => {
-            return Err(DataFusionError::Plan(format!("ALTER TABLE {source} RENAME: rename database tables in the database")))
+            return Err(DataFusionError::Plan(format!(
+                "ALTER TABLE {source} RENAME: rename database tables in the database"
+            )))
         }
     };
     check_write(cx, &source)?;
     let Some(url) = files.table_url(&source.table) else {
-        return Err(DataFusionError::External(Box::new(quiver_worker::status::ErrorKind::UndefinedTable.status(format!("table {source} not found")))));
+        return Err(DataFusionError::External(Box::new(
+            quiver_worker::status::ErrorKind::UndefinedTable
+                .status(format!("table {source} not found")),
+        )));
     };
     if files.table_url(&new_name).is_some() {
-        return Err(already_exists(&format!("{}.{}.{new_name}", source.catalog, source.schema)));
+        return Err(already_exists(&format!(
+            "{}.{}.{new_name}",
+            source.catalog, source.schema
+        )));
     }
-    let rename = RenameTable { source, new_name, files, url };
+    let rename = RenameTable {
+        source,
+        new_name,
+        files,
+        url,
+    };
     LogicalPlanBuilder::scan("quiver_rename", provider_as_source(Arc::new(rename)), None)?.build()
 }
 
@@ -68,32 +90,68 @@ struct RenameTable {
 impl RenameTable {
     async fn run(&self, state: &dyn Session) -> Result<String> {
         let target = self.source.to_string();
-        let store = check_quiver_made(&self.files, &self.source.table, &target, &self.url, state, "ALTER TABLE", "rename").await?;
-        let root = self.files.root().ok_or_else(|| DataFusionError::Internal("a writable source without a location".into()))?;
+        let store = check_quiver_made(
+            &self.files,
+            &self.source.table,
+            &target,
+            &self.url,
+            state,
+            "ALTER TABLE",
+            "rename",
+        )
+        .await?;
+        let root = self.files.root().ok_or_else(|| {
+            DataFusionError::Internal("a writable source without a location".into())
+        })?;
         let to = ListingTableUrl::parse(format!("{}{}/", root.as_str(), self.new_name))?;
-        match (super::commit::local_path(&self.url), super::commit::local_path(&to)) {
+        match (
+            super::commit::local_path(&self.url),
+            super::commit::local_path(&to),
+        ) {
             (Some(from_path), Some(to_path)) => {
                 if tokio::fs::try_exists(&to_path).await.unwrap_or(true) {
-                    return Err(already_exists(&format!("{}.{}.{}", self.source.catalog, self.source.schema, self.new_name)));
+                    return Err(already_exists(&format!(
+                        "{}.{}.{}",
+                        self.source.catalog, self.source.schema, self.new_name
+                    )));
                 }
-                tokio::fs::rename(&from_path, &to_path)
-                    .await
-                    .map_err(|e| DataFusionError::Execution(format!("cannot rename {} to {}: {e}", from_path.display(), to_path.display())))?;
+                tokio::fs::rename(&from_path, &to_path).await.map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "cannot rename {} to {}: {e}",
+                        from_path.display(),
+                        to_path.display()
+                    ))
+                })?;
             }
             _ => {
-                let objects: Vec<_> = store.list(Some(self.url.prefix())).try_collect().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let objects: Vec<_> = store
+                    .list(Some(self.url.prefix()))
+                    .try_collect()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 for o in &objects {
-                    let Some(rel) = o.location.prefix_match(self.url.prefix()) else { continue };
+                    let Some(rel) = o.location.prefix_match(self.url.prefix()) else {
+                        continue;
+                    };
                     let dest = object_store::path::Path::from_iter(to.prefix().parts().chain(rel));
-                    store.copy(&o.location, &dest).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    store
+                        .copy(&o.location, &dest)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 }
                 for o in &objects {
-                    store.delete(&o.location).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    store
+                        .delete(&o.location)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 }
             }
         }
         relist(&self.files, state).await?;
-        Ok(format!("ALTER TABLE {} RENAME TO {}", self.source, self.new_name))
+        Ok(format!(
+            "ALTER TABLE {} RENAME TO {}",
+            self.source, self.new_name
+        ))
     }
 }
 
@@ -107,7 +165,13 @@ impl TableProvider for RenameTable {
         TableType::Temporary
     }
 
-    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, _: &[Expr], _: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _: &[Expr],
+        _: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         message_exec(self.run(state).await?, projection)
     }
 }

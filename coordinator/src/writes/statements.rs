@@ -23,7 +23,9 @@ use datafusion::datasource::provider_as_source;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{lit, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, TableType, WriteOp};
+use datafusion::logical_expr::{
+    lit, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, TableType, WriteOp,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::{CopyToSource, CopyToStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement, TableObject};
@@ -48,10 +50,17 @@ pub struct WriteContext<'a> {
 pub fn is_write(statement: &DFStatement) -> bool {
     match statement {
         DFStatement::CopyTo(_) => true,
-        DFStatement::Statement(s) => matches!(
-            s.as_ref(),
-            Statement::Insert(_) | Statement::CreateTable(_) | Statement::Drop { object_type: ObjectType::Table, .. }
-        ) || rename_of(s).is_some(),
+        DFStatement::Statement(s) => {
+            matches!(
+                s.as_ref(),
+                Statement::Insert(_)
+                    | Statement::CreateTable(_)
+                    | Statement::Drop {
+                        object_type: ObjectType::Table,
+                        ..
+                    }
+            ) || rename_of(s).is_some()
+        }
         _ => false,
     }
 }
@@ -63,7 +72,12 @@ pub async fn plan(cx: &WriteContext<'_>, statement: DFStatement) -> Result<Logic
         DFStatement::Statement(s) => match *s {
             Statement::Insert(insert) => plan_insert(cx, insert).await,
             Statement::CreateTable(create) => plan_create(cx, create).await,
-            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => plan_drop(cx, if_exists, names).await,
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => plan_drop(cx, if_exists, names).await,
             other => match rename_of(&other) {
                 Some((from, to)) => super::rename::plan(cx, from, to).await,
                 None => Err(DataFusionError::Internal(format!("not a write: {other}"))),
@@ -74,11 +88,20 @@ pub async fn plan(cx: &WriteContext<'_>, statement: DFStatement) -> Result<Logic
 }
 
 /// `ALTER TABLE from RENAME TO to`: the two names.
-fn rename_of(statement: &Statement) -> Option<(&datafusion::sql::sqlparser::ast::ObjectName, &datafusion::sql::sqlparser::ast::ObjectName)> {
+fn rename_of(
+    statement: &Statement,
+) -> Option<(
+    &datafusion::sql::sqlparser::ast::ObjectName,
+    &datafusion::sql::sqlparser::ast::ObjectName,
+)> {
     use datafusion::sql::sqlparser::ast::{AlterTableOperation, RenameTableNameKind};
-    let Statement::AlterTable(alter) = statement else { return None };
+    let Statement::AlterTable(alter) = statement else {
+        return None;
+    };
     match alter.operations.as_slice() {
-        [AlterTableOperation::RenameTable { table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to) }] => Some((&alter.name, to)),
+        [AlterTableOperation::RenameTable {
+            table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to),
+        }] => Some((&alter.name, to)),
         _ => None,
     }
 }
@@ -91,7 +114,11 @@ fn denied(cx: &WriteContext<'_>, what: &str) -> DataFusionError {
 }
 
 pub(super) fn check_write(cx: &WriteContext<'_>, t: &ResolvedTableReference) -> Result<()> {
-    let name = TableName { catalog: &t.catalog, schema: &t.schema, table: &t.table };
+    let name = TableName {
+        catalog: &t.catalog,
+        schema: &t.schema,
+        table: &t.table,
+    };
     if cx.access.may_write(name) {
         Ok(())
     } else {
@@ -125,7 +152,9 @@ pub(super) fn home<'a>(cx: &'a WriteContext<'_>, t: &ResolvedTableReference) -> 
         }
         return Err(read_only(t, &qualified));
     }
-    Err(DataFusionError::Plan(format!("{t}: there is no source mounted as {qualified} to write to")))
+    Err(DataFusionError::Plan(format!(
+        "{t}: there is no source mounted as {qualified} to write to"
+    )))
 }
 
 fn read_only(t: &ResolvedTableReference, qualified: &str) -> DataFusionError {
@@ -148,13 +177,27 @@ async fn plan_copy(cx: &WriteContext<'_>, mut copy: CopyToStatement) -> Result<L
             true => "no files source is writable (set writable = true on one)".to_string(),
             false => format!("writable locations: {}", places.join(", ")),
         };
-        return Err(DataFusionError::Plan(format!("COPY target '{}' is not under a writable files source; {hint}", copy.target)));
+        return Err(DataFusionError::Plan(format!(
+            "COPY target '{}' is not under a writable files source; {hint}",
+            copy.target
+        )));
     };
     let (catalog, schema) = root.name().split_once('.').unwrap_or((root.name(), ""));
-    let first = root.root().and_then(|r| url.prefix().prefix_match(r.prefix())).and_then(|mut parts| parts.next()).map(|p| p.as_ref().to_string());
+    let first = root
+        .root()
+        .and_then(|r| url.prefix().prefix_match(r.prefix()))
+        .and_then(|mut parts| parts.next())
+        .map(|p| p.as_ref().to_string());
     let table = first.unwrap_or_default();
-    let table = table.strip_suffix(root.default_format().extension()).unwrap_or(&table).to_string();
-    let target = ResolvedTableReference { catalog: catalog.into(), schema: schema.into(), table: table.into() };
+    let table = table
+        .strip_suffix(root.default_format().extension())
+        .unwrap_or(&table)
+        .to_string();
+    let target = ResolvedTableReference {
+        catalog: catalog.into(),
+        schema: schema.into(),
+        table: table.into(),
+    };
     check_write(cx, &target)?;
     if copy.stored_as.is_none() && url.file_extension().is_none() {
         // A folder without FORMAT gets the source's format.
@@ -169,14 +212,21 @@ async fn plan_copy(cx: &WriteContext<'_>, mut copy: CopyToStatement) -> Result<L
 fn target_url(target: &str) -> Result<ListingTableUrl> {
     let is_url = url::Url::parse(target).is_ok_and(|u| u.scheme().len() > 1);
     if !is_url && !std::path::Path::new(target).is_absolute() {
-        return Err(DataFusionError::Plan(format!("COPY target '{target}' must be an absolute path or a URL (s3://…)")));
+        return Err(DataFusionError::Plan(format!(
+            "COPY target '{target}' must be an absolute path or a URL (s3://…)"
+        )));
     }
     ListingTableUrl::parse(target)
 }
 
-async fn plan_insert(cx: &WriteContext<'_>, insert: datafusion::sql::sqlparser::ast::Insert) -> Result<LogicalPlan> {
+async fn plan_insert(
+    cx: &WriteContext<'_>,
+    insert: datafusion::sql::sqlparser::ast::Insert,
+) -> Result<LogicalPlan> {
     let TableObject::TableName(name) = &insert.table else {
-        return Err(DataFusionError::Plan("INSERT INTO a table function is not supported".into()));
+        return Err(DataFusionError::Plan(
+            "INSERT INTO a table function is not supported".into(),
+        ));
     };
     let target = resolve(cx, &name.to_string());
     let files = matches!(home(cx, &target)?, Home::Files(_));
@@ -188,7 +238,11 @@ async fn plan_insert(cx: &WriteContext<'_>, insert: datafusion::sql::sqlparser::
     if overwrite {
         insert.overwrite = false;
     }
-    let plan = planned(cx, DFStatement::Statement(Box::new(Statement::Insert(insert)))).await?;
+    let plan = planned(
+        cx,
+        DFStatement::Statement(Box::new(Statement::Insert(insert))),
+    )
+    .await?;
     if !files {
         return uncast_for_database(plan);
     }
@@ -199,7 +253,12 @@ async fn plan_insert(cx: &WriteContext<'_>, insert: datafusion::sql::sqlparser::
         LogicalPlan::Dml(dml) => {
             let inner = datafusion::datasource::source_as_provider(&dml.target)?;
             let target = provider_as_source(Arc::new(super::ingest::Replacing::new(inner)));
-            Ok(LogicalPlan::Dml(DmlStatement::new(dml.table_name, target, WriteOp::Insert(InsertOp::Append), dml.input)))
+            Ok(LogicalPlan::Dml(DmlStatement::new(
+                dml.table_name,
+                target,
+                WriteOp::Insert(InsertOp::Append),
+                dml.input,
+            )))
         }
         other => Ok(other),
     }
@@ -212,14 +271,22 @@ async fn plan_insert(cx: &WriteContext<'_>, insert: datafusion::sql::sqlparser::
 fn uncast_for_database(plan: LogicalPlan) -> Result<LogicalPlan> {
     use datafusion::logical_expr::expr::{Alias, Cast};
     use datafusion::logical_expr::Projection;
-    let LogicalPlan::Dml(dml) = plan else { return Ok(plan) };
-    let LogicalPlan::Projection(projection) = dml.input.as_ref() else { return Ok(LogicalPlan::Dml(dml)) };
+    let LogicalPlan::Dml(dml) = plan else {
+        return Ok(plan);
+    };
+    let LogicalPlan::Projection(projection) = dml.input.as_ref() else {
+        return Ok(LogicalPlan::Dml(dml));
+    };
     let exprs: Vec<Expr> = projection
         .expr
         .iter()
         .map(|e| match e {
             Expr::Alias(Alias { expr, name, .. }) => match expr.as_ref() {
-                Expr::Cast(Cast { expr: inner, .. }) if !matches!(inner.as_ref(), Expr::Literal(..)) => inner.as_ref().clone().alias(name),
+                Expr::Cast(Cast { expr: inner, .. })
+                    if !matches!(inner.as_ref(), Expr::Literal(..)) =>
+                {
+                    inner.as_ref().clone().alias(name)
+                }
                 _ => e.clone(),
             },
             _ => e.clone(),
@@ -229,13 +296,21 @@ fn uncast_for_database(plan: LogicalPlan) -> Result<LogicalPlan> {
     let source = match projection.input.as_ref() {
         LogicalPlan::Values(values) => {
             let uncast = |e: &Expr| match e {
-                Expr::Cast(Cast { expr, .. }) if matches!(expr.as_ref(), Expr::Literal(..)) => expr.as_ref().clone(),
+                Expr::Cast(Cast { expr, .. }) if matches!(expr.as_ref(), Expr::Literal(..)) => {
+                    expr.as_ref().clone()
+                }
                 other => other.clone(),
             };
-            let rows: Vec<Vec<Expr>> = values.values.iter().map(|row| row.iter().map(uncast).collect()).collect();
+            let rows: Vec<Vec<Expr>> = values
+                .values
+                .iter()
+                .map(|row| row.iter().map(uncast).collect())
+                .collect();
             match LogicalPlanBuilder::values(rows).and_then(|b| b.build()) {
                 // Literals of different types in one column keep DataFusion's casts.
-                Ok(plan) if plan.schema().fields().len() == values.schema.fields().len() => Arc::new(plan),
+                Ok(plan) if plan.schema().fields().len() == values.schema.fields().len() => {
+                    Arc::new(plan)
+                }
                 _ => projection.input.clone(),
             }
         }
@@ -245,10 +320,18 @@ fn uncast_for_database(plan: LogicalPlan) -> Result<LogicalPlan> {
         Ok(p) => p,
         Err(_) => Projection::try_new(exprs, projection.input.clone())?,
     };
-    Ok(LogicalPlan::Dml(DmlStatement::new(dml.table_name, dml.target, dml.op, Arc::new(LogicalPlan::Projection(input)))))
+    Ok(LogicalPlan::Dml(DmlStatement::new(
+        dml.table_name,
+        dml.target,
+        dml.op,
+        Arc::new(LogicalPlan::Projection(input)),
+    )))
 }
 
-async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::ast::CreateTable) -> Result<LogicalPlan> {
+async fn plan_create(
+    cx: &WriteContext<'_>,
+    create: datafusion::sql::sqlparser::ast::CreateTable,
+) -> Result<LogicalPlan> {
     let target = resolve(cx, &create.name.to_string());
     let Some(query) = create.query.clone() else {
         return Err(DataFusionError::Plan(format!(
@@ -256,7 +339,10 @@ async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::
         )));
     };
     if !create.columns.is_empty() {
-        return Err(DataFusionError::Plan("CREATE TABLE … AS with a column list is not supported; name the columns in the query".into()));
+        return Err(DataFusionError::Plan(
+            "CREATE TABLE … AS with a column list is not supported; name the columns in the query"
+                .into(),
+        ));
     }
     if create.or_replace {
         return Err(DataFusionError::Plan(format!("CREATE OR REPLACE TABLE is not supported; DROP TABLE {target} first, or INSERT OVERWRITE")));
@@ -272,13 +358,18 @@ async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::
     };
     if exists {
         if create.if_not_exists {
-            return LogicalPlanBuilder::empty(true).project(vec![lit(0u64).alias("count")])?.build();
+            return LogicalPlanBuilder::empty(true)
+                .project(vec![lit(0u64).alias("count")])?
+                .build();
         }
         return Err(already_exists(&target));
     }
     match home {
         Home::Files(files) => {
-            let root = files.root().map(|r| r.as_str().to_string()).unwrap_or_default();
+            let root = files
+                .root()
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_default();
             let folder = format!("{root}{}/", target.table);
             if let Ok(mut c) = cx.creates.lock() {
                 *c = Some(ListingTableUrl::parse(&folder)?.as_str().to_string());
@@ -293,11 +384,21 @@ async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::
             planned(cx, DFStatement::CopyTo(copy)).await
         }
         Home::Database(db) => {
-            let input = planned(cx, DFStatement::Statement(Box::new(Statement::Query(query)))).await?;
+            let input = planned(
+                cx,
+                DFStatement::Statement(Box::new(Statement::Query(query))),
+            )
+            .await?;
             let schema: SchemaRef = Arc::new(input.schema().as_arrow().clone());
-            let provider = db.new_table(&target.table, schema).ok_or_else(|| read_only(&target, db.name()))?;
+            let provider = db
+                .new_table(&target.table, schema)
+                .ok_or_else(|| read_only(&target, db.name()))?;
             let dml = DmlStatement::new(
-                TableReference::full(target.catalog.clone(), target.schema.clone(), target.table.clone()),
+                TableReference::full(
+                    target.catalog.clone(),
+                    target.schema.clone(),
+                    target.table.clone(),
+                ),
                 provider_as_source(provider),
                 WriteOp::Insert(InsertOp::Append),
                 Arc::new(input),
@@ -309,11 +410,22 @@ async fn plan_create(cx: &WriteContext<'_>, create: datafusion::sql::sqlparser::
 
 /// SQLSTATE 42P07.
 pub(super) fn already_exists(target: &impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::External(Box::new(quiver_worker::status::ErrorKind::DuplicateTable.status(format!("table {target} already exists"))))
+    DataFusionError::External(Box::new(
+        quiver_worker::status::ErrorKind::DuplicateTable
+            .status(format!("table {target} already exists")),
+    ))
 }
 
-async fn plan_drop(cx: &WriteContext<'_>, if_exists: bool, names: Vec<datafusion::sql::sqlparser::ast::ObjectName>) -> Result<LogicalPlan> {
-    let [name] = names.as_slice() else { return Err(DataFusionError::Plan("DROP TABLE takes one table at a time".into())) };
+async fn plan_drop(
+    cx: &WriteContext<'_>,
+    if_exists: bool,
+    names: Vec<datafusion::sql::sqlparser::ast::ObjectName>,
+) -> Result<LogicalPlan> {
+    let [name] = names.as_slice() else {
+        return Err(DataFusionError::Plan(
+            "DROP TABLE takes one table at a time".into(),
+        ));
+    };
     let target = resolve(cx, &name.to_string());
     let files = match home(cx, &target)? {
         Home::Files(f) => f.clone(),
@@ -326,12 +438,21 @@ async fn plan_drop(cx: &WriteContext<'_>, if_exists: bool, names: Vec<datafusion
     if url.is_none() && !if_exists {
         return Err(DataFusionError::Plan(format!("table {target} not found")));
     }
-    let drop = DropTable { target: target.to_string(), table: target.table.to_string(), files, url };
+    let drop = DropTable {
+        target: target.to_string(),
+        table: target.table.to_string(),
+        files,
+        url,
+    };
     LogicalPlanBuilder::scan("quiver_drop", provider_as_source(Arc::new(drop)), None)?.build()
 }
 
 pub(super) fn result_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("result", DataType::Utf8, false)]))
+    Arc::new(Schema::new(vec![Field::new(
+        "result",
+        DataType::Utf8,
+        false,
+    )]))
 }
 
 /// `DROP TABLE` of a file table: done when its scan is planned for execution, so
@@ -354,11 +475,26 @@ impl TableProvider for DropTable {
         TableType::Temporary
     }
 
-    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, _: &[Expr], _: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _: &[Expr],
+        _: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let message = match &self.url {
             None => format!("no table {}", self.target),
             Some(url) => {
-                let store = check_quiver_made(&self.files, &self.table, &self.target, url, state, "DROP TABLE", "remove").await?;
+                let store = check_quiver_made(
+                    &self.files,
+                    &self.table,
+                    &self.target,
+                    url,
+                    state,
+                    "DROP TABLE",
+                    "remove",
+                )
+                .await?;
                 super::commit::remove_folder(&store, url).await;
                 relist(&self.files, state).await?;
                 format!("DROP TABLE {}", self.target)
@@ -381,10 +517,16 @@ pub(super) async fn check_quiver_made(
     fix: &str,
 ) -> Result<Arc<dyn object_store::ObjectStore>> {
     if !files.is_discovered_folder(table) {
-        return Err(DataFusionError::Plan(format!("{target} is declared in the config file; {fix} it there")));
+        return Err(DataFusionError::Plan(format!(
+            "{target} is declared in the config file; {fix} it there"
+        )));
     }
     let store = state.runtime_env().object_store(url)?;
-    if store.head(&super::join_url(url, super::MARKER)).await.is_err() {
+    if store
+        .head(&super::join_url(url, super::MARKER))
+        .await
+        .is_err()
+    {
         return Err(DataFusionError::Plan(format!(
             "{target} was not created by Quiver (its folder has no {} file), so {statement} leaves it alone",
             super::MARKER
@@ -402,7 +544,14 @@ pub(super) async fn relist(files: &FilesSchema, state: &dyn Session) -> Result<(
 }
 
 /// The one-row text answer of a statement done at scan time, as its scan.
-pub(super) fn message_exec(message: String, projection: Option<&Vec<usize>>) -> Result<Arc<dyn ExecutionPlan>> {
-    let batch = RecordBatch::try_new(result_schema(), vec![Arc::new(StringArray::from(vec![message]))])?;
-    MemorySourceConfig::try_new_exec(&[vec![batch]], result_schema(), projection.cloned()).map(|e| e as Arc<dyn ExecutionPlan>)
+pub(super) fn message_exec(
+    message: String,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let batch = RecordBatch::try_new(
+        result_schema(),
+        vec![Arc::new(StringArray::from(vec![message]))],
+    )?;
+    MemorySourceConfig::try_new_exec(&[vec![batch]], result_schema(), projection.cloned())
+        .map(|e| e as Arc<dyn ExecutionPlan>)
 }

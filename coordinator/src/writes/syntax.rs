@@ -10,9 +10,15 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whi
 /// The statement in DataFusion's COPY syntax, if it is a COPY with an option list;
 /// an option list that cannot be read is an error that names the option.
 pub fn rewrite_copy_options(sql: &str) -> Result<Option<String>, String> {
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else { return Ok(None) };
-    let tokens: Vec<&TokenWithSpan> = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
-    let is_word = |t: &TokenWithSpan, k: Keyword| matches!(&t.token, Token::Word(w) if w.keyword == k);
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        return Ok(None);
+    };
+    let tokens: Vec<&TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let is_word =
+        |t: &TokenWithSpan, k: Keyword| matches!(&t.token, Token::Word(w) if w.keyword == k);
     if !tokens.first().is_some_and(|t| is_word(t, Keyword::COPY)) {
         return Ok(None);
     }
@@ -31,7 +37,9 @@ pub fn rewrite_copy_options(sql: &str) -> Result<Option<String>, String> {
         }
     }
     let Some(to) = at else { return Ok(None) };
-    let (Some(target), Some(open)) = (tokens.get(to + 1), tokens.get(to + 2)) else { return Ok(None) };
+    let (Some(target), Some(open)) = (tokens.get(to + 1), tokens.get(to + 2)) else {
+        return Ok(None);
+    };
     if !matches!(target.token, Token::SingleQuotedString(_)) || open.token != Token::LParen {
         return Ok(None);
     }
@@ -51,8 +59,13 @@ pub fn rewrite_copy_options(sql: &str) -> Result<Option<String>, String> {
             _ => {}
         }
     }
-    let Some(close) = close else { return Err("the COPY option list has no closing ')'".into()) };
-    if tokens[close + 1..].iter().any(|t| !matches!(t.token, Token::SemiColon | Token::EOF)) {
+    let Some(close) = close else {
+        return Err("the COPY option list has no closing ')'".into());
+    };
+    if tokens[close + 1..]
+        .iter()
+        .any(|t| !matches!(t.token, Token::SemiColon | Token::EOF))
+    {
         return Ok(None);
     }
     let items = split_items(&tokens[to + 3..close]);
@@ -64,10 +77,21 @@ pub fn rewrite_copy_options(sql: &str) -> Result<Option<String>, String> {
         match key.as_str() {
             "format" => stored_as = Some(single(rest, "FORMAT")?.to_ascii_uppercase()),
             "partition_by" | "partition" => {
-                let rest = if key == "partition" { rest.strip_prefix_word("by").ok_or("PARTITION must be followed by BY")? } else { rest };
-                let cols: Vec<String> = rest.iter().filter(|t| !matches!(t.token, Token::LParen | Token::RParen | Token::Comma)).map(|t| token_text(t)).collect();
+                let rest = if key == "partition" {
+                    rest.strip_prefix_word("by")
+                        .ok_or("PARTITION must be followed by BY")?
+                } else {
+                    rest
+                };
+                let cols: Vec<String> = rest
+                    .iter()
+                    .filter(|t| !matches!(t.token, Token::LParen | Token::RParen | Token::Comma))
+                    .map(|t| token_text(t))
+                    .collect();
                 if cols.is_empty() {
-                    return Err("PARTITION_BY needs a list of columns, e.g. PARTITION_BY (year)".into());
+                    return Err(
+                        "PARTITION_BY needs a list of columns, e.g. PARTITION_BY (year)".into(),
+                    );
                 }
                 partitioned = Some(cols);
             }
@@ -80,7 +104,11 @@ pub fn rewrite_copy_options(sql: &str) -> Result<Option<String>, String> {
                     k if k.contains('.') => k.to_string(),
                     k => format!("format.{k}"),
                 };
-                options.push(format!("'{}' '{}'", name.replace('\'', "''"), value.replace('\'', "''")));
+                options.push(format!(
+                    "'{}' '{}'",
+                    name.replace('\'', "''"),
+                    value.replace('\'', "''")
+                ));
             }
         }
     }
@@ -155,7 +183,11 @@ fn offset(sql: &str, t: &TokenWithSpan) -> usize {
     let mut at = 0;
     for (i, l) in sql.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            return at + l.char_indices().nth(column.saturating_sub(1)).map(|(b, _)| b).unwrap_or(l.len());
+            return at
+                + l.char_indices()
+                    .nth(column.saturating_sub(1))
+                    .map(|(b, _)| b)
+                    .unwrap_or(l.len());
         }
         at += l.len();
     }
@@ -173,15 +205,30 @@ mod tests {
             .expect("reads")
             .expect("rewritten");
         assert_eq!(out, "COPY (SELECT a, b FROM t WHERE x IN (1, 2)) TO '/tmp/o/' STORED AS PARQUET PARTITIONED BY (a, b) OPTIONS ('format.compression' 'zstd')");
-        let csv = rewrite_copy_options("copy t to 's3://b/x.csv' (format csv, header true, delimiter '|')").expect("reads").expect("rewritten");
-        assert!(csv.ends_with("STORED AS CSV OPTIONS ('format.has_header' 'true', 'format.delimiter' '|')"), "{csv}");
-        assert!(rewrite_copy_options("copy t to 'x' (partition by (a))").expect("reads").expect("rewritten").contains("PARTITIONED BY (a)"));
+        let csv = rewrite_copy_options(
+            "copy t to 's3://b/x.csv' (format csv, header true, delimiter '|')",
+        )
+        .expect("reads")
+        .expect("rewritten");
+        assert!(
+            csv.ends_with(
+                "STORED AS CSV OPTIONS ('format.has_header' 'true', 'format.delimiter' '|')"
+            ),
+            "{csv}"
+        );
+        assert!(rewrite_copy_options("copy t to 'x' (partition by (a))")
+            .expect("reads")
+            .expect("rewritten")
+            .contains("PARTITIONED BY (a)"));
     }
 
     #[test]
     fn other_statements_and_datafusion_syntax_pass() {
         assert_eq!(rewrite_copy_options("SELECT 1"), Ok(None));
-        assert_eq!(rewrite_copy_options("COPY t TO '/x/' STORED AS PARQUET"), Ok(None));
+        assert_eq!(
+            rewrite_copy_options("COPY t TO '/x/' STORED AS PARQUET"),
+            Ok(None)
+        );
         assert!(rewrite_copy_options("COPY t TO '/x/' (FORMAT)").is_err());
     }
 

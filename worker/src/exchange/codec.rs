@@ -54,11 +54,21 @@ struct LocationNode {
 
 /// Hash keys are plain column expressions: DataFusion's own codec carries them.
 fn encode_exprs(exprs: &[Arc<dyn PhysicalExpr>]) -> Result<Vec<PhysicalExprNode>> {
-    exprs.iter().map(|e| serialize_physical_expr(e, &DefaultPhysicalExtensionCodec {})).collect()
+    exprs
+        .iter()
+        .map(|e| serialize_physical_expr(e, &DefaultPhysicalExtensionCodec {}))
+        .collect()
 }
 
-fn decode_exprs(nodes: &[PhysicalExprNode], ctx: &TaskContext, schema: &Schema) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
-    nodes.iter().map(|e| parse_physical_expr(e, ctx, schema, &DefaultPhysicalExtensionCodec {})).collect()
+fn decode_exprs(
+    nodes: &[PhysicalExprNode],
+    ctx: &TaskContext,
+    schema: &Schema,
+) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+    nodes
+        .iter()
+        .map(|e| parse_physical_expr(e, ctx, schema, &DefaultPhysicalExtensionCodec {}))
+        .collect()
 }
 
 fn malformed(what: &str, e: impl std::fmt::Display) -> DataFusionError {
@@ -83,18 +93,37 @@ impl NodeCodec for ShuffleWriteCodec {
             ShuffleOutput::Single => vec![],
         };
         let partitions = write.output().partitions() as u32;
-        Some(Ok(ShuffleWriteNode { stage: write.stage(), partitions, hash }.encode_to_vec()))
+        Some(Ok(ShuffleWriteNode {
+            stage: write.stage(),
+            partitions,
+            hash,
+        }
+        .encode_to_vec()))
     }
 
-    fn decode(&self, payload: &[u8], inputs: &[Arc<dyn ExecutionPlan>], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    fn decode(
+        &self,
+        payload: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = ShuffleWriteNode::decode(payload).map_err(|e| malformed("shuffle write", e))?;
-        let [input] = inputs else { return Err(malformed("shuffle write", "it needs one input")) };
+        let [input] = inputs else {
+            return Err(malformed("shuffle write", "it needs one input"));
+        };
         let output = if node.hash.is_empty() {
             ShuffleOutput::Single
         } else {
-            ShuffleOutput::Hash(decode_exprs(&node.hash, ctx, &input.schema())?, node.partitions as usize)
+            ShuffleOutput::Hash(
+                decode_exprs(&node.hash, ctx, &input.schema())?,
+                node.partitions as usize,
+            )
         };
-        Ok(Arc::new(ShuffleWriteExec::new(node.stage, input.clone(), output)))
+        Ok(Arc::new(ShuffleWriteExec::new(
+            node.stage,
+            input.clone(),
+            output,
+        )))
     }
 }
 
@@ -115,7 +144,10 @@ impl NodeCodec for ShuffleReadCodec {
         let locations = read
             .locations()
             .iter()
-            .map(|l| LocationNode { address: l.address.clone(), key: l.key.clone() })
+            .map(|l| LocationNode {
+                address: l.address.clone(),
+                key: l.key.clone(),
+            })
             .collect();
         let hash = match read.partitioning() {
             Partitioning::Hash(exprs, _) => match encode_exprs(exprs) {
@@ -124,11 +156,22 @@ impl NodeCodec for ShuffleReadCodec {
             },
             _ => vec![],
         };
-        Some(Ok(ShuffleReadNode { stage: read.stage(), partitions: read.partitions() as u32, schema, locations, hash }
-            .encode_to_vec()))
+        Some(Ok(ShuffleReadNode {
+            stage: read.stage(),
+            partitions: read.partitions() as u32,
+            schema,
+            locations,
+            hash,
+        }
+        .encode_to_vec()))
     }
 
-    fn decode(&self, payload: &[u8], _inputs: &[Arc<dyn ExecutionPlan>], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    fn decode(
+        &self,
+        payload: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = ShuffleReadNode::decode(payload).map_err(|e| malformed("shuffle read", e))?;
         let schema = datafusion_proto::protobuf::Schema::decode(node.schema.as_slice())
             .map_err(|e| malformed("exchange schema", e))?;
@@ -136,9 +179,24 @@ impl NodeCodec for ShuffleReadCodec {
         let partitioning = if node.hash.is_empty() {
             Partitioning::UnknownPartitioning(node.partitions as usize)
         } else {
-            Partitioning::Hash(decode_exprs(&node.hash, ctx, &schema)?, node.partitions as usize)
+            Partitioning::Hash(
+                decode_exprs(&node.hash, ctx, &schema)?,
+                node.partitions as usize,
+            )
         };
-        let locations = node.locations.into_iter().map(|l| ShuffleLocation { address: l.address, key: l.key }).collect();
-        Ok(Arc::new(ShuffleReadExec::with_locations(node.stage, Arc::new(schema), partitioning, locations)))
+        let locations = node
+            .locations
+            .into_iter()
+            .map(|l| ShuffleLocation {
+                address: l.address,
+                key: l.key,
+            })
+            .collect();
+        Ok(Arc::new(ShuffleReadExec::with_locations(
+            node.stage,
+            Arc::new(schema),
+            partitioning,
+            locations,
+        )))
     }
 }

@@ -18,8 +18,8 @@ mod write;
 pub use codec::{ShuffleReadCodec, ShuffleWriteCodec};
 pub use read::{lost_output, LostOutput, ShuffleLocation, ShuffleReadExec};
 pub use store::{store, ExchangeStore, SHUFFLE_TICKET_PREFIX};
-pub use write::{ShuffleOutput, ShuffleWriteExec, TaskReport};
 pub(crate) use write::spilled_bytes;
+pub use write::{ShuffleOutput, ShuffleWriteExec, TaskReport};
 
 /// Name of the worker action that deletes a query's exchange files.
 pub const ACTION_RELEASE: &str = "release";

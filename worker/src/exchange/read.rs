@@ -19,9 +19,13 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
@@ -69,7 +73,14 @@ impl ShuffleReadExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Self { stage, schema, partitioning, locations, properties, metrics: ExecutionPlanMetricsSet::new() }
+        Self {
+            stage,
+            schema,
+            partitioning,
+            locations,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 
     pub fn stage(&self) -> u32 {
@@ -90,19 +101,31 @@ impl ShuffleReadExec {
 
     /// The same reader, reading from `locations`.
     pub fn bind(&self, locations: Vec<ShuffleLocation>) -> Self {
-        Self::with_locations(self.stage, self.schema.clone(), self.partitioning.clone(), locations)
+        Self::with_locations(
+            self.stage,
+            self.schema.clone(),
+            self.partitioning.clone(),
+            locations,
+        )
     }
 }
 
 impl fmt::Debug for ShuffleReadExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShuffleReadExec").field("stage", &self.stage).finish()
+        f.debug_struct("ShuffleReadExec")
+            .field("stage", &self.stage)
+            .finish()
     }
 }
 
 impl DisplayAs for ShuffleReadExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ShuffleReadExec: stage={}, partitions={}", self.stage, self.partitions())?;
+        write!(
+            f,
+            "ShuffleReadExec: stage={}, partitions={}",
+            self.stage,
+            self.partitions()
+        )?;
         if !self.locations.is_empty() {
             write!(f, ", inputs={}", self.locations.len())?;
         }
@@ -130,24 +153,46 @@ impl ExecutionPlan for ShuffleReadExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         if children.is_empty() {
             Ok(self)
         } else {
-            Err(DataFusionError::Internal("ShuffleReadExec is a leaf".into()))
+            Err(DataFusionError::Internal(
+                "ShuffleReadExec is a leaf".into(),
+            ))
         }
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         // No locations: the stage had no tasks (an empty input), so no rows.
-        let credentials: ClusterCredentials =
-            context.session_config().get_extension::<ClusterCredentials>().map(|c| (*c).clone()).unwrap_or_default();
+        let credentials: ClusterCredentials = context
+            .session_config()
+            .get_extension::<ClusterCredentials>()
+            .map(|c| (*c).clone())
+            .unwrap_or_default();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fetched = MetricBuilder::new(&self.metrics).counter("fetched_bytes", partition);
         let streams = self.locations.iter().map(|loc| {
-            let lost = LostOutput { stage: self.stage, key: loc.key.clone(), address: loc.address.clone(), cause: String::new() };
+            let lost = LostOutput {
+                stage: self.stage,
+                key: loc.key.clone(),
+                address: loc.address.clone(),
+                cause: String::new(),
+            };
             open(loc, partition, self.schema.clone(), &credentials)
-                .map_err(move |cause| DataFusionError::External(Box::new(LostOutput { cause: cause.to_string(), ..lost.clone() })))
+                .map_err(move |cause| {
+                    DataFusionError::External(Box::new(LostOutput {
+                        cause: cause.to_string(),
+                        ..lost.clone()
+                    }))
+                })
                 .boxed()
         });
         // Producers are read concurrently: a slow one does not hold up the rest.
@@ -155,7 +200,10 @@ impl ExecutionPlan for ShuffleReadExec {
             baseline.record_output(b.num_rows());
             fetched.add(b.get_array_memory_size());
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), merged)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            merged,
+        )))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -171,7 +219,10 @@ fn open(
     schema: SchemaRef,
     credentials: &ClusterCredentials,
 ) -> BoxStream<'static, Result<RecordBatch>> {
-    match store().partition_path(&loc.key, partition).filter(|p| p.exists()) {
+    match store()
+        .partition_path(&loc.key, partition)
+        .filter(|p| p.exists())
+    {
         Some(path) => read_file(path, schema),
         None => fetch(loc.clone(), partition, schema, credentials.clone()),
     }
@@ -180,9 +231,11 @@ fn open(
 fn read_file(path: PathBuf, schema: SchemaRef) -> BoxStream<'static, Result<RecordBatch>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
     tokio::task::spawn_blocking(move || {
-        let reader = match File::open(&path).map_err(DataFusionError::from).and_then(|f| {
-            StreamReader::try_new(BufReader::new(f), None).map_err(DataFusionError::from)
-        }) {
+        let reader = match File::open(&path)
+            .map_err(DataFusionError::from)
+            .and_then(|f| {
+                StreamReader::try_new(BufReader::new(f), None).map_err(DataFusionError::from)
+            }) {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
@@ -190,7 +243,9 @@ fn read_file(path: PathBuf, schema: SchemaRef) -> BoxStream<'static, Result<Reco
             }
         };
         for batch in reader {
-            let batch = batch.and_then(|b| b.with_schema(schema.clone())).map_err(DataFusionError::from);
+            let batch = batch
+                .and_then(|b| b.with_schema(schema.clone()))
+                .map_err(DataFusionError::from);
             if tx.blocking_send(batch).is_err() {
                 return;
             }
@@ -205,7 +260,8 @@ fn fetch(
     schema: SchemaRef,
     credentials: ClusterCredentials,
 ) -> BoxStream<'static, Result<RecordBatch>> {
-    let ticket = credentials.seal(format!("{SHUFFLE_TICKET_PREFIX}{}:{partition}", loc.key).into_bytes());
+    let ticket =
+        credentials.seal(format!("{SHUFFLE_TICKET_PREFIX}{}:{partition}", loc.key).into_bytes());
     futures::stream::once(async move {
         let mut client = client(&loc.address, credentials)?;
         let response = client
@@ -213,7 +269,9 @@ fn fetch(
             .await
             .map_err(|s| DataFusionError::Execution(s.message().to_string()))?;
         let batches = FlightRecordBatchStream::new_from_flight_data(
-            response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
+            response
+                .into_inner()
+                .map_err(|s| FlightError::Tonic(Box::new(s))),
         );
         Ok::<_, DataFusionError>(batches.map(move |b| match b {
             Ok(b) => b.with_schema(schema.clone()).map_err(DataFusionError::from),
@@ -230,12 +288,16 @@ fn fetch(
 fn client(address: &str, credentials: ClusterCredentials) -> Result<WorkerClient> {
     static CHANNELS: OnceLock<Mutex<HashMap<String, Channel>>> = OnceLock::new();
     let channels = CHANNELS.get_or_init(Default::default);
-    let mut channels = channels.lock().map_err(|_| DataFusionError::Internal("exchange client cache poisoned".into()))?;
+    let mut channels = channels
+        .lock()
+        .map_err(|_| DataFusionError::Internal("exchange client cache poisoned".into()))?;
     let channel = match channels.get(address) {
         Some(c) => c.clone(),
         None => {
             let channel = Endpoint::from_shared(address.to_string())
-                .map_err(|e| DataFusionError::Execution(format!("invalid worker address {address}: {e}")))?
+                .map_err(|e| {
+                    DataFusionError::Execution(format!("invalid worker address {address}: {e}"))
+                })?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
                 .connect_lazy();
@@ -260,7 +322,11 @@ const LOST_PREFIX: &str = "lost exchange output ";
 
 impl fmt::Display for LostOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{LOST_PREFIX}{} of stage {} on {}: {}", self.key, self.stage, self.address, self.cause)
+        write!(
+            f,
+            "{LOST_PREFIX}{} of stage {} on {}: {}",
+            self.key, self.stage, self.address, self.cause
+        )
     }
 }
 
@@ -272,7 +338,12 @@ pub fn lost_output(message: &str) -> Option<LostOutput> {
     let (key, rest) = rest.split_once(" of stage ")?;
     let (stage, rest) = rest.split_once(" on ")?;
     let (address, cause) = rest.split_once(": ").unwrap_or((rest, ""));
-    Some(LostOutput { stage: stage.parse().ok()?, key: key.into(), address: address.into(), cause: cause.into() })
+    Some(LostOutput {
+        stage: stage.parse().ok()?,
+        key: key.into(),
+        address: address.into(),
+        cause: cause.into(),
+    })
 }
 
 #[cfg(test)]
@@ -281,10 +352,18 @@ mod tests {
 
     #[test]
     fn lost_outputs_survive_being_text() {
-        let lost = LostOutput { stage: 3, key: "q/abc".into(), address: "http://10.0.0.2:50061".into(), cause: "transport error: x".into() };
+        let lost = LostOutput {
+            stage: 3,
+            key: "q/abc".into(),
+            address: "http://10.0.0.2:50061".into(),
+            cause: "transport error: x".into(),
+        };
         let message = format!("Execution error: External error: {lost}");
         assert_eq!(lost_output(&message), Some(lost));
         assert_eq!(lost_output("Execution error: division by zero"), None);
-        assert_eq!(lost_output("lost exchange output k of stage x on y: z"), None);
+        assert_eq!(
+            lost_output("lost exchange output k of stage x on y: z"),
+            None
+        );
     }
 }

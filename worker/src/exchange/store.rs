@@ -50,9 +50,20 @@ impl ExchangeStore {
     /// The file of partition `partition` of output `key`, if the key is well formed.
     pub fn partition_path(&self, key: &str, partition: usize) -> Option<PathBuf> {
         let mut parts = key.split('/');
-        let (Some(query), Some(output), None) = (parts.next(), parts.next(), parts.next()) else { return None };
-        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        (valid(query) && valid(output)).then(|| self.base.join(query).join(output).join(format!("{partition}.arrow")))
+        let (Some(query), Some(output), None) = (parts.next(), parts.next(), parts.next()) else {
+            return None;
+        };
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        (valid(query) && valid(output)).then(|| {
+            self.base
+                .join(query)
+                .join(output)
+                .join(format!("{partition}.arrow"))
+        })
     }
 
     /// Deletes every output of `query`; returns how many bytes that freed.
@@ -75,7 +86,9 @@ impl ExchangeStore {
 
     /// Deletes query directories nobody released within [`ORPHAN_AGE`].
     fn sweep_orphans(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.base) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.base) else {
+            return;
+        };
         for entry in entries.flatten() {
             let old = entry
                 .metadata()
@@ -100,10 +113,16 @@ const DIR_PREFIX: &str = "quiver-exchange-";
 /// Deletes the exchange directories that processes which no longer run left in
 /// `tmp` (a killed worker never removes its own).
 fn remove_dead_processes_dirs(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)).and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         let alive = Path::new("/proc").join(pid.to_string()).exists();
@@ -115,12 +134,27 @@ fn remove_dead_processes_dirs(tmp: &Path) {
 
 /// A query id as one safe path segment.
 fn segment(query: &str) -> String {
-    let s: String = query.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    if s.is_empty() { "_".into() } else { s }
+    let s: String = query
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "_".into()
+    } else {
+        s
+    }
 }
 
 fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {
@@ -136,8 +170,13 @@ mod tests {
 
     #[test]
     fn keys_cannot_leave_the_store() {
-        let s = ExchangeStore { base: PathBuf::from("/x") };
-        assert_eq!(s.partition_path("q1/abc", 3), Some(PathBuf::from("/x/q1/abc/3.arrow")));
+        let s = ExchangeStore {
+            base: PathBuf::from("/x"),
+        };
+        assert_eq!(
+            s.partition_path("q1/abc", 3),
+            Some(PathBuf::from("/x/q1/abc/3.arrow"))
+        );
         for bad in ["../etc", "q/../../etc", "q/a/b", "/abs", "q/", "", "q/a b"] {
             assert_eq!(s.partition_path(bad, 0), None, "{bad}");
         }
@@ -147,7 +186,9 @@ mod tests {
     fn directories_of_dead_processes_are_removed() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dead = tmp.path().join(format!("{DIR_PREFIX}{}", u32::MAX - 1));
-        let alive = tmp.path().join(format!("{DIR_PREFIX}{}", std::process::id()));
+        let alive = tmp
+            .path()
+            .join(format!("{DIR_PREFIX}{}", std::process::id()));
         let other = tmp.path().join("quiver-exchange-notapid");
         for d in [&dead, &alive, &other] {
             std::fs::create_dir_all(d).expect("mkdir");
@@ -159,7 +200,9 @@ mod tests {
     #[test]
     fn release_deletes_a_query_and_reports_its_size() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let s = ExchangeStore { base: tmp.path().to_path_buf() };
+        let s = ExchangeStore {
+            base: tmp.path().to_path_buf(),
+        };
         let (key, dir) = s.new_output("q/1").expect("new output");
         assert!(key.starts_with("q_1/"), "{key}");
         std::fs::write(dir.join("0.arrow"), [0u8; 100]).expect("write");

@@ -15,10 +15,14 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time};
+use datafusion::physical_plan::metrics::{
+    ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use futures::StreamExt;
 
 use super::store::store;
@@ -76,7 +80,13 @@ impl ShuffleWriteExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { stage, input, output, properties, metrics: ExecutionPlanMetricsSet::new() }
+        Self {
+            stage,
+            input,
+            output,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 
     pub fn stage(&self) -> u32 {
@@ -94,13 +104,19 @@ impl ShuffleWriteExec {
 
 impl fmt::Debug for ShuffleWriteExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShuffleWriteExec").field("stage", &self.stage).finish()
+        f.debug_struct("ShuffleWriteExec")
+            .field("stage", &self.stage)
+            .finish()
     }
 }
 
 impl DisplayAs for ShuffleWriteExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ShuffleWriteExec: stage={}, output={}", self.stage, self.output)
+        write!(
+            f,
+            "ShuffleWriteExec: stage={}, output={}",
+            self.stage, self.output
+        )
     }
 }
 
@@ -131,14 +147,23 @@ impl ExecutionPlan for ShuffleWriteExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         match <[_; 1]>::try_from(children) {
             Ok([input]) => Ok(Arc::new(Self::new(self.stage, input, self.output.clone()))),
-            Err(_) => Err(DataFusionError::Internal("ShuffleWriteExec takes one child".into())),
+            Err(_) => Err(DataFusionError::Internal(
+                "ShuffleWriteExec takes one child".into(),
+            )),
         }
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let query = context.task_id().unwrap_or_else(|| context.session_id());
         let input = self.input.execute(partition, context)?;
         let plan = self.input.clone();
@@ -157,7 +182,10 @@ impl ExecutionPlan for ShuffleWriteExec {
             };
             report.to_batch()
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(report_schema(), futures::stream::once(report))))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            report_schema(),
+            futures::stream::once(report),
+        )))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -180,11 +208,20 @@ async fn write_partitions(
     // means a lost output, never "no rows".
     let mut writers = paths
         .iter()
-        .map(|path| Ok(StreamWriter::try_new(BufWriter::new(File::create(path)?), &schema)?))
+        .map(|path| {
+            Ok(StreamWriter::try_new(
+                BufWriter::new(File::create(path)?),
+                &schema,
+            )?)
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut rows = vec![0u64; n];
     let mut partitioner = match output {
-        ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::new_hash_partitioner(exprs.clone(), *n, Time::new())?),
+        ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::new_hash_partitioner(
+            exprs.clone(),
+            *n,
+            Time::new(),
+        )?),
         ShuffleOutput::Single => None,
     };
     while let Some(batch) = input.next().await {
@@ -197,7 +234,9 @@ async fn write_partitions(
             // the whole input buffers, and IPC would write those buffers once per partition.
             Some(partitioner) => partitioner.partition(batch, |p, part| {
                 rows[p] += part.num_rows() as u64;
-                writers[p].write(&compact_views(part)?).map_err(DataFusionError::from)
+                writers[p]
+                    .write(&compact_views(part)?)
+                    .map_err(DataFusionError::from)
             })?,
             None => {
                 rows[0] += batch.num_rows() as u64;
@@ -209,7 +248,10 @@ async fn write_partitions(
         writer.finish()?;
         writer.into_inner()?.flush()?;
     }
-    let bytes = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).collect();
+    let bytes = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .collect();
     Ok((rows, bytes, key))
 }
 
@@ -258,13 +300,26 @@ impl TaskReport {
 
     /// Reads the report a task sent back.
     pub fn from_batches(batches: &[RecordBatch]) -> Result<Self> {
-        let bad = |what: &str| DataFusionError::Internal(format!("malformed stage task report: {what}"));
-        let mut report = TaskReport { key: String::new(), rows: vec![], bytes: vec![], spilled_bytes: 0, elapsed_ms: 0 };
+        let bad =
+            |what: &str| DataFusionError::Internal(format!("malformed stage task report: {what}"));
+        let mut report = TaskReport {
+            key: String::new(),
+            rows: vec![],
+            bytes: vec![],
+            spilled_bytes: 0,
+            elapsed_ms: 0,
+        };
         for batch in batches {
             let col = |i: usize| batch.columns().get(i).ok_or_else(|| bad("missing column"));
-            let keys = col(0)?.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("key"))?;
+            let keys = col(0)?
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| bad("key"))?;
             let u64s = |i: usize| -> Result<&UInt64Array> {
-                col(i)?.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| bad("counts"))
+                col(i)?
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .ok_or_else(|| bad("counts"))
             };
             let (rows, bytes, spilled, elapsed) = (u64s(2)?, u64s(3)?, u64s(4)?, u64s(5)?);
             for i in 0..batch.num_rows() {
@@ -288,7 +343,13 @@ mod tests {
 
     #[test]
     fn reports_round_trip() {
-        let r = TaskReport { key: "q/o".into(), rows: vec![1, 2, 3], bytes: vec![10, 20, 30], spilled_bytes: 7, elapsed_ms: 9 };
+        let r = TaskReport {
+            key: "q/o".into(),
+            rows: vec![1, 2, 3],
+            bytes: vec![10, 20, 30],
+            spilled_bytes: 7,
+            elapsed_ms: 9,
+        };
         let batch = r.to_batch().expect("batch");
         assert_eq!(TaskReport::from_batches(&[batch]).expect("parse"), r);
         assert!(TaskReport::from_batches(&[]).is_err());

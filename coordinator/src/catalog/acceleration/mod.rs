@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionState;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -36,26 +38,42 @@ pub struct Copies {
 }
 
 impl Copies {
-    pub fn new(config: &QuiverConfig, data_dir: &std::path::Path) -> std::result::Result<Self, String> {
+    pub fn new(
+        config: &QuiverConfig,
+        data_dir: &std::path::Path,
+    ) -> std::result::Result<Self, String> {
         let root = match &config.acceleration.location {
-            Some(l) if l.contains("://") => url::Url::parse(l).map_err(|e| format!("[acceleration] location '{l}': {e}"))?,
+            Some(l) if l.contains("://") => {
+                url::Url::parse(l).map_err(|e| format!("[acceleration] location '{l}': {e}"))?
+            }
             other => {
-                let path = other.as_ref().map(std::path::PathBuf::from).unwrap_or_else(|| data_dir.join("accelerations"));
-                std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                let path = std::fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                url::Url::from_directory_path(&path).map_err(|_| format!("{} is not an absolute folder", path.display()))?
+                let path = other
+                    .as_ref()
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| data_dir.join("accelerations"));
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                let path =
+                    std::fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                url::Url::from_directory_path(&path)
+                    .map_err(|_| format!("{} is not an absolute folder", path.display()))?
             }
         };
         let mut root = root;
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        Ok(Self { root, rows_per_file: config.acceleration.rows_per_file.unwrap_or(1 << 20).max(1) })
+        Ok(Self {
+            root,
+            rows_per_file: config.acceleration.rows_per_file.unwrap_or(1 << 20).max(1),
+        })
     }
 
     /// The store the copies are on (registered on the runtime: `file://`, or a files source's bucket).
     pub fn store(&self, state: &SessionState) -> Result<Arc<dyn ObjectStore>> {
-        let url = datafusion::execution::object_store::ObjectStoreUrl::parse(&self.root[..url::Position::BeforePath])?;
+        let url = datafusion::execution::object_store::ObjectStoreUrl::parse(
+            &self.root[..url::Position::BeforePath],
+        )?;
         state.runtime_env().object_store(url).map_err(|e| {
             DataFusionError::Plan(format!(
                 "accelerated copies go to {}, but no object store is configured for it (add a files source on that bucket): {e}",
@@ -66,14 +84,31 @@ impl Copies {
 
     /// The folder of `dataset`'s segments.
     pub fn dataset_url(&self, dataset: &str) -> Result<url::Url> {
-        let folder: String = dataset.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-        self.root.join(&format!("{folder}/")).map_err(|e| DataFusionError::Internal(e.to_string()))
+        let folder: String = dataset
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.root
+            .join(&format!("{folder}/"))
+            .map_err(|e| DataFusionError::Internal(e.to_string()))
     }
 
     /// A new segment folder for `dataset`: named by time, so a sweep can tell old leftovers.
     pub fn new_segment(&self, dataset: &str) -> Result<url::Url> {
-        let name = format!("{}-{}/", now_ms(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        self.dataset_url(dataset)?.join(&name).map_err(|e| DataFusionError::Internal(e.to_string()))
+        let name = format!(
+            "{}-{}/",
+            now_ms(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        self.dataset_url(dataset)?
+            .join(&name)
+            .map_err(|e| DataFusionError::Internal(e.to_string()))
     }
 
     pub fn rows_per_file(&self) -> usize {
@@ -87,7 +122,8 @@ impl Copies {
 
 /// The object-store path of a folder or file URL.
 pub fn store_path(url: &url::Url) -> Result<object_store::path::Path> {
-    object_store::path::Path::from_url_path(url.path()).map_err(|e| DataFusionError::Internal(format!("{url}: {e}")))
+    object_store::path::Path::from_url_path(url.path())
+        .map_err(|e| DataFusionError::Internal(format!("{url}: {e}")))
 }
 
 /// One accelerated dataset and its copy.
@@ -129,7 +165,11 @@ impl Accelerated {
             dataset: stored.dataset.clone(),
             state: Mutex::new(State {
                 spec: stored.spec.clone(),
-                origin: if stored.origin == Origin::Config.as_str() { Origin::Config } else { Origin::Sql },
+                origin: if stored.origin == Origin::Config.as_str() {
+                    Origin::Config
+                } else {
+                    Origin::Sql
+                },
                 copy: None,
                 table: None,
                 last: stored.last_refresh.clone(),
@@ -172,7 +212,13 @@ impl Accelerated {
     /// restart); true when what queries read changed.
     pub async fn update_from(&self, stored: &StoredAcceleration, state: &SessionState) -> bool {
         let (same_copy, same_spec) = self
-            .with(|s| (s.copy.as_ref().map(|c| &c.segments) == stored.copy.as_ref().map(|c| &c.segments), s.spec == stored.spec))
+            .with(|s| {
+                (
+                    s.copy.as_ref().map(|c| &c.segments)
+                        == stored.copy.as_ref().map(|c| &c.segments),
+                    s.spec == stored.spec,
+                )
+            })
             .unwrap_or((false, false));
         let table = match (&stored.copy, same_copy) {
             (_, true) => None,
@@ -205,23 +251,40 @@ impl Accelerated {
             }
             match &s.last {
                 None => s.copy.is_none(),
-                Some(last) => s.spec.refresh_secs > 0 && now - last.started_ms >= (s.spec.refresh_secs as i64) * 1000,
+                Some(last) => {
+                    s.spec.refresh_secs > 0
+                        && now - last.started_ms >= (s.spec.refresh_secs as i64) * 1000
+                }
             }
         })
         .unwrap_or(false)
     }
 
     pub fn segments(&self) -> Vec<String> {
-        self.with(|s| s.copy.as_ref().map(|c| c.segments.clone()).unwrap_or_default()).unwrap_or_default()
+        self.with(|s| {
+            s.copy
+                .as_ref()
+                .map(|c| c.segments.clone())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
     }
 }
 
 /// A copy as a table: Parquet files of its segment folders, with statistics, so
 /// scans are split across workers and pruned like any file table.
 pub async fn table_of(state: &SessionState, copy: &CopyState) -> Result<Arc<dyn TableProvider>> {
-    let urls = copy.segments.iter().map(ListingTableUrl::parse).collect::<Result<Vec<_>>>()?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).infer_schema(state).await?;
+    let urls = copy
+        .segments
+        .iter()
+        .map(ListingTableUrl::parse)
+        .collect::<Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .infer_schema(state)
+        .await?;
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
@@ -229,9 +292,16 @@ pub async fn table_of(state: &SessionState, copy: &CopyState) -> Result<Arc<dyn 
 pub async fn delete_folder(store: &Arc<dyn ObjectStore>, folder: &url::Url) -> Result<()> {
     use futures::TryStreamExt;
     let prefix = store_path(folder)?;
-    let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let objects: Vec<_> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     for o in objects {
-        store.delete(&o.location).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        store
+            .delete(&o.location)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
     }
     // Local folders stay behind as empty directories otherwise.
     if folder.scheme() == "file" {

@@ -32,7 +32,10 @@ pub struct Refreshed {
 
 /// [`refresh`] in a task of its own: a caller that goes away (a cancelled
 /// `REFRESH ACCELERATION`, a client timeout) does not stop it half-way.
-pub async fn refresh_detached(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result<Refreshed> {
+pub async fn refresh_detached(
+    datasets: &Arc<Datasets>,
+    acc: &Arc<Accelerated>,
+) -> Result<Refreshed> {
     let (datasets, acc) = (datasets.clone(), acc.clone());
     tokio::spawn(async move { refresh(&datasets, &acc).await })
         .await
@@ -48,17 +51,37 @@ pub async fn refresh(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result
     let ended = now_ms();
     let counters = &datasets.counters;
     counters.refreshes.fetch_add(1, Ordering::Relaxed);
-    counters.refresh_millis.fetch_add((ended - started).max(0) as u64, Ordering::Relaxed);
+    counters
+        .refresh_millis
+        .fetch_add((ended - started).max(0) as u64, Ordering::Relaxed);
     let (copy, last) = match &result {
         Ok(r) => {
             tracing::info!(dataset = %acc.dataset, rows = r.rows_fetched, total = r.copy.rows, "accelerated copy refreshed");
-            (Some(r.copy.clone()), RefreshRecord { started_ms: started, ended_ms: ended, outcome: "ok".into(), error: None, rows: r.rows_fetched })
+            (
+                Some(r.copy.clone()),
+                RefreshRecord {
+                    started_ms: started,
+                    ended_ms: ended,
+                    outcome: "ok".into(),
+                    error: None,
+                    rows: r.rows_fetched,
+                },
+            )
         }
         Err(e) => {
             counters.refresh_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(dataset = %acc.dataset, error = %e, "refresh failed; the previous copy stays");
             let error = Some(e.message().to_string());
-            (None, RefreshRecord { started_ms: started, ended_ms: ended, outcome: "failed".into(), error, rows: 0 })
+            (
+                None,
+                RefreshRecord {
+                    started_ms: started,
+                    ended_ms: ended,
+                    outcome: "failed".into(),
+                    error,
+                    rows: 0,
+                },
+            )
         }
     };
     acc.with(|s| {
@@ -67,7 +90,15 @@ pub async fn refresh(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result
     });
     if copy.is_none() {
         // Record the failure; the stored copy stays as it was.
-        if let Some(stored) = acc.with(|s| stored_of(&acc.dataset, s.origin, &s.spec, s.copy.clone(), Some(last.clone()))) {
+        if let Some(stored) = acc.with(|s| {
+            stored_of(
+                &acc.dataset,
+                s.origin,
+                &s.spec,
+                s.copy.clone(),
+                Some(last.clone()),
+            )
+        }) {
             if let Err(e) = datasets.store().put_acceleration(&stored).await {
                 tracing::warn!(dataset = %acc.dataset, error = %e, "cannot record the failed refresh");
             }
@@ -86,7 +117,13 @@ fn stored_of(
     copy: Option<CopyState>,
     last_refresh: Option<RefreshRecord>,
 ) -> StoredAcceleration {
-    StoredAcceleration { dataset: dataset.to_string(), origin: origin.as_str().into(), spec: spec.clone(), copy, last_refresh }
+    StoredAcceleration {
+        dataset: dataset.to_string(),
+        origin: origin.as_str().into(),
+        spec: spec.clone(),
+        copy,
+        last_refresh,
+    }
 }
 
 async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> Result<Refreshed> {
@@ -96,26 +133,51 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
     // Read from the source, never from the copy.
     let state = datasets.planning_state(true)?;
     let ctx = SessionContext::new_with_state(state.clone());
-    let mut df = ctx.table(datafusion::common::TableReference::parse_str(&acc.dataset)).await?;
+    let mut df = ctx
+        .table(datafusion::common::TableReference::parse_str(&acc.dataset))
+        .await?;
     // A projection on top: federation hands a subtree with one to the database (a bare scan stays unplanned).
-    let columns: Vec<datafusion::logical_expr::Expr> = df.schema().columns().into_iter().map(datafusion::logical_expr::Expr::Column).collect();
+    let columns: Vec<datafusion::logical_expr::Expr> = df
+        .schema()
+        .columns()
+        .into_iter()
+        .map(datafusion::logical_expr::Expr::Column)
+        .collect();
     df = df.select(columns)?;
     let append = spec.mode == RefreshMode::Append;
-    let high_water = old.as_ref().and_then(|c| c.high_water.clone()).filter(|_| append);
+    let high_water = old
+        .as_ref()
+        .and_then(|c| c.high_water.clone())
+        .filter(|_| append);
     let time_column = spec.time_column.clone();
     if let (Some(column), Some(mark)) = (&time_column, &high_water) {
-        let field = df.schema().field_with_unqualified_name(column)?.data_type().clone();
+        let field = df
+            .schema()
+            .field_with_unqualified_name(column)?
+            .data_type()
+            .clone();
         // The mark is bound as a value of the column's type, never pasted into SQL.
         df = df.filter(col(column.as_str()).gt(cast(lit(mark.clone()), field)))?;
     }
     if !spec.sort_by.is_empty() {
-        let keys: Vec<SortExpr> = spec.sort_by.iter().map(|c| col(c.as_str()).sort(true, false)).collect();
+        let keys: Vec<SortExpr> = spec
+            .sort_by
+            .iter()
+            .map(|c| col(c.as_str()).sort(true, false))
+            .collect();
         df = df.sort(keys)?;
     }
     let stream = df.execute_stream().await?;
     let store = datasets.copies().store(&state)?;
     let segment = datasets.copies().new_segment(&acc.dataset)?;
-    let written = write_segment(stream, &store, &segment, datasets.copies().rows_per_file(), time_column.as_deref()).await;
+    let written = write_segment(
+        stream,
+        &store,
+        &segment,
+        datasets.copies().rows_per_file(),
+        time_column.as_deref(),
+    )
+    .await;
     let written = match written {
         Ok(w) => w,
         Err(e) => {
@@ -151,13 +213,34 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
             return Err(e);
         }
     };
-    let record = RefreshRecord { started_ms: started, ended_ms: now_ms(), outcome: "ok".into(), error: None, rows: written.rows };
+    let record = RefreshRecord {
+        started_ms: started,
+        ended_ms: now_ms(),
+        outcome: "ok".into(),
+        error: None,
+        rows: written.rows,
+    };
     // The commit point: from here queries read the new copy.
-    if let Err(e) = datasets.store().put_acceleration(&stored_of(&acc.dataset, origin, &spec, Some(copy.clone()), Some(record))).await {
+    if let Err(e) = datasets
+        .store()
+        .put_acceleration(&stored_of(
+            &acc.dataset,
+            origin,
+            &spec,
+            Some(copy.clone()),
+            Some(record),
+        ))
+        .await
+    {
         let _ = delete_folder(&store, &segment).await;
         return Err(store_error(e));
     }
-    let replaced: Vec<String> = old.map(|c| c.segments).unwrap_or_default().into_iter().filter(|s| !copy.segments.contains(s)).collect();
+    let replaced: Vec<String> = old
+        .map(|c| c.segments)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| !copy.segments.contains(s))
+        .collect();
     let to_delete = acc
         .with(|s| {
             s.copy = Some(copy.clone());
@@ -173,7 +256,12 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
             }
         }
     }
-    Ok(Refreshed { dataset: acc.dataset.clone(), rows_fetched: written.rows, copy, seconds: 0.0 })
+    Ok(Refreshed {
+        dataset: acc.dataset.clone(),
+        rows_fetched: written.rows,
+        copy,
+        seconds: 0.0,
+    })
 }
 
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -199,20 +287,47 @@ async fn write_segment(
     let mut max = match time_column {
         Some(c) => {
             let field = schema.field_with_name(c)?;
-            Some((schema.index_of(c)?, datafusion::functions_aggregate::min_max::MaxAccumulator::try_new(field.data_type())?))
+            Some((
+                schema.index_of(c)?,
+                datafusion::functions_aggregate::min_max::MaxAccumulator::try_new(
+                    field.data_type(),
+                )?,
+            ))
         }
         None => None,
     };
     // Row groups of 128Ki rows (as DuckDB's ~120k): scans split evenly over workers and
     // statistics of a sorted copy prune at that grain.
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(ROW_GROUP_ROWS)).build();
-    let mut out = Written { rows: 0, bytes: 0, files: 0, high_water: None };
-    let mut current: Option<(AsyncArrowWriter<object_store::buffered::BufWriter>, object_store::path::Path, usize)> = None;
-    let open = |n: u64| -> Result<(AsyncArrowWriter<object_store::buffered::BufWriter>, object_store::path::Path, usize)> {
-        let url = segment.join(&format!("part-{n:05}.parquet")).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut out = Written {
+        rows: 0,
+        bytes: 0,
+        files: 0,
+        high_water: None,
+    };
+    let mut current: Option<(
+        AsyncArrowWriter<object_store::buffered::BufWriter>,
+        object_store::path::Path,
+        usize,
+    )> = None;
+    let open = |n: u64| -> Result<(
+        AsyncArrowWriter<object_store::buffered::BufWriter>,
+        object_store::path::Path,
+        usize,
+    )> {
+        let url = segment
+            .join(&format!("part-{n:05}.parquet"))
+            .map_err(|e| DataFusionError::Internal(e.to_string()))?;
         let path = store_path(&url)?;
         let sink = object_store::buffered::BufWriter::new(store.clone(), path.clone());
-        Ok((AsyncArrowWriter::try_new(sink, schema.clone(), Some(props.clone()))?, path, 0))
+        Ok((
+            AsyncArrowWriter::try_new(sink, schema.clone(), Some(props.clone()))?,
+            path,
+            0,
+        ))
     };
     while let Some(batch) = stream.next().await {
         let mut batch = batch?;
@@ -258,9 +373,16 @@ async fn write_segment(
     Ok(out)
 }
 
-async fn close(writer: AsyncArrowWriter<object_store::buffered::BufWriter>, store: &Arc<dyn ObjectStore>, path: &object_store::path::Path) -> Result<u64> {
+async fn close(
+    writer: AsyncArrowWriter<object_store::buffered::BufWriter>,
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+) -> Result<u64> {
     writer.close().await?;
-    let meta = store.head(path).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let meta = store
+        .head(path)
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(meta.size)
 }
 
@@ -309,18 +431,31 @@ pub async fn run_scheduler(datasets: Arc<Datasets>, poll: std::time::Duration, s
 
 /// Deletes segment folders of `acc` that its copy does not use and that are over
 /// an hour old: what a refresh left when the coordinator died mid-way.
-pub async fn sweep(datasets: &Datasets, acc: &Accelerated, state: &datafusion::execution::session_state::SessionState) -> Result<usize> {
+pub async fn sweep(
+    datasets: &Datasets,
+    acc: &Accelerated,
+    state: &datafusion::execution::session_state::SessionState,
+) -> Result<usize> {
     let store = datasets.copies().store(state)?;
     let folder = datasets.copies().dataset_url(&acc.dataset)?;
     let prefix = store_path(&folder)?;
-    let listing = store.list_with_delimiter(Some(&prefix)).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let listing = store
+        .list_with_delimiter(Some(&prefix))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let used = acc.segments();
     let cutoff = now_ms() - 3_600_000;
     let mut removed = 0;
     for dir in listing.common_prefixes {
         let Some(name) = dir.filename() else { continue };
-        let Ok(url) = folder.join(&format!("{name}/")) else { continue };
-        let old = name.split('-').next().and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| t < cutoff);
+        let Ok(url) = folder.join(&format!("{name}/")) else {
+            continue;
+        };
+        let old = name
+            .split('-')
+            .next()
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| t < cutoff);
         if old && !used.contains(&url.to_string()) {
             delete_folder(&store, &url).await?;
             removed += 1;
@@ -333,8 +468,21 @@ pub async fn sweep(datasets: &Datasets, acc: &Accelerated, state: &datafusion::e
 mod tests {
     #[test]
     fn high_water_marks_compare_as_numbers_or_text() {
-        assert_eq!(super::max_text(Some("9".into()), Some("10".into())).as_deref(), Some("10"));
-        assert_eq!(super::max_text(Some("2026-01-02T00:00:00".into()), Some("2025-12-31T00:00:00".into())).as_deref(), Some("2026-01-02T00:00:00"));
-        assert_eq!(super::max_text(None, Some("1".into())).as_deref(), Some("1"));
+        assert_eq!(
+            super::max_text(Some("9".into()), Some("10".into())).as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            super::max_text(
+                Some("2026-01-02T00:00:00".into()),
+                Some("2025-12-31T00:00:00".into())
+            )
+            .as_deref(),
+            Some("2026-01-02T00:00:00")
+        );
+        assert_eq!(
+            super::max_text(None, Some("1".into())).as_deref(),
+            Some("1")
+        );
     }
 }

@@ -39,7 +39,10 @@ pub const MIGRATIONS: &[(i64, &str)] = &[(
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("metadata store ({store}): {message}")]
-    Backend { store: &'static str, message: String },
+    Backend {
+        store: &'static str,
+        message: String,
+    },
     #[error("metadata store: {0}")]
     Invalid(String),
 }
@@ -123,7 +126,10 @@ pub(crate) struct AccelerationRow {
 
 impl AccelerationRow {
     pub fn encode(a: &StoredAcceleration) -> Result<Self> {
-        let json = |v: &dyn erased::Json| v.to_json().map_err(|e| StoreError::Invalid(format!("cannot encode {}: {e}", a.dataset)));
+        let json = |v: &dyn erased::Json| {
+            v.to_json()
+                .map_err(|e| StoreError::Invalid(format!("cannot encode {}: {e}", a.dataset)))
+        };
         Ok(Self {
             dataset: a.dataset.clone(),
             origin: a.origin.clone(),
@@ -134,11 +140,32 @@ impl AccelerationRow {
     }
 
     pub fn decode(self) -> Result<StoredAcceleration> {
-        let bad = |what: &str, e: serde_json::Error| StoreError::Invalid(format!("acceleration {}: unreadable {what}: {e}", self.dataset));
+        let bad = |what: &str, e: serde_json::Error| {
+            StoreError::Invalid(format!(
+                "acceleration {}: unreadable {what}: {e}",
+                self.dataset
+            ))
+        };
         let spec = serde_json::from_str(&self.spec).map_err(|e| bad("spec", e))?;
-        let copy = self.copy.as_deref().map(serde_json::from_str).transpose().map_err(|e| bad("copy", e))?;
-        let last_refresh = self.last_refresh.as_deref().map(serde_json::from_str).transpose().map_err(|e| bad("last refresh", e))?;
-        Ok(StoredAcceleration { dataset: self.dataset, origin: self.origin, spec, copy, last_refresh })
+        let copy = self
+            .copy
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| bad("copy", e))?;
+        let last_refresh = self
+            .last_refresh
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| bad("last refresh", e))?;
+        Ok(StoredAcceleration {
+            dataset: self.dataset,
+            origin: self.origin,
+            spec,
+            copy,
+            last_refresh,
+        })
     }
 }
 

@@ -7,7 +7,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{check_version, now_ms, AccelerationRow, MetadataStore, Result, StoreError, StoredAcceleration, StoredView, MIGRATIONS};
+use super::{
+    check_version, now_ms, AccelerationRow, MetadataStore, Result, StoreError, StoredAcceleration,
+    StoredView, MIGRATIONS,
+};
 
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -15,7 +18,10 @@ pub struct SqliteStore {
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend { store: "sqlite", message: e.to_string() }
+    StoreError::Backend {
+        store: "sqlite",
+        message: e.to_string(),
+    }
 }
 
 impl SqliteStore {
@@ -26,11 +32,16 @@ impl SqliteStore {
                 err(format!("cannot create {}: {e} (set server.data_dir to a writable folder, or [metadata] url)", dir.display()))
             })?;
         }
-        let conn = Connection::open(path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+        let conn = Connection::open(path)
+            .map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
         // WAL: a reader never blocks the writer; writers wait up to 5 s for each other.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(err)?;
-        let store = Self { conn: Mutex::new(conn) };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "busy_timeout", 5000)
+            .map_err(err)?;
+        let store = Self {
+            conn: Mutex::new(conn),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -41,17 +52,27 @@ impl SqliteStore {
 
     fn migrate(&self) -> Result<()> {
         let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         tx.execute_batch("CREATE TABLE IF NOT EXISTS quiver_schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)")
             .map_err(err)?;
         let applied: i64 = tx
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM quiver_schema_migrations", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM quiver_schema_migrations",
+                [],
+                |r| r.get(0),
+            )
             .map_err(err)?;
         check_version("sqlite", applied)?;
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
-            tx.execute_batch(sql).map_err(|e| err(format!("migration {version}: {e}")))?;
-            tx.execute("INSERT INTO quiver_schema_migrations (version, applied_ms) VALUES (?1, ?2)", params![version, now_ms()])
-                .map_err(err)?;
+            tx.execute_batch(sql)
+                .map_err(|e| err(format!("migration {version}: {e}")))?;
+            tx.execute(
+                "INSERT INTO quiver_schema_migrations (version, applied_ms) VALUES (?1, ?2)",
+                params![version, now_ms()],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -63,7 +84,11 @@ impl SqliteStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(err)?;
         let out = f(&tx)?;
-        tx.execute("UPDATE quiver_changes SET version = version + 1 WHERE id = 1", []).map_err(err)?;
+        tx.execute(
+            "UPDATE quiver_changes SET version = version + 1 WHERE id = 1",
+            [],
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(out)
     }
@@ -76,14 +101,27 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn version(&self) -> Result<i64> {
-        self.lock()?.query_row("SELECT version FROM quiver_changes WHERE id = 1", [], |r| r.get(0)).map_err(err)
+        self.lock()?
+            .query_row("SELECT version FROM quiver_changes WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .map_err(err)
     }
 
     async fn views(&self) -> Result<Vec<StoredView>> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare("SELECT name, sql, created_ms, updated_ms FROM quiver_views ORDER BY name").map_err(err)?;
+        let mut stmt = conn
+            .prepare("SELECT name, sql, created_ms, updated_ms FROM quiver_views ORDER BY name")
+            .map_err(err)?;
         let rows = stmt
-            .query_map([], |r| Ok(StoredView { name: r.get(0)?, sql: r.get(1)?, created_ms: r.get(2)?, updated_ms: r.get(3)? }))
+            .query_map([], |r| {
+                Ok(StoredView {
+                    name: r.get(0)?,
+                    sql: r.get(1)?,
+                    created_ms: r.get(2)?,
+                    updated_ms: r.get(3)?,
+                })
+            })
             .map_err(err)?;
         rows.collect::<std::result::Result<_, _>>().map_err(err)
     }
@@ -112,7 +150,12 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn drop_view(&self, name: &str) -> Result<bool> {
-        self.change(|tx| Ok(tx.execute("DELETE FROM quiver_views WHERE name = ?1", [name]).map_err(err)? > 0))
+        self.change(|tx| {
+            Ok(tx
+                .execute("DELETE FROM quiver_views WHERE name = ?1", [name])
+                .map_err(err)?
+                > 0)
+        })
     }
 
     async fn accelerations(&self) -> Result<Vec<StoredAcceleration>> {
@@ -122,10 +165,17 @@ impl MetadataStore for SqliteStore {
             .map_err(err)?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(AccelerationRow { dataset: r.get(0)?, origin: r.get(1)?, spec: r.get(2)?, copy: r.get(3)?, last_refresh: r.get(4)? })
+                Ok(AccelerationRow {
+                    dataset: r.get(0)?,
+                    origin: r.get(1)?,
+                    spec: r.get(2)?,
+                    copy: r.get(3)?,
+                    last_refresh: r.get(4)?,
+                })
             })
             .map_err(err)?;
-        let rows: Vec<AccelerationRow> = rows.collect::<std::result::Result<_, _>>().map_err(err)?;
+        let rows: Vec<AccelerationRow> =
+            rows.collect::<std::result::Result<_, _>>().map_err(err)?;
         rows.into_iter().map(AccelerationRow::decode).collect()
     }
 
@@ -144,7 +194,15 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn drop_acceleration(&self, dataset: &str) -> Result<bool> {
-        self.change(|tx| Ok(tx.execute("DELETE FROM quiver_accelerations WHERE dataset = ?1", [dataset]).map_err(err)? > 0))
+        self.change(|tx| {
+            Ok(tx
+                .execute(
+                    "DELETE FROM quiver_accelerations WHERE dataset = ?1",
+                    [dataset],
+                )
+                .map_err(err)?
+                > 0)
+        })
     }
 }
 
@@ -155,7 +213,12 @@ mod tests {
     use crate::catalog::store::CopyState;
 
     fn view(name: &str, sql: &str) -> StoredView {
-        StoredView { name: name.into(), sql: sql.into(), created_ms: 1, updated_ms: 2 }
+        StoredView {
+            name: name.into(),
+            sql: sql.into(),
+            created_ms: 1,
+            updated_ms: 2,
+        }
     }
 
     #[tokio::test]
@@ -164,13 +227,41 @@ mod tests {
         let path = dir.path().join("m/metadata.db");
         {
             let store = SqliteStore::open(&path).expect("opens");
-            store.put_view(&view("c.s.v", "SELECT 1"), false).await.expect("put");
-            let again = store.put_view(&view("c.s.v", "SELECT 2"), false).await.unwrap_err().to_string();
+            store
+                .put_view(&view("c.s.v", "SELECT 1"), false)
+                .await
+                .expect("put");
+            let again = store
+                .put_view(&view("c.s.v", "SELECT 2"), false)
+                .await
+                .unwrap_err()
+                .to_string();
             assert!(again.contains("already exists"), "{again}");
-            store.put_view(&view("c.s.v", "SELECT 3"), true).await.expect("replace");
-            let spec = AccelerateSpec { refresh_secs: 5, mode: RefreshMode::Append, time_column: Some("t".into()), sort_by: vec![] };
-            let copy = CopyState { segments: vec!["file:///x/".into()], rows: 3, bytes: 10, files: 1, high_water: Some("7".into()), as_of_ms: 9 };
-            let a = StoredAcceleration { dataset: "c.s.t".into(), origin: "sql".into(), spec, copy: Some(copy), last_refresh: None };
+            store
+                .put_view(&view("c.s.v", "SELECT 3"), true)
+                .await
+                .expect("replace");
+            let spec = AccelerateSpec {
+                refresh_secs: 5,
+                mode: RefreshMode::Append,
+                time_column: Some("t".into()),
+                sort_by: vec![],
+            };
+            let copy = CopyState {
+                segments: vec!["file:///x/".into()],
+                rows: 3,
+                bytes: 10,
+                files: 1,
+                high_water: Some("7".into()),
+                as_of_ms: 9,
+            };
+            let a = StoredAcceleration {
+                dataset: "c.s.t".into(),
+                origin: "sql".into(),
+                spec,
+                copy: Some(copy),
+                last_refresh: None,
+            };
             store.put_acceleration(&a).await.expect("put");
             assert!(store.version().await.expect("version") >= 3);
         }
@@ -191,7 +282,8 @@ mod tests {
         let path = dir.path().join("metadata.db");
         drop(SqliteStore::open(&path).expect("opens"));
         let conn = Connection::open(&path).expect("raw open");
-        conn.execute("INSERT INTO quiver_schema_migrations VALUES (99, 0)", []).expect("insert");
+        conn.execute("INSERT INTO quiver_schema_migrations VALUES (99, 0)", [])
+            .expect("insert");
         drop(conn);
         let e = SqliteStore::open(&path).unwrap_err().to_string();
         assert!(e.contains("version 99") && e.contains("upgrade"), "{e}");

@@ -39,10 +39,20 @@ impl QuiverFlightSql {
     /// their own queries; administrators everyone's.
     fn progress(&self, caller: &Caller, id: &str) -> Result<String, Status> {
         let record = self.engine.queries().get(id).filter(|q| {
-            caller.user.is_none() || q.user.as_deref() == caller.user_name() || self.engine.access(caller.user.as_ref()).is_admin()
+            caller.user.is_none()
+                || q.user.as_deref() == caller.user_name()
+                || self.engine.access(caller.user.as_ref()).is_admin()
         });
-        let Some(q) = record else { return Err(Status::not_found(format!("no query '{id}'"))) };
-        let fragments: Vec<_> = self.engine.fragments().snapshot().into_iter().filter(|f| f.query_id == id).collect();
+        let Some(q) = record else {
+            return Err(Status::not_found(format!("no query '{id}'")));
+        };
+        let fragments: Vec<_> = self
+            .engine
+            .fragments()
+            .snapshot()
+            .into_iter()
+            .filter(|f| f.query_id == id)
+            .collect();
         let done = fragments.iter().filter(|f| f.state == "finished").count();
         let stages: std::collections::BTreeSet<u32> = fragments.iter().map(|f| f.stage).collect();
         Ok(serde_json::json!({
@@ -54,29 +64,48 @@ impl QuiverFlightSql {
 
     /// Rediscovers database tables; one row per schema refreshed.
     pub(super) async fn refresh(&self, target: Option<&str>) -> Result<RecordBatch, Status> {
-        let refreshed = self.engine.refresh(target).await.map_err(|e| from_datafusion(&e))?;
+        let refreshed = self
+            .engine
+            .refresh(target)
+            .await
+            .map_err(|e| from_datafusion(&e))?;
         tracing::info!(?refreshed, "table lists refreshed");
-        let names = datafusion::arrow::array::StringArray::from_iter_values(refreshed.iter().map(|(n, _)| n.as_str()));
-        let counts = datafusion::arrow::array::Int64Array::from_iter_values(refreshed.iter().map(|(_, c)| *c as i64));
-        RecordBatch::try_new(Arc::new(refresh_schema()), vec![Arc::new(names), Arc::new(counts)])
-            .map_err(|e| Status::internal(e.to_string()))
+        let names = datafusion::arrow::array::StringArray::from_iter_values(
+            refreshed.iter().map(|(n, _)| n.as_str()),
+        );
+        let counts = datafusion::arrow::array::Int64Array::from_iter_values(
+            refreshed.iter().map(|(_, c)| *c as i64),
+        );
+        RecordBatch::try_new(
+            Arc::new(refresh_schema()),
+            vec![Arc::new(names), Arc::new(counts)],
+        )
+        .map_err(|e| Status::internal(e.to_string()))
     }
 
     /// Serves a custom action (anything but the Flight SQL protocol's own).
-    pub(super) async fn action(&self, request: Request<arrow_flight::Action>) -> Result<Response<DoActionStream>, Status> {
+    pub(super) async fn action(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<Response<DoActionStream>, Status> {
         let caller = caller_of(&request);
         let action = request.into_inner();
         if action.r#type == ACTION_PROGRESS {
             let id = String::from_utf8_lossy(&action.body).trim().to_string();
             let body = self.progress(&caller, &id)?;
-            return Ok(Response::new(Box::pin(stream::iter([Ok(arrow_flight::Result { body: body.into() })]))));
+            return Ok(Response::new(Box::pin(stream::iter([Ok(
+                arrow_flight::Result { body: body.into() },
+            )]))));
         }
         if action.r#type != quiver_proto::ACTION_HEALTH {
             self.require_admin(&caller, &format!("the '{}' action", action.r#type))?;
         }
-        let body = String::from_utf8(action.body.to_vec()).map_err(|_| Status::invalid_argument("action body is not UTF-8"))?;
+        let body = String::from_utf8(action.body.to_vec())
+            .map_err(|_| Status::invalid_argument("action body is not UTF-8"))?;
         let one = |text: String| -> Result<Response<DoActionStream>, Status> {
-            Ok(Response::new(Box::pin(stream::iter([Ok(arrow_flight::Result { body: text.into() })]))))
+            Ok(Response::new(Box::pin(stream::iter([Ok(
+                arrow_flight::Result { body: text.into() },
+            )]))))
         };
         match action.r#type.as_str() {
             ACTION_REFRESH => {}
@@ -85,24 +114,41 @@ impl QuiverFlightSql {
                 let size = match body.trim() {
                     "auto" => None,
                     n => Some(n.parse::<usize>().map_err(|_| {
-                        Status::invalid_argument(format!("scale takes a worker count or 'auto', not '{n}'"))
+                        Status::invalid_argument(format!(
+                            "scale takes a worker count or 'auto', not '{n}'"
+                        ))
                     })?),
                 };
-                self.engine.pool().set_target(size).map_err(|e| Status::failed_precondition(e.to_string()))?;
+                self.engine
+                    .pool()
+                    .set_target(size)
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
                 tracing::info!(?size, "worker pool size set on request");
                 return one(match size {
                     Some(n) => format!("scaling to {n} workers"),
                     None => "the autoscaler sizes the pool".into(),
                 });
             }
-            other => return Err(Status::invalid_argument(format!("unknown action '{other}'"))),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action '{other}'"
+                )))
+            }
         }
         let target = body;
         let target = Some(target.trim()).filter(|t| !t.is_empty());
-        let refreshed = self.engine.refresh(target).await.map_err(|e| from_datafusion(&e))?;
+        let refreshed = self
+            .engine
+            .refresh(target)
+            .await
+            .map_err(|e| from_datafusion(&e))?;
         let results: Vec<Result<arrow_flight::Result, Status>> = refreshed
             .into_iter()
-            .map(|(name, tables)| Ok(arrow_flight::Result { body: format!("{name}: {tables} tables").into() }))
+            .map(|(name, tables)| {
+                Ok(arrow_flight::Result {
+                    body: format!("{name}: {tables} tables").into(),
+                })
+            })
             .collect();
         Ok(Response::new(Box::pin(stream::iter(results))))
     }
@@ -123,7 +169,10 @@ pub(super) fn refresh_statement(sql: &str) -> Option<Option<String>> {
 }
 
 pub(super) fn refresh_schema() -> Schema {
-    Schema::new(vec![Field::new("schema_name", DataType::Utf8, false), Field::new("tables", DataType::Int64, false)])
+    Schema::new(vec![
+        Field::new("schema_name", DataType::Utf8, false),
+        Field::new("tables", DataType::Int64, false),
+    ])
 }
 
 /// The custom actions, as `ListActions` shows them.
@@ -131,16 +180,23 @@ pub(super) fn custom_actions() -> Vec<Result<arrow_flight::ActionType, Status>> 
     vec![
         Ok(arrow_flight::ActionType {
             r#type: ACTION_REFRESH.into(),
-            description: "Rediscover the tables of SQL-database sources; body: optional schema name".into(),
+            description:
+                "Rediscover the tables of SQL-database sources; body: optional schema name".into(),
         }),
         Ok(arrow_flight::ActionType {
             r#type: ACTION_SCALE.into(),
-            description: "Pin the number of Docker workers; body: a count, or 'auto' for the autoscaler".into(),
+            description:
+                "Pin the number of Docker workers; body: a count, or 'auto' for the autoscaler"
+                    .into(),
         }),
-        Ok(arrow_flight::ActionType { r#type: quiver_proto::ACTION_HEALTH.into(), description: "Answers 'ok'".into() }),
+        Ok(arrow_flight::ActionType {
+            r#type: quiver_proto::ACTION_HEALTH.into(),
+            description: "Answers 'ok'".into(),
+        }),
         Ok(arrow_flight::ActionType {
             r#type: ACTION_PROGRESS.into(),
-            description: "How far a query has come; body: its id (x-quiver-query-id); answer: JSON".into(),
+            description: "How far a query has come; body: its id (x-quiver-query-id); answer: JSON"
+                .into(),
         }),
     ]
 }
@@ -152,8 +208,14 @@ mod tests {
     #[test]
     fn refresh_statements() {
         assert_eq!(refresh_statement("REFRESH"), Some(None));
-        assert_eq!(refresh_statement(" refresh quiver.pg ; "), Some(Some("quiver.pg".into())));
-        assert_eq!(refresh_statement("refresh \"crm\""), Some(Some("crm".into())));
+        assert_eq!(
+            refresh_statement(" refresh quiver.pg ; "),
+            Some(Some("quiver.pg".into()))
+        );
+        assert_eq!(
+            refresh_statement("refresh \"crm\""),
+            Some(Some("crm".into()))
+        );
         assert_eq!(refresh_statement("SELECT 1"), None);
         assert_eq!(refresh_statement("refresh a b"), None);
         assert_eq!(refresh_statement(""), None);

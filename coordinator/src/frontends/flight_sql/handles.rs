@@ -42,7 +42,8 @@ impl QueryHandle {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Status> {
-        Self::decode(bytes).map_err(|_| Status::invalid_argument("unknown or malformed statement handle"))
+        Self::decode(bytes)
+            .map_err(|_| Status::invalid_argument("unknown or malformed statement handle"))
     }
 }
 
@@ -68,7 +69,8 @@ pub fn encode_params(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
 /// (`expected[i]` is the type of `$i+1`, when the planner inferred one).
 pub fn decode_params(bytes: &[u8], expected: &[Option<DataType>]) -> Result<ParamValues, Status> {
     let bad = |e: String| Status::invalid_argument(format!("invalid parameters: {e}"));
-    let mut reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| bad(e.to_string()))?;
+    let mut reader =
+        StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| bad(e.to_string()))?;
     let batch = match reader.next() {
         Some(b) => b.map_err(|e| bad(e.to_string()))?,
         None => return Err(bad("no parameter row".into())),
@@ -77,14 +79,22 @@ pub fn decode_params(bytes: &[u8], expected: &[Option<DataType>]) -> Result<Para
     for (i, column) in batch.columns().iter().enumerate() {
         let value = ScalarValue::try_from_array(column, 0).map_err(|e| bad(e.to_string()))?;
         let value = match expected.get(i) {
-            Some(Some(t)) if value.data_type() != *t => value
-                .cast_to(t)
-                .map_err(|e| bad(format!("parameter ${} cannot be converted to {t}: {e}", i + 1)))?,
+            Some(Some(t)) if value.data_type() != *t => value.cast_to(t).map_err(|e| {
+                bad(format!(
+                    "parameter ${} cannot be converted to {t}: {e}",
+                    i + 1
+                ))
+            })?,
             _ => value,
         };
         values.push(value);
     }
-    Ok(ParamValues::List(values.into_iter().map(|v| ScalarAndMetadata::new(v, None)).collect()))
+    Ok(ParamValues::List(
+        values
+            .into_iter()
+            .map(|v| ScalarAndMetadata::new(v, None))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -101,7 +111,9 @@ mod tests {
         ])
         .expect("batch");
         let bytes = encode_params(&batch).expect("encode");
-        let ParamValues::List(values) = decode_params(&bytes, &[Some(DataType::Int64), None]).expect("decode") else {
+        let ParamValues::List(values) =
+            decode_params(&bytes, &[Some(DataType::Int64), None]).expect("decode")
+        else {
             panic!("positional parameters expected")
         };
         assert_eq!(values[0].value(), &ScalarValue::Int64(Some(7)));
@@ -110,18 +122,30 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused() {
-        let two = RecordBatch::try_from_iter(vec![("0", Arc::new(Int32Array::from(vec![1, 2])) as _)]).expect("batch");
+        let two =
+            RecordBatch::try_from_iter(vec![("0", Arc::new(Int32Array::from(vec![1, 2])) as _)])
+                .expect("batch");
         assert!(encode_params(&two).is_err());
         assert!(decode_params(b"garbage", &[]).is_err());
-        let text = RecordBatch::try_from_iter(vec![("0", Arc::new(StringArray::from(vec!["abc"])) as _)]).expect("b");
-        let err = decode_params(&encode_params(&text).expect("enc"), &[Some(DataType::Int64)]).unwrap_err();
+        let text =
+            RecordBatch::try_from_iter(vec![("0", Arc::new(StringArray::from(vec!["abc"])) as _)])
+                .expect("b");
+        let err = decode_params(
+            &encode_params(&text).expect("enc"),
+            &[Some(DataType::Int64)],
+        )
+        .unwrap_err();
         assert!(err.message().contains("$1"), "{}", err.message());
     }
 
     #[test]
     fn garbage_handles_are_refused() {
         assert!(QueryHandle::from_bytes(&[0xff, 0xff]).is_err());
-        let h = QueryHandle { id: "a".into(), sql: "select 1".into(), params: vec![] };
+        let h = QueryHandle {
+            id: "a".into(),
+            sql: "select 1".into(),
+            params: vec![],
+        };
         assert_eq!(QueryHandle::from_bytes(&h.to_bytes()).ok(), Some(h));
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow_flight::sql::metadata::{
-    GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo,
-    XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+    GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData, SqlInfoDataBuilder,
+    XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo,
@@ -25,13 +25,17 @@ pub fn sql_info() -> Result<SqlInfoData, Status> {
     b.append(SqlInfo::FlightSqlServerReadOnly, true);
     b.append(SqlInfo::FlightSqlServerSql, true);
     b.append(SqlInfo::FlightSqlServerSubstrait, false);
-    b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);
+    b.append(
+        SqlInfo::FlightSqlServerTransaction,
+        SqlSupportedTransaction::None as i32,
+    );
     b.append(SqlInfo::FlightSqlServerCancel, false);
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     b.append(SqlInfo::SqlDdlCatalog, false);
     b.append(SqlInfo::SqlDdlSchema, false);
     b.append(SqlInfo::SqlDdlTable, false);
-    b.build().map_err(|e| Status::internal(format!("cannot build SqlInfo: {e}")))
+    b.build()
+        .map_err(|e| Status::internal(format!("cannot build SqlInfo: {e}")))
 }
 
 pub fn xdbc_type_info() -> Result<XdbcTypeInfoData, Status> {
@@ -74,7 +78,8 @@ pub fn xdbc_type_info() -> Result<XdbcTypeInfoData, Status> {
             interval_precision: None,
         });
     }
-    b.build().map_err(|e| Status::internal(format!("cannot build XDBC type info: {e}")))
+    b.build()
+        .map_err(|e| Status::internal(format!("cannot build XDBC type info: {e}")))
 }
 
 pub fn catalogs(ctx: &SessionContext, query: CommandGetCatalogs) -> Result<RecordBatch, Status> {
@@ -108,7 +113,9 @@ pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> Result<Rec
         if catalog_filter.as_ref().is_some_and(|c| c != &catalog) {
             continue;
         }
-        let Some(provider) = ctx.catalog(&catalog).and_then(|c| c.schema(&schema)) else { continue };
+        let Some(provider) = ctx.catalog(&catalog).and_then(|c| c.schema(&schema)) else {
+            continue;
+        };
         let mut names = provider.table_names();
         names.sort();
         for name in names {
@@ -131,7 +138,8 @@ pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> Result<Rec
                 true => Arc::new(described(&table.schema(), [&catalog, &schema, &name])),
                 false => Arc::new(empty.clone()),
             };
-            b.append(&catalog, &schema, &name, kind, &table_schema).map_err(arrow_status)?;
+            b.append(&catalog, &schema, &name, kind, &table_schema)
+                .map_err(arrow_status)?;
         }
     }
     b.build().map_err(arrow_status)
@@ -148,7 +156,10 @@ fn described(table: &Schema, [catalog, schema, name]: [&str; 3]) -> Schema {
         .iter()
         .map(|f| {
             let mut metadata = f.metadata().clone();
-            metadata.insert("ARROW:FLIGHT:SQL:TYPE_NAME".into(), sql_type_name(f.data_type()).into());
+            metadata.insert(
+                "ARROW:FLIGHT:SQL:TYPE_NAME".into(),
+                sql_type_name(f.data_type()).into(),
+            );
             metadata.insert("ARROW:FLIGHT:SQL:CATALOG_NAME".into(), catalog.into());
             metadata.insert("ARROW:FLIGHT:SQL:SCHEMA_NAME".into(), schema.into());
             metadata.insert("ARROW:FLIGHT:SQL:TABLE_NAME".into(), name.into());
@@ -167,14 +178,23 @@ fn sql_type_name(t: &DataType) -> &'static str {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "BIGINT",
         DataType::Float16 | DataType::Float32 => "REAL",
         DataType::Float64 => "DOUBLE",
-        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => "DECIMAL",
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => "DECIMAL",
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR",
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => "VARBINARY",
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => "VARBINARY",
         DataType::Date32 | DataType::Date64 => "DATE",
         DataType::Time32(_) | DataType::Time64(_) => "TIME",
         DataType::Timestamp(..) => "TIMESTAMP",
         DataType::Interval(_) | DataType::Duration(_) => "INTERVAL",
-        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) | DataType::ListView(_) => "ARRAY",
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::FixedSizeList(..)
+        | DataType::ListView(_) => "ARRAY",
         DataType::Struct(_) => "STRUCT",
         DataType::Map(..) => "MAP",
         _ => "OTHER",
@@ -194,10 +214,22 @@ pub fn primary_keys_schema() -> SchemaRef {
 }
 
 /// GetPrimaryKeys rows: one per key column, `key_sequence` counting from 1.
-pub fn primary_keys(keys: Vec<(String, String, String, Vec<String>)>) -> Result<RecordBatch, Status> {
+pub fn primary_keys(
+    keys: Vec<(String, String, String, Vec<String>)>,
+) -> Result<RecordBatch, Status> {
     let rows: Vec<(&str, &str, &str, &str, i32)> = keys
         .iter()
-        .flat_map(|(c, s, t, cols)| cols.iter().enumerate().map(move |(i, col)| (c.as_str(), s.as_str(), t.as_str(), col.as_str(), i as i32 + 1)))
+        .flat_map(|(c, s, t, cols)| {
+            cols.iter().enumerate().map(move |(i, col)| {
+                (
+                    c.as_str(),
+                    s.as_str(),
+                    t.as_str(),
+                    col.as_str(),
+                    i as i32 + 1,
+                )
+            })
+        })
         .collect();
     let columns: Vec<datafusion::arrow::array::ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
@@ -205,9 +237,12 @@ pub fn primary_keys(keys: Vec<(String, String, String, Vec<String>)>) -> Result<
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
         Arc::new(StringArray::new_null(rows.len())),
-        Arc::new(datafusion::arrow::array::Int32Array::from_iter_values(rows.iter().map(|r| r.4))),
+        Arc::new(datafusion::arrow::array::Int32Array::from_iter_values(
+            rows.iter().map(|r| r.4),
+        )),
     ];
-    RecordBatch::try_new(primary_keys_schema(), columns).map_err(|e| Status::internal(e.to_string()))
+    RecordBatch::try_new(primary_keys_schema(), columns)
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {

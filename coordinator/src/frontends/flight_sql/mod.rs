@@ -16,15 +16,16 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
     CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
-    Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -37,8 +38,8 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use crate::security::authn::{Authenticator, User};
-pub use actions::{ACTION_PROGRESS, ACTION_REFRESH, ACTION_SCALE};
 use actions::{refresh_schema, refresh_statement};
+pub use actions::{ACTION_PROGRESS, ACTION_REFRESH, ACTION_SCALE};
 use handles::{decode_params, encode_params, QueryHandle};
 use results::{encode, flight_schema};
 pub(crate) use results::{flight_schema as client_schema, to_client_types};
@@ -48,7 +49,6 @@ use crate::frontends::run::{self, Caller};
 use crate::security::access::TableName;
 
 type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
-
 
 pub struct QuiverFlightSql {
     engine: Arc<QueryEngine>,
@@ -72,16 +72,29 @@ impl QuiverFlightSql {
     }
 
     /// Plans a handle's SQL with its parameters bound, if any.
-    async fn plan(&self, session: &QuerySession, handle: &QueryHandle) -> Result<LogicalPlan, Status> {
-        let plan = session.plan(&handle.sql).await.map_err(|e| from_datafusion(&e))?;
+    async fn plan(
+        &self,
+        session: &QuerySession,
+        handle: &QueryHandle,
+    ) -> Result<LogicalPlan, Status> {
+        let plan = session
+            .plan(&handle.sql)
+            .await
+            .map_err(|e| from_datafusion(&e))?;
         let params = if handle.params.is_empty() && !handle.id.is_empty() {
-            self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.get(&handle.id).cloned()
+            self.prepared
+                .lock()
+                .map_err(|_| Status::internal("lock poisoned"))?
+                .get(&handle.id)
+                .cloned()
         } else {
             Some(handle.params.clone())
         };
         // An empty row means "nothing bound yet".
         let params = params.filter(|p| !p.is_empty());
-        let Some(params) = params else { return Ok(plan) };
+        let Some(params) = params else {
+            return Ok(plan);
+        };
         let expected = parameter_types(&plan)?;
         let values = decode_params(&params, &expected)?;
         session.bind(plan, values).map_err(|e| from_datafusion(&e))
@@ -96,26 +109,48 @@ impl QuiverFlightSql {
         query_id: Option<String>,
     ) -> Result<FlightInfo, Status> {
         let cached = (handle.is_plain() && !caller.no_cache)
-            .then(|| crate::cache::text_key(caller.user_name(), &handle.sql, self.engine.datasets().generation()))
+            .then(|| {
+                crate::cache::text_key(
+                    caller.user_name(),
+                    &handle.sql,
+                    self.engine.datasets().generation(),
+                )
+            })
             .and_then(|k| self.engine.cache().peek_by_text(&k));
         let mut on_workers = None;
         let schema = match refresh_statement(&handle.sql) {
             Some(_) => refresh_schema(),
             // A statement answered from the cache is not planned again to learn its schema.
-            None if cached.is_some() => flight_schema(cached.as_deref().map(|s| s.as_ref()).unwrap_or(&Schema::empty())),
+            None if cached.is_some() => flight_schema(
+                cached
+                    .as_deref()
+                    .map(|s| s.as_ref())
+                    .unwrap_or(&Schema::empty()),
+            ),
             None => {
                 // The client's query id, if it chose one: a query that fails here, or is
                 // handed to the workers, is recorded under it.
-                let session = self.engine.session_with_id(self.engine.access(caller.user.as_ref()), query_id);
+                let session = self
+                    .engine
+                    .session_with_id(self.engine.access(caller.user.as_ref()), query_id);
                 match self.plan(&session, handle).await {
                     Ok(plan) => {
                         let schema = flight_schema(plan.schema().as_arrow());
-                        on_workers = run::client_endpoints(&self.engine, session, &caller, &handle.sql, plan).await;
+                        on_workers = run::client_endpoints(
+                            &self.engine,
+                            session,
+                            &caller,
+                            &handle.sql,
+                            plan,
+                        )
+                        .await;
                         schema
                     }
                     Err(status) => {
                         // Most bad statements end here, before DoGet: keep them in system.queries.
-                        return Err(run::begin(&self.engine, session, &caller, &handle.sql).fail(status));
+                        return Err(
+                            run::begin(&self.engine, session, &caller, &handle.sql).fail(status)
+                        );
                     }
                 }
             }
@@ -125,16 +160,25 @@ impl QuiverFlightSql {
             .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
             .with_descriptor(descriptor);
         // Otherwise the coordinator serves the one endpoint, over the same connection.
-        Ok(info.with_endpoints(on_workers.unwrap_or_else(|| vec![FlightEndpoint::new().with_ticket(ticket)])))
+        Ok(info.with_endpoints(
+            on_workers.unwrap_or_else(|| vec![FlightEndpoint::new().with_ticket(ticket)]),
+        ))
     }
 
     /// Admits, plans and runs a query, streaming its batches to the client as they come.
-    async fn run(&self, handle: QueryHandle, caller: Caller, query_id: Option<String>) -> Result<Response<DoGetStream>, Status> {
+    async fn run(
+        &self,
+        handle: QueryHandle,
+        caller: Caller,
+        query_id: Option<String>,
+    ) -> Result<Response<DoGetStream>, Status> {
         if let Some(target) = refresh_statement(&handle.sql) {
             self.require_admin(&caller, "REFRESH")?;
             return Self::batch_response(self.refresh(target.as_deref()).await);
         }
-        let session = self.engine.session_with_id(self.engine.access(caller.user.as_ref()), query_id);
+        let session = self
+            .engine
+            .session_with_id(self.engine.access(caller.user.as_ref()), query_id);
         let mut tracked = run::begin(&self.engine, session, &caller, &handle.sql);
         if handle.is_plain() {
             tracked = match tracked.by_text(&handle.sql).cached() {
@@ -150,7 +194,8 @@ impl QuiverFlightSql {
 
     /// The catalogs as the caller may see them.
     fn metadata_context<T>(&self, request: &Request<T>) -> datafusion::prelude::SessionContext {
-        self.engine.metadata_context(self.engine.access(caller_of(request).user.as_ref()))
+        self.engine
+            .metadata_context(self.engine.access(caller_of(request).user.as_ref()))
     }
 
     fn batch_response(batch: Result<RecordBatch, Status>) -> Result<Response<DoGetStream>, Status> {
@@ -172,11 +217,17 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Status> 
 fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(format!("cannot encode schema: {e}")))?;
+        .map_err(|e: datafusion::arrow::error::ArrowError| {
+            Status::internal(format!("cannot encode schema: {e}"))
+        })?;
     Ok(bytes)
 }
 
-fn metadata_info(schema: &SchemaRef, command: impl ProstMessageExt, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+fn metadata_info(
+    schema: &SchemaRef,
+    command: impl ProstMessageExt,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
     let ticket = Ticket::new(command.as_any().encode_to_vec());
     let info = FlightInfo::new()
         .try_with_schema(schema)
@@ -188,8 +239,17 @@ fn metadata_info(schema: &SchemaRef, command: impl ProstMessageExt, descriptor: 
 
 /// Who is calling, from a request the authenticator let through.
 fn caller_of<T>(request: &Request<T>) -> Caller {
-    let no_cache = run::cache_off(request.metadata().get(run::CACHE_HEADER).and_then(|v| v.to_str().ok()));
-    Caller { user: request.extensions().get::<User>().cloned(), client: request.remote_addr().map(|a| a.to_string()), no_cache }
+    let no_cache = run::cache_off(
+        request
+            .metadata()
+            .get(run::CACHE_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    Caller {
+        user: request.extensions().get::<User>().cloned(),
+        client: request.remote_addr().map(|a| a.to_string()),
+        no_cache,
+    }
 }
 
 /// The query id a client chose (`x-quiver-query-id`, a UUID), so it can follow the
@@ -209,17 +269,26 @@ impl FlightSqlService for QuiverFlightSql {
     async fn do_handshake(
         &self,
         request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
         let token = match &self.auth {
             None => String::new(),
             Some(auth) => {
-                let user = caller_of(&request).user.ok_or_else(|| Status::unauthenticated("handshake needs Basic credentials"))?;
+                let user = caller_of(&request)
+                    .user
+                    .ok_or_else(|| Status::unauthenticated("handshake needs Basic credentials"))?;
                 auth.issue(&user)?
             }
         };
-        let reply = HandshakeResponse { protocol_version: 0, payload: token.clone().into() };
-        let mut response: Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>> =
-            Response::new(Box::pin(stream::iter([Ok(reply)])));
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(stream::iter([Ok(reply)])));
         if !token.is_empty() {
             let value = MetadataValue::try_from(format!("Bearer {token}"))
                 .map_err(|_| Status::internal("cannot encode token"))?;
@@ -233,11 +302,20 @@ impl FlightSqlService for QuiverFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = QueryHandle { id: String::new(), sql: query.query, params: vec![] };
-        let ticket = TicketStatementQuery { statement_handle: handle.to_bytes() };
+        let handle = QueryHandle {
+            id: String::new(),
+            sql: query.query,
+            params: vec![],
+        };
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.to_bytes(),
+        };
         let ticket = Ticket::new(ticket.as_any().encode_to_vec());
         let (caller, id) = (caller_of(&request), chosen_query_id(&request));
-        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller, id).await?))
+        Ok(Response::new(
+            self.flight_info(&handle, ticket, request.into_inner(), caller, id)
+                .await?,
+        ))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -248,7 +326,10 @@ impl FlightSqlService for QuiverFlightSql {
         let handle = QueryHandle::from_bytes(&cmd.prepared_statement_handle)?;
         let ticket = Ticket::new(cmd.as_any().encode_to_vec());
         let (caller, id) = (caller_of(&request), chosen_query_id(&request));
-        Ok(Response::new(self.flight_info(&handle, ticket, request.into_inner(), caller, id).await?))
+        Ok(Response::new(
+            self.flight_info(&handle, ticket, request.into_inner(), caller, id)
+                .await?,
+        ))
     }
 
     async fn do_get_statement(
@@ -256,7 +337,12 @@ impl FlightSqlService for QuiverFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.run(QueryHandle::from_bytes(&ticket.statement_handle)?, caller_of(&request), chosen_query_id(&request)).await
+        self.run(
+            QueryHandle::from_bytes(&ticket.statement_handle)?,
+            caller_of(&request),
+            chosen_query_id(&request),
+        )
+        .await
     }
 
     async fn do_get_prepared_statement(
@@ -264,7 +350,12 @@ impl FlightSqlService for QuiverFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.run(QueryHandle::from_bytes(&query.prepared_statement_handle)?, caller_of(&request), chosen_query_id(&request)).await
+        self.run(
+            QueryHandle::from_bytes(&query.prepared_statement_handle)?,
+            caller_of(&request),
+            chosen_query_id(&request),
+        )
+        .await
     }
 
     async fn do_action_create_prepared_statement(
@@ -272,16 +363,28 @@ impl FlightSqlService for QuiverFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let session = self.engine.session(self.engine.access(caller_of(&request).user.as_ref()));
-        let plan = session.plan(&query.query).await.map_err(|e| from_datafusion(&e))?;
+        let session = self
+            .engine
+            .session(self.engine.access(caller_of(&request).user.as_ref()));
+        let plan = session
+            .plan(&query.query)
+            .await
+            .map_err(|e| from_datafusion(&e))?;
         let parameters: Vec<Field> = parameter_types(&plan)?
             .into_iter()
             .enumerate()
             .map(|(i, t)| Field::new(format!("${}", i + 1), t.unwrap_or(DataType::Null), true))
             .collect();
         let id = uuid::Uuid::new_v4().to_string();
-        self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.insert(id.clone(), vec![]);
-        let handle = QueryHandle { id, sql: query.query, params: vec![] };
+        self.prepared
+            .lock()
+            .map_err(|_| Status::internal("lock poisoned"))?
+            .insert(id.clone(), vec![]);
+        let handle = QueryHandle {
+            id,
+            sql: query.query,
+            params: vec![],
+        };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.to_bytes(),
             dataset_schema: schema_bytes(&flight_schema(plan.schema().as_arrow()))?,
@@ -295,30 +398,54 @@ impl FlightSqlService for QuiverFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut handle = QueryHandle::from_bytes(&query.prepared_statement_handle)?;
-        let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-            request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
-        )
-        .try_collect()
-        .await
-        .map_err(|e| Status::invalid_argument(format!("cannot read parameters: {e}")))?;
+        let batches: Vec<RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+                request
+                    .into_inner()
+                    .map_err(|s| FlightError::Tonic(Box::new(s))),
+            )
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("cannot read parameters: {e}")))?;
         let batch = match batches.as_slice() {
             [b] => b,
             [] => return Err(Status::invalid_argument("no parameters were sent")),
-            _ => return Err(Status::invalid_argument("parameters must come as one batch of one row")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "parameters must come as one batch of one row",
+                ))
+            }
         };
         handle.params = encode_params(batch)?;
         if !handle.id.is_empty() {
-            let mut prepared = self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?;
+            let mut prepared = self
+                .prepared
+                .lock()
+                .map_err(|_| Status::internal("lock poisoned"))?;
             if let Some(slot) = prepared.get_mut(&handle.id) {
                 *slot = handle.params.clone();
             }
         }
-        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(handle.to_bytes()) })
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.to_bytes()),
+        })
     }
 
-    async fn do_put_statement_update(&self, command: CommandStatementUpdate, request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
         let caller = caller_of(&request);
-        self.update(QueryHandle { id: String::new(), sql: command.query, params: vec![] }, caller).await
+        self.update(
+            QueryHandle {
+                id: String::new(),
+                sql: command.query,
+                params: vec![],
+            },
+            caller,
+        )
+        .await
     }
 
     async fn do_put_prepared_statement_update(
@@ -329,21 +456,37 @@ impl FlightSqlService for QuiverFlightSql {
         let caller = caller_of(&request);
         let mut handle = QueryHandle::from_bytes(&command.prepared_statement_handle)?;
         // Parameters, if any, come as one batch of one row.
-        let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-            request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s))),
-        )
-        .try_collect()
-        .await
-        .map_err(|e| Status::invalid_argument(format!("cannot read parameters: {e}")))?;
-        match batches.iter().filter(|b| b.num_rows() > 0).collect::<Vec<_>>().as_slice() {
+        let batches: Vec<RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+                request
+                    .into_inner()
+                    .map_err(|s| FlightError::Tonic(Box::new(s))),
+            )
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("cannot read parameters: {e}")))?;
+        match batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             [] => {}
             [b] if b.num_rows() == 1 => handle.params = encode_params(b)?,
-            _ => return Err(Status::invalid_argument("parameters of an update must come as one row; run it once per row")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "parameters of an update must come as one row; run it once per row",
+                ))
+            }
         }
         self.update(handle, caller).await
     }
 
-    async fn do_put_statement_ingest(&self, command: CommandStatementIngest, request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
         let caller = caller_of(&request);
         self.ingest(command, request.into_inner(), caller).await
     }
@@ -354,7 +497,10 @@ impl FlightSqlService for QuiverFlightSql {
         _request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
         let handle = QueryHandle::from_bytes(&query.prepared_statement_handle)?;
-        self.prepared.lock().map_err(|_| Status::internal("lock poisoned"))?.remove(&handle.id);
+        self.prepared
+            .lock()
+            .map_err(|_| Status::internal("lock poisoned"))?
+            .remove(&handle.id);
         Ok(())
     }
 
@@ -366,7 +512,11 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&metadata::catalogs_schema(), query, request.into_inner())
     }
 
-    async fn do_get_catalogs(&self, query: CommandGetCatalogs, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
         Self::batch_response(metadata::catalogs(&self.metadata_context(&request), query))
     }
 
@@ -379,8 +529,15 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&schema, query, request.into_inner())
     }
 
-    async fn do_get_schemas(&self, query: CommandGetDbSchemas, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        Self::batch_response(metadata::db_schemas(&self.metadata_context(&request), query))
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(metadata::db_schemas(
+            &self.metadata_context(&request),
+            query,
+        ))
     }
 
     async fn get_flight_info_tables(
@@ -392,7 +549,11 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&schema, query, request.into_inner())
     }
 
-    async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
         Self::batch_response(metadata::tables(&self.metadata_context(&request), query).await)
     }
 
@@ -405,7 +566,11 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&schema, query, request.into_inner())
     }
 
-    async fn do_get_table_types(&self, query: CommandGetTableTypes, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
         let mut b = query.into_builder();
         for t in ["LOCAL TEMPORARY", "TABLE", "VIEW"] {
             b.append(t);
@@ -421,8 +586,17 @@ impl FlightSqlService for QuiverFlightSql {
         metadata_info(&self.sql_info.schema(), query, request.into_inner())
     }
 
-    async fn do_get_sql_info(&self, query: CommandGetSqlInfo, _: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
-        Self::batch_response(query.into_builder(&self.sql_info).build().map_err(|e| Status::internal(e.to_string())))
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Self::batch_response(
+            query
+                .into_builder(&self.sql_info)
+                .build()
+                .map_err(|e| Status::internal(e.to_string())),
+        )
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -438,7 +612,12 @@ impl FlightSqlService for QuiverFlightSql {
         query: CommandGetXdbcTypeInfo,
         _: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        Self::batch_response(query.into_builder(&self.xdbc).build().map_err(|e| Status::internal(e.to_string())))
+        Self::batch_response(
+            query
+                .into_builder(&self.xdbc)
+                .build()
+                .map_err(|e| Status::internal(e.to_string())),
+        )
     }
 
     async fn get_flight_info_primary_keys(
@@ -446,14 +625,30 @@ impl FlightSqlService for QuiverFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(&metadata::primary_keys_schema(), query, request.into_inner())
+        metadata_info(
+            &metadata::primary_keys_schema(),
+            query,
+            request.into_inner(),
+        )
     }
 
-    async fn do_get_primary_keys(&self, query: CommandGetPrimaryKeys, request: Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
         let access = self.engine.access(caller_of(&request).user.as_ref());
-        let mut keys = self.engine.primary_keys(query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
+        let mut keys = self.engine.primary_keys(
+            query.catalog.as_deref(),
+            query.db_schema.as_deref(),
+            &query.table,
+        );
         keys.retain(|(catalog, schema, table, _)| {
-            access.decide(TableName { catalog, schema, table }) != crate::security::access::Decision::Deny
+            access.decide(TableName {
+                catalog,
+                schema,
+                table,
+            }) != crate::security::access::Decision::Deny
         });
         Self::batch_response(metadata::primary_keys(keys))
     }

@@ -13,8 +13,11 @@ use super::DoGetStream;
 
 pub(crate) use quiver_proto::client_types::{flight_schema, to_client_types};
 
-pub(super) fn encode(batches: impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static) -> DoGetStream {
-    let batches = batches.and_then(|b| futures::future::ready(to_client_types(b).map_err(Into::into)));
+pub(super) fn encode(
+    batches: impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static,
+) -> DoGetStream {
+    let batches =
+        batches.and_then(|b| futures::future::ready(to_client_types(b).map_err(Into::into)));
     let flight = FlightDataEncoderBuilder::new()
         .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))))
         .map_err(Status::from);

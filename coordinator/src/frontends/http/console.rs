@@ -143,8 +143,16 @@ fn bytes(n: u64) -> String {
 }
 
 fn clock(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 /// The caller, or the response that asks for credentials.
@@ -157,7 +165,10 @@ fn visible_queries(http: &Http, caller: &Caller) -> Vec<QueryRecord> {
     let all = http.engine.queries().snapshot();
     match http.is_admin(caller) {
         true => all,
-        false => all.into_iter().filter(|q| q.user.as_deref() == caller.user_name()).collect(),
+        false => all
+            .into_iter()
+            .filter(|q| q.user.as_deref() == caller.user_name())
+            .collect(),
     }
 }
 
@@ -168,11 +179,15 @@ async fn queries_page(state: Shared, peer: Peer, headers: HeaderMap) -> Response
         Err(r) => return r,
     };
     let table = queries_table(&visible_queries(&http, &caller));
-    page("Queries", "queries", html! {
-        h1 { "Queries" }
-        p.muted { "Running and recent queries, newest first. Refreshes every 2 s." }
-        div id="queries" data-refresh="/part/queries" { (table) }
-    })
+    page(
+        "Queries",
+        "queries",
+        html! {
+            h1 { "Queries" }
+            p.muted { "Running and recent queries, newest first. Refreshes every 2 s." }
+            div id="queries" data-refresh="/part/queries" { (table) }
+        },
+    )
     .into_response()
 }
 
@@ -220,32 +235,65 @@ async fn cancel(state: Shared, peer: Peer, headers: HeaderMap, Path(id): Path<St
         return error_response(StatusCode::NOT_FOUND, &format!("no query '{id}'"));
     };
     if !http.is_admin(&caller) && record.user.as_deref() != caller.user_name() {
-        return error_response(StatusCode::FORBIDDEN, "only administrators cancel other users' queries");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "only administrators cancel other users' queries",
+        );
     }
     tracing::info!(query = %id, by = caller.user_name().unwrap_or("-"), "query cancelled from the console");
     match http.engine.queries().cancel(&id) {
-        true => (StatusCode::OK, [("content-type", "application/json")], r#"{"cancelled":true}"#).into_response(),
-        false => error_response(StatusCode::CONFLICT, &format!("query '{id}' is not running")),
+        true => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"cancelled":true}"#,
+        )
+            .into_response(),
+        false => error_response(
+            StatusCode::CONFLICT,
+            &format!("query '{id}' is not running"),
+        ),
     }
 }
 
-async fn query_page(state: Shared, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn query_page(
+    state: Shared,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let http = state.0;
     let caller = match caller(&http, &headers, &peer) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let Some(detail) = query_detail(&http, &caller, &id) else {
-        return (StatusCode::NOT_FOUND, page("Not found", "queries", html! { h1 { "No query " code { (id) } } })).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            page(
+                "Not found",
+                "queries",
+                html! { h1 { "No query " code { (id) } } },
+            ),
+        )
+            .into_response();
     };
-    page("Query", "queries", html! {
-        h1 { "Query " code { (id) } }
-        div id="detail" data-refresh={"/part/queries/" (id)} { (detail) }
-    })
+    page(
+        "Query",
+        "queries",
+        html! {
+            h1 { "Query " code { (id) } }
+            div id="detail" data-refresh={"/part/queries/" (id)} { (detail) }
+        },
+    )
     .into_response()
 }
 
-async fn query_part(state: Shared, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn query_part(
+    state: Shared,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let http = state.0;
     let caller = match caller(&http, &headers, &peer) {
         Ok(c) => c,
@@ -259,11 +307,26 @@ async fn query_part(state: Shared, peer: Peer, headers: HeaderMap, Path(id): Pat
 
 /// The query's record and its distributed plan: stages, their tasks, each task's attempts.
 fn query_detail(http: &Http, caller: &Caller, id: &str) -> Option<Markup> {
-    let q = visible_queries(http, caller).into_iter().rev().find(|q| q.id == id)?;
-    let fragments: Vec<_> = http.engine.fragments().snapshot().into_iter().filter(|f| f.query_id == id).collect();
-    let mut stages: BTreeMap<u32, BTreeMap<u32, Vec<&crate::fragments::FragmentRecord>>> = BTreeMap::new();
+    let q = visible_queries(http, caller)
+        .into_iter()
+        .rev()
+        .find(|q| q.id == id)?;
+    let fragments: Vec<_> = http
+        .engine
+        .fragments()
+        .snapshot()
+        .into_iter()
+        .filter(|f| f.query_id == id)
+        .collect();
+    let mut stages: BTreeMap<u32, BTreeMap<u32, Vec<&crate::fragments::FragmentRecord>>> =
+        BTreeMap::new();
     for f in &fragments {
-        stages.entry(f.stage).or_default().entry(f.task).or_default().push(f);
+        stages
+            .entry(f.stage)
+            .or_default()
+            .entry(f.task)
+            .or_default()
+            .push(f);
     }
     let done = fragments.iter().filter(|f| f.state == "finished").count();
     Some(html! {
@@ -316,7 +379,15 @@ async fn workers_page(state: Shared, peer: Peer, headers: HeaderMap) -> Response
         Err(r) => return r,
     };
     if !http.is_admin(&caller) {
-        return (StatusCode::FORBIDDEN, page("Workers", "workers", html! { p.error { "The workers page is for administrators." } })).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            page(
+                "Workers",
+                "workers",
+                html! { p.error { "The workers page is for administrators." } },
+            ),
+        )
+            .into_response();
     }
     page("Workers", "workers", html! {
         h1 { "Workers" }
@@ -329,7 +400,9 @@ async fn workers_page(state: Shared, peer: Peer, headers: HeaderMap) -> Response
 async fn workers_part(state: Shared, peer: Peer, headers: HeaderMap) -> Response {
     let http = state.0;
     match caller(&http, &headers, &peer) {
-        Ok(c) if http.is_admin(&c) => Html(workers_part_markup(&http).into_string()).into_response(),
+        Ok(c) if http.is_admin(&c) => {
+            Html(workers_part_markup(&http).into_string()).into_response()
+        }
         Ok(_) => StatusCode::FORBIDDEN.into_response(),
         Err(r) => r,
     }
@@ -340,8 +413,17 @@ fn sparkline(values: &[f64], max: f64, label: &str) -> Markup {
     let (w, h) = (220.0, 40.0);
     let max = if max > 0.0 { max } else { 1.0 };
     let n = values.len().max(2) as f64 - 1.0;
-    let points: Vec<String> =
-        values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 / n * w, h - (v / max).min(1.0) * (h - 2.0) - 1.0)).collect();
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 / n * w,
+                h - (v / max).min(1.0) * (h - 2.0) - 1.0
+            )
+        })
+        .collect();
     html! {
         svg.spark width=(w) height=(h) viewBox={"0 0 " (w) " " (h)} role="img" aria-label=(label) {
             title { (label) }
@@ -402,22 +484,33 @@ async fn catalog_page(state: Shared, peer: Peer, headers: HeaderMap) -> Response
         Ok(c) => c,
         Err(r) => return r,
     };
-    let ctx = http.engine.metadata_context(http.engine.access(caller.user.as_ref()));
+    let ctx = http
+        .engine
+        .metadata_context(http.engine.access(caller.user.as_ref()));
     let mut catalogs = vec![];
     for catalog_name in ctx.catalog_names() {
-        let Some(catalog) = ctx.catalog(&catalog_name) else { continue };
+        let Some(catalog) = ctx.catalog(&catalog_name) else {
+            continue;
+        };
         let mut schemas = vec![];
         for schema_name in catalog.schema_names() {
             if schema_name == "information_schema" {
                 continue;
             }
-            let Some(schema) = catalog.schema(&schema_name) else { continue };
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
             let mut tables = vec![];
             let mut names = schema.table_names();
             names.sort();
             for t in names {
                 let columns = match schema.table(&t).await {
-                    Ok(Some(table)) => table.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable())).collect(),
+                    Ok(Some(table)) => table
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
+                        .collect(),
                     _ => vec![],
                 };
                 tables.push((t, columns));
@@ -458,16 +551,20 @@ async fn sql_page(state: Shared, peer: Peer, headers: HeaderMap) -> Response {
     if let Err(r) = caller(&http, &headers, &peer) {
         return r;
     }
-    page("SQL", "sql", html! {
-        h1 { "SQL" }
-        textarea id="editor" spellcheck="false" { "SELECT 1" }
-        p {
-            button id="run" onclick="runSql(false)" { "Run" } " "
-            button.secondary id="explain" onclick="runSql(true)" { "Explain analyze" } " "
-            span id="status" .muted {}
-        }
-        div id="error" class="error" hidden {}
-        table id="grid" {}
-    })
+    page(
+        "SQL",
+        "sql",
+        html! {
+            h1 { "SQL" }
+            textarea id="editor" spellcheck="false" { "SELECT 1" }
+            p {
+                button id="run" onclick="runSql(false)" { "Run" } " "
+                button.secondary id="explain" onclick="runSql(true)" { "Explain analyze" } " "
+                span id="status" .muted {}
+            }
+            div id="error" class="error" hidden {}
+            table id="grid" {}
+        },
+    )
     .into_response()
 }

@@ -38,7 +38,9 @@ impl History {
             let mut tick = tokio::time::interval(EVERY);
             loop {
                 tick.tick().await;
-                let Some(history) = weak.upgrade() else { return };
+                let Some(history) = weak.upgrade() else {
+                    return;
+                };
                 history.sample(&pool).await;
             }
         });
@@ -47,15 +49,24 @@ impl History {
 
     async fn sample(&self, pool: &WorkerPool) {
         let workers = pool.all();
-        let stats = futures::future::join_all(workers.iter().map(|w| async move { (w.id.clone(), w.stats(Duration::from_millis(800)).await) })).await;
-        let Ok(mut map) = self.workers.lock() else { return };
+        let stats = futures::future::join_all(
+            workers
+                .iter()
+                .map(|w| async move { (w.id.clone(), w.stats(Duration::from_millis(800)).await) }),
+        )
+        .await;
+        let Ok(mut map) = self.workers.lock() else {
+            return;
+        };
         map.retain(|id, _| workers.iter().any(|w| &w.id == id));
         let now = Instant::now();
         for (id, stats) in stats {
             let Some(s) = stats else { continue };
             let series = map.entry(id).or_default();
             let cpu = match series.last_cpu {
-                Some((t, c)) if now > t => ((s.cpu_seconds - c) / now.duration_since(t).as_secs_f64()).max(0.0),
+                Some((t, c)) if now > t => {
+                    ((s.cpu_seconds - c) / now.duration_since(t).as_secs_f64()).max(0.0)
+                }
                 _ => 0.0,
             };
             series.last_cpu = Some((now, s.cpu_seconds));
@@ -73,7 +84,11 @@ impl History {
     pub fn snapshot(&self) -> BTreeMap<String, Vec<Sample>> {
         self.workers
             .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.samples.iter().cloned().collect())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.samples.iter().cloned().collect()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -20,8 +20,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::net::TcpListener;
 use quiver_worker::status::kind_of;
+use tokio::net::TcpListener;
 use tonic::Status;
 
 use crate::engine::QueryEngine;
@@ -50,17 +50,35 @@ pub fn serve(
     door: Door,
 ) -> tokio::task::JoinHandle<()> {
     let history = history::History::start(engine.pool().clone());
-    let http = Arc::new(Http { engine, auth, history, allowed_origins });
+    let http = Arc::new(Http {
+        engine,
+        auth,
+        history,
+        allowed_origins,
+    });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/sql", post(sql::post_sql))
         .merge(console::routes())
-        .fallback(|uri: axum::http::Uri| async move { error_response(StatusCode::NOT_FOUND, &format!("no such page: {}", uri.path())) })
-        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
-            error_response(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not served at {}", uri.path()))
+        .fallback(|uri: axum::http::Uri| async move {
+            error_response(
+                StatusCode::NOT_FOUND,
+                &format!("no such page: {}", uri.path()),
+            )
         })
-        .layer(axum::middleware::from_fn_with_state(http.clone(), same_origin::guard))
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("{method} is not served at {}", uri.path()),
+                )
+            },
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            http.clone(),
+            same_origin::guard,
+        ))
         .with_state(http);
     tokio::spawn(accept(listener, app, tls, door))
 }
@@ -68,7 +86,12 @@ pub fn serve(
 /// Each connection: a place at the door (a full door answers 503 and closes),
 /// the TLS handshake when configured, then HTTP/1.1 with a deadline for the
 /// request headers, and the peer's address where the handlers read it (`ConnectInfo`).
-async fn accept(listener: TcpListener, app: Router, tls: Option<tokio_rustls::TlsAcceptor>, door: Door) {
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    door: Door,
+) {
     loop {
         let (socket, peer) = door.accept(&listener).await;
         let Some(permit) = door.admit() else {
@@ -80,17 +103,29 @@ async fn accept(listener: TcpListener, app: Router, tls: Option<tokio_rustls::Tl
             let socket = FirstBytes::new(socket, handshake, permit);
             let app = app.layer(axum::Extension(ConnectInfo(peer)));
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(handshake);
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(handshake);
             let served = match tls {
-                None => builder.serve_connection(hyper_util::rt::TokioIo::new(socket), service).await,
+                None => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                        .await
+                }
                 Some(tls) => {
                     let stream = match tokio::time::timeout(handshake, tls.accept(socket)).await {
                         Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            return tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                        }
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                     };
-                    builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
                 }
             };
             if let Err(e) = served {
@@ -127,21 +162,42 @@ async fn refuse_full(mut socket: tokio::net::TcpStream, message: String) {
 }
 
 async fn metrics(State(http): Shared) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&http.engine))
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&http.engine),
+    )
 }
 
 impl Http {
     /// Who sends the request; without authentication configured, anyone.
     fn caller(&self, headers: &HeaderMap, addr: SocketAddr) -> Result<Caller, Response> {
         let client = Some(addr.to_string());
-        let no_cache = crate::frontends::run::cache_off(headers.get(crate::frontends::run::CACHE_HEADER).and_then(|h| h.to_str().ok()));
-        let Some(auth) = &self.auth else { return Ok(Caller { user: None, client, no_cache }) };
-        let header = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+        let no_cache = crate::frontends::run::cache_off(
+            headers
+                .get(crate::frontends::run::CACHE_HEADER)
+                .and_then(|h| h.to_str().ok()),
+        );
+        let Some(auth) = &self.auth else {
+            return Ok(Caller {
+                user: None,
+                client,
+                no_cache,
+            });
+        };
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
         let Some(header) = header else {
-            return Err(unauthorized("authentication required: send Basic or Bearer credentials"));
+            return Err(unauthorized(
+                "authentication required: send Basic or Bearer credentials",
+            ));
         };
         match auth.check_header(header, Some(addr)) {
-            Ok(user) => Ok(Caller { user: Some(user), client, no_cache }),
+            Ok(user) => Ok(Caller {
+                user: Some(user),
+                client,
+                no_cache,
+            }),
             Err(status) => Err(unauthorized(status.message())),
         }
     }
@@ -154,7 +210,10 @@ impl Http {
 
 fn unauthorized(message: &str) -> Response {
     let mut r = error_response(StatusCode::UNAUTHORIZED, message);
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"Quiver\", charset=\"UTF-8\""));
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"Quiver\", charset=\"UTF-8\""),
+    );
     r
 }
 
@@ -171,7 +230,9 @@ fn status_of(status: &Status) -> StatusCode {
         K::InsufficientPrivilege | K::ReadOnly => StatusCode::FORBIDDEN,
         K::InvalidAuthorization => StatusCode::UNAUTHORIZED,
         K::DuplicateTable | K::DuplicateSchema => StatusCode::CONFLICT,
-        K::InsufficientResources | K::TooManyConnections | K::OutOfMemory => StatusCode::TOO_MANY_REQUESTS,
+        K::InsufficientResources | K::TooManyConnections | K::OutOfMemory => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         K::ConnectionFailure => StatusCode::SERVICE_UNAVAILABLE,
         K::QueryCanceled => StatusCode::REQUEST_TIMEOUT,
         K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -181,8 +242,15 @@ fn status_of(status: &Status) -> StatusCode {
 
 /// `{"error": message, "sqlstate": code}` for a query error.
 fn query_error(status: &Status) -> Response {
-    let body = serde_json::json!({ "error": status.message(), "sqlstate": kind_of(status).sqlstate() }).to_string();
-    (status_of(status), [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let body =
+        serde_json::json!({ "error": status.message(), "sqlstate": kind_of(status).sqlstate() })
+            .to_string();
+    (
+        status_of(status),
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// The peer address axum recorded.

@@ -40,14 +40,25 @@ impl Format {
             "jsonl" | "ndjson" => Ok(Format::JsonLines),
             "csv" => Ok(Format::Csv),
             "arrow" => Ok(Format::Arrow),
-            other => Err(format!("unknown format '{other}': use json, jsonl, csv or arrow")),
+            other => Err(format!(
+                "unknown format '{other}': use json, jsonl, csv or arrow"
+            )),
         })
     }
 
     /// The first format `Accept` names that we serve; JSON when none.
     pub(super) fn from_accept(headers: &HeaderMap) -> Format {
-        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        for kind in accept.split(',').map(|k| k.split(';').next().unwrap_or("").trim().to_ascii_lowercase()) {
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        for kind in accept.split(',').map(|k| {
+            k.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        }) {
             match kind.as_str() {
                 ARROW_STREAM | "application/vnd.apache.arrow.file" => return Format::Arrow,
                 "text/csv" => return Format::Csv,
@@ -92,11 +103,17 @@ pub(super) async fn post_sql(
         None => Format::from_accept(&headers),
     };
     let Ok(sql) = String::from_utf8(body.to_vec()) else {
-        return error_response(StatusCode::BAD_REQUEST, "the request body must be the statement as UTF-8 text");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "the request body must be the statement as UTF-8 text",
+        );
     };
     let sql = sql.trim().trim_end_matches(';').to_string();
     if sql.is_empty() {
-        return error_response(StatusCode::BAD_REQUEST, "empty statement: send the SQL as the request body");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "empty statement: send the SQL as the request body",
+        );
     }
     let engine = &http.engine;
     let session = engine.session(engine.access(caller.user.as_ref()));
@@ -104,7 +121,11 @@ pub(super) async fn post_sql(
     let running = match tracked.cached() {
         Ok(running) => Ok(running),
         Err(tracked) => {
-            let plan = tracked.session().plan(&sql).await.map_err(|e| from_datafusion(&e));
+            let plan = tracked
+                .session()
+                .plan(&sql)
+                .await
+                .map_err(|e| from_datafusion(&e));
             tracked.execute(plan).await
         }
     };
@@ -127,7 +148,10 @@ pub(super) async fn post_sql(
     let encoded = encode(format, schema, batches);
     let mut response = Body::from_stream(encoded).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert("x-quiver-query-id", v);
     }
@@ -157,8 +181,19 @@ pub(super) fn encode(
                 let next = chunk.is_ok().then_some((batches, encoder));
                 Some((chunk, next))
             }
-            Some(Err(e)) => Some((Err(std::io::Error::other(from_datafusion(&e).message().to_string())), None)),
-            None => Some((encoder.finish().map(Bytes::from).map_err(std::io::Error::other), None)),
+            Some(Err(e)) => Some((
+                Err(std::io::Error::other(
+                    from_datafusion(&e).message().to_string(),
+                )),
+                None,
+            )),
+            None => Some((
+                encoder
+                    .finish()
+                    .map(Bytes::from)
+                    .map_err(std::io::Error::other),
+                None,
+            )),
         }
     })
 }
@@ -174,7 +209,12 @@ pub(super) struct Encoder {
 
 impl Encoder {
     pub(super) fn new(format: Format, schema: Arc<Schema>) -> Self {
-        Self { format, schema, rows: 0, arrow: None }
+        Self {
+            format,
+            schema,
+            rows: 0,
+            arrow: None,
+        }
     }
 
     pub(super) fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, String> {
@@ -203,14 +243,19 @@ impl Encoder {
                 }
             }
             Format::Csv => {
-                let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(self.rows == 0).build(&mut out);
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(self.rows == 0)
+                    .build(&mut out);
                 w.write(batch).map_err(err)?;
                 drop(w);
                 self.rows += batch.num_rows().max(1);
             }
             Format::Arrow => {
                 if self.arrow.is_none() {
-                    self.arrow = Some(datafusion::arrow::ipc::writer::StreamWriter::try_new(vec![], &self.schema).map_err(err)?);
+                    self.arrow = Some(
+                        datafusion::arrow::ipc::writer::StreamWriter::try_new(vec![], &self.schema)
+                            .map_err(err)?,
+                    );
                 }
                 if let Some(w) = self.arrow.as_mut() {
                     w.write(batch).map_err(err)?;
@@ -228,11 +273,16 @@ impl Encoder {
             Format::Json => Ok(b"]\n".to_vec()),
             Format::JsonLines => Ok(vec![]),
             // An empty result still names its columns.
-            Format::Csv if self.rows == 0 => self.batch(&RecordBatch::new_empty(self.schema.clone())),
+            Format::Csv if self.rows == 0 => {
+                self.batch(&RecordBatch::new_empty(self.schema.clone()))
+            }
             Format::Csv => Ok(vec![]),
             Format::Arrow => {
                 if self.arrow.is_none() {
-                    self.arrow = Some(datafusion::arrow::ipc::writer::StreamWriter::try_new(vec![], &self.schema).map_err(err)?);
+                    self.arrow = Some(
+                        datafusion::arrow::ipc::writer::StreamWriter::try_new(vec![], &self.schema)
+                            .map_err(err)?,
+                    );
                 }
                 let mut w = self.arrow.take().ok_or("no writer")?;
                 w.finish().map_err(err)?;
@@ -246,10 +296,25 @@ impl Encoder {
 /// readers (JavaScript, jq), which rounds beyond 2^53, so `12345678901234567.89`
 /// is sent as the string `"12345678901234567.89"`, as PostgreSQL's JSON does not but
 /// Trino's and BigQuery's REST APIs do.
-fn decimals_as_text(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+fn decimals_as_text(
+    batch: &RecordBatch,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
     use datafusion::arrow::datatypes::{DataType, Field};
-    let is_decimal = |t: &DataType| matches!(t, DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..));
-    if !batch.schema().fields().iter().any(|f| is_decimal(f.data_type())) {
+    let is_decimal = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Decimal32(..)
+                | DataType::Decimal64(..)
+                | DataType::Decimal128(..)
+                | DataType::Decimal256(..)
+        )
+    };
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| is_decimal(f.data_type()))
+    {
         return Ok(batch.clone());
     }
     let mut fields = vec![];
@@ -294,30 +359,60 @@ mod tests {
 
     #[test]
     fn json_is_one_array_across_batches_with_nulls() {
-        let out = all(Format::Json, &[batch(vec![1], vec![Some("a\nb")]), batch(vec![2, 3], vec![None, Some("c")])]);
+        let out = all(
+            Format::Json,
+            &[
+                batch(vec![1], vec![Some("a\nb")]),
+                batch(vec![2, 3], vec![None, Some("c")]),
+            ],
+        );
         let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
-        assert_eq!(v, serde_json::json!([{"id":1,"name":"a\nb"},{"id":2,"name":null},{"id":3,"name":"c"}]));
+        assert_eq!(
+            v,
+            serde_json::json!([{"id":1,"name":"a\nb"},{"id":2,"name":null},{"id":3,"name":"c"}])
+        );
         let empty = all(Format::Json, &[batch(vec![], vec![])]);
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&empty).expect("json"), serde_json::json!([]));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&empty).expect("json"),
+            serde_json::json!([])
+        );
     }
 
     #[test]
     fn json_sends_decimals_as_exact_strings() {
         use datafusion::arrow::array::Decimal128Array;
-        let price = Decimal128Array::from(vec![Some(1234567890123456789), None]).with_precision_and_scale(20, 2).expect("decimal");
+        let price = Decimal128Array::from(vec![Some(1234567890123456789), None])
+            .with_precision_and_scale(20, 2)
+            .expect("decimal");
         let b = RecordBatch::try_from_iter(vec![("price", Arc::new(price) as _)]).expect("batch");
         let out = all(Format::Json, &[b]);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
-        assert_eq!(v, serde_json::json!([{"price": "12345678901234567.89"}, {"price": null}]));
+        assert_eq!(
+            v,
+            serde_json::json!([{"price": "12345678901234567.89"}, {"price": null}])
+        );
     }
 
     #[test]
     fn csv_has_one_header_and_arrow_reads_back() {
-        let batches = [batch(vec![1], vec![Some("x")]), batch(vec![2], vec![Some("y,z")])];
-        assert_eq!(String::from_utf8(all(Format::Csv, &batches)).expect("utf8"), "id,name\n1,x\n2,\"y,z\"\n");
-        assert_eq!(String::from_utf8(all(Format::Csv, &[batch(vec![], vec![])])).expect("utf8"), "id,name\n");
+        let batches = [
+            batch(vec![1], vec![Some("x")]),
+            batch(vec![2], vec![Some("y,z")]),
+        ];
+        assert_eq!(
+            String::from_utf8(all(Format::Csv, &batches)).expect("utf8"),
+            "id,name\n1,x\n2,\"y,z\"\n"
+        );
+        assert_eq!(
+            String::from_utf8(all(Format::Csv, &[batch(vec![], vec![])])).expect("utf8"),
+            "id,name\n"
+        );
         let bytes = all(Format::Arrow, &batches);
-        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).expect("reader");
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(bytes),
+            None,
+        )
+        .expect("reader");
         let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
         assert_eq!(rows, 2);
     }

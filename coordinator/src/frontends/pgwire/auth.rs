@@ -10,8 +10,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
-use pgwire::api::auth::{finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, DefaultServerParameterProvider, StartupHandler};
-use pgwire::api::{ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_USER};
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    DefaultServerParameterProvider, StartupHandler,
+};
+use pgwire::api::{
+    ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+    METADATA_USER,
+};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -39,7 +45,8 @@ pub struct Startup {
     params: DefaultServerParameterProvider,
     pids: RandomPidSecretKeyGenerator,
     /// Connections still logging in, by peer: their flag is set when the login succeeds.
-    pending: Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>>>,
+    pending:
+        Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 impl Startup {
@@ -48,7 +55,12 @@ impl Startup {
         params.server_version = format!("16.6 (Quiver {})", env!("CARGO_PKG_VERSION"));
         params.is_superuser = false;
         params.default_transaction_read_only = true;
-        Self { frontend, params, pids: RandomPidSecretKeyGenerator::default(), pending: Mutex::default() }
+        Self {
+            frontend,
+            params,
+            pids: RandomPidSecretKeyGenerator::default(),
+            pending: Mutex::default(),
+        }
     }
 
     /// A flag that turns true when the connection from `peer` has logged in.
@@ -62,7 +74,11 @@ impl Startup {
     }
 
     /// The login succeeded: the connection gets its catalogs and a cancel key.
-    async fn finish<C>(&self, client: &mut C, user: Option<crate::security::authn::User>) -> PgWireResult<()>
+    async fn finish<C>(
+        &self,
+        client: &mut C,
+        user: Option<crate::security::authn::User>,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -71,16 +87,39 @@ impl Startup {
         let engine = &self.frontend.engine;
         let access = engine.access(user.as_ref());
         let login_name = user.as_ref().map(|u| u.name.clone());
-        let login_name = login_name.or_else(|| client.metadata().get(METADATA_USER).cloned()).unwrap_or_else(|| "quiver".into());
-        let startup = client.metadata().iter().filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication")).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let (state, settings) = super::catalog::connection_state(engine, access.clone(), login_name, startup)
-            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let login_name = login_name
+            .or_else(|| client.metadata().get(METADATA_USER).cloned())
+            .unwrap_or_else(|| "quiver".into());
+        let startup = client
+            .metadata()
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (state, settings) =
+            super::catalog::connection_state(engine, access.clone(), login_name, startup)
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let (pid, key) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, key.clone());
-        let caller = Caller { user, client: Some(client.socket_addr().to_string()), no_cache: false };
-        let connection = Arc::new(Connection { caller, access, state, settings, current: Mutex::default() });
+        let caller = Caller {
+            user,
+            client: Some(client.socket_addr().to_string()),
+            no_cache: false,
+        };
+        let connection = Arc::new(Connection {
+            caller,
+            access,
+            state,
+            settings,
+            current: Mutex::default(),
+        });
         let registration = self.frontend.register(pid, &key, connection.clone());
-        if let Some(flag) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&client.socket_addr()) {
+        if let Some(flag) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client.socket_addr())
+        {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         client.session_extensions().insert(connection);
@@ -91,7 +130,10 @@ impl Startup {
 
 /// PostgreSQL's own words, which clients and people recognize.
 fn refused(name: &str) -> PgWireError {
-    super::errors::fatal("28P01", format!("password authentication failed for user \"{name}\""))
+    super::errors::fatal(
+        "28P01",
+        format!("password authentication failed for user \"{name}\""),
+    )
 }
 
 #[async_trait]
@@ -99,7 +141,11 @@ impl StartupHandler for Startup {
     /// A FATAL error (a refused login) is the last message the client gets: the
     /// connection closes right after it, without pgwire's ReadyForQuery, as
     /// PostgreSQL does (clients that wait for the close would otherwise hang).
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -111,9 +157,14 @@ impl StartupHandler for Startup {
                 if !info.is_fatal() {
                     return Err(PgWireError::UserError(Box::new(info)));
                 }
-                client.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
+                client
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await?;
                 client.close().await?;
-                Err(PgWireError::IoError(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "login refused; connection closed")))
+                Err(PgWireError::IoError(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "login refused; connection closed",
+                )))
             }
             ok => ok,
         }
@@ -127,29 +178,53 @@ impl Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let login = client.session_extensions().get_or_insert_with(LoginState::default);
-        let name = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+        let login = client
+            .session_extensions()
+            .get_or_insert_with(LoginState::default);
+        let name = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default();
         let addr = Some(client.socket_addr());
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 if self.frontend.require_tls && !client.is_secure() {
-                    return Err(super::errors::fatal("28000", "this server accepts only TLS connections: connect with sslmode=require"));
+                    return Err(super::errors::fatal(
+                        "28000",
+                        "this server accepts only TLS connections: connect with sslmode=require",
+                    ));
                 }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
-                let name = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
-                let Some(auth) = &self.frontend.auth else { return self.finish(client, None).await };
+                let name = client
+                    .metadata()
+                    .get(METADATA_USER)
+                    .cloned()
+                    .unwrap_or_default();
+                let Some(auth) = &self.frontend.auth else {
+                    return self.finish(client, None).await;
+                };
                 let (next, ask) = match auth.pg_login(&name) {
-                    PgLogin::Scram(v) => (Login::ScramFirst(v), Authentication::SASL(vec!["SCRAM-SHA-256".into()])),
+                    PgLogin::Scram(v) => (
+                        Login::ScramFirst(v),
+                        Authentication::SASL(vec!["SCRAM-SHA-256".into()]),
+                    ),
                     PgLogin::Cleartext => (Login::Password, Authentication::CleartextPassword),
                 };
                 *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)? = next;
-                client.send(PgWireBackendMessage::Authentication(ask)).await?;
+                client
+                    .send(PgWireBackendMessage::Authentication(ask))
+                    .await?;
             }
             PgWireFrontendMessage::PasswordMessageFamily(msg) => {
-                let Some(auth) = self.frontend.auth.clone() else { return Ok(()) };
-                let current = std::mem::take(&mut *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)?);
+                let Some(auth) = self.frontend.auth.clone() else {
+                    return Ok(());
+                };
+                let current = std::mem::take(
+                    &mut *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)?,
+                );
                 match current {
                     Login::Password => {
                         let password = msg.into_password()?;
@@ -163,20 +238,33 @@ impl Startup {
                         if first.auth_method != "SCRAM-SHA-256" {
                             return Err(PgWireError::UnsupportedSASLAuthMethod(first.auth_method));
                         }
-                        let data = first.data.map(|d| String::from_utf8_lossy(&d).into_owned()).unwrap_or_default();
-                        let (reply, exchange) = scram::server_first(&verifier, &data).map_err(|why| {
-                            auth.refused(&name, addr, &why);
-                            refused(&name)
-                        })?;
-                        *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)? = Login::ScramFinal(Box::new(exchange));
-                        client.send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(Bytes::from(reply)))).await?;
+                        let data = first
+                            .data
+                            .map(|d| String::from_utf8_lossy(&d).into_owned())
+                            .unwrap_or_default();
+                        let (reply, exchange) =
+                            scram::server_first(&verifier, &data).map_err(|why| {
+                                auth.refused(&name, addr, &why);
+                                refused(&name)
+                            })?;
+                        *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)? =
+                            Login::ScramFinal(Box::new(exchange));
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLContinue(Bytes::from(reply)),
+                            ))
+                            .await?;
                     }
                     Login::ScramFinal(exchange) => {
                         let last = msg.into_sasl_response()?;
                         let last = String::from_utf8_lossy(&last.data).into_owned();
                         match (exchange.server_final(&last), auth.user(&name)) {
                             (Ok(signature), Some(user)) => {
-                                client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(Bytes::from(signature)))).await?;
+                                client
+                                    .send(PgWireBackendMessage::Authentication(
+                                        Authentication::SASLFinal(Bytes::from(signature)),
+                                    ))
+                                    .await?;
                                 self.finish(client, Some(user)).await?;
                             }
                             (Err(why), _) => {

@@ -81,12 +81,24 @@ impl SchemaProvider for Retyped {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
-        let Some((_, changes)) = RETYPED.iter().find(|(t, _)| *t == name) else { return Ok(Some(table)) };
-        let columns: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let Some(table) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let Some((_, changes)) = RETYPED.iter().find(|(t, _)| *t == name) else {
+            return Ok(Some(table));
+        };
+        let columns: Vec<String> = table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let ctx = SessionContext::new();
         ctx.register_table("t", table)?;
-        let plan = ctx.sql(&view_sql(&columns, changes)).await?.into_unoptimized_plan();
+        let plan = ctx
+            .sql(&view_sql(&columns, changes))
+            .await?
+            .into_unoptimized_plan();
         Ok(Some(Arc::new(ViewTable::new(plan, None))))
     }
 
@@ -101,7 +113,13 @@ mod tests {
 
     #[test]
     fn views_keep_the_column_order_and_add_what_is_missing() {
-        let sql = view_sql(&["a".into(), "indkey".into()], &[("indkey", "X(indkey)"), ("extra", "NULL")]);
-        assert_eq!(sql, "SELECT \"a\", X(indkey) AS \"indkey\", NULL AS \"extra\" FROM t");
+        let sql = view_sql(
+            &["a".into(), "indkey".into()],
+            &[("indkey", "X(indkey)"), ("extra", "NULL")],
+        );
+        assert_eq!(
+            sql,
+            "SELECT \"a\", X(indkey) AS \"indkey\", NULL AS \"extra\" FROM t"
+        );
     }
 }

@@ -10,7 +10,9 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{Expr, Query, SelectItem, SetExpr, Statement, TableFactor, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Query, SelectItem, SetExpr, Statement, TableFactor, VisitMut, VisitorMut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -29,18 +31,33 @@ impl VisitorMut for ArraySubqueries {
     type Break = ();
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        let Expr::Function(f) = expr else { return ControlFlow::Continue(()) };
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
         if !f.name.to_string().eq_ignore_ascii_case("array") {
             return ControlFlow::Continue(());
         }
-        let datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(query) = &f.args else { return ControlFlow::Continue(()) };
-        let mut query = query.clone();
-        let order = query.order_by.take().map(|o| format!(" {o}")).unwrap_or_default();
-        let SetExpr::Select(select) = query.body.as_mut() else { return ControlFlow::Continue(()) };
-        let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] = select.projection.as_slice() else {
+        let datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(query) = &f.args else {
             return ControlFlow::Continue(());
         };
-        let Ok(agg) = Parser::new(&PostgreSqlDialect {}).try_with_sql(&format!("array_agg({item}{order})")).and_then(|mut p| p.parse_expr()) else {
+        let mut query = query.clone();
+        let order = query
+            .order_by
+            .take()
+            .map(|o| format!(" {o}"))
+            .unwrap_or_default();
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+            select.projection.as_slice()
+        else {
+            return ControlFlow::Continue(());
+        };
+        let Ok(agg) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("array_agg({item}{order})"))
+            .and_then(|mut p| p.parse_expr())
+        else {
             return ControlFlow::Continue(());
         };
         select.projection = vec![SelectItem::UnnamedExpr(agg)];
@@ -58,15 +75,25 @@ impl VisitorMut for Subscripts {
     type Break = ();
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        let Expr::Function(f) = expr else { return ControlFlow::Continue(()) };
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
         let name = f.name.to_string().to_ascii_lowercase();
         if name.trim_start_matches("pg_catalog.") != "generate_subscripts" {
             return ControlFlow::Continue(());
         }
-        let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args else { return ControlFlow::Continue(()) };
-        let Some(array) = list.args.first() else { return ControlFlow::Continue(()) };
-        let sql = format!("unnest(range(1, CAST(coalesce(array_length({array}, 1), 0) AS BIGINT) + 1))");
-        if let Ok(e) = Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).and_then(|mut p| p.parse_expr()) {
+        let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        let Some(array) = list.args.first() else {
+            return ControlFlow::Continue(());
+        };
+        let sql =
+            format!("unnest(range(1, CAST(coalesce(array_length({array}, 1), 0) AS BIGINT) + 1))");
+        if let Ok(e) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+        {
             *expr = e;
         }
         ControlFlow::Continue(())
@@ -78,13 +105,20 @@ impl VisitorMut for Subscripts {
 /// with. asyncpg's type introspection binds `$1::oid[]` and has a codec for
 /// `oid[]` only; told `int4[]`, it would introspect that type with the same
 /// query, without end.
-pub fn oid_parameters(statement: &Statement) -> std::collections::HashMap<usize, pgwire::api::Type> {
+pub fn oid_parameters(
+    statement: &Statement,
+) -> std::collections::HashMap<usize, pgwire::api::Type> {
     use datafusion::sql::sqlparser::ast::{Value, Visit, Visitor};
     struct Casts(std::collections::HashMap<usize, pgwire::api::Type>);
     impl Visitor for Casts {
         type Break = ();
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            if let Expr::Cast { expr: inner, data_type, .. } = expr {
+            if let Expr::Cast {
+                expr: inner,
+                data_type,
+                ..
+            } = expr
+            {
                 if let Expr::Value(v) = inner.as_ref() {
                     if let Value::Placeholder(p) = &v.value {
                         let n = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
@@ -117,10 +151,14 @@ impl VisitorMut for DistinctNames {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        let SetExpr::Select(select) = query.body.as_mut() else { return ControlFlow::Continue(()) };
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
         let mut seen = std::collections::HashMap::<String, usize>::new();
         for item in select.projection.iter_mut() {
-            let SelectItem::UnnamedExpr(expr) = item else { continue };
+            let SelectItem::UnnamedExpr(expr) = item else {
+                continue;
+            };
             let name = expr.to_string();
             let count = seen.entry(name.to_ascii_lowercase()).or_insert(0);
             *count += 1;
@@ -130,8 +168,14 @@ impl VisitorMut for DistinctNames {
                     Expr::Identifier(i) => i.value.clone(),
                     _ => "?column?".to_string(),
                 };
-                let alias = datafusion::sql::sqlparser::ast::Ident::with_quote('"', format!("{base}_{}", *count - 1));
-                *item = SelectItem::ExprWithAlias { expr: expr.clone(), alias };
+                let alias = datafusion::sql::sqlparser::ast::Ident::with_quote(
+                    '"',
+                    format!("{base}_{}", *count - 1),
+                );
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias,
+                };
             }
         }
         ControlFlow::Continue(())
@@ -152,28 +196,56 @@ impl VisitorMut for CatalogSubqueries {
 }
 
 /// Aggregate functions that already make one row.
-const AGGREGATES: &[&str] = &["count", "sum", "min", "max", "avg", "array_agg", "string_agg", "bool_and", "bool_or", "first_value", "json_agg"];
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "first_value",
+    "json_agg",
+];
 
 fn aggregate_catalog_subquery(query: &mut Query) {
-    let SetExpr::Select(select) = query.body.as_mut() else { return };
-    if select.projection.len() != 1 || select.from.is_empty() || !matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty()) {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if select.projection.len() != 1
+        || select.from.is_empty()
+        || !matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
+    {
         return;
     }
     let over_catalog = select.from.iter().all(|t| {
-        std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)).all(|r| match r {
-            TableFactor::Table { name, .. } => name.to_string().to_ascii_lowercase().starts_with("pg_catalog."),
-            _ => false,
-        })
+        std::iter::once(&t.relation)
+            .chain(t.joins.iter().map(|j| &j.relation))
+            .all(|r| match r {
+                TableFactor::Table { name, .. } => name
+                    .to_string()
+                    .to_ascii_lowercase()
+                    .starts_with("pg_catalog."),
+                _ => false,
+            })
     });
     if !over_catalog {
         return;
     }
     let wrap = |e: &Expr| -> Option<Expr> {
         let text = e.to_string().to_ascii_lowercase();
-        if AGGREGATES.iter().any(|a| text.starts_with(&format!("{a}(")) || text.starts_with(&format!("pg_catalog.{a}("))) {
+        if AGGREGATES.iter().any(|a| {
+            text.starts_with(&format!("{a}(")) || text.starts_with(&format!("pg_catalog.{a}("))
+        }) {
             return None;
         }
-        Parser::new(&PostgreSqlDialect {}).try_with_sql(&format!("first_value({e})")).ok()?.parse_expr().ok()
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("first_value({e})"))
+            .ok()?
+            .parse_expr()
+            .ok()
     };
     match &mut select.projection[0] {
         SelectItem::UnnamedExpr(e) => {
@@ -195,7 +267,9 @@ mod tests {
     use super::*;
 
     fn rewritten(sql: &str) -> String {
-        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses").remove(0);
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0);
         rewrite(&mut s);
         s.to_string()
     }
@@ -203,14 +277,21 @@ mod tests {
     #[test]
     fn catalog_subqueries_are_aggregated_and_others_are_not() {
         let out = rewritten("SELECT a.attname, (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS x FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid) FROM pg_catalog.pg_attribute a");
-        assert!(out.contains("first_value(pg_catalog.pg_get_expr(d.adbin, d.adrelid)) AS x"), "{out}");
-        let out = rewritten("SELECT (SELECT max(x) FROM pg_catalog.t) , (SELECT y FROM orders WHERE k = 1)");
+        assert!(
+            out.contains("first_value(pg_catalog.pg_get_expr(d.adbin, d.adrelid)) AS x"),
+            "{out}"
+        );
+        let out = rewritten(
+            "SELECT (SELECT max(x) FROM pg_catalog.t) , (SELECT y FROM orders WHERE k = 1)",
+        );
         assert!(!out.contains("first_value"), "{out}");
     }
 
     #[test]
     fn array_of_a_subquery_becomes_an_aggregate() {
-        let out = rewritten("SELECT array(SELECT x FROM pg_catalog.t WHERE y = 1 ORDER BY x) FROM pg_catalog.u");
+        let out = rewritten(
+            "SELECT array(SELECT x FROM pg_catalog.t WHERE y = 1 ORDER BY x) FROM pg_catalog.u",
+        );
         assert_eq!(out, "SELECT (SELECT array_agg(x ORDER BY x) FROM pg_catalog.t WHERE y = 1) FROM pg_catalog.u");
     }
 
@@ -226,7 +307,10 @@ mod oid_tests {
     #[test]
     fn oid_array_parameters_are_found_after_the_catalog_rewrites() {
         let parser = datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
-        let s = parser.parse("SELECT t.oid FROM pg_catalog.pg_type t WHERE t.oid = any($1::oid[])").expect("parses").remove(0);
+        let s = parser
+            .parse("SELECT t.oid FROM pg_catalog.pg_type t WHERE t.oid = any($1::oid[])")
+            .expect("parses")
+            .remove(0);
         let found = super::oid_parameters(&s);
         assert_eq!(found.get(&1), Some(&pgwire::api::Type::OID_ARRAY), "{s}");
     }

@@ -41,7 +41,17 @@ impl CopyOut {
     /// The statement as a `COPY … TO STDOUT`, None for any other statement; an
     /// error for a `COPY` Quiver does not run (`FROM STDIN`, to a server file).
     pub fn of(statement: &Statement) -> Option<PgWireResult<Self>> {
-        let Statement::Copy { source, to, target, options, legacy_options, .. } = statement else { return None };
+        let Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } = statement
+        else {
+            return None;
+        };
         if !*to {
             return Some(Err(user_error("0A000", "COPY … FROM is not supported: write with INSERT, CREATE TABLE … AS or Flight SQL bulk ingest")));
         }
@@ -51,20 +61,39 @@ impl CopyOut {
         }
         let query = match source {
             CopySource::Query(q) => Statement::Query(q.clone()),
-            CopySource::Table { table_name, columns } => {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
                 let list = match columns.is_empty() {
                     true => "*".to_string(),
-                    false => columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
+                    false => columns
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 };
                 let sql = format!("SELECT {list} FROM {table_name}");
                 let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
                 match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &sql) {
                     Ok(mut s) if s.len() == 1 => s.remove(0),
-                    _ => return Some(Err(user_error("42601", format!("cannot read {table_name} for COPY")))),
+                    _ => {
+                        return Some(Err(user_error(
+                            "42601",
+                            format!("cannot read {table_name} for COPY"),
+                        )))
+                    }
                 }
             }
         };
-        let mut copy = CopyOut { query, format: Format::Text, header: false, delimiter: None, null: None, quote: None };
+        let mut copy = CopyOut {
+            query,
+            format: Format::Text,
+            header: false,
+            delimiter: None,
+            null: None,
+            quote: None,
+        };
         for o in options {
             match o {
                 CopyOption::Format(f) => {
@@ -72,15 +101,26 @@ impl CopyOut {
                         "text" => Format::Text,
                         "csv" => Format::Csv,
                         "binary" => Format::Binary,
-                        other => return Some(Err(user_error("22023", format!("COPY format \"{other}\" not recognized")))),
+                        other => {
+                            return Some(Err(user_error(
+                                "22023",
+                                format!("COPY format \"{other}\" not recognized"),
+                            )))
+                        }
                     }
                 }
                 CopyOption::Header(h) => copy.header = *h,
                 CopyOption::Delimiter(d) => copy.delimiter = Some(*d),
                 CopyOption::Null(n) => copy.null = Some(n.clone()),
                 CopyOption::Quote(q) => copy.quote = Some(*q),
-                CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
-                other => return Some(Err(user_error("0A000", format!("COPY option {other} is not supported")))),
+                CopyOption::Encoding(e)
+                    if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+                other => {
+                    return Some(Err(user_error(
+                        "0A000",
+                        format!("COPY option {other} is not supported"),
+                    )))
+                }
             }
         }
         for o in legacy_options {
@@ -92,18 +132,31 @@ impl CopyOut {
                         match c {
                             CopyLegacyCsvOption::Header => copy.header = true,
                             CopyLegacyCsvOption::Quote(q) => copy.quote = Some(*q),
-                            other => return Some(Err(user_error("0A000", format!("COPY option {other} is not supported")))),
+                            other => {
+                                return Some(Err(user_error(
+                                    "0A000",
+                                    format!("COPY option {other} is not supported"),
+                                )))
+                            }
                         }
                     }
                 }
                 CopyLegacyOption::Header => copy.header = true,
                 CopyLegacyOption::Delimiter(d) => copy.delimiter = Some(*d),
                 CopyLegacyOption::Null(n) => copy.null = Some(n.clone()),
-                other => return Some(Err(user_error("0A000", format!("COPY option {other} is not supported")))),
+                other => {
+                    return Some(Err(user_error(
+                        "0A000",
+                        format!("COPY option {other} is not supported"),
+                    )))
+                }
             }
         }
         if copy.header && copy.format != Format::Csv {
-            return Some(Err(user_error("0A000", "COPY HEADER is available only in CSV mode")));
+            return Some(Err(user_error(
+                "0A000",
+                "COPY HEADER is available only in CSV mode",
+            )));
         }
         Some(Ok(copy))
     }
@@ -146,8 +199,15 @@ impl CopyOut {
             .iter()
             .map(|f| {
                 let n = f.name();
-                match n.contains(delimiter) || n.contains(quote) || n.contains('\n') || n.contains('\r') {
-                    true => format!("{quote}{}{quote}", n.replace(quote, &format!("{quote}{quote}"))),
+                match n.contains(delimiter)
+                    || n.contains(quote)
+                    || n.contains('\n')
+                    || n.contains('\r')
+                {
+                    true => format!(
+                        "{quote}{}{quote}",
+                        n.replace(quote, &format!("{quote}{quote}"))
+                    ),
                     false => n.to_string(),
                 }
             })
@@ -181,7 +241,13 @@ impl CopyOut {
                         let schema = b.schema();
                         for row in 0..b.num_rows() {
                             for (col, f) in fields.iter().enumerate() {
-                                let encoded = arrow_pg::encoder::encode_value(encoder, b.column(col), row, schema.field(col), f);
+                                let encoded = arrow_pg::encoder::encode_value(
+                                    encoder,
+                                    b.column(col),
+                                    row,
+                                    schema.field(col),
+                                    f,
+                                );
                                 if let Err(e) = encoded {
                                     out.push(Err(e));
                                     return futures::future::ready(Some(out));

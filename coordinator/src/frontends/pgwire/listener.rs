@@ -13,7 +13,10 @@ use crate::security::authn::Authenticator;
 
 /// TLS for the port, from the server's certificate and key (PEM). Direct TLS
 /// (PostgreSQL 17's sslnegotiation=direct) checks the protocol name.
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<pgwire::tokio::TlsAcceptor, String> {
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<pgwire::tokio::TlsAcceptor, String> {
     crate::frontends::tls::acceptor(cert, key, &[b"postgresql"])
 }
 
@@ -35,7 +38,9 @@ pub fn serve(
     });
     let handlers = Arc::new(Handlers {
         startup: Arc::new(auth::Startup::new(frontend.clone())),
-        queries: Arc::new(Queries { frontend: frontend.clone() }),
+        queries: Arc::new(Queries {
+            frontend: frontend.clone(),
+        }),
         cancel: Arc::new(Cancel { frontend }),
     });
     tokio::spawn(async move {
@@ -82,7 +87,12 @@ pub fn serve(
 async fn refuse_full(mut socket: tokio::net::TcpStream, message: String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut body = vec![];
-    for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "53300"), (b'M', message.as_str())] {
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', message.as_str()),
+    ] {
         body.push(field);
         body.extend_from_slice(value.as_bytes());
         body.push(0);
@@ -104,7 +114,9 @@ async fn refuse_full(mut socket: tokio::net::TcpStream, message: String) {
             if socket.read_exact(&mut body).await.is_err() {
                 return;
             }
-            let code = body.get(..4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            let code = body
+                .get(..4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
             match code {
                 Some(80877103) | Some(80877104) => {
                     let _ = socket.write_all(b"N").await;
@@ -119,4 +131,3 @@ async fn refuse_full(mut socket: tokio::net::TcpStream, message: String) {
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), answer).await;
 }
-

@@ -35,10 +35,14 @@ use futures::{Sink, StreamExt, TryStreamExt};
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::PgWireBackendMessage;
@@ -71,7 +75,10 @@ pub struct Connection {
 impl Connection {
     /// Who runs the next statement, with the session's cache setting.
     fn caller(&self) -> Caller {
-        Caller { no_cache: self.settings.cache_off(), ..self.caller.clone() }
+        Caller {
+            no_cache: self.settings.cache_off(),
+            ..self.caller.clone()
+        }
     }
 
     /// The state the next statement plans on: unqualified names resolve in the
@@ -115,13 +122,22 @@ impl Drop for Registration {
 }
 
 impl Frontend {
-    fn register(self: &Arc<Self>, pid: i32, secret: &pgwire::messages::startup::SecretKey, c: Arc<Connection>) -> Registration {
+    fn register(
+        self: &Arc<Self>,
+        pid: i32,
+        secret: &pgwire::messages::startup::SecretKey,
+        c: Arc<Connection>,
+    ) -> Registration {
         let key = (pid, secret.to_bytes().to_vec());
         if let Ok(mut map) = self.connections.lock() {
             map.insert(key.clone(), c);
         }
         let (_handle, guard) = self.manager.register(pid, secret.clone());
-        Registration { frontend: self.clone(), key, _pgwire: guard }
+        Registration {
+            frontend: self.clone(),
+            key,
+            _pgwire: guard,
+        }
     }
 }
 
@@ -165,7 +181,12 @@ struct Cancel {
 impl CancelHandler for Cancel {
     async fn on_cancel_request(&self, request: CancelRequest) {
         let key = (request.pid, request.secret_key.to_bytes().to_vec());
-        let connection = self.frontend.connections.lock().ok().and_then(|c| c.get(&key).cloned());
+        let connection = self
+            .frontend
+            .connections
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned());
         let Some(connection) = connection else { return };
         // A query already streaming rows stops through its cancel signal; one still
         // planning or waiting for its first batch through pgwire's.
@@ -174,7 +195,10 @@ impl CancelHandler for Cancel {
             tracing::info!(query = %id, "query cancelled by the PostgreSQL client");
             self.frontend.engine.queries().cancel(&id);
         }
-        self.frontend.manager.cancel(request.pid, &request.secret_key).await;
+        self.frontend
+            .manager
+            .cancel(request.pid, &request.secret_key)
+            .await;
     }
 }
 
@@ -184,9 +208,17 @@ pub enum Parsed {
     /// A session statement (`SET`, `BEGIN`, `SHOW`, ...), answered here.
     Session(SessionCommand),
     /// A query, with the types and columns planning gave it (for Describe).
-    Query { sql: String, statement: Box<Statement>, parameters: Vec<Type>, fields: Arc<Schema> },
+    Query {
+        sql: String,
+        statement: Box<Statement>,
+        parameters: Vec<Type>,
+        fields: Arc<Schema>,
+    },
     /// `COPY … TO STDOUT`: rows in a COPY format, no row description.
-    Copy { sql: String, copy: Box<copy_out::CopyOut> },
+    Copy {
+        sql: String,
+        copy: Box<copy_out::CopyOut>,
+    },
 }
 
 /// What an empty portal holds (pgwire builds portals from a default).
@@ -216,16 +248,23 @@ impl Queries {
     /// Parses with PostgreSQL's dialect and the client-compatibility rewrites; a
     /// syntax error comes from the plain parser, which knows where it is.
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
-        self.frontend.engine.check_sql(sql).map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+        self.frontend
+            .engine
+            .check_sql(sql)
+            .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
         let rewritten = crate::catalog::commands::rewrite_refresh(sql);
         let sql = rewritten.as_deref().unwrap_or(sql);
         let mut statements = self.frontend.parser.parse(sql).map_err(|_| {
             let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-            let message = match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql) {
+            let message = match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+            {
                 Err(e) => format!("SQL error: {e}"),
                 Ok(_) => "SQL error: the statement cannot be parsed".to_string(),
             };
-            errors::to_pg(&quiver_worker::status::ErrorKind::SyntaxError.status(message), Some(sql))
+            errors::to_pg(
+                &quiver_worker::status::ErrorKind::SyntaxError.status(message),
+                Some(sql),
+            )
         })?;
         statements.iter_mut().for_each(compat::rewrite);
         Ok(statements)
@@ -234,13 +273,25 @@ impl Queries {
     /// Plans `statement` for `connection` in a throwaway session (for Describe).
     /// A statement that does not plan is recorded in `system.queries` (and the
     /// audit log) as failed, as when it is executed.
-    async fn describe(&self, connection: &Connection, sql: &str, statement: &Statement) -> PgWireResult<(Vec<Type>, Arc<Schema>)> {
-        let session = self.engine().planning_session_on(connection.access.clone(), &connection.state());
-        let planned = session.plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(statement.clone()))).await;
+    async fn describe(
+        &self,
+        connection: &Connection,
+        sql: &str,
+        statement: &Statement,
+    ) -> PgWireResult<(Vec<Type>, Arc<Schema>)> {
+        let session = self
+            .engine()
+            .planning_session_on(connection.access.clone(), &connection.state());
+        let planned = session
+            .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(
+                statement.clone(),
+            )))
+            .await;
         let plan = match planned {
             Ok(p) => p,
             Err(e) => {
-                let status = run::begin(self.engine(), session, &connection.caller, sql).fail(from_datafusion(&e));
+                let status = run::begin(self.engine(), session, &connection.caller, sql)
+                    .fail(from_datafusion(&e));
                 return Err(errors::to_pg(&status, Some(sql)));
             }
         };
@@ -250,14 +301,22 @@ impl Queries {
             .enumerate()
             .map(|(i, t)| match declared.get(&(i + 1)) {
                 Some(oid_type) => oid_type.clone(),
-                None => t.as_ref().map(|t| arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::UNKNOWN)).unwrap_or(Type::UNKNOWN),
+                None => t
+                    .as_ref()
+                    .map(|t| arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::UNKNOWN))
+                    .unwrap_or(Type::UNKNOWN),
             })
             .collect();
         if session.is_write() {
             // A write answers with a command tag, as in PostgreSQL, not with rows.
             return Ok((parameters, Arc::new(Schema::empty())));
         }
-        Ok((parameters, Arc::new(crate::frontends::flight_sql::client_schema(plan.schema().as_arrow()))))
+        Ok((
+            parameters,
+            Arc::new(crate::frontends::flight_sql::client_schema(
+                plan.schema().as_arrow(),
+            )),
+        ))
     }
 
     /// Runs a query and answers with its rows as they come.
@@ -276,14 +335,19 @@ impl Queries {
         let tracked = run::begin(engine, session, &connection.caller(), sql);
         let planned = tracked
             .session()
-            .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+            .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(
+                statement,
+            )))
             .await
             .map_err(|e| from_datafusion(&e));
         let mut bind_error = None;
         let planned = match planned {
             Ok(plan) => match bind(&plan) {
                 Ok(None) => Ok(plan),
-                Ok(Some(values)) => tracked.session().bind(plan, values).map_err(|e| from_datafusion(&e)),
+                Ok(Some(values)) => tracked
+                    .session()
+                    .bind(plan, values)
+                    .map_err(|e| from_datafusion(&e)),
                 Err(e) => {
                     bind_error = Some(e);
                     Err(Status::invalid_argument("invalid parameters"))
@@ -297,15 +361,25 @@ impl Queries {
         let write = tracked.session().is_write();
         let running = match tracked.execute(planned).await {
             Ok(r) => r,
-            Err(status) => return Err(bind_error.unwrap_or_else(|| errors::to_pg(&status, Some(sql)))),
+            Err(status) => {
+                return Err(bind_error.unwrap_or_else(|| errors::to_pg(&status, Some(sql))))
+            }
         };
         if let (true, Some(tag)) = (write, tag) {
-            let batches: Vec<_> = running.batches.try_collect().await.map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+            let batches: Vec<_> = running
+                .batches
+                .try_collect()
+                .await
+                .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
             let rows = batches.iter().map(crate::writes::rows_written).sum::<u64>() as usize;
             return Ok(Response::Execution(tag.with_rows(rows)));
         }
         let schema = crate::frontends::flight_sql::client_schema(&running.schema);
-        let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, format, Some(options))?);
+        let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
+            &schema,
+            format,
+            Some(options),
+        )?);
         let mut batches = running.batches;
         // The first batch before the answer: an error that comes at once (most do)
         // is then an error response, not a broken row stream.
@@ -316,35 +390,63 @@ impl Queries {
         };
         let rows_fields = fields.clone();
         let sql = sql.to_string();
-        let rows = futures::stream::iter(first).chain(batches).flat_map(move |batch| {
-            let rows: Box<dyn Iterator<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + Sync> =
-                match batch.and_then(|b| crate::frontends::flight_sql::to_client_types(b).map_err(Into::into)) {
-                    Ok(b) => Box::new(arrow_pg::datatypes::encode_recordbatch(rows_fields.clone(), b)),
-                    Err(e) => Box::new(std::iter::once(Err(errors::to_pg(&from_datafusion(&e), Some(&sql))))),
+        let rows = futures::stream::iter(first)
+            .chain(batches)
+            .flat_map(move |batch| {
+                let rows: Box<
+                    dyn Iterator<Item = PgWireResult<pgwire::messages::data::DataRow>>
+                        + Send
+                        + Sync,
+                > = match batch.and_then(|b| {
+                    crate::frontends::flight_sql::to_client_types(b).map_err(Into::into)
+                }) {
+                    Ok(b) => Box::new(arrow_pg::datatypes::encode_recordbatch(
+                        rows_fields.clone(),
+                        b,
+                    )),
+                    Err(e) => Box::new(std::iter::once(Err(errors::to_pg(
+                        &from_datafusion(&e),
+                        Some(&sql),
+                    )))),
                 };
-            futures::stream::iter(rows)
-        });
+                futures::stream::iter(rows)
+            });
         Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
 }
 
 impl Queries {
     /// Runs the query of a `COPY … TO STDOUT` and streams its rows in the COPY format.
-    async fn copy_out(&self, connection: &Arc<Connection>, sql: &str, copy: &copy_out::CopyOut, options: Arc<FormatOptions>) -> PgWireResult<Response> {
+    async fn copy_out(
+        &self,
+        connection: &Arc<Connection>,
+        sql: &str,
+        copy: &copy_out::CopyOut,
+        options: Arc<FormatOptions>,
+    ) -> PgWireResult<Response> {
         let engine = self.engine();
         let session = engine.session_on(connection.access.clone(), &connection.state());
         let tracked = run::begin(engine, session, &connection.caller(), sql);
         let planned = tracked
             .session()
-            .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(copy.query.clone())))
+            .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(
+                copy.query.clone(),
+            )))
             .await
             .map_err(|e| from_datafusion(&e));
         if let Some(cur) = connection.current.lock().ok().as_mut() {
             **cur = Some(tracked.id().to_string());
         }
-        let running = tracked.execute(planned).await.map_err(|status| errors::to_pg(&status, Some(sql)))?;
+        let running = tracked
+            .execute(planned)
+            .await
+            .map_err(|status| errors::to_pg(&status, Some(sql)))?;
         let schema = crate::frontends::flight_sql::client_schema(&running.schema);
-        let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, Some(options))?);
+        let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
+            &schema,
+            &Format::UnifiedText,
+            Some(options),
+        )?);
         let sql = sql.to_string();
         let batches = running.batches.map(move |b| {
             b.and_then(|b| crate::frontends::flight_sql::to_client_types(b).map_err(Into::into))
@@ -374,12 +476,29 @@ impl SimpleQueryHandler for Queries {
                 out.push(cmd.respond(&connection.settings, &Format::UnifiedText)?);
                 continue;
             }
-            let text = if single { query.to_string() } else { statement.to_string() };
+            let text = if single {
+                query.to_string()
+            } else {
+                statement.to_string()
+            };
             if let Some(copy) = copy_out::CopyOut::of(&statement) {
-                out.push(self.copy_out(&connection, &text, &copy?, options.clone()).await?);
+                out.push(
+                    self.copy_out(&connection, &text, &copy?, options.clone())
+                        .await?,
+                );
                 continue;
             }
-            out.push(self.query(&connection, &text, statement, |_| Ok(None), &Format::UnifiedText, options.clone()).await?);
+            out.push(
+                self.query(
+                    &connection,
+                    &text,
+                    statement,
+                    |_| Ok(None),
+                    &Format::UnifiedText,
+                    options.clone(),
+                )
+                .await?,
+            );
         }
         Ok(out)
     }
@@ -389,24 +508,42 @@ impl SimpleQueryHandler for Queries {
 impl QueryParser for Queries {
     type Statement = Parsed;
 
-    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Parsed>>
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Parsed>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let connection = connection_of(client)?;
         let mut statements = self.parse(sql)?;
         if statements.len() > 1 {
-            return Err(errors::user_error("42601", "cannot insert multiple commands into a prepared statement"));
+            return Err(errors::user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            ));
         }
-        let Some(statement) = statements.pop() else { return Ok(None) };
+        let Some(statement) = statements.pop() else {
+            return Ok(None);
+        };
         if let Some(cmd) = SessionCommand::of(&statement) {
             return Ok(Some(Parsed::Session(cmd)));
         }
         if let Some(copy) = copy_out::CopyOut::of(&statement) {
-            return Ok(Some(Parsed::Copy { sql: sql.to_string(), copy: Box::new(copy?) }));
+            return Ok(Some(Parsed::Copy {
+                sql: sql.to_string(),
+                copy: Box::new(copy?),
+            }));
         }
         let (parameters, fields) = self.describe(&connection, sql, &statement).await?;
-        Ok(Some(Parsed::Query { sql: sql.to_string(), statement: Box::new(statement), parameters, fields }))
+        Ok(Some(Parsed::Query {
+            sql: sql.to_string(),
+            statement: Box::new(statement),
+            parameters,
+            fields,
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &Parsed) -> PgWireResult<Vec<Type>> {
@@ -416,9 +553,17 @@ impl QueryParser for Queries {
         })
     }
 
-    fn get_result_schema(&self, stmt: &Parsed, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Parsed,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         match stmt {
-            Parsed::Query { fields, .. } => arrow_pg::datatypes::arrow_schema_to_pg_fields(fields, format.unwrap_or(&Format::UnifiedText), None),
+            Parsed::Query { fields, .. } => arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                fields,
+                format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
             Parsed::Session(cmd) => Ok(cmd.fields(format.unwrap_or(&Format::UnifiedText))),
             Parsed::Copy { .. } => Ok(vec![]),
         }
@@ -431,10 +576,16 @@ impl ExtendedQueryHandler for Queries {
     type QueryParser = Queries;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        Arc::new(Queries { frontend: self.frontend.clone() })
+        Arc::new(Queries {
+            frontend: self.frontend.clone(),
+        })
     }
 
-    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Parsed>) -> PgWireResult<DescribeStatementResponse>
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Parsed>,
+    ) -> PgWireResult<DescribeStatementResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Parsed>,
@@ -444,12 +595,27 @@ impl ExtendedQueryHandler for Queries {
         let server = self.get_parameter_types(&target.statement)?;
         let n = server.len().max(target.parameter_types.len());
         let parameters = (0..n)
-            .map(|i| target.parameter_types.get(i).cloned().flatten().or_else(|| server.get(i).cloned()).unwrap_or(Type::UNKNOWN))
+            .map(|i| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| server.get(i).cloned())
+                    .unwrap_or(Type::UNKNOWN)
+            })
             .collect();
-        Ok(DescribeStatementResponse::new(parameters, self.get_result_schema(&target.statement, None)?))
+        Ok(DescribeStatementResponse::new(
+            parameters,
+            self.get_result_schema(&target.statement, None)?,
+        ))
     }
 
-    async fn do_describe_portal<C>(&self, client: &mut C, target: &Portal<Parsed>) -> PgWireResult<DescribePortalResponse>
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        target: &Portal<Parsed>,
+    ) -> PgWireResult<DescribePortalResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Parsed>,
@@ -457,28 +623,57 @@ impl ExtendedQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         // A column whose type only its parameter decides (`SELECT $1`) is described as bound.
-        if let (Parsed::Query { sql, statement, fields, .. }, true) = (&target.statement.statement, target.parameter_len() > 0) {
-            if fields.fields().iter().any(|f| f.data_type() == &datafusion::arrow::datatypes::DataType::Null) {
+        if let (
+            Parsed::Query {
+                sql,
+                statement,
+                fields,
+                ..
+            },
+            true,
+        ) = (&target.statement.statement, target.parameter_len() > 0)
+        {
+            if fields
+                .fields()
+                .iter()
+                .any(|f| f.data_type() == &datafusion::arrow::datatypes::DataType::Null)
+            {
                 let connection = connection_of(client)?;
-                let session = self.engine().planning_session_on(connection.access.clone(), &connection.state());
+                let session = self
+                    .engine()
+                    .planning_session_on(connection.access.clone(), &connection.state());
                 let plan = session
-                    .plan_statement(datafusion::sql::parser::Statement::Statement(statement.clone()))
+                    .plan_statement(datafusion::sql::parser::Statement::Statement(
+                        statement.clone(),
+                    ))
                     .await
                     .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
                 let values = decode_parameters(target, &parameter_types(&plan)?)?;
-                let plan = session.bind(plan, values).map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+                let plan = session
+                    .bind(plan, values)
+                    .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
                 let schema = crate::frontends::flight_sql::client_schema(plan.schema().as_arrow());
-                return Ok(DescribePortalResponse::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
-                    &schema,
-                    &target.result_column_format,
-                    None,
-                )?));
+                return Ok(DescribePortalResponse::new(
+                    arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                        &schema,
+                        &target.result_column_format,
+                        None,
+                    )?,
+                ));
             }
         }
-        Ok(DescribePortalResponse::new(self.get_result_schema(&target.statement.statement, Some(&target.result_column_format))?))
+        Ok(DescribePortalResponse::new(self.get_result_schema(
+            &target.statement.statement,
+            Some(&target.result_column_format),
+        )?))
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Parsed>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Parsed>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Parsed>,
@@ -493,13 +688,22 @@ impl ExtendedQueryHandler for Queries {
             }
             Parsed::Query { sql, statement, .. } => {
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                let bind = |plan: &LogicalPlan| -> PgWireResult<Option<datafusion::common::ParamValues>> {
-                    if portal.parameter_len() == 0 {
-                        return Ok(None);
-                    }
-                    decode_parameters(portal, &parameter_types(plan)?).map(Some)
-                };
-                self.query(&connection, sql, (**statement).clone(), bind, &portal.result_column_format, options).await
+                let bind =
+                    |plan: &LogicalPlan| -> PgWireResult<Option<datafusion::common::ParamValues>> {
+                        if portal.parameter_len() == 0 {
+                            return Ok(None);
+                        }
+                        decode_parameters(portal, &parameter_types(plan)?).map(Some)
+                    };
+                self.query(
+                    &connection,
+                    sql,
+                    (**statement).clone(),
+                    bind,
+                    &portal.result_column_format,
+                    options,
+                )
+                .await
             }
             Parsed::Copy { sql, copy } => {
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));

@@ -17,7 +17,10 @@ use super::settings::Settings;
 #[derive(Clone, Debug, PartialEq)]
 pub enum SessionCommand {
     /// `SET name = value` / `SET name TO value` / `SET TIME ZONE value`.
-    Set { name: String, value: String },
+    Set {
+        name: String,
+        value: String,
+    },
     /// Other `SET` forms (`SET ROLE`, `SET SESSION AUTHORIZATION`, ...): acknowledged.
     SetOther,
     /// `RESET name`, `RESET ALL` (None).
@@ -53,25 +56,39 @@ fn value_text(values: &[Expr]) -> String {
 impl SessionCommand {
     pub fn of(statement: &Statement) -> Option<Self> {
         Some(match statement {
-            Statement::Set(Set::SingleAssignment { variable, values, .. }) => {
-                Self::Set { name: variable.to_string().to_ascii_lowercase(), value: value_text(values) }
-            }
-            Statement::Set(Set::SetTimeZone { value, .. }) => Self::Set { name: "timezone".into(), value: value_text(std::slice::from_ref(value)) },
+            Statement::Set(Set::SingleAssignment {
+                variable, values, ..
+            }) => Self::Set {
+                name: variable.to_string().to_ascii_lowercase(),
+                value: value_text(values),
+            },
+            Statement::Set(Set::SetTimeZone { value, .. }) => Self::Set {
+                name: "timezone".into(),
+                value: value_text(std::slice::from_ref(value)),
+            },
             Statement::Set(_) => Self::SetOther,
             Statement::Reset(r) => match &r.reset {
                 Reset::ALL => Self::Reset(None),
-                Reset::ConfigurationParameter(name) => Self::Reset(Some(name.to_string().to_ascii_lowercase())),
+                Reset::ConfigurationParameter(name) => {
+                    Self::Reset(Some(name.to_string().to_ascii_lowercase()))
+                }
             },
             Statement::StartTransaction { .. } => Self::Begin,
             Statement::Commit { .. } => Self::Commit,
-            Statement::Rollback { savepoint: Some(_), .. } => Self::Savepoint("ROLLBACK"),
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => Self::Savepoint("ROLLBACK"),
             Statement::Rollback { .. } => Self::Rollback,
             Statement::Savepoint { .. } => Self::Savepoint("SAVEPOINT"),
             Statement::ReleaseSavepoint { .. } => Self::Savepoint("RELEASE"),
             Statement::Discard { .. } => Self::Discard,
             Statement::Deallocate { .. } => Self::Deallocate,
             Statement::ShowVariable { variable } => {
-                let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 Self::Show(name)
             }
             _ => return None,
@@ -81,7 +98,9 @@ impl SessionCommand {
     /// Applies the statement to the connection's settings.
     pub fn apply(&self, settings: &Settings) {
         match self {
-            Self::Set { name, value } if value.eq_ignore_ascii_case("default") => settings.reset(Some(name)),
+            Self::Set { name, value } if value.eq_ignore_ascii_case("default") => {
+                settings.reset(Some(name))
+            }
             Self::Set { name, value } => settings.set(name, value),
             Self::Reset(name) => settings.reset(name.as_deref()),
             Self::Discard => settings.reset(None),
@@ -93,7 +112,13 @@ impl SessionCommand {
         match self {
             Self::Show(name) => {
                 let column = name.rsplit(' ').next().unwrap_or(name).to_string();
-                vec![FieldInfo::new(column, None, None, Type::TEXT, format.format_for(0))]
+                vec![FieldInfo::new(
+                    column,
+                    None,
+                    None,
+                    Type::TEXT,
+                    format.format_for(0),
+                )]
             }
             _ => vec![],
         }
@@ -111,7 +136,10 @@ impl SessionCommand {
             Self::Deallocate => Response::Execution(Tag::new("DEALLOCATE")),
             Self::Show(name) => {
                 let value = settings.get(name).ok_or_else(|| {
-                    super::errors::user_error("42704", format!("unrecognized configuration parameter \"{name}\""))
+                    super::errors::user_error(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
                 })?;
                 let fields = Arc::new(self.fields(format));
                 let mut row = DataRowEncoder::new(fields.clone());
@@ -135,12 +163,36 @@ mod tests {
 
     #[test]
     fn set_reset_and_show_are_recognized() {
-        assert_eq!(of("SET search_path = \"system\""), Some(SessionCommand::Set { name: "search_path".into(), value: "\"system\"".into() }));
-        assert_eq!(of("SET search_path TO tpch, public"), Some(SessionCommand::Set { name: "search_path".into(), value: "tpch, public".into() }));
-        assert_eq!(of("SET application_name = 'dbt'"), Some(SessionCommand::Set { name: "application_name".into(), value: "dbt".into() }));
+        assert_eq!(
+            of("SET search_path = \"system\""),
+            Some(SessionCommand::Set {
+                name: "search_path".into(),
+                value: "\"system\"".into()
+            })
+        );
+        assert_eq!(
+            of("SET search_path TO tpch, public"),
+            Some(SessionCommand::Set {
+                name: "search_path".into(),
+                value: "tpch, public".into()
+            })
+        );
+        assert_eq!(
+            of("SET application_name = 'dbt'"),
+            Some(SessionCommand::Set {
+                name: "application_name".into(),
+                value: "dbt".into()
+            })
+        );
         assert_eq!(of("RESET ALL"), Some(SessionCommand::Reset(None)));
-        assert_eq!(of("RESET application_name"), Some(SessionCommand::Reset(Some("application_name".into()))));
-        assert_eq!(of("SHOW search_path"), Some(SessionCommand::Show("search_path".into())));
+        assert_eq!(
+            of("RESET application_name"),
+            Some(SessionCommand::Reset(Some("application_name".into())))
+        );
+        assert_eq!(
+            of("SHOW search_path"),
+            Some(SessionCommand::Show("search_path".into()))
+        );
         assert_eq!(of("SELECT 1"), None);
     }
 }

@@ -41,13 +41,24 @@ impl Settings {
         default_schema: String,
         catalogs: Arc<dyn CatalogProviderList>,
     ) -> Arc<Self> {
-        let startup = startup.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-        Arc::new(Self { set: Mutex::default(), startup, user, catalog, default_schema, catalogs })
+        let startup = startup
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        Arc::new(Self {
+            set: Mutex::default(),
+            startup,
+            user,
+            catalog,
+            default_schema,
+            catalogs,
+        })
     }
 
     /// `SET name = value` (and `set_config`).
     pub fn set(&self, name: &str, value: &str) {
-        self.lock().insert(name.to_ascii_lowercase(), value.to_string());
+        self.lock()
+            .insert(name.to_ascii_lowercase(), value.to_string());
     }
 
     /// `RESET name`, or `RESET ALL` with None.
@@ -76,7 +87,9 @@ impl Settings {
             "server_version" => "16.6".into(),
             "server_version_num" => "160006".into(),
             "server_encoding" | "client_encoding" => "UTF8".into(),
-            "transaction isolation level" | "transaction_isolation" | "default_transaction_isolation" => "read committed".into(),
+            "transaction isolation level"
+            | "transaction_isolation"
+            | "default_transaction_isolation" => "read committed".into(),
             "transaction_read_only" | "default_transaction_read_only" => "on".into(),
             "standard_conforming_strings" | "integer_datetimes" => "on".into(),
             "datestyle" => "ISO, MDY".into(),
@@ -85,10 +98,13 @@ impl Settings {
             "search_path" => quote_ident(&self.default_schema),
             "max_identifier_length" => "63".into(),
             "is_superuser" => "off".into(),
-            "lc_collate" | "lc_ctype" | "lc_messages" | "lc_monetary" | "lc_numeric" | "lc_time" => "C.UTF-8".into(),
+            "lc_collate" | "lc_ctype" | "lc_messages" | "lc_monetary" | "lc_numeric"
+            | "lc_time" => "C.UTF-8".into(),
             "application_name" => String::new(),
             "session_authorization" => self.user.clone(),
-            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0".into(),
+            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
+                "0".into()
+            }
             "quiver.cache" => "on".into(),
             _ => return None,
         })
@@ -97,9 +113,19 @@ impl Settings {
     /// The schema unqualified names resolve in: the first schema of `search_path`
     /// that exists in the default catalog, else the server's default schema.
     pub fn current_schema(&self) -> String {
-        let path = self.lock().get("search_path").cloned().or_else(|| self.startup.get("search_path").cloned());
-        let Some(path) = path else { return self.default_schema.clone() };
-        let schemas = self.catalogs.catalog(&self.catalog).map(|c| c.schema_names()).unwrap_or_default();
+        let path = self
+            .lock()
+            .get("search_path")
+            .cloned()
+            .or_else(|| self.startup.get("search_path").cloned());
+        let Some(path) = path else {
+            return self.default_schema.clone();
+        };
+        let schemas = self
+            .catalogs
+            .catalog(&self.catalog)
+            .map(|c| c.schema_names())
+            .unwrap_or_default();
         search_path(&path)
             .into_iter()
             .find(|s| schemas.iter().any(|e| e == s))
@@ -108,7 +134,12 @@ impl Settings {
 
     /// Whether the results cache is off for this session.
     pub fn cache_off(&self) -> bool {
-        self.lock().get("quiver.cache").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no"))
+        self.lock().get("quiver.cache").is_some_and(|v| {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "off" | "false" | "0" | "no"
+            )
+        })
     }
 
     /// Registers the functions that read and change these settings on `ctx`.
@@ -129,16 +160,22 @@ pub fn search_path(value: &str) -> Vec<String> {
     value
         .split(',')
         .map(|s| s.trim())
-        .map(|s| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-            Some(quoted) => quoted.replace("\"\"", "\""),
-            None => s.trim_matches('\'').to_ascii_lowercase(),
-        })
+        .map(
+            |s| match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => s.trim_matches('\'').to_ascii_lowercase(),
+            },
+        )
         .filter(|s| !s.is_empty() && s != "$user" && s != "pg_catalog")
         .collect()
 }
 
 fn quote_ident(name: &str) -> String {
-    match name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && !name.is_empty() {
+    match name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.is_empty()
+    {
         true => name.to_string(),
         false => format!("\"{}\"", name.replace('"', "\"\"")),
     }
@@ -179,10 +216,16 @@ fn rows_of(args: &[ColumnarValue]) -> usize {
 fn current_setting(settings: Arc<Settings>) -> ScalarUDF {
     use datafusion::logical_expr::{Signature, TypeSignature};
     let signature = Signature::one_of(
-        vec![TypeSignature::Exact(vec![DataType::Utf8]), TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean])],
+        vec![
+            TypeSignature::Exact(vec![DataType::Utf8]),
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+        ],
         Volatility::Stable,
     );
-    ScalarUDF::new_from_impl(CurrentSetting { settings: SettingsRef(settings), signature })
+    ScalarUDF::new_from_impl(CurrentSetting {
+        settings: SettingsRef(settings),
+        signature,
+    })
 }
 
 /// The settings as a UDF holds them (a UDF must compare and hash: by identity).
@@ -217,7 +260,10 @@ impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(DataType::Utf8)
     }
-    fn invoke_with_args(&self, call: datafusion::logical_expr::ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn invoke_with_args(
+        &self,
+        call: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<ColumnarValue> {
         let args = &call.args;
         let rows = call.number_rows.max(rows_of(args));
         let names = texts(&args[0], rows)?;
@@ -235,7 +281,9 @@ impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
                 out.push(None);
                 continue;
             }
-            let tolerate = missing_ok.as_ref().is_some_and(|m| !m.is_null(i) && m.value(i));
+            let tolerate = missing_ok
+                .as_ref()
+                .is_some_and(|m| !m.is_null(i) && m.value(i));
             match (self.settings.0.get(names.value(i)), tolerate) {
                 (Some(v), _) => out.push(Some(v)),
                 (None, true) => out.push(None),
@@ -265,9 +313,13 @@ fn set_config(settings: Arc<Settings>) -> ScalarUDF {
             let mut out = Vec::with_capacity(rows);
             for i in 0..rows {
                 if names.is_null(i) {
-                    return Err(DataFusionError::Execution("set_config: the parameter name cannot be NULL".into()));
+                    return Err(DataFusionError::Execution(
+                        "set_config: the parameter name cannot be NULL".into(),
+                    ));
                 }
-                let value = (!values.is_null(i)).then(|| values.value(i).to_string()).unwrap_or_default();
+                let value = (!values.is_null(i))
+                    .then(|| values.value(i).to_string())
+                    .unwrap_or_default();
                 settings.set(names.value(i), &value);
                 out.push(Some(value));
             }
@@ -289,26 +341,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn settings_reach_the_functions_and_the_search_path_picks_an_existing_schema() -> Result<()> {
+    async fn settings_reach_the_functions_and_the_search_path_picks_an_existing_schema(
+    ) -> Result<()> {
         let ctx = SessionContext::new();
-        ctx.sql("CREATE SCHEMA datafusion.tpch").await?.collect().await?;
-        let settings = Settings::new("alice".into(), HashMap::new(), "datafusion".into(), "public".into(), ctx.state().catalog_list().clone());
+        ctx.sql("CREATE SCHEMA datafusion.tpch")
+            .await?
+            .collect()
+            .await?;
+        let settings = Settings::new(
+            "alice".into(),
+            HashMap::new(),
+            "datafusion".into(),
+            "public".into(),
+            ctx.state().catalog_list().clone(),
+        );
         settings.register(&ctx);
         let one = |sql: &'static str| {
             let ctx = ctx.clone();
             async move {
                 let batches = ctx.sql(sql).await?.collect().await?;
                 let col = datafusion::arrow::compute::cast(batches[0].column(0), &DataType::Utf8)?;
-                let col = col.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| DataFusionError::Internal("text".into()))?;
+                let col = col
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .ok_or_else(|| DataFusionError::Internal("text".into()))?;
                 Ok::<_, DataFusionError>((!col.is_null(0)).then(|| col.value(0).to_string()))
             }
         };
         assert_eq!(one("SELECT current_schema()").await?, Some("public".into()));
         settings.set("search_path", "nope, tpch");
         assert_eq!(one("SELECT current_schema()").await?, Some("tpch".into()));
-        assert_eq!(one("SELECT current_setting('search_path')").await?, Some("nope, tpch".into()));
-        assert_eq!(one("SELECT \"session_user\"()").await?, Some("alice".into()));
-        assert_eq!(one("SELECT set_config('application_name', 'dbt', false)").await?, Some("dbt".into()));
+        assert_eq!(
+            one("SELECT current_setting('search_path')").await?,
+            Some("nope, tpch".into())
+        );
+        assert_eq!(
+            one("SELECT \"session_user\"()").await?,
+            Some("alice".into())
+        );
+        assert_eq!(
+            one("SELECT set_config('application_name', 'dbt', false)").await?,
+            Some("dbt".into())
+        );
         assert_eq!(settings.get("application_name"), Some("dbt".into()));
         assert_eq!(one("SELECT current_setting('no.such', true)").await?, None);
         assert!(one("SELECT current_setting('no.such')").await.is_err());
