@@ -14,12 +14,13 @@
 //! - An interval literal times a number (`INTERVAL '5 minutes' * FLOOR(…)`, in
 //!   Superset's sub-hour time grains) becomes `quiver_interval_mul(…)`
 //!   (`quiver_worker::functions`), which DataFusion's `*` does not do.
+//! - `information_schema.views` lists views only (DataFusion's lists every table).
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value,
-    ValueWithSpan, VisitMut, VisitorMut,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, TableFactor,
+    Value, ValueWithSpan, VisitMut, VisitorMut,
 };
 
 /// Rewrites `statement` (see the module doc).
@@ -167,8 +168,62 @@ pub fn like_escapes(
     .map(|t| t.data)
 }
 
+/// `information_schema.views` as the views among its rows, under the name it was read by.
+fn views_only(factor: &TableFactor) -> Option<TableFactor> {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return None;
+    };
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    if !matches!(parts.as_slice(), [.., s, t] if s == "information_schema" && t == "views") {
+        return None;
+    }
+    // The rewrite's own read of the table (visited next) stays as it is.
+    if alias.as_ref().is_some_and(|a| a.name.value == ALL_VIEWS) {
+        return None;
+    }
+    let sql = format!(
+        "SELECT {ALL_VIEWS}.* FROM {name} AS {ALL_VIEWS} JOIN information_schema.tables t \
+         ON t.table_catalog = {ALL_VIEWS}.table_catalog AND t.table_schema = {ALL_VIEWS}.table_schema \
+         AND t.table_name = {ALL_VIEWS}.table_name WHERE t.table_type = 'VIEW'"
+    );
+    let query = datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+    )
+    .try_with_sql(&sql)
+    .ok()?
+    .parse_query()
+    .ok()?;
+    let alias = alias
+        .clone()
+        .unwrap_or_else(|| datafusion::sql::sqlparser::ast::TableAlias {
+            explicit: true,
+            name: datafusion::sql::sqlparser::ast::Ident::new("views"),
+            columns: vec![],
+            at: None,
+        });
+    Some(TableFactor::Derived {
+        lateral: false,
+        subquery: query,
+        alias: Some(alias),
+        sample: None,
+    })
+}
+
+const ALL_VIEWS: &str = "quiver_all_views";
+
 impl VisitorMut for Spelling {
     type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let Some(derived) = views_only(factor) {
+            *factor = derived;
+        }
+        ControlFlow::Continue(())
+    }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         if let Some(call) = interval_product(expr) {

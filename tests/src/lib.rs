@@ -345,9 +345,19 @@ pub fn python() -> PathBuf {
 
 /// The Python of target/dbt-venv, where scripts/setup-python.sh installs dbt.
 pub fn dbt_python() -> PathBuf {
+    venv_python("dbt-venv")
+}
+
+/// The Python of target/superset-venv, where scripts/setup-python.sh installs
+/// Apache Superset and Quiver's engine spec for it.
+pub fn superset_python() -> PathBuf {
+    venv_python("superset-venv")
+}
+
+fn venv_python(venv: &str) -> PathBuf {
     let python = target_dir()
         .join("..")
-        .join("dbt-venv")
+        .join(venv)
         .join("bin")
         .join("python");
     assert!(

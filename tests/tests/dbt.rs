@@ -27,6 +27,7 @@ fn dbt_builds_tests_and_rebuilds_a_project() -> anyhow::Result<()> {
     let out = Command::new(dbt_python())
         .arg(script)
         .args([host, port])
+        .arg(tpch_dir())
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(

@@ -47,6 +47,8 @@ pub enum ErrorKind {
     DuplicateTable,
     /// 42P06
     DuplicateSchema,
+    /// 2BP01: other objects depend on it (`DROP SCHEMA` of a schema with views).
+    DependentObjects,
     /// 42501
     InsufficientPrivilege,
     /// 42000: another error in what the statement asks for.
@@ -88,6 +90,7 @@ impl ErrorKind {
             Self::DatatypeMismatch => "42804",
             Self::DuplicateTable => "42P07",
             Self::DuplicateSchema => "42P06",
+            Self::DependentObjects => "2BP01",
             Self::InsufficientPrivilege => "42501",
             Self::InvalidStatement => "42000",
             Self::FeatureNotSupported => "0A000",
@@ -102,7 +105,7 @@ impl ErrorKind {
         }
     }
 
-    const ALL: [ErrorKind; 25] = [
+    const ALL: [ErrorKind; 26] = [
         Self::DivisionByZero,
         Self::NumericOutOfRange,
         Self::InvalidTextRepresentation,
@@ -117,6 +120,7 @@ impl ErrorKind {
         Self::DatatypeMismatch,
         Self::DuplicateTable,
         Self::DuplicateSchema,
+        Self::DependentObjects,
         Self::InsufficientPrivilege,
         Self::InvalidStatement,
         Self::FeatureNotSupported,
@@ -149,6 +153,7 @@ impl ErrorKind {
             | Self::AmbiguousColumn
             | Self::DatatypeMismatch
             | Self::InvalidStatement => Code::InvalidArgument,
+            Self::DependentObjects => Code::FailedPrecondition,
             Self::UndefinedTable => Code::NotFound,
             Self::DuplicateTable | Self::DuplicateSchema => Code::AlreadyExists,
             Self::InsufficientPrivilege | Self::ReadOnly => Code::PermissionDenied,

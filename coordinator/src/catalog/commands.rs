@@ -9,6 +9,7 @@
 //! | `ALTER TABLE name SET (accelerated = false)` | stops accelerating it |
 //! | `REFRESH ACCELERATION name` (or `CALL refresh_acceleration('name')`) | refreshes a copy now |
 //! | `SHOW CREATE VIEW name` | the view's text |
+//! | `CREATE SCHEMA [IF NOT EXISTS] name`, `DROP SCHEMA [IF EXISTS] name [CASCADE]` | a schema for views ([`super::namespaces`]) |
 //!
 //! Options: `refresh_secs`, `mode` (`'full'`/`'append'`), `time_column`, `sort_by`
 //! (`'a, b'`). A statement is planned into a scan of a [`CommandTable`], which does
@@ -61,6 +62,17 @@ pub enum Command {
         name: String,
         to: String,
     },
+    /// `CREATE SCHEMA [IF NOT EXISTS] name` ([`super::namespaces`]).
+    CreateSchema {
+        name: String,
+        if_not_exists: bool,
+    },
+    /// `DROP SCHEMA [IF EXISTS] name [CASCADE]`.
+    DropSchema {
+        name: String,
+        if_exists: bool,
+        cascade: bool,
+    },
 }
 
 /// The table name the command scans are planned under.
@@ -109,6 +121,35 @@ pub fn view_rename(statement: &Statement, datasets: &Datasets) -> Option<Command
 pub fn recognize(statement: &Statement) -> Option<Result<Command>> {
     Some(match statement {
         Statement::CreateView(v) => create_view(v),
+        Statement::CreateSchema {
+            schema_name,
+            if_not_exists,
+            ..
+        } => match schema_name {
+            ast::SchemaName::Simple(name) => Ok(Command::CreateSchema {
+                name: name.to_string(),
+                if_not_exists: *if_not_exists,
+            }),
+            _ => Err(DataFusionError::Plan(
+                "CREATE SCHEMA … AUTHORIZATION is not supported: Quiver's users and rights come from its config".into(),
+            )),
+        },
+        Statement::Drop {
+            object_type: ObjectType::Schema,
+            if_exists,
+            names,
+            cascade,
+            ..
+        } => match names.as_slice() {
+            [one] => Ok(Command::DropSchema {
+                name: one.to_string(),
+                if_exists: *if_exists,
+                cascade: *cascade,
+            }),
+            _ => Err(DataFusionError::Plan(
+                "DROP SCHEMA takes one schema at a time".into(),
+            )),
+        },
         Statement::Drop {
             object_type: ObjectType::View | ObjectType::MaterializedView,
             if_exists,
@@ -333,7 +374,9 @@ impl Command {
             | Command::Accelerate { name, .. }
             | Command::Refresh { name }
             | Command::ShowCreateView { name }
-            | Command::RenameView { name, .. } => name,
+            | Command::RenameView { name, .. }
+            | Command::CreateSchema { name, .. }
+            | Command::DropSchema { name, .. } => name,
         }
     }
 
@@ -346,7 +389,13 @@ impl Command {
 /// Plans `command` as a scan of its [`CommandTable`]; its target (qualified) is
 /// returned as the table it touches.
 pub fn plan(datasets: &Arc<Datasets>, command: Command) -> Result<(LogicalPlan, String)> {
-    let target = datasets.qualify(command.target())?;
+    let target = match &command {
+        Command::CreateSchema { name, .. } | Command::DropSchema { name, .. } => {
+            let (catalog, schema) = super::namespaces::qualify(datasets, name)?;
+            format!("{catalog}.{schema}")
+        }
+        other => datasets.qualify(other.target())?,
+    };
     let table = Arc::new(CommandTable {
         datasets: datasets.clone(),
         command,
@@ -401,6 +450,28 @@ fn text(schema: SchemaRef, message: String) -> Result<RecordBatch> {
 /// Does what `command` says and answers with its one-row result.
 async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch> {
     let schema = command.schema();
+    match command {
+        Command::CreateSchema {
+            name,
+            if_not_exists,
+        } => {
+            return text(
+                schema,
+                super::namespaces::create(datasets, name, *if_not_exists).await?,
+            )
+        }
+        Command::DropSchema {
+            name,
+            if_exists,
+            cascade,
+        } => {
+            return text(
+                schema,
+                super::namespaces::drop(datasets, name, *if_exists, *cascade).await?,
+            )
+        }
+        _ => {}
+    }
     let name = datasets.qualify(command.target())?;
     match command {
         Command::CreateView {
@@ -469,6 +540,9 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
             datasets.reload().await?;
             text(schema, format!("DROP VIEW {name}"))
         }
+        Command::CreateSchema { .. } | Command::DropSchema { .. } => Err(
+            DataFusionError::Internal("schema commands run above".into()),
+        ),
         Command::RenameView { to, .. } => {
             let view = datasets
                 .view(&name)

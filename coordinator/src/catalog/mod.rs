@@ -7,6 +7,7 @@
 //! - [`overlay`]: the catalog list every session reads: the sources' catalogs with
 //!   views added and accelerated tables answered from their copies.
 //! - [`acceleration`]: local Parquet copies of tables and views, their refreshes.
+//! - [`namespaces`]: schemas made with `CREATE SCHEMA`, places for views.
 //! - [`commands`]: the DDL for all of it (`CREATE VIEW`, `ALTER TABLE … SET
 //!   (accelerated = true)`, `REFRESH ACCELERATION`, …), run like any query.
 //!
@@ -15,12 +16,13 @@
 pub mod acceleration;
 pub mod commands;
 pub mod config;
+pub mod namespaces;
 pub mod overlay;
 pub mod store;
 pub mod system_tables;
 pub mod views;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -57,6 +59,8 @@ pub struct Datasets {
     /// Catalog and schema unqualified names resolve in.
     defaults: (String, String),
     views: RwLock<BTreeMap<String, ViewDef>>,
+    /// Schemas made with `CREATE SCHEMA` (`catalog.schema`): places for views.
+    namespaces: RwLock<BTreeSet<String>>,
     accelerations: RwLock<BTreeMap<String, Arc<Accelerated>>>,
     /// Moves whenever a definition or a copy changes: cached plans and results
     /// made before are not used again.
@@ -128,6 +132,7 @@ impl Datasets {
             store,
             defaults,
             views: RwLock::default(),
+            namespaces: RwLock::default(),
             accelerations: RwLock::default(),
             generation: AtomicU64::new(1),
             store_version: AtomicI64::new(-1),
@@ -209,6 +214,12 @@ impl Datasets {
             return Ok(false);
         }
         let stored_views = self.store.views().await.map_err(store_error)?;
+        let namespaces = self.store.namespaces().await.map_err(store_error)?;
+        let namespaces_before = self.namespaces.read().map(|n| n.len()).unwrap_or(0);
+        let namespaces_changed = namespaces.len() != namespaces_before;
+        if let Ok(mut n) = self.namespaces.write() {
+            *n = namespaces.into_iter().collect();
+        }
         let stored = self.store.accelerations().await.map_err(store_error)?;
         let before: Vec<(String, String)> =
             self.views().into_iter().map(|v| (v.name, v.sql)).collect();
@@ -263,7 +274,7 @@ impl Datasets {
             self.views().into_iter().map(|v| (v.name, v.sql)).collect();
         // The counter also moves for changes already applied here (this coordinator's own
         // refresh): cached plans and answers stay valid then.
-        if before != after || !changed.is_empty() {
+        if before != after || !changed.is_empty() || namespaces_changed {
             self.changed(&changed);
         }
         Ok(true)
@@ -362,8 +373,15 @@ impl Datasets {
             .unwrap_or_default()
     }
 
+    /// Whether `catalog.schema` was made with `CREATE SCHEMA`.
+    pub fn is_namespace(&self, catalog: &str, schema: &str) -> bool {
+        self.namespaces
+            .read()
+            .is_ok_and(|n| n.contains(&format!("{catalog}.{schema}")))
+    }
+
     /// Views in `catalog.schema`.
-    fn views_in(&self, catalog: &str, schema: &str) -> Vec<String> {
+    pub(crate) fn views_in(&self, catalog: &str, schema: &str) -> Vec<String> {
         let prefix = format!("{catalog}.{schema}.");
         self.views
             .read()
@@ -388,6 +406,14 @@ impl Datasets {
                     .collect()
             })
             .unwrap_or_default();
+        if let Ok(n) = self.namespaces.read() {
+            out.extend(
+                n.iter()
+                    .filter_map(|k| k.strip_prefix(&prefix))
+                    .map(str::to_string),
+            );
+        }
+        out.sort();
         out.dedup();
         out
     }

@@ -75,7 +75,10 @@ impl CatalogProvider for VirtualCatalog {
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         let inner = self.inner.schema(name);
-        if inner.is_none() && self.datasets.views_in(&self.name, name).is_empty() {
+        if inner.is_none()
+            && self.datasets.views_in(&self.name, name).is_empty()
+            && !self.datasets.is_namespace(&self.name, name)
+        {
             return None;
         }
         Some(Arc::new(VirtualSchema {

@@ -101,6 +101,17 @@ impl QuerySession {
         self.write
             .store(false, std::sync::atomic::Ordering::Relaxed);
         if let datafusion::sql::parser::Statement::Statement(s) = &mut statement {
+            let state = self.ctx.state();
+            if let Some(temp) = crate::writes::temporary::schema_of(&state) {
+                crate::writes::temporary::qualify(s, temp.as_ref());
+            }
+            if let Some(plan) = crate::writes::temporary::plan(s, &state, &self.access).await {
+                self.write.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let (Ok(plan), Ok(mut o)) = (&plan, self.objects.lock()) {
+                    *o = crate::security::enforce::tables_read(plan, &state);
+                }
+                return plan;
+            }
             let on_view = crate::catalog::commands::view_rename(s, &self.datasets)
                 .or_else(|| crate::catalog::commands::view_drop(s, &self.datasets));
             if let Some(command) = on_view {

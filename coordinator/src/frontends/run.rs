@@ -289,7 +289,7 @@ pub(crate) fn is_catalog_table(name: &str) -> bool {
     crate::system::is_system_table(name)
         || matches!(
             name.split('.').nth(1),
-            Some("information_schema" | "pg_catalog")
+            Some("information_schema" | "pg_catalog" | crate::writes::temporary::TEMP_SCHEMA)
         )
 }
 

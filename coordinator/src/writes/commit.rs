@@ -237,7 +237,9 @@ impl EmptyTable {
             }
             _ => return Ok(None),
         };
-        Ok(Some((format!("empty.{ext}"), bytes)))
+        // Named afresh each time: an overwrite deletes the table's old files after.
+        let id = uuid::Uuid::new_v4().simple();
+        Ok(Some((format!("empty-{id}.{ext}"), bytes)))
     }
 }
 
@@ -442,8 +444,12 @@ async fn publish(
         return Err(super::statements::already_exists(&target.url));
     }
     let marker = format!("{{\"created_ms\":{}}}\n", crate::catalog::store::now_ms());
-    // A new table of no rows gets a file that holds its columns.
-    let empty = match (files.is_empty() && !existed, target.empty.file()?) {
+    // A new table of no rows, or one overwritten by none, gets a file that holds its columns.
+    let emptied = existed && !target.old_files.is_empty();
+    let empty = match (
+        files.is_empty() && (!existed || emptied),
+        target.empty.file()?,
+    ) {
         (true, Some(file)) => Some(file),
         _ => None,
     };
@@ -510,12 +516,12 @@ async fn publish(
                     }
                     other => other.map_err(store_error)?,
                 };
-                if let Some((name, bytes)) = empty {
-                    store
-                        .put(&join(to, &name), bytes.into())
-                        .await
-                        .map_err(store_error)?;
-                }
+            }
+            if let Some((name, bytes)) = empty {
+                store
+                    .put(&join(to, &name), bytes.into())
+                    .await
+                    .map_err(store_error)?;
             }
             for (from, rel) in files {
                 store

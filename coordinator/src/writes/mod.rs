@@ -17,6 +17,7 @@ pub mod ingest;
 mod rename;
 pub mod statements;
 pub mod syntax;
+pub mod temporary;
 
 use std::sync::Arc;
 

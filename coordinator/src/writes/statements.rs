@@ -3,9 +3,11 @@
 //! | statement | target |
 //! |---|---|
 //! | `COPY (query) TO 'location' [(FORMAT …, PARTITION_BY (…), …)]` | a folder or file under a writable files source |
-//! | `CREATE TABLE s.t AS query` | a new folder of Parquet (or the source's format) files, or a new database table |
-//! | `INSERT INTO s.t query` / `VALUES …`, `INSERT OVERWRITE` | a file table's folder, or a database table |
-//! | `DROP TABLE s.t` | a file table Quiver created |
+//! | `CREATE TABLE s.t AS query` / `CREATE TABLE s.t (column type, …)` | a new folder of Parquet (or the source's format) files, or a new database table |
+//! | `INSERT INTO s.t query` / `VALUES …`, `INSERT OVERWRITE`, `TRUNCATE s.t` | a file table's folder, or a database table |
+//! | `DROP TABLE [IF EXISTS] s.t [CASCADE]` | a file table Quiver created |
+//!
+//! Temporary tables and views are the session's own ([`super::temporary`]).
 //!
 //! Each is allowed only on a source with `writable = true`, and for a user whose
 //! first matching access rule has `write = true` (administrators always).
@@ -54,6 +56,7 @@ pub fn is_write(statement: &DFStatement) -> bool {
             matches!(
                 s.as_ref(),
                 Statement::Insert(_)
+                    | Statement::Truncate(_)
                     | Statement::CreateTable(_)
                     | Statement::Drop {
                         object_type: ObjectType::Table,
@@ -72,6 +75,7 @@ pub async fn plan(cx: &WriteContext<'_>, statement: DFStatement) -> Result<Logic
         DFStatement::Statement(s) => match *s {
             Statement::Insert(insert) => plan_insert(cx, insert).await,
             Statement::CreateTable(create) => plan_create(cx, create).await,
+            Statement::Truncate(truncate) => plan_truncate(cx, truncate).await,
             Statement::Drop {
                 object_type: ObjectType::Table,
                 if_exists,
@@ -328,17 +332,69 @@ fn uncast_for_database(plan: LogicalPlan) -> Result<LogicalPlan> {
     )))
 }
 
+/// `TRUNCATE [TABLE] t`: an `INSERT OVERWRITE` of no rows (dbt empties a seed's
+/// table this way before loading it again).
+async fn plan_truncate(
+    cx: &WriteContext<'_>,
+    truncate: datafusion::sql::sqlparser::ast::Truncate,
+) -> Result<LogicalPlan> {
+    let [table] = truncate.table_names.as_slice() else {
+        return Err(DataFusionError::Plan(
+            "TRUNCATE takes one table at a time".into(),
+        ));
+    };
+    let name = &table.name;
+    let sql = format!("INSERT OVERWRITE TABLE {name} SELECT * FROM {name} WHERE false");
+    let statement = cx
+        .state
+        .sql_to_statement(&sql, &datafusion::config::Dialect::PostgreSQL)?;
+    match statement {
+        DFStatement::Statement(s) => match *s {
+            Statement::Insert(insert) => plan_insert(cx, insert).await,
+            other => Err(DataFusionError::Internal(format!("not an insert: {other}"))),
+        },
+        other => Err(DataFusionError::Internal(format!("not an insert: {other}"))),
+    }
+}
+
+/// `CREATE TABLE t (column type, …)` as the query of no rows in those types.
+fn columns_query(
+    create: &datafusion::sql::sqlparser::ast::CreateTable,
+    state: &SessionState,
+) -> Result<Box<datafusion::sql::sqlparser::ast::Query>> {
+    let columns = create
+        .columns
+        .iter()
+        .map(|c| format!("CAST(NULL AS {}) AS {}", c.data_type, c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match state.sql_to_statement(
+        &format!("SELECT {columns} WHERE false"),
+        &datafusion::config::Dialect::PostgreSQL,
+    )? {
+        DFStatement::Statement(s) => match *s {
+            Statement::Query(q) => Ok(q),
+            other => Err(DataFusionError::Internal(format!("not a query: {other}"))),
+        },
+        other => Err(DataFusionError::Internal(format!("not a query: {other}"))),
+    }
+}
+
 async fn plan_create(
     cx: &WriteContext<'_>,
     create: datafusion::sql::sqlparser::ast::CreateTable,
 ) -> Result<LogicalPlan> {
     let target = resolve(cx, &create.name.to_string());
-    let Some(query) = create.query.clone() else {
-        return Err(DataFusionError::Plan(format!(
-            "CREATE TABLE {target} without AS SELECT is DDL Quiver does not run: it creates tables from a query's result (CREATE TABLE … AS SELECT …)"
-        )));
+    let query = match (&create.query, create.columns.is_empty()) {
+        (Some(q), _) => q.clone(),
+        (None, false) => columns_query(&create, cx.state)?,
+        (None, true) => {
+            return Err(DataFusionError::Plan(format!(
+                "CREATE TABLE {target} needs columns or AS SELECT …"
+            )))
+        }
     };
-    if !create.columns.is_empty() {
+    if create.query.is_some() && !create.columns.is_empty() {
         return Err(DataFusionError::Plan(
             "CREATE TABLE … AS with a column list is not supported; name the columns in the query"
                 .into(),
@@ -427,6 +483,16 @@ async fn plan_drop(
         ));
     };
     let target = resolve(cx, &name.to_string());
+    if if_exists && !exists_anywhere(cx, &target) {
+        let drop = DropTable {
+            target: target.to_string(),
+            table: target.table.to_string(),
+            files: None,
+            url: None,
+        };
+        return LogicalPlanBuilder::scan("quiver_drop", provider_as_source(Arc::new(drop)), None)?
+            .build();
+    }
     let files = match home(cx, &target)? {
         Home::Files(f) => f.clone(),
         Home::Database(_) => {
@@ -441,7 +507,7 @@ async fn plan_drop(
     let drop = DropTable {
         target: target.to_string(),
         table: target.table.to_string(),
-        files,
+        files: Some(files),
         url,
     };
     LogicalPlanBuilder::scan("quiver_drop", provider_as_source(Arc::new(drop)), None)?.build()
@@ -461,8 +527,22 @@ pub(super) fn result_schema() -> SchemaRef {
 struct DropTable {
     target: String,
     table: String,
-    files: Arc<FilesSchema>,
+    files: Option<Arc<FilesSchema>>,
     url: Option<ListingTableUrl>,
+}
+
+/// Whether `t` names a table or view in any schema (`DROP TABLE IF EXISTS` of
+/// none is no error, also where nothing may be written).
+fn exists_anywhere(cx: &WriteContext<'_>, t: &ResolvedTableReference) -> bool {
+    let Some(schema) = cx
+        .state
+        .catalog_list()
+        .catalog(&t.catalog)
+        .and_then(|c| c.schema(&t.schema))
+    else {
+        return false;
+    };
+    schema.table_exist(&t.table)
 }
 
 #[async_trait]
@@ -482,11 +562,10 @@ impl TableProvider for DropTable {
         _: &[Expr],
         _: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let message = match &self.url {
-            None => format!("no table {}", self.target),
-            Some(url) => {
+        let message = match (&self.url, &self.files) {
+            (Some(url), Some(files)) => {
                 let store = check_quiver_made(
-                    &self.files,
+                    files,
                     &self.table,
                     &self.target,
                     url,
@@ -496,9 +575,10 @@ impl TableProvider for DropTable {
                 )
                 .await?;
                 super::commit::remove_folder(&store, url).await;
-                relist(&self.files, state).await?;
+                relist(files, state).await?;
                 format!("DROP TABLE {}", self.target)
             }
+            _ => format!("no table {}", self.target),
         };
         message_exec(message, projection)
     }

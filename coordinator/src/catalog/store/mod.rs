@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use super::config::AccelerateSpec;
 
 /// The schema, one step per version; never edit a released step, add one.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE quiver_views (
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE quiver_views (
         name TEXT PRIMARY KEY,
         sql TEXT NOT NULL,
         created_ms BIGINT NOT NULL,
@@ -34,7 +35,15 @@ pub const MIGRATIONS: &[(i64, &str)] = &[(
     );
     CREATE TABLE quiver_changes (id INTEGER PRIMARY KEY, version BIGINT NOT NULL);
     INSERT INTO quiver_changes (id, version) VALUES (1, 0);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE quiver_namespaces (
+        name TEXT PRIMARY KEY,
+        created_ms BIGINT NOT NULL
+    );",
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,6 +118,11 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn put_view(&self, view: &StoredView, replace: bool) -> Result<()>;
     /// Removes a view; false when there was none.
     async fn drop_view(&self, name: &str) -> Result<bool>;
+    /// Schemas made with `CREATE SCHEMA` (`catalog.schema`), for views.
+    async fn namespaces(&self) -> Result<Vec<String>>;
+    /// Records a namespace; false if it was there already.
+    async fn put_namespace(&self, name: &str) -> Result<bool>;
+    async fn drop_namespace(&self, name: &str) -> Result<bool>;
     async fn accelerations(&self) -> Result<Vec<StoredAcceleration>>;
     /// Inserts or replaces one acceleration with its state.
     async fn put_acceleration(&self, acceleration: &StoredAcceleration) -> Result<()>;

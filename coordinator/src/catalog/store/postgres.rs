@@ -176,6 +176,33 @@ impl MetadataStore for PostgresStore {
             > 0)
     }
 
+    async fn namespaces(&self) -> Result<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT name FROM quiver_namespaces ORDER BY name", &[])
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn put_namespace(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .change(
+                "INSERT INTO quiver_namespaces (name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &now_ms()],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn drop_namespace(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .change("DELETE FROM quiver_namespaces WHERE name = $1", &[&name])
+            .await?
+            > 0)
+    }
+
     async fn accelerations(&self) -> Result<Vec<StoredAcceleration>> {
         let rows = self
             .client()

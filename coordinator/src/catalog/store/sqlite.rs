@@ -158,6 +158,36 @@ impl MetadataStore for SqliteStore {
         })
     }
 
+    async fn namespaces(&self) -> Result<Vec<String>> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare("SELECT name FROM quiver_namespaces ORDER BY name")
+            .map_err(err)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(err)
+    }
+
+    async fn put_namespace(&self, name: &str) -> Result<bool> {
+        self.change(|tx| {
+            Ok(tx
+                .execute(
+                    "INSERT INTO quiver_namespaces (name, created_ms) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                    params![name, now_ms()],
+                )
+                .map_err(err)?
+                > 0)
+        })
+    }
+
+    async fn drop_namespace(&self, name: &str) -> Result<bool> {
+        self.change(|tx| {
+            Ok(tx
+                .execute("DELETE FROM quiver_namespaces WHERE name = ?1", [name])
+                .map_err(err)?
+                > 0)
+        })
+    }
+
     async fn accelerations(&self) -> Result<Vec<StoredAcceleration>> {
         let conn = self.lock()?;
         let mut stmt = conn

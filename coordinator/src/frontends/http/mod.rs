@@ -229,7 +229,7 @@ fn status_of(status: &Status) -> StatusCode {
     match kind_of(status) {
         K::InsufficientPrivilege | K::ReadOnly => StatusCode::FORBIDDEN,
         K::InvalidAuthorization => StatusCode::UNAUTHORIZED,
-        K::DuplicateTable | K::DuplicateSchema => StatusCode::CONFLICT,
+        K::DuplicateTable | K::DuplicateSchema | K::DependentObjects => StatusCode::CONFLICT,
         K::InsufficientResources | K::TooManyConnections | K::OutOfMemory => {
             StatusCode::TOO_MANY_REQUESTS
         }

@@ -36,11 +36,16 @@ pub fn connection_state(
     ctx.register_udf(to_regtype());
     ctx.register_udf(always_true("pg_type_is_visible"));
     ctx.register_udf(always_true("pg_function_is_visible"));
+    // Another session's temporary schema is never listed.
+    ctx.register_udf(constant_bool("pg_is_other_temp_schema", false));
     for name in [
         "pg_get_indexdef",
         "pg_get_function_result",
         "pg_get_function_arguments",
         "pg_get_function_identity_arguments",
+        "col_description",
+        "obj_description",
+        "shobj_description",
     ] {
         ctx.register_udf(null_text(name));
     }
@@ -52,6 +57,13 @@ pub fn connection_state(
                 Arc::new(super::catalog_types::Retyped::new(pg)),
             )?;
         }
+    }
+    // The connection's own temporary tables and views (gone when it closes).
+    if let Some(c) = ctx.catalog(&catalog) {
+        c.register_schema(
+            crate::writes::temporary::TEMP_SCHEMA,
+            crate::writes::temporary::new_schema(),
+        )?;
     }
     let settings = Settings::new(user, startup, catalog, schema, overlay);
     settings.register(&ctx);
@@ -271,6 +283,11 @@ fn null_text(name: &str) -> datafusion::logical_expr::ScalarUDF {
 /// A visibility check that holds for everything the connection can list
 /// (`pg_type_is_visible`: every type Quiver reports is a built-in one).
 fn always_true(name: &str) -> datafusion::logical_expr::ScalarUDF {
+    constant_bool(name, true)
+}
+
+/// A check of one OID that gives `value` for every non-NULL one.
+fn constant_bool(name: &str, value: bool) -> datafusion::logical_expr::ScalarUDF {
     use datafusion::arrow::array::{Array, BooleanArray};
     use datafusion::arrow::datatypes::DataType;
     use datafusion::logical_expr::{ColumnarValue, Volatility};
@@ -279,10 +296,10 @@ fn always_true(name: &str) -> datafusion::logical_expr::ScalarUDF {
         vec![DataType::Int64],
         DataType::Boolean,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
+        Arc::new(move |args: &[ColumnarValue]| {
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let out: BooleanArray = (0..arrays[0].len())
-                .map(|i| (!arrays[0].is_null(i)).then_some(true))
+                .map(|i| (!arrays[0].is_null(i)).then_some(value))
                 .collect();
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),

@@ -81,6 +81,9 @@ impl SchemaProvider for Retyped {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(relations) = super::catalog_relations::Relations::named(name) {
+            return Ok(Some(Arc::new(relations)));
+        }
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };

@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 pub fn rewrite(statement: &mut Statement) {
+    let _ = statement.visit(&mut ViewDefinitions);
     let _ = statement.visit(&mut ArraySubqueries);
     let _ = statement.visit(&mut CatalogSubqueries);
     let _ = statement.visit(&mut DistinctNames);
@@ -24,7 +25,8 @@ pub fn rewrite(statement: &mut Statement) {
 }
 
 /// `ARRAY(SELECT x FROM … ORDER BY y)`, PostgreSQL's array of a subquery's rows
-/// (psql's `\d+`), as `(SELECT array_agg(x ORDER BY y) FROM …)`.
+/// (psql's `\d+`), as `(SELECT array_agg(x ORDER BY y) FROM …)`; over
+/// `unnest(….reloptions)`, NULL.
 struct ArraySubqueries;
 
 impl VisitorMut for ArraySubqueries {
@@ -49,6 +51,21 @@ impl VisitorMut for ArraySubqueries {
         let SetExpr::Select(select) = query.body.as_mut() else {
             return ControlFlow::Continue(());
         };
+        // psql's `\d+` lists a table's TOAST options, `array(select 'toast.' || x from
+        // unnest(tc.reloptions) x)`: an unnest of the outer row, which DataFusion does
+        // not decorrelate. Quiver's `reloptions` are always NULL, and so is the array.
+        if let [from] = select.from.as_slice() {
+            let relation = from.relation.to_string().to_ascii_lowercase();
+            if relation.contains("unnest(") && relation.contains("reloptions)") {
+                if let Ok(null) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql("CAST(NULL AS VARCHAR[])")
+                    .and_then(|mut p| p.parse_expr())
+                {
+                    *expr = null;
+                }
+                return ControlFlow::Continue(());
+            }
+        }
         let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
             select.projection.as_slice()
         else {
@@ -177,6 +194,46 @@ impl VisitorMut for DistinctNames {
                     alias,
                 };
             }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `pg_get_viewdef(oid [, pretty])` (psql's `\d+ view`, JDBC's view metadata) as
+/// the view's text from `pg_views`, found through `pg_class` by its OID.
+struct ViewDefinitions;
+
+impl VisitorMut for ViewDefinitions {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let name = f.name.to_string().to_ascii_lowercase();
+        if name.trim_start_matches("pg_catalog.") != "pg_get_viewdef" {
+            return ControlFlow::Continue(());
+        }
+        let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        let Some(datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(oid),
+        )) = list.args.first()
+        else {
+            return ControlFlow::Continue(());
+        };
+        let sql = format!(
+            "(SELECT max(quiver_pv.definition) FROM pg_catalog.pg_views quiver_pv \
+             JOIN pg_catalog.pg_namespace quiver_pn ON quiver_pn.nspname = quiver_pv.schemaname \
+             JOIN pg_catalog.pg_class quiver_pc ON quiver_pc.relnamespace = quiver_pn.oid \
+             AND quiver_pc.relname = quiver_pv.viewname WHERE quiver_pc.oid = CAST({oid} AS INT))"
+        );
+        if let Ok(subquery) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *expr = subquery;
         }
         ControlFlow::Continue(())
     }

@@ -12,6 +12,7 @@
 
 mod auth;
 mod catalog;
+mod catalog_relations;
 mod catalog_types;
 mod compat;
 mod copy_out;
@@ -75,8 +76,9 @@ pub struct Connection {
 impl Connection {
     /// Who runs the next statement, with the session's cache setting.
     fn caller(&self) -> Caller {
+        // A statement's text may mean another table once the session has temporary ones.
         Caller {
-            no_cache: self.settings.cache_off(),
+            no_cache: self.settings.cache_off() || crate::writes::temporary::any(&self.state),
             ..self.caller.clone()
         }
     }
