@@ -11,6 +11,7 @@ pub mod engine;
 pub mod fragments;
 pub mod frontends;
 pub mod metrics;
+mod pg_booleans;
 mod pg_spelling;
 pub mod placeholders;
 pub mod pool;

@@ -82,7 +82,9 @@ def dbt(project: str, *args: str) -> str:
                          capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         fail(f"dbt {' '.join(args)} exited {out.returncode}:\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}")
-    print(f"   dbt {' '.join(args)}: {out.stdout.strip().splitlines()[-1]}")
+    lines = out.stdout.strip().splitlines() or [""]
+    done = [l for l in lines if "Done." in l or "All checks passed" in l or "Catalog written" in l]
+    print(f"   dbt {' '.join(args)}: {(done or lines)[-1]}")
     return out.stdout
 
 

@@ -10,7 +10,7 @@ REST API, as the UI does, for each door:
 
 - the PostgreSQL port with Superset's own PostgreSQL engine spec
   (`postgresql+psycopg2://`), and
-- the Flight SQL port with flightsql-dbapi's `datafusion+flightsql://` dialect and
+- the Flight SQL port with flightsql-dbapi's `datafusion://` dialect and
   Quiver's engine spec (clients/superset-quiver, found by Superset's own loader):
 
 adds the database, lists its schemas and tables, creates a dataset on
@@ -44,6 +44,16 @@ GRAINS = {
     "P1Y": "year",
 }
 RANGE = ("1994-11-15", "1996-02-10")
+
+
+LOADER = """
+from superset.app import create_app
+app = create_app()
+with app.app_context():
+    from superset.db_engine_specs import get_engine_spec, load_engine_specs
+    assert "Quiver (Flight SQL)" in [s.engine_name for s in load_engine_specs()]
+    print(get_engine_spec("datafusion", "flightsql").__name__)
+"""
 
 
 def fail(msg: str) -> None:
@@ -196,6 +206,9 @@ def check_door(ss: Superset, duck, name: str, uri: str, out_dir: str) -> None:
     with open(os.path.join(out_dir, f"superset-{name}-chart.json"), "w") as f:
         json.dump(data["data"], f, default=str)
     print(f"   {name}: saved chart {chart} runs ({data['rowcount']} months)")
+    # Superset's SQLite metadata holds one dataset per table name: make room for the next door's.
+    ss.call("DELETE", f"/api/v1/chart/{chart}")
+    ss.call("DELETE", f"/api/v1/dataset/{dataset}")
 
 
 def main(pg: str, flight: str, tpch: str, out_dir: str) -> None:
@@ -207,18 +220,17 @@ def main(pg: str, flight: str, tpch: str, out_dir: str) -> None:
         fail(f"no Parquet files for orders under {tpch}")
     duck.execute(f"CREATE VIEW orders AS SELECT * FROM read_parquet({files!r})")
 
-    from superset.db_engine_specs import load_engine_specs
-    names = [s.engine_name for s in load_engine_specs()]
-    if "Quiver (Flight SQL)" not in names:
-        fail("Superset's loader does not find Quiver's engine spec (pip install clients/superset-quiver)")
-
     with tempfile.TemporaryDirectory() as home:
         ss = Superset(home, out_dir)
         try:
             ss.start()
+            # Superset's own loader finds the engine spec and picks it for the dialect.
+            found = subprocess.run([sys.executable, "-c", LOADER], env=ss.env, capture_output=True, text=True)
+            if found.returncode != 0 or found.stdout.strip().splitlines()[-1:] != ["QuiverFlightSqlEngineSpec"]:
+                fail(f"Superset's loader does not pick Quiver's engine spec: {found.stdout[-500:]} {found.stderr[-2000:]}")
             print("   Superset is up (db upgrade, create-admin, init, run)")
             check_door(ss, duck, "quiver_postgres", f"postgresql+psycopg2://quiver:unused@{pg}/quiver", out_dir)
-            check_door(ss, duck, "quiver_flightsql", f"datafusion+flightsql://{flight}?insecure=true", out_dir)
+            check_door(ss, duck, "quiver_flightsql", f"datafusion://{flight}?insecure=true", out_dir)
         finally:
             ss.stop()
     print("SUPERSET OK")

@@ -22,7 +22,7 @@ class QuiverFlightSqlEngineSpec(BaseEngineSpec):
     engine = "datafusion"
     engine_name = "Quiver (Flight SQL)"
     default_driver = "flightsql"
-    sqlalchemy_uri_placeholder = "datafusion+flightsql://user:password@host:50051?insecure=true"
+    sqlalchemy_uri_placeholder = "datafusion://user:password@host:50051?insecure=true"
 
     allows_joins = True
     allows_subqueries = True

@@ -124,6 +124,7 @@ impl QueryEngine {
             .with_config(session_config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_analyzer_rules(analyzer_rules())
             .with_optimizer_rules(optimizer_rules())
             .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
             .with_physical_optimizer_rule(Arc::new(crate::writes::StageWrites::new(writes.clone())))
@@ -484,5 +485,14 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         Arc::new(quiver_connectors::federated_columns::ProjectIntoSource),
     );
     rules.push(Arc::new(crate::pg_spelling::LikeEscapes));
+    rules
+}
+
+/// DataFusion's analyzer rules, after PostgreSQL's boolean literals
+/// ([`crate::pg_booleans`]), which must come before type coercion.
+fn analyzer_rules() -> Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> {
+    let mut rules: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> =
+        vec![Arc::new(crate::pg_booleans::BooleanLiterals)];
+    rules.extend(datafusion::optimizer::Analyzer::new().rules);
     rules
 }
