@@ -13,7 +13,9 @@ Modes:
             STDOUT in text, CSV with a header, and binary; an empty result.
   params    psycopg: NULL and typed parameters in the select list (`SELECT %s`
             returns the bound type).
-  asyncpg   asyncpg: a text[] result, typed parameters, a decimal sum.
+  asyncpg   asyncpg: text[], bigint[], date[] and numeric[] results (asyncpg
+            introspects their types with its own catalog query), typed and array
+            parameters, a decimal sum.
   timegrains  every time grain of Superset's PostgreSQL engine spec, with its
             TO_DATE and TO_TIMESTAMP time-range filters, grouped counts equal to
             Python's own truncation of the raw dates; to_char with a PostgreSQL pattern.
@@ -183,6 +185,15 @@ def run_asyncpg(url: str) -> None:
             check(total is not None and total > 0, f"decimal sum: {total!r}")
             echo = await conn.fetchval("SELECT $1::int + 1", 41)
             check(echo == 42, f"typed parameter: {echo!r}")
+            # Arrays of other types make asyncpg introspect them (its own catalog query).
+            keys = await conn.fetchval("SELECT array_agg(n_nationkey ORDER BY n_nationkey) FROM nation WHERE n_regionkey = $1", 1)
+            check(list(keys) == [1, 2, 3, 17, 24], f"bigint[] result: {keys!r}")
+            days = await conn.fetchval("SELECT array_agg(o_orderdate ORDER BY o_orderkey) FROM orders WHERE o_orderkey < 4")
+            check([d.isoformat() for d in days] == ["1996-01-02", "1996-12-01", "1993-10-14"], f"date[] result: {days!r}")
+            prices = await conn.fetchval("SELECT ARRAY[1.5, 2.25]")
+            check([float(p) for p in prices] == [1.5, 2.25], f"numeric array: {prices!r}")
+            back = await conn.fetchval("SELECT $1::bigint[]", [7, 8, None])
+            check(list(back) == [7, 8, None], f"bigint[] parameter: {back!r}")
         finally:
             await conn.close()
 

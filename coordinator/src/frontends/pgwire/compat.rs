@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 pub fn rewrite(statement: &mut Statement) {
+    let _ = statement.visit(&mut NoDomainsOrComposites);
     let _ = statement.visit(&mut ViewDefinitions);
     let _ = statement.visit(&mut ArraySubqueries);
     let _ = statement.visit(&mut CatalogSubqueries);
@@ -194,6 +195,51 @@ impl VisitorMut for DistinctNames {
                     alias,
                 };
             }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `CASE WHEN t.typtype = 'd' THEN (subquery) …` and `… = 'c' …`: asyncpg's type
+/// introspection walks a domain's base types (a recursive CTE) and a composite
+/// type's attributes in correlated subqueries, which DataFusion cannot run. No
+/// type Quiver puts in a result is a domain or a composite (a struct is `record`),
+/// so those branches are NULL, typed as asyncpg reads them (`oid`, `oid[]`, `text[]`).
+struct NoDomainsOrComposites;
+
+impl VisitorMut for NoDomainsOrComposites {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Case { conditions, .. } = expr else {
+            return ControlFlow::Continue(());
+        };
+        let [when] = conditions.as_slice() else {
+            return ControlFlow::Continue(());
+        };
+        let condition = when
+            .condition
+            .to_string()
+            .to_ascii_lowercase()
+            .replace(' ', "");
+        let kind = match condition.rsplit_once("typtype=") {
+            Some((_, "'d'")) => 'd',
+            Some((_, "'c'")) => 'c',
+            _ => return ControlFlow::Continue(()),
+        };
+        if !matches!(when.result, Expr::Subquery(_)) {
+            return ControlFlow::Continue(());
+        }
+        let typed = match (kind, when.result.to_string().contains("attname")) {
+            ('d', _) => "CAST(NULL AS INT)",
+            (_, true) => "CAST(NULL AS VARCHAR[])",
+            _ => "CAST(NULL AS INT[])",
+        };
+        if let Ok(null) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(typed)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *expr = null;
         }
         ControlFlow::Continue(())
     }

@@ -377,11 +377,7 @@ impl Queries {
             return Ok(Response::Execution(tag.with_rows(rows)));
         }
         let schema = crate::frontends::flight_sql::client_schema(&running.schema);
-        let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
-            &schema,
-            format,
-            Some(options),
-        )?);
+        let fields = Arc::new(pg_fields(&schema, format, Some(options))?);
         let mut batches = running.batches;
         // The first batch before the answer: an error that comes at once (most do)
         // is then an error response, not a broken row stream.
@@ -444,11 +440,7 @@ impl Queries {
             .await
             .map_err(|status| errors::to_pg(&status, Some(sql)))?;
         let schema = crate::frontends::flight_sql::client_schema(&running.schema);
-        let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
-            &schema,
-            &Format::UnifiedText,
-            Some(options),
-        )?);
+        let fields = Arc::new(pg_fields(&schema, &Format::UnifiedText, Some(options))?);
         let sql = sql.to_string();
         let batches = running.batches.map(move |b| {
             b.and_then(|b| crate::frontends::flight_sql::to_client_types(b).map_err(Into::into))
@@ -561,11 +553,9 @@ impl QueryParser for Queries {
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         match stmt {
-            Parsed::Query { fields, .. } => arrow_pg::datatypes::arrow_schema_to_pg_fields(
-                fields,
-                format.unwrap_or(&Format::UnifiedText),
-                None,
-            ),
+            Parsed::Query { fields, .. } => {
+                pg_fields(fields, format.unwrap_or(&Format::UnifiedText), None)
+            }
             Parsed::Session(cmd) => Ok(cmd.fields(format.unwrap_or(&Format::UnifiedText))),
             Parsed::Copy { .. } => Ok(vec![]),
         }
@@ -655,13 +645,11 @@ impl ExtendedQueryHandler for Queries {
                     .bind(plan, values)
                     .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
                 let schema = crate::frontends::flight_sql::client_schema(plan.schema().as_arrow());
-                return Ok(DescribePortalResponse::new(
-                    arrow_pg::datatypes::arrow_schema_to_pg_fields(
-                        &schema,
-                        &target.result_column_format,
-                        None,
-                    )?,
-                ));
+                return Ok(DescribePortalResponse::new(pg_fields(
+                    &schema,
+                    &target.result_column_format,
+                    None,
+                )?));
             }
         }
         Ok(DescribePortalResponse::new(self.get_result_schema(
@@ -730,4 +718,57 @@ fn write_tag(statement: &Statement) -> Option<Tag> {
         Statement::AlterTable(_) => Some(Tag::new("ALTER TABLE")),
         _ => None,
     }
+}
+
+/// The row description of `schema`, by arrow-pg, except that an OID alias tag
+/// counts only on integers, and an integer array named `…oids` (asyncpg's type introspection selects `attrtypoids`) is `oid[]`:
+/// asyncpg decodes `oid[]` without introspecting, while an `int4[]` there would
+/// send it introspecting the introspection query's own types forever.
+fn pg_fields(
+    schema: &datafusion::arrow::datatypes::Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    use datafusion::arrow::datatypes::DataType;
+    // An OID alias tag that outlived a cast to text (`elemtype::regtype::text`)
+    // would announce text as an OID.
+    let cleaned = datafusion::arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let tagged = f
+                    .metadata()
+                    .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY);
+                if tagged && !matches!(f.data_type(), DataType::Int32 | DataType::UInt32) {
+                    let mut metadata = f.metadata().clone();
+                    metadata.remove(arrow_pg::datatypes::PG_OID_ALIAS_KEY);
+                    Arc::new(f.as_ref().clone().with_metadata(metadata))
+                } else {
+                    f.clone()
+                }
+            })
+            .collect::<Vec<_>>(),
+    );
+    let fields = arrow_pg::datatypes::arrow_schema_to_pg_fields(&cleaned, format, options)?;
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(info, field)| {
+            let oids = field.name().ends_with("oids")
+                && matches!(field.data_type(), DataType::List(item) | DataType::LargeList(item)
+                    if matches!(item.data_type(), DataType::Int32 | DataType::UInt32));
+            if !oids {
+                return info;
+            }
+            FieldInfo::new(
+                info.name().to_string(),
+                info.table_id(),
+                info.column_id(),
+                Type::OID_ARRAY,
+                info.format(),
+            )
+            .with_format_options(info.format_options().clone())
+        })
+        .collect())
 }
