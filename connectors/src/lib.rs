@@ -54,3 +54,22 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A source that cannot be reached (refused, unresolvable, timed out): the error
+/// clients see as `08006` connection_failure, whatever the door.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+impl Unreachable {
+    /// A DataFusion error of this kind for `source` (`kind`: postgres, mysql).
+    pub fn error(
+        source: &str,
+        kind: &str,
+        cause: &dyn std::fmt::Display,
+    ) -> datafusion::error::DataFusionError {
+        datafusion::error::DataFusionError::External(Box::new(Self(format!(
+            "source '{source}' ({kind}): cannot connect: {cause}"
+        ))))
+    }
+}

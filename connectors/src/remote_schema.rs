@@ -30,7 +30,17 @@ pub struct DiscoveredTable {
 /// Lists the tables of one remote schema with their Arrow schemas and keys.
 #[async_trait]
 pub trait Discovery: Send + Sync {
-    async fn tables(&self) -> std::result::Result<BTreeMap<String, DiscoveredTable>, String>;
+    async fn tables(
+        &self,
+    ) -> std::result::Result<BTreeMap<String, DiscoveredTable>, DiscoveryError>;
+}
+
+/// Why tables could not be listed.
+#[derive(Debug)]
+pub enum DiscoveryError {
+    /// The source cannot be reached.
+    Unreachable(String),
+    Failed(String),
 }
 
 pub struct RemoteSchema {
@@ -139,7 +149,15 @@ impl RemoteSchema {
     }
 
     async fn rediscover(&self) -> Result<()> {
-        let found = self.discovery.tables().await.map_err(|e| self.error(e))?;
+        let found = self.discovery.tables().await.map_err(|e| match e {
+            DiscoveryError::Unreachable(cause) => {
+                DataFusionError::External(Box::new(crate::Unreachable(format!(
+                    "schema {} ({}): cannot connect: {cause}",
+                    self.qualified, self.kind
+                ))))
+            }
+            DiscoveryError::Failed(message) => self.error(message),
+        })?;
         let mut tables = self
             .tables
             .write()

@@ -231,6 +231,11 @@ pub fn from_datafusion(err: &DataFusionError) -> Status {
 /// errors, so those two are told apart by the planner's own wording, here only.
 pub fn classify(err: &DataFusionError) -> ErrorKind {
     match err.find_root() {
+        DataFusionError::External(e)
+            if e.downcast_ref::<quiver_connectors::Unreachable>().is_some() =>
+        {
+            ErrorKind::ConnectionFailure
+        }
         DataFusionError::ArrowError(e, _) => match e.as_ref() {
             ArrowError::DivideByZero => ErrorKind::DivisionByZero,
             ArrowError::ArithmeticOverflow(_) => ErrorKind::NumericOutOfRange,
@@ -266,6 +271,17 @@ pub fn classify(err: &DataFusionError) -> ErrorKind {
         }
         DataFusionError::Execution(m) if m.contains("unrecognized configuration parameter") => {
             ErrorKind::UndefinedObject
+        }
+        // `SELECT $1` run without a value for `$1`; a unit `date_trunc` does not know.
+        DataFusionError::Execution(m)
+            if m.starts_with("Placeholder") && m.contains("not provided")
+                || m.contains("Unsupported date_trunc granularity") =>
+        {
+            ErrorKind::InvalidParameterValue
+        }
+        // `to_timestamp('x', 'YYYY')`: text that does not match its format.
+        DataFusionError::Execution(m) if m.starts_with("Error parsing timestamp") => {
+            ErrorKind::InvalidDatetimeFormat
         }
         _ => ErrorKind::Internal,
     }

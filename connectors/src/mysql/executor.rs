@@ -62,10 +62,9 @@ impl SQLExecutor for MySqlExecutor {
                 DataFusionError::External(format!("source '{source}' (mysql): {what}: {e}").into())
             };
             let run = async {
-                let mut conn = pool
-                    .get_conn()
-                    .await
-                    .map_err(|e| err("cannot connect", &crate::error_chain(&e)))?;
+                let mut conn = pool.get_conn().await.map_err(|e| {
+                    crate::Unreachable::error(&source.to_string(), "mysql", &crate::error_chain(&e))
+                })?;
                 let mut result = conn
                     .exec_iter(query.as_str(), ())
                     .await

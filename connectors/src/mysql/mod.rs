@@ -120,12 +120,12 @@ const COLUMNS: &str = "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN
 
 #[async_trait]
 impl Discovery for MyDiscovery {
-    async fn tables(&self) -> Result<BTreeMap<String, DiscoveredTable>, String> {
-        let mut conn = self
-            .pool
-            .get_conn()
-            .await
-            .map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
+    async fn tables(
+        &self,
+    ) -> Result<BTreeMap<String, DiscoveredTable>, crate::remote_schema::DiscoveryError> {
+        let mut conn = self.pool.get_conn().await.map_err(|e| {
+            crate::remote_schema::DiscoveryError::Unreachable(crate::error_chain(&e))
+        })?;
         type Col = (
             String,
             String,
@@ -138,7 +138,9 @@ impl Discovery for MyDiscovery {
         let rows: Vec<Col> = conn
             .exec(COLUMNS, (self.database.as_str(),))
             .await
-            .map_err(|e| format!("discovery failed: {e}"))?;
+            .map_err(|e| {
+                crate::remote_schema::DiscoveryError::Failed(format!("discovery failed: {e}"))
+            })?;
         let mut tables: BTreeMap<String, (Vec<Field>, Vec<(u64, String)>)> = BTreeMap::new();
         for (table, column, data_type, column_type, precision, scale, key_position) in rows {
             let t = arrow_type(&data_type, &column_type, precision, scale);

@@ -80,11 +80,9 @@ impl TableWriter for MySqlWriter {
         mut data: SendableRecordBatchStream,
     ) -> Result<u64> {
         let qualified = format!("{}.{}", quote(&self.database), quote(table));
-        let mut conn = self
-            .pool
-            .get_conn()
-            .await
-            .map_err(|e| self.error("cannot connect", &crate::error_chain(&e)))?;
+        let mut conn = self.pool.get_conn().await.map_err(|e| {
+            crate::Unreachable::error(&self.source.to_string(), "mysql", &crate::error_chain(&e))
+        })?;
         if mode == WriteMode::Create {
             let ddl =
                 crate::writable::create_table_sql(&qualified, &schema, column_type, quote, "MySQL")

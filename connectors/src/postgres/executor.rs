@@ -62,6 +62,7 @@ impl SQLExecutor for PostgresExecutor {
         let pool = self.pool.clone();
         let query = query.to_string();
         let source = self.source.clone();
+        let unreachable_source = source.to_string();
         let err = move |what: &str, e: &dyn std::fmt::Display| {
             DataFusionError::External(format!("source '{source}' (postgres): {what}: {e}").into())
         };
@@ -75,10 +76,9 @@ impl SQLExecutor for PostgresExecutor {
         };
         tracing::debug!(source = %self.source, sql = %query, "pushing down");
         let open = async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| err("cannot connect", &crate::error_chain(&e)))?;
+            let client = pool.get().await.map_err(|e| {
+                crate::Unreachable::error(&unreachable_source, "postgres", &crate::error_chain(&e))
+            })?;
             // Prepare only to learn the result types, which binary COPY does not carry.
             let statement = client
                 .prepare(&query)

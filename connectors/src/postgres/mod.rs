@@ -182,14 +182,15 @@ struct PgDiscovery {
 impl Discovery for PgDiscovery {
     async fn tables(
         &self,
-    ) -> Result<BTreeMap<String, crate::remote_schema::DiscoveredTable>, String> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| format!("cannot connect: {}", crate::error_chain(&e)))?;
-        discovery::tables(&client, &self.schema)
-            .await
-            .map_err(|e| format!("discovery failed: {e}"))
+    ) -> Result<
+        BTreeMap<String, crate::remote_schema::DiscoveredTable>,
+        crate::remote_schema::DiscoveryError,
+    > {
+        let client = self.pool.get().await.map_err(|e| {
+            crate::remote_schema::DiscoveryError::Unreachable(crate::error_chain(&e))
+        })?;
+        discovery::tables(&client, &self.schema).await.map_err(|e| {
+            crate::remote_schema::DiscoveryError::Failed(format!("discovery failed: {e}"))
+        })
     }
 }

@@ -106,11 +106,13 @@ impl TableWriter for PgWriter {
         mut data: SendableRecordBatchStream,
     ) -> Result<u64> {
         let qualified = format!("{}.{}", quote(&self.schema), quote(table));
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| self.error("cannot connect", &crate::error_chain(&e)))?;
+        let mut client = self.pool.get().await.map_err(|e| {
+            crate::Unreachable::error(
+                &self.source.to_string(),
+                "postgres",
+                &crate::error_chain(&e),
+            )
+        })?;
         let tx = client
             .transaction()
             .await
