@@ -11,11 +11,11 @@ use datafusion::arrow::error::ArrowError;
 /// The type a client receives for `t`: dictionaries hydrated, and string/binary
 /// views as plain strings/binaries, which every Flight SQL client (JDBC, older
 /// pyarrow) reads and which IPC sends compactly.
-fn client_type(t: &DataType) -> DataType {
+fn client_type(t: &DataType, views: bool) -> DataType {
     match t {
-        DataType::Dictionary(_, value) => client_type(value),
-        DataType::Utf8View => DataType::Utf8,
-        DataType::BinaryView => DataType::Binary,
+        DataType::Dictionary(_, value) => client_type(value, views),
+        DataType::Utf8View if !views => DataType::Utf8,
+        DataType::BinaryView if !views => DataType::Binary,
         other => other.clone(),
     }
 }
@@ -25,13 +25,19 @@ fn client_type(t: &DataType) -> DataType {
 /// optimized one, which may know more (a folded constant is never null), and strict
 /// clients (ADBC) refuse a stream whose schema differs from the announced one.
 pub fn flight_schema(schema: &Schema) -> Schema {
+    flight_schema_with(schema, false)
+}
+
+/// [`flight_schema`], with string and binary views kept as views when `views`
+/// (clients that read them and ask, saving the casts).
+pub fn flight_schema_with(schema: &Schema, views: bool) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
         .map(|f| {
             f.as_ref()
                 .clone()
-                .with_data_type(client_type(f.data_type()))
+                .with_data_type(client_type(f.data_type(), views))
                 .with_nullable(true)
         })
         .collect();
@@ -40,15 +46,20 @@ pub fn flight_schema(schema: &Schema) -> Schema {
 
 /// Casts a result batch to the client types of [`flight_schema`].
 pub fn to_client_types(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    to_client_types_with(batch, false)
+}
+
+/// [`to_client_types`] for [`flight_schema_with`].
+pub fn to_client_types_with(batch: RecordBatch, views: bool) -> Result<RecordBatch, ArrowError> {
     if batch
         .schema()
         .fields()
         .iter()
-        .all(|f| f.is_nullable() && client_type(f.data_type()) == *f.data_type())
+        .all(|f| f.is_nullable() && client_type(f.data_type(), views) == *f.data_type())
     {
         return Ok(batch);
     }
-    let schema = Arc::new(flight_schema(batch.schema_ref()));
+    let schema = Arc::new(flight_schema_with(batch.schema_ref(), views));
     let columns = batch
         .columns()
         .iter()

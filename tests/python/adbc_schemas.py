@@ -11,6 +11,8 @@ unions, window functions, casts, constants, empty results), both as plain and as
 prepared statements, and reads every result through the driver. Then, for each
 TPC-H table, the schema GetTables announces (adbc_get_table_schema) must equal the
 schema of `SELECT *` on it, and GetObjects must give every column an XDBC type name.
+Strings are `utf8`, unless the client sends the `x-quiver-string-views: true` call
+header: then results and GetTables both use string views.
 
 Prints "SCHEMAS OK" and exits 0 on success.
 """
@@ -92,6 +94,29 @@ def main(uri: str) -> None:
         if names.get("o_totalprice") != "DECIMAL" or names.get("o_comment") != "VARCHAR":
             fail(f"XDBC type names of orders: {names}")
         print(f"   GetObjects type names: {names}")
+
+    # A client that asks for string views (a call header) gets them, announced and
+    # streamed alike, in results and in GetTables.
+    db_kwargs["adbc.flight.sql.rpc.call_header.x-quiver-string-views"] = "true"
+    with flightsql.connect(uri, db_kwargs=db_kwargs, autocommit=True) as conn:
+        for prepared in (False, True):
+            with conn.cursor() as cur:
+                sql = "SELECT n_name, n_comment, n_nationkey FROM nation ORDER BY n_nationkey"
+                try:
+                    if prepared:
+                        cur.adbc_prepare(sql)
+                    cur.execute(sql)
+                    table = cur.fetch_arrow_table()
+                except Exception as e:
+                    fail(f"string views ({'prepared' if prepared else 'plain'}): {e}")
+                if not pa.types.is_string_view(table.schema.field("n_name").type) or table.num_rows != 25:
+                    fail(f"asked for string views, got {table.schema}")
+                if table.column("n_name")[0].as_py() != "ALGERIA":
+                    fail(f"string views: {table.column('n_name')[0]}")
+        announced = conn.adbc_get_table_schema("nation", catalog_filter="quiver", db_schema_filter="tpch")
+        if not pa.types.is_string_view(announced.field("n_name").type):
+            fail(f"GetTables with string views asked: {announced}")
+        print("   string views on request: results and GetTables agree")
     print("SCHEMAS OK")
 
 

@@ -29,6 +29,9 @@ pub struct QueryHandle {
     /// One parameter row as an Arrow IPC stream; empty when unbound.
     #[prost(bytes = "vec", tag = "3")]
     pub params: Vec<u8>,
+    /// The client asked for string and binary views ([`super::STRING_VIEWS_HEADER`]).
+    #[prost(bool, tag = "4")]
+    pub string_views: bool,
 }
 
 impl QueryHandle {
@@ -145,6 +148,7 @@ mod tests {
             id: "a".into(),
             sql: "select 1".into(),
             params: vec![],
+            string_views: false,
         };
         assert_eq!(QueryHandle::from_bytes(&h.to_bytes()).ok(), Some(h));
     }

@@ -104,7 +104,11 @@ pub fn db_schemas(ctx: &SessionContext, query: CommandGetDbSchemas) -> Result<Re
     b.build().map_err(arrow_status)
 }
 
-pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> Result<RecordBatch, Status> {
+pub async fn tables(
+    ctx: &SessionContext,
+    query: CommandGetTables,
+    string_views: bool,
+) -> Result<RecordBatch, Status> {
     let catalog_filter = query.catalog.clone();
     let mut b: GetTablesBuilder = query.into_builder();
     let include_schema = b.include_schema();
@@ -135,7 +139,11 @@ pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> Result<Rec
                 TableType::Temporary => "LOCAL TEMPORARY",
             };
             let table_schema = match include_schema {
-                true => Arc::new(described(&table.schema(), [&catalog, &schema, &name])),
+                true => Arc::new(described(
+                    &table.schema(),
+                    [&catalog, &schema, &name],
+                    string_views,
+                )),
                 false => Arc::new(empty.clone()),
             };
             b.append(&catalog, &schema, &name, kind, &table_schema)
@@ -146,11 +154,12 @@ pub async fn tables(ctx: &SessionContext, query: CommandGetTables) -> Result<Rec
 }
 
 /// A table's schema as GetTables announces it: in the types its query results
-/// arrive in ([`super::client_schema`]: strings as `utf8`, every column nullable),
+/// arrive in ([`super::client_schema`]: strings as `utf8`, unless the client asked for
+/// views with [`super::STRING_VIEWS_HEADER`]; every column nullable),
 /// each column described by the Flight SQL column metadata (its SQL type name and
 /// where it lives), which BI tools show and map to their own types.
-fn described(table: &Schema, [catalog, schema, name]: [&str; 3]) -> Schema {
-    let client = super::client_schema(table);
+fn described(table: &Schema, [catalog, schema, name]: [&str; 3], string_views: bool) -> Schema {
+    let client = super::results::flight_schema(table, string_views);
     let fields: Vec<Field> = client
         .fields()
         .iter()

@@ -41,8 +41,8 @@ pub use crate::security::authn::{Authenticator, User};
 use actions::{refresh_schema, refresh_statement};
 pub use actions::{ACTION_PROGRESS, ACTION_REFRESH, ACTION_SCALE};
 use handles::{decode_params, encode_params, QueryHandle};
+pub(crate) use results::{client_schema, to_client_types};
 use results::{encode, flight_schema};
-pub(crate) use results::{flight_schema as client_schema, to_client_types};
 
 use crate::engine::{QueryEngine, QuerySession};
 use crate::frontends::run::{self, Caller};
@@ -126,6 +126,7 @@ impl QuiverFlightSql {
                     .as_deref()
                     .map(|s| s.as_ref())
                     .unwrap_or(&Schema::empty()),
+                handle.string_views,
             ),
             None => {
                 // The client's query id, if it chose one: a query that fails here, or is
@@ -135,15 +136,18 @@ impl QuiverFlightSql {
                     .session_with_id(self.engine.access(caller.user.as_ref()), query_id);
                 match self.plan(&session, handle).await {
                     Ok(plan) => {
-                        let schema = flight_schema(plan.schema().as_arrow());
-                        on_workers = run::client_endpoints(
-                            &self.engine,
-                            session,
-                            &caller,
-                            &handle.sql,
-                            plan,
-                        )
-                        .await;
+                        let schema = flight_schema(plan.schema().as_arrow(), handle.string_views);
+                        // Workers serve endpoints in plain string types only.
+                        if !handle.string_views {
+                            on_workers = run::client_endpoints(
+                                &self.engine,
+                                session,
+                                &caller,
+                                &handle.sql,
+                                plan,
+                            )
+                            .await;
+                        }
                         schema
                     }
                     Err(status) => {
@@ -182,14 +186,16 @@ impl QuiverFlightSql {
         let mut tracked = run::begin(&self.engine, session, &caller, &handle.sql);
         if handle.is_plain() {
             tracked = match tracked.by_text(&handle.sql).cached() {
-                Ok(running) => return Ok(Response::new(encode(running.batches))),
+                Ok(running) => {
+                    return Ok(Response::new(encode(running.batches, handle.string_views)))
+                }
                 Err(t) => t,
             };
         }
         tracing::debug!(id = tracked.id(), sql = %handle.sql, "query starts");
         let plan = self.plan(tracked.session(), &handle).await;
         let running = tracked.execute(plan).await?;
-        Ok(Response::new(encode(running.batches)))
+        Ok(Response::new(encode(running.batches, handle.string_views)))
     }
 
     /// The catalogs as the caller may see them.
@@ -235,6 +241,24 @@ fn metadata_info(
         .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
         .with_descriptor(descriptor);
     Ok(Response::new(info))
+}
+
+/// The request header with which a client asks for results with string and binary
+/// views (`Utf8View`, `BinaryView`) as DataFusion makes them, rather than `Utf8`.
+pub const STRING_VIEWS_HEADER: &str = "x-quiver-string-views";
+
+/// Whether the request carries [`STRING_VIEWS_HEADER`] set to `true`/`on`/`1`.
+fn string_views<T>(request: &Request<T>) -> bool {
+    request
+        .metadata()
+        .get(STRING_VIEWS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "true" | "on" | "1" | "yes"
+            )
+        })
 }
 
 /// Who is calling, from a request the authenticator let through.
@@ -306,6 +330,7 @@ impl FlightSqlService for QuiverFlightSql {
             id: String::new(),
             sql: query.query,
             params: vec![],
+            string_views: string_views(&request),
         };
         let ticket = TicketStatementQuery {
             statement_handle: handle.to_bytes(),
@@ -384,10 +409,14 @@ impl FlightSqlService for QuiverFlightSql {
             id,
             sql: query.query,
             params: vec![],
+            string_views: string_views(&request),
         };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.to_bytes(),
-            dataset_schema: schema_bytes(&flight_schema(plan.schema().as_arrow()))?,
+            dataset_schema: schema_bytes(&flight_schema(
+                plan.schema().as_arrow(),
+                handle.string_views,
+            ))?,
             parameter_schema: schema_bytes(&Schema::new(parameters))?,
         })
     }
@@ -442,6 +471,7 @@ impl FlightSqlService for QuiverFlightSql {
                 id: String::new(),
                 sql: command.query,
                 params: vec![],
+                string_views: false,
             },
             caller,
         )
@@ -554,7 +584,14 @@ impl FlightSqlService for QuiverFlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        Self::batch_response(metadata::tables(&self.metadata_context(&request), query).await)
+        Self::batch_response(
+            metadata::tables(
+                &self.metadata_context(&request),
+                query,
+                string_views(&request),
+            )
+            .await,
+        )
     }
 
     async fn get_flight_info_table_types(

@@ -11,13 +11,25 @@ use tonic::Status;
 
 use super::DoGetStream;
 
-pub(crate) use quiver_proto::client_types::{flight_schema, to_client_types};
+pub(crate) use quiver_proto::client_types::{flight_schema as client_schema, to_client_types};
+
+/// The announced schema: [`client_schema`], or with string views kept when the client asked.
+pub(super) fn flight_schema(
+    schema: &datafusion::arrow::datatypes::Schema,
+    views: bool,
+) -> datafusion::arrow::datatypes::Schema {
+    quiver_proto::client_types::flight_schema_with(schema, views)
+}
 
 pub(super) fn encode(
     batches: impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static,
+    views: bool,
 ) -> DoGetStream {
-    let batches =
-        batches.and_then(|b| futures::future::ready(to_client_types(b).map_err(Into::into)));
+    let batches = batches.and_then(move |b| {
+        futures::future::ready(
+            quiver_proto::client_types::to_client_types_with(b, views).map_err(Into::into),
+        )
+    });
     let flight = FlightDataEncoderBuilder::new()
         .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))))
         .map_err(Status::from);
