@@ -4,14 +4,18 @@
 Usage:
     python pg_client.py psycopg URL
     python pg_client.py sqlalchemy URL
+    python pg_client.py sqlalchemy-psycopg2 URL
 
 psycopg: a parameterized query (server-side binding, the extended protocol) with
 an int and a text parameter, equal to the literal query; a missing table raises
 UndefinedTable (SQLSTATE 42P01) and the connection serves the next query.
 
 sqlalchemy: the PostgreSQL dialect's inspector lists the schemas (without pg_catalog),
-the tables of schema tpch and
-the columns of lineitem, and a query through the ORM-free Core API returns rows.
+the tables of schema tpch, the columns of lineitem with their types, views apart from
+tables with their text, keys, indexes and constraints, MetaData.reflect(), and a query
+through the ORM-free Core API returns rows. With SQLAlchemy 2 it drives psycopg (or
+psycopg2, mode sqlalchemy-psycopg2); with SQLAlchemy 1.4 (Superset's, run with
+target/superset-venv's Python) psycopg2.
 
 Prints "<MODE> OK" and exits 0 on success.
 """
@@ -53,10 +57,15 @@ def run_psycopg(url: str) -> None:
             fail(f"after the error: {n!r}")
 
 
-def run_sqlalchemy(url: str) -> None:
+def run_sqlalchemy(url: str, driver2: bool = False) -> None:
     import sqlalchemy as sa
 
-    engine = sa.create_engine(url.replace("postgres://", "postgresql+psycopg://", 1))
+    # SQLAlchemy 2 with psycopg (3) in target/venv; 1.4 (Superset's) with psycopg2 in target/superset-venv.
+    driver = "psycopg" if sa.__version__.startswith("2.") and not driver2 else "psycopg2"
+    engine = sa.create_engine(url.replace("postgres://", f"postgresql+{driver}://", 1))
+    print(f"   SQLAlchemy {sa.__version__} with {driver}")
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE OR REPLACE VIEW quiver.reports.nation_names AS SELECT n_name FROM tpch.nation"))
     inspector = sa.inspect(engine)
     tables = inspector.get_table_names(schema="tpch")
     for t in ("lineitem", "nation", "orders"):
@@ -85,6 +94,20 @@ def run_sqlalchemy(url: str) -> None:
     print(f"   reflected {sorted(meta.tables)!r} with keys, indexes and constraints")
     print(f"   tables: {sorted(tables)!r}")
     print(f"   lineitem has {len(columns)} columns")
+    kinds = {c["name"]: type(c["type"]).__name__ for c in inspector.get_columns("lineitem", schema="tpch")}
+    want = {"l_orderkey": "BIGINT", "l_comment": ("TEXT", "VARCHAR"), "l_shipdate": "DATE", "l_extendedprice": "NUMERIC"}
+    for column, expected in want.items():
+        if kinds.get(column) not in ((expected,) if isinstance(expected, str) else expected):
+            fail(f"lineitem.{column} reflects as {kinds.get(column)}, not {expected}: {kinds}")
+    # Views apart from tables, with their text.
+    views = inspector.get_view_names(schema="reports")
+    if views != ["nation_names"] or inspector.get_table_names(schema="reports"):
+        fail(f"views of reports: {views!r}, tables: {inspector.get_table_names(schema='reports')!r}")
+    if "nation" not in (inspector.get_view_definition("nation_names", schema="reports") or ""):
+        fail(f"view definition: {inspector.get_view_definition('nation_names', schema='reports')!r}")
+    if "nation_names" in inspector.get_view_names(schema="tpch") or "nation" in inspector.get_view_names(schema="tpch"):
+        fail("tpch's tables listed as views")
+    print(f"   views: {views!r} with their definition; column types {kinds['l_orderkey']}, {kinds['l_shipdate']}, ...")
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text("SELECT r_name FROM region WHERE r_regionkey < :k ORDER BY r_regionkey"), {"k": 2}
@@ -96,10 +119,12 @@ def run_sqlalchemy(url: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("psycopg", "sqlalchemy"):
-        print(f"usage: {argv[0]} psycopg|sqlalchemy URL", file=sys.stderr)
+    modes = {"psycopg": run_psycopg, "sqlalchemy": run_sqlalchemy,
+             "sqlalchemy-psycopg2": lambda url: run_sqlalchemy(url, driver2=True)}
+    if len(argv) != 3 or argv[1] not in modes:
+        print(f"usage: {argv[0]} {'|'.join(modes)} URL", file=sys.stderr)
         return 2
-    {"psycopg": run_psycopg, "sqlalchemy": run_sqlalchemy}[argv[1]](argv[2])
+    modes[argv[1]](argv[2])
     print(f"{argv[1].upper()} OK")
     return 0
 

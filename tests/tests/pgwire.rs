@@ -30,10 +30,14 @@ fn psql(url: &str, command: &str) -> (bool, String, String) {
 }
 
 fn py(mode: &str, url: &str) -> String {
+    py_with(python(), mode, url)
+}
+
+fn py_with(python: std::path::PathBuf, mode: &str, url: &str) -> String {
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("python")
         .join("pg_client.py");
-    let out = Command::new(python())
+    let out = Command::new(python)
         .arg(script)
         .args([mode, url])
         .output()
@@ -103,6 +107,7 @@ fn psql_runs_queries_and_describes_tables() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// psycopg, and SQLAlchemy's inspector in 2.0 (psycopg, psycopg2) and 1.4 (psycopg2).
 #[test]
 fn psycopg_binds_parameters_and_sqlalchemy_inspects() -> anyhow::Result<()> {
     let server = start_coordinator(&config(""))?;
@@ -111,6 +116,14 @@ fn psycopg_binds_parameters_and_sqlalchemy_inspects() -> anyhow::Result<()> {
     assert!(out.contains("PSYCOPG OK"), "{out}");
     let out = py("sqlalchemy", &url);
     assert!(out.contains("SQLALCHEMY OK"), "{out}");
+    let out = py("sqlalchemy-psycopg2", &url);
+    assert!(out.contains("SQLALCHEMY-PSYCOPG2 OK"), "{out}");
+    // SQLAlchemy 1.4 with psycopg2, as Superset 6 has them.
+    let out = py_with(superset_python(), "sqlalchemy", &url);
+    assert!(
+        out.contains("SQLAlchemy 1.4") && out.contains("SQLALCHEMY OK"),
+        "{out}"
+    );
     Ok(())
 }
 
