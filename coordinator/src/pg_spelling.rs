@@ -15,6 +15,8 @@
 //!   Superset's sub-hour time grains) becomes `quiver_interval_mul(…)`
 //!   (`quiver_worker::functions`), which DataFusion's `*` does not do.
 //! - `information_schema.views` lists views only (DataFusion's lists every table).
+//! - `date_trunc` takes PostgreSQL's units in any case and plural
+//!   (`'Days'`), and `decade`, `century` and `millennium`.
 
 use std::ops::ControlFlow;
 
@@ -230,6 +232,10 @@ impl VisitorMut for Spelling {
             *expr = call;
             return ControlFlow::Continue(());
         }
+        if let Some(truncated) = date_trunc_units(expr) {
+            *expr = truncated;
+            return ControlFlow::Continue(());
+        }
         let Expr::Function(f) = expr else {
             return ControlFlow::Continue(());
         };
@@ -255,6 +261,64 @@ impl VisitorMut for Spelling {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `date_trunc(unit, x)` with PostgreSQL's units: any case, plurals (`'days'`), and
+/// the decade, century and millennium (as PostgreSQL counts them: the 21st century
+/// began in 2001), which DataFusion's `date_trunc` does not take.
+fn date_trunc_units(expr: &mut Expr) -> Option<Expr> {
+    let Expr::Function(f) = expr else {
+        return None;
+    };
+    let name = f.name.to_string().to_ascii_lowercase();
+    if name.trim_start_matches("pg_catalog.") != "date_trunc" {
+        return None;
+    }
+    let FunctionArguments::List(list) = &mut f.args else {
+        return None;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(ValueWithSpan {
+        value: Value::SingleQuotedString(unit),
+        ..
+    }))), FunctionArg::Unnamed(FunctionArgExpr::Expr(value))] = list.args.as_mut_slice()
+    else {
+        return None;
+    };
+    let lower = unit.to_ascii_lowercase();
+    let singular = match lower.as_str() {
+        "microseconds" | "milliseconds" | "seconds" | "minutes" | "hours" | "days" | "weeks"
+        | "months" | "quarters" | "years" | "decades" | "centuries" | "millennia" => {
+            match lower.as_str() {
+                "centuries" => "century".to_string(),
+                "millennia" => "millennium".to_string(),
+                other => other.trim_end_matches('s').to_string(),
+            }
+        }
+        "millenniums" => "millennium".to_string(),
+        other => other.to_string(),
+    };
+    // The first year of the period holding year `y`.
+    let first_year = match singular.as_str() {
+        "decade" => "floor(y / 10) * 10",
+        "century" => "floor((y - 1) / 100) * 100 + 1",
+        "millennium" => "floor((y - 1) / 1000) * 1000 + 1",
+        _ => {
+            *unit = singular;
+            return None;
+        }
+    };
+    let year = format!("date_part('year', {value})");
+    let sql = format!(
+        "CAST(make_date(CAST({} AS INT), 1, 1) AS TIMESTAMP)",
+        first_year.replace('y', &year)
+    );
+    datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+    )
+    .try_with_sql(&sql)
+    .ok()?
+    .parse_expr()
+    .ok()
 }
 
 /// PostgreSQL's template patterns, longest first where one is a prefix of another.
@@ -415,5 +479,37 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("TO_TIMESTAMP('1', '%Y')"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn date_trunc_takes_postgresql_units() -> datafusion::error::Result<()> {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let cases = [
+            (
+                "'Days', TIMESTAMP '2001-02-16 20:38:40'",
+                "2001-02-16T00:00:00",
+            ),
+            ("'decade', DATE '1997-05-03'", "1990-01-01T00:00:00"),
+            (
+                "'century', TIMESTAMP '2000-12-31 20:38:40'",
+                "1901-01-01T00:00:00",
+            ),
+            (
+                "'CENTURY', TIMESTAMP '2001-01-01 00:00:01'",
+                "2001-01-01T00:00:00",
+            ),
+            ("'millennium', DATE '2001-02-16'", "2001-01-01T00:00:00"),
+        ];
+        for (args, want) in cases {
+            let sql = format!("SELECT CAST(date_trunc({args}) AS VARCHAR) AS t");
+            let mut s = Parser::parse_sql(&PostgreSqlDialect {}, &sql)
+                .expect("parses")
+                .remove(0);
+            rewrite(&mut s);
+            let batches = ctx.sql(&s.to_string()).await?.collect().await?;
+            let got = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+            assert!(got.contains(want), "date_trunc({args}): {got}");
+        }
+        Ok(())
     }
 }

@@ -160,9 +160,9 @@ pub fn oid_parameters(
 }
 
 /// PostgreSQL lets a select list repeat a column name (`SELECT current_user,
-/// session_user`, which the catalog rewrites make two `session_user` calls, or
-/// `SELECT 1, 1`); DataFusion wants each name once. A repeated unnamed item gets
-/// the name `<name>_<n>`.
+/// session_user`, which the catalog rewrites make two `session_user` calls,
+/// `SELECT 1, 1`, or `SELECT d::date, d::timestamptz`, both named `d`); DataFusion
+/// wants each name once. A repeated unnamed item gets the name `<name>_<n>`.
 struct DistinctNames;
 
 impl VisitorMut for DistinctNames {
@@ -177,13 +177,28 @@ impl VisitorMut for DistinctNames {
             let SelectItem::UnnamedExpr(expr) = item else {
                 continue;
             };
-            let name = expr.to_string();
+            let name = output_name(expr);
             let count = seen.entry(name.to_ascii_lowercase()).or_insert(0);
             *count += 1;
+            // A cast of a column is named after the column, as PostgreSQL names it
+            // (DataFusion would print the qualified name).
+            let cast_of_column = matches!(expr, Expr::Cast { expr: inner, .. }
+                if matches!(inner.as_ref(), Expr::Identifier(_) | Expr::CompoundIdentifier(_)));
+            if *count == 1 && cast_of_column {
+                let alias = datafusion::sql::sqlparser::ast::Ident::with_quote('"', name);
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias,
+                };
+                continue;
+            }
             if *count > 1 {
                 let base = match expr {
                     Expr::Function(f) => f.name.to_string(),
-                    Expr::Identifier(i) => i.value.clone(),
+                    Expr::Identifier(_)
+                    | Expr::CompoundIdentifier(_)
+                    | Expr::Cast { .. }
+                    | Expr::Nested(_) => name.clone(),
                     _ => "?column?".to_string(),
                 };
                 let alias = datafusion::sql::sqlparser::ast::Ident::with_quote(
@@ -197,6 +212,19 @@ impl VisitorMut for DistinctNames {
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// The name DataFusion gives an unnamed select item: a column's (also through a
+/// cast, `x::date` and `x::text` are both `x`), else the expression's text.
+fn output_name(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(i) => i.value.clone(),
+        Expr::CompoundIdentifier(parts) => {
+            parts.last().map(|i| i.value.clone()).unwrap_or_default()
+        }
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => output_name(expr),
+        other => other.to_string(),
     }
 }
 
@@ -402,6 +430,8 @@ mod tests {
     fn repeated_unnamed_columns_get_distinct_names() {
         let out = rewritten("SELECT session_user, session_user, 1, 1, a FROM t");
         assert_eq!(out, "SELECT session_user, session_user AS \"session_user_1\", 1, 1 AS \"?column?_1\", a FROM t");
+        let out = rewritten("SELECT t.d::DATE, d::TIMESTAMPTZ, CAST(k AS INT), k FROM t");
+        assert_eq!(out, "SELECT t.d::DATE AS \"d\", d::TIMESTAMPTZ AS \"d_1\", CAST(k AS INT) AS \"k\", k AS \"k_1\" FROM t");
     }
 }
 
