@@ -6,7 +6,8 @@ Usage:
     python dbt_project.py HOST PORT TPCH_DIR
 
 The project (written to a temporary folder) reads TPC-H through dbt sources and
-has a seed, a `table` model joining two tables, a `view` model and an
+has a seed, a `table` model joining two tables, a `table` model aggregating it, a
+`view` model and an
 `incremental` model, with not_null/unique/relationships tests. In order: `dbt
 debug`, `dbt seed`, `dbt run`, a second `dbt run` whose incremental run must add
 only the new rows (it stages them in a session's temporary table), `dbt seed`
@@ -33,6 +34,8 @@ MODELS = {
     "nation_regions.sql": "{{ config(materialized='table') }}\n"
     "select n_nationkey, n_name, r_name from {{ source('tpch', 'nation') }}\n"
     "join {{ source('tpch', 'region') }} on n_regionkey = r_regionkey",
+    "nations_per_region.sql": "{{ config(materialized='table') }}\n"
+    "select r_name, count(*) as nations, sum(n_nationkey) as keys from {{ ref('nation_regions') }} group by r_name",
     "regions_v.sql": "{{ config(materialized='view') }}\n"
     "select r_regionkey, r_name from {{ source('tpch', 'region') }}",
     # Orders up to a cutoff the run is given; an incremental run adds the later days only.
@@ -145,8 +148,8 @@ def main(host: str, port: str, tpch: str) -> None:
         if rows("SELECT n_nationkey, note FROM lake.nation_notes") != [(0, "first"), (1, "second"), (7, "seventh"), (24, "last")]:
             fail(f"the seed holds {rows('SELECT * FROM lake.nation_notes')}")
         out = dbt(project, "run")
-        if "PASS=3" not in out:
-            fail(f"dbt run did not build 3 models:\n{out}")
+        if "PASS=4" not in out:
+            fail(f"dbt run did not build 4 models:\n{out}")
         first = rows("SELECT o_orderkey, o_orderdate, o_totalprice FROM lake.early_orders")
         if not first or first != early("1992-02-01"):
             fail(f"early_orders holds {len(first)} rows after the first run, DuckDB {len(early('1992-02-01'))}")
@@ -160,15 +163,15 @@ def main(host: str, port: str, tpch: str) -> None:
         if len(rows("SELECT * FROM lake.nation_notes")) != 4:
             fail(f"a second dbt seed left {rows('SELECT * FROM lake.nation_notes')}")
         out = dbt(project, "run", "--full-refresh")
-        if "PASS=3" not in out:
-            fail(f"dbt run --full-refresh did not build 3 models:\n{out}")
+        if "PASS=4" not in out:
+            fail(f"dbt run --full-refresh did not build 4 models:\n{out}")
         out = dbt(project, "test")
         if "PASS=6" not in out:
             fail(f"dbt test:\n{out}")
         dbt(project, "docs", "generate")
         with open(os.path.join(project, "target", "catalog.json")) as f:
             catalog = json.load(f)
-        for model in ("nation_regions", "regions_v", "early_orders"):
+        for model in ("nation_regions", "nations_per_region", "regions_v", "early_orders"):
             node = catalog["nodes"].get(f"model.quiver_test.{model}")
             if not node or not node["columns"]:
                 fail(f"dbt docs generate's catalog has no columns for {model}: {list(catalog['nodes'])}")
@@ -183,6 +186,9 @@ def main(host: str, port: str, tpch: str) -> None:
         direct = duck_rows("SELECT n_nationkey, n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey")
         if built != direct or len(built) != 25:
             fail(f"nation_regions holds {built[:3]}…, DuckDB {direct[:3]}…")
+        per_region = rows("SELECT r_name, nations, keys FROM lake.nations_per_region")
+        if per_region != duck_rows("SELECT r_name, count(*), sum(n_nationkey) FROM nation JOIN region ON n_regionkey = r_regionkey GROUP BY r_name"):
+            fail(f"nations_per_region holds {per_region}")
         if rows("SELECT r_regionkey, r_name FROM lake.regions_v") != duck_rows("SELECT r_regionkey, r_name FROM region"):
             fail("regions_v differs from DuckDB")
         if rows("SELECT o_orderkey, o_orderdate, o_totalprice FROM lake.early_orders") != early("1992-02-01"):
@@ -191,7 +197,7 @@ def main(host: str, port: str, tpch: str) -> None:
         leftovers = [r[0] for r in cur.fetchall()]
         if leftovers:
             fail(f"dbt's intermediate relations are left: {leftovers}")
-        print("   nation_regions, regions_v and early_orders equal DuckDB's answers; no leftovers")
+        print("   nation_regions, nations_per_region, regions_v and early_orders equal DuckDB's answers; no leftovers")
     finally:
         conn.close()
     print("DBT OK")
