@@ -71,6 +71,12 @@ pub async fn register_sources(
                 let (schema, w) = crate::mysql::schema(&source.name, qualified, my).await?;
                 keep_remote(schema, w, &mut warnings, &mut remote)
             }
+            SourceKind::Delta(delta) => {
+                let (schema, mut w) =
+                    crate::delta::DeltaSchema::discover(qualified, delta, runtime.clone()).await?;
+                warnings.append(&mut w);
+                Arc::new(schema)
+            }
         };
         catalog.register_schema(schema_name, schema)?;
     }

@@ -30,9 +30,6 @@ impl SourceConfig {
     /// Makes relative local paths absolute against `base` (the config file's folder),
     /// so the same config means the same files wherever it is read from.
     pub fn resolve_relative_paths(&mut self, base: &std::path::Path) {
-        let SourceKind::Files(files) = &mut self.kind else {
-            return;
-        };
         let absolute = |loc: &str| -> String {
             if url::Url::parse(loc).is_ok() || std::path::Path::new(loc).is_absolute() {
                 loc.to_string()
@@ -45,12 +42,25 @@ impl SourceConfig {
                 s
             }
         };
-        if let Some(loc) = &files.location {
-            files.location = Some(absolute(loc));
-        } else {
-            for table in &mut files.tables {
-                table.location = absolute(&table.location);
+        match &mut self.kind {
+            SourceKind::Files(files) => {
+                if let Some(loc) = &files.location {
+                    files.location = Some(absolute(loc));
+                } else {
+                    for table in &mut files.tables {
+                        table.location = absolute(&table.location);
+                    }
+                }
             }
+            SourceKind::Delta(delta) => {
+                if let Some(loc) = &delta.location {
+                    delta.location = Some(absolute(loc));
+                }
+                for table in &mut delta.tables {
+                    table.location = absolute(&table.location);
+                }
+            }
+            SourceKind::Postgres(_) | SourceKind::Mysql(_) => {}
         }
     }
 
@@ -72,6 +82,8 @@ pub enum SourceKind {
     Postgres(PostgresSource),
     /// One MySQL or MariaDB database.
     Mysql(MySqlSource),
+    /// Delta Lake tables in a folder, local or on an object store.
+    Delta(crate::delta::DeltaSource),
 }
 
 /// A MySQL/MariaDB database mounted as a Quiver schema.

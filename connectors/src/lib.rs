@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod delta;
 pub mod env;
 pub mod federated_columns;
 pub mod files;

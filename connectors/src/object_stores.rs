@@ -21,13 +21,25 @@ pub fn register_object_stores(
     sources: &[SourceConfig],
 ) -> Result<(), ConnectorError> {
     for source in sources {
-        let SourceKind::Files(files) = &source.kind else {
-            continue;
+        let (locations, options): (Vec<&String>, _) = match &source.kind {
+            SourceKind::Files(files) => (
+                files
+                    .location
+                    .iter()
+                    .chain(files.tables.iter().map(|t| &t.location))
+                    .collect(),
+                &files.options,
+            ),
+            SourceKind::Delta(delta) => (
+                delta
+                    .location
+                    .iter()
+                    .chain(delta.tables.iter().map(|t| &t.location))
+                    .collect(),
+                &delta.options,
+            ),
+            SourceKind::Postgres(_) | SourceKind::Mysql(_) => continue,
         };
-        let locations = files
-            .location
-            .iter()
-            .chain(files.tables.iter().map(|t| &t.location));
         for location in locations {
             let Ok(url) = Url::parse(location) else {
                 continue;
@@ -35,7 +47,7 @@ pub fn register_object_stores(
             match url.scheme() {
                 "file" => {}
                 "s3" | "s3a" => {
-                    let store = s3_store(&source.name, &url, &files.options)?;
+                    let store = s3_store(&source.name, &url, options)?;
                     let root = Url::parse(&format!(
                         "{}://{}",
                         url.scheme(),

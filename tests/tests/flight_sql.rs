@@ -118,7 +118,10 @@ async fn bad_sql_gets_a_clear_error_and_the_connection_keeps_working() -> anyhow
 
     // A table with columns goes only to a writable source, which tpch is not.
     let err = query_error(&mut c, "CREATE TABLE t (a INT)").await;
-    assert!(err.contains("read-only") && err.contains("writable = true"), "{err}");
+    assert!(
+        err.contains("read-only") && err.contains("writable = true"),
+        "{err}"
+    );
     Ok(())
 }
 

@@ -193,6 +193,10 @@ fn file_source(scan: &FileScanConfig, sources: &[SourceConfig]) -> String {
                 f.location.as_deref().is_some_and(holds)
                     || f.tables.iter().any(|t| holds(&t.location))
             }
+            SourceKind::Delta(d) => {
+                d.location.as_deref().is_some_and(holds)
+                    || d.tables.iter().any(|t| holds(&t.location))
+            }
             _ => false,
         })
         .map(|s| s.name.clone())

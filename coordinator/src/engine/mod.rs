@@ -244,6 +244,7 @@ impl QueryEngine {
                         quiver_connectors::SourceKind::Files(_) => "files",
                         quiver_connectors::SourceKind::Postgres(_) => "postgres",
                         quiver_connectors::SourceKind::Mysql(_) => "mysql",
+                        quiver_connectors::SourceKind::Delta(_) => "delta",
                     };
                     (format!("{}.{}", s.catalog_name(), s.schema_name()), kind)
                 })

@@ -1,0 +1,214 @@
+//! Delta Lake tables (`kind = "delta"`), read through the `deltalake` crate.
+//!
+//! `location` is a folder (local or `s3://`) whose sub-folders holding a
+//! `_delta_log/` are tables; `[[source.table]]` entries name single tables
+//! anywhere. Each query reads one snapshot of the log, so a writer committing
+//! meanwhile is never seen half-done. The log is read again when the snapshot is
+//! older than `refresh_secs` (0: every query), so new commits show up without a
+//! restart. The scan is deltalake's: partition and file-statistics pruning from
+//! the log, deletion vectors, column mapping and schema evolution; its Parquet
+//! reads are plain DataFusion scans, which the distributed planner splits across
+//! workers like any file scan (workers never read the log).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use deltalake_core::DeltaTableBuilder;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use url::Url;
+
+use crate::ConnectorError;
+
+/// `[[source]] kind = "delta"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaSource {
+    /// A folder whose sub-folders with a `_delta_log/` are tables.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Tables named one by one (with or without `location`).
+    #[serde(default, rename = "table")]
+    pub tables: Vec<DeltaTableConfig>,
+    /// A table's snapshot is read again when older than this; 0 = every query.
+    #[serde(default = "refresh")]
+    pub refresh_secs: u64,
+    /// Object store options (S3 endpoint, region, credentials), as for files sources.
+    #[serde(default)]
+    pub options: BTreeMap<String, crate::env::EnvString>,
+}
+
+/// One `[[source.table]]` of a Delta source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaTableConfig {
+    pub name: String,
+    pub location: String,
+}
+
+fn refresh() -> u64 {
+    10
+}
+
+/// A table's location as a folder URL (local paths become `file://`).
+pub fn folder_url(location: &str) -> std::result::Result<Url, String> {
+    let url = match Url::parse(location) {
+        Ok(u) if u.scheme().len() > 1 => u,
+        _ => {
+            let path = std::path::Path::new(location);
+            Url::from_directory_path(path)
+                .map_err(|_| format!("'{location}' is not an absolute path or a URL"))?
+        }
+    };
+    let mut s = url.to_string();
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    Url::parse(&s).map_err(|e| e.to_string())
+}
+
+/// The schema of one Delta source.
+#[derive(Debug)]
+pub struct DeltaSchema {
+    qualified: String,
+    refresh: Duration,
+    runtime: Arc<RuntimeEnv>,
+    /// Table name → its folder.
+    tables: RwLock<BTreeMap<String, Url>>,
+    /// Loaded providers and when their snapshot was read.
+    loaded: tokio::sync::Mutex<BTreeMap<String, (Arc<dyn TableProvider>, Instant)>>,
+}
+
+impl DeltaSchema {
+    /// Finds the tables of `source`; a folder that cannot be listed is a warning.
+    pub async fn discover(
+        qualified: String,
+        source: &DeltaSource,
+        runtime: Arc<RuntimeEnv>,
+    ) -> std::result::Result<(Self, Vec<String>), ConnectorError> {
+        let mut warnings = vec![];
+        let mut tables = BTreeMap::new();
+        let error = |message: String| ConnectorError::Source {
+            source_name: qualified.clone(),
+            message,
+        };
+        if let Some(location) = &source.location {
+            let root = folder_url(location).map_err(error)?;
+            match list_tables(&runtime, &root).await {
+                Ok(found) => tables.extend(found),
+                Err(e) => warnings.push(format!("schema {qualified}: cannot list {root}: {e}")),
+            }
+            if tables.is_empty() {
+                warnings.push(format!(
+                    "schema {qualified}: no Delta tables (folders with a _delta_log/) under {root}"
+                ));
+            }
+        }
+        for t in &source.tables {
+            tables.insert(t.name.clone(), folder_url(&t.location).map_err(error)?);
+        }
+        Ok((
+            Self {
+                qualified,
+                refresh: Duration::from_secs(source.refresh_secs),
+                runtime,
+                tables: RwLock::new(tables),
+                loaded: tokio::sync::Mutex::default(),
+            },
+            warnings,
+        ))
+    }
+
+    /// The snapshot provider of `name` at `url`, as of now.
+    async fn load(&self, name: &str, url: &Url) -> Result<Arc<dyn TableProvider>> {
+        let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+        let store = self.runtime.object_store(&store_url)?;
+        let table = DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| self.error(name, e))?
+            .with_storage_backend(store, url.clone())
+            .load()
+            .await
+            .map_err(|e| self.error(name, e))?;
+        let provider = table
+            .table_provider()
+            .build()
+            .await
+            .map_err(|e| self.error(name, e))?;
+        Ok(Arc::new(provider))
+    }
+
+    fn error(&self, name: &str, e: impl std::fmt::Display) -> DataFusionError {
+        DataFusionError::External(format!("Delta table {}.{name}: {e}", self.qualified).into())
+    }
+}
+
+/// The sub-folders of `root` that hold a `_delta_log/`.
+async fn list_tables(
+    runtime: &RuntimeEnv,
+    root: &Url,
+) -> std::result::Result<BTreeMap<String, Url>, String> {
+    let store_url =
+        ObjectStoreUrl::parse(&root[..url::Position::BeforePath]).map_err(|e| e.to_string())?;
+    let store = runtime
+        .object_store(&store_url)
+        .map_err(|e| e.to_string())?;
+    let prefix = object_store::path::Path::from_url_path(root.path()).map_err(|e| e.to_string())?;
+    let listed = store
+        .list_with_delimiter(Some(&prefix))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut found = BTreeMap::new();
+    for folder in listed.common_prefixes {
+        let Some(name) = folder.filename().map(str::to_string) else {
+            continue;
+        };
+        let log = folder.clone().join("_delta_log");
+        let has_log = store
+            .list(Some(&log))
+            .try_next()
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if has_log {
+            let url = root.join(&format!("{name}/")).map_err(|e| e.to_string())?;
+            found.insert(name, url);
+        }
+    }
+    Ok(found)
+}
+
+#[async_trait]
+impl SchemaProvider for DeltaSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables
+            .read()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let url = self.tables.read().ok().and_then(|t| t.get(name).cloned());
+        let Some(url) = url else {
+            return Ok(None);
+        };
+        let mut loaded = self.loaded.lock().await;
+        if let Some((provider, at)) = loaded.get(name) {
+            if !self.refresh.is_zero() && at.elapsed() < self.refresh {
+                return Ok(Some(provider.clone()));
+            }
+        }
+        let provider = self.load(name, &url).await?;
+        loaded.insert(name.to_string(), (provider.clone(), Instant::now()));
+        Ok(Some(provider))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.read().is_ok_and(|t| t.contains_key(name))
+    }
+}

@@ -1,0 +1,42 @@
+//! Delta Lake tables written by the Python `deltalake` package (target/venv) and
+//! read through a `kind = "delta"` source: appends, a partitioned table, an
+//! overwrite, an added column, deleted rows, and a commit made while the server
+//! runs (tests/python/delta_tables.py).
+
+use std::process::Command;
+
+use quiver_tests::*;
+
+fn script(args: &[&str]) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("delta_tables.py");
+    let out = Command::new(python())
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "delta_tables.py {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn delta_tables_written_by_deltalake_read_the_same_through_quiver() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("delta");
+    std::fs::create_dir_all(&root)?;
+    let root = root.display().to_string();
+    script(&["write", &root]);
+    let config = format!(
+        "[[source]]\nname = \"lake\"\nkind = \"delta\"\nlocation = {root:?}\nrefresh_secs = 0\n"
+    );
+    let server = start_coordinator(&config)?;
+    let out = script(&["check", &root, &format!("grpc://{}", server.addr)]);
+    assert!(out.contains("DELTA OK"), "{out}");
+    Ok(())
+}
