@@ -5,7 +5,8 @@
 //! anywhere. Each query reads one snapshot of the log, so a writer committing
 //! meanwhile is never seen half-done. The log is read again when the snapshot is
 //! older than `refresh_secs` (0: every query), so new commits show up without a
-//! restart. The scan is deltalake's: partition and file-statistics pruning from
+//! restart. `table@v3` reads version 3 and `table@2026-12-01T10:00:00Z` the version
+//! current at that time (quoted: `lake."events@v3"`). The scan is deltalake's: partition and file-statistics pruning from
 //! the log, deletion vectors, column mapping and schema evolution; its Parquet
 //! reads are plain DataFusion scans, which the distributed planner splits across
 //! workers like any file scan (workers never read the log).
@@ -125,16 +126,19 @@ impl DeltaSchema {
         ))
     }
 
-    /// The snapshot provider of `name` at `url`, as of now.
-    async fn load(&self, name: &str, url: &Url) -> Result<Arc<dyn TableProvider>> {
+    /// The snapshot provider of `name` at `url`: as of now, or as of `at`.
+    async fn load(&self, name: &str, url: &Url, at: Option<&At>) -> Result<Arc<dyn TableProvider>> {
         let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
         let store = self.runtime.object_store(&store_url)?;
-        let table = DeltaTableBuilder::from_url(url.clone())
+        let mut builder = DeltaTableBuilder::from_url(url.clone())
             .map_err(|e| self.error(name, e))?
-            .with_storage_backend(store, url.clone())
-            .load()
-            .await
-            .map_err(|e| self.error(name, e))?;
+            .with_storage_backend(store, url.clone());
+        builder = match at {
+            None => builder,
+            Some(At::Version(v)) => builder.with_version(*v),
+            Some(At::Time(t)) => builder.with_timestamp(*t),
+        };
+        let table = builder.load().await.map_err(|e| self.error(name, e))?;
         let provider = table
             .table_provider()
             .build()
@@ -145,6 +149,33 @@ impl DeltaSchema {
 
     fn error(&self, name: &str, e: impl std::fmt::Display) -> DataFusionError {
         DataFusionError::External(format!("Delta table {}.{name}: {e}", self.qualified).into())
+    }
+}
+
+/// Time travel: `table@v3` is the table as of version 3, `table@2026-12-01T10:00:00Z`
+/// (or `@2026-12-01`) as of that time, the last version committed by then.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum At {
+    Version(u64),
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl At {
+    fn parse(text: &str) -> std::result::Result<Self, String> {
+        if let Some(v) = text.strip_prefix('v').and_then(|v| v.parse::<u64>().ok()) {
+            return Ok(Self::Version(v));
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+            return Ok(Self::Time(t.with_timezone(&chrono::Utc)));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            if let Some(t) = d.and_hms_opt(0, 0, 0) {
+                return Ok(Self::Time(t.and_utc()));
+            }
+        }
+        Err(format!(
+            "'@{text}' is neither a version (@v3) nor a time (@2026-12-01T10:00:00Z or @2026-12-01)"
+        ))
     }
 }
 
@@ -193,22 +224,28 @@ impl SchemaProvider for DeltaSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let url = self.tables.read().ok().and_then(|t| t.get(name).cloned());
+        let (base, at) = match name.split_once('@') {
+            Some((base, at)) => (base, Some(At::parse(at).map_err(|e| self.error(base, e))?)),
+            None => (name, None),
+        };
+        let url = self.tables.read().ok().and_then(|t| t.get(base).cloned());
         let Some(url) = url else {
             return Ok(None);
         };
         let mut loaded = self.loaded.lock().await;
-        if let Some((provider, at)) = loaded.get(name) {
-            if !self.refresh.is_zero() && at.elapsed() < self.refresh {
+        if let Some((provider, read)) = loaded.get(name) {
+            // An older version never changes; the current one is read again when stale.
+            if at.is_some() || !self.refresh.is_zero() && read.elapsed() < self.refresh {
                 return Ok(Some(provider.clone()));
             }
         }
-        let provider = self.load(name, &url).await?;
+        let provider = self.load(base, &url, at.as_ref()).await?;
         loaded.insert(name.to_string(), (provider.clone(), Instant::now()));
         Ok(Some(provider))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.read().is_ok_and(|t| t.contains_key(name))
+        let base = name.split_once('@').map_or(name, |(b, _)| b);
+        self.tables.read().is_ok_and(|t| t.contains_key(base))
     }
 }

@@ -93,6 +93,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for the process: ring, as Quiver's own TLS code uses.
+    // deltalake's HTTP client also links aws-lc, and with two compiled in, code that
+    // asks rustls for the default (tonic's TLS) would not know which to take.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Large stacks: planning and evaluating what balancing leaves deep (up to
     // quiver_coordinator::balance::MAX_DEPTH levels) recurse. Only touched pages cost memory.
     let result = tokio::runtime::Builder::new_multi_thread()

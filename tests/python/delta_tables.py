@@ -12,8 +12,9 @@ and `trimmed` (rows deleted).
 
 check: every table read through Quiver's Flight SQL port (ADBC) equals what the
 package itself reads back; a filter on the partition column, a join of two Delta
-tables, then a commit made while the server runs is visible to the next query
-(the source has refresh_secs = 0).
+tables, time travel to a version and to a commit's time (`lake."events@v1"`,
+`lake."events@<time>"`), then a commit made while the server runs is visible to
+the next query (the source has refresh_secs = 0).
 
 Prints "DELTA OK" and exits 0 on success.
 """
@@ -81,6 +82,27 @@ def check(root: str, uri: str) -> None:
         joined = quiver("SELECT count(*) AS n FROM quiver.lake.events e JOIN quiver.lake.by_region r ON e.id = r.id").to_pylist()
         if joined != [{"n": 12}]:
             fail(f"join of two Delta tables: {joined}")
+        # Time travel: a version, and the time of a commit.
+        v0 = quiver('SELECT count(*) AS n FROM quiver.lake."events@v0"').to_pylist()
+        v1 = quiver('SELECT count(*) AS n FROM quiver.lake."events@v1"').to_pylist()
+        if v0 != [{"n": 10}] or v1 != [{"n": 20}]:
+            fail(f"events at versions 0 and 1: {v0} {v1}")
+        history = {h["version"]: h["timestamp"] for h in DeltaTable(os.path.join(root, "events")).history()}
+        import datetime
+        at = datetime.datetime.fromtimestamp(history[1] / 1000, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        by_time = quiver(f'SELECT count(*) AS n FROM quiver.lake."events@{at}"').to_pylist()
+        if by_time != [{"n": 20}]:
+            fail(f"events at {at} (version 1's commit): {by_time}")
+        replaced_before = rows(quiver('SELECT id FROM quiver.lake."replaced@v0"'), ["id"])
+        if replaced_before != [(i,) for i in range(5)]:
+            fail(f"replaced before its overwrite: {replaced_before}")
+        try:
+            quiver('SELECT * FROM quiver.lake."events@yesterday"')
+            fail("a bad time-travel suffix was accepted")
+        except Exception as e:
+            if "neither a version" not in str(e):
+                fail(f"a bad time-travel suffix: {e}")
+        print(f"   time travel: versions 0 and 1, {at}, and an overwritten table's first version")
         # A commit while the server runs: the next query sees it.
         write_deltalake(os.path.join(root, "events"),
                         pa.table({"id": pa.array([99], pa.int64()), "name": ["late"]}), mode="append")
