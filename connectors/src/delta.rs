@@ -5,11 +5,13 @@
 //! anywhere. Each query reads one snapshot of the log, so a writer committing
 //! meanwhile is never seen half-done. The log is read again when the snapshot is
 //! older than `refresh_secs` (0: every query), so new commits show up without a
-//! restart. `table@v3` reads version 3 and `table@2026-12-01T10:00:00Z` the version
-//! current at that time (quoted: `lake."events@v3"`). The scan is deltalake's: partition and file-statistics pruning from
-//! the log, deletion vectors, column mapping and schema evolution; its Parquet
-//! reads are plain DataFusion scans, which the distributed planner splits across
-//! workers like any file scan (workers never read the log).
+//! restart, and `location` is listed again every few seconds for new tables.
+//! `table@v3` reads version 3 and `table@2026-12-01T10:00:00Z` the version current
+//! at that time (quoted: `lake."events@v3"`). The scan is deltalake's: partition
+//! and file-statistics pruning from the log, deletion vectors, column mapping and
+//! schema evolution; its Parquet reads are plain DataFusion scans, which the
+//! distributed planner splits across workers like any file scan (workers never
+//! read the log).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -80,8 +82,8 @@ pub struct DeltaSchema {
     qualified: String,
     refresh: Duration,
     runtime: Arc<RuntimeEnv>,
-    /// Table name → its folder.
-    tables: RwLock<BTreeMap<String, Url>>,
+    /// Table name → its folder (listed under `location`, or declared).
+    tables: Arc<RwLock<BTreeMap<String, Url>>>,
     /// Loaded providers and when their snapshot was read.
     loaded: tokio::sync::Mutex<BTreeMap<String, (Arc<dyn TableProvider>, Instant)>>,
 }
@@ -111,15 +113,30 @@ impl DeltaSchema {
                 ));
             }
         }
+        let mut declared = BTreeMap::new();
         for t in &source.tables {
-            tables.insert(t.name.clone(), folder_url(&t.location).map_err(error)?);
+            declared.insert(t.name.clone(), folder_url(&t.location).map_err(error)?);
+        }
+        tables.extend(declared.clone());
+        let tables = Arc::new(RwLock::new(tables));
+        if let Some(location) = &source.location {
+            let root = folder_url(location).map_err(error)?;
+            let every = Duration::from_secs(source.refresh_secs.max(LIST_EVERY_SECS));
+            relist_forever(
+                Arc::downgrade(&tables),
+                declared,
+                runtime.clone(),
+                root,
+                every,
+                qualified.clone(),
+            );
         }
         Ok((
             Self {
                 qualified,
                 refresh: Duration::from_secs(source.refresh_secs),
                 runtime,
-                tables: RwLock::new(tables),
+                tables,
                 loaded: tokio::sync::Mutex::default(),
             },
             warnings,
@@ -177,6 +194,45 @@ impl At {
             "'@{text}' is neither a version (@v3) nor a time (@2026-12-01T10:00:00Z or @2026-12-01)"
         ))
     }
+}
+
+/// Tables created or removed under `location` are seen within this many seconds
+/// (or `refresh_secs`, if longer).
+const LIST_EVERY_SECS: u64 = 5;
+
+/// Lists `root` again every `every` while the schema lives, so tables created
+/// (or removed) while the server runs come (or go) without a restart.
+fn relist_forever(
+    tables: std::sync::Weak<RwLock<BTreeMap<String, Url>>>,
+    declared: BTreeMap<String, Url>,
+    runtime: Arc<RuntimeEnv>,
+    root: Url,
+    every: Duration,
+    qualified: String,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if tables.strong_count() == 0 {
+                return;
+            }
+            let found = match list_tables(&runtime, &root).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(schema = %qualified, error = %e, "cannot list the Delta tables again");
+                    continue;
+                }
+            };
+            let Some(current) = tables.upgrade() else {
+                return;
+            };
+            let mut listed = found;
+            listed.extend(declared.clone());
+            if let Ok(mut t) = current.write() {
+                *t = listed;
+            };
+        }
+    });
 }
 
 /// The sub-folders of `root` that hold a `_delta_log/`.

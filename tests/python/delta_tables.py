@@ -14,7 +14,8 @@ check: every table read through Quiver's Flight SQL port (ADBC) equals what the
 package itself reads back; a filter on the partition column, a join of two Delta
 tables, time travel to a version and to a commit's time (`lake."events@v1"`,
 `lake."events@<time>"`), then a commit made while the server runs is visible to
-the next query (the source has refresh_secs = 0).
+the next query (the source has refresh_secs = 0), and a table created while it
+runs is listed within seconds.
 
 Prints "DELTA OK" and exits 0 on success.
 """
@@ -109,7 +110,21 @@ def check(root: str, uri: str) -> None:
         late = quiver("SELECT count(*) AS n, max(id) AS m FROM quiver.lake.events").to_pylist()
         if late != [{"n": 31, "m": 99}]:
             fail(f"a new commit is not visible: {late}")
-        print("   partition filter, join, and a commit made while the server runs all read right")
+        # A table created while the server runs is listed within seconds.
+        write_deltalake(os.path.join(root, "newcomer"), pa.table({"x": pa.array([1, 2, 3], pa.int64())}))
+        import time
+        deadline = time.time() + 30
+        while True:
+            try:
+                n = quiver("SELECT count(*) AS n FROM quiver.lake.newcomer").to_pylist()
+                if n == [{"n": 3}]:
+                    break
+                fail(f"newcomer: {n}")
+            except Exception as e:
+                if time.time() > deadline:
+                    fail(f"a table created while the server runs is not listed: {e}")
+                time.sleep(0.5)
+        print("   partition filter, join, a commit and a new table made while the server runs all read right")
     print("DELTA OK")
 
 
