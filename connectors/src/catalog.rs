@@ -20,6 +20,8 @@ pub struct Registered {
     pub remote: Vec<Arc<RemoteSchema>>,
     /// Schemas of file sources (where writes go, when writable).
     pub files: Vec<Arc<FilesSchema>>,
+    /// Schemas of Delta Lake sources (their snapshots for `system.snapshots`).
+    pub delta: Vec<Arc<crate::delta::DeltaSchema>>,
 }
 
 /// Registers every source on `ctx`.
@@ -28,6 +30,7 @@ pub async fn register_sources(
     sources: &[SourceConfig],
 ) -> Result<Registered, ConnectorError> {
     let (mut warnings, mut remote, mut file_schemas) = (vec![], vec![], vec![]);
+    let mut delta_schemas = vec![];
     let runtime = ctx.runtime_env();
     let config = ctx.copied_config();
     for source in sources {
@@ -75,7 +78,9 @@ pub async fn register_sources(
                 let (schema, mut w) =
                     crate::delta::DeltaSchema::discover(qualified, delta, runtime.clone()).await?;
                 warnings.append(&mut w);
-                Arc::new(schema)
+                let schema = Arc::new(schema);
+                delta_schemas.push(schema.clone());
+                schema
             }
         };
         catalog.register_schema(schema_name, schema)?;
@@ -84,6 +89,7 @@ pub async fn register_sources(
         warnings,
         remote,
         files: file_schemas,
+        delta: delta_schemas,
     })
 }
 

@@ -86,6 +86,20 @@ pub struct DeltaSchema {
     tables: Arc<RwLock<BTreeMap<String, Url>>>,
     /// Loaded providers and when their snapshot was read.
     loaded: tokio::sync::Mutex<BTreeMap<String, (Arc<dyn TableProvider>, Instant)>>,
+    /// What the current snapshot of each table read so far holds.
+    seen: RwLock<BTreeMap<String, Snapshot>>,
+    /// Tables whose log could not be read, with why.
+    broken: RwLock<BTreeMap<String, String>>,
+}
+
+/// A table's current snapshot, for `system.snapshots`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// When that version was committed (ms since the epoch), if the log says.
+    pub committed_ms: Option<i64>,
 }
 
 impl DeltaSchema {
@@ -138,6 +152,8 @@ impl DeltaSchema {
                 runtime,
                 tables,
                 loaded: tokio::sync::Mutex::default(),
+                seen: RwLock::default(),
+                broken: RwLock::default(),
             },
             warnings,
         ))
@@ -156,6 +172,21 @@ impl DeltaSchema {
             Some(At::Time(t)) => builder.with_timestamp(*t),
         };
         let table = builder.load().await.map_err(|e| self.error(name, e))?;
+        if at.is_none() {
+            if let Ok(state) = table.snapshot() {
+                let version = state.version();
+                let files = state.log_data();
+                let seen = Snapshot {
+                    version,
+                    files: files.num_files() as u64,
+                    bytes: files.iter().map(|f| f.size().max(0) as u64).sum(),
+                    committed_ms: state.version_timestamp(version),
+                };
+                if let Ok(mut s) = self.seen.write() {
+                    s.insert(name.to_string(), seen);
+                }
+            }
+        }
         let provider = table
             .table_provider()
             .build()
@@ -164,8 +195,62 @@ impl DeltaSchema {
         Ok(Arc::new(provider))
     }
 
+    /// `catalog.schema` of this source.
+    pub fn qualified(&self) -> &str {
+        &self.qualified
+    }
+
+    /// Every table with its current snapshot, or why it cannot be read (its log
+    /// is read when its snapshot is older than `refresh_secs`).
+    pub async fn snapshots(&self) -> Vec<(String, std::result::Result<Snapshot, String>)> {
+        let mut out = vec![];
+        for name in self.table_names() {
+            let read = self.table(&name).await.map(|_| ());
+            let seen = self.seen.read().ok().and_then(|s| s.get(&name).cloned());
+            let broken = self.broken.read().ok().and_then(|b| b.get(&name).cloned());
+            out.push((
+                name,
+                match (read, broken, seen) {
+                    (Err(e), _, _) => Err(e.to_string()),
+                    (Ok(()), Some(e), _) => Err(e),
+                    (Ok(()), None, Some(s)) => Ok(s),
+                    (Ok(()), None, None) => Err("no snapshot read".into()),
+                },
+            ));
+        }
+        out
+    }
+
     fn error(&self, name: &str, e: impl std::fmt::Display) -> DataFusionError {
         DataFusionError::External(format!("Delta table {}.{name}: {e}", self.qualified).into())
+    }
+}
+
+/// A table whose log or metadata cannot be read: no columns, and every scan fails
+/// with the error that names it.
+#[derive(Debug)]
+struct Unreadable {
+    error: String,
+}
+
+#[async_trait]
+impl TableProvider for Unreadable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        Arc::new(datafusion::arrow::datatypes::Schema::empty())
+    }
+
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _: &dyn datafusion::catalog::Session,
+        _: Option<&Vec<usize>>,
+        _: &[datafusion::logical_expr::Expr],
+        _: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        Err(DataFusionError::External(self.error.clone().into()))
     }
 }
 
@@ -295,7 +380,25 @@ impl SchemaProvider for DeltaSchema {
                 return Ok(Some(provider.clone()));
             }
         }
-        let provider = self.load(base, &url, at.as_ref()).await?;
+        let provider = match self.load(base, &url, at.as_ref()).await {
+            Ok(p) => {
+                if let Ok(mut b) = self.broken.write() {
+                    b.remove(name);
+                }
+                p
+            }
+            // A table whose log cannot be read fails the queries that read it, and
+            // only those: listings (information_schema, psql's \d) still work.
+            Err(e) if at.is_none() => {
+                if let Ok(mut b) = self.broken.write() {
+                    b.insert(name.to_string(), e.to_string());
+                }
+                Arc::new(Unreadable {
+                    error: e.to_string(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         loaded.insert(name.to_string(), (provider.clone(), Instant::now()));
         Ok(Some(provider))
     }

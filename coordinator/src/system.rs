@@ -4,7 +4,8 @@
 //! - `system.queries`: queries running and recently run;
 //! - `system.fragments`: the stage tasks of those queries: worker, attempt, rows, bytes, spill, time, CPU, memory;
 //! - `system.usage`: what the queries used, per user and hour (see `crate::usage`);
-//! - `system.views`, `system.accelerations`: virtual datasets (see `crate::catalog`).
+//! - `system.views`, `system.accelerations`: virtual datasets (see `crate::catalog`);
+//! - `system.snapshots`: each lakehouse table's current version, files, bytes and last commit.
 //!
 //! Each table is a snapshot taken when a query names it.
 
@@ -30,7 +31,7 @@ pub fn is_system_table(name: &str) -> bool {
     let mut parts = name.split('.');
     parts.nth(1) == Some(SCHEMA) && parts.next().is_some_and(|t| TABLES.contains(&t))
 }
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "workers",
     "scaling_events",
     "queries",
@@ -38,6 +39,7 @@ const TABLES: [&str; 7] = [
     "usage",
     "views",
     "accelerations",
+    "snapshots",
 ];
 
 #[derive(Debug)]
@@ -46,7 +48,16 @@ pub struct SystemSchema {
     queries: Arc<QueryLog>,
     fragments: Arc<FragmentLog>,
     datasets: Arc<crate::catalog::Datasets>,
+    lakehouse: Vec<Arc<quiver_connectors::delta::DeltaSchema>>,
 }
+
+/// One row of `system.snapshots`: catalog, schema, table, and the snapshot or its error.
+type SnapshotRow = (
+    String,
+    String,
+    String,
+    std::result::Result<quiver_connectors::delta::Snapshot, String>,
+);
 
 impl SystemSchema {
     pub fn new(
@@ -54,13 +65,76 @@ impl SystemSchema {
         queries: Arc<QueryLog>,
         fragments: Arc<FragmentLog>,
         datasets: Arc<crate::catalog::Datasets>,
+        lakehouse: Vec<Arc<quiver_connectors::delta::DeltaSchema>>,
     ) -> Self {
         Self {
             pool,
             queries,
             fragments,
             datasets,
+            lakehouse,
         }
+    }
+
+    /// `system.snapshots`: one row per Delta table (an unreadable one with its error).
+    async fn snapshots(&self) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("catalog", DataType::Utf8, false),
+            Field::new("schema", DataType::Utf8, false),
+            Field::new("table", DataType::Utf8, false),
+            Field::new("format", DataType::Utf8, false),
+            Field::new("version", DataType::Int64, true),
+            Field::new("files", DataType::Int64, true),
+            Field::new("bytes", DataType::Int64, true),
+            Field::new(
+                "committed_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("error", DataType::Utf8, true),
+        ]));
+        let mut rows: Vec<SnapshotRow> = vec![];
+        for source in &self.lakehouse {
+            let (catalog, name) = source
+                .qualified()
+                .split_once('.')
+                .unwrap_or((source.qualified(), ""));
+            for (table, snapshot) in source.snapshots().await {
+                rows.push((catalog.to_string(), name.to_string(), table, snapshot));
+            }
+        }
+        let ok = |r: &SnapshotRow| r.3.as_ref().ok().cloned();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.1.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.2.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "delta"))),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| ok(r).map(|s| s.version as i64)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| ok(r).map(|s| s.files as i64)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| ok(r).map(|s| s.bytes as i64)),
+            )),
+            Arc::new(
+                TimestampMillisecondArray::from_iter(
+                    rows.iter().map(|r| ok(r).and_then(|s| s.committed_ms)),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.3.as_ref().err().map(|e| e.as_str())),
+            )),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 
     fn fragments(&self) -> Result<RecordBatch> {
@@ -334,6 +408,7 @@ impl SchemaProvider for SystemSchema {
             "usage" => crate::usage::usage_table(&self.queries.snapshot())?,
             "views" => crate::catalog::system_tables::views(&self.datasets)?,
             "accelerations" => crate::catalog::system_tables::accelerations(&self.datasets)?,
+            "snapshots" => self.snapshots().await?,
             _ => return Ok(None),
         };
         let schema: SchemaRef = batch.schema();

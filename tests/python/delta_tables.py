@@ -15,7 +15,8 @@ package itself reads back; a filter on the partition column, a join of two Delta
 tables, time travel to a version and to a commit's time (`lake."events@v1"`,
 `lake."events@<time>"`), then a commit made while the server runs is visible to
 the next query (the source has refresh_secs = 0), and a table created while it
-runs is listed within seconds.
+runs is listed within seconds. system.snapshots agrees with the package on each
+table's version and files; a table with a corrupt log fails alone, naming itself.
 
 Prints "DELTA OK" and exits 0 on success.
 """
@@ -50,7 +51,11 @@ def write(root: str) -> None:
                     mode="append", schema_mode="merge")
     write_deltalake(os.path.join(root, "trimmed"), events(0, 10))
     DeltaTable(os.path.join(root, "trimmed")).delete("id < 3")
-    print(f"   wrote events, by_region, replaced, evolving, trimmed under {root}")
+    # A table whose log is not JSON: it fails alone.
+    os.makedirs(os.path.join(root, "broken", "_delta_log"))
+    with open(os.path.join(root, "broken", "_delta_log", "00000000000000000000.json"), "w") as f:
+        f.write("this is not a Delta log\n")
+    print(f"   wrote events, by_region, replaced, evolving, trimmed (and a broken one) under {root}")
 
 
 def rows(table: pa.Table, order: list[str]) -> list[tuple]:
@@ -66,7 +71,7 @@ def check(root: str, uri: str) -> None:
                 cur.execute(sql)
                 return cur.fetch_arrow_table()
 
-        tables = {"events": ["id"], "by_region": ["id"], "replaced": ["id"], "evolving": ["a"], "trimmed": ["id"]}
+        tables = {"events": ["id"], "by_region": ["id"], "replaced": ["id"], "evolving": ["a"], "trimmed": ["id"]}  # noqa: E501
         for name, order in tables.items():
             own = DeltaTable(os.path.join(root, name)).to_pyarrow_table()
             columns = ", ".join(f'"{c}"' for c in own.column_names)
@@ -110,6 +115,28 @@ def check(root: str, uri: str) -> None:
         late = quiver("SELECT count(*) AS n, max(id) AS m FROM quiver.lake.events").to_pylist()
         if late != [{"n": 31, "m": 99}]:
             fail(f"a new commit is not visible: {late}")
+        # system.snapshots: each table's version, files and bytes, as the package sees them.
+        snaps = {r["table"]: r for r in quiver(
+            "SELECT \"table\", version, files, bytes, committed_at, error FROM quiver.system.snapshots").to_pylist()}
+        for name in ("events", "replaced", "trimmed"):
+            own = DeltaTable(os.path.join(root, name))
+            want = (own.version(), len(own.file_uris()))
+            got = (snaps.get(name, {}).get("version"), snaps.get(name, {}).get("files"))
+            if got != want or not snaps[name]["bytes"] or snaps[name]["committed_at"] is None:
+                fail(f"system.snapshots for {name}: {snaps.get(name)}, deltalake says version and files {want}")
+        if not snaps.get("broken", {}).get("error") or "broken" not in snaps["broken"]["error"]:
+            fail(f"system.snapshots for the broken table: {snaps.get('broken')}")
+        # The broken table fails alone, naming itself; the listing and other tables still work.
+        try:
+            quiver("SELECT * FROM quiver.lake.broken")
+            fail("a table with a corrupt log was read")
+        except Exception as e:
+            if "broken" not in str(e):
+                fail(f"the error does not name the table: {e}")
+        listed = quiver("SELECT table_name FROM information_schema.tables WHERE table_schema = 'lake' ORDER BY 1").column(0).to_pylist()
+        if "events" not in listed or "broken" not in listed:
+            fail(f"listing with a broken table: {listed}")
+        print(f"   system.snapshots: {snaps['events']['version']=}, {snaps['events']['files']=}; the broken table fails alone")
         # A table created while the server runs is listed within seconds.
         write_deltalake(os.path.join(root, "newcomer"), pa.table({"x": pa.array([1, 2, 3], pa.int64())}))
         import time

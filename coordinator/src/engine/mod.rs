@@ -184,6 +184,7 @@ impl QueryEngine {
             queries.clone(),
             fragments.clone(),
             datasets.clone(),
+            registered.delta.clone(),
         );
         default_catalog.register_schema(crate::system::SCHEMA, Arc::new(system))?;
         let inner = ctx.state().catalog_list().clone();
