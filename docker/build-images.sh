@@ -48,7 +48,7 @@ chmod 1777 "$context/rootfs/var/lib/quiver"   # server.data_dir: metadata store,
 strip --strip-all -o "$context/rootfs/quiver" "$binary"
 # Shared libraries, at the paths the binary's loader looks for them.
 if ldd "$binary" >/dev/null 2>&1; then
-  # POSIX awk only ([ \t], not \s): Debian's default awk is mawk.
+  # POSIX awk only (the bracket class [ \t] for blanks): Debian's default awk is mawk.
   for lib in $(ldd "$binary" | awk '/=> \// {print $3} /^[ \t]*\/.*ld-linux/ {print $1}'); do
     cp -L --parents "$lib" "$context/rootfs/"
   done
