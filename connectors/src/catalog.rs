@@ -20,8 +20,8 @@ pub struct Registered {
     pub remote: Vec<Arc<RemoteSchema>>,
     /// Schemas of file sources (where writes go, when writable).
     pub files: Vec<Arc<FilesSchema>>,
-    /// Schemas of Delta Lake sources (their snapshots for `system.snapshots`).
-    pub delta: Vec<Arc<crate::delta::DeltaSchema>>,
+    /// Schemas of Delta Lake and Iceberg sources (their snapshots for `system.snapshots`).
+    pub lakehouse: Vec<Arc<crate::lakehouse::LakeSchema>>,
 }
 
 /// Registers every source on `ctx`.
@@ -75,10 +75,15 @@ pub async fn register_sources(
                 keep_remote(schema, w, &mut warnings, &mut remote)
             }
             SourceKind::Delta(delta) => {
-                let (schema, mut w) =
-                    crate::delta::DeltaSchema::discover(qualified, delta, runtime.clone()).await?;
+                let (schema, mut w) = delta.discover(qualified, runtime.clone()).await?;
                 warnings.append(&mut w);
-                let schema = Arc::new(schema);
+                delta_schemas.push(schema.clone());
+                schema
+            }
+            SourceKind::Iceberg(iceberg) => {
+                let views = config.options().execution.parquet.schema_force_view_types;
+                let (schema, mut w) = iceberg.discover(qualified, runtime.clone(), views).await?;
+                warnings.append(&mut w);
                 delta_schemas.push(schema.clone());
                 schema
             }
@@ -89,7 +94,7 @@ pub async fn register_sources(
         warnings,
         remote,
         files: file_schemas,
-        delta: delta_schemas,
+        lakehouse: delta_schemas,
     })
 }
 

@@ -60,6 +60,14 @@ impl SourceConfig {
                     table.location = absolute(&table.location);
                 }
             }
+            SourceKind::Iceberg(iceberg) => {
+                if let Some(loc) = &iceberg.location {
+                    iceberg.location = Some(absolute(loc));
+                }
+                for table in &mut iceberg.tables {
+                    table.location = absolute(&table.location);
+                }
+            }
             SourceKind::Postgres(_) | SourceKind::Mysql(_) => {}
         }
     }
@@ -83,7 +91,9 @@ pub enum SourceKind {
     /// One MySQL or MariaDB database.
     Mysql(MySqlSource),
     /// Delta Lake tables in a folder, local or on an object store.
-    Delta(crate::delta::DeltaSource),
+    Delta(crate::lakehouse::DeltaSource),
+    /// Apache Iceberg tables in a warehouse folder or a SQL catalog.
+    Iceberg(crate::lakehouse::IcebergSource),
 }
 
 /// A MySQL/MariaDB database mounted as a Quiver schema.

@@ -3,11 +3,11 @@
 
 pub mod catalog;
 pub mod config;
-pub mod delta;
 pub mod env;
 pub mod federated_columns;
 pub mod files;
 pub mod join_keys;
+pub mod lakehouse;
 pub mod mysql;
 pub mod object_stores;
 pub mod postgres;

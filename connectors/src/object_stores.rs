@@ -38,6 +38,15 @@ pub fn register_object_stores(
                     .collect(),
                 &delta.options,
             ),
+            SourceKind::Iceberg(iceberg) => (
+                iceberg
+                    .location
+                    .iter()
+                    .chain(iceberg.tables.iter().map(|t| &t.location))
+                    .chain(iceberg.warehouse.iter())
+                    .collect(),
+                &iceberg.options,
+            ),
             SourceKind::Postgres(_) | SourceKind::Mysql(_) => continue,
         };
         for location in locations {

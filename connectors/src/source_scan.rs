@@ -382,7 +382,7 @@ impl SourceScanCodec {
             SourceKind::Mysql(my) => {
                 Arc::new(crate::mysql::executor(name, my).map_err(unusable)?.0)
             }
-            SourceKind::Files(_) | SourceKind::Delta(_) => {
+            SourceKind::Files(_) | SourceKind::Delta(_) | SourceKind::Iceberg(_) => {
                 return Err(DataFusionError::Plan(format!(
                     "source '{name}' holds files, not a database"
                 )));

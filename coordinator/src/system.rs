@@ -48,7 +48,7 @@ pub struct SystemSchema {
     queries: Arc<QueryLog>,
     fragments: Arc<FragmentLog>,
     datasets: Arc<crate::catalog::Datasets>,
-    lakehouse: Vec<Arc<quiver_connectors::delta::DeltaSchema>>,
+    lakehouse: Vec<Arc<quiver_connectors::lakehouse::LakeSchema>>,
 }
 
 /// One row of `system.snapshots`: catalog, schema, table, and the snapshot or its error.
@@ -56,7 +56,8 @@ type SnapshotRow = (
     String,
     String,
     String,
-    std::result::Result<quiver_connectors::delta::Snapshot, String>,
+    &'static str,
+    std::result::Result<quiver_connectors::lakehouse::Snapshot, String>,
 );
 
 impl SystemSchema {
@@ -65,7 +66,7 @@ impl SystemSchema {
         queries: Arc<QueryLog>,
         fragments: Arc<FragmentLog>,
         datasets: Arc<crate::catalog::Datasets>,
-        lakehouse: Vec<Arc<quiver_connectors::delta::DeltaSchema>>,
+        lakehouse: Vec<Arc<quiver_connectors::lakehouse::LakeSchema>>,
     ) -> Self {
         Self {
             pool,
@@ -76,7 +77,7 @@ impl SystemSchema {
         }
     }
 
-    /// `system.snapshots`: one row per Delta table (an unreadable one with its error).
+    /// `system.snapshots`: one row per Delta or Iceberg table (an unreadable one with its error).
     async fn snapshots(&self) -> Result<RecordBatch> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("catalog", DataType::Utf8, false),
@@ -100,10 +101,16 @@ impl SystemSchema {
                 .split_once('.')
                 .unwrap_or((source.qualified(), ""));
             for (table, snapshot) in source.snapshots().await {
-                rows.push((catalog.to_string(), name.to_string(), table, snapshot));
+                rows.push((
+                    catalog.to_string(),
+                    name.to_string(),
+                    table,
+                    source.format(),
+                    snapshot,
+                ));
             }
         }
-        let ok = |r: &SnapshotRow| r.3.as_ref().ok().cloned();
+        let ok = |r: &SnapshotRow| r.4.as_ref().ok().cloned();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.0.as_str()),
@@ -114,9 +121,9 @@ impl SystemSchema {
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.2.as_str()),
             )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "delta"))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
             Arc::new(Int64Array::from_iter(
-                rows.iter().map(|r| ok(r).map(|s| s.version as i64)),
+                rows.iter().map(|r| ok(r).map(|s| s.version)),
             )),
             Arc::new(Int64Array::from_iter(
                 rows.iter().map(|r| ok(r).map(|s| s.files as i64)),
@@ -131,7 +138,7 @@ impl SystemSchema {
                 .with_timezone("UTC"),
             ),
             Arc::new(StringArray::from_iter(
-                rows.iter().map(|r| r.3.as_ref().err().map(|e| e.as_str())),
+                rows.iter().map(|r| r.4.as_ref().err().map(|e| e.as_str())),
             )),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)

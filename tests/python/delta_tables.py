@@ -21,8 +21,10 @@ table's version and files; a table with a corrupt log fails alone, naming itself
 Prints "DELTA OK" and exits 0 on success.
 """
 
+import datetime
 import os
 import sys
+import time
 
 import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow as pa
@@ -39,6 +41,9 @@ def write(root: str) -> None:
                                        "name": [f"e{i}" for i in range(lo, hi)]})
     for lo in (0, 10, 20):
         write_deltalake(os.path.join(root, "events"), events(lo, lo + 10), mode="append")
+        # Time travel by timestamp goes by the commit file's modification time, which
+        # follows the commit's own timestamp by a few milliseconds: keep commits apart.
+        time.sleep(0.2)
     regions = pa.table({"id": pa.array(range(12), pa.int64()),
                         "region": ["eu", "us", "asia"] * 4,
                         "amount": pa.array([float(i) * 1.5 for i in range(12)])})
@@ -94,11 +99,14 @@ def check(root: str, uri: str) -> None:
         if v0 != [{"n": 10}] or v1 != [{"n": 20}]:
             fail(f"events at versions 0 and 1: {v0} {v1}")
         history = {h["version"]: h["timestamp"] for h in DeltaTable(os.path.join(root, "events")).history()}
-        import datetime
-        at = datetime.datetime.fromtimestamp(history[1] / 1000, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        # 100 ms after version 1's commit, well before version 2's.
+        at_ms = history[1] + 100
+        at = datetime.datetime.fromtimestamp(at_ms / 1000, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
         by_time = quiver(f'SELECT count(*) AS n FROM quiver.lake."events@{at}"').to_pylist()
-        if by_time != [{"n": 20}]:
-            fail(f"events at {at} (version 1's commit): {by_time}")
+        theirs = DeltaTable(os.path.join(root, "events"))
+        theirs.load_as_version(datetime.datetime.fromtimestamp(at_ms / 1000, datetime.timezone.utc))
+        if by_time != [{"n": 20}] or theirs.version() != 1:
+            fail(f"events at {at} (version 1's commit): {by_time}, deltalake reads version {theirs.version()}")
         replaced_before = rows(quiver('SELECT id FROM quiver.lake."replaced@v0"'), ["id"])
         if replaced_before != [(i,) for i in range(5)]:
             fail(f"replaced before its overwrite: {replaced_before}")
@@ -117,7 +125,8 @@ def check(root: str, uri: str) -> None:
             fail(f"a new commit is not visible: {late}")
         # system.snapshots: each table's version, files and bytes, as the package sees them.
         snaps = {r["table"]: r for r in quiver(
-            "SELECT \"table\", version, files, bytes, committed_at, error FROM quiver.system.snapshots").to_pylist()}
+            "SELECT \"table\", version, files, bytes, committed_at, error FROM quiver.system.snapshots "
+            "WHERE \"schema\" = 'lake'").to_pylist()}
         for name in ("events", "replaced", "trimmed"):
             own = DeltaTable(os.path.join(root, name))
             want = (own.version(), len(own.file_uris()))
@@ -139,7 +148,6 @@ def check(root: str, uri: str) -> None:
         print(f"   system.snapshots: {snaps['events']['version']=}, {snaps['events']['files']=}; the broken table fails alone")
         # A table created while the server runs is listed within seconds.
         write_deltalake(os.path.join(root, "newcomer"), pa.table({"x": pa.array([1, 2, 3], pa.int64())}))
-        import time
         deadline = time.time() + 30
         while True:
             try:
@@ -152,7 +160,71 @@ def check(root: str, uri: str) -> None:
                     fail(f"a table created while the server runs is not listed: {e}")
                 time.sleep(0.5)
         print("   partition filter, join, a commit and a new table made while the server runs all read right")
+        writes(root, quiver)
+        cached_answers(root, quiver)
     print("DELTA OK")
+
+
+def writes(root: str, quiver) -> None:
+    """Quiver's commits (source `lakew`: writable, refresh_secs = 6), read back by deltalake."""
+    made = os.path.join(root, "made")
+    n = quiver("CREATE TABLE quiver.lakew.made AS SELECT id, name FROM quiver.lakew.events WHERE id < 5").to_pylist()
+    own = DeltaTable(made)
+    if n != [{"count": 5}] or own.version() != 0 or rows(own.to_pyarrow_table(), ["id"]) != [(i, f"e{i}") for i in range(5)]:
+        fail(f"CREATE TABLE AS: {n}, deltalake reads version {own.version()}: {own.to_pyarrow_table().to_pylist()}")
+    if quiver("SELECT count(*) AS n FROM quiver.lakew.made").to_pylist() != [{"n": 5}]:
+        fail("the created table is not readable at once")
+    quiver("INSERT INTO quiver.lakew.made VALUES (100, 'x'), (101, 'y')")
+    own = DeltaTable(made)
+    # refresh_secs = 6, yet the writer's next query sees its own commit.
+    got = quiver("SELECT count(*) AS n FROM quiver.lakew.made").to_pylist()
+    if own.version() != 1 or own.to_pyarrow_table().num_rows != 7 or got != [{"n": 7}]:
+        fail(f"INSERT: deltalake version {own.version()}, {own.to_pyarrow_table().num_rows} rows; quiver {got}")
+    quiver("INSERT OVERWRITE quiver.lakew.made SELECT id, name FROM quiver.lakew.events WHERE id >= 98")
+    own = DeltaTable(made)
+    if own.version() != 2 or rows(own.to_pyarrow_table(), ["id"]) != [(99, "late")]:
+        fail(f"INSERT OVERWRITE: version {own.version()}: {own.to_pyarrow_table().to_pylist()}")
+    try:
+        quiver("INSERT INTO quiver.lakew.made SELECT CAST('not a number' AS BIGINT), 'z'")
+        fail("a failing INSERT succeeded")
+    except Exception as e:
+        if "not a number" not in str(e) and "Cast" not in str(e) and "cast" not in str(e):
+            fail(f"a failing INSERT: {e}")
+    if DeltaTable(made).version() != 2:
+        fail(f"a failed INSERT committed: version {DeltaTable(made).version()}")
+    try:
+        quiver("INSERT INTO quiver.lake.made VALUES (1, 'a')")
+        fail("a write to a read-only Delta source succeeded")
+    except Exception as e:
+        if "read-only" not in str(e):
+            fail(f"a write to a read-only Delta source: {e}")
+    print("   CREATE TABLE AS, INSERT, INSERT OVERWRITE committed one version each; a failed INSERT committed nothing")
+
+
+def cached_answers(root: str, quiver) -> None:
+    """The results cache is on: a commit made elsewhere drops the answers that read the table."""
+    ask = "SELECT count(*) AS n FROM quiver.lakew.events"
+    first = quiver(ask).to_pylist()
+    if quiver(ask).to_pylist() != first:
+        fail("a repeated query changed without a commit")
+    write_deltalake(os.path.join(root, "events"), events_rows(200, 203), mode="append")
+    deadline = time.time() + 30
+    while quiver(ask).to_pylist() == first:
+        if time.time() > deadline:
+            fail(f"a cached answer outlived a new commit: still {first}")
+        time.sleep(0.5)
+    # A source with refresh_secs = 0 is never answered from the cache.
+    live = "SELECT count(*) AS n FROM quiver.lake.events"
+    before = quiver(live).to_pylist()
+    write_deltalake(os.path.join(root, "events"), events_rows(300, 301), mode="append")
+    after = quiver(live).to_pylist()
+    if after[0]["n"] != before[0]["n"] + 1:
+        fail(f"refresh_secs = 0 served a stale answer: {before} then {after}")
+    print("   results cache: a new commit drops cached answers (at once with refresh_secs = 0)")
+
+
+def events_rows(lo: int, hi: int) -> pa.Table:
+    return pa.table({"id": pa.array(range(lo, hi), pa.int64()), "name": [f"e{i}" for i in range(lo, hi)]})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 //! Delta Lake tables written by the Python `deltalake` package (target/venv) and
 //! read through a `kind = "delta"` source: appends, a partitioned table, an
 //! overwrite, an added column, deleted rows, and a commit made while the server
-//! runs (tests/python/delta_tables.py).
+//! runs; then Quiver's own commits (CREATE TABLE AS, INSERT, INSERT OVERWRITE) read
+//! back by that package, and cached answers dropped by a new commit
+//! (tests/python/delta_tables.py).
 
 use std::process::Command;
 
@@ -32,8 +34,12 @@ fn delta_tables_written_by_deltalake_read_the_same_through_quiver() -> anyhow::R
     std::fs::create_dir_all(&root)?;
     let root = root.display().to_string();
     script(&["write", &root]);
+    // `lake` reads every commit at once; `lakew` takes writes and reads the log
+    // again after 6 s; the results cache is on.
     let config = format!(
-        "[[source]]\nname = \"lake\"\nkind = \"delta\"\nlocation = {root:?}\nrefresh_secs = 0\n"
+        "[cache]\nenabled = true\n\n\
+         [[source]]\nname = \"lake\"\nkind = \"delta\"\nlocation = {root:?}\nrefresh_secs = 0\n\n\
+         [[source]]\nname = \"lakew\"\nkind = \"delta\"\nlocation = {root:?}\nrefresh_secs = 6\nwritable = true\n"
     );
     let server = start_coordinator(&config)?;
     let out = script(&["check", &root, &format!("grpc://{}", server.addr)]);

@@ -197,6 +197,11 @@ fn file_source(scan: &FileScanConfig, sources: &[SourceConfig]) -> String {
                 d.location.as_deref().is_some_and(holds)
                     || d.tables.iter().any(|t| holds(&t.location))
             }
+            SourceKind::Iceberg(i) => {
+                i.location.as_deref().is_some_and(holds)
+                    || i.warehouse.as_deref().is_some_and(holds)
+                    || i.tables.iter().any(|t| holds(&t.location))
+            }
             _ => false,
         })
         .map(|s| s.name.clone())

@@ -140,7 +140,11 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         quiver_connectors::register_object_stores(&ctx.runtime_env(), &config.source)?;
         let registered = quiver_connectors::register_sources(&ctx, &config.source).await?;
-        writes.set(registered.files.clone(), registered.remote.clone());
+        writes.set(
+            registered.files.clone(),
+            registered.remote.clone(),
+            registered.lakehouse.clone(),
+        );
         writes.sweep(&ctx.runtime_env()).await;
         let default_catalog = match ctx.catalog(&catalog) {
             Some(c) => c,
@@ -179,12 +183,17 @@ impl QueryEngine {
             source_name: "metadata".into(),
             message,
         })?;
+        // A new Delta or Iceberg commit drops the cached answers that read the table.
+        for lake in &registered.lakehouse {
+            let cache = cache.clone();
+            lake.on_new_snapshot(Arc::new(move |table: &str| cache.invalidate_reading(table)));
+        }
         let system = crate::system::SystemSchema::new(
             pool.clone(),
             queries.clone(),
             fragments.clone(),
             datasets.clone(),
-            registered.delta.clone(),
+            registered.lakehouse.clone(),
         );
         default_catalog.register_schema(crate::system::SCHEMA, Arc::new(system))?;
         let inner = ctx.state().catalog_list().clone();
@@ -246,12 +255,23 @@ impl QueryEngine {
                         quiver_connectors::SourceKind::Postgres(_) => "postgres",
                         quiver_connectors::SourceKind::Mysql(_) => "mysql",
                         quiver_connectors::SourceKind::Delta(_) => "delta",
+                        quiver_connectors::SourceKind::Iceberg(_) => "iceberg",
                     };
                     (format!("{}.{}", s.catalog_name(), s.schema_name()), kind)
                 })
                 .collect(),
         };
         Ok((engine, registered.warnings))
+    }
+
+    /// Whether a statement reads a lakehouse table whose source reads every commit
+    /// at once (`refresh_secs = 0`): such answers are never cached.
+    pub fn reads_live_tables(&self, objects: &[String]) -> bool {
+        objects.iter().any(|o| {
+            o.rsplit_once('.')
+                .and_then(|(schema, _)| self.writes.lake_schema(schema))
+                .is_some_and(|l| l.always_fresh())
+        })
     }
 
     /// Whether Flight SQL results that need no merge are handed to clients as

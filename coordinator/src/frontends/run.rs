@@ -184,7 +184,8 @@ impl Tracked<'_> {
             && !self.caller.no_cache
             && !self.session.is_command()
             && !write
-            && crate::cache::cacheable(&plan, &objects))
+            && crate::cache::cacheable(&plan, &objects)
+            && !self.engine.reads_live_tables(&objects))
         .then(|| crate::cache::key(user.as_deref(), &plan, self.session.generation()));
         if let (Some(key), Some(text_key)) = (&cache_key, self.text_key.take()) {
             cache.alias(text_key, key.clone());

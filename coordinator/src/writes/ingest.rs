@@ -144,7 +144,9 @@ pub async fn plan(
                 (IfExists::Replace, Home::Files(_)) => {
                     (Arc::new(Replacing { inner: provider }), InsertOp::Append)
                 }
-                (IfExists::Replace, Home::Database(_)) => (provider, InsertOp::Overwrite),
+                (IfExists::Replace, Home::Database(_) | Home::Lake(_)) => {
+                    (provider, InsertOp::Overwrite)
+                }
                 _ => (provider, InsertOp::Append),
             };
             LogicalPlanBuilder::insert_into(projected, reference, provider_as_source(provider), op)?
@@ -170,6 +172,18 @@ pub async fn plan(
                     format_as_file_type(factory),
                     Default::default(),
                     vec![],
+                )?
+                .build()
+            }
+            Home::Lake(lake) => {
+                let provider = lake
+                    .new_table(&target.table, input_schema)
+                    .map_err(|e| DataFusionError::Plan(format!("{target}: {e}")))?;
+                LogicalPlanBuilder::insert_into(
+                    input,
+                    reference,
+                    provider_as_source(provider),
+                    InsertOp::Append,
                 )?
                 .build()
             }

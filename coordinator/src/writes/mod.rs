@@ -10,6 +10,8 @@
 //! - Database writes (`quiver_connectors::writable`) run on the coordinator in
 //!   one transaction per statement: PostgreSQL through binary COPY, MySQL
 //!   through batched INSERTs.
+//! - Delta writes (`quiver_connectors::lakehouse`) go through deltalake: one
+//!   commit per statement, made by the coordinator.
 //! - `ingest.rs`: Flight SQL bulk ingest into any writable table.
 
 mod commit;
@@ -25,6 +27,7 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use object_store::path::Path;
 use quiver_connectors::files::FilesSchema;
+use quiver_connectors::lakehouse::LakeSchema;
 use quiver_connectors::remote_schema::RemoteSchema;
 
 pub use commit::StageWrites;
@@ -52,12 +55,29 @@ impl datafusion::common::config::ConfigExtension for CreateTarget {
 #[derive(Debug, Default)]
 pub struct Writes {
     sources: std::sync::OnceLock<(Vec<Arc<FilesSchema>>, Vec<Arc<RemoteSchema>>)>,
+    lakes: std::sync::OnceLock<Vec<Arc<LakeSchema>>>,
 }
 
 impl Writes {
     /// Sets the sources (once; later calls are ignored).
-    pub fn set(&self, files: Vec<Arc<FilesSchema>>, remote: Vec<Arc<RemoteSchema>>) {
+    pub fn set(
+        &self,
+        files: Vec<Arc<FilesSchema>>,
+        remote: Vec<Arc<RemoteSchema>>,
+        lakes: Vec<Arc<LakeSchema>>,
+    ) {
         let _ = self.sources.set((files, remote));
+        let _ = self.lakes.set(lakes);
+    }
+
+    /// The Delta or Iceberg source mounted as `catalog.schema`.
+    pub fn lake_schema(&self, qualified: &str) -> Option<&Arc<LakeSchema>> {
+        self.lakes
+            .get()
+            .map(|l| l.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .find(|l| l.qualified() == qualified)
     }
 
     fn files(&self) -> &[Arc<FilesSchema>] {

@@ -51,9 +51,9 @@ pub(super) async fn plan(
     };
     let files = match home(cx, &source)? {
         Home::Files(f) => f.clone(),
-        Home::Database(_) => {
+        Home::Database(_) | Home::Lake(_) => {
             return Err(DataFusionError::Plan(format!(
-                "ALTER TABLE {source} RENAME: rename database tables in the database"
+                "ALTER TABLE {source} RENAME: rename database and lakehouse tables with their own tools"
             )))
         }
     };

@@ -139,6 +139,7 @@ pub(super) fn resolve(cx: &WriteContext<'_>, name: &str) -> ResolvedTableReferen
 pub(super) enum Home<'a> {
     Files(&'a Arc<FilesSchema>),
     Database(&'a Arc<RemoteSchema>),
+    Lake(&'a Arc<quiver_connectors::lakehouse::LakeSchema>),
 }
 
 /// The writable source of `catalog.schema`, or an error saying why it is not one.
@@ -153,6 +154,17 @@ pub(super) fn home<'a>(cx: &'a WriteContext<'_>, t: &ResolvedTableReference) -> 
     if let Some(db) = cx.writes.remote_schema(&qualified) {
         if db.is_writable() {
             return Ok(Home::Database(db));
+        }
+        return Err(read_only(t, &qualified));
+    }
+    if let Some(lake) = cx.writes.lake_schema(&qualified) {
+        if lake.is_writable() {
+            return Ok(Home::Lake(lake));
+        }
+        if lake.format() == "iceberg" {
+            return Err(DataFusionError::Plan(format!(
+                "{t} is read-only: Quiver reads Iceberg tables but does not write them yet"
+            )));
         }
         return Err(read_only(t, &qualified));
     }
@@ -233,7 +245,9 @@ async fn plan_insert(
         ));
     };
     let target = resolve(cx, &name.to_string());
-    let files = matches!(home(cx, &target)?, Home::Files(_));
+    let home = home(cx, &target)?;
+    let files = matches!(home, Home::Files(_));
+    let lake = matches!(home, Home::Lake(_));
     check_write(cx, &target)?;
     let mut insert = insert;
     // DataFusion's file sinks only append: an INSERT OVERWRITE of a file table is
@@ -247,6 +261,10 @@ async fn plan_insert(
         DFStatement::Statement(Box::new(Statement::Insert(insert))),
     )
     .await?;
+    if lake {
+        // deltalake's sink commits once; an overwrite replaces the files in that commit.
+        return Ok(plan);
+    }
     if !files {
         return uncast_for_database(plan);
     }
@@ -411,6 +429,7 @@ async fn plan_create(
             db.refresh().await?;
             datafusion::catalog::SchemaProvider::table_exist(db.as_ref(), &target.table)
         }
+        Home::Lake(lake) => datafusion::catalog::SchemaProvider::table_exist(lake.as_ref(), &target.table),
     };
     if exists {
         if create.if_not_exists {
@@ -461,6 +480,28 @@ async fn plan_create(
             );
             Ok(LogicalPlan::Dml(dml))
         }
+        Home::Lake(lake) => {
+            let input = planned(
+                cx,
+                DFStatement::Statement(Box::new(Statement::Query(query))),
+            )
+            .await?;
+            let schema: SchemaRef = Arc::new(input.schema().as_arrow().clone());
+            let provider = lake
+                .new_table(&target.table, schema)
+                .map_err(|e| DataFusionError::Plan(format!("CREATE TABLE {target}: {e}")))?;
+            let dml = DmlStatement::new(
+                TableReference::full(
+                    target.catalog.clone(),
+                    target.schema.clone(),
+                    target.table.clone(),
+                ),
+                provider_as_source(provider),
+                WriteOp::Insert(InsertOp::Append),
+                Arc::new(input),
+            );
+            Ok(LogicalPlan::Dml(dml))
+        }
     }
 }
 
@@ -495,8 +536,8 @@ async fn plan_drop(
     }
     let files = match home(cx, &target)? {
         Home::Files(f) => f.clone(),
-        Home::Database(_) => {
-            return Err(DataFusionError::Plan(format!("DROP TABLE {target}: Quiver drops only file tables it created; drop database tables in the database")))
+        Home::Database(_) | Home::Lake(_) => {
+            return Err(DataFusionError::Plan(format!("DROP TABLE {target}: Quiver drops only file tables it created; drop database and lakehouse tables with their own tools")))
         }
     };
     check_write(cx, &target)?;

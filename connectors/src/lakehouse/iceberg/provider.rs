@@ -1,0 +1,270 @@
+//! One Iceberg snapshot as a DataFusion table: its live files, pruned by the
+//! query's filters, read by DataFusion's own Parquet scan.
+//!
+//! Columns are matched to files by Iceberg field id, not by name: files written
+//! before a column was renamed are scanned under their old names and renamed back,
+//! and a column added later is absent from older files and reads NULL. Each group
+//! of files with the same names is one plain `DataSourceExec`, so the distributed
+//! planner splits them across workers like any Parquet scan.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use object_store::ObjectMeta;
+
+use super::manifests::{to_url, Content, DataFile};
+use super::metadata::{IcebergSchema, TableMetadata};
+use super::pruning::FileStatistics;
+
+/// The files of one snapshot, ready to scan.
+#[derive(Debug)]
+pub struct IcebergTable {
+    pub(super) name: String,
+    pub(super) metadata: Arc<TableMetadata>,
+    pub(super) schema: IcebergSchema,
+    pub(super) arrow: SchemaRef,
+    pub(super) files: Vec<DataFile>,
+}
+
+impl IcebergTable {
+    /// Refuses what this reader cannot read correctly, naming the table and why.
+    pub(super) fn check(&self) -> std::result::Result<(), String> {
+        if let Some(f) = self.files.iter().find(|f| f.content != Content::Data) {
+            let kind = match f.content {
+                Content::PositionDeletes => "position",
+                _ => "equality",
+            };
+            return Err(format!(
+                "the snapshot has merge-on-read {kind} delete files ({}), which Quiver does not \
+                 read yet; rewrite the table's data files (copy-on-write) to read it",
+                f.path
+            ));
+        }
+        if let Some(f) = self
+            .files
+            .iter()
+            .find(|f| !f.format.eq_ignore_ascii_case("parquet"))
+        {
+            return Err(format!(
+                "data file {} is {}; only Parquet data files are read",
+                f.path, f.format
+            ));
+        }
+        Ok(())
+    }
+
+    /// The files that may hold rows passing `filters`.
+    fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Vec<&DataFile> {
+        let all: Vec<&DataFile> = self.files.iter().collect();
+        let Some(predicate) = self.physical_filter(state, filters) else {
+            return all;
+        };
+        let Some(pruning) = PruningPredicateBuilder::new()
+            .with_file_schema(self.arrow.clone())
+            .build(predicate) else {
+            return all;
+        };
+        let stats = FileStatistics {
+            files: &all,
+            schema: &self.schema,
+            arrow: &self.arrow,
+            metadata: &self.metadata,
+        };
+        match pruning.prune(&stats) {
+            Ok(keep) => all
+                .iter()
+                .zip(keep)
+                .filter_map(|(f, k)| k.then_some(*f))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(table = %self.name, error = %e, "no file pruning");
+                all
+            }
+        }
+    }
+
+    fn physical_filter(&self, state: &dyn Session, filters: &[Expr]) -> Option<Arc<dyn PhysicalExpr>> {
+        let expr = conjunction(filters.iter().cloned())?;
+        let df_schema = DFSchema::try_from(self.arrow.as_ref().clone()).ok()?;
+        state.create_physical_expr(expr, &df_schema).ok()
+    }
+
+    /// The file schema of files written with `names` (field id → name then).
+    fn renamed(&self, names: &[String]) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .arrow
+            .fields()
+            .iter()
+            .zip(names)
+            .map(|(f, n)| f.as_ref().clone().with_name(n))
+            .collect();
+        Arc::new(Schema::new_with_metadata(fields, self.arrow.metadata().clone()))
+    }
+}
+
+#[async_trait]
+impl TableProvider for IcebergTable {
+    fn schema(&self) -> SchemaRef {
+        self.arrow.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Used to skip files and row groups; DataFusion still applies every filter.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(self.stats(self.files.iter()))
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.check()
+            .map_err(|e| DataFusionError::External(format!("Iceberg table {}: {e}", self.name).into()))?;
+        let files = self.prune(state, filters);
+        let current: Vec<String> = self.arrow.fields().iter().map(|f| f.name().clone()).collect();
+        // Files grouped by (store, the names their columns had when written).
+        let mut groups: BTreeMap<(String, Vec<String>), Vec<&DataFile>> = BTreeMap::new();
+        for file in files {
+            let url = to_url(&file.path).map_err(|e| DataFusionError::External(e.into()))?;
+            let store = url[..url::Position::BeforePath].to_string();
+            let names = self
+                .schema
+                .fields
+                .iter()
+                .map(|f| {
+                    file.writer_names
+                        .get(&f.id)
+                        .cloned()
+                        .unwrap_or_else(|| f.name.clone())
+                })
+                .collect();
+            groups.entry((store, names)).or_default().push(file);
+        }
+        let predicate = self.physical_filter(state, filters);
+        let options = state.table_options().parquet.clone();
+        let partitions = state.config().target_partitions().max(1);
+        let mut scans: Vec<Arc<dyn ExecutionPlan>> = vec![];
+        for ((store, names), files) in groups {
+            let file_schema = self.renamed(&names);
+            let mut source = ParquetSource::new(file_schema.clone()).with_table_parquet_options(options.clone());
+            // Row-group and page pruning inside the files, when the names match.
+            if names == current {
+                if let Some(p) = &predicate {
+                    source = source.with_predicate(p.clone());
+                }
+            }
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(&store)?, Arc::new(source))
+                .with_file_groups(file_groups(&files, partitions)?)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .with_statistics(self.stats(files.iter().copied()))
+                .build();
+            let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+            scans.push(if names == current {
+                scan
+            } else {
+                rename(scan, &self.arrow)?
+            });
+        }
+        let projected = match projection {
+            Some(p) => Arc::new(self.arrow.project(p)?),
+            None => self.arrow.clone(),
+        };
+        match scans.len() {
+            0 => Ok(Arc::new(EmptyExec::new(projected))),
+            _ => UnionExec::try_new(scans),
+        }
+    }
+}
+
+impl IcebergTable {
+    fn stats<'a>(&self, files: impl Iterator<Item = &'a DataFile>) -> Statistics {
+        let (mut rows, mut bytes) = (0usize, 0usize);
+        for f in files {
+            rows = rows.saturating_add(usize::try_from(f.record_count).unwrap_or(0));
+            bytes = bytes.saturating_add(usize::try_from(f.size).unwrap_or(0));
+        }
+        let mut stats = Statistics::new_unknown(&self.arrow);
+        stats.num_rows = Precision::Exact(rows);
+        stats.total_byte_size = Precision::Inexact(bytes);
+        stats
+    }
+}
+
+/// Spreads files over at most `n` groups of about equal bytes.
+fn file_groups(files: &[&DataFile], n: usize) -> Result<Vec<FileGroup>> {
+    let mut sorted: Vec<&&DataFile> = files.iter().collect();
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, vec![]); n.min(files.len()).max(1)];
+    for f in sorted {
+        let url = to_url(&f.path).map_err(|e| DataFusionError::External(e.into()))?;
+        let location = object_store::path::Path::from_url_path(url.path())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let file = PartitionedFile::new_from_meta(ObjectMeta {
+            location,
+            last_modified: chrono::DateTime::<chrono::Utc>::default(),
+            size: f.size,
+            e_tag: None,
+            version: None,
+        });
+        if let Some(smallest) = groups.iter_mut().min_by_key(|g| g.0) {
+            smallest.0 += f.size;
+            smallest.1.push(file);
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .filter(|g| !g.1.is_empty())
+        .map(|g| FileGroup::new(g.1))
+        .collect())
+}
+
+/// Renames a scan's columns (old names) to the table's current ones, by position.
+fn rename(scan: Arc<dyn ExecutionPlan>, table: &SchemaRef) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = scan.schema();
+    let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = input
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            // The field id says which current column this was.
+            let id = f.metadata().get(super::metadata::FIELD_ID_KEY);
+            let name = table
+                .fields()
+                .iter()
+                .find(|t| t.metadata().get(super::metadata::FIELD_ID_KEY) == id)
+                .map_or_else(|| f.name().clone(), |t| t.name().clone());
+            (Arc::new(ColumnExpr::new(f.name(), i)) as Arc<dyn PhysicalExpr>, name)
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
+}

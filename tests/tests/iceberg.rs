@@ -1,0 +1,43 @@
+//! Iceberg tables written by pyiceberg (a SQL catalog on SQLite, target/venv) and
+//! read through `kind = "iceberg"` sources, once through the SQL catalog and once
+//! through the warehouse folder: appends, day and bucket partitions, added and
+//! renamed columns, a delete, time travel, a commit made while the server runs
+//! (tests/python/iceberg_tables.py).
+
+use std::process::Command;
+
+use quiver_tests::*;
+
+fn script(args: &[&str]) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("iceberg_tables.py");
+    let out = Command::new(python())
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "iceberg_tables.py {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn iceberg_tables_written_by_pyiceberg_read_the_same_through_quiver() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().display().to_string();
+    script(&["write", &root]);
+    let config = format!(
+        "[[source]]\nname = \"ice\"\nkind = \"iceberg\"\ncatalog_url = \"sqlite://{root}/catalog.db\"\n\
+         namespace = \"lake\"\nrefresh_secs = 0\n\n\
+         [[source]]\nname = \"icefolder\"\nkind = \"iceberg\"\nlocation = \"{root}/warehouse/lake\"\n"
+    );
+    let server = start_coordinator(&config)?;
+    let out = script(&["check", &root, &format!("grpc://{}", server.addr)]);
+    assert!(out.contains("ICEBERG OK"), "{out}");
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! A Delta table (written by the `deltalake` package), an Iceberg table (pyiceberg,
+//! SQL catalog on SQLite) and a PostgreSQL table joined in one query over two
+//! worker processes: the answer, the pruned files in EXPLAIN, and both workers in
+//! EXPLAIN ANALYZE (tests/python/lakehouse_join.py).
+
+use std::process::Command;
+
+use quiver_tests::*;
+
+fn script(args: &[&str]) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("lakehouse_join.py");
+    let out = Command::new(python())
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "lakehouse_join.py {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn delta_iceberg_and_postgres_join_across_two_workers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().display().to_string();
+    script(&["write", &root]);
+    pg::psql(
+        "DROP TABLE IF EXISTS lake_region; \
+         CREATE TABLE lake_region (item_id bigint PRIMARY KEY, region text NOT NULL); \
+         INSERT INTO lake_region SELECT i, 'r' || (i % 3) FROM generate_series(0, 49) i;",
+    );
+    let (w1, w2) = (start_worker("w1")?, start_worker("w2")?);
+    let config = format!(
+        "[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}, {:?}]\n\n\
+         [[source]]\nname = \"dl\"\nkind = \"delta\"\nlocation = \"{root}/delta\"\n\n\
+         [[source]]\nname = \"ice\"\nkind = \"iceberg\"\ncatalog_url = \"sqlite://{root}/catalog.db\"\nnamespace = \"lake\"\n\n\
+         {}",
+        w1.addr,
+        w2.addr,
+        pg::source("pg", "public")
+    );
+    let server = start_coordinator_with_env(&config, &[("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD)])?;
+    let out = script(&["check", &format!("grpc://{}", server.addr)]);
+    assert!(out.contains("LAKEHOUSE OK"), "{out}");
+    Ok(())
+}
