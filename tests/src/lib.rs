@@ -2,6 +2,7 @@
 //! clients, and single-node DataFusion as the reference.
 
 pub mod compare;
+pub mod moto;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

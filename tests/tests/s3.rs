@@ -1,12 +1,7 @@
 //! A file source on an S3-compatible store: moto's S3 server (from PyPI, in
 //! target/venv) on loopback, credentials from `${ENV}` references.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int64Array};
 use arrow::record_batch::RecordBatch;
@@ -14,62 +9,6 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use quiver_tests::*;
-
-struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn start_moto(port: u16) -> Moto {
-    let bin = std::env::var_os("QUIVER_TEST_MOTO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            target_dir()
-                .join("..")
-                .join("venv")
-                .join("bin")
-                .join("moto_server")
-        });
-    assert!(
-        bin.exists(),
-        "{} is missing: run scripts/setup-python.sh first",
-        bin.display()
-    );
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Moto(child);
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return moto;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("moto_server did not start on port {port}");
-}
-
-/// moto accepts an unsigned bucket creation.
-fn create_bucket(port: u16, bucket: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect moto");
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("send");
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
-}
 
 /// A client of the test server's `bucket`.
 fn s3_store(endpoint: &str, bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
@@ -97,10 +36,9 @@ fn parquet_bytes(values: Vec<i64>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_on_an_s3_compatible_store() -> anyhow::Result<()> {
-    let port = free_port();
-    let _moto = start_moto(port);
-    create_bucket(port, "lake");
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let moto = quiver_tests::moto::Moto::start();
+    moto.create_bucket("lake");
+    let endpoint = moto.endpoint.clone();
     let store = s3_store(&endpoint, "lake")?;
     for (path, values) in [
         ("warehouse/facts/day=1/a.parquet", vec![1, 2, 3]),
@@ -153,10 +91,9 @@ allow_http = "true"
 /// `.quiver-staging/`, the commit renames (copies, then deletes) into place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_and_create_table_on_an_s3_compatible_store() -> anyhow::Result<()> {
-    let port = free_port();
-    let _moto = start_moto(port);
-    create_bucket(port, "sink");
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let moto = quiver_tests::moto::Moto::start();
+    moto.create_bucket("sink");
+    let endpoint = moto.endpoint.clone();
     let config = format!(
         r#"{}
 [[source]]

@@ -73,9 +73,46 @@ impl DeltaSource {
         if self.writable && root.is_none() {
             return Err(error("writable = true needs a location: new tables go under it".into()));
         }
+        register_s3_log_stores();
         let format = Arc::new(Delta { root, runtime });
         Ok(LakeSchema::discover(qualified, format, declared, self.refresh_secs, self.writable).await)
     }
+}
+
+/// Delta logs on S3 are read and committed through deltalake's default log store
+/// over the object store Quiver registered for the bucket (commits rely on the
+/// store's conditional put, which S3 has). deltalake knows only `file://` and
+/// `memory://` by itself; its S3 log store lives in another crate.
+#[derive(Debug, Default)]
+struct OnObjectStore;
+
+impl deltalake_core::logstore::LogStoreFactory for OnObjectStore {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake_core::logstore::ObjectStoreRef,
+        root_store: deltalake_core::logstore::ObjectStoreRef,
+        location: &Url,
+        options: &deltalake_core::logstore::StorageConfig,
+    ) -> deltalake_core::DeltaResult<Arc<dyn deltalake_core::logstore::LogStore>> {
+        Ok(deltalake_core::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+fn register_s3_log_stores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let factories = deltalake_core::logstore::logstore_factories();
+        for scheme in ["s3://", "s3a://"] {
+            if let Ok(url) = Url::parse(scheme) {
+                factories.insert(url, Arc::new(OnObjectStore));
+            }
+        }
+    });
 }
 
 /// Reads Delta logs.
