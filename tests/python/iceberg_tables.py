@@ -190,6 +190,23 @@ def check(root: str, uri: str) -> None:
         if listed != ["broken", "by_day", "events", "evolving", "trimmed"]:
             fail(f"listing: {listed}")
         print("   a new commit is visible at once; system.snapshots agrees with pyiceberg; the broken table fails alone")
+
+        # Columns on the catalog doors, a view over an Iceberg table, and an accelerated copy of one.
+        cols = quiver("SELECT column_name, data_type FROM information_schema.columns "
+                      "WHERE table_schema = 'ice' AND table_name = 'evolving' ORDER BY ordinal_position").to_pylist()
+        if [c["column_name"] for c in cols] != ["a", "label", "c"]:
+            fail(f"information_schema.columns of evolving: {cols}")
+        quiver("CREATE VIEW quiver.ice.late_events AS SELECT id FROM quiver.ice.events WHERE id >= 20")
+        if quiver("SELECT count(*) AS n FROM quiver.ice.late_events").to_pylist() != [{"n": 11}]:
+            fail("a view over an Iceberg table")
+        quiver("ALTER TABLE quiver.ice.by_day SET (accelerated = true)")
+        copy = quiver("SELECT count(*) AS n, sum(amount) AS s FROM quiver.ice.by_day").to_pylist()
+        own = cat.load_table("lake.by_day").scan().to_arrow()
+        state = quiver("SELECT state, \"rows\" FROM quiver.system.accelerations "
+                       "WHERE dataset = 'quiver.ice.by_day'").to_pylist()
+        if copy != [{"n": own.num_rows, "s": sum(own.column("amount").to_pylist())}] or state != [{"state": "ready", "rows": 40}]:
+            fail(f"accelerated copy of an Iceberg table: {copy}, {state}")
+        print("   columns listed, a view and an accelerated copy over Iceberg tables read right")
     print("ICEBERG OK")
 
 
