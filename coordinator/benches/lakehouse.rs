@@ -30,7 +30,10 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// Runs one statement, fetching every endpoint; returns its time and row count.
-async fn timed(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<(Duration, usize)> {
+async fn timed(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<(Duration, usize)> {
     let t = Instant::now();
     let info = client.execute(sql.to_string(), None).await?;
     let mut rows = 0;
@@ -49,19 +52,29 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// A coordinator with 2 embedded workers whose default schema is `source`.
-async fn start(source: &str) -> Result<(quiver_coordinator::RunningCoordinator, FlightSqlServiceClient<Channel>)> {
+async fn start(
+    source: &str,
+) -> Result<(
+    quiver_coordinator::RunningCoordinator,
+    FlightSqlServiceClient<Channel>,
+)> {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n\
          [workers]\ncount = 2\n[cache]\nenabled = false\n{source}"
     );
-    let config = quiver_coordinator::QuiverConfig::parse(&text, Path::new("/")).map_err(|e| anyhow!(e))?;
+    let config =
+        quiver_coordinator::QuiverConfig::parse(&text, Path::new("/")).map_err(|e| anyhow!(e))?;
     let server = quiver_coordinator::start(config).await?;
-    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
     Ok((server, FlightSqlServiceClient::new(channel)))
 }
 
 fn main() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run())
 }
 
@@ -79,9 +92,14 @@ async fn run() -> Result<()> {
         .arg(repo_root().join("scripts/bench-lakehouse.py"))
         .args([&tpch, &lake])
         .status()
-        .context("run scripts/bench-lakehouse.py (scripts/setup-python.sh installs its packages)")?;
+        .context(
+            "run scripts/bench-lakehouse.py (scripts/setup-python.sh installs its packages)",
+        )?;
     anyhow::ensure!(status.success(), "bench-lakehouse.py failed");
-    eprintln!("Delta and Iceberg copies ready in {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "Delta and Iceberg copies ready in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
 
     let sources = [
         ("Parquet", format!("[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n", tpch.display().to_string())),
@@ -104,7 +122,9 @@ async fn run() -> Result<()> {
         let (server, mut client) = start(source).await?;
         let (mut per_query, mut rows) = (vec![], vec![]);
         for (i, sql) in queries.iter().enumerate() {
-            let (_, n) = timed(&mut client, sql).await.with_context(|| format!("{name} q{}", i + 1))?;
+            let (_, n) = timed(&mut client, sql)
+                .await
+                .with_context(|| format!("{name} q{}", i + 1))?;
             let mut runs = vec![];
             for _ in 0..iterations {
                 runs.push(timed(&mut client, sql).await?.0);
@@ -112,7 +132,10 @@ async fn run() -> Result<()> {
             per_query.push(median(runs));
             rows.push(n);
         }
-        eprintln!("{name}: {:.2}s in total", per_query.iter().map(Duration::as_secs_f64).sum::<f64>());
+        eprintln!(
+            "{name}: {:.2}s in total",
+            per_query.iter().map(Duration::as_secs_f64).sum::<f64>()
+        );
         server.shutdown().await?;
         times.push(per_query);
         answers.push(rows);
@@ -123,16 +146,27 @@ async fn run() -> Result<()> {
     );
 
     println!("### TPC-H SF{scale}: the same data as Parquet, Delta and Iceberg (2 embedded workers, median of {iterations})\n");
-    println!("| query | Parquet (s) | Delta (s) | Delta / Parquet | Iceberg (s) | Iceberg / Parquet |");
+    println!(
+        "| query | Parquet (s) | Delta (s) | Delta / Parquet | Iceberg (s) | Iceberg / Parquet |"
+    );
     println!("|---|---|---|---|---|---|");
     let secs = |d: Duration| d.as_secs_f64();
     for q in 0..queries.len() {
         let (p, d, i) = (secs(times[0][q]), secs(times[1][q]), secs(times[2][q]));
-        println!("| q{} | {p:.3} | {d:.3} | {:.2}× | {i:.3} | {:.2}× |", q + 1, d / p, i / p);
+        println!(
+            "| q{} | {p:.3} | {d:.3} | {:.2}× | {i:.3} | {:.2}× |",
+            q + 1,
+            d / p,
+            i / p
+        );
     }
     let total = |f: usize| times[f].iter().map(|d| secs(*d)).sum::<f64>();
     let (p, d, i) = (total(0), total(1), total(2));
-    println!("| **total** | **{p:.2}** | **{d:.2}** | **{:.2}×** | **{i:.2}** | **{:.2}×** |\n", d / p, i / p);
+    println!(
+        "| **total** | **{p:.2}** | **{d:.2}** | **{:.2}×** | **{i:.2}** | **{:.2}×** |\n",
+        d / p,
+        i / p
+    );
 
     // Planning on a table of 10,000 files: EXPLAIN after a first query (which reads
     // the log or the manifests once), and the point query itself.

@@ -344,6 +344,26 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// Runs `tests/python/<name>` with [`python()`]; returns what it printed, or panics
+/// with its output and errors when it fails.
+pub fn python_script(name: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name);
+    let out = Command::new(python())
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The Python of target/dbt-venv, where scripts/setup-python.sh installs dbt.
 pub fn dbt_python() -> PathBuf {
     venv_python("dbt-venv")

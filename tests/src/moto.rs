@@ -34,8 +34,18 @@ impl Moto {
     pub fn start() -> Moto {
         let bin = std::env::var_os("QUIVER_TEST_MOTO")
             .map(PathBuf::from)
-            .unwrap_or_else(|| super::target_dir().join("..").join("venv").join("bin").join("moto_server"));
-        assert!(bin.exists(), "{} is missing: run scripts/setup-python.sh first", bin.display());
+            .unwrap_or_else(|| {
+                super::target_dir()
+                    .join("..")
+                    .join("venv")
+                    .join("bin")
+                    .join("moto_server")
+            });
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/setup-python.sh first",
+            bin.display()
+        );
         let port = free_port();
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])

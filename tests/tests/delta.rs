@@ -5,26 +5,10 @@
 //! back by that package, and cached answers dropped by a new commit
 //! (tests/python/delta_tables.py).
 
-use std::process::Command;
-
 use quiver_tests::*;
 
 fn script(args: &[&str]) -> String {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join("delta_tables.py");
-    let out = Command::new(python())
-        .arg(path)
-        .args(args)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "delta_tables.py {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    python_script("delta_tables.py", args)
 }
 
 #[test]

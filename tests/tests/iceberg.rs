@@ -4,26 +4,10 @@
 //! renamed columns, a delete, time travel, a commit made while the server runs
 //! (tests/python/iceberg_tables.py).
 
-use std::process::Command;
-
 use quiver_tests::*;
 
 fn script(args: &[&str]) -> String {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join("iceberg_tables.py");
-    let out = Command::new(python())
-        .arg(path)
-        .args(args)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "iceberg_tables.py {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    python_script("iceberg_tables.py", args)
 }
 
 #[test]

@@ -3,26 +3,10 @@
 //! worker processes: the answer, the pruned files in EXPLAIN, and both workers in
 //! EXPLAIN ANALYZE (tests/python/lakehouse_join.py).
 
-use std::process::Command;
-
 use quiver_tests::*;
 
 fn script(args: &[&str]) -> String {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join("lakehouse_join.py");
-    let out = Command::new(python())
-        .arg(path)
-        .args(args)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "lakehouse_join.py {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    python_script("lakehouse_join.py", args)
 }
 
 /// The PostgreSQL side, made once for both tests.
@@ -79,8 +63,14 @@ fn the_same_join_with_the_lakehouse_tables_on_s3() -> anyhow::Result<()> {
     );
     // Workers reach the bucket with the sources' object-store settings, as a
     // deployment gives them the same configuration file.
-    let env = [("QUIVER_CONFIG_TOML", sources.as_str()), ("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD)];
-    let (w1, w2) = (start_worker_with("w1", &[], &env)?, start_worker_with("w2", &[], &env)?);
+    let env = [
+        ("QUIVER_CONFIG_TOML", sources.as_str()),
+        ("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD),
+    ];
+    let (w1, w2) = (
+        start_worker_with("w1", &[], &env)?,
+        start_worker_with("w2", &[], &env)?,
+    );
     let config = format!(
         "[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}, {:?}]\n\n{sources}",
         w1.addr, w2.addr

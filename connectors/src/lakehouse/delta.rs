@@ -65,17 +65,31 @@ impl DeltaSource {
             source_name: qualified.clone(),
             message,
         };
-        let root = self.location.as_deref().map(folder_url).transpose().map_err(error)?;
+        let root = self
+            .location
+            .as_deref()
+            .map(folder_url)
+            .transpose()
+            .map_err(error)?;
         let mut declared = BTreeMap::new();
         for t in &self.tables {
             declared.insert(t.name.clone(), folder_url(&t.location).map_err(error)?);
         }
         if self.writable && root.is_none() {
-            return Err(error("writable = true needs a location: new tables go under it".into()));
+            return Err(error(
+                "writable = true needs a location: new tables go under it".into(),
+            ));
         }
         register_s3_log_stores();
         let format = Arc::new(Delta { root, runtime });
-        Ok(LakeSchema::discover(qualified, format, declared, self.refresh_secs, self.writable).await)
+        Ok(LakeSchema::discover(
+            qualified,
+            format,
+            declared,
+            self.refresh_secs,
+            self.writable,
+        )
+        .await)
     }
 }
 
@@ -143,7 +157,10 @@ impl TableFormat for Delta {
         schema: datafusion::arrow::datatypes::SchemaRef,
         lake: std::sync::Weak<LakeSchema>,
     ) -> Result<Arc<dyn TableProvider>, String> {
-        let root = self.root.as_ref().ok_or("the source has no location for new tables")?;
+        let root = self
+            .root
+            .as_ref()
+            .ok_or("the source has no location for new tables")?;
         let url = root.join(&format!("{name}/")).map_err(|e| e.to_string())?;
         let (_, store) = super::store_for(&self.runtime, &url)?;
         Ok(Arc::new(super::writes::DeltaCreate {
@@ -168,7 +185,8 @@ impl TableFormat for Delta {
         builder = match at {
             None => builder,
             Some(At::Version(v)) => builder.with_version(
-                (*v).try_into().map_err(|_| format!("there is no version {v}"))?,
+                (*v).try_into()
+                    .map_err(|_| format!("there is no version {v}"))?,
             ),
             Some(At::Time(t)) => builder.with_timestamp(*t),
         };

@@ -64,7 +64,10 @@ pub(crate) trait TableFormat: Send + Sync + std::fmt::Debug + 'static {
         _schema: datafusion::arrow::datatypes::SchemaRef,
         _lake: std::sync::Weak<LakeSchema>,
     ) -> std::result::Result<Arc<dyn TableProvider>, String> {
-        Err(format!("{} tables cannot be created by Quiver ({name})", self.name()))
+        Err(format!(
+            "{} tables cannot be created by Quiver ({name})",
+            self.name()
+        ))
     }
 }
 
@@ -226,13 +229,6 @@ impl LakeSchema {
             ));
         }
         out
-    }
-
-    /// The current snapshot of `name` as last read, without reading it again: the
-    /// results cache keys on it, so a new commit is a new key.
-    pub fn current_version(&self, name: &str) -> Option<i64> {
-        let seen = self.seen.read().ok()?;
-        seen.get(name).map(|s| s.version)
     }
 
     fn error(&self, name: &str, e: impl std::fmt::Display) -> DataFusionError {

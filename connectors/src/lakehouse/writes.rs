@@ -47,7 +47,10 @@ impl TableProvider for AfterWrite {
     fn table_type(&self) -> TableType {
         self.inner.table_type()
     }
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
     }
     fn statistics(&self) -> Option<Statistics> {
@@ -73,14 +76,18 @@ impl TableProvider for AfterWrite {
             InsertOp::Append => Mode::Append,
             InsertOp::Overwrite => Mode::Overwrite,
             InsertOp::Replace => {
-                return Err(DataFusionError::Plan("REPLACE INTO is not supported for Delta tables".into()))
+                return Err(DataFusionError::Plan(
+                    "REPLACE INTO is not supported for Delta tables".into(),
+                ))
             }
         };
         let lake = self
             .lake
             .upgrade()
             .ok_or_else(|| DataFusionError::Internal("the source is gone".into()))?;
-        let store = super::store_for(lake.runtime(), &self.handle).map_err(|e| DataFusionError::External(e.into()))?.1;
+        let store = super::store_for(lake.runtime(), &self.handle)
+            .map_err(|e| DataFusionError::External(e.into()))?
+            .1;
         let sink = DeltaSink {
             name: self.table.clone(),
             url: self.handle.clone(),
@@ -118,7 +125,10 @@ impl TableProvider for DeltaCreate {
         _: &[Expr],
         _: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::Plan(format!("{} is being created", self.name)))
+        Err(DataFusionError::Plan(format!(
+            "{} is being created",
+            self.name
+        )))
     }
     async fn insert_into(
         &self,
@@ -169,7 +179,11 @@ impl DataSink for DeltaSink {
         &self.schema
     }
 
-    async fn write_all(&self, data: SendableRecordBatchStream, _: &Arc<TaskContext>) -> Result<u64> {
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _: &Arc<TaskContext>,
+    ) -> Result<u64> {
         use deltalake_core::operations::write::WriteBuilder;
         use deltalake_core::protocol::SaveMode;
         let fail = |e: deltalake_core::DeltaTableError| {
@@ -207,7 +221,8 @@ impl DataSink for DeltaSink {
             stream: Mutex::new(Some(counted)),
         });
         let input = StreamingTable::try_new(schema, vec![once])?;
-        let plan = LogicalPlanBuilder::scan("rows", provider_as_source(Arc::new(input)), None)?.build()?;
+        let plan =
+            LogicalPlanBuilder::scan("rows", provider_as_source(Arc::new(input)), None)?.build()?;
         let session = deltalake_core::delta_datafusion::create_session().state();
         let save_mode = match self.mode {
             Mode::Create => SaveMode::ErrorIfExists,
@@ -255,7 +270,9 @@ impl PartitionStream for Once {
             None => Box::pin(RecordBatchStreamAdapter::new(
                 self.schema.clone(),
                 futures::stream::once(async {
-                    Err(DataFusionError::Internal("the rows were already read".into()))
+                    Err(DataFusionError::Internal(
+                        "the rows were already read".into(),
+                    ))
                 }),
             )),
         }

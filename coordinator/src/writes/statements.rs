@@ -429,7 +429,9 @@ async fn plan_create(
             db.refresh().await?;
             datafusion::catalog::SchemaProvider::table_exist(db.as_ref(), &target.table)
         }
-        Home::Lake(lake) => datafusion::catalog::SchemaProvider::table_exist(lake.as_ref(), &target.table),
+        Home::Lake(lake) => {
+            datafusion::catalog::SchemaProvider::table_exist(lake.as_ref(), &target.table)
+        }
     };
     if exists {
         if create.if_not_exists {
@@ -459,50 +461,47 @@ async fn plan_create(
             planned(cx, DFStatement::CopyTo(copy)).await
         }
         Home::Database(db) => {
-            let input = planned(
-                cx,
-                DFStatement::Statement(Box::new(Statement::Query(query))),
-            )
-            .await?;
-            let schema: SchemaRef = Arc::new(input.schema().as_arrow().clone());
-            let provider = db
-                .new_table(&target.table, schema)
-                .ok_or_else(|| read_only(&target, db.name()))?;
-            let dml = DmlStatement::new(
-                TableReference::full(
-                    target.catalog.clone(),
-                    target.schema.clone(),
-                    target.table.clone(),
-                ),
-                provider_as_source(provider),
-                WriteOp::Insert(InsertOp::Append),
-                Arc::new(input),
-            );
-            Ok(LogicalPlan::Dml(dml))
+            into_new_table(cx, &target, query, |schema| {
+                db.new_table(&target.table, schema)
+                    .ok_or_else(|| read_only(&target, db.name()))
+            })
+            .await
         }
         Home::Lake(lake) => {
-            let input = planned(
-                cx,
-                DFStatement::Statement(Box::new(Statement::Query(query))),
-            )
-            .await?;
-            let schema: SchemaRef = Arc::new(input.schema().as_arrow().clone());
-            let provider = lake
-                .new_table(&target.table, schema)
-                .map_err(|e| DataFusionError::Plan(format!("CREATE TABLE {target}: {e}")))?;
-            let dml = DmlStatement::new(
-                TableReference::full(
-                    target.catalog.clone(),
-                    target.schema.clone(),
-                    target.table.clone(),
-                ),
-                provider_as_source(provider),
-                WriteOp::Insert(InsertOp::Append),
-                Arc::new(input),
-            );
-            Ok(LogicalPlan::Dml(dml))
+            into_new_table(cx, &target, query, |schema| {
+                lake.new_table(&target.table, schema)
+                    .map_err(|e| DataFusionError::Plan(format!("CREATE TABLE {target}: {e}")))
+            })
+            .await
         }
     }
+}
+
+/// `CREATE TABLE … AS` into a database or lakehouse table: the query's rows go into
+/// the provider `create` makes for the query's schema, whose sink creates the table.
+async fn into_new_table(
+    cx: &WriteContext<'_>,
+    target: &ResolvedTableReference,
+    query: Box<datafusion::sql::sqlparser::ast::Query>,
+    create: impl FnOnce(SchemaRef) -> Result<Arc<dyn TableProvider>>,
+) -> Result<LogicalPlan> {
+    let input = planned(
+        cx,
+        DFStatement::Statement(Box::new(Statement::Query(query))),
+    )
+    .await?;
+    let provider = create(Arc::new(input.schema().as_arrow().clone()))?;
+    let dml = DmlStatement::new(
+        TableReference::full(
+            target.catalog.clone(),
+            target.schema.clone(),
+            target.table.clone(),
+        ),
+        provider_as_source(provider),
+        WriteOp::Insert(InsertOp::Append),
+        Arc::new(input),
+    );
+    Ok(LogicalPlan::Dml(dml))
 }
 
 /// SQLSTATE 42P07.

@@ -67,7 +67,12 @@ impl SqlCatalog {
         rows.into_iter()
             .next()
             .map(|(_, location)| location)
-            .ok_or_else(|| format!("the catalog no longer lists the table in namespace {}", self.namespace))
+            .ok_or_else(|| {
+                format!(
+                    "the catalog no longer lists the table in namespace {}",
+                    self.namespace
+                )
+            })
     }
 
     async fn query(&self, table: Option<&str>) -> Result<Vec<(String, String)>, String> {
@@ -91,10 +96,15 @@ impl SqlCatalog {
                 tokio::task::spawn_blocking(move || {
                     let conn = rusqlite::Connection::open_with_flags(
                         &path,
-                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )
-                    .map_err(|e| format!("cannot open the SQLite catalog {}: {e}", path.display()))?;
-                    let mut stmt = conn.prepare(&sql).map_err(|e| format!("SQLite catalog: {e}"))?;
+                    .map_err(|e| {
+                        format!("cannot open the SQLite catalog {}: {e}", path.display())
+                    })?;
+                    let mut stmt = conn
+                        .prepare(&sql)
+                        .map_err(|e| format!("SQLite catalog: {e}"))?;
                     let rows = stmt
                         .query_map(rusqlite::params_from_iter(params.iter()), |r| {
                             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -109,10 +119,14 @@ impl SqlCatalog {
             Database::Postgres(url) => {
                 let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                     .await
-                    .map_err(|e| format!("cannot reach the PostgreSQL catalog: {}", pg_error(&e)))?;
+                    .map_err(|e| {
+                        format!("cannot reach the PostgreSQL catalog: {}", pg_error(&e))
+                    })?;
                 let task = tokio::spawn(connection);
-                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
                 let rows = client
                     .query(&sql, &params)
                     .await
@@ -138,12 +152,22 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
 /// `00012-<uuid>.metadata.json`).
 pub async fn newest_metadata(store: &dyn ObjectStore, folder: &Url) -> Result<Url, String> {
     let metadata = folder.join("metadata/").map_err(|e| e.to_string())?;
-    if let Ok(hint) = read_all(store, &metadata.join("version-hint.text").map_err(|e| e.to_string())?).await {
+    if let Ok(hint) = read_all(
+        store,
+        &metadata
+            .join("version-hint.text")
+            .map_err(|e| e.to_string())?,
+    )
+    .await
+    {
         if let Ok(v) = String::from_utf8_lossy(&hint).trim().parse::<u64>() {
-            return metadata.join(&format!("v{v}.metadata.json")).map_err(|e| e.to_string());
+            return metadata
+                .join(&format!("v{v}.metadata.json"))
+                .map_err(|e| e.to_string());
         }
     }
-    let prefix = object_store::path::Path::from_url_path(metadata.path()).map_err(|e| e.to_string())?;
+    let prefix =
+        object_store::path::Path::from_url_path(metadata.path()).map_err(|e| e.to_string())?;
     let listed: Vec<_> = store
         .list(Some(&prefix))
         .try_collect()
@@ -165,7 +189,9 @@ pub async fn newest_metadata(store: &dyn ObjectStore, folder: &Url) -> Result<Ur
 
 fn version_of(stem: &str) -> Option<u64> {
     let digits = stem.strip_prefix('v').unwrap_or(stem);
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
     digits[..end].parse().ok()
 }
 
@@ -176,7 +202,10 @@ mod tests {
     #[test]
     fn metadata_file_names_give_their_version() {
         assert_eq!(version_of("v12"), Some(12));
-        assert_eq!(version_of("00003-6b8f0c3e-1111-2222-3333-444455556666"), Some(3));
+        assert_eq!(
+            version_of("00003-6b8f0c3e-1111-2222-3333-444455556666"),
+            Some(3)
+        );
         assert_eq!(version_of("latest"), None);
     }
 
@@ -185,7 +214,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let meta = dir.path().join("t/metadata");
         std::fs::create_dir_all(&meta).expect("mkdir");
-        for name in ["00001-a.metadata.json", "00010-b.metadata.json", "00002-c.metadata.json", "snap-1.avro"] {
+        for name in [
+            "00001-a.metadata.json",
+            "00010-b.metadata.json",
+            "00002-c.metadata.json",
+            "snap-1.avro",
+        ] {
             std::fs::write(meta.join(name), "{}").expect("write");
         }
         let store = object_store::local::LocalFileSystem::new();

@@ -77,8 +77,13 @@ pub fn to_url(path: &str) -> Result<Url, String> {
 /// Reads a whole object.
 pub async fn read_all(store: &dyn ObjectStore, url: &Url) -> Result<bytes::Bytes, String> {
     let path = object_store::path::Path::from_url_path(url.path()).map_err(|e| e.to_string())?;
-    let got = store.get(&path).await.map_err(|e| format!("cannot read {url}: {e}"))?;
-    got.bytes().await.map_err(|e| format!("cannot read {url}: {e}"))
+    let got = store
+        .get(&path)
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))?;
+    got.bytes()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))
 }
 
 /// One entry of a manifest list.
@@ -98,7 +103,8 @@ impl ManifestCache {
     ) -> Result<Vec<DataFile>, String> {
         let list_url = to_url(list)?;
         let bytes = read_all(open(&list_url)?.as_ref(), &list_url).await?;
-        let manifests = read_manifest_list(&bytes).map_err(|e| format!("manifest list {list}: {e}"))?;
+        let manifests =
+            read_manifest_list(&bytes).map_err(|e| format!("manifest list {list}: {e}"))?;
         self.files_of(manifests, open).await
     }
 
@@ -132,7 +138,8 @@ impl ManifestCache {
                     let url = to_url(&m.path)?;
                     let bytes = read_all(open(&url)?.as_ref(), &url).await?;
                     let files = Arc::new(
-                        read_manifest(&bytes, &m).map_err(|e| format!("manifest {}: {e}", m.path))?,
+                        read_manifest(&bytes, &m)
+                            .map_err(|e| format!("manifest {}: {e}", m.path))?,
                     );
                     if let Ok(mut c) = self.files.lock() {
                         if c.len() >= MAX_CACHED_MANIFESTS {
@@ -305,7 +312,10 @@ mod tests {
     fn entry(status: i32, path: &str, day: Option<i32>) -> Value {
         Value::Record(vec![
             ("status".into(), Value::Int(status)),
-            ("sequence_number".into(), Value::Union(1, Box::new(Value::Long(7)))),
+            (
+                "sequence_number".into(),
+                Value::Union(1, Box::new(Value::Long(7))),
+            ),
             (
                 "data_file".into(),
                 Value::Record(vec![
@@ -369,7 +379,10 @@ mod tests {
         assert_eq!(files[0].lower[&1], 5i64.to_le_bytes().to_vec());
         assert_eq!((files[0].record_count, files[0].size), (10, 1234));
         assert_eq!(files[0].writer_names[&1], "old_id");
-        assert_eq!(to_url("/w/b.parquet").map(|u| u.to_string()), Ok("file:///w/b.parquet".into()));
+        assert_eq!(
+            to_url("/w/b.parquet").map(|u| u.to_string()),
+            Ok("file:///w/b.parquet".into())
+        );
         assert!(to_url("relative/x").is_err());
     }
 }

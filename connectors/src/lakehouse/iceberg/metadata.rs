@@ -115,7 +115,8 @@ pub const FIELD_ID_KEY: &str = "PARQUET:field_id";
 
 impl TableMetadata {
     pub fn parse(json: &[u8]) -> Result<Self, String> {
-        let m: Self = serde_json::from_slice(json).map_err(|e| format!("bad metadata JSON: {e}"))?;
+        let m: Self =
+            serde_json::from_slice(json).map_err(|e| format!("bad metadata JSON: {e}"))?;
         if !(1..=2).contains(&m.format_version) {
             return Err(format!(
                 "format version {} is not supported (1 and 2 are)",
@@ -167,11 +168,13 @@ impl IcebergSchema {
     /// The Arrow schema, each field carrying its Iceberg field id. Strings and
     /// binaries are views when `views` (as DataFusion reads Parquet by default).
     pub fn to_arrow(&self, views: bool) -> Result<Schema, String> {
-        let fields: Result<Vec<Field>, String> =
-            self.fields.iter().map(|f| field_to_arrow(f, views)).collect();
+        let fields: Result<Vec<Field>, String> = self
+            .fields
+            .iter()
+            .map(|f| field_to_arrow(f, views))
+            .collect();
         Ok(Schema::new(fields?))
     }
-
 }
 
 fn with_id(field: Field, id: i32) -> Field {
@@ -211,7 +214,10 @@ pub fn type_to_arrow(ty: &IcebergType, views: bool) -> Result<DataType, String> 
                 let entries = Field::new(
                     "key_value",
                     DataType::Struct(Fields::from(vec![
-                        with_id(Field::new("key", type_to_arrow(key, views)?, false), *key_id),
+                        with_id(
+                            Field::new("key", type_to_arrow(key, views)?, false),
+                            *key_id,
+                        ),
                         with_id(
                             Field::new("value", type_to_arrow(value, views)?, !value_required),
                             *value_id,
@@ -303,8 +309,14 @@ mod tests {
         assert!(!arrow.field(0).is_nullable());
         assert_eq!(arrow.field(1).metadata()[FIELD_ID_KEY], "2");
         assert!(matches!(arrow.field(3).data_type(), DataType::List(_)));
-        assert_eq!(m.schema_by_id(0).map(|s| s.fields[1].name.as_str()), Some("name"));
-        assert_eq!(m.spec(0).map(|s| s.fields[0].transform.as_str()), Some("bucket[4]"));
+        assert_eq!(
+            m.schema_by_id(0).map(|s| s.fields[1].name.as_str()),
+            Some("name")
+        );
+        assert_eq!(
+            m.spec(0).map(|s| s.fields[0].transform.as_str()),
+            Some("bucket[4]")
+        );
         assert_eq!(m.snapshot_at(1500).map(|s| s.snapshot_id), Some(10));
         assert_eq!(m.snapshot_at(999).map(|s| s.snapshot_id), None);
         assert_eq!(m.snapshot_at(5000).map(|s| s.snapshot_id), Some(20));
@@ -318,7 +330,10 @@ mod tests {
             .contains("format version 9"));
         let odd = V2.replace("\"decimal(9, 2)\"", "\"variant\"");
         let m = TableMetadata::parse(odd.as_bytes()).expect("parse");
-        let e = m.current_schema().and_then(|s| s.to_arrow(false)).unwrap_err();
+        let e = m
+            .current_schema()
+            .and_then(|s| s.to_arrow(false))
+            .unwrap_err();
         assert!(e.contains("price") && e.contains("variant"), "{e}");
     }
 }

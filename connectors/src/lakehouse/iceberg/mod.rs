@@ -152,7 +152,9 @@ impl TableFormat for Iceberg {
 
     async fn list(&self) -> Option<Result<BTreeMap<String, Url>, String>> {
         match self.catalog.as_ref()? {
-            Catalog::Folder(root) => Some(super::folders_holding(&self.runtime, root, "metadata").await),
+            Catalog::Folder(root) => {
+                Some(super::folders_holding(&self.runtime, root, "metadata").await)
+            }
             Catalog::Sql(sql) => Some(sql.list().await),
         }
     }
@@ -167,18 +169,27 @@ impl TableFormat for Iceberg {
         let json = read_all(self.store(&location)?.as_ref(), &location).await?;
         let metadata = TableMetadata::parse(&json).map_err(|e| format!("{location}: {e}"))?;
         let snapshot = match at {
-            None => metadata.current_snapshot_id.filter(|id| *id >= 0).map(|id| {
-                metadata
-                    .snapshot(id)
-                    .ok_or_else(|| format!("current snapshot {id} is not in {location}"))
-            }),
+            None => metadata
+                .current_snapshot_id
+                .filter(|id| *id >= 0)
+                .map(|id| {
+                    metadata
+                        .snapshot(id)
+                        .ok_or_else(|| format!("current snapshot {id} is not in {location}"))
+                }),
             Some(At::Version(id)) => Some(metadata.snapshot(*id).ok_or_else(|| {
-                let ids: Vec<String> = metadata.snapshots.iter().map(|s| s.snapshot_id.to_string()).collect();
+                let ids: Vec<String> = metadata
+                    .snapshots
+                    .iter()
+                    .map(|s| s.snapshot_id.to_string())
+                    .collect();
                 format!("there is no snapshot {id} (snapshots: {})", ids.join(", "))
             })),
-            Some(At::Time(t)) => Some(metadata.snapshot_at(t.timestamp_millis()).ok_or_else(|| {
-                format!("there is no snapshot committed at or before {t}")
-            })),
+            Some(At::Time(t)) => Some(
+                metadata
+                    .snapshot_at(t.timestamp_millis())
+                    .ok_or_else(|| format!("there is no snapshot committed at or before {t}")),
+            ),
         }
         .transpose()?
         .cloned();
@@ -196,7 +207,9 @@ impl TableFormat for Iceberg {
             Some(s) => match (&s.manifest_list, &s.manifests) {
                 (Some(list), _) => self.manifests.snapshot_files(list, &open).await?,
                 (None, Some(inline)) => self.manifests.inline_files(inline, &open).await?,
-                (None, None) => return Err(format!("snapshot {} lists no manifests", s.snapshot_id)),
+                (None, None) => {
+                    return Err(format!("snapshot {} lists no manifests", s.snapshot_id))
+                }
             },
         };
         let seen = Snapshot {

@@ -72,15 +72,16 @@ impl IcebergTable {
         Ok(())
     }
 
-    /// The files that may hold rows passing `filters`.
-    fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Vec<&DataFile> {
+    /// The files that may hold rows passing `predicate` (the query's filters).
+    fn prune(&self, predicate: Option<&Arc<dyn PhysicalExpr>>) -> Vec<&DataFile> {
         let all: Vec<&DataFile> = self.files.iter().collect();
-        let Some(predicate) = self.physical_filter(state, filters) else {
+        let Some(predicate) = predicate.cloned() else {
             return all;
         };
         let Some(pruning) = PruningPredicateBuilder::new()
             .with_file_schema(self.arrow.clone())
-            .build(predicate) else {
+            .build(predicate)
+        else {
             return all;
         };
         let stats = FileStatistics {
@@ -102,7 +103,11 @@ impl IcebergTable {
         }
     }
 
-    fn physical_filter(&self, state: &dyn Session, filters: &[Expr]) -> Option<Arc<dyn PhysicalExpr>> {
+    fn physical_filter(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> Option<Arc<dyn PhysicalExpr>> {
         let expr = conjunction(filters.iter().cloned())?;
         let df_schema = DFSchema::try_from(self.arrow.as_ref().clone()).ok()?;
         state.create_physical_expr(expr, &df_schema).ok()
@@ -117,7 +122,10 @@ impl IcebergTable {
             .zip(names)
             .map(|(f, n)| f.as_ref().clone().with_name(n))
             .collect();
-        Arc::new(Schema::new_with_metadata(fields, self.arrow.metadata().clone()))
+        Arc::new(Schema::new_with_metadata(
+            fields,
+            self.arrow.metadata().clone(),
+        ))
     }
 }
 
@@ -131,7 +139,10 @@ impl TableProvider for IcebergTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Used to skip files and row groups; DataFusion still applies every filter.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -147,10 +158,17 @@ impl TableProvider for IcebergTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.check()
-            .map_err(|e| DataFusionError::External(format!("Iceberg table {}: {e}", self.name).into()))?;
-        let files = self.prune(state, filters);
-        let current: Vec<String> = self.arrow.fields().iter().map(|f| f.name().clone()).collect();
+        self.check().map_err(|e| {
+            DataFusionError::External(format!("Iceberg table {}: {e}", self.name).into())
+        })?;
+        let predicate = self.physical_filter(state, filters);
+        let files = self.prune(predicate.as_ref());
+        let current: Vec<String> = self
+            .arrow
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         // Files grouped by (store, the names their columns had when written).
         let mut groups: BTreeMap<(String, Vec<String>), Vec<&DataFile>> = BTreeMap::new();
         for file in files {
@@ -169,25 +187,26 @@ impl TableProvider for IcebergTable {
                 .collect();
             groups.entry((store, names)).or_default().push(file);
         }
-        let predicate = self.physical_filter(state, filters);
         let options = state.table_options().parquet.clone();
         let partitions = state.config().target_partitions().max(1);
         let mut scans: Vec<Arc<dyn ExecutionPlan>> = vec![];
         for ((store, names), files) in groups {
             let file_schema = self.renamed(&names);
-            let mut source = ParquetSource::new(file_schema.clone()).with_table_parquet_options(options.clone());
+            let mut source =
+                ParquetSource::new(file_schema.clone()).with_table_parquet_options(options.clone());
             // Row-group and page pruning inside the files, when the names match.
             if names == current {
                 if let Some(p) = &predicate {
                     source = source.with_predicate(p.clone());
                 }
             }
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(&store)?, Arc::new(source))
-                .with_file_groups(file_groups(&files, partitions)?)
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .with_statistics(self.stats(files.iter().copied()))
-                .build();
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::parse(&store)?, Arc::new(source))
+                    .with_file_groups(file_groups(&files, partitions)?)
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .with_statistics(self.stats(files.iter().copied()))
+                    .build();
             let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
             scans.push(if names == current {
                 scan
@@ -263,7 +282,10 @@ fn rename(scan: Arc<dyn ExecutionPlan>, table: &SchemaRef) -> Result<Arc<dyn Exe
                 .iter()
                 .find(|t| t.metadata().get(super::metadata::FIELD_ID_KEY) == id)
                 .map_or_else(|| f.name().clone(), |t| t.name().clone());
-            (Arc::new(ColumnExpr::new(f.name(), i)) as Arc<dyn PhysicalExpr>, name)
+            (
+                Arc::new(ColumnExpr::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                name,
+            )
         })
         .collect();
     Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))

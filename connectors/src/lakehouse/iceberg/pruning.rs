@@ -210,7 +210,10 @@ fn partition_range(
 ) -> Option<(Option<ScalarValue>, Option<ScalarValue>)> {
     use chrono::{Datelike, NaiveDate};
     let days_of = |d: NaiveDate| -> Option<i64> {
-        Some(d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days())
+        Some(
+            d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
+                .num_days(),
+        )
     };
     // A range of days (inclusive) as the column's type.
     let days = |lo: i64, hi: i64| -> Option<(Option<ScalarValue>, Option<ScalarValue>)> {
@@ -243,7 +246,10 @@ fn partition_range(
             if matches!(arrow, DataType::Date32) {
                 return None;
             }
-            Some((Some(at_micros(arrow, 0, lo)?), Some(at_micros(arrow, 0, hi)?)))
+            Some((
+                Some(at_micros(arrow, 0, lo)?),
+                Some(at_micros(arrow, 0, hi)?),
+            ))
         }
         (Transform::Month, PartValue::Int(m)) => {
             let (start, next) = (month_start(*m)?, month_start(m.checked_add(1)?)?);
@@ -259,7 +265,9 @@ fn partition_range(
             Some(integer(arrow, i.checked_add(w - 1)?)?),
         )),
         // A string truncated to a prefix: every value is at least the prefix.
-        (Transform::Truncate(_), PartValue::Str(s)) => Some((Some(string(arrow, s.clone())?), None)),
+        (Transform::Truncate(_), PartValue::Str(s)) => {
+            Some((Some(string(arrow, s.clone())?), None))
+        }
         _ => None,
     }
 }
@@ -349,7 +357,9 @@ pub fn bucket(ty: &str, value: &ScalarValue, n: u32) -> Option<u32> {
         ("timestamp" | "timestamptz", ScalarValue::TimestampMicrosecond(Some(v), _)) => long(*v),
         (
             _,
-            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
         ) => s.as_bytes().to_vec(),
         (_, ScalarValue::Decimal128(Some(v), _, _)) => minimal_be(*v),
         _ => return None,
@@ -383,7 +393,10 @@ mod tests {
         let hash = |ty: &str, v: ScalarValue| bucket(ty, &v, i32::MAX as u32 + 1);
         assert_eq!(hash("int", ScalarValue::Int32(Some(34))), Some(2017239379));
         assert_eq!(hash("long", ScalarValue::Int64(Some(34))), Some(2017239379));
-        assert_eq!(hash("string", ScalarValue::Utf8(Some("iceberg".into()))), Some(1210000089));
+        assert_eq!(
+            hash("string", ScalarValue::Utf8(Some("iceberg".into()))),
+            Some(1210000089)
+        );
         // 2017-11-16 is day 17486; the spec lists -653330422, masked here.
         assert_eq!(
             hash("date", ScalarValue::Date32(Some(17486))),
@@ -407,19 +420,47 @@ mod tests {
         assert_eq!(Transform::parse("bucket[x]"), Transform::Unknown);
         let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
         let (lo, hi) = partition_range(Transform::Day, &PartValue::Int(1), &ts).expect("day");
-        assert_eq!(lo, Some(ScalarValue::TimestampMicrosecond(Some(MICROS_PER_DAY), None)));
+        assert_eq!(
+            lo,
+            Some(ScalarValue::TimestampMicrosecond(
+                Some(MICROS_PER_DAY),
+                None
+            ))
+        );
         assert_eq!(
             hi,
-            Some(ScalarValue::TimestampMicrosecond(Some(2 * MICROS_PER_DAY - 1), None))
+            Some(ScalarValue::TimestampMicrosecond(
+                Some(2 * MICROS_PER_DAY - 1),
+                None
+            ))
         );
         // Month 1 (February 1970) on a date column: days 31..=58.
         let (lo, hi) =
             partition_range(Transform::Month, &PartValue::Int(1), &DataType::Date32).expect("m");
-        assert_eq!((lo, hi), (Some(ScalarValue::Date32(Some(31))), Some(ScalarValue::Date32(Some(58)))));
-        let (lo, hi) = partition_range(Transform::Truncate(10), &PartValue::Int(40), &DataType::Int64)
-            .expect("truncate");
-        assert_eq!((lo, hi), (Some(ScalarValue::Int64(Some(40))), Some(ScalarValue::Int64(Some(49)))));
-        assert_eq!(partition_range(Transform::Bucket(4), &PartValue::Int(1), &DataType::Int64), None);
+        assert_eq!(
+            (lo, hi),
+            (
+                Some(ScalarValue::Date32(Some(31))),
+                Some(ScalarValue::Date32(Some(58)))
+            )
+        );
+        let (lo, hi) = partition_range(
+            Transform::Truncate(10),
+            &PartValue::Int(40),
+            &DataType::Int64,
+        )
+        .expect("truncate");
+        assert_eq!(
+            (lo, hi),
+            (
+                Some(ScalarValue::Int64(Some(40))),
+                Some(ScalarValue::Int64(Some(49)))
+            )
+        );
+        assert_eq!(
+            partition_range(Transform::Bucket(4), &PartValue::Int(1), &DataType::Int64),
+            None
+        );
     }
 
     #[test]
@@ -437,6 +478,9 @@ mod tests {
             Some(ScalarValue::Decimal128(Some(-1420), 9, 2))
         );
         assert_eq!(decode("long", &[1, 2], &DataType::Int64), None);
-        assert_eq!(decode("double", &f64::NAN.to_le_bytes(), &DataType::Float64), None);
+        assert_eq!(
+            decode("double", &f64::NAN.to_le_bytes(), &DataType::Float64),
+            None
+        );
     }
 }
