@@ -3,14 +3,19 @@ Iceberg tables (pyiceberg, SQL catalog on SQLite) under <out-dir>, and a table o
 10,000 one-row files in each format (partitioned by id), for
 coordinator/benches/lakehouse.rs. Tables already written are kept.
 
+The copies have the Parquet tables' layout, so the formats are compared and not
+the files: one data file per Parquet file (one commit each), snappy as Quiver's
+own files (pyiceberg's default would be zstd).
+
 Usage: bench-lakehouse.py <tpch-dir> <out-dir>
 """
 
+import glob
 import os
 import sys
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from deltalake import write_deltalake
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -38,13 +43,17 @@ def main(tpch: str, out: str) -> None:
         cat.create_namespace("tpch")
     existing = {t[1] for t in cat.list_tables("tpch")}
     for t in TABLES:
-        data = plain(ds.dataset(os.path.join(tpch, t), format="parquet").to_table())
+        parts = [plain(pq.read_table(f)) for f in sorted(glob.glob(os.path.join(tpch, t, "*.parquet")))]
         delta = os.path.join(out, "delta", t)
         if not os.path.exists(os.path.join(delta, "_delta_log")):
-            write_deltalake(delta, data)
+            for part in parts:
+                write_deltalake(delta, part, mode="append")
         if t not in existing:
-            cat.create_table(f"tpch.{t}", schema=data.schema).append(data)
-        print(f"{t}: {data.num_rows} rows", flush=True)
+            table = cat.create_table(f"tpch.{t}", schema=parts[0].schema,
+                                     properties={"write.parquet.compression-codec": "snappy"})
+            for part in parts:
+                table.append(part)
+        print(f"{t}: {sum(p.num_rows for p in parts)} rows in {len(parts)} files", flush=True)
     many = pa.table({"id": pa.array(range(MANY), pa.int64()), "v": pa.array(range(MANY), pa.int64())})
     delta = os.path.join(out, "delta-many", "many")
     if not os.path.exists(os.path.join(delta, "_delta_log")):

@@ -84,7 +84,8 @@ async fn run() -> Result<()> {
     let tpch = data.join(format!("tpch-sf{scale}"));
     quiver_coordinator::tpch::ensure(&tpch, scale)?;
     let tpch = std::fs::canonicalize(&tpch)?;
-    let lake = data.join(format!("lakehouse-sf{scale}"));
+    // v2: one data file per Parquet file, snappy (see scripts/bench-lakehouse.py).
+    let lake = data.join(format!("lakehouse-v2-sf{scale}"));
     std::fs::create_dir_all(&lake)?;
     let lake = std::fs::canonicalize(&lake)?;
     let t = Instant::now();

@@ -105,6 +105,12 @@ pub fn quiver_codec(sources: &[quiver_connectors::SourceConfig]) -> QuiverCodec 
         .with_node(Arc::new(quiver_worker::exchange::ShuffleWriteCodec))
         .with_node(Arc::new(quiver_worker::exchange::ShuffleReadCodec))
         .with_node(Arc::new(quiver_worker::write::WriteFilesCodec))
+        .with_node(Arc::new(
+            quiver_connectors::lakehouse::iceberg::IcebergDeletesCodec,
+        ))
+        .with_node(Arc::new(
+            quiver_connectors::lakehouse::delta_write::DeltaWriteCodec,
+        ))
 }
 
 /// Binds `addr`; the error names it.

@@ -5,13 +5,18 @@ Usage:
       Creates <root>/catalog.db and <root>/warehouse/lake.db/<table> with pyiceberg:
       events (three appends), by_day (partitioned by day(ts) and bucket[4](id)),
       evolving (a column added and one renamed between appends), trimmed (a delete),
-      and a table whose metadata file is corrupt.
+      posdel and mor (merge-on-read: position and equality delete files, written
+      with pyarrow and committed through pyiceberg's own snapshot producer, since
+      pyiceberg itself deletes copy-on-write), and a table whose metadata file is
+      corrupt.
   iceberg_tables.py check <root> <grpc-uri>
       Compares every table read through Quiver (sources `ice`: the SQL catalog,
       `icefolder`: the warehouse folder) with pyiceberg's own scan; then pruning
       (EXPLAIN lists fewer files for a day or bucket filter), time travel to a
       snapshot id and to a commit time, a commit made while the server runs,
-      system.snapshots and a corrupt table failing alone.
+      system.snapshots, merge-on-read deletes (position deletes equal to pyiceberg's
+      scan; equality deletes by partition and sequence number, NULL equal to NULL)
+      and a corrupt table failing alone.
 
 Prints "ICEBERG OK" and exits 0 on success.
 """
@@ -21,12 +26,19 @@ import os
 import sys
 import time
 
+import uuid
+
 import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent, ManifestWriterV2
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.transforms import BucketTransform, DayTransform
+from pyiceberg.table.snapshots import Operation
+from pyiceberg.table.update.snapshot import _FastAppendFiles
+from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
+from pyiceberg.typedef import Record
 from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestampType
 
 
@@ -41,6 +53,92 @@ def catalog(root: str) -> SqlCatalog:
 
 def events(lo: int, hi: int) -> pa.Table:
     return pa.table({"id": pa.array(range(lo, hi), pa.int64()), "name": [f"e{i}" for i in range(lo, hi)]})
+
+
+class _DeleteManifestWriter(ManifestWriterV2):
+    """A manifest of delete files (pyiceberg writes only data manifests)."""
+
+    def content(self) -> ManifestContent:
+        return ManifestContent.DELETES
+
+    @property
+    def _meta(self) -> dict[str, str]:
+        return {**super()._meta, "content": "deletes"}
+
+
+class _AddDeleteFiles(_FastAppendFiles):
+    """pyiceberg's fast append, writing the added files into a delete manifest."""
+
+    def new_manifest_writer(self, spec):  # noqa: ANN001, ANN201
+        return _DeleteManifestWriter(spec, self.schema(), self.new_manifest_output(), self._snapshot_id,
+                                     self._compression)
+
+
+def commit_deletes(table, files: list[DataFile]) -> None:  # noqa: ANN001
+    with table.transaction() as tx:
+        producer = _AddDeleteFiles(operation=Operation.DELETE, transaction=tx, io=table.io)
+        for f in files:
+            producer.append_data_file(f)
+        producer.commit()
+
+
+def delete_file(table, rows: pa.Table, partition: tuple, equality_ids: list[int] | None = None) -> DataFile:  # noqa: ANN001
+    """Writes `rows` as a delete file of `table` and describes it for a manifest."""
+    path = f"{table.location()}/data/delete-{uuid.uuid4()}.parquet"
+    pq.write_table(rows, path.removeprefix("file://"))
+    return DataFile.from_args(
+        content=DataFileContent.EQUALITY_DELETES if equality_ids else DataFileContent.POSITION_DELETES,
+        file_path=path, file_format=FileFormat.PARQUET, partition=Record(*partition),
+        record_count=rows.num_rows, file_size_in_bytes=os.path.getsize(path.removeprefix("file://")),
+        equality_ids=equality_ids, spec_id=table.spec().spec_id)
+
+
+def position_deletes(table, where: dict[str, list[int]], partition: tuple = ()) -> DataFile:  # noqa: ANN001
+    """A position delete file deleting, in each data file, the rows whose id is listed."""
+    paths, positions = [], []
+    for task in table.scan().plan_files():
+        ids = pq.read_table(task.file.file_path.removeprefix("file://")).column("id").to_pylist()
+        for pos, i in enumerate(ids):
+            if i in where.get(task.file.file_path, []) or i in where.get("*", []):
+                paths.append(task.file.file_path)
+                positions.append(pos)
+    schema = pa.schema([pa.field("file_path", pa.string(), False, {"PARQUET:field_id": "2147483546"}),
+                        pa.field("pos", pa.int64(), False, {"PARQUET:field_id": "2147483545"})])
+    return delete_file(table, pa.table([paths, positions], schema=schema), partition)
+
+
+def write_merge_on_read(cat: SqlCatalog) -> None:
+    # Position deletes only, in two data files: pyiceberg reads these, so they are compared.
+    posdel = cat.create_table("lake.posdel", schema=Schema(NestedField(1, "id", LongType()),
+                                                           NestedField(2, "name", StringType())))
+    posdel.append(events(0, 100))
+    posdel.append(events(100, 150))
+    commit_deletes(posdel, [position_deletes(posdel, {"*": [0, 5, 50, 99, 103]})])
+    posdel.append(events(150, 160))
+
+    # Both kinds in a table partitioned by category: an equality delete applies only
+    # within its partition and only to rows committed before it.
+    schema = Schema(NestedField(1, "id", LongType()), NestedField(2, "category", StringType()),
+                    NestedField(3, "name", StringType()))
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="category"))
+    mor = cat.create_table("lake.mor", schema=schema, partition_spec=spec)
+    mor.append(pa.table({
+        "id": pa.array(range(12), pa.int64()),
+        "category": ["a" if i % 2 == 0 else "b" for i in range(12)],
+        "name": [None if i == 10 else f"n{i}" for i in range(12)],
+    }))
+    a_file = next(t.file.file_path for t in mor.scan().plan_files() if t.file.partition[0] == "a")
+    id_field = pa.field("id", pa.int64(), True, {"PARQUET:field_id": "1"})
+    name_field = pa.field("name", pa.string(), True, {"PARQUET:field_id": "3"})
+    commit_deletes(mor, [
+        position_deletes(mor, {a_file: [0, 4]}, ("a",)),
+        # ids 3 (in b) and 6 (in a): only 3 goes, the delete is b's.
+        delete_file(mor, pa.table([pa.array([3, 6], pa.int64())], schema=pa.schema([id_field])), ("b",), [1]),
+        # name NULL (id 10, in a): NULL equals NULL for equality deletes.
+        delete_file(mor, pa.table([pa.array([None], pa.string())], schema=pa.schema([name_field])), ("a",), [3]),
+    ])
+    # Committed after the deletes: a new id 3 stays.
+    mor.append(pa.table({"id": pa.array([3, 20], pa.int64()), "category": ["b", "a"], "name": ["again", "n20"]}))
 
 
 def write(root: str) -> None:
@@ -78,11 +176,13 @@ def write(root: str) -> None:
     trimmed.append(events(0, 10))
     trimmed.delete(delete_filter="id < 3")
 
+    write_merge_on_read(cat)
+
     broken = cat.create_table("lake.broken", schema=schema)
     broken.append(events(0, 2))
     with open(broken.metadata_location.removeprefix("file://"), "w") as f:
         f.write("this is not Iceberg metadata\n")
-    print(f"   wrote events, by_day, evolving, trimmed (and a broken one) under {root}")
+    print(f"   wrote events, by_day, evolving, trimmed, posdel, mor (and a broken one) under {root}")
 
 
 def rows(table: pa.Table, order: list[str]) -> list[tuple]:
@@ -103,7 +203,7 @@ def check(root: str, uri: str) -> None:
             plan = "\n".join(str(v) for v in quiver(f"EXPLAIN {sql}").column(1).to_pylist())
             return plan.count(".parquet")
 
-        tables = {"events": ["id"], "by_day": ["id"], "evolving": ["a"], "trimmed": ["id"]}
+        tables = {"events": ["id"], "by_day": ["id"], "evolving": ["a"], "trimmed": ["id"], "posdel": ["id"]}
         for source in ("ice", "icefolder"):
             for name, order in tables.items():
                 own = cat.load_table(f"lake.{name}").scan().to_arrow()
@@ -116,6 +216,35 @@ def check(root: str, uri: str) -> None:
         if ev != [{"a": 1, "label": "x", "c": None}, {"a": 2, "label": "y", "c": None},
                   {"a": 3, "label": "z", "c": 30.5}]:
             fail(f"renamed and added columns: {ev}")
+
+        # Merge-on-read: position deletes as pyiceberg applies them (compared above), the
+        # count not taken from file statistics, and equality deletes by the spec's rules.
+        posdel = cat.load_table("lake.posdel")
+        want = posdel.scan().to_arrow().num_rows
+        got = quiver("SELECT count(*) AS n FROM quiver.ice.posdel").to_pylist()
+        if got != [{"n": want}] or want != 155:
+            fail(f"posdel count: {got}, pyiceberg reads {want} (want 155)")
+        got = quiver("SELECT id FROM quiver.ice.posdel WHERE id >= 98 ORDER BY id LIMIT 4").column(0).to_pylist()
+        if got != [98, 100, 101, 102]:
+            fail(f"posdel with a filter and a limit: {got}")
+        for source in ("ice", "icefolder"):
+            got = quiver(f"SELECT id, category, name FROM quiver.{source}.mor ORDER BY id").to_pylist()
+            want = [(1, "b", "n1"), (2, "a", "n2"), (3, "b", "again"), (5, "b", "n5"), (6, "a", "n6"),
+                    (7, "b", "n7"), (8, "a", "n8"), (9, "b", "n9"), (11, "b", "n11"), (20, "a", "n20")]
+            if [(r["id"], r["category"], r["name"]) for r in got] != want:
+                fail(f"{source}.mor with position and equality deletes: {got}")
+        # Only some columns, none of them an equality column; and a partition filter.
+        got = quiver("SELECT category, count(*) AS n FROM quiver.ice.mor GROUP BY category ORDER BY 1").to_pylist()
+        if got != [{"category": "a", "n": 4}, {"category": "b", "n": 6}]:
+            fail(f"mor by category: {got}")
+        got = quiver("SELECT count(*) AS n FROM quiver.ice.mor WHERE category = 'b'").to_pylist()
+        if got != [{"n": 6}]:
+            fail(f"mor in partition b: {got}")
+        plan = "\n".join(str(v) for v in quiver("EXPLAIN SELECT id FROM quiver.ice.mor").column(1).to_pylist())
+        if "IcebergDeletesExec" not in plan:
+            fail(f"no deletes node in the plan:\n{plan}")
+        print("   merge-on-read: position deletes equal pyiceberg's scan, equality deletes by partition and "
+              "sequence number")
 
         # Pruning: a day filter and a bucket filter each scan fewer files than the whole table.
         by_day = cat.load_table("lake.by_day")
@@ -187,7 +316,7 @@ def check(root: str, uri: str) -> None:
                 fail(f"the error does not name the table: {e}")
         listed = quiver("SELECT table_name FROM information_schema.tables WHERE table_schema = 'ice' "
                         "ORDER BY 1").column(0).to_pylist()
-        if listed != ["broken", "by_day", "events", "evolving", "trimmed"]:
+        if listed != ["broken", "by_day", "events", "evolving", "mor", "posdel", "trimmed"]:
             fail(f"listing: {listed}")
         print("   a new commit is visible at once; system.snapshots agrees with pyiceberg; the broken table fails alone")
 

@@ -6,11 +6,13 @@ Usage:
       the Iceberg table `items` (partitioned by bucket[4](item_id), two commits) with
       pyiceberg (SQL catalog on SQLite). Locally under <root>, or, with an endpoint,
       in the bucket `lake` of that S3-compatible server (keys `test`/`test`).
-  lakehouse_join.py check <grpc-uri>
+  lakehouse_join.py check <grpc-uri> <writable-delta-location> [<s3-endpoint>]
       Runs the join through Quiver and compares it with the answer computed here from
       the same rows; EXPLAIN must list only the Delta files of the day asked for and
       only the Iceberg buckets the ids can be in, and EXPLAIN ANALYZE must show both
-      workers reading.
+      workers reading. Then writes into the writable Delta source `dlw` (its location
+      given): CREATE TABLE AS and INSERT, whose files the workers write (EXPLAIN
+      ANALYZE shows the write tasks on both), read back by the deltalake package.
 
 Prints "LAKEHOUSE OK" and exits 0 on success.
 """
@@ -102,7 +104,7 @@ def expected() -> list[dict]:
     return [{"region": k[0], "category": k[1], "n": v[0], "total": v[1]} for k, v in sorted(got.items())]
 
 
-def check(uri: str) -> None:
+def check(uri: str, delta_w: str, endpoint: str | None) -> None:
     with flightsql.connect(uri, autocommit=True) as conn:
         def quiver(sql: str) -> pa.Table:
             with conn.cursor() as cur:
@@ -124,16 +126,53 @@ def check(uri: str) -> None:
         if not 0 < ice_files < 8:
             fail(f"Iceberg bucket pruning: {ice_files} of 8 files in the plan:\n{plan}")
         analyzed = "\n".join(str(v) for v in quiver(f"EXPLAIN ANALYZE {QUERY}").column(1).to_pylist())
-        if "@worker-1" not in analyzed or "@worker-2" not in analyzed or "RemoteFragmentExec" not in analyzed:
+        # Fragments or stages: each worker ran something that returned rows.
+        if "@worker-1 rows=" not in analyzed or "@worker-2 rows=" not in analyzed:
             fail(f"both workers did not take part:\n{analyzed}")
         print(f"   EXPLAIN: one Delta day of {len(DAYS)}, {ice_files} of 8 Iceberg files; both workers read")
+        write_through_workers(quiver, delta_w, endpoint)
     print("LAKEHOUSE OK")
+
+
+def write_through_workers(quiver, location: str, endpoint: str | None) -> None:  # noqa: ANN001
+    """CTAS and INSERT into a writable Delta source: write tasks on the workers, one commit each."""
+    from deltalake import DeltaTable
+
+    rows = sales().num_rows
+    got = quiver("CREATE TABLE quiver.dlw.copied AS SELECT * FROM quiver.dl.sales").to_pylist()
+    if got != [{"count": rows}]:
+        fail(f"CREATE TABLE AS into Delta: {got}, want {rows} rows")
+    # One write task per scan partition, placed on the workers (under a fragment or stage).
+    insert = "INSERT INTO quiver.dlw.copied SELECT * FROM quiver.dl.sales"
+    analyzed = "\n".join(str(v) for v in quiver(f"EXPLAIN ANALYZE {insert}").column(1).to_pylist())
+    lines = analyzed.splitlines()
+    at = next((i for i, line in enumerate(lines) if "DeltaWriteExec" in line), 0)
+    remote = [line for line in lines[:at] if any(k in line for k in ("RemoteFragmentExec", "StageExec"))]
+    if not remote or "DeltaCommitExec" not in analyzed or "@worker-1" not in remote[-1] \
+            or "@worker-2" not in remote[-1]:
+        fail(f"the write tasks did not run on both workers:\n{analyzed}")
+    storage = None
+    if endpoint:
+        storage = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                   "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    table = DeltaTable(f"{location.rstrip('/')}/copied", storage_options=storage)
+    theirs = table.to_pyarrow_table()
+    if table.version() != 1 or theirs.num_rows != 2 * rows:
+        fail(f"deltalake reads version {table.version()} with {theirs.num_rows} rows, want 1 and {2 * rows}")
+    if sorted(theirs.column("item_id").to_pylist()) != sorted(sales().column("item_id").to_pylist() * 2):
+        fail("the rows deltalake reads are not the rows written")
+    mine = quiver("SELECT count(*) AS n FROM quiver.dlw.copied").to_pylist()
+    if mine != [{"n": 2 * rows}]:
+        fail(f"Quiver reads {mine} after its own writes")
+    print(f"   CREATE TABLE AS and INSERT into Delta: write tasks on both workers, one commit each, "
+          f"{2 * rows} rows as deltalake reads them")
 
 
 if __name__ == "__main__":
     if len(sys.argv) in (3, 4) and sys.argv[1] == "write":
         write(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else None)
-    elif len(sys.argv) == 3 and sys.argv[1] == "check":
-        check(sys.argv[2])
+    elif len(sys.argv) in (4, 5) and sys.argv[1] == "check":
+        check(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) == 5 else None)
     else:
-        fail(f"usage: {sys.argv[0]} write <root> [<s3-endpoint>] | check <grpc-uri>")
+        fail(f"usage: {sys.argv[0]} write <root> [<s3-endpoint>] | "
+             "check <grpc-uri> <writable-delta-location> [<s3-endpoint>]")

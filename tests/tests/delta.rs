@@ -1,7 +1,7 @@
 //! Delta Lake tables written by the Python `deltalake` package (target/venv) and
 //! read through a `kind = "delta"` source: appends, a partitioned table, an
-//! overwrite, an added column, deleted rows, and a commit made while the server
-//! runs; then Quiver's own commits (CREATE TABLE AS, INSERT, INSERT OVERWRITE) read
+//! overwrite, an added column, deleted rows, a column-mapped table, and a commit
+//! made while the server runs; then Quiver's own commits (CREATE TABLE AS, INSERT, INSERT OVERWRITE) read
 //! back by that package, and cached answers dropped by a new commit
 //! (tests/python/delta_tables.py).
 

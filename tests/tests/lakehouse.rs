@@ -1,7 +1,9 @@
 //! A Delta table (written by the `deltalake` package), an Iceberg table (pyiceberg,
 //! SQL catalog on SQLite) and a PostgreSQL table joined in one query over two
 //! worker processes: the answer, the pruned files in EXPLAIN, and both workers in
-//! EXPLAIN ANALYZE (tests/python/lakehouse_join.py).
+//! EXPLAIN ANALYZE; then CREATE TABLE AS and INSERT into a writable Delta source,
+//! written by the workers and read back by the `deltalake` package
+//! (tests/python/lakehouse_join.py).
 
 use quiver_tests::*;
 
@@ -27,18 +29,30 @@ fn delta_iceberg_and_postgres_join_across_two_workers() -> anyhow::Result<()> {
     let root = dir.path().display().to_string();
     script(&["write", &root]);
     regions();
-    let (w1, w2) = (start_worker("w1")?, start_worker("w2")?);
+    let delta_w = format!("{root}/delta_w");
+    std::fs::create_dir_all(&delta_w)?;
+    // Workers read PostgreSQL's ranges too, so they get its source, as a
+    // deployment gives them the coordinator's configuration file.
+    let pg_source = pg::source("pg", "public");
+    let env = [
+        ("QUIVER_CONFIG_TOML", pg_source.as_str()),
+        ("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD),
+    ];
+    let (w1, w2) = (
+        start_worker_with("w1", &[], &env)?,
+        start_worker_with("w2", &[], &env)?,
+    );
     let config = format!(
         "[workers]\nmode = \"static\"\nsingle_stage_max_bytes = 0\naddresses = [{:?}, {:?}]\n\n\
          [[source]]\nname = \"dl\"\nkind = \"delta\"\nlocation = \"{root}/delta\"\n\n\
+         [[source]]\nname = \"dlw\"\nkind = \"delta\"\nlocation = \"{root}/delta_w\"\nwritable = true\n\n\
          [[source]]\nname = \"ice\"\nkind = \"iceberg\"\ncatalog_url = \"sqlite://{root}/catalog.db\"\nnamespace = \"lake\"\n\n\
-         {}",
+         {pg_source}",
         w1.addr,
         w2.addr,
-        pg::source("pg", "public")
     );
     let server = start_coordinator_with_env(&config, &[("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD)])?;
-    let out = script(&["check", &format!("grpc://{}", server.addr)]);
+    let out = script(&["check", &format!("grpc://{}", server.addr), &delta_w]);
     assert!(out.contains("LAKEHOUSE OK"), "{out}");
     Ok(())
 }
@@ -56,6 +70,7 @@ fn the_same_join_with_the_lakehouse_tables_on_s3() -> anyhow::Result<()> {
     let options = moto.options();
     let sources = format!(
         "[[source]]\nname = \"dl\"\nkind = \"delta\"\nlocation = \"s3://lake/delta/\"\n{options}\n\
+         [[source]]\nname = \"dlw\"\nkind = \"delta\"\nlocation = \"s3://lake/delta_w/\"\nwritable = true\n{options}\n\
          [[source]]\nname = \"ice\"\nkind = \"iceberg\"\ncatalog_url = \"sqlite://{root}/catalog.db\"\nnamespace = \"lake\"\n\
          warehouse = \"s3://lake/warehouse/\"\n{options}\n\
          {}",
@@ -76,7 +91,12 @@ fn the_same_join_with_the_lakehouse_tables_on_s3() -> anyhow::Result<()> {
         w1.addr, w2.addr
     );
     let server = start_coordinator_with_env(&config, &[("QUIVER_TEST_PG_PASSWORD", pg::PASSWORD)])?;
-    let out = script(&["check", &format!("grpc://{}", server.addr)]);
+    let out = script(&[
+        "check",
+        &format!("grpc://{}", server.addr),
+        "s3://lake/delta_w/",
+        &moto.endpoint,
+    ]);
     assert!(out.contains("LAKEHOUSE OK"), "{out}");
     Ok(())
 }

@@ -2,11 +2,13 @@
 //!
 //! `location` is a folder (local or `s3://`) whose sub-folders holding a
 //! `_delta_log/` are tables; `[[source.table]]` entries name single tables
-//! anywhere. The scan is deltalake's: partition and file-statistics pruning from
-//! the log, deletion vectors, column mapping and schema evolution; its Parquet
-//! reads are plain DataFusion scans, which the distributed planner splits across
-//! workers like any file scan. Refresh, listing and time travel are shared with
-//! Iceberg (see the parent module).
+//! anywhere. deltalake reads the log into a snapshot. A snapshot without column
+//! mapping or deletion vectors (the common case) is scanned as a plain DataFusion
+//! Parquet scan with partition columns ([`super::delta_scan`]), which the workers
+//! run whole; any other is scanned by deltalake's own `DeltaScanExec`, whose
+//! Parquet reads the workers run and whose per-file transforms the coordinator
+//! applies. Refresh, listing and time travel are shared with Iceberg (see the
+//! parent module).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -174,7 +176,7 @@ impl TableFormat for Delta {
 
     async fn load(
         &self,
-        _name: &str,
+        name: &str,
         url: &Url,
         at: Option<&At>,
     ) -> Result<(Arc<dyn TableProvider>, Option<Snapshot>), String> {
@@ -206,6 +208,14 @@ impl TableFormat for Delta {
             .build()
             .await
             .map_err(|e| e.to_string())?;
-        Ok((Arc::new(provider), snapshot))
+        let provider: Arc<dyn TableProvider> =
+            match super::delta_scan::plain_files(name, &table, provider.schema(), url) {
+                Ok(files) => Arc::new(files),
+                Err(why) => {
+                    tracing::debug!(table = name, %why, "deltalake's own scan reads this snapshot");
+                    Arc::new(provider)
+                }
+            };
+        Ok((provider, snapshot))
     }
 }

@@ -12,6 +12,8 @@
 //! only the coordinator reads logs and manifests.
 
 pub mod delta;
+mod delta_scan;
+pub mod delta_write;
 pub mod iceberg;
 mod writes;
 

@@ -80,6 +80,7 @@ pub(super) fn input_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
             .is_some_and(|s| s.statements().len() > 1)
             || n.is::<DataSinkExec>()
             || n.is::<quiver_worker::write::WriteFilesExec>()
+            || n.is::<quiver_connectors::lakehouse::delta_write::DeltaWriteExec>()
         {
             known = false;
             return Ok(TreeNodeRecursion::Stop);

@@ -254,7 +254,9 @@ fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || node
             .downcast_ref::<AggregateExec>()
             .is_some_and(|a| *a.mode() == AggregateMode::Partial)
-        || node.is::<quiver_worker::write::WriteFilesExec>();
+        || node.is::<quiver_worker::write::WriteFilesExec>()
+        || node.is::<quiver_connectors::lakehouse::iceberg::IcebergDeletesExec>()
+        || node.is::<quiver_connectors::lakehouse::delta_write::DeltaWriteExec>();
     if passes_through {
         return plan.children().into_iter().all(is_worker_safe);
     }

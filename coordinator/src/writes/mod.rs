@@ -10,8 +10,9 @@
 //! - Database writes (`quiver_connectors::writable`) run on the coordinator in
 //!   one transaction per statement: PostgreSQL through binary COPY, MySQL
 //!   through batched INSERTs.
-//! - Delta writes (`quiver_connectors::lakehouse`) go through deltalake: one
-//!   commit per statement, made by the coordinator.
+//! - Delta writes (`quiver_connectors::lakehouse::delta_write`): write tasks on
+//!   the workers through deltalake's data-file writer, one commit per statement
+//!   made by the coordinator.
 //! - `ingest.rs`: Flight SQL bulk ingest into any writable table.
 
 mod commit;

@@ -30,8 +30,10 @@ pub enum PartValue {
     /// day, hour, bucket and integer truncate transforms.
     Int(i64),
     Str(String),
-    /// Anything else (floats, decimals, binaries): not used for pruning.
-    Other,
+    /// Anything else (floats, decimals, binaries), kept as written so that equal
+    /// values still compare equal (delete files apply within one partition); not
+    /// used for pruning.
+    Other(String),
 }
 
 /// One live file of a snapshot.
@@ -49,6 +51,11 @@ pub struct DataFile {
     pub lower: HashMap<i32, Vec<u8>>,
     pub upper: HashMap<i32, Vec<u8>>,
     pub null_counts: HashMap<i32, i64>,
+    /// The data sequence number: a delete file applies to data files with a lower
+    /// one (equality deletes) or a lower or equal one (position deletes).
+    pub sequence: i64,
+    /// For equality delete files: the field ids whose values identify deleted rows.
+    pub equality_ids: Vec<i32>,
     /// Field id → column name in the schema the manifest was written with: a
     /// column renamed since is still found by its old name in older files.
     pub writer_names: Arc<HashMap<i32, String>>,
@@ -91,6 +98,9 @@ pub async fn read_all(store: &dyn ObjectStore, url: &Url) -> Result<bytes::Bytes
 struct ManifestRef {
     path: String,
     spec_id: i32,
+    /// The sequence number of the commit that added the manifest; its entries
+    /// added in that commit inherit it.
+    sequence: i64,
 }
 
 impl ManifestCache {
@@ -119,6 +129,7 @@ impl ManifestCache {
             .map(|p| ManifestRef {
                 path: p.clone(),
                 spec_id: 0,
+                sequence: 0,
             })
             .collect();
         self.files_of(refs, open).await
@@ -227,6 +238,7 @@ fn read_manifest_list(bytes: &[u8]) -> Result<Vec<ManifestRef>, String> {
         out.push(ManifestRef {
             path,
             spec_id: int(get(&value, "partition_spec_id")).unwrap_or(0) as i32,
+            sequence: int(get(&value, "sequence_number")).unwrap_or(0),
         });
     }
     Ok(out)
@@ -266,7 +278,8 @@ fn read_manifest(bytes: &[u8], manifest: &ManifestRef) -> Result<Vec<DataFile>, 
                 .map(|(_, v)| match unwrap(v) {
                     Value::Null => PartValue::Null,
                     Value::String(s) => PartValue::Str(s.clone()),
-                    other => int(Some(other)).map_or(PartValue::Other, PartValue::Int),
+                    other => int(Some(other))
+                        .map_or_else(|| PartValue::Other(format!("{other:?}")), PartValue::Int),
                 })
                 .collect(),
             _ => vec![],
@@ -282,6 +295,14 @@ fn read_manifest(bytes: &[u8], manifest: &ManifestRef) -> Result<Vec<DataFile>, 
             lower: int_map(get(file, "lower_bounds"), bytes_of),
             upper: int_map(get(file, "upper_bounds"), bytes_of),
             null_counts: int_map(get(file, "null_value_counts"), |v| int(Some(unwrap(v)))),
+            sequence: int(get(&entry, "sequence_number")).unwrap_or(manifest.sequence),
+            equality_ids: match get(file, "equality_ids") {
+                Some(Value::Array(ids)) => ids
+                    .iter()
+                    .filter_map(|v| int(Some(unwrap(v))).and_then(|i| i32::try_from(i).ok()))
+                    .collect(),
+                _ => vec![],
+            },
             writer_names: writer_names.clone(),
         });
     }
@@ -310,12 +331,14 @@ mod tests {
       ]}}]}"#;
 
     fn entry(status: i32, path: &str, day: Option<i32>) -> Value {
+        // An entry added by the manifest's own commit has no number written.
+        let sequence = match status {
+            1 => Value::Union(0, Box::new(Value::Null)),
+            _ => Value::Union(1, Box::new(Value::Long(7))),
+        };
         Value::Record(vec![
             ("status".into(), Value::Int(status)),
-            (
-                "sequence_number".into(),
-                Value::Union(1, Box::new(Value::Long(7))),
-            ),
+            ("sequence_number".into(), sequence),
             (
                 "data_file".into(),
                 Value::Record(vec![
@@ -370,6 +393,7 @@ mod tests {
         let m = ManifestRef {
             path: "m.avro".into(),
             spec_id: 0,
+            sequence: 3,
         };
         let files = read_manifest(&bytes, &m).expect("read");
         let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
@@ -379,6 +403,8 @@ mod tests {
         assert_eq!(files[0].lower[&1], 5i64.to_le_bytes().to_vec());
         assert_eq!((files[0].record_count, files[0].size), (10, 1234));
         assert_eq!(files[0].writer_names[&1], "old_id");
+        // Written in the entry, or else inherited from the manifest list.
+        assert_eq!((files[0].sequence, files[1].sequence), (3, 7));
         assert_eq!(
             to_url("/w/b.parquet").map(|u| u.to_string()),
             Ok("file:///w/b.parquet".into())

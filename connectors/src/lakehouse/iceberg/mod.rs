@@ -5,7 +5,8 @@
 //! needs little: the metadata JSON ([`metadata`]), the manifest list and manifests
 //! in Avro ([`manifests`], through `apache-avro`), and file pruning from partition
 //! values and column bounds ([`pruning`]); DataFusion's Parquet scan reads the data
-//! files ([`provider`]).
+//! files ([`provider`]), with merge-on-read deletes applied ([`deletes`],
+//! [`deletes_exec`]).
 //!
 //! Tables are found in one of two catalogs: a warehouse folder (`location`, each
 //! sub-folder with a `metadata/` folder is a table, at its newest metadata file),
@@ -13,6 +14,8 @@
 //! JDBC catalog and pyiceberg's `SqlCatalog` keep, in SQLite or PostgreSQL).
 
 mod catalog;
+mod deletes;
+mod deletes_exec;
 mod manifests;
 mod metadata;
 mod provider;
@@ -33,6 +36,8 @@ use super::{folder_url, At, LakeSchema, Snapshot, TableFormat};
 use crate::env::EnvString;
 use crate::ConnectorError;
 use catalog::Catalog;
+use deletes::DeleteCache;
+pub use deletes_exec::{IcebergDeletesCodec, IcebergDeletesExec};
 use manifests::{read_all, ManifestCache};
 use metadata::TableMetadata;
 
@@ -109,6 +114,7 @@ impl IcebergSource {
             runtime,
             views,
             manifests: ManifestCache::default(),
+            deletes: Arc::default(),
         });
         Ok(LakeSchema::discover(qualified, format, declared, self.refresh_secs, false).await)
     }
@@ -122,6 +128,7 @@ struct Iceberg {
     /// Strings and binaries as views, as DataFusion reads Parquet files.
     views: bool,
     manifests: ManifestCache,
+    deletes: Arc<DeleteCache>,
 }
 
 impl Iceberg {
@@ -228,6 +235,7 @@ impl TableFormat for Iceberg {
             schema,
             arrow,
             files,
+            deletes: self.deletes.clone(),
         };
         Ok((Arc::new(table), Some(seen)))
     }

@@ -31,6 +31,8 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::ObjectMeta;
 
+use super::deletes::{applies, DeleteCache};
+use super::deletes_exec::{EqualityKeys, FilePositions, IcebergDeletesExec};
 use super::manifests::{to_url, Content, DataFile};
 use super::metadata::{IcebergSchema, TableMetadata};
 use super::pruning::FileStatistics;
@@ -42,39 +44,39 @@ pub struct IcebergTable {
     pub(super) metadata: Arc<TableMetadata>,
     pub(super) schema: IcebergSchema,
     pub(super) arrow: SchemaRef,
+    /// Data and delete files.
     pub(super) files: Vec<DataFile>,
+    pub(super) deletes: Arc<DeleteCache>,
 }
 
 impl IcebergTable {
     /// Refuses what this reader cannot read correctly, naming the table and why.
     pub(super) fn check(&self) -> std::result::Result<(), String> {
-        if let Some(f) = self.files.iter().find(|f| f.content != Content::Data) {
-            let kind = match f.content {
-                Content::PositionDeletes => "position",
-                _ => "equality",
-            };
-            return Err(format!(
-                "the snapshot has merge-on-read {kind} delete files ({}), which Quiver does not \
-                 read yet; rewrite the table's data files (copy-on-write) to read it",
-                f.path
-            ));
-        }
         if let Some(f) = self
             .files
             .iter()
             .find(|f| !f.format.eq_ignore_ascii_case("parquet"))
         {
+            let what = match f.content {
+                Content::Data => "data file",
+                _ => "delete file",
+            };
             return Err(format!(
-                "data file {} is {}; only Parquet data files are read",
+                "{what} {} is {}; only Parquet data and delete files are read (not v3 \
+                 deletion vectors)",
                 f.path, f.format
             ));
         }
         Ok(())
     }
 
-    /// The files that may hold rows passing `predicate` (the query's filters).
+    /// The data files that may hold rows passing `predicate` (the query's filters).
     fn prune(&self, predicate: Option<&Arc<dyn PhysicalExpr>>) -> Vec<&DataFile> {
-        let all: Vec<&DataFile> = self.files.iter().collect();
+        let all: Vec<&DataFile> = self
+            .files
+            .iter()
+            .filter(|f| f.content == Content::Data)
+            .collect();
         let Some(predicate) = predicate.cloned() else {
             return all;
         };
@@ -113,6 +115,23 @@ impl IcebergTable {
         state.create_physical_expr(expr, &df_schema).ok()
     }
 
+    /// The columns of an equality delete file: the fields `ids`, under the names
+    /// the delete file's writer gave them.
+    fn key_schema(&self, delete: &DataFile, ids: &[i32]) -> SchemaRef {
+        let fields: Vec<Field> = ids
+            .iter()
+            .filter_map(|id| {
+                let at = self.schema.fields.iter().position(|f| f.id == *id)?;
+                let field = self.arrow.field(at).clone();
+                Some(match delete.writer_names.get(id) {
+                    Some(name) => field.with_name(name),
+                    None => field,
+                })
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
     /// The file schema of files written with `names` (field id → name then).
     fn renamed(&self, names: &[String]) -> SchemaRef {
         let fields: Vec<Field> = self
@@ -148,7 +167,11 @@ impl TableProvider for IcebergTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        Some(self.stats(self.files.iter()))
+        let mut stats = self.stats(self.files.iter().filter(|f| f.content == Content::Data));
+        if self.files.iter().any(|f| f.content != Content::Data) {
+            stats.num_rows = stats.num_rows.to_inexact();
+        }
+        Some(stats)
     }
 
     async fn scan(
@@ -158,19 +181,27 @@ impl TableProvider for IcebergTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.check().map_err(|e| {
+        let external = |e: String| {
             DataFusionError::External(format!("Iceberg table {}: {e}", self.name).into())
-        })?;
+        };
+        self.check().map_err(external)?;
         let predicate = self.physical_filter(state, filters);
         let files = self.prune(predicate.as_ref());
+        let deletes: Vec<&DataFile> = self
+            .files
+            .iter()
+            .filter(|f| f.content != Content::Data)
+            .collect();
         let current: Vec<String> = self
             .arrow
             .fields()
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        // Files grouped by (store, the names their columns had when written).
-        let mut groups: BTreeMap<(String, Vec<String>), Vec<&DataFile>> = BTreeMap::new();
+        // Files grouped by (store, the names their columns had when written, the
+        // equality delete files that apply to them).
+        type Key = (String, Vec<String>, Vec<usize>);
+        let mut groups: BTreeMap<Key, Vec<&DataFile>> = BTreeMap::new();
         for file in files {
             let url = to_url(&file.path).map_err(|e| DataFusionError::External(e.into()))?;
             let store = url[..url::Position::BeforePath].to_string();
@@ -185,12 +216,79 @@ impl TableProvider for IcebergTable {
                         .unwrap_or_else(|| f.name.clone())
                 })
                 .collect();
-            groups.entry((store, names)).or_default().push(file);
+            let equality = deletes
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.content == Content::EqualityDeletes && applies(d, file))
+                .map(|(i, _)| i)
+                .collect();
+            groups
+                .entry((store, names, equality))
+                .or_default()
+                .push(file);
         }
         let options = state.table_options().parquet.clone();
         let partitions = state.config().target_partitions().max(1);
         let mut scans: Vec<Arc<dyn ExecutionPlan>> = vec![];
-        for ((store, names), files) in groups {
+        for ((store, names, equality), files) in groups {
+            let mut positions = BTreeMap::new();
+            for file in &files {
+                let deleted = self.deletes.positions(state, file, &deletes).await?;
+                if !deleted.is_empty() {
+                    positions.insert(
+                        location(file)?.to_string(),
+                        FilePositions {
+                            rows: u64::try_from(file.record_count).unwrap_or(0),
+                            deleted,
+                        },
+                    );
+                }
+            }
+            let equality: Vec<&DataFile> = equality.iter().map(|&i| deletes[i]).collect();
+            // The scan reads the equality columns too; they are dropped after.
+            let mut columns: Vec<usize> = projection
+                .cloned()
+                .unwrap_or_else(|| (0..current.len()).collect());
+            let wanted = columns.len();
+            let mut keys = vec![];
+            for ids in unique_ids(&equality) {
+                let mut at = vec![];
+                for id in &ids {
+                    let index = self
+                        .schema
+                        .fields
+                        .iter()
+                        .position(|f| f.id == *id)
+                        .ok_or_else(|| {
+                            external(format!(
+                                "an equality delete file names field id {id}, which the \
+                                 schema being read does not have"
+                            ))
+                        })?;
+                    at.push(columns.iter().position(|&c| c == index).unwrap_or_else(|| {
+                        columns.push(index);
+                        columns.len() - 1
+                    }));
+                }
+                let mut batches = vec![];
+                for delete in equality.iter().filter(|d| d.equality_ids == ids) {
+                    let schema = self.key_schema(delete, &ids);
+                    batches.push(self.deletes.equality_keys(state, delete, schema).await?);
+                }
+                let schema = batches
+                    .first()
+                    .map(|b| b.schema())
+                    .unwrap_or_else(|| Arc::new(Schema::empty()));
+                let batches = batches
+                    .into_iter()
+                    .map(|b| b.with_schema(schema.clone()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                keys.push(EqualityKeys {
+                    columns: at,
+                    keys: datafusion::arrow::compute::concat_batches(&schema, &batches)?,
+                });
+            }
+            let deleting = !positions.is_empty() || !keys.is_empty();
             let file_schema = self.renamed(&names);
             let mut source =
                 ParquetSource::new(file_schema.clone()).with_table_parquet_options(options.clone());
@@ -200,19 +298,29 @@ impl TableProvider for IcebergTable {
                     source = source.with_predicate(p.clone());
                 }
             }
+            let mut stats = self.stats(files.iter().copied());
+            if deleting {
+                stats.num_rows = stats.num_rows.to_inexact();
+            }
             let config =
                 FileScanConfigBuilder::new(ObjectStoreUrl::parse(&store)?, Arc::new(source))
                     .with_file_groups(file_groups(&files, partitions)?)
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .with_statistics(self.stats(files.iter().copied()))
+                    .with_projection_indices(Some(columns.clone()))?
+                    // A limit counts rows left after deletes: only without them.
+                    .with_limit(if deleting { None } else { limit })
+                    .with_statistics(stats)
                     .build();
-            let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-            scans.push(if names == current {
-                scan
-            } else {
-                rename(scan, &self.arrow)?
-            });
+            let mut scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+            if deleting {
+                scan = Arc::new(IcebergDeletesExec::new(scan, positions, keys));
+            }
+            if names != current {
+                scan = rename(scan, &self.arrow)?;
+            }
+            if columns.len() > wanted {
+                scan = narrow(scan, wanted)?;
+            }
+            scans.push(scan);
         }
         let projected = match projection {
             Some(p) => Arc::new(self.arrow.project(p)?),
@@ -245,11 +353,8 @@ fn file_groups(files: &[&DataFile], n: usize) -> Result<Vec<FileGroup>> {
     sorted.sort_by_key(|f| std::cmp::Reverse(f.size));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, vec![]); n.min(files.len()).max(1)];
     for f in sorted {
-        let url = to_url(&f.path).map_err(|e| DataFusionError::External(e.into()))?;
-        let location = object_store::path::Path::from_url_path(url.path())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let file = PartitionedFile::new_from_meta(ObjectMeta {
-            location,
+            location: location(f)?,
             last_modified: chrono::DateTime::<chrono::Utc>::default(),
             size: f.size,
             e_tag: None,
@@ -265,6 +370,39 @@ fn file_groups(files: &[&DataFile], n: usize) -> Result<Vec<FileGroup>> {
         .filter(|g| !g.1.is_empty())
         .map(|g| FileGroup::new(g.1))
         .collect())
+}
+
+/// A data file's location in its object store.
+fn location(file: &DataFile) -> Result<object_store::path::Path> {
+    let url = to_url(&file.path).map_err(|e| DataFusionError::External(e.into()))?;
+    object_store::path::Path::from_url_path(url.path())
+        .map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+/// The distinct equality-id lists of `deletes`, in a stable order.
+fn unique_ids(deletes: &[&DataFile]) -> Vec<Vec<i32>> {
+    let mut ids: Vec<Vec<i32>> = deletes.iter().map(|d| d.equality_ids.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The first `n` columns of `plan`.
+fn narrow(plan: Arc<dyn ExecutionPlan>, n: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = plan.schema();
+    let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = schema
+        .fields()
+        .iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, f)| {
+            (
+                Arc::new(ColumnExpr::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                f.name().clone(),
+            )
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }
 
 /// Renames a scan's columns (old names) to the table's current ones, by position.
