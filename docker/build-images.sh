@@ -7,10 +7,11 @@
 #   docker/build-images.sh --static    a static-pie binary (+crt-static), nothing else in the image
 #   docker/build-images.sh --binary P  any quiver binary
 #
-# A dynamic binary is copied in with exactly the shared libraries `ldd` lists (glibc,
-# libgcc_s, ...). Both images hold the same binary; they differ in the default command
-# and health check. They run as user 65532, not root. Tags: <name>:<version> and
-# <name>:latest. Prints each image's size.
+# A dynamic binary is copied in with its loader (read with readelf) and exactly the
+# shared libraries `ldd` lists (glibc, libgcc_s, ...). Both images hold the same
+# binary; they differ in the default command and health check. They run as user
+# 65532, not root. Each image is checked by running `/quiver --version` in it. Tags:
+# <name>:<version> and <name>:latest. Prints each image's size.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -46,10 +47,13 @@ chmod 1777 "$context/rootfs/tmp"   # DataFusion spills here
 chmod 1777 "$context/rootfs/var/lib/quiver"   # server.data_dir: metadata store, accelerated copies
 # Symbols and debug info stay on the host; the image gets the code only.
 strip --strip-all -o "$context/rootfs/quiver" "$binary"
-# Shared libraries, at the paths the binary's loader looks for them.
-if ldd "$binary" >/dev/null 2>&1; then
-  # POSIX awk only (the bracket class [ \t] for blanks): Debian's default awk is mawk.
-  for lib in $(ldd "$binary" | awk '/=> \// {print $3} /^[ \t]*\/.*ld-linux/ {print $1}'); do
+# A dynamic binary needs its loader and shared libraries, at the paths it names. The
+# loader comes from the binary's own program header (readelf, from binutils like
+# strip above); the libraries from ldd, parsed with sed (no awk dialect involved).
+interp="$(readelf -l "$binary" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \([^]]*\)].*/\1/p')"
+if [ -n "$interp" ]; then
+  cp -L --parents "$interp" "$context/rootfs/"
+  for lib in $(ldd "$binary" | sed -n 's/.*=> \(\/[^ ]*\) (0x.*/\1/p'); do
     cp -L --parents "$lib" "$context/rootfs/"
   done
 fi
@@ -72,7 +76,16 @@ CMD [${cmd%,}]
 DOCKERFILE
   docker build -q -f "$context/Dockerfile.$name" -t "$name:$version" -t "$name:latest" \
     --label "org.opencontainers.image.version=$version" "$context" >/dev/null
-  echo "$name:$version $(docker image inspect --format '{{.Size}}' "$name:$version" | awk '{printf "%.1f MB", $1/1e6}')"
+  # The image must start here, as it will on any host: the binary runs in it.
+  local started
+  if ! started="$(docker run --rm --entrypoint /quiver "$name:$version" --version 2>&1)" \
+      || [ "${started#quiver }" = "$started" ]; then
+    echo "$name:$version does not start: $started" >&2
+    echo "(loader: ${interp:-none}; libraries: $(find "$context/rootfs" -name '*.so*' | sed "s|$context/rootfs||" | tr '\n' ' '))" >&2
+    exit 1
+  fi
+  local bytes; bytes="$(docker image inspect --format '{{.Size}}' "$name:$version")"
+  echo "$name:$version $((bytes / 1000000)) MB, starts: $started"
 }
 image quiver-worker 50061 worker --listen 0.0.0.0:50061
 image quiver-coordinator 50051 serve --config /etc/quiver/quiver.toml --listen 0.0.0.0:50051

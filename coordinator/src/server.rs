@@ -19,8 +19,9 @@ use crate::pool::{PoolError, WorkerPool, MAX_MESSAGE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
+    // Not a `source`: the message already holds it, and `{:#}` would print it twice.
     #[error("worker pool: {0}")]
-    Pool(#[from] PoolError),
+    Pool(PoolError),
     #[error(transparent)]
     Source(#[from] quiver_connectors::ConnectorError),
     #[error("cannot listen on {addr}: {source}")]
@@ -39,6 +40,12 @@ pub enum CoordinatorError {
     Service(String),
     #[error("{0}")]
     Cluster(String),
+}
+
+impl From<PoolError> for CoordinatorError {
+    fn from(e: PoolError) -> Self {
+        Self::Pool(e)
+    }
 }
 
 /// A coordinator that is serving.

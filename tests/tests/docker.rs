@@ -476,6 +476,43 @@ async fn docker_unreachable_or_image_missing_is_a_clear_start_error() -> anyhow:
     Ok(())
 }
 
+/// An image whose binary cannot run (a dynamic binary without its loader, what
+/// build-images.sh once made under mawk): the start error says how the container
+/// ended and what it printed, not only that it has no address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_image_that_cannot_start_says_why() -> anyhow::Result<()> {
+    let _docker = exclusive();
+    images();
+    let context = tempfile::tempdir()?;
+    std::fs::copy(quiver_bin(), context.path().join("quiver"))?;
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY quiver /quiver\nENTRYPOINT [\"/quiver\"]\n",
+    )?;
+    let tag = "quiver-broken:test";
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        tag,
+        &context.path().display().to_string(),
+    ]);
+    let cluster = cluster_name("broken");
+    let _cleanup = Cleanup(cluster.clone());
+    let (ok, err) = serve_until_exit(
+        &config(&cluster, 1, 1, "").replace("quiver-worker:latest", tag),
+        &[],
+    );
+    let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+    assert!(!ok, "started with workers that cannot run");
+    assert!(
+        err.contains("exited with code") && err.contains("no such file or directory"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&cluster), (vec![], vec![]));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyhow::Result<()> {
     let _docker = exclusive();

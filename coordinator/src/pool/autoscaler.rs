@@ -83,23 +83,32 @@ impl WorkerPool {
         // Listed (as starting) at once, planned on only once healthy.
         self.add(worker.clone());
         self.events.record("start", &id, reason);
-        let deadline = Instant::now() + Duration::from_secs(self.config.start_timeout_secs);
-        while Instant::now() < deadline {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(self.config.start_timeout_secs);
+        let mut next_look = started + Duration::from_secs(1);
+        let failure = loop {
             if self.probe(&worker).await {
                 return true;
             }
+            if Instant::now() >= deadline {
+                break format!(
+                    "no health answer within {}s: {}",
+                    self.config.start_timeout_secs,
+                    docker.why(&id).await
+                );
+            }
+            // A container that exited will never answer: say why at once.
+            if Instant::now() >= next_look {
+                next_look += Duration::from_secs(1);
+                if !docker.is_running(&id).await {
+                    break format!("its container stopped: {}", docker.why(&id).await);
+                }
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
         self.remove(&id);
         let _ = docker.remove(&id).await;
-        self.events.record(
-            "remove",
-            &id,
-            &format!(
-                "no health answer within {}s",
-                self.config.start_timeout_secs
-            ),
-        );
+        self.events.record("start-failed", &id, &failure);
         false
     }
 
@@ -138,7 +147,10 @@ impl WorkerPool {
                 continue;
             }
             let reason = if !docker.is_running(&worker.id).await {
-                "its container is not running".to_string()
+                format!(
+                    "its container is not running: {}",
+                    docker.why(&worker.id).await
+                )
             } else if worker.in_state_for()
                 > if worker.running_fragments() > 0 {
                     BUSY_PATIENCE
@@ -146,7 +158,11 @@ impl WorkerPool {
                     idle_patience
                 }
             {
-                format!("no health answer for {}s", worker.in_state_for().as_secs())
+                format!(
+                    "no health answer for {}s: {}",
+                    worker.in_state_for().as_secs(),
+                    docker.why(&worker.id).await
+                )
             } else {
                 continue;
             };

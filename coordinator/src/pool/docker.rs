@@ -22,7 +22,7 @@ use std::time::Duration;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
-    RemoveContainerOptions,
+    LogsOptions, RemoveContainerOptions,
 };
 use bollard::Docker;
 
@@ -323,8 +323,11 @@ impl DockerWorkers {
             .map_err(|_| PoolError::Docker("container registry poisoned".into()))?
             .insert(id.clone(), created.id.clone());
         if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let detail = self.describe(&created.id).await;
             let _ = self.remove(&id).await;
-            return Err(docker_error("start container")(e));
+            return Err(PoolError::Docker(format!(
+                "Docker: cannot start container {id}: {e}; {detail}"
+            )));
         }
         let inspected = self
             .docker
@@ -337,14 +340,88 @@ impl DockerWorkers {
             .and_then(|n| n.get(&self.network).and_then(|e| e.ip_address.clone()))
             .filter(|ip| !ip.is_empty());
         let Some(ip) = ip else {
+            // Almost always a container that exited at once: say why.
+            let detail = self.describe(&created.id).await;
             let _ = self.remove(&id).await;
             return Err(PoolError::Docker(format!(
-                "container {id} has no address on network {}",
+                "container {id} has no address on network {}: {detail}",
                 self.network
             )));
         };
         tracing::info!(worker = %id, container = %short(&created.id), %ip, "worker container started");
         Ok((id, format!("http://{ip}:{WORKER_PORT}")))
+    }
+
+    /// What the worker's container says about itself (see [`Self::describe`]).
+    pub async fn why(&self, worker: &str) -> String {
+        match self.container(worker) {
+            Some(container) => self.describe(&container).await,
+            None => "the pool no longer knows its container".into(),
+        }
+    }
+
+    /// A container's state, exit code, Docker's error and the last lines of its
+    /// log: a worker that exits at once (a missing shared library, a bad
+    /// configuration) says why there.
+    async fn describe(&self, container: &str) -> String {
+        let mut parts = vec![];
+        match self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspected) => {
+                if let Some(state) = inspected.state {
+                    if state.running == Some(true) {
+                        parts.push("the container runs".to_string());
+                    } else {
+                        parts.push(format!(
+                            "the container exited with code {}",
+                            state.exit_code.unwrap_or(-1)
+                        ));
+                    }
+                    if state.oom_killed == Some(true) {
+                        parts.push("it was killed for lack of memory (workers.memory)".into());
+                    }
+                    if let Some(error) = state.error.filter(|e| !e.is_empty()) {
+                        parts.push(format!("Docker says: {error}"));
+                    }
+                }
+            }
+            Err(e) => parts.push(format!("it cannot be inspected: {e}")),
+        }
+        let tail = self.log_tail(container, 10).await;
+        if !tail.is_empty() {
+            parts.push(format!("its log ends: {tail}"));
+        }
+        parts.join("; ")
+    }
+
+    /// The last `lines` lines of a container's output, joined with ` | `.
+    async fn log_tail(&self, container: &str, lines: usize) -> String {
+        use futures::StreamExt;
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut text = String::new();
+        let mut stream = self.docker.logs(container, Some(options));
+        let read = async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                text.push_str(&chunk.to_string());
+                if text.len() > 4096 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), read).await;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     /// True while the worker's container runs.

@@ -398,8 +398,16 @@ impl WorkerPool {
                 let started = pool.scale_up(config.min, "minimum size at start").await;
                 if started < config.min {
                     pool.shutdown().await;
+                    let why = pool
+                        .events
+                        .snapshot()
+                        .into_iter()
+                        .rev()
+                        .find(|e| e.action == "start-failed")
+                        .map(|e| format!(": {}", e.reason))
+                        .unwrap_or_default();
                     return Err(PoolError::Docker(format!(
-                        "only {started} of {} worker containers became healthy; see the log for why",
+                        "only {started} of {} worker containers became healthy{why}",
                         config.min
                     )));
                 }
