@@ -8,7 +8,7 @@ use datafusion::error::Result;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_federation::{FederatedQueryPlanner, FederationOptimizerRule};
+use datafusion_federation::FederatedQueryPlanner;
 use quiver_connectors::config::DEFAULT_CATALOG;
 use quiver_connectors::remote_schema::RemoteSchema;
 use quiver_proto::QuiverCodec;
@@ -22,6 +22,7 @@ use crate::security::audit::AuditLog;
 use crate::security::authn::User;
 use crate::security::catalog_view::CatalogView;
 
+mod federation;
 mod session;
 pub use session::QuerySession;
 
@@ -487,7 +488,8 @@ impl QueryEngine {
 /// datafusion-federation's default place (before pushdown) a join across sources
 /// sends each side unfiltered, and tables of one database that are joined through
 /// a subquery reach it as a cross join. The unparser needs two repairs at this
-/// place; see `quiver_connectors::sql_fixups`.
+/// place; see `quiver_connectors::sql_fixups`. A write is never federated itself,
+/// only what it reads ([`federation`]).
 fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     let mut rules = Optimizer::new().rules;
     let at = rules
@@ -495,7 +497,7 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         .position(|r| r.name() == "push_down_filter")
         .map(|i| i + 1)
         .unwrap_or(rules.len());
-    rules.insert(at, Arc::new(FederationOptimizerRule::new()));
+    rules.insert(at, Arc::new(federation::FederateReads::default()));
     // After DataFusion's column pruning, which cannot see into federated leaves.
     let at = rules
         .iter()
