@@ -62,6 +62,8 @@ pub(super) struct DeltaFiles {
     /// Partition columns, in table order.
     partition_fields: Vec<FieldRef>,
     files: Vec<DeltaFile>,
+    /// Per column, over every file of the snapshot (from the log's statistics).
+    columns: Vec<datafusion::common::ColumnStatistics>,
 }
 
 /// The snapshot of `table` as plain files, or the reason deltalake's scan must read it.
@@ -121,9 +123,11 @@ pub(super) fn plain_files(
             rows: f.num_records(),
         });
     }
+    let columns = super::column_statistics(state.snapshot(), &schema);
     Ok(DeltaFiles {
         name: name.to_string(),
         table: table.clone(),
+        columns,
         schema,
         store,
         file_fields,
@@ -166,6 +170,9 @@ impl DeltaFiles {
         }
         let bytes: u64 = files.iter().map(|f| f.size).sum();
         stats.total_byte_size = Precision::Inexact(usize::try_from(bytes).unwrap_or(usize::MAX));
+        if self.columns.len() == stats.column_statistics.len() {
+            stats.column_statistics = self.columns.clone();
+        }
         stats
     }
 }

@@ -229,14 +229,16 @@ impl TableFormat for Iceberg {
                 .or(metadata.last_updated_ms),
         };
         let arrow = Arc::new(schema.to_arrow(self.views)?);
-        let table = provider::IcebergTable {
+        let mut table = provider::IcebergTable {
             name: name.to_string(),
             metadata: Arc::new(metadata),
             schema,
             arrow,
             files,
             deletes: self.deletes.clone(),
+            columns: vec![],
         };
+        table.columns = table.column_statistics();
         Ok((Arc::new(table), Some(seen)))
     }
 }

@@ -47,9 +47,27 @@ pub struct IcebergTable {
     /// Data and delete files.
     pub(super) files: Vec<DataFile>,
     pub(super) deletes: Arc<DeleteCache>,
+    /// Per column, over every data file (from the manifests' bounds).
+    pub(super) columns: Vec<datafusion::common::ColumnStatistics>,
 }
 
 impl IcebergTable {
+    /// Column statistics over every data file, for [`Self::columns`].
+    pub(super) fn column_statistics(&self) -> Vec<datafusion::common::ColumnStatistics> {
+        let data: Vec<&DataFile> = self
+            .files
+            .iter()
+            .filter(|f| f.content == Content::Data)
+            .collect();
+        let stats = FileStatistics {
+            files: &data,
+            schema: &self.schema,
+            arrow: &self.arrow,
+            metadata: &self.metadata,
+        };
+        crate::lakehouse::column_statistics(&stats, &self.arrow)
+    }
+
     /// Refuses what this reader cannot read correctly, naming the table and why.
     pub(super) fn check(&self) -> std::result::Result<(), String> {
         if let Some(f) = self
@@ -343,6 +361,7 @@ impl IcebergTable {
         let mut stats = Statistics::new_unknown(&self.arrow);
         stats.num_rows = Precision::Exact(rows);
         stats.total_byte_size = Precision::Inexact(bytes);
+        stats.column_statistics = self.columns.clone();
         stats
     }
 }
