@@ -18,14 +18,12 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
-use datafusion::common::{DFSchema, ScalarValue, Statistics};
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::common::{ScalarValue, Statistics};
+use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_expr::PhysicalExpr;
@@ -35,7 +33,6 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake_core::DeltaTable;
 use object_store::path::Path;
-use object_store::ObjectMeta;
 use url::Url;
 
 /// One data file of the snapshot.
@@ -206,10 +203,7 @@ impl TableProvider for DeltaFiles {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let predicate = conjunction(filters.iter().cloned()).and_then(|expr| {
-            let df_schema = DFSchema::try_from(self.schema.as_ref().clone()).ok()?;
-            state.create_physical_expr(expr, &df_schema).ok()
-        });
+        let predicate = super::physical_filter(state, filters, &self.schema);
         let kept: Vec<&DeltaFile> = self
             .prune(predicate.as_ref())
             .into_iter()
@@ -256,7 +250,15 @@ impl TableProvider for DeltaFiles {
                 source = source.with_predicate(p);
             }
         }
-        let groups = file_groups(&kept, state.config().target_partitions().max(1));
+        let files = kept
+            .iter()
+            .map(|f| {
+                let mut file = super::scan_file(f.location.clone(), f.size);
+                file.partition_values = f.partition_values.clone();
+                file
+            })
+            .collect();
+        let groups = super::file_groups(files, state.config().target_partitions().max(1));
         let mut unique = order.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -309,32 +311,6 @@ fn remap(
         .map(|t| t.data)
 }
 
-/// Spreads files over at most `n` groups of about equal bytes.
-fn file_groups(files: &[&DeltaFile], n: usize) -> Vec<FileGroup> {
-    let mut sorted: Vec<&&DeltaFile> = files.iter().collect();
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.size));
-    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, vec![]); n.min(files.len()).max(1)];
-    for f in sorted {
-        let mut file = PartitionedFile::new_from_meta(ObjectMeta {
-            location: f.location.clone(),
-            last_modified: chrono::DateTime::<chrono::Utc>::default(),
-            size: f.size,
-            e_tag: None,
-            version: None,
-        });
-        file.partition_values = f.partition_values.clone();
-        if let Some(smallest) = groups.iter_mut().min_by_key(|g| g.0) {
-            smallest.0 += f.size;
-            smallest.1.push(file);
-        }
-    }
-    groups
-        .into_iter()
-        .filter(|g| !g.1.is_empty())
-        .map(|g| FileGroup::new(g.1))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,27 +335,5 @@ mod tests {
         let moved = remap(&expr, &table, &[&id, &day])?;
         assert_eq!(moved.to_string(), "day@1 = 2026-11-02");
         Ok(())
-    }
-
-    #[test]
-    fn files_spread_by_size_with_their_partition_values() {
-        let file = |size, day: &str| DeltaFile {
-            location: Path::from(format!("t/day={day}/{size}.parquet")),
-            size,
-            partition_values: vec![ScalarValue::from(day)],
-            rows: Some(1),
-        };
-        let files = [file(100, "a"), file(60, "b"), file(50, "c")];
-        let refs: Vec<&DeltaFile> = files.iter().collect();
-        let groups = file_groups(&refs, 2);
-        let sizes: Vec<u64> = groups
-            .iter()
-            .map(|g| g.files().iter().map(|f| f.object_meta.size).sum())
-            .collect();
-        assert_eq!(sizes, [100, 110]);
-        assert_eq!(
-            groups[0].files()[0].partition_values,
-            vec![ScalarValue::from("a")]
-        );
     }
 }

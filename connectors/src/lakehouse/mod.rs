@@ -484,6 +484,54 @@ fn watch_forever(
     });
 }
 
+/// The query's filters on a table as one physical predicate, for pruning files
+/// and row groups (none when there are none, or one cannot be planned).
+pub(crate) fn physical_filter(
+    state: &dyn datafusion::catalog::Session,
+    filters: &[datafusion::logical_expr::Expr],
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+    let expr = datafusion::logical_expr::utils::conjunction(filters.iter().cloned())?;
+    let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone()).ok()?;
+    state.create_physical_expr(expr, &df_schema).ok()
+}
+
+/// A file to scan at `location`, of `size` bytes: the log or the manifests know
+/// both, so nothing is listed or asked of the store.
+pub(crate) fn scan_file(
+    location: object_store::path::Path,
+    size: u64,
+) -> datafusion::datasource::listing::PartitionedFile {
+    datafusion::datasource::listing::PartitionedFile::new_from_meta(object_store::ObjectMeta {
+        location,
+        last_modified: chrono::DateTime::<chrono::Utc>::default(),
+        size,
+        e_tag: None,
+        version: None,
+    })
+}
+
+/// Spreads files over at most `n` groups of about equal bytes (largest first,
+/// each into the group with the fewest bytes so far).
+pub(crate) fn file_groups(
+    mut files: Vec<datafusion::datasource::listing::PartitionedFile>,
+    n: usize,
+) -> Vec<datafusion::datasource::physical_plan::FileGroup> {
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let mut groups = vec![(0u64, vec![]); n.min(files.len()).max(1)];
+    for file in files {
+        if let Some(smallest) = groups.iter_mut().min_by_key(|g| g.0) {
+            smallest.0 += file.object_meta.size;
+            smallest.1.push(file);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|g| !g.1.is_empty())
+        .map(|g| datafusion::datasource::physical_plan::FileGroup::new(g.1))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,5 +543,28 @@ mod tests {
         assert!(matches!(At::parse("2026-12-01T10:00:00Z"), Ok(At::Time(_))));
         let e = At::parse("yesterday").unwrap_err();
         assert!(e.contains("neither a version"), "{e}");
+    }
+
+    #[test]
+    fn files_spread_by_size_with_their_partition_values() {
+        use datafusion::common::ScalarValue;
+        let file = |size, day: &str| {
+            let mut f = scan_file(
+                object_store::path::Path::from(format!("t/day={day}/{size}.parquet")),
+                size,
+            );
+            f.partition_values = vec![ScalarValue::from(day)];
+            f
+        };
+        let groups = file_groups(vec![file(50, "c"), file(100, "a"), file(60, "b")], 2);
+        let sizes: Vec<u64> = groups
+            .iter()
+            .map(|g| g.files().iter().map(|f| f.object_meta.size).sum())
+            .collect();
+        assert_eq!(sizes, [100, 110]);
+        assert_eq!(
+            groups[0].files()[0].partition_values,
+            vec![ScalarValue::from("a")]
+        );
     }
 }

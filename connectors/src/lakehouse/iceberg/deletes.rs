@@ -15,13 +15,11 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::physical_plan::collect;
-use object_store::ObjectMeta;
 
 use super::manifests::{to_url, Content, DataFile};
 
@@ -124,13 +122,7 @@ async fn read_file(
     let store = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
     let location = object_store::path::Path::from_url_path(url.path())
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let part = PartitionedFile::new_from_meta(ObjectMeta {
-        location,
-        last_modified: chrono::DateTime::<chrono::Utc>::default(),
-        size: file.size,
-        e_tag: None,
-        version: None,
-    });
+    let part = crate::lakehouse::scan_file(location, file.size);
     let source = ParquetSource::new(schema);
     let config = FileScanConfigBuilder::new(store, Arc::new(source))
         .with_file_groups(vec![FileGroup::new(vec![part])])

@@ -14,13 +14,11 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
-use datafusion::common::{DFSchema, Statistics};
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::common::Statistics;
+use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_expr::PhysicalExpr;
@@ -29,7 +27,6 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
-use object_store::ObjectMeta;
 
 use super::deletes::{applies, DeleteCache};
 use super::deletes_exec::{EqualityKeys, FilePositions, IcebergDeletesExec};
@@ -123,16 +120,6 @@ impl IcebergTable {
         }
     }
 
-    fn physical_filter(
-        &self,
-        state: &dyn Session,
-        filters: &[Expr],
-    ) -> Option<Arc<dyn PhysicalExpr>> {
-        let expr = conjunction(filters.iter().cloned())?;
-        let df_schema = DFSchema::try_from(self.arrow.as_ref().clone()).ok()?;
-        state.create_physical_expr(expr, &df_schema).ok()
-    }
-
     /// The columns of an equality delete file: the fields `ids`, under the names
     /// the delete file's writer gave them.
     fn key_schema(&self, delete: &DataFile, ids: &[i32]) -> SchemaRef {
@@ -203,7 +190,7 @@ impl TableProvider for IcebergTable {
             DataFusionError::External(format!("Iceberg table {}: {e}", self.name).into())
         };
         self.check().map_err(external)?;
-        let predicate = self.physical_filter(state, filters);
+        let predicate = crate::lakehouse::physical_filter(state, filters, &self.arrow);
         let files = self.prune(predicate.as_ref());
         let deletes: Vec<&DataFile> = self
             .files
@@ -322,7 +309,13 @@ impl TableProvider for IcebergTable {
             }
             let config =
                 FileScanConfigBuilder::new(ObjectStoreUrl::parse(&store)?, Arc::new(source))
-                    .with_file_groups(file_groups(&files, partitions)?)
+                    .with_file_groups(crate::lakehouse::file_groups(
+                        files
+                            .iter()
+                            .map(|f| Ok(crate::lakehouse::scan_file(location(f)?, f.size)))
+                            .collect::<Result<_>>()?,
+                        partitions,
+                    ))
                     .with_projection_indices(Some(columns.clone()))?
                     // A limit counts rows left after deletes: only without them.
                     .with_limit(if deleting { None } else { limit })
@@ -364,31 +357,6 @@ impl IcebergTable {
         stats.column_statistics = self.columns.clone();
         stats
     }
-}
-
-/// Spreads files over at most `n` groups of about equal bytes.
-fn file_groups(files: &[&DataFile], n: usize) -> Result<Vec<FileGroup>> {
-    let mut sorted: Vec<&&DataFile> = files.iter().collect();
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.size));
-    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, vec![]); n.min(files.len()).max(1)];
-    for f in sorted {
-        let file = PartitionedFile::new_from_meta(ObjectMeta {
-            location: location(f)?,
-            last_modified: chrono::DateTime::<chrono::Utc>::default(),
-            size: f.size,
-            e_tag: None,
-            version: None,
-        });
-        if let Some(smallest) = groups.iter_mut().min_by_key(|g| g.0) {
-            smallest.0 += f.size;
-            smallest.1.push(file);
-        }
-    }
-    Ok(groups
-        .into_iter()
-        .filter(|g| !g.1.is_empty())
-        .map(|g| FileGroup::new(g.1))
-        .collect())
 }
 
 /// A data file's location in its object store.
