@@ -7,14 +7,17 @@
 //! scripts/setup-python.sh
 //! cargo bench -p quiver-coordinator --bench lakehouse -- [--scale 1] [--iterations 3]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
+
+use common::{median, timed};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -27,28 +30,6 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Runs one statement, fetching every endpoint; returns its time and row count.
-async fn timed(
-    client: &mut FlightSqlServiceClient<Channel>,
-    sql: &str,
-) -> Result<(Duration, usize)> {
-    let t = Instant::now();
-    let info = client.execute(sql.to_string(), None).await?;
-    let mut rows = 0;
-    for ep in info.endpoint {
-        let mut s = client.do_get(ep.ticket.context("ticket")?).await?;
-        while let Some(b) = s.try_next().await? {
-            rows += b.num_rows();
-        }
-    }
-    Ok((t.elapsed(), rows))
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// A coordinator with 2 embedded workers whose default schema is `source`.
