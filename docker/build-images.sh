@@ -1,25 +1,24 @@
 #!/usr/bin/env bash
-# Builds the quiver-worker and quiver-coordinator images FROM scratch out of a `quiver`
-# binary built on this host, for Docker engines that cannot pull base images.
+# Builds the `quiver` image FROM scratch out of a `quiver` binary built on this host,
+# for Docker engines that cannot pull base images.
 #
-#   docker/build-images.sh             release build (cargo build --release), dynamic glibc
+#   docker/build-images.sh             dist build (cargo build --profile dist), dynamic glibc
 #   docker/build-images.sh --debug     the debug build the tests use (target/debug/quiver)
 #   docker/build-images.sh --static    a static-pie binary (+crt-static), nothing else in the image
 #   docker/build-images.sh --binary P  any quiver binary
 #
 # A dynamic binary is copied in with its loader (read with readelf) and exactly the
-# shared libraries `ldd` lists (glibc, libgcc_s, ...). Both images hold the same
-# binary; they differ in the default command and health check. They run as user
-# 65532, not root. Each image is checked by running `/quiver --version` in it. Tags:
-# <name>:<version> and <name>:latest. Prints each image's size.
+# shared libraries `ldd` lists (glibc, libgcc_s, ...). The image runs as user 65532,
+# not root, and is checked by running `/quiver --version` in it. Tags: quiver:<version>
+# and quiver:latest. Prints its size.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-mode=release binary=""
+mode=dist binary=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --debug) mode=debug ;;
-    --release) mode=release ;;
+    --dist|--release) mode=dist ;;
     --static) mode=static ;;
     --binary) binary="$2"; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -32,10 +31,10 @@ target_dir="${CARGO_TARGET_DIR:-$root/target}"
 if [ -z "$binary" ]; then
   case "$mode" in
     debug) binary="$target_dir/debug/quiver"; [ -x "$binary" ] || cargo build --workspace --locked --bin quiver ;;
-    release) binary="$target_dir/release/quiver"; cargo build --release --locked --bin quiver ;;
+    dist) binary="$target_dir/dist/quiver"; cargo build --profile dist --locked --bin quiver ;;
     static)
-      RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu --bin quiver
-      binary="$target_dir/x86_64-unknown-linux-gnu/release/quiver" ;;
+      RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile dist --locked --target x86_64-unknown-linux-gnu --bin quiver
+      binary="$target_dir/x86_64-unknown-linux-gnu/dist/quiver" ;;
   esac
 fi
 [ -x "$binary" ] || { echo "no quiver binary at $binary" >&2; exit 1; }
@@ -60,32 +59,31 @@ fi
 # Roots for TLS to sources and object stores (rustls reads the system bundle).
 [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/"
 
-image() { # name port cmd...
-  local name="$1" port="$2"; shift 2
-  local cmd; cmd="$(printf '"%s",' "$@")"
-  cat >"$context/Dockerfile.$name" <<DOCKERFILE
+# One image for every role (the worker by default; `serve ...` for the coordinator).
+# Its health check asks both roles' ports, so it fits either.
+cat >"$context/Dockerfile" <<DOCKERFILE
 FROM scratch
 COPY rootfs/ /
 USER 65532:65532
 ENV QUIVER_LOG=info
 ENV QUIVER_DATA_DIR=/var/lib/quiver
-EXPOSE $port
-HEALTHCHECK --interval=5s --timeout=4s --start-period=2s --retries=3 CMD ["/quiver", "health", "--addr", "127.0.0.1:$port"]
+EXPOSE 50051 50061 9090 5432
+HEALTHCHECK --interval=5s --timeout=4s --start-period=2s --retries=3 CMD ["/quiver", "health"]
 ENTRYPOINT ["/quiver"]
-CMD [${cmd%,}]
+CMD ["worker", "--listen", "0.0.0.0:50061"]
 DOCKERFILE
-  docker build -q -f "$context/Dockerfile.$name" -t "$name:$version" -t "$name:latest" \
-    --label "org.opencontainers.image.version=$version" "$context" >/dev/null
-  # The image must start here, as it will on any host: the binary runs in it.
-  local started
-  if ! started="$(docker run --rm --entrypoint /quiver "$name:$version" --version 2>&1)" \
-      || [ "${started#quiver }" = "$started" ]; then
-    echo "$name:$version does not start: $started" >&2
-    echo "(loader: ${interp:-none}; libraries: $(find "$context/rootfs" -name '*.so*' | sed "s|$context/rootfs||" | tr '\n' ' '))" >&2
-    exit 1
-  fi
-  local bytes; bytes="$(docker image inspect --format '{{.Size}}' "$name:$version")"
-  echo "$name:$version $((bytes / 1000000)) MB, starts: $started"
-}
-image quiver-worker 50061 worker --listen 0.0.0.0:50061
-image quiver-coordinator 50051 serve --config /etc/quiver/quiver.toml --listen 0.0.0.0:50051
+previous="$(docker image inspect --format '{{.Id}}' "quiver:latest" 2>/dev/null || true)"
+docker build -q -f "$context/Dockerfile" -t "quiver:$version" -t "quiver:latest" \
+  --label "org.opencontainers.image.version=$version" "$context" >/dev/null
+# The image must start here, as it will on any host: the binary runs in it.
+if ! started="$(docker run --rm "quiver:$version" --version 2>&1)" \
+    || [ "${started#quiver }" = "$started" ]; then
+  echo "quiver:$version does not start: $started" >&2
+  echo "(loader: ${interp:-none}; libraries: $(find "$context/rootfs" -name '*.so*' | sed "s|$context/rootfs||" | tr '\n' ' '))" >&2
+  exit 1
+fi
+# The image it replaces, now untagged, would only fill the disk (kept if a container uses it).
+current="$(docker image inspect --format '{{.Id}}' "quiver:latest")"
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then docker rmi "$previous" >/dev/null 2>&1 || true; fi
+bytes="$(docker image inspect --format '{{.Size}}' "quiver:$version")"
+echo "quiver:$version $((bytes / 1000000)) MB, starts: $started"

@@ -7,7 +7,7 @@
 //!   query (SF0.1) to its result, beside the same query on a warm worker (median of 5);
 //! - TPC-H SF1, 22 queries, on 1, 2 and 4 worker containers limited to 1 CPU each.
 //!
-//! docker/build-images.sh && cargo bench -p quiver-coordinator --bench containers -- [--scale 1] [--image quiver-worker:latest] [--only zero]
+//! docker/build-images.sh && cargo bench -p quiver-coordinator --bench containers -- [--scale 1] [--image quiver:latest] [--only zero]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,7 +53,7 @@ fn main() -> Result<()> {
 }
 
 async fn run() -> Result<()> {
-    let image = arg("--image", "quiver-worker:latest");
+    let image = arg("--image", "quiver:latest");
     let scale: f64 = arg("--scale", "1").parse()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = root

@@ -329,7 +329,7 @@ fn default_task_attempts() -> u32 {
 }
 
 fn default_image() -> String {
-    format!("quiver-worker:{}", env!("CARGO_PKG_VERSION"))
+    format!("quiver:{}", env!("CARGO_PKG_VERSION"))
 }
 fn default_min_workers() -> usize {
     1

@@ -47,10 +47,11 @@ enum Command {
     Sql(cli::sql::SqlArgs),
     /// List a coordinator's workers, show its scaling decisions, or set the number of workers.
     Workers(cli::workers::WorkersArgs),
-    /// Exit 0 when the worker or coordinator at --addr answers (container health checks).
+    /// Exit 0 when a worker or coordinator answers at one of --addr (container health
+    /// checks). The default probes both roles' ports, so one image's check fits either.
     Health {
-        #[arg(long, default_value = "127.0.0.1:50061")]
-        addr: String,
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:50061,127.0.0.1:50051")]
+        addr: Vec<String>,
         #[arg(long, default_value_t = 3.0)]
         timeout_secs: f64,
     },
@@ -108,7 +109,7 @@ fn main() -> std::process::ExitCode {
             Command::Sql(args) => runtime.block_on(cli::sql::run(args)),
             Command::Workers(args) => runtime.block_on(cli::workers::run(args)),
             Command::Passwd { scram } => passwd(scram),
-            Command::Health { addr, timeout_secs } => runtime.block_on(cli::workers::health(
+            Command::Health { addr, timeout_secs } => runtime.block_on(cli::workers::health_any(
                 &addr,
                 std::time::Duration::from_secs_f64(timeout_secs),
             )),

@@ -285,3 +285,31 @@ fn one_shot_ctrl_c_exits_130() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `quiver health`, the check one image runs for either role: healthy when any
+/// address answers, and a failure names each address it asked.
+#[test]
+fn health_answers_when_any_address_serves() -> anyhow::Result<()> {
+    let server = start_coordinator(&tpch_source())?;
+    let health = |addrs: &str| {
+        let out = Command::new(quiver_bin())
+            .args(["health", "--timeout-secs", "5", "--addr", addrs])
+            .output()
+            .expect("run quiver health");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let nothing = nothing.to_string(); // freed at once: nobody listens there
+    let (ok, err) = health(&format!("{nothing},{}", server.addr));
+    assert!(ok, "{err}");
+    let (ok, err) = health(&format!("{nothing},127.0.0.1:1"));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot connect to {nothing}")) && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -36,7 +36,7 @@ fn images() -> &'static str {
             String::from_utf8_lossy(&out.stderr)
         );
     });
-    "quiver-worker:latest"
+    "quiver:latest"
 }
 
 fn docker(args: &[&str]) -> String {
@@ -465,11 +465,11 @@ async fn docker_unreachable_or_image_missing_is_a_clear_start_error() -> anyhow:
         "{err}"
     );
     let err = start_error(
-        config(&cluster, 1, 1, "").replace("quiver-worker:latest", "quiver-worker:no-such-tag"),
+        config(&cluster, 1, 1, "").replace("quiver:latest", "quiver:no-such-tag"),
         &[],
     );
     assert!(
-        err.contains("worker image 'quiver-worker:no-such-tag' is not available"),
+        err.contains("worker image 'quiver:no-such-tag' is not available"),
         "{err}"
     );
     assert_eq!(leftovers(&cluster), (vec![], vec![]));
@@ -484,7 +484,9 @@ async fn a_worker_image_that_cannot_start_says_why() -> anyhow::Result<()> {
     let _docker = exclusive();
     images();
     let context = tempfile::tempdir()?;
-    std::fs::copy(quiver_bin(), context.path().join("quiver"))?;
+    // Any small dynamic binary shows it; copying the debug quiver (~0.9 GB) once
+    // filled CI's disk.
+    std::fs::copy("/bin/true", context.path().join("quiver"))?;
     std::fs::write(
         context.path().join("Dockerfile"),
         "FROM scratch\nCOPY quiver /quiver\nENTRYPOINT [\"/quiver\"]\n",
@@ -500,7 +502,7 @@ async fn a_worker_image_that_cannot_start_says_why() -> anyhow::Result<()> {
     let cluster = cluster_name("broken");
     let _cleanup = Cleanup(cluster.clone());
     let (ok, err) = serve_until_exit(
-        &config(&cluster, 1, 1, "").replace("quiver-worker:latest", tag),
+        &config(&cluster, 1, 1, "").replace("quiver:latest", tag),
         &[],
     );
     let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
@@ -611,7 +613,12 @@ async fn a_coordinator_in_a_container_manages_workers_through_the_socket() -> an
         &format!("{}:/etc/quiver/quiver.toml:ro", cfg.display()),
         "-v",
         &format!("{data}:{data}:ro"),
-        "quiver-coordinator:latest",
+        "quiver:latest",
+        "serve",
+        "--config",
+        "/etc/quiver/quiver.toml",
+        "--listen",
+        "0.0.0.0:50051",
     ]);
     let ip = docker(&[
         "inspect",

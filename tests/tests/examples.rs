@@ -43,3 +43,8 @@ fn a_pipeline_under_access_rules() {
 fn bi_tools_connect() {
     run("04-bi-tools");
 }
+
+#[test]
+fn autoscaled_docker_workers() {
+    run("05-autoscaled-docker");
+}

@@ -50,6 +50,21 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
     }
 }
 
+/// Healthy when any of `addrs` answers within `timeout` (all are asked at once); the
+/// error names every address and why it failed.
+pub async fn health_any(addrs: &[String], timeout: std::time::Duration) -> Result<()> {
+    let answers = futures::future::join_all(addrs.iter().map(|a| health(a, timeout))).await;
+    if answers.iter().any(Result::is_ok) {
+        return Ok(());
+    }
+    let why: Vec<String> = answers
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{e:#}"))
+        .collect();
+    anyhow::bail!("{}", why.join("; "))
+}
+
 /// `quiver health --addr`: exit 0 when a Quiver worker or coordinator at `addr`
 /// answers. A coordinator with authentication refuses the unauthenticated call,
 /// which still shows that it serves.

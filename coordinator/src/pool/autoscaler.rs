@@ -1,7 +1,8 @@
 //! The autoscaler of a Docker pool: once a second it replaces dead workers, then
 //! sizes the pool between `min` and `max` (or at the size `quiver workers scale N`
 //! pinned): up when the running (and waiting) fragments per worker reach `busy_fragments`, down
-//! when a worker has been idle for `idle_secs`, never twice within `cooldown_secs`.
+//! when a worker has been idle for `idle_secs` and the others could take the load
+//! without being busy, never twice within `cooldown_secs`.
 //! A retired worker drains first: it gets no new fragments and is removed only
 //! when the ones it runs have finished.
 
@@ -218,7 +219,7 @@ impl WorkerPool {
             return;
         }
         let idle_limit = Duration::from_secs(self.config.idle_secs);
-        if n > min {
+        if n > min && !busy_without_one(running, busy, n) {
             let idlest = active
                 .iter()
                 .filter(|w| w.is_healthy())
@@ -240,5 +241,36 @@ impl WorkerPool {
             w.start_draining();
             tokio::spawn(self.clone().retire(w, reason.to_string()));
         }
+    }
+}
+
+/// Whether the pool would count as busy with one worker fewer. An idle worker is
+/// not retired then: its fragments went elsewhere before it started (fragments are
+/// placed when a query is planned), and retiring it would only start another one at
+/// the next decision.
+fn busy_without_one(running: u32, busy: u32, n: usize) -> bool {
+    match n.saturating_sub(1) as u32 {
+        0 => running > 0,
+        rest => running >= busy.saturating_mul(rest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busy_without_one;
+
+    #[test]
+    fn an_idle_worker_stays_while_the_rest_would_be_busy() {
+        // 2 fragments on a pool of 2 at 1 per worker: one worker fewer is busy.
+        assert!(busy_without_one(2, 1, 2));
+        assert!(busy_without_one(1, 1, 2));
+        // Nothing running: the idle one may go, down to zero workers too.
+        assert!(!busy_without_one(0, 1, 2));
+        assert!(!busy_without_one(0, 4, 1));
+        // The last worker stays while anything runs or waits.
+        assert!(busy_without_one(1, 4, 1));
+        // 3 fragments on 3 workers at 4 per worker: 2 workers take them.
+        assert!(!busy_without_one(3, 4, 3));
+        assert!(busy_without_one(8, 4, 3));
     }
 }
