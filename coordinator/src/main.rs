@@ -50,7 +50,11 @@ enum Command {
     /// Exit 0 when a worker or coordinator answers at one of --addr (container health
     /// checks). The default probes both roles' ports, so one image's check fits either.
     Health {
-        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:50061,127.0.0.1:50051")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "127.0.0.1:50061,127.0.0.1:50051"
+        )]
         addr: Vec<String>,
         #[arg(long, default_value_t = 3.0)]
         timeout_secs: f64,
