@@ -5,9 +5,10 @@
 //! Tables are resolved lazily on first use and cached, so a table whose folder is
 //! missing or whose files are corrupt gives a clear error for that table only.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
@@ -67,7 +68,7 @@ pub struct FilesSchema {
     qualified: String,
     /// Tables discovered under the root and declared ones; discovered again after
     /// a write creates or drops one.
-    tables: std::sync::RwLock<BTreeMap<String, TableSpec>>,
+    tables: parking_lot::RwLock<BTreeMap<String, TableSpec>>,
     source: FilesSource,
     root: Option<ListingTableUrl>,
     /// When the root was last listed again for a name it did not know.
@@ -116,7 +117,7 @@ impl FilesSchema {
         declared_tables(source, &mut tables)?;
         let schema = Self {
             qualified,
-            tables: std::sync::RwLock::new(tables),
+            tables: parking_lot::RwLock::new(tables),
             source: source.clone(),
             root,
             listed: Mutex::new(None),
@@ -149,7 +150,7 @@ impl FilesSchema {
 
     /// The folder or file of a table.
     pub fn table_url(&self, name: &str) -> Option<ListingTableUrl> {
-        self.tables.read().ok()?.get(name).map(|t| t.url.clone())
+        self.tables.read().get(name).map(|t| t.url.clone())
     }
 
     /// Whether a table is one of the root's folders (not a declared table or a single file).
@@ -166,11 +167,12 @@ impl FilesSchema {
         };
         let mut found = discover_tables(&self.runtime, root, &self.source).await?;
         declared_tables(&self.source, &mut found)?;
-        if let Ok(mut listed) = self.listed.lock() {
+        {
+            let mut listed = self.listed.lock();
             *listed = Some(std::time::Instant::now());
         }
-        *self.tables.write().map_err(poisoned)? = found;
-        self.resolved.lock().map_err(poisoned)?.clear();
+        *self.tables.write() = found;
+        self.resolved.lock().clear();
         Ok(())
     }
 
@@ -188,13 +190,12 @@ impl FilesSchema {
         let recent = self
             .listed
             .lock()
-            .map_err(poisoned)?
             .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2));
         if self.root.is_none() || recent {
             return Ok(None);
         }
         self.rediscover().await?;
-        Ok(self.tables.read().map_err(poisoned)?.get(name).cloned())
+        Ok(self.tables.read().get(name).cloned())
     }
 
     async fn resolve(&self, name: &str, spec: &TableSpec) -> Result<Arc<dyn TableProvider>> {
@@ -240,14 +241,11 @@ fn missing_files_message(url: &ListingTableUrl, ext: &str) -> String {
 #[async_trait]
 impl SchemaProvider for FilesSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables
-            .read()
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default()
+        self.tables.read().keys().cloned().collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let known = self.tables.read().map_err(poisoned)?.get(name).cloned();
+        let known = self.tables.read().get(name).cloned();
         let spec = match known {
             Some(s) => s,
             None => match self.rediscover_for(name).await {
@@ -260,7 +258,7 @@ impl SchemaProvider for FilesSchema {
             },
         };
         let spec = &spec;
-        if let Some(table) = self.resolved.lock().map_err(poisoned)?.get(name) {
+        if let Some(table) = self.resolved.lock().get(name) {
             return Ok(Some(table.clone()));
         }
         let table = self.resolve(name, spec).await.map_err(|e| {
@@ -269,15 +267,12 @@ impl SchemaProvider for FilesSchema {
                 self.qualified, spec.url
             ))
         })?;
-        self.resolved
-            .lock()
-            .map_err(poisoned)?
-            .insert(name.to_string(), table.clone());
+        self.resolved.lock().insert(name.to_string(), table.clone());
         Ok(Some(table))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.read().is_ok_and(|t| t.contains_key(name))
+        self.tables.read().contains_key(name)
     }
 }
 
@@ -296,10 +291,6 @@ fn declared_tables(source: &FilesSource, tables: &mut BTreeMap<String, TableSpec
         tables.insert(table.name.clone(), spec);
     }
     Ok(())
-}
-
-fn poisoned<T>(_: T) -> DataFusionError {
-    DataFusionError::Internal("table cache lock poisoned".into())
 }
 
 /// Lists the direct children of `root`: folders and files of the source's format become tables.

@@ -6,7 +6,8 @@
 //! SQL. A plain scan of a large table is split there into range partitions (see
 //! [`Partitioner`]), each a statement of its own that a different worker can run.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -150,11 +151,7 @@ fn final_sql(plan: &LogicalPlan, executor: &Arc<dyn SQLExecutor>) -> Result<Stri
     );
     // Unparses synchronously; the stream it returns is empty.
     drop(virtual_plan.execute(0, Arc::new(TaskContext::default()))?);
-    let sql = recorder
-        .sql
-        .lock()
-        .map_err(|_| DataFusionError::Internal("SQL recorder poisoned".into()))?
-        .take();
+    let sql = recorder.sql.lock().take();
     sql.ok_or_else(|| {
         DataFusionError::Internal(format!(
             "no SQL was produced for source '{}'",
@@ -216,7 +213,8 @@ impl SQLExecutor for Recorder {
         schema: datafusion::arrow::datatypes::SchemaRef,
         _filters: &[Arc<dyn PhysicalExpr>],
     ) -> Result<SendableRecordBatchStream> {
-        if let Ok(mut sql) = self.sql.lock() {
+        {
+            let mut sql = self.sql.lock();
             *sql = Some(query.to_string());
         }
         Ok(Box::pin(EmptyRecordBatchStream::new(schema)))

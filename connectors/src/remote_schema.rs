@@ -2,13 +2,15 @@
 //! the server's catalog, each exposed to datafusion-federation so that subplans
 //! over one database are pushed down to it as one statement.
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::exec_err;
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion_federation::sql::{
@@ -127,7 +129,8 @@ impl RemoteSchema {
         // Once the table exists, the next lookup lists the tables again and finds it.
         let after = crate::writable::AfterWrite(Arc::new(move || {
             if let Some(schema) = this.upgrade() {
-                if let Ok(mut tables) = schema.tables.write() {
+                {
+                    let mut tables = schema.tables.write();
                     tables.1 = None;
                 }
             }
@@ -158,10 +161,7 @@ impl RemoteSchema {
             }
             DiscoveryError::Failed(message) => self.error(message),
         })?;
-        let mut tables = self
-            .tables
-            .write()
-            .map_err(|_| self.error("lock poisoned".into()))?;
+        let mut tables = self.tables.write();
         *tables = (found, Some(Instant::now()));
         Ok(())
     }
@@ -173,17 +173,12 @@ impl RemoteSchema {
     }
 
     fn lookup(&self, name: &str) -> Option<SchemaRef> {
-        self.tables
-            .read()
-            .ok()
-            .and_then(|t| t.0.get(name).map(|d| d.schema.clone()))
+        self.tables.read().0.get(name).map(|d| d.schema.clone())
     }
 
     /// Primary keys of the cached tables (all, or the one named), as (table, columns in key order).
     pub fn primary_keys(&self, table: Option<&str>) -> Vec<(String, Vec<String>)> {
-        let Ok(tables) = self.tables.read() else {
-            return vec![];
-        };
+        let tables = self.tables.read();
         tables
             .0
             .iter()
@@ -198,18 +193,15 @@ impl RemoteSchema {
 #[async_trait]
 impl SchemaProvider for RemoteSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables
-            .read()
-            .map(|t| t.0.keys().cloned().collect())
-            .unwrap_or_default()
+        self.tables.read().0.keys().cloned().collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let expired = self
             .tables
             .read()
-            .map(|t| t.1.is_some_and(|at| at.elapsed() > self.ttl))
-            .unwrap_or(false);
+            .1
+            .is_some_and(|at| at.elapsed() > self.ttl);
         if expired {
             // A failed refresh keeps serving the cached tables; the query itself will
             // report an unreachable server.
@@ -222,8 +214,8 @@ impl SchemaProvider for RemoteSchema {
             let stale = self
                 .tables
                 .read()
-                .map(|t| t.1.is_none_or(|at| at.elapsed() > REDISCOVER_AFTER))
-                .unwrap_or(true);
+                .1
+                .is_none_or(|at| at.elapsed() > REDISCOVER_AFTER);
             if stale {
                 self.rediscover().await?;
                 schema = self.lookup(name);
@@ -295,11 +287,11 @@ pub fn cast_to(
 ) -> Result<datafusion::arrow::array::RecordBatch> {
     use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
     if batch.num_columns() != target.fields().len() {
-        return Err(DataFusionError::Execution(format!(
+        return exec_err!(
             "pushed-down query returned {} columns, expected {}",
             batch.num_columns(),
             target.fields().len()
-        )));
+        );
     }
     let columns = batch
         .columns()

@@ -1,11 +1,13 @@
 //! The plan node that runs pushed-down SQL in a database, one statement per
 //! partition, and its wire form so workers can run those partitions.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::plan_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
@@ -24,7 +26,7 @@ use prost::Message;
 use quiver_proto::NodeCodec;
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::join_keys::JoinFilter;
+use crate::join_keys::condition::{condition, JoinFilter};
 
 /// Runs statement `i` in the database for partition `i`.
 pub struct SourceScanExec {
@@ -122,9 +124,9 @@ impl DisplayAs for SourceScanExec {
         }
         if !self.join_filters.is_empty() {
             write!(f, " join_keys=")?;
-            match self.applied.lock().map(|a| a.first().cloned()) {
-                Ok(Some(condition)) => write!(f, "[{condition}]")?,
-                _ => write!(f, "pending")?,
+            match self.applied.lock().first() {
+                Some(condition) => write!(f, "[{condition}]")?,
+                None => write!(f, "pending")?,
             }
         }
         Ok(())
@@ -181,8 +183,8 @@ impl ExecutionPlan for SourceScanExec {
             let filtered = async move {
                 let (sql, added) =
                     with_join_keys(&sql, &filters, &schema, executor.as_ref()).await?;
-                if let (Some(condition), Ok(mut a)) = (added, applied.lock()) {
-                    a.push(condition);
+                if let Some(condition) = added {
+                    applied.lock().push(condition);
                 }
                 executor.execute(&sql, schema, &[])
             };
@@ -275,7 +277,7 @@ async fn with_join_keys(
             columns,
             ..filter.clone()
         };
-        if let Some(c) = crate::join_keys::condition(&usable, schema, dialect.as_ref())? {
+        if let Some(c) = condition(&usable, schema, dialect.as_ref())? {
             conditions.push(c);
         }
     }
@@ -360,10 +362,7 @@ impl SourceScanCodec {
     }
 
     fn executor(&self, name: &str) -> Result<Arc<dyn SQLExecutor>> {
-        let mut executors = self
-            .executors
-            .lock()
-            .map_err(|_| DataFusionError::Internal("executor registry poisoned".into()))?;
+        let mut executors = self.executors.lock();
         if let Some(e) = executors.get(name) {
             return Ok(e.clone());
         }
@@ -383,9 +382,7 @@ impl SourceScanCodec {
                 Arc::new(crate::mysql::executor(name, my).map_err(unusable)?.0)
             }
             SourceKind::Files(_) | SourceKind::Delta(_) | SourceKind::Iceberg(_) => {
-                return Err(DataFusionError::Plan(format!(
-                    "source '{name}' holds files, not a database"
-                )));
+                return plan_err!("source '{name}' holds files, not a database");
             }
         };
         executors.insert(name.to_string(), executor.clone());

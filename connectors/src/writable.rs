@@ -10,9 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{internal_err, not_impl_err};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::TableType;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::Expr;
@@ -135,10 +136,7 @@ impl TableProvider for WritableTable {
         _: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // Reads are federated before they get here.
-        Err(DataFusionError::Internal(format!(
-            "{} is read through its database, not scanned",
-            self.display
-        )))
+        internal_err!("{} is read through its database, not scanned", self.display)
     }
 
     async fn insert_into(
@@ -152,10 +150,10 @@ impl TableProvider for WritableTable {
             (false, InsertOp::Append) => WriteMode::Append,
             (false, InsertOp::Overwrite) => WriteMode::Replace,
             (false, InsertOp::Replace) => {
-                return Err(DataFusionError::NotImplemented(format!(
+                return not_impl_err!(
                     "REPLACE INTO {} (rows by key) is not supported",
                     self.display
-                )))
+                )
             }
         };
         let sink = DatabaseSink {

@@ -3,8 +3,9 @@
 //! that finds the queue full, or waits in it longer than `queue_timeout_secs`, is
 //! refused with `ResourceExhausted` and a message that says which limit it hit.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -44,7 +45,8 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.gate.state.lock() {
+        {
+            let mut s = self.gate.state.lock();
             s.running = s.running.saturating_sub(1);
             if let Some(user) = &self.user {
                 if let Some(n) = s.per_user.get_mut(user) {
@@ -73,7 +75,8 @@ impl Queued<'_> {
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         if let Some(gate) = self.0 {
-            if let Ok(mut s) = gate.state.lock() {
+            {
+                let mut s = gate.state.lock();
                 s.queued = s.queued.saturating_sub(1);
             }
         }
@@ -87,14 +90,6 @@ impl Admission {
             state: Mutex::default(),
             freed: Notify::new(),
         })
-    }
-
-    /// Queries running and waiting now.
-    pub fn counts(&self) -> (usize, usize) {
-        self.state
-            .lock()
-            .map(|s| (s.running, s.queued))
-            .unwrap_or_default()
     }
 
     fn fits(&self, s: &State, user: Option<&str>) -> bool {
@@ -117,15 +112,21 @@ impl Admission {
         }
     }
 
+    /// Queries running and waiting now.
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        (state.running, state.queued)
+    }
+
     /// Waits for a place to run; `on_queued` is called once if the query has to wait.
     pub async fn admit(
         self: &Arc<Self>,
         user: Option<&str>,
         on_queued: impl FnOnce(),
     ) -> Result<Permit, Status> {
-        let poisoned = || Status::internal("admission state poisoned");
         let queued = {
-            let mut s = self.state.lock().map_err(|_| poisoned())?;
+            let mut s = self.state.lock();
             if self.fits(&s, user) {
                 return Ok(self.take(&mut s, user));
             }
@@ -146,7 +147,7 @@ impl Admission {
             tokio::pin!(freed);
             freed.as_mut().enable();
             {
-                let mut s = self.state.lock().map_err(|_| poisoned())?;
+                let mut s = self.state.lock();
                 if self.fits(&s, user) {
                     queued.leave(&mut s);
                     return Ok(self.take(&mut s, user));

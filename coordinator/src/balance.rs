@@ -18,6 +18,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::plan_err;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result};
@@ -57,21 +58,18 @@ pub fn check_nesting(sql: &str) -> Result<()> {
                 open.push(previous_not);
                 nots += usize::from(previous_not);
                 if open.len() > MAX_PARENS {
-                    return Err(DataFusionError::Plan(format!(
+                    return plan_err!(
                         "the statement is nested too deeply: more than {MAX_PARENS} levels of parentheses"
-                    )));
+                    );
                 }
                 if nots > MAX_NOT_PARENS {
-                    return Err(DataFusionError::Plan(format!(
+                    return plan_err!(
                         "the statement is nested too deeply: more than {MAX_NOT_PARENS} levels of NOT (...)"
-                    )));
+                    );
                 }
             }
-            Token::RParen | Token::RBracket => {
-                if open.pop() == Some(true) {
-                    nots -= 1;
-                }
-            }
+            // The pop happens whether or not the guard holds.
+            Token::RParen | Token::RBracket if open.pop() == Some(true) => nots -= 1,
             _ => {}
         }
         previous_not = matches!(&token, Token::Word(w) if w.keyword == Keyword::NOT);
@@ -90,13 +88,13 @@ pub fn balance_statement(statement: &mut DfStatement) -> Result<()> {
                 queries: 0,
             };
             match Visit::visit(s.as_ref(), &mut depth) {
-                ControlFlow::Break(TooDeep::Expressions) => Err(DataFusionError::Plan(format!(
+                ControlFlow::Break(TooDeep::Expressions) => plan_err!(
                     "the statement nests expressions more than {MAX_DEPTH} levels deep; \
                      long AND/OR/|| chains and integer sums are fine (they are rebalanced), deep nesting is not"
-                ))),
-                ControlFlow::Break(TooDeep::Subqueries) => Err(DataFusionError::Plan(format!(
+                ),
+                ControlFlow::Break(TooDeep::Subqueries) => plan_err!(
                     "the statement is nested too deeply: more than {MAX_SUBQUERY_DEPTH} levels of subqueries"
-                ))),
+                ),
                 ControlFlow::Continue(()) => Ok(()),
             }
         }

@@ -10,8 +10,9 @@
 //! bounded by `cache.max_bytes` (least recently used go first); entries expire
 //! after `cache.ttl_secs`.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
@@ -79,7 +80,8 @@ impl ResultsCache {
 
     /// The cached answer under `key`, if it is there and fresh; counts a hit or a miss.
     pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        let found = self.inner.lock().ok().and_then(|mut inner| {
+        let found = (|| {
+            let mut inner = self.inner.lock();
             let entry = inner.entries.get(key).cloned()?;
             if entry.created.elapsed() <= self.ttl {
                 return Some(entry);
@@ -87,7 +89,7 @@ impl ResultsCache {
             inner.entries.pop(key);
             inner.bytes -= entry.bytes;
             None
-        });
+        })();
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -99,7 +101,8 @@ impl ResultsCache {
 
     /// Remembers that the statement text `text_key` planned to `key`.
     pub fn alias(&self, text_key: String, key: String) {
-        if let Ok(mut a) = self.aliases.lock() {
+        {
+            let mut a = self.aliases.lock();
             a.put(text_key, key);
         }
     }
@@ -107,7 +110,7 @@ impl ResultsCache {
     /// The answer of a statement seen before under `text_key`, without planning it;
     /// counts a hit when found (a miss is counted by the planned lookup that follows).
     pub fn get_by_text(&self, text_key: &str) -> Option<Arc<Entry>> {
-        let key = self.aliases.lock().ok()?.get(text_key).cloned()?;
+        let key = self.aliases.lock().get(text_key).cloned()?;
         let entry = self.fresh(&key)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(entry)
@@ -115,12 +118,12 @@ impl ResultsCache {
 
     /// [`Self::get_by_text`] without counting (a Flight SQL `GetFlightInfo` asks for the schema).
     pub fn peek_by_text(&self, text_key: &str) -> Option<SchemaRef> {
-        let key = self.aliases.lock().ok()?.peek(text_key).cloned()?;
+        let key = self.aliases.lock().peek(text_key).cloned()?;
         self.fresh(&key).map(|e| e.schema.clone())
     }
 
     fn fresh(&self, key: &str) -> Option<Arc<Entry>> {
-        let mut inner = self.inner.lock().ok()?;
+        let mut inner = self.inner.lock();
         let entry = inner.entries.get(key).cloned()?;
         (entry.created.elapsed() <= self.ttl).then_some(entry)
     }
@@ -142,9 +145,7 @@ impl ResultsCache {
         if bytes > self.max_entry_bytes {
             return;
         }
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
+        let mut inner = self.inner.lock();
         let entry = Arc::new(Entry {
             schema,
             batches,
@@ -166,9 +167,7 @@ impl ResultsCache {
 
     /// Drops every answer that read `table` (`catalog.schema.table`).
     pub fn invalidate_reading(&self, table: &str) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
+        let mut inner = self.inner.lock();
         let stale: Vec<String> = inner
             .entries
             .iter()
@@ -184,10 +183,8 @@ impl ResultsCache {
 
     /// Memory the answers take now, and how many there are.
     pub fn usage(&self) -> (usize, usize) {
-        self.inner
-            .lock()
-            .map(|i| (i.bytes, i.entries.len()))
-            .unwrap_or_default()
+        let inner = self.inner.lock();
+        (inner.bytes, inner.entries.len())
     }
 
     #[cfg(test)]
@@ -222,11 +219,7 @@ pub fn key(user: Option<&str>, plan: &LogicalPlan, generation: u64) -> String {
 /// Whether the answer of `plan` may be cached: it reads no system or catalog
 /// tables (`objects` are the tables it reads) and calls only deterministic functions.
 pub fn cacheable(plan: &LogicalPlan, objects: &[String]) -> bool {
-    if objects.is_empty()
-        || objects
-            .iter()
-            .any(|o| crate::frontends::run::is_catalog_table(o))
-    {
+    if objects.is_empty() || objects.iter().any(|o| crate::reserved::is_catalog_table(o)) {
         return false;
     }
     let mut deterministic = true;

@@ -103,7 +103,7 @@ fn main() -> std::process::ExitCode {
     // asks rustls for the default (tonic's TLS) would not know which to take.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Large stacks: planning and evaluating what balancing leaves deep (up to
-    // quiver_coordinator::balance::MAX_DEPTH levels) recurse. Only touched pages cost memory.
+    // the coordinator's `balance::MAX_DEPTH` levels) recurse. Only touched pages cost memory.
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(STACK_BYTES)
@@ -146,11 +146,10 @@ fn passwd(scram: bool) -> Result<()> {
     };
     anyhow::ensure!(!password.is_empty(), "empty password");
     let line = match scram {
-        true => quiver_coordinator::security::scram::Verifier::new(&password)
+        true => quiver_coordinator::ScramVerifier::new(&password)
             .map_err(anyhow::Error::msg)?
             .to_string(),
-        false => quiver_coordinator::security::authn::hash_password(&password)
-            .map_err(anyhow::Error::msg)?,
+        false => quiver_coordinator::hash_password(&password).map_err(anyhow::Error::msg)?,
     };
     println!("{line}");
     Ok(())
@@ -230,14 +229,14 @@ async fn run_server(command: Command) -> Result<()> {
             };
             let mut cluster = config.cluster.clone();
             cluster.allow_insecure |= allow_insecure;
-            let secret = quiver_coordinator::security::cluster::for_worker(&cluster)
-                .map_err(anyhow::Error::msg)?;
+            let secret =
+                quiver_coordinator::worker_cluster_secret(&cluster).map_err(anyhow::Error::msg)?;
             let sources = config.source;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
-            let codec = quiver_coordinator::server::quiver_codec(&sources);
+            let codec = quiver_coordinator::quiver_codec(&sources);
             let options = quiver_worker::WorkerOptions {
                 id: id.unwrap_or_else(|| addr.to_string()),
                 sources,
@@ -251,7 +250,7 @@ async fn run_server(command: Command) -> Result<()> {
             let drainer = service.clone();
             let grace = std::time::Duration::from_secs_f64(drain_grace_secs.max(0.0));
             let shutdown = async move {
-                quiver_coordinator::server::shutdown_signal().await;
+                quiver_coordinator::shutdown_signal().await;
                 drainer.drain(grace).await;
             };
             quiver_worker::serve(listener, service, shutdown).await?;

@@ -68,14 +68,14 @@ pub fn ensure(dir: &Path, scale: f64) -> Result<bool, TpchError> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let jobs = Arc::new(std::sync::Mutex::new(jobs));
+    let jobs = Arc::new(parking_lot::Mutex::new(jobs));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let jobs = jobs.clone();
             let tmp = tmp.clone();
             std::thread::spawn(move || -> Result<(), TpchError> {
                 loop {
-                    let job = jobs.lock().map_err(|_| TpchError::Thread)?.pop();
+                    let job = jobs.lock().pop();
                     let Some((table, part, count)) = job else {
                         return Ok(());
                     };

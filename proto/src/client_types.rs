@@ -66,5 +66,5 @@ pub fn to_client_types_with(batch: RecordBatch, views: bool) -> Result<RecordBat
         .zip(schema.fields())
         .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema, columns)?)
+    RecordBatch::try_new(schema, columns)
 }

@@ -8,8 +8,8 @@
 //!   the mac covering everything but itself: a changed byte or an old ticket is refused
 //!   before the payload is decoded.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
@@ -81,7 +81,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -238,7 +238,7 @@ impl CallVerifier {
         let token = token.ok_or(ClusterAuthError::Missing)?;
         let now = now_ms();
         let (nonce, expiry) = self.key.check_call_token(token, now)?;
-        let mut seen = self.seen.lock().map_err(|_| ClusterAuthError::Malformed)?;
+        let mut seen = self.seen.lock();
         // Expired nonces can go: their tokens fail the expiry check anyway.
         if seen.nonces.len() >= seen.prune_at {
             seen.nonces.retain(|_, e| *e >= now);

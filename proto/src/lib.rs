@@ -9,6 +9,7 @@ pub mod client_types;
 pub mod cluster;
 mod codec;
 mod messages;
+pub mod plan_nodes;
 
 pub use cluster::{CallVerifier, ClusterAuthError, ClusterKey, CLUSTER_HEADER};
 pub use codec::{NodeCodec, QuiverCodec};

@@ -610,6 +610,24 @@ pub async fn completed_fragments(addr: &str) -> Result<u64> {
     worker_stat(addr, 3).await
 }
 
+/// Waits until `check` answers true, asking every 100 ms; an error names `what`
+/// once `limit` has passed. For conditions the system reaches on its own (a health
+/// round, a drain), so a test waits as long as needed and no longer.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Fragments a worker is running now.
 pub async fn running_fragments(addr: &str) -> Result<u64> {
     worker_stat(addr, 2).await

@@ -5,6 +5,11 @@
 //! with the database stopped, the copy read by both workers), the results cache,
 //! and a metadata store in PostgreSQL shared by two coordinators.
 
+// A static lock serializes the tests that share a server; it is held across
+// awaits on purpose, and each test has a runtime of its own, so blocking its
+// thread holds up no other task.
+#![allow(clippy::await_holding_lock)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

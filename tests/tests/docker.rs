@@ -2,6 +2,11 @@
 //! by docker/build-images.sh out of the test build, containers started, scaled,
 //! killed, replaced and reaped by the coordinator.
 
+// A static lock serializes the tests that share a server; it is held across
+// awaits on purpose, and each test has a runtime of its own, so blocking its
+// thread holds up no other task.
+#![allow(clippy::await_holding_lock)]
+
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -2,6 +2,11 @@
 //! type mapping, pushdown read back from the server's statement log, hostile
 //! identifiers and literals, joins with files, and the server going away.
 
+// A static lock serializes the tests that share a server; it is held across
+// awaits on purpose, and each test has a runtime of its own, so blocking its
+// thread holds up no other task.
+#![allow(clippy::await_holding_lock)]
+
 use arrow::util::pretty::pretty_format_batches;
 use quiver_tests::pg::{self, psql};
 use quiver_tests::*;

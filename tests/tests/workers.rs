@@ -48,7 +48,20 @@ async fn fragments_run_on_worker_processes_and_a_dead_worker_is_avoided() -> any
     assert!(completed_fragments(&w2.addr).await? > before);
 
     // Once the health check has seen it, plans no longer mention w1.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let unhealthy =
+        "SELECT count(*) FROM system.workers WHERE id = 'worker-1' AND state = 'unhealthy'";
+    eventually(
+        std::time::Duration::from_secs(10),
+        "worker-1 seen unhealthy",
+        || {
+            let addr = server.addr.clone();
+            async move {
+                let mut c = client(&addr).await?;
+                Ok(strings(&query(&mut c, unhealthy).await?, "count(*)") == ["1"])
+            }
+        },
+    )
+    .await?;
     let plan = arrow::util::pretty::pretty_format_batches(
         &query(&mut c, &format!("EXPLAIN {sql}")).await?,
     )?
@@ -71,7 +84,19 @@ async fn no_live_worker_is_a_clear_error() -> anyhow::Result<()> {
     let server = start_coordinator(&config)?;
     let mut c = client(&server.addr).await?;
     w.kill();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let ready = "SELECT count(*) FROM system.workers WHERE state = 'ready'";
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the killed worker out of planning",
+        || {
+            let addr = server.addr.clone();
+            async move {
+                let mut c = client(&addr).await?;
+                Ok(strings(&query(&mut c, ready).await?, "count(*)") == ["0"])
+            }
+        },
+    )
+    .await?;
     let err = query_error(&mut c, "SELECT sum(l_quantity) FROM quiver.tpch.lineitem").await;
     assert!(err.contains("no healthy workers"), "{err}");
     // Queries that need no worker still run.

@@ -3,6 +3,11 @@
 //! INSERT and CTAS into the real PostgreSQL and MariaDB, refusals and errors that
 //! name the problem, a cut-off write that leaves nothing, and ADBC bulk ingest.
 
+// A static lock serializes the tests that share a server; it is held across
+// awaits on purpose, and each test has a runtime of its own, so blocking its
+// thread holds up no other task.
+#![allow(clippy::await_holding_lock)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -22,6 +22,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
 };
 use futures::Stream;
+use quiver_proto::plan_nodes::single_child;
 
 /// Wraps every leaf of `plan` so that setting `cancelled` ends it.
 pub fn cancellable(
@@ -74,15 +75,10 @@ impl ExecutionPlan for CancellableExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match children.into_iter().next() {
-            Some(input) => Ok(Arc::new(CancellableExec {
-                input,
-                cancelled: self.cancelled.clone(),
-            })),
-            None => Err(DataFusionError::Internal(
-                "CancellableExec needs its input".into(),
-            )),
-        }
+        Ok(Arc::new(CancellableExec {
+            input: single_child("CancellableExec", children)?,
+            cancelled: self.cancelled.clone(),
+        }))
     }
 
     fn apply_expressions(

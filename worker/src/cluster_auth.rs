@@ -76,8 +76,8 @@ pub fn worker_client(
 /// A worker client over an existing connection.
 pub fn client_over(channel: Channel, credentials: ClusterCredentials) -> WorkerClient {
     FlightServiceClient::with_interceptor(channel, credentials)
-        .max_decoding_message_size(crate::service::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(crate::service::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
 }
 
 /// The worker's side: which calls and tickets it accepts.

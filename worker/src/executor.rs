@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use datafusion::common::plan_err;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
@@ -99,7 +100,7 @@ impl FragmentExecutor {
         // A join's dynamic filter waits until every partition of the join has built
         // its side. A fragment that runs one partition of many would wait forever,
         // so joins compute dynamic filters only in plans of one partition: whole
-        // plans, and stage tasks rewritten to their own partition (narrow.rs).
+        // plans, and stage tasks rewritten to their own partition (partition_exec.rs).
         let mut whole = config.clone();
         config
             .options_mut()
@@ -178,13 +179,13 @@ impl FragmentExecutor {
         let partitions = plan.properties().partitioning.partition_count();
         let partition = ticket.partition as usize;
         if partition >= partitions {
-            return Err(DataFusionError::Plan(format!(
+            return plan_err!(
                 "fragment {} asks for partition {partition} of a plan with {partitions}",
                 ticket.fragment_id
-            )));
+            );
         }
-        // A stage task's partition becomes a plan of its own where it can (see narrow.rs).
-        let (plan, partition) = match crate::narrow::one_partition(&plan, partition)? {
+        // A stage task's partition becomes a plan of its own where it can (see partition_exec.rs).
+        let (plan, partition) = match crate::partition_exec::one_partition(&plan, partition)? {
             Some(one) => (one, 0),
             None => (plan, partition),
         };

@@ -12,7 +12,8 @@ use datafusion::arrow::array::{Array, AsArray, Float64Array, IntervalMonthDayNan
 use datafusion::arrow::datatypes::{
     DataType, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
 };
-use datafusion::error::{DataFusionError, Result};
+use datafusion::common::plan_err;
+use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{
@@ -69,9 +70,9 @@ impl ScalarUDFImpl for IntervalMul {
             (DataType::Interval(_) | DataType::Null, t) if t.is_numeric() || t.is_null() => {
                 Ok(INTERVAL)
             }
-            (a, b) => Err(DataFusionError::Plan(format!(
+            (a, b) => plan_err!(
                 "cannot multiply {a} by {b}: {INTERVAL_MUL} takes an interval and a number"
-            ))),
+            ),
         }
     }
 

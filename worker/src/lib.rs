@@ -15,11 +15,14 @@ pub mod exchange;
 mod executor;
 pub mod functions;
 mod lifecycle;
-mod narrow;
+mod partition_exec;
 mod service;
 pub mod status;
 mod usage;
 pub mod write;
+
+/// Largest gRPC message accepted or sent: plans of tables with many files are big.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 pub use cluster_auth::{ClusterCredentials, WorkerClient};
 pub use executor::{FragmentExecutor, WorkerOptions};

@@ -6,8 +6,8 @@
 //! (the pool's health check). A second coordinator reads it, without credentials,
 //! to tell a live cluster from one whose coordinator is gone.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use quiver_proto::WorkerInstance;
@@ -34,7 +34,8 @@ impl Lifecycle {
 
     /// Records a call from the coordinator `owner`.
     pub fn heartbeat(&self, owner: &str) {
-        if let Ok(mut o) = self.owner.lock() {
+        {
+            let mut o = self.owner.lock();
             *o = Some((owner.to_string(), Instant::now()));
         }
     }
@@ -48,7 +49,7 @@ impl Lifecycle {
     }
 
     pub fn describe(&self, running_fragments: u32) -> WorkerInstance {
-        let owner = self.owner.lock().ok().and_then(|o| o.clone());
+        let owner = self.owner.lock().clone();
         WorkerInstance {
             instance_id: self.instance_id.clone(),
             draining: self.is_draining(),

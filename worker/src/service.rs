@@ -29,12 +29,10 @@ use crate::exchange::{store, ACTION_RELEASE, SHUFFLE_TICKET_PREFIX};
 use crate::executor::{FragmentExecutor, WorkerOptions};
 use crate::status::from_datafusion;
 use crate::WorkerError;
+use crate::MAX_MESSAGE_BYTES;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::MemoryPool;
-
-/// Largest gRPC message accepted or sent: plans of tables with many files are big.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The Flight service of one worker.
 #[derive(Clone)]

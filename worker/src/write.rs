@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::not_impl_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::json::JsonSink;
@@ -39,6 +40,7 @@ use datafusion_proto::bytes::{
 use datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
+use quiver_proto::plan_nodes::single_child;
 use quiver_proto::NodeCodec;
 
 /// Columns of a write task's answer.
@@ -135,9 +137,7 @@ fn file_sink(sink: &dyn DataSink) -> Result<&dyn FileSink> {
     if let Some(s) = sink.downcast_ref::<JsonSink>() {
         return Ok(s);
     }
-    Err(DataFusionError::NotImplemented(format!(
-        "writing files through {sink:?} (only Parquet, CSV and JSON can be written)"
-    )))
+    not_impl_err!("writing files through {sink:?} (only Parquet, CSV and JSON can be written)")
 }
 
 /// The same file write, but one that replaces the files the target has (`INSERT
@@ -273,13 +273,9 @@ impl ExecutionPlan for WriteFilesExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = children.as_slice() else {
-            return Err(DataFusionError::Internal(
-                "WriteFilesExec takes one input".into(),
-            ));
-        };
+        let input = single_child("WriteFilesExec", children)?;
         Ok(Arc::new(Self::with_template(
-            input.clone(),
+            input,
             self.template.clone(),
             self.staging.clone(),
         )))

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::internal_err;
 use datafusion::common::stats::Precision;
 use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
@@ -305,7 +306,7 @@ fn remap(
                 Some(i) => Ok(Transformed::yes(
                     Arc::new(ColumnExpr::new(name, i)) as Arc<dyn PhysicalExpr>
                 )),
-                None => Err(DataFusionError::Internal(format!("no column {name}"))),
+                None => internal_err!("no column {name}"),
             }
         })
         .map(|t| t.data)

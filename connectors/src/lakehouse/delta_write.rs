@@ -39,6 +39,8 @@ use prost::Message;
 use quiver_proto::NodeCodec;
 use url::Url;
 
+use quiver_proto::plan_nodes::single_child;
+
 use super::LakeSchema;
 
 /// What a statement does to its table.
@@ -199,17 +201,12 @@ impl ExecutionPlan for DeltaWriteExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(Self::new(
-                input,
-                self.table.clone(),
-                self.schema.clone(),
-                self.partition_columns.clone(),
-            ))),
-            Err(_) => Err(DataFusionError::Internal(
-                "DeltaWriteExec has one input".into(),
-            )),
-        }
+        Ok(Arc::new(Self::new(
+            single_child("DeltaWriteExec", children)?,
+            self.table.clone(),
+            self.schema.clone(),
+            self.partition_columns.clone(),
+        )))
     }
 
     fn execute(
@@ -417,12 +414,8 @@ impl ExecutionPlan for DeltaCommitExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(Self::new(input, self.commit.clone()))),
-            Err(_) => Err(DataFusionError::Internal(
-                "DeltaCommitExec has one input".into(),
-            )),
-        }
+        let input = single_child("DeltaCommitExec", children)?;
+        Ok(Arc::new(Self::new(input, self.commit.clone())))
     }
 
     fn execute(

@@ -18,8 +18,9 @@ pub mod iceberg;
 mod statistics;
 mod writes;
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -76,6 +77,9 @@ pub(crate) trait TableFormat: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// The schema of one Delta or Iceberg source.
+/// A table's provider and when its snapshot was read.
+type Loaded = (Arc<dyn TableProvider>, Instant);
+
 #[derive(Debug)]
 pub struct LakeSchema {
     qualified: String,
@@ -84,7 +88,7 @@ pub struct LakeSchema {
     /// Table name → its handle (listed, or declared).
     tables: Arc<RwLock<BTreeMap<String, Url>>>,
     /// Loaded providers and when their snapshot was read.
-    loaded: tokio::sync::Mutex<BTreeMap<String, (Arc<dyn TableProvider>, Instant)>>,
+    loaded: tokio::sync::Mutex<BTreeMap<String, Loaded>>,
     /// What the current snapshot of each table read so far holds.
     seen: RwLock<BTreeMap<String, Snapshot>>,
     /// Tables whose log or metadata could not be read, with why.
@@ -155,7 +159,8 @@ impl LakeSchema {
     /// Calls `f` with `catalog.schema.table` whenever a table's current snapshot
     /// changes (seen by a query or by the background poll).
     pub fn on_new_snapshot(&self, f: Arc<dyn Fn(&str) + Send + Sync>) {
-        if let Ok(mut w) = self.watchers.write() {
+        {
+            let mut w = self.watchers.write();
             w.push(Watcher(f));
         }
     }
@@ -185,7 +190,8 @@ impl LakeSchema {
 
     /// A table created by a statement: listed at once.
     pub(crate) fn add_table(&self, name: &str, url: Url) {
-        if let Ok(mut t) = self.tables.write() {
+        {
+            let mut t = self.tables.write();
             t.insert(name.to_string(), url);
         }
     }
@@ -197,7 +203,7 @@ impl LakeSchema {
     }
 
     fn changed(&self, table: &str) {
-        let watchers = self.watchers.read().map(|w| w.clone()).unwrap_or_default();
+        let watchers = self.watchers.read().clone();
         let name = format!("{}.{table}", self.qualified);
         for w in watchers {
             (w.0)(&name);
@@ -220,8 +226,8 @@ impl LakeSchema {
         let mut out = vec![];
         for name in self.table_names() {
             let read = self.table(&name).await.map(|_| ());
-            let seen = self.seen.read().ok().and_then(|s| s.get(&name).cloned());
-            let broken = self.broken.read().ok().and_then(|b| b.get(&name).cloned());
+            let seen = self.seen.read().get(&name).cloned();
+            let broken = self.broken.read().get(&name).cloned();
             out.push((
                 name,
                 match (read, broken, seen) {
@@ -247,10 +253,7 @@ impl LakeSchema {
 #[async_trait]
 impl SchemaProvider for LakeSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables
-            .read()
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default()
+        self.tables.read().keys().cloned().collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -258,7 +261,7 @@ impl SchemaProvider for LakeSchema {
             Some((base, at)) => (base, Some(At::parse(at).map_err(|e| self.error(base, e))?)),
             None => (name, None),
         };
-        let handle = self.tables.read().ok().and_then(|t| t.get(base).cloned());
+        let handle = self.tables.read().get(base).cloned();
         let Some(handle) = handle else {
             return Ok(None);
         };
@@ -271,15 +274,12 @@ impl SchemaProvider for LakeSchema {
         }
         let provider = match self.format.load(base, &handle, at.as_ref()).await {
             Ok((provider, snapshot)) => {
-                if let Ok(mut b) = self.broken.write() {
+                {
+                    let mut b = self.broken.write();
                     b.remove(name);
                 }
                 if let (None, Some(snapshot)) = (at, snapshot) {
-                    let before = self
-                        .seen
-                        .write()
-                        .ok()
-                        .and_then(|mut s| s.insert(name.to_string(), snapshot.clone()));
+                    let before = self.seen.write().insert(name.to_string(), snapshot.clone());
                     if before.is_some_and(|b| b.version != snapshot.version) {
                         self.changed(name);
                     }
@@ -290,7 +290,8 @@ impl SchemaProvider for LakeSchema {
             // and only those: listings (information_schema, psql's \d) still work.
             Err(e) if at.is_none() => {
                 let e = self.error(base, e).to_string();
-                if let Ok(mut b) = self.broken.write() {
+                {
+                    let mut b = self.broken.write();
                     b.insert(name.to_string(), e.clone());
                 }
                 Arc::new(Unreadable { error: e })
@@ -313,7 +314,7 @@ impl SchemaProvider for LakeSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         let base = name.split_once('@').map_or(name, |(b, _)| b);
-        self.tables.read().is_ok_and(|t| t.contains_key(base))
+        self.tables.read().contains_key(base)
     }
 }
 
@@ -461,7 +462,8 @@ fn watch_forever(
                     Some(Ok(found)) => {
                         let mut listed = found;
                         listed.extend(declared.clone());
-                        if let Ok(mut t) = current.tables.write() {
+                        {
+                            let mut t = current.tables.write();
                             *t = listed;
                         };
                     }
@@ -471,11 +473,7 @@ fn watch_forever(
                     None => {}
                 }
             }
-            let queried: Vec<String> = current
-                .seen
-                .read()
-                .map(|s| s.keys().cloned().collect())
-                .unwrap_or_default();
+            let queried: Vec<String> = current.seen.read().keys().cloned().collect();
             for name in queried {
                 // Reads the snapshot again only when older than refresh_secs.
                 let _ = current.table(&name).await;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::plan_err;
 use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::dml::InsertOp;
@@ -132,10 +133,7 @@ impl TableProvider for DeltaCreate {
         _: &[Expr],
         _: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::Plan(format!(
-            "{} is being created",
-            self.name
-        )))
+        plan_err!("{} is being created", self.name)
     }
     async fn insert_into(
         &self,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::plan_err;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
@@ -126,8 +127,6 @@ impl SQLExecutor for MySqlExecutor {
     }
 
     async fn get_table_schema(&self, table: &str) -> Result<SchemaRef> {
-        Err(DataFusionError::Plan(format!(
-            "no schema known for {table}"
-        )))
+        plan_err!("no schema known for {table}")
     }
 }

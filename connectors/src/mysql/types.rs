@@ -94,7 +94,7 @@ impl MyKind {
     }
 }
 
-fn downcast<'a, T: 'static>(b: &'a mut dyn ArrayBuilder) -> Result<&'a mut T, String> {
+fn downcast<T: 'static>(b: &mut dyn ArrayBuilder) -> Result<&mut T, String> {
     b.as_any_mut()
         .downcast_mut::<T>()
         .ok_or_else(|| "internal: wrong builder".to_string())

@@ -400,7 +400,7 @@ pub fn numeric(text: &str, out: &mut BytesMut) -> std::result::Result<(), String
     let mut padded = vec![0u8; lead];
     padded.extend(&digits);
     let int_groups = (point + lead as i64) / 4;
-    while padded.len() % 4 != 0 || (padded.len() as i64) < int_groups * 4 {
+    while !padded.len().is_multiple_of(4) || (padded.len() as i64) < int_groups * 4 {
         padded.push(0);
     }
     let mut groups: Vec<i16> = padded

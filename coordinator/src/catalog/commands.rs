@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{exec_err, plan_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
@@ -222,7 +223,7 @@ fn create_view(v: &ast::CreateView) -> Result<Command> {
     let options = match &v.options {
         ast::CreateTableOptions::None => vec![],
         ast::CreateTableOptions::With(o) | ast::CreateTableOptions::Options(o) => o.clone(),
-        _ => return Err(DataFusionError::Plan("view options go in WITH (…)".into())),
+        _ => return plan_err!("view options go in WITH (…)"),
     };
     let accelerate = match (v.materialized, options.is_empty()) {
         (true, _) => Some(spec_of(&options, false)?),
@@ -269,10 +270,10 @@ fn accelerate(name: String, options: &[SqlOption]) -> Result<Command> {
             name,
             spec: Some(spec_of(options, true)?),
         }),
-        other => Err(DataFusionError::Plan(format!(
+        other => plan_err!(
             "accelerated must be true or false, not {}",
             other.unwrap_or_default()
-        ))),
+        ),
     }
 }
 
@@ -287,9 +288,7 @@ fn spec_of(options: &[SqlOption], allow_flag: bool) -> Result<AccelerateSpec> {
     };
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
-            return Err(DataFusionError::Plan(format!(
-                "unsupported option {option}"
-            )));
+            return plan_err!("unsupported option {option}");
         };
         let text = match value {
             ast::Expr::Value(v) => match &v.value {
@@ -310,15 +309,15 @@ fn spec_of(options: &[SqlOption], allow_flag: bool) -> Result<AccelerateSpec> {
                 spec.mode = match text.to_ascii_lowercase().as_str() {
                     "full" => RefreshMode::Full,
                     "append" => RefreshMode::Append,
-                    _ => return Err(DataFusionError::Plan(format!("mode must be 'full' or 'append', not '{text}'"))),
+                    _ => return plan_err!("mode must be 'full' or 'append', not '{text}'"),
                 }
             }
             "time_column" => spec.time_column = Some(text),
             "sort_by" => spec.sort_by = text.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
             other => {
-                return Err(DataFusionError::Plan(format!(
+                return plan_err!(
                     "unknown acceleration option '{other}' (known: refresh_secs, mode, time_column, sort_by)"
-                )))
+                )
             }
         }
     }
@@ -483,17 +482,13 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
             check_view_target(datasets, &name)?;
             if let Some(existing) = datasets.view(&name) {
                 if existing.origin == Origin::Config {
-                    return Err(DataFusionError::Plan(format!("view {name} is declared in the config file and cannot be replaced from SQL")));
+                    return plan_err!("view {name} is declared in the config file and cannot be replaced from SQL");
                 }
                 if !or_replace {
-                    return Err(DataFusionError::Plan(format!(
-                        "view {name} already exists (use CREATE OR REPLACE VIEW)"
-                    )));
+                    return plan_err!("view {name} already exists (use CREATE OR REPLACE VIEW)");
                 }
             } else if datasets.inner_table_exists(&name).await {
-                return Err(DataFusionError::Plan(format!(
-                    "{name} is a table of a source; a view cannot take its name"
-                )));
+                return plan_err!("{name} is a table of a source; a view cannot take its name");
             }
             // The body must plan now, and must not reach the view itself.
             super::views::plan_body(datasets, &name, sql, true).await?;
@@ -521,11 +516,11 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
         Command::DropView { if_exists, .. } => {
             match datasets.view(&name) {
                 None if *if_exists => return text(schema, format!("no view {name}")),
-                None => return Err(DataFusionError::Plan(format!("view {name} not found"))),
+                None => return plan_err!("view {name} not found"),
                 Some(v) if v.origin == Origin::Config => {
-                    return Err(DataFusionError::Plan(format!(
+                    return plan_err!(
                         "view {name} is declared in the config file and cannot be dropped from SQL"
-                    )))
+                    )
                 }
                 Some(_) => {}
             }
@@ -548,14 +543,12 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
                 .view(&name)
                 .ok_or_else(|| DataFusionError::Plan(format!("view {name} not found")))?;
             if view.origin == Origin::Config {
-                return Err(DataFusionError::Plan(format!(
-                    "view {name} is declared in the config file; rename it there"
-                )));
+                return plan_err!("view {name} is declared in the config file; rename it there");
             }
             if datasets.acceleration(&name).is_some() {
-                return Err(DataFusionError::Plan(format!(
+                return plan_err!(
                     "view {name} is accelerated; stop accelerating it before renaming it"
-                )));
+                );
             }
             // The new name stays in the view's schema (PostgreSQL's RENAME TO takes a bare name).
             let identifier = datafusion::common::TableReference::parse_str(to)
@@ -592,9 +585,7 @@ async fn run(datasets: &Arc<Datasets>, command: &Command) -> Result<RecordBatch>
             spec: Some(spec), ..
         } => {
             if datasets.view(&name).is_none() && !datasets.inner_table_exists(&name).await {
-                return Err(DataFusionError::Plan(format!(
-                    "no table or view named {name} to accelerate"
-                )));
+                return plan_err!("no table or view named {name} to accelerate");
             }
             let message = accelerate_now(datasets, &name, spec.clone()).await?;
             text(schema, message)
@@ -639,15 +630,13 @@ fn check_view_target(datasets: &Datasets, name: &str) -> Result<()> {
         .map(|c| c.catalog_names())
         .unwrap_or_default();
     if !known.iter().any(|c| c == catalog) {
-        return Err(DataFusionError::Plan(format!(
+        return plan_err!(
             "unknown catalog '{catalog}' for view {name} (catalogs: {})",
             known.join(", ")
-        )));
+        );
     }
-    if name.split('.').nth(1) == Some(crate::system::SCHEMA) {
-        return Err(DataFusionError::Plan(format!(
-            "the schema {catalog}.system is reserved for Quiver's system tables"
-        )));
+    if name.split('.').nth(1) == Some(crate::reserved::SYSTEM_SCHEMA) {
+        return plan_err!("the schema {catalog}.system is reserved for Quiver's system tables");
     }
     Ok(())
 }
@@ -660,12 +649,12 @@ async fn accelerate_now(
 ) -> Result<String> {
     if let Some(existing) = datasets.acceleration(name) {
         if existing.origin() == Origin::Config {
-            return Err(DataFusionError::Plan(format!("the acceleration of {name} is declared in the config file and cannot be changed from SQL")));
+            return plan_err!("the acceleration of {name} is declared in the config file and cannot be changed from SQL");
         }
     }
     let keep = datasets
         .acceleration(name)
-        .and_then(|a| a.info())
+        .map(|a| a.info())
         .filter(|i| spec.keeps_copy_of(&i.spec));
     let stored = StoredAcceleration {
         dataset: name.to_string(),
@@ -685,10 +674,10 @@ async fn accelerate_now(
         .ok_or_else(|| DataFusionError::Internal(format!("acceleration of {name} vanished")))?;
     match refresh::refresh_detached(datasets, &acc).await {
         Ok(r) => Ok(format!("{name} accelerated: {} rows copied", r.copy.rows)),
-        Err(e) => Err(DataFusionError::Execution(format!(
+        Err(e) => exec_err!(
             "{name} is accelerated, but its first refresh failed (queries read the source until one succeeds): {}",
             e.message()
-        ))),
+        ),
     }
 }
 
@@ -697,7 +686,7 @@ async fn stop_accelerating(datasets: &Arc<Datasets>, name: &str) -> Result<()> {
         .acceleration(name)
         .ok_or_else(|| DataFusionError::Plan(format!("{name} is not accelerated")))?;
     if acc.origin() == Origin::Config {
-        return Err(DataFusionError::Plan(format!("the acceleration of {name} is declared in the config file and cannot be removed from SQL")));
+        return plan_err!("the acceleration of {name} is declared in the config file and cannot be removed from SQL");
     }
     let segments = acc.segments();
     datasets

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use quiver_connectors::env::EnvString;
 use serde::Deserialize;
 
-use crate::config::ByteSize;
+use crate::config::byte_size::ByteSize;
 
 /// `[metadata]`: the store of views and accelerations.
 #[derive(Debug, Clone, Deserialize, Default)]

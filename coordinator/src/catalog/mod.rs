@@ -22,11 +22,13 @@ pub mod store;
 pub mod system_tables;
 pub mod views;
 
+use parking_lot::RwLock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use datafusion::catalog::CatalogProviderList;
+use datafusion::common::plan_err;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 
@@ -178,7 +180,8 @@ impl Datasets {
                 specs.push((name, spec.clone()));
             }
         }
-        if let Ok(mut views) = self.views.write() {
+        {
+            let mut views = self.views.write();
             *views = config_views;
         }
         let stored = self
@@ -215,15 +218,17 @@ impl Datasets {
         }
         let stored_views = self.store.views().await.map_err(store_error)?;
         let namespaces = self.store.namespaces().await.map_err(store_error)?;
-        let namespaces_before = self.namespaces.read().map(|n| n.len()).unwrap_or(0);
+        let namespaces_before = self.namespaces.read().len();
         let namespaces_changed = namespaces.len() != namespaces_before;
-        if let Ok(mut n) = self.namespaces.write() {
+        {
+            let mut n = self.namespaces.write();
             *n = namespaces.into_iter().collect();
         }
         let stored = self.store.accelerations().await.map_err(store_error)?;
         let before: Vec<(String, String)> =
             self.views().into_iter().map(|v| (v.name, v.sql)).collect();
-        if let Ok(mut views) = self.views.write() {
+        {
+            let mut views = self.views.write();
             views.retain(|_, v| v.origin == Origin::Config);
             for v in stored_views {
                 if views
@@ -267,7 +272,8 @@ impl Datasets {
                 .filter(|c| !next.contains_key(&c.dataset))
                 .map(|c| c.dataset.clone()),
         );
-        if let Ok(mut accelerations) = self.accelerations.write() {
+        {
+            let mut accelerations = self.accelerations.write();
             *accelerations = next;
         }
         let after: Vec<(String, String)> =
@@ -353,31 +359,26 @@ impl Datasets {
     pub fn qualify(&self, name: &str) -> Result<String> {
         let reference = datafusion::common::TableReference::parse_str(name);
         if reference.table().is_empty() {
-            return Err(DataFusionError::Plan(format!(
-                "'{name}' is not a table name"
-            )));
+            return plan_err!("'{name}' is not a table name");
         }
         let r = reference.resolve(&self.defaults.0, &self.defaults.1);
         Ok(format!("{}.{}.{}", r.catalog, r.schema, r.table))
     }
 
     pub fn view(&self, name: &str) -> Option<ViewDef> {
-        self.views.read().ok()?.get(name).cloned()
+        self.views.read().get(name).cloned()
     }
 
     /// Every view, by name.
     pub fn views(&self) -> Vec<ViewDef> {
-        self.views
-            .read()
-            .map(|v| v.values().cloned().collect())
-            .unwrap_or_default()
+        self.views.read().values().cloned().collect()
     }
 
     /// Whether `catalog.schema` was made with `CREATE SCHEMA`.
     pub fn is_namespace(&self, catalog: &str, schema: &str) -> bool {
         self.namespaces
             .read()
-            .is_ok_and(|n| n.contains(&format!("{catalog}.{schema}")))
+            .contains(&format!("{catalog}.{schema}"))
     }
 
     /// Views in `catalog.schema`.
@@ -385,12 +386,9 @@ impl Datasets {
         let prefix = format!("{catalog}.{schema}.");
         self.views
             .read()
-            .map(|v| {
-                v.keys()
-                    .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect()
     }
 
     /// Schemas of `catalog` that hold views.
@@ -399,14 +397,12 @@ impl Datasets {
         let mut out: Vec<String> = self
             .views
             .read()
-            .map(|v| {
-                v.keys()
-                    .filter_map(|k| k.strip_prefix(&prefix))
-                    .filter_map(|rest| rest.split_once('.').map(|(s, _)| s.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Ok(n) = self.namespaces.read() {
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split_once('.').map(|(s, _)| s.to_string()))
+            .collect();
+        {
+            let n = self.namespaces.read();
             out.extend(
                 n.iter()
                     .filter_map(|k| k.strip_prefix(&prefix))
@@ -419,14 +415,11 @@ impl Datasets {
     }
 
     pub fn acceleration(&self, dataset: &str) -> Option<Arc<Accelerated>> {
-        self.accelerations.read().ok()?.get(dataset).cloned()
+        self.accelerations.read().get(dataset).cloned()
     }
 
     pub fn accelerations(&self) -> Vec<Arc<Accelerated>> {
-        self.accelerations
-            .read()
-            .map(|a| a.values().cloned().collect())
-            .unwrap_or_default()
+        self.accelerations.read().values().cloned().collect()
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {

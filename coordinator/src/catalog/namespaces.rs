@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use datafusion::common::plan_err;
 use datafusion::error::{DataFusionError, Result};
 use quiver_worker::status::ErrorKind;
 
@@ -27,9 +28,7 @@ pub fn qualify(datasets: &Datasets, name: &str) -> Result<(String, String)> {
     match parts.as_slice() {
         [schema] => Ok((datasets.defaults.0.clone(), schema.clone())),
         [catalog, schema] => Ok((catalog.clone(), schema.clone())),
-        _ => Err(DataFusionError::Plan(format!(
-            "'{name}' is not a schema name (schema or catalog.schema)"
-        ))),
+        _ => plan_err!("'{name}' is not a schema name (schema or catalog.schema)"),
     }
 }
 
@@ -66,14 +65,8 @@ pub async fn create(datasets: &Arc<Datasets>, name: &str, if_not_exists: bool) -
             )),
         )));
     }
-    if schema == crate::system::SCHEMA
-        || schema == "pg_catalog"
-        || schema == "information_schema"
-        || schema.starts_with("pg_temp")
-    {
-        return Err(DataFusionError::Plan(format!(
-            "the schema name {schema} is reserved"
-        )));
+    if crate::reserved::is_reserved_schema(&schema) {
+        return plan_err!("the schema name {schema} is reserved");
     }
     datasets
         .store()
@@ -97,9 +90,9 @@ pub async fn drop(
         .and_then(|c| c.catalog(&catalog))
         .is_some_and(|c| c.schema(&schema).is_some());
     if source {
-        return Err(DataFusionError::Plan(format!(
+        return plan_err!(
             "{catalog}.{schema} is a source's schema; remove its [[source]] from the config file instead"
-        )));
+        );
     }
     if !exists(datasets, &catalog, &schema) {
         if if_exists {
@@ -121,9 +114,9 @@ pub async fn drop(
     for view in views {
         let full = format!("{catalog}.{schema}.{view}");
         if datasets.acceleration(&full).is_some() {
-            return Err(DataFusionError::Plan(format!(
+            return plan_err!(
                 "view {full} is accelerated; stop accelerating it before dropping its schema"
-            )));
+            );
         }
         datasets
             .store()

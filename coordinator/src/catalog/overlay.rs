@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::common::plan_err;
+use datafusion::error::Result;
 use datafusion::logical_expr::TableType;
 
 use super::Datasets;
@@ -180,10 +181,7 @@ impl SchemaProvider for VirtualSchema {
     ) -> Result<Option<Arc<dyn TableProvider>>> {
         match &self.inner {
             Some(inner) => inner.register_table(name, table),
-            None => Err(DataFusionError::Plan(format!(
-                "{}.{} holds only views",
-                self.catalog, self.schema
-            ))),
+            None => plan_err!("{}.{} holds only views", self.catalog, self.schema),
         }
     }
 

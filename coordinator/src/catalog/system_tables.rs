@@ -74,11 +74,7 @@ pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
         Field::new("staleness_secs", DataType::Float64, true),
         Field::new("refreshing", DataType::Boolean, false),
     ]));
-    let a: Vec<_> = datasets
-        .accelerations()
-        .iter()
-        .filter_map(|a| a.info())
-        .collect();
+    let a: Vec<_> = datasets.accelerations().iter().map(|a| a.info()).collect();
     let now = now_ms();
     let int = |f: &dyn Fn(&super::acceleration::AccelerationInfo) -> Option<i64>| -> ArrayRef {
         Arc::new(Int64Array::from_iter(a.iter().map(f)))

@@ -12,10 +12,12 @@
 //! unqualified names like queries do (the server's default schema). Plans are
 //! kept until anything changes ([`super::Datasets::changed`]).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::common::plan_err;
 use datafusion::datasource::ViewTable;
 use datafusion::error::{DataFusionError, Result};
 
@@ -47,13 +49,14 @@ pub struct ViewPlans {
 
 impl ViewPlans {
     pub fn clear(&self) {
-        if let Ok(mut p) = self.plans.lock() {
+        {
+            let mut p = self.plans.lock();
             p.clear();
         }
     }
 
     fn get(&self, key: &(String, bool)) -> Option<Arc<dyn TableProvider>> {
-        self.plans.lock().ok()?.get(key).cloned()
+        self.plans.lock().get(key).cloned()
     }
 
     fn put(
@@ -64,7 +67,8 @@ impl ViewPlans {
         datasets: &Datasets,
     ) {
         // A plan made while something changed may be stale: keep it only if nothing did.
-        if let Ok(mut p) = self.plans.lock() {
+        {
+            let mut p = self.plans.lock();
             if datasets.generation() == generation {
                 p.insert(key, plan);
             }
@@ -114,15 +118,13 @@ pub async fn plan_body(
     let mut stack = PLANNING.try_with(|s| s.clone()).unwrap_or_default();
     if stack.iter().any(|v| v == name) {
         stack.push(name.to_string());
-        return Err(DataFusionError::Plan(format!(
+        return plan_err!(
             "views refer to each other in a cycle: {}",
             stack.join(" -> ")
-        )));
+        );
     }
     if stack.len() >= MAX_DEPTH {
-        return Err(DataFusionError::Plan(format!(
-            "views nest more than {MAX_DEPTH} levels deep at {name}"
-        )));
+        return plan_err!("views nest more than {MAX_DEPTH} levels deep at {name}");
     }
     stack.push(name.to_string());
     let state = datasets.planning_state(bypass_copies)?;

@@ -100,10 +100,7 @@ async fn run_statement(
     };
     let id = uuid::Uuid::new_v4().to_string();
     let mut tagged = client.clone();
-    tagged.set_header(
-        quiver_coordinator::frontends::flight_sql::QUERY_ID_HEADER,
-        id.clone(),
-    );
+    tagged.set_header(quiver_coordinator::QUERY_ID_HEADER, id.clone());
     let mut sink = Sink::new(show.format, show.output)?;
     let fetch = stream_query(&mut tagged, &sql, &mut sink);
     let ticker = progress(client.clone(), id, started, show.progress);
@@ -160,7 +157,7 @@ async fn progress(
     let mut tick = 0usize;
     loop {
         let action = arrow_flight::Action {
-            r#type: quiver_coordinator::frontends::flight_sql::ACTION_PROGRESS.into(),
+            r#type: quiver_coordinator::ACTION_PROGRESS.into(),
             body: id.clone().into_bytes().into(),
         };
         let line = match client.do_action(action).await {

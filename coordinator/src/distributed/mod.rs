@@ -3,30 +3,37 @@
 //! A query with exchanges (joins, grouped and global aggregates) is cut into
 //! *stages* at them (`stages.rs`); the scheduler (`scheduler.rs`) runs each
 //! stage's tasks on workers, which pass rows to the next stage through exchange
-//! files (`quiver_worker::exchange`); `query_exec.rs` ties it together and shows
-//! it in `EXPLAIN`. What is left, the root, runs as *fragments* streamed to the
-//! coordinator (`remote_exec.rs`): each is one partition of a subtree that reads
-//! scans or exchanges, and the merge above them runs on the coordinator.
+//! files (`quiver_worker::exchange`). `distributed_query_exec.rs` ties it
+//! together; `EXPLAIN` shows its stages (`stage_exec.rs`) and the part of the
+//! root that workers run (`worker_fragments_exec.rs`). What is left, the root,
+//! runs as *fragments* streamed to the coordinator (`remote_fragment_exec.rs`):
+//! each is one partition of a subtree that reads scans or exchanges, and the
+//! merge above them runs on the coordinator.
 //!
-//! Plans that cannot be cut (an order-preserving exchange, a scalar subquery, a
-//! node no worker can decode) fall back to fragments over the scans only, with
-//! everything above them on the coordinator (`rule.rs`). A pool scaled to zero
-//! starts a worker for a plan that needs one (`wake.rs`). A root whose partitions
-//! need no merge can be handed to a Flight SQL client as endpoints on the workers
-//! (`endpoints.rs`). File scans' partitions are evened out before they are placed
+//! The physical optimizer rule that decides all this is `distribute_fragments.rs`;
+//! `plan_shape.rs` answers what a plan reads and where it can run. Plans that
+//! cannot be cut (an order-preserving exchange, a scalar subquery, a node no
+//! worker can decode) fall back to fragments over the scans only, with everything
+//! above them on the coordinator. A pool scaled to zero starts a worker for a
+//! plan that needs one (`wake.rs`). A root whose partitions need no merge can be
+//! handed to a Flight SQL client as endpoints on the workers (`endpoints.rs`).
+//! File scans' partitions are evened out before they are placed
 //! (`scan_ranges.rs`).
 
 mod adaptive;
+mod distribute_fragments;
+mod distributed_query_exec;
 pub mod endpoints;
-mod query_exec;
-mod remote_exec;
-mod rule;
+mod explain_runs;
+mod plan_shape;
+mod remote_fragment_exec;
 mod scan_ranges;
 mod scheduler;
+mod stage_exec;
 mod stages;
 pub mod wake;
+mod worker_fragments_exec;
 
-pub use query_exec::DistributedQueryExec;
-pub use remote_exec::RemoteFragmentExec;
-pub use rule::DistributeFragments;
+pub use distribute_fragments::DistributeFragments;
+pub use remote_fragment_exec::RemoteFragmentExec;
 pub use scheduler::{Scheduler, SchedulerSettings};

@@ -13,14 +13,16 @@
 //!   the number of tasks that can run at once, so the query never holds more;
 //!   operators spill to disk when their share runs out.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use arrow_flight::Action;
 use bytes::Bytes;
+use datafusion::common::exec_err;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{internal_err, Result};
 use datafusion::error::DataFusionError;
@@ -34,10 +36,10 @@ use quiver_worker::exchange::{
     ACTION_RELEASE,
 };
 
-use super::remote_exec::{is_unreachable, worker_error};
+use super::remote_fragment_exec::{is_unreachable, worker_error};
 use super::stages::StagePlan;
-use crate::fragments::FragmentLog;
-use crate::metrics::Counters;
+use crate::observe::counters::Counters;
+use crate::observe::fragments::FragmentLog;
 use crate::pool::{RunningFragment, Worker, WorkerPool};
 
 /// How the scheduler places and retries tasks (from `[workers]` in the config).
@@ -121,15 +123,13 @@ impl QueryRun {
         }
     }
 
-    fn outputs(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u32, Vec<Option<TaskOutput>>>>> {
-        self.outputs
-            .lock()
-            .map_err(|_| DataFusionError::Internal("stage outputs poisoned".into()))
+    fn outputs(&self) -> parking_lot::MutexGuard<'_, HashMap<u32, Vec<Option<TaskOutput>>>> {
+        self.outputs.lock()
     }
 
     /// `plan` with every exchange read pointed at the current outputs of its stage.
     pub fn bind(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        let outputs = self.outputs()?;
+        let outputs = self.outputs();
         plan.clone()
             .transform_up(|node| {
                 let Some(read) = node.as_ref().downcast_ref::<ShuffleReadExec>() else {
@@ -157,20 +157,16 @@ impl QueryRun {
     }
 
     fn store(&self, stage: u32, task: usize, output: TaskOutput) -> Result<()> {
-        if let Ok(mut w) = self.writers.lock() {
+        {
+            let mut w = self.writers.lock();
             w.insert(output.worker.id.clone(), output.worker.clone());
         }
-        if let Some(r) = self
-            .reports
-            .get(&stage)
-            .and_then(|r| r.lock().ok())
-            .as_mut()
-        {
+        if let Some(r) = self.reports.get(&stage).map(|r| r.lock()).as_mut() {
             if let Some(slot) = r.get_mut(task) {
                 *slot = Some(output.clone());
             }
         }
-        let mut outputs = self.outputs()?;
+        let mut outputs = self.outputs();
         match outputs.get_mut(&stage).and_then(|t| t.get_mut(task)) {
             Some(slot) => *slot = Some(output),
             None => return internal_err!("stage {stage} has no task {task}"),
@@ -181,9 +177,10 @@ impl QueryRun {
     /// How many outputs of `stage`'s inputs each worker holds.
     fn input_share(&self, stage: u32) -> HashMap<String, usize> {
         let mut share = HashMap::new();
-        let (Some(plan), Ok(outputs)) = (self.stages.get(&stage), self.outputs.lock()) else {
+        let Some(plan) = self.stages.get(&stage) else {
             return share;
         };
+        let outputs = self.outputs.lock();
         for input in &plan.inputs {
             for o in outputs.get(input).into_iter().flatten().flatten() {
                 *share.entry(o.worker.id.clone()).or_insert(0) += 1;
@@ -195,11 +192,7 @@ impl QueryRun {
 
 impl Drop for QueryRun {
     fn drop(&mut self) {
-        let workers: Vec<Arc<Worker>> = self
-            .writers
-            .lock()
-            .map(|w| w.values().cloned().collect())
-            .unwrap_or_default();
+        let workers: Vec<Arc<Worker>> = self.writers.lock().values().cloned().collect();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -327,10 +320,10 @@ impl Scheduler {
                     }
                 }
             }
-            Err(DataFusionError::Execution(format!(
+            exec_err!(
                 "task {task} of stage {stage} failed {} times; last error: {last_error}",
                 self.settings.task_attempts
-            )))
+            )
         }
         .boxed()
     }
@@ -342,7 +335,7 @@ impl Scheduler {
         };
         let _one_at_a_time = lock.lock().await;
         let victims: Vec<usize> = {
-            let mut outputs = run.outputs()?;
+            let mut outputs = run.outputs();
             let Some(tasks) = outputs.get_mut(&lost.stage) else {
                 return Ok(());
             };
@@ -574,15 +567,12 @@ mod tests {
         // only stage 2. Running in waves (1 and 2, then 3) would never finish.
         let stage3_started = Arc::new(Notify::new());
         let deps = vec![(1, vec![]), (2, vec![]), (3, vec![2]), (4, vec![1, 3])];
-        let order = std::sync::Mutex::new(vec![]);
+        let order = parking_lot::Mutex::new(vec![]);
         let run = in_dependency_order("q", &deps, |id| {
             let stage3_started = stage3_started.clone();
             let order = &order;
             async move {
-                order
-                    .lock()
-                    .map_err(|_| datafusion::error::DataFusionError::Internal("poisoned".into()))?
-                    .push(id);
+                order.lock().push(id);
                 match id {
                     1 => stage3_started.notified().await,
                     3 => stage3_started.notify_one(),
@@ -593,7 +583,7 @@ mod tests {
         });
         let finished = tokio::time::timeout(Duration::from_secs(5), run).await;
         assert!(matches!(finished, Ok(Ok(()))), "{finished:?}");
-        let order = order.into_inner().unwrap_or_default();
+        let order = order.into_inner();
         assert_eq!(order.last(), Some(&4), "{order:?}");
         assert_eq!(order.len(), 4, "{order:?}");
     }

@@ -11,7 +11,7 @@
 //!
 //! What is left above the top boundaries is the query's *root*: its merge runs
 //! on the coordinator and the partitions under it run on workers as streamed
-//! fragments (see `query_exec.rs`).
+//! fragments (see `distributed_query_exec.rs`).
 
 use std::sync::Arc;
 

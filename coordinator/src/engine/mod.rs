@@ -24,14 +24,16 @@ use crate::security::catalog_view::CatalogView;
 
 mod federation;
 mod session;
+pub mod statement;
 pub use session::QuerySession;
+pub use statement::Planned;
 
 pub struct QueryEngine {
     base: SessionState,
     /// SQL-database schemas, for REFRESH.
     remote: Vec<Arc<RemoteSchema>>,
     pool: Arc<WorkerPool>,
-    queries: Arc<crate::queries::QueryLog>,
+    queries: Arc<crate::observe::queries::QueryLog>,
     /// `server.target_partitions`; absent = 2 per healthy worker at planning time,
     /// so a pool that grows spreads the next query wider.
     fixed_partitions: Option<usize>,
@@ -42,7 +44,7 @@ pub struct QueryEngine {
     admission: Arc<Admission>,
     max_statement_bytes: usize,
     /// Stage tasks and fragments run, for `system.fragments` and the console.
-    fragments: Arc<crate::fragments::FragmentLog>,
+    fragments: Arc<crate::observe::fragments::FragmentLog>,
     /// Each source's `catalog.schema` and kind (`files`, `postgres`, `mysql`), for the console.
     sources: Vec<(String, &'static str)>,
     /// Views and accelerated copies.
@@ -98,8 +100,8 @@ impl QueryEngine {
         // Joins' dynamic filters stay on: where the plan runs whole (on the
         // coordinator, or a one-partition fragment) they filter probe-side scans and
         // databases; workers turn them off for stage tasks they cannot rewrite into a
-        // plan of one partition (worker/src/narrow.rs).
-        let fragments = Arc::new(crate::fragments::FragmentLog::default());
+        // plan of one partition (worker/src/partition_exec.rs).
+        let fragments = Arc::new(crate::observe::fragments::FragmentLog::default());
         let scheduler = config.workers.exchanges.then(|| {
             let settings = SchedulerSettings {
                 max_fragments_per_worker: config.workers.max_fragments_per_worker,
@@ -155,9 +157,12 @@ impl QueryEngine {
                 c
             }
         };
-        if default_catalog.schema(crate::system::SCHEMA).is_some() {
+        if default_catalog
+            .schema(crate::reserved::SYSTEM_SCHEMA)
+            .is_some()
+        {
             return Err(quiver_connectors::ConnectorError::Source {
-                source_name: crate::system::SCHEMA.into(),
+                source_name: crate::reserved::SYSTEM_SCHEMA.into(),
                 message: format!(
                     "the schema name {catalog}.system is reserved for Quiver's system tables"
                 ),
@@ -172,7 +177,10 @@ impl QueryEngine {
             })?),
             None => Arc::new(AuditLog::disabled()),
         };
-        let queries = Arc::new(crate::queries::QueryLog::new(audit, fragments.clone()));
+        let queries = Arc::new(crate::observe::queries::QueryLog::new(
+            audit,
+            fragments.clone(),
+        ));
         let cache = Arc::new(crate::cache::ResultsCache::new(&config.cache));
         let datasets = crate::catalog::Datasets::open(
             config,
@@ -189,14 +197,14 @@ impl QueryEngine {
             let cache = cache.clone();
             lake.on_new_snapshot(Arc::new(move |table: &str| cache.invalidate_reading(table)));
         }
-        let system = crate::system::SystemSchema::new(
+        let system = crate::observe::system::SystemSchema::new(
             pool.clone(),
             queries.clone(),
             fragments.clone(),
             datasets.clone(),
             registered.lakehouse.clone(),
         );
-        default_catalog.register_schema(crate::system::SCHEMA, Arc::new(system))?;
+        default_catalog.register_schema(crate::reserved::SYSTEM_SCHEMA, Arc::new(system))?;
         let inner = ctx.state().catalog_list().clone();
         let overlay = Arc::new(crate::catalog::overlay::VirtualCatalogList::new(
             inner.clone(),
@@ -299,14 +307,14 @@ impl QueryEngine {
             .filter(|i| !self.queries.contains(i))
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let state = self.state_for(access.clone());
-        crate::metrics::Counters::add(&self.pool.counters().queries, 1);
+        crate::observe::counters::Counters::add(&self.pool.counters().queries, 1);
         self.new_session(access, state, id)
     }
 
     /// A new session for one query whose catalogs come from `state` (a front end's
     /// own view, e.g. the PostgreSQL port's, with `pg_catalog`) rather than the engine's.
     pub fn session_on(&self, access: Arc<UserAccess>, state: &SessionState) -> QuerySession {
-        crate::metrics::Counters::add(&self.pool.counters().queries, 1);
+        crate::observe::counters::Counters::add(&self.pool.counters().queries, 1);
         self.planning_session_on(access, state)
     }
 
@@ -339,13 +347,9 @@ impl QueryEngine {
             ctx: SessionContext::new_with_state(state),
             access,
             max_statement_bytes: self.max_statement_bytes,
-            objects: std::sync::Mutex::default(),
             datasets: self.datasets.clone(),
-            command: std::sync::atomic::AtomicBool::new(false),
             writes: self.writes.clone(),
-            write: std::sync::atomic::AtomicBool::new(false),
             pool: self.pool.clone(),
-            worker_wait: std::sync::Mutex::new(None),
         }
     }
 
@@ -374,17 +378,10 @@ impl QueryEngine {
         )
     }
 
-    /// The checks every statement text passes before it is parsed: its size
-    /// (`server.max_statement_bytes`) and its nesting.
-    pub fn check_sql(&self, sql: &str) -> Result<()> {
-        if sql.len() > self.max_statement_bytes {
-            return Err(datafusion::error::DataFusionError::Plan(format!(
-                "the statement is {} bytes, over the limit of {} bytes (server.max_statement_bytes)",
-                sql.len(),
-                self.max_statement_bytes
-            )));
-        }
-        crate::balance::check_nesting(sql)
+    /// Step 1 of a statement's path ([`statement::prepare`]) with this server's
+    /// size limit, for a door that parses the text itself (PostgreSQL).
+    pub fn prepare<'s>(&self, sql: &'s str) -> Result<std::borrow::Cow<'s, str>> {
+        statement::prepare(sql, self.max_statement_bytes)
     }
 
     /// Where queries wait for a place to run.
@@ -435,7 +432,7 @@ impl QueryEngine {
     }
 
     /// Queries running and recently run (`system.queries`).
-    pub fn queries(&self) -> &Arc<crate::queries::QueryLog> {
+    pub fn queries(&self) -> &Arc<crate::observe::queries::QueryLog> {
         &self.queries
     }
 
@@ -453,7 +450,7 @@ impl QueryEngine {
     }
 
     /// Stage tasks and fragments run (`system.fragments`).
-    pub fn fragments(&self) -> &Arc<crate::fragments::FragmentLog> {
+    pub fn fragments(&self) -> &Arc<crate::observe::fragments::FragmentLog> {
         &self.fragments
     }
 

@@ -1,10 +1,11 @@
 //! One statement through any front door: the query log entry, admission, the
 //! deadline, cancellation, and the stream of batches the front end encodes.
 //!
-//! Every front end (Flight SQL, PostgreSQL, HTTP) plans in its own way (handles,
-//! portals, a request body) and then hands the plan to [`Tracked::execute`], so
-//! limits, `system.queries` and the audit log behave the same whichever door a
-//! query came through.
+//! Every front end (Flight SQL, PostgreSQL, HTTP) plans through the same steps
+//! (`crate::engine::statement`), with its own way of carrying a statement (handles,
+//! portals, a request body), and then hands the [`Planned`] statement to
+//! [`Tracked::execute`], so limits, `system.queries` and the audit log behave the
+//! same whichever door a query came through.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,6 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{stream, StreamExt};
 use quiver_worker::status::from_datafusion;
@@ -21,8 +21,9 @@ use tonic::Status;
 use tracing::Instrument;
 
 use crate::admission::Permit;
-use crate::engine::{QueryEngine, QuerySession};
-use crate::queries::{QueryOrigin, RunningQuery};
+use crate::engine::{Planned, QueryEngine, QuerySession};
+use crate::observe::queries::{QueryOrigin, RunningQuery};
+use crate::reserved::is_catalog_table;
 use crate::security::authn::User;
 
 /// The message a cancelled query ends with; front ends map it (PostgreSQL: 57014).
@@ -158,31 +159,31 @@ impl Tracked<'_> {
         &self.session.id
     }
 
-    /// Records a failure before execution (planning, binding).
-    pub fn fail(mut self, status: Status) -> Status {
-        self.record.reads(&self.session.objects());
+    /// Records a failure before execution (planning, binding), with the tables
+    /// the statement named.
+    pub fn fail(mut self, status: Status, objects: &[String]) -> Status {
+        self.record.reads(objects);
         self.record
             .failed_with(status.code(), status.message().to_string());
         status
     }
 
-    /// Admits and starts `plan` (the result of planning, so a planning error is
-    /// recorded too) and returns its batches, cut off at the query timeout or
-    /// when the query is cancelled, and counted into `system.queries`.
-    pub async fn execute(mut self, plan: Result<LogicalPlan, Status>) -> Result<Running, Status> {
+    /// Admits and starts a planned statement (a planning error is recorded too)
+    /// and returns its batches, cut off at the query timeout or when the query is
+    /// cancelled, and counted into `system.queries`.
+    pub async fn execute(mut self, planned: Planned) -> Result<Running, Status> {
         let user = self.caller.user_name().map(str::to_string);
         let span = tracing::info_span!("query", id = %self.session.id, user = user.as_deref().unwrap_or("-"));
-        let plan = match plan {
+        let (write, command, objects) = (planned.is_write(), planned.is_command(), planned.objects);
+        let plan = match planned.plan {
             Ok(p) => p,
-            Err(status) => return Err(self.fail(status)),
+            Err(status) => return Err(self.fail(status, &objects)),
         };
-        let objects = self.session.objects();
         self.record.reads(&objects);
         let cache = self.engine.cache().clone();
-        let write = self.session.is_write();
         let cache_key = (cache.enabled()
             && !self.caller.no_cache
-            && !self.session.is_command()
+            && !command
             && !write
             && crate::cache::cacheable(&plan, &objects)
             && !self.engine.reads_live_tables(&objects))
@@ -205,14 +206,14 @@ impl Tracked<'_> {
                 ),
             };
             self.record.running();
-            let batches = self.session.execute(plan).await;
-            if let Some((waited, started)) = self.session.worker_wait() {
-                self.record.waited_for_workers(waited, started);
-            }
-            let batches = batches.map_err(|e| {
+            let executed = self.session.execute(plan).await.map_err(|e| {
                 tracing::info!(error = %e, "query failed");
                 from_datafusion(&e)
             })?;
+            if let Some((waited, started)) = executed.worker_wait {
+                self.record.waited_for_workers(waited, started);
+            }
+            let batches = executed.batches;
             Ok::<_, Status>((batches, permit))
         };
         // A query cancelled while it waits in the queue (or starts) ends there.
@@ -227,7 +228,7 @@ impl Tracked<'_> {
                 self.record.cancelled(status.message().to_string());
                 return Err(status);
             }
-            Err(status) => return Err(self.fail(status)),
+            Err(status) => return Err(self.fail(status, &objects)),
         };
         let id = self.session.id.clone();
         let schema = batches.schema();
@@ -252,7 +253,7 @@ impl Tracked<'_> {
     }
 }
 
-/// Plans `plan` physically and, when its result needs nothing of the coordinator
+/// Plans a statement physically and, when its result needs nothing of the coordinator
 /// (`crate::distributed::endpoints`), returns endpoints on the workers for the
 /// client to fetch, and records the query in `system.queries` as `handed_off`.
 /// None (nothing recorded) when the query should run here: the option is off, it
@@ -263,19 +264,20 @@ pub async fn client_endpoints(
     session: QuerySession,
     caller: &Caller,
     sql: &str,
-    plan: LogicalPlan,
+    planned: &Planned,
 ) -> Option<Vec<arrow_flight::FlightEndpoint>> {
-    if !engine.client_endpoints() || session.is_write() || session.is_command() {
+    if !engine.client_endpoints() || planned.is_write() || planned.is_command() {
         return None;
     }
-    let objects = session.objects();
+    let objects = &planned.objects;
     if objects.iter().any(|o| is_catalog_table(o)) {
         return None;
     }
+    let plan = planned.plan.as_ref().ok()?.clone();
     let physical = session.physical_plan(plan).await.ok()?;
     let endpoints = crate::distributed::endpoints::client_endpoints(&physical, &session.id)?;
     let mut tracked = begin(engine, session, caller, sql);
-    tracked.record.reads(&objects);
+    tracked.record.reads(objects);
     tracked.record.handed_off();
     tracing::info!(
         id = tracked.id(),
@@ -283,15 +285,6 @@ pub async fn client_endpoints(
         "query handed to the workers as endpoints"
     );
     Some(endpoints)
-}
-
-/// System tables, `information_schema` and `pg_catalog`: answered by the coordinator alone.
-pub(crate) fn is_catalog_table(name: &str) -> bool {
-    crate::system::is_system_table(name)
-        || matches!(
-            name.split('.').nth(1),
-            Some("information_schema" | "pg_catalog" | crate::writes::temporary::TEMP_SCHEMA)
-        )
 }
 
 /// Ends the query with an error once it has run for the query timeout, or when it
@@ -321,7 +314,7 @@ fn guarded(
                 next = batches.next() => next.map(|item| (item, Some(batches))),
                 _ = expired => {
                     drop(batches);
-                    crate::metrics::Counters::add(&pool.counters().query_timeouts, 1);
+                    crate::observe::counters::Counters::add(&pool.counters().query_timeouts, 1);
                     let message = format!(
                         "query cancelled: it ran longer than server.query_timeout_secs ({} s)",
                         timeout.map(|t| t.as_secs_f64()).unwrap_or_default()

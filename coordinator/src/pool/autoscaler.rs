@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use super::docker::DockerWorkers;
-use super::{Provisioner, Worker, WorkerPool, WorkerState};
+use super::sizing::{decide, Decision, Observed};
+use super::{Worker, WorkerPool, WorkerState};
 
 const TICK: Duration = Duration::from_secs(1);
 /// How long a worker that runs fragments may leave health checks unanswered.
@@ -37,11 +38,8 @@ pub(super) fn spawn(pool: &Arc<WorkerPool>) {
 }
 
 impl WorkerPool {
-    fn docker(&self) -> Option<&Arc<DockerWorkers>> {
-        match &self.provisioner {
-            Provisioner::Docker(d) => Some(d),
-            _ => None,
-        }
+    fn docker(&self) -> Option<&DockerWorkers> {
+        self.provisioner.docker()
     }
 
     /// Starts `n` workers at once and waits for each to answer its health check;
@@ -174,61 +172,50 @@ impl WorkerPool {
         }
     }
 
-    /// One sizing decision.
+    /// One sizing decision (`sizing::decide`), carried out.
     async fn resize(self: &Arc<Self>, last_change: &mut Option<Instant>) {
         let active: Vec<Arc<Worker>> = self
             .all()
             .into_iter()
             .filter(|w| w.state() != WorkerState::Draining)
             .collect();
-        let n = active.len();
-        let (min, max) = (self.config.min, self.config.max);
-        if let Some(target) = self.target() {
-            // An explicit size is applied at once, without cooldown.
-            if n < target {
-                self.scale_up(target - n, &format!("scaled to {target} on request"))
-                    .await;
-            } else if n > target {
-                self.retire_least_busy(
-                    &active,
-                    n - target,
-                    &format!("scaled to {target} on request"),
-                );
+        let idlest = active
+            .iter()
+            .filter(|w| w.is_healthy())
+            .max_by_key(|w| w.idle_for());
+        let observed = Observed {
+            workers: active.len(),
+            min: self.config.min,
+            max: self.config.max,
+            pinned: self.target(),
+            running: self.load(),
+            per_worker: self.config.busy_fragments,
+            cooling_down: last_change
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(self.config.cooldown_secs)),
+            idlest: idlest.map(|w| w.idle_for()),
+            idle_limit: Duration::from_secs(self.config.idle_secs),
+        };
+        match decide(&observed) {
+            Decision::Hold => {}
+            Decision::Start {
+                count,
+                reason,
+                resets_cooldown,
+            } => {
+                self.scale_up(count, &reason).await;
+                if resets_cooldown {
+                    *last_change = Some(Instant::now());
+                }
             }
-            return;
-        }
-        if n < min {
-            self.scale_up(min - n, "below workers.min").await;
-            *last_change = Some(Instant::now());
-            return;
-        }
-        if last_change.is_some_and(|t| t.elapsed() < Duration::from_secs(self.config.cooldown_secs))
-        {
-            return;
-        }
-        // Running fragments and the tasks waiting for a free slot.
-        let running = self.load();
-        let busy = self.config.busy_fragments.max(1);
-        // At zero workers (min = 0) the queries that need one start it (`wake`).
-        if n > 0 && n < max && running >= busy * n as u32 {
-            let wanted = (running.div_ceil(busy) as usize).clamp(n + 1, max);
-            let reason =
-                format!("{running} fragments running on {n} workers (busy at {busy} per worker)");
-            self.scale_up(wanted - n, &reason).await;
-            *last_change = Some(Instant::now());
-            return;
-        }
-        let idle_limit = Duration::from_secs(self.config.idle_secs);
-        if n > min && !busy_without_one(running, busy, n) {
-            let idlest = active
-                .iter()
-                .filter(|w| w.is_healthy())
-                .max_by_key(|w| w.idle_for());
-            if let Some(w) = idlest.filter(|w| w.idle_for() >= idle_limit) {
-                let reason = format!("idle for {}s", w.idle_for().as_secs());
-                w.start_draining();
-                tokio::spawn(self.clone().retire(w.clone(), reason));
-                *last_change = Some(Instant::now());
+            Decision::RetireIdlest { reason } => {
+                if let Some(w) = idlest {
+                    w.start_draining();
+                    tokio::spawn(self.clone().retire(w.clone(), reason));
+                    *last_change = Some(Instant::now());
+                }
+            }
+            Decision::RetireLeastBusy { count, reason } => {
+                self.retire_least_busy(&active, count, &reason)
             }
         }
     }
@@ -241,36 +228,5 @@ impl WorkerPool {
             w.start_draining();
             tokio::spawn(self.clone().retire(w, reason.to_string()));
         }
-    }
-}
-
-/// Whether the pool would count as busy with one worker fewer. An idle worker is
-/// not retired then: its fragments went elsewhere before it started (fragments are
-/// placed when a query is planned), and retiring it would only start another one at
-/// the next decision.
-fn busy_without_one(running: u32, busy: u32, n: usize) -> bool {
-    match n.saturating_sub(1) as u32 {
-        0 => running > 0,
-        rest => running >= busy.saturating_mul(rest),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::busy_without_one;
-
-    #[test]
-    fn an_idle_worker_stays_while_the_rest_would_be_busy() {
-        // 2 fragments on a pool of 2 at 1 per worker: one worker fewer is busy.
-        assert!(busy_without_one(2, 1, 2));
-        assert!(busy_without_one(1, 1, 2));
-        // Nothing running: the idle one may go, down to zero workers too.
-        assert!(!busy_without_one(0, 1, 2));
-        assert!(!busy_without_one(0, 4, 1));
-        // The last worker stays while anything runs or waits.
-        assert!(busy_without_one(1, 4, 1));
-        // 3 fragments on 3 workers at 4 per worker: 2 workers take them.
-        assert!(!busy_without_one(3, 4, 3));
-        assert!(busy_without_one(8, 4, 3));
     }
 }

@@ -14,9 +14,9 @@
 //! this cluster at start when none is configured). They are addressed by the IP Docker assigns on the network,
 //! which also spares a `FROM scratch` image any name resolution.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
@@ -272,7 +272,7 @@ impl DockerWorkers {
     /// Creates and starts one worker container; returns its id and Flight address.
     pub async fn start_one(&self) -> Result<(String, String), PoolError> {
         let host_config = HostConfig {
-            nano_cpus: (self.config.cpus > 0.0).then(|| (self.config.cpus * 1e9) as i64),
+            nano_cpus: (self.config.cpus > 0.0).then_some((self.config.cpus * 1e9) as i64),
             memory: self.config.memory.map(|m| m.0 as i64),
             network_mode: Some(self.network.clone()),
             binds: (!self.config.volumes.is_empty()).then(|| self.config.volumes.clone()),
@@ -320,7 +320,6 @@ impl DockerWorkers {
         };
         self.containers
             .lock()
-            .map_err(|_| PoolError::Docker("container registry poisoned".into()))?
             .insert(id.clone(), created.id.clone());
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             let detail = self.describe(&created.id).await;
@@ -440,10 +439,7 @@ impl DockerWorkers {
     }
 
     fn container(&self, worker: &str) -> Option<String> {
-        self.containers
-            .lock()
-            .ok()
-            .and_then(|c| c.get(worker).cloned())
+        self.containers.lock().get(worker).cloned()
     }
 
     /// Container id of a worker, for `system.workers`.
@@ -453,11 +449,7 @@ impl DockerWorkers {
 
     /// Removes the worker's container (killing it if it still runs).
     pub async fn remove(&self, worker: &str) -> Result<(), PoolError> {
-        let container = self
-            .containers
-            .lock()
-            .ok()
-            .and_then(|mut c| c.remove(worker));
+        let container = self.containers.lock().remove(worker);
         match container {
             Some(c) => self.remove_container(&c).await,
             None => Ok(()),
@@ -483,7 +475,8 @@ impl DockerWorkers {
 
     /// Removes this coordinator's containers and the network it created.
     pub async fn shutdown(&self) {
-        if let Ok(mut c) = self.containers.lock() {
+        {
+            let mut c = self.containers.lock();
             c.clear();
         }
         // A removal already in progress (a retiring worker) finishes on its own:

@@ -3,7 +3,7 @@
 //! listen on loopback ports any local user can reach, so they require the cluster's
 //! credentials like any other worker.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use quiver_connectors::SourceConfig;
 use quiver_proto::QuiverCodec;
@@ -73,7 +73,8 @@ impl EmbeddedWorkers {
     }
 
     pub fn shutdown(&self) {
-        if let Ok(mut stops) = self.stops.lock() {
+        {
+            let mut stops = self.stops.lock();
             for stop in stops.drain(..) {
                 let _ = stop.send(());
             }

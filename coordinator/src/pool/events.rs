@@ -1,8 +1,8 @@
 //! Every scaling decision with its reason: logged, counted, and kept for
 //! `system.scaling_events`.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// Decisions kept for the system table; older ones are only in the log.
@@ -26,7 +26,8 @@ pub struct EventLog {
 impl EventLog {
     pub fn record(&self, action: &'static str, worker: &str, reason: &str) {
         tracing::info!(action, worker, reason, "worker pool");
-        if let Ok(mut events) = self.events.lock() {
+        {
+            let mut events = self.events.lock();
             if events.len() == KEEP {
                 events.pop_front();
             }
@@ -37,20 +38,18 @@ impl EventLog {
                 reason: reason.into(),
             });
         }
-        if let Ok(mut counts) = self.counts.lock() {
+        {
+            let mut counts = self.counts.lock();
             *counts.entry(action).or_default() += 1;
         }
     }
 
     pub fn snapshot(&self) -> Vec<ScalingEvent> {
-        self.events
-            .lock()
-            .map(|e| e.iter().cloned().collect())
-            .unwrap_or_default()
+        self.events.lock().iter().cloned().collect()
     }
 
     /// How many decisions of each action were taken since start.
     pub fn counts(&self) -> BTreeMap<&'static str, u64> {
-        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+        self.counts.lock().clone()
     }
 }

@@ -98,9 +98,7 @@ impl WorkerPool {
             loop {
                 tick.tick().await;
                 let Some(pool) = weak.upgrade() else { break };
-                if let super::Provisioner::Dns(dns) = &pool.provisioner {
-                    dns.sync(&pool).await;
-                }
+                pool.provisioner.sync(&pool).await;
                 pool.check_health().await;
             }
         });

@@ -16,9 +16,12 @@ mod embedded;
 mod events;
 mod health;
 pub mod keda;
+mod provision;
+mod sizing;
 
+use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_flight::Ticket;
@@ -30,7 +33,7 @@ use crate::config::{WorkerMode, WorkersConfig};
 use crate::security::cluster::ClusterSecret;
 
 pub use embedded::EmbeddedWorkers;
-pub use events::ScalingEvent;
+use provision::{Provision, StaticWorkers};
 
 /// Largest gRPC message exchanged with workers.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -90,13 +93,13 @@ pub struct Worker {
     credentials: ClusterCredentials,
     state: AtomicU8,
     /// When the state last changed.
-    since: std::sync::Mutex<Instant>,
+    since: parking_lot::Mutex<Instant>,
     /// Fragments this coordinator is currently reading from the worker.
     running: AtomicU32,
     /// When `running` last dropped to zero (or the worker was added).
-    idle_since: std::sync::Mutex<Instant>,
+    idle_since: parking_lot::Mutex<Instant>,
     /// The instance id of the process that first answered at `address`.
-    instance: std::sync::Mutex<Option<String>>,
+    instance: parking_lot::Mutex<Option<String>>,
 }
 
 impl Worker {
@@ -117,10 +120,10 @@ impl Worker {
             client,
             credentials,
             state: AtomicU8::new(WorkerState::Starting as u8),
-            since: std::sync::Mutex::new(now),
+            since: parking_lot::Mutex::new(now),
             running: AtomicU32::new(0),
-            idle_since: std::sync::Mutex::new(now),
-            instance: std::sync::Mutex::new(None),
+            idle_since: parking_lot::Mutex::new(now),
+            instance: parking_lot::Mutex::new(None),
         })
     }
 
@@ -169,7 +172,7 @@ impl Worker {
 
     /// How long the worker has been in its current state.
     pub fn in_state_for(&self) -> Duration {
-        self.since.lock().map(|s| s.elapsed()).unwrap_or_default()
+        self.since.lock().elapsed()
     }
 
     /// How long the worker has run no fragment (zero while it runs one).
@@ -177,16 +180,14 @@ impl Worker {
         if self.running_fragments() > 0 {
             return Duration::ZERO;
         }
-        self.idle_since
-            .lock()
-            .map(|s| s.elapsed())
-            .unwrap_or_default()
+        self.idle_since.lock().elapsed()
     }
 
     fn set_state(&self, state: WorkerState) -> bool {
         let was = WorkerState::from_u8(self.state.swap(state as u8, Ordering::Relaxed));
         if was != state {
-            if let Ok(mut since) = self.since.lock() {
+            {
+                let mut since = self.since.lock();
                 *since = Instant::now();
             }
         }
@@ -224,7 +225,7 @@ impl Worker {
     /// Records the instance id a health answer carries; returns the one known
     /// before when it differs (the process at the address is not this worker).
     fn adopt_instance(&self, answered: &str) -> Option<String> {
-        let mut known = self.instance.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.instance.lock();
         match known.as_deref() {
             None => {
                 *known = Some(answered.to_string());
@@ -243,7 +244,7 @@ impl Worker {
 
     /// Instance id of the worker process, once it answered.
     pub fn instance_id(&self) -> Option<String> {
-        self.instance.lock().ok().and_then(|i| i.clone())
+        self.instance.lock().clone()
     }
 
     pub fn running_fragments(&self) -> u32 {
@@ -272,25 +273,19 @@ pub struct RunningFragment(Arc<Worker>);
 impl Drop for RunningFragment {
     fn drop(&mut self) {
         if self.0.running.fetch_sub(1, Ordering::Relaxed) == 1 {
-            if let Ok(mut idle) = self.0.idle_since.lock() {
+            {
+                let mut idle = self.0.idle_since.lock();
                 *idle = Instant::now();
             }
         }
     }
 }
 
-/// How workers come and go.
-enum Provisioner {
-    Embedded(EmbeddedWorkers),
-    Static,
-    Docker(Arc<docker::DockerWorkers>),
-    Dns(dns::DnsWorkers),
-}
-
 /// All workers known to the coordinator.
 pub struct WorkerPool {
     workers: RwLock<Vec<Arc<Worker>>>,
-    provisioner: Provisioner,
+    /// How workers come and go (`provision.rs`).
+    provisioner: Box<dyn Provision>,
     /// What every call to a worker presents.
     credentials: ClusterCredentials,
     config: WorkersConfig,
@@ -298,8 +293,8 @@ pub struct WorkerPool {
     /// Scaling decisions, newest last, and their counts.
     pub(crate) events: events::EventLog,
     /// A size set by `quiver workers scale N`; None lets the autoscaler decide.
-    target: std::sync::Mutex<Option<usize>>,
-    counters: crate::metrics::Counters,
+    target: parking_lot::Mutex<Option<usize>>,
+    counters: crate::observe::counters::Counters,
     /// Set by `shutdown`: the autoscaler stops and no worker is started any more.
     closing: std::sync::atomic::AtomicBool,
     /// This coordinator's id: its heartbeat on the workers, and the owner label of
@@ -344,7 +339,7 @@ impl WorkerPool {
                     .addresses()
                     .map(|(id, addr)| Worker::connect_lazy(id, addr, credentials.clone()))
                     .collect::<Result<Vec<_>, _>>()?;
-                (workers, Provisioner::Embedded(embedded))
+                (workers, Box::new(embedded) as Box<dyn Provision>)
             }
             WorkerMode::Static => {
                 let workers = config
@@ -359,7 +354,7 @@ impl WorkerPool {
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                (workers, Provisioner::Static)
+                (workers, Box::new(StaticWorkers) as Box<dyn Provision>)
             }
             WorkerMode::Docker => {
                 let docker = docker::DockerWorkers::connect(
@@ -369,14 +364,12 @@ impl WorkerPool {
                     &instance_id,
                 )
                 .await?;
-                (vec![], Provisioner::Docker(Arc::new(docker)))
+                (vec![], Box::new(docker) as Box<dyn Provision>)
             }
             WorkerMode::Dns => {
                 let service = config.service.clone().unwrap_or_default();
-                (
-                    vec![],
-                    Provisioner::Dns(dns::DnsWorkers::new(service, config.port)),
-                )
+                let dns = dns::DnsWorkers::new(service, config.port);
+                (vec![], Box::new(dns) as Box<dyn Provision>)
             }
         };
         let pool = Arc::new(Self {
@@ -386,43 +379,21 @@ impl WorkerPool {
             config: config.clone(),
             fragment_memory_limit: config.fragment_memory_limit.0,
             events: events::EventLog::default(),
-            target: std::sync::Mutex::new(None),
-            counters: crate::metrics::Counters::default(),
+            target: parking_lot::Mutex::new(None),
+            counters: crate::observe::counters::Counters::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             instance_id,
             waking: tokio::sync::Mutex::new(()),
             waiting: AtomicU32::new(0),
         });
-        match &pool.provisioner {
-            Provisioner::Docker(_) => {
-                let started = pool.scale_up(config.min, "minimum size at start").await;
-                if started < config.min {
-                    pool.shutdown().await;
-                    let why = pool
-                        .events
-                        .snapshot()
-                        .into_iter()
-                        .rev()
-                        .find(|e| e.action == "start-failed")
-                        .map(|e| format!(": {}", e.reason))
-                        .unwrap_or_default();
-                    return Err(PoolError::Docker(format!(
-                        "only {started} of {} worker containers became healthy{why}",
-                        config.min
-                    )));
-                }
-                autoscaler::spawn(&pool);
-            }
-            Provisioner::Dns(dns) => dns.sync(&pool).await,
-            _ => {}
-        }
+        pool.provisioner.begin(&pool).await?;
         pool.check_health().await;
         Ok(pool)
     }
 
     /// Every worker, healthy or not.
     pub fn all(&self) -> Vec<Arc<Worker>> {
-        self.workers.read().map(|w| w.clone()).unwrap_or_default()
+        self.workers.read().clone()
     }
 
     /// Workers that answered their last health check, least busy first.
@@ -433,7 +404,7 @@ impl WorkerPool {
     }
 
     /// Query, fragment and retry counts (Prometheus metrics).
-    pub fn counters(&self) -> &crate::metrics::Counters {
+    pub fn counters(&self) -> &crate::observe::counters::Counters {
         &self.counters
     }
 
@@ -447,20 +418,19 @@ impl WorkerPool {
 
     /// The container of a Docker worker.
     pub fn container_of(&self, worker: &str) -> Option<String> {
-        match &self.provisioner {
-            Provisioner::Docker(d) => d.container_of(worker),
-            _ => None,
-        }
+        self.provisioner.container_of(worker)
     }
 
     fn add(&self, worker: Arc<Worker>) {
-        if let Ok(mut w) = self.workers.write() {
+        {
+            let mut w = self.workers.write();
             w.push(worker);
         }
     }
 
     fn remove(&self, id: &str) {
-        if let Ok(mut w) = self.workers.write() {
+        {
+            let mut w = self.workers.write();
             w.retain(|x| x.id != id);
         }
     }
@@ -468,7 +438,7 @@ impl WorkerPool {
     /// Pins the pool at `size` workers (`None`: the autoscaler decides again).
     /// Only Docker pools can change size.
     pub fn set_target(&self, size: Option<usize>) -> Result<(), PoolError> {
-        if !matches!(self.provisioner, Provisioner::Docker(_)) {
+        if !self.provisioner.resizable() {
             let mode = format!("{:?}", self.config.mode).to_lowercase();
             return Err(PoolError::Scale(format!(
                 "this {mode} worker pool has a fixed size; only workers.mode = \"docker\" scales"
@@ -483,7 +453,8 @@ impl WorkerPool {
                 )));
             }
         }
-        if let Ok(mut t) = self.target.lock() {
+        {
+            let mut t = self.target.lock();
             *t = size;
         }
         Ok(())
@@ -498,23 +469,7 @@ impl WorkerPool {
         self.remove(&worker.id);
         self.events.record("lost", &worker.id, reason);
         tracing::warn!(worker = %worker.id, reason, "worker lost");
-        match &self.provisioner {
-            Provisioner::Docker(docker) => {
-                if let Err(e) = docker.remove(&worker.id).await {
-                    tracing::warn!(worker = %worker.id, error = %e, "could not remove a lost worker's container");
-                }
-            }
-            _ => match Worker::connect_lazy(
-                worker.id.clone(),
-                worker.address.clone(),
-                self.credentials.clone(),
-            ) {
-                Ok(fresh) => self.add(Arc::new(fresh)),
-                Err(e) => {
-                    tracing::warn!(worker = %worker.id, error = %e, "cannot reconnect to a restarted worker")
-                }
-            },
-        }
+        self.provisioner.lost(self, worker).await;
     }
 
     /// This coordinator's instance id.
@@ -525,10 +480,7 @@ impl WorkerPool {
     /// True when the pool may have no worker and gets one for a query (`min = 0`):
     /// a Docker pool starts it, a DNS pool waits for it to resolve (KEDA starts it).
     pub fn scales_from_zero(&self) -> bool {
-        matches!(
-            self.provisioner,
-            Provisioner::Docker(_) | Provisioner::Dns(_)
-        ) && self.config.min == 0
+        self.provisioner.scales_from_zero() && self.config.min == 0
     }
 
     /// Counts the caller as waiting for a worker until the guard drops.
@@ -554,8 +506,7 @@ impl WorkerPool {
         if let Some(t) = self.target() {
             return t;
         }
-        let busy = self.config.busy_fragments.max(1);
-        (self.load().div_ceil(busy) as usize)
+        sizing::needed(self.load(), self.config.busy_fragments)
             .clamp(self.config.min, self.config.max.max(self.config.min))
     }
 
@@ -569,50 +520,7 @@ impl WorkerPool {
         }
         let began = Instant::now();
         let _waiting = self.waiting();
-        if let Provisioner::Dns(dns) = &self.provisioner {
-            return self.wait_for_dns_workers(dns, began).await;
-        }
-        let _one = self.waking.lock().await;
-        if !self.healthy().is_empty() {
-            // Another query's wake started them while this one waited for the lock.
-            return Ok((began.elapsed(), 0));
-        }
-        let n = wanted.clamp(1, self.config.max.max(1));
-        let started = self
-            .scale_up(n, "a query needs a worker and none runs (scale from zero)")
-            .await;
-        if self.healthy().is_empty() {
-            return Err(PoolError::Scale(format!(
-                "started {n} worker(s) for a query, but none answered within {}s (workers.start_timeout_secs)",
-                self.config.start_timeout_secs
-            )));
-        }
-        Ok((began.elapsed(), started))
-    }
-
-    /// A DNS pool at zero: the query waits (counted in [`Self::load`], so KEDA's
-    /// `IsActive` turns true and it scales the workers up) until a worker resolves
-    /// and answers.
-    async fn wait_for_dns_workers(
-        &self,
-        dns: &dns::DnsWorkers,
-        began: Instant,
-    ) -> Result<(Duration, usize), PoolError> {
-        let deadline = began + Duration::from_secs(self.config.start_timeout_secs);
-        loop {
-            dns.sync(self).await;
-            self.check_health().await;
-            if !self.healthy().is_empty() {
-                return Ok((began.elapsed(), 0));
-            }
-            if Instant::now() >= deadline {
-                return Err(PoolError::Scale(format!(
-                    "no worker came up within {}s (workers.start_timeout_secs) for a query that needs one",
-                    self.config.start_timeout_secs
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        self.provisioner.wake(self, wanted, began).await
     }
 
     fn closing(&self) -> bool {
@@ -620,17 +528,13 @@ impl WorkerPool {
     }
 
     pub fn target(&self) -> Option<usize> {
-        self.target.lock().ok().and_then(|t| *t)
+        *self.target.lock()
     }
 
     /// Stops embedded workers; removes Docker workers and their network.
     pub async fn shutdown(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        match &self.provisioner {
-            Provisioner::Embedded(embedded) => embedded.shutdown(),
-            Provisioner::Docker(docker) => docker.shutdown().await,
-            _ => {}
-        }
+        self.provisioner.shutdown().await;
     }
 }
 

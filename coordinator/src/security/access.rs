@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::system;
+use crate::reserved::{is_catalog_schema, SYSTEM_SCHEMA};
 
 /// `[access]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -167,7 +167,7 @@ impl UserAccess {
         if self.admin {
             return Decision::plain();
         }
-        if table.schema == system::SCHEMA {
+        if table.schema == SYSTEM_SCHEMA {
             return match (table.table, &self.name) {
                 ("queries", Some(name)) => Decision::Allow {
                     row_filter: Some(format!("\"user\" = '{}'", name.replace('\'', "''"))),
@@ -176,7 +176,7 @@ impl UserAccess {
                 _ => Decision::Deny,
             };
         }
-        if table.schema == "information_schema" || table.schema == "pg_catalog" {
+        if is_catalog_schema(table.schema) {
             // Lists only what the user may read (see catalog_view).
             return Decision::plain();
         }
@@ -202,10 +202,7 @@ impl UserAccess {
         if self.admin {
             return true;
         }
-        if table.schema == system::SCHEMA
-            || table.schema == "information_schema"
-            || table.schema == "pg_catalog"
-        {
+        if table.schema == SYSTEM_SCHEMA || is_catalog_schema(table.schema) {
             return false;
         }
         let rules = &self.policy.config.rule;
@@ -217,10 +214,10 @@ impl UserAccess {
 
     /// Whether the user may see that a schema exists: it may read something in it.
     pub fn sees_schema(&self, catalog: &str, schema: &str) -> bool {
-        if self.admin || schema == "information_schema" || schema == "pg_catalog" {
+        if self.admin || is_catalog_schema(schema) {
             return true;
         }
-        if schema == system::SCHEMA {
+        if schema == SYSTEM_SCHEMA {
             return self.name.is_some();
         }
         let rules = &self.policy.config.rule;

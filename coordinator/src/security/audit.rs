@@ -2,10 +2,10 @@
 //! outcome, rows, bytes) and per failed login, appended to `server.audit_log`.
 //! Secrets never reach it: statements are logged as sent, credentials never.
 
+use parking_lot::Mutex;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -29,7 +29,7 @@ pub struct QueryAudit {
     pub cache_hit: bool,
     /// Rows a write statement wrote.
     pub rows_written: Option<u64>,
-    /// What the query used (see `crate::usage`).
+    /// What the query used (see `crate::observe::usage`).
     pub cpu_secs: f64,
     pub peak_memory_bytes: u64,
     /// Bytes read, by source.
@@ -82,7 +82,8 @@ impl AuditLog {
         let Some(out) = &self.out else { return };
         let mut text = line.to_string();
         text.push('\n');
-        if let Ok(mut file) = out.lock() {
+        {
+            let mut file = out.lock();
             // One write per line, so lines of concurrent queries never interleave.
             if let Err(e) = file.write_all(text.as_bytes()) {
                 tracing::error!(error = %e, "cannot write the audit log");

@@ -9,9 +9,10 @@
 //! argon2 password is remembered for a few minutes by its SHA-256, so clients that
 //! send Basic credentials on every call do not pay for argon2 each time.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -27,6 +28,8 @@ use tonic::{Request, Status};
 use super::audit::AuditLog;
 pub use super::jwt::JwtConfig;
 use super::jwt::JwtVerifier;
+
+pub use super::identity::{AuthConfigError, User};
 
 const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
     &STANDARD,
@@ -98,22 +101,6 @@ impl<'de> Deserialize<'de> for UserConfig {
             )),
         }
     }
-}
-
-/// The authenticated user, attached to requests by the interceptor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub roles: Vec<String>,
-}
-
-/// Errors building the authenticator from the config.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthConfigError {
-    #[error("server.auth.users.{user}: the password hash is not a valid argon2 PHC string or SCRAM-SHA-256 verifier: {message}")]
-    BadHash { user: String, message: String },
-    #[error("server.auth.jwt: {0}")]
-    Jwt(String),
 }
 
 enum Credential {
@@ -347,7 +334,8 @@ impl Authenticator {
                 let mut key = [0u8; 32];
                 key.copy_from_slice(digest.as_ref());
                 let now = Instant::now();
-                if let Ok(mut verified) = self.verified.lock() {
+                {
+                    let mut verified = self.verified.lock();
                     verified.retain(|_, until| *until > now);
                     if verified.contains_key(&key) {
                         return true;
@@ -361,7 +349,8 @@ impl Authenticator {
                     })
                     .unwrap_or(false);
                 if ok {
-                    if let Ok(mut verified) = self.verified.lock() {
+                    {
+                        let mut verified = self.verified.lock();
                         verified.insert(key, now + VERIFIED_TTL);
                     }
                 }
@@ -372,10 +361,7 @@ impl Authenticator {
 
     fn check_token(&self, token: &str, client: Option<SocketAddr>) -> Result<User, Status> {
         {
-            let mut tokens = self
-                .tokens
-                .lock()
-                .map_err(|_| Status::internal("token store poisoned"))?;
+            let mut tokens = self.tokens.lock();
             let now = Instant::now();
             tokens.retain(|_, (_, expiry)| *expiry > now);
             if let Some((user, _)) = tokens.get(token) {
@@ -397,10 +383,7 @@ impl Authenticator {
     /// Issues a bearer token for `user`.
     pub fn issue(&self, user: &User) -> Result<String, Status> {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut tokens = self
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("token store poisoned"))?;
+        let mut tokens = self.tokens.lock();
         tokens.insert(token.clone(), (user.clone(), Instant::now() + self.ttl));
         Ok(token)
     }

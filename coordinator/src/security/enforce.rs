@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use datafusion::common::plan_err;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, TableReference};
 use datafusion::error::{DataFusionError, Result};
@@ -123,9 +124,9 @@ fn guard(
             .keys()
             .find(|c| schema.field_with_unqualified_name(c).is_err())
         {
-            return Err(DataFusionError::Plan(format!(
+            return plan_err!(
                 "access rule for {table} masks column '{unknown}', which the table does not have"
-            )));
+            );
         }
         let columns = schema
             .iter()

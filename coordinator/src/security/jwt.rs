@@ -8,7 +8,7 @@ use quiver_connectors::env::EnvString;
 use serde::Deserialize;
 use tonic::Status;
 
-use super::authn::{AuthConfigError, User};
+use super::identity::{AuthConfigError, User};
 
 /// `[server.auth.jwt]`: which JWTs are accepted as bearer tokens.
 #[derive(Debug, Clone, Deserialize)]

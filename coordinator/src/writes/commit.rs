@@ -25,6 +25,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{exec_err, internal_err, plan_err};
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
@@ -80,10 +81,10 @@ impl PhysicalOptimizerRule for StageWrites {
                     DataFusionError::Internal("a file write without a target".into())
                 })?;
             let Some(root) = self.writes.root_for(&target) else {
-                return Err(DataFusionError::Plan(format!(
+                return plan_err!(
                     "{} is not under the location of a writable files source",
                     target.as_str()
-                )));
+                );
             };
             let root_url = root
                 .root()
@@ -329,9 +330,7 @@ impl ExecutionPlan for CommitExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "CommitExec has one partition, not {partition}"
-            )));
+            return internal_err!("CommitExec has one partition, not {partition}");
         }
         let tasks = self.input.properties().partitioning.partition_count();
         let streams = (0..tasks)
@@ -426,11 +425,11 @@ async fn publish(
         return match files {
             [] => Ok(()),
             [(from, _)] => store.rename(from, to).await.map_err(store_error),
-            more => Err(DataFusionError::Execution(format!(
+            more => exec_err!(
                 "the statement wrote {} files but {} names one file; name a folder (ending in '/') instead",
                 more.len(),
                 target.url.as_str()
-            ))),
+            ),
         };
     }
     let existed = store
@@ -441,7 +440,7 @@ async fn publish(
         .map_err(store_error)?
         .is_some();
     if existed && target.create {
-        return Err(super::statements::already_exists(&target.url));
+        return Err(super::context::already_exists(&target.url));
     }
     let marker = format!("{{\"created_ms\":{}}}\n", crate::catalog::store::now_ms());
     // A new table of no rows, or one overwritten by none, gets a file that holds its columns.
@@ -489,7 +488,7 @@ async fn publish(
                 false => None,
             };
             if target.create && tokio::fs::try_exists(&dest).await.unwrap_or(true) {
-                return Err(super::statements::already_exists(&target.url));
+                return Err(super::context::already_exists(&target.url));
             }
             tokio::fs::rename(&from, &dest).await.map_err(|e| {
                 DataFusionError::Execution(format!(
@@ -512,7 +511,7 @@ async fn publish(
                     .await;
                 match put {
                     Err(object_store::Error::AlreadyExists { .. }) => {
-                        return Err(super::statements::already_exists(&target.url))
+                        return Err(super::context::already_exists(&target.url))
                     }
                     other => other.map_err(store_error)?,
                 };
@@ -558,12 +557,9 @@ impl Claim {
         {
             Ok(_) => Ok(Self(path)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(super::statements::already_exists(url))
+                Err(super::context::already_exists(url))
             }
-            Err(e) => Err(DataFusionError::Execution(format!(
-                "cannot create {}: {e}",
-                path.display()
-            ))),
+            Err(e) => exec_err!("cannot create {}: {e}", path.display()),
         }
     }
 }

@@ -4,11 +4,13 @@
 //! arrives, by the same writes a statement plans (file commit, PostgreSQL COPY,
 //! MySQL INSERTs).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::plan_err;
 use datafusion::common::{ResolvedTableReference, ScalarValue, TableReference};
 use datafusion::datasource::file_format::format_as_file_type;
 use datafusion::datasource::provider_as_source;
@@ -21,7 +23,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::statements::{check_write, home, Home, WriteContext};
+use super::context::{check_write, home, Home, WriteContext};
 
 /// What to do when the table exists, or does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +81,7 @@ impl PartitionStream for Incoming {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let taken = self.stream.lock().ok().and_then(|mut s| s.take());
+        let taken = self.stream.lock().take();
         taken.unwrap_or_else(|| {
             let error = DataFusionError::Execution("the ingested stream was already read".into());
             Box::pin(RecordBatchStreamAdapter::new(
@@ -135,9 +137,9 @@ pub async fn plan(
         target.table.clone(),
     );
     match (existing, request.if_exists) {
-        (Some(_), IfExists::Fail) => Err(DataFusionError::Plan(format!(
-            "table {target} already exists (ingest mode create)"
-        ))),
+        (Some(_), IfExists::Fail) => {
+            plan_err!("table {target} already exists (ingest mode create)")
+        }
         (Some(provider), mode) => {
             let projected = conform(input, &provider.schema(), &target)?;
             let (provider, op): (Arc<dyn TableProvider>, _) = match (mode, &home) {
@@ -152,9 +154,7 @@ pub async fn plan(
             LogicalPlanBuilder::insert_into(projected, reference, provider_as_source(provider), op)?
                 .build()
         }
-        (None, _) if !request.create => Err(DataFusionError::Plan(format!(
-            "table {target} not found (ingest mode append)"
-        ))),
+        (None, _) if !request.create => plan_err!("table {target} not found (ingest mode append)"),
         (None, _) => match home {
             Home::Files(files) => {
                 let root = files
@@ -268,10 +268,7 @@ fn conform(
             .iter()
             .any(|t| t.name().eq_ignore_ascii_case(f.name()))
         {
-            return Err(DataFusionError::Plan(format!(
-                "column {} is not in table {target}",
-                f.name()
-            )));
+            return plan_err!("column {} is not in table {target}", f.name());
         }
     }
     let exprs: Vec<Expr> = table

@@ -3,6 +3,8 @@
 //! - `statements.rs`: which statements write (`COPY … TO`, `CREATE TABLE … AS`,
 //!   `INSERT`, `DROP TABLE`), the checks they pass (a writable source, the
 //!   user's `write` right) and their logical plans.
+//! - `context.rs`: what every write is planned with: the context, where a
+//!   table's writes go, the checks, the one-row answer.
 //! - `syntax.rs`: the `COPY … TO … (FORMAT …, PARTITION_BY …)` option list.
 //! - `rename.rs`: `ALTER TABLE … RENAME TO …` of a files table.
 //! - `commit.rs`: file writes run as one write task per partition on the
@@ -16,6 +18,7 @@
 //! - `ingest.rs`: Flight SQL bulk ingest into any writable table.
 
 mod commit;
+mod context;
 pub mod ingest;
 mod rename;
 pub mod statements;
@@ -52,10 +55,13 @@ impl datafusion::common::config::ConfigExtension for CreateTarget {
     const PREFIX: &'static str = "quiver_create";
 }
 
+/// The file and database sources, in the order they were registered.
+type WritableSources = (Vec<Arc<FilesSchema>>, Vec<Arc<RemoteSchema>>);
+
 /// The sources writes may go to; set once the sources are registered.
 #[derive(Debug, Default)]
 pub struct Writes {
-    sources: std::sync::OnceLock<(Vec<Arc<FilesSchema>>, Vec<Arc<RemoteSchema>>)>,
+    sources: std::sync::OnceLock<WritableSources>,
     lakes: std::sync::OnceLock<Vec<Arc<LakeSchema>>>,
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::plan_err;
 use datafusion::common::ResolvedTableReference;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::provider_as_source;
@@ -25,7 +26,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use quiver_connectors::files::FilesSchema;
 
-use super::statements::{
+use super::context::{
     already_exists, check_quiver_made, check_write, home, message_exec, relist, resolve,
     result_schema, Home, WriteContext,
 };
@@ -44,7 +45,7 @@ pub(super) async fn plan(
             if (target.catalog.as_ref(), target.schema.as_ref())
                 != (source.catalog.as_ref(), source.schema.as_ref())
             {
-                return Err(DataFusionError::Plan(format!("ALTER TABLE {source} RENAME TO {target}: a table keeps its schema; name only the new table")));
+                return plan_err!("ALTER TABLE {source} RENAME TO {target}: a table keeps its schema; name only the new table");
             }
             target.table.to_string()
         }
@@ -52,9 +53,9 @@ pub(super) async fn plan(
     let files = match home(cx, &source)? {
         Home::Files(f) => f.clone(),
         Home::Database(_) | Home::Lake(_) => {
-            return Err(DataFusionError::Plan(format!(
+            return plan_err!(
                 "ALTER TABLE {source} RENAME: rename database and lakehouse tables with their own tools"
-            )))
+            )
         }
     };
     check_write(cx, &source)?;

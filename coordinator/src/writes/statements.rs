@@ -15,12 +15,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{internal_err, plan_err};
 use datafusion::common::{ResolvedTableReference, TableReference};
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::provider_as_source;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
@@ -31,22 +30,13 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::{CopyToSource, CopyToStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement, TableObject};
-use object_store::ObjectStoreExt;
 use quiver_connectors::files::FilesSchema;
-use quiver_connectors::remote_schema::RemoteSchema;
 
-use super::Writes;
-use crate::security::access::{TableName, UserAccess};
-
-/// What a write statement needs to be planned.
-pub struct WriteContext<'a> {
-    pub writes: &'a Writes,
-    pub access: &'a UserAccess,
-    pub state: &'a SessionState,
-    /// Where a `CREATE TABLE … AS` into a files source records the folder it
-    /// creates (the session then carries it as [`super::CreateTarget`]).
-    pub creates: &'a std::sync::Mutex<Option<String>>,
-}
+pub use super::context::WriteContext;
+use super::context::{
+    already_exists, check_quiver_made, check_write, home, message_exec, read_only, relist, resolve,
+    result_schema, Home,
+};
 
 /// Whether `statement` writes (and is planned by [`plan`]).
 pub fn is_write(statement: &DFStatement) -> bool {
@@ -84,10 +74,10 @@ pub async fn plan(cx: &WriteContext<'_>, statement: DFStatement) -> Result<Logic
             } => plan_drop(cx, if_exists, names).await,
             other => match rename_of(&other) {
                 Some((from, to)) => super::rename::plan(cx, from, to).await,
-                None => Err(DataFusionError::Internal(format!("not a write: {other}"))),
+                None => internal_err!("not a write: {other}"),
             },
         },
-        other => Err(DataFusionError::Internal(format!("not a write: {other}"))),
+        other => internal_err!("not a write: {other}"),
     }
 }
 
@@ -109,76 +99,6 @@ fn rename_of(
         _ => None,
     }
 }
-
-fn denied(cx: &WriteContext<'_>, what: &str) -> DataFusionError {
-    let who = cx.access.user().unwrap_or("anonymous");
-    DataFusionError::External(Box::new(tonic::Status::permission_denied(format!(
-        "access denied: user '{who}' may not write {what} (no access rule with write = true matches)"
-    ))))
-}
-
-pub(super) fn check_write(cx: &WriteContext<'_>, t: &ResolvedTableReference) -> Result<()> {
-    let name = TableName {
-        catalog: &t.catalog,
-        schema: &t.schema,
-        table: &t.table,
-    };
-    if cx.access.may_write(name) {
-        Ok(())
-    } else {
-        Err(denied(cx, &t.to_string()))
-    }
-}
-
-pub(super) fn resolve(cx: &WriteContext<'_>, name: &str) -> ResolvedTableReference {
-    let o = cx.state.config().options();
-    TableReference::parse_str(name).resolve(&o.catalog.default_catalog, &o.catalog.default_schema)
-}
-
-/// Where a table's writes go.
-pub(super) enum Home<'a> {
-    Files(&'a Arc<FilesSchema>),
-    Database(&'a Arc<RemoteSchema>),
-    Lake(&'a Arc<quiver_connectors::lakehouse::LakeSchema>),
-}
-
-/// The writable source of `catalog.schema`, or an error saying why it is not one.
-pub(super) fn home<'a>(cx: &'a WriteContext<'_>, t: &ResolvedTableReference) -> Result<Home<'a>> {
-    let qualified = format!("{}.{}", t.catalog, t.schema);
-    if let Some(files) = cx.writes.files_schema(&qualified) {
-        if files.is_writable() {
-            return Ok(Home::Files(files));
-        }
-        return Err(read_only(t, &qualified));
-    }
-    if let Some(db) = cx.writes.remote_schema(&qualified) {
-        if db.is_writable() {
-            return Ok(Home::Database(db));
-        }
-        return Err(read_only(t, &qualified));
-    }
-    if let Some(lake) = cx.writes.lake_schema(&qualified) {
-        if lake.is_writable() {
-            return Ok(Home::Lake(lake));
-        }
-        if lake.format() == "iceberg" {
-            return Err(DataFusionError::Plan(format!(
-                "{t} is read-only: Quiver reads Iceberg tables but does not write them yet"
-            )));
-        }
-        return Err(read_only(t, &qualified));
-    }
-    Err(DataFusionError::Plan(format!(
-        "{t}: there is no source mounted as {qualified} to write to"
-    )))
-}
-
-fn read_only(t: &ResolvedTableReference, qualified: &str) -> DataFusionError {
-    DataFusionError::Plan(format!(
-        "{t} is read-only: the source mounted as {qualified} is not writable (set writable = true in its [[source]] to allow writes)"
-    ))
-}
-
 /// The statement's plan, with the user's read rules applied to what it reads.
 async fn planned(cx: &WriteContext<'_>, statement: DFStatement) -> Result<LogicalPlan> {
     let plan = cx.state.statement_to_plan(statement).await?;
@@ -193,10 +113,10 @@ async fn plan_copy(cx: &WriteContext<'_>, mut copy: CopyToStatement) -> Result<L
             true => "no files source is writable (set writable = true on one)".to_string(),
             false => format!("writable locations: {}", places.join(", ")),
         };
-        return Err(DataFusionError::Plan(format!(
+        return plan_err!(
             "COPY target '{}' is not under a writable files source; {hint}",
             copy.target
-        )));
+        );
     };
     let (catalog, schema) = root.name().split_once('.').unwrap_or((root.name(), ""));
     let first = root
@@ -228,9 +148,7 @@ async fn plan_copy(cx: &WriteContext<'_>, mut copy: CopyToStatement) -> Result<L
 fn target_url(target: &str) -> Result<ListingTableUrl> {
     let is_url = url::Url::parse(target).is_ok_and(|u| u.scheme().len() > 1);
     if !is_url && !std::path::Path::new(target).is_absolute() {
-        return Err(DataFusionError::Plan(format!(
-            "COPY target '{target}' must be an absolute path or a URL (s3://…)"
-        )));
+        return plan_err!("COPY target '{target}' must be an absolute path or a URL (s3://…)");
     }
     ListingTableUrl::parse(target)
 }
@@ -369,9 +287,9 @@ async fn plan_truncate(
     match statement {
         DFStatement::Statement(s) => match *s {
             Statement::Insert(insert) => plan_insert(cx, insert).await,
-            other => Err(DataFusionError::Internal(format!("not an insert: {other}"))),
+            other => internal_err!("not an insert: {other}"),
         },
-        other => Err(DataFusionError::Internal(format!("not an insert: {other}"))),
+        other => internal_err!("not an insert: {other}"),
     }
 }
 
@@ -392,9 +310,9 @@ fn columns_query(
     )? {
         DFStatement::Statement(s) => match *s {
             Statement::Query(q) => Ok(q),
-            other => Err(DataFusionError::Internal(format!("not a query: {other}"))),
+            other => internal_err!("not a query: {other}"),
         },
-        other => Err(DataFusionError::Internal(format!("not a query: {other}"))),
+        other => internal_err!("not a query: {other}"),
     }
 }
 
@@ -406,11 +324,7 @@ async fn plan_create(
     let query = match (&create.query, create.columns.is_empty()) {
         (Some(q), _) => q.clone(),
         (None, false) => columns_query(&create, cx.state)?,
-        (None, true) => {
-            return Err(DataFusionError::Plan(format!(
-                "CREATE TABLE {target} needs columns or AS SELECT …"
-            )))
-        }
+        (None, true) => return plan_err!("CREATE TABLE {target} needs columns or AS SELECT …"),
     };
     if create.query.is_some() && !create.columns.is_empty() {
         return Err(DataFusionError::Plan(
@@ -419,7 +333,7 @@ async fn plan_create(
         ));
     }
     if create.or_replace {
-        return Err(DataFusionError::Plan(format!("CREATE OR REPLACE TABLE is not supported; DROP TABLE {target} first, or INSERT OVERWRITE")));
+        return plan_err!("CREATE OR REPLACE TABLE is not supported; DROP TABLE {target} first, or INSERT OVERWRITE");
     }
     let home = home(cx, &target)?;
     check_write(cx, &target)?;
@@ -448,9 +362,7 @@ async fn plan_create(
                 .map(|r| r.as_str().to_string())
                 .unwrap_or_default();
             let folder = format!("{root}{}/", target.table);
-            if let Ok(mut c) = cx.creates.lock() {
-                *c = Some(ListingTableUrl::parse(&folder)?.as_str().to_string());
-            }
+            *cx.creates.lock() = Some(ListingTableUrl::parse(&folder)?.as_str().to_string());
             let copy = CopyToStatement {
                 source: CopyToSource::Query(query),
                 target: folder,
@@ -504,14 +416,6 @@ async fn into_new_table(
     Ok(LogicalPlan::Dml(dml))
 }
 
-/// SQLSTATE 42P07.
-pub(super) fn already_exists(target: &impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::External(Box::new(
-        quiver_worker::status::ErrorKind::DuplicateTable
-            .status(format!("table {target} already exists")),
-    ))
-}
-
 async fn plan_drop(
     cx: &WriteContext<'_>,
     if_exists: bool,
@@ -536,13 +440,13 @@ async fn plan_drop(
     let files = match home(cx, &target)? {
         Home::Files(f) => f.clone(),
         Home::Database(_) | Home::Lake(_) => {
-            return Err(DataFusionError::Plan(format!("DROP TABLE {target}: Quiver drops only file tables it created; drop database and lakehouse tables with their own tools")))
+            return plan_err!("DROP TABLE {target}: Quiver drops only file tables it created; drop database and lakehouse tables with their own tools")
         }
     };
     check_write(cx, &target)?;
     let url = files.table_url(&target.table);
     if url.is_none() && !if_exists {
-        return Err(DataFusionError::Plan(format!("table {target} not found")));
+        return plan_err!("table {target} not found");
     }
     let drop = DropTable {
         target: target.to_string(),
@@ -552,15 +456,6 @@ async fn plan_drop(
     };
     LogicalPlanBuilder::scan("quiver_drop", provider_as_source(Arc::new(drop)), None)?.build()
 }
-
-pub(super) fn result_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(
-        "result",
-        DataType::Utf8,
-        false,
-    )]))
-}
-
 /// `DROP TABLE` of a file table: done when its scan is planned for execution, so
 /// planning alone (a Describe) removes nothing.
 #[derive(Debug)]
@@ -622,56 +517,4 @@ impl TableProvider for DropTable {
         };
         message_exec(message, projection)
     }
-}
-
-/// Refuses to change a table Quiver did not create: one declared in the config
-/// file (`fix` says what to do there instead), or a folder without the marker
-/// file. Returns the table's store.
-pub(super) async fn check_quiver_made(
-    files: &FilesSchema,
-    table: &str,
-    target: &str,
-    url: &ListingTableUrl,
-    state: &dyn Session,
-    statement: &str,
-    fix: &str,
-) -> Result<Arc<dyn object_store::ObjectStore>> {
-    if !files.is_discovered_folder(table) {
-        return Err(DataFusionError::Plan(format!(
-            "{target} is declared in the config file; {fix} it there"
-        )));
-    }
-    let store = state.runtime_env().object_store(url)?;
-    if store
-        .head(&super::join_url(url, super::MARKER))
-        .await
-        .is_err()
-    {
-        return Err(DataFusionError::Plan(format!(
-            "{target} was not created by Quiver (its folder has no {} file), so {statement} leaves it alone",
-            super::MARKER
-        )));
-    }
-    Ok(store)
-}
-
-/// Lists the source again after its folders changed (the listing cache first).
-pub(super) async fn relist(files: &FilesSchema, state: &dyn Session) -> Result<()> {
-    if let Some(cache) = state.runtime_env().cache_manager.get_list_files_cache() {
-        cache.clear();
-    }
-    files.rediscover().await
-}
-
-/// The one-row text answer of a statement done at scan time, as its scan.
-pub(super) fn message_exec(
-    message: String,
-    projection: Option<&Vec<usize>>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let batch = RecordBatch::try_new(
-        result_schema(),
-        vec![Arc::new(StringArray::from(vec![message]))],
-    )?;
-    MemorySourceConfig::try_new_exec(&[vec![batch]], result_schema(), projection.cloned())
-        .map(|e| e as Arc<dyn ExecutionPlan>)
 }

@@ -21,6 +21,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::memory::MemorySchemaProvider;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::TableReference;
+use datafusion::common::{internal_err, plan_err};
 use datafusion::datasource::memory::MemTable;
 use datafusion::datasource::provider_as_source;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
@@ -39,10 +40,8 @@ use datafusion::sql::sqlparser::ast::{
 use futures::TryStreamExt;
 use quiver_worker::status::ErrorKind;
 
+use crate::reserved::TEMP_SCHEMA;
 use crate::security::access::UserAccess;
-
-/// The schema temporary relations live in.
-pub const TEMP_SCHEMA: &str = "pg_temp";
 
 /// A new, empty temporary schema, for a session to register as [`TEMP_SCHEMA`] in
 /// its default catalog.
@@ -146,9 +145,9 @@ pub async fn plan(
                 let temp = temp.ok_or_else(no_session)?;
                 let name = temp_name(&create.name, true)?.unwrap_or_default();
                 let Some(query) = &create.query else {
-                    return Err(DataFusionError::Plan(format!(
+                    return plan_err!(
                         "CREATE TEMPORARY TABLE {name} needs AS SELECT …: temporary tables are made from a query"
-                    )));
+                    );
                 };
                 if temp.table_exist(&name) {
                     if create.if_not_exists {
@@ -255,7 +254,7 @@ async fn read(state: &SessionState, access: &UserAccess, query: &Query) -> Resul
 }
 
 fn exists(name: &str) -> DataFusionError {
-    super::statements::already_exists(&format!("{TEMP_SCHEMA}.{name}"))
+    super::context::already_exists(&format!("{TEMP_SCHEMA}.{name}"))
 }
 
 /// The target of `CREATE TEMPORARY TABLE … AS`: registered when its rows are in.
@@ -283,10 +282,10 @@ impl TableProvider for NewTempTable {
         _: &[Expr],
         _: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::Internal(format!(
+        internal_err!(
             "{TEMP_SCHEMA}.{} is being created and cannot be read yet",
             self.name
-        )))
+        )
     }
 
     async fn insert_into(
@@ -397,7 +396,7 @@ impl Action {
 #[async_trait]
 impl TableProvider for Action {
     fn schema(&self) -> SchemaRef {
-        super::statements::result_schema()
+        super::context::result_schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -411,7 +410,7 @@ impl TableProvider for Action {
         _: &[Expr],
         _: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        super::statements::message_exec(self.run()?, projection)
+        super::context::message_exec(self.run()?, projection)
     }
 }
 

@@ -1,11 +1,12 @@
 //! [`ShuffleReadExec`]: the consuming end of an exchange.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -288,9 +289,7 @@ fn fetch(
 fn client(address: &str, credentials: ClusterCredentials) -> Result<WorkerClient> {
     static CHANNELS: OnceLock<Mutex<HashMap<String, Channel>>> = OnceLock::new();
     let channels = CHANNELS.get_or_init(Default::default);
-    let mut channels = channels
-        .lock()
-        .map_err(|_| DataFusionError::Internal("exchange client cache poisoned".into()))?;
+    let mut channels = channels.lock();
     let channel = match channels.get(address) {
         Some(c) => c.clone(),
         None => {

@@ -25,6 +25,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use quiver_proto::plan_nodes::single_child;
+
 use super::store::store;
 use crate::batches::compact_views;
 
@@ -151,12 +153,8 @@ impl ExecutionPlan for ShuffleWriteExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(Self::new(self.stage, input, self.output.clone()))),
-            Err(_) => Err(DataFusionError::Internal(
-                "ShuffleWriteExec takes one child".into(),
-            )),
-        }
+        let input = single_child("ShuffleWriteExec", children)?;
+        Ok(Arc::new(Self::new(self.stage, input, self.output.clone())))
     }
 
     fn execute(

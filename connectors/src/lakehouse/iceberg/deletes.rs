@@ -8,8 +8,9 @@
 //! unpartitioned) with a strictly lower sequence number, and deletes every row whose
 //! equality columns equal one of its rows.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
@@ -36,11 +37,14 @@ pub(super) fn applies(delete: &DataFile, data: &DataFile) -> bool {
     }
 }
 
+/// A position delete file: data file path (as written) → deleted positions.
+type DeletedPositions = HashMap<String, Vec<u64>>;
+
 /// Delete files read so far. Like manifests, they never change once written.
 #[derive(Debug, Default)]
 pub(super) struct DeleteCache {
     /// Position delete file → data file path (as written) → deleted positions.
-    positions: Mutex<HashMap<String, Arc<HashMap<String, Vec<u64>>>>>,
+    positions: Mutex<HashMap<String, Arc<DeletedPositions>>>,
     /// Equality delete file and the schema it was read with → its key rows.
     equality: Mutex<HashMap<(String, String), RecordBatch>>,
 }
@@ -49,11 +53,12 @@ pub(super) struct DeleteCache {
 const MAX_CACHED: usize = 10_000;
 
 fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: &K) -> Option<V> {
-    map.lock().ok().and_then(|m| m.get(key).cloned())
+    map.lock().get(key).cloned()
 }
 
 fn remember<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
-    if let Ok(mut m) = map.lock() {
+    {
+        let mut m = map.lock();
         if m.len() >= MAX_CACHED {
             m.clear();
         }

@@ -18,6 +18,7 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::internal_err;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
@@ -34,6 +35,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 use prost::Message;
+use quiver_proto::plan_nodes::single_child;
 use quiver_proto::NodeCodec;
 
 /// The deleted rows of one data file.
@@ -145,10 +147,10 @@ impl IcebergDeletesExec {
             Ok(Transformed::new(scan, true, TreeNodeRecursion::Jump))
         })?;
         if !selected.transformed {
-            return Err(DataFusionError::Internal(format!(
+            return internal_err!(
                 "Iceberg position deletes apply to a file scan, and there is none under {}",
                 self.input.name()
-            )));
+            );
         }
         Ok(selected.data)
     }
@@ -238,16 +240,11 @@ impl ExecutionPlan for IcebergDeletesExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(Self::with_parts(
-                input,
-                self.positions.clone(),
-                self.equality.clone(),
-            ))),
-            Err(_) => Err(DataFusionError::Internal(
-                "IcebergDeletesExec has one input".into(),
-            )),
-        }
+        Ok(Arc::new(Self::with_parts(
+            single_child("IcebergDeletesExec", children)?,
+            self.positions.clone(),
+            self.equality.clone(),
+        )))
     }
 
     fn execute(

@@ -5,14 +5,18 @@
 //! ([`ManifestCache`]): planning on a table with many commits reads only the
 //! manifests that are new since the last query.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use apache_avro::types::Value;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use super::metadata::IcebergSchema;
+
+/// Opens the object store a URL lives in.
+pub(crate) type OpenStore<'a> = dyn Fn(&Url) -> Result<Arc<dyn ObjectStore>, String> + Sync + 'a;
 
 /// What a data or delete file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +113,7 @@ impl ManifestCache {
     pub async fn snapshot_files(
         &self,
         list: &str,
-        open: &(dyn Fn(&Url) -> Result<Arc<dyn ObjectStore>, String> + Sync),
+        open: &OpenStore<'_>,
     ) -> Result<Vec<DataFile>, String> {
         let list_url = to_url(list)?;
         let bytes = read_all(open(&list_url)?.as_ref(), &list_url).await?;
@@ -122,7 +126,7 @@ impl ManifestCache {
     pub async fn inline_files(
         &self,
         manifests: &[String],
-        open: &(dyn Fn(&Url) -> Result<Arc<dyn ObjectStore>, String> + Sync),
+        open: &OpenStore<'_>,
     ) -> Result<Vec<DataFile>, String> {
         let refs = manifests
             .iter()
@@ -138,11 +142,11 @@ impl ManifestCache {
     async fn files_of(
         &self,
         manifests: Vec<ManifestRef>,
-        open: &(dyn Fn(&Url) -> Result<Arc<dyn ObjectStore>, String> + Sync),
+        open: &OpenStore<'_>,
     ) -> Result<Vec<DataFile>, String> {
         let mut out = vec![];
         for m in manifests {
-            let cached = self.files.lock().ok().and_then(|c| c.get(&m.path).cloned());
+            let cached = self.files.lock().get(&m.path).cloned();
             let files = match cached {
                 Some(files) => files,
                 None => {
@@ -152,7 +156,8 @@ impl ManifestCache {
                         read_manifest(&bytes, &m)
                             .map_err(|e| format!("manifest {}: {e}", m.path))?,
                     );
-                    if let Ok(mut c) = self.files.lock() {
+                    {
+                        let mut c = self.files.lock();
                         if c.len() >= MAX_CACHED_MANIFESTS {
                             c.clear();
                         }

@@ -94,8 +94,7 @@ impl FileStatistics<'_> {
                 .partitions(file, id)
                 .into_iter()
                 .filter_map(|(t, v)| partition_range(t, v, arrow))
-                .map(|(lo, hi)| if lower { lo } else { hi })
-                .flatten()
+                .filter_map(|(lo, hi)| if lower { lo } else { hi })
                 .collect::<Vec<_>>();
             let mut best = from_stats;
             for candidate in from_partition {

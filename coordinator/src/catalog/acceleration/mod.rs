@@ -13,7 +13,8 @@
 
 pub mod refresh;
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -114,10 +115,6 @@ impl Copies {
     pub fn rows_per_file(&self) -> usize {
         self.rows_per_file
     }
-
-    pub fn location(&self) -> &url::Url {
-        &self.root
-    }
 }
 
 /// The object-store path of a folder or file URL.
@@ -180,24 +177,20 @@ impl Accelerated {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Option<T> {
-        self.state.lock().ok().map(|mut s| f(&mut s))
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock())
     }
 
     /// The copy queries read, or None (not built yet: queries read the source).
     pub fn current_table(&self) -> Option<Arc<dyn TableProvider>> {
-        self.with(|s| s.table.clone()).flatten()
-    }
-
-    pub fn spec(&self) -> Option<AccelerateSpec> {
-        self.with(|s| s.spec.clone())
+        self.with(|s| s.table.clone())
     }
 
     pub fn origin(&self) -> Origin {
-        self.with(|s| s.origin).unwrap_or(Origin::Sql)
+        self.with(|s| s.origin)
     }
 
-    pub fn info(&self) -> Option<AccelerationInfo> {
+    pub fn info(&self) -> AccelerationInfo {
         self.with(|s| AccelerationInfo {
             dataset: self.dataset.clone(),
             origin: s.origin,
@@ -211,15 +204,12 @@ impl Accelerated {
     /// Takes the stored definition and copy (another coordinator's refresh, or a
     /// restart); true when what queries read changed.
     pub async fn update_from(&self, stored: &StoredAcceleration, state: &SessionState) -> bool {
-        let (same_copy, same_spec) = self
-            .with(|s| {
-                (
-                    s.copy.as_ref().map(|c| &c.segments)
-                        == stored.copy.as_ref().map(|c| &c.segments),
-                    s.spec == stored.spec,
-                )
-            })
-            .unwrap_or((false, false));
+        let (same_copy, same_spec) = self.with(|s| {
+            (
+                s.copy.as_ref().map(|c| &c.segments) == stored.copy.as_ref().map(|c| &c.segments),
+                s.spec == stored.spec,
+            )
+        });
         let table = match (&stored.copy, same_copy) {
             (_, true) => None,
             (None, false) => None,
@@ -257,7 +247,6 @@ impl Accelerated {
                 }
             }
         })
-        .unwrap_or(false)
     }
 
     pub fn segments(&self) -> Vec<String> {
@@ -267,7 +256,6 @@ impl Accelerated {
                 .map(|c| c.segments.clone())
                 .unwrap_or_default()
         })
-        .unwrap_or_default()
     }
 }
 

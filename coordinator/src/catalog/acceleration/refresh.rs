@@ -90,7 +90,7 @@ pub async fn refresh(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result
     });
     if copy.is_none() {
         // Record the failure; the stored copy stays as it was.
-        if let Some(stored) = acc.with(|s| {
+        let stored = acc.with(|s| {
             stored_of(
                 &acc.dataset,
                 s.origin,
@@ -98,10 +98,9 @@ pub async fn refresh(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result
                 s.copy.clone(),
                 Some(last.clone()),
             )
-        }) {
-            if let Err(e) = datasets.store().put_acceleration(&stored).await {
-                tracing::warn!(dataset = %acc.dataset, error = %e, "cannot record the failed refresh");
-            }
+        });
+        if let Err(e) = datasets.store().put_acceleration(&stored).await {
+            tracing::warn!(dataset = %acc.dataset, error = %e, "cannot record the failed refresh");
         }
     }
     result.map(|mut r| {
@@ -127,9 +126,7 @@ fn stored_of(
 }
 
 async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> Result<Refreshed> {
-    let (spec, origin, old) = acc
-        .with(|s| (s.spec.clone(), s.origin, s.copy.clone()))
-        .ok_or_else(|| DataFusionError::Internal("acceleration state poisoned".into()))?;
+    let (spec, origin, old) = acc.with(|s| (s.spec.clone(), s.origin, s.copy.clone()));
     // Read from the source, never from the copy.
     let state = datasets.planning_state(true)?;
     let ctx = SessionContext::new_with_state(state.clone());
@@ -241,13 +238,11 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
         .into_iter()
         .filter(|s| !copy.segments.contains(s))
         .collect();
-    let to_delete = acc
-        .with(|s| {
-            s.copy = Some(copy.clone());
-            s.table = Some(table);
-            std::mem::replace(&mut s.retired, replaced)
-        })
-        .unwrap_or_default();
+    let to_delete = acc.with(|s| {
+        s.copy = Some(copy.clone());
+        s.table = Some(table);
+        std::mem::replace(&mut s.retired, replaced)
+    });
     datasets.changed(std::slice::from_ref(&acc.dataset));
     for folder in to_delete {
         if let Ok(url) = url::Url::parse(&folder) {

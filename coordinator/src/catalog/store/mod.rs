@@ -109,8 +109,6 @@ pub struct RefreshRecord {
 
 #[async_trait]
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
-    /// `sqlite` or `postgres`, for messages.
-    fn kind(&self) -> &'static str;
     /// The change counter: it moves whenever anything here changes.
     async fn version(&self) -> Result<i64>;
     async fn views(&self) -> Result<Vec<StoredView>>;

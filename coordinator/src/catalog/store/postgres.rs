@@ -112,10 +112,6 @@ impl PostgresStore {
 
 #[async_trait]
 impl MetadataStore for PostgresStore {
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-
     async fn version(&self) -> Result<i64> {
         Ok(self
             .client()

@@ -1,8 +1,8 @@
 //! The embedded metadata store: one SQLite file under the data dir. Calls are
 //! small and rare (DDL, a refresh's end), so they run under one connection lock.
 
+use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -46,8 +46,8 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
-        self.conn.lock().map_err(|_| err("lock poisoned"))
+    fn lock(&self) -> Result<parking_lot::MutexGuard<'_, Connection>> {
+        Ok(self.conn.lock())
     }
 
     fn migrate(&self) -> Result<()> {
@@ -96,10 +96,6 @@ impl SqliteStore {
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
-    fn kind(&self) -> &'static str {
-        "sqlite"
-    }
-
     async fn version(&self) -> Result<i64> {
         self.lock()?
             .query_row("SELECT version FROM quiver_changes WHERE id = 1", [], |r| {

@@ -154,7 +154,7 @@ pub async fn tables(
 }
 
 /// A table's schema as GetTables announces it: in the types its query results
-/// arrive in ([`super::client_schema`]: strings as `utf8`, unless the client asked for
+/// arrive in ([`quiver_proto::client_types::flight_schema`]: strings as `utf8`, unless the client asked for
 /// views with [`super::STRING_VIEWS_HEADER`]; every column nullable),
 /// each column described by the Flight SQL column metadata (its SQL type name and
 /// where it lives), which BI tools show and map to their own types.
@@ -210,7 +210,7 @@ fn sql_type_name(t: &DataType) -> &'static str {
     }
 }
 
-/// Schema of the (always empty) GetPrimaryKeys answer: sources declare no keys yet.
+/// Schema of the GetPrimaryKeys answer: the key columns a database source reports.
 pub fn primary_keys_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("catalog_name", DataType::Utf8, true),

@@ -6,9 +6,10 @@ mod metadata;
 mod results;
 mod updates;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -38,13 +39,12 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use crate::security::authn::{Authenticator, User};
+pub use actions::ACTION_PROGRESS;
 use actions::{refresh_schema, refresh_statement};
-pub use actions::{ACTION_PROGRESS, ACTION_REFRESH, ACTION_SCALE};
 use handles::{decode_params, encode_params, QueryHandle};
-pub(crate) use results::{client_schema, to_client_types};
 use results::{encode, flight_schema};
 
-use crate::engine::{QueryEngine, QuerySession};
+use crate::engine::{Planned, QueryEngine, QuerySession};
 use crate::frontends::run::{self, Caller};
 use crate::security::access::TableName;
 
@@ -72,32 +72,21 @@ impl QuiverFlightSql {
     }
 
     /// Plans a handle's SQL with its parameters bound, if any.
-    async fn plan(
-        &self,
-        session: &QuerySession,
-        handle: &QueryHandle,
-    ) -> Result<LogicalPlan, Status> {
-        let plan = session
-            .plan(&handle.sql)
-            .await
-            .map_err(|e| from_datafusion(&e))?;
+    async fn plan(&self, session: &QuerySession, handle: &QueryHandle) -> Planned {
+        let planned = session.plan(&handle.sql).await;
         let params = if handle.params.is_empty() && !handle.id.is_empty() {
-            self.prepared
-                .lock()
-                .map_err(|_| Status::internal("lock poisoned"))?
-                .get(&handle.id)
-                .cloned()
+            self.prepared.lock().get(&handle.id).cloned()
         } else {
             Some(handle.params.clone())
         };
         // An empty row means "nothing bound yet".
-        let params = params.filter(|p| !p.is_empty());
-        let Some(params) = params else {
-            return Ok(plan);
+        let Some(params) = params.filter(|p| !p.is_empty()) else {
+            return planned;
         };
-        let expected = parameter_types(&plan)?;
-        let values = decode_params(&params, &expected)?;
-        session.bind(plan, values).map_err(|e| from_datafusion(&e))
+        planned.bind(|plan| {
+            let values = decode_params(&params, &parameter_types(&plan)?)?;
+            session.bind(plan, values).map_err(|e| from_datafusion(&e))
+        })
     }
 
     async fn flight_info(
@@ -122,10 +111,7 @@ impl QuiverFlightSql {
             Some(_) => refresh_schema(),
             // A statement answered from the cache is not planned again to learn its schema.
             None if cached.is_some() => flight_schema(
-                cached
-                    .as_deref()
-                    .map(|s| s.as_ref())
-                    .unwrap_or(&Schema::empty()),
+                cached.as_deref().unwrap_or(&Schema::empty()),
                 handle.string_views,
             ),
             None => {
@@ -134,7 +120,8 @@ impl QuiverFlightSql {
                 let session = self
                     .engine
                     .session_with_id(self.engine.access(caller.user.as_ref()), query_id);
-                match self.plan(&session, handle).await {
+                let planned = self.plan(&session, handle).await;
+                match &planned.plan {
                     Ok(plan) => {
                         let schema = flight_schema(plan.schema().as_arrow(), handle.string_views);
                         // Workers serve endpoints in plain string types only.
@@ -144,7 +131,7 @@ impl QuiverFlightSql {
                                 session,
                                 &caller,
                                 &handle.sql,
-                                plan,
+                                &planned,
                             )
                             .await;
                         }
@@ -152,9 +139,8 @@ impl QuiverFlightSql {
                     }
                     Err(status) => {
                         // Most bad statements end here, before DoGet: keep them in system.queries.
-                        return Err(
-                            run::begin(&self.engine, session, &caller, &handle.sql).fail(status)
-                        );
+                        return Err(run::begin(&self.engine, session, &caller, &handle.sql)
+                            .fail(status.clone(), &planned.objects));
                     }
                 }
             }
@@ -391,20 +377,14 @@ impl FlightSqlService for QuiverFlightSql {
         let session = self
             .engine
             .session(self.engine.access(caller_of(&request).user.as_ref()));
-        let plan = session
-            .plan(&query.query)
-            .await
-            .map_err(|e| from_datafusion(&e))?;
+        let plan = session.plan(&query.query).await.plan?;
         let parameters: Vec<Field> = parameter_types(&plan)?
             .into_iter()
             .enumerate()
             .map(|(i, t)| Field::new(format!("${}", i + 1), t.unwrap_or(DataType::Null), true))
             .collect();
         let id = uuid::Uuid::new_v4().to_string();
-        self.prepared
-            .lock()
-            .map_err(|_| Status::internal("lock poisoned"))?
-            .insert(id.clone(), vec![]);
+        self.prepared.lock().insert(id.clone(), vec![]);
         let handle = QueryHandle {
             id,
             sql: query.query,
@@ -447,10 +427,7 @@ impl FlightSqlService for QuiverFlightSql {
         };
         handle.params = encode_params(batch)?;
         if !handle.id.is_empty() {
-            let mut prepared = self
-                .prepared
-                .lock()
-                .map_err(|_| Status::internal("lock poisoned"))?;
+            let mut prepared = self.prepared.lock();
             if let Some(slot) = prepared.get_mut(&handle.id) {
                 *slot = handle.params.clone();
             }
@@ -527,10 +504,7 @@ impl FlightSqlService for QuiverFlightSql {
         _request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
         let handle = QueryHandle::from_bytes(&query.prepared_statement_handle)?;
-        self.prepared
-            .lock()
-            .map_err(|_| Status::internal("lock poisoned"))?
-            .remove(&handle.id);
+        self.prepared.lock().remove(&handle.id);
         Ok(())
     }
 
@@ -599,7 +573,7 @@ impl FlightSqlService for QuiverFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         metadata_info(&schema, query, request.into_inner())
     }
 

@@ -11,9 +11,7 @@ use tonic::Status;
 
 use super::DoGetStream;
 
-pub(crate) use quiver_proto::client_types::{flight_schema as client_schema, to_client_types};
-
-/// The announced schema: [`client_schema`], or with string views kept when the client asked.
+/// The announced schema: [`quiver_proto::client_types::flight_schema`], or with string views kept when the client asked.
 pub(super) fn flight_schema(
     schema: &datafusion::arrow::datatypes::Schema,
     views: bool,

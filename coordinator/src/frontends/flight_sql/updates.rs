@@ -107,12 +107,8 @@ impl QuiverFlightSql {
             .engine
             .session(self.engine.access(caller.user.as_ref()));
         let tracked = run::begin(&self.engine, session, &caller, &request.describe());
-        let plan = tracked
-            .session()
-            .plan_ingest(&request, data)
-            .await
-            .map_err(|e| from_datafusion(&e));
-        let running = tracked.execute(plan).await?;
+        let planned = tracked.session().plan_ingest(&request, data).await;
+        let running = tracked.execute(planned).await?;
         let out: Vec<RecordBatch> = running
             .batches
             .try_collect()

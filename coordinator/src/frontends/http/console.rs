@@ -23,7 +23,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::{error_response, Http, Peer, Shared};
 use crate::frontends::run::Caller;
-use crate::queries::QueryRecord;
+use crate::observe::queries::QueryRecord;
 
 pub(super) fn routes() -> Router<std::sync::Arc<Http>> {
     Router::new()
@@ -318,7 +318,7 @@ fn query_detail(http: &Http, caller: &Caller, id: &str) -> Option<Markup> {
         .into_iter()
         .filter(|f| f.query_id == id)
         .collect();
-    let mut stages: BTreeMap<u32, BTreeMap<u32, Vec<&crate::fragments::FragmentRecord>>> =
+    let mut stages: BTreeMap<u32, BTreeMap<u32, Vec<&crate::observe::fragments::FragmentRecord>>> =
         BTreeMap::new();
     for f in &fragments {
         stages
@@ -518,7 +518,7 @@ async fn catalog_page(state: Shared, peer: Peer, headers: HeaderMap) -> Response
             schemas.push((schema_name, tables));
         }
         // The sources first; Quiver's own system tables last.
-        schemas.sort_by_key(|(name, _)| (name == crate::system::SCHEMA, name.clone()));
+        schemas.sort_by_key(|(name, _)| (name == crate::reserved::SYSTEM_SCHEMA, name.clone()));
         catalogs.push((catalog_name, schemas));
     }
     page("Catalog", "catalog", html! {

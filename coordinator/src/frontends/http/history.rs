@@ -1,8 +1,9 @@
 //! The last minutes of each worker's CPU and memory, sampled every few seconds,
 //! for the console's charts (the system tables show only the present).
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::pool::WorkerPool;
@@ -55,9 +56,7 @@ impl History {
                 .map(|w| async move { (w.id.clone(), w.stats(Duration::from_millis(800)).await) }),
         )
         .await;
-        let Ok(mut map) = self.workers.lock() else {
-            return;
-        };
+        let mut map = self.workers.lock();
         map.retain(|id, _| workers.iter().any(|w| &w.id == id));
         let now = Instant::now();
         for (id, stats) in stats {
@@ -84,11 +83,8 @@ impl History {
     pub fn snapshot(&self) -> BTreeMap<String, Vec<Sample>> {
         self.workers
             .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.samples.iter().cloned().collect()))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.samples.iter().cloned().collect()))
+            .collect()
     }
 }

@@ -164,7 +164,7 @@ async fn refuse_full(mut socket: tokio::net::TcpStream, message: String) {
 async fn metrics(State(http): Shared) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&http.engine),
+        crate::observe::metrics::render(&http.engine),
     )
 }
 

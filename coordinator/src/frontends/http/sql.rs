@@ -18,8 +18,8 @@ use futures::StreamExt;
 use quiver_worker::status::from_datafusion;
 
 use super::{error_response, query_error, Peer, Shared};
-use crate::frontends::flight_sql::{client_schema, to_client_types};
 use crate::frontends::run;
+use quiver_proto::client_types::{flight_schema as client_schema, to_client_types};
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -121,12 +121,8 @@ pub(super) async fn post_sql(
     let running = match tracked.cached() {
         Ok(running) => Ok(running),
         Err(tracked) => {
-            let plan = tracked
-                .session()
-                .plan(&sql)
-                .await
-                .map_err(|e| from_datafusion(&e));
-            tracked.execute(plan).await
+            let planned = tracked.session().plan(&sql).await;
+            tracked.execute(planned).await
         }
     };
     let running = match running {

@@ -4,8 +4,9 @@
 //! SCRAM; use TLS then), nothing when the server has no authentication. A failed
 //! login is SQLSTATE 28P01 and goes to the audit log.
 
+use parking_lot::Mutex;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -66,7 +67,7 @@ impl Startup {
     /// A flag that turns true when the connection from `peer` has logged in.
     pub fn watch(&self, peer: std::net::SocketAddr) -> Arc<std::sync::atomic::AtomicBool> {
         let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.lock();
         // Flags of connections that ended without logging in are only weak leftovers: drop them.
         pending.retain(|_, f| Arc::strong_count(f) > 1);
         pending.insert(peer, flag.clone());
@@ -114,12 +115,7 @@ impl Startup {
             current: Mutex::default(),
         });
         let registration = self.frontend.register(pid, &key, connection.clone());
-        if let Some(flag) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&client.socket_addr())
-        {
+        if let Some(flag) = self.pending.lock().remove(&client.socket_addr()) {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         client.session_extensions().insert(connection);
@@ -213,7 +209,7 @@ impl Startup {
                     ),
                     PgLogin::Cleartext => (Login::Password, Authentication::CleartextPassword),
                 };
-                *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)? = next;
+                *login.0.lock() = next;
                 client
                     .send(PgWireBackendMessage::Authentication(ask))
                     .await?;
@@ -222,9 +218,7 @@ impl Startup {
                 let Some(auth) = self.frontend.auth.clone() else {
                     return Ok(());
                 };
-                let current = std::mem::take(
-                    &mut *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)?,
-                );
+                let current = std::mem::take(&mut *login.0.lock());
                 match current {
                     Login::Password => {
                         let password = msg.into_password()?;
@@ -247,8 +241,7 @@ impl Startup {
                                 auth.refused(&name, addr, &why);
                                 refused(&name)
                             })?;
-                        *login.0.lock().map_err(|_| PgWireError::InvalidSASLState)? =
-                            Login::ScramFinal(Box::new(exchange));
+                        *login.0.lock() = Login::ScramFinal(Box::new(exchange));
                         client
                             .send(PgWireBackendMessage::Authentication(
                                 Authentication::SASLContinue(Bytes::from(reply)),

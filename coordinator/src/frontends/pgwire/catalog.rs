@@ -3,8 +3,9 @@
 //! `datafusion-pg-catalog`) that lists exactly that view, so psql's `\dt`, JDBC's
 //! `getTables` and SQLAlchemy's inspector show what the user may read.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::error::{DataFusionError, Result};
@@ -61,7 +62,7 @@ pub fn connection_state(
     // The connection's own temporary tables and views (gone when it closes).
     if let Some(c) = ctx.catalog(&catalog) {
         c.register_schema(
-            crate::writes::temporary::TEMP_SCHEMA,
+            crate::reserved::TEMP_SCHEMA,
             crate::writes::temporary::new_schema(),
         )?;
     }
@@ -121,7 +122,7 @@ impl CatalogProviderList for Overlay {
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
         let inner = self.inner.catalog(name)?;
         let added = {
-            let mut map = self.added.write().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.added.write();
             map.entry(name.to_string()).or_default().clone()
         };
         Some(Arc::new(WithAdded { inner, added }))
@@ -137,7 +138,8 @@ struct WithAdded {
 impl CatalogProvider for WithAdded {
     fn schema_names(&self) -> Vec<String> {
         let mut names = self.inner.schema_names();
-        if let Ok(added) = self.added.schemas.read() {
+        {
+            let added = self.added.schemas.read();
             names.extend(
                 added
                     .keys()
@@ -150,13 +152,7 @@ impl CatalogProvider for WithAdded {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        if let Some(s) = self
-            .added
-            .schemas
-            .read()
-            .ok()
-            .and_then(|a| a.get(name).cloned())
-        {
+        if let Some(s) = self.added.schemas.read().get(name).cloned() {
             return Some(s);
         }
         self.inner.schema(name)
@@ -167,11 +163,7 @@ impl CatalogProvider for WithAdded {
         name: &str,
         schema: Arc<dyn SchemaProvider>,
     ) -> Result<Option<Arc<dyn SchemaProvider>>> {
-        let mut added = self
-            .added
-            .schemas
-            .write()
-            .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
+        let mut added = self.added.schemas.write();
         Ok(added.insert(name.to_string(), schema))
     }
 }

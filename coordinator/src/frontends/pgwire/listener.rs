@@ -2,7 +2,8 @@
 //! (a full door answers FATAL 53300), a deadline for the first bytes and for the
 //! login, then pgwire's protocol handling.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;

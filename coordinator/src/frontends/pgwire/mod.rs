@@ -6,9 +6,14 @@
 //! `datafusion-pg-catalog` applies for psql's and drivers' catalog queries.
 //!
 //! Values are encoded by `arrow-pg` (Arrow type to PostgreSQL type: see
-//! docs/clients.md). `SET`, `RESET` and `SHOW` work on the connection's settings
-//! ([`settings`]: `search_path` moves where unqualified names resolve); `BEGIN`,
-//! `COMMIT`, `ROLLBACK`, `DISCARD` and `DEALLOCATE` are accepted.
+//! docs/clients.md). Writes (`INSERT`, `CREATE TABLE … AS`, `COPY … TO '…'`,
+//! `DROP TABLE`, temporary tables) answer with PostgreSQL's command tags and row
+//! counts; `COPY … TO STDOUT` streams rows in the COPY format ([`copy_out`]).
+//! `SET`, `RESET` and `SHOW` work on the connection's settings ([`settings`]:
+//! `search_path` moves where unqualified names resolve); `BEGIN`, `COMMIT`,
+//! `ROLLBACK`, `DISCARD` and `DEALLOCATE` are accepted (each write commits on its
+//! own, see [`session`]). Every statement takes the path of
+//! `crate::engine::statement`.
 
 mod auth;
 mod catalog;
@@ -22,10 +27,10 @@ mod parameters;
 mod session;
 mod settings;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::Schema;
@@ -49,7 +54,6 @@ use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 use quiver_worker::status::from_datafusion;
-use tokio::net::TcpListener;
 use tonic::Status;
 
 use crate::engine::QueryEngine;
@@ -95,12 +99,15 @@ impl Connection {
     }
 }
 
+/// A connection's cancel key: its process id and secret, as BackendKeyData sent them.
+type CancelKey = (i32, Vec<u8>);
+
 /// What every connection shares.
 pub struct Frontend {
     engine: Arc<QueryEngine>,
     auth: Option<Authenticator>,
     /// Logged-in connections by (pid, secret key), for cancel requests.
-    connections: Mutex<HashMap<(i32, Vec<u8>), Arc<Connection>>>,
+    connections: Mutex<HashMap<CancelKey, Arc<Connection>>>,
     /// pgwire's own cancel signals (they interrupt a query still planning).
     manager: Arc<ConnectionManager>,
     parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
@@ -117,7 +124,8 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.frontend.connections.lock() {
+        {
+            let mut c = self.frontend.connections.lock();
             c.remove(&self.key);
         }
     }
@@ -131,7 +139,8 @@ impl Frontend {
         c: Arc<Connection>,
     ) -> Registration {
         let key = (pid, secret.to_bytes().to_vec());
-        if let Ok(mut map) = self.connections.lock() {
+        {
+            let mut map = self.connections.lock();
             map.insert(key.clone(), c);
         }
         let (_handle, guard) = self.manager.register(pid, secret.clone());
@@ -183,16 +192,11 @@ struct Cancel {
 impl CancelHandler for Cancel {
     async fn on_cancel_request(&self, request: CancelRequest) {
         let key = (request.pid, request.secret_key.to_bytes().to_vec());
-        let connection = self
-            .frontend
-            .connections
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned());
+        let connection = self.frontend.connections.lock().get(&key).cloned();
         let Some(connection) = connection else { return };
         // A query already streaming rows stops through its cancel signal; one still
         // planning or waiting for its first batch through pgwire's.
-        let id = connection.current.lock().ok().and_then(|c| c.clone());
+        let id = connection.current.lock().clone();
         if let Some(id) = id {
             tracing::info!(query = %id, "query cancelled by the PostgreSQL client");
             self.frontend.engine.queries().cancel(&id);
@@ -247,15 +251,16 @@ impl Queries {
         &self.frontend.engine
     }
 
-    /// Parses with PostgreSQL's dialect and the client-compatibility rewrites; a
-    /// syntax error comes from the plain parser, which knows where it is.
+    /// Prepares the text as every door does (`crate::engine::statement::prepare`),
+    /// then parses it with PostgreSQL's dialect and the client-compatibility
+    /// rewrites; a syntax error comes from the plain parser, which knows where it is.
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
-        self.frontend
+        let prepared = self
+            .frontend
             .engine
-            .check_sql(sql)
+            .prepare(sql)
             .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
-        let rewritten = crate::catalog::commands::rewrite_refresh(sql);
-        let sql = rewritten.as_deref().unwrap_or(sql);
+        let sql: &str = &prepared;
         let mut statements = self.frontend.parser.parse(sql).map_err(|_| {
             let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
             let message = match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
@@ -289,11 +294,12 @@ impl Queries {
                 statement.clone(),
             )))
             .await;
-        let plan = match planned {
+        let write = planned.is_write();
+        let plan = match planned.plan {
             Ok(p) => p,
-            Err(e) => {
+            Err(status) => {
                 let status = run::begin(self.engine(), session, &connection.caller, sql)
-                    .fail(from_datafusion(&e));
+                    .fail(status, &planned.objects);
                 return Err(errors::to_pg(&status, Some(sql)));
             }
         };
@@ -309,13 +315,13 @@ impl Queries {
                     .unwrap_or(Type::UNKNOWN),
             })
             .collect();
-        if session.is_write() {
+        if write {
             // A write answers with a command tag, as in PostgreSQL, not with rows.
             return Ok((parameters, Arc::new(Schema::empty())));
         }
         Ok((
             parameters,
-            Arc::new(crate::frontends::flight_sql::client_schema(
+            Arc::new(quiver_proto::client_types::flight_schema(
                 plan.schema().as_arrow(),
             )),
         ))
@@ -340,27 +346,21 @@ impl Queries {
             .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(
                 statement,
             )))
-            .await
-            .map_err(|e| from_datafusion(&e));
+            .await;
         let mut bind_error = None;
-        let planned = match planned {
-            Ok(plan) => match bind(&plan) {
-                Ok(None) => Ok(plan),
-                Ok(Some(values)) => tracked
-                    .session()
-                    .bind(plan, values)
-                    .map_err(|e| from_datafusion(&e)),
-                Err(e) => {
-                    bind_error = Some(e);
-                    Err(Status::invalid_argument("invalid parameters"))
-                }
-            },
-            Err(s) => Err(s),
-        };
-        if let Some(cur) = connection.current.lock().ok().as_mut() {
-            **cur = Some(tracked.id().to_string());
-        }
-        let write = tracked.session().is_write();
+        let planned = planned.bind(|plan| match bind(&plan) {
+            Ok(None) => Ok(plan),
+            Ok(Some(values)) => tracked
+                .session()
+                .bind(plan, values)
+                .map_err(|e| from_datafusion(&e)),
+            Err(e) => {
+                bind_error = Some(e);
+                Err(Status::invalid_argument("invalid parameters"))
+            }
+        });
+        *connection.current.lock() = Some(tracked.id().to_string());
+        let write = planned.is_write();
         let running = match tracked.execute(planned).await {
             Ok(r) => r,
             Err(status) => {
@@ -376,7 +376,7 @@ impl Queries {
             let rows = batches.iter().map(crate::writes::rows_written).sum::<u64>() as usize;
             return Ok(Response::Execution(tag.with_rows(rows)));
         }
-        let schema = crate::frontends::flight_sql::client_schema(&running.schema);
+        let schema = quiver_proto::client_types::flight_schema(&running.schema);
         let fields = Arc::new(pg_fields(&schema, format, Some(options))?);
         let mut batches = running.batches;
         // The first batch before the answer: an error that comes at once (most do)
@@ -396,7 +396,7 @@ impl Queries {
                         + Send
                         + Sync,
                 > = match batch.and_then(|b| {
-                    crate::frontends::flight_sql::to_client_types(b).map_err(Into::into)
+                    quiver_proto::client_types::to_client_types(b).map_err(Into::into)
                 }) {
                     Ok(b) => Box::new(arrow_pg::datatypes::encode_recordbatch(
                         rows_fields.clone(),
@@ -430,20 +430,17 @@ impl Queries {
             .plan_statement(datafusion::sql::parser::Statement::Statement(Box::new(
                 copy.query.clone(),
             )))
-            .await
-            .map_err(|e| from_datafusion(&e));
-        if let Some(cur) = connection.current.lock().ok().as_mut() {
-            **cur = Some(tracked.id().to_string());
-        }
+            .await;
+        *connection.current.lock() = Some(tracked.id().to_string());
         let running = tracked
             .execute(planned)
             .await
             .map_err(|status| errors::to_pg(&status, Some(sql)))?;
-        let schema = crate::frontends::flight_sql::client_schema(&running.schema);
+        let schema = quiver_proto::client_types::flight_schema(&running.schema);
         let fields = Arc::new(pg_fields(&schema, &Format::UnifiedText, Some(options))?);
         let sql = sql.to_string();
         let batches = running.batches.map(move |b| {
-            b.and_then(|b| crate::frontends::flight_sql::to_client_types(b).map_err(Into::into))
+            b.and_then(|b| quiver_proto::client_types::to_client_types(b).map_err(Into::into))
                 .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(&sql)))
         });
         Ok(Response::CopyOut(copy.respond(fields, batches)))
@@ -639,12 +636,13 @@ impl ExtendedQueryHandler for Queries {
                         statement.clone(),
                     ))
                     .await
-                    .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+                    .plan
+                    .map_err(|status| errors::to_pg(&status, Some(sql)))?;
                 let values = decode_parameters(target, &parameter_types(&plan)?)?;
                 let plan = session
                     .bind(plan, values)
                     .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
-                let schema = crate::frontends::flight_sql::client_schema(plan.schema().as_arrow());
+                let schema = quiver_proto::client_types::flight_schema(plan.schema().as_arrow());
                 return Ok(DescribePortalResponse::new(pg_fields(
                     &schema,
                     &target.result_column_format,
@@ -701,11 +699,6 @@ impl ExtendedQueryHandler for Queries {
             }
         }
     }
-}
-
-/// Binds the port; the error names the address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 /// The command tag PostgreSQL answers a write with (`INSERT 0 n`, `SELECT n` for

@@ -55,7 +55,7 @@ fn nulls_as_text(portal: &Portal<Parsed>) -> Portal<Parsed> {
     let mut types = portal.statement.parameter_types.clone();
     types.resize(portal.parameters.len().max(types.len()), None);
     for (i, value) in portal.parameters.iter().enumerate() {
-        let untyped = matches!(&types[i], None) || types[i].as_ref() == Some(&Type::UNKNOWN);
+        let untyped = types[i].is_none() || types[i].as_ref() == Some(&Type::UNKNOWN);
         if value.is_none() && untyped {
             types[i] = Some(Type::TEXT);
         }

@@ -7,12 +7,14 @@
 //! `current_schema`, `current_user`/`session_user`) are registered on the
 //! connection's own session state, so they see its settings and its user.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::CatalogProviderList;
+use datafusion::common::exec_err;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
 use datafusion::prelude::SessionContext;
@@ -71,9 +73,9 @@ impl Settings {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, String>> {
         // A panic while holding the map cannot leave it half-written: use it as it is.
-        self.set.lock().unwrap_or_else(|e| e.into_inner())
+        self.set.lock()
     }
 
     /// What `SHOW name` and `current_setting(name)` answer: a value set in this
@@ -288,10 +290,10 @@ impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
                 (Some(v), _) => out.push(Some(v)),
                 (None, true) => out.push(None),
                 (None, false) => {
-                    return Err(DataFusionError::Execution(format!(
+                    return exec_err!(
                         "unrecognized configuration parameter \"{}\"",
                         names.value(i)
-                    )))
+                    )
                 }
             }
         }
@@ -317,9 +319,11 @@ fn set_config(settings: Arc<Settings>) -> ScalarUDF {
                         "set_config: the parameter name cannot be NULL".into(),
                     ));
                 }
-                let value = (!values.is_null(i))
-                    .then(|| values.value(i).to_string())
-                    .unwrap_or_default();
+                let value = if values.is_null(i) {
+                    String::new()
+                } else {
+                    values.value(i).to_string()
+                };
                 settings.set(names.value(i), &value);
                 out.push(Some(value));
             }

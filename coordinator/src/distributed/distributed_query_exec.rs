@@ -7,9 +7,10 @@
 //! root and, under it, each stage with its output partitioning; after `EXPLAIN
 //! ANALYZE` each stage also lists its tasks: worker, rows, bytes, spill, time.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{internal_err, Result};
@@ -24,11 +25,12 @@ use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan, Pl
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, TryStreamExt};
-use quiver_worker::exchange::{ShuffleOutput, ShuffleReadExec};
 
-use super::remote_exec::FragmentReports;
+use super::remote_fragment_exec::FragmentReports;
 use super::scheduler::{QueryRun, Scheduler, StageReports};
+use super::stage_exec::StageExec;
 use super::stages::{StagePlan, StagedPlan};
+use super::worker_fragments_exec::WorkerFragmentsExec;
 use super::RemoteFragmentExec;
 
 type Ready = Shared<
@@ -57,10 +59,8 @@ impl DistributedQueryExec {
         for stage in staged.stages.iter().rev() {
             let report: StageReports = Arc::new(Mutex::new(vec![None; stage.tasks()]));
             reports.insert(stage.id, report.clone());
-            stage_nodes.push(Arc::new(StageExec {
-                stage: stage.clone(),
-                report,
-            }) as Arc<dyn ExecutionPlan>);
+            stage_nodes
+                .push(Arc::new(StageExec::new(stage.clone(), report)) as Arc<dyn ExecutionPlan>);
         }
         let root = mark_fragments(staged.root, &scheduler.codec)?;
         let mut children = vec![root.clone()];
@@ -84,10 +84,7 @@ impl DistributedQueryExec {
 
     /// Runs the stages once for all partitions; the result is the bound root.
     fn ready(&self, query_id: String) -> Result<Ready> {
-        let mut ready = self
-            .ready
-            .lock()
-            .map_err(|_| DataFusionError::Internal("query state poisoned".into()))?;
+        let mut ready = self.ready.lock();
         if let Some(r) = ready.as_ref() {
             return Ok(r.clone());
         }
@@ -189,132 +186,6 @@ impl ExecutionPlan for DistributedQueryExec {
     }
 }
 
-/// What `EXPLAIN ANALYZE` shows of one task or fragment.
-struct Run<'a> {
-    worker: &'a str,
-    rows: u64,
-    bytes: u64,
-    spilled: u64,
-    elapsed_ms: u64,
-    attempts: u32,
-}
-
-/// `, ran=[t0@worker-1 rows=.. bytes=.. spill=.. time=..ms, ...]`, once anything ran.
-fn write_runs<'a>(
-    f: &mut fmt::Formatter,
-    prefix: char,
-    runs: impl Iterator<Item = Option<Run<'a>>>,
-    missing: &str,
-) -> fmt::Result {
-    let runs: Vec<_> = runs.collect();
-    if runs.iter().all(Option::is_none) {
-        return Ok(());
-    }
-    write!(f, ", ran=[")?;
-    for (i, run) in runs.iter().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        match run {
-            Some(r) => {
-                write!(
-                    f,
-                    "{sep}{prefix}{i}@{} rows={} bytes={} spill={} time={}ms",
-                    r.worker, r.rows, r.bytes, r.spilled, r.elapsed_ms
-                )?;
-                if r.attempts > 1 {
-                    write!(f, " attempts={}", r.attempts)?;
-                }
-            }
-            None => write!(f, "{sep}{prefix}{i} {missing}")?,
-        }
-    }
-    write!(f, "]")
-}
-
-/// One stage in `EXPLAIN`; never executed.
-struct StageExec {
-    stage: StagePlan,
-    report: StageReports,
-}
-
-impl fmt::Debug for StageExec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StageExec")
-            .field("stage", &self.stage.id)
-            .finish()
-    }
-}
-
-impl DisplayAs for StageExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let exchange = match &self.stage.output {
-            ShuffleOutput::Hash(..) => "shuffle",
-            ShuffleOutput::Single if self.stage.tasks() > 1 => "gather",
-            ShuffleOutput::Single => "forward",
-        };
-        write!(
-            f,
-            "StageExec: stage={}, tasks={}, exchange={exchange}, output={}",
-            self.stage.id,
-            self.stage.tasks(),
-            self.stage.output
-        )?;
-        let Ok(report) = self.report.lock() else {
-            return Ok(());
-        };
-        let runs = report.iter().map(|t| {
-            t.as_ref().map(|t| Run {
-                worker: &t.worker.id,
-                rows: t.report.rows.iter().sum(),
-                bytes: t.report.bytes.iter().sum(),
-                spilled: t.report.spilled_bytes,
-                elapsed_ms: t.report.elapsed_ms,
-                attempts: t.attempts,
-            })
-        });
-        write_runs(f, 't', runs, "not run")?;
-        Ok(())
-    }
-}
-
-impl ExecutionPlan for StageExec {
-    fn name(&self) -> &str {
-        "StageExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.stage.plan.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.stage.plan]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        internal_err!(
-            "stage {} runs through its query, not on its own",
-            self.stage.id
-        )
-    }
-}
-
 /// Marks the parts of the root that run on workers: below a merge, the highest
 /// subtree that reads an exchange or a scan and can be serialized. The merges
 /// above stay on the coordinator.
@@ -325,7 +196,7 @@ fn mark_fragments(
     // A subtree with a merge of many partitions would run them all in one fragment:
     // the merge stays here, and the partitions under it become fragments.
     if !has_wide_merge(&plan)
-        && super::rule::has_input(&plan)
+        && super::plan_shape::has_input(&plan)
         && physical_plan_to_bytes_with_extension_codec(plan.clone(), codec).is_ok()
     {
         let partitions = plan.properties().partitioning.partition_count();
@@ -395,7 +266,7 @@ fn recovery(
     scheduler: Arc<Scheduler>,
     run: Arc<QueryRun>,
     fragment: Arc<dyn ExecutionPlan>,
-) -> super::remote_exec::Recover {
+) -> super::remote_fragment_exec::Recover {
     Arc::new(move |lost| {
         let (scheduler, run, fragment) = (scheduler.clone(), run.clone(), fragment.clone());
         async move {
@@ -405,101 +276,4 @@ fn recovery(
         }
         .boxed()
     })
-}
-
-/// In `EXPLAIN`, the part of the root that runs on workers, one fragment per
-/// partition streamed to the coordinator; replaced by [`RemoteFragmentExec`] when
-/// the query runs. After `EXPLAIN ANALYZE` it lists each fragment's worker and cost.
-struct WorkerFragmentsExec {
-    input: Arc<dyn ExecutionPlan>,
-    reports: FragmentReports,
-}
-
-impl fmt::Debug for WorkerFragmentsExec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerFragmentsExec").finish()
-    }
-}
-
-impl DisplayAs for WorkerFragmentsExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let partitions = self.input.properties().partitioning.partition_count();
-        write!(
-            f,
-            "WorkerFragmentsExec: partitions={partitions}, streamed from workers"
-        )?;
-        let Ok(reports) = self.reports.lock() else {
-            return Ok(());
-        };
-        let runs = reports.iter().map(|r| {
-            r.as_ref().map(|r| Run {
-                worker: &r.worker,
-                rows: r.stats.rows,
-                bytes: r.stats.bytes,
-                spilled: r.stats.spilled_bytes,
-                elapsed_ms: r.stats.elapsed_ms,
-                attempts: r.attempts,
-            })
-        });
-        // A partition not read to its end: a LIMIT above had enough rows.
-        write_runs(f, 'p', runs, "unfinished")?;
-        Ok(())
-    }
-}
-
-impl ExecutionPlan for WorkerFragmentsExec {
-    fn name(&self) -> &str {
-        "WorkerFragmentsExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(Self {
-                input,
-                reports: self.reports.clone(),
-            })),
-            Err(_) => internal_err!("WorkerFragmentsExec takes one child"),
-        }
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let _ = (partition, context);
-        internal_err!("the fragments of a distributed query ran before its stages")
-    }
-}
-
-/// True if `plan` reads an exchange anywhere.
-pub fn reads_exchange(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let mut found = false;
-    let _ = plan.apply(|n| {
-        found = n.as_ref().is::<ShuffleReadExec>();
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
 }

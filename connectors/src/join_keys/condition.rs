@@ -1,35 +1,17 @@
-//! Dynamic filtering into databases: a hash join's build-side keys become part of
-//! the statement the probe side's database runs.
-//!
-//! When a database table is the probe side of a hash join, DataFusion's join
-//! computes, once its build side is collected, a dynamic filter: the keys'
-//! bounds and, for up to `datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values`
-//! distinct keys (150), the keys themselves. [`attach`] hands that filter to the
-//! [`SourceScanExec`] under the join; the scan waits for it before it sends its
-//! statement, and adds it as `WHERE key IN (…)` or, beyond the limit,
-//! `WHERE key >= min AND key <= max` (as Trino's dynamic filtering does for its
-//! JDBC connectors). Only the parts of the filter that translate to SQL are sent;
-//! the join still checks every row, so a weaker filter is only slower, never wrong.
+//! A join's dynamic filter as SQL: the part of it a database can run, in that
+//! database's dialect (`key IN (…)`, or the keys' bounds).
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{
     BinaryExpr, CaseExpr, Column, DynamicFilterPhysicalExpr, InListExpr, IsNullExpr, Literal,
 };
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::HashJoinExec;
-use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan, PhysicalExpr};
+use datafusion::physical_plan::PhysicalExpr;
 use datafusion::sql::unparser::dialect::Dialect;
-
-use crate::source_scan::SourceScanExec;
 
 /// Longest `IN` list sent (DataFusion builds lists of at most 150 distinct keys by default).
 const MAX_IN_LIST: usize = 1000;
@@ -41,87 +23,6 @@ pub struct JoinFilter {
     /// For each column of the join's probe-side schema (which the filter reads),
     /// the scan's column it comes from, if any.
     pub(crate) columns: Vec<Option<usize>>,
-}
-
-/// Gives every [`SourceScanExec`] that is the probe side of a hash join (through
-/// nodes that only move, filter or rename rows) that join's dynamic filter.
-pub fn attach(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_down(|node| {
-        let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        // The typed accessor; its replacement hands out `dyn PhysicalExpr`.
-        #[allow(deprecated)]
-        let Some(filter) = join.dynamic_filter_expr().cloned() else {
-            return Ok(Transformed::no(node));
-        };
-        let probe = join.right().clone();
-        let identity = (0..probe.schema().fields().len()).map(Some).collect();
-        match with_filter(
-            &probe,
-            JoinFilter {
-                filter,
-                columns: identity,
-            },
-        )? {
-            Some(new_probe) => {
-                let left = join.left().clone();
-                Ok(Transformed::yes(replace_children_if_necessary(
-                    node.clone(),
-                    vec![left, new_probe],
-                )?))
-            }
-            None => Ok(Transformed::no(node)),
-        }
-    })
-    .map(|t| t.data)
-}
-
-/// `plan` with the filter on the scan under it, or `None` when there is no such scan.
-fn with_filter(
-    plan: &Arc<dyn ExecutionPlan>,
-    filter: JoinFilter,
-) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let node = plan.as_ref();
-    if let Some(scan) = node.downcast_ref::<SourceScanExec>() {
-        return Ok(Some(Arc::new(scan.with_join_filter(filter))));
-    }
-    let [child] = plan.children()[..] else {
-        return Ok(None);
-    };
-    let filter = if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
-        // Output column i of the projection is child column j when it is a plain column.
-        let through: Vec<Option<usize>> = projection
-            .expr()
-            .iter()
-            .map(|e| e.expr.downcast_ref::<Column>().map(|c| c.index()))
-            .collect();
-        let columns = filter
-            .columns
-            .iter()
-            .map(|c| c.and_then(|i| through.get(i).copied().flatten()))
-            .collect();
-        JoinFilter { columns, ..filter }
-    } else {
-        let same_rows = node.is::<RepartitionExec>()
-            || node.is::<CoalescePartitionsExec>()
-            || node.name() == "CoalesceBatchesExec"
-            || node.name() == "CooperativeExec"
-            // One partition of its input (a stage task rewritten to its own partition).
-            || node.name() == "PartitionExec"
-            || node.downcast_ref::<FilterExec>().is_some_and(|f| f.projection().is_none());
-        if !same_rows {
-            return Ok(None);
-        }
-        filter
-    };
-    match with_filter(child, filter)? {
-        Some(new_child) => Ok(Some(replace_children_if_necessary(
-            plan.clone(),
-            vec![new_child],
-        )?)),
-        None => Ok(None),
-    }
 }
 
 /// The SQL condition for the filter's current expression, over the scan's columns;

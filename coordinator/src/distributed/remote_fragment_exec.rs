@@ -22,8 +22,8 @@ use quiver_proto::{FragmentStats, FragmentTicket};
 use quiver_worker::exchange::{lost_output, LostOutput};
 use tonic::Code;
 
-use crate::fragments::{FragmentLog, LoggedAttempt};
-use crate::metrics::Counters;
+use crate::observe::counters::Counters;
+use crate::observe::fragments::{FragmentLog, LoggedAttempt};
 use crate::pool::{RunningFragment, Worker, WorkerPool};
 
 /// Runs each partition of `fragment` on a worker. The fragment is kept as this
@@ -227,7 +227,7 @@ impl ExecutionPlan for RemoteFragmentExec {
             tracking: self.tracking.clone(),
             logged: None,
             attempt: 0,
-            stats: Arc::new(std::sync::Mutex::new(None)),
+            stats: Arc::new(parking_lot::Mutex::new(None)),
             recorded: false,
             rows: 0,
             pool: self.pool.clone(),
@@ -281,7 +281,7 @@ pub struct FragmentReport {
 }
 
 /// One slot per partition.
-pub type FragmentReports = Arc<std::sync::Mutex<Vec<Option<FragmentReport>>>>;
+pub type FragmentReports = Arc<parking_lot::Mutex<Vec<Option<FragmentReport>>>>;
 
 #[derive(Clone)]
 struct Tracking {
@@ -296,7 +296,7 @@ struct Attempts {
     logged: Option<LoggedAttempt>,
     attempt: u32,
     /// The worker's closing statistics, once its stream sends them.
-    stats: Arc<std::sync::Mutex<Option<FragmentStats>>>,
+    stats: Arc<parking_lot::Mutex<Option<FragmentStats>>>,
     /// The attempt's cost is recorded (at its last batch or at its end).
     recorded: bool,
     rows: u64,
@@ -331,7 +331,7 @@ impl Attempts {
                     self.rows += batch.num_rows() as u64;
                     // The last batch carries the statistics: record them now, the
                     // reader may stop here (a merge with a LIMIT).
-                    if self.stats.lock().is_ok_and(|s| s.is_some()) {
+                    if self.stats.lock().is_some() {
                         let worker = worker.id.clone();
                         self.finished(&worker);
                     }
@@ -398,15 +398,10 @@ impl Attempts {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
-        let stats = self
-            .stats
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take())
-            .unwrap_or(FragmentStats {
-                rows: self.rows,
-                ..Default::default()
-            });
+        let stats = self.stats.lock().take().unwrap_or(FragmentStats {
+            rows: self.rows,
+            ..Default::default()
+        });
         if let Some(l) = self.logged.take() {
             l.cost(&stats);
             l.end(
@@ -418,7 +413,8 @@ impl Attempts {
             );
         }
         if let Some(t) = &self.tracking {
-            if let Ok(mut r) = t.reports.lock() {
+            {
+                let mut r = t.reports.lock();
                 if let Some(slot) = r.get_mut(self.partition) {
                     *slot = Some(FragmentReport {
                         worker: worker.to_string(),
@@ -459,11 +455,10 @@ impl Attempts {
                             Ok(d) => {
                                 // The fragment's last message carries what it cost.
                                 if !d.inner.app_metadata.is_empty() {
-                                    if let (Ok(stats), Ok(mut s)) = (
-                                        FragmentStats::decode_from(&d.inner.app_metadata),
-                                        slot.lock(),
-                                    ) {
-                                        *s = Some(stats);
+                                    if let Ok(stats) =
+                                        FragmentStats::decode_from(&d.inner.app_metadata)
+                                    {
+                                        *slot.lock() = Some(stats);
                                     }
                                 }
                                 match d.payload {

@@ -1,12 +1,13 @@
 //! The queries this coordinator runs and ran, for `system.queries`.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::fragments::FragmentLog;
+use crate::observe::fragments::FragmentLog;
+use crate::observe::usage::Usage;
 use crate::security::audit::{AuditLog, QueryAudit};
-use crate::usage::Usage;
 
 /// Finished queries kept for the system table.
 const KEEP_FINISHED: usize = 1000;
@@ -90,13 +91,13 @@ impl QueryLog {
 
     /// The signal that cancels the running query `id` (see [`Self::cancel`]).
     pub fn cancel_signal(&self, id: &str) -> Arc<tokio::sync::Notify> {
-        let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cancels = self.cancels.lock();
         cancels.entry(id.to_string()).or_default().clone()
     }
 
     /// Cancels the running query `id`; false when no such query runs.
     pub fn cancel(&self, id: &str) -> bool {
-        let signal = self.cancels.lock().ok().and_then(|c| c.get(id).cloned());
+        let signal = self.cancels.lock().get(id).cloned();
         match signal {
             Some(n) => {
                 // A stored permit: a cancel that arrives between two batches is not lost.
@@ -111,7 +112,6 @@ impl QueryLog {
     pub fn get(&self, id: &str) -> Option<QueryRecord> {
         self.queries
             .lock()
-            .ok()?
             .iter()
             .rev()
             .find(|r| r.id == id)
@@ -147,7 +147,8 @@ impl QueryLog {
             rows_written: None,
             usage: Usage::default(),
         };
-        if let Ok(mut q) = self.queries.lock() {
+        {
+            let mut q = self.queries.lock();
             q.push_back(record);
             // Drop the oldest ended ones beyond the limit; running ones stay.
             while q.iter().filter(|r| r.ended()).count() > KEEP_FINISHED {
@@ -169,21 +170,19 @@ impl QueryLog {
     }
 
     pub fn snapshot(&self) -> Vec<QueryRecord> {
-        self.queries
-            .lock()
-            .map(|q| q.iter().cloned().collect())
-            .unwrap_or_default()
+        self.queries.lock().iter().cloned().collect()
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut QueryRecord)) -> Option<QueryRecord> {
-        let mut q = self.queries.lock().ok()?;
+        let mut q = self.queries.lock();
         let r = q.iter_mut().rev().find(|r| r.id == id)?;
         f(r);
         Some(r.clone())
     }
 
     fn end(&self, id: &str, state: &'static str, rows: u64, bytes: u64, error: Option<String>) {
-        if let Ok(mut c) = self.cancels.lock() {
+        {
+            let mut c = self.cancels.lock();
             c.remove(id);
         }
         let mut usage = Usage::of(&self.fragments.of_query(id));
@@ -197,7 +196,8 @@ impl QueryLog {
             usage.workers_started = r.usage.workers_started;
             r.usage = usage.clone();
         });
-        if let Ok(mut t) = self.totals.lock() {
+        {
+            let mut t = self.totals.lock();
             t.add(&usage);
         }
         if let Some(r) = ended {

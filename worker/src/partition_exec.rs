@@ -19,8 +19,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::common::internal_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -33,6 +34,8 @@ use datafusion::physical_plan::{
     replace_children_if_necessary, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PhysicalExpr, PlanProperties,
 };
+
+use quiver_proto::plan_nodes::single_child;
 
 use crate::exchange::ShuffleWriteExec;
 
@@ -154,12 +157,8 @@ impl ExecutionPlan for PartitionExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match children.into_iter().next() {
-            Some(input) => Ok(Arc::new(PartitionExec::new(input, self.partition))),
-            None => Err(DataFusionError::Internal(
-                "PartitionExec needs its input".into(),
-            )),
-        }
+        let input = single_child("PartitionExec", children)?;
+        Ok(Arc::new(PartitionExec::new(input, self.partition)))
     }
 
     fn apply_expressions(
@@ -175,10 +174,7 @@ impl ExecutionPlan for PartitionExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "PartitionExec has one partition, not {}",
-                partition + 1
-            )));
+            return internal_err!("PartitionExec has one partition, not {}", partition + 1);
         }
         self.input.execute(self.partition, context)
     }
@@ -190,6 +186,7 @@ mod tests {
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::error::DataFusionError;
     use datafusion::physical_plan::displayable;
     use datafusion::physical_plan::union::UnionExec;
     use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};

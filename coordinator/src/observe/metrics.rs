@@ -2,28 +2,9 @@
 //! text exposition format, served at `GET /metrics` on `server.http_listen`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::pool::WorkerState;
-
-/// Counters shared by the query path and the worker pool.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub queries: AtomicU64,
-    pub fragments: AtomicU64,
-    pub fragment_retries: AtomicU64,
-    pub rows_from_workers: AtomicU64,
-    pub stages: AtomicU64,
-    pub exchange_bytes: AtomicU64,
-    pub lost_outputs: AtomicU64,
-    pub query_timeouts: AtomicU64,
-}
-
-impl Counters {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
 
 /// The metrics document.
 pub fn render(engine: &crate::engine::QueryEngine) -> String {
@@ -102,7 +83,8 @@ pub fn render(engine: &crate::engine::QueryEngine) -> String {
     let _ = writeln!(out, "# HELP quiver_acceleration_refresh_seconds_total Time spent refreshing copies.\n# TYPE quiver_acceleration_refresh_seconds_total counter\nquiver_acceleration_refresh_seconds_total {seconds}");
     let (bytes, entries) = cache.usage();
     let _ = writeln!(out, "# HELP quiver_cache_bytes Memory the results cache holds.\n# TYPE quiver_cache_bytes gauge\nquiver_cache_bytes {bytes}\n# HELP quiver_cache_entries Answers in the results cache.\n# TYPE quiver_cache_entries gauge\nquiver_cache_entries {entries}");
-    if let Ok(t) = engine.queries().totals.lock() {
+    {
+        let t = engine.queries().totals.lock();
         let mut total = |name: &str, help: &str, value: f64| {
             let _ = writeln!(
                 out,
@@ -168,14 +150,4 @@ pub fn render(engine: &crate::engine::QueryEngine) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn counters_add() {
-        let c = super::Counters::default();
-        super::Counters::add(&c.queries, 2);
-        assert_eq!(c.queries.load(std::sync::atomic::Ordering::Relaxed), 2);
-    }
 }

@@ -3,29 +3,22 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Result;
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
-use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::Partitioning;
 use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan};
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
-use quiver_connectors::SourceScanExec;
 use quiver_proto::QuiverCodec;
 
 use quiver_worker::exchange::ShuffleWriteExec;
 
-use super::query_exec::{reads_exchange, DistributedQueryExec};
+use super::distributed_query_exec::DistributedQueryExec;
+use super::plan_shape::{all_self_contained, contained_when_whole, contains_scan, is_worker_safe};
 use super::scheduler::Scheduler;
 use super::stages;
 use super::RemoteFragmentExec;
@@ -95,7 +88,7 @@ impl DistributeFragments {
             .with_note(note);
         if let Some(s) = &self.scheduler {
             // Recorded in system.fragments and the query's cost as stage 0.
-            exec = exec.with_tracking(Arc::new(std::sync::Mutex::new(vec![None])), s.log.clone());
+            exec = exec.with_tracking(Arc::new(parking_lot::Mutex::new(vec![None])), s.log.clone());
         }
         Some(Arc::new(exec))
     }
@@ -238,31 +231,6 @@ impl Assigner<'_> {
     }
 }
 
-/// True for nodes that compute each output partition from the same input partition
-/// only, with expressions that need nothing from the rest of the plan.
-fn is_worker_safe(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let node = plan.as_ref();
-    if !expressions_are_self_contained(plan) {
-        return false;
-    }
-    let passes_through = node.is::<FilterExec>()
-        || node.is::<ProjectionExec>()
-        || node.is::<LocalLimitExec>()
-        || node
-            .downcast_ref::<SortExec>()
-            .is_some_and(|s| s.preserve_partitioning())
-        || node
-            .downcast_ref::<AggregateExec>()
-            .is_some_and(|a| *a.mode() == AggregateMode::Partial)
-        || node.is::<quiver_worker::write::WriteFilesExec>()
-        || node.is::<quiver_connectors::lakehouse::iceberg::IcebergDeletesExec>()
-        || node.is::<quiver_connectors::lakehouse::delta_write::DeltaWriteExec>();
-    if passes_through {
-        return plan.children().into_iter().all(is_worker_safe);
-    }
-    is_scan(plan)
-}
-
 /// DataFusion spreads a single-partition scan with a round-robin repartition and
 /// filters *above* it, so the filter would run on the coordinator after the whole
 /// table crossed the network. Filtering commutes with round-robin distribution:
@@ -290,53 +258,4 @@ fn sink_filters_below_round_robin(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dy
         )?)))
     })
     .map(|t| t.data)
-}
-
-/// A scalar subquery's value is filled in by the enclosing `ScalarSubqueryExec`,
-/// so an expression that reads it runs only where that node runs.
-fn expressions_are_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let mut contained = true;
-    let _ = plan.apply_expressions(&mut |expr| {
-        expr.apply(|e| {
-            if e.is::<ScalarSubqueryExpr>() {
-                contained = false;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })
-    });
-    contained
-}
-
-/// Leaves whose partitions workers read: file groups, and the range partitions of a
-/// database table. A single-statement database read stays on the coordinator,
-/// where its result is needed anyway; a worker would only add a hop.
-fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let node = plan.as_ref();
-    node.downcast_ref::<DataSourceExec>()
-        .is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_some())
-        || node
-            .downcast_ref::<SourceScanExec>()
-            .is_some_and(|s| s.statements().len() > 1)
-}
-
-/// True if `plan` reads a scan or an exchange: worth sending to a worker.
-pub(super) fn has_input(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    (contains_scan(plan) || reads_exchange(plan)) && all_self_contained(plan)
-}
-
-/// Sent whole, a scalar subquery travels with the `ScalarSubqueryExec` that fills
-/// its value, and datafusion-proto encodes the two together.
-fn contained_when_whole(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.as_ref().is::<ScalarSubqueryExec>()
-        || (expressions_are_self_contained(plan)
-            && plan.children().into_iter().all(contained_when_whole))
-}
-
-fn all_self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    expressions_are_self_contained(plan) && plan.children().into_iter().all(all_self_contained)
-}
-
-fn contains_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    is_scan(plan) || plan.children().into_iter().any(contains_scan)
 }

@@ -5,17 +5,9 @@
 //! `system.usage` sums it per user and hour.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use datafusion::arrow::array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::error::Result;
-
-use crate::fragments::FragmentRecord;
-use crate::queries::QueryRecord;
+use crate::observe::fragments::FragmentRecord;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
@@ -98,77 +90,11 @@ impl Usage {
     }
 }
 
-/// `system.usage`: per user (NULL: no authentication) and hour the queries started
-/// in, what they used.
-pub fn usage_table(queries: &[QueryRecord]) -> Result<RecordBatch> {
-    #[derive(Default)]
-    struct Sum {
-        queries: i64,
-        elapsed: f64,
-        usage: Usage,
-    }
-    let mut sums: BTreeMap<(Option<String>, i64), Sum> = BTreeMap::new();
-    for q in queries {
-        let started = q
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let hour = started - started.rem_euclid(3_600_000);
-        let s = sums.entry((q.user.clone(), hour)).or_default();
-        s.queries += 1;
-        s.elapsed += q.elapsed();
-        s.usage.add(&q.usage);
-    }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("user", DataType::Utf8, true),
-        Field::new(
-            "hour",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("queries", DataType::Int64, false),
-        Field::new("elapsed_secs", DataType::Float64, false),
-        Field::new("cpu_secs", DataType::Float64, false),
-        Field::new("peak_memory_bytes", DataType::Int64, false),
-        Field::new("bytes_read", DataType::Int64, false),
-        Field::new("exchange_bytes", DataType::Int64, false),
-        Field::new("container_secs", DataType::Float64, false),
-        Field::new("worker_wait_ms", DataType::Int64, false),
-    ]));
-    let rows: Vec<_> = sums.iter().collect();
-    let int = |f: &dyn Fn(&Sum) -> i64| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| f(s))))
-    };
-    let float = |f: &dyn Fn(&Sum) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|(_, s)| f(s)),
-        ))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter(
-            rows.iter().map(|((user, _), _)| user.as_deref()),
-        )),
-        Arc::new(
-            TimestampMillisecondArray::from_iter_values(rows.iter().map(|((_, hour), _)| *hour))
-                .with_timezone("UTC"),
-        ),
-        int(&|s| s.queries),
-        float(&|s| s.elapsed),
-        float(&|s| s.usage.cpu_secs),
-        int(&|s| s.usage.peak_memory as i64),
-        int(&|s| s.usage.bytes_read() as i64),
-        int(&|s| s.usage.exchange_bytes as i64),
-        float(&|s| s.usage.container_secs),
-        int(&|s| s.usage.worker_wait_ms as i64),
-    ];
-    Ok(RecordBatch::try_new(schema, columns)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use quiver_proto::SourceRead;
+    use std::time::UNIX_EPOCH;
 
     fn record(
         stage: u32,

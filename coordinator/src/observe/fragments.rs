@@ -1,7 +1,8 @@
 //! The stage tasks and streamed fragments this coordinator ran, for `system.fragments`.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 /// Records kept; the oldest finished ones go first.
@@ -134,7 +135,8 @@ impl FragmentLog {
         worker: &str,
     ) -> LoggedAttempt {
         let record = FragmentRecord::running(query_id, stage, task, attempt, worker);
-        if let Ok(mut r) = self.records.lock() {
+        {
+            let mut r = self.records.lock();
             r.push_back(record);
             while r.len() > KEEP {
                 match r.iter().position(|x| x.state != "running") {
@@ -176,7 +178,8 @@ impl FragmentLog {
     }
 
     fn update(&self, id: &LoggedAttempt, f: impl FnOnce(&mut FragmentRecord)) {
-        if let Ok(mut r) = self.records.lock() {
+        {
+            let mut r = self.records.lock();
             let found = r.iter_mut().rev().find(|x| {
                 x.query_id == id.query_id
                     && x.stage == id.stage
@@ -193,31 +196,13 @@ impl FragmentLog {
     pub fn of_query(&self, query_id: &str) -> Vec<FragmentRecord> {
         self.records
             .lock()
-            .map(|r| {
-                r.iter()
-                    .filter(|x| x.query_id == query_id)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+            .iter()
+            .filter(|x| x.query_id == query_id)
+            .cloned()
+            .collect()
     }
 
     pub fn snapshot(&self) -> Vec<FragmentRecord> {
-        self.records
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Attempts of `query_id` still marked running.
-    pub fn running(&self, query_id: &str) -> usize {
-        self.records
-            .lock()
-            .map(|r| {
-                r.iter()
-                    .filter(|x| x.query_id == query_id && x.state == "running")
-                    .count()
-            })
-            .unwrap_or(0)
+        self.records.lock().iter().cloned().collect()
     }
 }

@@ -3,12 +3,13 @@
 //! - `system.scaling_events`: the worker pool's decisions with their reasons;
 //! - `system.queries`: queries running and recently run;
 //! - `system.fragments`: the stage tasks of those queries: worker, attempt, rows, bytes, spill, time, CPU, memory;
-//! - `system.usage`: what the queries used, per user and hour (see `crate::usage`);
+//! - `system.usage`: what the queries used, per user and hour (see `crate::observe::usage`);
 //! - `system.views`, `system.accelerations`: virtual datasets (see `crate::catalog`);
 //! - `system.snapshots`: each lakehouse table's current version, files, bytes and last commit.
 //!
 //! Each table is a snapshot taken when a query names it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -20,27 +21,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
-use crate::fragments::FragmentLog;
+use crate::observe::fragments::FragmentLog;
+use crate::observe::queries::{QueryLog, QueryRecord};
+use crate::observe::usage::Usage;
 use crate::pool::WorkerPool;
-use crate::queries::QueryLog;
-
-pub const SCHEMA: &str = "system";
-
-/// Whether `catalog.schema.table` names a system table.
-pub fn is_system_table(name: &str) -> bool {
-    let mut parts = name.split('.');
-    parts.nth(1) == Some(SCHEMA) && parts.next().is_some_and(|t| TABLES.contains(&t))
-}
-const TABLES: [&str; 8] = [
-    "workers",
-    "scaling_events",
-    "queries",
-    "fragments",
-    "usage",
-    "views",
-    "accelerations",
-    "snapshots",
-];
 
 #[derive(Debug)]
 pub struct SystemSchema {
@@ -166,7 +150,7 @@ impl SystemSchema {
             Field::new("peak_memory_bytes", DataType::Int64, false),
         ]));
         let f = self.fragments.snapshot();
-        let int = |g: &dyn Fn(&crate::fragments::FragmentRecord) -> u64| -> ArrayRef {
+        let int = |g: &dyn Fn(&crate::observe::fragments::FragmentRecord) -> u64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(f.iter().map(|r| g(r) as i64)))
         };
         let columns: Vec<ArrayRef> = vec![
@@ -225,12 +209,12 @@ impl SystemSchema {
             Field::new("container_secs", DataType::Float64, false),
         ]));
         let q = self.queries.snapshot();
-        let int = |g: &dyn Fn(&crate::usage::Usage) -> u64| -> ArrayRef {
+        let int = |g: &dyn Fn(&crate::observe::usage::Usage) -> u64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(
                 q.iter().map(|r| g(&r.usage) as i64),
             ))
         };
-        let float = |g: &dyn Fn(&crate::usage::Usage) -> f64| -> ArrayRef {
+        let float = |g: &dyn Fn(&crate::observe::usage::Usage) -> f64| -> ArrayRef {
             Arc::new(Float64Array::from_iter_values(
                 q.iter().map(|r| g(&r.usage)),
             ))
@@ -403,7 +387,10 @@ fn millis(t: std::time::SystemTime) -> i64 {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
+        crate::reserved::SYSTEM_TABLES
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -412,7 +399,7 @@ impl SchemaProvider for SystemSchema {
             "scaling_events" => self.scaling_events()?,
             "queries" => self.queries()?,
             "fragments" => self.fragments()?,
-            "usage" => crate::usage::usage_table(&self.queries.snapshot())?,
+            "usage" => usage_table(&self.queries.snapshot())?,
             "views" => crate::catalog::system_tables::views(&self.datasets)?,
             "accelerations" => crate::catalog::system_tables::accelerations(&self.datasets)?,
             "snapshots" => self.snapshots().await?,
@@ -426,6 +413,73 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
+        crate::reserved::SYSTEM_TABLES.contains(&name)
     }
+}
+
+/// `system.usage`: per user (NULL: no authentication) and hour the queries started
+/// in, what they used.
+fn usage_table(queries: &[QueryRecord]) -> Result<RecordBatch> {
+    #[derive(Default)]
+    struct Sum {
+        queries: i64,
+        elapsed: f64,
+        usage: Usage,
+    }
+    let mut sums: BTreeMap<(Option<String>, i64), Sum> = BTreeMap::new();
+    for q in queries {
+        let started = q
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let hour = started - started.rem_euclid(3_600_000);
+        let s = sums.entry((q.user.clone(), hour)).or_default();
+        s.queries += 1;
+        s.elapsed += q.elapsed();
+        s.usage.add(&q.usage);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user", DataType::Utf8, true),
+        Field::new(
+            "hour",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("queries", DataType::Int64, false),
+        Field::new("elapsed_secs", DataType::Float64, false),
+        Field::new("cpu_secs", DataType::Float64, false),
+        Field::new("peak_memory_bytes", DataType::Int64, false),
+        Field::new("bytes_read", DataType::Int64, false),
+        Field::new("exchange_bytes", DataType::Int64, false),
+        Field::new("container_secs", DataType::Float64, false),
+        Field::new("worker_wait_ms", DataType::Int64, false),
+    ]));
+    let rows: Vec<_> = sums.iter().collect();
+    let int = |f: &dyn Fn(&Sum) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, s)| f(s))))
+    };
+    let float = |f: &dyn Fn(&Sum) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|(_, s)| f(s)),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|((user, _), _)| user.as_deref()),
+        )),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.iter().map(|((_, hour), _)| *hour))
+                .with_timezone("UTC"),
+        ),
+        int(&|s| s.queries),
+        float(&|s| s.elapsed),
+        float(&|s| s.usage.cpu_secs),
+        int(&|s| s.usage.peak_memory as i64),
+        int(&|s| s.usage.bytes_read() as i64),
+        int(&|s| s.usage.exchange_bytes as i64),
+        float(&|s| s.usage.container_secs),
+        int(&|s| s.usage.worker_wait_ms as i64),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
