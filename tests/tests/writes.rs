@@ -607,6 +607,28 @@ async fn creating_a_table_is_atomic_and_an_empty_one_keeps_its_columns() -> anyh
         "no claim file is left behind"
     );
 
+    // COPY to a file is DataFusion's statement: the PostgreSQL port says where to
+    // send it, with or without an option list, and writes nothing.
+    let (pg, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    for sql in [
+        format!(
+            "COPY (SELECT 1 AS a) TO '{}/by_a/' (FORMAT parquet, PARTITION_BY (a))",
+            root.display()
+        ),
+        format!("COPY tpch.nation TO '{}/nation.csv'", root.display()),
+    ] {
+        let e = pg.simple_query(&sql).await.expect_err("refused");
+        let db = e
+            .as_db_error()
+            .map(|d| (d.code().code().to_string(), d.message().to_string()));
+        assert!(
+            matches!(&db, Some((code, message)) if code == "0A000" && message.contains("Flight SQL")),
+            "{sql}: {e:?}"
+        );
+    }
+    assert!(!root.join("by_a").exists() && !root.join("nation.csv").exists());
+
     let mut c = client(&server.addr).await?;
     let created = query(&mut c, "CREATE TABLE lake.nothing AS SELECT n_nationkey, n_name FROM tpch.nation WHERE n_nationkey < 0").await?;
     assert_eq!(written(&created), 0);

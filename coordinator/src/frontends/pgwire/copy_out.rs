@@ -14,7 +14,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::{Stream, StreamExt};
 use pgwire::api::results::{CopyCsvOptions, CopyEncoder, CopyResponse, FieldInfo};
-use pgwire::error::PgWireResult;
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::CopyData;
 
 use super::errors::user_error;
@@ -56,8 +56,7 @@ impl CopyOut {
             return Some(Err(user_error("0A000", "COPY … FROM is not supported: write with INSERT, CREATE TABLE … AS or Flight SQL bulk ingest")));
         }
         if !matches!(target, CopyTarget::Stdout) {
-            // `COPY … TO 'file'` is a pipeline statement, planned elsewhere.
-            return None;
+            return Some(Err(to_file_refused()));
         }
         let query = match source {
             CopySource::Query(q) => Statement::Query(q.clone()),
@@ -288,4 +287,33 @@ fn binary_signature() -> Vec<u8> {
     b.put_i32(0);
     b.put_i32(0);
     b.to_vec()
+}
+
+/// `COPY … TO 'file'` writes files through a writable source (docs/writes.md):
+/// DataFusion's COPY, which PostgreSQL's parser does not read.
+pub(super) fn to_file_refused() -> PgWireError {
+    user_error(
+        "0A000",
+        "COPY … TO a file is not run on the PostgreSQL port: send it through Flight SQL or the HTTP API (POST /v1/sql); COPY … TO STDOUT works here",
+    )
+}
+
+/// Whether `sql` is a `COPY … TO '<file>'` (what the PostgreSQL parser may not read
+/// once its option list is rewritten into DataFusion's form).
+pub(super) fn is_copy_to_file(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return false;
+    };
+    let mut words = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_)));
+    if !matches!(words.next(), Some(Token::Word(w)) if w.keyword == Keyword::COPY) {
+        return false;
+    }
+    let rest: Vec<&Token> = words.collect();
+    rest.windows(2).any(|w| {
+        matches!(w[0], Token::Word(t) if t.keyword == Keyword::TO)
+            && matches!(w[1], Token::SingleQuotedString(_))
+    })
 }

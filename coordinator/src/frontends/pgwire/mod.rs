@@ -260,17 +260,22 @@ impl Queries {
             .engine
             .prepare(sql)
             .map_err(|e| errors::to_pg(&from_datafusion(&e), Some(sql)))?;
+        let original = sql;
         let sql: &str = &prepared;
         let mut statements = self.frontend.parser.parse(sql).map_err(|_| {
+            if copy_out::is_copy_to_file(original) {
+                return copy_out::to_file_refused();
+            }
+            // The position is the one in the text the client sent.
             let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-            let message = match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
-            {
-                Err(e) => format!("SQL error: {e}"),
-                Ok(_) => "SQL error: the statement cannot be parsed".to_string(),
-            };
+            let message =
+                match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, original) {
+                    Err(e) => format!("SQL error: {e}"),
+                    Ok(_) => "SQL error: the statement cannot be parsed".to_string(),
+                };
             errors::to_pg(
                 &quiver_worker::status::ErrorKind::SyntaxError.status(message),
-                Some(sql),
+                Some(original),
             )
         })?;
         statements.iter_mut().for_each(compat::rewrite);
