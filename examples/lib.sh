@@ -14,8 +14,8 @@ trap cleanup EXIT
 # The quiver binary: $QUIVER_BIN, else a release build (made if missing).
 quiver_bin() {
   if [ -n "${QUIVER_BIN:-}" ]; then echo "$QUIVER_BIN"; return; fi
-  [ -x "$repo/target/release/quiver" ] || (cd "$repo" && cargo build --release --bin quiver >&2)
-  echo "$repo/target/release/quiver"
+  [ -x "$repo/target/dist/quiver" ] || (cd "$repo" && cargo build --profile dist --bin quiver >&2)
+  echo "$repo/target/dist/quiver"
 }
 QUIVER="$(quiver_bin)"
 PY="$repo/target/venv/bin/python"   # scripts/setup-python.sh makes it
