@@ -74,6 +74,15 @@ pub async fn register_sources(
                 let (schema, w) = crate::mysql::schema(&source.name, qualified, my).await?;
                 keep_remote(schema, w, &mut warnings, &mut remote)
             }
+            SourceKind::Sqlite(sqlite) => {
+                let (schema, w) = crate::sqlite::schema(&source.name, qualified, sqlite).await?;
+                keep_remote(schema, w, &mut warnings, &mut remote)
+            }
+            SourceKind::FlightSql(flight) => {
+                let (schema, w) =
+                    crate::flight_sql::schema(&source.name, qualified, flight).await?;
+                keep_remote(schema, w, &mut warnings, &mut remote)
+            }
             SourceKind::Delta(delta) => {
                 let (schema, mut w) = delta.discover(qualified, runtime.clone()).await?;
                 warnings.append(&mut w);

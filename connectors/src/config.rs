@@ -68,7 +68,8 @@ impl SourceConfig {
                     table.location = absolute(&table.location);
                 }
             }
-            SourceKind::Postgres(_) | SourceKind::Mysql(_) => {}
+            SourceKind::Sqlite(sqlite) => sqlite.location = absolute(&sqlite.location),
+            SourceKind::Postgres(_) | SourceKind::Mysql(_) | SourceKind::FlightSql(_) => {}
         }
     }
 
@@ -94,6 +95,102 @@ pub enum SourceKind {
     Delta(crate::lakehouse::DeltaSource),
     /// Apache Iceberg tables in a warehouse folder or a SQL catalog.
     Iceberg(crate::lakehouse::IcebergSource),
+    /// A SQLite database file.
+    Sqlite(SqliteSource),
+    /// One schema of another Flight SQL service.
+    #[serde(rename = "flightsql")]
+    FlightSql(FlightSqlSource),
+}
+
+impl SourceKind {
+    /// The `kind` key's value, as `system.sources` and messages show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::Files(_) => "files",
+            SourceKind::Postgres(_) => "postgres",
+            SourceKind::Mysql(_) => "mysql",
+            SourceKind::Delta(_) => "delta",
+            SourceKind::Iceberg(_) => "iceberg",
+            SourceKind::Sqlite(_) => "sqlite",
+            SourceKind::FlightSql(_) => "flightsql",
+        }
+    }
+}
+
+/// A SQLite database file mounted as a Quiver schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSource {
+    /// Path of the database file (relative paths against the config file's folder).
+    /// Every process that runs a scan of it (the coordinator, workers) opens it there.
+    pub location: String,
+    /// Most connections open at once; more statements wait for one.
+    #[serde(default = "pool_size")]
+    pub pool_size: usize,
+    /// How long a statement waits for a lock another writer holds.
+    #[serde(default = "connect_timeout")]
+    pub busy_timeout_secs: u64,
+    /// A pushed-down statement running longer is interrupted; 0 = none.
+    #[serde(default = "statement_timeout")]
+    pub statement_timeout_secs: u64,
+    /// The cached table list is rediscovered when older than this.
+    #[serde(default = "refresh")]
+    pub refresh_secs: u64,
+    /// False (the default): the file is opened read-only.
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// The SQL dialect statements pushed to a Flight SQL service are written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqlDialect {
+    /// ANSI-style SQL with double-quoted identifiers (DataFusion, Quiver, Dremio, Spice).
+    #[default]
+    Generic,
+    Postgres,
+    Mysql,
+    Sqlite,
+    Duckdb,
+}
+
+/// Another Flight SQL service (Quiver, Dremio, Spice, …) mounted as a Quiver schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightSqlSource {
+    /// `grpc://host:port`, or `grpc+tls://host:port` for TLS.
+    pub url: String,
+    /// Basic authentication (a handshake, then the bearer token the server returns).
+    #[serde(default)]
+    pub username: Option<EnvString>,
+    #[serde(default)]
+    pub password: Option<EnvString>,
+    /// A bearer token sent with every call (instead of a username and password).
+    #[serde(default)]
+    pub token: Option<EnvString>,
+    /// The remote catalog and schema to mount; unset: the remote's only schema
+    /// (discovery fails and lists them when there are several).
+    #[serde(default)]
+    pub remote_catalog: Option<String>,
+    #[serde(default)]
+    pub remote_schema: Option<String>,
+    /// The dialect pushed-down statements are written in.
+    #[serde(default)]
+    pub dialect: SqlDialect,
+    /// PEM file of the certificate authorities for `grpc+tls://` (default: the system's).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    #[serde(default = "connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Limit of one remote call (a statement's planning, one stream's reading); 0 = none.
+    #[serde(default = "statement_timeout")]
+    pub statement_timeout_secs: u64,
+    /// Most calls in flight at once; more wait for one to finish.
+    #[serde(default = "pool_size")]
+    pub pool_size: usize,
+    /// The cached table list is rediscovered when older than this.
+    #[serde(default = "refresh")]
+    pub refresh_secs: u64,
 }
 
 /// A MySQL/MariaDB database mounted as a Quiver schema.
@@ -104,6 +201,17 @@ pub struct MySqlSource {
     pub url: EnvString,
     #[serde(default = "pool_size")]
     pub pool_size: usize,
+    /// A connection not made within this fails the statement as unreachable.
+    #[serde(default = "connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// A plain scan of a large table is split into this many primary-key ranges,
+    /// read in parallel by the workers; 1 turns splitting off.
+    #[serde(default = "scan_partitions")]
+    pub scan_partitions: usize,
+    /// Tables smaller than this (MiB of data, as `information_schema.tables` says)
+    /// are read by one statement.
+    #[serde(default = "partition_min_mb")]
+    pub partition_min_mb: u64,
     /// MariaDB's `max_statement_time` for pushed-down statements; 0 = none
     /// (set 0 for MySQL, which names that limit differently).
     #[serde(default = "statement_timeout")]

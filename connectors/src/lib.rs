@@ -6,6 +6,7 @@ pub mod config;
 pub mod env;
 pub mod federated_columns;
 pub mod files;
+pub mod flight_sql;
 pub mod join_keys;
 pub mod lakehouse;
 pub mod mysql;
@@ -15,6 +16,7 @@ pub mod pushdown;
 pub mod remote_schema;
 pub mod source_scan;
 pub mod sql_fixups;
+pub mod sqlite;
 pub mod writable;
 
 pub use catalog::{register_sources, Registered};
@@ -63,7 +65,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct Unreachable(pub String);
 
 impl Unreachable {
-    /// A DataFusion error of this kind for `source` (`kind`: postgres, mysql).
+    /// A DataFusion error of this kind for `source` (`kind`: postgres, mysql, …).
     pub fn error(
         source: &str,
         kind: &str,

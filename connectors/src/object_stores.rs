@@ -47,7 +47,10 @@ pub fn register_object_stores(
                     .collect(),
                 &iceberg.options,
             ),
-            SourceKind::Postgres(_) | SourceKind::Mysql(_) => continue,
+            SourceKind::Postgres(_)
+            | SourceKind::Mysql(_)
+            | SourceKind::Sqlite(_)
+            | SourceKind::FlightSql(_) => continue,
         };
         for location in locations {
             let Ok(url) = Url::parse(location) else {

@@ -50,7 +50,8 @@ pub struct RemoteSchema {
     /// Tables are rediscovered when the cached list is older than this.
     ttl: Duration,
     kind: &'static str,
-    remote_schema: String,
+    /// Where the tables live in the database: `[catalog, schema]`, `[schema]` or `[]`.
+    remote_path: Vec<String>,
     provider: Arc<SQLFederationProvider>,
     discovery: Box<dyn Discovery>,
     /// Set when the source is writable.
@@ -73,7 +74,7 @@ impl RemoteSchema {
     pub async fn new(
         qualified: String,
         kind: &'static str,
-        remote_schema: String,
+        remote_path: Vec<String>,
         provider: Arc<SQLFederationProvider>,
         discovery: Box<dyn Discovery>,
         ttl: Duration,
@@ -82,7 +83,7 @@ impl RemoteSchema {
             qualified,
             ttl,
             kind,
-            remote_schema,
+            remote_path,
             provider,
             discovery,
             writer: None,
@@ -112,7 +113,7 @@ impl RemoteSchema {
         self.writer.is_some()
     }
 
-    /// `postgres` or `mysql`.
+    /// `postgres`, `mysql`, `sqlite` or `flightsql`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -225,7 +226,11 @@ impl SchemaProvider for RemoteSchema {
             return Ok(None);
         };
         let table = RepairedTable {
-            reference: TableReference::partial(self.remote_schema.as_str(), name),
+            reference: match self.remote_path.as_slice() {
+                [catalog, schema] => TableReference::full(catalog.as_str(), schema.as_str(), name),
+                [schema] => TableReference::partial(schema.as_str(), name),
+                _ => TableReference::bare(name),
+            },
             schema: schema.clone(),
         };
         let source = Arc::new(SQLTableSource::new_with_table(

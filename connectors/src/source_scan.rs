@@ -381,6 +381,12 @@ impl SourceScanCodec {
             SourceKind::Mysql(my) => {
                 Arc::new(crate::mysql::executor(name, my).map_err(unusable)?.0)
             }
+            SourceKind::Sqlite(sqlite) => {
+                Arc::new(crate::sqlite::executor(name, sqlite).map_err(unusable)?)
+            }
+            SourceKind::FlightSql(flight) => {
+                Arc::new(crate::flight_sql::executor(name, flight).map_err(unusable)?)
+            }
             SourceKind::Files(_) | SourceKind::Delta(_) | SourceKind::Iceberg(_) => {
                 return plan_err!("source '{name}' holds files, not a database");
             }

@@ -326,22 +326,77 @@ async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> 
                 "orders was not read as page ranges: {statement}"
             );
         }
-        let list = statement
-            .split(" IN (")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .unwrap_or_default();
-        let mut sent: Vec<String> = list
-            .split(',')
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .collect();
-        sent.sort_by_key(|k| k.parse::<i64>().unwrap_or(i64::MAX));
+        let sent = sent_keys(&statement);
         assert_eq!(
             sent, keys,
             "({workers:?}, {from}) PostgreSQL was asked for: {statement}"
         );
     }
+    Ok(())
+}
+
+/// The key list sent into a statement, sorted as numbers.
+fn sent_keys(statement: &str) -> Vec<String> {
+    let list = statement
+        .split(" IN (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_default();
+    let mut sent: Vec<String> = list
+        .split(',')
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    sent.sort_by_key(|k| k.parse::<i64>().unwrap_or(i64::MAX));
+    sent
+}
+
+/// Hundreds of keys (beyond DataFusion's default of 150) reach PostgreSQL as a
+/// set, also when the probe side is a join PostgreSQL runs itself: `customer ⋈
+/// orders` is one statement, and it returns only the orders `lineitem` needs
+/// (the shape of the issue that found only the keys' range reaching PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_join_keys_reach_a_join_inside_postgres() -> anyhow::Result<()> {
+    let reference = reference_context().await?;
+    load_databases(&reference).await?;
+    let keys = reference
+        .sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey <= 12 ORDER BY 1")
+        .await?
+        .collect()
+        .await?;
+    let keys = strings(&keys, "l_orderkey");
+    assert!(
+        (151..=10_000).contains(&keys.len()),
+        "the test wants a few hundred keys, got {}",
+        keys.len()
+    );
+    let server = start_federated("")?;
+    let mut client = client(&server.addr).await?;
+    let sql = "SELECT c.c_name, o.o_orderkey, o.o_orderdate, l.l_quantity
+               FROM customer c JOIN orders o ON c.c_custkey = o.o_custkey JOIN lineitem l ON o.o_orderkey = l.l_orderkey
+               WHERE l.l_partkey <= 12 AND o.o_comment <> 'quiver-key-set' ORDER BY 2, 4";
+    let expected = reference.sql(sql).await?.collect().await?;
+    let federated = sql
+        .replace("orders o", "pg.orders o")
+        .replace("customer c", "pg.customer c");
+    let actual = query(&mut client, &federated).await?;
+    assert_same_rows(
+        &actual,
+        &expected,
+        true,
+        "customer ⋈ orders in PostgreSQL ⋈ lineitem",
+    );
+    let statement = pg::last_copy("quiver-key-set");
+    assert!(
+        statement.contains("JOIN"),
+        "customer and orders were not joined inside PostgreSQL: {statement}"
+    );
+    // Every key once, so PostgreSQL returns exactly the orders the join needs.
+    assert_eq!(
+        sent_keys(&statement),
+        keys,
+        "PostgreSQL was asked for: {statement}"
+    );
     Ok(())
 }
 

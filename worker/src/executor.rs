@@ -35,6 +35,8 @@ pub struct WorkerOptions {
     /// The cluster key every call must be authenticated with; None = an insecure
     /// cluster (`allow_insecure`), where anyone who reaches the port may call.
     pub cluster: Option<quiver_proto::ClusterKey>,
+    /// `[workers] join_keys_max`: keys of a join sent into a database statement.
+    pub join_keys_max: usize,
 }
 
 impl Default for WorkerOptions {
@@ -44,6 +46,7 @@ impl Default for WorkerOptions {
             sources: vec![],
             default_memory_limit: 2 << 30,
             cluster: None,
+            join_keys_max: quiver_connectors::join_keys::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -86,6 +89,7 @@ impl FragmentExecutor {
         quiver_connectors::register_object_stores(&base_runtime, &options.sources)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let mut config = SessionConfig::new();
+        quiver_connectors::join_keys::configure(config.options_mut(), options.join_keys_max);
         // A fragment is one partition of a plan whose siblings run elsewhere: it must
         // read exactly its own file group, never steal work from partitions that
         // do not exist in this process.

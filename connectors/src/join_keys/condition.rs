@@ -13,8 +13,9 @@ use datafusion::physical_expr::expressions::{
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::sql::unparser::dialect::Dialect;
 
-/// Longest `IN` list sent (DataFusion builds lists of at most 150 distinct keys by default).
-const MAX_IN_LIST: usize = 1000;
+/// Longest `IN` list sent; DataFusion builds lists of at most `join_keys_max`
+/// keys, this only guards against a configuration beyond any statement size.
+const MAX_IN_LIST: usize = 1_000_000;
 
 /// A join's dynamic filter as one database scan sees it.
 #[derive(Debug, Clone)]

@@ -4,7 +4,9 @@
 //! When a database table is the probe side of a hash join, DataFusion's join
 //! computes, once its build side is collected, a dynamic filter: the keys'
 //! bounds and, for up to `datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values`
-//! distinct keys (150), the keys themselves. [`attach`] hands that filter to the
+//! distinct keys, the keys themselves. DataFusion's default of 150 sends only the
+//! range for a few hundred keys; [`configure`] raises it to `join_keys_max`
+//! (10,000 unless configured), on the coordinator and on every worker. [`attach`] hands that filter to the
 //! [`SourceScanExec`] under the join; the scan waits for it before it sends its
 //! statement, and adds it as `WHERE key IN (…)` or, beyond the limit,
 //! `WHERE key >= min AND key <= max` (as Trino's dynamic filtering does for its
@@ -26,6 +28,19 @@ use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan};
 pub(crate) mod condition;
 
 pub use self::condition::JoinFilter;
+
+/// Keys sent as a list unless `[workers] join_keys_max` says otherwise.
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
+
+/// Lets joins build their dynamic filter as a key list for up to `max_keys`
+/// distinct keys (and 64 bytes a key, DataFusion's per-partition byte limit).
+pub fn configure(options: &mut datafusion::config::ConfigOptions, max_keys: usize) {
+    let optimizer = &mut options.optimizer;
+    optimizer.hash_join_inlist_pushdown_max_distinct_values = max_keys;
+    optimizer.hash_join_inlist_pushdown_max_size = optimizer
+        .hash_join_inlist_pushdown_max_size
+        .max(max_keys.saturating_mul(64));
+}
 use crate::source_scan::SourceScanExec;
 
 /// Gives every [`SourceScanExec`] that is the probe side of a hash join (through

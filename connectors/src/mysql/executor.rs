@@ -26,6 +26,8 @@ pub struct MySqlExecutor {
     pub(crate) context: String,
     pub(crate) database: String,
     pub(crate) pool: Pool,
+    /// Getting a connection longer than this fails the statement as unreachable.
+    pub(crate) connect_timeout: std::time::Duration,
 }
 
 #[async_trait]
@@ -53,6 +55,7 @@ impl SQLExecutor for MySqlExecutor {
         _filters: &[Arc<dyn PhysicalExpr>],
     ) -> Result<SendableRecordBatchStream> {
         let (pool, query, source) = (self.pool.clone(), query.to_string(), self.source.clone());
+        let connect_timeout = self.connect_timeout;
         tracing::debug!(source = %source, sql = %query, "pushing down");
         // The result set borrows its connection, so a task owns both and hands the
         // batches over a small channel: the database is read only as fast as the
@@ -63,9 +66,18 @@ impl SQLExecutor for MySqlExecutor {
                 DataFusionError::External(format!("source '{source}' (mysql): {what}: {e}").into())
             };
             let run = async {
-                let mut conn = pool.get_conn().await.map_err(|e| {
-                    crate::Unreachable::error(&source.to_string(), "mysql", &crate::error_chain(&e))
-                })?;
+                let mut conn = match tokio::time::timeout(connect_timeout, pool.get_conn()).await {
+                    Ok(conn) => conn.map_err(|e| {
+                        crate::Unreachable::error(&source, "mysql", &crate::error_chain(&e))
+                    })?,
+                    Err(_) => {
+                        return Err(crate::Unreachable::error(
+                            &source,
+                            "mysql",
+                            &format!("no connection within {connect_timeout:?}"),
+                        ))
+                    }
+                };
                 let mut result = conn
                     .exec_iter(query.as_str(), ())
                     .await

@@ -2,6 +2,7 @@
 //! same discovery and federation pushdown as PostgreSQL (MySQL dialect).
 
 mod executor;
+mod partitions;
 pub mod types;
 pub mod write;
 
@@ -25,7 +26,13 @@ pub async fn schema(
 ) -> Result<(RemoteSchema, Vec<String>), ConnectorError> {
     let (executor, pool) = executor(source, cfg)?;
     let database = executor.database.clone();
-    let provider = crate::pushdown::provider(Arc::new(executor), None);
+    let partitioner = partitions::KeyRanges {
+        pool: pool.clone(),
+        database: database.clone(),
+        partitions: cfg.scan_partitions,
+        min_bytes: cfg.partition_min_mb.saturating_mul(1 << 20),
+    };
+    let provider = crate::pushdown::provider(Arc::new(executor), Some(Arc::new(partitioner)));
     let discovery = MyDiscovery {
         pool: pool.clone(),
         database: database.clone(),
@@ -34,7 +41,7 @@ pub async fn schema(
     let (schema, warnings) = RemoteSchema::new(
         qualified,
         "mysql",
-        database.clone(),
+        vec![database.clone()],
         provider,
         Box::new(discovery),
         ttl,
@@ -80,6 +87,7 @@ pub fn executor(source: &str, cfg: &MySqlSource) -> Result<(MySqlExecutor, Pool)
             context,
             database,
             pool: pool.clone(),
+            connect_timeout: std::time::Duration::from_secs(cfg.connect_timeout_secs.max(1)),
         },
         pool,
     ))

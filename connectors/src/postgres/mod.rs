@@ -46,7 +46,7 @@ pub async fn schema(
     let (schema, warnings) = RemoteSchema::new(
         qualified,
         "postgres",
-        cfg.remote_schema.clone(),
+        vec![cfg.remote_schema.clone()],
         provider,
         Box::new(discovery),
         ttl,

@@ -185,6 +185,10 @@ impl Default for ServerConfig {
     }
 }
 
+fn default_join_keys_max() -> usize {
+    quiver_connectors::join_keys::DEFAULT_MAX_KEYS
+}
+
 /// `[cluster]`: the shared secret of coordinator and workers.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +315,10 @@ pub struct WorkersConfig {
     /// worker's address, which clients must be able to reach.
     #[serde(default)]
     pub client_endpoints: bool,
+    /// Most distinct keys of a join's build side sent into a database's statement
+    /// as `key IN (…)`; more keys send only their range (docs/sources.md#join-keys).
+    #[serde(default = "default_join_keys_max")]
+    pub join_keys_max: usize,
 }
 
 fn default_single_stage_max_bytes() -> ByteSize {
@@ -367,6 +375,7 @@ impl Default for WorkersConfig {
         Self {
             mode: WorkerMode::Embedded,
             count: default_worker_count(),
+            join_keys_max: default_join_keys_max(),
             addresses: vec![],
             fragment_memory_limit: default_fragment_memory(),
             health_interval_secs: default_health_interval(),

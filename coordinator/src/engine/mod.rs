@@ -97,6 +97,10 @@ impl QueryEngine {
             // Used when a side's size is unknown but its rows are not: 64 bytes a row.
             optimizer.hash_join_single_partition_threshold_rows = bytes / 64;
         }
+        quiver_connectors::join_keys::configure(
+            session_config.options_mut(),
+            config.workers.join_keys_max,
+        );
         // Joins' dynamic filters stay on: where the plan runs whole (on the
         // coordinator, or a one-partition fragment) they filter probe-side scans and
         // databases; workers turn them off for stage tasks they cannot rewrite into a
@@ -259,14 +263,8 @@ impl QueryEngine {
                 .source
                 .iter()
                 .map(|s| {
-                    let kind = match s.kind {
-                        quiver_connectors::SourceKind::Files(_) => "files",
-                        quiver_connectors::SourceKind::Postgres(_) => "postgres",
-                        quiver_connectors::SourceKind::Mysql(_) => "mysql",
-                        quiver_connectors::SourceKind::Delta(_) => "delta",
-                        quiver_connectors::SourceKind::Iceberg(_) => "iceberg",
-                    };
-                    (format!("{}.{}", s.catalog_name(), s.schema_name()), kind)
+                    let name = format!("{}.{}", s.catalog_name(), s.schema_name());
+                    (name, s.kind.name())
                 })
                 .collect(),
         };

@@ -23,6 +23,7 @@ impl EmbeddedWorkers {
         sources: &[SourceConfig],
         codec: QuiverCodec,
         cluster: Option<quiver_proto::ClusterKey>,
+        join_keys_max: usize,
     ) -> Result<Self, WorkerError> {
         let mut addresses = vec![];
         let mut stops = vec![];
@@ -45,6 +46,7 @@ impl EmbeddedWorkers {
                 id: id.clone(),
                 sources: sources.to_vec(),
                 cluster: cluster.clone(),
+                join_keys_max,
                 ..Default::default()
             };
             let service = WorkerService::new(options, codec.clone())?;

@@ -333,6 +333,7 @@ impl WorkerPool {
                     sources,
                     codec,
                     credentials.key().cloned(),
+                    config.join_keys_max,
                 )
                 .await?;
                 let workers = embedded
