@@ -124,14 +124,7 @@ async fn run() -> Result<()> {
     let mut times = vec![];
     for i in 0..6 {
         let t = Instant::now();
-        let groups: usize = ctx
-            .sql(&aggregate("copy"))
-            .await?
-            .collect()
-            .await?
-            .iter()
-            .map(|b| b.num_rows())
-            .sum();
+        let groups = common::rows_of(&ctx, &aggregate("copy")).await?;
         anyhow::ensure!(groups == 50, "DataFusion returned {groups} groups");
         if i > 0 {
             times.push(t.elapsed());

@@ -2,7 +2,9 @@
 //! `orders` in PostgreSQL joined with Parquet `lineitem` filtered to a few
 //! orders. Measures the rows that leave PostgreSQL against the rows the join
 //! needs, the columns its statement selects, and the time against single-node
-//! DataFusion running the same join over Parquet alone, in one run.
+//! DataFusion running the same join over Parquet alone, in one run. Then the
+//! same ratio for `customer ⋈ orders` (both in PostgreSQL) joined with `lineitem`
+//! filtered to a few hundred orders, and for TPC-H q3, q5 and q10.
 //!
 //! scripts/services.sh
 //! cargo bench -p quiver-coordinator --bench joins -- [--scale-tenths 1] [--iterations 5]
@@ -14,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use common::{arg, median, psql, timed};
+use common::{arg, median, psql, rows_of, timed};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tonic::transport::Endpoint;
 
@@ -39,7 +41,9 @@ async fn run() -> Result<()> {
     let dir = std::fs::canonicalize(&dir)?;
 
     let reference = SessionContext::new();
-    for t in ["lineitem", "orders"] {
+    for t in [
+        "lineitem", "orders", "customer", "supplier", "nation", "region",
+    ] {
         reference
             .register_parquet(
                 t,
@@ -48,14 +52,17 @@ async fn run() -> Result<()> {
             )
             .await?;
     }
-    load_orders(&reference).await?;
+    load_tables(&reference).await?;
 
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\ncount = 2\n\
          [[source]]\nname = \"tpch\"\nkind = \"files\"\nformat = \"parquet\"\n\
-         [[source.table]]\nname = \"lineitem\"\nlocation = \"{}/lineitem/\"\n\
+         [[source.table]]\nname = \"lineitem\"\nlocation = \"{d}/lineitem/\"\n\
+         [[source.table]]\nname = \"supplier\"\nlocation = \"{d}/supplier/\"\n\
+         [[source.table]]\nname = \"nation\"\nlocation = \"{d}/nation/\"\n\
+         [[source.table]]\nname = \"region\"\nlocation = \"{d}/region/\"\n\
          [[source]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"postgres://quiver:quiver@127.0.0.1:54329/quiver\"\nremote_schema = \"bench_fed\"\n",
-        dir.display()
+        d = dir.display()
     );
     let config =
         quiver_coordinator::QuiverConfig::parse(&config, Path::new("/")).map_err(|e| anyhow!(e))?;
@@ -73,14 +80,7 @@ async fn run() -> Result<()> {
             .await?;
         arrow::util::display::array_value_to_string(b[0].column(0), 0)?.parse()?
     };
-    let expected_rows: usize = reference
-        .sql(JOIN)
-        .await?
-        .collect()
-        .await?
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let expected_rows = rows_of(&reference, JOIN).await?;
     let federated = JOIN.replace("JOIN orders", "JOIN pg.orders");
     let (mut tq, mut td) = (vec![], vec![]);
     for i in 0..=iterations {
@@ -142,51 +142,181 @@ async fn run() -> Result<()> {
     println!("| Quiver, median of {iterations} | {q:.1} ms |");
     println!("| single-node DataFusion, both tables in Parquet | {d:.1} ms |");
     println!("\nStatement: `{inner}`");
+    key_sets(&mut client, &reference, &root).await?;
     server.shutdown().await?;
     Ok(())
 }
 
-/// `orders` into PostgreSQL's `bench_fed` schema, once (by row count).
-async fn load_orders(reference: &SessionContext) -> Result<()> {
-    let rows = reference
-        .sql("SELECT count(*) FROM orders")
-        .await?
-        .collect()
-        .await?;
-    let rows = arrow::util::display::array_value_to_string(rows[0].column(0), 0)?;
-    psql("CREATE SCHEMA IF NOT EXISTS bench_fed")?;
-    let present = psql("SELECT count(*) FROM bench_fed.orders")
-        .map(|(n, _)| n)
-        .unwrap_or_default();
-    if present == rows {
-        return Ok(());
-    }
-    eprintln!("loading {rows} orders into PostgreSQL...");
-    let tmp = tempfile::tempdir()?;
-    let csv: PathBuf = tmp.path().join("orders");
-    reference
-        .sql("SELECT * FROM orders")
-        .await?
-        .write_csv(&csv.to_string_lossy(), Default::default(), None)
-        .await?;
-    psql(
-        "DROP TABLE IF EXISTS bench_fed.orders; CREATE TABLE bench_fed.orders (o_orderkey bigint PRIMARY KEY, o_custkey bigint, \
-         o_orderstatus char(1), o_totalprice numeric(15,2), o_orderdate date, o_orderpriority char(15), o_clerk char(15), \
-         o_shippriority int, o_comment varchar(79))",
-    )?;
-    let files: Vec<PathBuf> = if csv.is_dir() {
-        std::fs::read_dir(&csv)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect()
-    } else {
-        vec![csv]
+/// A federated query (tables `pg.customer`, `pg.orders`, the rest in Parquet) and
+/// the PostgreSQL rows its answer needs: the distinct orders of the joined rows.
+const CASES: [(&str, &str, &str); 4] = [
+    (
+        "customer ⋈ orders ⋈ lineitem (l_partkey <= 12)",
+        "SELECT c.c_name, o.o_orderkey, l.l_quantity FROM pg.customer c JOIN pg.orders o ON c.c_custkey = o.o_custkey \
+         JOIN lineitem l ON o.o_orderkey = l.l_orderkey WHERE l.l_partkey <= 12 AND o.o_comment <> 'MARK'",
+        "FROM customer c JOIN orders o ON c.c_custkey = o.o_custkey JOIN lineitem l ON o.o_orderkey = l.l_orderkey WHERE l.l_partkey <= 12",
+    ),
+    (
+        "TPC-H q3",
+        "SELECT l_orderkey, sum(l_extendedprice * (1 - l_discount)) AS revenue, o_orderdate, o_shippriority \
+         FROM pg.customer, pg.orders, lineitem WHERE c_mktsegment = 'BUILDING' AND c_custkey = o_custkey \
+         AND l_orderkey = o_orderkey AND o_orderdate < date '1995-03-15' AND l_shipdate > date '1995-03-15' \
+         AND o_comment <> 'MARK' GROUP BY l_orderkey, o_orderdate, o_shippriority ORDER BY revenue DESC, o_orderdate LIMIT 10",
+        "FROM customer, orders, lineitem WHERE c_mktsegment = 'BUILDING' AND c_custkey = o_custkey \
+         AND l_orderkey = o_orderkey AND o_orderdate < date '1995-03-15' AND l_shipdate > date '1995-03-15'",
+    ),
+    (
+        "TPC-H q5",
+        "SELECT n_name, sum(l_extendedprice * (1 - l_discount)) AS revenue FROM pg.customer, pg.orders, lineitem, supplier, nation, region \
+         WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey AND l_suppkey = s_suppkey AND c_nationkey = s_nationkey \
+         AND s_nationkey = n_nationkey AND n_regionkey = r_regionkey AND r_name = 'ASIA' AND o_orderdate >= date '1994-01-01' \
+         AND o_orderdate < date '1995-01-01' AND o_comment <> 'MARK' GROUP BY n_name ORDER BY revenue DESC",
+        "FROM customer, orders, lineitem, supplier, nation, region \
+         WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey AND l_suppkey = s_suppkey AND c_nationkey = s_nationkey \
+         AND s_nationkey = n_nationkey AND n_regionkey = r_regionkey AND r_name = 'ASIA' AND o_orderdate >= date '1994-01-01' \
+         AND o_orderdate < date '1995-01-01'",
+    ),
+    (
+        "TPC-H q10",
+        "SELECT c_custkey, c_name, sum(l_extendedprice * (1 - l_discount)) AS revenue, c_acctbal, n_name \
+         FROM pg.customer, pg.orders, lineitem, nation WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey \
+         AND o_orderdate >= date '1993-10-01' AND o_orderdate < date '1994-01-01' AND l_returnflag = 'R' \
+         AND c_nationkey = n_nationkey AND o_comment <> 'MARK' GROUP BY c_custkey, c_name, c_acctbal, n_name ORDER BY revenue DESC LIMIT 20",
+        "FROM customer, orders, lineitem, nation WHERE c_custkey = o_custkey AND l_orderkey = o_orderkey \
+         AND o_orderdate >= date '1993-10-01' AND o_orderdate < date '1994-01-01' AND l_returnflag = 'R' \
+         AND c_nationkey = n_nationkey",
+    ),
+];
+
+/// Rows out of PostgreSQL against rows needed, per case: every statement the
+/// query sent (found in the server log by the case's marker) is counted again
+/// with psql. A statement joining `customer` and `orders` needs one row per
+/// order; statements reading them apart need the orders plus their customers.
+async fn key_sets(
+    client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+    reference: &SessionContext,
+    root: &Path,
+) -> Result<()> {
+    let count = |sql: String| async move {
+        let b = reference.sql(&sql).await?.collect().await?;
+        let n: usize = arrow::util::display::array_value_to_string(b[0].column(0), 0)?.parse()?;
+        Ok::<_, anyhow::Error>(n)
     };
-    for f in files {
-        psql(&format!(
-            "\\copy bench_fed.orders FROM '{}' WITH (FORMAT csv, HEADER true)",
-            f.display()
-        ))?;
+    println!("\n### Join keys as a set: rows out of PostgreSQL / rows needed\n");
+    println!("| query | statements | rows PostgreSQL returned | rows needed | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    for (i, (name, sql, needed_from)) in CASES.iter().enumerate() {
+        let marker = format!("bench-keys-{i}");
+        let log_path = root.join("target/services/pg/server.log");
+        // Only this query runs now: its statements are the ones logged after this point.
+        let before = std::fs::metadata(&log_path)?.len() as usize;
+        let (_, rows) = timed(client, &sql.replace("MARK", &marker)).await?;
+        let reference_sql = sql
+            .replace("pg.", "")
+            .replace(" AND o.o_comment <> 'MARK'", "")
+            .replace(" AND o_comment <> 'MARK'", "");
+        let expected = rows_of(reference, &reference_sql).await?;
+        anyhow::ensure!(
+            rows == expected,
+            "{name}: Quiver returned {rows} rows, DataFusion {expected}"
+        );
+        let orders = count(format!("SELECT count(DISTINCT o_orderkey) {needed_from}")).await?;
+        let customers = count(format!("SELECT count(DISTINCT c_custkey) {needed_from}")).await?;
+        let log = std::fs::read(&log_path)?;
+        let log = String::from_utf8_lossy(log.get(before..).unwrap_or_default());
+        let (mut fetched, mut shapes, mut apart) = (0usize, vec![], false);
+        for line in log.lines().filter(|l| l.contains("COPY (")) {
+            let Some(inner) = line
+                .split_once("COPY (")
+                .and_then(|(_, rest)| rest.rsplit_once(") TO STDOUT"))
+                .map(|(sql, _)| sql)
+            else {
+                continue;
+            };
+            fetched += psql(&format!("SELECT count(*) FROM ({inner}) AS fetched"))?
+                .0
+                .parse::<usize>()?;
+            let (c, o) = (inner.contains("\"customer\""), inner.contains("\"orders\""));
+            apart |= c && !o;
+            let keys = if inner.contains(" IN (") {
+                "key list"
+            } else if inner.contains("quiver_join_keys") {
+                "key range"
+            } else {
+                "no keys"
+            };
+            let table = match (c, o) {
+                (true, true) => "customer ⋈ orders",
+                (true, false) => "customer",
+                _ => "orders",
+            };
+            shapes.push(format!("{table} ({keys})"));
+        }
+        let needed = if apart { orders + customers } else { orders };
+        println!(
+            "| {name} | {} | {fetched} | {needed} | {:.2} |",
+            shapes.join(", "),
+            fetched as f64 / needed.max(1) as f64
+        );
     }
-    psql("ANALYZE bench_fed.orders")?;
+    Ok(())
+}
+
+/// TPC-H `orders` and `customer` (with primary keys, analyzed) in PostgreSQL's `bench_fed` schema.
+const PG_TABLES: [(&str, &str); 2] = [
+    (
+        "orders",
+        "o_orderkey bigint PRIMARY KEY, o_custkey bigint, o_orderstatus char(1), o_totalprice numeric(15,2), \
+         o_orderdate date, o_orderpriority char(15), o_clerk char(15), o_shippriority int, o_comment varchar(79)",
+    ),
+    (
+        "customer",
+        "c_custkey bigint PRIMARY KEY, c_name varchar(25), c_address varchar(40), c_nationkey bigint, \
+         c_phone char(15), c_acctbal numeric(15,2), c_mktsegment char(10), c_comment varchar(117)",
+    ),
+];
+
+/// Loads [`PG_TABLES`] once (by row count).
+async fn load_tables(reference: &SessionContext) -> Result<()> {
+    psql("CREATE SCHEMA IF NOT EXISTS bench_fed")?;
+    for (table, columns) in PG_TABLES {
+        let rows = reference
+            .sql(&format!("SELECT count(*) FROM {table}"))
+            .await?
+            .collect()
+            .await?;
+        let rows = arrow::util::display::array_value_to_string(rows[0].column(0), 0)?;
+        let present = psql(&format!("SELECT count(*) FROM bench_fed.{table}"))
+            .map(|(n, _)| n)
+            .unwrap_or_default();
+        if present == rows {
+            continue;
+        }
+        eprintln!("loading {rows} rows of {table} into PostgreSQL...");
+        let tmp = tempfile::tempdir()?;
+        let csv: PathBuf = tmp.path().join(table);
+        reference
+            .sql(&format!("SELECT * FROM {table}"))
+            .await?
+            .write_csv(&csv.to_string_lossy(), Default::default(), None)
+            .await?;
+        psql(&format!(
+            "DROP TABLE IF EXISTS bench_fed.{table}; CREATE TABLE bench_fed.{table} ({columns})"
+        ))?;
+        let files: Vec<PathBuf> = if csv.is_dir() {
+            std::fs::read_dir(&csv)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect()
+        } else {
+            vec![csv]
+        };
+        for f in files {
+            psql(&format!(
+                "\\copy bench_fed.{table} FROM '{}' WITH (FORMAT csv, HEADER true)",
+                f.display()
+            ))?;
+        }
+        psql(&format!("ANALYZE bench_fed.{table}"))?;
+    }
     Ok(())
 }

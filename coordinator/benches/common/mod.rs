@@ -57,6 +57,18 @@ pub async fn timed(
     Ok((t.elapsed(), rows))
 }
 
+/// The rows `sql` returns in DataFusion's `ctx`.
+pub async fn rows_of(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<usize> {
+    Ok(ctx
+        .sql(sql)
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .map(|b| b.num_rows())
+        .sum())
+}
+
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
