@@ -370,33 +370,65 @@ async fn hundreds_of_join_keys_reach_a_join_inside_postgres() -> anyhow::Result<
         "the test wants a few hundred keys, got {}",
         keys.len()
     );
-    let server = start_federated("")?;
-    let mut client = client(&server.addr).await?;
     let sql = "SELECT c.c_name, o.o_orderkey, o.o_orderdate, l.l_quantity
                FROM customer c JOIN orders o ON c.c_custkey = o.o_custkey JOIN lineitem l ON o.o_orderkey = l.l_orderkey
-               WHERE l.l_partkey <= 12 AND o.o_comment <> 'quiver-key-set' ORDER BY 2, 4";
-    let expected = reference.sql(sql).await?.collect().await?;
-    let federated = sql
-        .replace("orders o", "pg.orders o")
-        .replace("customer c", "pg.customer c");
-    let actual = query(&mut client, &federated).await?;
-    assert_same_rows(
-        &actual,
-        &expected,
-        true,
-        "customer ⋈ orders in PostgreSQL ⋈ lineitem",
-    );
-    let statement = pg::last_copy("quiver-key-set");
-    assert!(
-        statement.contains("JOIN"),
-        "customer and orders were not joined inside PostgreSQL: {statement}"
-    );
-    // Every key once, so PostgreSQL returns exactly the orders the join needs.
-    assert_eq!(
-        sent_keys(&statement),
-        keys,
-        "PostgreSQL was asked for: {statement}"
-    );
+               WHERE l.l_partkey <= 12 AND o.o_comment <> 'MARK' ORDER BY 2, 4";
+    let expected = reference
+        .sql(&sql.replace("MARK", ""))
+        .await?
+        .collect()
+        .await?;
+    // Whole on one worker, and as stages.
+    for (i, workers) in ["", "single_stage_max_bytes = 0"].into_iter().enumerate() {
+        let server = start_federated(workers)?;
+        let mut client = client(&server.addr).await?;
+        let marker = format!("quiver-key-set-{i}");
+        let federated = sql
+            .replace("MARK", &marker)
+            .replace("orders o", "pg.orders o")
+            .replace("customer c", "pg.customer c");
+        let actual = query(&mut client, &federated).await?;
+        assert_same_rows(
+            &actual,
+            &expected,
+            true,
+            "customer ⋈ orders in PostgreSQL ⋈ lineitem",
+        );
+        let statement = pg::last_copy(&marker);
+        assert!(
+            statement.contains("JOIN"),
+            "customer and orders were not joined inside PostgreSQL: {statement}"
+        );
+        // Every key once, so PostgreSQL returns exactly the orders the join needs.
+        assert_eq!(
+            sent_keys(&statement),
+            keys,
+            "({workers}) PostgreSQL was asked for: {statement}"
+        );
+
+        // Through a view over the PostgreSQL join.
+        let view = format!("tpch.customer_orders_{i}");
+        query(
+            &mut client,
+            &format!(
+                "CREATE VIEW {view} AS SELECT c.c_name, o.o_orderkey, o.o_orderdate FROM pg.customer c
+                 JOIN pg.orders o ON c.c_custkey = o.o_custkey WHERE o.o_comment <> 'quiver-view-{i}'"
+            ),
+        )
+        .await?;
+        let through_view = format!(
+            "SELECT v.c_name, v.o_orderkey, v.o_orderdate, l.l_quantity FROM {view} v
+             JOIN lineitem l ON v.o_orderkey = l.l_orderkey WHERE l.l_partkey <= 12 ORDER BY 2, 4"
+        );
+        let actual = query(&mut client, &through_view).await?;
+        assert_same_rows(&actual, &expected, true, "the same join through a view");
+        let statement = pg::last_copy(&format!("quiver-view-{i}"));
+        assert_eq!(
+            sent_keys(&statement),
+            keys,
+            "(view, {workers}) PostgreSQL was asked for: {statement}"
+        );
+    }
     Ok(())
 }
 
