@@ -199,3 +199,50 @@ async fn a_remote_that_is_down_or_refuses_the_login_fails_only_its_queries() -> 
     );
     Ok(())
 }
+
+/// A remote whose answers come from its workers (`client_endpoints = true`): the
+/// statement's FlightInfo lists one endpoint per partition at a worker, and the
+/// source reads every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_at_the_remotes_workers_are_all_read() -> anyhow::Result<()> {
+    let dir = tpch_dir();
+    let remote = start_coordinator(&format!(
+        "[server]\ndefault_schema = \"sales\"\n[workers]\ncount = 2\nsingle_stage_max_bytes = 0\nclient_endpoints = true\n\
+         [[source]]\nname = \"sales\"\nkind = \"files\"\nformat = \"parquet\"\n[[source.table]]\nname = \"orders\"\nlocation = \"{}/orders/\"\n",
+        dir.display()
+    ))?;
+    let local = start_coordinator(&format!(
+        "[[source]]\nname = \"remote\"\nkind = \"flightsql\"\nurl = \"grpc://{}\"\nremote_schema = \"sales\"\n",
+        remote.addr
+    ))?;
+    let mut c = client(&local.addr).await?;
+    let sql = "SELECT o_orderkey, o_comment FROM remote.orders WHERE o_comment <> 'quiver-endpoints-marker'";
+    let rows = query(&mut c, sql).await?;
+    let reference = reference_context().await?;
+    let expected = reference
+        .sql("SELECT count(*) AS n FROM orders")
+        .await?
+        .collect()
+        .await?;
+    assert_eq!(row_count(&rows).to_string(), strings(&expected, "n")[0]);
+    let keys: std::collections::BTreeSet<String> =
+        strings(&rows, "o_orderkey").into_iter().collect();
+    assert_eq!(keys.len(), row_count(&rows), "every order once");
+
+    // The statement the remote received answers with several endpoints at its workers.
+    let mut r = client(&remote.addr).await?;
+    let ran = strings(
+        &query(&mut r, "SELECT sql FROM system.queries WHERE sql LIKE '%quiver-endpoints-marker%' AND sql NOT LIKE '%system.queries%'").await?,
+        "sql",
+    );
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    let info = r.execute(ran[0].clone(), None).await?;
+    assert!(info.endpoint.len() > 1, "{info:?}");
+    assert!(
+        info.endpoint
+            .iter()
+            .all(|e| e.location.iter().any(|l| l.uri.starts_with("grpc+tcp://"))),
+        "{info:?}"
+    );
+    Ok(())
+}

@@ -226,7 +226,7 @@ fn endpoint(
     connect_timeout: Duration,
     timeout: Option<Duration>,
 ) -> std::result::Result<Endpoint, String> {
-    let (http, _) = http_url(url)?;
+    let (http, is_tls) = http_url(url)?;
     let mut endpoint = Endpoint::from_shared(http)
         .map_err(|e| format!("invalid url '{url}': {e}"))?
         .connect_timeout(connect_timeout)
@@ -234,7 +234,9 @@ fn endpoint(
     if let Some(t) = timeout {
         endpoint = endpoint.timeout(t);
     }
-    if let Some(tls) = tls {
+    if is_tls {
+        // A TLS location of a plaintext service is checked against the system's roots.
+        let tls = tls.unwrap_or_else(|| ClientTlsConfig::new().with_native_roots());
         endpoint = endpoint
             .tls_config(tls)
             .map_err(|e| format!("tls for '{url}': {e}"))?;
@@ -243,7 +245,7 @@ fn endpoint(
 }
 
 /// An endpoint's own location (another worker of the remote service), with the
-/// source's TLS settings.
+/// source's TLS settings when the location uses TLS.
 fn endpoint_for(uri: &str, remote: &Remote) -> Result<Endpoint> {
     endpoint(
         uri,
