@@ -13,6 +13,7 @@ def create(path):
     db.executescript(
         """
         DROP VIEW IF EXISTS cheap;
+        DROP VIEW IF EXISTS endless;
         DROP TABLE IF EXISTS items;
         DROP TABLE IF EXISTS nation_codes;
         DROP TABLE IF EXISTS dirty;
@@ -23,6 +24,9 @@ def create(path):
         CREATE VIEW cheap AS SELECT id, name, price, qty * 2 AS twice FROM items WHERE price < 10;
         CREATE TABLE nation_codes (n_nationkey INTEGER NOT NULL, code VARCHAR(3), PRIMARY KEY (n_nationkey));
         CREATE TABLE dirty (id INTEGER, qty INTEGER);
+        -- Never finishes: only a statement timeout (or a cancel) stops it.
+        CREATE VIEW endless AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
+            SELECT max(i) AS m FROM n;
         """
     )
     db.executemany(

@@ -23,8 +23,25 @@ fn start_remote(certs: &std::path::Path) -> anyhow::Result<Process> {
     start_coordinator(&config)
 }
 
-/// The local side: `lineitem` and `nation` in Parquet, the remote as `remote`.
+/// The local side: `lineitem` and `nation` in Parquet, the remote as `remote`,
+/// logged in with a password (`extra` adds source keys).
 fn start_local(remote_port: u16, certs: &std::path::Path, extra: &str) -> anyhow::Result<Process> {
+    let login = "username = \"reader\"\npassword = \"${QUIVER_TEST_REMOTE_PASSWORD}\"\n";
+    start_local_with(
+        remote_port,
+        certs,
+        &format!("{login}{extra}"),
+        "remote-secret",
+    )
+}
+
+/// The local side with the given login keys; `secret` is `$QUIVER_TEST_REMOTE_PASSWORD`.
+fn start_local_with(
+    remote_port: u16,
+    certs: &std::path::Path,
+    keys: &str,
+    secret: &str,
+) -> anyhow::Result<Process> {
     let dir = tpch_dir();
     let mut config = String::from("[server]\ndefault_schema = \"tpch\"\n");
     config.push_str("[[source]]\nname = \"tpch\"\nkind = \"files\"\nformat = \"parquet\"\n");
@@ -36,11 +53,10 @@ fn start_local(remote_port: u16, certs: &std::path::Path, extra: &str) -> anyhow
     }
     config.push_str(&format!(
         "[[source]]\nname = \"remote\"\nkind = \"flightsql\"\nurl = \"grpc+tls://localhost:{remote_port}\"\n\
-         username = \"reader\"\npassword = \"${{QUIVER_TEST_REMOTE_PASSWORD}}\"\nremote_schema = \"sales\"\n\
-         tls_ca_file = {:?}\n{extra}",
+         remote_schema = \"sales\"\ntls_ca_file = {:?}\n{keys}",
         certs.join("ca.crt").display().to_string()
     ));
-    start_coordinator_with_env(&config, &[("QUIVER_TEST_REMOTE_PASSWORD", "remote-secret")])
+    start_coordinator_with_env(&config, &[("QUIVER_TEST_REMOTE_PASSWORD", secret)])
 }
 
 fn port(addr: &str) -> u16 {
@@ -197,6 +213,22 @@ async fn a_remote_that_is_down_or_refuses_the_login_fails_only_its_queries() -> 
         ),
         ["25"]
     );
+
+    // A bearer token (here one the remote issued at a handshake) instead of a password.
+    let token = {
+        let r = remote_client(&remote.addr, certs.path()).await?;
+        r.token().cloned().unwrap_or_default()
+    };
+    assert!(!token.is_empty());
+    let bearer = start_local_with(
+        port(&remote.addr),
+        certs.path(),
+        "token = \"${QUIVER_TEST_REMOTE_PASSWORD}\"\n",
+        &token,
+    )?;
+    let mut b = client(&bearer.addr).await?;
+    let rows = query(&mut b, "SELECT o_orderkey FROM remote.orders LIMIT 4").await?;
+    assert_eq!(row_count(&rows), 4);
     Ok(())
 }
 

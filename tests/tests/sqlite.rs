@@ -12,7 +12,7 @@ fn setup() -> anyhow::Result<(tempfile::TempDir, Process)> {
     let copy = dir.path().join("out.db");
     std::fs::copy(db, &copy)?;
     let config = format!(
-        "{}[[source]]\nname = \"lite\"\nkind = \"sqlite\"\nlocation = {db:?}\n\
+        "{}[[source]]\nname = \"lite\"\nkind = \"sqlite\"\nlocation = {db:?}\nstatement_timeout_secs = 2\n\
          [[source]]\nname = \"litew\"\nkind = \"sqlite\"\nlocation = {:?}\nwritable = true\n",
         tpch_source(),
         copy.display().to_string()
@@ -123,7 +123,7 @@ async fn sqlite_types_views_pushdown_and_joins_with_parquet() -> anyhow::Result<
     .await?;
     assert_eq!(
         strings(&listed, "table_name"),
-        ["cheap", "dirty", "items", "nation_codes"]
+        ["cheap", "dirty", "endless", "items", "nation_codes"]
     );
 
     // Joined with Parquet: the codes of even nation keys in AMERICA.
@@ -149,6 +149,21 @@ async fn sqlite_types_views_pushdown_and_joins_with_parquet() -> anyhow::Result<
         ),
         ["1"]
     );
+
+    // A statement that never ends is interrupted by the source's timeout, named.
+    let started = std::time::Instant::now();
+    let err = query_error(&mut c, "SELECT m FROM lite.endless").await;
+    assert!(
+        err.contains("lite") && err.contains("statement_timeout_secs"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let one = query(&mut c, "SELECT id FROM lite.items WHERE id = 1").await?;
+    assert_eq!(strings(&one, "id"), ["1"]);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Runs the SQL that federation pushes down to SQLite, on a blocking thread per
 //! statement, and streams the rows back as Arrow batches.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,19 +122,40 @@ impl SQLExecutor for SqliteExecutor {
                 let conn = opener
                     .open()
                     .map_err(|e| crate::Unreachable::error(&source, "sqlite", &e))?;
+                // A watchdog interrupts the statement when it runs past the timeout or
+                // when the query is gone (a long aggregate sends nothing to notice that by).
                 let interrupt = conn.get_interrupt_handle();
-                let deadline = (!timeout.is_zero()).then(|| {
+                let timed_out = Arc::new(AtomicBool::new(false));
+                let watchdog = {
                     let (done, wait) = std::sync::mpsc::channel::<()>();
-                    std::thread::spawn(move || {
-                        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                            wait.recv_timeout(timeout)
-                        {
-                            interrupt.interrupt();
+                    let (tx, timed_out) = (tx.clone(), timed_out.clone());
+                    let started = std::time::Instant::now();
+                    std::thread::spawn(move || loop {
+                        match wait.recv_timeout(Duration::from_millis(200)) {
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                                let late = !timeout.is_zero() && started.elapsed() >= timeout;
+                                if late || tx.is_closed() {
+                                    timed_out.store(late, Ordering::Relaxed);
+                                    interrupt.interrupt();
+                                    return;
+                                }
+                            }
+                            _ => return,
                         }
                     });
                     done
-                });
-                let mut statement = conn.prepare(&query).map_err(|e| err("query failed", &e))?;
+                };
+                let failed = |e: rusqlite::Error| {
+                    if timed_out.load(Ordering::Relaxed) {
+                        err(
+                            "statement_timeout_secs exceeded",
+                            &format!("interrupted after {}s", timeout.as_secs()),
+                        )
+                    } else {
+                        err("query failed", &e)
+                    }
+                };
+                let mut statement = conn.prepare(&query).map_err(failed)?;
                 if statement.column_count() != wires.len() {
                     return Err(err(
                         "query failed",
@@ -149,7 +171,7 @@ impl SQLExecutor for SqliteExecutor {
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
-                let mut rows = statement.query([]).map_err(|e| err("query failed", &e))?;
+                let mut rows = statement.query([]).map_err(failed)?;
                 let mut builders: Vec<_> = wires.iter().map(|w| w.builder(BATCH_ROWS)).collect();
                 let mut count = 0;
                 let flush =
@@ -158,9 +180,9 @@ impl SQLExecutor for SqliteExecutor {
                         RecordBatch::try_new(wire_schema.clone(), columns)
                             .map_err(DataFusionError::from)
                     };
-                while let Some(row) = rows.next().map_err(|e| err("query failed", &e))? {
+                while let Some(row) = rows.next().map_err(failed)? {
                     for (i, (builder, wire)) in builders.iter_mut().zip(&wires).enumerate() {
-                        let value = row.get_ref(i).map_err(|e| err("query failed", &e))?;
+                        let value = row.get_ref(i).map_err(failed)?;
                         append(builder.as_mut(), *wire, value).map_err(|e| {
                             let name = names.get(i).map(String::as_str).unwrap_or("?");
                             err(&format!("column {name}"), &e)
@@ -177,7 +199,7 @@ impl SQLExecutor for SqliteExecutor {
                 if count > 0 {
                     let _ = tx.blocking_send(flush(&mut builders));
                 }
-                drop(deadline);
+                drop(watchdog);
                 Ok::<(), DataFusionError>(())
             });
             let outcome = match read.await {
