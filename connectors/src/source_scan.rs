@@ -26,7 +26,7 @@ use prost::Message;
 use quiver_proto::NodeCodec;
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::join_keys::condition::{condition, JoinFilter};
+use crate::join_keys::condition::{condition, key_set, JoinFilter};
 
 /// Runs statement `i` in the database for partition `i`.
 pub struct SourceScanExec {
@@ -125,6 +125,14 @@ impl DisplayAs for SourceScanExec {
         if !self.join_filters.is_empty() {
             write!(f, " join_keys=")?;
             match self.applied.lock().first() {
+                // A key set can be a million keys long: show its start.
+                Some(condition) if condition.len() > 300 => {
+                    let cut = (0..=300)
+                        .rev()
+                        .find(|i| condition.is_char_boundary(*i))
+                        .unwrap_or(0);
+                    write!(f, "[{}…]", &condition[..cut])?
+                }
                 Some(condition) => write!(f, "[{condition}]")?,
                 None => write!(f, "pending")?,
             }
@@ -166,11 +174,10 @@ impl ExecutionPlan for SourceScanExec {
         })?;
         // A join computes its filter only where this setting is on; where it is
         // off (a worker running one partition of a join), waiting would never end.
-        let computed = context
-            .session_config()
-            .options()
-            .optimizer
-            .enable_join_dynamic_filter_pushdown;
+        let optimizer = &context.session_config().options().optimizer;
+        let computed = optimizer.enable_join_dynamic_filter_pushdown;
+        // Keys the dynamic filter lists itself; more come from the build side's key set.
+        let listed_max = optimizer.hash_join_inlist_pushdown_max_distinct_values;
         let rows = if self.join_filters.is_empty() || !computed {
             self.executor.execute(sql, self.schema.clone(), &[])?
         } else {
@@ -182,7 +189,7 @@ impl ExecutionPlan for SourceScanExec {
             let (sql, applied) = (sql.clone(), self.applied.clone());
             let filtered = async move {
                 let (sql, added) =
-                    with_join_keys(&sql, &filters, &schema, executor.as_ref()).await?;
+                    with_join_keys(&sql, &filters, &schema, executor.as_ref(), listed_max).await?;
                 if let Some(condition) = added {
                     applied.lock().push(condition);
                 }
@@ -252,6 +259,7 @@ async fn with_join_keys(
     filters: &[JoinFilter],
     schema: &Schema,
     executor: &dyn SQLExecutor,
+    listed_max: usize,
 ) -> Result<(String, Option<String>)> {
     let dialect = executor.dialect();
     let named = output_names_match(sql, schema);
@@ -278,6 +286,9 @@ async fn with_join_keys(
             ..filter.clone()
         };
         if let Some(c) = condition(&usable, schema, dialect.as_ref())? {
+            conditions.push(c);
+        }
+        if let Some(c) = key_set(&usable, schema, dialect.as_ref(), listed_max) {
             conditions.push(c);
         }
     }

@@ -432,6 +432,55 @@ async fn hundreds_of_join_keys_reach_a_join_inside_postgres() -> anyhow::Result<
     Ok(())
 }
 
+/// More keys than the join's dynamic filter lists (`join_keys_max`, here 100)
+/// still reach PostgreSQL, as one array of the build side's distinct keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_keys_than_listed_reach_postgres_as_one_array() -> anyhow::Result<()> {
+    let reference = reference_context().await?;
+    load_databases(&reference).await?;
+    let keys = reference
+        .sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey <= 12 ORDER BY 1")
+        .await?
+        .collect()
+        .await?;
+    let keys = strings(&keys, "l_orderkey");
+    assert!(
+        keys.len() > 100,
+        "the test wants more than 100 keys, got {}",
+        keys.len()
+    );
+    let sql = "SELECT c.c_name, o.o_orderkey, o.o_orderdate, l.l_quantity
+               FROM customer c JOIN orders o ON c.c_custkey = o.o_custkey JOIN lineitem l ON o.o_orderkey = l.l_orderkey
+               WHERE l.l_partkey <= 12 AND o.o_comment <> 'MARK' ORDER BY 2, 4";
+    let expected = reference
+        .sql(&sql.replace("MARK", ""))
+        .await?
+        .collect()
+        .await?;
+    let server = start_federated("join_keys_max = 100")?;
+    let mut client = client(&server.addr).await?;
+    let federated = sql
+        .replace("MARK", "quiver-key-array")
+        .replace("orders o", "pg.orders o")
+        .replace("customer c", "pg.customer c");
+    let actual = query(&mut client, &federated).await?;
+    assert_same_rows(&actual, &expected, true, "the join with an array of keys");
+    let statement = pg::last_copy("quiver-key-array");
+    assert!(
+        !statement.contains(" IN ("),
+        "the list is not expected here: {statement}"
+    );
+    let array = statement
+        .split("= ANY('{")
+        .nth(1)
+        .and_then(|rest| rest.split("}'::int8[])").next())
+        .unwrap_or_default();
+    let mut sent: Vec<String> = array.split(',').map(str::to_string).collect();
+    sent.sort_by_key(|k| k.parse::<i64>().unwrap_or(i64::MAX));
+    assert_eq!(sent, keys, "PostgreSQL was asked for: {statement}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_with_orders_and_customer_in_postgres() -> anyhow::Result<()> {
     let reference = reference_context().await?;

@@ -200,7 +200,10 @@ impl FragmentExecutor {
                 .map_err(|_| DataFusionError::Internal("task context is shared".into()))?
                 .with_runtime(ctx.runtime_env())
                 .with_task_id(ticket.query_id.clone());
-            (quiver_connectors::join_keys::attach(plan)?, Arc::new(whole))
+            (
+                quiver_connectors::join_keys::attach(plan, true)?,
+                Arc::new(whole),
+            )
         } else {
             (plan, ctx)
         };

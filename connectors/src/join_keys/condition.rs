@@ -24,6 +24,9 @@ pub struct JoinFilter {
     /// For each column of the join's probe-side schema (which the filter reads),
     /// the scan's column it comes from, if any.
     pub(crate) columns: Vec<Option<usize>>,
+    /// The build side's distinct keys and the probe-side column they match, for
+    /// a join on one key (see `build_keys.rs`).
+    pub(crate) keys: Option<(Arc<super::build_keys::BuildKeys>, usize)>,
 }
 
 /// The SQL condition for the filter's current expression, over the scan's columns;
@@ -40,6 +43,52 @@ pub(crate) fn condition(
         dialect,
     };
     Ok(sql.weaker(&current))
+}
+
+/// The whole key set of the join's build side as a condition on the scan's
+/// column, when the dynamic filter could not list it (more than `listed_max`
+/// keys) and the database takes it as one array: PostgreSQL (the dialect that
+/// writes `ARRAY[…]`), integer keys. `None` otherwise, or before the set is known.
+pub(crate) fn key_set(
+    filter: &JoinFilter,
+    schema: &Schema,
+    dialect: &dyn Dialect,
+    listed_max: usize,
+) -> Option<String> {
+    let (keys, probe_column) = filter.keys.as_ref()?;
+    if !dialect.use_array_keyword_for_array_literals() {
+        return None;
+    }
+    let keys = keys.keys()?;
+    if keys.len() <= listed_max {
+        return None;
+    }
+    let mut values = Vec::with_capacity(keys.len());
+    for k in keys.iter() {
+        let v = match k {
+            ScalarValue::Int8(Some(v)) => i64::from(*v),
+            ScalarValue::Int16(Some(v)) => i64::from(*v),
+            ScalarValue::Int32(Some(v)) => i64::from(*v),
+            ScalarValue::Int64(Some(v)) => *v,
+            ScalarValue::UInt8(Some(v)) => i64::from(*v),
+            ScalarValue::UInt16(Some(v)) => i64::from(*v),
+            ScalarValue::UInt32(Some(v)) => i64::from(*v),
+            ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok()?,
+            _ => return None,
+        };
+        values.push(v.to_string());
+    }
+    let sql = Sql {
+        filter,
+        schema,
+        dialect,
+    };
+    let column =
+        sql.column(&(Arc::new(Column::new("key", *probe_column)) as Arc<dyn PhysicalExpr>))?;
+    Some(format!(
+        "{column} = ANY('{{{}}}'::int8[])",
+        values.join(",")
+    ))
 }
 
 struct Sql<'a> {
@@ -142,7 +191,19 @@ impl Sql<'_> {
     }
 
     fn literal(&self, expr: &Arc<dyn PhysicalExpr>) -> Option<String> {
-        literal_sql(expr.downcast_ref::<Literal>()?.value())
+        let value = expr.downcast_ref::<Literal>()?.value();
+        match value {
+            // SQLite has no DATE literal; its dates are ISO text (the dialect casts dates to TEXT).
+            ScalarValue::Date32(Some(_))
+                if matches!(
+                    self.dialect.date32_cast_dtype(),
+                    datafusion::sql::sqlparser::ast::DataType::Text
+                ) =>
+            {
+                Some(format!("'{value}'"))
+            }
+            _ => literal_sql(value),
+        }
     }
 }
 
@@ -202,6 +263,7 @@ mod tests {
         JoinFilter {
             filter,
             columns: vec![Some(0), Some(1)],
+            keys: None,
         }
     }
 
@@ -262,6 +324,7 @@ mod tests {
         let empty = JoinFilter {
             filter: Arc::new(DynamicFilterPhysicalExpr::new(vec![key], lit(true))),
             columns: vec![Some(0)],
+            keys: None,
         };
         assert_eq!(
             condition(&empty, &schema(), &PostgreSqlDialect {}).expect("translate"),

@@ -12,6 +12,12 @@
 //! `WHERE key >= min AND key <= max` (as Trino's dynamic filtering does for its
 //! JDBC connectors). Only the parts of the filter that translate to SQL are sent;
 //! the join still checks every row, so a weaker filter is only slower, never wrong.
+//!
+//! Beyond `join_keys_max` keys DataFusion's filter holds only the range and a hash
+//! table; a join on one key then also keeps its build side's distinct keys
+//! ([`build_keys`], up to [`MAX_SET_KEYS`]), and a PostgreSQL scan receives them as
+//! one array literal, `key = ANY('{…}'::int8[])`, which PostgreSQL runs as a
+//! hashed semi-join filter.
 
 use std::sync::Arc;
 
@@ -25,8 +31,11 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan};
 
+mod build_keys;
 pub(crate) mod condition;
 
+use self::build_keys::BuildKeysExec;
+pub use self::build_keys::MAX_SET_KEYS;
 pub use self::condition::JoinFilter;
 
 /// Keys sent as a list unless `[workers] join_keys_max` says otherwise.
@@ -45,7 +54,11 @@ use crate::source_scan::SourceScanExec;
 
 /// Gives every [`SourceScanExec`] that is the probe side of a hash join (through
 /// nodes that only move, filter or rename rows) that join's dynamic filter.
-pub fn attach(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+/// `collect_keys`: also put a [`BuildKeysExec`] on the build side of such a join
+/// on one key, for sets beyond the filter's list; only for a plan that runs in
+/// this process as it is (the node does not travel to workers, which attach
+/// their own).
+pub fn attach(plan: Arc<dyn ExecutionPlan>, collect_keys: bool) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_down(|node| {
         let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() else {
             return Ok(Transformed::no(node));
@@ -57,15 +70,35 @@ pub fn attach(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         };
         let probe = join.right().clone();
         let identity = (0..probe.schema().fields().len()).map(Some).collect();
+        // A join on one key also keeps its build side's keys, for sets larger
+        // than the dynamic filter lists (build_keys.rs).
+        let collector = match join.on() {
+            [(build_key, probe_key)] if collect_keys => {
+                probe_key.downcast_ref::<Column>().map(|c| {
+                    (
+                        BuildKeysExec::new(join.left().clone(), build_key.clone()),
+                        c.index(),
+                    )
+                })
+            }
+            _ => None,
+        };
+        let keys = collector
+            .as_ref()
+            .map(|(exec, column)| (exec.keys(), *column));
         match with_filter(
             &probe,
             JoinFilter {
                 filter,
                 columns: identity,
+                keys,
             },
         )? {
             Some(new_probe) => {
-                let left = join.left().clone();
+                let left = match collector {
+                    Some((exec, _)) => Arc::new(exec) as Arc<dyn ExecutionPlan>,
+                    None => join.left().clone(),
+                };
                 Ok(Transformed::yes(replace_children_if_necessary(
                     node.clone(),
                     vec![left, new_probe],

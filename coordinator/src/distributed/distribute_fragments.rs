@@ -140,10 +140,12 @@ impl PhysicalOptimizerRule for DistributeFragments {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = quiver_connectors::join_keys::attach(plan)?;
         if !contains_scan(&plan) {
-            return Ok(plan);
+            // Runs here, whole: its database scans can also take the build sides' key sets.
+            return quiver_connectors::join_keys::attach(plan, true);
         }
+        // Parts may run here; workers attach key sets to the fragments they run.
+        let plan = quiver_connectors::join_keys::attach(plan, false)?;
         let workers = self.pool.healthy();
         if workers.is_empty() {
             return Err(super::wake::NoWorkers::error(self.pool.all().len()));
