@@ -238,7 +238,9 @@ async fn key_sets(
                 .parse::<usize>()?;
             let (c, o) = (inner.contains("\"customer\""), inner.contains("\"orders\""));
             apart |= c && !o;
-            let keys = if inner.contains(" IN (") {
+            let keys = if inner.contains("= ANY('{") {
+                "key array"
+            } else if inner.contains(" IN (") {
                 "key list"
             } else if inner.contains("quiver_join_keys") {
                 "key range"

@@ -133,8 +133,9 @@ async fn run() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     let secs = |d: Duration| d.as_secs_f64();
-    for q in 0..queries.len() {
-        let (p, d, i) = (secs(times[0][q]), secs(times[1][q]), secs(times[2][q]));
+    let rows = times[0].iter().zip(&times[1]).zip(&times[2]);
+    for (q, ((p, d), i)) in rows.enumerate().take(queries.len()) {
+        let (p, d, i) = (secs(*p), secs(*d), secs(*i));
         println!(
             "| q{} | {p:.3} | {d:.3} | {:.2}× | {i:.3} | {:.2}× |",
             q + 1,

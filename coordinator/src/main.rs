@@ -231,7 +231,7 @@ async fn run_server(command: Command) -> Result<()> {
             cluster.allow_insecure |= allow_insecure;
             let secret =
                 quiver_coordinator::worker_cluster_secret(&cluster).map_err(anyhow::Error::msg)?;
-            let join_keys_max = config.workers.join_keys_max;
+            let join_keys = config.workers.join_keys();
             let sources = config.source;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -242,7 +242,7 @@ async fn run_server(command: Command) -> Result<()> {
                 id: id.unwrap_or_else(|| addr.to_string()),
                 sources,
                 cluster: secret.map(|s| s.key),
-                join_keys_max,
+                join_keys,
                 ..Default::default()
             };
             let service = quiver_worker::WorkerService::new(options, codec)?;

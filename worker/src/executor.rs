@@ -35,8 +35,9 @@ pub struct WorkerOptions {
     /// The cluster key every call must be authenticated with; None = an insecure
     /// cluster (`allow_insecure`), where anyone who reaches the port may call.
     pub cluster: Option<quiver_proto::ClusterKey>,
-    /// `[workers] join_keys_max`: keys of a join sent into a database statement.
-    pub join_keys_max: usize,
+    /// `[workers] join_keys_max` and `join_key_array_max`: keys of a join sent
+    /// into a database statement.
+    pub join_keys: quiver_connectors::join_keys::JoinKeyLimits,
 }
 
 impl Default for WorkerOptions {
@@ -46,7 +47,7 @@ impl Default for WorkerOptions {
             sources: vec![],
             default_memory_limit: 2 << 30,
             cluster: None,
-            join_keys_max: quiver_connectors::join_keys::DEFAULT_MAX_KEYS,
+            join_keys: Default::default(),
         }
     }
 }
@@ -89,7 +90,7 @@ impl FragmentExecutor {
         quiver_connectors::register_object_stores(&base_runtime, &options.sources)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let mut config = SessionConfig::new();
-        quiver_connectors::join_keys::configure(config.options_mut(), options.join_keys_max);
+        quiver_connectors::join_keys::configure(config.options_mut(), options.join_keys.list);
         // A fragment is one partition of a plan whose siblings run elsewhere: it must
         // read exactly its own file group, never steal work from partitions that
         // do not exist in this process.
@@ -201,7 +202,7 @@ impl FragmentExecutor {
                 .with_runtime(ctx.runtime_env())
                 .with_task_id(ticket.query_id.clone());
             (
-                quiver_connectors::join_keys::attach(plan, true)?,
+                quiver_connectors::join_keys::attach(plan, Some(self.options.join_keys.array))?,
                 Arc::new(whole),
             )
         } else {

@@ -23,13 +23,16 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-/// Most distinct keys kept: beyond this only the dynamic filter's range is sent.
+/// Most distinct keys kept by default (`join_key_array_max`): beyond this only the
+/// dynamic filter's range is sent.
 pub const MAX_SET_KEYS: usize = 1_000_000;
 
 /// Key values of every partition of one build side.
 #[derive(Debug)]
 pub struct BuildKeys {
     partitions: usize,
+    /// Most distinct keys kept.
+    max: usize,
     state: Mutex<State>,
 }
 
@@ -44,9 +47,10 @@ struct State {
 }
 
 impl BuildKeys {
-    pub fn new(partitions: usize) -> Self {
+    pub fn new(partitions: usize, max: usize) -> Self {
         Self {
             partitions: partitions.max(1),
+            max,
             state: Mutex::default(),
         }
     }
@@ -57,7 +61,8 @@ impl BuildKeys {
             return;
         }
         match keys {
-            Ok(a) if state.rows + a.len() - a.null_count() <= MAX_SET_KEYS * 4 => {
+            // Up to four rows a key (duplicates) are kept before giving up.
+            Ok(a) if state.rows + a.len() - a.null_count() <= self.max.saturating_mul(4) => {
                 state.rows += a.len() - a.null_count();
                 state.arrays.push(a);
             }
@@ -98,7 +103,7 @@ impl BuildKeys {
                 }
             }
         }
-        if distinct.len() > MAX_SET_KEYS {
+        if distinct.len() > self.max {
             state.given_up = true;
             return None;
         }
@@ -118,9 +123,10 @@ pub struct BuildKeysExec {
 }
 
 impl BuildKeysExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, key: Arc<dyn PhysicalExpr>) -> Self {
+    pub fn new(input: Arc<dyn ExecutionPlan>, key: Arc<dyn PhysicalExpr>, max: usize) -> Self {
         let keys = Arc::new(BuildKeys::new(
             input.properties().partitioning.partition_count(),
+            max,
         ));
         Self { input, key, keys }
     }
@@ -221,7 +227,7 @@ mod tests {
             schema.clone(),
             None,
         )?;
-        let exec = BuildKeysExec::new(input, Arc::new(Column::new("k", 0)));
+        let exec = BuildKeysExec::new(input, Arc::new(Column::new("k", 0)), 10);
         let keys = exec.keys();
         let ctx = Arc::new(TaskContext::default());
         let first: Vec<_> = exec.execute(0, ctx.clone())?.collect().await;

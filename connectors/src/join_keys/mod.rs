@@ -38,8 +38,24 @@ use self::build_keys::BuildKeysExec;
 pub use self::build_keys::MAX_SET_KEYS;
 pub use self::condition::JoinFilter;
 
-/// Keys sent as a list unless `[workers] join_keys_max` says otherwise.
-pub const DEFAULT_MAX_KEYS: usize = 10_000;
+/// How many of a join's keys reach a database (`[workers] join_keys_max` and
+/// `join_key_array_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinKeyLimits {
+    /// Most keys the dynamic filter lists, sent as `key IN (…)`.
+    pub list: usize,
+    /// Most keys of a build side kept for one PostgreSQL array; 0 = none kept.
+    pub array: usize,
+}
+
+impl Default for JoinKeyLimits {
+    fn default() -> Self {
+        Self {
+            list: 10_000,
+            array: MAX_SET_KEYS,
+        }
+    }
+}
 
 /// Lets joins build their dynamic filter as a key list for up to `max_keys`
 /// distinct keys (and 64 bytes a key, DataFusion's per-partition byte limit).
@@ -54,11 +70,14 @@ use crate::source_scan::SourceScanExec;
 
 /// Gives every [`SourceScanExec`] that is the probe side of a hash join (through
 /// nodes that only move, filter or rename rows) that join's dynamic filter.
-/// `collect_keys`: also put a [`BuildKeysExec`] on the build side of such a join
-/// on one key, for sets beyond the filter's list; only for a plan that runs in
-/// this process as it is (the node does not travel to workers, which attach
-/// their own).
-pub fn attach(plan: Arc<dyn ExecutionPlan>, collect_keys: bool) -> Result<Arc<dyn ExecutionPlan>> {
+/// `collect_keys` (at most that many; `None` or 0: none): also put a
+/// [`BuildKeysExec`] on the build side of such a join on one key, for sets beyond
+/// the filter's list; only for a plan that runs in this process as it is (the
+/// node does not travel to workers, which attach their own).
+pub fn attach(
+    plan: Arc<dyn ExecutionPlan>,
+    collect_keys: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_down(|node| {
         let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() else {
             return Ok(Transformed::no(node));
@@ -73,14 +92,13 @@ pub fn attach(plan: Arc<dyn ExecutionPlan>, collect_keys: bool) -> Result<Arc<dy
         // A join on one key also keeps its build side's keys, for sets larger
         // than the dynamic filter lists (build_keys.rs).
         let collector = match join.on() {
-            [(build_key, probe_key)] if collect_keys => {
-                probe_key.downcast_ref::<Column>().map(|c| {
-                    (
-                        BuildKeysExec::new(join.left().clone(), build_key.clone()),
-                        c.index(),
-                    )
-                })
-            }
+            [(build_key, probe_key)] => match collect_keys {
+                Some(max) if max > 0 => probe_key.downcast_ref::<Column>().map(|c| {
+                    let exec = BuildKeysExec::new(join.left().clone(), build_key.clone(), max);
+                    (exec, c.index())
+                }),
+                _ => None,
+            },
             _ => None,
         };
         let keys = collector

@@ -23,12 +23,28 @@ pub const PG: [&str; 8] = [
 
 /// Runs SQL with psql; returns what it printed (unaligned, tuples only) and how long it took.
 pub fn psql(sql: &str) -> Result<(String, Duration)> {
+    use std::io::Write;
     let t = Instant::now();
-    let out = Command::new("psql")
+    // The statement goes through stdin: a key set can be longer than a command line may be.
+    let mut child = Command::new("psql")
         .args(PG)
-        .args(["-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args(["-qtA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
         .env("PGPASSWORD", "quiver")
-        .output()?;
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(sql.as_bytes())?;
+        // A meta-command (`\copy`) ends at the line's end; SQL at a semicolon.
+        let end: &[u8] = if sql.trim_start().starts_with('\\') {
+            b"\n"
+        } else {
+            b";\n"
+        };
+        stdin.write_all(end)?;
+    }
+    let out = child.wait_with_output()?;
     anyhow::ensure!(
         out.status.success(),
         "psql: {}",

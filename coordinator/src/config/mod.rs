@@ -186,7 +186,11 @@ impl Default for ServerConfig {
 }
 
 fn default_join_keys_max() -> usize {
-    quiver_connectors::join_keys::DEFAULT_MAX_KEYS
+    quiver_connectors::join_keys::JoinKeyLimits::default().list
+}
+
+fn default_join_key_array_max() -> usize {
+    quiver_connectors::join_keys::JoinKeyLimits::default().array
 }
 
 /// `[cluster]`: the shared secret of coordinator and workers.
@@ -319,6 +323,10 @@ pub struct WorkersConfig {
     /// as `key IN (…)`; more keys send only their range (docs/sources.md#join-keys).
     #[serde(default = "default_join_keys_max")]
     pub join_keys_max: usize,
+    /// Most distinct integer keys beyond `join_keys_max` sent to PostgreSQL as one
+    /// array (`key = ANY('{…}'::int8[])`); 0 = only the range.
+    #[serde(default = "default_join_key_array_max")]
+    pub join_key_array_max: usize,
 }
 
 fn default_single_stage_max_bytes() -> ByteSize {
@@ -370,12 +378,23 @@ fn default_worker_port() -> u16 {
     50061
 }
 
+impl WorkersConfig {
+    /// How many of a join's keys reach a database.
+    pub fn join_keys(&self) -> quiver_connectors::join_keys::JoinKeyLimits {
+        quiver_connectors::join_keys::JoinKeyLimits {
+            list: self.join_keys_max,
+            array: self.join_key_array_max,
+        }
+    }
+}
+
 impl Default for WorkersConfig {
     fn default() -> Self {
         Self {
             mode: WorkerMode::Embedded,
             count: default_worker_count(),
             join_keys_max: default_join_keys_max(),
+            join_key_array_max: default_join_key_array_max(),
             addresses: vec![],
             fragment_memory_limit: default_fragment_memory(),
             health_interval_secs: default_health_interval(),

@@ -34,6 +34,8 @@ pub struct DistributeFragments {
     scheduler: Option<Arc<Scheduler>>,
     /// Plans scanning at most this many bytes of files run whole on one worker (0 = never).
     single_stage_max_bytes: u64,
+    /// `[workers] join_key_array_max`, for plans that run here whole.
+    join_key_array_max: usize,
 }
 
 impl DistributeFragments {
@@ -42,12 +44,14 @@ impl DistributeFragments {
         codec: QuiverCodec,
         scheduler: Option<Arc<Scheduler>>,
         single_stage_max_bytes: u64,
+        join_key_array_max: usize,
     ) -> Self {
         Self {
             pool,
             codec,
             scheduler,
             single_stage_max_bytes,
+            join_key_array_max,
         }
     }
 
@@ -142,10 +146,10 @@ impl PhysicalOptimizerRule for DistributeFragments {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if !contains_scan(&plan) {
             // Runs here, whole: its database scans can also take the build sides' key sets.
-            return quiver_connectors::join_keys::attach(plan, true);
+            return quiver_connectors::join_keys::attach(plan, Some(self.join_key_array_max));
         }
         // Parts may run here; workers attach key sets to the fragments they run.
-        let plan = quiver_connectors::join_keys::attach(plan, false)?;
+        let plan = quiver_connectors::join_keys::attach(plan, None)?;
         let workers = self.pool.healthy();
         if workers.is_empty() {
             return Err(super::wake::NoWorkers::error(self.pool.all().len()));

@@ -140,6 +140,7 @@ impl QueryEngine {
                 codec,
                 scheduler,
                 config.workers.single_stage_max_bytes.0,
+                config.workers.join_key_array_max,
             )))
             .build();
         let mut state = state;

@@ -23,7 +23,7 @@ impl EmbeddedWorkers {
         sources: &[SourceConfig],
         codec: QuiverCodec,
         cluster: Option<quiver_proto::ClusterKey>,
-        join_keys_max: usize,
+        join_keys: quiver_connectors::join_keys::JoinKeyLimits,
     ) -> Result<Self, WorkerError> {
         let mut addresses = vec![];
         let mut stops = vec![];
@@ -46,7 +46,7 @@ impl EmbeddedWorkers {
                 id: id.clone(),
                 sources: sources.to_vec(),
                 cluster: cluster.clone(),
-                join_keys_max,
+                join_keys,
                 ..Default::default()
             };
             let service = WorkerService::new(options, codec.clone())?;

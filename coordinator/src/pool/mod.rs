@@ -333,7 +333,7 @@ impl WorkerPool {
                     sources,
                     codec,
                     credentials.key().cloned(),
-                    config.join_keys_max,
+                    config.join_keys(),
                 )
                 .await?;
                 let workers = embedded
