@@ -257,3 +257,52 @@ async fn mariadb_large_tables_are_read_in_key_ranges() -> anyhow::Result<()> {
     assert!(!plan.contains("partitions="), "{plan}");
     Ok(())
 }
+
+/// More join keys than the dynamic filter lists (`join_keys_max`, here 10) reach
+/// MariaDB as one `IN (…)` of the build side's distinct keys (PostgreSQL gets an
+/// array, federated_tpch.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_gets_the_whole_key_set_of_a_join() -> anyhow::Result<()> {
+    my::sql(
+        "SET SESSION max_recursive_iterations = 30000;
+         DROP TABLE IF EXISTS keyed; CREATE TABLE keyed (id bigint PRIMARY KEY, note varchar(20));
+         INSERT INTO keyed WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+           SELECT i, CONCAT('n', i) FROM n;
+         ANALYZE TABLE keyed;",
+    );
+    let config = format!(
+        "[workers]\njoin_keys_max = 10\n{}{}",
+        tpch_source(),
+        my::source("mkeys2")
+    );
+    let server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+    // The 25 nation keys (more than the 10 listed) are the build side.
+    let rows = query(
+        &mut c,
+        "SELECT n.n_nationkey, t.note FROM tpch.nation n JOIN quiver.mkeys2.keyed t ON t.id = n.n_nationkey
+         WHERE t.note <> 'quiver-my-key-set' ORDER BY 1",
+    )
+    .await?;
+    assert_eq!(row_count(&rows), 24);
+    assert_eq!(strings(&rows, "note")[0], "n1");
+    let log = my::log();
+    let statement = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("quiver-my-key-set"))
+        .unwrap_or_default();
+    let list = statement
+        .split(" IN (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_default();
+    let mut sent: Vec<i64> = list
+        .split(',')
+        .filter_map(|k| k.trim().parse().ok())
+        .collect();
+    sent.sort_unstable();
+    let expected: Vec<i64> = (0..25).collect();
+    assert_eq!(sent, expected, "MariaDB was asked for: {statement}");
+    Ok(())
+}

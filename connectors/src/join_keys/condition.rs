@@ -47,8 +47,9 @@ pub(crate) fn condition(
 
 /// The whole key set of the join's build side as a condition on the scan's
 /// column, when the dynamic filter could not list it (more than `listed_max`
-/// keys) and the database takes it as one array: PostgreSQL (the dialect that
-/// writes `ARRAY[…]`), integer keys. `None` otherwise, or before the set is known.
+/// keys): one array for integer keys in PostgreSQL (the dialect that writes
+/// `ARRAY[…]`), `key IN (…)` elsewhere. `None` before the set is known, or when
+/// a key has no literal every database reads alike.
 pub(crate) fn key_set(
     filter: &JoinFilter,
     schema: &Schema,
@@ -56,27 +57,9 @@ pub(crate) fn key_set(
     listed_max: usize,
 ) -> Option<String> {
     let (keys, probe_column) = filter.keys.as_ref()?;
-    if !dialect.use_array_keyword_for_array_literals() {
-        return None;
-    }
     let keys = keys.keys()?;
     if keys.len() <= listed_max {
         return None;
-    }
-    let mut values = Vec::with_capacity(keys.len());
-    for k in keys.iter() {
-        let v = match k {
-            ScalarValue::Int8(Some(v)) => i64::from(*v),
-            ScalarValue::Int16(Some(v)) => i64::from(*v),
-            ScalarValue::Int32(Some(v)) => i64::from(*v),
-            ScalarValue::Int64(Some(v)) => *v,
-            ScalarValue::UInt8(Some(v)) => i64::from(*v),
-            ScalarValue::UInt16(Some(v)) => i64::from(*v),
-            ScalarValue::UInt32(Some(v)) => i64::from(*v),
-            ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok()?,
-            _ => return None,
-        };
-        values.push(v.to_string());
     }
     let sql = Sql {
         filter,
@@ -85,10 +68,34 @@ pub(crate) fn key_set(
     };
     let column =
         sql.column(&(Arc::new(Column::new("key", *probe_column)) as Arc<dyn PhysicalExpr>))?;
-    Some(format!(
-        "{column} = ANY('{{{}}}'::int8[])",
-        values.join(",")
-    ))
+    if dialect.use_array_keyword_for_array_literals() {
+        if let Some(integers) = keys.iter().map(integer).collect::<Option<Vec<i64>>>() {
+            let values: Vec<String> = integers.iter().map(i64::to_string).collect();
+            return Some(format!(
+                "{column} = ANY('{{{}}}'::int8[])",
+                values.join(",")
+            ));
+        }
+    }
+    let values = keys
+        .iter()
+        .map(|k| sql.literal(&(Arc::new(Literal::new(k.clone())) as Arc<dyn PhysicalExpr>)))
+        .collect::<Option<Vec<String>>>()?;
+    Some(format!("{column} IN ({})", values.join(", ")))
+}
+
+fn integer(value: &ScalarValue) -> Option<i64> {
+    Some(match value {
+        ScalarValue::Int8(Some(v)) => i64::from(*v),
+        ScalarValue::Int16(Some(v)) => i64::from(*v),
+        ScalarValue::Int32(Some(v)) => i64::from(*v),
+        ScalarValue::Int64(Some(v)) => *v,
+        ScalarValue::UInt8(Some(v)) => i64::from(*v),
+        ScalarValue::UInt16(Some(v)) => i64::from(*v),
+        ScalarValue::UInt32(Some(v)) => i64::from(*v),
+        ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok()?,
+        _ => return None,
+    })
 }
 
 struct Sql<'a> {
