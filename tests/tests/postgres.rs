@@ -264,6 +264,15 @@ async fn joins_postgres_with_parquet() -> anyhow::Result<()> {
         statement.contains("<> 'wine'"),
         "filter not pushed to PostgreSQL: {statement}"
     );
+    // A VALUES list joined with the PostgreSQL table stays in Quiver (it once went
+    // into the statement, which the unparser cannot write).
+    let rows = query(
+        &mut c,
+        "SELECT v.k, x.note FROM (VALUES (7, 'a'), (24, 'b'), (99, 'c')) v(k, tag)
+         JOIN quiver.notes.nation_notes x ON x.nationkey = v.k ORDER BY v.k",
+    )
+    .await?;
+    assert_eq!(strings(&rows, "note"), ["beer", "baseball"]);
     Ok(())
 }
 
