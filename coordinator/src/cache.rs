@@ -80,16 +80,7 @@ impl ResultsCache {
 
     /// The cached answer under `key`, if it is there and fresh; counts a hit or a miss.
     pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        let found = (|| {
-            let mut inner = self.inner.lock();
-            let entry = inner.entries.get(key).cloned()?;
-            if entry.created.elapsed() <= self.ttl {
-                return Some(entry);
-            }
-            inner.entries.pop(key);
-            inner.bytes -= entry.bytes;
-            None
-        })();
+        let found = self.fresh(key);
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -122,10 +113,16 @@ impl ResultsCache {
         self.fresh(&key).map(|e| e.schema.clone())
     }
 
+    /// The entry under `key` if it is younger than the TTL; an older one is dropped.
     fn fresh(&self, key: &str) -> Option<Arc<Entry>> {
         let mut inner = self.inner.lock();
         let entry = inner.entries.get(key).cloned()?;
-        (entry.created.elapsed() <= self.ttl).then_some(entry)
+        if entry.created.elapsed() <= self.ttl {
+            return Some(entry);
+        }
+        inner.entries.pop(key);
+        inner.bytes -= entry.bytes;
+        None
     }
 
     /// The largest answer kept.

@@ -605,6 +605,41 @@ pub mod my {
     }
 }
 
+/// The first value of the first column `sql` returns, as Arrow displays it.
+pub async fn scalar(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<String> {
+    let rows = query(client, sql).await?;
+    let batch = rows
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| anyhow::anyhow!("{sql} returned no rows"))?;
+    Ok(arrow::util::display::array_value_to_string(
+        batch.column(0),
+        0,
+    )?)
+}
+
+/// Waits until [`scalar`] of `sql` is `expected`, for at most `within`; an error
+/// (a table or worker not there yet) counts as "not yet".
+pub async fn wait_for_value(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+    expected: &str,
+    within: std::time::Duration,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let got = scalar(client, sql).await.map_err(|e| format!("{e:#}"));
+        if got.as_deref() == Ok(expected) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < within,
+            "{sql} gave {got:?}, not {expected:?}, within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Fragments a worker has completed, from its `stats` action.
 pub async fn completed_fragments(addr: &str) -> Result<u64> {
     worker_stat(addr, 3).await

@@ -48,42 +48,12 @@ fn ints(batches: &[arrow::record_batch::RecordBatch], column: &str) -> Vec<i64> 
         .collect()
 }
 
-async fn scalar(c: &mut FlightSqlClient, sql: &str) -> anyhow::Result<i64> {
-    let rows = query(c, sql).await?;
-    let schema = rows
-        .first()
-        .map(|b| b.schema())
-        .ok_or_else(|| anyhow::anyhow!("no rows for {sql}"))?;
-    Ok(ints(&rows, schema.field(0).name())[0])
+/// [`scalar`] as a number.
+async fn number(c: &mut FlightSqlClient, sql: &str) -> anyhow::Result<i64> {
+    Ok(scalar(c, sql).await?.parse()?)
 }
 
 type FlightSqlClient = arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>;
-
-/// Waits until `sql` answers `want` (the scheduler works in the background).
-async fn eventually(
-    c: &mut FlightSqlClient,
-    sql: &str,
-    want: &str,
-    within: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        // An error (not there yet) counts as "not yet".
-        let rows = query(c, sql).await.unwrap_or_default();
-        let schema = rows.first().map(|b| b.schema());
-        let got = schema
-            .map(|s| strings(&rows, s.field(0).name()))
-            .unwrap_or_default();
-        if got.first().map(String::as_str) == Some(want) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{sql} gave {got:?}, not {want}, within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn metrics(http: &str) -> String {
     let out = Command::new("curl")
@@ -154,11 +124,11 @@ async fn views_span_sources_nest_push_down_and_survive_a_restart() -> anyhow::Re
         .collect();
     assert_eq!(ints(&rows, "total"), expected);
     assert_eq!(
-        scalar(&mut c, "SELECT n FROM quiver.pgv.nation_count").await?,
+        number(&mut c, "SELECT n FROM quiver.pgv.nation_count").await?,
         25
     );
     assert_eq!(
-        scalar(&mut c, "SELECT nations FROM quiver.reports.from_config").await?,
+        number(&mut c, "SELECT nations FROM quiver.reports.from_config").await?,
         25
     );
 
@@ -277,7 +247,7 @@ async fn views_span_sources_nest_push_down_and_survive_a_restart() -> anyhow::Re
     // Replace, drop, and a restart keeps what is left.
     query(&mut c, "CREATE OR REPLACE VIEW quiver.reports.big_orders AS SELECT id, cust, amount FROM quiver.pgv.orders WHERE amount > 350").await?;
     assert_eq!(
-        scalar(
+        number(
             &mut c,
             "SELECT count(*) AS n FROM quiver.reports.big_orders"
         )
@@ -292,7 +262,7 @@ async fn views_span_sources_nest_push_down_and_survive_a_restart() -> anyhow::Re
     let server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
     assert_eq!(
-        scalar(
+        number(
             &mut c,
             "SELECT count(*) AS n FROM quiver.reports.big_orders"
         )
@@ -336,9 +306,9 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
 
     // The config's acceleration gets its first copy in the background.
     let state = "SELECT state FROM quiver.system.accelerations WHERE dataset = 'quiver.pga.events'";
-    eventually(&mut c, state, "ready", Duration::from_secs(60)).await?;
+    wait_for_value(&mut c, state, "ready", Duration::from_secs(60)).await?;
     assert_eq!(
-        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
         100
     );
     let plan = strings(
@@ -357,7 +327,7 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
 
     // Both workers read the copy (100 rows in 3 files of at most 40).
     assert_eq!(
-        scalar(&mut c, "SELECT sum(v) AS s FROM quiver.pga.events").await?,
+        number(&mut c, "SELECT sum(v) AS s FROM quiver.pga.events").await?,
         5050
     );
     assert!(plan.contains("part-00002.parquet"), "3 files:\n{plan}");
@@ -372,7 +342,7 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
          UPDATE t_acc.events SET v = -1 WHERE id = 1;",
     );
     assert_eq!(
-        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
         100,
         "the copy until it is refreshed"
     );
@@ -380,11 +350,11 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
     assert_eq!(ints(&refreshed, "rows_fetched"), vec![50]);
     assert_eq!(ints(&refreshed, "rows"), vec![150]);
     assert_eq!(
-        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
         150
     );
     assert_eq!(
-        scalar(&mut c, "SELECT v FROM quiver.pga.events WHERE id = 1").await?,
+        number(&mut c, "SELECT v FROM quiver.pga.events WHERE id = 1").await?,
         1,
         "append does not see updates"
     );
@@ -412,16 +382,16 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
     );
     psql("DELETE FROM t_acc.items WHERE id > 20");
     assert_eq!(
-        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
         30
     );
     query(&mut c, "REFRESH ACCELERATION quiver.pga.items").await?;
     assert_eq!(
-        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
         20
     );
     assert_eq!(
-        scalar(&mut c, "SELECT max(price) AS m FROM quiver.pga.items").await?,
+        number(&mut c, "SELECT max(price) AS m FROM quiver.pga.items").await?,
         40
     );
 
@@ -431,7 +401,7 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
     pg::services("start");
     assert!(!e.is_empty(), "the refresh failed");
     assert_eq!(
-        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
         20
     );
     let record = query(&mut c, "SELECT last_outcome, last_error, rows FROM quiver.system.accelerations WHERE dataset = 'quiver.pga.items'").await?;
@@ -454,7 +424,7 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
     .await?;
     psql("DELETE FROM t_acc.items WHERE id > 10");
     assert_eq!(
-        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pga.items").await?,
         10
     );
     let e = query_error(
@@ -475,7 +445,7 @@ async fn accelerated_copies_refresh_fully_and_by_append_and_survive_a_failed_ref
         vec!["ready"]
     );
     assert_eq!(
-        scalar(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pga.events").await?,
         150
     );
     drop(server);
@@ -623,7 +593,7 @@ async fn coordinators_sharing_a_postgres_store_see_each_others_views() -> anyhow
         "CREATE VIEW quiver.shared.regions AS SELECT r_name FROM quiver.tpch.region",
     )
     .await?;
-    eventually(
+    wait_for_value(
         &mut cb,
         "SELECT count(*) AS n FROM quiver.shared.regions",
         "5",

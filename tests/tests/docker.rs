@@ -134,37 +134,6 @@ async fn scale(c: &mut Client, size: &str) -> anyhow::Result<()> {
 
 type Client = arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>;
 
-async fn scalar(c: &mut Client, sql: &str) -> anyhow::Result<String> {
-    let text = pretty_format_batches(&query(c, sql).await?)?.to_string();
-    Ok(text
-        .lines()
-        .nth(3)
-        .unwrap_or_default()
-        .trim_matches(|ch| ch == '|' || ch == ' ')
-        .to_string())
-}
-
-/// Waits until `sql` returns `expected` (as text), for at most `within`.
-async fn wait_for(
-    c: &mut Client,
-    sql: &str,
-    expected: &str,
-    within: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = scalar(c, sql).await?;
-        if got == expected {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{sql} is {got:?}, not {expected:?} after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> anyhow::Result<()> {
     let _docker = exclusive();
@@ -277,7 +246,7 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     };
 
     scale(&mut c, "3").await?;
-    wait_for(&mut c, ready, "3", Duration::from_secs(60)).await?;
+    wait_for_value(&mut c, ready, "3", Duration::from_secs(60)).await?;
     let plan = pretty_format_batches(&query(&mut c, &format!("EXPLAIN {sql}")).await?)?.to_string();
     let placed = (1..=9)
         .filter(|n| plan.contains(&format!("@quiver-{cluster}-worker-{n}")))
@@ -288,7 +257,7 @@ async fn scales_one_to_three_to_one_while_queries_run_and_leaves_nothing() -> an
     );
 
     scale(&mut c, "1").await?;
-    wait_for(
+    wait_for_value(
         &mut c,
         "SELECT count(*) FROM system.workers",
         "1",
@@ -396,7 +365,7 @@ async fn a_killed_worker_container_is_replaced_and_the_query_succeeds() -> anyho
     );
 
     // The pool replaces the dead container.
-    wait_for(
+    wait_for_value(
         &mut c,
         &format!("SELECT count(*) FROM system.workers WHERE state = 'ready' AND id <> '{victim}'"),
         "2",
@@ -546,7 +515,7 @@ async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyho
         )
         .await
     });
-    wait_for(
+    wait_for_value(
         &mut c,
         "SELECT count(*) FROM system.workers WHERE state = 'ready'",
         "2",
@@ -555,7 +524,7 @@ async fn the_autoscaler_adds_workers_under_load_and_retires_idle_ones() -> anyho
     .await?;
     slow.await??;
     // Idle for idle_secs: back to min.
-    wait_for(&mut c, workers, "1", Duration::from_secs(60)).await?;
+    wait_for_value(&mut c, workers, "1", Duration::from_secs(60)).await?;
     let reasons = pretty_format_batches(
         &query(&mut c, "SELECT action, reason FROM system.scaling_events").await?,
     )?
@@ -651,7 +620,7 @@ async fn a_coordinator_in_a_container_manages_workers_through_the_socket() -> an
             }
         }
     };
-    wait_for(
+    wait_for_value(
         &mut c,
         "SELECT count(*) FROM system.workers WHERE state = 'ready'",
         "1",
@@ -838,7 +807,7 @@ async fn a_container_that_takes_a_workers_address_is_noticed() -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // A worker of its own replaces it, and queries run there.
-    wait_for(
+    wait_for_value(
         &mut c,
         &format!("SELECT count(*) FROM system.workers WHERE state = 'ready' AND id <> '{victim}'"),
         "1",
@@ -919,7 +888,7 @@ async fn a_pool_scales_to_zero_and_back_for_a_query() -> anyhow::Result<()> {
     assert_eq!(leftovers(&cluster).0.len(), 1);
 
     // Idle: back to zero; EXPLAIN ANALYZE then shows the wait.
-    wait_for(&mut c, workers, "0", Duration::from_secs(60)).await?;
+    wait_for_value(&mut c, workers, "0", Duration::from_secs(60)).await?;
     let explained = pretty_format_batches(
         &query(
             &mut c,

@@ -161,12 +161,7 @@ impl QuerySession {
     ) -> Result<LogicalPlan> {
         let state = self.ctx.state();
         let creates = parking_lot::Mutex::new(None);
-        let cx = crate::writes::statements::WriteContext {
-            writes: &self.writes,
-            access: &self.access,
-            state: &state,
-            creates: &creates,
-        };
+        let cx = self.write_context(&state, &creates);
         let statement = match statement {
             datafusion::sql::parser::Statement::Explain(e) => *e.statement,
             other => other,
@@ -196,6 +191,21 @@ impl QuerySession {
         plan
     }
 
+    /// What a write of this session is planned with; `creates` receives the folder
+    /// a `CREATE TABLE … AS` makes.
+    fn write_context<'a>(
+        &'a self,
+        state: &'a datafusion::execution::SessionState,
+        creates: &'a parking_lot::Mutex<Option<String>>,
+    ) -> crate::writes::statements::WriteContext<'a> {
+        crate::writes::statements::WriteContext {
+            writes: &self.writes,
+            access: &self.access,
+            state,
+            creates,
+        }
+    }
+
     /// A statement about views or accelerations: administrators only (when users
     /// log in), except `SHOW CREATE VIEW`.
     fn plan_command(
@@ -222,12 +232,7 @@ impl QuerySession {
     ) -> Planned {
         let state = self.ctx.state();
         let creates = parking_lot::Mutex::new(None);
-        let cx = crate::writes::statements::WriteContext {
-            writes: &self.writes,
-            access: &self.access,
-            state: &state,
-            creates: &creates,
-        };
+        let cx = self.write_context(&state, &creates);
         let plan = crate::writes::ingest::plan(&cx, request, data).await;
         Planned::new(StatementKind::Write, vec![], plan)
     }
