@@ -54,19 +54,7 @@ async fn run() -> Result<()> {
     }
     load_tables(&reference).await?;
 
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\ncount = 2\n\
-         [[source]]\nname = \"tpch\"\nkind = \"files\"\nformat = \"parquet\"\n\
-         [[source.table]]\nname = \"lineitem\"\nlocation = \"{d}/lineitem/\"\n\
-         [[source.table]]\nname = \"supplier\"\nlocation = \"{d}/supplier/\"\n\
-         [[source.table]]\nname = \"nation\"\nlocation = \"{d}/nation/\"\n\
-         [[source.table]]\nname = \"region\"\nlocation = \"{d}/region/\"\n\
-         [[source]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"postgres://quiver:quiver@127.0.0.1:54329/quiver\"\nremote_schema = \"bench_fed\"\n",
-        d = dir.display()
-    );
-    let config =
-        quiver_coordinator::QuiverConfig::parse(&config, Path::new("/")).map_err(|e| anyhow!(e))?;
-    let server = quiver_coordinator::start(config).await?;
+    let server = start_server(&dir, "").await?;
     let channel = Endpoint::from_shared(format!("http://{}", server.addr))?
         .connect()
         .await?;
@@ -143,8 +131,73 @@ async fn run() -> Result<()> {
     println!("| single-node DataFusion, both tables in Parquet | {d:.1} ms |");
     println!("\nStatement: `{inner}`");
     key_sets(&mut client, &reference, &root).await?;
+    // The same cases timed with key arrays and with only the keys' range.
+    let ranged = start_server(&dir, "join_key_array_max = 0\n").await?;
+    let channel = Endpoint::from_shared(format!("http://{}", ranged.addr))?
+        .connect()
+        .await?;
+    let mut range_client = FlightSqlServiceClient::new(channel);
+    key_set_times(&mut client, &mut range_client, &reference, iterations).await?;
+    ranged.shutdown().await?;
     server.shutdown().await?;
     Ok(())
+}
+
+/// A coordinator with 2 embedded workers over the bench's Parquet tables and
+/// PostgreSQL's `bench_fed` schema; `workers` adds `[workers]` keys.
+async fn start_server(dir: &Path, workers: &str) -> Result<quiver_coordinator::RunningCoordinator> {
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\ncount = 2\n{workers}\
+         [[source]]\nname = \"tpch\"\nkind = \"files\"\nformat = \"parquet\"\n\
+         [[source.table]]\nname = \"lineitem\"\nlocation = \"{d}/lineitem/\"\n\
+         [[source.table]]\nname = \"supplier\"\nlocation = \"{d}/supplier/\"\n\
+         [[source.table]]\nname = \"nation\"\nlocation = \"{d}/nation/\"\n\
+         [[source.table]]\nname = \"region\"\nlocation = \"{d}/region/\"\n\
+         [[source]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"postgres://quiver:quiver@127.0.0.1:54329/quiver\"\nremote_schema = \"bench_fed\"\n",
+        d = dir.display()
+    );
+    let config =
+        quiver_coordinator::QuiverConfig::parse(&config, Path::new("/")).map_err(|e| anyhow!(e))?;
+    Ok(quiver_coordinator::start(config).await?)
+}
+
+/// Each case's median time with key arrays, with only the range
+/// (`join_key_array_max = 0`), and in single-node DataFusion over Parquet alone.
+async fn key_set_times(
+    arrays: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+    ranges: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+    reference: &SessionContext,
+    iterations: usize,
+) -> Result<()> {
+    println!("\n### Join keys as a set: time (median of {iterations}, after one warm-up)\n");
+    println!("| query | key arrays (ms) | range only (ms) | arrays / range | DataFusion, all Parquet (ms) |");
+    println!("|---|---:|---:|---:|---:|");
+    for (i, (name, sql, _)) in CASES.iter().enumerate() {
+        let (mut a, mut r, mut d) = (vec![], vec![], vec![]);
+        for round in 0..=iterations {
+            let marker = |side: &str| format!("bench-time-{i}-{side}-{round}");
+            let (ta, _) = timed(arrays, &sql.replace("MARK", &marker("a"))).await?;
+            let (tr, _) = timed(ranges, &sql.replace("MARK", &marker("r"))).await?;
+            let started = Instant::now();
+            rows_of(reference, &reference_sql(sql)).await?;
+            if round > 0 {
+                a.push(ta);
+                r.push(tr);
+                d.push(started.elapsed());
+            }
+        }
+        let ms = |v: Vec<std::time::Duration>| median(v).as_secs_f64() * 1e3;
+        let (a, r, d) = (ms(a), ms(r), ms(d));
+        println!("| {name} | {a:.1} | {r:.1} | {:.2}× | {d:.1} |", a / r);
+    }
+    Ok(())
+}
+
+/// A case's query for DataFusion over Parquet alone.
+fn reference_sql(sql: &str) -> String {
+    sql.replace("pg.", "")
+        .replace(" AND o.o_comment <> 'MARK'", "")
+        .replace(" AND o_comment <> 'MARK'", "")
 }
 
 /// A federated query (tables `pg.customer`, `pg.orders`, the rest in Parquet) and
@@ -211,10 +264,7 @@ async fn key_sets(
         // Only this query runs now: its statements are the ones logged after this point.
         let before = std::fs::metadata(&log_path)?.len() as usize;
         let (_, rows) = timed(client, &sql.replace("MARK", &marker)).await?;
-        let reference_sql = sql
-            .replace("pg.", "")
-            .replace(" AND o.o_comment <> 'MARK'", "")
-            .replace(" AND o_comment <> 'MARK'", "");
+        let reference_sql = reference_sql(sql);
         let expected = rows_of(reference, &reference_sql).await?;
         anyhow::ensure!(
             rows == expected,
