@@ -54,7 +54,7 @@ async fn run() -> Result<()> {
     }
     load_tables(&reference).await?;
 
-    let server = start_server(&dir, "").await?;
+    let server = start_server(&dir, "join_key_array_max = 1000000\n").await?;
     let channel = Endpoint::from_shared(format!("http://{}", server.addr))?
         .connect()
         .await?;

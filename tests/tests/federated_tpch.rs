@@ -457,7 +457,7 @@ async fn more_keys_than_listed_reach_postgres_as_one_array() -> anyhow::Result<(
         .await?
         .collect()
         .await?;
-    let server = start_federated("join_keys_max = 100")?;
+    let server = start_federated("join_keys_max = 100\njoin_key_array_max = 1000000")?;
     let mut client = client(&server.addr).await?;
     let federated = sql
         .replace("MARK", "quiver-key-array")

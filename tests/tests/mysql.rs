@@ -271,7 +271,7 @@ async fn mariadb_gets_the_whole_key_set_of_a_join() -> anyhow::Result<()> {
          ANALYZE TABLE keyed;",
     );
     let config = format!(
-        "[workers]\njoin_keys_max = 10\n{}{}",
+        "[workers]\njoin_keys_max = 10\njoin_key_array_max = 1000\n{}{}",
         tpch_source(),
         my::source("mkeys2")
     );

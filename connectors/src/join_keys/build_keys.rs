@@ -23,9 +23,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-/// Most distinct keys kept by default (`join_key_array_max`): beyond this only the
-/// dynamic filter's range is sent.
-pub const MAX_SET_KEYS: usize = 1_000_000;
+/// Most distinct keys `join_key_array_max` may ask to keep.
+pub const MAX_SET_KEYS: usize = 10_000_000;
 
 /// Key values of every partition of one build side.
 #[derive(Debug)]

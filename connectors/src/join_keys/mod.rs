@@ -14,10 +14,10 @@
 //! the join still checks every row, so a weaker filter is only slower, never wrong.
 //!
 //! Beyond `join_keys_max` keys DataFusion's filter holds only the range and a hash
-//! table; a join on one key then also keeps its build side's distinct keys
-//! ([`build_keys`], up to [`MAX_SET_KEYS`]), and a PostgreSQL scan receives them as
-//! one array literal, `key = ANY('{…}'::int8[])`, which PostgreSQL runs as a
-//! hashed semi-join filter.
+//! table. With `join_key_array_max` set (off by default), a join on one key then
+//! also keeps its build side's distinct keys ([`build_keys`]), and a PostgreSQL
+//! scan receives them as one array literal, `key = ANY('{…}'::int8[])`, which
+//! PostgreSQL runs as a hashed semi-join filter (other databases: `IN (…)`).
 
 use std::sync::Arc;
 
@@ -44,7 +44,9 @@ pub use self::condition::JoinFilter;
 pub struct JoinKeyLimits {
     /// Most keys the dynamic filter lists, sent as `key IN (…)`.
     pub list: usize,
-    /// Most keys of a build side kept for one PostgreSQL array; 0 = none kept.
+    /// Most keys of a build side kept and sent whole beyond `list`; 0 = none
+    /// (the default: on TPC-H the sets that need it cost more than they save,
+    /// docs/benchmarks.md "Join keys as a set").
     pub array: usize,
 }
 
@@ -52,7 +54,7 @@ impl Default for JoinKeyLimits {
     fn default() -> Self {
         Self {
             list: 10_000,
-            array: MAX_SET_KEYS,
+            array: 0,
         }
     }
 }
@@ -94,6 +96,7 @@ pub fn attach(
         let collector = match join.on() {
             [(build_key, probe_key)] => match collect_keys {
                 Some(max) if max > 0 => probe_key.downcast_ref::<Column>().map(|c| {
+                    let max = max.min(MAX_SET_KEYS);
                     let exec = BuildKeysExec::new(join.left().clone(), build_key.clone(), max);
                     (exec, c.index())
                 }),
