@@ -283,3 +283,35 @@ pub(crate) fn and_where(select: &mut Select, predicate: SqlExpr) {
         None => predicate,
     });
 }
+
+/// One statement per range of a split scan: `query` with `column >= from AND
+/// column < to` (each bound written by `literal`, a missing one left out) ANDed
+/// into the WHERE of its table select, parsed in `dialect`.
+pub(crate) fn range_statements<T>(
+    query: &Query,
+    dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect,
+    column: &str,
+    ranges: &[(Option<T>, Option<T>)],
+    literal: impl Fn(&T) -> String,
+) -> Result<Vec<String>> {
+    let mut statements = Vec::with_capacity(ranges.len());
+    for (from, to) in ranges {
+        let mut bounds = vec![];
+        if let Some(from) = from {
+            bounds.push(format!("{column} >= {}", literal(from)));
+        }
+        if let Some(to) = to {
+            bounds.push(format!("{column} < {}", literal(to)));
+        }
+        let mut part = query.clone();
+        if let (Some(select), false) = (table_select(&mut part), bounds.is_empty()) {
+            let predicate = datafusion::sql::sqlparser::parser::Parser::new(dialect)
+                .try_with_sql(&bounds.join(" AND "))?
+                .parse_expr()?;
+            and_where(select, predicate);
+        }
+        statements
+            .push(datafusion::sql::sqlparser::ast::Statement::Query(Box::new(part)).to_string());
+    }
+    Ok(statements)
+}

@@ -335,6 +335,24 @@ async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `customer ⋈ orders` (both in PostgreSQL) joined with `lineitem` filtered to a
+/// few hundred orders; `MARK` stands for a marker in the PostgreSQL statement.
+const KEY_SET_JOIN: &str = "SELECT c.c_name, o.o_orderkey, o.o_orderdate, l.l_quantity
+               FROM customer c JOIN orders o ON c.c_custkey = o.o_custkey JOIN lineitem l ON o.o_orderkey = l.l_orderkey
+               WHERE l.l_partkey <= 12 AND o.o_comment <> 'MARK' ORDER BY 2, 4";
+
+/// The orders [`KEY_SET_JOIN`] needs, sorted as numbers.
+async fn key_set_orders(
+    reference: &datafusion::prelude::SessionContext,
+) -> anyhow::Result<Vec<String>> {
+    let keys = reference
+        .sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey <= 12 ORDER BY 1")
+        .await?
+        .collect()
+        .await?;
+    Ok(strings(&keys, "l_orderkey"))
+}
+
 /// The key list sent into a statement, sorted as numbers.
 fn sent_keys(statement: &str) -> Vec<String> {
     let list = statement
@@ -359,20 +377,13 @@ fn sent_keys(statement: &str) -> Vec<String> {
 async fn hundreds_of_join_keys_reach_a_join_inside_postgres() -> anyhow::Result<()> {
     let reference = reference_context().await?;
     load_databases(&reference).await?;
-    let keys = reference
-        .sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey <= 12 ORDER BY 1")
-        .await?
-        .collect()
-        .await?;
-    let keys = strings(&keys, "l_orderkey");
+    let keys = key_set_orders(&reference).await?;
     assert!(
         (151..=10_000).contains(&keys.len()),
         "the test wants a few hundred keys, got {}",
         keys.len()
     );
-    let sql = "SELECT c.c_name, o.o_orderkey, o.o_orderdate, l.l_quantity
-               FROM customer c JOIN orders o ON c.c_custkey = o.o_custkey JOIN lineitem l ON o.o_orderkey = l.l_orderkey
-               WHERE l.l_partkey <= 12 AND o.o_comment <> 'MARK' ORDER BY 2, 4";
+    let sql = KEY_SET_JOIN;
     let expected = reference
         .sql(&sql.replace("MARK", ""))
         .await?
@@ -438,20 +449,13 @@ async fn hundreds_of_join_keys_reach_a_join_inside_postgres() -> anyhow::Result<
 async fn more_keys_than_listed_reach_postgres_as_one_array() -> anyhow::Result<()> {
     let reference = reference_context().await?;
     load_databases(&reference).await?;
-    let keys = reference
-        .sql("SELECT DISTINCT l_orderkey FROM lineitem WHERE l_partkey <= 12 ORDER BY 1")
-        .await?
-        .collect()
-        .await?;
-    let keys = strings(&keys, "l_orderkey");
+    let keys = key_set_orders(&reference).await?;
     assert!(
         keys.len() > 100,
         "the test wants more than 100 keys, got {}",
         keys.len()
     );
-    let sql = "SELECT c.c_name, o.o_orderkey, o.o_orderdate, l.l_quantity
-               FROM customer c JOIN orders o ON c.c_custkey = o.o_custkey JOIN lineitem l ON o.o_orderkey = l.l_orderkey
-               WHERE l.l_partkey <= 12 AND o.o_comment <> 'MARK' ORDER BY 2, 4";
+    let sql = KEY_SET_JOIN;
     let expected = reference
         .sql(&sql.replace("MARK", ""))
         .await?

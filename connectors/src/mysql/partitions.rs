@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 
-use crate::pushdown::{and_where, table_and_qualifier, table_select, Partitioner};
+use crate::pushdown::{table_and_qualifier, table_select, Partitioner};
 
 pub(crate) struct KeyRanges {
     pub pool: Pool,
@@ -164,29 +164,8 @@ fn range_statements(
     key: &str,
     ranges: &[(Option<i64>, Option<i64>)],
 ) -> Result<Vec<String>> {
-    let dialect = MySqlDialect {};
     let column = format!("{qualifier}.`{}`", key.replace('`', "``"));
-    let mut statements = Vec::with_capacity(ranges.len());
-    for (from, to) in ranges {
-        let mut bounds = vec![];
-        if let Some(from) = from {
-            bounds.push(format!("{column} >= {from}"));
-        }
-        if let Some(to) = to {
-            bounds.push(format!("{column} < {to}"));
-        }
-        let mut part = query.clone();
-        if let (Some(select), false) = (table_select(&mut part), bounds.is_empty()) {
-            and_where(
-                select,
-                Parser::new(&dialect)
-                    .try_with_sql(&bounds.join(" AND "))?
-                    .parse_expr()?,
-            );
-        }
-        statements.push(Statement::Query(Box::new(part)).to_string());
-    }
-    Ok(statements)
+    crate::pushdown::range_statements(query, &MySqlDialect {}, &column, ranges, i64::to_string)
 }
 
 #[cfg(test)]

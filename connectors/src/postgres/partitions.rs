@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use deadpool_postgres::Pool;
 
-use crate::pushdown::{and_where, table_and_qualifier, table_select, Partitioner};
+use crate::pushdown::{table_and_qualifier, table_select, Partitioner};
 
 pub(crate) struct PageRanges {
     pub pool: Pool,
@@ -87,28 +87,10 @@ fn range_statements(
     qualifier: &str,
     ranges: &[(Option<u64>, Option<u64>)],
 ) -> Result<Vec<String>> {
-    let dialect = PostgreSqlDialect {};
-    let mut statements = Vec::with_capacity(ranges.len());
-    for (from, to) in ranges {
-        let mut bounds = vec![];
-        if let Some(from) = from {
-            bounds.push(format!("{qualifier}.ctid >= '({from},0)'::tid"));
-        }
-        if let Some(to) = to {
-            bounds.push(format!("{qualifier}.ctid < '({to},0)'::tid"));
-        }
-        let mut part = query.clone();
-        if let (Some(select), false) = (table_select(&mut part), bounds.is_empty()) {
-            and_where(
-                select,
-                Parser::new(&dialect)
-                    .try_with_sql(&bounds.join(" AND "))?
-                    .parse_expr()?,
-            );
-        }
-        statements.push(Statement::Query(Box::new(part)).to_string());
-    }
-    Ok(statements)
+    let column = format!("{qualifier}.ctid");
+    crate::pushdown::range_statements(query, &PostgreSqlDialect {}, &column, ranges, |page| {
+        format!("'({page},0)'::tid")
+    })
 }
 
 impl PageRanges {

@@ -46,27 +46,14 @@ pub fn arrow_type(declared: &str) -> DataType {
 
 /// The type a column is declared with when a write creates the table.
 pub fn declared_type(t: &DataType) -> &'static str {
-    match t {
-        DataType::Boolean => "BOOLEAN",
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => "INTEGER",
-        DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal32(..)
-        | DataType::Decimal64(..)
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => "REAL",
-        DataType::Date32 | DataType::Date64 => "DATE",
-        DataType::Timestamp(..) => "TIMESTAMP",
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BLOB",
-        _ => "TEXT",
+    match Wire::for_type(t) {
+        Wire::Bool => "BOOLEAN",
+        Wire::Int => "INTEGER",
+        Wire::Float => "REAL",
+        Wire::Date => "DATE",
+        Wire::Timestamp => "TIMESTAMP",
+        Wire::Blob => "BLOB",
+        Wire::Text => "TEXT",
     }
 }
 
