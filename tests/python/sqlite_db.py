@@ -1,4 +1,4 @@
-"""A SQLite database written and read by Python's own sqlite3 module, for tests/tests/sqlite.rs.
+"""A SQLite database written and read by Python's own sqlite3 module, for tests/tests/e2e/sqlite.rs.
 
     sqlite_db.py create PATH   -- tables of every declared type, a view, a dirty column
     sqlite_db.py dump PATH SQL -- the rows of SQL as JSON lines

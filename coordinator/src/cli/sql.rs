@@ -243,13 +243,50 @@ async fn stream_query(
         .execute(sql.to_string(), None)
         .await
         .map_err(flight_error)?;
-    for endpoint in info.endpoint {
-        let mut stream = fetch(client, endpoint).await?;
-        while let Some(batch) = stream.next().await {
-            sink.write(&batch.map_err(flight_error)?)?;
-        }
+    let mut batches = result_batches(client, info).await?;
+    while let Some(batch) = batches.next().await {
+        sink.write(&batch?)?;
     }
     Ok(())
+}
+
+/// The batches of every endpoint of a result. An unordered result of several
+/// endpoints (`workers.client_endpoints`: one per partition, on its worker) is
+/// fetched in parallel, each endpoint decoded on its own task; an ordered one
+/// endpoint after another.
+async fn result_batches(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+    if info.ordered || info.endpoint.len() <= 1 {
+        let mut streams = Vec::new();
+        for endpoint in info.endpoint {
+            streams.push(fetch(client, endpoint).await?.map_err(flight_error));
+        }
+        return Ok(futures::stream::iter(streams).flatten().boxed());
+    }
+    // Every stream is opened first (on the connection it belongs to), then each is
+    // read and decoded on its own task. A few batches in flight per endpoint keep
+    // every stream busy, and a slow sink holds the senders back.
+    let mut streams = Vec::new();
+    for endpoint in info.endpoint {
+        streams.push(fetch(client, endpoint).await?);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2 * streams.len());
+    for mut stream in streams {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                // The receiver is gone when the query was cancelled or failed.
+                if tx.send(batch.map_err(flight_error)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    Ok(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
 }
 
 pub async fn connect(args: &ConnectArgs) -> Result<FlightSqlServiceClient<Channel>> {
@@ -313,13 +350,7 @@ pub async fn query(
         .execute(sql.to_string(), None)
         .await
         .map_err(flight_error)?;
-    let mut batches = vec![];
-    for endpoint in info.endpoint {
-        let stream = fetch(client, endpoint).await?;
-        let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(flight_error)?;
-        batches.append(&mut part);
-    }
-    Ok(batches)
+    result_batches(client, info).await?.try_collect().await
 }
 
 /// The batches of one endpoint: from the coordinator, or from the worker its

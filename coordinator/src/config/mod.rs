@@ -134,6 +134,21 @@ pub struct ServerConfig {
     /// config file's folder; default `$QUIVER_DATA_DIR`, else `quiver-data` beside the config file.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// How inner joins are ordered: `"statistics"` (the fewest estimated rows
+    /// first) or `"written"` (as the query names the tables).
+    #[serde(default)]
+    pub join_order: JoinOrder,
+}
+
+/// How join trees are ordered (`server.join_order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinOrder {
+    /// From the inputs' statistics (the default).
+    #[default]
+    Statistics,
+    /// As the query names the tables.
+    Written,
 }
 
 fn default_query_timeout() -> f64 {
@@ -181,6 +196,7 @@ impl Default for ServerConfig {
             auth: None,
             tls: None,
             target_partitions: None,
+            join_order: JoinOrder::default(),
         }
     }
 }

@@ -8,7 +8,6 @@ use datafusion::error::Result;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_federation::FederatedQueryPlanner;
 use quiver_connectors::config::DEFAULT_CATALOG;
 use quiver_connectors::remote_schema::RemoteSchema;
 use quiver_proto::QuiverCodec;
@@ -23,6 +22,8 @@ use crate::security::authn::User;
 use crate::security::catalog_view::CatalogView;
 
 mod federation;
+mod join_order;
+mod query_planner;
 mod session;
 pub mod statement;
 pub use session::QuerySession;
@@ -133,7 +134,9 @@ impl QueryEngine {
             .with_default_features()
             .with_analyzer_rules(analyzer_rules())
             .with_optimizer_rules(optimizer_rules())
-            .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
+            .with_query_planner(Arc::new(query_planner::QuiverQueryPlanner::new(
+                config.server.join_order,
+            )))
             .with_physical_optimizer_rule(Arc::new(crate::writes::StageWrites::new(writes.clone())))
             .with_physical_optimizer_rule(Arc::new(DistributeFragments::new(
                 pool.clone(),

@@ -1,9 +1,9 @@
 //! Snapshots of the distributed plan of the 22 TPC-H queries: `EXPLAIN` on a
 //! coordinator with two embedded workers, a fixed partition count and stages
 //! even for this small data (`single_stage_max_bytes = 0`), kept in
-//! `tests/tests/snapshots/`. A change of the planner (stages, exchanges, what runs
+//! `tests/tests/e2e/snapshots/`. A change of the planner (stages, exchanges, what runs
 //! where) changes a snapshot, so it shows in review. After an intended change,
-//! `INSTA_UPDATE=always cargo test --workspace --locked --test plans` writes the
+//! `INSTA_UPDATE=always cargo test --workspace --locked --test e2e -- plans::` writes the
 //! new snapshots; review and commit them.
 
 use quiver_tests::*;

@@ -1,0 +1,91 @@
+//! The session's query planner: DataFusion's physical planner with federation's
+//! extension planner (subplans that run inside one database), after the join trees
+//! are put in order from statistics ([`super::join_order`]). `EXPLAIN` shows the
+//! reordered logical plan and the estimates behind it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::Result;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Explain, LogicalPlan, PlanType, StringifiedPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion_federation::FederatedPlanner;
+
+use super::join_order;
+use crate::config::JoinOrder;
+
+#[derive(Debug)]
+pub(crate) struct QuiverQueryPlanner {
+    join_order: JoinOrder,
+}
+
+impl QuiverQueryPlanner {
+    pub fn new(join_order: JoinOrder) -> Self {
+        Self { join_order }
+    }
+}
+
+fn physical_planner() -> DefaultPhysicalPlanner {
+    DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(FederatedPlanner::new())])
+}
+
+#[async_trait]
+impl QueryPlanner for QuiverQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let planner = physical_planner();
+        let state = session.as_any().downcast_ref::<SessionState>();
+        let (JoinOrder::Statistics, Some(state)) = (self.join_order, state) else {
+            return planner.create_physical_plan(plan, session).await;
+        };
+        let reorder = |plan: &LogicalPlan| {
+            let planner = &planner;
+            let plan = plan.clone();
+            async move {
+                // A tree that cannot be rebuilt keeps the order it was written in.
+                match join_order::reorder(&plan, planner, state).await {
+                    Ok(reordered) => reordered,
+                    Err(e) => {
+                        tracing::warn!("join order kept as written: {e}");
+                        join_order::Reordered {
+                            plan,
+                            notes: Vec::new(),
+                        }
+                    }
+                }
+            }
+        };
+        let plan = match plan {
+            LogicalPlan::Explain(e) => LogicalPlan::Explain(explained(e, reorder(&e.plan).await)),
+            LogicalPlan::Analyze(a) => {
+                let mut a = a.clone();
+                a.input = Arc::new(reorder(&a.input).await.plan);
+                LogicalPlan::Analyze(a)
+            }
+            other => reorder(other).await.plan,
+        };
+        planner.create_physical_plan(&plan, session).await
+    }
+}
+
+/// `EXPLAIN` of the reordered plan. DataFusion prints the logical plan from
+/// `e.plan` when it plans the `EXPLAIN`; the estimates that chose the order go in a
+/// row of the same type just before it, since only that type and the physical
+/// plan's show without `VERBOSE`.
+fn explained(e: &Explain, reordered: join_order::Reordered) -> Explain {
+    let mut e = e.clone();
+    if !reordered.notes.is_empty() {
+        e.stringified_plans.push(StringifiedPlan::new(
+            PlanType::FinalLogicalPlan,
+            reordered.notes.join("\n"),
+        ));
+    }
+    e.plan = Arc::new(reordered.plan);
+    e
+}
