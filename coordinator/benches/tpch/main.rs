@@ -5,6 +5,7 @@
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
 //!     [--worker-processes] [--no-exchanges] [--no-ballista] [--single-stage-max-bytes 0]
 //!     [--query-memory-limit 8GiB] [--broadcast-join-max-bytes 32MiB] [--throughput-only]
+//!     [--join-order written]
 //!
 //! `--worker-processes`: the workers are separate `quiver worker` processes (a
 //! static pool) instead of in-process ones, so exchanges cross processes over
@@ -56,6 +57,8 @@ struct Args {
     /// workers.broadcast_join_max_bytes, when set.
     broadcast: Option<String>,
     throughput_only: bool,
+    /// server.join_order, when set.
+    join_order: Option<String>,
 }
 
 impl Args {
@@ -96,6 +99,7 @@ fn parse_args() -> Result<Args> {
         query_memory: None,
         broadcast: None,
         throughput_only: false,
+        join_order: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -119,6 +123,7 @@ fn parse_args() -> Result<Args> {
             "--query-memory-limit" => args.query_memory = Some(value()?),
             "--broadcast-join-max-bytes" => args.broadcast = Some(value()?),
             "--throughput-only" => args.throughput_only = true,
+            "--join-order" => args.join_order = Some(value()?),
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }
@@ -206,8 +211,9 @@ async fn run(args: Args) -> Result<()> {
     };
     let config = |single_stage: Option<&str>, extra: &str| {
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}{extra}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}{extra}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
             args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
+            args.join_order.as_ref().map(|o| format!("join_order = {o:?}\n")).unwrap_or_default(),
             args.worker_settings(single_stage).iter().map(|(k, v)| format!("{k} = {v:?}\n")).collect::<String>(),
             args.exchanges,
             dir.display().to_string()

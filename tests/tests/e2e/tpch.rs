@@ -194,3 +194,74 @@ async fn the_broadcast_threshold_decides_between_broadcast_and_shuffle() -> anyh
     }
     Ok(())
 }
+
+/// Joins written with the largest tables first are reordered from the files'
+/// statistics: the filtered nation meets customer first, lineitem comes last;
+/// `EXPLAIN` shows the estimates and the answer is DataFusion's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_are_ordered_from_statistics() -> anyhow::Result<()> {
+    const SQL: &str = "SELECT n.n_name, count(*) AS lines, sum(l.l_quantity) AS quantity
+        FROM lineitem l, orders o, customer c, nation n
+        WHERE l.l_orderkey = o.o_orderkey AND o.o_custkey = c.c_custkey
+          AND c.c_nationkey = n.n_nationkey AND n.n_name = 'FRANCE'
+        GROUP BY n.n_name";
+    let config = format!(
+        "[server]\ndefault_catalog = \"quiver\"\ndefault_schema = \"tpch\"\n[workers]\ncount = 2\n{}",
+        tpch_source()
+    );
+    let server = start_coordinator(&config)?;
+    let mut client = client(&server.addr).await?;
+    let explain = query(&mut client, &format!("EXPLAIN {SQL}")).await?;
+    let text = arrow::util::pretty::pretty_format_batches(&explain)?.to_string();
+    assert!(
+        text.contains("join order from statistics (estimated rows):"),
+        "{text}"
+    );
+    // One line per input with its estimate: lineitem's is its row count at SF0.1.
+    let estimate = |alias: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| {
+                l.split('|')
+                    .nth(2)?
+                    .trim()
+                    .strip_prefix(&format!("{alias}: "))
+            })
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(estimate("l"), Some(600_572.0), "{text}");
+    assert_eq!(estimate("c"), Some(15_000.0), "{text}");
+    assert!(
+        estimate("n").is_some_and(|n| n < 25.0),
+        "nation's filter counts: {text}"
+    );
+    let steps: Vec<&str> = text.lines().filter(|l| l.contains(" ⋈ ")).collect();
+    assert_eq!(steps.len(), 3, "{text}");
+    assert!(
+        steps[0].contains(" n ⋈ c ") || steps[0].contains(" c ⋈ n "),
+        "nation and customer first: {text}"
+    );
+    assert!(
+        steps[2].contains("⋈ l ->") || steps[2].contains(" l ⋈"),
+        "lineitem last: {text}"
+    );
+
+    let actual = query(&mut client, SQL).await?;
+    let expected = reference_context().await?.sql(SQL).await?.collect().await?;
+    assert!(row_count(&expected) == 1, "FRANCE has orders");
+    assert_same_rows(&actual, &expected, false, "reordered join");
+
+    // `written` keeps the query's order: no estimates, the same answer.
+    let written =
+        start_coordinator(&config.replace("[server]\n", "[server]\njoin_order = \"written\"\n"))?;
+    let mut plain = quiver_tests::client(&written.addr).await?;
+    let explain = query(&mut plain, &format!("EXPLAIN {SQL}")).await?;
+    let text = arrow::util::pretty::pretty_format_batches(&explain)?.to_string();
+    assert!(!text.contains("join order from statistics"), "{text}");
+    assert_same_rows(
+        &query(&mut plain, SQL).await?,
+        &expected,
+        false,
+        "written order",
+    );
+    Ok(())
+}

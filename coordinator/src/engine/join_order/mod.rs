@@ -218,31 +218,32 @@ fn order(graph: &JoinGraph, estimates: &[InputEstimate]) -> Result<(LogicalPlan,
     Ok((part.plan, note))
 }
 
-/// For each key between parts `a` and `b`: its distinct counts in `a` and in `b`.
+/// For each key between parts `a` and `b`: its distinct counts on either side.
 fn key_distincts(
     graph: &JoinGraph,
     estimates: &[InputEstimate],
     a: &(Part, f64, String),
     b: &(Part, f64, String),
 ) -> Vec<(f64, f64)> {
-    let distinct = |expr: &Expr, input: usize, part_rows: f64| {
+    // A key's distinct count is its input's, bounded by that input's rows, not by
+    // the rows of the part it is in now: the sales left after a join with a
+    // filtered dimension still spread over all customers, so a second filtered
+    // dimension shrinks them again (PostgreSQL's eqjoinsel bounds it the same way).
+    let distinct = |expr: &Expr, input: usize| {
         let index = match expr {
             Expr::Column(c) => graph.inputs[input].schema().index_of_column(c).ok(),
             _ => None,
         };
-        estimates[input].distinct_of(index).min(part_rows).max(1.0)
+        estimates[input].distinct_of(index)
     };
     let mut keys = Vec::new();
     for k in &graph.keys {
-        if a.0.holds(k.left_input) && b.0.holds(k.right_input) {
+        if (a.0.holds(k.left_input) && b.0.holds(k.right_input))
+            || (a.0.holds(k.right_input) && b.0.holds(k.left_input))
+        {
             keys.push((
-                distinct(&k.left, k.left_input, a.1),
-                distinct(&k.right, k.right_input, b.1),
-            ));
-        } else if a.0.holds(k.right_input) && b.0.holds(k.left_input) {
-            keys.push((
-                distinct(&k.right, k.right_input, a.1),
-                distinct(&k.left, k.left_input, b.1),
+                distinct(&k.left, k.left_input),
+                distinct(&k.right, k.right_input),
             ));
         }
     }
