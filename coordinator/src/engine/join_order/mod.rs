@@ -270,7 +270,13 @@ fn label(plan: &LogicalPlan) -> String {
             TreeNodeRecursion::Continue
         })
     });
-    name.unwrap_or_else(|| plan.display().to_string())
+    name.unwrap_or_else(|| {
+        let node = plan.display().to_string();
+        match node.char_indices().nth(60) {
+            Some((end, _)) => format!("{}…", &node[..end]),
+            None => node,
+        }
+    })
 }
 
 /// `state` without physical optimizer rules.
