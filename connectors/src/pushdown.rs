@@ -44,6 +44,12 @@ pub trait Partitioner: Send + Sync {
     async fn table_size(&self, _sql: &str) -> Option<(Option<u64>, u64)> {
         None
     }
+
+    /// Rows and bytes the database expects `sql` to return, its filters and joins
+    /// applied (its planner's estimate); `None` when it cannot say.
+    async fn result_size(&self, _sql: &str) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// The federation provider of one database: datafusion-federation's SQL provider
@@ -117,6 +123,10 @@ impl FederationPlanner for SourcePlanner {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = node.plan();
         let sql = final_sql(plan, &self.executor)?;
+        let estimate = match &self.partitioner {
+            Some(p) => p.result_size(&sql).await,
+            None => None,
+        };
         let (statements, size) = match &self.partitioner {
             Some(p) if is_single_table_scan(plan) => {
                 (p.split(&sql).await?, p.table_size(&sql).await)
@@ -125,7 +135,9 @@ impl FederationPlanner for SourcePlanner {
         };
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let mut scan = SourceScanExec::new(self.executor.clone(), statements, schema);
-        if let Some((rows, bytes)) = size {
+        if let Some((rows, bytes)) = estimate {
+            scan = scan.with_size_estimate(Some(rows), bytes);
+        } else if let Some((rows, bytes)) = size {
             // A filter keeps a fifth, as DataFusion assumes for filters it cannot estimate.
             let filtered = plan.exists(|n| Ok(matches!(n, LogicalPlan::Filter(_))))?;
             let keep = |n: u64| if filtered { n / 5 } else { n };

@@ -7,6 +7,7 @@
 
 mod copy;
 mod discovery;
+mod estimates;
 mod executor;
 mod partitions;
 pub mod types;
@@ -36,6 +37,7 @@ pub async fn schema(
         pool: pool.clone(),
         partitions: cfg.scan_partitions,
         min_bytes: cfg.partition_min_mb.saturating_mul(1 << 20),
+        estimates: estimates::Estimates::new(pool.clone()),
     };
     let provider = crate::pushdown::provider(Arc::new(executor), Some(Arc::new(partitioner)));
     let discovery = PgDiscovery {

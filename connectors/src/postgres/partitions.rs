@@ -24,6 +24,8 @@ pub(crate) struct PageRanges {
     pub partitions: usize,
     /// Tables smaller than this on disk are read by one statement.
     pub min_bytes: u64,
+    /// PostgreSQL's estimates of statements' results.
+    pub estimates: super::estimates::Estimates,
 }
 
 #[async_trait]
@@ -59,6 +61,10 @@ impl Partitioner for PageRanges {
             return unsplit;
         }
         range_statements(&query, &qualifier, &ranges)
+    }
+
+    async fn result_size(&self, sql: &str) -> Option<(u64, u64)> {
+        self.estimates.of(sql).await
     }
 
     async fn table_size(&self, sql: &str) -> Option<(Option<u64>, u64)> {
