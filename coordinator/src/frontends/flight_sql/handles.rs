@@ -29,7 +29,7 @@ pub struct QueryHandle {
     /// One parameter row as an Arrow IPC stream; empty when unbound.
     #[prost(bytes = "vec", tag = "3")]
     pub params: Vec<u8>,
-    /// The client asked for string and binary views ([`super::STRING_VIEWS_HEADER`]).
+    /// The client asked for string and binary views ([`super::requests::STRING_VIEWS_HEADER`]).
     #[prost(bool, tag = "4")]
     pub string_views: bool,
 }

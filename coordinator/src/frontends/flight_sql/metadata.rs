@@ -155,7 +155,7 @@ pub async fn tables(
 
 /// A table's schema as GetTables announces it: in the types its query results
 /// arrive in ([`quiver_proto::client_types::flight_schema`]: strings as `utf8`, unless the client asked for
-/// views with [`super::STRING_VIEWS_HEADER`]; every column nullable),
+/// views with [`super::requests::STRING_VIEWS_HEADER`]; every column nullable),
 /// each column described by the Flight SQL column metadata (its SQL type name and
 /// where it lives), which BI tools show and map to their own types.
 fn described(table: &Schema, [catalog, schema, name]: [&str; 3], string_views: bool) -> Schema {

@@ -3,7 +3,9 @@
 mod actions;
 mod handles;
 mod metadata;
+mod requests;
 mod results;
+mod statements;
 mod updates;
 
 use parking_lot::Mutex;
@@ -11,7 +13,6 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
@@ -38,14 +39,14 @@ use quiver_worker::status::from_datafusion;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use crate::security::authn::{Authenticator, User};
+pub use crate::security::authn::Authenticator;
 pub use actions::ACTION_PROGRESS;
-use actions::{refresh_schema, refresh_statement};
-use handles::{decode_params, encode_params, QueryHandle};
-use results::{encode, flight_schema};
+use handles::{encode_params, QueryHandle};
+pub use requests::QUERY_ID_HEADER;
+use requests::{caller_of, chosen_query_id, string_views};
+use results::flight_schema;
 
-use crate::engine::{Planned, QueryEngine, QuerySession};
-use crate::frontends::run::{self, Caller};
+use crate::engine::QueryEngine;
 use crate::security::access::TableName;
 
 type DoGetStream = <QuiverFlightSql as FlightService>::DoGetStream;
@@ -69,135 +70,6 @@ impl QuiverFlightSql {
             sql_info: metadata::sql_info()?,
             xdbc: metadata::xdbc_type_info()?,
         })
-    }
-
-    /// Plans a handle's SQL with its parameters bound, if any.
-    async fn plan(&self, session: &QuerySession, handle: &QueryHandle) -> Planned {
-        let planned = session.plan(&handle.sql).await;
-        let params = if handle.params.is_empty() && !handle.id.is_empty() {
-            self.prepared.lock().get(&handle.id).cloned()
-        } else {
-            Some(handle.params.clone())
-        };
-        // An empty row means "nothing bound yet".
-        let Some(params) = params.filter(|p| !p.is_empty()) else {
-            return planned;
-        };
-        planned.bind(|plan| {
-            let values = decode_params(&params, &parameter_types(&plan)?)?;
-            session.bind(plan, values).map_err(|e| from_datafusion(&e))
-        })
-    }
-
-    async fn flight_info(
-        &self,
-        handle: &QueryHandle,
-        ticket: Ticket,
-        descriptor: FlightDescriptor,
-        caller: Caller,
-        query_id: Option<String>,
-    ) -> Result<FlightInfo, Status> {
-        let cached = (handle.is_plain() && !caller.no_cache)
-            .then(|| {
-                crate::cache::text_key(
-                    caller.user_name(),
-                    &handle.sql,
-                    self.engine.datasets().generation(),
-                )
-            })
-            .and_then(|k| self.engine.cache().peek_by_text(&k));
-        let mut on_workers = None;
-        let schema = match refresh_statement(&handle.sql) {
-            Some(_) => refresh_schema(),
-            // A statement answered from the cache is not planned again to learn its schema.
-            None if cached.is_some() => flight_schema(
-                cached.as_deref().unwrap_or(&Schema::empty()),
-                handle.string_views,
-            ),
-            None => {
-                // The client's query id, if it chose one: a query that fails here, or is
-                // handed to the workers, is recorded under it.
-                let session = self
-                    .engine
-                    .session_with_id(self.engine.access(caller.user.as_ref()), query_id);
-                let planned = self.plan(&session, handle).await;
-                match &planned.plan {
-                    Ok(plan) => {
-                        let schema = flight_schema(plan.schema().as_arrow(), handle.string_views);
-                        // Workers serve endpoints in plain string types only.
-                        if !handle.string_views {
-                            on_workers = run::client_endpoints(
-                                &self.engine,
-                                session,
-                                &caller,
-                                &handle.sql,
-                                &planned,
-                            )
-                            .await;
-                        }
-                        schema
-                    }
-                    Err(status) => {
-                        // Most bad statements end here, before DoGet: keep them in system.queries.
-                        return Err(run::begin(&self.engine, session, &caller, &handle.sql)
-                            .fail(status.clone(), &planned.objects));
-                    }
-                }
-            }
-        };
-        let info = FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
-            .with_descriptor(descriptor);
-        // Otherwise the coordinator serves the one endpoint, over the same connection.
-        Ok(info.with_endpoints(
-            on_workers.unwrap_or_else(|| vec![FlightEndpoint::new().with_ticket(ticket)]),
-        ))
-    }
-
-    /// Admits, plans and runs a query, streaming its batches to the client as they come.
-    async fn run(
-        &self,
-        handle: QueryHandle,
-        caller: Caller,
-        query_id: Option<String>,
-    ) -> Result<Response<DoGetStream>, Status> {
-        if let Some(target) = refresh_statement(&handle.sql) {
-            self.require_admin(&caller, "REFRESH")?;
-            return Self::batch_response(self.refresh(target.as_deref()).await);
-        }
-        let session = self
-            .engine
-            .session_with_id(self.engine.access(caller.user.as_ref()), query_id);
-        let mut tracked = run::begin(&self.engine, session, &caller, &handle.sql);
-        if handle.is_plain() {
-            tracked = match tracked.by_text(&handle.sql).cached() {
-                Ok(running) => {
-                    return Ok(Response::new(encode(running.batches, handle.string_views)))
-                }
-                Err(t) => t,
-            };
-        }
-        tracing::debug!(id = tracked.id(), sql = %handle.sql, "query starts");
-        let plan = self.plan(tracked.session(), &handle).await;
-        let running = tracked.execute(plan).await?;
-        Ok(Response::new(encode(running.batches, handle.string_views)))
-    }
-
-    /// The catalogs as the caller may see them.
-    fn metadata_context<T>(&self, request: &Request<T>) -> datafusion::prelude::SessionContext {
-        self.engine
-            .metadata_context(self.engine.access(caller_of(request).user.as_ref()))
-    }
-
-    fn batch_response(batch: Result<RecordBatch, Status>) -> Result<Response<DoGetStream>, Status> {
-        let batch = batch?;
-        let schema = batch.schema();
-        let stream = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(stream::once(async { Ok(batch) }))
-            .map_err(Status::from);
-        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -228,49 +100,6 @@ fn metadata_info(
         .with_descriptor(descriptor);
     Ok(Response::new(info))
 }
-
-/// The request header with which a client asks for results with string and binary
-/// views (`Utf8View`, `BinaryView`) as DataFusion makes them, rather than `Utf8`.
-pub const STRING_VIEWS_HEADER: &str = "x-quiver-string-views";
-
-/// Whether the request carries [`STRING_VIEWS_HEADER`] set to `true`/`on`/`1`.
-fn string_views<T>(request: &Request<T>) -> bool {
-    request
-        .metadata()
-        .get(STRING_VIEWS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "true" | "on" | "1" | "yes"
-            )
-        })
-}
-
-/// Who is calling, from a request the authenticator let through.
-fn caller_of<T>(request: &Request<T>) -> Caller {
-    let no_cache = run::cache_off(
-        request
-            .metadata()
-            .get(run::CACHE_HEADER)
-            .and_then(|v| v.to_str().ok()),
-    );
-    Caller {
-        user: request.extensions().get::<User>().cloned(),
-        client: request.remote_addr().map(|a| a.to_string()),
-        no_cache,
-    }
-}
-
-/// The query id a client chose (`x-quiver-query-id`, a UUID), so it can follow the
-/// query's progress in `system.queries` while it waits for the result.
-fn chosen_query_id<T>(request: &Request<T>) -> Option<String> {
-    let value = request.metadata().get(QUERY_ID_HEADER)?.to_str().ok()?;
-    uuid::Uuid::parse_str(value).ok().map(|u| u.to_string())
-}
-
-/// The header a client names its query's id in.
-pub const QUERY_ID_HEADER: &str = "x-quiver-query-id";
 
 #[tonic::async_trait]
 impl FlightSqlService for QuiverFlightSql {
