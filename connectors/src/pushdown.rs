@@ -123,25 +123,32 @@ impl FederationPlanner for SourcePlanner {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = node.plan();
         let sql = final_sql(plan, &self.executor)?;
-        let estimate = match &self.partitioner {
-            Some(p) => p.result_size(&sql).await,
+        let single_table = is_single_table_scan(plan);
+        // The database's estimate of the statement's result; failing that, the
+        // size of the one table it reads, a fifth under a filter (as DataFusion
+        // assumes for filters it cannot estimate). The table is asked only then.
+        let size = match &self.partitioner {
+            Some(p) => match p.result_size(&sql).await {
+                Some((rows, bytes)) => Some((Some(rows), bytes)),
+                None if single_table => {
+                    let filtered = plan.exists(|n| Ok(matches!(n, LogicalPlan::Filter(_))))?;
+                    let keep = |n: u64| if filtered { n / 5 } else { n };
+                    p.table_size(&sql)
+                        .await
+                        .map(|(rows, bytes)| (rows.map(keep), keep(bytes)))
+                }
+                None => None,
+            },
             None => None,
         };
-        let (statements, size) = match &self.partitioner {
-            Some(p) if is_single_table_scan(plan) => {
-                (p.split(&sql).await?, p.table_size(&sql).await)
-            }
-            _ => (vec![sql], None),
+        let statements = match &self.partitioner {
+            Some(p) if single_table => p.split(&sql).await?,
+            _ => vec![sql],
         };
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let mut scan = SourceScanExec::new(self.executor.clone(), statements, schema);
-        if let Some((rows, bytes)) = estimate {
-            scan = scan.with_size_estimate(Some(rows), bytes);
-        } else if let Some((rows, bytes)) = size {
-            // A filter keeps a fifth, as DataFusion assumes for filters it cannot estimate.
-            let filtered = plan.exists(|n| Ok(matches!(n, LogicalPlan::Filter(_))))?;
-            let keep = |n: u64| if filtered { n / 5 } else { n };
-            scan = scan.with_size_estimate(rows.map(keep), keep(bytes));
+        if let Some((rows, bytes)) = size {
+            scan = scan.with_size_estimate(rows, bytes);
         }
         Ok(Arc::new(scan))
     }

@@ -114,18 +114,24 @@ impl JoinGraph {
     }
 
     /// The input whose output has column `c`.
-    pub fn input_with(&self, c: &Column) -> Option<usize> {
+    fn input_with(&self, c: &Column) -> Option<usize> {
         self.inputs
             .iter()
             .position(|p| p.schema().index_of_column(c).is_ok())
     }
 }
 
-/// One joined part of the tree while it is rebuilt: its plan and which inputs it holds.
+/// One side of a key: its expression and the input it reads.
+pub(super) type KeySide<'k> = (&'k Expr, usize);
+
+/// One joined part of the tree while it is rebuilt: its plan, which inputs it
+/// holds, its estimated rows, and its name in `EXPLAIN`.
 #[derive(Debug, Clone)]
 pub(super) struct Part {
     pub plan: LogicalPlan,
     pub inputs: Vec<usize>,
+    pub rows: f64,
+    pub label: String,
 }
 
 impl Part {
@@ -134,17 +140,57 @@ impl Part {
     }
 }
 
-/// `a ⋈ b` on every key between them, with the conditions that become decidable
-/// here (all the inputs they read are in `a` or `b`, and not all in one of them).
-pub(super) fn join_parts(graph: &JoinGraph, a: &Part, b: &Part) -> Result<Part> {
-    let mut on = Vec::new();
-    for k in &graph.keys {
-        if a.holds(k.left_input) && b.holds(k.right_input) {
-            on.push((k.left.clone(), k.right.clone()));
-        } else if a.holds(k.right_input) && b.holds(k.left_input) {
-            on.push((k.right.clone(), k.left.clone()));
+impl JoinGraph {
+    /// The keys between parts `a` and `b`, each as (its side in `a`, its side in `b`).
+    pub fn keys_between<'k>(&'k self, a: &Part, b: &Part) -> Vec<(KeySide<'k>, KeySide<'k>)> {
+        let mut keys = Vec::new();
+        for k in &self.keys {
+            let (left, right) = ((&k.left, k.left_input), (&k.right, k.right_input));
+            if a.holds(k.left_input) && b.holds(k.right_input) {
+                keys.push((left, right));
+            } else if a.holds(k.right_input) && b.holds(k.left_input) {
+                keys.push((right, left));
+            }
+        }
+        keys
+    }
+
+    /// `plan` under the conditions whose inputs read satisfy `decided`, if any.
+    fn filtered(
+        &self,
+        plan: LogicalPlan,
+        decided: impl Fn(&[usize]) -> bool,
+    ) -> Result<LogicalPlan> {
+        let predicates = self
+            .conditions
+            .iter()
+            .filter(|(_, reads)| decided(reads))
+            .map(|(c, _)| c.clone());
+        match conjunction(predicates) {
+            Some(predicate) => Ok(LogicalPlan::Filter(Filter::try_new(
+                predicate,
+                Arc::new(plan),
+            )?)),
+            None => Ok(plan),
         }
     }
+}
+
+/// `a ⋈ b` on every key between them, with the conditions that become decidable
+/// here (all the inputs they read are in `a` or `b`, and not all in one of them);
+/// `rows` and `label` describe the result.
+pub(super) fn join_parts(
+    graph: &JoinGraph,
+    a: &Part,
+    b: &Part,
+    rows: f64,
+    label: String,
+) -> Result<Part> {
+    let on = graph
+        .keys_between(a, b)
+        .into_iter()
+        .map(|((left, _), (right, _))| (left.clone(), right.clone()))
+        .collect();
     let decided: Vec<Expr> = graph
         .conditions
         .iter()
@@ -171,45 +217,36 @@ pub(super) fn join_parts(graph: &JoinGraph, a: &Part, b: &Part) -> Result<Part> 
     Ok(Part {
         plan: LogicalPlan::Join(join),
         inputs,
+        rows,
+        label,
     })
 }
 
-/// The conditions that read one input only or none (a filter the tree held above
-/// its joins): applied to that input before any join, or on top of the tree.
-pub(super) fn with_local_conditions(graph: &JoinGraph, input: usize) -> Result<LogicalPlan> {
-    let plan = graph.inputs[input].clone();
-    let local: Vec<Expr> = graph
-        .conditions
-        .iter()
-        .filter(|(_, reads)| reads.as_slice() == [input])
-        .map(|(c, _)| c.clone())
-        .collect();
-    match conjunction(local) {
-        Some(predicate) => Ok(LogicalPlan::Filter(Filter::try_new(
-            predicate,
-            Arc::new(plan),
-        )?)),
-        None => Ok(plan),
-    }
+/// Input `input` as the first part of the rebuilt tree, under the conditions that
+/// read it alone (a filter the tree held above its joins).
+pub(super) fn input_part(
+    graph: &JoinGraph,
+    input: usize,
+    rows: f64,
+    label: String,
+) -> Result<Part> {
+    let plan = graph.filtered(graph.inputs[input].clone(), |reads| reads == [input])?;
+    Ok(Part {
+        plan,
+        inputs: vec![input],
+        rows,
+        label,
+    })
 }
 
 /// `plan` with the columns of `like` in their order, so the rebuilt tree has the
-/// schema of the tree it replaces, and the conditions that read no input on top.
+/// schema of the tree it replaces, under the conditions that read no input.
 pub(super) fn finish(
     graph: &JoinGraph,
     plan: LogicalPlan,
     like: &LogicalPlan,
 ) -> Result<LogicalPlan> {
-    let constant: Vec<Expr> = graph
-        .conditions
-        .iter()
-        .filter(|(_, reads)| reads.is_empty())
-        .map(|(c, _)| c.clone())
-        .collect();
-    let plan = match conjunction(constant) {
-        Some(predicate) => LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(plan))?),
-        None => plan,
-    };
+    let plan = graph.filtered(plan, |reads| reads.is_empty())?;
     let columns = like
         .schema()
         .columns()

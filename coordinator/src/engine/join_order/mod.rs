@@ -147,21 +147,12 @@ fn rebuild(
 /// fewest estimated rows, until one part is left. Parts with no condition between
 /// them are joined last, smallest first.
 fn order(graph: &JoinGraph, estimates: &[InputEstimate]) -> Result<(LogicalPlan, String)> {
-    let mut parts: Vec<(Part, f64, String)> = (0..graph.inputs.len())
-        .map(|i| {
-            Ok((
-                Part {
-                    plan: graph::with_local_conditions(graph, i)?,
-                    inputs: vec![i],
-                },
-                estimates[i].rows,
-                label(&graph.inputs[i]),
-            ))
-        })
+    let mut parts: Vec<Part> = (0..graph.inputs.len())
+        .map(|i| graph::input_part(graph, i, estimates[i].rows, label(&graph.inputs[i])))
         .collect::<Result<_>>()?;
     let mut note = String::from("join order from statistics (estimated rows):");
-    for (_, rows, name) in &parts {
-        note.push_str(&format!("\n  {name}: {}", rows.round()));
+    for p in &parts {
+        note.push_str(&format!("\n  {}: {}", p.label, p.rows.round()));
     }
     let mut step = 0;
     while parts.len() > 1 {
@@ -172,12 +163,12 @@ fn order(graph: &JoinGraph, estimates: &[InputEstimate]) -> Result<(LogicalPlan,
                 if keys.is_empty() {
                     continue;
                 }
-                let rows = join_rows(parts[a].1, parts[b].1, &keys);
+                let rows = join_rows(parts[a].rows, parts[b].rows, &keys);
+                let inputs = |x: usize, y: usize| parts[x].rows + parts[y].rows;
                 let better = match best {
                     None => true,
                     Some((ba, bb, br)) => {
-                        rows < br
-                            || (rows == br && parts[a].1 + parts[b].1 < parts[ba].1 + parts[bb].1)
+                        rows < br || (rows == br && inputs(a, b) < inputs(ba, bb))
                     }
                 };
                 if better {
@@ -190,16 +181,16 @@ fn order(graph: &JoinGraph, estimates: &[InputEstimate]) -> Result<(LogicalPlan,
             None => {
                 // No conditions left between parts: a cross join of the two smallest.
                 let mut by_size: Vec<usize> = (0..parts.len()).collect();
-                by_size.sort_by(|x, y| parts[*x].1.total_cmp(&parts[*y].1));
+                by_size.sort_by(|x, y| parts[*x].rows.total_cmp(&parts[*y].rows));
                 let (a, b) = (by_size[0].min(by_size[1]), by_size[0].max(by_size[1]));
-                (a, b, join_rows(parts[a].1, parts[b].1, &[]))
+                (a, b, join_rows(parts[a].rows, parts[b].rows, &[]))
             }
         };
         // Remove the later index first so the earlier one stays valid.
         let second = parts.remove(b);
         let first = parts.remove(a);
         // The smaller part first: DataFusion builds its hash table from the left.
-        let (small, large) = if first.1 <= second.1 {
+        let (small, large) = if first.rows <= second.rows {
             (first, second)
         } else {
             (second, first)
@@ -207,47 +198,44 @@ fn order(graph: &JoinGraph, estimates: &[InputEstimate]) -> Result<(LogicalPlan,
         step += 1;
         note.push_str(&format!(
             "\n  {step}. {} ⋈ {} -> {}",
-            small.2,
-            large.2,
+            small.label,
+            large.label,
             rows.round()
         ));
-        let joined = graph::join_parts(graph, &small.0, &large.0)?;
-        parts.push((joined, rows, format!("#{step}")));
+        parts.push(graph::join_parts(
+            graph,
+            &small,
+            &large,
+            rows,
+            format!("#{step}"),
+        )?);
     }
-    let (part, _, _) = parts.remove(0);
-    Ok((part.plan, note))
+    Ok((parts.remove(0).plan, note))
 }
 
 /// For each key between parts `a` and `b`: its distinct counts on either side.
 fn key_distincts(
     graph: &JoinGraph,
     estimates: &[InputEstimate],
-    a: &(Part, f64, String),
-    b: &(Part, f64, String),
+    a: &Part,
+    b: &Part,
 ) -> Vec<(f64, f64)> {
     // A key's distinct count is its input's, bounded by that input's rows, not by
     // the rows of the part it is in now: the sales left after a join with a
     // filtered dimension still spread over all customers, so a second filtered
     // dimension shrinks them again (PostgreSQL's eqjoinsel bounds it the same way).
-    let distinct = |expr: &Expr, input: usize| {
+    let distinct = |(expr, input): (&Expr, usize)| {
         let index = match expr {
             Expr::Column(c) => graph.inputs[input].schema().index_of_column(c).ok(),
             _ => None,
         };
         estimates[input].distinct_of(index)
     };
-    let mut keys = Vec::new();
-    for k in &graph.keys {
-        if (a.0.holds(k.left_input) && b.0.holds(k.right_input))
-            || (a.0.holds(k.right_input) && b.0.holds(k.left_input))
-        {
-            keys.push((
-                distinct(&k.left, k.left_input),
-                distinct(&k.right, k.right_input),
-            ));
-        }
-    }
-    keys
+    graph
+        .keys_between(a, b)
+        .into_iter()
+        .map(|(in_a, in_b)| (distinct(in_a), distinct(in_b)))
+        .collect()
 }
 
 /// A short name for an input in `EXPLAIN`: its alias or table.
