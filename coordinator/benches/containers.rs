@@ -128,6 +128,7 @@ async fn cold_starts(image: &str, runs: usize) -> Result<Duration> {
         plan: bytes.to_vec(),
         memory_limit: 0,
         for_client: false,
+        worker_address: String::new(),
     };
     let ticket = prost::Message::encode_to_vec(&ticket);
     let mut times = vec![];

@@ -27,6 +27,10 @@ pub struct FragmentTicket {
     /// comes with it, and the batches are cast to [`crate::client_types`].
     #[prost(bool, tag = "6")]
     pub for_client: bool,
+    /// The worker's address as the coordinator knows it (and as stream locations
+    /// name it): a worker reads streams produced at its own address in-process.
+    #[prost(string, tag = "7")]
+    pub worker_address: String,
 }
 
 /// Load statistics a worker reports through the `stats` action.
@@ -164,6 +168,7 @@ mod tests {
             plan: vec![1, 2, 3],
             memory_limit: 1 << 30,
             for_client: true,
+            worker_address: String::new(),
         };
         assert_eq!(
             FragmentTicket::decode_from(&t.encode_to_bytes()).ok(),

@@ -280,6 +280,7 @@ mod tests {
             plan: bytes.to_vec(),
             memory_limit: 0,
             for_client: false,
+            worker_address: String::new(),
         };
         for _ in 0..2 {
             let running = executor.start(&ticket, Arc::new(AtomicBool::new(false)))?;

@@ -25,7 +25,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::batches::compact_views;
 use crate::cluster_auth::ClusterGuard;
-use crate::exchange::{store, ACTION_RELEASE, SHUFFLE_TICKET_PREFIX};
+use crate::exchange::{
+    store, streams, ACTION_RELEASE, SHUFFLE_TICKET_PREFIX, STREAM_TICKET_PREFIX,
+};
 use crate::executor::{FragmentExecutor, WorkerOptions};
 use crate::status::from_datafusion;
 use crate::WorkerError;
@@ -208,10 +210,17 @@ impl FlightService for WorkerService {
             member(call)?;
             return serve_exchange(rest);
         }
+        if let Some(rest) = ticket.strip_prefix(STREAM_TICKET_PREFIX.as_bytes()) {
+            member(call)?;
+            return serve_stream(rest);
+        }
         let ticket = FragmentTicket::decode_from(ticket)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if !ticket.for_client {
             member(call)?;
+            // The coordinator names this worker as its readers will: streams produced
+            // here are then read from this process without Flight.
+            streams().mark_local(&ticket.worker_address);
         }
         // Exchange outputs above are still served while draining; new work is not taken.
         if self.executor.lifecycle.is_draining() {
@@ -403,6 +412,7 @@ impl FlightService for WorkerService {
             ACTION_RELEASE => {
                 let query = String::from_utf8_lossy(&action.body);
                 let freed = store().release(&query);
+                streams().release(&query);
                 tracing::debug!(query = %query, freed, "exchange files released");
                 Bytes::from(freed.to_string())
             }
@@ -530,6 +540,31 @@ fn serve_exchange(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status>
         .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
         .with_schema(schema)
         .build(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .map_err(Status::from);
+    Ok(Response::new(Box::pin(encoded)))
+}
+
+/// Streams one partition of a streamed exchange output produced on this worker
+/// (`stream:<key>:<partition>`), as the producer sends it. The producer's own
+/// failure goes out as an `Internal` status, which the reader reports as the
+/// query's error; any other status means the stream is lost.
+fn serve_stream(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status> {
+    let ticket = std::str::from_utf8(ticket)
+        .map_err(|_| Status::invalid_argument("exchange ticket is not UTF-8"))?;
+    let (key, partition) = ticket
+        .rsplit_once(':')
+        .and_then(|(key, p)| Some((key, p.parse::<usize>().ok()?)))
+        .ok_or_else(|| Status::invalid_argument(format!("malformed stream ticket '{ticket}'")))?;
+    let rx = streams()
+        .receiver(key, partition)
+        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+    let batches = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+        item.map_err(|message| FlightError::Tonic(Box::new(Status::internal(message))))
+    });
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_dictionary_handling(DictionaryHandling::Resend)
+        .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
+        .build(batches)
         .map_err(Status::from);
     Ok(Response::new(Box::pin(encoded)))
 }

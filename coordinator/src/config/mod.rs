@@ -140,6 +140,18 @@ pub struct ServerConfig {
     pub join_order: JoinOrder,
 }
 
+/// How rows move between a query's stages (`workers.exchange_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeMode {
+    /// Hash exchanges stream from producer to consumer while both run; a query
+    /// that loses a worker before its first row runs again with files.
+    #[default]
+    Stream,
+    /// Every stage writes its output to exchange files before the next starts.
+    Files,
+}
+
 /// How join trees are ordered (`server.join_order`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -315,6 +327,11 @@ pub struct WorkersConfig {
     /// Most stage tasks the scheduler runs on one worker at a time.
     #[serde(default = "default_max_fragments_per_worker")]
     pub max_fragments_per_worker: u32,
+    /// How rows move between stages: "stream" (a consumer reads its producers while
+    /// they run) or "files" (each stage finishes into exchange files first, and a
+    /// lost output is recomputed alone). docs/distributed.md#exchanges.
+    #[serde(default)]
+    pub exchange_mode: ExchangeMode,
     /// Attempts of one stage task (its worker died, or an input was lost) before the query fails.
     #[serde(default = "default_task_attempts")]
     pub task_attempts: u32,
@@ -429,6 +446,7 @@ impl Default for WorkersConfig {
             service: None,
             port: default_worker_port(),
             exchanges: true,
+            exchange_mode: ExchangeMode::default(),
             max_fragments_per_worker: default_max_fragments_per_worker(),
             task_attempts: default_task_attempts(),
             query_memory_limit: default_query_memory(),

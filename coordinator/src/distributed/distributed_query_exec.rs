@@ -1,9 +1,10 @@
 //! [`DistributedQueryExec`]: the root of a query cut into stages.
 //!
-//! When its first partition is executed it has the [`Scheduler`] run every
-//! stage, then points the root's exchange reads at the stages' outputs and runs
-//! the root: its merge on the coordinator, the partitions below the merge on
-//! workers as streamed fragments ([`RemoteFragmentExec`]). `EXPLAIN` shows the
+//! When its first partition is executed it has the [`Scheduler`] run the stages
+//! (`runs.rs`: streamed, or with exchange files), then points the root's exchange
+//! reads at the stages' outputs and runs the root: its merge on the coordinator,
+//! the partitions below the merge on workers as streamed fragments
+//! ([`RemoteFragmentExec`]). `EXPLAIN` shows the
 //! root and, under it, each stage with its output partitioning; after `EXPLAIN
 //! ANALYZE` each stage also lists its tasks: worker, rows, bytes, spill, time.
 
@@ -14,41 +15,31 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{internal_err, Result};
-use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::display::{DisplayAs, DisplayFormatType};
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan, PlanProperties};
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
-use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 
 use super::remote_fragment_exec::FragmentReports;
+use super::runs::Runs;
 use super::scheduler::{QueryRun, Scheduler, StageReports};
 use super::stage_exec::StageExec;
 use super::stages::{StagePlan, StagedPlan};
 use super::worker_fragments_exec::WorkerFragmentsExec;
 use super::RemoteFragmentExec;
 
-type Ready = Shared<
-    BoxFuture<
-        'static,
-        std::result::Result<(Arc<dyn ExecutionPlan>, Arc<QueryRun>), Arc<DataFusionError>>,
-    >,
->;
-
 pub struct DistributedQueryExec {
     root: Arc<dyn ExecutionPlan>,
     stages: Vec<StagePlan>,
     /// What `EXPLAIN` shows: the root, then one [`StageExec`] per stage.
     children: Vec<Arc<dyn ExecutionPlan>>,
-    reports: HashMap<u32, StageReports>,
-    scheduler: Arc<Scheduler>,
     planned_workers: Vec<String>,
-    ready: Mutex<Option<Ready>>,
+    /// The query's runs, shared by the root's partitions.
+    runs: Arc<Runs>,
 }
 
 impl DistributedQueryExec {
@@ -71,36 +62,19 @@ impl DistributedQueryExec {
             .iter()
             .map(|w| w.id.clone())
             .collect();
+        let runs = Arc::new(Runs::new(
+            scheduler,
+            root.clone(),
+            staged.stages.clone(),
+            reports,
+        ));
         Ok(Self {
             root,
             stages: staged.stages,
             children,
-            reports,
-            scheduler,
             planned_workers,
-            ready: Mutex::new(None),
+            runs,
         })
-    }
-
-    /// Runs the stages once for all partitions; the result is the bound root.
-    fn ready(&self, query_id: String) -> Result<Ready> {
-        let mut ready = self.ready.lock();
-        if let Some(r) = ready.as_ref() {
-            return Ok(r.clone());
-        }
-        let run = Arc::new(QueryRun::new(query_id, &self.stages, self.reports.clone()));
-        let scheduler = self.scheduler.clone();
-        let root = self.root.clone();
-        let fut = async move {
-            scheduler.run(&run).await.map_err(Arc::new)?;
-            let bound = run.bind(&root).map_err(Arc::new)?;
-            let root = send_fragments(bound, &scheduler, &run).map_err(Arc::new)?;
-            Ok((root, run))
-        }
-        .boxed()
-        .shared();
-        *ready = Some(fut.clone());
-        Ok(fut)
     }
 }
 
@@ -121,9 +95,14 @@ impl DisplayAs for DistributedQueryExec {
             .iter()
             .map(|w| format!("@{w}"))
             .collect();
+        let exchanges = match self.runs.ran.lock().clone() {
+            Some(ran) => ran,
+            None if self.runs.streams() => "streamed".into(),
+            None => "files".into(),
+        };
         write!(
             f,
-            "DistributedQueryExec: stages={}, workers=[{}]",
+            "DistributedQueryExec: stages={}, exchanges={exchanges}, workers=[{}]",
             self.stages.len(),
             workers.join(", ")
         )
@@ -171,18 +150,7 @@ impl ExecutionPlan for DistributedQueryExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let ready = self.ready(context.session_id())?;
-        let schema = self.root.schema();
-        let stream = futures::stream::once(async move {
-            let (root, run) = ready.await.map_err(DataFusionError::Shared)?;
-            let stream = root.execute(partition, context)?;
-            // The run (and with it the exchange files) lives until the last stream ends.
-            Ok::<_, DataFusionError>(stream.inspect_ok(move |_| {
-                let _ = &run;
-            }))
-        })
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok(self.runs.execute(partition, context))
     }
 }
 
@@ -225,7 +193,7 @@ fn has_wide_merge(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// Replaces each marked part of the bound root with the fragments that run it.
-fn send_fragments(
+pub(super) fn send_fragments(
     plan: Arc<dyn ExecutionPlan>,
     scheduler: &Arc<Scheduler>,
     run: &Arc<QueryRun>,
@@ -244,14 +212,21 @@ fn send_fragments(
             .filter_map(|p| workers.get(p % workers.len().max(1)).cloned())
             .collect();
         next += 1;
-        let exec = RemoteFragmentExec::new(next, input, bytes, assignment, scheduler.pool.clone())
-            .with_memory_limit(scheduler.task_memory_limit())
-            .with_tracking(marker.reports.clone(), scheduler.log.clone())
-            .with_recovery(recovery(
+        let memory = run
+            .task_memory
+            .unwrap_or_else(|| scheduler.task_memory_limit());
+        let mut exec =
+            RemoteFragmentExec::new(next, input, bytes, assignment, scheduler.pool.clone())
+                .with_memory_limit(memory)
+                .with_tracking(marker.reports.clone(), scheduler.log.clone());
+        // A streamed input cannot be read twice: the whole query runs again instead.
+        if !run.is_streamed() {
+            exec = exec.with_recovery(recovery(
                 scheduler.clone(),
                 run.clone(),
                 marker.input.clone(),
             ));
+        }
         Ok(Transformed::new(
             Arc::new(exec) as Arc<dyn ExecutionPlan>,
             true,

@@ -3,7 +3,8 @@
 //! A query with exchanges (joins, grouped and global aggregates) is cut into
 //! *stages* at them (`stages.rs`); the scheduler (`scheduler.rs`) runs each
 //! stage's tasks on workers, which pass rows to the next stage through exchange
-//! files (`quiver_worker::exchange`). `distributed_query_exec.rs` ties it
+//! files (`quiver_worker::exchange`), or stream them while both stages run
+//! (`streamed_run.rs`). `query_run.rs` holds where a running query's outputs are. `distributed_query_exec.rs` ties it
 //! together; `EXPLAIN` shows its stages (`stage_exec.rs`) and the part of the
 //! root that workers run (`worker_fragments_exec.rs`). What is left, the root,
 //! runs as *fragments* streamed to the coordinator (`remote_fragment_exec.rs`):
@@ -26,11 +27,14 @@ mod distributed_query_exec;
 pub mod endpoints;
 mod explain_runs;
 mod plan_shape;
+mod query_run;
 mod remote_fragment_exec;
+mod runs;
 mod scan_ranges;
 mod scheduler;
 mod stage_exec;
 mod stages;
+mod streamed_run;
 pub mod wake;
 mod worker_fragments_exec;
 

@@ -107,6 +107,7 @@ impl RemoteFragmentExec {
             plan: self.plan_bytes.to_vec(),
             memory_limit: self.memory_limit,
             for_client,
+            worker_address: String::new(),
         }
     }
 

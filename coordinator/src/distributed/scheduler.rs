@@ -13,31 +13,25 @@
 //!   the number of tasks that can run at once, so the query never holds more;
 //!   operators spill to disk when their share runs out.
 
-use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
-use arrow_flight::Action;
 use bytes::Bytes;
 use datafusion::common::exec_err;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{internal_err, Result};
 use datafusion::error::DataFusionError;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use quiver_proto::{FragmentStats, FragmentTicket, QuiverCodec};
-use quiver_worker::exchange::{
-    lost_output, LostOutput, ShuffleLocation, ShuffleReadExec, ShuffleWriteExec, TaskReport,
-    ACTION_RELEASE,
-};
+use quiver_worker::exchange::{lost_output, LostOutput, ShuffleWriteExec, TaskReport};
 
+pub use super::query_run::{QueryRun, StageReports, TaskOutput};
 use super::remote_fragment_exec::{is_unreachable, worker_error};
-use super::stages::StagePlan;
+use crate::config::ExchangeMode;
 use crate::observe::counters::Counters;
 use crate::observe::fragments::FragmentLog;
 use crate::pool::{RunningFragment, Worker, WorkerPool};
@@ -48,6 +42,7 @@ pub struct SchedulerSettings {
     pub max_fragments_per_worker: u32,
     pub task_attempts: u32,
     pub query_memory_limit: Option<u64>,
+    pub exchange_mode: ExchangeMode,
 }
 
 impl Default for SchedulerSettings {
@@ -56,6 +51,7 @@ impl Default for SchedulerSettings {
             max_fragments_per_worker: 4,
             task_attempts: 4,
             query_memory_limit: None,
+            exchange_mode: ExchangeMode::default(),
         }
     }
 }
@@ -64,148 +60,17 @@ impl Default for SchedulerSettings {
 pub struct Scheduler {
     pub(super) pool: Arc<WorkerPool>,
     pub(super) codec: QuiverCodec,
-    settings: SchedulerSettings,
+    pub(super) settings: SchedulerSettings,
     pub(super) log: Arc<FragmentLog>,
 }
 
-/// Where one task's output is, and what it cost.
-#[derive(Debug, Clone)]
-pub struct TaskOutput {
-    pub worker: Arc<Worker>,
-    pub report: TaskReport,
-    pub attempts: u32,
-}
-
-/// What `EXPLAIN ANALYZE` shows of each task of a stage.
-pub type StageReports = Arc<Mutex<Vec<Option<TaskOutput>>>>;
-
-/// The stages of one query while it runs. Dropping it deletes the query's
-/// exchange files on every worker that wrote some.
-pub struct QueryRun {
-    pub id: String,
-    stages: HashMap<u32, StagePlan>,
-    order: Vec<u32>,
-    outputs: Mutex<HashMap<u32, Vec<Option<TaskOutput>>>>,
-    /// One recovery at a time per stage, so concurrent readers of a lost output
-    /// recompute it once.
-    recovering: HashMap<u32, tokio::sync::Mutex<()>>,
-    reports: HashMap<u32, StageReports>,
-    writers: Mutex<HashMap<String, Arc<Worker>>>,
-}
-
-enum TaskError {
+pub(super) enum TaskError {
     /// The task's own worker is gone: run it elsewhere.
     Unreachable(String),
     /// An input is gone: recompute it, then run again.
     Lost(LostOutput),
     /// The task itself failed (bad data, out of memory...): the query fails.
     Failed(DataFusionError),
-}
-
-impl QueryRun {
-    pub fn new(id: String, stages: &[StagePlan], reports: HashMap<u32, StageReports>) -> Self {
-        Self {
-            id,
-            order: stages.iter().map(|s| s.id).collect(),
-            recovering: stages
-                .iter()
-                .map(|s| (s.id, tokio::sync::Mutex::new(())))
-                .collect(),
-            outputs: Mutex::new(
-                stages
-                    .iter()
-                    .map(|s| (s.id, vec![None; s.tasks()]))
-                    .collect(),
-            ),
-            stages: stages.iter().map(|s| (s.id, s.clone())).collect(),
-            reports,
-            writers: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn outputs(&self) -> parking_lot::MutexGuard<'_, HashMap<u32, Vec<Option<TaskOutput>>>> {
-        self.outputs.lock()
-    }
-
-    /// `plan` with every exchange read pointed at the current outputs of its stage.
-    pub fn bind(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        let outputs = self.outputs();
-        plan.clone()
-            .transform_up(|node| {
-                let Some(read) = node.as_ref().downcast_ref::<ShuffleReadExec>() else {
-                    return Ok(Transformed::no(node));
-                };
-                let Some(tasks) = outputs.get(&read.stage()) else {
-                    return internal_err!("stage {} is not part of this query", read.stage());
-                };
-                let locations = tasks
-                    .iter()
-                    .enumerate()
-                    .map(|(t, o)| match o {
-                        Some(o) => Ok(ShuffleLocation {
-                            address: o.worker.address.clone(),
-                            key: o.report.key.clone(),
-                        }),
-                        None => internal_err!("task {t} of stage {} has no output", read.stage()),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Transformed::yes(
-                    Arc::new(read.bind(locations)) as Arc<dyn ExecutionPlan>
-                ))
-            })
-            .map(|t| t.data)
-    }
-
-    fn store(&self, stage: u32, task: usize, output: TaskOutput) -> Result<()> {
-        {
-            let mut w = self.writers.lock();
-            w.insert(output.worker.id.clone(), output.worker.clone());
-        }
-        if let Some(r) = self.reports.get(&stage).map(|r| r.lock()).as_mut() {
-            if let Some(slot) = r.get_mut(task) {
-                *slot = Some(output.clone());
-            }
-        }
-        let mut outputs = self.outputs();
-        match outputs.get_mut(&stage).and_then(|t| t.get_mut(task)) {
-            Some(slot) => *slot = Some(output),
-            None => return internal_err!("stage {stage} has no task {task}"),
-        }
-        Ok(())
-    }
-
-    /// How many outputs of `stage`'s inputs each worker holds.
-    fn input_share(&self, stage: u32) -> HashMap<String, usize> {
-        let mut share = HashMap::new();
-        let Some(plan) = self.stages.get(&stage) else {
-            return share;
-        };
-        let outputs = self.outputs.lock();
-        for input in &plan.inputs {
-            for o in outputs.get(input).into_iter().flatten().flatten() {
-                *share.entry(o.worker.id.clone()).or_insert(0) += 1;
-            }
-        }
-        share
-    }
-}
-
-impl Drop for QueryRun {
-    fn drop(&mut self) {
-        let workers: Vec<Arc<Worker>> = self.writers.lock().values().cloned().collect();
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let id = self.id.clone();
-        handle.spawn(async move {
-            for worker in workers {
-                let action = Action { r#type: ACTION_RELEASE.into(), body: Bytes::from(id.clone()) };
-                if let Err(e) = worker.client().do_action(action).await {
-                    tracing::debug!(worker = %worker.id, error = %e.message(), "cannot release exchange files");
-                }
-            }
-        });
-    }
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -281,19 +146,13 @@ impl Scheduler {
             let mut avoid: Vec<String> = vec![];
             let mut last_error = String::new();
             for attempt in 1..=self.settings.task_attempts {
-                let (worker, running) = self.place(&run, stage, &avoid, &last_error).await?;
+                let (worker, running) = self.place(&run, stage, &avoid, &last_error, true).await?;
                 let logged = self.log.begin(&run.id, stage, task as u32, attempt, &worker.id);
                 match self.execute(&run, stage, task, &worker, plan.clone()).await {
                     Ok((report, stats)) => {
                         drop(running);
-                        let bytes: u64 = report.bytes.iter().sum();
-                        let rows: u64 = report.rows.iter().sum();
-                        if let Some(stats) = &stats {
-                            logged.cost(stats);
-                        }
-                        logged.end("finished", rows, bytes, report.spilled_bytes, None);
-                        Counters::add(&self.pool.counters().exchange_bytes, bytes);
-                        return run.store(stage, task, TaskOutput { worker, report, attempts: attempt });
+                        let output = TaskOutput { worker, report, attempts: attempt };
+                        return self.finished(&run, stage, task, logged, output, stats);
                     }
                     Err(TaskError::Unreachable(message)) => {
                         drop(running);
@@ -326,6 +185,26 @@ impl Scheduler {
             )
         }
         .boxed()
+    }
+
+    /// Records a task that finished: its cost in the fragment log, its output in the run.
+    pub(super) fn finished(
+        &self,
+        run: &QueryRun,
+        stage: u32,
+        task: usize,
+        logged: crate::observe::fragments::LoggedAttempt,
+        output: TaskOutput,
+        stats: Option<FragmentStats>,
+    ) -> Result<()> {
+        let bytes: u64 = output.report.bytes.iter().sum();
+        let rows: u64 = output.report.rows.iter().sum();
+        if let Some(stats) = &stats {
+            logged.cost(stats);
+        }
+        logged.end("finished", rows, bytes, output.report.spilled_bytes, None);
+        Counters::add(&self.pool.counters().exchange_bytes, bytes);
+        run.store(stage, task, output)
     }
 
     /// Recomputes the outputs lost with `lost`: every output of its stage on the same worker.
@@ -370,23 +249,40 @@ impl Scheduler {
     }
 
     /// The stage's plan with its inputs bound, serialized for the workers.
-    fn encode(&self, run: &QueryRun, stage: u32) -> Result<Bytes> {
+    pub(super) fn encode(&self, run: &QueryRun, stage: u32) -> Result<Bytes> {
+        self.encode_task(run, stage, None)
+    }
+
+    /// The plan of `stage`, for task `task` of a streamed stage (its output's key
+    /// is the task's own).
+    pub(super) fn encode_task(
+        &self,
+        run: &QueryRun,
+        stage: u32,
+        task: Option<usize>,
+    ) -> Result<Bytes> {
         let Some(plan) = run.stages.get(&stage) else {
             return internal_err!("unknown stage {stage}");
         };
         let bound = run.bind(&plan.plan)?;
-        let write: Arc<dyn ExecutionPlan> =
-            Arc::new(ShuffleWriteExec::new(stage, bound, plan.output.clone()));
-        physical_plan_to_bytes_with_extension_codec(write, &self.codec)
+        let mut write = ShuffleWriteExec::new(stage, bound, plan.output.clone());
+        let streamed = task.and_then(|t| run.streamed.get(&stage)?.get(t));
+        if let Some(t) = streamed {
+            write = write.streamed(t.key.clone());
+        }
+        physical_plan_to_bytes_with_extension_codec(Arc::new(write), &self.codec)
     }
 
-    /// The least-loaded healthy worker with a free slot; waits while all are full.
-    async fn place(
+    /// The least-loaded healthy worker with a free slot; waits while all are full,
+    /// unless `wait` is false (a task of a streamed run, which must start at once:
+    /// the tasks it feeds or reads already run).
+    pub(super) async fn place(
         &self,
         run: &QueryRun,
         stage: u32,
         avoid: &[String],
         last_error: &str,
+        wait: bool,
     ) -> Result<(Arc<Worker>, RunningFragment)> {
         let share = run.input_share(stage);
         let limit = self.settings.max_fragments_per_worker.max(1);
@@ -411,7 +307,7 @@ impl Scheduler {
             }
             let best = candidates
                 .iter()
-                .filter(|w| w.running_fragments() < limit)
+                .filter(|w| !wait || w.running_fragments() < limit)
                 .min_by_key(|w| {
                     (
                         w.running_fragments(),
@@ -441,7 +337,7 @@ impl Scheduler {
     }
 
     /// Runs one attempt of a task on `worker` and reads its report.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         run: &QueryRun,
         stage: u32,
@@ -454,8 +350,9 @@ impl Scheduler {
             fragment_id: stage,
             partition: task as u32,
             plan: plan.to_vec(),
-            memory_limit: self.task_memory_limit(),
+            memory_limit: run.task_memory.unwrap_or_else(|| self.task_memory_limit()),
             for_client: false,
+            worker_address: String::new(),
         };
         Counters::add(&self.pool.counters().fragments, 1);
         let mut client = worker.client();
@@ -511,7 +408,7 @@ impl Scheduler {
 /// Starts each stage once all the stages it reads have finished, not in waves:
 /// a small stage's readers need not wait for a big sibling. The first error
 /// drops (cancels) every stage still running.
-async fn in_dependency_order<F, Fut>(
+pub(super) async fn in_dependency_order<F, Fut>(
     query: &str,
     stages: &[(u32, Vec<u32>)],
     start: F,
@@ -542,7 +439,7 @@ where
     Ok(())
 }
 
-fn classify(worker: &str, status: tonic::Status) -> TaskError {
+pub(super) fn classify(worker: &str, status: tonic::Status) -> TaskError {
     if let Some(lost) = lost_output(status.message()) {
         return TaskError::Lost(lost);
     }

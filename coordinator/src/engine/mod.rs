@@ -112,6 +112,7 @@ impl QueryEngine {
                 max_fragments_per_worker: config.workers.max_fragments_per_worker,
                 task_attempts: config.workers.task_attempts.max(1),
                 query_memory_limit: Some(config.workers.query_memory_limit.0),
+                exchange_mode: config.workers.exchange_mode,
             };
             Arc::new(Scheduler::new(
                 pool.clone(),

@@ -13,6 +13,7 @@ pub struct Counters {
     pub stages: AtomicU64,
     pub exchange_bytes: AtomicU64,
     pub lost_outputs: AtomicU64,
+    pub streamed_restarts: AtomicU64,
     pub query_timeouts: AtomicU64,
 }
 

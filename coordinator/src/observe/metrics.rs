@@ -53,6 +53,11 @@ pub fn render(engine: &crate::engine::QueryEngine) -> String {
         c.lost_outputs.load(Ordering::Relaxed),
     );
     counter(
+        "quiver_streamed_restarts_total",
+        "Queries run again with exchange files after their streamed run failed before the first row.",
+        c.streamed_restarts.load(Ordering::Relaxed),
+    );
+    counter(
         "quiver_query_timeouts_total",
         "Queries cancelled by server.query_timeout_secs.",
         c.query_timeouts.load(Ordering::Relaxed),

@@ -61,7 +61,10 @@ impl EmbeddedWorkers {
                 }
             });
             tracing::info!(worker = %id, %addr, "embedded worker listening");
-            addresses.push((id, format!("http://{addr}")));
+            let address = format!("http://{addr}");
+            // Streams between embedded workers pass in memory, never through Flight.
+            quiver_worker::exchange::streams().mark_local(&address);
+            addresses.push((id, address));
             stops.push(stop);
         }
         Ok(Self {

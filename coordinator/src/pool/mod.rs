@@ -149,7 +149,13 @@ impl Worker {
     }
 
     /// The Flight ticket of a fragment, sealed for this cluster.
+    /// The sealed ticket of `fragment` for this worker; it names the worker by the
+    /// address stream locations use, so the worker reads its own streams in-process.
     pub fn ticket(&self, fragment: &FragmentTicket) -> Ticket {
+        let fragment = FragmentTicket {
+            worker_address: self.address.clone(),
+            ..fragment.clone()
+        };
         Ticket {
             ticket: self.credentials.seal(fragment.encode_to_bytes()),
         }

@@ -267,6 +267,7 @@ async fn a_worker_takes_only_sealed_client_tickets_without_cluster_credentials(
         plan: vec![1, 2, 3],
         memory_limit: 0,
         for_client: false,
+        worker_address: String::new(),
     };
     let sealed = key.seal(&fragment.encode_to_vec());
     let status = raw
@@ -285,6 +286,7 @@ async fn a_worker_takes_only_sealed_client_tickets_without_cluster_credentials(
     let other = quiver_proto::ClusterKey::from_secret("another-cluster-secret-0123456789")?;
     let client_ticket = quiver_proto::FragmentTicket {
         for_client: true,
+        worker_address: String::new(),
         ..fragment
     };
     let status = raw

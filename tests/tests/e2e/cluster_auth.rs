@@ -25,6 +25,7 @@ fn fragment_ticket() -> Vec<u8> {
         plan: vec![1, 2, 3],
         memory_limit: 0,
         for_client: false,
+        worker_address: String::new(),
     }
     .encode_to_vec()
 }

@@ -45,19 +45,21 @@ async fn tpch_22_queries_match_with_1_2_and_4_worker_processes() -> anyhow::Resu
         );
         expected.push(rows);
     }
-    for count in [1, 2, 4] {
+    // Streamed exchanges (the default) on 1, 2 and 4 workers, then exchange files on 2.
+    for (count, mode) in [(1, "stream"), (2, "stream"), (4, "stream"), (2, "files")] {
         let pool: Vec<&Process> = workers.iter().take(count).collect();
-        let server = start_coordinator(&static_config(&pool, ""))?;
+        let extra = format!("exchange_mode = \"{mode}\"");
+        let server = start_coordinator(&static_config(&pool, &extra))?;
         let mut c = client(&server.addr).await?;
         for n in 1..=22 {
             let actual = query(&mut c, &tpch_query(n))
                 .await
-                .with_context(|| format!("q{n} on {count} workers"))?;
+                .with_context(|| format!("q{n} on {count} workers, {mode}"))?;
             assert_same_rows(
                 &actual,
                 &expected[n - 1],
                 false,
-                &format!("q{n} on {count} workers"),
+                &format!("q{n} on {count} workers, {mode}"),
             );
         }
         // Every worker of the pool ran stage tasks.
@@ -119,6 +121,11 @@ async fn explain_shows_joins_and_aggregates_shuffled_between_workers() -> anyhow
     }
     // EXPLAIN ANALYZE reports, per task, its worker, rows, bytes, spill and time; both workers took part.
     let analyzed = pretty(&query(&mut c, &format!("EXPLAIN ANALYZE {}", tpch_query(3))).await?)?;
+    // q3's hash exchange streamed (the run reached its first row that way), across processes.
+    assert!(
+        analyzed.contains("DistributedQueryExec: stages=3, exchanges=streamed,"),
+        "{analyzed}"
+    );
     assert!(analyzed.contains("ran=[t0@worker-"), "{analyzed}");
     assert!(
         analyzed
@@ -159,16 +166,30 @@ async fn explain_shows_joins_and_aggregates_shuffled_between_workers() -> anyhow
     Ok(())
 }
 
-/// A worker SIGKILLed after it has finished stage tasks (so it holds exchange
-/// output that later stages need) and while the query still runs.
+/// A worker SIGKILLed after it has finished stage tasks while the query still
+/// runs, with streamed exchanges: the streams through it break before the first
+/// row, and the query runs again with exchange files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_query_loses_nothing() -> anyhow::Result<()> {
+    a_worker_killed_mid_query("stream").await
+}
+
+/// The same with exchange files: the killed worker holds exchange output that
+/// later stages need, and the scheduler recomputes just that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_query_loses_nothing_with_exchange_files() -> anyhow::Result<()> {
+    a_worker_killed_mid_query("files").await
+}
+
+async fn a_worker_killed_mid_query(mode: &str) -> anyhow::Result<()> {
     let w1 = start_worker("w1")?;
     let w2 = start_worker("w2")?;
     let mut victim = start_worker("w3")?;
     // No broadcast: at SF0.1 a side of this join is under broadcast_join_max_bytes.
-    let workers = "max_fragments_per_worker = 1\nbroadcast_join_max_bytes = 0";
-    let server = start_coordinator(&static_config(&[&w1, &w2, &victim], workers))?;
+    let workers = format!(
+        "max_fragments_per_worker = 1\nbroadcast_join_max_bytes = 0\nexchange_mode = \"{mode}\""
+    );
+    let server = start_coordinator(&static_config(&[&w1, &w2, &victim], &workers))?;
     let mut c = client(&server.addr).await?;
     // Three stages (both sides of a partitioned join, then the grouped aggregate),
     // long enough that the victim finishes tasks well before the query ends.
@@ -203,7 +224,7 @@ async fn a_worker_killed_mid_query_loses_nothing() -> anyhow::Result<()> {
         &actual,
         &expected,
         true,
-        "a 3-stage query with a worker killed",
+        &format!("a 3-stage query with a worker killed, {mode} exchanges"),
     );
     // The scheduler saw the loss and ran tasks again.
     let retried = query(
@@ -335,5 +356,29 @@ async fn a_query_over_its_time_limit_is_cancelled() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// A stage task that fails on its own data (not a lost worker) fails the query
+/// with that error, and the coordinator and workers keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_failing_on_its_data_fails_the_query_with_its_error() -> anyhow::Result<()> {
+    let w1 = start_worker("w1")?;
+    let w2 = start_worker("w2")?;
+    let server = start_coordinator(&static_config(&[&w1, &w2], ""))?;
+    let mut c = client(&server.addr).await?;
+    // Line 1 of every order divides by zero inside the partial aggregate's stage.
+    let sql =
+        "SELECT l_suppkey, sum(l_orderkey / (l_linenumber - 1)) FROM lineitem GROUP BY l_suppkey";
+    let plan = pretty(&query(&mut c, &format!("EXPLAIN {sql}")).await?)?;
+    assert!(plan.contains("exchanges=streamed"), "{plan}");
+    let error = query_error(&mut c, sql).await;
+    assert!(error.contains("Divide by zero"), "{error}");
+    let ok = query(
+        &mut c,
+        "SELECT count(*) FROM lineitem WHERE l_linenumber > 1",
+    )
+    .await?;
+    assert!(single_value(&ok).parse::<u64>()? > 0);
     Ok(())
 }

@@ -248,6 +248,7 @@ async fn a_worker_survives_hostile_tickets_and_actions() -> anyhow::Result<()> {
             plan: noise.clone(),
             memory_limit: 0,
             for_client: false,
+            worker_address: String::new(),
         };
         drain(
             member

@@ -46,7 +46,9 @@ async fn explain_shows_the_stages_on_both_workers() -> anyhow::Result<()> {
     let batches = query(&mut client, &format!("EXPLAIN {}", tpch_query(1))).await?;
     let text = arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
     assert!(
-        text.contains("DistributedQueryExec: stages=1, workers=[@embedded-1, @embedded-2]"),
+        text.contains(
+            "DistributedQueryExec: stages=1, exchanges=streamed, workers=[@embedded-1, @embedded-2]"
+        ),
         "{text}"
     );
     // The partial aggregate runs in a stage that shuffles by the group keys; the

@@ -26,6 +26,9 @@ struct ShuffleWriteNode {
     /// Empty for a single-partition output.
     #[prost(message, repeated, tag = "3")]
     hash: Vec<PhysicalExprNode>,
+    /// The streamed output's key; empty for an output written to files.
+    #[prost(string, tag = "4")]
+    stream_key: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -50,6 +53,9 @@ struct LocationNode {
     address: String,
     #[prost(string, tag = "2")]
     key: String,
+    /// A streamed output (read once, while it is produced), not a file.
+    #[prost(bool, tag = "3")]
+    stream: bool,
 }
 
 /// Hash keys are plain column expressions: DataFusion's own codec carries them.
@@ -97,6 +103,7 @@ impl NodeCodec for ShuffleWriteCodec {
             stage: write.stage(),
             partitions,
             hash,
+            stream_key: write.stream_key().unwrap_or_default().to_string(),
         }
         .encode_to_vec()))
     }
@@ -119,11 +126,12 @@ impl NodeCodec for ShuffleWriteCodec {
                 node.partitions as usize,
             )
         };
-        Ok(Arc::new(ShuffleWriteExec::new(
-            node.stage,
-            input.clone(),
-            output,
-        )))
+        let write = ShuffleWriteExec::new(node.stage, input.clone(), output);
+        Ok(Arc::new(if node.stream_key.is_empty() {
+            write
+        } else {
+            write.streamed(node.stream_key)
+        }))
     }
 }
 
@@ -147,6 +155,7 @@ impl NodeCodec for ShuffleReadCodec {
             .map(|l| LocationNode {
                 address: l.address.clone(),
                 key: l.key.clone(),
+                stream: l.stream,
             })
             .collect();
         let hash = match read.partitioning() {
@@ -190,6 +199,7 @@ impl NodeCodec for ShuffleReadCodec {
             .map(|l| ShuffleLocation {
                 address: l.address,
                 key: l.key,
+                stream: l.stream,
             })
             .collect();
         Ok(Arc::new(ShuffleReadExec::with_locations(

@@ -9,15 +9,20 @@
 //! the same output again. A task of the next stage runs [`ShuffleReadExec`], which
 //! reads its partition from every producer task: straight from the file when it is
 //! in this process, over Flight (`do_get` of a `shuffle:` ticket) otherwise.
+//!
+//! A hash exchange can instead be *streamed* (`stream.rs`): the consumer reads the
+//! producer's partitions while the producer runs, with no file between them.
 
 mod codec;
 mod read;
 mod store;
+mod stream;
 mod write;
 
 pub use codec::{ShuffleReadCodec, ShuffleWriteCodec};
 pub use read::{lost_output, LostOutput, ShuffleLocation, ShuffleReadExec};
 pub use store::{store, ExchangeStore, SHUFFLE_TICKET_PREFIX};
+pub use stream::{stream_key, streams, AlreadyTaken, StreamItem, Streams, STREAM_TICKET_PREFIX};
 pub(crate) use write::spilled_bytes;
 pub use write::{ShuffleOutput, ShuffleWriteExec, TaskReport};
 

@@ -34,14 +34,17 @@ use tonic::transport::{Channel, Endpoint};
 use crate::cluster_auth::{ClusterCredentials, WorkerClient};
 
 use super::store::{store, SHUFFLE_TICKET_PREFIX};
+use super::stream::{streams, STREAM_TICKET_PREFIX};
 
 /// Where one producer task of a stage left its output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShuffleLocation {
     /// Flight address of the worker that holds it.
     pub address: String,
-    /// Its key in that worker's exchange store.
+    /// Its key in that worker's exchange store (or its streams).
     pub key: String,
+    /// A streamed output: read once, while its producer runs.
+    pub stream: bool,
 }
 
 /// Reads partition `p` of a stage's output: the rows every producer task wrote
@@ -188,11 +191,12 @@ impl ExecutionPlan for ShuffleReadExec {
                 cause: String::new(),
             };
             open(loc, partition, self.schema.clone(), &credentials)
-                .map_err(move |cause| {
-                    DataFusionError::External(Box::new(LostOutput {
-                        cause: cause.to_string(),
+                .map_err(move |e| match e {
+                    Failure::Lost(cause) => DataFusionError::External(Box::new(LostOutput {
+                        cause,
                         ..lost.clone()
-                    }))
+                    })),
+                    Failure::Producer(message) => DataFusionError::Execution(message),
                 })
                 .boxed()
         });
@@ -212,24 +216,64 @@ impl ExecutionPlan for ShuffleReadExec {
     }
 }
 
-/// The batches of partition `partition` of one producer's output: from the local
-/// file when this process holds it, else from the worker that does.
+/// Why reading one producer's output failed.
+enum Failure {
+    /// The output cannot be read (its worker is gone, its file or stream lost):
+    /// the coordinator recomputes it.
+    Lost(String),
+    /// The producer of a streamed output failed: its error is the query's.
+    Producer(String),
+}
+
+type Batches = BoxStream<'static, std::result::Result<RecordBatch, Failure>>;
+
+/// The batches of partition `partition` of one producer's output: from this
+/// process (the stream's channel, or the file) when it holds it, else from the
+/// worker that does.
 fn open(
     loc: &ShuffleLocation,
     partition: usize,
     schema: SchemaRef,
     credentials: &ClusterCredentials,
-) -> BoxStream<'static, Result<RecordBatch>> {
+) -> Batches {
+    if loc.stream {
+        let ticket = format!("{STREAM_TICKET_PREFIX}{}:{partition}", loc.key);
+        return if streams().is_local(&loc.address) {
+            read_channel(&loc.key, partition, schema)
+        } else {
+            fetch(loc.clone(), ticket, schema, credentials.clone(), true)
+        };
+    }
     match store()
         .partition_path(&loc.key, partition)
         .filter(|p| p.exists())
     {
         Some(path) => read_file(path, schema),
-        None => fetch(loc.clone(), partition, schema, credentials.clone()),
+        None => {
+            let ticket = format!("{SHUFFLE_TICKET_PREFIX}{}:{partition}", loc.key);
+            fetch(loc.clone(), ticket, schema, credentials.clone(), false)
+        }
     }
 }
 
-fn read_file(path: PathBuf, schema: SchemaRef) -> BoxStream<'static, Result<RecordBatch>> {
+/// A streamed partition produced in this process: its channel, batches as they are.
+fn read_channel(key: &str, partition: usize, schema: SchemaRef) -> Batches {
+    match streams().receiver(key, partition) {
+        Ok(rx) => tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(move |item| match item {
+                Ok(b) => b
+                    .with_schema(schema.clone())
+                    .map_err(|e| Failure::Producer(e.to_string())),
+                Err(message) => Err(Failure::Producer(message)),
+            })
+            .boxed(),
+        Err(taken) => {
+            futures::stream::once(async move { Err(Failure::Lost(taken.to_string())) }).boxed()
+        }
+    }
+}
+
+fn read_file(path: PathBuf, schema: SchemaRef) -> Batches {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
     tokio::task::spawn_blocking(move || {
         let reader = match File::open(&path)
@@ -252,32 +296,48 @@ fn read_file(path: PathBuf, schema: SchemaRef) -> BoxStream<'static, Result<Reco
             }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map_err(|e| Failure::Lost(e.to_string()))
+        .boxed()
 }
 
+/// Reads a partition from the worker that holds it. For a stream, an `Internal`
+/// status is the producer's own failure; anything else means the stream is lost.
 fn fetch(
     loc: ShuffleLocation,
-    partition: usize,
+    ticket: String,
     schema: SchemaRef,
     credentials: ClusterCredentials,
-) -> BoxStream<'static, Result<RecordBatch>> {
-    let ticket =
-        credentials.seal(format!("{SHUFFLE_TICKET_PREFIX}{}:{partition}", loc.key).into_bytes());
+    stream: bool,
+) -> Batches {
+    let classify = move |s: &tonic::Status| {
+        if stream && s.code() == tonic::Code::Internal {
+            Failure::Producer(s.message().to_string())
+        } else {
+            Failure::Lost(s.message().to_string())
+        }
+    };
+    let ticket = credentials.seal(ticket.into_bytes());
     futures::stream::once(async move {
-        let mut client = client(&loc.address, credentials)?;
+        let mut client =
+            client(&loc.address, credentials).map_err(|e| Failure::Lost(e.to_string()))?;
         let response = client
             .do_get(Ticket { ticket })
             .await
-            .map_err(|s| DataFusionError::Execution(s.message().to_string()))?;
+            .map_err(|s| classify(&s))?;
         let batches = FlightRecordBatchStream::new_from_flight_data(
             response
                 .into_inner()
                 .map_err(|s| FlightError::Tonic(Box::new(s))),
         );
-        Ok::<_, DataFusionError>(batches.map(move |b| match b {
-            Ok(b) => b.with_schema(schema.clone()).map_err(DataFusionError::from),
-            Err(FlightError::Tonic(s)) => Err(DataFusionError::Execution(s.message().to_string())),
-            Err(e) => Err(DataFusionError::Execution(e.to_string())),
+        Ok::<_, Failure>(batches.map(move |b| {
+            match b {
+                Ok(b) => b
+                    .with_schema(schema.clone())
+                    .map_err(|e| Failure::Lost(e.to_string())),
+                Err(FlightError::Tonic(s)) => Err(classify(&s)),
+                Err(e) => Err(Failure::Lost(e.to_string())),
+            }
         }))
     })
     .try_flatten()

@@ -133,7 +133,7 @@ fn remove_dead_processes_dirs(tmp: &Path) {
 }
 
 /// A query id as one safe path segment.
-fn segment(query: &str) -> String {
+pub(super) fn segment(query: &str) -> String {
     let s: String = query
         .chars()
         .map(|c| {

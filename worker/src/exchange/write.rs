@@ -28,6 +28,7 @@ use futures::StreamExt;
 use quiver_proto::plan_nodes::single_child;
 
 use super::store::store;
+use super::stream::streams;
 use crate::batches::compact_views;
 
 /// How a stage's rows are split into the partitions of the next stage.
@@ -69,6 +70,9 @@ pub struct ShuffleWriteExec {
     stage: u32,
     input: Arc<dyn ExecutionPlan>,
     output: ShuffleOutput,
+    /// Set for a streamed output: the key its partitions' channels go by. Unset,
+    /// the output is written to the exchange store's files.
+    stream: Option<String>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -86,9 +90,20 @@ impl ShuffleWriteExec {
             stage,
             input,
             output,
+            stream: None,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// The same task, streaming its partitions under `key` instead of writing files.
+    pub fn streamed(mut self, key: String) -> Self {
+        self.stream = Some(key);
+        self
+    }
+
+    pub fn stream_key(&self) -> Option<&str> {
+        self.stream.as_deref()
     }
 
     pub fn stage(&self) -> u32 {
@@ -154,7 +169,9 @@ impl ExecutionPlan for ShuffleWriteExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = single_child("ShuffleWriteExec", children)?;
-        Ok(Arc::new(Self::new(self.stage, input, self.output.clone())))
+        let mut exec = Self::new(self.stage, input, self.output.clone());
+        exec.stream = self.stream.clone();
+        Ok(Arc::new(exec))
     }
 
     fn execute(
@@ -167,9 +184,13 @@ impl ExecutionPlan for ShuffleWriteExec {
         let plan = self.input.clone();
         let output = self.output.clone();
         let written = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let stream = self.stream.clone();
         let report = async move {
             let started = Instant::now();
-            let (rows, bytes, key) = write_partitions(&query, input, &output).await?;
+            let (rows, bytes, key) = match stream {
+                Some(key) => stream_partitions(key, input, &output).await?,
+                None => write_partitions(&query, input, &output).await?,
+            };
             written.add(rows.iter().sum::<u64>() as usize);
             let report = TaskReport {
                 key,
@@ -250,6 +271,76 @@ async fn write_partitions(
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .collect();
+    Ok((rows, bytes, key))
+}
+
+/// Sends every row of `input` to its output partition's reader, waiting while a
+/// reader's channel is full; returns rows and in-memory bytes per partition.
+/// A partition whose reader has gone (a LIMIT above it was satisfied) is dropped;
+/// the task ends early once every reader has.
+async fn stream_partitions(
+    key: String,
+    mut input: SendableRecordBatchStream,
+    output: &ShuffleOutput,
+) -> Result<(Vec<u64>, Vec<u64>, String)> {
+    let n = output.partitions();
+    let mut senders = (0..n)
+        .map(|p| {
+            streams()
+                .sender(&key, p)
+                .map(Some)
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (mut rows, mut bytes) = (vec![0u64; n], vec![0u64; n]);
+    let mut partitioner = match output {
+        ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::new_hash_partitioner(
+            exprs.clone(),
+            *n,
+            Time::new(),
+        )?),
+        ShuffleOutput::Single => None,
+    };
+    let mut parts = Vec::with_capacity(n);
+    while let Some(batch) = input.next().await {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                // Readers fail with the producer's own error, not a lost stream.
+                let message = e.to_string();
+                for tx in senders.iter().flatten() {
+                    let _ = tx.send(Err(message.clone())).await;
+                }
+                return Err(e);
+            }
+        };
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        match partitioner.as_mut() {
+            Some(partitioner) => partitioner.partition(batch, |p, part| {
+                parts.push((p, part));
+                Ok(())
+            })?,
+            None => parts.push((0, batch)),
+        }
+        for (p, part) in parts.drain(..) {
+            let Some(tx) = senders.get_mut(p).and_then(|s| s.as_ref()) else {
+                continue;
+            };
+            let part = compact_views(part)?;
+            let (r, b) = (part.num_rows() as u64, part.get_array_memory_size() as u64);
+            if tx.send(Ok(part)).await.is_ok() {
+                rows[p] += r;
+                bytes[p] += b;
+            } else if let Some(s) = senders.get_mut(p) {
+                *s = None;
+            }
+        }
+        if senders.iter().all(Option::is_none) {
+            break;
+        }
+    }
     Ok((rows, bytes, key))
 }
 
