@@ -16,6 +16,7 @@ mod executor;
 pub mod functions;
 mod lifecycle;
 mod partition_exec;
+pub mod peer_data;
 mod service;
 pub mod status;
 mod usage;

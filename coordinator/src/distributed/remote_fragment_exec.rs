@@ -3,7 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -446,28 +445,20 @@ impl Attempts {
                             );
                     }
                     let slot = self.stats.clone();
-                    let decoded = FlightDataDecoder::new(
-                        response
-                            .into_inner()
-                            .map_err(|s| FlightError::Tonic(Box::new(s))),
-                    );
-                    let batches = decoded.filter_map(move |data| {
+                    // A worker's data: decoded without copies or re-validation.
+                    let mut decoder = quiver_worker::peer_data::PeerDecoder::new();
+                    let batches = response.into_inner().filter_map(move |data| {
                         let out = match data {
                             Ok(d) => {
                                 // The fragment's last message carries what it cost.
-                                if !d.inner.app_metadata.is_empty() {
-                                    if let Ok(stats) =
-                                        FragmentStats::decode_from(&d.inner.app_metadata)
-                                    {
+                                if !d.app_metadata.is_empty() {
+                                    if let Ok(stats) = FragmentStats::decode_from(&d.app_metadata) {
                                         *slot.lock() = Some(stats);
                                     }
                                 }
-                                match d.payload {
-                                    DecodedPayload::RecordBatch(b) => Some(Ok(b)),
-                                    _ => None,
-                                }
+                                decoder.decode(&d).map_err(FlightError::Arrow).transpose()
                             }
-                            Err(e) => Some(Err(e)),
+                            Err(s) => Some(Err(FlightError::Tonic(Box::new(s)))),
                         };
                         futures::future::ready(out)
                     });

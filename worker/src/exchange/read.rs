@@ -9,8 +9,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
 use arrow_flight::Ticket;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -32,6 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster_auth::{ClusterCredentials, WorkerClient};
+use crate::peer_data::PeerDecoder;
 
 use super::store::{store, SHUFFLE_TICKET_PREFIX};
 use super::stream::{streams, STREAM_TICKET_PREFIX};
@@ -310,8 +309,14 @@ fn fetch(
     credentials: ClusterCredentials,
     stream: bool,
 ) -> Batches {
+    // tonic also reports a broken connection as Internal, with the transport's words.
+    let broken = |m: &str| {
+        ["transport", "h2 protocol", "connection", "reset"]
+            .iter()
+            .any(|w| m.contains(w))
+    };
     let classify = move |s: &tonic::Status| {
-        if stream && s.code() == tonic::Code::Internal {
+        if stream && s.code() == tonic::Code::Internal && !broken(s.message()) {
             Failure::Producer(s.message().to_string())
         } else {
             Failure::Lost(s.message().to_string())
@@ -325,19 +330,21 @@ fn fetch(
             .do_get(Ticket { ticket })
             .await
             .map_err(|s| classify(&s))?;
-        let batches = FlightRecordBatchStream::new_from_flight_data(
-            response
-                .into_inner()
-                .map_err(|s| FlightError::Tonic(Box::new(s))),
-        );
-        Ok::<_, Failure>(batches.map(move |b| {
-            match b {
-                Ok(b) => b
-                    .with_schema(schema.clone())
-                    .map_err(|e| Failure::Lost(e.to_string())),
-                Err(FlightError::Tonic(s)) => Err(classify(&s)),
-                Err(e) => Err(Failure::Lost(e.to_string())),
-            }
+        // A peer's data: decoded without copies or re-validation (peer_data.rs).
+        let mut decoder = PeerDecoder::new();
+        Ok::<_, Failure>(response.into_inner().filter_map(move |data| {
+            let item = match data {
+                Ok(data) => match decoder.decode(&data) {
+                    Ok(Some(b)) => Some(
+                        b.with_schema(schema.clone())
+                            .map_err(|e| Failure::Lost(e.to_string())),
+                    ),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(Failure::Lost(e.to_string()))),
+                },
+                Err(s) => Some(Err(classify(&s))),
+            };
+            futures::future::ready(item)
         }))
     })
     .try_flatten()

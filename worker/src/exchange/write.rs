@@ -329,7 +329,7 @@ async fn stream_partitions(
                 continue;
             };
             let part = compact_views(part)?;
-            let (r, b) = (part.num_rows() as u64, part.get_array_memory_size() as u64);
+            let (r, b) = (part.num_rows() as u64, data_bytes(&part));
             if tx.send(Ok(part)).await.is_ok() {
                 rows[p] += r;
                 bytes[p] += b;
@@ -342,6 +342,17 @@ async fn stream_partitions(
         }
     }
     Ok((rows, bytes, key))
+}
+
+/// Bytes of the data a batch holds (its buffers as sliced, not their capacity):
+/// what the batch's Arrow IPC body carries, so streamed and written exchanges
+/// report comparable sizes.
+fn data_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
 }
 
 /// Bytes the operators of `plan` spilled to disk (sorts, aggregates, joins).
