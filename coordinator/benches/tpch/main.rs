@@ -5,7 +5,7 @@
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
 //!     [--worker-processes] [--no-exchanges] [--no-ballista] [--single-stage-max-bytes 0]
 //!     [--query-memory-limit 8GiB] [--broadcast-join-max-bytes 32MiB] [--throughput-only]
-//!     [--join-order written]
+//!     [--join-order written] [--exchange-mode files]
 //!
 //! `--worker-processes`: the workers are separate `quiver worker` processes (a
 //! static pool) instead of in-process ones, so exchanges cross processes over
@@ -59,6 +59,8 @@ struct Args {
     throughput_only: bool,
     /// server.join_order, when set.
     join_order: Option<String>,
+    /// workers.exchange_mode, when set.
+    exchange_mode: Option<String>,
 }
 
 impl Args {
@@ -72,6 +74,7 @@ impl Args {
             ("single_stage_max_bytes", single_stage),
             ("query_memory_limit", self.query_memory.as_deref()),
             ("broadcast_join_max_bytes", self.broadcast.as_deref()),
+            ("exchange_mode", self.exchange_mode.as_deref()),
         ]
         .into_iter()
         .filter_map(|(key, value)| Some((key, value?)))
@@ -100,6 +103,7 @@ fn parse_args() -> Result<Args> {
         broadcast: None,
         throughput_only: false,
         join_order: None,
+        exchange_mode: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -124,6 +128,7 @@ fn parse_args() -> Result<Args> {
             "--broadcast-join-max-bytes" => args.broadcast = Some(value()?),
             "--throughput-only" => args.throughput_only = true,
             "--join-order" => args.join_order = Some(value()?),
+            "--exchange-mode" => args.exchange_mode = Some(value()?),
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }

@@ -351,7 +351,19 @@ fn data_bytes(batch: &RecordBatch) -> u64 {
     batch
         .columns()
         .iter()
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .map(|c| {
+            let data = c.to_data();
+            let fixed = data.get_slice_memory_size().unwrap_or(0);
+            // A view array's strings live in its variadic buffers, which arrow's count
+            // leaves out (they are compacted to what the rows use before this).
+            let variadic: usize = match c.data_type() {
+                DataType::Utf8View | DataType::BinaryView => {
+                    data.buffers().iter().skip(1).map(|b| b.len()).sum()
+                }
+                _ => 0,
+            };
+            (fixed + variadic) as u64
+        })
         .sum()
 }
 
@@ -440,6 +452,31 @@ impl TaskReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_bytes_count_what_the_rows_hold() {
+        use datafusion::arrow::array::{Int64Array, StringViewArray};
+        let long = "twenty characters!!!"; // 20 bytes: kept out of line
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "v",
+                Arc::new(StringViewArray::from(vec![long, long, "short"])) as Arc<dyn Array>,
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from(vec![1, 2, 3])) as Arc<dyn Array>,
+            ),
+        ])
+        .expect("batch");
+        let batch = compact_views(batch).expect("compact");
+        // 3 views of 16 bytes, 40 bytes of long strings, 3 × 8 bytes of integers.
+        assert_eq!(data_bytes(&batch), 3 * 16 + 40 + 24);
+        // A slice counts its own rows only.
+        assert_eq!(
+            data_bytes(&batch.slice(2, 1).project(&[1]).expect("project")),
+            8
+        );
+    }
 
     #[test]
     fn reports_round_trip() {
