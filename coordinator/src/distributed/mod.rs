@@ -29,6 +29,7 @@ mod explain_runs;
 mod plan_shape;
 mod query_run;
 mod remote_fragment_exec;
+mod root_fragments;
 mod runs;
 mod scan_ranges;
 mod scheduler;

@@ -26,7 +26,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use quiver_worker::exchange::ShuffleReadExec;
 
-use super::distributed_query_exec::send_fragments;
+use super::root_fragments::send_fragments;
 use super::scheduler::{QueryRun, Scheduler, StageReports};
 use super::stages::StagePlan;
 use super::worker_fragments_exec::WorkerFragmentsExec;
