@@ -4,7 +4,10 @@
 //! *stages* at them (`stages.rs`); the scheduler (`scheduler.rs`) runs each
 //! stage's tasks on workers, which pass rows to the next stage through exchange
 //! files (`quiver_worker::exchange`), or stream them while both stages run
-//! (`streamed_run.rs`). `query_run.rs` holds where a running query's outputs are. `distributed_query_exec.rs` ties it
+//! (`streamed_run.rs`). `query_run.rs` holds where a running query's outputs are;
+//! `runs.rs` starts a query's run for its root's partitions and moves it to files
+//! when a streamed run fails before its first row; `root_fragments.rs` turns the
+//! root's worker part into fragments. `distributed_query_exec.rs` ties it
 //! together; `EXPLAIN` shows its stages (`stage_exec.rs`) and the part of the
 //! root that workers run (`worker_fragments_exec.rs`). What is left, the root,
 //! runs as *fragments* streamed to the coordinator (`remote_fragment_exec.rs`):
