@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, StringArray, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -180,6 +181,7 @@ impl ExecutionPlan for ShuffleWriteExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let query = context.task_id().unwrap_or_else(|| context.session_id());
+        let batch_size = context.session_config().batch_size();
         let input = self.input.execute(partition, context)?;
         let plan = self.input.clone();
         let output = self.output.clone();
@@ -188,7 +190,7 @@ impl ExecutionPlan for ShuffleWriteExec {
         let report = async move {
             let started = Instant::now();
             let (rows, bytes, key) = match stream {
-                Some(key) => stream_partitions(key, input, &output).await?,
+                Some(key) => stream_partitions(key, input, &output, batch_size).await?,
                 None => write_partitions(&query, input, &output).await?,
             };
             written.add(rows.iter().sum::<u64>() as usize);
@@ -275,24 +277,35 @@ async fn write_partitions(
 }
 
 /// Sends every row of `input` to its output partition's reader, waiting while a
-/// reader's channel is full; returns rows and in-memory bytes per partition.
-/// A partition whose reader has gone (a LIMIT above it was satisfied) is dropped;
-/// the task ends early once every reader has.
+/// reader's channel is full; returns rows and data bytes per partition.
+///
+/// Each partition's rows are gathered into batches of `batch_size` rows first:
+/// hashing cuts every input batch into one piece per partition, and a reader
+/// (over Flight, a message each) does better with few full batches than with
+/// many small ones. The copy this makes also compacts string views, which the
+/// file path does separately. A partition whose reader has gone (a LIMIT above
+/// it was satisfied) is dropped; the task ends early once every reader has.
 async fn stream_partitions(
     key: String,
     mut input: SendableRecordBatchStream,
     output: &ShuffleOutput,
+    batch_size: usize,
 ) -> Result<(Vec<u64>, Vec<u64>, String)> {
     let n = output.partitions();
-    let mut senders = (0..n)
+    let schema = input.schema();
+    let mut outs = (0..n)
         .map(|p| {
-            streams()
+            let tx = streams()
                 .sender(&key, p)
-                .map(Some)
-                .map_err(|e| DataFusionError::External(Box::new(e)))
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            Ok(Some(Out {
+                tx,
+                coalescer: BatchCoalescer::new(schema.clone(), batch_size.max(1)),
+                rows: 0,
+                bytes: 0,
+            }))
         })
         .collect::<Result<Vec<_>>>()?;
-    let (mut rows, mut bytes) = (vec![0u64; n], vec![0u64; n]);
     let mut partitioner = match output {
         ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::new_hash_partitioner(
             exprs.clone(),
@@ -308,8 +321,8 @@ async fn stream_partitions(
             Err(e) => {
                 // Readers fail with the producer's own error, not a lost stream.
                 let message = e.to_string();
-                for tx in senders.iter().flatten() {
-                    let _ = tx.send(Err(message.clone())).await;
+                for out in outs.iter().flatten() {
+                    let _ = out.tx.send(Err(message.clone())).await;
                 }
                 return Err(e);
             }
@@ -325,23 +338,52 @@ async fn stream_partitions(
             None => parts.push((0, batch)),
         }
         for (p, part) in parts.drain(..) {
-            let Some(tx) = senders.get_mut(p).and_then(|s| s.as_ref()) else {
+            let Some(slot) = outs.get_mut(p) else {
                 continue;
             };
-            let part = compact_views(part)?;
-            let (r, b) = (part.num_rows() as u64, data_bytes(&part));
-            if tx.send(Ok(part)).await.is_ok() {
-                rows[p] += r;
-                bytes[p] += b;
-            } else if let Some(s) = senders.get_mut(p) {
-                *s = None;
+            if let Some(out) = slot.as_mut() {
+                out.coalescer.push_batch(part)?;
+                if !out.send_completed().await {
+                    *slot = None;
+                }
             }
         }
-        if senders.iter().all(Option::is_none) {
+        if outs.iter().all(Option::is_none) {
             break;
         }
     }
+    let (mut rows, mut bytes) = (vec![0u64; n], vec![0u64; n]);
+    for (p, out) in outs.into_iter().enumerate() {
+        let Some(mut out) = out else { continue };
+        out.coalescer.finish_buffered_batch()?;
+        out.send_completed().await;
+        rows[p] = out.rows;
+        bytes[p] = out.bytes;
+    }
     Ok((rows, bytes, key))
+}
+
+/// One output partition of a streamed task: its channel and the rows gathered for it.
+struct Out {
+    tx: tokio::sync::mpsc::Sender<super::stream::StreamItem>,
+    coalescer: BatchCoalescer,
+    rows: u64,
+    bytes: u64,
+}
+
+impl Out {
+    /// Sends the full batches gathered so far; false once the reader has gone.
+    async fn send_completed(&mut self) -> bool {
+        while let Some(batch) = self.coalescer.next_completed_batch() {
+            let (r, b) = (batch.num_rows() as u64, data_bytes(&batch));
+            if self.tx.send(Ok(batch)).await.is_err() {
+                return false;
+            }
+            self.rows += r;
+            self.bytes += b;
+        }
+        true
+    }
 }
 
 /// Bytes of the data a batch holds (its buffers as sliced, not their capacity):
