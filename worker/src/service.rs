@@ -510,11 +510,9 @@ impl FlightService for WorkerService {
 /// Streams one partition of an exchange output this worker holds
 /// (`shuffle:<key>:<partition>`).
 fn serve_exchange(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status> {
-    let ticket = std::str::from_utf8(ticket)
-        .map_err(|_| Status::invalid_argument("exchange ticket is not UTF-8"))?;
-    let path = ticket
-        .rsplit_once(':')
-        .and_then(|(key, p)| store().partition_path(key, p.parse().ok()?))
+    let (ticket, key, partition) = exchange_ticket(ticket)?;
+    let path = store()
+        .partition_path(key, partition)
         .ok_or_else(|| Status::invalid_argument(format!("malformed exchange ticket '{ticket}'")))?;
     let file = std::fs::File::open(&path).map_err(|e| {
         Status::not_found(format!(
@@ -544,17 +542,21 @@ fn serve_exchange(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status>
     Ok(Response::new(Box::pin(encoded)))
 }
 
+/// The key and partition of an exchange ticket's `<key>:<partition>`, with the text.
+fn exchange_ticket(ticket: &[u8]) -> Result<(&str, &str, usize), Status> {
+    let text = std::str::from_utf8(ticket)
+        .map_err(|_| Status::invalid_argument("exchange ticket is not UTF-8"))?;
+    text.rsplit_once(':')
+        .and_then(|(key, p)| Some((text, key, p.parse().ok()?)))
+        .ok_or_else(|| Status::invalid_argument(format!("malformed exchange ticket '{text}'")))
+}
+
 /// Streams one partition of a streamed exchange output produced on this worker
 /// (`stream:<key>:<partition>`), as the producer sends it. The producer's own
 /// failure goes out as an `Internal` status, which the reader reports as the
 /// query's error; any other status means the stream is lost.
 fn serve_stream(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status> {
-    let ticket = std::str::from_utf8(ticket)
-        .map_err(|_| Status::invalid_argument("exchange ticket is not UTF-8"))?;
-    let (key, partition) = ticket
-        .rsplit_once(':')
-        .and_then(|(key, p)| Some((key, p.parse::<usize>().ok()?)))
-        .ok_or_else(|| Status::invalid_argument(format!("malformed stream ticket '{ticket}'")))?;
+    let (_, key, partition) = exchange_ticket(ticket)?;
     let rx = streams()
         .receiver(key, partition)
         .map_err(|e| Status::failed_precondition(e.to_string()))?;

@@ -333,6 +333,22 @@ fn plan_kind(message: &str) -> ErrorKind {
     }
 }
 
+/// Whether a gRPC status's message is tonic's report of a broken or failed
+/// connection (a peer that is gone), rather than an error the peer returned.
+/// tonic gives those codes `Unknown` or `Internal`, so only the words tell.
+pub fn is_transport_failure(message: &str) -> bool {
+    [
+        "transport",
+        "connect",
+        "h2 protocol",
+        "broken pipe",
+        "reset",
+        "error reading a body",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

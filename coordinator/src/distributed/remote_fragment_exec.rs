@@ -494,16 +494,9 @@ pub(super) fn is_unreachable(status: &tonic::Status) -> bool {
         Code::Unavailable | Code::Cancelled => true,
         // tonic reports connections that failed or broke (a killed worker) as Unknown
         // or Internal, with the transport's message.
-        Code::Unknown | Code::Internal => [
-            "transport",
-            "connect",
-            "h2 protocol",
-            "broken pipe",
-            "reset",
-            "error reading a body",
-        ]
-        .iter()
-        .any(|m| status.message().contains(m)),
+        Code::Unknown | Code::Internal => {
+            quiver_worker::status::is_transport_failure(status.message())
+        }
         _ => false,
     }
 }

@@ -325,14 +325,17 @@ impl Scheduler {
 
     /// Memory limit of one task.
     pub(super) fn task_memory_limit(&self) -> u64 {
+        let slots = self.pool.healthy().len() * self.settings.max_fragments_per_worker as usize;
+        self.task_memory_for(slots)
+    }
+
+    /// Memory of one task when `tasks` of a query run at once: an even share of
+    /// the query's limit, at most a fragment's.
+    pub(super) fn task_memory_for(&self, tasks: usize) -> u64 {
+        let fragment = self.pool.fragment_memory_limit();
         match self.settings.query_memory_limit {
-            Some(query) => {
-                let slots = (self.pool.healthy().len() as u64
-                    * self.settings.max_fragments_per_worker as u64)
-                    .max(1);
-                (query / slots).min(self.pool.fragment_memory_limit())
-            }
-            None => self.pool.fragment_memory_limit(),
+            Some(query) => (query / tasks.max(1) as u64).min(fragment),
+            None => fragment,
         }
     }
 

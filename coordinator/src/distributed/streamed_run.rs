@@ -81,15 +81,6 @@ impl Scheduler {
         Ok(run)
     }
 
-    /// Memory of one task when `tasks` of a query run at once.
-    fn task_memory_for(&self, tasks: usize) -> u64 {
-        let fragment = self.pool.fragment_memory_limit();
-        match self.settings.query_memory_limit {
-            Some(query) => (query / tasks.max(1) as u64).min(fragment),
-            None => fragment,
-        }
-    }
-
     /// Runs every stage of a streamed `run`. `root_ready` is sent once the stages
     /// the root reads from files (`root_inputs` minus the streamed ones) are done;
     /// the root must then start reading, or the streams it reads never drain.

@@ -310,13 +310,11 @@ fn fetch(
     stream: bool,
 ) -> Batches {
     // tonic also reports a broken connection as Internal, with the transport's words.
-    let broken = |m: &str| {
-        ["transport", "h2 protocol", "connection", "reset"]
-            .iter()
-            .any(|w| m.contains(w))
-    };
     let classify = move |s: &tonic::Status| {
-        if stream && s.code() == tonic::Code::Internal && !broken(s.message()) {
+        if stream
+            && s.code() == tonic::Code::Internal
+            && !crate::status::is_transport_failure(s.message())
+        {
             Failure::Producer(s.message().to_string())
         } else {
             Failure::Lost(s.message().to_string())

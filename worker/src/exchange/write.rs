@@ -49,6 +49,18 @@ impl ShuffleOutput {
             Self::Single => 1,
         }
     }
+
+    /// DataFusion's hash partitioner for a hash output; none for a single partition.
+    fn partitioner(&self) -> Result<Option<BatchPartitioner>> {
+        match self {
+            Self::Hash(exprs, n) => Ok(Some(BatchPartitioner::new_hash_partitioner(
+                exprs.clone(),
+                *n,
+                Time::new(),
+            )?)),
+            Self::Single => Ok(None),
+        }
+    }
 }
 
 impl fmt::Display for ShuffleOutput {
@@ -237,14 +249,7 @@ async fn write_partitions(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut rows = vec![0u64; n];
-    let mut partitioner = match output {
-        ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::new_hash_partitioner(
-            exprs.clone(),
-            *n,
-            Time::new(),
-        )?),
-        ShuffleOutput::Single => None,
-    };
+    let mut partitioner = output.partitioner()?;
     while let Some(batch) = input.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
@@ -306,14 +311,7 @@ async fn stream_partitions(
             }))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut partitioner = match output {
-        ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::new_hash_partitioner(
-            exprs.clone(),
-            *n,
-            Time::new(),
-        )?),
-        ShuffleOutput::Single => None,
-    };
+    let mut partitioner = output.partitioner()?;
     let mut parts = Vec::with_capacity(n);
     while let Some(batch) = input.next().await {
         let batch = match batch {
