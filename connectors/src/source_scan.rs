@@ -91,6 +91,28 @@ impl SourceScanExec {
         scan
     }
 
+    /// This scan with its join filters, which must be complete, written into its
+    /// statements (a plan that travels to workers carries statements, not filters).
+    pub(crate) fn baked(&self) -> Result<Self> {
+        let statements = self
+            .statements
+            .iter()
+            .map(|sql| {
+                restricted(
+                    sql,
+                    &self.join_filters,
+                    &self.schema,
+                    self.executor.as_ref(),
+                    0,
+                )
+                .map(|(sql, _)| sql)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut scan = Self::new(self.executor.clone(), statements, self.schema.clone());
+        scan.size = self.size;
+        Ok(scan)
+    }
+
     /// The source (config name) the statements run in.
     pub fn source(&self) -> &str {
         self.executor.name()
@@ -261,9 +283,7 @@ async fn with_join_keys(
     executor: &dyn SQLExecutor,
     listed_max: usize,
 ) -> Result<(String, Option<String>)> {
-    let dialect = executor.dialect();
-    let named = output_names_match(sql, schema);
-    let mut conditions = vec![];
+    let mut ready = vec![];
     for filter in filters {
         if tokio::time::timeout(BUILD_SIDE_WAIT, filter.filter.wait_complete())
             .await
@@ -275,6 +295,23 @@ async fn with_join_keys(
             );
             continue;
         }
+        ready.push(filter.clone());
+    }
+    restricted(sql, &ready, schema, executor, listed_max)
+}
+
+/// `sql` restricted by `filters`, which are complete, and the condition added, if any.
+fn restricted(
+    sql: &str,
+    filters: &[JoinFilter],
+    schema: &Schema,
+    executor: &dyn SQLExecutor,
+    listed_max: usize,
+) -> Result<(String, Option<String>)> {
+    let dialect = executor.dialect();
+    let named = output_names_match(sql, schema);
+    let mut conditions = vec![];
+    for filter in filters {
         // Only columns the statement's result names as the schema does can be named outside it.
         let columns = filter
             .columns

@@ -129,6 +129,8 @@ async fn cold_starts(image: &str, runs: usize) -> Result<Duration> {
         memory_limit: 0,
         for_client: false,
         worker_address: String::new(),
+        relay: false,
+        string_views: false,
     };
     let ticket = prost::Message::encode_to_vec(&ticket);
     let mut times = vec![];

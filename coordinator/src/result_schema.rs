@@ -29,6 +29,11 @@ pub fn conform(stream: SendableRecordBatchStream, announced: &Schema) -> Sendabl
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 
+/// The schema [`conform`] gives a stream of `actual`.
+pub fn conformed_schema(actual: &SchemaRef, announced: &Schema) -> SchemaRef {
+    target_schema(actual, announced).unwrap_or_else(|| actual.clone())
+}
+
 /// The schema to cast to, or None when nothing needs casting.
 fn target_schema(actual: &SchemaRef, announced: &Schema) -> Option<SchemaRef> {
     if actual.fields().len() != announced.fields().len() {
@@ -54,7 +59,8 @@ fn target_schema(actual: &SchemaRef, announced: &Schema) -> Option<SchemaRef> {
     )))
 }
 
-fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+/// `batch` with the column types of `target` (same column count).
+pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()

@@ -31,6 +31,15 @@ pub struct FragmentTicket {
     /// name it): a worker reads streams produced at its own address in-process.
     #[prost(string, tag = "7")]
     pub worker_address: String,
+    /// The coordinator forwards this fragment's Flight data to a client as it is:
+    /// the batches are cast to [`crate::client_types`] here, and the stream still
+    /// closes with the fragment's statistics, which the coordinator keeps.
+    #[prost(bool, tag = "8")]
+    pub relay: bool,
+    /// With `for_client` or `relay`: string and binary views stay views (the
+    /// client asked for them).
+    #[prost(bool, tag = "9")]
+    pub string_views: bool,
 }
 
 /// Load statistics a worker reports through the `stats` action.
@@ -169,6 +178,8 @@ mod tests {
             memory_limit: 1 << 30,
             for_client: true,
             worker_address: String::new(),
+            relay: false,
+            string_views: true,
         };
         assert_eq!(
             FragmentTicket::decode_from(&t.encode_to_bytes()).ok(),

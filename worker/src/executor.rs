@@ -281,6 +281,8 @@ mod tests {
             memory_limit: 0,
             for_client: false,
             worker_address: String::new(),
+            relay: false,
+            string_views: false,
         };
         for _ in 0..2 {
             let running = executor.start(&ticket, Arc::new(AtomicBool::new(false)))?;

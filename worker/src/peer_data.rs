@@ -106,6 +106,19 @@ impl PeerDecoder {
     }
 }
 
+/// The row count of a record batch message, read from its header alone; None for
+/// any other message (schema, dictionary, or one with only `app_metadata`).
+pub fn batch_rows(data: &FlightData) -> Result<Option<usize>, ArrowError> {
+    if data.data_header.is_empty() {
+        return Ok(None);
+    }
+    let message = root_as_message(&data.data_header)
+        .map_err(|e| ArrowError::ParseError(format!("malformed Flight data header: {e}")))?;
+    Ok(message
+        .header_as_record_batch()
+        .map(|b| usize::try_from(b.length()).unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +175,12 @@ mod tests {
         }
         assert_eq!(output, input);
         assert_eq!(decoder.schema().map(|s| s.fields().len()), Some(4));
+        // The header alone tells a batch message and its rows.
+        let rows: Vec<usize> = encoded
+            .iter()
+            .filter_map(|d| batch_rows(d).expect("header"))
+            .collect();
+        assert_eq!(rows, vec![3, 3, 3]);
     }
 
     #[test]
@@ -172,6 +191,7 @@ mod tests {
             ..Default::default()
         };
         assert!(decoder.decode(&junk).is_err());
+        assert!(batch_rows(&junk).is_err());
         assert!(decoder
             .decode(&FlightData::default())
             .expect("empty")

@@ -249,6 +249,9 @@ impl FlightService for WorkerService {
         let task_span = span.clone();
         let runner = executor.clone();
         let for_client = ticket.for_client;
+        // A client reads these batches: straight from here, or relayed as they are by the coordinator.
+        let client_typed = ticket.for_client || ticket.relay;
+        let views = ticket.string_views;
         crate::compute::handle().spawn(async move {
             let _running = running_guard;
             let running = match task_span.in_scope(|| runner.start(&ticket, cancel)) {
@@ -259,8 +262,11 @@ impl FlightService for WorkerService {
                 }
             };
             let (stream, pool, plan) = (running.stream, running.pool, running.plan);
-            let schema = match for_client {
-                true => Arc::new(quiver_proto::client_types::flight_schema(&stream.schema())),
+            let schema = match client_typed {
+                true => Arc::new(quiver_proto::client_types::flight_schema_with(
+                    &stream.schema(),
+                    views,
+                )),
                 false => stream.schema(),
             };
             let (mut stream, cpu) = crate::cost::CpuMetered::new(stream);
@@ -283,10 +289,14 @@ impl FlightService for WorkerService {
                 };
                 // A client gets the types it reads (the coordinator relies on the exact
                 // types the fragment produces, so it gets them unchanged).
-                let batch = match for_client {
+                let batch = match client_typed {
                     true => batch.and_then(|b| {
-                        quiver_proto::client_types::to_client_types(b)
-                            .map_err(DataFusionError::from)
+                        let b = quiver_proto::client_types::to_client_types_with(b, views)?;
+                        match views {
+                            true => compact_views(b),
+                            false => Ok(b),
+                        }
+                        .map_err(DataFusionError::from)
                     }),
                     false => batch.and_then(|b| compact_views(b).map_err(DataFusionError::from)),
                 };
@@ -338,9 +348,9 @@ impl FlightService for WorkerService {
         // exact types the fragment produces (e.g. hive partition columns).
         let mut encoder =
             FlightDataEncoderBuilder::new().with_dictionary_handling(DictionaryHandling::Resend);
-        if !for_client {
+        if !client_typed || views {
             // Batches go whole: slicing a view array would resend its buffers per slice.
-            // A client's have no views, and its messages stay under gRPC's usual limits.
+            // Otherwise a client's messages stay under gRPC's usual limits.
             encoder = encoder.with_max_flight_data_size(MAX_MESSAGE_BYTES / 2);
         }
         let encoded = encoder

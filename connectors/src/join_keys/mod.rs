@@ -23,12 +23,14 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::PhysicalExpr;
 use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan};
 
 mod build_keys;
@@ -128,6 +130,43 @@ pub fn attach(
             None => Ok(Transformed::no(node)),
         }
     })
+    .map(|t| t.data)
+}
+
+/// `plan` with `condition` (over `plan`'s output columns) written into the
+/// statement of the database scan under it, through nodes that only move, filter
+/// or rename rows; unchanged when there is no such scan. Only the parts of the
+/// condition a database can run are written (as for a join's dynamic filter);
+/// the caller still applies the whole condition.
+pub fn restrict(
+    plan: Arc<dyn ExecutionPlan>,
+    condition: Arc<dyn PhysicalExpr>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut columns: Vec<Column> = collect_columns(&condition).into_iter().collect();
+    columns.sort_by_key(|c| c.index());
+    let children = columns
+        .into_iter()
+        .map(|c| Arc::new(c) as Arc<dyn PhysicalExpr>)
+        .collect();
+    let filter = Arc::new(DynamicFilterPhysicalExpr::new(children, condition));
+    filter.mark_complete();
+    let identity = (0..plan.schema().fields().len()).map(Some).collect();
+    let joined = JoinFilter {
+        filter,
+        columns: identity,
+        keys: None,
+    };
+    let Some(with) = with_filter(&plan, joined)? else {
+        return Ok(plan);
+    };
+    with.transform_up(
+        |node| match node.as_ref().downcast_ref::<SourceScanExec>() {
+            Some(scan) => Ok(Transformed::yes(
+                Arc::new(scan.baked()?) as Arc<dyn ExecutionPlan>
+            )),
+            None => Ok(Transformed::no(node)),
+        },
+    )
     .map(|t| t.data)
 }
 

@@ -332,6 +332,10 @@ pub struct WorkersConfig {
     /// lost output is recomputed alone). docs/distributed.md#exchanges.
     #[serde(default)]
     pub exchange_mode: ExchangeMode,
+    /// A partitioned join's build-side keys filter the stage that produces its
+    /// probe side before it starts (docs/distributed.md#dynamic-filters-across-stages).
+    #[serde(default = "default_true")]
+    pub dynamic_filters: bool,
     /// Attempts of one stage task (its worker died, or an input was lost) before the query fails.
     #[serde(default = "default_task_attempts")]
     pub task_attempts: u32,
@@ -447,6 +451,7 @@ impl Default for WorkersConfig {
             port: default_worker_port(),
             exchanges: true,
             exchange_mode: ExchangeMode::default(),
+            dynamic_filters: true,
             max_fragments_per_worker: default_max_fragments_per_worker(),
             task_attempts: default_task_attempts(),
             query_memory_limit: default_query_memory(),

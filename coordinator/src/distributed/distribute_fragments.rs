@@ -107,7 +107,7 @@ impl DistributeFragments {
         if !all_self_contained(plan) {
             return None;
         }
-        let staged = match stages::cut(plan.clone(), config.execution.target_partitions) {
+        let mut staged = match stages::cut(plan.clone(), config.execution.target_partitions) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "plan is not cut into stages");
@@ -116,6 +116,9 @@ impl DistributeFragments {
         };
         if staged.stages.is_empty() {
             return None;
+        }
+        if scheduler.settings.dynamic_filter_values.is_some() {
+            super::dynamic_filters::link(&mut staged);
         }
         for stage in &staged.stages {
             let write: Arc<dyn ExecutionPlan> = Arc::new(ShuffleWriteExec::new(

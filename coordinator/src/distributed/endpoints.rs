@@ -46,7 +46,7 @@ pub fn client_endpoints(
 
 /// The fragment whose partitions are the result: the root itself, or the root
 /// under a merge that only concatenates (no fetch).
-fn root_fragment(plan: &Arc<dyn ExecutionPlan>) -> Option<&RemoteFragmentExec> {
+pub(super) fn root_fragment(plan: &Arc<dyn ExecutionPlan>) -> Option<&RemoteFragmentExec> {
     let mut node = plan;
     if let Some(merge) = node.as_ref().downcast_ref::<CoalescePartitionsExec>() {
         if merge.fetch().is_some() {

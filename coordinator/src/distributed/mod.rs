@@ -20,17 +20,21 @@
 //! worker can decode) fall back to fragments over the scans only, with everything
 //! above them on the coordinator. A pool scaled to zero starts a worker for a
 //! plan that needs one (`wake.rs`). A root whose partitions need no merge can be
-//! handed to a Flight SQL client as endpoints on the workers (`endpoints.rs`).
+//! handed to a Flight SQL client as endpoints on the workers (`endpoints.rs`),
+//! or relayed to it as the workers' Flight messages, never re-encoded (`relay.rs`).
 //! File scans' partitions are evened out before they are placed
-//! (`scan_ranges.rs`).
+//! (`scan_ranges.rs`). A partitioned join's build-side keys filter the stage
+//! that produces its probe side (`dynamic_filters.rs`).
 
 mod adaptive;
 mod distribute_fragments;
 mod distributed_query_exec;
+mod dynamic_filters;
 pub mod endpoints;
 mod explain_runs;
 mod plan_shape;
 mod query_run;
+pub mod relay;
 mod remote_fragment_exec;
 mod root_fragments;
 mod runs;

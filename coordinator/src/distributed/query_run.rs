@@ -13,7 +13,9 @@ use bytes::Bytes;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{internal_err, Result};
 use datafusion::physical_plan::ExecutionPlan;
-use quiver_worker::exchange::{ShuffleLocation, ShuffleReadExec, TaskReport, ACTION_RELEASE};
+use quiver_worker::exchange::{
+    KeySummary, ShuffleLocation, ShuffleOutput, ShuffleReadExec, TaskReport, ACTION_RELEASE,
+};
 
 use super::stages::StagePlan;
 use crate::pool::Worker;
@@ -54,6 +56,8 @@ pub struct QueryRun {
     /// Memory limit of each task, when the run sets its own (a streamed run
     /// divides the query's limit among all its tasks, which run at once).
     pub(super) task_memory: Option<u64>,
+    /// Counts the outputs stored, for stages that wait for another's keys.
+    stored: tokio::sync::watch::Sender<u64>,
 }
 
 impl QueryRun {
@@ -91,6 +95,7 @@ impl QueryRun {
             stages: stages.iter().map(|s| (s.id, s.clone())).collect(),
             reports,
             writers: Mutex::new(writers),
+            stored: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -162,7 +167,82 @@ impl QueryRun {
             Some(slot) => *slot = Some(output),
             None => return internal_err!("stage {stage} has no task {task}"),
         }
+        drop(outputs);
+        self.stored.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Whether every task of `stage` has stored its output.
+    fn complete(&self, stage: u32) -> bool {
+        self.outputs()
+            .get(&stage)
+            .is_some_and(|tasks| tasks.iter().all(Option::is_some))
+    }
+
+    /// Waits, at most `within`, until every stage whose keys filter `stage` is complete.
+    pub(super) async fn wait_for_keys(&self, stage: u32, within: std::time::Duration) {
+        let builds = match self.stages.get(&stage) {
+            Some(s) if !s.filtered_by.is_empty() => s.filtered_by.clone(),
+            _ => return,
+        };
+        let mut stored = self.stored.subscribe();
+        let waited = tokio::time::timeout(within, async {
+            while !builds.iter().all(|b| self.complete(*b)) {
+                if stored.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::info!(query = %self.id, stage, "a build side took too long; the stage runs without its keys");
+        }
+    }
+
+    /// The condition the keys of `stage`'s complete build stages put on its rows
+    /// (listing at most `max_values` keys), if any.
+    pub(super) fn key_condition(
+        &self,
+        stage: u32,
+        max_values: usize,
+    ) -> Result<Option<Arc<dyn datafusion::physical_plan::PhysicalExpr>>> {
+        let Some(plan) = self.stages.get(&stage) else {
+            return Ok(None);
+        };
+        let ShuffleOutput::Hash(keys, _) = &plan.output else {
+            return Ok(None);
+        };
+        let schema = plan.plan.schema();
+        let mut conditions = vec![];
+        for build in &plan.filtered_by {
+            let summaries: Option<Vec<KeySummary>> = self.outputs().get(build).and_then(|tasks| {
+                tasks
+                    .iter()
+                    .map(|t| t.as_ref()?.report.keys.clone())
+                    .collect()
+            });
+            let Some(summary) = summaries.and_then(|s| KeySummary::merge(&s, max_values)) else {
+                continue;
+            };
+            match super::dynamic_filters::condition(keys, &summary, &schema) {
+                Ok(Some(c)) => {
+                    tracing::debug!(query = %self.id, stage, build, keys = %super::dynamic_filters::describe(&summary), "stage filtered by its join's build-side keys");
+                    conditions.push(c);
+                }
+                Ok(None) => {}
+                // A key the filter cannot compare (types a join coerced): no filter, same answer.
+                Err(e) => {
+                    tracing::debug!(query = %self.id, stage, build, error = %e, "no dynamic filter")
+                }
+            }
+        }
+        Ok(conditions.into_iter().reduce(|a, b| {
+            Arc::new(datafusion::physical_expr::expressions::BinaryExpr::new(
+                a,
+                datafusion::logical_expr::Operator::And,
+                b,
+            ))
+        }))
     }
 
     /// How many outputs of `stage`'s inputs each worker holds.

@@ -4,9 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow_flight::error::FlightError;
+use arrow_flight::FlightData;
 use bytes::Bytes;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result};
 use datafusion::error::DataFusionError;
@@ -107,6 +106,8 @@ impl RemoteFragmentExec {
             memory_limit: self.memory_limit,
             for_client,
             worker_address: String::new(),
+            relay: false,
+            string_views: false,
         }
     }
 
@@ -129,6 +130,71 @@ impl RemoteFragmentExec {
                 Some((worker.address.clone(), ticket))
             })
             .collect()
+    }
+
+    /// Partition `partition` of query `query_id` as its worker's Flight record
+    /// batch messages, for the coordinator to forward to a client as they are
+    /// (`crate::frontends::run`): the worker casts to client types (string views
+    /// kept when `views`). Retries and recovery are those of [`ExecutionPlan::execute`].
+    pub fn relay(&self, partition: usize, query_id: &str, views: bool) -> RelayFrames {
+        let mut ticket = self.ticket(query_id.to_string(), partition, false);
+        ticket.relay = true;
+        ticket.string_views = views;
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let pool = self.pool.clone();
+        let frames = self.attempts(partition, ticket).filter_map(move |frame| {
+            let out = match frame {
+                // Only batches go on: the client has its schema from the coordinator,
+                // and client types have no dictionaries.
+                Ok(Frame {
+                    mut data,
+                    rows: Some(rows),
+                }) => {
+                    baseline.record_output(rows);
+                    Counters::add(&pool.counters().rows_from_workers, rows as u64);
+                    // The worker's statistics were read; they are not the client's.
+                    data.app_metadata = Bytes::new();
+                    Some(Ok(RelayFrame { data, rows }))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        });
+        Box::pin(frames)
+    }
+
+    /// Partition `partition` run by its worker, or another one while none has sent a batch yet.
+    fn attempts(
+        &self,
+        partition: usize,
+        ticket: FragmentTicket,
+    ) -> impl futures::Stream<Item = Result<Frame>> + Send + 'static {
+        let attempts = Attempts {
+            query_id: ticket.query_id.clone(),
+            partition,
+            tracking: self.tracking.clone(),
+            logged: None,
+            attempt: 0,
+            stats: Arc::new(parking_lot::Mutex::new(None)),
+            recorded: false,
+            rows: 0,
+            pool: self.pool.clone(),
+            candidates: self.candidates(partition).into(),
+            ticket,
+            recover: self.recover.clone(),
+            recoveries: 0,
+            current: None,
+            yielded: false,
+            last_error: None,
+        };
+        futures::stream::unfold(Some(attempts), |state| async move {
+            let mut attempts = state?;
+            let item = attempts.next().await?;
+            // After an error the stream ends.
+            let next = item.is_ok().then_some(attempts);
+            Some((item, next))
+        })
     }
 
     /// Workers to try for `partition`: the assigned one, then the other healthy ones.
@@ -217,41 +283,30 @@ impl ExecutionPlan for RemoteFragmentExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let ticket = self.ticket(context.session_id(), partition, false);
-        let candidates = self.candidates(partition);
         let schema = self.schema();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let pool = self.pool.clone();
-        let attempts = Attempts {
-            query_id: context.session_id(),
-            partition,
-            tracking: self.tracking.clone(),
-            logged: None,
-            attempt: 0,
-            stats: Arc::new(parking_lot::Mutex::new(None)),
-            recorded: false,
-            rows: 0,
-            pool: self.pool.clone(),
-            candidates: candidates.into(),
-            ticket,
-            recover: self.recover.clone(),
-            recoveries: 0,
-            schema: schema.clone(),
-            current: None,
-            yielded: false,
-            last_error: None,
-        };
-        let stream = futures::stream::unfold(Some(attempts), |state| async move {
-            let mut attempts = state?;
-            let item = attempts.next().await?;
-            // After an error the stream ends.
-            let next = item.is_ok().then_some(attempts);
-            Some((item, next))
-        })
-        .inspect_ok(move |b| {
+        // A worker's data: decoded without copies or re-validation. A retry on
+        // another worker starts with its schema message, which resets the decoder.
+        let mut decoder = quiver_worker::peer_data::PeerDecoder::new();
+        let plan_schema = schema.clone();
+        let batches = self.attempts(partition, ticket).filter_map(move |frame| {
+            let batch = frame.and_then(|f| {
+                decoder
+                    .decode(&f.data)
+                    .map_err(DataFusionError::from)?
+                    // Normalize metadata so batches match the plan's schema exactly.
+                    .map(|b| b.with_schema(plan_schema.clone()))
+                    .transpose()
+                    .map_err(DataFusionError::from)
+            });
+            futures::future::ready(batch.transpose())
+        });
+        let batches = batches.inspect_ok(move |b| {
             baseline.record_output(b.num_rows());
             Counters::add(&pool.counters().rows_from_workers, b.num_rows() as u64);
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -259,8 +314,25 @@ impl ExecutionPlan for RemoteFragmentExec {
     }
 }
 
-type FlightBatches =
-    futures::stream::BoxStream<'static, std::result::Result<RecordBatch, FlightError>>;
+type FlightFrames =
+    futures::stream::BoxStream<'static, std::result::Result<FlightData, FlightError>>;
+
+/// One message of a fragment's Flight stream as its worker sent it.
+struct Frame {
+    data: FlightData,
+    /// The rows of a record batch message; None for any other message.
+    rows: Option<usize>,
+}
+
+/// A record batch message relayed from a worker, with its row count.
+#[derive(Clone)]
+pub struct RelayFrame {
+    pub data: FlightData,
+    pub rows: usize,
+}
+
+/// What [`RemoteFragmentExec::relay`] returns.
+pub type RelayFrames = futures::stream::BoxStream<'static, Result<RelayFrame>>;
 
 /// Runs one partition on the first candidate that can, moving on to the next one
 /// while the worker is unreachable, or dies, before any batch has come back:
@@ -305,42 +377,48 @@ struct Attempts {
     ticket: FragmentTicket,
     recover: Option<Recover>,
     recoveries: u32,
-    schema: SchemaRef,
-    current: Option<(FlightBatches, Arc<Worker>, RunningFragment)>,
+    current: Option<(FlightFrames, Arc<Worker>, RunningFragment)>,
     yielded: bool,
     last_error: Option<String>,
 }
 
 impl Attempts {
-    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+    async fn next(&mut self) -> Option<Result<Frame>> {
         loop {
-            let Some((batches, worker, _running)) = &mut self.current else {
+            let Some((frames, worker, _running)) = &mut self.current else {
                 match self.open().await {
                     Ok(()) => continue,
                     Err(e) => return Some(Err(e)),
                 }
             };
-            match batches.next().await {
+            match frames.next().await {
                 None => {
                     let worker = worker.id.clone();
                     self.finished(&worker);
                     return None;
                 }
-                Some(Ok(batch)) => {
-                    self.yielded = true;
-                    self.rows += batch.num_rows() as u64;
-                    // The last batch carries the statistics: record them now, the
-                    // reader may stop here (a merge with a LIMIT).
-                    if self.stats.lock().is_some() {
-                        let worker = worker.id.clone();
-                        self.finished(&worker);
+                Some(Ok(data)) => {
+                    // The fragment's last message carries what it cost.
+                    if !data.app_metadata.is_empty() {
+                        if let Ok(stats) = FragmentStats::decode_from(&data.app_metadata) {
+                            *self.stats.lock() = Some(stats);
+                        }
                     }
-                    // Normalize metadata so batches match the plan's schema exactly.
-                    return Some(
-                        batch
-                            .with_schema(self.schema.clone())
-                            .map_err(DataFusionError::from),
-                    );
+                    let rows = match quiver_worker::peer_data::batch_rows(&data) {
+                        Ok(rows) => rows,
+                        Err(e) => return Some(Err(worker_error(&worker.id, e.into()))),
+                    };
+                    if let Some(rows) = rows {
+                        self.yielded = true;
+                        self.rows += rows as u64;
+                        // The last batch carries the statistics: record them now, the
+                        // reader may stop here (a merge with a LIMIT).
+                        if self.stats.lock().is_some() {
+                            let worker = worker.id.clone();
+                            self.finished(&worker);
+                        }
+                    }
+                    return Some(Ok(Frame { data, rows }));
                 }
                 Some(Err(FlightError::Tonic(status)))
                     if !self.yielded
@@ -444,25 +522,10 @@ impl Attempts {
                                     .begin(&self.query_id, 0, task, self.attempt, &worker.id),
                             );
                     }
-                    let slot = self.stats.clone();
-                    // A worker's data: decoded without copies or re-validation.
-                    let mut decoder = quiver_worker::peer_data::PeerDecoder::new();
-                    let batches = response.into_inner().filter_map(move |data| {
-                        let out = match data {
-                            Ok(d) => {
-                                // The fragment's last message carries what it cost.
-                                if !d.app_metadata.is_empty() {
-                                    if let Ok(stats) = FragmentStats::decode_from(&d.app_metadata) {
-                                        *slot.lock() = Some(stats);
-                                    }
-                                }
-                                decoder.decode(&d).map_err(FlightError::Arrow).transpose()
-                            }
-                            Err(s) => Some(Err(FlightError::Tonic(Box::new(s)))),
-                        };
-                        futures::future::ready(out)
-                    });
-                    self.current = Some((batches.boxed(), worker, running));
+                    let frames = response
+                        .into_inner()
+                        .map_err(|s| FlightError::Tonic(Box::new(s)));
+                    self.current = Some((frames.boxed(), worker, running));
                     return Ok(());
                 }
                 Err(status) if is_unreachable(&status) => {

@@ -43,6 +43,9 @@ pub struct SchedulerSettings {
     pub task_attempts: u32,
     pub query_memory_limit: Option<u64>,
     pub exchange_mode: ExchangeMode,
+    /// Dynamic filters across stages (`workers.dynamic_filters`), listing at most
+    /// this many build-side keys (`workers.join_keys_max`); None: off.
+    pub dynamic_filter_values: Option<usize>,
 }
 
 impl Default for SchedulerSettings {
@@ -52,6 +55,9 @@ impl Default for SchedulerSettings {
             task_attempts: 4,
             query_memory_limit: None,
             exchange_mode: ExchangeMode::default(),
+            dynamic_filter_values: Some(
+                quiver_connectors::join_keys::JoinKeyLimits::default().list,
+            ),
         }
     }
 }
@@ -115,6 +121,8 @@ impl Scheduler {
     }
 
     async fn run_stage(&self, run: &Arc<QueryRun>, stage: u32) -> Result<()> {
+        run.wait_for_keys(stage, super::dynamic_filters::SUMMARY_WAIT)
+            .await;
         let tasks = run.stages.get(&stage).map(|s| s.tasks()).unwrap_or(0);
         Counters::add(&self.pool.counters().stages, 1);
         tracing::debug!(query = %run.id, stage, tasks, "stage starts");
@@ -265,7 +273,17 @@ impl Scheduler {
             return internal_err!("unknown stage {stage}");
         };
         let bound = run.bind(&plan.plan)?;
+        let bound = match self.settings.dynamic_filter_values {
+            Some(max) => match run.key_condition(stage, max)? {
+                Some(condition) => super::dynamic_filters::filtered(bound, condition)?,
+                None => bound,
+            },
+            None => bound,
+        };
         let mut write = ShuffleWriteExec::new(stage, bound, plan.output.clone());
+        if let (true, Some(max)) = (plan.summarize_keys, self.settings.dynamic_filter_values) {
+            write = write.with_key_summary(max);
+        }
         let streamed = task.and_then(|t| run.streamed.get(&stage)?.get(t));
         if let Some(t) = streamed {
             write = write.streamed(t.key.clone());
@@ -356,6 +374,8 @@ impl Scheduler {
             memory_limit: run.task_memory.unwrap_or_else(|| self.task_memory_limit()),
             for_client: false,
             worker_address: String::new(),
+            relay: false,
+            string_views: false,
         };
         Counters::add(&self.pool.counters().fragments, 1);
         let mut client = worker.client();

@@ -50,6 +50,18 @@ impl DisplayAs for StageExec {
             self.stage.tasks(),
             self.stage.output
         )?;
+        if self.stage.summarize_keys {
+            write!(f, ", keys summarized")?;
+        }
+        if !self.stage.filtered_by.is_empty() {
+            let from: Vec<String> = self
+                .stage
+                .filtered_by
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            write!(f, ", filtered by the keys of stage {}", from.join(", "))?;
+        }
         let report = self.report.lock();
         let runs = report.iter().map(|t| {
             t.as_ref().map(|t| Run {

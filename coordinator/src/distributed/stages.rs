@@ -34,6 +34,11 @@ pub struct StagePlan {
     pub output: ShuffleOutput,
     /// Stages whose output this one reads.
     pub inputs: Vec<u32>,
+    /// Its tasks report a summary of their hash keys, which filters another
+    /// stage (`dynamic_filters.rs`).
+    pub summarize_keys: bool,
+    /// Build stages whose keys filter this stage's rows before it starts.
+    pub filtered_by: Vec<u32>,
 }
 
 impl StagePlan {
@@ -225,6 +230,8 @@ impl Cutter {
             plan,
             output,
             inputs,
+            summarize_keys: false,
+            filtered_by: vec![],
         });
         Arc::new(ShuffleReadExec::new(id, schema, partitioning))
     }
@@ -327,6 +334,48 @@ mod tests {
                 .all(|input| staged.stages[..i].iter().any(|e| e.id == *input)));
         }
         assert!(reads(&staged.root).contains(&last.id));
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_joins_build_stage_filters_its_probe_stage_but_not_for_a_full_join() {
+        let mut staged = cut(
+            plan(
+                "SELECT a.v, count(*) FROM a JOIN b ON a.k = b.k GROUP BY a.v",
+                false,
+            )
+            .await,
+            4,
+        )
+        .expect("cut");
+        super::super::dynamic_filters::link(&mut staged);
+        let build = staged
+            .stages
+            .iter()
+            .find(|s| s.summarize_keys)
+            .expect("a build stage");
+        let probes: Vec<&StagePlan> = staged
+            .stages
+            .iter()
+            .filter(|s| !s.filtered_by.is_empty())
+            .collect();
+        assert_eq!(probes.len(), 1, "{staged:#?}");
+        assert_eq!(probes[0].filtered_by, vec![build.id]);
+        assert_ne!(probes[0].id, build.id);
+
+        // A full join keeps probe rows without a match: nothing may drop them.
+        let mut staged = cut(
+            plan("SELECT a.v, b.v FROM a FULL JOIN b ON a.k = b.k", false).await,
+            4,
+        )
+        .expect("cut");
+        super::super::dynamic_filters::link(&mut staged);
+        assert!(
+            staged
+                .stages
+                .iter()
+                .all(|s| s.filtered_by.is_empty() && !s.summarize_keys),
+            "{staged:#?}"
+        );
     }
 
     #[tokio::test]

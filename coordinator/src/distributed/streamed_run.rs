@@ -123,6 +123,8 @@ impl Scheduler {
     }
 
     async fn run_streamed_stage(&self, run: &Arc<QueryRun>, stage: u32) -> Result<()> {
+        run.wait_for_keys(stage, super::dynamic_filters::SUMMARY_WAIT)
+            .await;
         let tasks = run.stages.get(&stage).map(|s| s.tasks()).unwrap_or(0);
         Counters::add(&self.pool.counters().stages, 1);
         tracing::debug!(query = %run.id, stage, tasks, streamed = run.streamed.contains_key(&stage), "stage starts");

@@ -26,7 +26,7 @@ mod join_order;
 mod query_planner;
 mod session;
 pub mod statement;
-pub use session::QuerySession;
+pub use session::{Executed, Outcome, QuerySession};
 pub use statement::Planned;
 
 pub struct QueryEngine {
@@ -113,6 +113,10 @@ impl QueryEngine {
                 task_attempts: config.workers.task_attempts.max(1),
                 query_memory_limit: Some(config.workers.query_memory_limit.0),
                 exchange_mode: config.workers.exchange_mode,
+                dynamic_filter_values: config
+                    .workers
+                    .dynamic_filters
+                    .then_some(config.workers.join_keys_max),
             };
             Arc::new(Scheduler::new(
                 pool.clone(),

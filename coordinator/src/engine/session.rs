@@ -35,6 +35,12 @@ pub struct Executed {
     pub worker_wait: Option<(std::time::Duration, usize)>,
 }
 
+/// How a Flight SQL client's result comes ([`QuerySession::execute_for_flight`]).
+pub enum Outcome {
+    Batches(Executed),
+    Relayed(crate::distributed::relay::Relay),
+}
+
 /// The parser's recursion limit, said so a person understands it.
 fn nesting_error(e: DataFusionError, limit: usize) -> DataFusionError {
     use datafusion::sql::sqlparser::parser::ParserError;
@@ -257,6 +263,34 @@ impl QuerySession {
             batches: crate::result_schema::conform(batches, &announced),
             worker_wait,
         })
+    }
+
+    /// [`Self::execute`] for a Flight SQL client: when the result can be relayed as
+    /// the workers' own Flight messages (`crate::distributed::relay`), starts that
+    /// instead. The plan is planned physically once either way.
+    pub async fn execute_for_flight(&self, plan: LogicalPlan, views: bool) -> Result<Outcome> {
+        let announced = plan.schema().as_arrow().clone();
+        let state = self.ctx.state();
+        let physical = match DataFrame::new(state.clone(), plan.clone())
+            .create_physical_plan()
+            .await
+        {
+            Ok(p) => p,
+            // A pool at zero (or a planning error, reported by the usual path).
+            Err(_) => return self.execute(plan).await.map(Outcome::Batches),
+        };
+        if let Some(relay) =
+            crate::distributed::relay::relay(&physical, &announced, &self.id, views)
+        {
+            crate::observe::counters::Counters::add(&self.pool.counters().relayed_results, 1);
+            return Ok(Outcome::Relayed(relay));
+        }
+        let task = Arc::new(datafusion::execution::TaskContext::from(&state));
+        let batches = datafusion::physical_plan::execute_stream(physical, task)?;
+        Ok(Outcome::Batches(Executed {
+            batches: crate::result_schema::conform(batches, &announced),
+            worker_wait: None,
+        }))
     }
 
     async fn execute_unconformed(

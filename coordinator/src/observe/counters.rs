@@ -14,6 +14,7 @@ pub struct Counters {
     pub exchange_bytes: AtomicU64,
     pub lost_outputs: AtomicU64,
     pub streamed_restarts: AtomicU64,
+    pub relayed_results: AtomicU64,
     pub query_timeouts: AtomicU64,
 }
 

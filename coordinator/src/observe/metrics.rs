@@ -53,6 +53,11 @@ pub fn render(engine: &crate::engine::QueryEngine) -> String {
         c.lost_outputs.load(Ordering::Relaxed),
     );
     counter(
+        "quiver_relayed_results_total",
+        "Results forwarded to Flight SQL clients as the workers' Flight messages, not decoded and encoded again.",
+        c.relayed_results.load(Ordering::Relaxed),
+    );
+    counter(
         "quiver_streamed_restarts_total",
         "Queries run again with exchange files after their streamed run failed before the first row.",
         c.streamed_restarts.load(Ordering::Relaxed),

@@ -148,7 +148,6 @@ impl Worker {
         tokio::time::timeout(within, ask).await.ok().flatten()
     }
 
-    /// The Flight ticket of a fragment, sealed for this cluster.
     /// The sealed ticket of `fragment` for this worker; it names the worker by the
     /// address stream locations use, so the worker reads its own streams in-process.
     pub fn ticket(&self, fragment: &FragmentTicket) -> Ticket {

@@ -268,6 +268,8 @@ async fn a_worker_takes_only_sealed_client_tickets_without_cluster_credentials(
         memory_limit: 0,
         for_client: false,
         worker_address: String::new(),
+        relay: false,
+        string_views: false,
     };
     let sealed = key.seal(&fragment.encode_to_vec());
     let status = raw
@@ -287,6 +289,8 @@ async fn a_worker_takes_only_sealed_client_tickets_without_cluster_credentials(
     let client_ticket = quiver_proto::FragmentTicket {
         for_client: true,
         worker_address: String::new(),
+        relay: false,
+        string_views: false,
         ..fragment
     };
     let status = raw

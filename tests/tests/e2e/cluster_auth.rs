@@ -26,6 +26,8 @@ fn fragment_ticket() -> Vec<u8> {
         memory_limit: 0,
         for_client: false,
         worker_address: String::new(),
+        relay: false,
+        string_views: false,
     }
     .encode_to_vec()
 }

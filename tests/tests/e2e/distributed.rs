@@ -382,3 +382,75 @@ async fn a_stage_failing_on_its_data_fails_the_query_with_its_error() -> anyhow:
     assert!(single_value(&ok).parse::<u64>()? > 0);
     Ok(())
 }
+
+/// The rows a stage's tasks sent on, summed from the EXPLAIN ANALYZE line of
+/// the first stage whose line contains `marker`.
+fn stage_rows(analyzed: &str, marker: &str) -> Option<u64> {
+    let line = analyzed
+        .lines()
+        .find(|l| l.contains("StageExec:") && l.contains(marker))?;
+    Some(
+        line.split(" rows=")
+            .skip(1)
+            .filter_map(|r| {
+                r.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum(),
+    )
+}
+
+/// A partitioned join's build-side keys filter the stage that produces its probe
+/// side: of lineitem's rows only those of the selected parts are shuffled, with
+/// streamed exchanges and with files, and the answer equals DataFusion's. With
+/// `workers.dynamic_filters = false` every row is shuffled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joins_build_keys_filter_its_probe_stage_before_the_exchange() -> anyhow::Result<()> {
+    let w1 = start_worker("w1")?;
+    let w2 = start_worker("w2")?;
+    let sql = "SELECT p_brand, count(*) AS n, sum(l_quantity) AS q FROM part JOIN lineitem \
+               ON p_partkey = l_partkey WHERE p_size < 4 GROUP BY p_brand";
+    let expected = reference_context().await?.sql(sql).await?.collect().await?;
+    assert!(row_count(&expected) > 0);
+    let mut shuffled = vec![];
+    for (mode, filters) in [("stream", true), ("files", true), ("stream", false)] {
+        let extra = format!(
+            "exchange_mode = \"{mode}\"\ndynamic_filters = {filters}\nbroadcast_join_max_bytes = 0"
+        );
+        let server = start_coordinator(&static_config(&[&w1, &w2], &extra))?;
+        let mut c = client(&server.addr).await?;
+        let what = format!("{mode}, dynamic filters {filters}");
+        assert_same_rows(&query(&mut c, sql).await?, &expected, false, &what);
+        let explained = pretty(&query(&mut c, &format!("EXPLAIN {sql}")).await?)?;
+        assert_eq!(
+            explained.contains("filtered by the keys of stage"),
+            filters,
+            "{what}:\n{explained}"
+        );
+        let analyzed = pretty(&query(&mut c, &format!("EXPLAIN ANALYZE {sql}")).await?)?;
+        let probe = stage_rows(&analyzed, "output=Hash([l_partkey")
+            .with_context(|| format!("{what}: no probe stage in\n{analyzed}"))?;
+        shuffled.push(probe);
+    }
+    let all = reference_context()
+        .await?
+        .sql("SELECT count(*) FROM lineitem")
+        .await?
+        .collect()
+        .await?;
+    assert_eq!(
+        shuffled[2].to_string(),
+        single_value(&all),
+        "unfiltered, every lineitem row is shuffled"
+    );
+    for filtered in &shuffled[..2] {
+        assert!(
+            *filtered * 5 < shuffled[2],
+            "the filtered probe stage shuffled {filtered} of {} rows",
+            shuffled[2]
+        );
+    }
+    Ok(())
+}

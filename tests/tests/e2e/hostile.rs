@@ -249,6 +249,8 @@ async fn a_worker_survives_hostile_tickets_and_actions() -> anyhow::Result<()> {
             memory_limit: 0,
             for_client: false,
             worker_address: String::new(),
+            relay: false,
+            string_views: false,
         };
         drain(
             member

@@ -30,6 +30,7 @@ mod limits;
 mod mysql;
 mod pgwire;
 mod plans;
+mod relay;
 mod s3;
 mod security;
 mod session_ddl;

@@ -29,6 +29,9 @@ struct ShuffleWriteNode {
     /// The streamed output's key; empty for an output written to files.
     #[prost(string, tag = "4")]
     stream_key: String,
+    /// Report a summary of the hash keys, listing at most this many values.
+    #[prost(uint64, optional, tag = "5")]
+    key_summary: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -104,6 +107,7 @@ impl NodeCodec for ShuffleWriteCodec {
             partitions,
             hash,
             stream_key: write.stream_key().unwrap_or_default().to_string(),
+            key_summary: write.key_summary().map(|n| n as u64),
         }
         .encode_to_vec()))
     }
@@ -126,7 +130,10 @@ impl NodeCodec for ShuffleWriteCodec {
                 node.partitions as usize,
             )
         };
-        let write = ShuffleWriteExec::new(node.stage, input.clone(), output);
+        let mut write = ShuffleWriteExec::new(node.stage, input.clone(), output);
+        if let Some(max) = node.key_summary {
+            write = write.with_key_summary(usize::try_from(max).unwrap_or(usize::MAX));
+        }
         Ok(Arc::new(if node.stream_key.is_empty() {
             write
         } else {

@@ -12,14 +12,18 @@
 //!
 //! A hash exchange can instead be *streamed* (`stream.rs`): the consumer reads the
 //! producer's partitions while the producer runs, with no file between them.
+//! A task can also report a summary of its hash keys (`keys.rs`), which the
+//! coordinator turns into a filter on another stage.
 
 mod codec;
+mod keys;
 mod read;
 mod store;
 mod stream;
 mod write;
 
 pub use codec::{ShuffleReadCodec, ShuffleWriteCodec};
+pub use keys::KeySummary;
 pub use read::{lost_output, LostOutput, ShuffleLocation, ShuffleReadExec};
 pub use store::{store, ExchangeStore, SHUFFLE_TICKET_PREFIX};
 pub use stream::{stream_key, streams, AlreadyTaken, StreamItem, Streams, STREAM_TICKET_PREFIX};

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, StringArray, UInt32Array, UInt64Array};
+use datafusion::arrow::array::{Array, BinaryArray, StringArray, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -28,6 +28,7 @@ use futures::StreamExt;
 
 use quiver_proto::plan_nodes::single_child;
 
+use super::keys::{KeySummarizer, KeySummary};
 use super::store::store;
 use super::stream::streams;
 use crate::batches::compact_views;
@@ -86,6 +87,9 @@ pub struct ShuffleWriteExec {
     /// Set for a streamed output: the key its partitions' channels go by. Unset,
     /// the output is written to the exchange store's files.
     stream: Option<String>,
+    /// Set when the report carries a summary of the hash keys (listing at most
+    /// this many values), for a dynamic filter on another stage.
+    key_summary: Option<usize>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -104,6 +108,7 @@ impl ShuffleWriteExec {
             input,
             output,
             stream: None,
+            key_summary: None,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -117,6 +122,17 @@ impl ShuffleWriteExec {
 
     pub fn stream_key(&self) -> Option<&str> {
         self.stream.as_deref()
+    }
+
+    /// The same task, also reporting its hash keys' [`KeySummary`] (with at most
+    /// `max_values` values listed).
+    pub fn with_key_summary(mut self, max_values: usize) -> Self {
+        self.key_summary = Some(max_values);
+        self
+    }
+
+    pub fn key_summary(&self) -> Option<usize> {
+        self.key_summary
     }
 
     pub fn stage(&self) -> u32 {
@@ -184,6 +200,7 @@ impl ExecutionPlan for ShuffleWriteExec {
         let input = single_child("ShuffleWriteExec", children)?;
         let mut exec = Self::new(self.stage, input, self.output.clone());
         exec.stream = self.stream.clone();
+        exec.key_summary = self.key_summary;
         Ok(Arc::new(exec))
     }
 
@@ -195,6 +212,36 @@ impl ExecutionPlan for ShuffleWriteExec {
         let query = context.task_id().unwrap_or_else(|| context.session_id());
         let batch_size = context.session_config().batch_size();
         let input = self.input.execute(partition, context)?;
+        // A summary that cannot be taken (a key type min/max cannot order) is left
+        // out: the filter it would feed is an optimization, the task's rows are not.
+        let summarizer = match (self.key_summary, &self.output) {
+            (Some(max), ShuffleOutput::Hash(keys, _)) => {
+                KeySummarizer::new(keys.clone(), &input.schema(), max)
+                    .inspect_err(|e| tracing::debug!(error = %e, "no key summary"))
+                    .ok()
+            }
+            _ => None,
+        };
+        let (input, summarizer) = match summarizer {
+            Some(summarizer) => {
+                let summarizer = Arc::new(parking_lot::Mutex::new(Some(summarizer)));
+                let seen = summarizer.clone();
+                let schema = input.schema();
+                let observed = input.map(move |batch| {
+                    let batch = batch?;
+                    let mut s = seen.lock();
+                    if let Some(Err(e)) = s.as_mut().map(|s| s.observe(&batch)) {
+                        tracing::debug!(error = %e, "no key summary");
+                        *s = None;
+                    }
+                    Ok(batch)
+                });
+                let input: SendableRecordBatchStream =
+                    Box::pin(RecordBatchStreamAdapter::new(schema, observed));
+                (input, Some(summarizer))
+            }
+            None => (input, None),
+        };
         let plan = self.input.clone();
         let output = self.output.clone();
         let written = MetricBuilder::new(&self.metrics).output_rows(partition);
@@ -206,12 +253,16 @@ impl ExecutionPlan for ShuffleWriteExec {
                 None => write_partitions(&query, input, &output).await?,
             };
             written.add(rows.iter().sum::<u64>() as usize);
+            let keys = summarizer
+                .and_then(|s| s.lock().take())
+                .and_then(|s| s.finish().ok());
             let report = TaskReport {
                 key,
                 rows,
                 bytes,
                 spilled_bytes: spilled_bytes(&plan),
                 elapsed_ms: started.elapsed().as_millis() as u64,
+                keys,
             };
             report.to_batch()
         };
@@ -423,6 +474,8 @@ pub struct TaskReport {
     pub bytes: Vec<u64>,
     pub spilled_bytes: u64,
     pub elapsed_ms: u64,
+    /// The hash keys' summary, when the task was asked for one.
+    pub keys: Option<KeySummary>,
 }
 
 fn report_schema() -> SchemaRef {
@@ -433,12 +486,15 @@ fn report_schema() -> SchemaRef {
         Field::new("bytes", DataType::UInt64, false),
         Field::new("spilled_bytes", DataType::UInt64, false),
         Field::new("elapsed_ms", DataType::UInt64, false),
+        // An encoded KeySummary in the first row, when asked for.
+        Field::new("keys", DataType::Binary, true),
     ]))
 }
 
 impl TaskReport {
     fn to_batch(&self) -> Result<RecordBatch> {
         let n = self.rows.len();
+        let keys = self.keys.as_ref().map(KeySummary::encode).transpose()?;
         let columns: Vec<Arc<dyn Array>> = vec![
             Arc::new(StringArray::from(vec![self.key.as_str(); n])),
             Arc::new(UInt32Array::from_iter_values(0..n as u32)),
@@ -446,6 +502,10 @@ impl TaskReport {
             Arc::new(UInt64Array::from(self.bytes.clone())),
             Arc::new(UInt64Array::from(vec![self.spilled_bytes; n])),
             Arc::new(UInt64Array::from(vec![self.elapsed_ms; n])),
+            Arc::new(BinaryArray::from_iter((0..n).map(|i| match i {
+                0 => keys.as_deref(),
+                _ => None,
+            }))),
         ];
         Ok(RecordBatch::try_new(report_schema(), columns)?)
     }
@@ -460,6 +520,7 @@ impl TaskReport {
             bytes: vec![],
             spilled_bytes: 0,
             elapsed_ms: 0,
+            keys: None,
         };
         for batch in batches {
             let col = |i: usize| batch.columns().get(i).ok_or_else(|| bad("missing column"));
@@ -474,6 +535,15 @@ impl TaskReport {
                     .ok_or_else(|| bad("counts"))
             };
             let (rows, bytes, spilled, elapsed) = (u64s(2)?, u64s(3)?, u64s(4)?, u64s(5)?);
+            let summaries = col(6)?
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| bad("keys"))?;
+            for i in 0..batch.num_rows() {
+                if summaries.is_valid(i) {
+                    report.keys = Some(KeySummary::decode(summaries.value(i))?);
+                }
+            }
             for i in 0..batch.num_rows() {
                 report.key = keys.value(i).to_string();
                 report.rows.push(rows.value(i));
@@ -526,6 +596,12 @@ mod tests {
             bytes: vec![10, 20, 30],
             spilled_bytes: 7,
             elapsed_ms: 9,
+            keys: Some(KeySummary {
+                rows: 6,
+                min: vec![datafusion::common::ScalarValue::Int32(Some(1))],
+                max: vec![datafusion::common::ScalarValue::Int32(Some(4))],
+                values: None,
+            }),
         };
         let batch = r.to_batch().expect("batch");
         assert_eq!(TaskReport::from_batches(&[batch]).expect("parse"), r);

@@ -1,11 +1,12 @@
 //! How a query's result reaches a Flight SQL client through the coordinator: cast
 //! to the types every Flight SQL client reads ([`quiver_proto::client_types`]),
-//! and encoded as Flight data.
+//! and encoded as Flight data; or, when the workers sent it in those types, their
+//! Flight messages forwarded as they are ([`relay`]).
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use datafusion::arrow::array::RecordBatch;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use quiver_worker::status::from_datafusion;
 use tonic::Status;
 
@@ -32,4 +33,14 @@ pub(super) fn encode(
         .build(batches.map_err(|e| FlightError::Tonic(Box::new(from_datafusion(&e)))))
         .map_err(Status::from);
     Box::pin(flight)
+}
+
+/// The schema message, then the workers' record batch messages as they came.
+pub(super) fn relay(relayed: crate::frontends::run::Relayed) -> DoGetStream {
+    let schema = crate::frontends::run::schema_message(&relayed.schema);
+    let frames = relayed
+        .frames
+        .map_ok(|f| f.data)
+        .map_err(|e| from_datafusion(&e));
+    Box::pin(futures::stream::once(async { Ok(schema) }).chain(frames))
 }

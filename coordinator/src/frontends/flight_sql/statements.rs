@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::actions::{refresh_schema, refresh_statement};
 use super::handles::{decode_params, QueryHandle};
 use super::requests::caller_of;
-use super::results::{encode, flight_schema};
+use super::results::{encode, flight_schema, relay};
 use super::{parameter_types, DoGetStream, QuiverFlightSql};
 use crate::engine::{Planned, QuerySession};
 use crate::frontends::run::{self, Caller};
@@ -128,8 +128,15 @@ impl QuiverFlightSql {
         }
         tracing::debug!(id = tracked.id(), sql = %handle.sql, "query starts");
         let plan = self.plan(tracked.session(), &handle).await;
-        let running = tracked.execute(plan).await?;
-        Ok(Response::new(encode(running.batches, handle.string_views)))
+        Ok(Response::new(
+            match tracked
+                .execute_for_flight(plan, handle.string_views)
+                .await?
+            {
+                run::Output::Batches(running) => encode(running.batches, handle.string_views),
+                run::Output::Relayed(relayed) => relay(relayed),
+            },
+        ))
     }
 
     /// The catalogs as the caller may see them.

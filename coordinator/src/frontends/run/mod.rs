@@ -1,5 +1,7 @@
 //! One statement through any front door: the query log entry, admission, the
-//! deadline, cancellation, and the stream of batches the front end encodes.
+//! deadline, cancellation, and the stream of batches the front end encodes (or,
+//! for Flight SQL, the workers' Flight messages it forwards; `stream.rs` does the
+//! same bookkeeping for both).
 //!
 //! Every front end (Flight SQL, PostgreSQL, HTTP) plans through the same steps
 //! (`crate::engine::statement`), with its own way of carrying a statement (handles,
@@ -15,16 +17,20 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::{stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use quiver_worker::status::from_datafusion;
 use tonic::Status;
 use tracing::Instrument;
 
 use crate::admission::Permit;
-use crate::engine::{Planned, QueryEngine, QuerySession};
+use crate::distributed::relay::{Relay, RelayFrame};
+use crate::engine::{Executed, Outcome, Planned, QueryEngine, QuerySession};
 use crate::observe::queries::{QueryOrigin, RunningQuery};
 use crate::reserved::is_catalog_table;
 use crate::security::authn::User;
+
+mod stream;
 
 /// The message a cancelled query ends with; front ends map it (PostgreSQL: 57014).
 pub const CANCELLED: &str = "query cancelled";
@@ -106,7 +112,7 @@ pub fn begin<'e>(
     }
 }
 
-impl Tracked<'_> {
+impl<'e> Tracked<'e> {
     pub fn session(&self) -> &QuerySession {
         &self.session
     }
@@ -144,10 +150,8 @@ impl Tracked<'_> {
         self.record.running();
         let id = self.session.id.clone();
         let schema = entry.schema.clone();
-        let batches = stream::iter(entry.batches.clone().into_iter().map(Ok));
-        let batches: SendableRecordBatchStream =
-            Box::pin(RecordBatchStreamAdapter::new(schema.clone(), batches));
-        let batches = logged(batches, id.clone(), self.started, self.record, None, false);
+        let batches = futures::stream::iter(entry.batches.clone().into_iter().map(Ok)).boxed();
+        let batches = stream::logged(batches, id.clone(), self.started, self.record, None, None);
         Running {
             id,
             schema: schema.clone(),
@@ -171,7 +175,38 @@ impl Tracked<'_> {
     /// Admits and starts a planned statement (a planning error is recorded too)
     /// and returns its batches, cut off at the query timeout or when the query is
     /// cancelled, and counted into `system.queries`.
-    pub async fn execute(mut self, planned: Planned) -> Result<Running, Status> {
+    pub async fn execute(self, planned: Planned) -> Result<Running, Status> {
+        match self.start(planned, None).await? {
+            Started::Answered(running) => Ok(running),
+            Started::Running(run, Outcome::Batches(executed)) => Ok(run.batches(executed)),
+            Started::Running(run, Outcome::Relayed(relay)) => {
+                // Not asked for: decode the frames into batches for the caller.
+                let schema = relay.schema.clone();
+                let batches = decode_frames(schema.clone(), relay.frames);
+                Ok(run.batches(crate::engine::Executed {
+                    batches: Box::pin(RecordBatchStreamAdapter::new(schema, batches)),
+                    worker_wait: None,
+                }))
+            }
+        }
+    }
+
+    /// [`Self::execute`] for a Flight SQL client that reads string views when
+    /// `views`: a result the workers can send in the client's types as it is comes
+    /// as their Flight messages, relayed ([`crate::distributed::relay`]).
+    pub async fn execute_for_flight(self, planned: Planned, views: bool) -> Result<Output, Status> {
+        Ok(match self.start(planned, Some(views)).await? {
+            Started::Answered(running) => Output::Batches(running),
+            Started::Running(run, Outcome::Batches(executed)) => {
+                Output::Batches(run.batches(executed))
+            }
+            Started::Running(run, Outcome::Relayed(relay)) => Output::Relayed(run.frames(relay)),
+        })
+    }
+
+    /// Admission and the start of execution, with the query's cache key; or the
+    /// answer from the results cache.
+    async fn start(mut self, planned: Planned, relay: Option<bool>) -> Result<Started<'e>, Status> {
         let user = self.caller.user_name().map(str::to_string);
         let span = tracing::info_span!("query", id = %self.session.id, user = user.as_deref().unwrap_or("-"));
         let (write, command, objects) = (planned.is_write(), planned.is_command(), planned.objects);
@@ -192,8 +227,10 @@ impl Tracked<'_> {
             cache.alias(text_key, key.clone());
         }
         if let Some(entry) = cache_key.as_deref().and_then(|k| cache.get(k)) {
-            return Ok(self.serve(entry));
+            return Ok(Started::Answered(self.serve(entry)));
         }
+        // The result's types as the client was told them (kept answers are in these).
+        let announced = Arc::new(plan.schema().as_arrow().clone());
         let start = async {
             // Reading only catalog tables (monitoring, client introspection) never waits behind the load.
             let permit = match objects.iter().all(|o| is_catalog_table(o)) {
@@ -206,15 +243,22 @@ impl Tracked<'_> {
                 ),
             };
             self.record.running();
-            let executed = self.session.execute(plan).await.map_err(|e| {
+            let outcome = match relay {
+                Some(views) => self.session.execute_for_flight(plan, views).await,
+                None => self.session.execute(plan).await.map(Outcome::Batches),
+            };
+            let outcome = outcome.map_err(|e| {
                 tracing::info!(error = %e, "query failed");
                 from_datafusion(&e)
             })?;
-            if let Some((waited, started)) = executed.worker_wait {
-                self.record.waited_for_workers(waited, started);
+            if let Outcome::Batches(Executed {
+                worker_wait: Some((waited, started)),
+                ..
+            }) = &outcome
+            {
+                self.record.waited_for_workers(*waited, *started);
             }
-            let batches = executed.batches;
-            Ok::<_, Status>((batches, permit))
+            Ok::<_, Status>((outcome, permit))
         };
         // A query cancelled while it waits in the queue (or starts) ends there.
         let cancel = self.cancel.clone();
@@ -222,7 +266,7 @@ impl Tracked<'_> {
             s = start.instrument(span) => s,
             _ = cancel.notified() => Err(Status::cancelled(format!("{CANCELLED} on request, before it ran"))),
         };
-        let (batches, permit) = match started {
+        let (outcome, permit) = match started {
             Ok(b) => b,
             Err(status) if status.code() == tonic::Code::Cancelled => {
                 self.record.cancelled(status.message().to_string());
@@ -230,27 +274,140 @@ impl Tracked<'_> {
             }
             Err(status) => return Err(self.fail(status, &objects)),
         };
-        let id = self.session.id.clone();
-        let schema = batches.schema();
-        let batches = match cache_key {
-            Some(key) => kept(batches, cache, key, objects),
-            None => batches,
-        };
-        let batches = guarded(batches, self.engine, self.started, cancel);
-        let batches = logged(
-            batches,
-            id.clone(),
-            self.started,
-            self.record,
+        let run = Run {
+            engine: self.engine,
+            id: self.session.id.clone(),
+            started: self.started,
+            record: self.record,
+            cancel,
             permit,
             write,
+            cache: cache_key.map(|key| (cache, key, objects)),
+            announced,
+        };
+        Ok(Started::Running(Box::new(run), outcome))
+    }
+}
+
+/// What [`Tracked::execute_for_flight`] gives a Flight SQL front end.
+pub enum Output {
+    Batches(Running),
+    Relayed(Relayed),
+}
+
+/// A query whose result is its workers' Flight messages (`crate::distributed::relay`).
+pub struct Relayed {
+    /// The schema the client reads; the frames are in it.
+    pub schema: SchemaRef,
+    /// Record batch messages, cut off at the query timeout or when the query is
+    /// cancelled, and counted into `system.queries`.
+    pub frames: BoxStream<'static, datafusion::error::Result<RelayFrame>>,
+}
+
+enum Started<'e> {
+    /// From the results cache.
+    Answered(Running),
+    Running(Box<Run<'e>>, Outcome),
+}
+
+/// A started query, before its result is wrapped for the front end.
+struct Run<'e> {
+    engine: &'e QueryEngine,
+    id: String,
+    started: Instant,
+    record: RunningQuery,
+    cancel: Arc<tokio::sync::Notify>,
+    permit: Option<Permit>,
+    write: bool,
+    /// Where a complete small answer is kept: the cache, its key, the tables read.
+    cache: Option<(Arc<crate::cache::ResultsCache>, String, Vec<String>)>,
+    announced: SchemaRef,
+}
+
+impl Run<'_> {
+    fn batches(self, executed: Executed) -> Running {
+        let schema = executed.batches.schema();
+        let batches: BoxStream<'static, _> = executed.batches.boxed();
+        let batches = match self.cache {
+            Some((cache, key, objects)) => {
+                stream::kept(batches, cache, key, objects, schema.clone(), Ok)
+            }
+            None => batches,
+        };
+        let batches = stream::guarded(batches, self.engine, self.started, self.cancel);
+        let written = self
+            .write
+            .then_some(crate::writes::rows_written as fn(&RecordBatch) -> u64);
+        let batches = stream::logged(
+            batches,
+            self.id.clone(),
+            self.started,
+            self.record,
+            self.permit,
+            written,
         );
-        Ok(Running {
-            id,
+        Running {
+            id: self.id,
             schema: schema.clone(),
             batches: Box::pin(RecordBatchStreamAdapter::new(schema, batches)),
-        })
+        }
     }
+
+    fn frames(self, relay: Relay) -> Relayed {
+        let frames = relay.frames;
+        let frames = match self.cache {
+            Some((cache, key, objects)) => {
+                // Kept in the announced types, as an answer that ran here would be.
+                let (client, announced) = (relay.schema.clone(), self.announced.clone());
+                let target = crate::result_schema::conformed_schema(&client, &announced);
+                stream::kept(frames, cache, key, objects, target.clone(), move |kept| {
+                    let mut decoder = quiver_worker::peer_data::PeerDecoder::new();
+                    decoder.decode(&schema_message(&client))?;
+                    kept.iter()
+                        .filter_map(|f| decoder.decode(&f.data).transpose())
+                        .map(|b| crate::result_schema::cast_batch(&b?, &target))
+                        .collect()
+                })
+            }
+            None => frames,
+        };
+        let frames = stream::guarded(frames, self.engine, self.started, self.cancel);
+        let frames = stream::logged(
+            frames,
+            self.id.clone(),
+            self.started,
+            self.record,
+            self.permit,
+            None,
+        );
+        Relayed {
+            schema: relay.schema,
+            frames: frames.boxed(),
+        }
+    }
+}
+
+/// The Flight message that announces `schema`.
+pub fn schema_message(schema: &datafusion::arrow::datatypes::Schema) -> arrow_flight::FlightData {
+    let options = datafusion::arrow::ipc::writer::IpcWriteOptions::default();
+    arrow_flight::SchemaAsIpc::new(schema, &options).into()
+}
+
+/// Relayed frames decoded into batches of `schema`.
+fn decode_frames(
+    schema: SchemaRef,
+    frames: BoxStream<'static, datafusion::error::Result<RelayFrame>>,
+) -> impl futures::Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
+    let mut decoder = quiver_worker::peer_data::PeerDecoder::new();
+    let announced = decoder.decode(&schema_message(&schema));
+    frames.filter_map(move |frame| {
+        let out = match (&announced, frame) {
+            (Err(e), _) => Some(Err(DataFusionError::Execution(e.to_string()))),
+            (Ok(_), Ok(f)) => decoder.decode(&f.data).map_err(Into::into).transpose(),
+            (Ok(_), Err(e)) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
 }
 
 /// Plans a statement physically and, when its result needs nothing of the coordinator
@@ -285,155 +442,4 @@ pub async fn client_endpoints(
         "query handed to the workers as endpoints"
     );
     Some(endpoints)
-}
-
-/// Ends the query with an error once it has run for the query timeout, or when it
-/// is cancelled (console, PostgreSQL cancel request); dropping its stream cancels
-/// every fragment and stage task it still runs.
-fn guarded(
-    batches: SendableRecordBatchStream,
-    engine: &QueryEngine,
-    started: Instant,
-    cancel: Arc<tokio::sync::Notify>,
-) -> SendableRecordBatchStream {
-    let timeout = engine.query_timeout();
-    let pool = engine.pool().clone();
-    let schema = batches.schema();
-    let deadline = timeout.map(|t| tokio::time::Instant::from_std(started + t));
-    let limited = stream::unfold(Some(batches), move |state| {
-        let (pool, cancel) = (pool.clone(), cancel.clone());
-        async move {
-            let mut batches = state?;
-            let expired = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => futures::future::pending().await,
-                }
-            };
-            tokio::select! {
-                next = batches.next() => next.map(|item| (item, Some(batches))),
-                _ = expired => {
-                    drop(batches);
-                    crate::observe::counters::Counters::add(&pool.counters().query_timeouts, 1);
-                    let message = format!(
-                        "query cancelled: it ran longer than server.query_timeout_secs ({} s)",
-                        timeout.map(|t| t.as_secs_f64()).unwrap_or_default()
-                    );
-                    let status = quiver_worker::status::tagged(Status::resource_exhausted(message), quiver_worker::status::ErrorKind::QueryCanceled);
-                    Some((Err(DataFusionError::External(Box::new(status))), None))
-                }
-                _ = cancel.notified() => {
-                    drop(batches);
-                    Some((Err(DataFusionError::External(Box::new(Status::cancelled(format!("{CANCELLED} on request"))))), None))
-                }
-            }
-        }
-    });
-    Box::pin(RecordBatchStreamAdapter::new(schema, limited))
-}
-
-/// Passes the batches on and keeps a copy; a complete answer within
-/// `cache.max_entry_bytes` goes into the results cache at its end.
-fn kept(
-    batches: SendableRecordBatchStream,
-    cache: Arc<crate::cache::ResultsCache>,
-    key: String,
-    objects: Vec<String>,
-) -> SendableRecordBatchStream {
-    let schema = batches.schema();
-    let limit = cache.max_entry_bytes();
-    let state = (batches, Some(Vec::new()), 0usize, cache, Some(key), objects);
-    let out = stream::unfold(Some(state), move |state| async move {
-        let (mut s, mut kept, mut bytes, cache, mut key, objects) = state?;
-        match s.next().await {
-            Some(Ok(b)) => {
-                bytes += b.get_array_memory_size();
-                match kept.as_mut() {
-                    Some(k) if bytes <= limit => k.push(b.clone()),
-                    _ => kept = None,
-                }
-                Some((Ok(b), Some((s, kept, bytes, cache, key, objects))))
-            }
-            Some(Err(e)) => Some((Err(e), None)),
-            None => {
-                if let (Some(k), Some(key)) = (kept, key.take()) {
-                    cache.put(key, s.schema(), k, objects);
-                }
-                None
-            }
-        }
-    });
-    Box::pin(RecordBatchStreamAdapter::new(schema, out))
-}
-
-/// Counts rows and logs the end of a query (or its failure, or its cancellation);
-/// holds its admission permit until then.
-fn logged(
-    batches: SendableRecordBatchStream,
-    query: String,
-    started: Instant,
-    record: RunningQuery,
-    permit: Option<Permit>,
-    write: bool,
-) -> impl futures::Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
-    struct Tally {
-        query: String,
-        started: Instant,
-        rows: usize,
-        done: bool,
-        record: RunningQuery,
-        /// The query's place among the running ones, given back when the stream ends.
-        _permit: Option<Permit>,
-    }
-    impl Drop for Tally {
-        fn drop(&mut self) {
-            let elapsed_ms = self.started.elapsed().as_millis() as u64;
-            if self.done {
-                tracing::info!(query = %self.query, rows = self.rows, elapsed_ms, "query finished");
-            } else {
-                tracing::info!(query = %self.query, rows = self.rows, elapsed_ms, "query stopped before its end");
-            }
-        }
-    }
-    let tally = Tally {
-        query,
-        started,
-        rows: 0,
-        done: false,
-        record,
-        _permit: permit,
-    };
-    stream::unfold(Some((batches, tally)), move |state| async move {
-        let (mut s, mut tally) = state?;
-        match s.next().await {
-            Some(Ok(b)) => {
-                tally.rows += b.num_rows();
-                tally
-                    .record
-                    .add_batch(b.num_rows(), b.get_array_memory_size());
-                if write {
-                    // A write answers with the rows it wrote.
-                    tally.record.written(crate::writes::rows_written(&b));
-                }
-                Some((Ok(b), Some((s, tally))))
-            }
-            Some(Err(e)) => {
-                tracing::info!(query = %tally.query, error = %e, "query failed");
-                match from_datafusion(&e) {
-                    s if s.code() == tonic::Code::Cancelled => {
-                        tally.record.cancelled(s.message().to_string())
-                    }
-                    _ => tally.record.failed(e.to_string()),
-                }
-                // The error ends the stream: nothing after it is a result.
-                Some((Err(e), None))
-            }
-            None => {
-                tally.done = true;
-                tally.record.finished();
-                drop(tally);
-                None
-            }
-        }
-    })
 }
