@@ -724,3 +724,19 @@ pub async fn worker_stat(addr: &str, wanted: u8) -> Result<u64> {
     }
     Ok(0)
 }
+
+/// A counter from the coordinator's `/metrics` page.
+pub fn metric(http: &str, name: &str) -> Result<u64> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(http)?;
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut page = String::new();
+    conn.read_to_string(&mut page)?;
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .ok_or_else(|| anyhow!("no {name} in {page}"))
+}

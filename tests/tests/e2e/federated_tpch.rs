@@ -307,6 +307,13 @@ async fn a_small_join_side_sends_its_keys_into_postgres() -> anyhow::Result<()> 
             split,
             "orders o JOIN lineitem l",
         ),
+        // Both sides shuffled: orders is read by a stage of its own, which the
+        // keys of lineitem's stage filter before it starts (dynamic filters across stages).
+        (
+            "single_stage_max_bytes = 0\nbroadcast_join_max_bytes = 0",
+            "",
+            "lineitem l JOIN orders o",
+        ),
     ];
     for (i, (workers, pg_settings, from)) in runs.into_iter().enumerate() {
         let server = start_federated_with(workers, pg_settings)?;

@@ -11,22 +11,6 @@ use quiver_tests::*;
 
 const SCAN: &str = "SELECT l_orderkey, l_linenumber, l_comment FROM lineitem";
 
-/// A counter from the coordinator's `/metrics` page.
-fn metric(http: &str, name: &str) -> anyhow::Result<u64> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(http)?;
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-    let mut page = String::new();
-    conn.read_to_string(&mut page)?;
-    page.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|v| v.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .ok_or_else(|| anyhow::anyhow!("no {name} in {page}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_is_relayed_as_the_workers_flight_data() -> anyhow::Result<()> {
     let (w1, w2) = (start_worker("r1")?, start_worker("r2")?);
