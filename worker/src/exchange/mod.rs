@@ -18,6 +18,7 @@
 mod codec;
 mod keys;
 mod read;
+mod report;
 mod store;
 mod stream;
 mod write;
@@ -25,10 +26,11 @@ mod write;
 pub use codec::{ShuffleReadCodec, ShuffleWriteCodec};
 pub use keys::KeySummary;
 pub use read::{lost_output, LostOutput, ShuffleLocation, ShuffleReadExec};
+pub use report::TaskReport;
 pub use store::{store, ExchangeStore, SHUFFLE_TICKET_PREFIX};
 pub use stream::{stream_key, streams, AlreadyTaken, StreamItem, Streams, STREAM_TICKET_PREFIX};
 pub(crate) use write::spilled_bytes;
-pub use write::{ShuffleOutput, ShuffleWriteExec, TaskReport};
+pub use write::{ShuffleOutput, ShuffleWriteExec};
 
 /// Name of the worker action that deletes a query's exchange files.
 pub const ACTION_RELEASE: &str = "release";
