@@ -5,7 +5,7 @@
 //! cargo bench -p quiver-coordinator --bench tpch -- [--scale 1] [--iterations 3] [--workers 2]
 //!     [--worker-processes] [--no-exchanges] [--no-ballista] [--single-stage-max-bytes 0]
 //!     [--query-memory-limit 8GiB] [--broadcast-join-max-bytes 32MiB] [--throughput-only]
-//!     [--join-order written] [--exchange-mode files]
+//!     [--join-order written] [--exchange-mode files] [--no-dynamic-filters]
 //!
 //! `--worker-processes`: the workers are separate `quiver worker` processes (a
 //! static pool) instead of in-process ones, so exchanges cross processes over
@@ -61,6 +61,8 @@ struct Args {
     join_order: Option<String>,
     /// workers.exchange_mode, when set.
     exchange_mode: Option<String>,
+    /// workers.dynamic_filters.
+    dynamic_filters: bool,
 }
 
 impl Args {
@@ -104,6 +106,7 @@ fn parse_args() -> Result<Args> {
         throughput_only: false,
         join_order: None,
         exchange_mode: None,
+        dynamic_filters: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -129,6 +132,7 @@ fn parse_args() -> Result<Args> {
             "--throughput-only" => args.throughput_only = true,
             "--join-order" => args.join_order = Some(value()?),
             "--exchange-mode" => args.exchange_mode = Some(value()?),
+            "--no-dynamic-filters" => args.dynamic_filters = false,
             "--bench" => {}
             other => return Err(anyhow!("unknown argument {other}")),
         }
@@ -216,11 +220,12 @@ async fn run(args: Args) -> Result<()> {
     };
     let config = |single_stage: Option<&str>, extra: &str| {
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{}{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}{extra}exchanges = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}{}[cluster]\nsecret = {BENCH_SECRET:?}\n[workers]\n{pool}{}{extra}exchanges = {}\ndynamic_filters = {}\n[[source]]\nname = \"tpch\"\nkind = \"files\"\nlocation = {:?}\n",
             args.partitions.map(|p| format!("target_partitions = {p}\n")).unwrap_or_default(),
             args.join_order.as_ref().map(|o| format!("join_order = {o:?}\n")).unwrap_or_default(),
             args.worker_settings(single_stage).iter().map(|(k, v)| format!("{k} = {v:?}\n")).collect::<String>(),
             args.exchanges,
+            args.dynamic_filters,
             dir.display().to_string()
         );
         quiver_coordinator::QuiverConfig::parse(&text, &dir).map_err(|e| anyhow!(e))
@@ -360,10 +365,10 @@ async fn run(args: Args) -> Result<()> {
     } else {
         "embedded workers"
     };
-    let mode = if args.exchanges {
-        String::new()
-    } else {
-        ", exchanges off".to_string()
+    let mode = match (args.exchanges, args.dynamic_filters) {
+        (true, true) => String::new(),
+        (false, _) => ", exchanges off".to_string(),
+        (true, false) => ", dynamic_filters = false".to_string(),
     };
     let mode = mode
         + &args

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::stream::BoxStream;
@@ -179,15 +178,10 @@ impl<'e> Tracked<'e> {
         match self.start(planned, None).await? {
             Started::Answered(running) => Ok(running),
             Started::Running(run, Outcome::Batches(executed)) => Ok(run.batches(executed)),
-            Started::Running(run, Outcome::Relayed(relay)) => {
-                // Not asked for: decode the frames into batches for the caller.
-                let schema = relay.schema.clone();
-                let batches = decode_frames(schema.clone(), relay.frames);
-                Ok(run.batches(crate::engine::Executed {
-                    batches: Box::pin(RecordBatchStreamAdapter::new(schema, batches)),
-                    worker_wait: None,
-                }))
-            }
+            // Only `execute_for_flight` asks for a relay.
+            Started::Running(_, Outcome::Relayed(_)) => Err(Status::internal(
+                "a relayed result reached a front end that reads batches",
+            )),
         }
     }
 
@@ -393,22 +387,6 @@ pub fn schema_message(schema: &datafusion::arrow::datatypes::Schema) -> arrow_fl
     arrow_flight::SchemaAsIpc::new(schema, &options).into()
 }
 
-/// Relayed frames decoded into batches of `schema`.
-fn decode_frames(
-    schema: SchemaRef,
-    frames: BoxStream<'static, datafusion::error::Result<RelayFrame>>,
-) -> impl futures::Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
-    let mut decoder = quiver_worker::peer_data::PeerDecoder::new();
-    let announced = decoder.decode(&schema_message(&schema));
-    frames.filter_map(move |frame| {
-        let out = match (&announced, frame) {
-            (Err(e), _) => Some(Err(DataFusionError::Execution(e.to_string()))),
-            (Ok(_), Ok(f)) => decoder.decode(&f.data).map_err(Into::into).transpose(),
-            (Ok(_), Err(e)) => Some(Err(e)),
-        };
-        futures::future::ready(out)
-    })
-}
 
 /// Plans a statement physically and, when its result needs nothing of the coordinator
 /// (`crate::distributed::endpoints`), returns endpoints on the workers for the
