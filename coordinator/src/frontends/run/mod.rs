@@ -387,7 +387,6 @@ pub fn schema_message(schema: &datafusion::arrow::datatypes::Schema) -> arrow_fl
     arrow_flight::SchemaAsIpc::new(schema, &options).into()
 }
 
-
 /// Plans a statement physically and, when its result needs nothing of the coordinator
 /// (`crate::distributed::endpoints`), returns endpoints on the workers for the
 /// client to fetch, and records the query in `system.queries` as `handed_off`.
