@@ -23,6 +23,7 @@ use bytes::Bytes;
 use datafusion::common::exec_err;
 use datafusion::common::{internal_err, Result};
 use datafusion::error::DataFusionError;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -258,29 +259,49 @@ impl Scheduler {
 
     /// The stage's plan with its inputs bound, serialized for the workers.
     pub(super) fn encode(&self, run: &QueryRun, stage: u32) -> Result<Bytes> {
-        self.encode_task(run, stage, None)
+        let input = self.stage_input(run, stage)?;
+        self.encode_write(run, stage, input, None)
     }
 
-    /// The plan of `stage`, for task `task` of a streamed stage (its output's key
-    /// is the task's own).
-    pub(super) fn encode_task(
+    /// The plans of the tasks of streamed `stage`, each naming its own output's
+    /// key; the stage's input is bound and filtered once for all of them.
+    pub(super) fn encode_streamed(&self, run: &QueryRun, stage: u32) -> Result<Vec<Bytes>> {
+        let input = self.stage_input(run, stage)?;
+        let tasks = run.stages.get(&stage).map(|s| s.tasks()).unwrap_or(0);
+        (0..tasks)
+            .map(|task| self.encode_write(run, stage, input.clone(), Some(task)))
+            .collect()
+    }
+
+    /// `stage`'s work with its inputs bound and, when a build stage's keys
+    /// filter it, that filter applied.
+    fn stage_input(&self, run: &QueryRun, stage: u32) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(plan) = run.stages.get(&stage) else {
+            return internal_err!("unknown stage {stage}");
+        };
+        let bound = run.bind(&plan.plan)?;
+        match self.settings.dynamic_filter_values {
+            Some(max) => match run.key_condition(stage, max)? {
+                Some(condition) => super::dynamic_filters::filtered(bound, condition),
+                None => Ok(bound),
+            },
+            None => Ok(bound),
+        }
+    }
+
+    /// `input` under the stage's exchange writer, serialized; for task `task` of a
+    /// streamed stage, the writer streams under that task's key.
+    fn encode_write(
         &self,
         run: &QueryRun,
         stage: u32,
+        input: Arc<dyn ExecutionPlan>,
         task: Option<usize>,
     ) -> Result<Bytes> {
         let Some(plan) = run.stages.get(&stage) else {
             return internal_err!("unknown stage {stage}");
         };
-        let bound = run.bind(&plan.plan)?;
-        let bound = match self.settings.dynamic_filter_values {
-            Some(max) => match run.key_condition(stage, max)? {
-                Some(condition) => super::dynamic_filters::filtered(bound, condition)?,
-                None => bound,
-            },
-            None => bound,
-        };
-        let mut write = ShuffleWriteExec::new(stage, bound, plan.output.clone());
+        let mut write = ShuffleWriteExec::new(stage, input, plan.output.clone());
         if let (true, Some(max)) = (plan.summarize_keys, self.settings.dynamic_filter_values) {
             write = write.with_key_summary(max);
         }

@@ -129,21 +129,16 @@ impl Scheduler {
         Counters::add(&self.pool.counters().stages, 1);
         tracing::debug!(query = %run.id, stage, tasks, streamed = run.streamed.contains_key(&stage), "stage starts");
         // A file stage's plan is the same for every task; a streamed one names each task's key.
-        let shared = match run.streamed.contains_key(&stage) {
-            true => None,
-            false => Some(self.encode(run, stage)?),
+        let plans = match run.streamed.contains_key(&stage) {
+            true => self.encode_streamed(run, stage)?,
+            false => vec![self.encode(run, stage)?; tasks],
         };
-        futures::future::try_join_all((0..tasks).map(|task| {
-            let plan = shared.clone();
-            async move {
-                let plan = match plan {
-                    Some(p) => p,
-                    None => self.encode_task(run, stage, Some(task))?,
-                };
-                self.run_streamed_task(run, stage, task, plan).await
-            }
-            .boxed()
-        }))
+        futures::future::try_join_all(
+            plans
+                .into_iter()
+                .enumerate()
+                .map(|(task, plan)| self.run_streamed_task(run, stage, task, plan).boxed()),
+        )
         .await?;
         Ok(())
     }
