@@ -232,6 +232,11 @@ async fn run_server(command: Command) -> Result<()> {
             let secret =
                 quiver_coordinator::worker_cluster_secret(&cluster).map_err(anyhow::Error::msg)?;
             let join_keys = config.workers.join_keys();
+            // The Docker pool overrides `auto` for its containers, which share one host.
+            let compression = match std::env::var(quiver_worker::LinkCompression::ENV) {
+                Ok(word) => word.parse().map_err(anyhow::Error::msg)?,
+                Err(_) => config.workers.exchange_compression,
+            };
             let sources = config.source;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -243,6 +248,7 @@ async fn run_server(command: Command) -> Result<()> {
                 sources,
                 cluster: secret.map(|s| s.key),
                 join_keys,
+                compression,
                 ..Default::default()
             };
             let service = quiver_worker::WorkerService::new(options, codec)?;

@@ -38,6 +38,9 @@ pub struct WorkerOptions {
     /// `[workers] join_keys_max` and `join_key_array_max`: keys of a join sent
     /// into a database statement.
     pub join_keys: quiver_connectors::join_keys::JoinKeyLimits,
+    /// `[workers] exchange_compression`: IPC compression of the Flight streams this
+    /// worker sends to other cluster processes.
+    pub compression: crate::LinkCompression,
 }
 
 impl Default for WorkerOptions {
@@ -48,6 +51,7 @@ impl Default for WorkerOptions {
             default_memory_limit: 2 << 30,
             cluster: None,
             join_keys: Default::default(),
+            compression: Default::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod batches;
 mod cancel;
 pub mod cluster_auth;
+mod compression;
 mod compute;
 mod cost;
 pub mod exchange;
@@ -26,6 +27,7 @@ pub mod write;
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 pub use cluster_auth::{ClusterCredentials, WorkerClient};
+pub use compression::LinkCompression;
 pub use executor::{FragmentExecutor, WorkerOptions};
 pub use lifecycle::Drained;
 pub use service::{nodelay, serve, WorkerService};

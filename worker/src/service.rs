@@ -12,6 +12,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
+use arrow_ipc::writer::IpcWriteOptions;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
@@ -206,13 +207,19 @@ impl FlightService for WorkerService {
         };
         let member =
             |call: Result<(), Status>| call.map_err(|status| self.refused(&request, status));
+        // What the link to the reader asks for; clients' streams are never compressed.
+        let link = self
+            .executor
+            .options
+            .compression
+            .write_options(request.remote_addr(), request.local_addr());
         if let Some(rest) = ticket.strip_prefix(SHUFFLE_TICKET_PREFIX.as_bytes()) {
             member(call)?;
-            return serve_exchange(rest);
+            return serve_exchange(rest, link);
         }
         if let Some(rest) = ticket.strip_prefix(STREAM_TICKET_PREFIX.as_bytes()) {
             member(call)?;
-            return serve_stream(rest);
+            return serve_stream(rest, link);
         }
         let ticket = FragmentTicket::decode_from(ticket)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -352,6 +359,9 @@ impl FlightService for WorkerService {
             // Batches go whole: slicing a view array would resend its buffers per slice.
             // Otherwise a client's messages stay under gRPC's usual limits.
             encoder = encoder.with_max_flight_data_size(MAX_MESSAGE_BYTES / 2);
+        }
+        if !client_typed {
+            encoder = encoder.with_options(link);
         }
         let encoded = encoder
             .with_schema(schema)
@@ -519,7 +529,10 @@ impl FlightService for WorkerService {
 
 /// Streams one partition of an exchange output this worker holds
 /// (`shuffle:<key>:<partition>`).
-fn serve_exchange(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status> {
+fn serve_exchange(
+    ticket: &[u8],
+    link: IpcWriteOptions,
+) -> Result<Response<Stream<FlightData>>, Status> {
     let (ticket, key, partition) = exchange_ticket(ticket)?;
     let path = store()
         .partition_path(key, partition)
@@ -546,6 +559,7 @@ fn serve_exchange(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status>
     let encoded = FlightDataEncoderBuilder::new()
         .with_dictionary_handling(DictionaryHandling::Resend)
         .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
+        .with_options(link)
         .with_schema(schema)
         .build(tokio_stream::wrappers::ReceiverStream::new(rx))
         .map_err(Status::from);
@@ -565,7 +579,10 @@ fn exchange_ticket(ticket: &[u8]) -> Result<(&str, &str, usize), Status> {
 /// (`stream:<key>:<partition>`), as the producer sends it. The producer's own
 /// failure goes out as an `Internal` status, which the reader reports as the
 /// query's error; any other status means the stream is lost.
-fn serve_stream(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status> {
+fn serve_stream(
+    ticket: &[u8],
+    link: IpcWriteOptions,
+) -> Result<Response<Stream<FlightData>>, Status> {
     let (_, key, partition) = exchange_ticket(ticket)?;
     let rx = streams()
         .receiver(key, partition)
@@ -576,6 +593,7 @@ fn serve_stream(ticket: &[u8]) -> Result<Response<Stream<FlightData>>, Status> {
     let encoded = FlightDataEncoderBuilder::new()
         .with_dictionary_handling(DictionaryHandling::Resend)
         .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
+        .with_options(link)
         .build(batches)
         .map_err(Status::from);
     Ok(Response::new(Box::pin(encoded)))

@@ -117,8 +117,8 @@ impl DistributeFragments {
         if staged.stages.is_empty() {
             return None;
         }
-        if scheduler.settings.dynamic_filter_values.is_some() {
-            super::dynamic_filters::link(&mut staged);
+        if let Some(values_max) = scheduler.settings.dynamic_filter_values {
+            super::dynamic_filters::link(&mut staged, values_max);
         }
         for stage in &staged.stages {
             let write: Arc<dyn ExecutionPlan> = Arc::new(ShuffleWriteExec::new(

@@ -41,14 +41,30 @@ use super::stages::{StagePlan, StagedPlan};
 /// How long a probe stage waits for its build stage's keys before it runs unfiltered.
 pub const SUMMARY_WAIT: Duration = Duration::from_secs(60);
 
-/// Marks each build stage whose keys can filter a probe stage, and that probe stage.
-pub fn link(staged: &mut StagedPlan) {
+/// A build side estimated at more rows than this many times `join_keys_max` is not
+/// linked: only its bounds would reach the probe stage, which then waits for
+/// keys that seldom narrow anything (keys of a large side span their whole range).
+const ROWS_PER_LISTED_KEY: usize = 4;
+
+/// Marks each build stage whose keys can filter a probe stage, and that probe
+/// stage. `values_max`: most distinct keys a summary lists (`join_keys_max`).
+pub fn link(staged: &mut StagedPlan, values_max: usize) {
     let mut pairs = vec![];
     let mut visit = |plan: &Arc<dyn ExecutionPlan>| {
         let _ = plan.apply(|node| {
             if let Some(join) = node.as_ref().downcast_ref::<HashJoinExec>() {
-                if let Some(pair) = build_and_probe(join, &staged.stages) {
-                    pairs.push(pair);
+                if let Some((build, probe)) = build_and_probe(join, &staged.stages) {
+                    match estimated_rows(&staged.stages, build) {
+                        Some(rows) if rows > values_max.saturating_mul(ROWS_PER_LISTED_KEY) => {
+                            tracing::debug!(
+                                build,
+                                probe,
+                                rows,
+                                "build side too large to filter its probe stage; not linked"
+                            );
+                        }
+                        _ => pairs.push((build, probe)),
+                    }
                 }
             }
             Ok(TreeNodeRecursion::Continue)
@@ -68,6 +84,20 @@ pub fn link(staged: &mut StagedPlan) {
             }
         }
     }
+}
+
+/// The rows a stage is estimated to produce, from its inputs' statistics; None
+/// when they say nothing (a stage that reads other stages, a source without them).
+fn estimated_rows(stages: &[StagePlan], id: u32) -> Option<usize> {
+    let stage = stages.iter().find(|s| s.id == id)?;
+    let walk = datafusion::physical_plan::StatisticsContext::new();
+    let stats = walk
+        .compute(
+            stage.plan.as_ref(),
+            &datafusion::physical_plan::StatisticsArgs::new(),
+        )
+        .ok()?;
+    stats.num_rows.get_value().copied()
 }
 
 /// The build and probe stages of `join`, when its build keys may filter its probe side.

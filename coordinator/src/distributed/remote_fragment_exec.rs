@@ -398,6 +398,8 @@ impl Attempts {
                     return None;
                 }
                 Some(Ok(data)) => {
+                    let wire = data.data_header.len() + data.data_body.len();
+                    Counters::add(&self.pool.counters().wire_bytes_from_workers, wire as u64);
                     // The fragment's last message carries what it cost.
                     if !data.app_metadata.is_empty() {
                         if let Ok(stats) = FragmentStats::decode_from(&data.app_metadata) {

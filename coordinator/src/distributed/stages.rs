@@ -347,7 +347,25 @@ mod tests {
             4,
         )
         .expect("cut");
-        super::super::dynamic_filters::link(&mut staged);
+        // A build side estimated larger than the keys a summary lists is not linked.
+        let mut too_large = cut(
+            plan(
+                "SELECT a.v, count(*) FROM a JOIN b ON a.k = b.k GROUP BY a.v",
+                false,
+            )
+            .await,
+            4,
+        )
+        .expect("cut");
+        super::super::dynamic_filters::link(&mut too_large, 0);
+        assert!(
+            too_large
+                .stages
+                .iter()
+                .all(|s| s.filtered_by.is_empty() && !s.summarize_keys),
+            "{too_large:#?}"
+        );
+        super::super::dynamic_filters::link(&mut staged, 10_000);
         let build = staged
             .stages
             .iter()
@@ -368,7 +386,7 @@ mod tests {
             4,
         )
         .expect("cut");
-        super::super::dynamic_filters::link(&mut staged);
+        super::super::dynamic_filters::link(&mut staged, 10_000);
         assert!(
             staged
                 .stages

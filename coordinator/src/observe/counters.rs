@@ -10,6 +10,8 @@ pub struct Counters {
     pub fragments: AtomicU64,
     pub fragment_retries: AtomicU64,
     pub rows_from_workers: AtomicU64,
+    /// Bytes of the Flight messages of fragment results, as they crossed the wire.
+    pub wire_bytes_from_workers: AtomicU64,
     pub stages: AtomicU64,
     pub exchange_bytes: AtomicU64,
     pub lost_outputs: AtomicU64,

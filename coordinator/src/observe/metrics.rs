@@ -38,6 +38,11 @@ pub fn render(engine: &crate::engine::QueryEngine) -> String {
         c.rows_from_workers.load(Ordering::Relaxed),
     );
     counter(
+        "quiver_worker_wire_bytes_total",
+        "Bytes of fragment results received from workers as sent: compressed between hosts (workers.exchange_compression).",
+        c.wire_bytes_from_workers.load(Ordering::Relaxed),
+    );
+    counter(
         "quiver_stages_total",
         "Query stages run on workers.",
         c.stages.load(Ordering::Relaxed),

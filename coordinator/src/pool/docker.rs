@@ -90,6 +90,11 @@ impl DockerWorkers {
             env.retain(|e| !e.starts_with(&format!("{}=", crate::security::cluster::SECRET_VAR)));
             env.push(format!("{}={secret}", crate::security::cluster::SECRET_VAR));
         }
+        // One Docker engine is one host: `auto` would compress between its containers
+        // (bridge addresses are not loopback) for no gain.
+        if config.exchange_compression == quiver_worker::LinkCompression::Auto {
+            env.push(format!("{}=none", quiver_worker::LinkCompression::ENV));
+        }
         let workers = Self {
             docker,
             config: config.clone(),

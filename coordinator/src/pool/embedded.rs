@@ -24,6 +24,7 @@ impl EmbeddedWorkers {
         codec: QuiverCodec,
         cluster: Option<quiver_proto::ClusterKey>,
         join_keys: quiver_connectors::join_keys::JoinKeyLimits,
+        compression: quiver_worker::LinkCompression,
     ) -> Result<Self, WorkerError> {
         let mut addresses = vec![];
         let mut stops = vec![];
@@ -47,6 +48,7 @@ impl EmbeddedWorkers {
                 sources: sources.to_vec(),
                 cluster: cluster.clone(),
                 join_keys,
+                compression,
                 ..Default::default()
             };
             let service = WorkerService::new(options, codec.clone())?;

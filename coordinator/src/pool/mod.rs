@@ -339,6 +339,7 @@ impl WorkerPool {
                     codec,
                     credentials.key().cloned(),
                     config.join_keys(),
+                    config.exchange_compression,
                 )
                 .await?;
                 let workers = embedded

@@ -11,6 +11,7 @@ mod adbc;
 mod cli;
 mod client_endpoints;
 mod cluster_auth;
+mod compression;
 mod console;
 mod dbt;
 mod delta;
