@@ -62,6 +62,8 @@ if [ ! -f "$pgdata/ca.crt" ]; then
 fi
 pg_opts="-p $pg_port -c listen_addresses=127.0.0.1 -k $pgdata -c log_statement=all -c logging_collector=off"
 pg_opts="$pg_opts -c ssl=on -c ssl_cert_file=$pgdata/server.crt -c ssl_key_file=$pgdata/server.key"
+# Logical replication: accelerated copies kept live from the change stream (docs/datasets.md).
+pg_opts="$pg_opts -c wal_level=logical -c max_replication_slots=32 -c max_wal_senders=32"
 if ! pg_run "$pg/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
   pg_run "$pg/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w start -o "$pg_opts" >/dev/null
 elif [ "$certs_made" = 1 ]; then
@@ -74,8 +76,13 @@ fi
 if [ "$(psql_su -c "select 1 from pg_database where datname = 'quiver'")" != 1 ]; then
   psql_su -c "create database quiver owner quiver"
 fi
-# An instance started by an older version of this script runs without TLS: restart it.
-if [ "$(psql_su -c 'show ssl')" != on ]; then
+# The role reads the change stream (replication connections, slots).
+if [ "$(psql_su -c "select rolreplication from pg_roles where rolname = 'quiver'")" != t ]; then
+  psql_su -c "alter role quiver replication"
+fi
+# An instance started by an older version of this script runs without TLS or
+# logical replication: restart it.
+if [ "$(psql_su -c 'show ssl')" != on ] || [ "$(psql_su -c 'show wal_level')" != logical ]; then
   pg_run "$pg/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -m fast -w restart -o "$pg_opts" >/dev/null
 fi
 echo "postgresql ready on 127.0.0.1:$pg_port (log: $pgdata/server.log)"

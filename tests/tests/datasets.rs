@@ -637,3 +637,204 @@ fn an_unwritable_data_dir_or_bad_store_url_stops_the_start_with_a_clear_error() 
         "{stderr}"
     );
 }
+
+/// The rows of `t_live.items` as PostgreSQL has them, `id|name|qty|price` per line.
+fn live_source_rows(columns: &str) -> Vec<String> {
+    psql(&format!("SELECT {columns} FROM t_live.items ORDER BY id"))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The same rows as Quiver answers them (from the live copy once it is ready).
+async fn live_copy_rows(c: &mut FlightSqlClient, columns: &str) -> anyhow::Result<Vec<String>> {
+    let rows = query(
+        c,
+        &format!("SELECT {columns} FROM quiver.live.items ORDER BY id"),
+    )
+    .await?;
+    let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+    let values: Vec<Vec<String>> = names.iter().map(|n| strings(&rows, n)).collect();
+    Ok((0..row_count(&rows))
+        .map(|i| {
+            values
+                .iter()
+                .map(|v| v[i].as_str())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect())
+}
+
+/// Waits until the copy equals the source value by value (a checkpoint).
+async fn live_copy_catches_up(
+    c: &mut FlightSqlClient,
+    columns: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let expected = live_source_rows(columns);
+    let started = Instant::now();
+    loop {
+        // An error is "not yet": a column the copy does not have before its new base.
+        let got = live_copy_rows(c, columns).await.unwrap_or_default();
+        if got == expected {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let differ: Vec<_> = got
+                .iter()
+                .zip(&expected)
+                .filter(|(a, b)| a != b)
+                .take(5)
+                .collect();
+            anyhow::bail!(
+                "{what}: the copy has {} rows, the source {}; first differences {differ:?}",
+                got.len(),
+                expected.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn slots(name: &str) -> String {
+    psql(&format!(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}'"
+    ))
+    .trim()
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() -> anyhow::Result<()>
+{
+    let _server = exclusive();
+    const SLOT: &str = "quiver_quiver_live_items";
+    psql(&format!(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{SLOT}';
+         DROP PUBLICATION IF EXISTS {SLOT};
+         DROP SCHEMA IF EXISTS t_live CASCADE; CREATE SCHEMA t_live;
+         CREATE TABLE t_live.items (id int PRIMARY KEY, name text, qty int, price numeric(10, 2));
+         INSERT INTO t_live.items SELECT i, 'item ' || i, i % 7, i * 1.5 FROM generate_series(1, 2000) i;
+         CREATE TABLE t_live.nokey (x int);"
+    ));
+    let columns = "id, name, qty, price";
+    let home = tempfile::tempdir()?;
+    let config = format!("{}\n{}", data_dir(&home), pg::source("live", "t_live"));
+    let mut server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+
+    // A table whose updates carry no key is refused, saying what to do.
+    let refused = query_error(
+        &mut c,
+        "ALTER TABLE quiver.live.nokey SET (accelerated = true, mode = 'changes')",
+    )
+    .await;
+    assert!(
+        refused.contains("no primary key") && refused.contains("REPLICA IDENTITY FULL"),
+        "{refused}"
+    );
+    assert_eq!(
+        number(&mut c, "SELECT count(*) AS n FROM quiver.system.accelerations WHERE dataset = 'quiver.live.nokey'").await?,
+        0,
+        "a refused acceleration is not recorded"
+    );
+
+    // The copy is taken and answers; the slot exists.
+    query(
+        &mut c,
+        "ALTER TABLE quiver.live.items SET (accelerated = true, mode = 'changes')",
+    )
+    .await?;
+    assert_eq!(slots(SLOT), "1");
+    let state = "SELECT state FROM quiver.system.accelerations WHERE dataset = 'quiver.live.items'";
+    wait_for_value(&mut c, state, "ready", Duration::from_secs(60)).await?;
+    let plan = strings(
+        &query(&mut c, "EXPLAIN SELECT sum(qty) FROM quiver.live.items").await?,
+        "plan",
+    )
+    .join("\n");
+    assert!(
+        plan.contains("parquet") && !plan.contains("t_live"),
+        "the copy is read, not the source:\n{plan}"
+    );
+    live_copy_catches_up(&mut c, columns, "the initial copy").await?;
+
+    // Inserts, updates, deletes, a moved key, and a long transaction arrive.
+    psql(
+        "INSERT INTO t_live.items VALUES (5000, 'new', 1, 2.5);
+         UPDATE t_live.items SET qty = qty + 100 WHERE id % 10 = 0;
+         DELETE FROM t_live.items WHERE id BETWEEN 100 AND 199;
+         UPDATE t_live.items SET id = 9000 WHERE id = 7;",
+    );
+    psql(
+        "BEGIN;
+         INSERT INTO t_live.items SELECT i, 'batch ' || i, 0, 0 FROM generate_series(10000, 13000) i;
+         UPDATE t_live.items SET name = 'renamed' WHERE id = 1;
+         DELETE FROM t_live.items WHERE id = 10500;
+         COMMIT;",
+    );
+    live_copy_catches_up(&mut c, columns, "after changes").await?;
+    let status = query(
+        &mut c,
+        "SELECT slot, changes_applied, lag_bytes FROM quiver.system.accelerations WHERE dataset = 'quiver.live.items'",
+    )
+    .await?;
+    assert_eq!(strings(&status, "slot"), vec![SLOT]);
+    assert!(ints(&status, "changes_applied")[0] >= 3000, "{status:?}");
+
+    // The coordinator stops; changes made meanwhile arrive after its restart,
+    // none lost and none twice (a doubled insert would be a second row of its key).
+    server.kill();
+    psql(
+        "INSERT INTO t_live.items VALUES (6000, 'while down', 2, 3);
+         UPDATE t_live.items SET price = price + 1 WHERE id <= 50;
+         DELETE FROM t_live.items WHERE id BETWEEN 11000 AND 11999;",
+    );
+    let mut server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+    live_copy_catches_up(&mut c, columns, "after a restart").await?;
+    assert_eq!(
+        number(
+            &mut c,
+            "SELECT count(*) - count(DISTINCT id) AS n FROM quiver.live.items"
+        )
+        .await?,
+        0
+    );
+
+    // PostgreSQL stops: the copy keeps answering; the stream resumes when it is back.
+    let before = live_copy_rows(&mut c, columns).await?;
+    pg::services("stop-postgres");
+    let during = live_copy_rows(&mut c, columns).await;
+    pg::services("start");
+    assert_eq!(during?, before, "the copy answers while PostgreSQL is down");
+    psql("INSERT INTO t_live.items VALUES (7000, 'after the outage', 3, 4)");
+    live_copy_catches_up(&mut c, columns, "after PostgreSQL came back").await?;
+
+    // A column added in the source makes a new copy with it.
+    psql("ALTER TABLE t_live.items ADD COLUMN note text; UPDATE t_live.items SET note = 'n' || id WHERE id % 100 = 0;");
+    live_copy_catches_up(
+        &mut c,
+        "id, name, qty, price, note",
+        "after a column was added",
+    )
+    .await?;
+
+    // Removing the acceleration drops the slot and its publication.
+    query(
+        &mut c,
+        "ALTER TABLE quiver.live.items SET (accelerated = false)",
+    )
+    .await?;
+    assert_eq!(slots(SLOT), "0");
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM pg_publication WHERE pubname = '{SLOT}'"
+        ))
+        .trim(),
+        "0"
+    );
+    server.kill();
+    Ok(())
+}

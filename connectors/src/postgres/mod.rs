@@ -5,6 +5,7 @@
 //! database becomes one PostgreSQL statement (DataFusion's unparser, Postgres
 //! dialect), streamed back with binary COPY (see `executor.rs`).
 
+pub mod changes;
 mod copy;
 mod discovery;
 mod estimates;

@@ -70,6 +70,14 @@ pub struct AccelerateSpec {
     /// Columns the copy is sorted by (so Parquet statistics prune well).
     #[serde(default)]
     pub sort_by: Vec<String>,
+    /// With `mode = "changes"`: the replication slot to read (made if missing;
+    /// default `quiver_<dataset>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// With `mode = "changes"`: the publication that names the table (made if
+    /// missing; default the slot's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Default)]
@@ -80,6 +88,9 @@ pub enum RefreshMode {
     Full,
     /// Fetch only rows newer than the copy's high-water mark of `time_column`.
     Append,
+    /// Keep the copy current from a PostgreSQL table's logical replication stream
+    /// (`acceleration/changes/`).
+    Changes,
 }
 
 impl RefreshMode {
@@ -87,6 +98,7 @@ impl RefreshMode {
         match self {
             RefreshMode::Full => "full",
             RefreshMode::Append => "append",
+            RefreshMode::Changes => "changes",
         }
     }
 }
@@ -95,13 +107,27 @@ impl AccelerateSpec {
     /// Whether a copy made under `previous` is still a valid copy under this spec
     /// (the same mode and high-water column; refresh interval and sort may change).
     pub fn keeps_copy_of(&self, previous: &AccelerateSpec) -> bool {
-        self.mode == previous.mode && self.time_column == previous.time_column
+        self.mode == previous.mode
+            && self.time_column == previous.time_column
+            && self.slot == previous.slot
+            && self.publication == previous.publication
     }
 
     pub fn validate(&self, dataset: &str) -> Result<(), String> {
         if self.mode == RefreshMode::Append && self.time_column.is_none() {
             return Err(format!(
                 "acceleration of {dataset}: mode = \"append\" needs time_column"
+            ));
+        }
+        if self.mode != RefreshMode::Changes && (self.slot.is_some() || self.publication.is_some())
+        {
+            return Err(format!(
+                "acceleration of {dataset}: slot and publication go with mode = \"changes\""
+            ));
+        }
+        if self.mode == RefreshMode::Changes && self.refresh_secs > 0 {
+            return Err(format!(
+                "acceleration of {dataset}: mode = \"changes\" keeps the copy current from the change stream; refresh_secs does not apply"
             ));
         }
         Ok(())

@@ -32,7 +32,7 @@ use datafusion::common::plan_err;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 
-pub use self::acceleration::refresh::run_scheduler;
+pub use self::acceleration::scheduler::run_scheduler;
 use self::acceleration::{Accelerated, Copies};
 use self::store::{MetadataStore, StoreError};
 use self::views::{ViewDef, ViewPlans};
@@ -78,6 +78,8 @@ pub struct Datasets {
     /// The results cache, told when a copy changes.
     cache: Arc<crate::cache::ResultsCache>,
     pub counters: DatasetCounters,
+    /// The config's sources: where a live copy's change stream comes from.
+    sources: Vec<quiver_connectors::SourceConfig>,
 }
 
 /// Refresh metrics.
@@ -144,6 +146,7 @@ impl Datasets {
             copies,
             cache,
             counters: DatasetCounters::default(),
+            sources: config.source.clone(),
         });
         datasets.load_config(config).await?;
         Ok(datasets)
@@ -420,6 +423,10 @@ impl Datasets {
 
     pub fn accelerations(&self) -> Vec<Arc<Accelerated>> {
         self.accelerations.read().values().cloned().collect()
+    }
+
+    pub(crate) fn sources(&self) -> &[quiver_connectors::SourceConfig] {
+        &self.sources
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {

@@ -9,8 +9,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::error::Result;
 
+use super::acceleration::changes::lag;
 use super::store::now_ms;
 use super::Datasets;
+use quiver_connectors::postgres::changes::format_lsn;
 
 fn ts(name: &str) -> Field {
     Field::new(
@@ -54,6 +56,10 @@ pub fn views(datasets: &Datasets) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
+fn live(i: &super::acceleration::AccelerationInfo) -> Option<&super::store::ChangesState> {
+    i.copy.as_ref().and_then(|c| c.changes.as_ref())
+}
+
 /// Every accelerated dataset: how it refreshes, its copy, its last refresh.
 pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
@@ -73,6 +79,12 @@ pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
         Field::new("last_error", DataType::Utf8, true),
         Field::new("staleness_secs", DataType::Float64, true),
         Field::new("refreshing", DataType::Boolean, false),
+        // Live copies (mode = 'changes'):
+        Field::new("slot", DataType::Utf8, true),
+        Field::new("applied_lsn", DataType::Utf8, true),
+        Field::new("lag_bytes", DataType::Int64, true),
+        Field::new("lag_secs", DataType::Float64, true),
+        Field::new("changes_applied", DataType::Int64, true),
     ]));
     let a: Vec<_> = datasets.accelerations().iter().map(|a| a.info()).collect();
     let now = now_ms();
@@ -96,12 +108,13 @@ pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter(
             a.iter().map(|i| i.spec.time_column.as_deref()),
         )),
-        // ready: queries read the copy; pending: no copy yet, queries read the source.
+        // ready: queries read the copy; pending: no copy yet, queries read the source;
+        // catching up: a live copy replaying the changes made while it was taken.
         Arc::new(StringArray::from_iter_values(a.iter().map(|i| {
-            if i.copy.is_some() {
-                "ready"
-            } else {
-                "pending"
+            match (i.answering, &i.copy) {
+                (true, _) => "ready",
+                (false, Some(c)) if c.changes.is_some() => "catching up",
+                _ => "pending",
             }
         }))),
         int(&|i| i.copy.as_ref().map(|c| c.rows as i64)),
@@ -117,17 +130,41 @@ pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
             a.iter()
                 .map(|i| i.last.as_ref().map(|l| l.outcome.as_str())),
         )),
-        Arc::new(StringArray::from_iter(
-            a.iter()
-                .map(|i| i.last.as_ref().and_then(|l| l.error.as_deref())),
-        )),
-        // How old the data in the copy is: time since the refresh that made it started.
+        // A live copy's feed error first: it is the current one.
+        Arc::new(StringArray::from_iter(a.iter().map(|i| {
+            i.feed
+                .as_ref()
+                .and_then(|f| f.last_error.as_deref())
+                .or_else(|| i.last.as_ref().and_then(|l| l.error.as_deref()))
+        }))),
+        // How old the data in the copy is: time since the refresh that made it
+        // started; for a live copy, its lag.
         Arc::new(Float64Array::from_iter(a.iter().map(|i| {
-            i.copy.as_ref().map(|c| (now - c.as_of_ms) as f64 / 1000.0)
+            match (live(i), &i.feed) {
+                (Some(ch), Some(f)) => Some(lag(f, ch.applied_lsn, now).1),
+                _ => i.copy.as_ref().map(|c| (now - c.as_of_ms) as f64 / 1000.0),
+            }
         }))),
         Arc::new(BooleanArray::from_iter(
             a.iter().map(|i| Some(i.refreshing)),
         )),
+        Arc::new(StringArray::from_iter(
+            a.iter().map(|i| live(i).map(|c| c.slot.as_str())),
+        )),
+        Arc::new(StringArray::from_iter(
+            a.iter().map(|i| live(i).map(|c| format_lsn(c.applied_lsn))),
+        )),
+        int(&|i| match (live(i), &i.feed) {
+            (Some(ch), Some(f)) => Some(lag(f, ch.applied_lsn, now).0 as i64),
+            _ => None,
+        }),
+        Arc::new(Float64Array::from_iter(a.iter().map(|i| {
+            match (live(i), &i.feed) {
+                (Some(ch), Some(f)) => Some(lag(f, ch.applied_lsn, now).1),
+                _ => None,
+            }
+        }))),
+        int(&|i| live(i).map(|c| c.changes_applied as i64)),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

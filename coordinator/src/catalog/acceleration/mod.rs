@@ -11,7 +11,9 @@
 //! planned on them finish first), and a crashed refresh's folder is swept at start.
 //! See [`refresh`] for the write itself.
 
+pub mod changes;
 pub mod refresh;
+pub mod scheduler;
 
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionState;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::config::AccelerateSpec;
+use super::config::{AccelerateSpec, RefreshMode};
 use super::store::{now_ms, CopyState, RefreshRecord, StoredAcceleration};
 use super::Origin;
 use crate::config::QuiverConfig;
@@ -130,6 +132,8 @@ pub struct Accelerated {
     state: Mutex<State>,
     /// Held while a refresh runs: refreshes of one dataset never overlap.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// The task that keeps a live copy (`mode = "changes"`) current, and what it reports.
+    pub(crate) feed: changes::Feed,
 }
 
 #[derive(Debug)]
@@ -154,6 +158,10 @@ pub struct AccelerationInfo {
     pub copy: Option<CopyState>,
     pub last: Option<RefreshRecord>,
     pub refreshing: bool,
+    /// Queries read the copy (a live copy may exist and not answer yet).
+    pub answering: bool,
+    /// A live copy's feed.
+    pub feed: Option<changes::FeedStatus>,
 }
 
 impl Accelerated {
@@ -174,6 +182,7 @@ impl Accelerated {
                 retired: vec![],
             }),
             refresh_lock: tokio::sync::Mutex::new(()),
+            feed: changes::Feed::default(),
         }
     }
 
@@ -184,6 +193,11 @@ impl Accelerated {
     /// The copy queries read, or None (not built yet: queries read the source).
     pub fn current_table(&self) -> Option<Arc<dyn TableProvider>> {
         self.with(|s| s.table.clone())
+    }
+
+    /// Reads the acceleration's definition.
+    pub fn with_spec<T>(&self, f: impl FnOnce(&AccelerateSpec) -> T) -> T {
+        self.with(|s| f(&s.spec))
     }
 
     pub fn origin(&self) -> Origin {
@@ -198,6 +212,8 @@ impl Accelerated {
             copy: s.copy.clone(),
             last: s.last.clone(),
             refreshing: s.running_since_ms.is_some(),
+            answering: s.table.is_some(),
+            feed: (s.spec.mode == RefreshMode::Changes).then(|| self.feed.status()),
         })
     }
 
@@ -214,7 +230,7 @@ impl Accelerated {
             (_, true) => None,
             (None, false) => None,
             (Some(copy), false) => match table_of(state, copy).await {
-                Ok(t) => Some(t),
+                Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(dataset = %stored.dataset, error = %e, "the accelerated copy cannot be read; queries read the source");
                     None
@@ -236,7 +252,8 @@ impl Accelerated {
     /// `refresh_secs` passed since the last refresh started.
     pub fn due(&self, now: i64) -> bool {
         self.with(|s| {
-            if s.running_since_ms.is_some() {
+            // A live copy is kept current by its feed, not refreshed.
+            if s.running_since_ms.is_some() || s.spec.mode == RefreshMode::Changes {
                 return false;
             }
             match &s.last {
@@ -260,10 +277,24 @@ impl Accelerated {
 }
 
 /// A copy as a table: Parquet files of its segment folders, with statistics, so
-/// scans are split across workers and pruned like any file table.
-pub async fn table_of(state: &SessionState, copy: &CopyState) -> Result<Arc<dyn TableProvider>> {
-    let urls = copy
-        .segments
+/// scans are split across workers and pruned like any file table; a live copy
+/// as its base and change set. None: a live copy not yet consistent.
+pub async fn table_of(
+    state: &SessionState,
+    copy: &CopyState,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    match &copy.changes {
+        Some(changes) => changes::table_of(state, changes).await,
+        None => listing_table(state, &copy.segments).await.map(Some),
+    }
+}
+
+/// The Parquet files of `segments` as one table.
+pub(super) async fn listing_table(
+    state: &SessionState,
+    segments: &[String],
+) -> Result<Arc<dyn TableProvider>> {
+    let urls = segments
         .iter()
         .map(ListingTableUrl::parse)
         .collect::<Result<Vec<_>>>()?;

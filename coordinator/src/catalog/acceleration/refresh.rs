@@ -109,7 +109,7 @@ pub async fn refresh(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result
     })
 }
 
-fn stored_of(
+pub(super) fn stored_of(
     dataset: &str,
     origin: crate::catalog::Origin,
     spec: &crate::catalog::config::AccelerateSpec,
@@ -127,6 +127,12 @@ fn stored_of(
 
 async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> Result<Refreshed> {
     let (spec, origin, old) = acc.with(|s| (s.spec.clone(), s.origin, s.copy.clone()));
+    if spec.mode == RefreshMode::Changes {
+        return Err(DataFusionError::Plan(format!(
+            "{} is a live copy, kept current from its change stream: it needs no refresh (system.accelerations shows its lag)",
+            acc.dataset
+        )));
+    }
     // Read from the source, never from the copy.
     let state = datasets.planning_state(true)?;
     let ctx = SessionContext::new_with_state(state.clone());
@@ -202,9 +208,16 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
         files: base.map_or(0, |c| c.files) + if keep_segment { written.files } else { 0 },
         high_water: if append { high_water } else { None },
         as_of_ms: started,
+        changes: None,
     };
     let table = match table_of(&state, &copy).await {
-        Ok(t) => t,
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            let _ = delete_folder(&store, &segment).await;
+            return Err(DataFusionError::Internal(
+                "a refreshed copy without a table".into(),
+            ));
+        }
         Err(e) => {
             let _ = delete_folder(&store, &segment).await;
             return Err(e);
@@ -259,12 +272,69 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
     })
 }
 
+/// Copies `dataset` from its source (never from its copy) into a new segment
+/// folder, sorted by `sort_by`: the base of a live copy. On failure nothing stays.
+pub(super) async fn copy_from_source(
+    datasets: &Arc<Datasets>,
+    dataset: &str,
+    sort_by: &[String],
+) -> Result<(url::Url, Written)> {
+    let state = datasets.planning_state(true)?;
+    let ctx = SessionContext::new_with_state(state.clone());
+    let mut df = ctx
+        .table(datafusion::common::TableReference::parse_str(dataset))
+        .await?;
+    let columns: Vec<datafusion::logical_expr::Expr> = df
+        .schema()
+        .columns()
+        .into_iter()
+        .map(datafusion::logical_expr::Expr::Column)
+        .collect();
+    df = df.select(columns)?;
+    if !sort_by.is_empty() {
+        df = df.sort(
+            sort_by
+                .iter()
+                .map(|c| col(c.as_str()).sort(true, false))
+                .collect(),
+        )?;
+    }
+    let stream = df.execute_stream().await?;
+    write_new_segment(datasets, dataset, stream).await
+}
+
+/// Writes `stream` into a new segment folder of `dataset`; on failure nothing stays.
+pub(super) async fn write_new_segment(
+    datasets: &Arc<Datasets>,
+    dataset: &str,
+    stream: datafusion::execution::SendableRecordBatchStream,
+) -> Result<(url::Url, Written)> {
+    let state = datasets.planning_state(true)?;
+    let store = datasets.copies().store(&state)?;
+    let segment = datasets.copies().new_segment(dataset)?;
+    match write_segment(
+        stream,
+        &store,
+        &segment,
+        datasets.copies().rows_per_file(),
+        None,
+    )
+    .await
+    {
+        Ok(w) => Ok((segment, w)),
+        Err(e) => {
+            let _ = delete_folder(&store, &segment).await;
+            Err(e)
+        }
+    }
+}
+
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-struct Written {
-    rows: u64,
-    bytes: u64,
-    files: u64,
+pub(super) struct Written {
+    pub rows: u64,
+    pub bytes: u64,
+    pub files: u64,
     high_water: Option<String>,
 }
 
@@ -393,34 +463,6 @@ fn max_text(a: Option<String>, b: Option<String>) -> Option<String> {
             Some(if bigger { b } else { a })
         }
         (a, b) => a.or(b),
-    }
-}
-
-/// Refreshes what is due and picks up other coordinators' changes, until the process ends.
-pub async fn run_scheduler(datasets: Arc<Datasets>, poll: std::time::Duration, scheduled: bool) {
-    let mut last_poll = std::time::Instant::now();
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        if last_poll.elapsed() >= poll {
-            last_poll = std::time::Instant::now();
-            if let Err(e) = datasets.reload().await {
-                tracing::warn!(error = %e, "cannot read the metadata store");
-            }
-        }
-        if !scheduled {
-            continue;
-        }
-        let now = now_ms();
-        for acc in datasets.accelerations() {
-            if acc.due(now) {
-                // Marked as running before the task starts, so the next tick does not start it again.
-                acc.with(|s| s.running_since_ms = Some(now));
-                let (datasets, acc) = (datasets.clone(), acc.clone());
-                tokio::spawn(async move {
-                    let _ = refresh(&datasets, &acc).await;
-                });
-            }
-        }
     }
 }
 

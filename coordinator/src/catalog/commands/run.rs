@@ -7,12 +7,16 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{exec_err, plan_err};
 use datafusion::error::{DataFusionError, Result};
 
-use crate::catalog::acceleration::refresh;
-use crate::catalog::config::AccelerateSpec;
+use crate::catalog::acceleration::{changes, refresh};
+use crate::catalog::config::{AccelerateSpec, RefreshMode};
 use crate::catalog::store::{now_ms, StoredAcceleration, StoredView};
 use crate::catalog::{store_error, Datasets, Origin};
 
 use super::Command;
+
+/// How long `ALTER TABLE … SET (accelerated = true, mode = 'changes')` waits for
+/// the live copy to answer queries.
+const LIVE_COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn text(schema: SchemaRef, message: String) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(
@@ -227,10 +231,22 @@ async fn accelerate_now(
             return plan_err!("the acceleration of {name} is declared in the config file and cannot be changed from SQL");
         }
     }
+    if spec.mode == RefreshMode::Changes {
+        // Refused before it is recorded: a table without a key, a view, another source.
+        changes::check(datasets, name, &spec).await?;
+    }
     let keep = datasets
         .acceleration(name)
         .map(|a| a.info())
         .filter(|i| spec.keeps_copy_of(&i.spec));
+    // A live copy that is replaced stops, and its slot goes.
+    if let Some(previous) = datasets.acceleration(name) {
+        if previous.with_spec(|s| s.mode) == RefreshMode::Changes && keep.is_none() {
+            if let Err(e) = changes::drop_stream(datasets, &previous).await {
+                tracing::warn!(dataset = %name, error = %e, "cannot drop the replaced live copy's slot");
+            }
+        }
+    }
     let stored = StoredAcceleration {
         dataset: name.to_string(),
         origin: Origin::Sql.as_str().into(),
@@ -247,6 +263,21 @@ async fn accelerate_now(
     let acc = datasets
         .acceleration(name)
         .ok_or_else(|| DataFusionError::Internal(format!("acceleration of {name} vanished")))?;
+    if acc.with_spec(|s| s.mode) == RefreshMode::Changes {
+        // A new definition is a new attempt, even after a feed that gave up.
+        changes::stop(&acc).await;
+        changes::ensure_running(datasets, &acc);
+        return match changes::wait_consistent(&acc, LIVE_COPY_WAIT).await {
+            Ok(copy) => Ok(format!(
+                "{name} accelerated: {} rows copied, kept live from its change stream",
+                copy.rows
+            )),
+            Err(e) => exec_err!(
+                "{name} is accelerated with mode 'changes', but its copy is not ready (queries read the source until it is; system.accelerations shows the error): {}",
+                e.message()
+            ),
+        };
+    }
     match refresh::refresh_detached(datasets, &acc).await {
         Ok(r) => Ok(format!("{name} accelerated: {} rows copied", r.copy.rows)),
         Err(e) => exec_err!(
@@ -262,6 +293,15 @@ async fn stop_accelerating(datasets: &Arc<Datasets>, name: &str) -> Result<()> {
         .ok_or_else(|| DataFusionError::Plan(format!("{name} is not accelerated")))?;
     if acc.origin() == Origin::Config {
         return plan_err!("the acceleration of {name} is declared in the config file and cannot be removed from SQL");
+    }
+    if acc.with_spec(|s| s.mode) == RefreshMode::Changes {
+        // The server keeps WAL for a slot until it is dropped: drop it first, and
+        // keep the acceleration if that fails, so the slot is not forgotten.
+        changes::drop_stream(datasets, &acc).await.map_err(|e| {
+            DataFusionError::Execution(format!(
+                "{name} stays accelerated: its replication slot could not be dropped: {e}"
+            ))
+        })?;
     }
     let segments = acc.segments();
     datasets

@@ -215,6 +215,8 @@ fn spec_of(options: &[SqlOption], allow_flag: bool) -> Result<AccelerateSpec> {
         mode: RefreshMode::Full,
         time_column: None,
         sort_by: vec![],
+        slot: None,
+        publication: None,
     };
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
@@ -239,14 +241,17 @@ fn spec_of(options: &[SqlOption], allow_flag: bool) -> Result<AccelerateSpec> {
                 spec.mode = match text.to_ascii_lowercase().as_str() {
                     "full" => RefreshMode::Full,
                     "append" => RefreshMode::Append,
-                    _ => return plan_err!("mode must be 'full' or 'append', not '{text}'"),
+                    "changes" => RefreshMode::Changes,
+                    _ => return plan_err!("mode must be 'full', 'append' or 'changes', not '{text}'"),
                 }
             }
             "time_column" => spec.time_column = Some(text),
             "sort_by" => spec.sort_by = text.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
+            "slot" => spec.slot = Some(text),
+            "publication" => spec.publication = Some(text),
             other => {
                 return plan_err!(
-                    "unknown acceleration option '{other}' (known: refresh_secs, mode, time_column, sort_by)"
+                    "unknown acceleration option '{other}' (known: refresh_secs, mode, time_column, sort_by, slot, publication)"
                 )
             }
         }

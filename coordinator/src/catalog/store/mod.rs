@@ -93,6 +93,38 @@ pub struct CopyState {
     pub high_water: Option<String>,
     /// When the refresh that made this copy started (what the copy is as fresh as).
     pub as_of_ms: i64,
+    /// A copy kept live from a change stream (`mode = "changes"`): its parts and
+    /// how far it has applied the stream. `segments` lists the same folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangesState>,
+}
+
+/// The state of a live copy, published with it in one store update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangesState {
+    pub slot: String,
+    pub publication: String,
+    /// Whether Quiver made the publication (and drops it with the slot).
+    pub publication_created: bool,
+    /// The folders of the base copy (the initial copy, or the last compaction).
+    pub base: Vec<String>,
+    /// The folder of the change set: one row per key changed since the base.
+    pub change_set: Option<String>,
+    pub key: Vec<String>,
+    /// The table's columns when the base was taken: another shape means a new copy.
+    pub columns: Vec<String>,
+    /// Every change up to here is in the copy; the stream resumes after it.
+    pub applied_lsn: u64,
+    /// The copy answers queries once `applied_lsn` reaches this (the server's
+    /// position when the initial copy ended).
+    pub consistent_from: u64,
+    /// Rows of the base and of the change set.
+    pub base_rows: u64,
+    pub change_rows: u64,
+    /// Row changes applied since the copy was made.
+    pub changes_applied: u64,
+    /// Commit time of the last transaction applied, ms since 1970.
+    pub last_commit_ms: i64,
 }
 
 /// The outcome of the last refresh.

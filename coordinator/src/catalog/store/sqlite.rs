@@ -272,6 +272,8 @@ mod tests {
                 mode: RefreshMode::Append,
                 time_column: Some("t".into()),
                 sort_by: vec![],
+                slot: None,
+                publication: None,
             };
             let copy = CopyState {
                 segments: vec!["file:///x/".into()],
@@ -280,6 +282,7 @@ mod tests {
                 files: 1,
                 high_water: Some("7".into()),
                 as_of_ms: 9,
+                changes: None,
             };
             let a = StoredAcceleration {
                 dataset: "c.s.t".into(),
