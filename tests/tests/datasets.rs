@@ -720,7 +720,11 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
     ));
     let columns = "id, name, qty, price";
     let home = tempfile::tempdir()?;
-    let config = format!("{}\n{}", data_dir(&home), pg::source("live", "t_live"));
+    let config = format!(
+        "{}\n[cache]\nenabled = true\n\n{}",
+        data_dir(&home),
+        pg::source("live", "t_live")
+    );
     let mut server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
 
@@ -782,6 +786,28 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
     .await?;
     assert_eq!(strings(&status, "slot"), vec![SLOT]);
     assert!(ints(&status, "changes_applied")[0] >= 3000, "{status:?}");
+    let text = metrics(&server.http_addr());
+    assert!(
+        metric(
+            &text,
+            "quiver_acceleration_changes_applied_total{dataset=\"quiver.live.items\"}"
+        ) >= 3000.0
+    );
+    assert!(text.contains("quiver_acceleration_lag_bytes{dataset=\"quiver.live.items\"}"));
+
+    // An answer kept in the results cache is dropped when a change is applied.
+    let total = "SELECT sum(qty) AS s FROM quiver.live.items";
+    let before = number(&mut c, total).await?;
+    assert_eq!(number(&mut c, total).await?, before);
+    let hits = metric(&metrics(&server.http_addr()), "quiver_cache_hits_total");
+    assert!(hits >= 1.0, "the repeat was a cache hit");
+    psql("UPDATE t_live.items SET qty = qty + 1 WHERE id = 2");
+    live_copy_catches_up(&mut c, columns, "one more update").await?;
+    assert_eq!(
+        number(&mut c, total).await?,
+        before + 1,
+        "not the cached answer"
+    );
 
     // The coordinator stops; changes made meanwhile arrive after its restart,
     // none lost and none twice (a doubled insert would be a second row of its key).

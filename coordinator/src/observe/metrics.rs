@@ -96,6 +96,21 @@ pub fn render(engine: &crate::engine::QueryEngine) -> String {
     );
     let seconds = d.refresh_millis.load(Ordering::Relaxed) as f64 / 1000.0;
     let _ = writeln!(out, "# HELP quiver_acceleration_refresh_seconds_total Time spent refreshing copies.\n# TYPE quiver_acceleration_refresh_seconds_total counter\nquiver_acceleration_refresh_seconds_total {seconds}");
+    // Live copies: how far each is behind its source, and what it has applied.
+    let _ = writeln!(out, "# HELP quiver_acceleration_lag_bytes WAL a live copy has not applied yet.\n# TYPE quiver_acceleration_lag_bytes gauge\n# HELP quiver_acceleration_lag_seconds Age of the oldest change a live copy received and has not applied.\n# TYPE quiver_acceleration_lag_seconds gauge\n# HELP quiver_acceleration_changes_applied_total Row changes a live copy applied.\n# TYPE quiver_acceleration_changes_applied_total counter");
+    let now = crate::catalog::store::now_ms();
+    for info in engine.datasets().accelerations().iter().map(|a| a.info()) {
+        let (Some(feed), Some(state)) = (
+            &info.feed,
+            info.copy.as_ref().and_then(|c| c.changes.as_ref()),
+        ) else {
+            continue;
+        };
+        let (lag_bytes, lag_secs) =
+            crate::catalog::acceleration::changes::lag(feed, state.applied_lsn, now);
+        let d = info.dataset.replace('"', "");
+        let _ = writeln!(out, "quiver_acceleration_lag_bytes{{dataset=\"{d}\"}} {lag_bytes}\nquiver_acceleration_lag_seconds{{dataset=\"{d}\"}} {lag_secs}\nquiver_acceleration_changes_applied_total{{dataset=\"{d}\"}} {}", state.changes_applied);
+    }
     let (bytes, entries) = cache.usage();
     let _ = writeln!(out, "# HELP quiver_cache_bytes Memory the results cache holds.\n# TYPE quiver_cache_bytes gauge\nquiver_cache_bytes {bytes}\n# HELP quiver_cache_entries Answers in the results cache.\n# TYPE quiver_cache_entries gauge\nquiver_cache_entries {entries}");
     {
