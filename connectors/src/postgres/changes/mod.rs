@@ -30,6 +30,10 @@ pub enum ChangesError {
     /// cannot decode); the message says what to change.
     #[error("{0}")]
     Unsupported(String),
+    /// An update left a large value out and the batch has no earlier value for
+    /// it: the copy must be taken again.
+    #[error("{0}")]
+    MissingValue(String),
     /// The server refused or failed a statement.
     #[error("PostgreSQL: {0}")]
     Server(String),

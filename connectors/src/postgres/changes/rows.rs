@@ -102,7 +102,7 @@ impl ChangeRows {
             let mut row = datums.clone();
             if !is_delete && row.contains(&Datum::Unchanged) {
                 let earlier = latest.get(&key).ok_or_else(|| {
-                    ChangesError::Unsupported(
+                    ChangesError::MissingValue(
                         "an update left a large (TOASTed) value out and the copy has no earlier value for it in this batch"
                             .into(),
                     )

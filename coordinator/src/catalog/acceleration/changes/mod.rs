@@ -195,6 +195,15 @@ fn permanent(e: &DataFusionError) -> bool {
     ) || matches!(e.find_root(), DataFusionError::Plan(_))
 }
 
+/// An update's large value that the copy could not fill in.
+fn missing_value(e: &DataFusionError) -> bool {
+    matches!(
+        e.find_root(),
+        DataFusionError::External(inner)
+            if matches!(inner.downcast_ref::<ChangesError>(), Some(ChangesError::MissingValue(_)))
+    )
+}
+
 /// Waits until the copy of `acc` answers queries; the feed's error if it fails
 /// first, or after `timeout`.
 pub async fn wait_consistent(acc: &Accelerated, timeout: Duration) -> Result<CopyState> {
@@ -403,7 +412,17 @@ async fn follow(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result<()> 
         if flush {
             let txns = std::mem::take(&mut pending);
             pending_changes = 0;
-            live.apply(datasets, acc, txns).await?;
+            if let Err(e) = live.apply(datasets, acc, txns).await {
+                if missing_value(&e) {
+                    // The next attempt takes a new base, which has every value.
+                    acc.with(|s| {
+                        if let Some(c) = s.copy.as_mut().and_then(|c| c.changes.as_mut()) {
+                            c.columns.clear();
+                        }
+                    });
+                }
+                return Err(e);
+            }
             acc.feed.report(|s| s.oldest_pending_ms = None);
             stream.confirm(live.state.applied_lsn);
             if live.should_compact() {
