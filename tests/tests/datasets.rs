@@ -713,6 +713,8 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
     psql(&format!(
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{SLOT}';
          DROP PUBLICATION IF EXISTS {SLOT};
+         SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'quiver_quiver_live_nokey';
+         DROP PUBLICATION IF EXISTS quiver_quiver_live_nokey;
          DROP SCHEMA IF EXISTS t_live CASCADE; CREATE SCHEMA t_live;
          CREATE TABLE t_live.items (id int PRIMARY KEY, name text, qty int, price numeric(10, 2));
          INSERT INTO t_live.items SELECT i, 'item ' || i, i % 7, i * 1.5 FROM generate_series(1, 2000) i;
@@ -743,6 +745,47 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
         0,
         "a refused acceleration is not recorded"
     );
+
+    // With REPLICA IDENTITY FULL, a table without a key is kept live too.
+    psql(
+        "ALTER TABLE t_live.nokey REPLICA IDENTITY FULL; ALTER TABLE t_live.nokey ADD COLUMN y text;
+         INSERT INTO t_live.nokey SELECT i, 'v' || i FROM generate_series(1, 50) i;",
+    );
+    query(
+        &mut c,
+        "ALTER TABLE quiver.live.nokey SET (accelerated = true, mode = 'changes')",
+    )
+    .await?;
+    psql(
+        "UPDATE t_live.nokey SET y = 'changed' WHERE x <= 10; DELETE FROM t_live.nokey WHERE x > 40;
+         INSERT INTO t_live.nokey VALUES (100, 'new');",
+    );
+    let expected: Vec<String> = psql("SELECT x, y FROM t_live.nokey ORDER BY x")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let started = Instant::now();
+    loop {
+        let rows = query(&mut c, "SELECT x, y FROM quiver.live.nokey ORDER BY x")
+            .await
+            .unwrap_or_default();
+        let (x, y) = (strings(&rows, "x"), strings(&rows, "y"));
+        let got: Vec<String> = x.iter().zip(&y).map(|(a, b)| format!("{a}|{b}")).collect();
+        if got == expected {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "REPLICA IDENTITY FULL: the copy has {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    query(
+        &mut c,
+        "ALTER TABLE quiver.live.nokey SET (accelerated = false)",
+    )
+    .await?;
+    assert_eq!(slots("quiver_quiver_live_nokey"), "0");
 
     // The copy is taken and answers; the slot exists.
     query(
@@ -846,6 +889,34 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
         "after a column was added",
     )
     .await?;
+
+    // A change set smaller than the base is read beside it (an anti join); a large
+    // one is compacted into a new base, and the copy is plain Parquet again.
+    let explain = "EXPLAIN SELECT * FROM quiver.live.items";
+    psql("UPDATE t_live.items SET qty = 0 WHERE id = 3");
+    live_copy_catches_up(&mut c, "id, name, qty, price, note", "a small change").await?;
+    let plan = strings(&query(&mut c, explain).await?, "plan").join("\n");
+    assert!(plan.contains("LeftAnti"), "base and change set:\n{plan}");
+    psql("INSERT INTO t_live.items SELECT i, 'bulk', 1, 1 FROM generate_series(20000, 32000) i");
+    let all = "id, name, qty, price, note";
+    live_copy_catches_up(&mut c, all, "after a bulk insert").await?;
+    let started = Instant::now();
+    loop {
+        let plan = strings(&query(&mut c, explain).await?, "plan").join("\n");
+        if !plan.contains("Join") {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the change set was not compacted:\n{plan}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    live_copy_catches_up(&mut c, all, "after compaction").await?;
+
+    // TRUNCATE empties the copy; what follows it arrives.
+    psql("BEGIN; TRUNCATE t_live.items; INSERT INTO t_live.items VALUES (1, 'again', 1, 1, 'x'); COMMIT;");
+    live_copy_catches_up(&mut c, all, "after a truncate").await?;
 
     // Removing the acceleration drops the slot and its publication.
     query(
