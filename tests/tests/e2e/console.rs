@@ -73,8 +73,11 @@ fn open(tab: &Arc<Tab>, url: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
     let config = format!(
-        "[server]\nhttp_listen = \"127.0.0.1:0\"\n[workers]\nsingle_stage_max_bytes = 0\n{}",
+        "[server]\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[workers]\nsingle_stage_max_bytes = 0\n{}\
+         [[table]]\nname = \"quiver.tpch.nation\"\naccelerate = {{ mode = \"full\" }}\n",
+        data.path().display().to_string(),
         tpch_source()
     );
     let server = start_coordinator(&config)?;
@@ -145,7 +148,14 @@ async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {
     );
     screenshot(&tab, "workers")?;
 
-    // Catalogs, schemas, tables and columns.
+    // Catalogs, schemas, tables and columns, and the accelerated copies.
+    wait_for_value(
+        &mut flight,
+        "SELECT state FROM quiver.system.accelerations WHERE dataset = 'quiver.tpch.nation'",
+        "ready",
+        Duration::from_secs(60),
+    )
+    .await?;
     open(&tab, &format!("{base}/catalog"))?;
     tab.evaluate(
         "document.querySelectorAll('details').forEach(d => d.open = true)",
@@ -158,6 +168,17 @@ async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {
     assert!(
         catalog.contains("lineitem") && catalog.contains("n_name"),
         "{catalog}"
+    );
+    let copies = tab
+        .find_element("#accelerations")
+        .and_then(|e| e.get_inner_text())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(
+        copies.contains("quiver.tpch.nation")
+            && copies.contains("full")
+            && copies.contains("ready")
+            && copies.contains("copied"),
+        "{copies}"
     );
     screenshot(&tab, "catalog")?;
 

@@ -521,9 +521,79 @@ async fn catalog_page(state: Shared, peer: Peer, headers: HeaderMap) -> Response
         schemas.sort_by_key(|(name, _)| (name == crate::reserved::SYSTEM_SCHEMA, name.clone()));
         catalogs.push((catalog_name, schemas));
     }
+    // Accelerated copies of the tables listed (only those the caller may read),
+    // with how current they are: a live copy's lag, a refreshed copy's age.
+    let listed: std::collections::HashSet<String> = catalogs
+        .iter()
+        .flat_map(|(c, schemas)| {
+            schemas.iter().flat_map(move |(s, tables)| {
+                tables.iter().map(move |(t, _)| format!("{c}.{s}.{t}"))
+            })
+        })
+        .collect();
+    let now = crate::catalog::store::now_ms();
+    let accelerations: Vec<_> = http
+        .engine
+        .datasets()
+        .accelerations()
+        .iter()
+        .map(|a| a.info())
+        .filter(|i| listed.contains(&i.dataset))
+        .map(|i| {
+            let state = match (i.answering, &i.copy) {
+                (true, _) => "ready",
+                (false, Some(c)) if c.changes.is_some() => "catching up",
+                _ => "pending",
+            };
+            let live = i.copy.as_ref().and_then(|c| c.changes.as_ref());
+            let current = match (live, &i.feed) {
+                (Some(ch), Some(f)) => {
+                    let (lag_bytes, lag_secs) =
+                        crate::catalog::acceleration::changes::lag(f, ch.applied_lsn, now);
+                    format!(
+                        "lag {lag_secs:.1} s, {} of WAL; {} changes applied",
+                        bytes(lag_bytes),
+                        ch.changes_applied
+                    )
+                }
+                _ => i
+                    .copy
+                    .as_ref()
+                    .map(|c| {
+                        format!(
+                            "copied {:.0} s ago",
+                            (now - c.as_of_ms).max(0) as f64 / 1000.0
+                        )
+                    })
+                    .unwrap_or_default(),
+            };
+            let error = i
+                .feed
+                .as_ref()
+                .and_then(|f| f.last_error.clone())
+                .or_else(|| i.last.as_ref().and_then(|l| l.error.clone()));
+            let rows = i
+                .copy
+                .as_ref()
+                .map(|c| c.rows.to_string())
+                .unwrap_or_default();
+            (i.dataset, i.spec.mode.as_str(), state, rows, current, error)
+        })
+        .collect();
     page("Catalog", "catalog", html! {
         h1 { "Catalog" }
         p.muted { "Every table you may read, by catalog and schema (one schema per source), with its columns." }
+        @if !accelerations.is_empty() {
+            div.card #accelerations {
+                h2 { "Accelerated copies" }
+                table {
+                    tr { th { "Dataset" } th { "Mode" } th { "State" } th { "Rows" } th { "How current" } th { "Last error" } }
+                    @for (dataset, mode, state, rows, current, error) in &accelerations {
+                        tr { td { code { (dataset) } } td { (mode) } td { (state_badge(state)) } td { (rows) } td { (current) } td { (error.clone().unwrap_or_default()) } }
+                    }
+                }
+            }
+        }
         @for (catalog, schemas) in &catalogs {
             @for (schema, tables) in schemas {
                 div.card data-schema={(catalog) "." (schema)} {
