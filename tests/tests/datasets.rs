@@ -918,6 +918,21 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
     psql("BEGIN; TRUNCATE t_live.items; INSERT INTO t_live.items VALUES (1, 'again', 1, 1, 'x'); COMMIT;");
     live_copy_catches_up(&mut c, all, "after a truncate").await?;
 
+    // A column dropped in the source: the next change brings a new copy without it.
+    psql("ALTER TABLE t_live.items DROP COLUMN note; INSERT INTO t_live.items VALUES (2, 'two', 2, 2);");
+    live_copy_catches_up(&mut c, columns, "after a column was dropped").await?;
+    let started = Instant::now();
+    while query(&mut c, "SELECT note FROM quiver.live.items")
+        .await
+        .is_ok()
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the copy still has the dropped column"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Removing the acceleration drops the slot and its publication.
     query(
         &mut c,
