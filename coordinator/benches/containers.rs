@@ -131,6 +131,7 @@ async fn cold_starts(image: &str, runs: usize) -> Result<Duration> {
         worker_address: String::new(),
         relay: false,
         string_views: false,
+        exchange_scope: String::new(),
     };
     let ticket = prost::Message::encode_to_vec(&ticket);
     let mut times = vec![];

@@ -40,6 +40,12 @@ pub struct FragmentTicket {
     /// client asked for them).
     #[prost(bool, tag = "9")]
     pub string_views: bool,
+    /// Where the fragment's exchange outputs live on the worker and what a release
+    /// deletes; empty = `query_id`. Two runs of one query (a streamed run and the
+    /// files run that replaces it) have their own, so releasing one never deletes
+    /// the other's files.
+    #[prost(string, tag = "10")]
+    pub exchange_scope: String,
 }
 
 /// Load statistics a worker reports through the `stats` action.
@@ -143,6 +149,14 @@ impl FragmentStats {
 }
 
 impl FragmentTicket {
+    /// The exchange namespace of the fragment: `exchange_scope`, else the query.
+    pub fn scope(&self) -> &str {
+        match self.exchange_scope.is_empty() {
+            true => &self.query_id,
+            false => &self.exchange_scope,
+        }
+    }
+
     pub fn encode_to_bytes(&self) -> Vec<u8> {
         self.encode_to_vec()
     }
@@ -180,6 +194,7 @@ mod tests {
             worker_address: String::new(),
             relay: false,
             string_views: true,
+            exchange_scope: String::new(),
         };
         assert_eq!(
             FragmentTicket::decode_from(&t.encode_to_bytes()).ok(),

@@ -170,7 +170,7 @@ impl FragmentExecutor {
         Ok((
             Arc::new(
                 task.with_runtime(runtime)
-                    .with_task_id(ticket.query_id.clone()),
+                    .with_task_id(ticket.scope().to_string()),
             ),
             pool,
         ))
@@ -204,7 +204,7 @@ impl FragmentExecutor {
             let whole = Arc::try_unwrap(self.whole_plan_state.task_ctx())
                 .map_err(|_| DataFusionError::Internal("task context is shared".into()))?
                 .with_runtime(ctx.runtime_env())
-                .with_task_id(ticket.query_id.clone());
+                .with_task_id(ticket.scope().to_string());
             (
                 quiver_connectors::join_keys::attach(plan, Some(self.options.join_keys.array))?,
                 Arc::new(whole),
@@ -287,6 +287,7 @@ mod tests {
             worker_address: String::new(),
             relay: false,
             string_views: false,
+            exchange_scope: String::new(),
         };
         for _ in 0..2 {
             let running = executor.start(&ticket, Arc::new(AtomicBool::new(false)))?;

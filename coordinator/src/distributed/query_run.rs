@@ -42,6 +42,11 @@ pub struct StreamedTask {
 /// exchange files and undelivered streams on every worker that held some.
 pub struct QueryRun {
     pub id: String,
+    /// The workers' exchange namespace of this run (`FragmentTicket::exchange_scope`),
+    /// which dropping the run releases: the query id for a streamed run, the query
+    /// id and `.files` for a files run, so a streamed run that is replaced by a
+    /// files run never deletes the files run's outputs.
+    pub scope: String,
     pub(super) stages: HashMap<u32, StagePlan>,
     pub(super) order: Vec<u32>,
     outputs: Mutex<HashMap<u32, Vec<Option<TaskOutput>>>>,
@@ -62,7 +67,9 @@ pub struct QueryRun {
 
 impl QueryRun {
     pub fn new(id: String, stages: &[StagePlan], reports: HashMap<u32, StageReports>) -> Self {
-        Self::with_streams(id, stages, reports, HashMap::new())
+        let mut run = Self::with_streams(id, stages, reports, HashMap::new());
+        run.scope = format!("{}.files", run.id);
+        run
     }
 
     /// A run whose stages in `streamed` stream their outputs from the placed tasks.
@@ -80,6 +87,7 @@ impl QueryRun {
         Self {
             streamed,
             task_memory: None,
+            scope: id.clone(),
             id,
             order: stages.iter().map(|s| s.id).collect(),
             recovering: stages
@@ -267,7 +275,7 @@ impl Drop for QueryRun {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let id = self.id.clone();
+        let id = self.scope.clone();
         handle.spawn(async move {
             for worker in workers {
                 let action = Action { r#type: ACTION_RELEASE.into(), body: Bytes::from(id.clone()) };

@@ -108,6 +108,7 @@ impl RemoteFragmentExec {
             worker_address: String::new(),
             relay: false,
             string_views: false,
+            exchange_scope: String::new(),
         }
     }
 

@@ -397,6 +397,7 @@ impl Scheduler {
             worker_address: String::new(),
             relay: false,
             string_views: false,
+            exchange_scope: run.scope.clone(),
         };
         Counters::add(&self.pool.counters().fragments, 1);
         let mut client = worker.client();

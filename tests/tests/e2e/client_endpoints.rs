@@ -270,6 +270,7 @@ async fn a_worker_takes_only_sealed_client_tickets_without_cluster_credentials(
         worker_address: String::new(),
         relay: false,
         string_views: false,
+        exchange_scope: String::new(),
     };
     let sealed = key.seal(&fragment.encode_to_vec());
     let status = raw
@@ -291,6 +292,7 @@ async fn a_worker_takes_only_sealed_client_tickets_without_cluster_credentials(
         worker_address: String::new(),
         relay: false,
         string_views: false,
+        exchange_scope: String::new(),
         ..fragment
     };
     let status = raw

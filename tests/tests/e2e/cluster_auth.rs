@@ -28,6 +28,7 @@ fn fragment_ticket() -> Vec<u8> {
         worker_address: String::new(),
         relay: false,
         string_views: false,
+        exchange_scope: String::new(),
     }
     .encode_to_vec()
 }

@@ -251,6 +251,7 @@ async fn a_worker_survives_hostile_tickets_and_actions() -> anyhow::Result<()> {
             worker_address: String::new(),
             relay: false,
             string_views: false,
+            exchange_scope: String::new(),
         };
         drain(
             member
