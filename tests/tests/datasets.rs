@@ -950,3 +950,166 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
     server.kill();
     Ok(())
 }
+
+/// `count|sum` of `t_sub.orders` where `condition` holds, as PostgreSQL answers it.
+fn subset_source_answer(condition: &str) -> String {
+    psql(&format!(
+        "SELECT count(*) || '|' || coalesce(sum(amount), 0) FROM t_sub.orders WHERE {condition}"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// The same through Quiver, with the plan that answered it.
+async fn subset_answer(
+    c: &mut FlightSqlClient,
+    condition: &str,
+) -> anyhow::Result<(String, String)> {
+    let sql = format!(
+        "SELECT count(*) AS n, coalesce(sum(amount), 0) AS s FROM quiver.pgs.orders WHERE {condition}"
+    );
+    let rows = query(c, &sql).await?;
+    let answer = format!("{}|{}", strings(&rows, "n")[0], strings(&rows, "s")[0]);
+    let plan = strings(&query(c, &format!("EXPLAIN {sql}")).await?, "plan").join("\n");
+    Ok((answer, plan))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_subset_answers_only_the_queries_it_covers() -> anyhow::Result<()> {
+    let _server = exclusive();
+    psql(
+        "DROP SCHEMA IF EXISTS t_sub CASCADE; CREATE SCHEMA t_sub;
+         CREATE TABLE t_sub.orders (id int PRIMARY KEY, region text NOT NULL, d date NOT NULL, amount bigint NOT NULL);
+         INSERT INTO t_sub.orders SELECT i, (ARRAY['EU', 'US', 'APAC'])[i % 3 + 1], current_date - (i % 200), i
+           FROM generate_series(1, 600) i;",
+    );
+    let home = tempfile::tempdir()?;
+    let config = format!(
+        "{}\n[workers]\nmode = \"embedded\"\ncount = 2\n\n{}",
+        data_dir(&home),
+        pg::source("pgs", "t_sub"),
+    );
+    let server = start_coordinator_with_env(&config, &ENV)?;
+    let mut c = client(&server.addr).await?;
+    let listed =
+        "SELECT count(*) AS n FROM quiver.system.accelerations WHERE dataset = 'quiver.pgs.orders'";
+
+    // A filter that cannot be read, or is no condition, is refused before anything is recorded.
+    let e = query_error(
+        &mut c,
+        "ALTER TABLE quiver.pgs.orders SET (accelerated = true, filter = 'nope > 1')",
+    )
+    .await;
+    assert!(e.contains("filter") && e.contains("nope"), "{e}");
+    let e = query_error(
+        &mut c,
+        "ALTER TABLE quiver.pgs.orders SET (accelerated = true, filter = 'amount + 1')",
+    )
+    .await;
+    assert!(e.contains("not a condition"), "{e}");
+    let e = query_error(
+        &mut c,
+        "ALTER TABLE quiver.pgs.orders SET (accelerated = true, mode = 'changes', filter = 'amount > 1')",
+    )
+    .await;
+    assert!(e.contains("live copy") && e.contains("whole table"), "{e}");
+    assert_eq!(number(&mut c, listed).await?, 0);
+
+    // The last 90 days of two regions; the window is fixed when the copy is made.
+    query(
+        &mut c,
+        "ALTER TABLE quiver.pgs.orders SET (accelerated = true, \
+         filter = 'd >= current_date - interval ''90 days'' AND region IN (''EU'', ''US'')')",
+    )
+    .await?;
+    let filter = scalar(
+        &mut c,
+        "SELECT filter FROM quiver.system.accelerations WHERE dataset = 'quiver.pgs.orders'",
+    )
+    .await?;
+    // The window's first day (PostgreSQL's clock may be a day off UTC, Quiver's).
+    let days = psql("SELECT current_date - 89, current_date - 90, current_date - 91");
+    let since_90 = days
+        .split(['|', '\n'])
+        .map(str::trim)
+        .find(|d| filter.contains(*d))
+        .unwrap_or_else(|| {
+            panic!("the recorded filter holds the window's first day ({days}): {filter}")
+        })
+        .to_string();
+    assert!(!filter.contains("current_date"), "{filter}");
+    // A row written after the copy: a query the copy answers does not see it yet.
+    psql("INSERT INTO t_sub.orders VALUES (1000, 'EU', current_date, 1000000)");
+    let since_30 = psql("SELECT current_date - 30").trim().to_string();
+    let since_120 = psql("SELECT current_date - 120").trim().to_string();
+
+    // Contained: one region of the two, a shorter window.
+    let contained = format!("region = 'EU' AND d >= DATE '{since_30}'");
+    let (answer, plan) = subset_answer(&mut c, &contained).await?;
+    assert_eq!(
+        answer,
+        subset_source_answer(&format!("{contained} AND id <> 1000")),
+        "answered from the copy, made before row 1000"
+    );
+    assert_ne!(answer, subset_source_answer(&contained));
+    assert!(
+        plan.contains("quiver.pgs.orders: answered from its accelerated copy")
+            && plan.contains(&since_90),
+        "EXPLAIN says the copy answers, and why:\n{plan}"
+    );
+    assert!(
+        plan.contains("parquet") && !plan.contains("t_sub"),
+        "the copy's files are read, not the database:\n{plan}"
+    );
+    // `BETWEEN` and `IN` inside the covered set are contained too.
+    let between =
+        format!("region IN ('US', 'EU') AND d BETWEEN DATE '{since_30}' AND current_date - 1");
+    let (answer, plan) = subset_answer(&mut c, &between).await?;
+    assert_eq!(answer, subset_source_answer(&between));
+    assert!(
+        plan.contains("answered from its accelerated copy"),
+        "{plan}"
+    );
+
+    // Not contained: another region, a longer window, no filter. The source answers.
+    for (condition, part) in [
+        (
+            format!("region = 'APAC' AND d >= DATE '{since_30}'"),
+            "region",
+        ),
+        (format!("region = 'EU' AND d >= DATE '{since_120}'"), "d >="),
+        ("amount > 0".to_string(), "d >="),
+    ] {
+        let (answer, plan) = subset_answer(&mut c, &condition).await?;
+        assert_eq!(answer, subset_source_answer(&condition), "{condition}");
+        assert!(
+            plan.contains("quiver.pgs.orders: read from the source, not its accelerated copy")
+                && plan.contains("do not imply")
+                && plan.contains(part),
+            "EXPLAIN says the source answers {condition}, and why:\n{plan}"
+        );
+        assert!(
+            !plan.contains("parquet"),
+            "{condition}: the copy is not read:\n{plan}"
+        );
+    }
+    assert_eq!(
+        number(&mut c, "SELECT count(*) AS n FROM quiver.pgs.orders").await?,
+        601
+    );
+
+    // A refresh takes the new row in.
+    query(&mut c, "REFRESH ACCELERATION quiver.pgs.orders").await?;
+    let (answer, plan) = subset_answer(&mut c, &contained).await?;
+    assert_eq!(answer, subset_source_answer(&contained));
+    assert!(
+        plan.contains("answered from its accelerated copy"),
+        "{plan}"
+    );
+    query(
+        &mut c,
+        "ALTER TABLE quiver.pgs.orders SET (accelerated = false)",
+    )
+    .await?;
+    Ok(())
+}

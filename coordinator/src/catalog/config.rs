@@ -78,6 +78,12 @@ pub struct AccelerateSpec {
     /// missing; default the slot's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<String>,
+    /// The copy holds only the rows where this SQL predicate holds (`region = 'EU'`,
+    /// `order_date >= current_date - interval '90 days'`, resolved at each refresh); a
+    /// query is answered from it only when its own filters imply it
+    /// (`acceleration/subset.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Default)]
@@ -111,6 +117,7 @@ impl AccelerateSpec {
             && self.time_column == previous.time_column
             && self.slot == previous.slot
             && self.publication == previous.publication
+            && self.filter == previous.filter
     }
 
     pub fn validate(&self, dataset: &str) -> Result<(), String> {
@@ -124,6 +131,14 @@ impl AccelerateSpec {
             return Err(format!(
                 "acceleration of {dataset}: slot and publication go with mode = \"changes\""
             ));
+        }
+        if self.mode == RefreshMode::Changes && self.filter.is_some() {
+            return Err(format!(
+                "acceleration of {dataset}: a live copy (mode = \"changes\") holds the whole table; a filter goes with mode = \"full\" or \"append\""
+            ));
+        }
+        if self.filter.as_deref().is_some_and(|f| f.trim().is_empty()) {
+            return Err(format!("acceleration of {dataset}: the filter is empty"));
         }
         if self.mode == RefreshMode::Changes && self.refresh_secs > 0 {
             return Err(format!(

@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+use super::acceleration::subset::{is_copy_of_subset, SubsetOrSource};
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::common::plan_err;
 use datafusion::error::Result;
@@ -115,6 +117,19 @@ impl VirtualSchema {
         format!("{}.{}.{}", self.catalog, self.schema, table)
     }
 
+    /// `name` as its view or source table defines it, never its copy.
+    async fn source(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(view) = self.datasets.view(&self.qualified(name)) {
+            return super::views::provider(&self.datasets, &view, self.bypass_copies)
+                .await
+                .map(Some);
+        }
+        match &self.inner {
+            Some(inner) => inner.table(name).await,
+            None => Ok(None),
+        }
+    }
+
     /// The copy of `name`, when it is accelerated, has one, and copies are read.
     fn copy(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
         if self.bypass_copies {
@@ -145,17 +160,25 @@ impl SchemaProvider for VirtualSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if let Some(copy) = self.copy(name) {
-            return Ok(Some(copy));
-        }
-        if let Some(view) = self.datasets.view(&self.qualified(name)) {
-            return super::views::provider(&self.datasets, &view, self.bypass_copies)
-                .await
-                .map(Some);
-        }
-        match &self.inner {
-            Some(inner) => inner.table(name).await,
-            None => Ok(None),
+        let copy = self.copy(name);
+        let subset = copy
+            .as_ref()
+            .filter(|c| is_copy_of_subset(c.as_ref()))
+            .cloned();
+        match (copy, subset) {
+            // A copy of a subset answers only the queries it covers: a planner rule decides.
+            (Some(_), Some(subset)) => {
+                let source = self.source(name).await?;
+                Ok(source.map(|source| {
+                    Arc::new(SubsetOrSource {
+                        dataset: self.qualified(name),
+                        copy: subset,
+                        source,
+                    }) as Arc<dyn TableProvider>
+                }))
+            }
+            (Some(copy), None) => Ok(Some(copy)),
+            (None, _) => self.source(name).await,
         }
     }
 

@@ -85,6 +85,9 @@ pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
         Field::new("lag_bytes", DataType::Int64, true),
         Field::new("lag_secs", DataType::Float64, true),
         Field::new("changes_applied", DataType::Int64, true),
+        // A copy of a subset: the rows it holds (the copy's resolved predicate, or
+        // the acceleration's filter before a copy exists).
+        Field::new("filter", DataType::Utf8, true),
     ]));
     let a: Vec<_> = datasets.accelerations().iter().map(|a| a.info()).collect();
     let now = now_ms();
@@ -165,6 +168,12 @@ pub fn accelerations(datasets: &Datasets) -> Result<RecordBatch> {
             }
         }))),
         int(&|i| live(i).map(|c| c.changes_applied as i64)),
+        Arc::new(StringArray::from_iter(a.iter().map(|i| {
+            i.copy
+                .as_ref()
+                .and_then(|c| c.filter.as_deref())
+                .or(i.spec.filter.as_deref())
+        }))),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

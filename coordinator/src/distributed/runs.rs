@@ -336,7 +336,24 @@ impl Watch {
                         return Some(Err(DataFusionError::Shared(e)));
                     }
                 }
-                item = self.stream.next() => return item,
+                item = self.stream.next() => {
+                    if item.is_none() {
+                        self.settle().await;
+                    }
+                    return item;
+                }
+            }
+        }
+    }
+
+    /// The root read everything: give the stages a moment to report their closing
+    /// statistics, or dropping the run would log tasks that delivered all their rows
+    /// as cancelled. A stage still running after that (a join that never read its
+    /// probe side) is cancelled with the run; its error no longer matters.
+    async fn settle(&mut self) {
+        if let Some(stages) = self.stages.take() {
+            if let Ok(Err(e)) = tokio::time::timeout(SETTLE, stages).await {
+                tracing::debug!(error = %e, "a stage failed after the root had read everything");
             }
         }
     }
@@ -351,6 +368,9 @@ impl Watch {
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 }
+
+/// How long a finished root waits for its streamed stages' closing reports.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A spawned task that is aborted when dropped; it resolves to the task's result.
 struct AbortOnDrop(tokio::task::JoinHandle<Result<()>>);

@@ -23,9 +23,11 @@ use crate::security::catalog_view::CatalogView;
 
 mod federation;
 mod join_order;
+mod plan_notes;
 mod query_planner;
 mod session;
 pub mod statement;
+mod subset_scans;
 pub use session::{Executed, Outcome, QuerySession};
 pub use statement::Planned;
 
@@ -349,6 +351,7 @@ impl QueryEngine {
             .unwrap_or_else(|| (self.pool.healthy().len() * 2).max(2));
         let mut state = state.with_session_id(id.clone()).build();
         state.config_mut().options_mut().execution.target_partitions = partitions;
+        plan_notes::PlanNotes::install(state.config_mut().options_mut());
         QuerySession {
             id,
             ctx: SessionContext::new_with_state(state),
@@ -502,6 +505,8 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         .map(|i| i + 1)
         .unwrap_or(rules.len());
     rules.insert(at, Arc::new(federation::FederateReads::default()));
+    // Copies of subsets are chosen once filters reach the scans, before federation.
+    rules.insert(at, Arc::new(subset_scans::SubsetScans));
     // After DataFusion's column pruning, which cannot see into federated leaves.
     let at = rules
         .iter()

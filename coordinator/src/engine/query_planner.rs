@@ -1,7 +1,8 @@
 //! The session's query planner: DataFusion's physical planner with federation's
 //! extension planner (subplans that run inside one database), after the join trees
 //! are put in order from statistics ([`super::join_order`]). `EXPLAIN` shows the
-//! reordered logical plan and the estimates behind it.
+//! reordered logical plan and the estimates behind it, and which copies of
+//! subsets answered (`plan_notes`).
 
 use std::sync::Arc;
 
@@ -42,7 +43,18 @@ impl QueryPlanner for QuiverQueryPlanner {
         let planner = physical_planner();
         let state = session.as_any().downcast_ref::<SessionState>();
         let (JoinOrder::Statistics, Some(state)) = (self.join_order, state) else {
-            return planner.create_physical_plan(plan, session).await;
+            let plan = match plan {
+                LogicalPlan::Explain(e) => {
+                    let notes = super::plan_notes::PlanNotes::of(session.config_options());
+                    let kept = join_order::Reordered {
+                        plan: e.plan.as_ref().clone(),
+                        notes: Vec::new(),
+                    };
+                    LogicalPlan::Explain(explained(e, kept, notes))
+                }
+                other => other.clone(),
+            };
+            return planner.create_physical_plan(&plan, session).await;
         };
         let reorder = |plan: &LogicalPlan| {
             let planner = &planner;
@@ -62,7 +74,10 @@ impl QueryPlanner for QuiverQueryPlanner {
             }
         };
         let plan = match plan {
-            LogicalPlan::Explain(e) => LogicalPlan::Explain(explained(e, reorder(&e.plan).await)),
+            LogicalPlan::Explain(e) => {
+                let notes = super::plan_notes::PlanNotes::of(session.config_options());
+                LogicalPlan::Explain(explained(e, reorder(&e.plan).await, notes))
+            }
             LogicalPlan::Analyze(a) => {
                 let mut a = a.clone();
                 a.input = Arc::new(reorder(&a.input).await.plan);
@@ -78,8 +93,15 @@ impl QueryPlanner for QuiverQueryPlanner {
 /// `e.plan` when it plans the `EXPLAIN`; the estimates that chose the order go in a
 /// row of the same type just before it, since only that type and the physical
 /// plan's show without `VERBOSE`.
-fn explained(e: &Explain, reordered: join_order::Reordered) -> Explain {
+fn explained(e: &Explain, reordered: join_order::Reordered, notes: Vec<String>) -> Explain {
     let mut e = e.clone();
+    // Which copies of subsets were read, and why (`subset_scans`).
+    if !notes.is_empty() {
+        e.stringified_plans.push(StringifiedPlan::new(
+            PlanType::FinalLogicalPlan,
+            format!("accelerations:\n{}", notes.join("\n")),
+        ));
+    }
     if !reordered.notes.is_empty() {
         e.stringified_plans.push(StringifiedPlan::new(
             PlanType::FinalLogicalPlan,

@@ -12,8 +12,10 @@
 //! See [`refresh`] for the write itself.
 
 pub mod changes;
+pub mod containment;
 pub mod refresh;
 pub mod scheduler;
+pub mod subset;
 
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -283,23 +285,30 @@ pub async fn table_of(
     state: &SessionState,
     copy: &CopyState,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
-    match &copy.changes {
-        Some(changes) => changes::table_of(state, changes).await,
-        None => listing_table(state, &copy.segments).await.map(Some),
+    match (&copy.changes, &copy.filter) {
+        (Some(changes), _) => changes::table_of(state, changes).await,
+        (None, None) => listing_table(state, &copy.segments, true).await.map(Some),
+        // Read with the types it was written with, so it can stand in for the source.
+        (None, Some(filter)) => {
+            let table = listing_table(state, &copy.segments, false).await?;
+            let subset = subset::CopyOfSubset::new(state, table, filter)?;
+            Ok(Some(Arc::new(subset)))
+        }
     }
 }
 
-/// The Parquet files of `segments` as one table.
+/// The Parquet files of `segments` as one table; strings as views when `views`.
 pub(super) async fn listing_table(
     state: &SessionState,
     segments: &[String],
+    views: bool,
 ) -> Result<Arc<dyn TableProvider>> {
     let urls = segments
         .iter()
         .map(ListingTableUrl::parse)
         .collect::<Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let format = ParquetFormat::default().with_force_view_types(views);
+    let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .infer_schema(state)

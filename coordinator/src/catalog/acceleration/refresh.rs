@@ -147,6 +147,15 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
         .map(datafusion::logical_expr::Expr::Column)
         .collect();
     df = df.select(columns)?;
+    // A copy of a subset: the filter with this refresh's time, recorded with the copy.
+    let filter = match &spec.filter {
+        Some(f) => {
+            let (predicate, text) = super::subset::resolve_filter(&df, f, started)?;
+            df = df.filter(predicate)?;
+            Some(text)
+        }
+        None => None,
+    };
     let append = spec.mode == RefreshMode::Append;
     let high_water = old
         .as_ref()
@@ -209,6 +218,7 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
         high_water: if append { high_water } else { None },
         as_of_ms: started,
         changes: None,
+        filter,
     };
     let table = match table_of(&state, &copy).await {
         Ok(Some(t)) => t,

@@ -235,6 +235,9 @@ async fn accelerate_now(
         // Refused before it is recorded: a table without a key, a view, another source.
         changes::check(datasets, name, &spec).await?;
     }
+    if let Some(filter) = &spec.filter {
+        crate::catalog::acceleration::subset::check(datasets, name, filter).await?;
+    }
     let keep = datasets
         .acceleration(name)
         .map(|a| a.info())

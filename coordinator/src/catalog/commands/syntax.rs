@@ -217,6 +217,7 @@ fn spec_of(options: &[SqlOption], allow_flag: bool) -> Result<AccelerateSpec> {
         sort_by: vec![],
         slot: None,
         publication: None,
+        filter: None,
     };
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
@@ -249,9 +250,10 @@ fn spec_of(options: &[SqlOption], allow_flag: bool) -> Result<AccelerateSpec> {
             "sort_by" => spec.sort_by = text.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
             "slot" => spec.slot = Some(text),
             "publication" => spec.publication = Some(text),
+            "filter" => spec.filter = Some(text),
             other => {
                 return plan_err!(
-                    "unknown acceleration option '{other}' (known: refresh_secs, mode, time_column, sort_by, slot, publication)"
+                    "unknown acceleration option '{other}' (known: refresh_secs, mode, time_column, sort_by, slot, publication, filter)"
                 )
             }
         }

@@ -97,6 +97,11 @@ pub struct CopyState {
     /// how far it has applied the stream. `segments` lists the same folders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<ChangesState>,
+    /// The copy holds exactly the source's rows where this predicate holds: the
+    /// acceleration's `filter` with `now()` and `current_date` fixed to the refresh
+    /// that made the copy, as SQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// The state of a live copy, published with it in one store update.

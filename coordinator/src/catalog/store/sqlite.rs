@@ -274,6 +274,7 @@ mod tests {
                 sort_by: vec![],
                 slot: None,
                 publication: None,
+                filter: Some("t > 3".into()),
             };
             let copy = CopyState {
                 segments: vec!["file:///x/".into()],
@@ -283,6 +284,7 @@ mod tests {
                 high_water: Some("7".into()),
                 as_of_ms: 9,
                 changes: None,
+                filter: Some("t > 3".into()),
             };
             let a = StoredAcceleration {
                 dataset: "c.s.t".into(),

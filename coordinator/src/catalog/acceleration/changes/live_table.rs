@@ -31,12 +31,12 @@ pub async fn table_of(
     }
     let base = match changes.base.is_empty() {
         true => None,
-        false => Some(listing_table(state, &changes.base).await?),
+        false => Some(listing_table(state, &changes.base, true).await?),
     };
     let Some(change_set) = &changes.change_set else {
         return Ok(base);
     };
-    let delta = listing_table(state, std::slice::from_ref(change_set)).await?;
+    let delta = listing_table(state, std::slice::from_ref(change_set), true).await?;
     let columns: Vec<_> = delta
         .schema()
         .fields()

@@ -526,7 +526,7 @@ async fn read_change_set(
 ) -> Result<Vec<RecordBatch>> {
     let state = datasets.planning_state(true)?;
     let ctx = SessionContext::new_with_state(state.clone());
-    let table = super::listing_table(&state, &[folder.to_string()]).await?;
+    let table = super::listing_table(&state, &[folder.to_string()], true).await?;
     let batches = ctx.read_table(table)?.collect().await?;
     // Strings come back as views; the change set's rows are plain.
     batches
@@ -659,6 +659,7 @@ impl Live {
             high_water: None,
             as_of_ms: self.state.last_commit_ms,
             changes: Some(self.state.clone()),
+            filter: None,
         };
         let planning = datasets.planning_state(false)?;
         let table = table_of(&planning, &self.state).await?;
