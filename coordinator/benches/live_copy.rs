@@ -178,7 +178,7 @@ async fn run() -> Result<()> {
     tokio::spawn(connection);
     let mut writer = Writer {
         client: pg,
-        next_insert: rows + 1,
+        next_insert: rows as u64 + 1,
         next_delete: 1,
         seed: 7,
         changes: 0,
@@ -191,7 +191,7 @@ async fn run() -> Result<()> {
     let mut written = Duration::ZERO;
     for phase in 1..=phases {
         // Writing, with the sampler beside it.
-        let stop = Instant::now() + Duration::from_secs(secs) / phases;
+        let stop = Instant::now() + Duration::from_secs(secs as u64) / phases;
         let sampler = {
             let (commits, mut client) = (
                 commits.clone(),
