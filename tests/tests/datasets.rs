@@ -2,7 +2,8 @@
 //! scripts/services.sh starts and the TPC-H Parquet files: views across sources
 //! (nested, pushed down, listed, kept over a restart, broken alone), accelerated
 //! copies (full and append refreshes of a changing table, a refresh that fails
-//! with the database stopped, the copy read by both workers), the results cache,
+//! with the database stopped, the copy read by both workers), live copies kept from
+//! PostgreSQL's change stream, copies of a subset, the results cache,
 //! and a metadata store in PostgreSQL shared by two coordinators.
 
 // A static lock serializes the tests that share a server; it is held across
@@ -852,8 +853,25 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
         "not the cached answer"
     );
 
-    // The coordinator stops; changes made meanwhile arrive after its restart,
-    // none lost and none twice (a doubled insert would be a second row of its key).
+    // The coordinator is killed (SIGKILL) while a writer commits a transaction
+    // every few milliseconds, so in the middle of receiving and flushing; changes
+    // made meanwhile arrive after its restart, none lost and none twice (a doubled
+    // insert would be a second row of its key).
+    psql(
+        "CREATE OR REPLACE PROCEDURE t_live.churn(n int) LANGUAGE plpgsql AS $$
+         BEGIN
+           FOR i IN 1..n LOOP
+             INSERT INTO t_live.items VALUES (40000 + i, 'churn', i, i);
+             UPDATE t_live.items SET qty = qty + 1 WHERE id = 40000 + i - 1;
+             DELETE FROM t_live.items WHERE id = 40000 + i - 2 AND i % 3 = 0;
+             COMMIT;
+             PERFORM pg_sleep(0.005);
+           END LOOP;
+         END $$",
+    );
+    let writer = std::thread::spawn(|| psql("CALL t_live.churn(600)"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    anyhow::ensure!(!writer.is_finished(), "the writer still runs at the kill");
     server.kill();
     psql(
         "INSERT INTO t_live.items VALUES (6000, 'while down', 2, 3);
@@ -862,7 +880,10 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
     );
     let mut server = start_coordinator_with_env(&config, &ENV)?;
     let mut c = client(&server.addr).await?;
-    live_copy_catches_up(&mut c, columns, "after a restart").await?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer failed"))?;
+    live_copy_catches_up(&mut c, columns, "after a kill in mid-stream").await?;
     assert_eq!(
         number(
             &mut c,
