@@ -24,6 +24,7 @@
 //! Prints a Markdown report (per-query times and ratios, totals, and the rate at
 //! which `SELECT * FROM lineitem` streams to a Flight client).
 
+mod answers;
 mod baselines;
 
 use std::path::{Path, PathBuf};
@@ -256,16 +257,8 @@ async fn run(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("q{}", i + 1))?;
         let d = reference.sql(sql).await?.collect().await?;
-        let (qn, dn): (usize, usize) = (
-            q.iter().map(|b| b.num_rows()).sum(),
-            d.iter().map(|b| b.num_rows()).sum(),
-        );
-        if qn != dn {
-            return Err(anyhow!(
-                "q{}: Quiver returned {qn} rows, DataFusion {dn}",
-                i + 1
-            ));
-        }
+        // Every answer is DataFusion's, value by value.
+        answers::same(&q, &d).map_err(|e| anyhow!("q{}: Quiver's answer differs: {e}", i + 1))?;
         let (mut tq, mut td) = (vec![], vec![]);
         for _ in 0..args.iterations {
             let t = Instant::now();
