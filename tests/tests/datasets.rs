@@ -918,8 +918,28 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
     live_copy_catches_up(&mut c, "id, name, qty, price, note", "a small change").await?;
     let plan = strings(&query(&mut c, explain).await?, "plan").join("\n");
     assert!(plan.contains("LeftAnti"), "base and change set:\n{plan}");
-    psql("INSERT INTO t_live.items SELECT i, 'bulk', 1, 1 FROM generate_series(20000, 32000) i");
+    // A change set of a hundredth of the base is folded in once the stream is quiet (10 s).
+    psql("UPDATE t_live.items SET qty = qty + 1 WHERE id <= 100");
     let all = "id, name, qty, price, note";
+    live_copy_catches_up(&mut c, all, "a hundredth of the base").await?;
+    let quiet = Instant::now();
+    loop {
+        let plan = strings(&query(&mut c, explain).await?, "plan").join("\n");
+        if !plan.contains("Join") {
+            break;
+        }
+        anyhow::ensure!(
+            quiet.elapsed() < Duration::from_secs(60),
+            "a quiet stream's change set was not compacted:\n{plan}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        quiet.elapsed() > Duration::from_secs(5),
+        "not before the stream was quiet"
+    );
+    live_copy_catches_up(&mut c, all, "after a quiet compaction").await?;
+    psql("INSERT INTO t_live.items SELECT i, 'bulk', 1, 1 FROM generate_series(20000, 32000) i");
     live_copy_catches_up(&mut c, all, "after a bulk insert").await?;
     let started = Instant::now();
     loop {

@@ -20,6 +20,8 @@
 //!    restarted feed resumes from the slot with nothing lost or doubled.
 //! 3. When the change set outgrows an eighth of the base, it is compacted: the
 //!    copy as queries see it becomes the new base, and the change set is empty.
+//!    A quiet stream compacts sooner ([`IDLE_COMPACT`]), so a copy at rest reads
+//!    as plain Parquet.
 //!
 //! A column added or dropped in the source makes a new base (the stream's next
 //! relation message names the new shape); a `TRUNCATE` empties the base.
@@ -56,6 +58,11 @@ pub const FLUSH_ROWS: usize = 50_000;
 /// The change set is folded into a new base when it has more rows than this
 /// and more than an eighth of the base.
 const COMPACT_MIN_ROWS: u64 = 10_000;
+/// A change set is also compacted once no change has come for this long, when it
+/// holds a hundredth of the base, or after [`IDLE_COMPACT_ANY`] whatever its size:
+/// a copy at rest is read as plain Parquet, without the anti join.
+const IDLE_COMPACT: Duration = Duration::from_secs(10);
+const IDLE_COMPACT_ANY: Duration = Duration::from_secs(300);
 /// Replaced folders are deleted this long after: queries planned on them finish first.
 const RETIRE_AFTER: Duration = Duration::from_secs(60);
 
@@ -367,6 +374,7 @@ async fn follow(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result<()> 
     let mut pending_changes = 0;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_flush = tokio::time::Instant::now();
     loop {
         let flush = tokio::select! {
             event = stream.next() => match event.map_err(changes_error)? {
@@ -407,7 +415,13 @@ async fn follow(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result<()> 
                     false
                 }
             },
-            _ = tick.tick() => !pending.is_empty(),
+            _ = tick.tick() => {
+                if pending.is_empty() && live.idle_compaction_due(last_flush.elapsed()) {
+                    live.compact(datasets, acc).await?;
+                    live.delete_retired(datasets).await;
+                }
+                !pending.is_empty()
+            }
         };
         if flush {
             let txns = std::mem::take(&mut pending);
@@ -425,6 +439,7 @@ async fn follow(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>) -> Result<()> 
             }
             acc.feed.report(|s| s.oldest_pending_ms = None);
             stream.confirm(live.state.applied_lsn);
+            last_flush = tokio::time::Instant::now();
             if live.should_compact() {
                 live.compact(datasets, acc).await?;
             }
@@ -596,6 +611,14 @@ impl Live {
     fn should_compact(&self) -> bool {
         self.state.change_rows > COMPACT_MIN_ROWS
             && self.state.change_rows * 8 > self.state.base_rows
+    }
+
+    /// Whether a stream quiet for `idle` should fold its change set now.
+    fn idle_compaction_due(&self, idle: Duration) -> bool {
+        let rows = self.state.change_rows;
+        rows > 0
+            && (idle >= IDLE_COMPACT_ANY
+                || (idle >= IDLE_COMPACT && rows * 100 >= self.state.base_rows))
     }
 
     /// The copy as queries see it becomes the new base; the change set empties.
