@@ -1,6 +1,7 @@
 //! Harness for Quiver's end-to-end tests: real `quiver` processes, real Flight SQL
 //! clients, and single-node DataFusion as the reference.
 
+pub mod browser;
 pub mod compare;
 pub mod moto;
 

@@ -838,6 +838,20 @@ async fn a_live_copy_follows_the_change_stream_through_restarts_and_outages() ->
         ) >= 3000.0
     );
     assert!(text.contains("quiver_acceleration_lag_bytes{dataset=\"quiver.live.items\"}"));
+    // The console's catalog page shows the live copy with its lag, in a real browser.
+    {
+        use quiver_tests::browser::{browser, open, screenshot, wait_for_text};
+        let chromium = browser()?;
+        let tab = chromium.new_tab().map_err(|e| anyhow::anyhow!("{e}"))?;
+        open(&tab, &format!("http://{}/catalog", server.http_addr()))?;
+        wait_for_text(&tab, "the live copy with its lag", |t| {
+            t.contains("quiver.live.items")
+                && t.contains("changes")
+                && t.contains("lag ")
+                && t.contains("changes applied")
+        })?;
+        screenshot(&tab, "catalog-live-copy")?;
+    }
 
     // An answer kept in the results cache is dropped when a change is applied.
     let total = "SELECT sum(qty) AS s FROM quiver.live.items";

@@ -3,73 +3,10 @@
 //! at the queries, workers and catalog pages, cancels a running query from the
 //! queries page, and keeps a screenshot of each page under target/screenshots/console/.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
-use headless_chrome::{Browser, LaunchOptions, Tab};
+use quiver_tests::browser::{browser, open, screenshot, text, wait_for_text};
 use quiver_tests::*;
-
-fn browser() -> anyhow::Result<Browser> {
-    let path = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists());
-    let options = LaunchOptions::default_builder()
-        .path(Some(path.ok_or_else(|| {
-            anyhow::anyhow!("chromium is missing: run scripts/setup-tools.sh")
-        })?))
-        .headless(true)
-        // Tests may run as root, where Chromium's sandbox cannot start.
-        .sandbox(false)
-        .window_size(Some((1400, 1000)))
-        .idle_browser_timeout(Duration::from_secs(600))
-        .build()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Browser::new(options).map_err(|e| anyhow::anyhow!("cannot start chromium: {e}"))
-}
-
-fn screenshot(tab: &Tab, name: &str) -> anyhow::Result<()> {
-    let dir = target_dir().join("..").join("screenshots").join("console");
-    std::fs::create_dir_all(&dir)?;
-    let png = tab
-        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::write(dir.join(format!("{name}.png")), png)?;
-    Ok(())
-}
-
-/// The text of the page's body as a person sees it.
-fn text(tab: &Tab) -> anyhow::Result<String> {
-    let v = tab
-        .evaluate("document.body.innerText", false)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(v.value
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default())
-}
-
-/// Waits until the page's text satisfies `ok` (live parts refresh every 2 s).
-fn wait_for_text(tab: &Tab, what: &str, ok: impl Fn(&str) -> bool) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = text(tab)?;
-        if ok(&t) {
-            return Ok(t);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("the page never showed {what}; it shows:\n{t}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn open(tab: &Arc<Tab>, url: &str) -> anyhow::Result<()> {
-    tab.navigate_to(url)
-        .and_then(|t| t.wait_until_navigated())
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_runs_a_query_and_shows_the_cluster() -> anyhow::Result<()> {

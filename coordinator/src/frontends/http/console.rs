@@ -560,10 +560,11 @@ async fn catalog_page(state: Shared, peer: Peer, headers: HeaderMap) -> Response
                     .copy
                     .as_ref()
                     .map(|c| {
-                        format!(
-                            "copied {:.0} s ago",
-                            (now - c.as_of_ms).max(0) as f64 / 1000.0
-                        )
+                        let age = (now - c.as_of_ms).max(0) as f64 / 1000.0;
+                        match &c.filter {
+                            Some(f) => format!("copied {age:.0} s ago; holds the rows where {f}"),
+                            None => format!("copied {age:.0} s ago"),
+                        }
                     })
                     .unwrap_or_default(),
             };
