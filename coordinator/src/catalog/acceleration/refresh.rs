@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{cast, col, lit, Accumulator, SortExpr};
 use datafusion::parquet::arrow::AsyncArrowWriter;
@@ -134,19 +135,7 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
         )));
     }
     // Read from the source, never from the copy.
-    let state = datasets.planning_state(true)?;
-    let ctx = SessionContext::new_with_state(state.clone());
-    let mut df = ctx
-        .table(datafusion::common::TableReference::parse_str(&acc.dataset))
-        .await?;
-    // A projection on top: federation hands a subtree with one to the database (a bare scan stays unplanned).
-    let columns: Vec<datafusion::logical_expr::Expr> = df
-        .schema()
-        .columns()
-        .into_iter()
-        .map(datafusion::logical_expr::Expr::Column)
-        .collect();
-    df = df.select(columns)?;
+    let (state, mut df) = source_frame(datasets, &acc.dataset).await?;
     // A copy of a subset: the filter with this refresh's time, recorded with the copy.
     let filter = match &spec.filter {
         Some(f) => {
@@ -282,16 +271,19 @@ async fn run(datasets: &Arc<Datasets>, acc: &Arc<Accelerated>, started: i64) -> 
     })
 }
 
-/// Copies `dataset` from its source (never from its copy) into a new segment
-/// folder, sorted by `sort_by`: the base of a live copy. On failure nothing stays.
-pub(super) async fn copy_from_source(
+/// Every row of `dataset` as its source has it (never its copy), with the state
+/// that plans it. A projection on top: federation hands a subtree with one to the
+/// database (a bare scan stays unplanned).
+async fn source_frame(
     datasets: &Arc<Datasets>,
     dataset: &str,
-    sort_by: &[String],
-) -> Result<(url::Url, Written)> {
+) -> Result<(
+    datafusion::execution::session_state::SessionState,
+    DataFrame,
+)> {
     let state = datasets.planning_state(true)?;
     let ctx = SessionContext::new_with_state(state.clone());
-    let mut df = ctx
+    let df = ctx
         .table(datafusion::common::TableReference::parse_str(dataset))
         .await?;
     let columns: Vec<datafusion::logical_expr::Expr> = df
@@ -300,7 +292,17 @@ pub(super) async fn copy_from_source(
         .into_iter()
         .map(datafusion::logical_expr::Expr::Column)
         .collect();
-    df = df.select(columns)?;
+    Ok((state, df.select(columns)?))
+}
+
+/// Copies `dataset` from its source (never from its copy) into a new segment
+/// folder, sorted by `sort_by`: the base of a live copy. On failure nothing stays.
+pub(super) async fn copy_from_source(
+    datasets: &Arc<Datasets>,
+    dataset: &str,
+    sort_by: &[String],
+) -> Result<(url::Url, Written)> {
+    let (_, mut df) = source_frame(datasets, dataset).await?;
     if !sort_by.is_empty() {
         df = df.sort(
             sort_by
