@@ -349,6 +349,10 @@ fn fetch(
     .boxed()
 }
 
+/// HTTP/2 flow-control windows of exchange reads: per stream, and per connection.
+const STREAM_WINDOW: u32 = 4 << 20;
+const CONNECTION_WINDOW: u32 = 1 << 30;
+
 /// A client to the worker at `address`. Connections are shared by all reads of this
 /// process; the credentials are the reading task's own.
 fn client(address: &str, credentials: ClusterCredentials) -> Result<WorkerClient> {
@@ -364,6 +368,16 @@ fn client(address: &str, credentials: ClusterCredentials) -> Result<WorkerClient
                 })?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
+                // All reads from one worker share this connection, and a consumer
+                // may stop reading a stream it opened (a join's probe side, held
+                // back while its output waits for a reader). HTTP/2 counts what such
+                // a stream received against the connection's window too: at the
+                // default 5 MiB a few of them stalled every other stream on the
+                // connection, including the one the consumer waited for (TPC-H q18 at
+                // SF10 hung, every task idle). A stream still holds at most its own
+                // window; the connection's is large enough never to run out first.
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
                 .connect_lazy();
             channels.insert(address.to_string(), channel.clone());
             channel
@@ -413,6 +427,73 @@ pub fn lost_output(message: &str) -> Option<LostOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    /// Streams a reader opened and stopped reading (a join's probe side held back)
+    /// do not stall the other streams from the same worker, which share one HTTP/2
+    /// connection: with the default windows three of them took the whole
+    /// connection window and the fourth stream never got a byte.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_left_unread_do_not_stall_their_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let service = crate::service::WorkerService::new(
+            crate::executor::WorkerOptions::default(),
+            quiver_proto::QuiverCodec::new(),
+        )
+        .expect("service");
+        tokio::spawn(crate::service::serve(
+            listener,
+            service,
+            futures::future::pending(),
+        ));
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        // 1 MiB batches, 16 per partition: far more than a stream's window.
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..131_072)) as ArrayRef],
+        )
+        .expect("batch");
+        let key = format!("window-test-{}", std::process::id());
+        for p in 0..4 {
+            let tx = streams().sender(&key, p).expect("sender");
+            let batch = batch.clone();
+            tokio::spawn(async move {
+                for _ in 0..16 {
+                    if tx.send(Ok(batch.clone())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let loc = ShuffleLocation {
+            address,
+            key,
+            stream: true,
+        };
+        let credentials = ClusterCredentials::default();
+        let mut held = vec![];
+        for p in 0..3 {
+            let mut s = open(&loc, p, schema.clone(), &credentials);
+            assert!(s.next().await.expect("a batch").is_ok());
+            held.push(s);
+        }
+        // Let the held streams fill whatever window they are given.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let last = open(&loc, 3, schema.clone(), &credentials);
+        let read = tokio::time::timeout(Duration::from_secs(20), last.try_collect::<Vec<_>>())
+            .await
+            .expect("the fourth stream stalled behind the unread ones")
+            .unwrap_or_else(|_| panic!("the fourth stream failed"));
+        assert_eq!(
+            read.iter().map(|b| b.num_rows()).sum::<usize>(),
+            16 * 131_072
+        );
+        drop(held);
+    }
 
     #[test]
     fn lost_outputs_survive_being_text() {
