@@ -42,16 +42,11 @@ impl QueryPlanner for QuiverQueryPlanner {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let planner = physical_planner();
         let state = session.as_any().downcast_ref::<SessionState>();
+        // Which copies of subsets were read, and why (`subset_scans`), for `EXPLAIN`.
+        let notes = super::plan_notes::PlanNotes::of(session.config_options());
         let (JoinOrder::Statistics, Some(state)) = (self.join_order, state) else {
             let plan = match plan {
-                LogicalPlan::Explain(e) => {
-                    let notes = super::plan_notes::PlanNotes::of(session.config_options());
-                    let kept = join_order::Reordered {
-                        plan: e.plan.as_ref().clone(),
-                        notes: Vec::new(),
-                    };
-                    LogicalPlan::Explain(explained(e, kept, notes))
-                }
+                LogicalPlan::Explain(e) => LogicalPlan::Explain(noted(e.clone(), notes)),
                 other => other.clone(),
             };
             return planner.create_physical_plan(&plan, session).await;
@@ -75,8 +70,7 @@ impl QueryPlanner for QuiverQueryPlanner {
         };
         let plan = match plan {
             LogicalPlan::Explain(e) => {
-                let notes = super::plan_notes::PlanNotes::of(session.config_options());
-                LogicalPlan::Explain(explained(e, reorder(&e.plan).await, notes))
+                LogicalPlan::Explain(explained(noted(e.clone(), notes), reorder(&e.plan).await))
             }
             LogicalPlan::Analyze(a) => {
                 let mut a = a.clone();
@@ -89,19 +83,22 @@ impl QueryPlanner for QuiverQueryPlanner {
     }
 }
 
-/// `EXPLAIN` of the reordered plan. DataFusion prints the logical plan from
-/// `e.plan` when it plans the `EXPLAIN`; the estimates that chose the order go in a
-/// row of the same type just before it, since only that type and the physical
-/// plan's show without `VERBOSE`.
-fn explained(e: &Explain, reordered: join_order::Reordered, notes: Vec<String>) -> Explain {
-    let mut e = e.clone();
-    // Which copies of subsets were read, and why (`subset_scans`).
+/// `EXPLAIN` with the planner rules' notes in a row of their own.
+fn noted(mut e: Explain, notes: Vec<String>) -> Explain {
     if !notes.is_empty() {
         e.stringified_plans.push(StringifiedPlan::new(
             PlanType::FinalLogicalPlan,
             format!("accelerations:\n{}", notes.join("\n")),
         ));
     }
+    e
+}
+
+/// `EXPLAIN` of the reordered plan. DataFusion prints the logical plan from
+/// `e.plan` when it plans the `EXPLAIN`; the estimates that chose the order go in a
+/// row of the same type just before it, since only that type and the physical
+/// plan's show without `VERBOSE`.
+fn explained(mut e: Explain, reordered: join_order::Reordered) -> Explain {
     if !reordered.notes.is_empty() {
         e.stringified_plans.push(StringifiedPlan::new(
             PlanType::FinalLogicalPlan,
