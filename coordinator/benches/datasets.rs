@@ -13,26 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use common::{arg, median, psql, timed};
-use tonic::transport::{Channel, Endpoint};
-
-/// The median of `runs` timings of `sql` after one warm-up, checking the row count.
-async fn measure(
-    client: &mut FlightSqlServiceClient<Channel>,
-    sql: &str,
-    runs: usize,
-    groups: usize,
-) -> Result<Duration> {
-    let mut times = vec![];
-    for i in 0..=runs {
-        let (d, rows) = timed(client, sql).await?;
-        anyhow::ensure!(rows == groups, "{sql}: {rows} rows, expected {groups}");
-        if i > 0 {
-            times.push(d);
-        }
-    }
-    Ok(median(times))
-}
+use common::{arg, measure, median, psql, timed};
+use tonic::transport::Endpoint;
 
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

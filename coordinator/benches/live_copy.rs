@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use common::{arg, median, psql, timed};
+use common::{arg, measure, psql, timed};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use parking_lot::Mutex;
@@ -394,17 +394,4 @@ async fn reads_change_set(client: &mut Client, sql: &str) -> Result<bool> {
             .to_string()
             .contains("LeftAnti"),
     )
-}
-
-/// The median of `runs` timings of `sql` after one warm-up, checking the row count.
-async fn measure(client: &mut Client, sql: &str, runs: usize, groups: usize) -> Result<Duration> {
-    let mut times = vec![];
-    for i in 0..=runs {
-        let (d, rows) = timed(client, sql).await?;
-        anyhow::ensure!(rows == groups, "{sql}: {rows} rows, expected {groups}");
-        if i > 0 {
-            times.push(d);
-        }
-    }
-    Ok(median(times))
 }

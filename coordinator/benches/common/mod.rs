@@ -85,6 +85,24 @@ pub async fn rows_of(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Re
         .sum())
 }
 
+/// The median of `runs` timings of `sql` after one warm-up, checking the row count.
+pub async fn measure(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+    runs: usize,
+    groups: usize,
+) -> Result<Duration> {
+    let mut times = vec![];
+    for i in 0..=runs {
+        let (d, rows) = timed(client, sql).await?;
+        anyhow::ensure!(rows == groups, "{sql}: {rows} rows, expected {groups}");
+        if i > 0 {
+            times.push(d);
+        }
+    }
+    Ok(median(times))
+}
+
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
